@@ -1,0 +1,104 @@
+//! Agent definitions.
+
+use serde::{Deserialize, Serialize};
+
+use crate::capability::TrustLevel;
+use crate::ids::AgentId;
+
+/// An agent: a model, a system prompt, the capabilities it may use and its limits.
+///
+/// ```
+/// use thinklio_core::{AgentDefinition, TrustLevel};
+/// let agent = AgentDefinition::new("assistant", "gpt-4o-mini")
+///     .system_prompt("You are terse.")
+///     .capabilities(["clock", "calculator"])
+///     .trust_level(TrustLevel::Standard)
+///     .max_turns(6);
+/// assert_eq!(agent.max_turns, 6);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AgentDefinition {
+    /// The agent's id.
+    pub id: AgentId,
+    /// The model id passed to the chat model (`gpt-4o-mini`, `claude-sonnet-4-5`, ...).
+    pub model: String,
+    /// The system prompt.
+    pub system_prompt: String,
+    /// Names of the capabilities this agent may call.
+    pub capabilities: Vec<String>,
+    /// The agent's trust level; capabilities that require more are invisible to it.
+    pub trust_level: TrustLevel,
+    /// How many `think` steps one interaction may take before it must answer.
+    pub max_turns: u32,
+    /// How deep a chain of delegations that starts at this agent may go.
+    pub max_delegation_depth: u32,
+    /// How many earlier turns of the session the `context` step includes.
+    pub history_turns: u32,
+    /// The most output tokens one model call may produce, if limited.
+    pub max_output_tokens: Option<u32>,
+}
+
+impl AgentDefinition {
+    /// An agent with defaults: no capabilities, standard trust, 8 turns,
+    /// delegation depth 3, 20 turns of history.
+    pub fn new(id: impl Into<AgentId>, model: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            model: model.into(),
+            system_prompt: String::new(),
+            capabilities: Vec::new(),
+            trust_level: TrustLevel::Standard,
+            max_turns: 8,
+            max_delegation_depth: 3,
+            history_turns: 20,
+            max_output_tokens: None,
+        }
+    }
+
+    /// Sets the system prompt.
+    pub fn system_prompt(mut self, prompt: impl Into<String>) -> Self {
+        self.system_prompt = prompt.into();
+        self
+    }
+
+    /// Sets the capabilities the agent may call, by name.
+    pub fn capabilities<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.capabilities = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the trust level.
+    pub fn trust_level(mut self, level: TrustLevel) -> Self {
+        self.trust_level = level;
+        self
+    }
+
+    /// Sets the most `think` steps per interaction (at least 1).
+    pub fn max_turns(mut self, turns: u32) -> Self {
+        self.max_turns = turns.max(1);
+        self
+    }
+
+    /// Sets the delegation depth limit.
+    pub fn max_delegation_depth(mut self, depth: u32) -> Self {
+        self.max_delegation_depth = depth;
+        self
+    }
+
+    /// Sets how many earlier turns of the session the context includes.
+    pub fn history_turns(mut self, turns: u32) -> Self {
+        self.history_turns = turns;
+        self
+    }
+
+    /// Limits the output tokens of each model call.
+    pub fn max_output_tokens(mut self, tokens: u32) -> Self {
+        self.max_output_tokens = Some(tokens);
+        self
+    }
+}

@@ -1,0 +1,188 @@
+//! The registry of capabilities a runtime can call: populated at start-up,
+//! changeable at run time.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value;
+
+use super::{Capability, CapabilityError, CapabilityManifest, InvocationContext};
+use crate::model::ToolDefinition;
+
+/// A capability with its compiled schemas.
+pub struct RegisteredCapability {
+    capability: Arc<dyn Capability>,
+    parameters: jsonschema::Validator,
+    returns: Option<jsonschema::Validator>,
+}
+
+impl fmt::Debug for RegisteredCapability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegisteredCapability")
+            .field("manifest", self.capability.manifest())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegisteredCapability {
+    /// Compiles the manifest's schemas; an invalid name or schema is refused.
+    pub fn new(capability: Arc<dyn Capability>) -> Result<Self, CapabilityError> {
+        let m = capability.manifest();
+        let invalid = |reason: String| CapabilityError::InvalidManifest {
+            name: m.name.clone(),
+            reason,
+        };
+        let name_ok = !m.name.is_empty()
+            && m.name.len() <= 64
+            && m.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !name_ok {
+            return Err(invalid("the name must be 1 to 64 of [a-zA-Z0-9_-]".into()));
+        }
+        if m.parameters.get("type").and_then(Value::as_str) != Some("object") {
+            return Err(invalid("the parameter schema must have \"type\": \"object\"".into()));
+        }
+        let parameters =
+            jsonschema::validator_for(&m.parameters).map_err(|e| invalid(format!("parameter schema: {e}")))?;
+        let returns = m
+            .returns
+            .as_ref()
+            .map(|r| jsonschema::validator_for(r).map_err(|e| invalid(format!("return schema: {e}"))))
+            .transpose()?;
+        Ok(Self {
+            capability,
+            parameters,
+            returns,
+        })
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &CapabilityManifest {
+        self.capability.manifest()
+    }
+
+    /// The tool definition the model sees.
+    pub fn tool_definition(&self) -> ToolDefinition {
+        let m = self.manifest();
+        ToolDefinition {
+            name: m.name.clone(),
+            description: m.description.clone(),
+            parameters: m.parameters.clone(),
+        }
+    }
+
+    /// Parses the model's raw argument text and validates it against the
+    /// parameter schema. Empty text counts as `{}`.
+    pub fn parse_arguments(&self, raw: &str) -> Result<Value, CapabilityError> {
+        let raw = raw.trim();
+        let value: Value = if raw.is_empty() {
+            Value::Object(Default::default())
+        } else {
+            serde_json::from_str(raw).map_err(|e| CapabilityError::InvalidJson(e.to_string()))?
+        };
+        self.validate_arguments(&value)?;
+        Ok(value)
+    }
+
+    /// Validates arguments against the parameter schema.
+    pub fn validate_arguments(&self, value: &Value) -> Result<(), CapabilityError> {
+        let problems = describe(&self.parameters, value);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(CapabilityError::InvalidArguments(problems))
+        }
+    }
+
+    /// Invokes the capability and checks the result against the return schema.
+    pub async fn invoke(&self, context: &InvocationContext, arguments: Value) -> Result<Value, CapabilityError> {
+        let result = self.capability.invoke(context, arguments).await?;
+        if let Some(returns) = &self.returns {
+            let problems = describe(returns, &result);
+            if !problems.is_empty() {
+                return Err(CapabilityError::InvalidResult(problems));
+            }
+        }
+        Ok(result)
+    }
+}
+
+fn describe(validator: &jsonschema::Validator, value: &Value) -> String {
+    validator
+        .iter_errors(value)
+        .take(5)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            if path.is_empty() {
+                e.to_string()
+            } else {
+                format!("at {path}: {e}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The capabilities a runtime can call, by name. Cloning shares the registry.
+#[derive(Clone, Default)]
+pub struct CapabilityRegistry {
+    entries: Arc<RwLock<BTreeMap<String, Arc<RegisteredCapability>>>>,
+}
+
+impl fmt::Debug for CapabilityRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+impl CapabilityRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces a capability.
+    pub fn register(&self, capability: impl Capability) -> Result<(), CapabilityError> {
+        self.register_arc(Arc::new(capability))
+    }
+
+    /// Adds or replaces a shared capability.
+    pub fn register_arc(&self, capability: Arc<dyn Capability>) -> Result<(), CapabilityError> {
+        let entry = Arc::new(RegisteredCapability::new(capability)?);
+        let name = entry.manifest().name.clone();
+        self.write().insert(name, entry);
+        Ok(())
+    }
+
+    /// Removes a capability; returns whether it was there.
+    pub fn remove(&self, name: &str) -> bool {
+        self.write().remove(name).is_some()
+    }
+
+    /// The capability called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<RegisteredCapability>> {
+        self.read().get(name).cloned()
+    }
+
+    /// Every name, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
+    /// Every manifest, sorted by name.
+    pub fn manifests(&self) -> Vec<CapabilityManifest> {
+        self.read().values().map(|e| e.manifest().clone()).collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<RegisteredCapability>>> {
+        // A poisoned lock only means a writer panicked mid-insert of a whole
+        // entry; the map itself is still consistent.
+        self.entries.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<RegisteredCapability>>> {
+        self.entries.write().unwrap_or_else(|e| e.into_inner())
+    }
+}

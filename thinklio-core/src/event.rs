@@ -1,0 +1,109 @@
+//! The append-only event log that hosts and observers subscribe to.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::{InteractionId, SessionId, StepId};
+use crate::time::Timestamp;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// `interaction.created`
+    #[serde(rename = "interaction.created")]
+    InteractionCreated,
+    /// `interaction.completed`: its `respond` step succeeded.
+    #[serde(rename = "interaction.completed")]
+    InteractionCompleted,
+    /// `interaction.failed`
+    #[serde(rename = "interaction.failed")]
+    InteractionFailed,
+    /// `step.started`: a step was written and moved to `running`.
+    #[serde(rename = "step.started")]
+    StepStarted,
+    /// `step.succeeded`
+    #[serde(rename = "step.succeeded")]
+    StepSucceeded,
+    /// `step.failed`
+    #[serde(rename = "step.failed")]
+    StepFailed,
+    /// `reply.delivered`: an outbox entry reached its channel.
+    #[serde(rename = "reply.delivered")]
+    ReplyDelivered,
+    /// `task.dead_lettered`: a queued task ran out of attempts.
+    #[serde(rename = "task.dead_lettered")]
+    TaskDeadLettered,
+}
+
+crate::step::str_enum!(EventKind, "event kind",
+    EventKind::InteractionCreated => "interaction.created",
+    EventKind::InteractionCompleted => "interaction.completed",
+    EventKind::InteractionFailed => "interaction.failed",
+    EventKind::StepStarted => "step.started",
+    EventKind::StepSucceeded => "step.succeeded",
+    EventKind::StepFailed => "step.failed",
+    EventKind::ReplyDelivered => "reply.delivered",
+    EventKind::TaskDeadLettered => "task.dead_lettered",
+);
+
+/// An entry of the event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Event {
+    /// Position in the log: strictly increasing.
+    pub seq: i64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The session concerned, if any.
+    pub session_id: Option<SessionId>,
+    /// The interaction concerned, if any.
+    pub interaction_id: Option<InteractionId>,
+    /// The step concerned, if any.
+    pub step_id: Option<StepId>,
+    /// Details.
+    pub payload: Value,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// An event about to be appended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// What happened.
+    pub kind: EventKind,
+    /// The session concerned, if any.
+    pub session_id: Option<SessionId>,
+    /// The interaction concerned, if any.
+    pub interaction_id: Option<InteractionId>,
+    /// The step concerned, if any.
+    pub step_id: Option<StepId>,
+    /// Details.
+    pub payload: Value,
+}
+
+impl NewEvent {
+    /// An event with no subject and an empty payload.
+    pub fn new(kind: EventKind) -> Self {
+        Self {
+            kind,
+            session_id: None,
+            interaction_id: None,
+            step_id: None,
+            payload: Value::Null,
+        }
+    }
+
+    /// About this interaction (and its session).
+    pub fn interaction(mut self, session: SessionId, interaction: InteractionId) -> Self {
+        self.session_id = Some(session);
+        self.interaction_id = Some(interaction);
+        self
+    }
+
+    /// With this payload.
+    pub fn payload(mut self, payload: Value) -> Self {
+        self.payload = payload;
+        self
+    }
+}

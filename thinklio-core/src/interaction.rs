@@ -1,0 +1,110 @@
+//! Interactions: one unit of work in a session, and its state derived from its steps.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AgentId, InteractionId, SessionId};
+use crate::principal::Principal;
+use crate::step::{Step, StepError, StepKind, StepState};
+use crate::time::Timestamp;
+
+/// One unit of work in a session: usually one inbound message and everything
+/// done to answer it. Its state is never stored; see [`InteractionState::derive`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Interaction {
+    /// The interaction's id.
+    pub id: InteractionId,
+    /// Global order of creation in the store.
+    pub seq: i64,
+    /// The session it belongs to.
+    pub session_id: SessionId,
+    /// Who it acts for.
+    pub principal: Principal,
+    /// The agent that runs it.
+    pub agent_id: AgentId,
+    /// The inbound message.
+    pub input: String,
+    /// The channel's id for the inbound message, if given; sending the same id
+    /// twice in a session yields the same interaction.
+    pub inbound_id: Option<String>,
+    /// The interaction that delegated this one, if any.
+    pub parent_interaction_id: Option<InteractionId>,
+    /// 0 for an interaction started by a message; parent's depth + 1 for a delegate.
+    pub delegation_depth: u32,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// What is needed to create an interaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewInteraction {
+    /// The session.
+    pub session_id: SessionId,
+    /// Who it acts for.
+    pub principal: Principal,
+    /// The agent.
+    pub agent_id: AgentId,
+    /// The inbound message.
+    pub input: String,
+    /// The channel's id for the message, for de-duplication.
+    pub inbound_id: Option<String>,
+    /// The delegating interaction, if any.
+    pub parent_interaction_id: Option<InteractionId>,
+    /// Delegation depth.
+    pub delegation_depth: u32,
+}
+
+/// Where an interaction stands, derived from its steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum InteractionState {
+    /// No step written yet.
+    Pending,
+    /// Some steps written; not finished.
+    Running,
+    /// A `respond` step succeeded.
+    Completed,
+    /// A `context`, `think` or `respond` step failed for good.
+    Failed,
+}
+
+impl InteractionState {
+    /// Derives the state from the interaction's steps, in order.
+    ///
+    /// A failed `act` step never ends an interaction (the model observes the
+    /// failure), and a step failed as [`StepError::INTERRUPTED`] is retried.
+    pub fn derive(steps: &[Step]) -> Self {
+        if steps.is_empty() {
+            return InteractionState::Pending;
+        }
+        if steps
+            .iter()
+            .any(|s| s.kind == StepKind::Respond && s.state == StepState::Succeeded)
+        {
+            return InteractionState::Completed;
+        }
+        if steps.iter().any(is_terminal_failure) {
+            return InteractionState::Failed;
+        }
+        InteractionState::Running
+    }
+
+    /// Whether the interaction has ended.
+    pub fn is_finished(self) -> bool {
+        matches!(self, InteractionState::Completed | InteractionState::Failed)
+    }
+}
+
+/// Whether a step's failure ends its interaction.
+pub fn is_terminal_failure(step: &Step) -> bool {
+    step.state == StepState::Failed
+        && matches!(
+            step.kind,
+            StepKind::Context | StepKind::Think | StepKind::Respond
+        )
+        && step
+            .error
+            .as_ref()
+            .is_none_or(|e| e.code != StepError::INTERRUPTED)
+}

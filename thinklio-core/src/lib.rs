@@ -1,0 +1,48 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+pub mod agent;
+pub mod capability;
+pub mod event;
+pub mod ids;
+pub mod interaction;
+pub mod model;
+pub mod outbox;
+pub mod principal;
+pub mod queue;
+pub mod runtime;
+pub mod session;
+pub mod step;
+pub mod store;
+pub mod time;
+pub mod usage;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use agent::AgentDefinition;
+pub use capability::{
+    Capability, CapabilityError, CapabilityKind, CapabilityManifest, CapabilityRegistry, FunctionCapability,
+    InvocationContext, SideEffect, TrustLevel,
+};
+pub use event::{Event, EventKind, NewEvent};
+pub use ids::{AccountId, AgentId, InteractionId, OutboxId, SessionId, StepId, TaskId, TeamId, UserId};
+pub use interaction::{Interaction, InteractionState, NewInteraction};
+pub use model::{
+    ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream, Embedder, FinishReason, ModelError, Role,
+    StreamEvent, ToolCall, ToolDefinition,
+};
+pub use outbox::{DeliveryError, NewOutboxMessage, OutboxMessage, ReplySink};
+pub use principal::Principal;
+pub use queue::{NewTask, RetryPolicy, Task, TaskRetry, TaskState};
+pub use runtime::{
+    Inbound, QueueRun, QueueWorker, RecoveryReport, Reply, Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError,
+    TaskError, TaskHandler,
+};
+pub use session::{NewSession, Session, Turn};
+pub use step::{ModelUsage, NewStep, Step, StepError, StepKind, StepMode, StepOutcome, StepState, StepTransition};
+pub use store::{
+    EventStore, InteractionStore, OutboxStore, QueueStore, SessionStore, Store, StoreError, StoreResult, UsageStore,
+};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use usage::{Cost, ModelPrice, PriceTable, TokenUsage, UsageFilter, UsageRecord, UsageTotals};

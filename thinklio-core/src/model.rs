@@ -1,0 +1,363 @@
+//! The narrow traits a model provider implements: [`ChatModel`] for chat with
+//! tool calls (plain and streamed) and [`Embedder`] for embeddings. A provider
+//! implements the ones it supports; there is no catch-all provider trait.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::usage::TokenUsage;
+
+/// Who said a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Instructions.
+    System,
+    /// The person.
+    User,
+    /// The model.
+    Assistant,
+    /// A capability's result.
+    Tool,
+}
+
+/// One message of a conversation with a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Who said it.
+    pub role: Role,
+    /// The text (may be empty for an assistant message that only calls tools).
+    pub content: String,
+    /// Tool calls, for assistant messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// The call answered, for tool messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatMessage {
+    fn text(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+
+    /// A system message.
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::text(Role::System, content)
+    }
+
+    /// A user message.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::text(Role::User, content)
+    }
+
+    /// An assistant message.
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::text(Role::Assistant, content)
+    }
+
+    /// An assistant message that calls tools.
+    pub fn assistant_with_tools(content: impl Into<String>, calls: Vec<ToolCall>) -> Self {
+        Self {
+            tool_calls: calls,
+            ..Self::text(Role::Assistant, content)
+        }
+    }
+
+    /// The result of tool call `call_id`.
+    pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            tool_call_id: Some(call_id.into()),
+            ..Self::text(Role::Tool, content)
+        }
+    }
+}
+
+/// A tool the model may call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolDefinition {
+    /// Its name.
+    pub name: String,
+    /// What it does, for the model.
+    pub description: String,
+    /// JSON Schema of its arguments.
+    pub parameters: Value,
+}
+
+/// A call of a tool by the model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The provider's id of the call; the result refers to it.
+    pub id: String,
+    /// The tool's name.
+    pub name: String,
+    /// The arguments as the model wrote them: JSON text that may be malformed.
+    /// The harness parses and validates it, and a failure goes back to the model.
+    pub arguments: String,
+}
+
+impl ToolCall {
+    /// A tool call.
+    pub fn new(id: impl Into<String>, name: impl Into<String>, arguments: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            name: name.into(),
+            arguments: arguments.into(),
+        }
+    }
+}
+
+/// One request to a chat model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    /// The model id.
+    pub model: String,
+    /// The conversation.
+    pub messages: Vec<ChatMessage>,
+    /// Tools the model may call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolDefinition>,
+    /// The most tokens to produce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+}
+
+impl ChatRequest {
+    /// A request for `model` with `messages` and no tools.
+    pub fn new(model: impl Into<String>, messages: Vec<ChatMessage>) -> Self {
+        Self {
+            model: model.into(),
+            messages,
+            tools: Vec::new(),
+            max_tokens: None,
+            temperature: None,
+        }
+    }
+}
+
+/// Why the model stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FinishReason {
+    /// It finished its answer.
+    Stop,
+    /// It wants tools called.
+    ToolCalls,
+    /// It hit the token limit.
+    Length,
+    /// A content filter stopped it.
+    ContentFilter,
+    /// Something else, as the provider named it.
+    Other(String),
+}
+
+/// A model's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatResponse {
+    /// The model that answered (may differ from the one asked, behind a fallback chain).
+    pub model: String,
+    /// The assistant message, with any tool calls.
+    pub message: ChatMessage,
+    /// Tokens used.
+    pub usage: TokenUsage,
+    /// Why it stopped.
+    pub finish_reason: FinishReason,
+}
+
+/// One piece of a streamed answer.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum StreamEvent {
+    /// More text.
+    TextDelta(String),
+    /// A tool call begins.
+    ToolCallStart {
+        /// Position of the call in the answer.
+        index: usize,
+        /// The call's id.
+        id: String,
+        /// The tool's name.
+        name: String,
+    },
+    /// More argument text of a tool call.
+    ToolCallDelta {
+        /// Position of the call in the answer.
+        index: usize,
+        /// The next piece of JSON text.
+        arguments: String,
+    },
+    /// The whole answer, assembled: always the last event of a stream.
+    Done(ChatResponse),
+}
+
+/// A streamed answer.
+pub type ChatStream = BoxStream<'static, Result<StreamEvent, ModelError>>;
+
+/// Why a model call failed. HTTP errors keep status and headers so that retry
+/// logic can honour `Retry-After`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// The provider answered with an error status.
+    #[error("model provider answered HTTP {status}: {message}")]
+    Http {
+        /// HTTP status.
+        status: u16,
+        /// Response headers (names lower-case).
+        headers: Vec<(String, String)>,
+        /// The provider's error message, or the body.
+        message: String,
+    },
+    /// No answer in time.
+    #[error("model call timed out after {0:?}")]
+    Timeout(Duration),
+    /// The provider could not be reached.
+    #[error("could not reach the model provider: {0}")]
+    Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The answer could not be read.
+    #[error("model answer could not be read: {0}")]
+    MalformedResponse(String),
+    /// The model is configured wrongly (missing key, unknown provider).
+    #[error("model configuration: {0}")]
+    Config(String),
+    /// A scripted model ran out of replies.
+    #[error("scripted model has no reply left for call {0}")]
+    ScriptExhausted(usize),
+    /// Every model of a fallback chain failed; the errors in order.
+    #[error("all {} models of the fallback chain failed; last: {}", .0.len(), FallbackErrors(.0))]
+    FallbackExhausted(Vec<(String, ModelError)>),
+}
+
+struct FallbackErrors<'a>(&'a [(String, ModelError)]);
+
+impl fmt::Display for FallbackErrors<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.last() {
+            Some((model, e)) => write!(f, "{model}: {e}"),
+            None => f.write_str("none"),
+        }
+    }
+}
+
+impl ModelError {
+    /// A stable code for hosts and step records.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ModelError::Http { status: 429, .. } => "model.rate_limited",
+            ModelError::Http { .. } => "model.http",
+            ModelError::Timeout(_) => "model.timeout",
+            ModelError::Transport(_) => "model.transport",
+            ModelError::MalformedResponse(_) => "model.malformed_response",
+            ModelError::Config(_) => "model.config",
+            ModelError::ScriptExhausted(_) => "model.script_exhausted",
+            ModelError::FallbackExhausted(_) => "model.fallback_exhausted",
+        }
+    }
+
+    /// Whether the same call may succeed if tried again: 408, 409, 429, 5xx,
+    /// timeouts and transport failures.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ModelError::Http { status, .. } => {
+                matches!(status, 408 | 409 | 429) || (500..600).contains(status)
+            }
+            ModelError::Timeout(_) | ModelError::Transport(_) => true,
+            _ => false,
+        }
+    }
+
+    /// The delay the provider asked for in `Retry-After` (seconds or HTTP
+    /// date are both accepted as seconds only when numeric), if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let ModelError::Http { headers, .. } = self else {
+            return None;
+        };
+        let value = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+            .map(|(_, v)| v.trim())?;
+        if let Ok(secs) = value.parse::<f64>() {
+            if secs.is_finite() && secs >= 0.0 {
+                return Some(Duration::from_secs_f64(secs));
+            }
+        }
+        // Some providers send a millisecond variant as well.
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("retry-after-ms"))
+            .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+            .map(Duration::from_millis)
+    }
+}
+
+/// A chat model with tool calling.
+#[async_trait]
+pub trait ChatModel: Send + Sync + 'static {
+    /// One call: the whole answer at once.
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError>;
+
+    /// One call, streamed: text and tool-call deltas, then
+    /// [`StreamEvent::Done`] with the assembled answer.
+    async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, ModelError>;
+}
+
+/// A model that turns texts into vectors.
+#[async_trait]
+pub trait Embedder: Send + Sync + 'static {
+    /// Length of every vector this embedder returns.
+    fn dimensions(&self) -> usize;
+
+    /// One vector per text, in order.
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ModelError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(status: u16, headers: &[(&str, &str)]) -> ModelError {
+        ModelError::Http {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn retryable_statuses() {
+        assert!(http(429, &[]).is_retryable());
+        assert!(http(503, &[]).is_retryable());
+        assert!(!http(400, &[]).is_retryable());
+        assert!(!http(401, &[]).is_retryable());
+    }
+
+    #[test]
+    fn retry_after_is_read() {
+        assert_eq!(
+            http(429, &[("Retry-After", "2")]).retry_after(),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            http(429, &[("retry-after-ms", "150")]).retry_after(),
+            Some(Duration::from_millis(150))
+        );
+        assert_eq!(http(429, &[]).retry_after(), None);
+    }
+}

@@ -1,0 +1,349 @@
+//! Steps: the persisted units of execution of an interaction.
+//!
+//! A step is written before its work starts and after it ends. Its state moves
+//! only along `created → running → succeeded | failed`; a store rejects every
+//! other transition with [`StoreError::IllegalTransition`](crate::StoreError).
+//! A step stores its own delta (the model's message, the tool call, the
+//! result), never a copy of the transcript: the transcript of an interaction is
+//! rebuilt by reading its steps in order.
+//!
+//! Payloads (`input`, `output`) are stored as given, unencrypted. Their JSON
+//! shape is internal to the harness and may change between minor versions.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::capability::SideEffect;
+use crate::ids::{InteractionId, StepId};
+use crate::time::Timestamp;
+use crate::usage::{Cost, TokenUsage};
+
+/// What a step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StepKind {
+    /// Assemble the model's context: system prompt, history, knowledge.
+    Context,
+    /// One model call.
+    Think,
+    /// One capability invocation.
+    Act,
+    /// Turn an `act` outcome into what the model sees.
+    Observe,
+    /// Write the answer to the outbox.
+    Respond,
+}
+
+/// How a step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StepMode {
+    /// Runs now; the interaction waits for it.
+    Immediate,
+    /// Waits for the user (a confirmation, a choice).
+    Interactive,
+    /// Dispatched as a job; the step succeeds on dispatch.
+    Deferred,
+}
+
+/// A step's state. The only transitions are `created → running` and
+/// `running → succeeded | failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// Written, not started.
+    Created,
+    /// Started; its outcome is not yet known.
+    Running,
+    /// Ended well.
+    Succeeded,
+    /// Ended badly; `error` says why.
+    Failed,
+}
+
+impl StepState {
+    /// Whether a step may move from `self` to `next`.
+    pub fn can_become(self, next: StepState) -> bool {
+        matches!(
+            (self, next),
+            (StepState::Created, StepState::Running)
+                | (StepState::Running, StepState::Succeeded)
+                | (StepState::Running, StepState::Failed)
+        )
+    }
+
+    /// Whether the state is final.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, StepState::Succeeded | StepState::Failed)
+    }
+}
+
+macro_rules! str_enum {
+    ($ty:ty, $err:literal, $($variant:path => $s:literal),+ $(,)?) => {
+        impl $ty {
+            /// The stable name used in stores, events and spans.
+            pub fn as_str(self) -> &'static str {
+                match self { $($variant => $s),+ }
+            }
+        }
+        impl ::std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl ::std::str::FromStr for $ty {
+            type Err = crate::store::StoreError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($s => Ok($variant),)+
+                    other => Err(crate::store::StoreError::Corrupt(format!(concat!("unknown ", $err, " `{}`"), other))),
+                }
+            }
+        }
+    };
+}
+pub(crate) use str_enum;
+
+str_enum!(StepKind, "step kind",
+    StepKind::Context => "context",
+    StepKind::Think => "think",
+    StepKind::Act => "act",
+    StepKind::Observe => "observe",
+    StepKind::Respond => "respond",
+);
+str_enum!(StepMode, "step mode",
+    StepMode::Immediate => "immediate",
+    StepMode::Interactive => "interactive",
+    StepMode::Deferred => "deferred",
+);
+str_enum!(StepState, "step state",
+    StepState::Created => "created",
+    StepState::Running => "running",
+    StepState::Succeeded => "succeeded",
+    StepState::Failed => "failed",
+);
+
+/// Why a step failed: a stable code hosts can match on, and a readable message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepError {
+    /// A stable code such as `capability.invalid_arguments`.
+    pub code: String,
+    /// What happened, for people and for the model.
+    pub message: String,
+}
+
+impl StepError {
+    /// Code of a step that was `running` when the process stopped and whose
+    /// work is safe to repeat: a new attempt follows with the same idempotency key.
+    pub const INTERRUPTED: &'static str = "step.interrupted";
+
+    /// A step error.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] {}", self.code, self.message)
+    }
+}
+
+/// A step as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Step {
+    /// The step's id.
+    pub id: StepId,
+    /// The interaction it belongs to.
+    pub interaction_id: InteractionId,
+    /// Its position in the interaction, from 0.
+    pub seq: u32,
+    /// What it does.
+    pub kind: StepKind,
+    /// How it runs.
+    pub mode: StepMode,
+    /// Where it is.
+    pub state: StepState,
+    /// 1 for the first attempt; a re-run after a crash has the next number.
+    pub attempt: u32,
+    /// Stable across attempts of the same logical step; capabilities receive it.
+    pub idempotency_key: String,
+    /// The capability invoked, for `act` steps.
+    pub capability: Option<String>,
+    /// The capability's side-effect class, for `act` steps: decides recovery.
+    pub side_effect: Option<SideEffect>,
+    /// What the step was given.
+    pub input: Value,
+    /// What it produced, once it has ended.
+    pub output: Option<Value>,
+    /// Why it failed, if it did.
+    pub error: Option<StepError>,
+    /// The model that answered, for `think` steps.
+    pub model: Option<String>,
+    /// Tokens used.
+    pub usage: TokenUsage,
+    /// What the step cost.
+    pub cost: Cost,
+    /// When it was written.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
+/// A step about to be written and started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewStep {
+    /// The interaction it belongs to.
+    pub interaction_id: InteractionId,
+    /// Its position in the interaction.
+    pub seq: u32,
+    /// What it does.
+    pub kind: StepKind,
+    /// How it runs.
+    pub mode: StepMode,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Stable key across attempts.
+    pub idempotency_key: String,
+    /// The capability, for `act` steps.
+    pub capability: Option<String>,
+    /// The capability's side-effect class, for `act` steps.
+    pub side_effect: Option<SideEffect>,
+    /// What the step is given.
+    pub input: Value,
+}
+
+/// Model usage of a step, recorded with its outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelUsage {
+    /// The model that answered.
+    pub model: String,
+    /// Tokens used.
+    pub tokens: TokenUsage,
+    /// What they cost.
+    pub cost: Cost,
+}
+
+/// How a running step ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepOutcome {
+    /// It succeeded with this output.
+    Succeeded {
+        /// What it produced.
+        output: Value,
+        /// Model usage, for `think` steps.
+        usage: Option<ModelUsage>,
+    },
+    /// It failed.
+    Failed {
+        /// Why.
+        error: StepError,
+        /// Model usage spent before it failed, if any.
+        usage: Option<ModelUsage>,
+    },
+}
+
+impl StepOutcome {
+    /// The state this outcome moves the step to.
+    pub fn state(&self) -> StepState {
+        match self {
+            StepOutcome::Succeeded { .. } => StepState::Succeeded,
+            StepOutcome::Failed { .. } => StepState::Failed,
+        }
+    }
+}
+
+/// One recorded change of a step's state: the audit trail behind `Step::state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepTransition {
+    /// The step.
+    pub step_id: StepId,
+    /// The state before; `None` when the step was written.
+    pub from: Option<StepState>,
+    /// The state after.
+    pub to: StepState,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// Whether a sequence of transitions is a legal history: written as `created`,
+/// then each move allowed by [`StepState::can_become`].
+pub fn is_legal_history(transitions: &[StepTransition]) -> bool {
+    let mut iter = transitions.iter();
+    let Some(first) = iter.next() else {
+        return false;
+    };
+    if first.from.is_some() || first.to != StepState::Created {
+        return false;
+    }
+    let mut state = first.to;
+    for t in iter {
+        if t.from != Some(state) || !state.can_become(t.to) {
+            return false;
+        }
+        state = t.to;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_four_transitions_are_allowed() {
+        use StepState::*;
+        let all = [Created, Running, Succeeded, Failed];
+        let allowed: Vec<_> = all
+            .iter()
+            .flat_map(|a| all.iter().map(move |b| (*a, *b)))
+            .filter(|(a, b)| a.can_become(*b))
+            .collect();
+        assert_eq!(
+            allowed,
+            vec![(Created, Running), (Running, Succeeded), (Running, Failed)]
+        );
+    }
+
+    #[test]
+    fn legal_history_is_checked() {
+        let id = StepId::new();
+        let t = |from, to| StepTransition {
+            step_id: id,
+            from,
+            to,
+            at: Timestamp::from_millis(0),
+        };
+        use StepState::*;
+        assert!(is_legal_history(&[
+            t(None, Created),
+            t(Some(Created), Running),
+            t(Some(Running), Failed)
+        ]));
+        assert!(!is_legal_history(&[t(None, Created), t(Some(Created), Succeeded)]));
+        assert!(!is_legal_history(&[t(None, Running)]));
+        assert!(!is_legal_history(&[]));
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for k in [
+            StepKind::Context,
+            StepKind::Think,
+            StepKind::Act,
+            StepKind::Observe,
+            StepKind::Respond,
+        ] {
+            assert_eq!(k.as_str().parse::<StepKind>().unwrap(), k);
+        }
+        assert!("sleep".parse::<StepKind>().is_err());
+    }
+}

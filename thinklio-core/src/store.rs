@@ -1,0 +1,218 @@
+//! The store: several narrow async traits, each testable alone, combined by
+//! the blanket [`Store`] trait. `thinklio-core` knows no SQL; store crates
+//! (`thinklio-store-sqlite`, `thinklio-store-postgres`) implement these traits
+//! and prove it by passing the conformance suite (feature `conformance`).
+//!
+//! Contracts every store keeps:
+//! - A step's state only moves along [`StepState::can_become`]; any other
+//!   update fails with [`StoreError::IllegalTransition`] and changes nothing.
+//! - Every state change of a step is recorded as a [`StepTransition`] and an
+//!   [`Event`] in the same transaction as the change.
+//! - A `respond` step's success and its outbox entry commit together.
+//! - A committed write survives a crash of the process.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::event::{Event, NewEvent};
+use crate::ids::{InteractionId, OutboxId, SessionId, StepId, TaskId, UserId};
+use crate::interaction::{Interaction, NewInteraction};
+use crate::outbox::{NewOutboxMessage, OutboxMessage};
+use crate::queue::{NewTask, Task, TaskRetry};
+use crate::session::{NewSession, Session, Turn};
+use crate::step::{NewStep, Step, StepOutcome, StepState, StepTransition};
+use crate::time::Timestamp;
+use crate::usage::{UsageFilter, UsageTotals};
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No such record.
+    #[error("{entity} {id} not found")]
+    NotFound {
+        /// What was looked for (`session`, `step`, ...).
+        entity: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The step is not in a state that allows the change.
+    #[error("step {step} cannot move from {from} to {to}")]
+    IllegalTransition {
+        /// The step.
+        step: StepId,
+        /// Its current state.
+        from: StepState,
+        /// The state asked for.
+        to: StepState,
+    },
+    /// The change conflicts with the stored data (a lost lease, a duplicate).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Stored data could not be read back.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error("store backend: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store was closed.
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl StoreError {
+    /// A stable code for hosts.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::NotFound { .. } => "store.not_found",
+            StoreError::IllegalTransition { .. } => "store.illegal_transition",
+            StoreError::Conflict(_) => "store.conflict",
+            StoreError::Corrupt(_) => "store.corrupt",
+            StoreError::Backend(_) => "store.backend",
+            StoreError::Closed => "store.closed",
+        }
+    }
+
+    /// A not-found error.
+    pub fn not_found(entity: &'static str, id: impl fmt::Display) -> Self {
+        StoreError::NotFound {
+            entity,
+            id: id.to_string(),
+        }
+    }
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Sessions and their history.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Opens a session, or returns the existing one with the same principal,
+    /// agent, channel and key when `key` is given.
+    async fn open_session(&self, new: NewSession) -> StoreResult<Session>;
+
+    /// The session `id`.
+    async fn session(&self, id: SessionId) -> StoreResult<Session>;
+
+    /// Sessions of a user, newest first.
+    async fn sessions_of_user(&self, user: UserId) -> StoreResult<Vec<Session>>;
+
+    /// The last `limit` completed turns of a session among interactions with
+    /// `seq < before_seq`, oldest first.
+    async fn history(&self, session: SessionId, before_seq: i64, limit: u32) -> StoreResult<Vec<Turn>>;
+}
+
+/// Interactions and their steps.
+#[async_trait]
+pub trait InteractionStore: Send + Sync {
+    /// Creates an interaction. When
+    /// `inbound_id` is given and the session already has an interaction with
+    /// it, returns that one and `false`.
+    async fn create_interaction(&self, new: NewInteraction) -> StoreResult<(Interaction, bool)>;
+
+    /// The interaction `id`.
+    async fn interaction(&self, id: InteractionId) -> StoreResult<Interaction>;
+
+    /// Interactions of a session, in order.
+    async fn interactions_of_session(&self, session: SessionId) -> StoreResult<Vec<Interaction>>;
+
+    /// Interactions that are neither completed nor failed (see
+    /// [`InteractionState::derive`](crate::InteractionState::derive)), in order of creation.
+    async fn unfinished_interactions(&self) -> StoreResult<Vec<Interaction>>;
+
+    /// Steps of an interaction, in order.
+    async fn steps(&self, interaction: InteractionId) -> StoreResult<Vec<Step>>;
+
+    /// The step `id`.
+    async fn step(&self, id: StepId) -> StoreResult<Step>;
+
+    /// Writes a step as `created` and moves it to `running` in one
+    /// transaction, recording both transitions and a `step.started` event.
+    /// Fails with [`StoreError::Conflict`] if the interaction already has a
+    /// step at `new.seq`.
+    async fn begin_step(&self, new: NewStep) -> StoreResult<(Step, Event)>;
+
+    /// Ends a `running` step: its outcome, its usage record, the transition,
+    /// a `step.succeeded`/`step.failed` event and, for a `respond` step, its
+    /// outbox entry, in one transaction.
+    async fn finish_step(
+        &self,
+        id: StepId,
+        outcome: StepOutcome,
+        reply: Option<NewOutboxMessage>,
+    ) -> StoreResult<(Step, Event)>;
+
+    /// The recorded state changes of a step, in order.
+    async fn step_transitions(&self, id: StepId) -> StoreResult<Vec<StepTransition>>;
+}
+
+/// The outbox of replies.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// Replies not yet delivered, oldest first.
+    async fn undelivered(&self) -> StoreResult<Vec<OutboxMessage>>;
+
+    /// The reply of an interaction, if written.
+    async fn reply_of(&self, interaction: InteractionId) -> StoreResult<Option<OutboxMessage>>;
+
+    /// Marks a reply delivered (idempotent) and appends `reply.delivered` the first time.
+    async fn mark_delivered(&self, id: OutboxId, at: Timestamp) -> StoreResult<Option<Event>>;
+}
+
+/// The durable background queue.
+#[async_trait]
+pub trait QueueStore: Send + Sync {
+    /// Enqueues a task.
+    async fn enqueue(&self, task: NewTask) -> StoreResult<Task>;
+
+    /// Atomically claims the oldest due task (`pending` with `run_at <= now`,
+    /// or `leased` with an expired lease), counts an attempt, and leases it
+    /// until `now + lease`. `kinds` limits the kinds claimed; empty means all.
+    async fn claim(&self, now: Timestamp, lease: std::time::Duration, kinds: &[String]) -> StoreResult<Option<Task>>;
+
+    /// Marks a claimed task done. [`StoreError::Conflict`] if the lease was lost.
+    async fn complete_task(&self, id: TaskId, lease_token: &str) -> StoreResult<()>;
+
+    /// Records a failed attempt: schedules a retry or dead-letters the task
+    /// (appending `task.dead_lettered`). [`StoreError::Conflict`] if the lease was lost.
+    async fn fail_task(&self, id: TaskId, lease_token: &str, error: &str, retry: TaskRetry) -> StoreResult<Task>;
+
+    /// The task `id`.
+    async fn task(&self, id: TaskId) -> StoreResult<Task>;
+
+    /// Dead-lettered tasks, oldest first.
+    async fn dead_letters(&self) -> StoreResult<Vec<Task>>;
+
+    /// Puts a dead-lettered task back as pending with its attempts reset.
+    async fn requeue(&self, id: TaskId, run_at: Timestamp) -> StoreResult<Task>;
+}
+
+/// The append-only event log.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends an event.
+    async fn append_event(&self, event: NewEvent) -> StoreResult<Event>;
+
+    /// Events with `seq > after`, in order, at most `limit`.
+    async fn events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<Event>>;
+}
+
+/// Usage records and their sums.
+#[async_trait]
+pub trait UsageStore: Send + Sync {
+    /// Sums of the usage records matching `filter`.
+    async fn usage_totals(&self, filter: &UsageFilter) -> StoreResult<UsageTotals>;
+}
+
+/// Everything the runtime needs from a store.
+pub trait Store:
+    SessionStore + InteractionStore + OutboxStore + QueueStore + EventStore + UsageStore + 'static
+{
+}
+
+impl<T> Store for T where
+    T: SessionStore + InteractionStore + OutboxStore + QueueStore + EventStore + UsageStore + 'static
+{
+}
