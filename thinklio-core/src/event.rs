@@ -49,7 +49,6 @@ crate::step::str_enum!(EventKind, "event kind",
 
 /// An entry of the event log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct Event {
     /// Position in the log: strictly increasing.
     pub seq: i64,

@@ -10,7 +10,6 @@ use crate::time::Timestamp;
 /// One unit of work in a session: usually one inbound message and everything
 /// done to answer it. Its state is never stored; see [`InteractionState::derive`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct Interaction {
     /// The interaction's id.
     pub id: InteractionId,

@@ -14,7 +14,6 @@ use crate::time::Timestamp;
 
 /// A reply in the outbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct OutboxMessage {
     /// Stable id: the de-duplication key for the channel.
     pub id: OutboxId,

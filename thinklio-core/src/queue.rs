@@ -36,7 +36,6 @@ crate::step::str_enum!(TaskState, "task state",
 
 /// A queued task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct Task {
     /// Its id.
     pub id: TaskId,

@@ -9,7 +9,6 @@ use crate::time::Timestamp;
 /// A conversation between a principal and an agent on a channel. Its history is
 /// the sequence of its interactions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct Session {
     /// The session's id.
     pub id: SessionId,

@@ -158,7 +158,6 @@ impl fmt::Display for StepError {
 
 /// A step as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct Step {
     /// The step's id.
     pub id: StepId,

@@ -185,7 +185,6 @@ impl PriceTable {
 
 /// Usage of one model call, as recorded for reporting and budgets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct UsageRecord {
     /// The step that made the call.
     pub step_id: StepId,

@@ -1,0 +1,126 @@
+//! The connection thread.
+//!
+//! Written here rather than taken from a crate: the async-wrapper crates for
+//! rusqlite pin their own rusqlite version, and this store needs the newest
+//! rusqlite (for the bundled SQLite with FTS5) together with sqlite-vec. The
+//! whole mechanism is a channel of closures and a oneshot reply.
+
+use std::path::PathBuf;
+use std::sync::Once;
+use std::sync::mpsc;
+
+use thinklio_core::StoreError;
+use tokio::sync::oneshot;
+
+use crate::OpenError;
+use crate::schema;
+
+/// Durability of commits in WAL mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Synchronous {
+    /// Commits survive a process crash; a power loss may lose the last ones.
+    #[default]
+    Normal,
+    /// Commits survive a power loss too (an fsync per commit).
+    Full,
+}
+
+type Job = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
+
+#[derive(Clone)]
+pub(crate) struct Connection {
+    jobs: mpsc::Sender<Job>,
+}
+
+static REGISTER_VEC: Once = Once::new();
+
+/// Registers sqlite-vec as an auto extension, so every connection opened
+/// afterwards has it.
+#[allow(unsafe_code)]
+fn register_sqlite_vec() {
+    REGISTER_VEC.call_once(|| {
+        // SAFETY: `sqlite3_vec_init` has the signature SQLite expects of an
+        // extension entry point; sqlite3_auto_extension takes it as the
+        // generic `void(*)(void)` pointer type, hence the transmute of one
+        // function pointer type into another. It is called once per process.
+        unsafe {
+            type EntryPoint = unsafe extern "C" fn(
+                *mut rusqlite::ffi::sqlite3,
+                *mut *mut std::os::raw::c_char,
+                *const rusqlite::ffi::sqlite3_api_routines,
+            ) -> std::os::raw::c_int;
+            let init: unsafe extern "C" fn() = sqlite_vec::sqlite3_vec_init;
+            let entry: EntryPoint = std::mem::transmute::<unsafe extern "C" fn(), EntryPoint>(init);
+            rusqlite::ffi::sqlite3_auto_extension(Some(entry));
+        }
+    });
+}
+
+fn setup(path: &PathBuf, synchronous: Synchronous) -> Result<rusqlite::Connection, OpenError> {
+    let err = |source| OpenError::Sqlite {
+        path: path.clone(),
+        source,
+    };
+    register_sqlite_vec();
+    let mut conn = rusqlite::Connection::open(path).map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+    let sync = match synchronous {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", sync).map_err(err)?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    schema::migrate(&mut conn, path)?;
+    Ok(conn)
+}
+
+impl Connection {
+    pub(crate) async fn open(path: PathBuf, synchronous: Synchronous) -> Result<Self, OpenError> {
+        let (jobs, receiver) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("thinklio-sqlite".into())
+            .spawn(move || {
+                let mut conn = match setup(&path, synchronous) {
+                    Ok(c) => {
+                        let _ = ready_tx.send(Ok(()));
+                        c
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                // Runs until every `Connection` handle is dropped.
+                while let Ok(job) = receiver.recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(OpenError::Thread)?;
+        match ready_rx.await {
+            Ok(Ok(())) => Ok(Self { jobs }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(OpenError::Thread(std::io::Error::other(
+                "the store thread stopped while opening the database",
+            ))),
+        }
+    }
+
+    /// Runs `f` on the connection thread.
+    pub(crate) async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move |conn| {
+                let _ = tx.send(f(conn));
+            }))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}

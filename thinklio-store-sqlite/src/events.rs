@@ -1,0 +1,101 @@
+//! `EventStore` and `UsageStore` on SQLite.
+
+use async_trait::async_trait;
+use rusqlite::params;
+use thinklio_core::{
+    Cost, Event, EventStore, NewEvent, StoreResult, TokenUsage, UsageFilter, UsageStore, UsageTotals,
+};
+
+use crate::SqliteStore;
+use crate::interactions::append_event;
+use crate::rows::{self, EVENT_COLUMNS, backend};
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn append_event(&self, event: NewEvent) -> StoreResult<Event> {
+        let now = self.clock.now();
+        self.conn
+            .call(move |c| {
+                let tx = c.transaction().map_err(backend)?;
+                let e = append_event(
+                    &tx,
+                    event.kind,
+                    event.session_id.map(|s| s.to_string()),
+                    event.interaction_id.map(|i| i.to_string()),
+                    event.step_id.map(|s| s.to_string()),
+                    &event.payload,
+                    now,
+                )?;
+                tx.commit().map_err(backend)?;
+                Ok(e)
+            })
+            .await
+    }
+
+    async fn events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<Event>> {
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"))
+                    .map_err(backend)?
+                    .query_map(params![after, i64::from(limit)], rows::event)
+                    .map_err(backend)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(backend)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl UsageStore for SqliteStore {
+    async fn usage_totals(&self, filter: &UsageFilter) -> StoreResult<UsageTotals> {
+        let mut clauses: Vec<&str> = Vec::new();
+        let mut values: Vec<rusqlite::types::Value> = Vec::new();
+        let mut push = |clause: &'static str, value: rusqlite::types::Value| {
+            clauses.push(clause);
+            values.push(value);
+        };
+        if let Some(a) = filter.account {
+            push("account_id = ?", a.to_string().into());
+        }
+        if let Some(t) = filter.team {
+            push("team_id = ?", t.to_string().into());
+        }
+        if let Some(u) = filter.user {
+            push("user_id = ?", u.to_string().into());
+        }
+        if let Some(a) = &filter.agent_id {
+            push("agent_id = ?", a.as_str().to_owned().into());
+        }
+        if let Some(f) = filter.from {
+            push("at >= ?", f.as_millis().into());
+        }
+        if let Some(u) = filter.until {
+            push("at < ?", u.as_millis().into());
+        }
+        let filter_sql = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        self.conn
+            .call(move |c| {
+                let sql = format!(
+                    "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), \
+                     COALESCE(SUM(cost_nanos), 0) FROM usage_records {filter_sql}"
+                );
+                c.prepare_cached(&sql)
+                    .map_err(backend)?
+                    .query_row(rusqlite::params_from_iter(values), |r| {
+                        let n = |i: usize| -> rusqlite::Result<u64> { Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0)) };
+                        Ok(UsageTotals {
+                            calls: n(0)?,
+                            tokens: TokenUsage::new(n(1)?, n(2)?),
+                            cost: Cost::from_nanos(r.get(3)?),
+                        })
+                    })
+                    .map_err(backend)
+            })
+            .await
+    }
+}

@@ -1,0 +1,503 @@
+//! `InteractionStore` and `OutboxStore` on SQLite.
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde_json::{Value, json};
+use thinklio_core::{
+    Event, EventKind, Interaction, InteractionId, InteractionStore, NewInteraction, NewOutboxMessage, NewStep,
+    OutboxId, OutboxMessage, OutboxStore, Step, StepId, StepOutcome, StepState, StepTransition, StoreError,
+    StoreResult, Timestamp,
+};
+
+use crate::SqliteStore;
+use crate::rows::{self, INTERACTION_COLUMNS, OUTBOX_COLUMNS, STEP_COLUMNS, backend, is_unique_violation};
+
+/// Appends an event in the current transaction and returns it.
+pub(crate) fn append_event(
+    tx: &Transaction<'_>,
+    kind: EventKind,
+    session_id: Option<String>,
+    interaction_id: Option<String>,
+    step_id: Option<String>,
+    payload: &Value,
+    at: Timestamp,
+) -> StoreResult<Event> {
+    tx.prepare_cached(
+        "INSERT INTO events (kind, session_id, interaction_id, step_id, payload, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .map_err(backend)?
+    .execute(params![kind.as_str(), session_id, interaction_id, step_id, payload.to_string(), at.as_millis()])
+    .map_err(backend)?;
+    let seq = tx.last_insert_rowid();
+    Ok(Event {
+        seq,
+        kind,
+        session_id: parse_id(session_id),
+        interaction_id: parse_id(interaction_id),
+        step_id: parse_id(step_id),
+        payload: payload.clone(),
+        at,
+    })
+}
+
+fn parse_id<T: std::str::FromStr>(s: Option<String>) -> Option<T> {
+    s.and_then(|s| s.parse().ok())
+}
+
+fn record_transition(
+    tx: &Transaction<'_>,
+    step: &str,
+    from: Option<StepState>,
+    to: StepState,
+    at: Timestamp,
+) -> StoreResult<()> {
+    tx.prepare_cached("INSERT INTO step_transitions (step_id, from_state, to_state, at) VALUES (?1, ?2, ?3, ?4)")
+        .map_err(backend)?
+        .execute(params![step, from.map(|s| s.as_str()), to.as_str(), at.as_millis()])
+        .map_err(backend)?;
+    Ok(())
+}
+
+fn session_of(tx: &Transaction<'_>, interaction: &str) -> StoreResult<String> {
+    tx.prepare_cached("SELECT session_id FROM interactions WHERE id = ?1")
+        .map_err(backend)?
+        .query_row([interaction], |r| r.get(0))
+        .optional()
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("interaction", interaction))
+}
+
+fn load_step(c: &rusqlite::Connection, id: &str) -> StoreResult<Option<Step>> {
+    c.prepare_cached(&format!("SELECT {STEP_COLUMNS} FROM steps WHERE id = ?1"))
+        .map_err(backend)?
+        .query_row([id], rows::step)
+        .optional()
+        .map_err(backend)
+}
+
+#[async_trait]
+impl InteractionStore for SqliteStore {
+    async fn create_interaction(&self, new: NewInteraction) -> StoreResult<(Interaction, bool)> {
+        let now = self.clock.now();
+        self.conn
+            .call(move |c| {
+                let tx = c.transaction().map_err(backend)?;
+                if let Some(inbound) = &new.inbound_id {
+                    let existing = tx
+                        .prepare_cached(&format!(
+                            "SELECT {INTERACTION_COLUMNS} FROM interactions WHERE session_id = ?1 AND inbound_id = ?2"
+                        ))
+                        .map_err(backend)?
+                        .query_row(params![new.session_id.to_string(), inbound], rows::interaction)
+                        .optional()
+                        .map_err(backend)?;
+                    if let Some(i) = existing {
+                        return Ok((i, false));
+                    }
+                }
+                let id = InteractionId::new();
+                tx.prepare_cached(
+                    "INSERT INTO interactions (id, session_id, account_id, team_id, user_id, agent_id, input, \
+                     inbound_id, parent_interaction_id, delegation_depth, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )
+                .map_err(backend)?
+                .execute(params![
+                    id.to_string(),
+                    new.session_id.to_string(),
+                    new.principal.account.to_string(),
+                    new.principal.team.map(|t| t.to_string()),
+                    new.principal.user.to_string(),
+                    new.agent_id.as_str(),
+                    new.input,
+                    new.inbound_id,
+                    new.parent_interaction_id.map(|p| p.to_string()),
+                    i64::from(new.delegation_depth),
+                    now.as_millis(),
+                ])
+                .map_err(|e| {
+                    if matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) {
+                        StoreError::not_found("session", new.session_id)
+                    } else {
+                        backend(e)
+                    }
+                })?;
+                let seq = tx.last_insert_rowid();
+                tx.commit().map_err(backend)?;
+                Ok((
+                    Interaction {
+                        id,
+                        seq,
+                        session_id: new.session_id,
+                        principal: new.principal,
+                        agent_id: new.agent_id,
+                        input: new.input,
+                        inbound_id: new.inbound_id,
+                        parent_interaction_id: new.parent_interaction_id,
+                        delegation_depth: new.delegation_depth,
+                        created_at: now,
+                    },
+                    true,
+                ))
+            })
+            .await
+    }
+
+    async fn interaction(&self, id: InteractionId) -> StoreResult<Interaction> {
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(&format!("SELECT {INTERACTION_COLUMNS} FROM interactions WHERE id = ?1"))
+                    .map_err(backend)?
+                    .query_row([id.to_string()], rows::interaction)
+                    .optional()
+                    .map_err(backend)?
+                    .ok_or_else(|| StoreError::not_found("interaction", id))
+            })
+            .await
+    }
+
+    async fn interactions_of_session(&self, session: thinklio_core::SessionId) -> StoreResult<Vec<Interaction>> {
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {INTERACTION_COLUMNS} FROM interactions WHERE session_id = ?1 ORDER BY seq"
+                ))
+                .map_err(backend)?
+                .query_map([session.to_string()], rows::interaction)
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)
+            })
+            .await
+    }
+
+    async fn unfinished_interactions(&self) -> StoreResult<Vec<Interaction>> {
+        // The state is derived from the steps here exactly as
+        // `InteractionState::derive` does it: finished means a succeeded
+        // `respond` step or a failed context/think/respond step that was not
+        // merely interrupted.
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {INTERACTION_COLUMNS} FROM interactions i WHERE NOT EXISTS ( \
+                        SELECT 1 FROM steps s WHERE s.interaction_id = i.id AND ( \
+                            (s.kind = 'respond' AND s.state = 'succeeded') OR \
+                            (s.state = 'failed' AND s.kind IN ('context', 'think', 'respond') \
+                             AND COALESCE(s.error_code, '') <> 'step.interrupted'))) \
+                     ORDER BY seq"
+                ))
+                .map_err(backend)?
+                .query_map([], rows::interaction)
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)
+            })
+            .await
+    }
+
+    async fn steps(&self, interaction: InteractionId) -> StoreResult<Vec<Step>> {
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(&format!("SELECT {STEP_COLUMNS} FROM steps WHERE interaction_id = ?1 ORDER BY seq"))
+                    .map_err(backend)?
+                    .query_map([interaction.to_string()], rows::step)
+                    .map_err(backend)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(backend)
+            })
+            .await
+    }
+
+    async fn step(&self, id: StepId) -> StoreResult<Step> {
+        self.conn
+            .call(move |c| load_step(c, &id.to_string())?.ok_or_else(|| StoreError::not_found("step", id)))
+            .await
+    }
+
+    async fn begin_step(&self, new: NewStep) -> StoreResult<(Step, Event)> {
+        let now = self.clock.now();
+        self.conn
+            .call(move |c| {
+                let tx = c.transaction().map_err(backend)?;
+                let id = StepId::new();
+                let id_text = id.to_string();
+                let interaction = new.interaction_id.to_string();
+                let session = session_of(&tx, &interaction)?;
+                tx.prepare_cached(
+                    "INSERT INTO steps (id, interaction_id, seq, kind, mode, state, attempt, idempotency_key, \
+                     capability, side_effect, input, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+                )
+                .map_err(backend)?
+                .execute(params![
+                    id_text,
+                    interaction,
+                    new.seq,
+                    new.kind.as_str(),
+                    new.mode.as_str(),
+                    new.attempt,
+                    new.idempotency_key,
+                    new.capability,
+                    new.side_effect.map(|s| s.as_str()),
+                    new.input.to_string(),
+                    now.as_millis(),
+                ])
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        StoreError::Conflict(format!("interaction {interaction} already has a step at {}", new.seq))
+                    } else {
+                        backend(e)
+                    }
+                })?;
+                // Written as `created` and started in the same transaction:
+                // both transitions are recorded.
+                record_transition(&tx, &id_text, None, StepState::Created, now)?;
+                record_transition(&tx, &id_text, Some(StepState::Created), StepState::Running, now)?;
+                let payload = json!({ "kind": new.kind, "seq": new.seq, "attempt": new.attempt });
+                let event = append_event(
+                    &tx,
+                    EventKind::StepStarted,
+                    Some(session),
+                    Some(interaction),
+                    Some(id_text),
+                    &payload,
+                    now,
+                )?;
+                tx.commit().map_err(backend)?;
+                let step = Step {
+                    id,
+                    interaction_id: new.interaction_id,
+                    seq: new.seq,
+                    kind: new.kind,
+                    mode: new.mode,
+                    state: StepState::Running,
+                    attempt: new.attempt,
+                    idempotency_key: new.idempotency_key,
+                    capability: new.capability,
+                    side_effect: new.side_effect,
+                    input: new.input,
+                    output: None,
+                    error: None,
+                    model: None,
+                    usage: Default::default(),
+                    cost: Default::default(),
+                    created_at: now,
+                    updated_at: now,
+                };
+                Ok((step, event))
+            })
+            .await
+    }
+
+    async fn finish_step(
+        &self,
+        id: StepId,
+        outcome: StepOutcome,
+        reply: Option<NewOutboxMessage>,
+    ) -> StoreResult<(Step, Event)> {
+        let now = self.clock.now();
+        self.conn
+            .call(move |c| {
+                let tx = c.transaction().map_err(backend)?;
+                let id_text = id.to_string();
+                let Some(mut step) = load_step(&tx, &id_text)? else {
+                    return Err(StoreError::not_found("step", id));
+                };
+                let to = outcome.state();
+                if !step.state.can_become(to) {
+                    return Err(StoreError::IllegalTransition {
+                        step: id,
+                        from: step.state,
+                        to,
+                    });
+                }
+                let (output, error, usage) = match outcome {
+                    StepOutcome::Succeeded { output, usage } => (Some(output), None, usage),
+                    StepOutcome::Failed { error, usage } => (None, Some(error), usage),
+                };
+                let (model, tokens, cost) = match &usage {
+                    Some(u) => (Some(u.model.clone()), u.tokens, u.cost),
+                    None => (None, Default::default(), Default::default()),
+                };
+                let changed = tx
+                    .prepare_cached(
+                        "UPDATE steps SET state = ?2, output = ?3, error_code = ?4, error_message = ?5, model = ?6, \
+                         input_tokens = ?7, output_tokens = ?8, cost_nanos = ?9, updated_at = ?10 \
+                         WHERE id = ?1 AND state = 'running'",
+                    )
+                    .map_err(backend)?
+                    .execute(params![
+                        id_text,
+                        to.as_str(),
+                        output.as_ref().map(Value::to_string),
+                        error.as_ref().map(|e| e.code.as_str()),
+                        error.as_ref().map(|e| e.message.as_str()),
+                        model,
+                        i64::try_from(tokens.input_tokens).unwrap_or(i64::MAX),
+                        i64::try_from(tokens.output_tokens).unwrap_or(i64::MAX),
+                        cost.as_nanos(),
+                        now.as_millis(),
+                    ])
+                    .map_err(backend)?;
+                if changed != 1 {
+                    return Err(StoreError::IllegalTransition {
+                        step: id,
+                        from: step.state,
+                        to,
+                    });
+                }
+                record_transition(&tx, &id_text, Some(StepState::Running), to, now)?;
+                let interaction = step.interaction_id.to_string();
+                if let Some(u) = &usage {
+                    tx.prepare_cached(
+                        "INSERT INTO usage_records (step_id, interaction_id, account_id, team_id, user_id, agent_id, \
+                         model, input_tokens, output_tokens, cost_nanos, at) \
+                         SELECT ?1, id, account_id, team_id, user_id, agent_id, ?3, ?4, ?5, ?6, ?7 \
+                         FROM interactions WHERE id = ?2",
+                    )
+                    .map_err(backend)?
+                    .execute(params![
+                        id_text,
+                        interaction,
+                        u.model,
+                        i64::try_from(u.tokens.input_tokens).unwrap_or(i64::MAX),
+                        i64::try_from(u.tokens.output_tokens).unwrap_or(i64::MAX),
+                        u.cost.as_nanos(),
+                        now.as_millis(),
+                    ])
+                    .map_err(backend)?;
+                }
+                if let Some(reply) = &reply {
+                    tx.prepare_cached(
+                        "INSERT INTO outbox (id, interaction_id, session_id, channel, channel_key, text, created_at) \
+                         SELECT ?1, i.id, i.session_id, s.channel, s.channel_key, ?3, ?4 \
+                         FROM interactions i JOIN sessions s ON s.id = i.session_id WHERE i.id = ?2",
+                    )
+                    .map_err(backend)?
+                    .execute(params![OutboxId::new().to_string(), interaction, reply.text, now.as_millis()])
+                    .map_err(|e| {
+                        if is_unique_violation(&e) {
+                            StoreError::Conflict(format!("interaction {interaction} already has a reply"))
+                        } else {
+                            backend(e)
+                        }
+                    })?;
+                }
+                let session = session_of(&tx, &interaction)?;
+                let kind = if to == StepState::Succeeded {
+                    EventKind::StepSucceeded
+                } else {
+                    EventKind::StepFailed
+                };
+                let mut payload = json!({ "kind": step.kind, "seq": step.seq, "attempt": step.attempt });
+                if let Some(e) = &error {
+                    payload["error_code"] = json!(e.code);
+                }
+                if let Some(u) = &usage {
+                    payload["input_tokens"] = json!(u.tokens.input_tokens);
+                    payload["output_tokens"] = json!(u.tokens.output_tokens);
+                    payload["cost_nanos"] = json!(u.cost.as_nanos());
+                }
+                let event = append_event(&tx, kind, Some(session), Some(interaction), Some(id_text), &payload, now)?;
+                tx.commit().map_err(backend)?;
+                step.state = to;
+                step.output = output;
+                step.error = error;
+                step.model = usage.as_ref().map(|u| u.model.clone());
+                step.usage = tokens;
+                step.cost = cost;
+                step.updated_at = now;
+                Ok((step, event))
+            })
+            .await
+    }
+
+    async fn step_transitions(&self, id: StepId) -> StoreResult<Vec<StepTransition>> {
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(
+                    "SELECT from_state, to_state, at FROM step_transitions WHERE step_id = ?1 ORDER BY id",
+                )
+                .map_err(backend)?
+                .query_map([id.to_string()], |r| {
+                    Ok(StepTransition {
+                        step_id: id,
+                        from: rows::parse_opt(r, "from_state")?,
+                        to: rows::parse(r, "to_state")?,
+                        at: rows::ts(r, "at")?,
+                    })
+                })
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl OutboxStore for SqliteStore {
+    async fn undelivered(&self) -> StoreResult<Vec<OutboxMessage>> {
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL ORDER BY created_at, id"
+                ))
+                .map_err(backend)?
+                .query_map([], rows::outbox)
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)
+            })
+            .await
+    }
+
+    async fn reply_of(&self, interaction: InteractionId) -> StoreResult<Option<OutboxMessage>> {
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE interaction_id = ?1"))
+                    .map_err(backend)?
+                    .query_row([interaction.to_string()], rows::outbox)
+                    .optional()
+                    .map_err(backend)
+            })
+            .await
+    }
+
+    async fn mark_delivered(&self, id: OutboxId, at: Timestamp) -> StoreResult<Option<Event>> {
+        self.conn
+            .call(move |c| {
+                let tx = c.transaction().map_err(backend)?;
+                let row: Option<(String, String)> = tx
+                    .prepare_cached("SELECT interaction_id, session_id FROM outbox WHERE id = ?1")
+                    .map_err(backend)?
+                    .query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .map_err(backend)?;
+                let Some((interaction, session)) = row else {
+                    return Err(StoreError::not_found("outbox message", id));
+                };
+                let changed = tx
+                    .prepare_cached("UPDATE outbox SET delivered_at = ?2 WHERE id = ?1 AND delivered_at IS NULL")
+                    .map_err(backend)?
+                    .execute(params![id.to_string(), at.as_millis()])
+                    .map_err(backend)?;
+                let event = if changed == 1 {
+                    Some(append_event(
+                        &tx,
+                        EventKind::ReplyDelivered,
+                        Some(session),
+                        Some(interaction),
+                        None,
+                        &json!({ "outbox_id": id }),
+                        at,
+                    )?)
+                } else {
+                    None
+                };
+                tx.commit().map_err(backend)?;
+                Ok(event)
+            })
+            .await
+    }
+}

@@ -1,0 +1,165 @@
+//! Versioned migrations, tracked in `PRAGMA user_version`. Each entry of
+//! [`MIGRATIONS`] runs once, in order, in its own transaction; released
+//! entries are never edited, only appended to.
+//!
+//! Hand-written rather than taken from a migration crate for the same reason
+//! as the connection thread: those crates pin their own rusqlite.
+
+use std::path::Path;
+
+use crate::OpenError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: sessions, interactions, steps, outbox, events, usage, queue.
+    r#"
+CREATE TABLE sessions (
+    id          TEXT PRIMARY KEY,
+    account_id  TEXT NOT NULL,
+    team_id     TEXT,
+    user_id     TEXT NOT NULL,
+    agent_id    TEXT NOT NULL,
+    channel     TEXT NOT NULL,
+    channel_key TEXT,
+    created_at  INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX sessions_by_key
+    ON sessions (account_id, user_id, agent_id, channel, channel_key)
+    WHERE channel_key IS NOT NULL;
+CREATE INDEX sessions_by_user ON sessions (user_id, created_at);
+
+CREATE TABLE interactions (
+    seq                   INTEGER PRIMARY KEY AUTOINCREMENT,
+    id                    TEXT NOT NULL UNIQUE,
+    session_id            TEXT NOT NULL REFERENCES sessions (id),
+    account_id            TEXT NOT NULL,
+    team_id               TEXT,
+    user_id               TEXT NOT NULL,
+    agent_id              TEXT NOT NULL,
+    input                 TEXT NOT NULL,
+    inbound_id            TEXT,
+    parent_interaction_id TEXT,
+    delegation_depth      INTEGER NOT NULL,
+    created_at            INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX interactions_by_inbound
+    ON interactions (session_id, inbound_id) WHERE inbound_id IS NOT NULL;
+CREATE INDEX interactions_by_session ON interactions (session_id, seq);
+
+CREATE TABLE steps (
+    id              TEXT PRIMARY KEY,
+    interaction_id  TEXT NOT NULL REFERENCES interactions (id),
+    seq             INTEGER NOT NULL,
+    kind            TEXT NOT NULL,
+    mode            TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempt         INTEGER NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    capability      TEXT,
+    side_effect     TEXT,
+    input           TEXT NOT NULL,
+    output          TEXT,
+    error_code      TEXT,
+    error_message   TEXT,
+    model           TEXT,
+    input_tokens    INTEGER NOT NULL DEFAULT 0,
+    output_tokens   INTEGER NOT NULL DEFAULT 0,
+    cost_nanos      INTEGER NOT NULL DEFAULT 0,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    UNIQUE (interaction_id, seq)
+);
+
+CREATE TABLE step_transitions (
+    id         INTEGER PRIMARY KEY,
+    step_id    TEXT NOT NULL,
+    from_state TEXT,
+    to_state   TEXT NOT NULL,
+    at         INTEGER NOT NULL
+);
+CREATE INDEX step_transitions_by_step ON step_transitions (step_id, id);
+
+CREATE TABLE outbox (
+    id             TEXT PRIMARY KEY,
+    interaction_id TEXT NOT NULL UNIQUE REFERENCES interactions (id),
+    session_id     TEXT NOT NULL,
+    channel        TEXT NOT NULL,
+    channel_key    TEXT,
+    text           TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    delivered_at   INTEGER
+);
+CREATE INDEX outbox_undelivered ON outbox (created_at) WHERE delivered_at IS NULL;
+
+CREATE TABLE events (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind           TEXT NOT NULL,
+    session_id     TEXT,
+    interaction_id TEXT,
+    step_id        TEXT,
+    payload        TEXT NOT NULL,
+    at             INTEGER NOT NULL
+);
+
+CREATE TABLE usage_records (
+    id             INTEGER PRIMARY KEY,
+    step_id        TEXT NOT NULL,
+    interaction_id TEXT NOT NULL,
+    account_id     TEXT NOT NULL,
+    team_id        TEXT,
+    user_id        TEXT NOT NULL,
+    agent_id       TEXT NOT NULL,
+    model          TEXT NOT NULL,
+    input_tokens   INTEGER NOT NULL,
+    output_tokens  INTEGER NOT NULL,
+    cost_nanos     INTEGER NOT NULL,
+    at             INTEGER NOT NULL
+);
+CREATE INDEX usage_by_account ON usage_records (account_id, at);
+CREATE INDEX usage_by_user ON usage_records (user_id, at);
+
+CREATE TABLE tasks (
+    id           TEXT PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    run_at       INTEGER NOT NULL,
+    lease_until  INTEGER,
+    lease_token  TEXT,
+    last_error   TEXT,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+);
+CREATE INDEX tasks_due ON tasks (state, run_at);
+"#,
+];
+
+/// The newest schema version this build knows.
+pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;
+
+pub(crate) fn migrate(conn: &mut rusqlite::Connection, path: &Path) -> Result<(), OpenError> {
+    let err = |source| OpenError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(err)?;
+    if current > LATEST {
+        return Err(OpenError::TooNew {
+            path: path.to_path_buf(),
+            found: current,
+            known: LATEST,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(current).unwrap_or(0)) {
+        let version = i as i64 + 1;
+        let tx = conn.transaction().map_err(err)?;
+        tx.execute_batch(sql).map_err(err)?;
+        tx.pragma_update(None, "user_version", version).map_err(err)?;
+        tx.commit().map_err(err)?;
+        tracing::info!(version, path = %path.display(), "applied SQLite schema migration");
+    }
+    Ok(())
+}

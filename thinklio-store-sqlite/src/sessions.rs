@@ -1,0 +1,123 @@
+//! `SessionStore` on SQLite.
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, params};
+use thinklio_core::{NewSession, Session, SessionId, SessionStore, StoreError, StoreResult, Turn, UserId};
+
+use crate::SqliteStore;
+use crate::rows::{self, SESSION_COLUMNS, backend};
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn open_session(&self, new: NewSession) -> StoreResult<Session> {
+        let now = self.clock.now();
+        self.conn
+            .call(move |c| {
+                let tx = c.transaction().map_err(backend)?;
+                if let Some(key) = &new.key {
+                    let existing = tx
+                        .prepare_cached(&format!(
+                            "SELECT {SESSION_COLUMNS} FROM sessions WHERE account_id = ?1 AND user_id = ?2 \
+                             AND agent_id = ?3 AND channel = ?4 AND channel_key = ?5"
+                        ))
+                        .map_err(backend)?
+                        .query_row(
+                            params![
+                                new.principal.account.to_string(),
+                                new.principal.user.to_string(),
+                                new.agent_id.as_str(),
+                                new.channel,
+                                key
+                            ],
+                            rows::session,
+                        )
+                        .optional()
+                        .map_err(backend)?;
+                    if let Some(s) = existing {
+                        return Ok(s);
+                    }
+                }
+                let session = Session {
+                    id: SessionId::new(),
+                    principal: new.principal,
+                    agent_id: new.agent_id,
+                    channel: new.channel,
+                    key: new.key,
+                    created_at: now,
+                };
+                tx.prepare_cached(
+                    "INSERT INTO sessions (id, account_id, team_id, user_id, agent_id, channel, channel_key, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(backend)?
+                .execute(params![
+                    session.id.to_string(),
+                    session.principal.account.to_string(),
+                    session.principal.team.map(|t| t.to_string()),
+                    session.principal.user.to_string(),
+                    session.agent_id.as_str(),
+                    session.channel,
+                    session.key,
+                    session.created_at.as_millis(),
+                ])
+                .map_err(backend)?;
+                tx.commit().map_err(backend)?;
+                Ok(session)
+            })
+            .await
+    }
+
+    async fn session(&self, id: SessionId) -> StoreResult<Session> {
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"))
+                    .map_err(backend)?
+                    .query_row([id.to_string()], rows::session)
+                    .optional()
+                    .map_err(backend)?
+                    .ok_or_else(|| StoreError::not_found("session", id))
+            })
+            .await
+    }
+
+    async fn sessions_of_user(&self, user: UserId) -> StoreResult<Vec<Session>> {
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ?1 ORDER BY created_at DESC, id DESC"
+                ))
+                .map_err(backend)?
+                .query_map([user.to_string()], rows::session)
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)
+            })
+            .await
+    }
+
+    async fn history(&self, session: SessionId, before_seq: i64, limit: u32) -> StoreResult<Vec<Turn>> {
+        self.conn
+            .call(move |c| {
+                let mut turns = c
+                    .prepare_cached(
+                        "SELECT i.id, i.input, o.text FROM interactions i JOIN outbox o ON o.interaction_id = i.id \
+                         WHERE i.session_id = ?1 AND i.seq < ?2 AND i.parent_interaction_id IS NULL \
+                         ORDER BY i.seq DESC LIMIT ?3",
+                    )
+                    .map_err(backend)?
+                    .query_map(params![session.to_string(), before_seq, i64::from(limit)], |r| {
+                        Ok(Turn {
+                            interaction_id: rows::parse(r, "id")?,
+                            user: r.get("input")?,
+                            assistant: r.get("text")?,
+                        })
+                    })
+                    .map_err(backend)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(backend)?;
+                turns.reverse();
+                Ok(turns)
+            })
+            .await
+    }
+}

@@ -1,0 +1,9 @@
+//! The store conformance suite against a real SQLite file.
+
+use thinklio_store_sqlite::SqliteStore;
+
+thinklio_core::store_conformance_tests!(async {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("conformance.db")).await.unwrap();
+    (store, dir)
+});
