@@ -1,1 +1,32 @@
-//! placeholder
+//! Model providers of Thinklio over `reqwest`:
+//!
+//! - [`OpenAiCompatible`]: the chat-completions API of OpenAI and of every
+//!   server that speaks it (OpenRouter, Ollama, vLLM, llama.cpp server).
+//! - [`Anthropic`]: the Anthropic Messages API.
+//! - [`FallbackChain`]: tries models in order until one answers.
+//! - [`ScriptedModel`]: plays given replies and tool calls, for tests and
+//!   offline demos.
+//! - [`config`]: picks a model from `THINKLIO_MODEL` and the variables each
+//!   provider's own SDKs read.
+//!
+//! Both HTTP providers support tool calls and streaming (SSE), retry 408, 409,
+//! 429, 5xx and timeouts with exponential backoff that honours `Retry-After`,
+//! and keep the HTTP status and headers in their errors. API keys never
+//! appear in `Debug` output or logs.
+
+#![warn(missing_docs)]
+
+mod anthropic;
+pub mod config;
+mod fallback;
+mod http;
+mod openai;
+mod scripted;
+mod secret;
+
+pub use anthropic::Anthropic;
+pub use fallback::FallbackChain;
+pub use http::HttpRetry;
+pub use openai::OpenAiCompatible;
+pub use scripted::{ScriptedModel, ScriptedReply};
+pub use secret::ApiKey;

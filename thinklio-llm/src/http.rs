@@ -1,0 +1,191 @@
+//! What both HTTP providers share: sending with retries, turning error
+//! responses into [`ModelError::Http`], and reading SSE streams.
+//!
+//! The retry loop is written here rather than taken from a backoff crate
+//! because the delay of each attempt comes from the error itself
+//! (`Retry-After`), which the common crates only support through callbacks
+//! that are longer than this loop.
+
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures::{Stream, StreamExt};
+use reqwest::{RequestBuilder, Response};
+use thinklio_core::{ChatResponse, ModelError, StreamEvent};
+
+/// Retries of one HTTP model call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpRetry {
+    /// Retries after the first attempt (0 turns retrying off).
+    pub max_retries: u32,
+    /// The first backoff delay; each retry doubles it (with jitter).
+    pub base_delay: Duration,
+    /// The longest delay waited, whether computed or asked by `Retry-After`.
+    /// A provider asking for longer gets its error returned instead.
+    pub max_delay: Duration,
+}
+
+impl Default for HttpRetry {
+    fn default() -> Self {
+        Self {
+            max_retries: 3,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+impl HttpRetry {
+    /// No retries.
+    pub fn none() -> Self {
+        Self {
+            max_retries: 0,
+            ..Self::default()
+        }
+    }
+
+    fn backoff(&self, retry: u32) -> Duration {
+        let full = self
+            .base_delay
+            .saturating_mul(1u32 << retry.min(20))
+            .min(self.max_delay);
+        let half = full / 2;
+        half + half.mul_f64(fastrand::f64())
+    }
+}
+
+/// Sends the request built by `build`, retrying retryable failures.
+pub(crate) async fn send(
+    retry: &HttpRetry,
+    provider: &'static str,
+    timeout: Duration,
+    build: impl Fn() -> RequestBuilder,
+) -> Result<Response, ModelError> {
+    let mut attempt = 0u32;
+    loop {
+        let error = match build().send().await {
+            Ok(response) if response.status().is_success() => return Ok(response),
+            Ok(response) => http_error(response).await,
+            Err(e) => transport_error(e, timeout),
+        };
+        if !error.is_retryable() || attempt >= retry.max_retries {
+            return Err(error);
+        }
+        let delay = match error.retry_after() {
+            Some(asked) if asked > retry.max_delay => return Err(error),
+            Some(asked) => asked,
+            None => retry.backoff(attempt),
+        };
+        attempt += 1;
+        tracing::warn!(
+            provider,
+            attempt,
+            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            error = %error,
+            "model call failed; retrying"
+        );
+        tokio::time::sleep(delay).await;
+    }
+}
+
+pub(crate) fn transport_error(e: reqwest::Error, timeout: Duration) -> ModelError {
+    if e.is_timeout() {
+        ModelError::Timeout(timeout)
+    } else if e.is_decode() || e.is_body() {
+        ModelError::MalformedResponse(e.to_string())
+    } else {
+        ModelError::Transport(Box::new(e))
+    }
+}
+
+/// Turns an error response into [`ModelError::Http`], keeping status and
+/// headers; the message is the provider's `error.message` when the body is
+/// the usual JSON, the body text otherwise.
+pub(crate) async fn http_error(response: Response) -> ModelError {
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    let body = response.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| body.chars().take(500).collect());
+    ModelError::Http {
+        status,
+        headers,
+        message,
+    }
+}
+
+/// The `data` payloads of an SSE response, with the event name.
+pub(crate) fn sse(response: Response) -> impl Stream<Item = Result<(String, String), ModelError>> {
+    response.bytes_stream().eventsource().map(|event| match event {
+        Ok(e) => Ok((e.event, e.data)),
+        Err(e) => Err(ModelError::MalformedResponse(format!("event stream: {e}"))),
+    })
+}
+
+pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, ModelError> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(timeout)
+        .build()
+        .map_err(|e| ModelError::Config(format!("cannot build the HTTP client: {e}")))
+}
+
+pub(crate) fn auth_header(value: String) -> Result<reqwest::header::HeaderValue, ModelError> {
+    let mut v = reqwest::header::HeaderValue::from_str(&value)
+        .map_err(|_| ModelError::Config("the API key contains characters not allowed in a header".into()))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+pub(crate) fn join(base: &str, path: &str) -> String {
+    format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
+}
+
+/// Turns a provider's SSE events into [`StreamEvent`]s.
+pub(crate) trait StreamAssembler: Send + 'static {
+    /// Feeds one event; pushes what it yields to `out`; returns whether the
+    /// answer is complete.
+    fn feed(&mut self, event: &str, data: &str, out: &mut Vec<StreamEvent>) -> Result<bool, ModelError>;
+
+    /// The assembled answer.
+    fn finish(self) -> ChatResponse;
+}
+
+/// Drives an assembler over an SSE stream: its events, then
+/// [`StreamEvent::Done`]. A stream that ends without its end marker finishes
+/// with what arrived; an error ends the stream.
+pub(crate) fn assemble<A: StreamAssembler>(
+    events: impl Stream<Item = Result<(String, String), ModelError>> + Send + 'static,
+    assembler: A,
+) -> impl Stream<Item = Result<StreamEvent, ModelError>> + Send + 'static {
+    let state = Some((Box::pin(events), assembler));
+    futures::stream::unfold(state, |state| async move {
+        let (mut events, mut assembler) = state?;
+        loop {
+            let mut out = Vec::new();
+            let done = match events.next().await {
+                None => true,
+                Some(Err(e)) => return Some((vec![Err(e)], None)),
+                Some(Ok((event, data))) => match assembler.feed(&event, &data, &mut out) {
+                    Ok(done) => done,
+                    Err(e) => return Some((vec![Err(e)], None)),
+                },
+            };
+            let mut items: Vec<Result<StreamEvent, ModelError>> = out.into_iter().map(Ok).collect();
+            if done {
+                items.push(Ok(StreamEvent::Done(assembler.finish())));
+                return Some((items, None));
+            }
+            if !items.is_empty() {
+                return Some((items, Some((events, assembler))));
+            }
+        }
+    })
+    .flat_map(futures::stream::iter)
+}
