@@ -1,1 +1,165 @@
-fn main() {}
+//! The process the crash test kills: it recovers a SQLite file, then works
+//! through a fixed set of messages across several sessions, with a capability
+//! whose side effect (a line appended to a file) must never happen twice.
+//!
+//! Usage: `crash-worker DB SIDE_EFFECT_LOG DELIVERY_LOG SESSIONS PER_SESSION`.
+//! It prints `recovered ...` once recovery is done, `done` when every message
+//! is answered, and exits 0.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use thinklio_core::{
+    AgentDefinition, DeliveryError, FunctionCapability, Inbound, OutboxMessage, Principal, ReplySink, Role, Runtime,
+    SideEffect,
+};
+use thinklio_llm::{ScriptedModel, ScriptedReply};
+use thinklio_store_sqlite::SqliteStore;
+
+#[derive(Deserialize, JsonSchema)]
+struct RecordArgs {
+    /// What to record.
+    entry: String,
+}
+
+/// A reply sink that de-duplicates on the outbox id, as a channel that takes
+/// a client message id does: delivering the same reply twice has one effect.
+struct FileSink {
+    path: PathBuf,
+    seen: Mutex<HashSet<String>>,
+}
+
+impl FileSink {
+    fn open(path: PathBuf) -> std::io::Result<Self> {
+        let seen = match std::fs::read_to_string(&path) {
+            Ok(text) => text
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .map(str::to_owned)
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashSet::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(Self {
+            path,
+            seen: Mutex::new(seen),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl ReplySink for FileSink {
+    async fn deliver(&self, message: &OutboxMessage) -> Result<(), DeliveryError> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let id = message.id.to_string();
+        if seen.contains(&id) {
+            // Delivered before a crash that came before the store recorded
+            // it: the channel drops the repeat. Noted for the test's report.
+            let repeats = self.path.with_extension("repeats");
+            let _ = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(repeats)
+                .and_then(|mut f| f.write_all(format!("{id}\n").as_bytes()));
+            return Ok(());
+        }
+        let line = format!("{id} {}\n", message.interaction_id);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .map_err(|e| DeliveryError {
+                message: e.to_string(),
+                retryable: true,
+            })?;
+        seen.insert(id);
+        Ok(())
+    }
+}
+
+fn model() -> ScriptedModel {
+    ScriptedModel::responder(|request| {
+        let last = request.messages.last().map(|m| (m.role, m.content.clone()));
+        match last {
+            Some((Role::User, text)) => {
+                let (verb, n) = text.split_once(' ').unwrap_or((text.as_str(), "0"));
+                match verb {
+                    "ext" => ScriptedReply::tool_call("c1", "record", format!(r#"{{"entry": "{n}"}}"#)),
+                    _ => ScriptedReply::tool_call("c1", "add", format!(r#"{{"a": {n}, "b": 1}}"#)),
+                }
+            }
+            Some((_, content)) => ScriptedReply::text(format!("done: {content}")),
+            None => ScriptedReply::text("nothing to do"),
+        }
+    })
+    .with_delay(Duration::from_millis(15))
+    .without_recording()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, db, effects, deliveries, sessions, per_session] = args.as_slice() else {
+        return Err("usage: crash-worker DB SIDE_EFFECT_LOG DELIVERY_LOG SESSIONS PER_SESSION".into());
+    };
+    let sessions: usize = sessions.parse()?;
+    let per_session: usize = per_session.parse()?;
+    let effects = PathBuf::from(effects);
+    let record = FunctionCapability::builder("record", "Records an entry in the side-effect log.")
+        .side_effect(SideEffect::External)
+        .handler_with_context(move |ctx, args: RecordArgs| {
+            let effects = effects.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                let line = format!("{} {}\n", ctx.idempotency_key, args.entry);
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&effects)
+                    .and_then(|mut f| f.write_all(line.as_bytes()))
+                    .map_err(|e| e.to_string())?;
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                Ok::<_, String>("recorded")
+            }
+        });
+    let runtime = Runtime::builder()
+        .store(SqliteStore::open(db).await?)
+        .model(model())
+        .capability(record)
+        .capability(thinklio_tests::add())
+        .agent(AgentDefinition::new("worker", "scripted").capabilities(["record", "add"]))
+        .reply_sink(FileSink::open(PathBuf::from(deliveries))?)
+        .build()?;
+    let report = runtime.recover().await?;
+    println!(
+        "recovered resumed={} completed={} failed={} delivered={} errors={:?}",
+        report.resumed, report.completed, report.failed, report.delivered, report.errors
+    );
+    std::io::stdout().flush()?;
+    let mut tasks = Vec::new();
+    for s in 0..sessions {
+        let runtime = runtime.clone();
+        tasks.push(tokio::spawn(async move {
+            let session = runtime
+                .open_session(Principal::local(), "worker", "crash", Some(&format!("s{s}")))
+                .await?;
+            for i in 0..per_session {
+                let verb = if i % 2 == 0 { "ext" } else { "calc" };
+                let text = format!("{verb} {}", s * 1000 + i);
+                runtime.send(session.id, Inbound::with_id(text, format!("m{i}"))).await?;
+            }
+            Ok::<_, thinklio_core::RuntimeError>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    println!("done");
+    Ok(())
+}

@@ -426,6 +426,9 @@ impl Runtime {
 
     /// Answers one message in a session: creates the interaction, runs it
     /// durably to its reply, delivers the reply.
+    ///
+    /// Sends to one session run one at a time, in the order their futures
+    /// are first polled; sends to different sessions run concurrently.
     pub async fn send(&self, session: SessionId, message: impl Into<Inbound>) -> Result<Reply, RuntimeError> {
         let message = message.into();
         if message.text.trim().is_empty() {
@@ -438,9 +441,11 @@ impl Runtime {
                 limit,
             });
         }
+        // The session lock is taken first, before any other await, so that
+        // concurrent sends of one session run in the order they were first polled.
+        let _guard = self.inner.locks.lock(session).await;
         let session = self.inner.store.session(session).await?;
         let agent = self.inner.agent(&session.agent_id)?;
-        let _guard = self.inner.locks.lock(session.id).await;
         let (interaction, created) = self
             .inner
             .store

@@ -1,0 +1,128 @@
+//! Crash recovery with real process kills: a worker process runs many
+//! interactions against one SQLite file and is SIGKILLed at random moments;
+//! each restart calls `recover()`. At the end every interaction has finished,
+//! every reply was delivered once, no external side effect happened twice,
+//! and every step row has a legal state history.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use thinklio_core::*;
+use thinklio_store_sqlite::SqliteStore;
+
+const SESSIONS: usize = 8;
+const PER_SESSION: usize = 40;
+const KILLS: usize = 30;
+
+fn spawn(dir: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_crash-worker"))
+        .arg(dir.join("crash.db"))
+        .arg(dir.join("effects.log"))
+        .arg(dir.join("deliveries.log"))
+        .arg(SESSIONS.to_string())
+        .arg(PER_SESSION.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the crash worker starts")
+}
+
+/// Reads the worker's stdout up to its `recovered` line.
+fn wait_recovered(child: &mut Child) -> Option<String> {
+    let stdout = child.stdout.as_mut()?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).ok()?;
+    line.starts_with("recovered").then_some(line)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut live_kills = 0;
+    let mut rounds = 0;
+    while live_kills < KILLS {
+        rounds += 1;
+        assert!(rounds <= KILLS * 3, "the worker finished before it could be killed {KILLS} times");
+        let mut child = spawn(dir.path());
+        let recovered = wait_recovered(&mut child);
+        assert!(recovered.is_some(), "round {rounds}: the worker did not recover");
+        std::thread::sleep(Duration::from_millis(fastrand::u64(5..45)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL on Unix
+            live_kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    // A last run to the end.
+    let mut child = spawn(dir.path());
+    let recovered = wait_recovered(&mut child).expect("the final run recovers");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the final run fails: {status}; {recovered}");
+
+    let store = SqliteStore::open(dir.path().join("crash.db")).await.unwrap();
+    let deliveries = std::fs::read_to_string(dir.path().join("deliveries.log")).unwrap();
+    let mut delivered: HashMap<String, usize> = HashMap::new();
+    for line in deliveries.lines() {
+        *delivered.entry(line.split_whitespace().next().unwrap().to_owned()).or_default() += 1;
+    }
+    let effects = std::fs::read_to_string(dir.path().join("effects.log")).unwrap_or_default();
+    let mut effect_keys: HashMap<String, usize> = HashMap::new();
+    for line in effects.lines() {
+        *effect_keys.entry(line.split_whitespace().next().unwrap().to_owned()).or_default() += 1;
+    }
+    let twice: Vec<_> = effect_keys.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "external side effects repeated: {twice:?}");
+
+    let sessions = store.sessions_of_user(Principal::local().user).await.unwrap();
+    assert_eq!(sessions.len(), SESSIONS);
+    let mut interactions = 0;
+    let mut outbox_ids = HashSet::new();
+    let (mut interrupted, mut unknown, mut external_ok) = (0, 0, 0);
+    for session in &sessions {
+        let list = store.interactions_of_session(session.id).await.unwrap();
+        assert_eq!(list.len(), PER_SESSION, "no message was lost or doubled");
+        for i in list {
+            interactions += 1;
+            let steps = store.steps(i.id).await.unwrap();
+            assert_eq!(InteractionState::derive(&steps), InteractionState::Completed, "{}", i.input);
+            let reply = store.reply_of(i.id).await.unwrap().expect("a reply");
+            assert!(reply.delivered_at.is_some(), "reply of {} delivered", i.input);
+            assert!(reply.text.starts_with("done: "), "{}", reply.text);
+            outbox_ids.insert(reply.id.to_string());
+            for step in &steps {
+                assert!(step.state.is_terminal(), "step {} left {:?}", step.id, step.state);
+                let history = store.step_transitions(step.id).await.unwrap();
+                assert!(step::is_legal_history(&history), "illegal history {history:?}");
+                match step.error.as_ref().map(|e| e.code.as_str()) {
+                    Some(StepError::INTERRUPTED) => interrupted += 1,
+                    Some("capability.outcome_unknown") => unknown += 1,
+                    _ => {}
+                }
+                if step.side_effect == Some(SideEffect::External) && step.state == StepState::Succeeded {
+                    external_ok += 1;
+                    assert_eq!(
+                        effect_keys.get(&step.idempotency_key),
+                        Some(&1),
+                        "a succeeded external call happened exactly once"
+                    );
+                }
+            }
+            let acts = steps.iter().filter(|s| s.kind == StepKind::Act && s.side_effect == Some(SideEffect::External));
+            assert!(acts.count() <= 1, "an external call is never re-run");
+        }
+    }
+    assert_eq!(interactions, SESSIONS * PER_SESSION);
+    let delivered_ids: HashSet<_> = delivered.keys().cloned().collect();
+    assert_eq!(delivered_ids, outbox_ids, "every reply reached the channel");
+    assert!(delivered.values().all(|n| *n == 1), "no reply delivered twice");
+    let repeats = std::fs::read_to_string(dir.path().join("deliveries.repeats"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
+    println!(
+        "{live_kills} kills over {rounds} rounds; {repeats} repeated deliveries dropped by the channel; {interrupted} steps re-run after interruption, \
+         {unknown} external calls with unknown outcome, {external_ok} external calls succeeded"
+    );
+}
