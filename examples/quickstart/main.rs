@@ -1,0 +1,239 @@
+//! Thinklio's quickstart: one agent with a calculator and a clock, durable on
+//! a SQLite file.
+//!
+//! ```text
+//! cargo run --example quickstart -- --db /tmp/q.db --message "what is 17*23?"
+//! cargo run --example quickstart -- --db /tmp/q.db          # interactive chat
+//! ```
+//!
+//! The model comes from `THINKLIO_MODEL` (`openai/gpt-4o-mini`,
+//! `anthropic/claude-sonnet-4-5`, `openrouter/...`, `ollama/llama3.2`) with
+//! the keys and base URLs each provider's SDKs read. Without it, an offline
+//! scripted model answers arithmetic and time questions.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use thinklio_core::{
+    AgentDefinition, ChatModel, FunctionCapability, Principal, Reply, Role, Runtime, SideEffect, TrustLevel,
+};
+use thinklio_llm::{ScriptedModel, ScriptedReply};
+use thinklio_store_sqlite::SqliteStore;
+
+/// Thinklio quickstart: chat with an agent that has a calculator and a clock.
+#[derive(Parser)]
+struct Args {
+    /// The SQLite file holding sessions, interactions and steps.
+    #[arg(long, default_value = "thinklio.db")]
+    db: PathBuf,
+    /// Answer this one message and exit; without it, chat interactively.
+    #[arg(long)]
+    message: Option<String>,
+    /// The conversation to continue (one session per key).
+    #[arg(long, default_value = "default")]
+    session: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct CalculatorArgs {
+    /// An arithmetic expression, such as `17*23` or `(2+3)/4`.
+    expression: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct ClockArgs {}
+
+fn calculator() -> FunctionCapability {
+    FunctionCapability::builder("calculator", "Evaluates an arithmetic expression (+ - * / ^ and parentheses).")
+        .side_effect(SideEffect::ReadOnly)
+        .trust_level(TrustLevel::Basic)
+        .handler(|args: CalculatorArgs| async move { evaluate(&args.expression).map(number) })
+}
+
+fn clock() -> FunctionCapability {
+    FunctionCapability::builder("clock", "The current date and time in UTC (RFC 3339).")
+        .side_effect(SideEffect::ReadOnly)
+        .trust_level(TrustLevel::Basic)
+        .handler(|_: ClockArgs| async move { Ok::<_, String>(jiff::Timestamp::now().to_string()) })
+}
+
+/// Evaluates in floating point: integer literals are widened first, so that
+/// `7/2` is 3.5 rather than integer division.
+fn evaluate(expression: &str) -> Result<f64, String> {
+    let mut widened = String::with_capacity(expression.len() + 8);
+    let mut chars = expression.chars().peekable();
+    while let Some(c) = chars.next() {
+        widened.push(c);
+        if c.is_ascii_digit() {
+            let mut number_has_dot = false;
+            while let Some(&n) = chars.peek() {
+                if n.is_ascii_digit() || n == '.' {
+                    number_has_dot |= n == '.';
+                    widened.push(n);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            if !number_has_dot {
+                widened.push_str(".0");
+            }
+        }
+    }
+    evalexpr::eval_number(&widened).map_err(|e| format!("cannot evaluate `{expression}`: {e}"))
+}
+
+/// A whole number prints without a fraction (`391`, not `391.0`).
+fn number(x: f64) -> serde_json::Value {
+    if x.fract() == 0.0 && x.abs() < 9e15 {
+        serde_json::Value::from(x as i64)
+    } else {
+        serde_json::Value::from(x)
+    }
+}
+
+/// The longest run of arithmetic characters holding a digit and an operator.
+fn find_expression(text: &str) -> Option<String> {
+    let is_arith = |c: char| c.is_ascii_digit() || "+-*/^().% ".contains(c) || c == 'x' || c == '×';
+    text.split(|c: char| !is_arith(c))
+        .map(|s| s.trim().replace(['x', '×'], "*"))
+        .filter(|s| s.chars().any(|c| c.is_ascii_digit()) && s.chars().any(|c| "+-*/^".contains(c)))
+        .max_by_key(String::len)
+}
+
+/// An offline stand-in for a model: it calls the calculator for arithmetic
+/// and the clock for the time, and says plainly what it is otherwise.
+fn offline_model() -> ScriptedModel {
+    ScriptedModel::responder(|request| {
+        let Some(last) = request.messages.last() else {
+            return ScriptedReply::text("Hello.");
+        };
+        if last.role == Role::Tool {
+            let asked = request.messages.iter().rev().find(|m| m.role == Role::User);
+            return match (asked.and_then(|m| find_expression(&m.content)), last.content.as_str()) {
+                (_, result) if result.starts_with("Error") => ScriptedReply::text(format!("That failed: {result}")),
+                (Some(expression), result) => ScriptedReply::text(format!("{expression} = {result}")),
+                (None, result) => ScriptedReply::text(format!("It is {result} (UTC).")),
+            };
+        }
+        let text = last.content.to_lowercase();
+        if let Some(expression) = find_expression(&text) {
+            let args = serde_json::json!({ "expression": expression }).to_string();
+            return ScriptedReply::tool_call("call_calc", "calculator", args);
+        }
+        if ["time", "date", "clock", "day"].iter().any(|w| text.contains(w)) {
+            return ScriptedReply::tool_call("call_clock", "clock", "{}");
+        }
+        let earlier = request.messages.iter().filter(|m| m.role == Role::User).count() - 1;
+        ScriptedReply::text(format!(
+            "I am the offline model: I can do arithmetic and tell the time. This session has {earlier} earlier \
+             message(s). Set THINKLIO_MODEL to talk to a real model."
+        ))
+    })
+    .named("offline")
+}
+
+fn print_reply(reply: &Reply) {
+    println!("{}", reply.text);
+    println!(
+        "[steps {} · tokens {} (in {}, out {}) · cost {}]",
+        reply.steps,
+        reply.usage.total(),
+        reply.usage.input_tokens,
+        reply.usage.output_tokens,
+        reply.cost
+    );
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let (model, model_id): (Arc<dyn ChatModel>, String) =
+        match thinklio_llm::config::from_env().map_err(|e| format!("{e}"))? {
+            Some(choice) => {
+                eprintln!("model: {}", choice.description);
+                (choice.chat, choice.model)
+            }
+            None => {
+                eprintln!("THINKLIO_MODEL is not set: answering with the offline scripted model.");
+                (Arc::new(offline_model()), "offline".to_owned())
+            }
+        };
+    let store = SqliteStore::open(&args.db).await.map_err(|e| e.to_string())?;
+    let runtime = Runtime::builder()
+        .store(store)
+        .model_arc(model)
+        .capability(calculator())
+        .capability(clock())
+        .agent(
+            AgentDefinition::new("assistant", model_id)
+                .system_prompt(
+                    "You are Thinklio's quickstart assistant. Use the calculator for arithmetic and the clock \
+                     for the date and time. Answer briefly.",
+                )
+                .capabilities(["calculator", "clock"]),
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
+    let report = runtime.recover().await.map_err(|e| e.to_string())?;
+    if report.resumed > 0 {
+        eprintln!("resumed {} interrupted interaction(s)", report.resumed);
+    }
+    let session = runtime
+        .open_session(Principal::local(), "assistant", "cli", Some(&args.session))
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(message) = args.message {
+        let reply = runtime.send(session.id, message).await.map_err(|e| e.to_string())?;
+        print_reply(&reply);
+        return Ok(());
+    }
+    eprintln!("Chatting in session `{}`; an empty line or Ctrl-D ends.", args.session);
+    let stdin = std::io::stdin();
+    loop {
+        print!("> ");
+        std::io::stdout().flush().map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line).map_err(|e| e.to_string())? == 0 || line.trim().is_empty() {
+            return Ok(());
+        }
+        match runtime.send(session.id, line.trim()).await {
+            Ok(reply) => print_reply(&reply),
+            Err(e) => eprintln!("error [{}]: {e}", e.code()),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arithmetic_is_found_and_evaluated() {
+        assert_eq!(find_expression("what is 17*23?").as_deref(), Some("17*23"));
+        assert_eq!(evaluate("17*23"), Ok(391.0));
+        assert_eq!(evaluate("7/2"), Ok(3.5));
+        assert_eq!(find_expression("hello there"), None);
+        assert!(evaluate("1/").is_err());
+    }
+}
