@@ -87,7 +87,11 @@ pub async fn thinklio(path: &Path, interactions: u64, sessions: u64) -> Result<M
     let rt = runtime(path).await?;
     let mut ids = Vec::new();
     for s in 0..sessions {
-        ids.push(rt.open_session(Principal::local(), "bench", "bench", Some(&format!("s{s}"))).await?.id);
+        ids.push(
+            rt.open_session(Principal::local(), "bench", "bench", Some(&format!("s{s}")))
+                .await?
+                .id,
+        );
     }
     let per_session = interactions / sessions;
     let started = Instant::now();
@@ -126,16 +130,25 @@ pub fn raw_baseline(path: &Path, steps: u64) -> Result<Measure, BoxError> {
         "CREATE TABLE steps (id TEXT PRIMARY KEY, interaction_id TEXT NOT NULL, seq INTEGER NOT NULL, \
          kind TEXT NOT NULL, state TEXT NOT NULL, input TEXT NOT NULL, output TEXT, updated_at INTEGER NOT NULL)",
     )?;
-    let input = r#"{"turn":1,"index":0,"call_id":"c1","name":"add","arguments":"{\"a\": 2, \"b\": 3}"}"#;
+    let input =
+        r#"{"turn":1,"index":0,"call_id":"c1","name":"add","arguments":"{\"a\": 2, \"b\": 3}"}"#;
     let started = Instant::now();
     let mut insert = conn.prepare(
         "INSERT INTO steps (id, interaction_id, seq, kind, state, input, updated_at) VALUES (?1, ?2, ?3, 'act', 'running', ?4, ?5)",
     )?;
-    let mut update = conn.prepare("UPDATE steps SET state = 'succeeded', output = ?2, updated_at = ?3 WHERE id = ?1")?;
+    let mut update = conn.prepare(
+        "UPDATE steps SET state = 'succeeded', output = ?2, updated_at = ?3 WHERE id = ?1",
+    )?;
     for n in 0..steps {
         let id = format!("{n:036}");
         conn.execute_batch("BEGIN")?;
-        insert.execute(rusqlite::params![id, "interaction", (n % 6) as i64, input, n as i64])?;
+        insert.execute(rusqlite::params![
+            id,
+            "interaction",
+            (n % 6) as i64,
+            input,
+            n as i64
+        ])?;
         conn.execute_batch("COMMIT")?;
         conn.execute_batch("BEGIN")?;
         update.execute(rusqlite::params![id, r#"{"result":5}"#, n as i64])?;
@@ -151,7 +164,12 @@ pub async fn run(options: &Options) -> Result<Results, BoxError> {
     let dir = tempfile::tempdir()?;
     let sequential = thinklio(&dir.path().join("sequential.db"), options.interactions, 1).await?;
     let sessions = options.concurrent_sessions.max(1);
-    let concurrent = thinklio(&dir.path().join("concurrent.db"), options.interactions, sessions).await?;
+    let concurrent = thinklio(
+        &dir.path().join("concurrent.db"),
+        options.interactions,
+        sessions,
+    )
+    .await?;
     let raw = raw_baseline(&dir.path().join("raw.db"), sequential.steps)?;
     Ok(Results {
         sequential,
@@ -172,8 +190,14 @@ fn machine() -> String {
                 .map(|(_, v)| v.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    format!("{cpu}, {cores} cores, {} {}", std::env::consts::OS, std::env::consts::ARCH)
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!(
+        "{cpu}, {cores} cores, {} {}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
 }
 
 pub fn report(r: &Results) -> String {
@@ -188,21 +212,40 @@ pub fn report(r: &Results) -> String {
             ratio.map_or("1.00× (baseline)".to_owned(), |x| format!("{x:.2}×"))
         );
     };
-    let _ = writeln!(out, "| run | durable steps | steps/s | µs/step | time vs raw baseline |");
+    let _ = writeln!(
+        out,
+        "| run | durable steps | steps/s | µs/step | time vs raw baseline |"
+    );
     let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: |");
     let ratio = |m: &Measure| m.micros_per_step() / r.raw.micros_per_step();
-    row(&mut out, "raw rusqlite: INSERT + UPDATE per step, each committed", &r.raw, None);
-    row(&mut out, "Thinklio harness, 1 session (one interaction at a time)", &r.sequential, Some(ratio(&r.sequential)));
+    row(
+        &mut out,
+        "raw rusqlite: INSERT + UPDATE per step, each committed",
+        &r.raw,
+        None,
+    );
+    row(
+        &mut out,
+        "Thinklio harness, 1 session (one interaction at a time)",
+        &r.sequential,
+        Some(ratio(&r.sequential)),
+    );
     let name = format!("Thinklio harness, {} sessions concurrently", r.sessions);
     row(&mut out, &name, &r.concurrent, Some(ratio(&r.concurrent)));
     out
 }
 
 pub fn main(options: &Options) -> Result<(), BoxError> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let results = rt.block_on(run(options))?;
     let table = report(&results);
-    println!("{} interactions × {STEPS_PER_INTERACTION} steps, on {}", results.interactions, machine());
+    println!(
+        "{} interactions × {STEPS_PER_INTERACTION} steps, on {}",
+        results.interactions,
+        machine()
+    );
     println!("{table}");
     if options.write {
         let doc = format!(

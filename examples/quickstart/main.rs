@@ -20,7 +20,8 @@ use clap::Parser;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use thinklio_core::{
-    AgentDefinition, ChatModel, FunctionCapability, Principal, Reply, Role, Runtime, SideEffect, TrustLevel,
+    AgentDefinition, ChatModel, FunctionCapability, Principal, Reply, Role, Runtime, SideEffect,
+    TrustLevel,
 };
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 use thinklio_store_sqlite::SqliteStore;
@@ -49,10 +50,13 @@ struct CalculatorArgs {
 struct ClockArgs {}
 
 fn calculator() -> FunctionCapability {
-    FunctionCapability::builder("calculator", "Evaluates an arithmetic expression (+ - * / ^ and parentheses).")
-        .side_effect(SideEffect::ReadOnly)
-        .trust_level(TrustLevel::Basic)
-        .handler(|args: CalculatorArgs| async move { evaluate(&args.expression).map(number) })
+    FunctionCapability::builder(
+        "calculator",
+        "Evaluates an arithmetic expression (+ - * / ^ and parentheses).",
+    )
+    .side_effect(SideEffect::ReadOnly)
+    .trust_level(TrustLevel::Basic)
+    .handler(|args: CalculatorArgs| async move { evaluate(&args.expression).map(number) })
 }
 
 fn clock() -> FunctionCapability {
@@ -162,7 +166,9 @@ async fn run(args: Args) -> Result<(), String> {
                 (Arc::new(offline_model()), "offline".to_owned())
             }
         };
-    let store = SqliteStore::open(&args.db).await.map_err(|e| e.to_string())?;
+    let store = SqliteStore::open(&args.db)
+        .await
+        .map_err(|e| e.to_string())?;
     let runtime = Runtime::builder()
         .store(store)
         .model_arc(model)
@@ -187,17 +193,29 @@ async fn run(args: Args) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     if let Some(message) = args.message {
-        let reply = runtime.send(session.id, message).await.map_err(|e| e.to_string())?;
+        let reply = runtime
+            .send(session.id, message)
+            .await
+            .map_err(|e| e.to_string())?;
         print_reply(&reply);
         return Ok(());
     }
-    eprintln!("Chatting in session `{}`; an empty line or Ctrl-D ends.", args.session);
+    eprintln!(
+        "Chatting in session `{}`; an empty line or Ctrl-D ends.",
+        args.session
+    );
     let stdin = std::io::stdin();
     loop {
         print!("> ");
         std::io::stdout().flush().map_err(|e| e.to_string())?;
         let mut line = String::new();
-        if stdin.lock().read_line(&mut line).map_err(|e| e.to_string())? == 0 || line.trim().is_empty() {
+        if stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?
+            == 0
+            || line.trim().is_empty()
+        {
             return Ok(());
         }
         match runtime.send(session.id, line.trim()).await {

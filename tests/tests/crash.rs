@@ -4,6 +4,8 @@
 //! every reply was delivered once, no external side effect happened twice,
 //! and every step row has a legal state history.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests speak through panics
+
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -45,10 +47,16 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
     let mut rounds = 0;
     while live_kills < KILLS {
         rounds += 1;
-        assert!(rounds <= KILLS * 3, "the worker finished before it could be killed {KILLS} times");
+        assert!(
+            rounds <= KILLS * 3,
+            "the worker finished before it could be killed {KILLS} times"
+        );
         let mut child = spawn(dir.path());
         let recovered = wait_recovered(&mut child);
-        assert!(recovered.is_some(), "round {rounds}: the worker did not recover");
+        assert!(
+            recovered.is_some(),
+            "round {rounds}: the worker did not recover"
+        );
         std::thread::sleep(Duration::from_millis(fastrand::u64(5..45)));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL on Unix
@@ -60,23 +68,38 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
     let mut child = spawn(dir.path());
     let recovered = wait_recovered(&mut child).expect("the final run recovers");
     let status = child.wait().unwrap();
-    assert!(status.success(), "the final run fails: {status}; {recovered}");
+    assert!(
+        status.success(),
+        "the final run fails: {status}; {recovered}"
+    );
 
-    let store = SqliteStore::open(dir.path().join("crash.db")).await.unwrap();
+    let store = SqliteStore::open(dir.path().join("crash.db"))
+        .await
+        .unwrap();
     let deliveries = std::fs::read_to_string(dir.path().join("deliveries.log")).unwrap();
     let mut delivered: HashMap<String, usize> = HashMap::new();
     for line in deliveries.lines() {
-        *delivered.entry(line.split_whitespace().next().unwrap().to_owned()).or_default() += 1;
+        *delivered
+            .entry(line.split_whitespace().next().unwrap().to_owned())
+            .or_default() += 1;
     }
     let effects = std::fs::read_to_string(dir.path().join("effects.log")).unwrap_or_default();
     let mut effect_keys: HashMap<String, usize> = HashMap::new();
     for line in effects.lines() {
-        *effect_keys.entry(line.split_whitespace().next().unwrap().to_owned()).or_default() += 1;
+        *effect_keys
+            .entry(line.split_whitespace().next().unwrap().to_owned())
+            .or_default() += 1;
     }
     let twice: Vec<_> = effect_keys.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "external side effects repeated: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "external side effects repeated: {twice:?}"
+    );
 
-    let sessions = store.sessions_of_user(Principal::local().user).await.unwrap();
+    let sessions = store
+        .sessions_of_user(Principal::local().user)
+        .await
+        .unwrap();
     assert_eq!(sessions.len(), SESSIONS);
     let mut interactions = 0;
     let mut outbox_ids = HashSet::new();
@@ -87,21 +110,40 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
         for i in list {
             interactions += 1;
             let steps = store.steps(i.id).await.unwrap();
-            assert_eq!(InteractionState::derive(&steps), InteractionState::Completed, "{}", i.input);
+            assert_eq!(
+                InteractionState::derive(&steps),
+                InteractionState::Completed,
+                "{}",
+                i.input
+            );
             let reply = store.reply_of(i.id).await.unwrap().expect("a reply");
-            assert!(reply.delivered_at.is_some(), "reply of {} delivered", i.input);
+            assert!(
+                reply.delivered_at.is_some(),
+                "reply of {} delivered",
+                i.input
+            );
             assert!(reply.text.starts_with("done: "), "{}", reply.text);
             outbox_ids.insert(reply.id.to_string());
             for step in &steps {
-                assert!(step.state.is_terminal(), "step {} left {:?}", step.id, step.state);
+                assert!(
+                    step.state.is_terminal(),
+                    "step {} left {:?}",
+                    step.id,
+                    step.state
+                );
                 let history = store.step_transitions(step.id).await.unwrap();
-                assert!(step::is_legal_history(&history), "illegal history {history:?}");
+                assert!(
+                    step::is_legal_history(&history),
+                    "illegal history {history:?}"
+                );
                 match step.error.as_ref().map(|e| e.code.as_str()) {
                     Some(StepError::INTERRUPTED) => interrupted += 1,
                     Some("capability.outcome_unknown") => unknown += 1,
                     _ => {}
                 }
-                if step.side_effect == Some(SideEffect::External) && step.state == StepState::Succeeded {
+                if step.side_effect == Some(SideEffect::External)
+                    && step.state == StepState::Succeeded
+                {
                     external_ok += 1;
                     assert_eq!(
                         effect_keys.get(&step.idempotency_key),
@@ -110,14 +152,19 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
                     );
                 }
             }
-            let acts = steps.iter().filter(|s| s.kind == StepKind::Act && s.side_effect == Some(SideEffect::External));
+            let acts = steps
+                .iter()
+                .filter(|s| s.kind == StepKind::Act && s.side_effect == Some(SideEffect::External));
             assert!(acts.count() <= 1, "an external call is never re-run");
         }
     }
     assert_eq!(interactions, SESSIONS * PER_SESSION);
     let delivered_ids: HashSet<_> = delivered.keys().cloned().collect();
     assert_eq!(delivered_ids, outbox_ids, "every reply reached the channel");
-    assert!(delivered.values().all(|n| *n == 1), "no reply delivered twice");
+    assert!(
+        delivered.values().all(|n| *n == 1),
+        "no reply delivered twice"
+    );
     let repeats = std::fs::read_to_string(dir.path().join("deliveries.repeats"))
         .map(|t| t.lines().count())
         .unwrap_or(0);

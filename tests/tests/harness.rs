@@ -1,6 +1,8 @@
 //! The durable harness end to end: a runtime on a real SQLite file with a
 //! scripted model.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests speak through panics
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,7 +43,9 @@ fn agent() -> AgentDefinition {
 }
 
 async fn session(rt: &Runtime) -> Session {
-    rt.open_session(Principal::local(), "assistant", "test", None).await.unwrap()
+    rt.open_session(Principal::local(), "assistant", "test", None)
+        .await
+        .unwrap()
 }
 
 fn kinds(steps: &[Step]) -> Vec<(StepKind, StepState)> {
@@ -64,7 +68,14 @@ async fn a_tool_call_runs_as_durable_steps_with_cost() {
     use StepState::Succeeded as Ok_;
     assert_eq!(
         kinds(&steps),
-        vec![(Context, Ok_), (Think, Ok_), (Act, Ok_), (Observe, Ok_), (Think, Ok_), (Respond, Ok_)]
+        vec![
+            (Context, Ok_),
+            (Think, Ok_),
+            (Act, Ok_),
+            (Observe, Ok_),
+            (Think, Ok_),
+            (Respond, Ok_)
+        ]
     );
     assert_eq!(steps[2].output, Some(json!({ "result": 42 })));
     assert_eq!(steps[2].capability.as_deref(), Some("add"));
@@ -73,11 +84,18 @@ async fn a_tool_call_runs_as_durable_steps_with_cost() {
     // The second model call saw the tool result, after the assistant's call.
     let second = &f.model.requests()[1];
     let tool_msg = second.messages.last().unwrap();
-    assert_eq!((tool_msg.role, tool_msg.content.as_str()), (Role::Tool, "42"));
+    assert_eq!(
+        (tool_msg.role, tool_msg.content.as_str()),
+        (Role::Tool, "42")
+    );
     assert_eq!(tool_msg.tool_call_id.as_deref(), Some("c1"));
     assert_eq!(second.tools[0].name, "add");
     // Cost per step from the price table, summed per interaction.
-    let think_cost: Cost = steps.iter().filter(|s| s.kind == Think).map(|s| s.cost).fold(Cost::ZERO, |a, b| a + b);
+    let think_cost: Cost = steps
+        .iter()
+        .filter(|s| s.kind == Think)
+        .map(|s| s.cost)
+        .fold(Cost::ZERO, |a, b| a + b);
     assert!(think_cost > Cost::ZERO);
     assert_eq!(reply.cost, think_cost);
     assert_eq!(reply.steps, 6);
@@ -85,16 +103,27 @@ async fn a_tool_call_runs_as_durable_steps_with_cost() {
     assert_eq!(steps[1].cost, expected);
     assert_eq!(
         reply.usage,
-        steps.iter().map(|s| s.usage).fold(TokenUsage::default(), |a, b| a + b)
+        steps
+            .iter()
+            .map(|s| s.usage)
+            .fold(TokenUsage::default(), |a, b| a + b)
     );
-    let totals = f.runtime.store().usage_totals(&UsageFilter::all()).await.unwrap();
+    let totals = f
+        .runtime
+        .store()
+        .usage_totals(&UsageFilter::all())
+        .await
+        .unwrap();
     assert_eq!((totals.calls, totals.cost), (2, reply.cost));
     for step in &steps {
         let history = f.runtime.store().step_transitions(step.id).await.unwrap();
         assert!(step::is_legal_history(&history));
     }
     assert_eq!(
-        f.runtime.interaction_state(reply.interaction_id).await.unwrap(),
+        f.runtime
+            .interaction_state(reply.interaction_id)
+            .await
+            .unwrap(),
         InteractionState::Completed
     );
 }
@@ -129,25 +158,46 @@ async fn malformed_tool_call_json_becomes_an_observation_the_model_corrects() {
     );
     let requests = f.model.requests();
     let seen = |n: usize| requests[n].messages.last().unwrap().content.clone();
-    assert!(seen(1).contains("not valid JSON") && seen(1).contains("call it again"), "{}", seen(1));
-    assert!(seen(2).contains("\"b\" is a required property"), "{}", seen(2));
-    assert!(seen(3).contains("no capability named `subtract`"), "{}", seen(3));
+    assert!(
+        seen(1).contains("not valid JSON") && seen(1).contains("call it again"),
+        "{}",
+        seen(1)
+    );
+    assert!(
+        seen(2).contains("\"b\" is a required property"),
+        "{}",
+        seen(2)
+    );
+    assert!(
+        seen(3).contains("no capability named `subtract`"),
+        "{}",
+        seen(3)
+    );
     assert_eq!(seen(4), "3");
 }
 
 #[tokio::test]
 async fn max_turns_ends_with_a_reply() {
-    let model = ScriptedModel::responder(|_| ScriptedReply::tool_call("c", "add", r#"{"a":1,"b":1}"#));
+    let model =
+        ScriptedModel::responder(|_| ScriptedReply::tool_call("c", "add", r#"{"a":1,"b":1}"#));
     let f = fixture(model, agent().max_turns(2)).await;
     let s = session(&f.runtime).await;
     let reply = f.runtime.send(s.id, "loop forever").await.unwrap();
-    assert!(reply.text.contains("more steps than I am allowed"), "{}", reply.text);
+    assert!(
+        reply.text.contains("more steps than I am allowed"),
+        "{}",
+        reply.text
+    );
     assert_eq!(f.model.calls(), 2);
 }
 
 #[tokio::test]
 async fn a_failing_model_fails_the_interaction_with_a_typed_error() {
-    let f = fixture(ScriptedModel::new([ScriptedReply::http_error(401)]), agent()).await;
+    let f = fixture(
+        ScriptedModel::new([ScriptedReply::http_error(401)]),
+        agent(),
+    )
+    .await;
     let s = session(&f.runtime).await;
     let err = f.runtime.send(s.id, "hi").await.unwrap_err();
     let RuntimeError::InteractionFailed { interaction, error } = &err else {
@@ -159,7 +209,14 @@ async fn a_failing_model_fails_the_interaction_with_a_typed_error() {
         f.runtime.interaction_state(*interaction).await.unwrap(),
         InteractionState::Failed
     );
-    assert!(f.runtime.store().unfinished_interactions().await.unwrap().is_empty());
+    assert!(
+        f.runtime
+            .store()
+            .unfinished_interactions()
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(f.runtime.recover().await.unwrap().resumed == 0);
 }
 
@@ -167,7 +224,10 @@ async fn a_failing_model_fails_the_interaction_with_a_typed_error() {
 async fn bad_messages_are_refused_before_anything_is_written() {
     let f = fixture(ScriptedModel::new([]), agent()).await;
     let s = session(&f.runtime).await;
-    assert!(matches!(f.runtime.send(s.id, "  ").await, Err(RuntimeError::EmptyMessage)));
+    assert!(matches!(
+        f.runtime.send(s.id, "  ").await,
+        Err(RuntimeError::EmptyMessage)
+    ));
     let huge = "x".repeat(100_000);
     assert!(matches!(
         f.runtime.send(s.id, huge).await,
@@ -178,10 +238,19 @@ async fn bad_messages_are_refused_before_anything_is_written() {
         Err(RuntimeError::Store(StoreError::NotFound { .. }))
     ));
     assert!(matches!(
-        f.runtime.open_session(Principal::local(), "nobody", "test", None).await,
+        f.runtime
+            .open_session(Principal::local(), "nobody", "test", None)
+            .await,
         Err(RuntimeError::UnknownAgent(_))
     ));
-    assert!(f.runtime.store().interactions_of_session(s.id).await.unwrap().is_empty());
+    assert!(
+        f.runtime
+            .store()
+            .interactions_of_session(s.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -197,7 +266,11 @@ async fn history_carries_across_interactions_of_a_session_only() {
     f.runtime.send(b.id, "other session").await.unwrap();
     f.runtime.send(a.id, "second").await.unwrap();
     let last = f.model.requests().pop().unwrap();
-    let contents: Vec<_> = last.messages.iter().map(|m| (m.role, m.content.as_str())).collect();
+    let contents: Vec<_> = last
+        .messages
+        .iter()
+        .map(|m| (m.role, m.content.as_str()))
+        .collect();
     assert_eq!(
         contents,
         vec![
@@ -214,8 +287,16 @@ async fn an_inbound_id_is_answered_once() {
     let model = ScriptedModel::responder(|_| ScriptedReply::text("once"));
     let f = fixture(model, agent()).await;
     let s = session(&f.runtime).await;
-    let a = f.runtime.send(s.id, Inbound::with_id("hi", "update-7")).await.unwrap();
-    let b = f.runtime.send(s.id, Inbound::with_id("hi", "update-7")).await.unwrap();
+    let a = f
+        .runtime
+        .send(s.id, Inbound::with_id("hi", "update-7"))
+        .await
+        .unwrap();
+    let b = f
+        .runtime
+        .send(s.id, Inbound::with_id("hi", "update-7"))
+        .await
+        .unwrap();
     assert_eq!(a.interaction_id, b.interaction_id);
     assert_eq!(b.text, "once");
     assert_eq!(f.model.calls(), 1);
@@ -235,7 +316,9 @@ async fn messages_of_one_session_run_in_order_and_sessions_run_concurrently() {
         let rt = f.runtime.clone();
         // On this single-threaded test runtime, spawned sends are first
         // polled in spawn order.
-        sends.push(tokio::spawn(async move { rt.send(one.id, format!("m{n}")).await.unwrap() }));
+        sends.push(tokio::spawn(async move {
+            rt.send(one.id, format!("m{n}")).await.unwrap()
+        }));
     }
     for s in sends {
         s.await.unwrap();
@@ -252,7 +335,13 @@ async fn messages_of_one_session_run_in_order_and_sessions_run_concurrently() {
     assert_eq!(order, vec!["m0", "m1", "m2", "m3", "m4"]);
     // Each saw all earlier turns: history is complete, so none overlapped.
     let last = f.model.requests().pop().unwrap();
-    assert_eq!(last.messages.iter().filter(|m| m.role == Role::User).count(), 5);
+    assert_eq!(
+        last.messages
+            .iter()
+            .filter(|m| m.role == Role::User)
+            .count(),
+        5
+    );
 
     // Ten sessions at once: their model calls overlap.
     let gauge = Arc::new(Gauge::default());
@@ -267,13 +356,18 @@ async fn messages_of_one_session_run_in_order_and_sessions_run_concurrently() {
     for _ in 0..10 {
         let rt = rt.clone();
         let s = session(&rt).await;
-        all.push(tokio::spawn(async move { rt.send(s.id, "hi").await.unwrap() }));
+        all.push(tokio::spawn(
+            async move { rt.send(s.id, "hi").await.unwrap() },
+        ));
     }
     for s in all {
         s.await.unwrap();
     }
     let peak = gauge.peak.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(peak > 1, "model calls of different sessions overlap (peak {peak})");
+    assert!(
+        peak > 1,
+        "model calls of different sessions overlap (peak {peak})"
+    );
 }
 
 /// A model that answers after a pause and records how many calls were in flight at once.
@@ -331,24 +425,50 @@ async fn events_are_published_in_process_and_kept_in_the_log() {
     );
     let log = f.runtime.store().events_after(0, 100).await.unwrap();
     assert_eq!(log.iter().map(|e| e.kind).collect::<Vec<_>>(), seen);
-    assert!(log.iter().all(|e| e.interaction_id == Some(reply.interaction_id)));
+    assert!(
+        log.iter()
+            .all(|e| e.interaction_id == Some(reply.interaction_id))
+    );
 }
 
 #[tokio::test]
 async fn capabilities_can_change_at_run_time_and_trust_hides_them() {
     let model = ScriptedModel::responder(|r| {
-        ScriptedReply::text(r.tools.iter().map(|t| t.name.clone()).collect::<Vec<_>>().join(","))
+        ScriptedReply::text(
+            r.tools
+                .iter()
+                .map(|t| t.name.clone())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
     });
-    let f = fixture(model, agent().capabilities(["add", "secret"]).trust_level(TrustLevel::Standard)).await;
+    let f = fixture(
+        model,
+        agent()
+            .capabilities(["add", "secret"])
+            .trust_level(TrustLevel::Standard),
+    )
+    .await;
     let s = session(&f.runtime).await;
     assert_eq!(f.runtime.send(s.id, "tools?").await.unwrap().text, "add");
     let secret = FunctionCapability::builder("secret", "Needs trust.")
         .trust_level(TrustLevel::Elevated)
         .handler(|_: serde_json::Map<String, serde_json::Value>| async { Ok::<_, String>(1) });
     f.runtime.capabilities().register(secret).unwrap();
-    assert_eq!(f.runtime.send(s.id, "tools?").await.unwrap().text, "add", "trust hides it");
-    f.runtime.register_agent(agent().capabilities(["add", "secret"]).trust_level(TrustLevel::Elevated));
-    assert_eq!(f.runtime.send(s.id, "tools?").await.unwrap().text, "add,secret");
+    assert_eq!(
+        f.runtime.send(s.id, "tools?").await.unwrap().text,
+        "add",
+        "trust hides it"
+    );
+    f.runtime.register_agent(
+        agent()
+            .capabilities(["add", "secret"])
+            .trust_level(TrustLevel::Elevated),
+    );
+    assert_eq!(
+        f.runtime.send(s.id, "tools?").await.unwrap().text,
+        "add,secret"
+    );
     assert!(f.runtime.capabilities().remove("add"));
     assert_eq!(f.runtime.send(s.id, "tools?").await.unwrap().text, "secret");
 }
@@ -405,10 +525,17 @@ async fn a_failing_task_is_retried_with_growing_delays_then_dead_lettered() {
             assert_eq!(t.last_error.as_deref(), Some("the backend is down"));
         }
     }
-    assert!(delays.windows(2).all(|w| w[0] <= w[1]), "delays grow: {delays:?}");
+    assert!(
+        delays.windows(2).all(|w| w[0] <= w[1]),
+        "delays grow: {delays:?}"
+    );
     assert!(delays[3] >= delays[0] * 4, "exponentially: {delays:?}");
     let dead = runtime.store().dead_letters().await.unwrap();
     assert_eq!(dead.iter().map(|t| t.id).collect::<Vec<_>>(), vec![task.id]);
     runtime.store().requeue(task.id, clock.now()).await.unwrap();
-    assert_eq!(runtime.run_due_tasks().await.unwrap().retried, 1, "a requeued task runs again");
+    assert_eq!(
+        runtime.run_due_tasks().await.unwrap().retried,
+        1,
+        "a requeued task runs again"
+    );
 }

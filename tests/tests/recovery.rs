@@ -2,6 +2,8 @@
 //! middle of a step (its task aborted, as a crash would stop it), and a new
 //! runtime on the same file resumes it per the durability contract.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests speak through panics
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -25,7 +27,11 @@ impl Capability for Hangs {
         &self.manifest
     }
 
-    async fn invoke(&self, ctx: &InvocationContext, _args: serde_json::Value) -> Result<serde_json::Value, CapabilityError> {
+    async fn invoke(
+        &self,
+        ctx: &InvocationContext,
+        _args: serde_json::Value,
+    ) -> Result<serde_json::Value, CapabilityError> {
         let first = {
             let mut calls = self.calls.lock().unwrap();
             calls.push((ctx.idempotency_key.clone(), ctx.attempt));
@@ -65,7 +71,11 @@ impl Setup {
         );
         manifest.side_effect = self.side_effect;
         Runtime::builder()
-            .store(SqliteStore::open(self.dir.path().join("r.db")).await.unwrap())
+            .store(
+                SqliteStore::open(self.dir.path().join("r.db"))
+                    .await
+                    .unwrap(),
+            )
             .model(model)
             .capability(Hangs {
                 manifest,
@@ -88,7 +98,10 @@ fn model() -> ScriptedModel {
 /// Runs one message until the capability is entered, then aborts the run.
 async fn crash_inside_the_capability(setup: &Setup) -> InteractionId {
     let rt = setup.runtime(model()).await;
-    let session = rt.open_session(Principal::local(), "a", "t", None).await.unwrap();
+    let session = rt
+        .open_session(Principal::local(), "a", "t", None)
+        .await
+        .unwrap();
     let run = {
         let rt = rt.clone();
         tokio::spawn(async move { rt.send(session.id, "charge me").await })
@@ -96,7 +109,12 @@ async fn crash_inside_the_capability(setup: &Setup) -> InteractionId {
     setup.entered.notified().await;
     run.abort();
     assert!(run.await.unwrap_err().is_cancelled());
-    let interaction = rt.store().interactions_of_session(session.id).await.unwrap()[0].id;
+    let interaction = rt
+        .store()
+        .interactions_of_session(session.id)
+        .await
+        .unwrap()[0]
+        .id;
     let steps = rt.store().steps(interaction).await.unwrap();
     let last = steps.last().unwrap();
     assert_eq!((last.kind, last.state), (StepKind::Act, StepState::Running));
@@ -110,15 +128,30 @@ async fn an_interrupted_external_call_is_never_repeated_and_the_model_is_told() 
     let rt = setup.runtime(model()).await;
     let report = rt.recover().await.unwrap();
     assert_eq!((report.resumed, report.completed), (1, 1));
-    assert_eq!(setup.calls.lock().unwrap().len(), 1, "the external call ran once");
+    assert_eq!(
+        setup.calls.lock().unwrap().len(),
+        1,
+        "the external call ran once"
+    );
     let steps = rt.store().steps(interaction).await.unwrap();
     let act = steps.iter().find(|s| s.kind == StepKind::Act).unwrap();
-    assert_eq!(act.error.as_ref().unwrap().code, "capability.outcome_unknown");
+    assert_eq!(
+        act.error.as_ref().unwrap().code,
+        "capability.outcome_unknown"
+    );
     let observe = steps.iter().find(|s| s.kind == StepKind::Observe).unwrap();
-    let seen = observe.output.as_ref().unwrap()["content"].as_str().unwrap();
+    let seen = observe.output.as_ref().unwrap()["content"]
+        .as_str()
+        .unwrap();
     assert!(seen.contains("may or may not have taken effect"), "{seen}");
     let reply = rt.store().reply_of(interaction).await.unwrap().unwrap();
-    assert!(reply.text.starts_with("result: Error (capability.outcome_unknown)"), "{}", reply.text);
+    assert!(
+        reply
+            .text
+            .starts_with("result: Error (capability.outcome_unknown)"),
+        "{}",
+        reply.text
+    );
 }
 
 #[tokio::test]
@@ -197,7 +230,10 @@ async fn an_interrupted_model_call_runs_again_and_the_reply_is_delivered_once() 
             .unwrap()
     };
     let rt = build(SqliteStore::open(&path).await.unwrap());
-    let session = rt.open_session(Principal::local(), "a", "t", Some("chat")).await.unwrap();
+    let session = rt
+        .open_session(Principal::local(), "a", "t", Some("chat"))
+        .await
+        .unwrap();
     let run = {
         let rt = rt.clone();
         tokio::spawn(async move { rt.send(session.id, "hello").await })
@@ -209,7 +245,10 @@ async fn an_interrupted_model_call_runs_again_and_the_reply_is_delivered_once() 
 
     let rt = build(SqliteStore::open(&path).await.unwrap());
     let report = rt.recover().await.unwrap();
-    assert_eq!((report.resumed, report.completed, report.delivered), (1, 1, 0));
+    assert_eq!(
+        (report.resumed, report.completed, report.delivered),
+        (1, 1, 0)
+    );
     let sent = delivered.lock().unwrap().clone();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].text, "recovered answer");
@@ -217,7 +256,10 @@ async fn an_interrupted_model_call_runs_again_and_the_reply_is_delivered_once() 
     let steps = rt.store().steps(sent[0].interaction_id).await.unwrap();
     let thinks: Vec<_> = steps.iter().filter(|s| s.kind == StepKind::Think).collect();
     assert_eq!(thinks.len(), 2);
-    assert_eq!(thinks[0].error.as_ref().unwrap().code, StepError::INTERRUPTED);
+    assert_eq!(
+        thinks[0].error.as_ref().unwrap().code,
+        StepError::INTERRUPTED
+    );
     assert_eq!(thinks[1].attempt, 2);
     // A second recovery finds nothing to do and delivers nothing again.
     let again = rt.recover().await.unwrap();

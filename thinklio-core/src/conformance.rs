@@ -2,9 +2,10 @@
 //! against its store. A store is done when it passes, not before.
 //!
 //! Each check is a public async function taking a fresh, empty store. Store
-//! crates run them all with [`store_conformance_tests!`](crate::store_conformance_tests):
+//! crates run them all with [`store_conformance_tests!`](crate::store_conformance_tests),
+//! as `thinklio-store-sqlite/tests/conformance.rs` does:
 //!
-//! ```ignore
+//! ```text
 //! thinklio_core::store_conformance_tests!(async {
 //!     let dir = tempfile::tempdir().unwrap();
 //!     let store = MyStore::open(dir.path().join("t.db")).await.unwrap();
@@ -106,13 +107,25 @@ fn new_step(interaction: &Interaction, seq: u32, kind: StepKind) -> NewStep {
 }
 
 fn ok(output: serde_json::Value) -> StepOutcome {
-    StepOutcome::Succeeded { output, usage: None }
+    StepOutcome::Succeeded {
+        output,
+        usage: None,
+    }
 }
 
-async fn run_step<S: Store>(store: &S, i: &Interaction, seq: u32, kind: StepKind, outcome: StepOutcome) -> Step {
+async fn run_step<S: Store>(
+    store: &S,
+    i: &Interaction,
+    seq: u32,
+    kind: StepKind,
+    outcome: StepOutcome,
+) -> Step {
     let (step, _) = store.begin_step(new_step(i, seq, kind)).await.unwrap();
-    let reply = (kind == StepKind::Respond && outcome.state() == StepState::Succeeded)
-        .then(|| NewOutboxMessage { text: format!("reply to {}", i.input) });
+    let reply = (kind == StepKind::Respond && outcome.state() == StepState::Succeeded).then(|| {
+        NewOutboxMessage {
+            text: format!("reply to {}", i.input),
+        }
+    });
     store.finish_step(step.id, outcome, reply).await.unwrap().0
 }
 
@@ -145,8 +158,14 @@ pub async fn missing_records_are_not_found<S: Store>(store: S) {
         store.interaction(InteractionId::new()).await,
         Err(StoreError::NotFound { .. })
     ));
-    assert!(matches!(store.step(StepId::new()).await, Err(StoreError::NotFound { .. })));
-    assert!(matches!(store.task(TaskId::new()).await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(
+        store.step(StepId::new()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.task(TaskId::new()).await,
+        Err(StoreError::NotFound { .. })
+    ));
     let p = principal();
     let orphan = store
         .create_interaction(NewInteraction {
@@ -182,13 +201,19 @@ pub async fn inbound_ids_deduplicate_interactions<S: Store>(store: S) {
     assert!(c.seq > a.seq, "seq grows with creation");
     assert_eq!(store.interaction(a.id).await.unwrap(), a);
     let all = store.interactions_of_session(s.id).await.unwrap();
-    assert_eq!(all.iter().map(|i| i.id).collect::<Vec<_>>(), vec![a.id, c.id]);
+    assert_eq!(
+        all.iter().map(|i| i.id).collect::<Vec<_>>(),
+        vec![a.id, c.id]
+    );
 }
 
 pub async fn step_lifecycle_records_legal_history<S: Store>(store: S) {
     let s = session(&store, principal(), None).await;
     let i = interaction(&store, &s, "q").await;
-    let (step, started) = store.begin_step(new_step(&i, 0, StepKind::Context)).await.unwrap();
+    let (step, started) = store
+        .begin_step(new_step(&i, 0, StepKind::Context))
+        .await
+        .unwrap();
     assert_eq!(step.state, StepState::Running);
     assert_eq!(started.kind, EventKind::StepStarted);
     assert_eq!(started.step_id, Some(step.id));
@@ -213,7 +238,10 @@ pub async fn step_lifecycle_records_legal_history<S: Store>(store: S) {
     );
     assert!(step::is_legal_history(&history));
 
-    let (failing, _) = store.begin_step(new_step(&i, 1, StepKind::Think)).await.unwrap();
+    let (failing, _) = store
+        .begin_step(new_step(&i, 1, StepKind::Think))
+        .await
+        .unwrap();
     let (failed, event) = store
         .finish_step(
             failing.id,
@@ -236,7 +264,9 @@ pub async fn illegal_transitions_are_rejected<S: Store>(store: S) {
     let s = session(&store, principal(), None).await;
     let i = interaction(&store, &s, "q").await;
     let done = run_step(&store, &i, 0, StepKind::Context, ok(json!({}))).await;
-    let again = store.finish_step(done.id, ok(json!({ "other": true })), None).await;
+    let again = store
+        .finish_step(done.id, ok(json!({ "other": true })), None)
+        .await;
     assert!(
         matches!(
             again,
@@ -260,7 +290,11 @@ pub async fn illegal_transitions_are_rejected<S: Store>(store: S) {
         .await;
     assert!(matches!(fail, Err(StoreError::IllegalTransition { .. })));
     let stored = store.step(done.id).await.unwrap();
-    assert_eq!(stored.state, StepState::Succeeded, "a rejected change changes nothing");
+    assert_eq!(
+        stored.state,
+        StepState::Succeeded,
+        "a rejected change changes nothing"
+    );
     assert_eq!(stored.output, Some(json!({})));
     assert_eq!(store.step_transitions(done.id).await.unwrap().len(), 3);
     assert!(matches!(
@@ -272,7 +306,10 @@ pub async fn illegal_transitions_are_rejected<S: Store>(store: S) {
 pub async fn step_seq_is_unique_per_interaction<S: Store>(store: S) {
     let s = session(&store, principal(), None).await;
     let i = interaction(&store, &s, "q").await;
-    store.begin_step(new_step(&i, 0, StepKind::Context)).await.unwrap();
+    store
+        .begin_step(new_step(&i, 0, StepKind::Context))
+        .await
+        .unwrap();
     let dup = store.begin_step(new_step(&i, 0, StepKind::Think)).await;
     assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
     assert_eq!(store.steps(i.id).await.unwrap().len(), 1);
@@ -292,23 +329,45 @@ pub async fn respond_writes_reply_to_outbox_atomically<S: Store>(store: S) {
     let at = Timestamp::from_millis(42);
     let event = store.mark_delivered(reply.id, at).await.unwrap();
     assert_eq!(event.map(|e| e.kind), Some(EventKind::ReplyDelivered));
-    assert_eq!(store.mark_delivered(reply.id, at).await.unwrap(), None, "idempotent");
+    assert_eq!(
+        store.mark_delivered(reply.id, at).await.unwrap(),
+        None,
+        "idempotent"
+    );
     assert!(store.undelivered().await.unwrap().is_empty());
-    assert_eq!(store.reply_of(i.id).await.unwrap().unwrap().delivered_at, Some(at));
+    assert_eq!(
+        store.reply_of(i.id).await.unwrap().unwrap().delivered_at,
+        Some(at)
+    );
     // A second reply for the same interaction is refused and leaves the step running.
-    let (again, _) = store.begin_step(new_step(&i, 2, StepKind::Respond)).await.unwrap();
+    let (again, _) = store
+        .begin_step(new_step(&i, 2, StepKind::Respond))
+        .await
+        .unwrap();
     let dup = store
-        .finish_step(again.id, ok(json!({})), Some(NewOutboxMessage { text: "twice".into() }))
+        .finish_step(
+            again.id,
+            ok(json!({})),
+            Some(NewOutboxMessage {
+                text: "twice".into(),
+            }),
+        )
         .await;
     assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
-    assert_eq!(store.step(again.id).await.unwrap().state, StepState::Running);
+    assert_eq!(
+        store.step(again.id).await.unwrap().state,
+        StepState::Running
+    );
 }
 
 pub async fn unfinished_interactions_are_derived_from_steps<S: Store>(store: S) {
     let s = session(&store, principal(), None).await;
     let fresh = interaction(&store, &s, "fresh").await;
     let running = interaction(&store, &s, "running").await;
-    store.begin_step(new_step(&running, 0, StepKind::Context)).await.unwrap();
+    store
+        .begin_step(new_step(&running, 0, StepKind::Context))
+        .await
+        .unwrap();
     let completed = interaction(&store, &s, "completed").await;
     complete(&store, &completed).await;
     let failed = interaction(&store, &s, "failed").await;
@@ -338,14 +397,20 @@ pub async fn unfinished_interactions_are_derived_from_steps<S: Store>(store: S) 
         .into_iter()
         .map(|i| i.id)
         .collect();
-    assert_eq!(unfinished, vec![fresh.id, running.id, interrupted.id, act_failed.id]);
+    assert_eq!(
+        unfinished,
+        vec![fresh.id, running.id, interrupted.id, act_failed.id]
+    );
     for (i, state) in [
         (&completed, InteractionState::Completed),
         (&failed, InteractionState::Failed),
         (&running, InteractionState::Running),
         (&fresh, InteractionState::Pending),
     ] {
-        assert_eq!(InteractionState::derive(&store.steps(i.id).await.unwrap()), state);
+        assert_eq!(
+            InteractionState::derive(&store.steps(i.id).await.unwrap()),
+            state
+        );
     }
 }
 
@@ -371,7 +436,10 @@ pub async fn history_lists_completed_turns_in_order<S: Store>(store: S) {
     );
     assert_eq!(all[0].assistant, "reply to q0");
     let last_two = store.history(s.id, current.seq, 2).await.unwrap();
-    assert_eq!(last_two.iter().map(|t| t.user.as_str()).collect::<Vec<_>>(), vec!["q1", "q3"]);
+    assert_eq!(
+        last_two.iter().map(|t| t.user.as_str()).collect::<Vec<_>>(),
+        vec!["q1", "q3"]
+    );
     let before_q1 = store.history(s.id, ids[1].seq, 10).await.unwrap();
     assert_eq!(before_q1.len(), 1);
 }
@@ -425,11 +493,17 @@ pub async fn usage_is_recorded_and_summed<S: Store>(store: S) {
         },
     )
     .await;
-    let mine = store.usage_totals(&UsageFilter::all().user(p.user)).await.unwrap();
+    let mine = store
+        .usage_totals(&UsageFilter::all().user(p.user))
+        .await
+        .unwrap();
     assert_eq!(mine.calls, 2);
     assert_eq!(mine.tokens, TokenUsage::new(105, 210));
     assert_eq!(mine.cost, Cost::from_nanos(1050));
-    let account = store.usage_totals(&UsageFilter::all().account(p.account)).await.unwrap();
+    let account = store
+        .usage_totals(&UsageFilter::all().account(p.account))
+        .await
+        .unwrap();
     assert_eq!(account, mine);
     let everything = store.usage_totals(&UsageFilter::all()).await.unwrap();
     assert_eq!(everything.calls, 3);
@@ -474,7 +548,10 @@ pub async fn events_are_appended_in_order<S: Store>(store: S) {
     );
     assert_eq!(all[0].payload, json!({ "n": 1 }));
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
-    assert_eq!(store.events_after(first.seq, 1).await.unwrap(), vec![second]);
+    assert_eq!(
+        store.events_after(first.seq, 1).await.unwrap(),
+        vec![second]
+    );
 }
 
 fn t(ms: i64) -> Timestamp {
@@ -487,7 +564,13 @@ pub async fn queue_claims_lease_and_completes<S: Store>(store: S) {
         .await
         .unwrap();
     assert_eq!(task.state, TaskState::Pending);
-    assert_eq!(store.claim(t(999), Duration::from_secs(10), &[]).await.unwrap(), None);
+    assert_eq!(
+        store
+            .claim(t(999), Duration::from_secs(10), &[])
+            .await
+            .unwrap(),
+        None
+    );
     let claimed = store
         .claim(t(1_000), Duration::from_secs(10), &[])
         .await
@@ -499,7 +582,10 @@ pub async fn queue_claims_lease_and_completes<S: Store>(store: S) {
     assert_eq!(claimed.lease_until, Some(t(11_000)));
     assert_eq!(claimed.payload, json!({ "a": 1 }));
     assert_eq!(
-        store.claim(t(5_000), Duration::from_secs(10), &[]).await.unwrap(),
+        store
+            .claim(t(5_000), Duration::from_secs(10), &[])
+            .await
+            .unwrap(),
         None,
         "a leased task is not claimed again while its lease holds"
     );
@@ -515,17 +601,39 @@ pub async fn queue_claims_lease_and_completes<S: Store>(store: S) {
         .await
         .unwrap();
     assert_eq!(store.task(task.id).await.unwrap().state, TaskState::Done);
-    assert_eq!(store.claim(t(99_000), Duration::from_secs(10), &[]).await.unwrap(), None);
+    assert_eq!(
+        store
+            .claim(t(99_000), Duration::from_secs(10), &[])
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 pub async fn queue_lost_lease_is_a_conflict<S: Store>(store: S) {
-    let task = store.enqueue(NewTask::new("k", json!(null), t(0))).await.unwrap();
-    let first = store.claim(t(0), Duration::from_secs(1), &[]).await.unwrap().unwrap();
-    let second = store.claim(t(2_000), Duration::from_secs(1), &[]).await.unwrap().unwrap();
+    let task = store
+        .enqueue(NewTask::new("k", json!(null), t(0)))
+        .await
+        .unwrap();
+    let first = store
+        .claim(t(0), Duration::from_secs(1), &[])
+        .await
+        .unwrap()
+        .unwrap();
+    let second = store
+        .claim(t(2_000), Duration::from_secs(1), &[])
+        .await
+        .unwrap()
+        .unwrap();
     let stale = first.lease_token.unwrap();
-    assert!(matches!(store.complete_task(task.id, &stale).await, Err(StoreError::Conflict(_))));
     assert!(matches!(
-        store.fail_task(task.id, &stale, "x", TaskRetry::DeadLetter).await,
+        store.complete_task(task.id, &stale).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store
+            .fail_task(task.id, &stale, "x", TaskRetry::DeadLetter)
+            .await,
         Err(StoreError::Conflict(_))
     ));
     store
@@ -539,54 +647,144 @@ pub async fn queue_retries_then_dead_letters_and_requeues<S: Store>(store: S) {
         .enqueue(NewTask::new("k", json!(null), t(0)).max_attempts(2))
         .await
         .unwrap();
-    let a = store.claim(t(0), Duration::from_secs(5), &[]).await.unwrap().unwrap();
+    let a = store
+        .claim(t(0), Duration::from_secs(5), &[])
+        .await
+        .unwrap()
+        .unwrap();
     let retried = store
-        .fail_task(task.id, a.lease_token.as_deref().unwrap(), "first", TaskRetry::At(t(500)))
+        .fail_task(
+            task.id,
+            a.lease_token.as_deref().unwrap(),
+            "first",
+            TaskRetry::At(t(500)),
+        )
         .await
         .unwrap();
     assert_eq!(retried.state, TaskState::Pending);
     assert_eq!(retried.run_at, t(500));
     assert_eq!(retried.last_error.as_deref(), Some("first"));
-    assert_eq!(store.claim(t(499), Duration::from_secs(5), &[]).await.unwrap(), None);
-    let b = store.claim(t(500), Duration::from_secs(5), &[]).await.unwrap().unwrap();
+    assert_eq!(
+        store
+            .claim(t(499), Duration::from_secs(5), &[])
+            .await
+            .unwrap(),
+        None
+    );
+    let b = store
+        .claim(t(500), Duration::from_secs(5), &[])
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(b.attempts, 2);
     let dead = store
-        .fail_task(task.id, b.lease_token.as_deref().unwrap(), "second", TaskRetry::DeadLetter)
+        .fail_task(
+            task.id,
+            b.lease_token.as_deref().unwrap(),
+            "second",
+            TaskRetry::DeadLetter,
+        )
         .await
         .unwrap();
     assert_eq!(dead.state, TaskState::Dead);
-    assert_eq!(store.dead_letters().await.unwrap().iter().map(|t| t.id).collect::<Vec<_>>(), vec![task.id]);
-    assert_eq!(store.claim(t(10_000), Duration::from_secs(5), &[]).await.unwrap(), None);
+    assert_eq!(
+        store
+            .dead_letters()
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.id)
+            .collect::<Vec<_>>(),
+        vec![task.id]
+    );
+    assert_eq!(
+        store
+            .claim(t(10_000), Duration::from_secs(5), &[])
+            .await
+            .unwrap(),
+        None
+    );
     let events = store.events_after(0, 100).await.unwrap();
     assert!(events.iter().any(|e| e.kind == EventKind::TaskDeadLettered));
     let requeued = store.requeue(task.id, t(20_000)).await.unwrap();
     assert_eq!((requeued.state, requeued.attempts), (TaskState::Pending, 0));
     assert!(store.dead_letters().await.unwrap().is_empty());
-    assert!(matches!(store.requeue(task.id, t(0)).await, Err(StoreError::Conflict(_))));
-    let d = store.claim(t(20_000), Duration::from_secs(5), &[]).await.unwrap().unwrap();
-    store.complete_task(d.id, d.lease_token.as_deref().unwrap()).await.unwrap();
+    assert!(matches!(
+        store.requeue(task.id, t(0)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let d = store
+        .claim(t(20_000), Duration::from_secs(5), &[])
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .complete_task(d.id, d.lease_token.as_deref().unwrap())
+        .await
+        .unwrap();
 
     // A lease that runs out on the last attempt dead-letters the task.
     let once = store
         .enqueue(NewTask::new("k", json!(null), t(0)).max_attempts(1))
         .await
         .unwrap();
-    let c = store.claim(t(30_000), Duration::from_secs(1), &[]).await.unwrap().unwrap();
+    let c = store
+        .claim(t(30_000), Duration::from_secs(1), &[])
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(c.id, once.id);
-    assert_eq!(store.claim(t(40_000), Duration::from_secs(1), &[]).await.unwrap(), None);
+    assert_eq!(
+        store
+            .claim(t(40_000), Duration::from_secs(1), &[])
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(store.task(once.id).await.unwrap().state, TaskState::Dead);
 }
 
 pub async fn queue_claims_respect_kind_and_time<S: Store>(store: S) {
-    let late = store.enqueue(NewTask::new("a", json!(null), t(200))).await.unwrap();
-    let early = store.enqueue(NewTask::new("a", json!(null), t(100))).await.unwrap();
-    let other = store.enqueue(NewTask::new("b", json!(null), t(0))).await.unwrap();
+    let late = store
+        .enqueue(NewTask::new("a", json!(null), t(200)))
+        .await
+        .unwrap();
+    let early = store
+        .enqueue(NewTask::new("a", json!(null), t(100)))
+        .await
+        .unwrap();
+    let other = store
+        .enqueue(NewTask::new("b", json!(null), t(0)))
+        .await
+        .unwrap();
     let kinds = vec!["a".to_string()];
-    let first = store.claim(t(1_000), Duration::from_secs(60), &kinds).await.unwrap().unwrap();
-    let second = store.claim(t(1_000), Duration::from_secs(60), &kinds).await.unwrap().unwrap();
-    assert_eq!((first.id, second.id), (early.id, late.id), "oldest due first");
-    assert_eq!(store.claim(t(1_000), Duration::from_secs(60), &kinds).await.unwrap(), None);
-    let b = store.claim(t(1_000), Duration::from_secs(60), &[]).await.unwrap().unwrap();
+    let first = store
+        .claim(t(1_000), Duration::from_secs(60), &kinds)
+        .await
+        .unwrap()
+        .unwrap();
+    let second = store
+        .claim(t(1_000), Duration::from_secs(60), &kinds)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (first.id, second.id),
+        (early.id, late.id),
+        "oldest due first"
+    );
+    assert_eq!(
+        store
+            .claim(t(1_000), Duration::from_secs(60), &kinds)
+            .await
+            .unwrap(),
+        None
+    );
+    let b = store
+        .claim(t(1_000), Duration::from_secs(60), &[])
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(b.id, other.id);
 }
 
@@ -594,14 +792,24 @@ pub async fn queue_concurrent_claims_never_overlap<S: Store>(store: S) {
     let store = Arc::new(store);
     let mut ids = HashSet::new();
     for n in 0..60 {
-        ids.insert(store.enqueue(NewTask::new("k", json!(n), t(0))).await.unwrap().id);
+        ids.insert(
+            store
+                .enqueue(NewTask::new("k", json!(n), t(0)))
+                .await
+                .unwrap()
+                .id,
+        );
     }
     let mut workers = Vec::new();
     for _ in 0..6 {
         let store = Arc::clone(&store);
         workers.push(tokio::spawn(async move {
             let mut mine = Vec::new();
-            while let Some(task) = store.claim(t(1), Duration::from_secs(600), &[]).await.unwrap() {
+            while let Some(task) = store
+                .claim(t(1), Duration::from_secs(600), &[])
+                .await
+                .unwrap()
+            {
                 store
                     .complete_task(task.id, task.lease_token.as_deref().unwrap())
                     .await

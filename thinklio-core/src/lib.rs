@@ -22,27 +22,33 @@ pub mod conformance;
 
 pub use agent::AgentDefinition;
 pub use capability::{
-    Capability, CapabilityError, CapabilityKind, CapabilityManifest, CapabilityRegistry, FunctionCapability,
-    InvocationContext, SideEffect, TrustLevel,
+    Capability, CapabilityError, CapabilityKind, CapabilityManifest, CapabilityRegistry,
+    FunctionCapability, InvocationContext, SideEffect, TrustLevel,
 };
 pub use event::{Event, EventKind, NewEvent};
-pub use ids::{AccountId, AgentId, InteractionId, OutboxId, SessionId, StepId, TaskId, TeamId, UserId};
+pub use ids::{
+    AccountId, AgentId, InteractionId, OutboxId, SessionId, StepId, TaskId, TeamId, UserId,
+};
 pub use interaction::{Interaction, InteractionState, NewInteraction};
 pub use model::{
-    ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream, Embedder, FinishReason, ModelError, Role,
-    StreamEvent, ToolCall, ToolDefinition,
+    ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream, Embedder, FinishReason,
+    ModelError, Role, StreamEvent, ToolCall, ToolDefinition,
 };
 pub use outbox::{DeliveryError, NewOutboxMessage, OutboxMessage, ReplySink};
 pub use principal::Principal;
 pub use queue::{NewTask, RetryPolicy, Task, TaskRetry, TaskState};
 pub use runtime::{
-    Inbound, QueueRun, QueueWorker, RecoveryReport, Reply, Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError,
-    TaskError, TaskHandler,
+    Inbound, QueueRun, QueueWorker, RecoveryReport, Reply, Runtime, RuntimeBuilder, RuntimeConfig,
+    RuntimeError, TaskError, TaskHandler,
 };
 pub use session::{NewSession, Session, Turn};
-pub use step::{ModelUsage, NewStep, Step, StepError, StepKind, StepMode, StepOutcome, StepState, StepTransition};
+pub use step::{
+    ModelUsage, NewStep, Step, StepError, StepKind, StepMode, StepOutcome, StepState,
+    StepTransition,
+};
 pub use store::{
-    EventStore, InteractionStore, OutboxStore, QueueStore, SessionStore, Store, StoreError, StoreResult, UsageStore,
+    EventStore, InteractionStore, OutboxStore, QueueStore, SessionStore, Store, StoreError,
+    StoreResult, UsageStore,
 };
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use usage::{Cost, ModelPrice, PriceTable, TokenUsage, UsageFilter, UsageRecord, UsageTotals};

@@ -108,7 +108,11 @@ pub struct ToolCall {
 
 impl ToolCall {
     /// A tool call.
-    pub fn new(id: impl Into<String>, name: impl Into<String>, arguments: impl Into<String>) -> Self {
+    pub fn new(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        arguments: impl Into<String>,
+    ) -> Self {
         Self {
             id: id.into(),
             name: name.into(),
@@ -280,27 +284,27 @@ impl ModelError {
         }
     }
 
-    /// The delay the provider asked for in `Retry-After` (seconds or HTTP
-    /// date are both accepted as seconds only when numeric), if any.
+    /// The delay the provider asked for, if any: `retry-after-ms`, or
+    /// `Retry-After` in seconds. (An HTTP-date `Retry-After` is not read; the
+    /// caller falls back to its own backoff.)
     pub fn retry_after(&self) -> Option<Duration> {
         let ModelError::Http { headers, .. } = self else {
             return None;
         };
-        let value = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
-            .map(|(_, v)| v.trim())?;
-        if let Ok(secs) = value.parse::<f64>() {
-            if secs.is_finite() && secs >= 0.0 {
-                return Some(Duration::from_secs_f64(secs));
-            }
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim())
+        };
+        // Some providers send a millisecond variant; it is the more precise.
+        if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<u64>().ok()) {
+            return Some(Duration::from_millis(ms));
         }
-        // Some providers send a millisecond variant as well.
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("retry-after-ms"))
-            .and_then(|(_, v)| v.trim().parse::<u64>().ok())
-            .map(Duration::from_millis)
+        header("retry-after")
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|secs| secs.is_finite() && *secs >= 0.0)
+            .map(Duration::from_secs_f64)
     }
 }
 

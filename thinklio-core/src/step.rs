@@ -327,7 +327,10 @@ mod tests {
             t(Some(Created), Running),
             t(Some(Running), Failed)
         ]));
-        assert!(!is_legal_history(&[t(None, Created), t(Some(Created), Succeeded)]));
+        assert!(!is_legal_history(&[
+            t(None, Created),
+            t(Some(Created), Succeeded)
+        ]));
         assert!(!is_legal_history(&[t(None, Running)]));
         assert!(!is_legal_history(&[]));
     }

@@ -101,7 +101,12 @@ pub trait SessionStore: Send + Sync {
 
     /// The last `limit` completed turns of a session among interactions with
     /// `seq < before_seq`, oldest first.
-    async fn history(&self, session: SessionId, before_seq: i64, limit: u32) -> StoreResult<Vec<Turn>>;
+    async fn history(
+        &self,
+        session: SessionId,
+        before_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Turn>>;
 }
 
 /// Interactions and their steps.
@@ -170,14 +175,25 @@ pub trait QueueStore: Send + Sync {
     /// Atomically claims the oldest due task (`pending` with `run_at <= now`,
     /// or `leased` with an expired lease), counts an attempt, and leases it
     /// until `now + lease`. `kinds` limits the kinds claimed; empty means all.
-    async fn claim(&self, now: Timestamp, lease: std::time::Duration, kinds: &[String]) -> StoreResult<Option<Task>>;
+    async fn claim(
+        &self,
+        now: Timestamp,
+        lease: std::time::Duration,
+        kinds: &[String],
+    ) -> StoreResult<Option<Task>>;
 
     /// Marks a claimed task done. [`StoreError::Conflict`] if the lease was lost.
     async fn complete_task(&self, id: TaskId, lease_token: &str) -> StoreResult<()>;
 
     /// Records a failed attempt: schedules a retry or dead-letters the task
     /// (appending `task.dead_lettered`). [`StoreError::Conflict`] if the lease was lost.
-    async fn fail_task(&self, id: TaskId, lease_token: &str, error: &str, retry: TaskRetry) -> StoreResult<Task>;
+    async fn fail_task(
+        &self,
+        id: TaskId,
+        lease_token: &str,
+        error: &str,
+        retry: TaskRetry,
+    ) -> StoreResult<Task>;
 
     /// The task `id`.
     async fn task(&self, id: TaskId) -> StoreResult<Task>;
@@ -213,6 +229,12 @@ pub trait Store:
 }
 
 impl<T> Store for T where
-    T: SessionStore + InteractionStore + OutboxStore + QueueStore + EventStore + UsageStore + 'static
+    T: SessionStore
+        + InteractionStore
+        + OutboxStore
+        + QueueStore
+        + EventStore
+        + UsageStore
+        + 'static
 {
 }

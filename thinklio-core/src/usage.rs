@@ -54,7 +54,9 @@ impl AddAssign for TokenUsage {
 }
 
 /// An amount of money in nano-dollars (10⁻⁹ USD).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Cost(i64);
 
@@ -157,7 +159,10 @@ impl PriceTable {
             .with("gpt-4o", ModelPrice::usd_per_million(2.50, 10.00))
             .with("gpt-4.1-mini", ModelPrice::usd_per_million(0.40, 1.60))
             .with("gpt-4.1", ModelPrice::usd_per_million(2.00, 8.00))
-            .with("claude-sonnet-4-5", ModelPrice::usd_per_million(3.00, 15.00))
+            .with(
+                "claude-sonnet-4-5",
+                ModelPrice::usd_per_million(3.00, 15.00),
+            )
             .with("claude-haiku-4-5", ModelPrice::usd_per_million(1.00, 5.00))
             .with("claude-opus-4-1", ModelPrice::usd_per_million(15.00, 75.00))
     }
@@ -284,7 +289,10 @@ mod tests {
     #[test]
     fn provider_prefix_falls_back_to_short_name() {
         let t = PriceTable::published();
-        assert!(t.cost("openai/gpt-4o-mini", TokenUsage::new(10, 10)).is_some());
+        assert!(
+            t.cost("openai/gpt-4o-mini", TokenUsage::new(10, 10))
+                .is_some()
+        );
         assert!(t.cost("unknown-model", TokenUsage::new(10, 10)).is_none());
     }
 }

@@ -8,8 +8,8 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use thinklio_core::{
-    ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, ModelError, Role, StreamEvent,
-    TokenUsage, ToolCall,
+    ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, ModelError, Role,
+    StreamEvent, TokenUsage, ToolCall,
 };
 
 use crate::http::{self, HttpRetry};
@@ -141,7 +141,9 @@ fn messages_json(messages: &[ChatMessage]) -> Vec<Value> {
                         .ok()
                         .filter(Value::is_object)
                         .unwrap_or_else(|| json!({}));
-                    blocks.push(json!({ "type": "tool_use", "id": c.id, "name": c.name, "input": input }));
+                    blocks.push(
+                        json!({ "type": "tool_use", "id": c.id, "name": c.name, "input": input }),
+                    );
                 }
                 if blocks.is_empty() {
                     blocks.push(json!({ "type": "text", "text": "" }));
@@ -210,14 +212,16 @@ impl ChatModel for Anthropic {
             .text()
             .await
             .map_err(|e| http::transport_error(e, self.timeout))?;
-        let message: Message =
-            serde_json::from_str(&text).map_err(|e| ModelError::MalformedResponse(format!("message: {e}")))?;
+        let message: Message = serde_json::from_str(&text)
+            .map_err(|e| ModelError::MalformedResponse(format!("message: {e}")))?;
         let mut content = String::new();
         let mut calls = Vec::new();
         for block in message.content {
             match block {
                 Block::Text { text } => content.push_str(&text),
-                Block::ToolUse { id, name, input } => calls.push(ToolCall::new(id, name, input.to_string())),
+                Block::ToolUse { id, name, input } => {
+                    calls.push(ToolCall::new(id, name, input.to_string()))
+                }
                 Block::Other => {}
             }
         }
@@ -251,10 +255,18 @@ struct Assembler {
 }
 
 impl http::StreamAssembler for Assembler {
-    fn feed(&mut self, _event: &str, data: &str, out: &mut Vec<StreamEvent>) -> Result<bool, ModelError> {
-        let v: Value =
-            serde_json::from_str(data).map_err(|e| ModelError::MalformedResponse(format!("stream event: {e}")))?;
-        let index = v["index"].as_u64().and_then(|i| usize::try_from(i).ok()).unwrap_or(0);
+    fn feed(
+        &mut self,
+        _event: &str,
+        data: &str,
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<bool, ModelError> {
+        let v: Value = serde_json::from_str(data)
+            .map_err(|e| ModelError::MalformedResponse(format!("stream event: {e}")))?;
+        let index = v["index"]
+            .as_u64()
+            .and_then(|i| usize::try_from(i).ok())
+            .unwrap_or(0);
         match v["type"].as_str().unwrap_or_default() {
             "message_start" => {
                 let m = &v["message"];
@@ -320,7 +332,11 @@ impl http::StreamAssembler for Assembler {
                 return Err(ModelError::Http {
                     // An error inside a stream has no HTTP status of its own;
                     // `overloaded_error` is what 529 means outside a stream.
-                    status: if e["type"] == "overloaded_error" { 529 } else { 500 },
+                    status: if e["type"] == "overloaded_error" {
+                        529
+                    } else {
+                        500
+                    },
                     headers: Vec::new(),
                     message: e["message"].as_str().unwrap_or("stream error").to_owned(),
                 });

@@ -2,7 +2,7 @@
 //! hosts do.
 //!
 //! `THINKLIO_MODEL` is `provider/model`; several, separated by commas, form a
-//! [`FallbackChain`](crate::FallbackChain) tried in order:
+//! [`FallbackChain`] tried in order:
 //!
 //! | `THINKLIO_MODEL` | provider | key | base URL |
 //! | --- | --- | --- | --- |
@@ -46,11 +46,17 @@ pub fn from_env() -> Result<Option<ModelChoice>, ModelError> {
 }
 
 /// Like [`from_env`], reading variables through `lookup`.
-pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<ModelChoice>, ModelError> {
+pub fn from_lookup(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<ModelChoice>, ModelError> {
     let Some(spec) = lookup("THINKLIO_MODEL") else {
         return Ok(None);
     };
-    let specs: Vec<&str> = spec.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let specs: Vec<&str> = spec
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     let mut links = Vec::new();
     for s in &specs {
         links.push(one(s, &lookup)?);
@@ -61,7 +67,9 @@ pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<Mod
     } else {
         links
             .into_iter()
-            .fold(FallbackChain::new(), |chain, (model, id)| chain.then_arc(model, Some(&id)))
+            .fold(FallbackChain::new(), |chain, (model, id)| {
+                chain.then_arc(model, Some(&id))
+            })
             .into_arc()
     };
     Ok(Some(ModelChoice {
@@ -77,8 +85,14 @@ impl FallbackChain {
     }
 }
 
-fn one(spec: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<(Arc<dyn ChatModel>, String), ModelError> {
-    let Some((provider, model)) = spec.split_once('/').filter(|(p, m)| !p.is_empty() && !m.is_empty()) else {
+fn one(
+    spec: &str,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<(Arc<dyn ChatModel>, String), ModelError> {
+    let Some((provider, model)) = spec
+        .split_once('/')
+        .filter(|(p, m)| !p.is_empty() && !m.is_empty())
+    else {
         return Err(ModelError::Config(format!(
             "THINKLIO_MODEL entry `{spec}` is not `provider/model` (e.g. openai/gpt-4o-mini)"
         )));
@@ -97,12 +111,16 @@ fn one(spec: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<(Arc<dyn 
         }
         "anthropic" => {
             let key = lookup("ANTHROPIC_API_KEY").ok_or_else(|| missing("ANTHROPIC_API_KEY"))?;
-            let base = lookup("ANTHROPIC_BASE_URL").unwrap_or_else(|| "https://api.anthropic.com".into());
+            let base =
+                lookup("ANTHROPIC_BASE_URL").unwrap_or_else(|| "https://api.anthropic.com".into());
             Arc::new(Anthropic::new(base, ApiKey::new(key)))
         }
         "openrouter" => {
             let key = lookup("OPENROUTER_API_KEY").ok_or_else(|| missing("OPENROUTER_API_KEY"))?;
-            Arc::new(OpenAiCompatible::new("https://openrouter.ai/api/v1", Some(ApiKey::new(key))))
+            Arc::new(OpenAiCompatible::new(
+                "https://openrouter.ai/api/v1",
+                Some(ApiKey::new(key)),
+            ))
         }
         "ollama" => {
             let host = lookup("OLLAMA_HOST").unwrap_or_else(|| "http://localhost:11434".into());
@@ -111,7 +129,10 @@ fn one(spec: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<(Arc<dyn 
             } else {
                 format!("http://{host}")
             };
-            Arc::new(OpenAiCompatible::new(format!("{}/v1", host.trim_end_matches('/')), None))
+            Arc::new(OpenAiCompatible::new(
+                format!("{}/v1", host.trim_end_matches('/')),
+                None,
+            ))
         }
         other => {
             return Err(ModelError::Config(format!(
@@ -127,7 +148,11 @@ mod tests {
     use super::*;
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
@@ -137,18 +162,29 @@ mod tests {
 
     #[test]
     fn providers_are_parsed() {
-        let c = from_lookup(env(&[("THINKLIO_MODEL", "openai/gpt-4o-mini"), ("OPENAI_API_KEY", "k")]))
-            .unwrap()
-            .unwrap();
+        let c = from_lookup(env(&[
+            ("THINKLIO_MODEL", "openai/gpt-4o-mini"),
+            ("OPENAI_API_KEY", "k"),
+        ]))
+        .unwrap()
+        .unwrap();
         assert_eq!(c.model, "gpt-4o-mini");
-        let c = from_lookup(env(&[("THINKLIO_MODEL", "openrouter/meta/llama-3"), ("OPENROUTER_API_KEY", "k")]))
+        let c = from_lookup(env(&[
+            ("THINKLIO_MODEL", "openrouter/meta/llama-3"),
+            ("OPENROUTER_API_KEY", "k"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.model, "meta/llama-3");
+        let c = from_lookup(env(&[("THINKLIO_MODEL", "ollama/llama3.2")]))
             .unwrap()
             .unwrap();
-        assert_eq!(c.model, "meta/llama-3");
-        let c = from_lookup(env(&[("THINKLIO_MODEL", "ollama/llama3.2")])).unwrap().unwrap();
         assert_eq!(c.model, "llama3.2");
         let c = from_lookup(env(&[
-            ("THINKLIO_MODEL", "ollama/llama3.2, anthropic/claude-haiku-4-5"),
+            (
+                "THINKLIO_MODEL",
+                "ollama/llama3.2, anthropic/claude-haiku-4-5",
+            ),
             ("ANTHROPIC_API_KEY", "k"),
         ]))
         .unwrap()

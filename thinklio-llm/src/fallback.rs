@@ -25,7 +25,11 @@ pub struct FallbackChain {
 impl std::fmt::Debug for FallbackChain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.links.iter().map(|(_, m)| m.as_deref().unwrap_or("(requested)")))
+            .entries(
+                self.links
+                    .iter()
+                    .map(|(_, m)| m.as_deref().unwrap_or("(requested)")),
+            )
             .finish()
     }
 }

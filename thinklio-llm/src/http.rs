@@ -106,7 +106,12 @@ pub(crate) async fn http_error(response: Response) -> ModelError {
     let headers = response
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                v.to_str().unwrap_or_default().to_owned(),
+            )
+        })
         .collect();
     let body = response.text().await.unwrap_or_default();
     let message = serde_json::from_str::<serde_json::Value>(&body)
@@ -122,10 +127,13 @@ pub(crate) async fn http_error(response: Response) -> ModelError {
 
 /// The `data` payloads of an SSE response, with the event name.
 pub(crate) fn sse(response: Response) -> impl Stream<Item = Result<(String, String), ModelError>> {
-    response.bytes_stream().eventsource().map(|event| match event {
-        Ok(e) => Ok((e.event, e.data)),
-        Err(e) => Err(ModelError::MalformedResponse(format!("event stream: {e}"))),
-    })
+    response
+        .bytes_stream()
+        .eventsource()
+        .map(|event| match event {
+            Ok(e) => Ok((e.event, e.data)),
+            Err(e) => Err(ModelError::MalformedResponse(format!("event stream: {e}"))),
+        })
 }
 
 pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, ModelError> {
@@ -137,21 +145,31 @@ pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, ModelError> {
 }
 
 pub(crate) fn auth_header(value: String) -> Result<reqwest::header::HeaderValue, ModelError> {
-    let mut v = reqwest::header::HeaderValue::from_str(&value)
-        .map_err(|_| ModelError::Config("the API key contains characters not allowed in a header".into()))?;
+    let mut v = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
+        ModelError::Config("the API key contains characters not allowed in a header".into())
+    })?;
     v.set_sensitive(true);
     Ok(v)
 }
 
 pub(crate) fn join(base: &str, path: &str) -> String {
-    format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
 }
 
 /// Turns a provider's SSE events into [`StreamEvent`]s.
 pub(crate) trait StreamAssembler: Send + 'static {
     /// Feeds one event; pushes what it yields to `out`; returns whether the
     /// answer is complete.
-    fn feed(&mut self, event: &str, data: &str, out: &mut Vec<StreamEvent>) -> Result<bool, ModelError>;
+    fn feed(
+        &mut self,
+        event: &str,
+        data: &str,
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<bool, ModelError>;
 
     /// The assembled answer.
     fn finish(self) -> ChatResponse;

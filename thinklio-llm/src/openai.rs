@@ -9,8 +9,8 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use thinklio_core::{
-    ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, ModelError, Role, StreamEvent,
-    TokenUsage, ToolCall,
+    ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, ModelError, Role,
+    StreamEvent, TokenUsage, ToolCall,
 };
 
 use crate::http::{self, HttpRetry};
@@ -124,7 +124,9 @@ fn message_json(m: &ChatMessage) -> Value {
     match m.role {
         Role::System => json!({ "role": "system", "content": m.content }),
         Role::User => json!({ "role": "user", "content": m.content }),
-        Role::Tool => json!({ "role": "tool", "tool_call_id": m.tool_call_id, "content": m.content }),
+        Role::Tool => {
+            json!({ "role": "tool", "tool_call_id": m.tool_call_id, "content": m.content })
+        }
         Role::Assistant => {
             let mut v = json!({ "role": "assistant", "content": m.content });
             if !m.tool_calls.is_empty() {
@@ -267,7 +269,10 @@ impl Assembler {
                 out.push(StreamEvent::TextDelta(text));
             }
             for d in choice.delta.tool_calls {
-                let call = self.calls.entry(d.index).or_insert_with(|| ToolCall::new("", "", ""));
+                let call = self
+                    .calls
+                    .entry(d.index)
+                    .or_insert_with(|| ToolCall::new("", "", ""));
                 let (name, args) = match d.function {
                     Some(f) => (f.name, f.arguments),
                     None => (None, None),
@@ -296,17 +301,26 @@ impl Assembler {
             }
         }
     }
-
 }
 
 impl http::StreamAssembler for Assembler {
-    fn feed(&mut self, _event: &str, data: &str, out: &mut Vec<StreamEvent>) -> Result<bool, ModelError> {
+    fn feed(
+        &mut self,
+        _event: &str,
+        data: &str,
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<bool, ModelError> {
         if data.trim() == "[DONE]" {
             return Ok(true);
         }
         let chunk: Chunk = serde_json::from_str(data).map_err(|e| {
-            match serde_json::from_str::<Value>(data).ok().and_then(|v| v["error"]["message"].as_str().map(str::to_owned)) {
-                Some(message) => ModelError::MalformedResponse(format!("the stream reported an error: {message}")),
+            match serde_json::from_str::<Value>(data)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+            {
+                Some(message) => ModelError::MalformedResponse(format!(
+                    "the stream reported an error: {message}"
+                )),
                 None => ModelError::MalformedResponse(format!("stream chunk: {e}")),
             }
         })?;
@@ -337,7 +351,9 @@ impl ChatModel for OpenAiCompatible {
         let completion: Completion = serde_json::from_str(&text)
             .map_err(|e| ModelError::MalformedResponse(format!("chat completion: {e}")))?;
         let Some(choice) = completion.choices.into_iter().next() else {
-            return Err(ModelError::MalformedResponse("chat completion has no choices".into()));
+            return Err(ModelError::MalformedResponse(
+                "chat completion has no choices".into(),
+            ));
         };
         let calls: Vec<ToolCall> = choice
             .message
@@ -348,7 +364,10 @@ impl ChatModel for OpenAiCompatible {
         let reason = finish_reason(choice.finish_reason.as_deref(), !calls.is_empty());
         Ok(ChatResponse {
             model: completion.model.unwrap_or_else(|| request.model.clone()),
-            message: ChatMessage::assistant_with_tools(choice.message.content.unwrap_or_default(), calls),
+            message: ChatMessage::assistant_with_tools(
+                choice.message.content.unwrap_or_default(),
+                calls,
+            ),
             usage: completion.usage.unwrap_or_default().into(),
             finish_reason: reason,
         })
@@ -363,4 +382,3 @@ impl ChatModel for OpenAiCompatible {
         Ok(http::assemble(http::sse(response), assembler).boxed())
     }
 }
-

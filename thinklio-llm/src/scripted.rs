@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use thinklio_core::{
-    ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, ModelError, StreamEvent, TokenUsage,
-    ToolCall,
+    ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, ModelError,
+    StreamEvent, TokenUsage, ToolCall,
 };
 
 /// One reply of a [`ScriptedModel`].
@@ -36,7 +36,11 @@ impl ScriptedReply {
     }
 
     /// One tool call with JSON arguments (written as the model would: raw text).
-    pub fn tool_call(id: impl Into<String>, name: impl Into<String>, arguments: impl Into<String>) -> Self {
+    pub fn tool_call(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        arguments: impl Into<String>,
+    ) -> Self {
         ScriptedReply::ToolCalls {
             text: String::new(),
             calls: vec![ToolCall::new(id, name, arguments)],
@@ -135,7 +139,10 @@ impl ScriptedModel {
 
     /// The requests received so far.
     pub fn requests(&self) -> Vec<ChatRequest> {
-        self.requests.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn next_reply(&self, request: &ChatRequest) -> Result<ScriptedReply, ModelError> {
@@ -168,12 +175,17 @@ impl ChatModel for ScriptedModel {
         if let Some(d) = self.delay {
             tokio::time::sleep(d).await;
         }
-        let input: u64 = request.messages.iter().map(|m| approx_tokens(&m.content)).sum();
+        let input: u64 = request
+            .messages
+            .iter()
+            .map(|m| approx_tokens(&m.content))
+            .sum();
         let (message, finish_reason) = match reply {
             ScriptedReply::Text(text) => (ChatMessage::assistant(text), FinishReason::Stop),
-            ScriptedReply::ToolCalls { text, calls } => {
-                (ChatMessage::assistant_with_tools(text, calls), FinishReason::ToolCalls)
-            }
+            ScriptedReply::ToolCalls { text, calls } => (
+                ChatMessage::assistant_with_tools(text, calls),
+                FinishReason::ToolCalls,
+            ),
             ScriptedReply::HttpError(status) => {
                 return Err(ModelError::Http {
                     status,

@@ -1,9 +1,13 @@
 //! The Anthropic provider against a local server replaying payloads in the
 //! shape of the Messages API reference, checking both directions.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests speak through panics
+
 use futures::StreamExt;
 use serde_json::{Value, json};
-use thinklio_core::{ChatMessage, ChatModel, ChatRequest, FinishReason, StreamEvent, ToolCall, ToolDefinition};
+use thinklio_core::{
+    ChatMessage, ChatModel, ChatRequest, FinishReason, StreamEvent, ToolCall, ToolDefinition,
+};
 use thinklio_llm::{Anthropic, ApiKey};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -147,13 +151,19 @@ async fn reads_text_tool_use_and_usage() {
     let server = server_answering(TOOL_USE_MESSAGE, "application/json").await;
     let r = provider(&server).chat(&request()).await.unwrap();
     assert_eq!(r.model, "claude-sonnet-4-5-20250929");
-    assert_eq!(r.message.content, "I'll check the current weather in San Francisco for you.");
+    assert_eq!(
+        r.message.content,
+        "I'll check the current weather in San Francisco for you."
+    );
     assert_eq!(r.finish_reason, FinishReason::ToolCalls);
     assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (384, 95));
     let call = &r.message.tool_calls[0];
     assert_eq!(call.id, "toolu_01A09q90qw90lq917835lq9");
     let args: Value = serde_json::from_str(&call.arguments).unwrap();
-    assert_eq!(args, json!({ "location": "San Francisco, CA", "unit": "celsius" }));
+    assert_eq!(
+        args,
+        json!({ "location": "San Francisco, CA", "unit": "celsius" })
+    );
 }
 
 #[tokio::test]
@@ -183,9 +193,15 @@ async fn streams_text_and_tool_input_then_the_whole_answer() {
     let Some(StreamEvent::Done(done)) = events.last() else {
         panic!("the stream ends with Done: {events:?}");
     };
-    assert_eq!(done.message.tool_calls[0].arguments, r#"{"location": "San Francisco, CA"}"#);
+    assert_eq!(
+        done.message.tool_calls[0].arguments,
+        r#"{"location": "San Francisco, CA"}"#
+    );
     assert_eq!(done.finish_reason, FinishReason::ToolCalls);
-    assert_eq!((done.usage.input_tokens, done.usage.output_tokens), (472, 89));
+    assert_eq!(
+        (done.usage.input_tokens, done.usage.output_tokens),
+        (472, 89)
+    );
 }
 
 #[tokio::test]
@@ -193,7 +209,12 @@ async fn an_error_event_in_the_stream_is_a_typed_error() {
     let body = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":1,\"output_tokens\":1}}}\n\n\
                 event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
     let server = server_answering(body, "text/event-stream").await;
-    let results: Vec<_> = provider(&server).chat_stream(&request()).await.unwrap().collect().await;
+    let results: Vec<_> = provider(&server)
+        .chat_stream(&request())
+        .await
+        .unwrap()
+        .collect()
+        .await;
     let err = results.into_iter().find_map(Result::err).expect("an error");
     assert!(err.is_retryable());
     assert!(err.to_string().contains("Overloaded"));

@@ -2,9 +2,13 @@
 //! the shape of the chat-completions API reference, checking both what it
 //! sends and what it makes of the answers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests speak through panics
+
 use futures::StreamExt;
 use serde_json::{Value, json};
-use thinklio_core::{ChatMessage, ChatModel, ChatRequest, FinishReason, StreamEvent, ToolCall, ToolDefinition};
+use thinklio_core::{
+    ChatMessage, ChatModel, ChatRequest, FinishReason, StreamEvent, ToolCall, ToolDefinition,
+};
 use thinklio_llm::{ApiKey, OpenAiCompatible};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -17,7 +21,11 @@ fn request() -> ChatRequest {
             ChatMessage::user("What's the weather in Boston?"),
             ChatMessage::assistant_with_tools(
                 "",
-                vec![ToolCall::new("call_prev", "get_weather", r#"{"location":"Paris"}"#)],
+                vec![ToolCall::new(
+                    "call_prev",
+                    "get_weather",
+                    r#"{"location":"Paris"}"#,
+                )],
             ),
             ChatMessage::tool_result("call_prev", "18C, clear"),
         ],
@@ -144,7 +152,11 @@ async fn reads_tool_calls_and_usage() {
     assert_eq!(response.usage.output_tokens, 17);
     assert_eq!(
         response.message.tool_calls,
-        vec![ToolCall::new("call_abc123", "get_weather", "{\n\"location\": \"Boston, MA\"\n}")]
+        vec![ToolCall::new(
+            "call_abc123",
+            "get_weather",
+            "{\n\"location\": \"Boston, MA\"\n}"
+        )]
     );
 }
 
@@ -179,9 +191,15 @@ async fn streams_text_and_tool_call_deltas_then_the_whole_answer() {
         panic!("the stream ends with Done: {events:?}");
     };
     assert_eq!(done.message.content, "Let me check.");
-    assert_eq!(done.message.tool_calls[0].arguments, r#"{"location": "Paris, France"}"#);
+    assert_eq!(
+        done.message.tool_calls[0].arguments,
+        r#"{"location": "Paris, France"}"#
+    );
     assert_eq!(done.finish_reason, FinishReason::ToolCalls);
-    assert_eq!((done.usage.input_tokens, done.usage.output_tokens), (85, 20));
+    assert_eq!(
+        (done.usage.input_tokens, done.usage.output_tokens),
+        (85, 20)
+    );
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! Retries, `Retry-After`, errors that keep status and headers, and fallback
 //! across models, against a local server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests speak through panics
+
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -11,8 +13,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const OK: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}"#;
 
-const RATE_LIMITED: &str =
-    r#"{"error":{"message":"Rate limit reached for gpt-4o-mini","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
+const RATE_LIMITED: &str = r#"{"error":{"message":"Rate limit reached for gpt-4o-mini","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
 
 fn request() -> ChatRequest {
     ChatRequest::new("gpt-4o-mini", vec![ChatMessage::user("hi")])
@@ -27,7 +28,8 @@ fn fast_retry() -> HttpRetry {
 }
 
 fn openai(server: &MockServer) -> OpenAiCompatible {
-    OpenAiCompatible::new(format!("{}/v1", server.uri()), Some(ApiKey::new("k"))).retry(fast_retry())
+    OpenAiCompatible::new(format!("{}/v1", server.uri()), Some(ApiKey::new("k")))
+        .retry(fast_retry())
 }
 
 #[tokio::test]
@@ -75,18 +77,34 @@ async fn server_errors_are_retried_and_client_errors_are_not() {
         .respond_with(
             ResponseTemplate::new(400)
                 .insert_header("x-request-id", "req_123")
-                .set_body_raw(r#"{"error":{"message":"Invalid 'messages'","type":"invalid_request_error"}}"#, "application/json"),
+                .set_body_raw(
+                    r#"{"error":{"message":"Invalid 'messages'","type":"invalid_request_error"}}"#,
+                    "application/json",
+                ),
         )
         .mount(&bad)
         .await;
     let err = openai(&bad).chat(&request()).await.unwrap_err();
-    assert_eq!(bad.received_requests().await.unwrap().len(), 1, "a 400 is not retried");
-    let ModelError::Http { status, headers, message } = &err else {
+    assert_eq!(
+        bad.received_requests().await.unwrap().len(),
+        1,
+        "a 400 is not retried"
+    );
+    let ModelError::Http {
+        status,
+        headers,
+        message,
+    } = &err
+    else {
         panic!("expected an HTTP error, got {err:?}");
     };
     assert_eq!(*status, 400);
     assert_eq!(message, "Invalid 'messages'");
-    assert!(headers.iter().any(|(k, v)| k == "x-request-id" && v == "req_123"));
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "x-request-id" && v == "req_123")
+    );
 }
 
 #[tokio::test]
@@ -97,7 +115,11 @@ async fn retries_stop_after_the_limit_with_the_last_error() {
         .mount(&server)
         .await;
     let err = openai(&server).chat(&request()).await.unwrap_err();
-    assert_eq!(server.received_requests().await.unwrap().len(), 4, "one try and three retries");
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        4,
+        "one try and three retries"
+    );
     assert_eq!(err.code(), "model.http");
 }
 
@@ -134,12 +156,20 @@ async fn a_fallback_model_answers_when_the_first_fails() {
         .await;
     let chain = FallbackChain::new()
         .then(openai(&failing).retry(HttpRetry::none()), None)
-        .then(Anthropic::new(anthropic.uri(), ApiKey::new("k")), Some("claude-haiku-4-5"));
+        .then(
+            Anthropic::new(anthropic.uri(), ApiKey::new("k")),
+            Some("claude-haiku-4-5"),
+        );
     let response = chain.chat(&request()).await.unwrap();
     assert_eq!(response.message.content, "Hi from the backup.");
     assert_eq!(response.model, "claude-haiku-4-5");
-    let sent: serde_json::Value = anthropic.received_requests().await.unwrap()[0].body_json().unwrap();
-    assert_eq!(sent["model"], "claude-haiku-4-5", "the link's model id replaces the requested one");
+    let sent: serde_json::Value = anthropic.received_requests().await.unwrap()[0]
+        .body_json()
+        .unwrap();
+    assert_eq!(
+        sent["model"], "claude-haiku-4-5",
+        "the link's model id replaces the requested one"
+    );
 
     let all_fail = FallbackChain::new()
         .then(openai(&failing).retry(HttpRetry::none()), None)
@@ -165,7 +195,10 @@ async fn an_unreachable_provider_is_a_transport_error() {
 
 #[test]
 fn keys_never_reach_debug_output() {
-    let p = OpenAiCompatible::new("https://api.openai.com/v1", Some(ApiKey::new("sk-live-secret")));
+    let p = OpenAiCompatible::new(
+        "https://api.openai.com/v1",
+        Some(ApiKey::new("sk-live-secret")),
+    );
     let a = Anthropic::new("https://api.anthropic.com", ApiKey::new("sk-ant-secret"));
     let shown = format!("{p:?} {a:?}");
     assert!(!shown.contains("secret"), "{shown}");

@@ -64,14 +64,17 @@ fn setup(path: &PathBuf, synchronous: Synchronous) -> Result<rusqlite::Connectio
     };
     register_sqlite_vec();
     let mut conn = rusqlite::Connection::open(path).map_err(err)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err)?;
     let sync = match synchronous {
         Synchronous::Normal => "NORMAL",
         Synchronous::Full => "FULL",
     };
     conn.pragma_update(None, "synchronous", sync).map_err(err)?;
-    conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(err)?;
     conn.set_prepared_statement_cache_capacity(64);
     schema::migrate(&mut conn, path)?;
     Ok(conn)
@@ -86,7 +89,9 @@ fn next_job(receiver: &mpsc::Receiver<Job>) -> Option<Job> {
         match receiver.try_recv() {
             Ok(job) => return Some(job),
             Err(mpsc::TryRecvError::Disconnected) => return None,
-            Err(mpsc::TryRecvError::Empty) if std::time::Instant::now() < spin_until => std::thread::yield_now(),
+            Err(mpsc::TryRecvError::Empty) if std::time::Instant::now() < spin_until => {
+                std::thread::yield_now()
+            }
             Err(mpsc::TryRecvError::Empty) => return receiver.recv().ok(),
         }
     }
@@ -147,7 +152,9 @@ impl Connection {
             match rx.try_recv() {
                 Ok(result) => return result,
                 Err(oneshot::error::TryRecvError::Closed) => return Err(StoreError::Closed),
-                Err(oneshot::error::TryRecvError::Empty) if std::time::Instant::now() < spin_until => {
+                Err(oneshot::error::TryRecvError::Empty)
+                    if std::time::Instant::now() < spin_until =>
+                {
                     tokio::task::yield_now().await;
                 }
                 Err(oneshot::error::TryRecvError::Empty) => break,

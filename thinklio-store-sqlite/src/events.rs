@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use rusqlite::params;
 use thinklio_core::{
-    Cost, Event, EventStore, NewEvent, StoreResult, TokenUsage, UsageFilter, UsageStore, UsageTotals,
+    Cost, Event, EventStore, NewEvent, StoreResult, TokenUsage, UsageFilter, UsageStore,
+    UsageTotals,
 };
 
 use crate::SqliteStore;
@@ -35,12 +36,14 @@ impl EventStore for SqliteStore {
     async fn events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<Event>> {
         self.conn
             .call(move |c| {
-                c.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"))
-                    .map_err(backend)?
-                    .query_map(params![after, i64::from(limit)], rows::event)
-                    .map_err(backend)?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(backend)
+                c.prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                ))
+                .map_err(backend)?
+                .query_map(params![after, i64::from(limit)], rows::event)
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)
             })
             .await
     }

@@ -4,13 +4,15 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::{Value, json};
 use thinklio_core::{
-    Event, EventKind, Interaction, InteractionId, InteractionStore, NewInteraction, NewOutboxMessage, NewStep,
-    OutboxId, OutboxMessage, OutboxStore, Step, StepId, StepOutcome, StepState, StepTransition, StoreError,
-    StoreResult, Timestamp,
+    Event, EventKind, Interaction, InteractionId, InteractionStore, NewInteraction,
+    NewOutboxMessage, NewStep, OutboxId, OutboxMessage, OutboxStore, Step, StepId, StepOutcome,
+    StepState, StepTransition, StoreError, StoreResult, Timestamp,
 };
 
 use crate::SqliteStore;
-use crate::rows::{self, INTERACTION_COLUMNS, OUTBOX_COLUMNS, STEP_COLUMNS, backend, is_unique_violation};
+use crate::rows::{
+    self, INTERACTION_COLUMNS, OUTBOX_COLUMNS, STEP_COLUMNS, backend, is_unique_violation,
+};
 
 /// Appends an event in the current transaction and returns it.
 pub(crate) fn append_event(
@@ -51,10 +53,17 @@ fn record_transition(
     to: StepState,
     at: Timestamp,
 ) -> StoreResult<()> {
-    tx.prepare_cached("INSERT INTO step_transitions (step_id, from_state, to_state, at) VALUES (?1, ?2, ?3, ?4)")
-        .map_err(backend)?
-        .execute(params![step, from.map(|s| s.as_str()), to.as_str(), at.as_millis()])
-        .map_err(backend)?;
+    tx.prepare_cached(
+        "INSERT INTO step_transitions (step_id, from_state, to_state, at) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .map_err(backend)?
+    .execute(params![
+        step,
+        from.map(|s| s.as_str()),
+        to.as_str(),
+        at.as_millis()
+    ])
+    .map_err(backend)?;
     Ok(())
 }
 
@@ -146,17 +155,22 @@ impl InteractionStore for SqliteStore {
     async fn interaction(&self, id: InteractionId) -> StoreResult<Interaction> {
         self.conn
             .call(move |c| {
-                c.prepare_cached(&format!("SELECT {INTERACTION_COLUMNS} FROM interactions WHERE id = ?1"))
-                    .map_err(backend)?
-                    .query_row([id.to_string()], rows::interaction)
-                    .optional()
-                    .map_err(backend)?
-                    .ok_or_else(|| StoreError::not_found("interaction", id))
+                c.prepare_cached(&format!(
+                    "SELECT {INTERACTION_COLUMNS} FROM interactions WHERE id = ?1"
+                ))
+                .map_err(backend)?
+                .query_row([id.to_string()], rows::interaction)
+                .optional()
+                .map_err(backend)?
+                .ok_or_else(|| StoreError::not_found("interaction", id))
             })
             .await
     }
 
-    async fn interactions_of_session(&self, session: thinklio_core::SessionId) -> StoreResult<Vec<Interaction>> {
+    async fn interactions_of_session(
+        &self,
+        session: thinklio_core::SessionId,
+    ) -> StoreResult<Vec<Interaction>> {
         self.conn
             .call(move |c| {
                 c.prepare_cached(&format!(
@@ -198,19 +212,23 @@ impl InteractionStore for SqliteStore {
     async fn steps(&self, interaction: InteractionId) -> StoreResult<Vec<Step>> {
         self.conn
             .call(move |c| {
-                c.prepare_cached(&format!("SELECT {STEP_COLUMNS} FROM steps WHERE interaction_id = ?1 ORDER BY seq"))
-                    .map_err(backend)?
-                    .query_map([interaction.to_string()], rows::step)
-                    .map_err(backend)?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(backend)
+                c.prepare_cached(&format!(
+                    "SELECT {STEP_COLUMNS} FROM steps WHERE interaction_id = ?1 ORDER BY seq"
+                ))
+                .map_err(backend)?
+                .query_map([interaction.to_string()], rows::step)
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)
             })
             .await
     }
 
     async fn step(&self, id: StepId) -> StoreResult<Step> {
         self.conn
-            .call(move |c| load_step(c, &id.to_string())?.ok_or_else(|| StoreError::not_found("step", id)))
+            .call(move |c| {
+                load_step(c, &id.to_string())?.ok_or_else(|| StoreError::not_found("step", id))
+            })
             .await
     }
 
@@ -455,11 +473,13 @@ impl OutboxStore for SqliteStore {
     async fn reply_of(&self, interaction: InteractionId) -> StoreResult<Option<OutboxMessage>> {
         self.conn
             .call(move |c| {
-                c.prepare_cached(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE interaction_id = ?1"))
-                    .map_err(backend)?
-                    .query_row([interaction.to_string()], rows::outbox)
-                    .optional()
-                    .map_err(backend)
+                c.prepare_cached(&format!(
+                    "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE interaction_id = ?1"
+                ))
+                .map_err(backend)?
+                .query_row([interaction.to_string()], rows::outbox)
+                .optional()
+                .map_err(backend)
             })
             .await
     }

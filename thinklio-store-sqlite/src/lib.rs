@@ -38,8 +38,8 @@ use std::sync::Arc;
 
 use thinklio_core::{Clock, StoreError, SystemClock};
 
-pub use conn::Synchronous;
 use conn::Connection;
+pub use conn::Synchronous;
 
 /// Why a database could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +120,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -131,7 +133,10 @@ impl SqliteStore {
     }
 
     /// Opens (creating if needed) the database at `path`.
-    pub async fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, OpenError> {
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<Self, OpenError> {
         let path = path.as_ref().to_path_buf();
         let conn = Connection::open(path.clone(), options.synchronous).await?;
         Ok(Self {

@@ -5,7 +5,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::json;
-use thinklio_core::{EventKind, NewTask, QueueStore, StoreError, StoreResult, Task, TaskId, TaskRetry, Timestamp};
+use thinklio_core::{
+    EventKind, NewTask, QueueStore, StoreError, StoreResult, Task, TaskId, TaskRetry, Timestamp,
+};
 use uuid::Uuid;
 
 use crate::SqliteStore;
@@ -22,7 +24,8 @@ fn load_task(tx: &rusqlite::Connection, id: &str) -> StoreResult<Option<Task>> {
 
 fn require_lease(tx: &Transaction<'_>, id: TaskId, token: &str) -> StoreResult<Task> {
     let task = load_task(tx, &id.to_string())?.ok_or_else(|| StoreError::not_found("task", id))?;
-    if task.state != thinklio_core::TaskState::Leased || task.lease_token.as_deref() != Some(token) {
+    if task.state != thinklio_core::TaskState::Leased || task.lease_token.as_deref() != Some(token)
+    {
         return Err(StoreError::Conflict(format!(
             "task {id} is no longer leased by this worker (its lease ran out and it was claimed again)"
         )));
@@ -88,7 +91,12 @@ impl QueueStore for SqliteStore {
             .await
     }
 
-    async fn claim(&self, now: Timestamp, lease: Duration, kinds: &[String]) -> StoreResult<Option<Task>> {
+    async fn claim(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        kinds: &[String],
+    ) -> StoreResult<Option<Task>> {
         let kinds = kinds.to_vec();
         self.conn
             .call(move |c| {
@@ -162,7 +170,13 @@ impl QueueStore for SqliteStore {
             .await
     }
 
-    async fn fail_task(&self, id: TaskId, lease_token: &str, error: &str, retry: TaskRetry) -> StoreResult<Task> {
+    async fn fail_task(
+        &self,
+        id: TaskId,
+        lease_token: &str,
+        error: &str,
+        retry: TaskRetry,
+    ) -> StoreResult<Task> {
         let now = self.clock.now();
         let token = lease_token.to_owned();
         let error = error.to_owned();
@@ -191,7 +205,9 @@ impl QueueStore for SqliteStore {
 
     async fn task(&self, id: TaskId) -> StoreResult<Task> {
         self.conn
-            .call(move |c| load_task(c, &id.to_string())?.ok_or_else(|| StoreError::not_found("task", id)))
+            .call(move |c| {
+                load_task(c, &id.to_string())?.ok_or_else(|| StoreError::not_found("task", id))
+            })
             .await
     }
 

@@ -5,8 +5,8 @@ use std::str::FromStr;
 use rusqlite::Row;
 use serde_json::Value;
 use thinklio_core::{
-    AgentId, Cost, Event, Interaction, OutboxMessage, Principal, Session, Step, StepError, StoreError, Task,
-    Timestamp, TokenUsage,
+    AgentId, Cost, Event, Interaction, OutboxMessage, Principal, Session, Step, StepError,
+    StoreError, Task, Timestamp, TokenUsage,
 };
 
 pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
@@ -28,8 +28,9 @@ where
     T::Err: std::error::Error + Send + Sync + 'static,
 {
     let s: String = row.get(idx)?;
-    s.parse::<T>()
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    s.parse::<T>().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 pub(crate) fn parse_opt<T: FromStr>(row: &Row<'_>, idx: &str) -> rusqlite::Result<Option<T>>
@@ -38,23 +39,26 @@ where
 {
     let s: Option<String> = row.get(idx)?;
     s.map(|s| {
-        s.parse::<T>()
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+        s.parse::<T>().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })
     })
     .transpose()
 }
 
 pub(crate) fn json(row: &Row<'_>, idx: &str) -> rusqlite::Result<Value> {
     let s: String = row.get(idx)?;
-    serde_json::from_str(&s)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    serde_json::from_str(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 pub(crate) fn json_opt(row: &Row<'_>, idx: &str) -> rusqlite::Result<Option<Value>> {
     let s: Option<String> = row.get(idx)?;
     s.map(|s| {
-        serde_json::from_str(&s)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+        serde_json::from_str(&s).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })
     })
     .transpose()
 }
@@ -83,7 +87,8 @@ pub(crate) fn principal(row: &Row<'_>) -> rusqlite::Result<Principal> {
     })
 }
 
-pub(crate) const SESSION_COLUMNS: &str = "id, account_id, team_id, user_id, agent_id, channel, channel_key, created_at";
+pub(crate) const SESSION_COLUMNS: &str =
+    "id, account_id, team_id, user_id, agent_id, channel, channel_key, created_at";
 
 pub(crate) fn session(row: &Row<'_>) -> rusqlite::Result<Session> {
     Ok(Session {
@@ -164,7 +169,8 @@ pub(crate) fn outbox(row: &Row<'_>) -> rusqlite::Result<OutboxMessage> {
     })
 }
 
-pub(crate) const EVENT_COLUMNS: &str = "seq, kind, session_id, interaction_id, step_id, payload, at";
+pub(crate) const EVENT_COLUMNS: &str =
+    "seq, kind, session_id, interaction_id, step_id, payload, at";
 
 pub(crate) fn event(row: &Row<'_>) -> rusqlite::Result<Event> {
     Ok(Event {

@@ -153,11 +153,16 @@ pub(crate) fn migrate(conn: &mut rusqlite::Connection, path: &Path) -> Result<()
             known: LATEST,
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(current).unwrap_or(0)) {
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
         let version = i as i64 + 1;
         let tx = conn.transaction().map_err(err)?;
         tx.execute_batch(sql).map_err(err)?;
-        tx.pragma_update(None, "user_version", version).map_err(err)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(err)?;
         tx.commit().map_err(err)?;
         tracing::info!(version, path = %path.display(), "applied SQLite schema migration");
     }

@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
-use thinklio_core::{NewSession, Session, SessionId, SessionStore, StoreError, StoreResult, Turn, UserId};
+use thinklio_core::{
+    NewSession, Session, SessionId, SessionStore, StoreError, StoreResult, Turn, UserId,
+};
 
 use crate::SqliteStore;
 use crate::rows::{self, SESSION_COLUMNS, backend};
@@ -70,12 +72,14 @@ impl SessionStore for SqliteStore {
     async fn session(&self, id: SessionId) -> StoreResult<Session> {
         self.conn
             .call(move |c| {
-                c.prepare_cached(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"))
-                    .map_err(backend)?
-                    .query_row([id.to_string()], rows::session)
-                    .optional()
-                    .map_err(backend)?
-                    .ok_or_else(|| StoreError::not_found("session", id))
+                c.prepare_cached(&format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"
+                ))
+                .map_err(backend)?
+                .query_row([id.to_string()], rows::session)
+                .optional()
+                .map_err(backend)?
+                .ok_or_else(|| StoreError::not_found("session", id))
             })
             .await
     }
@@ -95,7 +99,12 @@ impl SessionStore for SqliteStore {
             .await
     }
 
-    async fn history(&self, session: SessionId, before_seq: i64, limit: u32) -> StoreResult<Vec<Turn>> {
+    async fn history(
+        &self,
+        session: SessionId,
+        before_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Turn>> {
         self.conn
             .call(move |c| {
                 let mut turns = c

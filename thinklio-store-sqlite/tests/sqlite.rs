@@ -1,5 +1,7 @@
 //! SQLite-specific behaviour: the file, its schema, its extensions.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests speak through panics
+
 use thinklio_core::{AgentId, NewSession, Principal, SessionStore};
 use thinklio_store_sqlite::{OpenError, SqliteStore};
 
@@ -33,7 +35,9 @@ async fn data_survives_reopen_and_migrations_run_once() {
 
 #[tokio::test]
 async fn a_bad_path_is_a_clear_error() {
-    let err = SqliteStore::open("/nonexistent-dir/sub/x.db").await.unwrap_err();
+    let err = SqliteStore::open("/nonexistent-dir/sub/x.db")
+        .await
+        .unwrap_err();
     assert!(matches!(err, OpenError::Sqlite { .. }), "{err:?}");
     assert!(err.to_string().contains("/nonexistent-dir/sub/x.db"));
 }
@@ -47,5 +51,8 @@ async fn a_newer_schema_is_refused() {
         conn.pragma_update(None, "user_version", 999).unwrap();
     }
     let err = SqliteStore::open(&path).await.unwrap_err();
-    assert!(matches!(err, OpenError::TooNew { found: 999, .. }), "{err:?}");
+    assert!(
+        matches!(err, OpenError::TooNew { found: 999, .. }),
+        "{err:?}"
+    );
 }

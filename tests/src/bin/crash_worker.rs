@@ -15,8 +15,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use thinklio_core::{
-    AgentDefinition, DeliveryError, FunctionCapability, Inbound, OutboxMessage, Principal, ReplySink, Role, Runtime,
-    SideEffect,
+    AgentDefinition, DeliveryError, FunctionCapability, Inbound, OutboxMessage, Principal,
+    ReplySink, Role, Runtime, SideEffect,
 };
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 use thinklio_store_sqlite::SqliteStore;
@@ -90,7 +90,9 @@ fn model() -> ScriptedModel {
             Some((Role::User, text)) => {
                 let (verb, n) = text.split_once(' ').unwrap_or((text.as_str(), "0"));
                 match verb {
-                    "ext" => ScriptedReply::tool_call("c1", "record", format!(r#"{{"entry": "{n}"}}"#)),
+                    "ext" => {
+                        ScriptedReply::tool_call("c1", "record", format!(r#"{{"entry": "{n}"}}"#))
+                    }
                     _ => ScriptedReply::tool_call("c1", "add", format!(r#"{{"a": {n}, "b": 1}}"#)),
                 }
             }
@@ -106,7 +108,9 @@ fn model() -> ScriptedModel {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let [_, db, effects, deliveries, sessions, per_session] = args.as_slice() else {
-        return Err("usage: crash-worker DB SIDE_EFFECT_LOG DELIVERY_LOG SESSIONS PER_SESSION".into());
+        return Err(
+            "usage: crash-worker DB SIDE_EFFECT_LOG DELIVERY_LOG SESSIONS PER_SESSION".into(),
+        );
     };
     let sessions: usize = sessions.parse()?;
     let per_session: usize = per_session.parse()?;
@@ -147,12 +151,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let runtime = runtime.clone();
         tasks.push(tokio::spawn(async move {
             let session = runtime
-                .open_session(Principal::local(), "worker", "crash", Some(&format!("s{s}")))
+                .open_session(
+                    Principal::local(),
+                    "worker",
+                    "crash",
+                    Some(&format!("s{s}")),
+                )
                 .await?;
             for i in 0..per_session {
                 let verb = if i % 2 == 0 { "ext" } else { "calc" };
                 let text = format!("{verb} {}", s * 1000 + i);
-                runtime.send(session.id, Inbound::with_id(text, format!("m{i}"))).await?;
+                runtime
+                    .send(session.id, Inbound::with_id(text, format!("m{i}")))
+                    .await?;
             }
             Ok::<_, thinklio_core::RuntimeError>(())
         }));

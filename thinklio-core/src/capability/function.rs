@@ -14,11 +14,18 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{Capability, CapabilityError, CapabilityKind, CapabilityManifest, InvocationContext, SideEffect, TrustLevel};
+use super::{
+    Capability, CapabilityError, CapabilityKind, CapabilityManifest, InvocationContext, SideEffect,
+    TrustLevel,
+};
 use crate::step::StepMode;
 use crate::usage::Cost;
 
-type Handler = Arc<dyn Fn(InvocationContext, Value) -> BoxFuture<'static, Result<Value, CapabilityError>> + Send + Sync>;
+type Handler = Arc<
+    dyn Fn(InvocationContext, Value) -> BoxFuture<'static, Result<Value, CapabilityError>>
+        + Send
+        + Sync,
+>;
 
 /// A Rust function exposed as a capability.
 ///
@@ -55,9 +62,17 @@ impl fmt::Debug for FunctionCapability {
 
 impl FunctionCapability {
     /// Starts a function capability called `name`.
-    pub fn builder(name: impl Into<String>, description: impl Into<String>) -> FunctionCapabilityBuilder {
+    pub fn builder(
+        name: impl Into<String>,
+        description: impl Into<String>,
+    ) -> FunctionCapabilityBuilder {
         FunctionCapabilityBuilder {
-            manifest: CapabilityManifest::new(name, description, CapabilityKind::Function, Value::Null),
+            manifest: CapabilityManifest::new(
+                name,
+                description,
+                CapabilityKind::Function,
+                Value::Null,
+            ),
         }
     }
 
@@ -135,7 +150,8 @@ impl FunctionCapabilityBuilder {
                 let args: A = serde_json::from_value(value)
                     .map_err(|e| CapabilityError::InvalidArguments(e.to_string()))?;
                 let result = f(ctx, args).await.map_err(CapabilityError::failed)?;
-                serde_json::to_value(result).map_err(|e| CapabilityError::InvalidResult(e.to_string()))
+                serde_json::to_value(result)
+                    .map_err(|e| CapabilityError::InvalidResult(e.to_string()))
             }
             .boxed()
         });
@@ -162,7 +178,11 @@ impl Capability for FunctionCapability {
         &self.manifest
     }
 
-    async fn invoke(&self, context: &InvocationContext, arguments: Value) -> Result<Value, CapabilityError> {
+    async fn invoke(
+        &self,
+        context: &InvocationContext,
+        arguments: Value,
+    ) -> Result<Value, CapabilityError> {
         (self.handler)(context.clone(), arguments).await
     }
 }

@@ -113,7 +113,12 @@ pub struct CapabilityManifest {
 
 impl CapabilityManifest {
     /// A manifest with defaults: standard trust, read-only, immediate, 30 s timeout.
-    pub fn new(name: impl Into<String>, description: impl Into<String>, kind: CapabilityKind, parameters: Value) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        description: impl Into<String>,
+        kind: CapabilityKind,
+        parameters: Value,
+    ) -> Self {
         Self {
             name: name.into(),
             description: description.into(),
@@ -228,5 +233,9 @@ pub trait Capability: Send + Sync + 'static {
     fn manifest(&self) -> &CapabilityManifest;
 
     /// Runs one call with arguments already validated against the parameter schema.
-    async fn invoke(&self, context: &InvocationContext, arguments: Value) -> Result<Value, CapabilityError>;
+    async fn invoke(
+        &self,
+        context: &InvocationContext,
+        arguments: Value,
+    ) -> Result<Value, CapabilityError>;
 }

@@ -42,14 +42,18 @@ impl RegisteredCapability {
             return Err(invalid("the name must be 1 to 64 of [a-zA-Z0-9_-]".into()));
         }
         if m.parameters.get("type").and_then(Value::as_str) != Some("object") {
-            return Err(invalid("the parameter schema must have \"type\": \"object\"".into()));
+            return Err(invalid(
+                "the parameter schema must have \"type\": \"object\"".into(),
+            ));
         }
-        let parameters =
-            jsonschema::validator_for(&m.parameters).map_err(|e| invalid(format!("parameter schema: {e}")))?;
+        let parameters = jsonschema::validator_for(&m.parameters)
+            .map_err(|e| invalid(format!("parameter schema: {e}")))?;
         let returns = m
             .returns
             .as_ref()
-            .map(|r| jsonschema::validator_for(r).map_err(|e| invalid(format!("return schema: {e}"))))
+            .map(|r| {
+                jsonschema::validator_for(r).map_err(|e| invalid(format!("return schema: {e}")))
+            })
             .transpose()?;
         Ok(Self {
             capability,
@@ -97,7 +101,11 @@ impl RegisteredCapability {
     }
 
     /// Invokes the capability and checks the result against the return schema.
-    pub async fn invoke(&self, context: &InvocationContext, arguments: Value) -> Result<Value, CapabilityError> {
+    pub async fn invoke(
+        &self,
+        context: &InvocationContext,
+        arguments: Value,
+    ) -> Result<Value, CapabilityError> {
         let result = self.capability.invoke(context, arguments).await?;
         if let Some(returns) = &self.returns {
             let problems = describe(returns, &result);
@@ -182,7 +190,9 @@ impl CapabilityRegistry {
         self.entries.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<RegisteredCapability>>> {
+    fn write(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<RegisteredCapability>>> {
         self.entries.write().unwrap_or_else(|e| e.into_inner())
     }
 }

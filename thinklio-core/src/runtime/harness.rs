@@ -20,7 +20,9 @@ use crate::interaction::Interaction;
 use crate::model::{ChatMessage, ChatRequest, ToolCall, ToolDefinition};
 use crate::outbox::NewOutboxMessage;
 use crate::session::{Session, Turn};
-use crate::step::{ModelUsage, NewStep, Step, StepError, StepKind, StepMode, StepOutcome, StepState};
+use crate::step::{
+    ModelUsage, NewStep, Step, StepError, StepKind, StepMode, StepOutcome, StepState,
+};
 use crate::usage::Cost;
 
 /// The text of the reply when the model still wants tools after `max_turns`.
@@ -30,11 +32,30 @@ const MAX_TURNS_REPLY: &str =
 /// What to do next, planned from the steps.
 #[derive(Debug)]
 enum Next {
-    Context { attempt: u32 },
-    Think { turn: u32, attempt: u32 },
-    Act { turn: u32, index: usize, call: ToolCall, attempt: u32 },
-    Observe { turn: u32, index: usize, call_id: String, act: Box<Step>, attempt: u32 },
-    Respond { text: String, attempt: u32 },
+    Context {
+        attempt: u32,
+    },
+    Think {
+        turn: u32,
+        attempt: u32,
+    },
+    Act {
+        turn: u32,
+        index: usize,
+        call: ToolCall,
+        attempt: u32,
+    },
+    Observe {
+        turn: u32,
+        index: usize,
+        call_id: String,
+        act: Box<Step>,
+        attempt: u32,
+    },
+    Respond {
+        text: String,
+        attempt: u32,
+    },
     /// A step found `running`: the process stopped while it ran.
     Interrupted(Box<Step>),
     Done,
@@ -206,7 +227,10 @@ impl Run {
     fn retry_of(&self, step: &Step) -> Next {
         let attempt = step.attempt + 1;
         let input = &step.input;
-        let turn = input["turn"].as_u64().and_then(|t| u32::try_from(t).ok()).unwrap_or(1);
+        let turn = input["turn"]
+            .as_u64()
+            .and_then(|t| u32::try_from(t).ok())
+            .unwrap_or(1);
         match step.kind {
             StepKind::Context => Next::Context { attempt },
             StepKind::Think => Next::Think { turn, attempt },
@@ -333,7 +357,10 @@ impl Run {
                         "history_turns": history.len(),
                     });
                     self.history = Some(history);
-                    StepOutcome::Succeeded { output, usage: None }
+                    StepOutcome::Succeeded {
+                        output,
+                        usage: None,
+                    }
                 }
                 Err(e) => StepOutcome::Failed {
                     error: StepError::new(e.code(), e.to_string()),
@@ -413,7 +440,12 @@ impl Run {
         async {
             let model = self.agent.model.clone();
             let input = json!({ "turn": turn, "model": model });
-            let new = self.new_step(StepKind::Think, attempt, self.key(&format!("think:{turn}")), input);
+            let new = self.new_step(
+                StepKind::Think,
+                attempt,
+                self.key(&format!("think:{turn}")),
+                input,
+            );
             let step = self.begin(new).await?;
             let current = tracing::Span::current();
             current.record("thinklio.step.attempt", attempt);
@@ -439,8 +471,10 @@ impl Run {
                                 .cost(&response.model, response.usage)
                                 .unwrap_or(Cost::ZERO);
                             current.record("gen_ai.response.model", response.model.as_str());
-                            current.record("gen_ai.usage.input_tokens", response.usage.input_tokens);
-                            current.record("gen_ai.usage.output_tokens", response.usage.output_tokens);
+                            current
+                                .record("gen_ai.usage.input_tokens", response.usage.input_tokens);
+                            current
+                                .record("gen_ai.usage.output_tokens", response.usage.output_tokens);
                             current.record("thinklio.cost.usd", cost.as_usd());
                             current.record(
                                 "gen_ai.response.finish_reasons",
@@ -472,7 +506,13 @@ impl Run {
         .await
     }
 
-    async fn act(&mut self, turn: u32, index: usize, call: ToolCall, attempt: u32) -> Result<(), RuntimeError> {
+    async fn act(
+        &mut self,
+        turn: u32,
+        index: usize,
+        call: ToolCall,
+        attempt: u32,
+    ) -> Result<(), RuntimeError> {
         let span = self.span(StepKind::Act, "execute_tool");
         async {
             let current = tracing::Span::current();
@@ -556,8 +596,15 @@ impl Run {
             );
             let step = self.begin(new).await?;
             let output = json!({ "call_id": call_id, "content": content, "is_error": is_error });
-            self.finish(&step, StepOutcome::Succeeded { output, usage: None }, None)
-                .await?;
+            self.finish(
+                &step,
+                StepOutcome::Succeeded {
+                    output,
+                    usage: None,
+                },
+                None,
+            )
+            .await?;
             Ok(())
         }
         .instrument(span)
@@ -567,12 +614,20 @@ impl Run {
     async fn respond(&mut self, text: String, attempt: u32) -> Result<(), RuntimeError> {
         let span = self.span(StepKind::Respond, "respond");
         async {
-            let new = self.new_step(StepKind::Respond, attempt, self.key("respond"), json!({ "text": text }));
+            let new = self.new_step(
+                StepKind::Respond,
+                attempt,
+                self.key("respond"),
+                json!({ "text": text }),
+            );
             let step = self.begin(new).await?;
             let output = json!({ "bytes": text.len() });
             self.finish(
                 &step,
-                StepOutcome::Succeeded { output, usage: None },
+                StepOutcome::Succeeded {
+                    output,
+                    usage: None,
+                },
                 Some(NewOutboxMessage { text }),
             )
             .await?;
@@ -598,7 +653,8 @@ impl Run {
     /// is told so); anything else fails as interrupted and is run again with
     /// the same idempotency key.
     async fn settle_interrupted(&mut self, step: &Step) -> Result<(), RuntimeError> {
-        let error = if step.kind == StepKind::Act && step.side_effect == Some(SideEffect::External) {
+        let error = if step.kind == StepKind::Act && step.side_effect == Some(SideEffect::External)
+        {
             let e = CapabilityError::OutcomeUnknown;
             StepError::new(e.code(), e.to_string())
         } else {
@@ -634,7 +690,9 @@ fn is_interrupted(step: &Step) -> bool {
 }
 
 fn index_of(step: &Step) -> Option<usize> {
-    step.input["index"].as_u64().and_then(|i| usize::try_from(i).ok())
+    step.input["index"]
+        .as_u64()
+        .and_then(|i| usize::try_from(i).ok())
 }
 
 /// What the model sees of an `act` step's outcome.

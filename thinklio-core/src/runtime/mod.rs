@@ -339,9 +339,9 @@ impl RuntimeBuilder {
         let store = self
             .store
             .ok_or_else(|| RuntimeError::Config("a store is required: call .store(...)".into()))?;
-        let model = self
-            .model
-            .ok_or_else(|| RuntimeError::Config("a chat model is required: call .model(...)".into()))?;
+        let model = self.model.ok_or_else(|| {
+            RuntimeError::Config("a chat model is required: call .model(...)".into())
+        })?;
         let capabilities = CapabilityRegistry::new();
         for c in self.capabilities {
             capabilities.register_arc(c)?;
@@ -429,7 +429,11 @@ impl Runtime {
     ///
     /// Sends to one session run one at a time, in the order their futures
     /// are first polled; sends to different sessions run concurrently.
-    pub async fn send(&self, session: SessionId, message: impl Into<Inbound>) -> Result<Reply, RuntimeError> {
+    pub async fn send(
+        &self,
+        session: SessionId,
+        message: impl Into<Inbound>,
+    ) -> Result<Reply, RuntimeError> {
         let message = message.into();
         if message.text.trim().is_empty() {
             return Err(RuntimeError::EmptyMessage);
@@ -540,7 +544,12 @@ impl Runtime {
                 let msg = e.to_string();
                 return interactions
                     .into_iter()
-                    .map(|i| (i.id, Err(RuntimeError::Store(StoreError::Corrupt(msg.clone())))))
+                    .map(|i| {
+                        (
+                            i.id,
+                            Err(RuntimeError::Store(StoreError::Corrupt(msg.clone()))),
+                        )
+                    })
                     .collect();
             }
         };
@@ -549,10 +558,16 @@ impl Runtime {
             let result = async {
                 let agent = self.inner.agent(&interaction.agent_id)?;
                 let steps = self.inner.store.steps(id).await?;
-                Run::new(Arc::clone(&self.inner), session.clone(), agent, interaction, steps)
-                    .drive()
-                    .await
-                    .map(|_| InteractionState::Completed)
+                Run::new(
+                    Arc::clone(&self.inner),
+                    session.clone(),
+                    agent,
+                    interaction,
+                    steps,
+                )
+                .drive()
+                .await
+                .map(|_| InteractionState::Completed)
             }
             .await;
             out.push((id, result));
@@ -572,7 +587,10 @@ impl Runtime {
     }
 
     /// The state of an interaction, derived from its steps.
-    pub async fn interaction_state(&self, id: InteractionId) -> Result<InteractionState, RuntimeError> {
+    pub async fn interaction_state(
+        &self,
+        id: InteractionId,
+    ) -> Result<InteractionState, RuntimeError> {
         let steps = self.inner.store.steps(id).await?;
         Ok(InteractionState::derive(&steps))
     }
@@ -602,7 +620,11 @@ impl Inner {
     }
 
     pub(crate) async fn mark_delivered(&self, message: &OutboxMessage) -> Result<(), RuntimeError> {
-        if let Some(event) = self.store.mark_delivered(message.id, self.clock.now()).await? {
+        if let Some(event) = self
+            .store
+            .mark_delivered(message.id, self.clock.now())
+            .await?
+        {
             self.publish(event);
         }
         Ok(())
@@ -615,7 +637,11 @@ impl Inner {
     }
 }
 
-pub(crate) fn interaction_event(kind: EventKind, interaction: &Interaction, payload: Value) -> NewEvent {
+pub(crate) fn interaction_event(
+    kind: EventKind,
+    interaction: &Interaction,
+    payload: Value,
+) -> NewEvent {
     NewEvent::new(kind)
         .interaction(interaction.session_id, interaction.id)
         .payload(payload)

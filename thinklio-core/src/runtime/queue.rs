@@ -142,7 +142,10 @@ impl Runtime {
         let token = task.lease_token.clone().unwrap_or_default();
         let result = match handler {
             Some(h) => h.run(&task).await,
-            None => Err(TaskError::retryable(format!("no handler for task kind `{}`", task.kind))),
+            None => Err(TaskError::retryable(format!(
+                "no handler for task kind `{}`",
+                task.kind
+            ))),
         };
         match result {
             Ok(()) => {
