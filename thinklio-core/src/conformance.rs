@@ -35,6 +35,7 @@ macro_rules! store_conformance_tests {
             missing_records_are_not_found,
             inbound_ids_deduplicate_interactions,
             step_lifecycle_records_legal_history,
+            finishing_a_step_can_begin_the_next_atomically,
             illegal_transitions_are_rejected,
             step_seq_is_unique_per_interaction,
             respond_writes_reply_to_outbox_atomically,
@@ -126,7 +127,11 @@ async fn run_step<S: Store>(
             text: format!("reply to {}", i.input),
         }
     });
-    store.finish_step(step.id, outcome, reply).await.unwrap().0
+    store
+        .finish_step(step.id, outcome, reply, None)
+        .await
+        .unwrap()
+        .step
 }
 
 async fn complete<S: Store>(store: &S, i: &Interaction) {
@@ -195,7 +200,12 @@ pub async fn inbound_ids_deduplicate_interactions<S: Store>(store: S) {
     let (a, created_a) = store.create_interaction(new("m1")).await.unwrap();
     let (b, created_b) = store.create_interaction(new("m1")).await.unwrap();
     let (c, created_c) = store.create_interaction(new("m2")).await.unwrap();
-    assert!(created_a && !created_b && created_c);
+    assert_eq!(
+        created_a.map(|e| e.kind),
+        Some(EventKind::InteractionCreated)
+    );
+    assert!(created_b.is_none() && created_c.is_some());
+    assert_eq!(created_c.unwrap().interaction_id, Some(c.id));
     assert_eq!(a.id, b.id);
     assert_ne!(a.id, c.id);
     assert!(c.seq > a.seq, "seq grows with creation");
@@ -218,12 +228,17 @@ pub async fn step_lifecycle_records_legal_history<S: Store>(store: S) {
     assert_eq!(started.kind, EventKind::StepStarted);
     assert_eq!(started.step_id, Some(step.id));
     assert_eq!(started.session_id, Some(s.id));
-    let (done, finished) = store
-        .finish_step(step.id, ok(json!({ "x": 1 })), None)
+    let finished = store
+        .finish_step(step.id, ok(json!({ "x": 1 })), None, None)
         .await
         .unwrap();
+    let done = finished.step;
     assert_eq!(done.state, StepState::Succeeded);
-    assert_eq!(finished.kind, EventKind::StepSucceeded);
+    assert_eq!(
+        finished.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        vec![EventKind::StepSucceeded]
+    );
+    assert_eq!((finished.next, finished.reply), (None, None));
     let stored = store.step(step.id).await.unwrap();
     assert_eq!(stored, done);
     assert_eq!(stored.output, Some(json!({ "x": 1 })));
@@ -242,7 +257,7 @@ pub async fn step_lifecycle_records_legal_history<S: Store>(store: S) {
         .begin_step(new_step(&i, 1, StepKind::Think))
         .await
         .unwrap();
-    let (failed, event) = store
+    let finished = store
         .finish_step(
             failing.id,
             StepOutcome::Failed {
@@ -250,14 +265,61 @@ pub async fn step_lifecycle_records_legal_history<S: Store>(store: S) {
                 usage: None,
             },
             None,
+            None,
         )
         .await
         .unwrap();
+    let failed = finished.step;
     assert_eq!(failed.state, StepState::Failed);
     assert_eq!(failed.error, Some(StepError::new("model.http", "boom")));
-    assert_eq!(event.kind, EventKind::StepFailed);
+    assert_eq!(finished.events[0].kind, EventKind::StepFailed);
     let steps = store.steps(i.id).await.unwrap();
     assert_eq!(steps.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![0, 1]);
+}
+
+pub async fn finishing_a_step_can_begin_the_next_atomically<S: Store>(store: S) {
+    let s = session(&store, principal(), None).await;
+    let i = interaction(&store, &s, "q").await;
+    let (first, _) = store
+        .begin_step(new_step(&i, 0, StepKind::Context))
+        .await
+        .unwrap();
+    let finished = store
+        .finish_step(
+            first.id,
+            ok(json!({})),
+            None,
+            Some(new_step(&i, 1, StepKind::Think)),
+        )
+        .await
+        .unwrap();
+    let next = finished.next.expect("the next step is begun");
+    assert_eq!(
+        (next.seq, next.kind, next.state),
+        (1, StepKind::Think, StepState::Running)
+    );
+    assert_eq!(
+        finished.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        vec![EventKind::StepSucceeded, EventKind::StepStarted]
+    );
+    assert_eq!(store.step(next.id).await.unwrap(), next);
+    assert!(step::is_legal_history(
+        &store.step_transitions(next.id).await.unwrap()
+    ));
+
+    // If the next step cannot be written, the outcome is not written either.
+    let clash = store
+        .finish_step(
+            next.id,
+            ok(json!({})),
+            None,
+            Some(new_step(&i, 0, StepKind::Act)),
+        )
+        .await;
+    assert!(matches!(clash, Err(StoreError::Conflict(_))), "{clash:?}");
+    assert_eq!(store.step(next.id).await.unwrap().state, StepState::Running);
+    assert_eq!(store.step_transitions(next.id).await.unwrap().len(), 2);
+    assert_eq!(store.steps(i.id).await.unwrap().len(), 2);
 }
 
 pub async fn illegal_transitions_are_rejected<S: Store>(store: S) {
@@ -265,7 +327,7 @@ pub async fn illegal_transitions_are_rejected<S: Store>(store: S) {
     let i = interaction(&store, &s, "q").await;
     let done = run_step(&store, &i, 0, StepKind::Context, ok(json!({}))).await;
     let again = store
-        .finish_step(done.id, ok(json!({ "other": true })), None)
+        .finish_step(done.id, ok(json!({ "other": true })), None, None)
         .await;
     assert!(
         matches!(
@@ -286,6 +348,7 @@ pub async fn illegal_transitions_are_rejected<S: Store>(store: S) {
                 usage: None,
             },
             None,
+            None,
         )
         .await;
     assert!(matches!(fail, Err(StoreError::IllegalTransition { .. })));
@@ -298,7 +361,9 @@ pub async fn illegal_transitions_are_rejected<S: Store>(store: S) {
     assert_eq!(stored.output, Some(json!({})));
     assert_eq!(store.step_transitions(done.id).await.unwrap().len(), 3);
     assert!(matches!(
-        store.finish_step(StepId::new(), ok(json!({})), None).await,
+        store
+            .finish_step(StepId::new(), ok(json!({})), None, None)
+            .await,
         Err(StoreError::NotFound { .. })
     ));
 }
@@ -319,8 +384,28 @@ pub async fn respond_writes_reply_to_outbox_atomically<S: Store>(store: S) {
     let s = session(&store, principal(), Some("chat")).await;
     let i = interaction(&store, &s, "q").await;
     assert_eq!(store.reply_of(i.id).await.unwrap(), None);
-    complete(&store, &i).await;
+    run_step(&store, &i, 0, StepKind::Context, ok(json!({}))).await;
+    let (respond, _) = store
+        .begin_step(new_step(&i, 1, StepKind::Respond))
+        .await
+        .unwrap();
+    let finished = store
+        .finish_step(
+            respond.id,
+            ok(json!({})),
+            Some(NewOutboxMessage {
+                text: "reply to q".into(),
+            }),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        finished.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        vec![EventKind::StepSucceeded, EventKind::InteractionCompleted]
+    );
     let reply = store.reply_of(i.id).await.unwrap().expect("a reply");
+    assert_eq!(finished.reply.as_ref(), Some(&reply));
     assert_eq!(reply.text, "reply to q");
     assert_eq!(reply.channel, "test");
     assert_eq!(reply.channel_key.as_deref(), Some("chat"));
@@ -351,6 +436,7 @@ pub async fn respond_writes_reply_to_outbox_atomically<S: Store>(store: S) {
             Some(NewOutboxMessage {
                 text: "twice".into(),
             }),
+            None,
         )
         .await;
     assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
@@ -542,6 +628,7 @@ pub async fn events_are_appended_in_order<S: Store>(store: S) {
         vec![
             EventKind::InteractionCreated,
             EventKind::InteractionCompleted,
+            EventKind::InteractionCreated,
             EventKind::StepStarted,
             EventKind::StepSucceeded
         ]

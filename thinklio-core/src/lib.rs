@@ -47,8 +47,8 @@ pub use step::{
     StepTransition,
 };
 pub use store::{
-    EventStore, InteractionStore, OutboxStore, QueueStore, SessionStore, Store, StoreError,
-    StoreResult, UsageStore,
+    EventStore, FinishedStep, InteractionStore, OutboxStore, QueueStore, SessionStore, Store,
+    StoreError, StoreResult, UsageStore,
 };
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use usage::{Cost, ModelPrice, PriceTable, TokenUsage, UsageFilter, UsageRecord, UsageTotals};

@@ -112,10 +112,14 @@ pub trait SessionStore: Send + Sync {
 /// Interactions and their steps.
 #[async_trait]
 pub trait InteractionStore: Send + Sync {
-    /// Creates an interaction. When
-    /// `inbound_id` is given and the session already has an interaction with
-    /// it, returns that one and `false`.
-    async fn create_interaction(&self, new: NewInteraction) -> StoreResult<(Interaction, bool)>;
+    /// Creates an interaction and appends its `interaction.created` event in
+    /// the same transaction, returning both. When `inbound_id` is given and
+    /// the session already has an interaction with it, returns that one and
+    /// no event.
+    async fn create_interaction(
+        &self,
+        new: NewInteraction,
+    ) -> StoreResult<(Interaction, Option<Event>)>;
 
     /// The interaction `id`.
     async fn interaction(&self, id: InteractionId) -> StoreResult<Interaction>;
@@ -139,18 +143,37 @@ pub trait InteractionStore: Send + Sync {
     /// step at `new.seq`.
     async fn begin_step(&self, new: NewStep) -> StoreResult<(Step, Event)>;
 
-    /// Ends a `running` step: its outcome, its usage record, the transition,
-    /// a `step.succeeded`/`step.failed` event and, for a `respond` step, its
-    /// outbox entry, in one transaction.
+    /// Ends a `running` step, in one transaction: its outcome, its usage
+    /// record, the transition and a `step.succeeded`/`step.failed` event; with
+    /// `reply`, its outbox entry and an `interaction.completed` event; with
+    /// `next`, the next step begun as [`begin_step`](Self::begin_step) would.
+    /// Finishing one step and starting the next in one commit keeps the
+    /// durability contract (the outcome is committed before the next step's
+    /// work, whose row exists before that work) at one commit per step.
+    /// Nothing is written if any part fails.
     async fn finish_step(
         &self,
         id: StepId,
         outcome: StepOutcome,
         reply: Option<NewOutboxMessage>,
-    ) -> StoreResult<(Step, Event)>;
+        next: Option<NewStep>,
+    ) -> StoreResult<FinishedStep>;
 
     /// The recorded state changes of a step, in order.
     async fn step_transitions(&self, id: StepId) -> StoreResult<Vec<StepTransition>>;
+}
+
+/// What [`InteractionStore::finish_step`] wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedStep {
+    /// The step, ended.
+    pub step: Step,
+    /// The next step, begun, when one was asked for.
+    pub next: Option<Step>,
+    /// The outbox entry, when a reply was given.
+    pub reply: Option<OutboxMessage>,
+    /// The events appended, in order.
+    pub events: Vec<Event>,
 }
 
 /// The outbox of replies.

@@ -26,7 +26,16 @@ pub enum Synchronous {
     Full,
 }
 
-type Job = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
+/// What a job does once the batch it ran in has committed (`Ok`) or failed
+/// to (`Err`, with the reason): answer its caller.
+type Answer = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// Work on the connection. Jobs write inside a savepoint of their own, so
+/// several can share one transaction (group commit) or run alone.
+type Job = Box<dyn FnOnce(&mut rusqlite::Connection) -> Answer + Send>;
+
+/// The most jobs committed together.
+const MAX_BATCH: usize = 64;
 
 #[derive(Clone)]
 pub(crate) struct Connection {
@@ -80,6 +89,29 @@ fn setup(path: &PathBuf, synchronous: Synchronous) -> Result<rusqlite::Connectio
     Ok(conn)
 }
 
+/// Runs jobs and answers their callers. Several jobs waiting together share
+/// one transaction: one commit makes all their writes durable, and no caller
+/// hears of its result before that commit. A job that fails rolls back its
+/// own savepoint only.
+fn run_batch(conn: &mut rusqlite::Connection, batch: Vec<Job>) {
+    if batch.len() == 1 || conn.execute_batch("BEGIN IMMEDIATE").is_err() {
+        // Alone (or unable to open a shared transaction): each job's
+        // savepoint is its own transaction, committed when it ends.
+        for job in batch {
+            job(conn)(Ok(()));
+        }
+        return;
+    }
+    let answers: Vec<Answer> = batch.into_iter().map(|job| job(conn)).collect();
+    let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+    if committed.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for answer in answers {
+        answer(committed.clone());
+    }
+}
+
 /// The next job: spins briefly before sleeping, because a harness sends its
 /// next request within microseconds of the last answer, and waking a sleeping
 /// thread costs more than the query itself.
@@ -117,8 +149,15 @@ impl Connection {
                     }
                 };
                 // Runs until every `Connection` handle is dropped.
-                while let Some(job) = next_job(&receiver) {
-                    job(&mut conn);
+                while let Some(first) = next_job(&receiver) {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match receiver.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    run_batch(&mut conn, batch);
                 }
             })
             .map_err(OpenError::Thread)?;
@@ -140,7 +179,15 @@ impl Connection {
         let (tx, rx) = oneshot::channel();
         self.jobs
             .send(Box::new(move |conn| {
-                let _ = tx.send(f(conn));
+                let result = f(conn);
+                Box::new(move |committed: Result<(), String>| {
+                    let _ = tx.send(match committed {
+                        Ok(()) => result,
+                        Err(reason) => Err(StoreError::Backend(
+                            format!("the transaction could not be committed: {reason}").into(),
+                        )),
+                    });
+                })
             }))
             .map_err(|_| StoreError::Closed)?;
         // Most calls are answered within tens of microseconds: yield to other

@@ -17,7 +17,7 @@ impl EventStore for SqliteStore {
         let now = self.clock.now();
         self.conn
             .call(move |c| {
-                let tx = c.transaction().map_err(backend)?;
+                let tx = c.savepoint().map_err(backend)?;
                 let e = append_event(
                     &tx,
                     event.kind,

@@ -1,10 +1,10 @@
 //! `InteractionStore` and `OutboxStore` on SQLite.
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{OptionalExtension, params};
 use serde_json::{Value, json};
 use thinklio_core::{
-    Event, EventKind, Interaction, InteractionId, InteractionStore, NewInteraction,
+    Event, EventKind, FinishedStep, Interaction, InteractionId, InteractionStore, NewInteraction,
     NewOutboxMessage, NewStep, OutboxId, OutboxMessage, OutboxStore, Step, StepId, StepOutcome,
     StepState, StepTransition, StoreError, StoreResult, Timestamp,
 };
@@ -16,7 +16,7 @@ use crate::rows::{
 
 /// Appends an event in the current transaction and returns it.
 pub(crate) fn append_event(
-    tx: &Transaction<'_>,
+    tx: &rusqlite::Connection,
     kind: EventKind,
     session_id: Option<String>,
     interaction_id: Option<String>,
@@ -47,27 +47,28 @@ fn parse_id<T: std::str::FromStr>(s: Option<String>) -> Option<T> {
 }
 
 fn record_transition(
-    tx: &Transaction<'_>,
+    tx: &rusqlite::Connection,
     step: &str,
     from: Option<StepState>,
     to: StepState,
     at: Timestamp,
 ) -> StoreResult<()> {
+    // A step's n-th change has a fixed place: written, started, ended.
+    let n = match to {
+        StepState::Created => 0,
+        StepState::Running => 1,
+        StepState::Succeeded | StepState::Failed => 2,
+    };
     tx.prepare_cached(
-        "INSERT INTO step_transitions (step_id, from_state, to_state, at) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO step_transitions (step_id, n, from_state, to_state, at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )
     .map_err(backend)?
-    .execute(params![
-        step,
-        from.map(|s| s.as_str()),
-        to.as_str(),
-        at.as_millis()
-    ])
+    .execute(params![step, n, from.map(|s| s.as_str()), to.as_str(), at.as_millis()])
     .map_err(backend)?;
     Ok(())
 }
 
-fn session_of(tx: &Transaction<'_>, interaction: &str) -> StoreResult<String> {
+fn session_of(tx: &rusqlite::Connection, interaction: &str) -> StoreResult<String> {
     tx.prepare_cached("SELECT session_id FROM interactions WHERE id = ?1")
         .map_err(backend)?
         .query_row([interaction], |r| r.get(0))
@@ -84,13 +85,97 @@ fn load_step(c: &rusqlite::Connection, id: &str) -> StoreResult<Option<Step>> {
         .map_err(backend)
 }
 
+/// Writes a step as `created` and moves it to `running`, recording both
+/// transitions and a `step.started` event, in the caller's transaction.
+fn insert_started_step(
+    tx: &rusqlite::Connection,
+    new: NewStep,
+    now: Timestamp,
+) -> StoreResult<(Step, Event)> {
+    let id = StepId::new();
+    let id_text = id.to_string();
+    let interaction = new.interaction_id.to_string();
+    let session = session_of(tx, &interaction)?;
+    tx.prepare_cached(
+        "INSERT INTO steps (id, interaction_id, seq, kind, mode, state, attempt, idempotency_key, \
+         capability, side_effect, input, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+    )
+    .map_err(backend)?
+    .execute(params![
+        id_text,
+        interaction,
+        new.seq,
+        new.kind.as_str(),
+        new.mode.as_str(),
+        new.attempt,
+        new.idempotency_key,
+        new.capability,
+        new.side_effect.map(|s| s.as_str()),
+        new.input.to_string(),
+        now.as_millis(),
+    ])
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::Conflict(format!(
+                "interaction {interaction} already has a step at {}",
+                new.seq
+            ))
+        } else {
+            backend(e)
+        }
+    })?;
+    record_transition(tx, &id_text, None, StepState::Created, now)?;
+    record_transition(
+        tx,
+        &id_text,
+        Some(StepState::Created),
+        StepState::Running,
+        now,
+    )?;
+    let payload = json!({ "kind": new.kind, "seq": new.seq, "attempt": new.attempt });
+    let event = append_event(
+        tx,
+        EventKind::StepStarted,
+        Some(session),
+        Some(interaction),
+        Some(id_text),
+        &payload,
+        now,
+    )?;
+    let step = Step {
+        id,
+        interaction_id: new.interaction_id,
+        seq: new.seq,
+        kind: new.kind,
+        mode: new.mode,
+        state: StepState::Running,
+        attempt: new.attempt,
+        idempotency_key: new.idempotency_key,
+        capability: new.capability,
+        side_effect: new.side_effect,
+        input: new.input,
+        output: None,
+        error: None,
+        model: None,
+        usage: Default::default(),
+        cost: Default::default(),
+        created_at: now,
+        updated_at: now,
+    };
+    Ok((step, event))
+}
+
 #[async_trait]
 impl InteractionStore for SqliteStore {
-    async fn create_interaction(&self, new: NewInteraction) -> StoreResult<(Interaction, bool)> {
+    async fn create_interaction(
+        &self,
+        new: NewInteraction,
+    ) -> StoreResult<(Interaction, Option<Event>)> {
         let now = self.clock.now();
         self.conn
             .call(move |c| {
-                let tx = c.transaction().map_err(backend)?;
+                let tx = c.savepoint().map_err(backend)?;
                 if let Some(inbound) = &new.inbound_id {
                     let existing = tx
                         .prepare_cached(&format!(
@@ -101,7 +186,7 @@ impl InteractionStore for SqliteStore {
                         .optional()
                         .map_err(backend)?;
                     if let Some(i) = existing {
-                        return Ok((i, false));
+                        return Ok((i, None));
                     }
                 }
                 let id = InteractionId::new();
@@ -132,6 +217,15 @@ impl InteractionStore for SqliteStore {
                     }
                 })?;
                 let seq = tx.last_insert_rowid();
+                let event = append_event(
+                    &tx,
+                    EventKind::InteractionCreated,
+                    Some(new.session_id.to_string()),
+                    Some(id.to_string()),
+                    None,
+                    &json!({ "parent_interaction_id": new.parent_interaction_id, "delegation_depth": new.delegation_depth }),
+                    now,
+                )?;
                 tx.commit().map_err(backend)?;
                 Ok((
                     Interaction {
@@ -146,7 +240,7 @@ impl InteractionStore for SqliteStore {
                         delegation_depth: new.delegation_depth,
                         created_at: now,
                     },
-                    true,
+                    Some(event),
                 ))
             })
             .await
@@ -236,73 +330,10 @@ impl InteractionStore for SqliteStore {
         let now = self.clock.now();
         self.conn
             .call(move |c| {
-                let tx = c.transaction().map_err(backend)?;
-                let id = StepId::new();
-                let id_text = id.to_string();
-                let interaction = new.interaction_id.to_string();
-                let session = session_of(&tx, &interaction)?;
-                tx.prepare_cached(
-                    "INSERT INTO steps (id, interaction_id, seq, kind, mode, state, attempt, idempotency_key, \
-                     capability, side_effect, input, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
-                )
-                .map_err(backend)?
-                .execute(params![
-                    id_text,
-                    interaction,
-                    new.seq,
-                    new.kind.as_str(),
-                    new.mode.as_str(),
-                    new.attempt,
-                    new.idempotency_key,
-                    new.capability,
-                    new.side_effect.map(|s| s.as_str()),
-                    new.input.to_string(),
-                    now.as_millis(),
-                ])
-                .map_err(|e| {
-                    if is_unique_violation(&e) {
-                        StoreError::Conflict(format!("interaction {interaction} already has a step at {}", new.seq))
-                    } else {
-                        backend(e)
-                    }
-                })?;
-                // Written as `created` and started in the same transaction:
-                // both transitions are recorded.
-                record_transition(&tx, &id_text, None, StepState::Created, now)?;
-                record_transition(&tx, &id_text, Some(StepState::Created), StepState::Running, now)?;
-                let payload = json!({ "kind": new.kind, "seq": new.seq, "attempt": new.attempt });
-                let event = append_event(
-                    &tx,
-                    EventKind::StepStarted,
-                    Some(session),
-                    Some(interaction),
-                    Some(id_text),
-                    &payload,
-                    now,
-                )?;
+                let tx = c.savepoint().map_err(backend)?;
+                let begun = insert_started_step(&tx, new, now)?;
                 tx.commit().map_err(backend)?;
-                let step = Step {
-                    id,
-                    interaction_id: new.interaction_id,
-                    seq: new.seq,
-                    kind: new.kind,
-                    mode: new.mode,
-                    state: StepState::Running,
-                    attempt: new.attempt,
-                    idempotency_key: new.idempotency_key,
-                    capability: new.capability,
-                    side_effect: new.side_effect,
-                    input: new.input,
-                    output: None,
-                    error: None,
-                    model: None,
-                    usage: Default::default(),
-                    cost: Default::default(),
-                    created_at: now,
-                    updated_at: now,
-                };
-                Ok((step, event))
+                Ok(begun)
             })
             .await
     }
@@ -312,11 +343,12 @@ impl InteractionStore for SqliteStore {
         id: StepId,
         outcome: StepOutcome,
         reply: Option<NewOutboxMessage>,
-    ) -> StoreResult<(Step, Event)> {
+        next: Option<NewStep>,
+    ) -> StoreResult<FinishedStep> {
         let now = self.clock.now();
         self.conn
             .call(move |c| {
-                let tx = c.transaction().map_err(backend)?;
+                let tx = c.savepoint().map_err(backend)?;
                 let id_text = id.to_string();
                 let Some(mut step) = load_step(&tx, &id_text)? else {
                     return Err(StoreError::not_found("step", id));
@@ -337,35 +369,28 @@ impl InteractionStore for SqliteStore {
                     Some(u) => (Some(u.model.clone()), u.tokens, u.cost),
                     None => (None, Default::default(), Default::default()),
                 };
-                let changed = tx
-                    .prepare_cached(
-                        "UPDATE steps SET state = ?2, output = ?3, error_code = ?4, error_message = ?5, model = ?6, \
-                         input_tokens = ?7, output_tokens = ?8, cost_nanos = ?9, updated_at = ?10 \
-                         WHERE id = ?1 AND state = 'running'",
-                    )
-                    .map_err(backend)?
-                    .execute(params![
-                        id_text,
-                        to.as_str(),
-                        output.as_ref().map(Value::to_string),
-                        error.as_ref().map(|e| e.code.as_str()),
-                        error.as_ref().map(|e| e.message.as_str()),
-                        model,
-                        i64::try_from(tokens.input_tokens).unwrap_or(i64::MAX),
-                        i64::try_from(tokens.output_tokens).unwrap_or(i64::MAX),
-                        cost.as_nanos(),
-                        now.as_millis(),
-                    ])
-                    .map_err(backend)?;
-                if changed != 1 {
-                    return Err(StoreError::IllegalTransition {
-                        step: id,
-                        from: step.state,
-                        to,
-                    });
-                }
-                record_transition(&tx, &id_text, Some(StepState::Running), to, now)?;
                 let interaction = step.interaction_id.to_string();
+                tx.prepare_cached(
+                    "UPDATE steps SET state = ?3, output = ?4, error_code = ?5, error_message = ?6, model = ?7, \
+                     input_tokens = ?8, output_tokens = ?9, cost_nanos = ?10, updated_at = ?11 \
+                     WHERE interaction_id = ?1 AND seq = ?2",
+                )
+                .map_err(backend)?
+                .execute(params![
+                    interaction,
+                    step.seq,
+                    to.as_str(),
+                    output.as_ref().map(Value::to_string),
+                    error.as_ref().map(|e| e.code.as_str()),
+                    error.as_ref().map(|e| e.message.as_str()),
+                    model,
+                    i64::try_from(tokens.input_tokens).unwrap_or(i64::MAX),
+                    i64::try_from(tokens.output_tokens).unwrap_or(i64::MAX),
+                    cost.as_nanos(),
+                    now.as_millis(),
+                ])
+                .map_err(backend)?;
+                record_transition(&tx, &id_text, Some(StepState::Running), to, now)?;
                 if let Some(u) = &usage {
                     tx.prepare_cached(
                         "INSERT INTO usage_records (step_id, interaction_id, account_id, team_id, user_id, agent_id, \
@@ -385,22 +410,6 @@ impl InteractionStore for SqliteStore {
                     ])
                     .map_err(backend)?;
                 }
-                if let Some(reply) = &reply {
-                    tx.prepare_cached(
-                        "INSERT INTO outbox (id, interaction_id, session_id, channel, channel_key, text, created_at) \
-                         SELECT ?1, i.id, i.session_id, s.channel, s.channel_key, ?3, ?4 \
-                         FROM interactions i JOIN sessions s ON s.id = i.session_id WHERE i.id = ?2",
-                    )
-                    .map_err(backend)?
-                    .execute(params![OutboxId::new().to_string(), interaction, reply.text, now.as_millis()])
-                    .map_err(|e| {
-                        if is_unique_violation(&e) {
-                            StoreError::Conflict(format!("interaction {interaction} already has a reply"))
-                        } else {
-                            backend(e)
-                        }
-                    })?;
-                }
                 let session = session_of(&tx, &interaction)?;
                 let kind = if to == StepState::Succeeded {
                     EventKind::StepSucceeded
@@ -416,7 +425,57 @@ impl InteractionStore for SqliteStore {
                     payload["output_tokens"] = json!(u.tokens.output_tokens);
                     payload["cost_nanos"] = json!(u.cost.as_nanos());
                 }
-                let event = append_event(&tx, kind, Some(session), Some(interaction), Some(id_text), &payload, now)?;
+                let mut events = vec![append_event(
+                    &tx,
+                    kind,
+                    Some(session.clone()),
+                    Some(interaction.clone()),
+                    Some(id_text),
+                    &payload,
+                    now,
+                )?];
+                let reply = match reply {
+                    None => None,
+                    Some(reply) => {
+                        let message = tx
+                            .prepare_cached(
+                                "INSERT INTO outbox (id, interaction_id, session_id, channel, channel_key, text, created_at) \
+                                 SELECT ?1, i.id, i.session_id, s.channel, s.channel_key, ?3, ?4 \
+                                 FROM interactions i JOIN sessions s ON s.id = i.session_id WHERE i.id = ?2 \
+                                 RETURNING id, interaction_id, session_id, channel, channel_key, text, created_at, delivered_at",
+                            )
+                            .map_err(backend)?
+                            .query_row(
+                                params![OutboxId::new().to_string(), interaction, reply.text, now.as_millis()],
+                                rows::outbox,
+                            )
+                            .map_err(|e| {
+                                if is_unique_violation(&e) {
+                                    StoreError::Conflict(format!("interaction {interaction} already has a reply"))
+                                } else {
+                                    backend(e)
+                                }
+                            })?;
+                        events.push(append_event(
+                            &tx,
+                            EventKind::InteractionCompleted,
+                            Some(session),
+                            Some(interaction),
+                            None,
+                            &json!({ "outbox_id": message.id }),
+                            now,
+                        )?);
+                        Some(message)
+                    }
+                };
+                let next = match next {
+                    None => None,
+                    Some(new) => {
+                        let (begun, event) = insert_started_step(&tx, new, now)?;
+                        events.push(event);
+                        Some(begun)
+                    }
+                };
                 tx.commit().map_err(backend)?;
                 step.state = to;
                 step.output = output;
@@ -425,7 +484,12 @@ impl InteractionStore for SqliteStore {
                 step.usage = tokens;
                 step.cost = cost;
                 step.updated_at = now;
-                Ok((step, event))
+                Ok(FinishedStep {
+                    step,
+                    next,
+                    reply,
+                    events,
+                })
             })
             .await
     }
@@ -434,7 +498,7 @@ impl InteractionStore for SqliteStore {
         self.conn
             .call(move |c| {
                 c.prepare_cached(
-                    "SELECT from_state, to_state, at FROM step_transitions WHERE step_id = ?1 ORDER BY id",
+                    "SELECT from_state, to_state, at FROM step_transitions WHERE step_id = ?1 ORDER BY n",
                 )
                 .map_err(backend)?
                 .query_map([id.to_string()], |r| {
@@ -487,7 +551,7 @@ impl OutboxStore for SqliteStore {
     async fn mark_delivered(&self, id: OutboxId, at: Timestamp) -> StoreResult<Option<Event>> {
         self.conn
             .call(move |c| {
-                let tx = c.transaction().map_err(backend)?;
+                let tx = c.savepoint().map_err(backend)?;
                 let row: Option<(String, String)> = tx
                     .prepare_cached("SELECT interaction_id, session_id FROM outbox WHERE id = ?1")
                     .map_err(backend)?

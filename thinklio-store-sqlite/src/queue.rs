@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 use thinklio_core::{
     EventKind, NewTask, QueueStore, StoreError, StoreResult, Task, TaskId, TaskRetry, Timestamp,
@@ -22,7 +22,7 @@ fn load_task(tx: &rusqlite::Connection, id: &str) -> StoreResult<Option<Task>> {
         .map_err(backend)
 }
 
-fn require_lease(tx: &Transaction<'_>, id: TaskId, token: &str) -> StoreResult<Task> {
+fn require_lease(tx: &rusqlite::Connection, id: TaskId, token: &str) -> StoreResult<Task> {
     let task = load_task(tx, &id.to_string())?.ok_or_else(|| StoreError::not_found("task", id))?;
     if task.state != thinklio_core::TaskState::Leased || task.lease_token.as_deref() != Some(token)
     {
@@ -33,7 +33,12 @@ fn require_lease(tx: &Transaction<'_>, id: TaskId, token: &str) -> StoreResult<T
     Ok(task)
 }
 
-fn dead_letter(tx: &Transaction<'_>, task: &Task, error: &str, now: Timestamp) -> StoreResult<()> {
+fn dead_letter(
+    tx: &rusqlite::Connection,
+    task: &Task,
+    error: &str,
+    now: Timestamp,
+) -> StoreResult<()> {
     tx.prepare_cached(
         "UPDATE tasks SET state = 'dead', lease_until = NULL, lease_token = NULL, last_error = ?2, updated_at = ?3 \
          WHERE id = ?1",
@@ -100,7 +105,7 @@ impl QueueStore for SqliteStore {
         let kinds = kinds.to_vec();
         self.conn
             .call(move |c| {
-                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+                let tx = c.savepoint().map_err(backend)?;
                 let kind_filter = if kinds.is_empty() {
                     String::new()
                 } else {
@@ -157,7 +162,7 @@ impl QueueStore for SqliteStore {
         let token = lease_token.to_owned();
         self.conn
             .call(move |c| {
-                let tx = c.transaction().map_err(backend)?;
+                let tx = c.savepoint().map_err(backend)?;
                 require_lease(&tx, id, &token)?;
                 tx.prepare_cached(
                     "UPDATE tasks SET state = 'done', lease_until = NULL, lease_token = NULL, updated_at = ?2 WHERE id = ?1",
@@ -182,7 +187,7 @@ impl QueueStore for SqliteStore {
         let error = error.to_owned();
         self.conn
             .call(move |c| {
-                let tx = c.transaction().map_err(backend)?;
+                let tx = c.savepoint().map_err(backend)?;
                 let task = require_lease(&tx, id, &token)?;
                 match retry {
                     TaskRetry::At(at) => {
@@ -230,7 +235,7 @@ impl QueueStore for SqliteStore {
         let now = self.clock.now();
         self.conn
             .call(move |c| {
-                let tx = c.transaction().map_err(backend)?;
+                let tx = c.savepoint().map_err(backend)?;
                 let changed = tx
                     .prepare_cached(
                         "UPDATE tasks SET state = 'pending', attempts = 0, run_at = ?2, updated_at = ?3 \

@@ -11,6 +11,9 @@ use crate::OpenError;
 
 const MIGRATIONS: &[&str] = &[
     // 1: sessions, interactions, steps, outbox, events, usage, queue.
+    // Steps are keyed by (interaction, seq) without a rowid, so writing one
+    // touches two b-trees (the table and its id index), and its transitions
+    // one more: each step transaction writes few pages.
     r#"
 CREATE TABLE sessions (
     id          TEXT PRIMARY KEY,
@@ -46,9 +49,9 @@ CREATE UNIQUE INDEX interactions_by_inbound
 CREATE INDEX interactions_by_session ON interactions (session_id, seq);
 
 CREATE TABLE steps (
-    id              TEXT PRIMARY KEY,
     interaction_id  TEXT NOT NULL REFERENCES interactions (id),
     seq             INTEGER NOT NULL,
+    id              TEXT NOT NULL,
     kind            TEXT NOT NULL,
     mode            TEXT NOT NULL,
     state           TEXT NOT NULL,
@@ -66,17 +69,19 @@ CREATE TABLE steps (
     cost_nanos      INTEGER NOT NULL DEFAULT 0,
     created_at      INTEGER NOT NULL,
     updated_at      INTEGER NOT NULL,
-    UNIQUE (interaction_id, seq)
-);
+    PRIMARY KEY (interaction_id, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX steps_by_id ON steps (id);
 
+-- Every state change of every step, append-only: (step, n) is the n-th change.
 CREATE TABLE step_transitions (
-    id         INTEGER PRIMARY KEY,
     step_id    TEXT NOT NULL,
+    n          INTEGER NOT NULL,
     from_state TEXT,
     to_state   TEXT NOT NULL,
-    at         INTEGER NOT NULL
-);
-CREATE INDEX step_transitions_by_step ON step_transitions (step_id, id);
+    at         INTEGER NOT NULL,
+    PRIMARY KEY (step_id, n)
+) WITHOUT ROWID;
 
 CREATE TABLE outbox (
     id             TEXT PRIMARY KEY,

@@ -15,7 +15,7 @@ impl SessionStore for SqliteStore {
         let now = self.clock.now();
         self.conn
             .call(move |c| {
-                let tx = c.transaction().map_err(backend)?;
+                let tx = c.savepoint().map_err(backend)?;
                 if let Some(key) = &new.key {
                     let existing = tx
                         .prepare_cached(&format!(

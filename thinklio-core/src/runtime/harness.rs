@@ -16,6 +16,7 @@ use super::{Inner, Reply, RuntimeError, interaction_event};
 use crate::agent::AgentDefinition;
 use crate::capability::{CapabilityError, InvocationContext, RegisteredCapability, SideEffect};
 use crate::event::EventKind;
+use crate::ids::StepId;
 use crate::interaction::Interaction;
 use crate::model::{ChatMessage, ChatRequest, ToolCall, ToolDefinition};
 use crate::outbox::NewOutboxMessage;
@@ -23,6 +24,7 @@ use crate::session::{Session, Turn};
 use crate::step::{
     ModelUsage, NewStep, Step, StepError, StepKind, StepMode, StepOutcome, StepState,
 };
+use crate::store::FinishedStep;
 use crate::usage::Cost;
 
 /// The text of the reply when the model still wants tools after `max_turns`.
@@ -70,6 +72,8 @@ pub(crate) struct Run {
     interaction: Interaction,
     steps: Vec<Step>,
     history: Option<Vec<Turn>>,
+    reply_text: Option<String>,
+    caller_is_channel: bool,
 }
 
 impl Run {
@@ -79,6 +83,7 @@ impl Run {
         agent: Arc<AgentDefinition>,
         interaction: Interaction,
         steps: Vec<Step>,
+        caller_is_channel: bool,
     ) -> Self {
         Self {
             rt,
@@ -87,50 +92,110 @@ impl Run {
             interaction,
             steps,
             history: None,
+            reply_text: None,
+            caller_is_channel,
         }
     }
 
     /// Runs steps until the interaction has ended.
+    ///
+    /// Each turn of the loop plans the next step from the steps, runs its
+    /// work, and commits its outcome together with the start of the step
+    /// after it (one transaction per step); only the first step of a run and
+    /// a re-run after a crash are begun on their own.
     pub(crate) async fn drive(mut self) -> Result<Reply, RuntimeError> {
+        // The step begun by the last commit, whose work is next.
+        let mut in_flight: Option<Step> = None;
         loop {
-            match self.plan() {
-                Next::Context { attempt } => self.context(attempt).await?,
-                Next::Think { turn, attempt } => self.think(turn, attempt).await?,
-                Next::Act {
-                    turn,
-                    index,
-                    call,
-                    attempt,
-                } => self.act(turn, index, call, attempt).await?,
-                Next::Observe {
-                    turn,
-                    index,
-                    call_id,
-                    act,
-                    attempt,
-                } => self.observe(turn, index, call_id, &act, attempt).await?,
-                Next::Respond { text, attempt } => self.respond(text, attempt).await?,
-                Next::Interrupted(step) => self.settle_interrupted(&step).await?,
-                Next::Done => return self.finished_reply().await,
-                Next::Failed(error) => {
-                    self.rt
-                        .append_event(interaction_event(
-                            EventKind::InteractionFailed,
-                            &self.interaction,
-                            json!({ "code": error.code, "message": error.message }),
-                        ))
-                        .await?;
-                    return Err(RuntimeError::InteractionFailed {
-                        interaction: self.interaction.id,
-                        error,
-                    });
+            let next = self.plan(in_flight.as_ref().map(|s| s.id));
+            match &next {
+                Next::Done => return Ok(self.finished_reply()),
+                Next::Failed(error) => return Err(self.fail(error.clone()).await?),
+                Next::Interrupted(step) => {
+                    self.settle_interrupted(step).await?;
+                    continue;
+                }
+                _ => {}
+            }
+            let step = match in_flight.take() {
+                Some(step) => step,
+                None => {
+                    let (step, event) = self.rt.store.begin_step(self.new_step_for(&next)).await?;
+                    self.rt.publish(event);
+                    self.steps.push(step.clone());
+                    step
+                }
+            };
+            let span = self.span(&step);
+            let finished = self.run_step(next, &step).instrument(span.clone()).await?;
+            span.record("thinklio.step.state", finished.step.state.as_str());
+            if let Some(e) = &finished.step.error {
+                span.record("error.type", e.code.as_str());
+            }
+            for event in finished.events {
+                self.rt.publish(event);
+            }
+            self.replace(finished.step);
+            if let Some(next_step) = finished.next {
+                self.steps.push(next_step.clone());
+                in_flight = Some(next_step);
+            }
+            if let Some(message) = finished.reply {
+                self.reply_text = Some(message.text.clone());
+                if self.rt.sink.is_some() {
+                    self.rt.deliver(&message).await?;
+                } else if self.caller_is_channel {
+                    // Without a sink, the caller of `send` is the channel: the
+                    // reply is delivered when `send` returns it.
+                    self.rt.mark_delivered(&message).await?;
                 }
             }
         }
     }
 
-    /// Plans the next step from the steps written so far.
-    fn plan(&self) -> Next {
+    /// Does the work of a `running` step, then commits its outcome together
+    /// with the start of the step after it, planned as if this one had ended.
+    async fn run_step(&mut self, next: Next, step: &Step) -> Result<FinishedStep, RuntimeError> {
+        let (outcome, reply) = self.work(next, step).await;
+        self.replace(ended(step, &outcome));
+        let following = match self.plan(None) {
+            Next::Done | Next::Failed(_) | Next::Interrupted(_) => None,
+            work => Some(self.new_step_for(&work)),
+        };
+        Ok(self
+            .rt
+            .store
+            .finish_step(step.id, outcome, reply, following)
+            .await?)
+    }
+
+    /// Records the end of an interaction that failed for good.
+    async fn fail(&self, error: StepError) -> Result<RuntimeError, RuntimeError> {
+        self.rt
+            .append_event(interaction_event(
+                EventKind::InteractionFailed,
+                &self.interaction,
+                json!({ "code": error.code, "message": error.message }),
+            ))
+            .await?;
+        Ok(RuntimeError::InteractionFailed {
+            interaction: self.interaction.id,
+            error,
+        })
+    }
+
+    /// Puts the stored version of a step in place of the one in memory.
+    fn replace(&mut self, step: Step) {
+        match self.steps.iter_mut().find(|s| s.id == step.id) {
+            Some(slot) => *slot = step,
+            None => self.steps.push(step),
+        }
+    }
+
+    /// Plans the next step from the steps written so far. `in_flight` is a
+    /// step this run has begun and not yet worked: it is planned again, not
+    /// treated as interrupted.
+    fn plan(&self, in_flight: Option<StepId>) -> Next {
         let mut context_done = false;
         let mut turn = 0u32;
         let mut calls: Vec<ToolCall> = Vec::new();
@@ -140,6 +205,7 @@ impl Run {
         let mut retry: Option<&Step> = None;
         for step in &self.steps {
             match step.state {
+                StepState::Created | StepState::Running if Some(step.id) == in_flight => continue,
                 StepState::Created | StepState::Running => {
                     return Next::Interrupted(Box::new(step.clone()));
                 }
@@ -285,38 +351,115 @@ impl Run {
         }
     }
 
-    async fn begin(&mut self, new: NewStep) -> Result<Step, RuntimeError> {
-        let (step, event) = self.rt.store.begin_step(new).await?;
-        self.rt.publish(event);
-        self.steps.push(step.clone());
-        Ok(step)
+    /// The row of the step that does `next`.
+    fn new_step_for(&self, next: &Next) -> NewStep {
+        match next {
+            Next::Context { attempt } => self.new_step(
+                StepKind::Context,
+                *attempt,
+                self.key("context"),
+                json!({ "message_bytes": self.interaction.input.len() }),
+            ),
+            Next::Think { turn, attempt } => self.new_step(
+                StepKind::Think,
+                *attempt,
+                self.key(&format!("think:{turn}")),
+                json!({ "turn": turn, "model": self.agent.model }),
+            ),
+            Next::Act {
+                turn,
+                index,
+                call,
+                attempt,
+            } => {
+                let mut new = self.new_step(
+                    StepKind::Act,
+                    *attempt,
+                    self.key(&format!("act:{turn}:{index}")),
+                    json!({
+                        "turn": turn,
+                        "index": index,
+                        "call_id": call.id,
+                        "name": call.name,
+                        "arguments": call.arguments,
+                    }),
+                );
+                new.capability = Some(call.name.clone());
+                new.side_effect = self.visible(&call.name).map(|c| c.manifest().side_effect);
+                new
+            }
+            Next::Observe {
+                turn,
+                index,
+                call_id,
+                act,
+                attempt,
+            } => self.new_step(
+                StepKind::Observe,
+                *attempt,
+                self.key(&format!("observe:{turn}:{index}")),
+                json!({ "turn": turn, "index": index, "call_id": call_id, "act_step": act.id }),
+            ),
+            Next::Respond { text, attempt } => self.new_step(
+                StepKind::Respond,
+                *attempt,
+                self.key("respond"),
+                json!({ "text": text }),
+            ),
+            // Not steps of their own; `drive` never asks for these.
+            Next::Interrupted(_) | Next::Done | Next::Failed(_) => {
+                self.new_step(StepKind::Context, 0, self.key("none"), Value::Null)
+            }
+        }
     }
 
-    async fn finish(
-        &mut self,
-        step: &Step,
-        outcome: StepOutcome,
-        reply: Option<NewOutboxMessage>,
-    ) -> Result<Step, RuntimeError> {
-        let (done, event) = self.rt.store.finish_step(step.id, outcome, reply).await?;
-        self.rt.publish(event);
-        let span = tracing::Span::current();
-        span.record("thinklio.step.state", done.state.as_str());
-        if let Some(e) = &done.error {
-            span.record("error.type", e.code.as_str());
-        }
-        if let Some(slot) = self.steps.iter_mut().find(|s| s.id == done.id) {
-            *slot = done.clone();
-        }
-        Ok(done)
+    /// The work of a step that has been written `running`. Writes nothing.
+    async fn work(&mut self, next: Next, step: &Step) -> (StepOutcome, Option<NewOutboxMessage>) {
+        let outcome = match next {
+            Next::Context { .. } => self.context().await,
+            Next::Think { .. } => self.think().await,
+            Next::Act { call, .. } => self.act(step, call).await,
+            Next::Observe { call_id, act, .. } => {
+                let (content, is_error) = observation(&act);
+                let output =
+                    json!({ "call_id": call_id, "content": content, "is_error": is_error });
+                StepOutcome::Succeeded {
+                    output,
+                    usage: None,
+                }
+            }
+            Next::Respond { text, .. } => {
+                let output = json!({ "bytes": text.len() });
+                return (
+                    StepOutcome::Succeeded {
+                        output,
+                        usage: None,
+                    },
+                    Some(NewOutboxMessage { text }),
+                );
+            }
+            Next::Interrupted(_) | Next::Done | Next::Failed(_) => StepOutcome::Failed {
+                error: StepError::new(
+                    "step.unplanned",
+                    "the harness planned no work for this step",
+                ),
+                usage: None,
+            },
+        };
+        (outcome, None)
     }
 
-    fn span(&self, kind: StepKind, operation: &'static str) -> tracing::Span {
-        tracing::info_span!(
+    fn span(&self, step: &Step) -> tracing::Span {
+        let kind = step.kind;
+        let operation = match kind {
+            StepKind::Think => "chat",
+            StepKind::Act => "execute_tool",
+            other => other.as_str(),
+        };
+        let span = tracing::info_span!(
             "thinklio.step",
             otel.name = %format_args!("{} {}", operation, self.agent.id),
             gen_ai.operation.name = operation,
-            gen_ai.system = Empty,
             gen_ai.agent.name = %self.agent.id,
             gen_ai.conversation.id = %self.session.id,
             gen_ai.request.model = Empty,
@@ -327,51 +470,51 @@ impl Run {
             gen_ai.tool.name = Empty,
             gen_ai.tool.call.id = Empty,
             thinklio.interaction.id = %self.interaction.id,
+            thinklio.step.id = %step.id,
             thinklio.step.kind = kind.as_str(),
-            thinklio.step.attempt = Empty,
+            thinklio.step.attempt = step.attempt,
             thinklio.step.state = Empty,
             thinklio.cost.usd = Empty,
             error.type = Empty,
-        )
+        );
+        if kind == StepKind::Think {
+            span.record("gen_ai.request.model", self.agent.model.as_str());
+        }
+        if let Some(name) = &step.capability {
+            span.record("gen_ai.tool.name", name.as_str());
+            if let Some(id) = step.input["call_id"].as_str() {
+                span.record("gen_ai.tool.call.id", id);
+            }
+        }
+        span
     }
 
-    async fn context(&mut self, attempt: u32) -> Result<(), RuntimeError> {
-        let span = self.span(StepKind::Context, "context");
-        async {
-            let input = json!({ "message_bytes": self.interaction.input.len() });
-            let new = self.new_step(StepKind::Context, attempt, self.key("context"), input);
-            let step = self.begin(new).await?;
-            tracing::Span::current().record("thinklio.step.attempt", attempt);
-            let limit = self.agent.history_turns;
-            let outcome = match self
-                .rt
-                .store
-                .history(self.session.id, self.interaction.seq, limit)
-                .await
-            {
-                Ok(history) => {
-                    let output = json!({
-                        "system_prompt_bytes": self.agent.system_prompt.len(),
-                        "history_before_seq": self.interaction.seq,
-                        "history_limit": limit,
-                        "history_turns": history.len(),
-                    });
-                    self.history = Some(history);
-                    StepOutcome::Succeeded {
-                        output,
-                        usage: None,
-                    }
-                }
-                Err(e) => StepOutcome::Failed {
-                    error: StepError::new(e.code(), e.to_string()),
+    async fn context(&mut self) -> StepOutcome {
+        let limit = self.agent.history_turns;
+        match self
+            .rt
+            .store
+            .history(self.session.id, self.interaction.seq, limit)
+            .await
+        {
+            Ok(history) => {
+                let output = json!({
+                    "system_prompt_bytes": self.agent.system_prompt.len(),
+                    "history_before_seq": self.interaction.seq,
+                    "history_limit": limit,
+                    "history_turns": history.len(),
+                });
+                self.history = Some(history);
+                StepOutcome::Succeeded {
+                    output,
                     usage: None,
-                },
-            };
-            self.finish(&step, outcome, None).await?;
-            Ok(())
+                }
+            }
+            Err(e) => StepOutcome::Failed {
+                error: StepError::new(e.code(), e.to_string()),
+                usage: None,
+            },
         }
-        .instrument(span)
-        .await
     }
 
     /// The conversation so far, rebuilt from the session history and the steps.
@@ -435,217 +578,94 @@ impl Run {
             .collect()
     }
 
-    async fn think(&mut self, turn: u32, attempt: u32) -> Result<(), RuntimeError> {
-        let span = self.span(StepKind::Think, "chat");
-        async {
-            let model = self.agent.model.clone();
-            let input = json!({ "turn": turn, "model": model });
-            let new = self.new_step(
-                StepKind::Think,
-                attempt,
-                self.key(&format!("think:{turn}")),
-                input,
-            );
-            let step = self.begin(new).await?;
-            let current = tracing::Span::current();
-            current.record("thinklio.step.attempt", attempt);
-            current.record("gen_ai.request.model", model.as_str());
-            let outcome = match self.transcript().await {
-                Err(e) => StepOutcome::Failed {
+    async fn think(&mut self) -> StepOutcome {
+        let messages = match self.transcript().await {
+            Ok(m) => m,
+            Err(e) => {
+                return StepOutcome::Failed {
                     error: StepError::new(e.code(), e.to_string()),
                     usage: None,
-                },
-                Ok(messages) => {
-                    let request = ChatRequest {
-                        model: model.clone(),
-                        messages,
-                        tools: self.tools(),
-                        max_tokens: self.agent.max_output_tokens,
-                        temperature: None,
+                };
+            }
+        };
+        let request = ChatRequest {
+            model: self.agent.model.clone(),
+            messages,
+            tools: self.tools(),
+            max_tokens: self.agent.max_output_tokens,
+            temperature: None,
+        };
+        match self.rt.model.chat(&request).await {
+            Ok(response) => {
+                let cost = self
+                    .rt
+                    .prices
+                    .cost(&response.model, response.usage)
+                    .unwrap_or(Cost::ZERO);
+                let span = tracing::Span::current();
+                span.record("gen_ai.response.model", response.model.as_str());
+                span.record("gen_ai.usage.input_tokens", response.usage.input_tokens);
+                span.record("gen_ai.usage.output_tokens", response.usage.output_tokens);
+                span.record("thinklio.cost.usd", cost.as_usd());
+                span.record(
+                    "gen_ai.response.finish_reasons",
+                    format!("{:?}", response.finish_reason).as_str(),
+                );
+                StepOutcome::Succeeded {
+                    output: json!({
+                        "text": response.message.content,
+                        "tool_calls": response.message.tool_calls,
+                    }),
+                    usage: Some(ModelUsage {
+                        model: response.model,
+                        tokens: response.usage,
+                        cost,
+                    }),
+                }
+            }
+            Err(e) => StepOutcome::Failed {
+                error: e.into(),
+                usage: None,
+            },
+        }
+    }
+
+    /// Invokes the capability the model called. The step is already
+    /// committed `running`: an `external` call interrupted from here on is
+    /// never re-run.
+    async fn act(&self, step: &Step, call: ToolCall) -> StepOutcome {
+        let result = match self.visible(&call.name) {
+            None => Err(CapabilityError::NotFound(call.name.clone())),
+            Some(cap) => match cap.parse_arguments(&call.arguments) {
+                Err(e) => Err(e),
+                Ok(arguments) => {
+                    let context = InvocationContext {
+                        interaction_id: self.interaction.id,
+                        step_id: step.id,
+                        idempotency_key: step.idempotency_key.clone(),
+                        attempt: step.attempt,
+                        principal: self.interaction.principal,
+                        agent_id: self.agent.id.clone(),
+                        delegation_depth: self.interaction.delegation_depth,
                     };
-                    match self.rt.model.chat(&request).await {
-                        Ok(response) => {
-                            let cost = self
-                                .rt
-                                .prices
-                                .cost(&response.model, response.usage)
-                                .unwrap_or(Cost::ZERO);
-                            current.record("gen_ai.response.model", response.model.as_str());
-                            current
-                                .record("gen_ai.usage.input_tokens", response.usage.input_tokens);
-                            current
-                                .record("gen_ai.usage.output_tokens", response.usage.output_tokens);
-                            current.record("thinklio.cost.usd", cost.as_usd());
-                            current.record(
-                                "gen_ai.response.finish_reasons",
-                                format!("{:?}", response.finish_reason).as_str(),
-                            );
-                            StepOutcome::Succeeded {
-                                output: json!({
-                                    "text": response.message.content,
-                                    "tool_calls": response.message.tool_calls,
-                                }),
-                                usage: Some(ModelUsage {
-                                    model: response.model,
-                                    tokens: response.usage,
-                                    cost,
-                                }),
-                            }
-                        }
-                        Err(e) => StepOutcome::Failed {
-                            error: e.into(),
-                            usage: None,
-                        },
+                    let timeout = cap.manifest().timeout;
+                    match tokio::time::timeout(timeout, cap.invoke(&context, arguments)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(CapabilityError::Timeout(timeout)),
                     }
                 }
-            };
-            self.finish(&step, outcome, None).await?;
-            Ok(())
+            },
+        };
+        match result {
+            Ok(value) => StepOutcome::Succeeded {
+                output: json!({ "result": value }),
+                usage: None,
+            },
+            Err(e) => StepOutcome::Failed {
+                error: StepError::new(e.code(), e.to_string()),
+                usage: None,
+            },
         }
-        .instrument(span)
-        .await
-    }
-
-    async fn act(
-        &mut self,
-        turn: u32,
-        index: usize,
-        call: ToolCall,
-        attempt: u32,
-    ) -> Result<(), RuntimeError> {
-        let span = self.span(StepKind::Act, "execute_tool");
-        async {
-            let current = tracing::Span::current();
-            current.record("gen_ai.tool.name", call.name.as_str());
-            current.record("gen_ai.tool.call.id", call.id.as_str());
-            current.record("thinklio.step.attempt", attempt);
-            let capability = self.visible(&call.name);
-            let key = self.key(&format!("act:{turn}:{index}"));
-            let mut new = self.new_step(
-                StepKind::Act,
-                attempt,
-                key.clone(),
-                json!({
-                    "turn": turn,
-                    "index": index,
-                    "call_id": call.id,
-                    "name": call.name,
-                    "arguments": call.arguments,
-                }),
-            );
-            new.capability = Some(call.name.clone());
-            new.side_effect = capability.as_ref().map(|c| c.manifest().side_effect);
-            // The `running` row is committed here, before the capability runs:
-            // an `external` call interrupted after this point is never re-run.
-            let step = self.begin(new).await?;
-            let result = match &capability {
-                None => Err(CapabilityError::NotFound(call.name.clone())),
-                Some(cap) => match cap.parse_arguments(&call.arguments) {
-                    Err(e) => Err(e),
-                    Ok(arguments) => {
-                        let context = InvocationContext {
-                            interaction_id: self.interaction.id,
-                            step_id: step.id,
-                            idempotency_key: key,
-                            attempt,
-                            principal: self.interaction.principal,
-                            agent_id: self.agent.id.clone(),
-                            delegation_depth: self.interaction.delegation_depth,
-                        };
-                        let timeout = cap.manifest().timeout;
-                        match tokio::time::timeout(timeout, cap.invoke(&context, arguments)).await {
-                            Ok(result) => result,
-                            Err(_) => Err(CapabilityError::Timeout(timeout)),
-                        }
-                    }
-                },
-            };
-            let outcome = match result {
-                Ok(value) => StepOutcome::Succeeded {
-                    output: json!({ "result": value }),
-                    usage: None,
-                },
-                Err(e) => StepOutcome::Failed {
-                    error: StepError::new(e.code(), e.to_string()),
-                    usage: None,
-                },
-            };
-            self.finish(&step, outcome, None).await?;
-            Ok(())
-        }
-        .instrument(span)
-        .await
-    }
-
-    async fn observe(
-        &mut self,
-        turn: u32,
-        index: usize,
-        call_id: String,
-        act: &Step,
-        attempt: u32,
-    ) -> Result<(), RuntimeError> {
-        let span = self.span(StepKind::Observe, "observe");
-        async {
-            let (content, is_error) = observation(act);
-            let new = self.new_step(
-                StepKind::Observe,
-                attempt,
-                self.key(&format!("observe:{turn}:{index}")),
-                json!({ "turn": turn, "index": index, "call_id": call_id, "act_step": act.id }),
-            );
-            let step = self.begin(new).await?;
-            let output = json!({ "call_id": call_id, "content": content, "is_error": is_error });
-            self.finish(
-                &step,
-                StepOutcome::Succeeded {
-                    output,
-                    usage: None,
-                },
-                None,
-            )
-            .await?;
-            Ok(())
-        }
-        .instrument(span)
-        .await
-    }
-
-    async fn respond(&mut self, text: String, attempt: u32) -> Result<(), RuntimeError> {
-        let span = self.span(StepKind::Respond, "respond");
-        async {
-            let new = self.new_step(
-                StepKind::Respond,
-                attempt,
-                self.key("respond"),
-                json!({ "text": text }),
-            );
-            let step = self.begin(new).await?;
-            let output = json!({ "bytes": text.len() });
-            self.finish(
-                &step,
-                StepOutcome::Succeeded {
-                    output,
-                    usage: None,
-                },
-                Some(NewOutboxMessage { text }),
-            )
-            .await?;
-            Ok::<(), RuntimeError>(())
-        }
-        .instrument(span)
-        .await?;
-        self.rt
-            .append_event(interaction_event(
-                EventKind::InteractionCompleted,
-                &self.interaction,
-                Value::Null,
-            ))
-            .await?;
-        if let Some(message) = self.rt.store.reply_of(self.interaction.id).await? {
-            self.rt.deliver(&message).await?;
-        }
-        Ok(())
     }
 
     /// Settles a step the process stopped while it ran: an `external`
@@ -670,17 +690,43 @@ impl Run {
             "settling a step interrupted by a crash"
         );
         let outcome = StepOutcome::Failed { error, usage: None };
-        self.finish(step, outcome, None).await?;
+        let finished = self
+            .rt
+            .store
+            .finish_step(step.id, outcome, None, None)
+            .await?;
+        for event in finished.events {
+            self.rt.publish(event);
+        }
+        self.replace(finished.step);
         Ok(())
     }
 
-    async fn finished_reply(&self) -> Result<Reply, RuntimeError> {
-        let text = match self.rt.store.reply_of(self.interaction.id).await? {
-            Some(message) => message.text,
-            None => String::new(),
-        };
-        Ok(Reply::from_steps(self.interaction.id, text, &self.steps))
+    fn finished_reply(&self) -> Reply {
+        let text = self.reply_text.clone().unwrap_or_else(|| {
+            // A run resumed after its reply was written: the reply is the
+            // `respond` step's input.
+            self.steps
+                .iter()
+                .rev()
+                .find(|s| s.kind == StepKind::Respond && s.state == StepState::Succeeded)
+                .and_then(|s| s.input["text"].as_str())
+                .unwrap_or_default()
+                .to_owned()
+        });
+        Reply::from_steps(self.interaction.id, text, &self.steps)
     }
+}
+
+/// `step` as it will be once `outcome` is stored, for planning ahead.
+fn ended(step: &Step, outcome: &StepOutcome) -> Step {
+    let mut s = step.clone();
+    s.state = outcome.state();
+    match outcome {
+        StepOutcome::Succeeded { output, .. } => s.output = Some(output.clone()),
+        StepOutcome::Failed { error, .. } => s.error = Some(error.clone()),
+    }
+    s
 }
 
 fn is_interrupted(step: &Step) -> bool {

@@ -463,28 +463,22 @@ impl Runtime {
                 delegation_depth: 0,
             })
             .await?;
-        if created {
-            self.inner
-                .append_event(interaction_event(
-                    EventKind::InteractionCreated,
-                    &interaction,
-                    Value::Null,
-                ))
-                .await?;
-        }
-        let steps = if created {
-            Vec::new()
-        } else {
-            self.inner.store.steps(interaction.id).await?
-        };
-        let run = Run::new(Arc::clone(&self.inner), session, agent, interaction, steps);
-        let reply = run.drive().await?;
-        if self.inner.sink.is_none() {
-            if let Some(out) = self.inner.store.reply_of(reply.interaction_id).await? {
-                self.inner.mark_delivered(&out).await?;
+        let steps = match created {
+            Some(event) => {
+                self.inner.publish(event);
+                Vec::new()
             }
-        }
-        Ok(reply)
+            None => self.inner.store.steps(interaction.id).await?,
+        };
+        let run = Run::new(
+            Arc::clone(&self.inner),
+            session,
+            agent,
+            interaction,
+            steps,
+            true,
+        );
+        run.drive().await
     }
 
     /// Resumes every unfinished interaction from its last committed step, then
@@ -564,6 +558,7 @@ impl Runtime {
                     agent,
                     interaction,
                     steps,
+                    false,
                 )
                 .drive()
                 .await
