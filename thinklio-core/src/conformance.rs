@@ -122,11 +122,8 @@ async fn run_step<S: Store>(
     outcome: StepOutcome,
 ) -> Step {
     let (step, _) = store.begin_step(new_step(i, seq, kind)).await.unwrap();
-    let reply = (kind == StepKind::Respond && outcome.state() == StepState::Succeeded).then(|| {
-        NewOutboxMessage {
-            text: format!("reply to {}", i.input),
-        }
-    });
+    let reply = (kind == StepKind::Respond && outcome.state() == StepState::Succeeded)
+        .then(|| NewOutboxMessage::new(format!("reply to {}", i.input)));
     store
         .finish_step(step.id, outcome, reply, None)
         .await
@@ -393,9 +390,7 @@ pub async fn respond_writes_reply_to_outbox_atomically<S: Store>(store: S) {
         .finish_step(
             respond.id,
             ok(json!({})),
-            Some(NewOutboxMessage {
-                text: "reply to q".into(),
-            }),
+            Some(NewOutboxMessage::new("reply to q")),
             None,
         )
         .await
@@ -433,9 +428,7 @@ pub async fn respond_writes_reply_to_outbox_atomically<S: Store>(store: S) {
         .finish_step(
             again.id,
             ok(json!({})),
-            Some(NewOutboxMessage {
-                text: "twice".into(),
-            }),
+            Some(NewOutboxMessage::new("twice")),
             None,
         )
         .await;
@@ -444,6 +437,31 @@ pub async fn respond_writes_reply_to_outbox_atomically<S: Store>(store: S) {
         store.step(again.id).await.unwrap().state,
         StepState::Running
     );
+
+    // A reply whose caller is the channel is delivered with its commit.
+    let j = interaction(&store, &s, "direct").await;
+    let (respond, _) = store
+        .begin_step(new_step(&j, 0, StepKind::Respond))
+        .await
+        .unwrap();
+    let direct = NewOutboxMessage {
+        text: "here".into(),
+        delivered: true,
+    };
+    let finished = store
+        .finish_step(respond.id, ok(json!({})), Some(direct), None)
+        .await
+        .unwrap();
+    assert!(finished.reply.unwrap().delivered_at.is_some());
+    assert_eq!(
+        finished.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        vec![
+            EventKind::StepSucceeded,
+            EventKind::InteractionCompleted,
+            EventKind::ReplyDelivered
+        ]
+    );
+    assert!(store.undelivered().await.unwrap().is_empty());
 }
 
 pub async fn unfinished_interactions_are_derived_from_steps<S: Store>(store: S) {

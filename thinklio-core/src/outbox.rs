@@ -38,6 +38,19 @@ pub struct OutboxMessage {
 pub struct NewOutboxMessage {
     /// The reply text.
     pub text: String,
+    /// Whether it counts as delivered as soon as it is committed: true when
+    /// the caller waiting for it is the channel itself.
+    pub delivered: bool,
+}
+
+impl NewOutboxMessage {
+    /// A reply to be delivered later, through a [`ReplySink`].
+    pub fn new(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            delivered: false,
+        }
+    }
 }
 
 /// Why a delivery failed.

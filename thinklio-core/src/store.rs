@@ -145,7 +145,8 @@ pub trait InteractionStore: Send + Sync {
 
     /// Ends a `running` step, in one transaction: its outcome, its usage
     /// record, the transition and a `step.succeeded`/`step.failed` event; with
-    /// `reply`, its outbox entry and an `interaction.completed` event; with
+    /// `reply`, its outbox entry and an `interaction.completed` event (and,
+    /// when the reply is marked delivered, a `reply.delivered` event); with
     /// `next`, the next step begun as [`begin_step`](Self::begin_step) would.
     /// Finishing one step and starting the next in one commit keeps the
     /// durability contract (the outcome is committed before the next step's

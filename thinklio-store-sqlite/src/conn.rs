@@ -122,13 +122,16 @@ fn next_job(receiver: &mpsc::Receiver<Job>) -> Option<Job> {
             Ok(job) => return Some(job),
             Err(mpsc::TryRecvError::Disconnected) => return None,
             Err(mpsc::TryRecvError::Empty) if std::time::Instant::now() < spin_until => {
-                std::thread::yield_now()
+                for _ in 0..64 {
+                    std::hint::spin_loop();
+                }
             }
             Err(mpsc::TryRecvError::Empty) => return receiver.recv().ok(),
         }
     }
 }
 
+/// How long a caller or the connection thread spins before sleeping.
 const SPIN_MICROS: u64 = 200;
 
 impl Connection {

@@ -437,16 +437,18 @@ impl InteractionStore for SqliteStore {
                 let reply = match reply {
                     None => None,
                     Some(reply) => {
+                        let delivered_at = reply.delivered.then_some(now.as_millis());
                         let message = tx
                             .prepare_cached(
-                                "INSERT INTO outbox (id, interaction_id, session_id, channel, channel_key, text, created_at) \
-                                 SELECT ?1, i.id, i.session_id, s.channel, s.channel_key, ?3, ?4 \
+                                "INSERT INTO outbox (id, interaction_id, session_id, channel, channel_key, text, created_at, \
+                                 delivered_at) \
+                                 SELECT ?1, i.id, i.session_id, s.channel, s.channel_key, ?3, ?4, ?5 \
                                  FROM interactions i JOIN sessions s ON s.id = i.session_id WHERE i.id = ?2 \
                                  RETURNING id, interaction_id, session_id, channel, channel_key, text, created_at, delivered_at",
                             )
                             .map_err(backend)?
                             .query_row(
-                                params![OutboxId::new().to_string(), interaction, reply.text, now.as_millis()],
+                                params![OutboxId::new().to_string(), interaction, reply.text, now.as_millis(), delivered_at],
                                 rows::outbox,
                             )
                             .map_err(|e| {
@@ -459,12 +461,23 @@ impl InteractionStore for SqliteStore {
                         events.push(append_event(
                             &tx,
                             EventKind::InteractionCompleted,
-                            Some(session),
-                            Some(interaction),
+                            Some(session.clone()),
+                            Some(interaction.clone()),
                             None,
                             &json!({ "outbox_id": message.id }),
                             now,
                         )?);
+                        if reply.delivered {
+                            events.push(append_event(
+                                &tx,
+                                EventKind::ReplyDelivered,
+                                Some(session),
+                                Some(interaction),
+                                None,
+                                &json!({ "outbox_id": message.id }),
+                                now,
+                            )?);
+                        }
                         Some(message)
                     }
                 };

@@ -142,12 +142,8 @@ impl Run {
             }
             if let Some(message) = finished.reply {
                 self.reply_text = Some(message.text.clone());
-                if self.rt.sink.is_some() {
+                if message.delivered_at.is_none() {
                     self.rt.deliver(&message).await?;
-                } else if self.caller_is_channel {
-                    // Without a sink, the caller of `send` is the channel: the
-                    // reply is delivered when `send` returns it.
-                    self.rt.mark_delivered(&message).await?;
                 }
             }
         }
@@ -430,12 +426,15 @@ impl Run {
             }
             Next::Respond { text, .. } => {
                 let output = json!({ "bytes": text.len() });
+                // Without a sink, the caller of `send` is the channel: the
+                // reply is delivered when `send` returns it.
+                let delivered = self.rt.sink.is_none() && self.caller_is_channel;
                 return (
                     StepOutcome::Succeeded {
                         output,
                         usage: None,
                     },
-                    Some(NewOutboxMessage { text }),
+                    Some(NewOutboxMessage { text, delivered }),
                 );
             }
             Next::Interrupted(_) | Next::Done | Next::Failed(_) => StepOutcome::Failed {

@@ -223,12 +223,43 @@ pub(crate) struct Inner {
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) locks: SessionLocks,
     pub(crate) task_handlers: RwLock<HashMap<String, Arc<dyn TaskHandler>>>,
+    /// Sessions never change once opened, so `send` reads them from here
+    /// instead of asking the store each time.
+    sessions: std::sync::Mutex<HashMap<SessionId, Session>>,
 }
+
+/// Sessions kept in [`Inner::sessions`]; the cache starts over when full.
+const SESSION_CACHE: usize = 4096;
 
 impl Inner {
     pub(crate) fn publish(&self, event: Event) {
         // No subscriber is not an error: the event is in the store's log.
         let _ = self.events.send(event);
+    }
+
+    async fn session(&self, id: SessionId) -> Result<Session, RuntimeError> {
+        let cached = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned();
+        match cached {
+            Some(s) => Ok(s),
+            None => {
+                let session = self.store.session(id).await?;
+                self.remember(&session);
+                Ok(session)
+            }
+        }
+    }
+
+    fn remember(&self, session: &Session) {
+        let mut cache = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= SESSION_CACHE {
+            cache.clear();
+        }
+        cache.insert(session.id, session.clone());
     }
 
     fn agent(&self, id: &AgentId) -> Result<Arc<AgentDefinition>, RuntimeError> {
@@ -365,6 +396,7 @@ impl RuntimeBuilder {
                 events,
                 locks: SessionLocks::default(),
                 task_handlers: RwLock::new(HashMap::new()),
+                sessions: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -412,7 +444,7 @@ impl Runtime {
     ) -> Result<Session, RuntimeError> {
         let agent = agent.into();
         self.inner.agent(&agent)?;
-        Ok(self
+        let session = self
             .inner
             .store
             .open_session(NewSession {
@@ -421,7 +453,9 @@ impl Runtime {
                 channel: channel.to_owned(),
                 key: key.map(str::to_owned),
             })
-            .await?)
+            .await?;
+        self.inner.remember(&session);
+        Ok(session)
     }
 
     /// Answers one message in a session: creates the interaction, runs it
@@ -448,7 +482,7 @@ impl Runtime {
         // The session lock is taken first, before any other await, so that
         // concurrent sends of one session run in the order they were first polled.
         let _guard = self.inner.locks.lock(session).await;
-        let session = self.inner.store.session(session).await?;
+        let session = self.inner.session(session).await?;
         let agent = self.inner.agent(&session.agent_id)?;
         let (interaction, created) = self
             .inner
