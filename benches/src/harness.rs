@@ -265,6 +265,12 @@ pub fn main(options: &Options) -> Result<(), BoxError> {
              writes.\n\n\
              Machine: {machine}.\n\n\
              {table}\n\
+             Reading the figures: the harness commits once per step (a step's outcome together with the start of \
+             the next), where the baseline commits twice; what costs more is everything around the commit — the \
+             round trip to the store's connection thread (the store never blocks a tokio worker), the step's \
+             transition rows and events, and the model and capability calls. With one session at a time every \
+             step waits for its own commit; with many sessions, steps waiting together share one commit \
+             (group commit), which is why the concurrent run is faster per step.\n\n\
              Reproduce:\n\n\
              ```sh\n\
              cargo run --release -p thinklio-benches -- harness --interactions {interactions} --write\n\

@@ -12,7 +12,7 @@ use thinklio_core::{
     StreamEvent, TokenUsage, ToolCall,
 };
 
-use crate::http::{self, HttpRetry};
+use crate::http::{self, Endpoint, HttpRetry};
 use crate::secret::ApiKey;
 
 /// The `anthropic-version` header this provider speaks.
@@ -30,36 +30,28 @@ const DEFAULT_MAX_TOKENS: u32 = 4096;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Anthropic {
-    client: Option<reqwest::Client>,
-    base_url: String,
+    endpoint: Endpoint,
     api_key: ApiKey,
-    retry: HttpRetry,
-    timeout: Duration,
 }
 
 impl Anthropic {
     /// A provider at `base_url` (without `/v1`).
     pub fn new(base_url: impl Into<String>, api_key: ApiKey) -> Self {
-        let timeout = Duration::from_secs(120);
         Self {
-            client: http::client(timeout).ok(),
-            base_url: base_url.into(),
+            endpoint: Endpoint::new("anthropic", base_url.into()),
             api_key,
-            retry: HttpRetry::default(),
-            timeout,
         }
     }
 
     /// Sets the retry policy.
     pub fn retry(mut self, retry: HttpRetry) -> Self {
-        self.retry = retry;
+        self.endpoint.retry = retry;
         self
     }
 
     /// Sets how long to wait for the next bytes of an answer.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self.client = http::client(timeout).ok();
+        self.endpoint.set_timeout(timeout);
         self
     }
 
@@ -95,20 +87,17 @@ impl Anthropic {
     }
 
     async fn post(&self, body: Value) -> Result<reqwest::Response, ModelError> {
-        let client = self
-            .client
-            .as_ref()
-            .ok_or_else(|| ModelError::Config("the HTTP client could not be built".into()))?;
-        let key = http::auth_header(self.api_key.expose().to_owned())?;
-        let url = http::join(&self.base_url, "v1/messages");
-        http::send(&self.retry, "anthropic", self.timeout, || {
-            client
-                .post(&url)
-                .header("x-api-key", key.clone())
-                .header("anthropic-version", API_VERSION)
-                .json(&body)
-        })
-        .await
+        let headers = [
+            (
+                reqwest::header::HeaderName::from_static("x-api-key"),
+                http::secret_header(self.api_key.expose().to_owned())?,
+            ),
+            (
+                reqwest::header::HeaderName::from_static("anthropic-version"),
+                reqwest::header::HeaderValue::from_static(API_VERSION),
+            ),
+        ];
+        self.endpoint.post("v1/messages", &body, &headers).await
     }
 }
 
@@ -208,10 +197,7 @@ fn finish_reason(s: Option<&str>) -> FinishReason {
 impl ChatModel for Anthropic {
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
         let response = self.post(self.body(request, false)).await?;
-        let text = response
-            .text()
-            .await
-            .map_err(|e| http::transport_error(e, self.timeout))?;
+        let text = self.endpoint.text(response).await?;
         let message: Message = serde_json::from_str(&text)
             .map_err(|e| ModelError::MalformedResponse(format!("message: {e}")))?;
         let mut content = String::new();

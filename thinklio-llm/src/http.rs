@@ -136,15 +136,75 @@ pub(crate) fn sse(response: Response) -> impl Stream<Item = Result<(String, Stri
         })
 }
 
-pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, ModelError> {
+/// Where a provider sends its requests, and how: the client, the base URL,
+/// retries and the read timeout.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    provider: &'static str,
+    client: Result<reqwest::Client, String>,
+    base_url: String,
+    pub(crate) retry: HttpRetry,
+    pub(crate) timeout: Duration,
+}
+
+impl Endpoint {
+    pub(crate) fn new(provider: &'static str, base_url: String) -> Self {
+        let timeout = Duration::from_secs(120);
+        Self {
+            provider,
+            client: client(timeout),
+            base_url,
+            retry: HttpRetry::default(),
+            timeout,
+        }
+    }
+
+    pub(crate) fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+        self.client = client(timeout);
+    }
+
+    /// POSTs `body` as JSON to `path` with `headers`, retrying per policy.
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        headers: &[(reqwest::header::HeaderName, reqwest::header::HeaderValue)],
+    ) -> Result<Response, ModelError> {
+        let client = self
+            .client
+            .as_ref()
+            .map_err(|e| ModelError::Config(e.clone()))?;
+        let url = join(&self.base_url, path);
+        send(&self.retry, self.provider, self.timeout, || {
+            let mut req = client.post(&url).json(body);
+            for (name, value) in headers {
+                req = req.header(name, value.clone());
+            }
+            req
+        })
+        .await
+    }
+
+    /// The whole body of a response, as text.
+    pub(crate) async fn text(&self, response: Response) -> Result<String, ModelError> {
+        response
+            .text()
+            .await
+            .map_err(|e| transport_error(e, self.timeout))
+    }
+}
+
+fn client(timeout: Duration) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(timeout)
         .build()
-        .map_err(|e| ModelError::Config(format!("cannot build the HTTP client: {e}")))
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
-pub(crate) fn auth_header(value: String) -> Result<reqwest::header::HeaderValue, ModelError> {
+/// A header carrying a secret: marked sensitive, so it is never printed.
+pub(crate) fn secret_header(value: String) -> Result<reqwest::header::HeaderValue, ModelError> {
     let mut v = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
         ModelError::Config("the API key contains characters not allowed in a header".into())
     })?;
@@ -152,7 +212,19 @@ pub(crate) fn auth_header(value: String) -> Result<reqwest::header::HeaderValue,
     Ok(v)
 }
 
-pub(crate) fn join(base: &str, path: &str) -> String {
+/// A header from configuration strings.
+pub(crate) fn header(
+    name: &str,
+    value: &str,
+) -> Result<(reqwest::header::HeaderName, reqwest::header::HeaderValue), ModelError> {
+    let bad = || ModelError::Config(format!("`{name}: {value}` is not a valid HTTP header"));
+    Ok((
+        reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?,
+        reqwest::header::HeaderValue::from_str(value).map_err(|_| bad())?,
+    ))
+}
+
+fn join(base: &str, path: &str) -> String {
     format!(
         "{}/{}",
         base.trim_end_matches('/'),

@@ -13,7 +13,7 @@ use thinklio_core::{
     StreamEvent, TokenUsage, ToolCall,
 };
 
-use crate::http::{self, HttpRetry};
+use crate::http::{self, Endpoint, HttpRetry};
 use crate::secret::ApiKey;
 
 /// A provider speaking the OpenAI chat-completions API.
@@ -26,38 +26,30 @@ use crate::secret::ApiKey;
 /// ```
 #[derive(Debug, Clone)]
 pub struct OpenAiCompatible {
-    client: Option<reqwest::Client>,
-    base_url: String,
+    endpoint: Endpoint,
     api_key: Option<ApiKey>,
     headers: Vec<(String, String)>,
-    retry: HttpRetry,
-    timeout: Duration,
 }
 
 impl OpenAiCompatible {
     /// A provider at `base_url` (ending in `/v1`), with an optional bearer key.
     pub fn new(base_url: impl Into<String>, api_key: Option<ApiKey>) -> Self {
-        let timeout = Duration::from_secs(120);
         Self {
-            client: http::client(timeout).ok(),
-            base_url: base_url.into(),
+            endpoint: Endpoint::new("openai", base_url.into()),
             api_key,
             headers: Vec::new(),
-            retry: HttpRetry::default(),
-            timeout,
         }
     }
 
     /// Sets the retry policy.
     pub fn retry(mut self, retry: HttpRetry) -> Self {
-        self.retry = retry;
+        self.endpoint.retry = retry;
         self
     }
 
     /// Sets how long to wait for the next bytes of an answer.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self.client = http::client(timeout).ok();
+        self.endpoint.set_timeout(timeout);
         self
     }
 
@@ -96,27 +88,17 @@ impl OpenAiCompatible {
     }
 
     async fn post(&self, body: Value) -> Result<reqwest::Response, ModelError> {
-        let client = self
-            .client
-            .as_ref()
-            .ok_or_else(|| ModelError::Config("the HTTP client could not be built".into()))?;
-        let auth = self
-            .api_key
-            .as_ref()
-            .map(|k| http::auth_header(format!("Bearer {}", k.expose())))
-            .transpose()?;
-        let url = http::join(&self.base_url, "chat/completions");
-        http::send(&self.retry, "openai", self.timeout, || {
-            let mut req = client.post(&url).json(&body);
-            if let Some(auth) = &auth {
-                req = req.header(reqwest::header::AUTHORIZATION, auth.clone());
-            }
-            for (k, v) in &self.headers {
-                req = req.header(k, v);
-            }
-            req
-        })
-        .await
+        let mut headers = Vec::with_capacity(self.headers.len() + 1);
+        if let Some(key) = &self.api_key {
+            let value = http::secret_header(format!("Bearer {}", key.expose()))?;
+            headers.push((reqwest::header::AUTHORIZATION, value));
+        }
+        for (name, value) in &self.headers {
+            headers.push(http::header(name, value)?);
+        }
+        self.endpoint
+            .post("chat/completions", &body, &headers)
+            .await
     }
 }
 
@@ -344,10 +326,7 @@ impl http::StreamAssembler for Assembler {
 impl ChatModel for OpenAiCompatible {
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
         let response = self.post(self.body(request, false)).await?;
-        let text = response
-            .text()
-            .await
-            .map_err(|e| http::transport_error(e, self.timeout))?;
+        let text = self.endpoint.text(response).await?;
         let completion: Completion = serde_json::from_str(&text)
             .map_err(|e| ModelError::MalformedResponse(format!("chat completion: {e}")))?;
         let Some(choice) = completion.choices.into_iter().next() else {

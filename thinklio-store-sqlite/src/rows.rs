@@ -21,46 +21,37 @@ pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// A value that could not be read back, as rusqlite reports it.
+fn conversion(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+}
+
 /// Reads a column into a type parsed from text; corrupt text becomes a
-/// conversion error that names the column.
+/// conversion error.
 pub(crate) fn parse<T: FromStr>(row: &Row<'_>, idx: &str) -> rusqlite::Result<T>
 where
     T::Err: std::error::Error + Send + Sync + 'static,
 {
-    let s: String = row.get(idx)?;
-    s.parse::<T>().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })
+    row.get::<_, String>(idx)?.parse::<T>().map_err(conversion)
 }
 
 pub(crate) fn parse_opt<T: FromStr>(row: &Row<'_>, idx: &str) -> rusqlite::Result<Option<T>>
 where
     T::Err: std::error::Error + Send + Sync + 'static,
 {
-    let s: Option<String> = row.get(idx)?;
-    s.map(|s| {
-        s.parse::<T>().map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-        })
-    })
-    .transpose()
+    row.get::<_, Option<String>>(idx)?
+        .map(|s| s.parse::<T>().map_err(conversion))
+        .transpose()
 }
 
 pub(crate) fn json(row: &Row<'_>, idx: &str) -> rusqlite::Result<Value> {
-    let s: String = row.get(idx)?;
-    serde_json::from_str(&s).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })
+    serde_json::from_str(&row.get::<_, String>(idx)?).map_err(conversion)
 }
 
 pub(crate) fn json_opt(row: &Row<'_>, idx: &str) -> rusqlite::Result<Option<Value>> {
-    let s: Option<String> = row.get(idx)?;
-    s.map(|s| {
-        serde_json::from_str(&s).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-        })
-    })
-    .transpose()
+    row.get::<_, Option<String>>(idx)?
+        .map(|s| serde_json::from_str(&s).map_err(conversion))
+        .transpose()
 }
 
 pub(crate) fn ts(row: &Row<'_>, idx: &str) -> rusqlite::Result<Timestamp> {
