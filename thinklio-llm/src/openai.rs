@@ -24,11 +24,22 @@ use crate::secret::ApiKey;
 /// let ollama = OpenAiCompatible::new("http://localhost:11434/v1", None);
 /// # let _ = (openai, ollama);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OpenAiCompatible {
     endpoint: Endpoint,
     api_key: Option<ApiKey>,
     headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for OpenAiCompatible {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header values may carry credentials: only their names are shown.
+        f.debug_struct("OpenAiCompatible")
+            .field("endpoint", &self.endpoint)
+            .field("api_key", &self.api_key)
+            .field("headers", &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl OpenAiCompatible {

@@ -34,6 +34,19 @@ const MAX_TURNS_REPLY: &str =
 /// What to do next, planned from the steps.
 #[derive(Debug)]
 enum Next {
+    /// Run a step.
+    Work(Work),
+    /// A step found `running`: the process stopped while it ran.
+    Interrupted(Box<Step>),
+    /// The interaction has its reply.
+    Done,
+    /// The interaction failed for good.
+    Failed(StepError),
+}
+
+/// The work of one step.
+#[derive(Debug)]
+enum Work {
     Context {
         attempt: u32,
     },
@@ -58,10 +71,6 @@ enum Next {
         text: String,
         attempt: u32,
     },
-    /// A step found `running`: the process stopped while it ran.
-    Interrupted(Box<Step>),
-    Done,
-    Failed(StepError),
 }
 
 /// One interaction being driven to its end.
@@ -107,27 +116,26 @@ impl Run {
         // The step begun by the last commit, whose work is next.
         let mut in_flight: Option<Step> = None;
         loop {
-            let next = self.plan(in_flight.as_ref().map(|s| s.id));
-            match &next {
+            let work = match self.plan(in_flight.as_ref().map(|s| s.id)) {
+                Next::Work(work) => work,
                 Next::Done => return Ok(self.finished_reply()),
-                Next::Failed(error) => return Err(self.fail(error.clone()).await?),
+                Next::Failed(error) => return Err(self.fail(error).await?),
                 Next::Interrupted(step) => {
-                    self.settle_interrupted(step).await?;
+                    self.settle_interrupted(&step).await?;
                     continue;
                 }
-                _ => {}
-            }
+            };
             let step = match in_flight.take() {
                 Some(step) => step,
                 None => {
-                    let (step, event) = self.rt.store.begin_step(self.new_step_for(&next)).await?;
+                    let (step, event) = self.rt.store.begin_step(self.new_step_for(&work)).await?;
                     self.rt.publish(event);
                     self.steps.push(step.clone());
                     step
                 }
             };
             let span = self.span(&step);
-            let finished = self.run_step(next, &step).instrument(span.clone()).await?;
+            let finished = self.run_step(work, &step).instrument(span.clone()).await?;
             span.record("thinklio.step.state", finished.step.state.as_str());
             if let Some(e) = &finished.step.error {
                 span.record("error.type", e.code.as_str());
@@ -151,12 +159,12 @@ impl Run {
 
     /// Does the work of a `running` step, then commits its outcome together
     /// with the start of the step after it, planned as if this one had ended.
-    async fn run_step(&mut self, next: Next, step: &Step) -> Result<FinishedStep, RuntimeError> {
-        let (outcome, reply) = self.work(next, step).await;
+    async fn run_step(&mut self, work: Work, step: &Step) -> Result<FinishedStep, RuntimeError> {
+        let (outcome, reply) = self.work(work, step).await;
         self.replace(ended(step, &outcome));
         let following = match self.plan(None) {
+            Next::Work(work) => Some(self.new_step_for(&work)),
             Next::Done | Next::Failed(_) | Next::Interrupted(_) => None,
-            work => Some(self.new_step_for(&work)),
         };
         Ok(self
             .rt
@@ -248,41 +256,41 @@ impl Run {
             return self.retry_of(step);
         }
         if !context_done {
-            return Next::Context { attempt: 1 };
+            return Next::Work(Work::Context { attempt: 1 });
         }
         if let Some(text) = final_text {
-            return Next::Respond { text, attempt: 1 };
+            return Next::Work(Work::Respond { text, attempt: 1 });
         }
         for (index, call) in calls.iter().enumerate() {
             if observed.get(index).copied().unwrap_or(true) {
                 continue;
             }
             return match acts.get(index).copied().flatten() {
-                Some(act) => Next::Observe {
+                Some(act) => Next::Work(Work::Observe {
                     turn,
                     index,
                     call_id: call.id.clone(),
                     act: Box::new(act.clone()),
                     attempt: 1,
-                },
-                None => Next::Act {
+                }),
+                None => Next::Work(Work::Act {
                     turn,
                     index,
                     call: call.clone(),
                     attempt: 1,
-                },
+                }),
             };
         }
         if turn >= self.agent.max_turns {
-            return Next::Respond {
+            return Next::Work(Work::Respond {
                 text: MAX_TURNS_REPLY.to_owned(),
                 attempt: 1,
-            };
+            });
         }
-        Next::Think {
+        Next::Work(Work::Think {
             turn: turn + 1,
             attempt: 1,
-        }
+        })
     }
 
     /// The next attempt of a step interrupted by a crash, from its stored input.
@@ -294,9 +302,9 @@ impl Run {
             .and_then(|t| u32::try_from(t).ok())
             .unwrap_or(1);
         match step.kind {
-            StepKind::Context => Next::Context { attempt },
-            StepKind::Think => Next::Think { turn, attempt },
-            StepKind::Act => Next::Act {
+            StepKind::Context => Next::Work(Work::Context { attempt }),
+            StepKind::Think => Next::Work(Work::Think { turn, attempt }),
+            StepKind::Act => Next::Work(Work::Act {
                 turn,
                 index: index_of(step).unwrap_or(0),
                 call: ToolCall::new(
@@ -305,27 +313,27 @@ impl Run {
                     input["arguments"].as_str().unwrap_or_default(),
                 ),
                 attempt,
-            },
+            }),
             StepKind::Observe => {
                 let act_id = input["act_step"].as_str().and_then(|s| s.parse().ok());
                 match self.steps.iter().find(|s| Some(s.id) == act_id) {
-                    Some(act) => Next::Observe {
+                    Some(act) => Next::Work(Work::Observe {
                         turn,
                         index: index_of(step).unwrap_or(0),
                         call_id: input["call_id"].as_str().unwrap_or_default().to_owned(),
                         act: Box::new(act.clone()),
                         attempt,
-                    },
+                    }),
                     None => Next::Failed(StepError::new(
                         "step.corrupt",
                         "an observe step refers to an act step that does not exist",
                     )),
                 }
             }
-            StepKind::Respond => Next::Respond {
+            StepKind::Respond => Next::Work(Work::Respond {
                 text: input["text"].as_str().unwrap_or_default().to_owned(),
                 attempt,
-            },
+            }),
         }
     }
 
@@ -347,22 +355,22 @@ impl Run {
         }
     }
 
-    /// The row of the step that does `next`.
-    fn new_step_for(&self, next: &Next) -> NewStep {
-        match next {
-            Next::Context { attempt } => self.new_step(
+    /// The row of the step that does `work`.
+    fn new_step_for(&self, work: &Work) -> NewStep {
+        match work {
+            Work::Context { attempt } => self.new_step(
                 StepKind::Context,
                 *attempt,
                 self.key("context"),
                 json!({ "message_bytes": self.interaction.input.len() }),
             ),
-            Next::Think { turn, attempt } => self.new_step(
+            Work::Think { turn, attempt } => self.new_step(
                 StepKind::Think,
                 *attempt,
                 self.key(&format!("think:{turn}")),
                 json!({ "turn": turn, "model": self.agent.model }),
             ),
-            Next::Act {
+            Work::Act {
                 turn,
                 index,
                 call,
@@ -384,7 +392,7 @@ impl Run {
                 new.side_effect = self.visible(&call.name).map(|c| c.manifest().side_effect);
                 new
             }
-            Next::Observe {
+            Work::Observe {
                 turn,
                 index,
                 call_id,
@@ -396,26 +404,22 @@ impl Run {
                 self.key(&format!("observe:{turn}:{index}")),
                 json!({ "turn": turn, "index": index, "call_id": call_id, "act_step": act.id }),
             ),
-            Next::Respond { text, attempt } => self.new_step(
+            Work::Respond { text, attempt } => self.new_step(
                 StepKind::Respond,
                 *attempt,
                 self.key("respond"),
                 json!({ "text": text }),
             ),
-            // Not steps of their own; `drive` never asks for these.
-            Next::Interrupted(_) | Next::Done | Next::Failed(_) => {
-                self.new_step(StepKind::Context, 0, self.key("none"), Value::Null)
-            }
         }
     }
 
     /// The work of a step that has been written `running`. Writes nothing.
-    async fn work(&mut self, next: Next, step: &Step) -> (StepOutcome, Option<NewOutboxMessage>) {
-        let outcome = match next {
-            Next::Context { .. } => self.context().await,
-            Next::Think { .. } => self.think().await,
-            Next::Act { call, .. } => self.act(step, call).await,
-            Next::Observe { call_id, act, .. } => {
+    async fn work(&mut self, work: Work, step: &Step) -> (StepOutcome, Option<NewOutboxMessage>) {
+        let outcome = match work {
+            Work::Context { .. } => self.context().await,
+            Work::Think { .. } => self.think().await,
+            Work::Act { call, .. } => self.act(step, call).await,
+            Work::Observe { call_id, act, .. } => {
                 let (content, is_error) = observation(&act);
                 let output =
                     json!({ "call_id": call_id, "content": content, "is_error": is_error });
@@ -424,7 +428,7 @@ impl Run {
                     usage: None,
                 }
             }
-            Next::Respond { text, .. } => {
+            Work::Respond { text, .. } => {
                 let output = json!({ "bytes": text.len() });
                 // Without a sink, the caller of `send` is the channel: the
                 // reply is delivered when `send` returns it.
@@ -437,13 +441,6 @@ impl Run {
                     Some(NewOutboxMessage { text, delivered }),
                 );
             }
-            Next::Interrupted(_) | Next::Done | Next::Failed(_) => StepOutcome::Failed {
-                error: StepError::new(
-                    "step.unplanned",
-                    "the harness planned no work for this step",
-                ),
-                usage: None,
-            },
         };
         (outcome, None)
     }
