@@ -177,6 +177,32 @@ async fn malformed_tool_call_json_becomes_an_observation_the_model_corrects() {
 }
 
 #[tokio::test]
+async fn a_panicking_capability_fails_its_step_not_the_runtime() {
+    let model = ScriptedModel::new([
+        ScriptedReply::tool_call("c1", "explode", "{}"),
+        ScriptedReply::text("that tool is broken"),
+    ]);
+    let f = fixture(model, agent().capabilities(["add", "explode"])).await;
+    let explode = FunctionCapability::builder("explode", "Always panics.").handler(
+        |_: serde_json::Map<String, serde_json::Value>| async move {
+            if true {
+                panic!("wires crossed");
+            }
+            Ok::<_, String>(0)
+        },
+    );
+    f.runtime.capabilities().register(explode).unwrap();
+    let s = session(&f.runtime).await;
+    let reply = f.runtime.send(s.id, "boom").await.unwrap();
+    assert_eq!(reply.text, "that tool is broken");
+    let steps = f.runtime.store().steps(reply.interaction_id).await.unwrap();
+    let act = steps.iter().find(|s| s.kind == StepKind::Act).unwrap();
+    let error = act.error.as_ref().unwrap();
+    assert_eq!(error.code, "capability.panicked");
+    assert!(error.message.contains("wires crossed"), "{}", error.message);
+}
+
+#[tokio::test]
 async fn max_turns_ends_with_a_reply() {
     let model =
         ScriptedModel::responder(|_| ScriptedReply::tool_call("c", "add", r#"{"a":1,"b":1}"#));

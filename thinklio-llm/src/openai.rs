@@ -37,7 +37,10 @@ impl std::fmt::Debug for OpenAiCompatible {
         f.debug_struct("OpenAiCompatible")
             .field("endpoint", &self.endpoint)
             .field("api_key", &self.api_key)
-            .field("headers", &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }

@@ -192,6 +192,9 @@ pub enum CapabilityError {
     /// The capability ran and reported a failure.
     #[error("{0}")]
     Failed(String),
+    /// The capability panicked; the panic was caught and the runtime goes on.
+    #[error("the capability panicked: {0}")]
+    Panicked(String),
     /// The call was interrupted and its effect on the world is unknown.
     #[error("the call was interrupted; whether it took effect is unknown")]
     OutcomeUnknown,
@@ -215,6 +218,7 @@ impl CapabilityError {
             CapabilityError::InvalidResult(_) => "capability.invalid_result",
             CapabilityError::Timeout(_) => "capability.timeout",
             CapabilityError::Failed(_) => "capability.failed",
+            CapabilityError::Panicked(_) => "capability.panicked",
             CapabilityError::OutcomeUnknown => "capability.outcome_unknown",
             CapabilityError::InvalidManifest { .. } => "capability.invalid_manifest",
         }

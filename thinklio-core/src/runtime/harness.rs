@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use futures::FutureExt;
 use serde_json::{Value, json};
 use tracing::{Instrument, field::Empty};
 
@@ -645,8 +646,14 @@ impl Run {
                         delegation_depth: self.interaction.delegation_depth,
                     };
                     let timeout = cap.manifest().timeout;
-                    match tokio::time::timeout(timeout, cap.invoke(&context, arguments)).await {
-                        Ok(result) => result,
+                    // A panic in a host's capability becomes a failed step the
+                    // model is told about, not a crash of the interaction.
+                    let call = std::panic::AssertUnwindSafe(cap.invoke(&context, arguments));
+                    match tokio::time::timeout(timeout, call.catch_unwind()).await {
+                        Ok(Ok(result)) => result,
+                        Ok(Err(panic)) => {
+                            Err(CapabilityError::Panicked(panic_message(panic.as_ref())))
+                        }
                         Err(_) => Err(CapabilityError::Timeout(timeout)),
                     }
                 }
@@ -723,6 +730,15 @@ fn ended(step: &Step, outcome: &StepOutcome) -> Step {
         StepOutcome::Failed { error, .. } => s.error = Some(error.clone()),
     }
     s
+}
+
+/// The message of a caught panic, when it has one.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned())
 }
 
 fn is_interrupted(step: &Step) -> bool {
