@@ -486,11 +486,13 @@ async fn capabilities_can_change_at_run_time_and_trust_hides_them() {
         "add",
         "trust hides it"
     );
-    f.runtime.register_agent(
-        agent()
-            .capabilities(["add", "secret"])
-            .trust_level(TrustLevel::Elevated),
-    );
+    f.runtime
+        .register_agent(
+            agent()
+                .capabilities(["add", "secret"])
+                .trust_level(TrustLevel::Elevated),
+        )
+        .unwrap();
     assert_eq!(
         f.runtime.send(s.id, "tools?").await.unwrap().text,
         "add,secret"

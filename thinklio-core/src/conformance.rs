@@ -557,6 +557,7 @@ pub async fn usage_is_recorded_and_summed<S: Store>(store: S) {
             model: "m".into(),
             tokens: TokenUsage::new(n, 2 * n),
             cost: Cost::from_nanos(i64::try_from(n).unwrap() * 10),
+            rolled_up: false,
         })
     };
     let first = run_step(

@@ -38,8 +38,8 @@ pub use outbox::{DeliveryError, NewOutboxMessage, OutboxMessage, ReplySink};
 pub use principal::Principal;
 pub use queue::{NewTask, RetryPolicy, Task, TaskRetry, TaskState};
 pub use runtime::{
-    Inbound, QueueRun, QueueWorker, RecoveryReport, Reply, Runtime, RuntimeBuilder, RuntimeConfig,
-    RuntimeError, TaskError, TaskHandler,
+    Delegate, DelegationGraph, Inbound, QueueRun, QueueWorker, RecoveryReport, Reply, Runtime,
+    RuntimeBuilder, RuntimeConfig, RuntimeError, TaskError, TaskHandler,
 };
 pub use session::{NewSession, Session, Turn};
 pub use step::{

@@ -220,15 +220,24 @@ pub struct NewStep {
     pub input: Value,
 }
 
-/// Model usage of a step, recorded with its outcome.
+/// Usage of a step, recorded with its outcome: a `think` step's model call,
+/// or the rolled-up usage of an `act` step whose capability spent tokens on
+/// the step's behalf (a delegate agent's whole interaction).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelUsage {
-    /// The model that answered.
+    /// The model that answered (for rolled-up usage, `agent:<id>` or the
+    /// capability's name).
     pub model: String,
     /// Tokens used.
     pub tokens: TokenUsage,
     /// What they cost.
     pub cost: Cost,
+    /// Whether this usage was already recorded by the steps that spent it (a
+    /// delegate's own `think` steps): it counts in the step's and its
+    /// interaction's totals, but adds no usage record, so reports never count
+    /// a model call twice.
+    #[serde(default)]
+    pub rolled_up: bool,
 }
 
 /// How a running step ended.

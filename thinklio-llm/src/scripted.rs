@@ -75,7 +75,7 @@ enum Script {
 /// ```
 pub struct ScriptedModel {
     script: Script,
-    name: String,
+    name: Option<String>,
     delay: Option<Duration>,
     calls: AtomicUsize,
     requests: Mutex<Vec<ChatRequest>>,
@@ -106,7 +106,7 @@ impl ScriptedModel {
     fn with_script(script: Script) -> Self {
         Self {
             script,
-            name: "scripted".into(),
+            name: None,
             delay: None,
             calls: AtomicUsize::new(0),
             requests: Mutex::new(Vec::new()),
@@ -114,9 +114,9 @@ impl ScriptedModel {
         }
     }
 
-    /// The model name reported in answers (default `scripted`).
+    /// The model name reported in answers (default: the model asked for).
     pub fn named(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
+        self.name = Some(name.into());
         self
     }
 
@@ -201,7 +201,7 @@ impl ChatModel for ScriptedModel {
                 .map(|c| approx_tokens(&c.arguments) + approx_tokens(&c.name))
                 .sum::<u64>();
         Ok(ChatResponse {
-            model: self.name.clone(),
+            model: self.name.clone().unwrap_or_else(|| request.model.clone()),
             message,
             usage: TokenUsage::new(input, output),
             finish_reason,

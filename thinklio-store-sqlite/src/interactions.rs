@@ -391,7 +391,7 @@ impl InteractionStore for SqliteStore {
                 ])
                 .map_err(backend)?;
                 record_transition(&tx, &id_text, Some(StepState::Running), to, now)?;
-                if let Some(u) = &usage {
+                if let Some(u) = usage.as_ref().filter(|u| !u.rolled_up) {
                     tx.prepare_cached(
                         "INSERT INTO usage_records (step_id, interaction_id, account_id, team_id, user_id, agent_id, \
                          model, input_tokens, output_tokens, cost_nanos, at) \

@@ -23,7 +23,7 @@ pub use registry::{CapabilityRegistry, RegisteredCapability};
 use crate::ids::{AgentId, InteractionId, StepId};
 use crate::principal::Principal;
 use crate::step::StepMode;
-use crate::usage::Cost;
+use crate::usage::{Cost, TokenUsage, UsageTotals};
 
 /// What calling a capability does to the world; decides how recovery treats it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -167,6 +167,35 @@ pub struct InvocationContext {
     pub agent_id: AgentId,
     /// How deep in a delegation chain the caller is.
     pub delegation_depth: u32,
+    /// Where a capability reports tokens and cost it spent on the call's
+    /// behalf; they roll up into the `act` step and its interaction.
+    pub meter: UsageMeter,
+}
+
+/// Collects the usage a capability spent on one call (a delegate agent's
+/// model calls, a paid API's cost), to roll it up into the calling step.
+#[derive(Debug, Clone, Default)]
+pub struct UsageMeter(std::sync::Arc<std::sync::Mutex<UsageTotals>>);
+
+impl UsageMeter {
+    /// Adds spent tokens and cost.
+    pub fn report(&self, tokens: TokenUsage, cost: Cost) {
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        t.calls += 1;
+        t.tokens += tokens;
+        t.cost += cost;
+    }
+
+    /// What was reported so far.
+    pub fn totals(&self) -> UsageTotals {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl PartialEq for UsageMeter {
+    fn eq(&self, other: &Self) -> bool {
+        self.totals() == other.totals()
+    }
 }
 
 /// Why a capability call failed. Every variant becomes an observation the
@@ -192,6 +221,14 @@ pub enum CapabilityError {
     /// The capability ran and reported a failure.
     #[error("{0}")]
     Failed(String),
+    /// The runtime refused the call: a delegation cycle, a depth limit.
+    #[error("{message}")]
+    Refused {
+        /// A stable code such as `delegation.cycle`.
+        code: &'static str,
+        /// What was refused and why.
+        message: String,
+    },
     /// The capability panicked; the panic was caught and the runtime goes on.
     #[error("the capability panicked: {0}")]
     Panicked(String),
@@ -218,6 +255,7 @@ impl CapabilityError {
             CapabilityError::InvalidResult(_) => "capability.invalid_result",
             CapabilityError::Timeout(_) => "capability.timeout",
             CapabilityError::Failed(_) => "capability.failed",
+            CapabilityError::Refused { code, .. } => code,
             CapabilityError::Panicked(_) => "capability.panicked",
             CapabilityError::OutcomeUnknown => "capability.outcome_unknown",
             CapabilityError::InvalidManifest { .. } => "capability.invalid_manifest",

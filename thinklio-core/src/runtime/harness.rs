@@ -15,7 +15,9 @@ use tracing::{Instrument, field::Empty};
 
 use super::{Inner, Reply, RuntimeError, interaction_event};
 use crate::agent::AgentDefinition;
-use crate::capability::{CapabilityError, InvocationContext, RegisteredCapability, SideEffect};
+use crate::capability::{
+    CapabilityError, InvocationContext, RegisteredCapability, SideEffect, TrustLevel,
+};
 use crate::event::EventKind;
 use crate::ids::StepId;
 use crate::interaction::Interaction;
@@ -84,6 +86,15 @@ pub(crate) struct Run {
     history: Option<Vec<Turn>>,
     reply_text: Option<String>,
     caller_is_channel: bool,
+    /// Set when this run is a delegate's, working for another interaction.
+    delegation: Option<Delegation>,
+}
+
+/// What a delegate's run knows of the chain that called it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Delegation {
+    /// The lowest trust level along the chain.
+    pub(crate) trust_ceiling: TrustLevel,
 }
 
 impl Run {
@@ -104,7 +115,17 @@ impl Run {
             history: None,
             reply_text: None,
             caller_is_channel,
+            delegation: None,
         }
+    }
+
+    /// A delegate's run: it sees no session history (its context is the task
+    /// it was given), its answer goes back to its caller rather than to the
+    /// outbox, and its trust is capped by the chain's.
+    pub(crate) fn delegate(mut self, delegation: Delegation) -> Self {
+        self.delegation = Some(delegation);
+        self.history = Some(Vec::new());
+        self
     }
 
     /// Runs steps until the interaction has ended.
@@ -429,6 +450,16 @@ impl Run {
                     usage: None,
                 }
             }
+            Work::Respond { text, .. } if self.delegation.is_some() => {
+                // A delegate's answer is its caller's observation, not a reply
+                // to the channel: it stays in the step, out of the outbox.
+                let output = json!({ "bytes": text.len() });
+                self.reply_text = Some(text);
+                StepOutcome::Succeeded {
+                    output,
+                    usage: None,
+                }
+            }
             Work::Respond { text, .. } => {
                 let output = json!({ "bytes": text.len() });
                 // Without a sink, the caller of `send` is the channel: the
@@ -487,6 +518,18 @@ impl Run {
     }
 
     async fn context(&mut self) -> StepOutcome {
+        if self.delegation.is_some() {
+            // A delegate works from its task alone.
+            let output = json!({
+                "system_prompt_bytes": self.agent.system_prompt.len(),
+                "history_turns": 0,
+                "delegation_depth": self.interaction.delegation_depth,
+            });
+            return StepOutcome::Succeeded {
+                output,
+                usage: None,
+            };
+        }
         let limit = self.agent.history_turns;
         match self
             .rt
@@ -563,7 +606,16 @@ impl Run {
         self.rt
             .capabilities
             .get(name)
-            .filter(|c| c.manifest().trust_level <= self.agent.trust_level)
+            .filter(|c| c.manifest().trust_level <= self.trust_level())
+    }
+
+    /// The agent's trust level, capped by every agent above it in a
+    /// delegation chain: a delegate never sees more than its callers may.
+    fn trust_level(&self) -> TrustLevel {
+        match &self.delegation {
+            Some(d) => self.agent.trust_level.min(d.trust_ceiling),
+            None => self.agent.trust_level,
+        }
     }
 
     fn tools(&self) -> Vec<ToolDefinition> {
@@ -617,6 +669,7 @@ impl Run {
                         model: response.model,
                         tokens: response.usage,
                         cost,
+                        rolled_up: false,
                     }),
                 }
             }
@@ -631,6 +684,7 @@ impl Run {
     /// committed `running`: an `external` call interrupted from here on is
     /// never re-run.
     async fn act(&self, step: &Step, call: ToolCall) -> StepOutcome {
+        let meter = crate::capability::UsageMeter::default();
         let result = match self.visible(&call.name) {
             None => Err(CapabilityError::NotFound(call.name.clone())),
             Some(cap) => match cap.parse_arguments(&call.arguments) {
@@ -644,6 +698,7 @@ impl Run {
                         principal: self.interaction.principal,
                         agent_id: self.agent.id.clone(),
                         delegation_depth: self.interaction.delegation_depth,
+                        meter: meter.clone(),
                     };
                     let timeout = cap.manifest().timeout;
                     // A panic in a host's capability becomes a failed step the
@@ -659,14 +714,22 @@ impl Run {
                 }
             },
         };
+        // What the capability spent on the call's behalf rolls up into the step.
+        let spent = meter.totals();
+        let usage = (spent.calls > 0).then(|| ModelUsage {
+            model: call.name.clone(),
+            tokens: spent.tokens,
+            cost: spent.cost,
+            rolled_up: true,
+        });
         match result {
             Ok(value) => StepOutcome::Succeeded {
                 output: json!({ "result": value }),
-                usage: None,
+                usage,
             },
             Err(e) => StepOutcome::Failed {
                 error: StepError::new(e.code(), e.to_string()),
-                usage: None,
+                usage,
             },
         }
     }

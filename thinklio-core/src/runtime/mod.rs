@@ -6,6 +6,7 @@
 //! within one process; `recover()` assumes no other process runs the same
 //! interactions (one process per SQLite file).
 
+mod delegation;
 mod harness;
 mod locks;
 mod queue;
@@ -17,6 +18,7 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+pub use delegation::{Delegate, DelegationGraph};
 pub use queue::{QueueRun, QueueWorker, TaskError, TaskHandler};
 
 use crate::agent::AgentDefinition;
@@ -64,6 +66,9 @@ pub enum RuntimeError {
         /// The limit.
         limit: usize,
     },
+    /// The agents' configuration delegates in a circle.
+    #[error("delegation cycle: {0}")]
+    DelegationCycle(String),
     /// The interaction ended failed; its steps say more.
     #[error("interaction {interaction} failed: {error}")]
     InteractionFailed {
@@ -84,6 +89,7 @@ impl RuntimeError {
             RuntimeError::Capability(e) => e.code(),
             RuntimeError::EmptyMessage => "runtime.empty_message",
             RuntimeError::MessageTooLarge { .. } => "runtime.message_too_large",
+            RuntimeError::DelegationCycle(_) => "delegation.cycle",
             RuntimeError::InteractionFailed { error, .. } => &error.code,
         }
     }
@@ -226,6 +232,8 @@ pub(crate) struct Inner {
     /// Sessions never change once opened, so `send` reads them from here
     /// instead of asking the store each time.
     sessions: std::sync::Mutex<HashMap<SessionId, Session>>,
+    /// Delegate capability names and the agents behind them.
+    delegates: RwLock<std::collections::BTreeMap<String, AgentId>>,
 }
 
 /// Sessions kept in [`Inner::sessions`]; the cache starts over when full.
@@ -296,6 +304,7 @@ pub struct RuntimeBuilder {
     model: Option<Arc<dyn ChatModel>>,
     capabilities: Vec<Arc<dyn Capability>>,
     agents: Vec<AgentDefinition>,
+    delegates: Vec<Delegate>,
     prices: Option<PriceTable>,
     sink: Option<Arc<dyn ReplySink>>,
     clock: Option<Arc<dyn Clock>>,
@@ -340,6 +349,12 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Offers an agent to other agents as a capability.
+    pub fn delegate(mut self, delegate: Delegate) -> Self {
+        self.delegates.push(delegate);
+        self
+    }
+
     /// Model prices (default: [`PriceTable::published`]).
     pub fn prices(mut self, prices: PriceTable) -> Self {
         self.prices = Some(prices);
@@ -377,29 +392,64 @@ impl RuntimeBuilder {
         for c in self.capabilities {
             capabilities.register_arc(c)?;
         }
-        let agents = self
+        let agents: HashMap<AgentId, Arc<AgentDefinition>> = self
             .agents
             .into_iter()
             .map(|a| (a.id.clone(), Arc::new(a)))
             .collect();
+        let delegates: std::collections::BTreeMap<String, AgentId> = self
+            .delegates
+            .iter()
+            .map(|d| (d.name().to_owned(), d.agent().clone()))
+            .collect();
+        check_graph(&agents, &delegates)?;
         let (events, _) = broadcast::channel(self.config.event_capacity.max(1));
-        Ok(Runtime {
-            inner: Arc::new(Inner {
-                store,
-                model,
-                capabilities,
-                agents: RwLock::new(agents),
-                prices: self.prices.unwrap_or_else(PriceTable::published),
-                sink: self.sink,
-                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
-                config: self.config,
-                events,
-                locks: SessionLocks::default(),
-                task_handlers: RwLock::new(HashMap::new()),
-                sessions: std::sync::Mutex::new(HashMap::new()),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            store,
+            model,
+            capabilities,
+            agents: RwLock::new(agents),
+            prices: self.prices.unwrap_or_else(PriceTable::published),
+            sink: self.sink,
+            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            config: self.config,
+            events,
+            locks: SessionLocks::default(),
+            task_handlers: RwLock::new(HashMap::new()),
+            sessions: std::sync::Mutex::new(HashMap::new()),
+            delegates: RwLock::new(delegates),
+        });
+        for d in &self.delegates {
+            let capability = delegation::AgentCapability::new(d, Arc::downgrade(&inner));
+            inner.capabilities.register(capability)?;
+        }
+        Ok(Runtime { inner })
     }
+}
+
+/// Refuses a configuration whose agents delegate in a circle.
+fn check_graph(
+    agents: &HashMap<AgentId, Arc<AgentDefinition>>,
+    delegates: &std::collections::BTreeMap<String, AgentId>,
+) -> Result<(), RuntimeError> {
+    let agents = agents
+        .iter()
+        .map(|(k, v)| (k.clone(), Arc::clone(v)))
+        .collect();
+    let cycles = DelegationGraph::build(&agents, delegates).cycles();
+    if cycles.is_empty() {
+        return Ok(());
+    }
+    let described: Vec<String> = cycles
+        .iter()
+        .map(|c| {
+            c.iter()
+                .map(AgentId::as_str)
+                .collect::<Vec<_>>()
+                .join(" → ")
+        })
+        .collect();
+    Err(RuntimeError::DelegationCycle(described.join("; ")))
 }
 
 impl Runtime {
@@ -418,13 +468,73 @@ impl Runtime {
         &self.inner.capabilities
     }
 
-    /// Registers (or replaces) an agent at run time.
-    pub fn register_agent(&self, agent: AgentDefinition) {
-        self.inner
-            .agents
+    /// Registers (or replaces) an agent at run time; refused if it would
+    /// make the agents delegate in a circle.
+    pub fn register_agent(&self, agent: AgentDefinition) -> Result<(), RuntimeError> {
+        let mut agents = self.inner.agents.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = agents.clone();
+        next.insert(agent.id.clone(), Arc::new(agent));
+        check_graph(
+            &next,
+            &self
+                .inner
+                .delegates
+                .read()
+                .unwrap_or_else(|e| e.into_inner()),
+        )?;
+        *agents = next;
+        Ok(())
+    }
+
+    /// Offers an agent to other agents as a capability, at run time; refused
+    /// if it would make the agents delegate in a circle.
+    pub fn register_delegate(&self, delegate: Delegate) -> Result<(), RuntimeError> {
+        let mut delegates = self
+            .inner
+            .delegates
             .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut next = delegates.clone();
+        next.insert(delegate.name().to_owned(), delegate.agent().clone());
+        check_graph(
+            &self.inner.agents.read().unwrap_or_else(|e| e.into_inner()),
+            &next,
+        )?;
+        self.inner
+            .capabilities
+            .register_arc(self.delegate_capability(&delegate))?;
+        *delegates = next;
+        Ok(())
+    }
+
+    /// The capability behind a delegate, unregistered and unchecked: for
+    /// hosts that assemble registries themselves. A cycle that reaches the
+    /// registry this way is still refused when it is called.
+    pub fn delegate_capability(&self, delegate: &Delegate) -> Arc<dyn Capability> {
+        Arc::new(delegation::AgentCapability::new(
+            delegate,
+            Arc::downgrade(&self.inner),
+        ))
+    }
+
+    /// The delegation graph of the registered agents and delegates.
+    pub fn delegation_graph(&self) -> DelegationGraph {
+        let agents = self
+            .inner
+            .agents
+            .read()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(agent.id.clone(), Arc::new(agent));
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect();
+        DelegationGraph::build(
+            &agents,
+            &self
+                .inner
+                .delegates
+                .read()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
     }
 
     /// Events as they are appended, in process. Events missed by a slow
@@ -519,7 +629,16 @@ impl Runtime {
     /// delivers replies left in the outbox. Call once at start-up, before
     /// serving messages.
     pub async fn recover(&self) -> Result<RecoveryReport, RuntimeError> {
-        let unfinished = self.inner.store.unfinished_interactions().await?;
+        // A delegate's interaction is resumed by its caller's `act` step,
+        // which runs again (it is idempotent) and finds the child by its key.
+        let unfinished: Vec<Interaction> = self
+            .inner
+            .store
+            .unfinished_interactions()
+            .await?
+            .into_iter()
+            .filter(|i| i.parent_interaction_id.is_none())
+            .collect();
         let mut report = RecoveryReport {
             resumed: unfinished.len(),
             ..Default::default()

@@ -1,0 +1,403 @@
+//! Agents as capabilities: delegation.
+//!
+//! A [`Delegate`] offers an agent to other agents under a capability name
+//! with an invocation contract (parameter and return schemas). Calling it is
+//! an ordinary `act` step; behind it, the runtime creates a child interaction
+//! (`parent_interaction_id`, `delegation_depth + 1`) in the caller's session,
+//! runs the delegate's harness on it durably, and returns the delegate's
+//! answer as the observation. The child's tokens and cost roll up into the
+//! calling step, and so into every interaction above it.
+//!
+//! Refusals are fail-closed: a cycle in the configured agent graph fails
+//! [`RuntimeBuilder::build`](super::RuntimeBuilder::build) and
+//! [`Runtime::register_agent`](super::Runtime::register_agent); at run time a
+//! call whose chain already holds the delegate, or that would pass the
+//! smallest `max_delegation_depth` along the chain, is refused as an
+//! observation (`delegation.cycle`, `delegation.depth_exceeded`).
+//!
+//! The call is `idempotent`: its idempotency key is the child's inbound id,
+//! so re-running an interrupted call resumes the same child instead of
+//! starting another.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::harness::{Delegation, Run};
+use super::{Inner, RuntimeError};
+use crate::agent::AgentDefinition;
+use crate::capability::{
+    Capability, CapabilityError, CapabilityKind, CapabilityManifest, InvocationContext, SideEffect,
+    TrustLevel,
+};
+use crate::ids::AgentId;
+use crate::interaction::NewInteraction;
+use crate::step::StepMode;
+
+/// An agent offered to other agents as a capability.
+///
+/// ```
+/// use thinklio_core::Delegate;
+/// let researcher = Delegate::new("researcher", "ask_researcher", "Researches a question and answers it.");
+/// assert_eq!(researcher.name(), "ask_researcher");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delegate {
+    agent: AgentId,
+    name: String,
+    description: String,
+    parameters: Value,
+    returns: Value,
+    timeout: Duration,
+    trust_level: TrustLevel,
+}
+
+impl Delegate {
+    /// Offers `agent` as the capability `name`. Its default contract takes
+    /// `{"task": string}` and returns the delegate's answer as a string.
+    pub fn new(
+        agent: impl Into<AgentId>,
+        name: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
+        Self {
+            agent: agent.into(),
+            name: name.into(),
+            description: description.into(),
+            parameters: json!({
+                "type": "object",
+                "properties": { "task": { "type": "string", "description": "What the delegate should do." } },
+                "required": ["task"]
+            }),
+            returns: json!({ "type": "string" }),
+            timeout: Duration::from_secs(600),
+            trust_level: TrustLevel::Basic,
+        }
+    }
+
+    /// The capability name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The agent behind it.
+    pub fn agent(&self) -> &AgentId {
+        &self.agent
+    }
+
+    /// Sets the parameter schema (the invocation contract). The delegate's
+    /// task is the `task` argument when there is one, the arguments as JSON
+    /// otherwise.
+    pub fn parameters(mut self, schema: Value) -> Self {
+        self.parameters = schema;
+        self
+    }
+
+    /// Sets how long the whole delegated interaction may take.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the trust level a caller needs to see this delegate.
+    pub fn trust_level(mut self, level: TrustLevel) -> Self {
+        self.trust_level = level;
+        self
+    }
+
+    fn manifest(&self) -> CapabilityManifest {
+        let mut m = CapabilityManifest::new(
+            self.name.clone(),
+            self.description.clone(),
+            CapabilityKind::Agent,
+            self.parameters.clone(),
+        );
+        m.returns = Some(self.returns.clone());
+        m.side_effect = SideEffect::Idempotent;
+        m.default_mode = StepMode::Immediate;
+        m.timeout = self.timeout;
+        m.trust_level = self.trust_level;
+        m
+    }
+}
+
+/// The capability behind a [`Delegate`].
+pub(crate) struct AgentCapability {
+    manifest: CapabilityManifest,
+    agent: AgentId,
+    runtime: Weak<Inner>,
+}
+
+impl AgentCapability {
+    pub(crate) fn new(delegate: &Delegate, runtime: Weak<Inner>) -> Self {
+        Self {
+            manifest: delegate.manifest(),
+            agent: delegate.agent.clone(),
+            runtime,
+        }
+    }
+}
+
+#[async_trait]
+impl Capability for AgentCapability {
+    fn manifest(&self) -> &CapabilityManifest {
+        &self.manifest
+    }
+
+    async fn invoke(
+        &self,
+        context: &InvocationContext,
+        arguments: Value,
+    ) -> Result<Value, CapabilityError> {
+        let inner = self
+            .runtime
+            .upgrade()
+            .ok_or_else(|| CapabilityError::failed("the runtime behind this delegate is gone"))?;
+        inner.delegate(context, &self.agent, arguments).await
+    }
+}
+
+fn store_failure(e: impl std::fmt::Display) -> CapabilityError {
+    CapabilityError::failed(format!("the delegation could not be written: {e}"))
+}
+
+impl Inner {
+    /// Runs `delegate` for the caller in `context`, as a child interaction.
+    async fn delegate(
+        self: Arc<Self>,
+        context: &InvocationContext,
+        delegate: &AgentId,
+        arguments: Value,
+    ) -> Result<Value, CapabilityError> {
+        // The chain of agents from the root interaction down to the caller.
+        let mut chain = Vec::new();
+        let mut next = Some(context.interaction_id);
+        let mut caller = None;
+        while let Some(id) = next {
+            let interaction = self.store.interaction(id).await.map_err(store_failure)?;
+            next = interaction.parent_interaction_id;
+            chain.push(interaction.agent_id.clone());
+            caller.get_or_insert(interaction);
+        }
+        chain.reverse();
+        let Some(caller) = caller else {
+            return Err(CapabilityError::failed(
+                "the calling interaction was not found",
+            ));
+        };
+        if chain.contains(delegate) {
+            let path: Vec<&str> = chain
+                .iter()
+                .map(AgentId::as_str)
+                .chain([delegate.as_str()])
+                .collect();
+            return Err(CapabilityError::Refused {
+                code: "delegation.cycle",
+                message: format!(
+                    "delegation refused: it would form the cycle {}",
+                    path.join(" → ")
+                ),
+            });
+        }
+        let agents: Vec<Arc<AgentDefinition>> =
+            chain.iter().filter_map(|a| self.agent(a).ok()).collect();
+        let depth = context.delegation_depth + 1;
+        let limit = agents
+            .iter()
+            .map(|a| a.max_delegation_depth)
+            .min()
+            .unwrap_or(0);
+        if depth > limit {
+            return Err(CapabilityError::Refused {
+                code: "delegation.depth_exceeded",
+                message: format!(
+                    "delegation refused: it would reach depth {depth}, beyond this chain's limit of {limit}"
+                ),
+            });
+        }
+        let agent = self
+            .agent(delegate)
+            .map_err(|e| CapabilityError::failed(format!("the delegate is not available: {e}")))?;
+        let trust_ceiling = agents
+            .iter()
+            .map(|a| a.trust_level)
+            .min()
+            .unwrap_or(TrustLevel::Basic);
+        let session = self
+            .session(caller.session_id)
+            .await
+            .map_err(store_failure)?;
+        let task = match arguments.get("task").and_then(Value::as_str) {
+            Some(task) => task.to_owned(),
+            None => arguments.to_string(),
+        };
+        let (child, created) = self
+            .store
+            .create_interaction(NewInteraction {
+                session_id: session.id,
+                principal: context.principal,
+                agent_id: delegate.clone(),
+                input: task,
+                // The call's idempotency key: re-running the call resumes this child.
+                inbound_id: Some(context.idempotency_key.clone()),
+                parent_interaction_id: Some(context.interaction_id),
+                delegation_depth: depth,
+            })
+            .await
+            .map_err(store_failure)?;
+        let steps = match created {
+            Some(event) => {
+                self.publish(event);
+                Vec::new()
+            }
+            None => self.store.steps(child.id).await.map_err(store_failure)?,
+        };
+        let run = Run::new(Arc::clone(&self), session, agent, child, steps, false)
+            .delegate(Delegation { trust_ceiling });
+        match run.drive().await {
+            Ok(reply) => {
+                context.meter.report(reply.usage, reply.cost);
+                Ok(Value::String(reply.text))
+            }
+            Err(RuntimeError::InteractionFailed { interaction, error }) => {
+                Err(CapabilityError::failed(format!(
+                    "the delegate `{delegate}` failed (interaction {interaction}): {error}"
+                )))
+            }
+            Err(e) => Err(CapabilityError::failed(format!(
+                "the delegate `{delegate}` could not run: {e}"
+            ))),
+        }
+    }
+}
+
+/// The delegation graph: which agent may call which, through which capability.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DelegationGraph {
+    /// Every agent, with its delegation depth limit.
+    pub agents: BTreeMap<AgentId, u32>,
+    /// Edges `(caller, capability name, delegate)`.
+    pub edges: Vec<(AgentId, String, AgentId)>,
+}
+
+impl DelegationGraph {
+    pub(crate) fn build(
+        agents: &BTreeMap<AgentId, Arc<AgentDefinition>>,
+        delegates: &BTreeMap<String, AgentId>,
+    ) -> Self {
+        let mut graph = DelegationGraph::default();
+        for (id, agent) in agents {
+            graph.agents.insert(id.clone(), agent.max_delegation_depth);
+            for name in &agent.capabilities {
+                if let Some(target) = delegates.get(name) {
+                    graph.edges.push((id.clone(), name.clone(), target.clone()));
+                }
+            }
+        }
+        graph
+    }
+
+    /// The cycles of the graph, each as the agents along it, first agent repeated at the end.
+    pub fn cycles(&self) -> Vec<Vec<AgentId>> {
+        let mut cycles = Vec::new();
+        let mut seen = BTreeSet::new();
+        for start in self.agents.keys() {
+            let mut path = vec![start.clone()];
+            self.walk(start, &mut path, &mut cycles, &mut seen);
+        }
+        cycles
+    }
+
+    fn walk(
+        &self,
+        at: &AgentId,
+        path: &mut Vec<AgentId>,
+        cycles: &mut Vec<Vec<AgentId>>,
+        seen: &mut BTreeSet<Vec<AgentId>>,
+    ) {
+        for (_, _, to) in self.edges.iter().filter(|(from, _, _)| from == at) {
+            if let Some(pos) = path.iter().position(|a| a == to) {
+                let mut cycle: Vec<AgentId> = path[pos..].to_vec();
+                // One cycle, however it is entered: keyed by its sorted members.
+                let mut key = cycle.clone();
+                key.sort();
+                if seen.insert(key) {
+                    cycle.push(to.clone());
+                    cycles.push(cycle);
+                }
+            } else {
+                path.push(to.clone());
+                self.walk(to, path, cycles, seen);
+                path.pop();
+            }
+        }
+    }
+
+    fn in_cycle(&self, from: &AgentId, to: &AgentId) -> bool {
+        self.cycles()
+            .iter()
+            .any(|c| c.windows(2).any(|w| &w[0] == from && &w[1] == to))
+    }
+
+    /// The graph as a Mermaid flowchart; edges on a cycle are drawn red.
+    pub fn to_mermaid(&self) -> String {
+        let mut out = String::from("flowchart LR\n");
+        for (agent, depth) in &self.agents {
+            let _ = writeln!(
+                out,
+                "    {}[\"{} (max depth {depth})\"]",
+                node(agent),
+                agent
+            );
+        }
+        let mut red = Vec::new();
+        for (i, (from, name, to)) in self.edges.iter().enumerate() {
+            let _ = writeln!(out, "    {} -->|{name}| {}", node(from), node(to));
+            if self.in_cycle(from, to) {
+                red.push(i.to_string());
+            }
+        }
+        if !red.is_empty() {
+            let _ = writeln!(
+                out,
+                "    linkStyle {} stroke:red,stroke-width:2px",
+                red.join(",")
+            );
+        }
+        out
+    }
+
+    /// The graph as Graphviz DOT; edges on a cycle are drawn red.
+    pub fn to_dot(&self) -> String {
+        let mut out = String::from("digraph delegation {\n    rankdir=LR;\n");
+        for (agent, depth) in &self.agents {
+            let _ = writeln!(
+                out,
+                "    \"{agent}\" [label=\"{agent}\\nmax depth {depth}\"];"
+            );
+        }
+        for (from, name, to) in &self.edges {
+            let style = if self.in_cycle(from, to) {
+                ", color=red"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "    \"{from}\" -> \"{to}\" [label=\"{name}\"{style}];");
+        }
+        out.push_str("}\n");
+        out
+    }
+}
+
+/// A Mermaid node id for an agent: its name with anything unusual replaced.
+fn node(agent: &AgentId) -> String {
+    agent
+        .as_str()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
