@@ -19,13 +19,14 @@ const SESSIONS: usize = 8;
 const PER_SESSION: usize = 40;
 const KILLS: usize = 30;
 
-fn spawn(dir: &Path) -> Child {
+fn spawn(dir: &Path, mode: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_crash-worker"))
         .arg(dir.join("crash.db"))
         .arg(dir.join("effects.log"))
         .arg(dir.join("deliveries.log"))
         .arg(SESSIONS.to_string())
         .arg(PER_SESSION.to_string())
+        .arg(mode)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -42,6 +43,19 @@ fn wait_recovered(child: &mut Child) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
+    kill_and_check("direct").await;
+}
+
+/// The same, with every message handed to a delegate agent: a kill while the
+/// delegate is mid-interaction resumes both, and each parent gets its
+/// delegate's answer once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_delegation_resumes_child_and_parent() {
+    kill_and_check("delegate").await;
+}
+
+async fn kill_and_check(mode: &str) {
+    let delegated = mode == "delegate";
     let dir = tempfile::tempdir().unwrap();
     let mut live_kills = 0;
     let mut rounds = 0;
@@ -51,7 +65,7 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
             rounds <= KILLS * 3,
             "the worker finished before it could be killed {KILLS} times"
         );
-        let mut child = spawn(dir.path());
+        let mut child = spawn(dir.path(), mode);
         let recovered = wait_recovered(&mut child);
         assert!(
             recovered.is_some(),
@@ -65,7 +79,7 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
         child.wait().unwrap();
     }
     // A last run to the end.
-    let mut child = spawn(dir.path());
+    let mut child = spawn(dir.path(), mode);
     let recovered = wait_recovered(&mut child).expect("the final run recovers");
     let status = child.wait().unwrap();
     assert!(
@@ -104,9 +118,44 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
     let mut interactions = 0;
     let mut outbox_ids = HashSet::new();
     let (mut interrupted, mut unknown, mut external_ok) = (0, 0, 0);
+    let mut delegations_resumed = 0;
     for session in &sessions {
         let list = store.interactions_of_session(session.id).await.unwrap();
-        assert_eq!(list.len(), PER_SESSION, "no message was lost or doubled");
+        let roots: Vec<_> = list
+            .iter()
+            .filter(|i| i.parent_interaction_id.is_none())
+            .collect();
+        assert_eq!(roots.len(), PER_SESSION, "no message was lost or doubled");
+        if delegated {
+            for root in &roots {
+                let children: Vec<_> = list
+                    .iter()
+                    .filter(|i| i.parent_interaction_id == Some(root.id))
+                    .collect();
+                assert_eq!(children.len(), 1, "one delegate interaction per message");
+                let child = children[0];
+                assert_eq!(
+                    (child.agent_id.as_str(), child.delegation_depth),
+                    ("helper", 1)
+                );
+                let child_steps = store.steps(child.id).await.unwrap();
+                let answer = child_steps
+                    .iter()
+                    .find(|s| s.kind == StepKind::Respond && s.state == StepState::Succeeded)
+                    .expect("the delegate answered")
+                    .input["text"]
+                    .clone();
+                let root_steps = store.steps(root.id).await.unwrap();
+                let received: Vec<_> = root_steps
+                    .iter()
+                    .filter(|s| s.kind == StepKind::Act && s.state == StepState::Succeeded)
+                    .collect();
+                assert_eq!(received.len(), 1, "the parent got the answer once");
+                assert_eq!(received[0].output.as_ref().unwrap()["result"], answer);
+                let reply = store.reply_of(root.id).await.unwrap().unwrap();
+                assert_eq!(reply.text, format!("done: {}", answer.as_str().unwrap()));
+            }
+        }
         for i in list {
             interactions += 1;
             let steps = store.steps(i.id).await.unwrap();
@@ -116,14 +165,21 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
                 "{}",
                 i.input
             );
-            let reply = store.reply_of(i.id).await.unwrap().expect("a reply");
-            assert!(
-                reply.delivered_at.is_some(),
-                "reply of {} delivered",
-                i.input
-            );
-            assert!(reply.text.starts_with("done: "), "{}", reply.text);
-            outbox_ids.insert(reply.id.to_string());
+            if i.parent_interaction_id.is_none() {
+                let reply = store.reply_of(i.id).await.unwrap().expect("a reply");
+                assert!(
+                    reply.delivered_at.is_some(),
+                    "reply of {} delivered",
+                    i.input
+                );
+                assert!(reply.text.starts_with("done: "), "{}", reply.text);
+                outbox_ids.insert(reply.id.to_string());
+            } else {
+                assert!(
+                    store.reply_of(i.id).await.unwrap().is_none(),
+                    "a delegate writes no reply"
+                );
+            }
             for step in &steps {
                 assert!(
                     step.state.is_terminal(),
@@ -137,6 +193,12 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
                     "illegal history {history:?}"
                 );
                 match step.error.as_ref().map(|e| e.code.as_str()) {
+                    Some(StepError::INTERRUPTED)
+                        if step.capability.as_deref() == Some("ask_helper") =>
+                    {
+                        interrupted += 1;
+                        delegations_resumed += 1;
+                    }
                     Some(StepError::INTERRUPTED) => interrupted += 1,
                     Some("capability.outcome_unknown") => unknown += 1,
                     _ => {}
@@ -158,7 +220,14 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
             assert!(acts.count() <= 1, "an external call is never re-run");
         }
     }
-    assert_eq!(interactions, SESSIONS * PER_SESSION);
+    if delegated {
+        assert!(
+            delegations_resumed > 0,
+            "no kill landed while a delegate was working"
+        );
+    }
+    let per_message = if delegated { 2 } else { 1 };
+    assert_eq!(interactions, SESSIONS * PER_SESSION * per_message);
     let delivered_ids: HashSet<_> = delivered.keys().cloned().collect();
     assert_eq!(delivered_ids, outbox_ids, "every reply reached the channel");
     assert!(
@@ -169,7 +238,7 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
         .map(|t| t.lines().count())
         .unwrap_or(0);
     println!(
-        "{live_kills} kills over {rounds} rounds; {repeats} repeated deliveries dropped by the channel; {interrupted} steps re-run after interruption, \
+        "{mode}: {live_kills} kills over {rounds} rounds; {repeats} repeated deliveries dropped by the channel; {interrupted} steps re-run after interruption ({delegations_resumed} delegations resumed), \
          {unknown} external calls with unknown outcome, {external_ok} external calls succeeded"
     );
 }

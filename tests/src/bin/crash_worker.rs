@@ -2,9 +2,11 @@
 //! through a fixed set of messages across several sessions, with a capability
 //! whose side effect (a line appended to a file) must never happen twice.
 //!
-//! Usage: `crash-worker DB SIDE_EFFECT_LOG DELIVERY_LOG SESSIONS PER_SESSION`.
-//! It prints `recovered ...` once recovery is done, `done` when every message
-//! is answered, and exits 0.
+//! Usage: `crash-worker DB SIDE_EFFECT_LOG DELIVERY_LOG SESSIONS PER_SESSION [MODE]`.
+//! In mode `direct` (the default) the agent calls the capabilities itself; in
+//! mode `delegate` it hands every message to a helper agent (a delegate) that
+//! does. It prints `recovered ...` once recovery is done, `done` when every
+//! message is answered, and exits 0.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -15,8 +17,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use thinklio_core::{
-    AgentDefinition, DeliveryError, FunctionCapability, Inbound, OutboxMessage, Principal,
-    ReplySink, Role, Runtime, SideEffect,
+    AgentDefinition, Delegate, DeliveryError, FunctionCapability, Inbound, OutboxMessage,
+    Principal, ReplySink, Role, Runtime, SideEffect,
 };
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 use thinklio_store_sqlite::SqliteStore;
@@ -86,7 +88,12 @@ impl ReplySink for FileSink {
 fn model() -> ScriptedModel {
     ScriptedModel::responder(|request| {
         let last = request.messages.last().map(|m| (m.role, m.content.clone()));
+        let delegates = request.tools.iter().any(|t| t.name == "ask_helper");
         match last {
+            Some((Role::User, text)) if delegates => {
+                let args = serde_json::json!({ "task": text }).to_string();
+                ScriptedReply::tool_call("c0", "ask_helper", args)
+            }
             Some((Role::User, text)) => {
                 let (verb, n) = text.split_once(' ').unwrap_or((text.as_str(), "0"));
                 match verb {
@@ -107,10 +114,24 @@ fn model() -> ScriptedModel {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, db, effects, deliveries, sessions, per_session] = args.as_slice() else {
-        return Err(
-            "usage: crash-worker DB SIDE_EFFECT_LOG DELIVERY_LOG SESSIONS PER_SESSION".into(),
-        );
+    let (db, effects, deliveries, sessions, per_session, mode) = match args.as_slice() {
+        [_, db, effects, deliveries, sessions, per_session] => {
+            (db, effects, deliveries, sessions, per_session, "direct")
+        }
+        [_, db, effects, deliveries, sessions, per_session, mode] => (
+            db,
+            effects,
+            deliveries,
+            sessions,
+            per_session,
+            mode.as_str(),
+        ),
+        _ => {
+            return Err(
+                "usage: crash-worker DB SIDE_EFFECT_LOG DELIVERY_LOG SESSIONS PER_SESSION [direct|delegate]"
+                    .into(),
+            );
+        }
     };
     let sessions: usize = sessions.parse()?;
     let per_session: usize = per_session.parse()?;
@@ -132,14 +153,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Ok::<_, String>("recorded")
             }
         });
-    let runtime = Runtime::builder()
+    let tools = ["record", "add"];
+    let builder = Runtime::builder()
         .store(SqliteStore::open(db).await?)
         .model(model())
         .capability(record)
         .capability(thinklio_tests::add())
-        .agent(AgentDefinition::new("worker", "scripted").capabilities(["record", "add"]))
-        .reply_sink(FileSink::open(PathBuf::from(deliveries))?)
-        .build()?;
+        .reply_sink(FileSink::open(PathBuf::from(deliveries))?);
+    let builder = match mode {
+        "delegate" => builder
+            .agent(AgentDefinition::new("worker", "scripted").capabilities(["ask_helper"]))
+            .agent(AgentDefinition::new("helper", "scripted").capabilities(tools))
+            .delegate(Delegate::new(
+                "helper",
+                "ask_helper",
+                "Hands the task to the helper.",
+            )),
+        _ => builder.agent(AgentDefinition::new("worker", "scripted").capabilities(tools)),
+    };
+    let runtime = builder.build()?;
     let report = runtime.recover().await?;
     println!(
         "recovered resumed={} completed={} failed={} delivered={} errors={:?}",
