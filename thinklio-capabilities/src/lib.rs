@@ -1,0 +1,17 @@
+//! Capabilities of Thinklio that reach outside the process, each behind the
+//! one [`Capability`](thinklio_core::Capability) contract of `thinklio-core`,
+//! so the harness validates their arguments and results, records their steps
+//! and recovers them like any other.
+//!
+//! - [`WebhookCapability`]: an HTTP endpoint.
+
+#![warn(missing_docs)]
+
+mod webhook;
+
+/// How to write capabilities of each kind (`docs/capabilities.md`, compiled
+/// and run as doc tests).
+#[doc = include_str!("../../docs/capabilities.md")]
+pub mod guide {}
+
+pub use webhook::{SIGNATURE_HEADER, WebhookCapability, WebhookSecret, sign};
