@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
 # Runs Thinklio's whole test suite: every crate's unit and integration tests
-# (the store conformance suite, provider replays, the SIGKILL crash test, the
-# benchmark smoke test) and the doc tests, README example included.
+# (the store conformance suite, provider replays, the SIGKILL crash tests, the
+# MCP tests against the reference server, the benchmark smoke test) and the
+# doc tests, README example included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The MCP tests run the reference MCP server, pinned in
+# thinklio-capabilities/tests/mcp-server/package-lock.json: install it (and
+# Node.js, if this machine lacks it) once.
+if ! command -v npm >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq nodejs npm
+fi
+mcp_server=thinklio-capabilities/tests/mcp-server
+if [ ! -d "$mcp_server/node_modules/@modelcontextprotocol/server-everything" ]; then
+    npm ci --prefix "$mcp_server" --no-audit --no-fund
+fi
 
 # Doc tests first (nextest does not run them), so the run ends on the
 # summary of every other test.

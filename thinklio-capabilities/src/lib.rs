@@ -4,9 +4,11 @@
 //! and recovers them like any other.
 //!
 //! - [`WebhookCapability`]: an HTTP endpoint.
+//! - [`McpServer`]: the tools of an MCP server process.
 
 #![warn(missing_docs)]
 
+mod mcp;
 mod webhook;
 
 /// How to write capabilities of each kind (`docs/capabilities.md`, compiled
@@ -14,4 +16,5 @@ mod webhook;
 #[doc = include_str!("../../docs/capabilities.md")]
 pub mod guide {}
 
+pub use mcp::{McpError, McpServer};
 pub use webhook::{SIGNATURE_HEADER, WebhookCapability, WebhookSecret, sign};

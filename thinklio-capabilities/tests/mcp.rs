@@ -1,0 +1,166 @@
+//! MCP tools through the real harness, against the reference server
+//! `@modelcontextprotocol/server-everything` (installed, pinned, by
+//! `scripts/test.sh` with `npm ci`), spawned over stdio.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests speak through panics
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thinklio_capabilities::McpServer;
+use thinklio_core::*;
+use thinklio_llm::{ScriptedModel, ScriptedReply};
+use thinklio_store_sqlite::SqliteStore;
+
+fn server_command() -> String {
+    let bin: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "tests/mcp-server/node_modules/@modelcontextprotocol/server-everything/dist/index.js",
+    ]
+    .iter()
+    .collect();
+    assert!(
+        bin.exists(),
+        "the reference MCP server is not installed at {}: run scripts/test.sh, which installs it with \
+         `npm ci --prefix thinklio-capabilities/tests/mcp-server`",
+        bin.display()
+    );
+    format!("node {}", bin.display())
+}
+
+async fn runtime(dir: &tempfile::TempDir, model: ScriptedModel) -> (Runtime, McpServer) {
+    let runtime = Runtime::builder()
+        .store(SqliteStore::open(dir.path().join("m.db")).await.unwrap())
+        .model(model)
+        .agent(AgentDefinition::new("a", "m").capabilities([
+            "echo",
+            "get-sum",
+            "trigger-long-running-operation",
+        ]))
+        .build()
+        .unwrap();
+    let server = McpServer::spawn(&server_command()).await.unwrap();
+    let names = server.attach(runtime.capabilities()).await.unwrap();
+    assert!(
+        names.iter().any(|n| n == "echo") && names.iter().any(|n| n == "get-sum"),
+        "{names:?}"
+    );
+    (runtime, server)
+}
+
+fn results(steps: &[Step]) -> Vec<Result<serde_json::Value, String>> {
+    steps
+        .iter()
+        .filter(|s| s.kind == StepKind::Act)
+        .map(|s| match &s.error {
+            None => Ok(s.output.as_ref().unwrap()["result"].clone()),
+            Some(e) => Err(format!("{}: {}", e.code, e.message)),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_of_the_reference_server_are_capabilities() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = ScriptedModel::new([
+        ScriptedReply::tool_call("c1", "echo", r#"{"message": "hi"}"#),
+        ScriptedReply::tool_call("c2", "get-sum", r#"{"a": 2, "b": 3}"#),
+        ScriptedReply::tool_call("c3", "echo", r#"{"message": 7}"#),
+        ScriptedReply::text("done"),
+    ]);
+    let (rt, _server) = runtime(&dir, model).await;
+    let manifest = rt.capabilities().get("echo").unwrap().manifest().clone();
+    assert_eq!(manifest.kind, CapabilityKind::Mcp);
+    assert_eq!(manifest.side_effect, SideEffect::ReadOnly);
+    assert_eq!(
+        manifest.parameters["required"],
+        serde_json::json!(["message"])
+    );
+
+    let session = rt
+        .open_session(Principal::local(), "a", "t", None)
+        .await
+        .unwrap();
+    let reply = rt.send(session.id, "use the tools").await.unwrap();
+    assert_eq!(reply.text, "done");
+    let steps = rt.store().steps(reply.interaction_id).await.unwrap();
+    let got = results(&steps);
+    assert_eq!(got[0], Ok(serde_json::json!("Echo: hi")));
+    let sum = got[1].clone().unwrap().to_string();
+    assert!(sum.contains('5'), "{sum}");
+    // Arguments that break the server's schema never reach it.
+    assert!(
+        got[2]
+            .as_ref()
+            .unwrap_err()
+            .starts_with("capability.invalid_arguments"),
+        "{:?}",
+        got[2]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_call_is_reported_and_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = ScriptedModel::new([
+        ScriptedReply::tool_call(
+            "c1",
+            "trigger-long-running-operation",
+            r#"{"duration": 30, "steps": 3}"#,
+        ),
+        ScriptedReply::tool_call("c2", "echo", r#"{"message": "back"}"#),
+        ScriptedReply::text("recovered"),
+    ]);
+    let (rt, server) = runtime(&dir, model).await;
+    let pid = server.pid().await.expect("the server runs");
+    let session = rt
+        .open_session(Principal::local(), "a", "t", None)
+        .await
+        .unwrap();
+    let send = {
+        let rt = rt.clone();
+        tokio::spawn(async move { rt.send(session.id, "go").await })
+    };
+    // Wait until the long call is under way, then kill the server.
+    let store = rt.store().clone();
+    let running = async {
+        loop {
+            let interactions = store.interactions_of_session(session.id).await.unwrap();
+            if let Some(i) = interactions.first() {
+                let steps = store.steps(i.id).await.unwrap();
+                if steps
+                    .iter()
+                    .any(|s| s.kind == StepKind::Act && s.state == StepState::Running)
+                {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("the call starts");
+    let killed = std::process::Command::new("kill")
+        .arg("-9")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let reply = tokio::time::timeout(Duration::from_secs(20), send)
+        .await
+        .expect("the interaction does not hang")
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.text, "recovered");
+    let steps = rt.store().steps(reply.interaction_id).await.unwrap();
+    let got = results(&steps);
+    let error = got[0].clone().unwrap_err();
+    assert!(error.contains("failed during the call"), "{error}");
+    assert_eq!(
+        got[1],
+        Ok(serde_json::json!("Echo: back")),
+        "the next call restarted the server"
+    );
+    assert_ne!(server.pid().await, Some(pid));
+}
