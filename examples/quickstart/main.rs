@@ -19,9 +19,10 @@ use std::sync::Arc;
 use clap::Parser;
 use schemars::JsonSchema;
 use serde::Deserialize;
+use thinklio_capabilities::{McpServer, WebhookCapability, WebhookSecret};
 use thinklio_core::{
-    AgentDefinition, ChatModel, FunctionCapability, Principal, Reply, Role, Runtime, SideEffect,
-    TrustLevel,
+    AgentDefinition, ChatModel, ChatRequest, ChatResponse, ChatStream, FunctionCapability,
+    ModelError, Principal, Reply, Role, Runtime, SideEffect, StepKind, TrustLevel,
 };
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 use thinklio_store_sqlite::SqliteStore;
@@ -38,6 +39,60 @@ struct Args {
     /// The conversation to continue (one session per key).
     #[arg(long, default_value = "default")]
     session: String,
+    /// Attach an MCP server over stdio: its command line (repeatable).
+    #[arg(long = "mcp", value_name = "COMMAND ARGS")]
+    mcp: Vec<String>,
+    /// Attach an HTTP webhook as capability NAME (repeatable); requests are
+    /// signed with the secret in THINKLIO_WEBHOOK_SECRET.
+    #[arg(long = "webhook", value_name = "NAME=URL")]
+    webhooks: Vec<String>,
+    /// Print every capability the agent can see, with its manifest, as JSON.
+    #[arg(long)]
+    capabilities: bool,
+    /// Invoke one capability through the harness (durably, as a step) and
+    /// print its result as JSON.
+    #[arg(long, num_args = 2, value_names = ["NAME", "JSON"])]
+    call: Option<Vec<String>>,
+}
+
+/// Routes each request by model id: the console agent's calls go to a
+/// scripted model that makes exactly the call asked for on the command line;
+/// everything else goes to the configured model.
+struct ByModel {
+    console: ScriptedModel,
+    main: Arc<dyn ChatModel>,
+}
+
+const CONSOLE_MODEL: &str = "thinklio-console";
+
+#[async_trait::async_trait]
+impl ChatModel for ByModel {
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
+        if request.model == CONSOLE_MODEL {
+            self.console.chat(request).await
+        } else {
+            self.main.chat(request).await
+        }
+    }
+
+    async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, ModelError> {
+        if request.model == CONSOLE_MODEL {
+            self.console.chat_stream(request).await
+        } else {
+            self.main.chat_stream(request).await
+        }
+    }
+}
+
+/// The console's model: calls `name` with `arguments`, then answers with the result.
+fn console_model(call: Option<(String, String)>) -> ScriptedModel {
+    ScriptedModel::responder(move |request| match (request.messages.last(), &call) {
+        (Some(m), Some((name, arguments))) if m.role == Role::User => {
+            ScriptedReply::tool_call("console_call", name.clone(), arguments.clone())
+        }
+        (Some(m), _) => ScriptedReply::text(m.content.clone()),
+        (None, _) => ScriptedReply::text(""),
+    })
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -169,24 +224,91 @@ async fn run(args: Args) -> Result<(), String> {
     let store = SqliteStore::open(&args.db)
         .await
         .map_err(|e| e.to_string())?;
+    let call = match args.call.as_deref() {
+        Some([name, arguments]) => Some((name.clone(), arguments.clone())),
+        _ => None,
+    };
+    let assistant = |capabilities: &[String]| {
+        AgentDefinition::new("assistant", model_id.clone())
+            .system_prompt(
+                "You are Thinklio's quickstart assistant. Use the calculator for arithmetic and the clock \
+                 for the date and time. Answer briefly.",
+            )
+            .capabilities(capabilities.iter().cloned())
+    };
+    let console = |capabilities: &[String]| {
+        AgentDefinition::new("console", CONSOLE_MODEL).capabilities(capabilities.iter().cloned())
+    };
+    let mut names = vec!["calculator".to_owned(), "clock".to_owned()];
     let runtime = Runtime::builder()
         .store(store)
-        .model_arc(model)
+        .model(ByModel {
+            console: console_model(call.clone()),
+            main: model,
+        })
         .capability(calculator())
         .capability(clock())
-        .agent(
-            AgentDefinition::new("assistant", model_id)
-                .system_prompt(
-                    "You are Thinklio's quickstart assistant. Use the calculator for arithmetic and the clock \
-                     for the date and time. Answer briefly.",
-                )
-                .capabilities(["calculator", "clock"]),
-        )
+        .agent(assistant(&names))
+        .agent(console(&names))
         .build()
         .map_err(|e| e.to_string())?;
+    // Hold the MCP servers for as long as the runtime runs.
+    let mut servers = Vec::new();
+    for command in &args.mcp {
+        let server = McpServer::spawn(command).await.map_err(|e| e.to_string())?;
+        let attached = server
+            .attach(runtime.capabilities())
+            .await
+            .map_err(|e| e.to_string())?;
+        eprintln!("attached {} tool(s) of `{command}`", attached.len());
+        names.extend(attached);
+        servers.push(server);
+    }
+    if !args.webhooks.is_empty() {
+        let secret = std::env::var("THINKLIO_WEBHOOK_SECRET").map_err(|_| {
+            "--webhook needs THINKLIO_WEBHOOK_SECRET, the secret its requests are signed with"
+                .to_owned()
+        })?;
+        for spec in &args.webhooks {
+            let Some((name, url)) = spec.split_once('=') else {
+                return Err(format!("--webhook `{spec}` is not NAME=URL"));
+            };
+            let hook = WebhookCapability::new(
+                name,
+                format!("The webhook at {url}."),
+                url,
+                WebhookSecret::new(secret.clone()),
+            );
+            runtime
+                .capabilities()
+                .register(hook)
+                .map_err(|e| e.to_string())?;
+            names.push(name.to_owned());
+        }
+    }
+    runtime
+        .register_agent(assistant(&names))
+        .map_err(|e| e.to_string())?;
+    runtime
+        .register_agent(console(&names))
+        .map_err(|e| e.to_string())?;
+    if args.capabilities {
+        let manifests: Vec<_> = names
+            .iter()
+            .filter_map(|n| runtime.capabilities().get(n))
+            .filter(|c| c.manifest().trust_level <= TrustLevel::Standard)
+            .map(|c| c.manifest().clone())
+            .collect();
+        let json = serde_json::to_string_pretty(&manifests).map_err(|e| e.to_string())?;
+        println!("{json}");
+        return Ok(());
+    }
     let report = runtime.recover().await.map_err(|e| e.to_string())?;
     if report.resumed > 0 {
         eprintln!("resumed {} interrupted interaction(s)", report.resumed);
+    }
+    if let Some((name, arguments)) = call {
+        return call_once(&runtime, &name, &arguments).await;
     }
     let session = runtime
         .open_session(Principal::local(), "assistant", "cli", Some(&args.session))
@@ -222,6 +344,42 @@ async fn run(args: Args) -> Result<(), String> {
             Ok(reply) => print_reply(&reply),
             Err(e) => eprintln!("error [{}]: {e}", e.code()),
         }
+    }
+}
+
+/// Invokes one capability through the harness as the console agent, and
+/// prints the result of its `act` step as JSON.
+async fn call_once(runtime: &Runtime, name: &str, arguments: &str) -> Result<(), String> {
+    if runtime.capabilities().get(name).is_none() {
+        return Err(format!(
+            "no capability named `{name}`; --capabilities lists them"
+        ));
+    }
+    let session = runtime
+        .open_session(Principal::local(), "console", "console", Some("calls"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let reply = runtime
+        .send(session.id, format!("call {name} {arguments}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let steps = runtime
+        .store()
+        .steps(reply.interaction_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(act) = steps.iter().find(|s| s.kind == StepKind::Act) else {
+        return Err("the call was not made".into());
+    };
+    match (&act.output, &act.error) {
+        (Some(output), None) => {
+            let json =
+                serde_json::to_string_pretty(&output["result"]).map_err(|e| e.to_string())?;
+            println!("{json}");
+            Ok(())
+        }
+        (_, Some(error)) => Err(format!("{name} failed [{}]: {}", error.code, error.message)),
+        (None, None) => Err("the call has no outcome".into()),
     }
 }
 
