@@ -19,10 +19,10 @@ use std::sync::Arc;
 use clap::Parser;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use thinklio_capabilities::{McpServer, WebhookCapability, WebhookSecret};
+use thinklio_capabilities::{McpServer, WebhookCapability, WebhookSecret, builtin};
 use thinklio_core::{
     AgentDefinition, ChatModel, ChatRequest, ChatResponse, ChatStream, FunctionCapability,
-    ModelError, Principal, Reply, Role, Runtime, SideEffect, StepKind, TrustLevel,
+    ModelError, Principal, Reply, Role, Runtime, SideEffect, StepKind, TodoStore, TrustLevel,
 };
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 use thinklio_store_sqlite::SqliteStore;
@@ -101,9 +101,6 @@ struct CalculatorArgs {
     expression: String,
 }
 
-#[derive(Deserialize, JsonSchema)]
-struct ClockArgs {}
-
 fn calculator() -> FunctionCapability {
     FunctionCapability::builder(
         "calculator",
@@ -112,13 +109,6 @@ fn calculator() -> FunctionCapability {
     .side_effect(SideEffect::ReadOnly)
     .trust_level(TrustLevel::Basic)
     .handler(|args: CalculatorArgs| async move { evaluate(&args.expression).map(number) })
-}
-
-fn clock() -> FunctionCapability {
-    FunctionCapability::builder("clock", "The current date and time in UTC (RFC 3339).")
-        .side_effect(SideEffect::ReadOnly)
-        .trust_level(TrustLevel::Basic)
-        .handler(|_: ClockArgs| async move { Ok::<_, String>(jiff::Timestamp::now().to_string()) })
 }
 
 /// Evaluates in floating point: integer literals are widened first, so that
@@ -224,6 +214,7 @@ async fn run(args: Args) -> Result<(), String> {
     let store = SqliteStore::open(&args.db)
         .await
         .map_err(|e| e.to_string())?;
+    let todos: Arc<dyn TodoStore> = Arc::new(store.clone());
     let call = match args.call.as_deref() {
         Some([name, arguments]) => Some((name.clone(), arguments.clone())),
         _ => None,
@@ -239,19 +230,31 @@ async fn run(args: Args) -> Result<(), String> {
     let console = |capabilities: &[String]| {
         AgentDefinition::new("console", CONSOLE_MODEL).capabilities(capabilities.iter().cloned())
     };
-    let mut names = vec!["calculator".to_owned(), "clock".to_owned()];
-    let runtime = Runtime::builder()
+    let mut names: Vec<String> = [
+        "calculator",
+        "clock",
+        "web_fetch",
+        "todo_add",
+        "todo_list",
+        "todo_done",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let mut builder = Runtime::builder()
         .store(store)
         .model(ByModel {
             console: console_model(call.clone()),
             main: model,
         })
         .capability(calculator())
-        .capability(clock())
+        .capability(builtin::clock())
+        .capability(builtin::web_fetch())
         .agent(assistant(&names))
-        .agent(console(&names))
-        .build()
-        .map_err(|e| e.to_string())?;
+        .agent(console(&names));
+    for todo in builtin::todo_list(todos) {
+        builder = builder.capability(todo);
+    }
+    let runtime = builder.build().map_err(|e| e.to_string())?;
     // Hold the MCP servers for as long as the runtime runs.
     let mut servers = Vec::new();
     for command in &args.mcp {

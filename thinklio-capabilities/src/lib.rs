@@ -5,9 +5,11 @@
 //!
 //! - [`WebhookCapability`]: an HTTP endpoint.
 //! - [`McpServer`]: the tools of an MCP server process.
+//! - [`builtin`]: a clock, a web-page fetch and a durable per-user todo list.
 
 #![warn(missing_docs)]
 
+pub mod builtin;
 mod mcp;
 mod webhook;
 

@@ -48,6 +48,7 @@ macro_rules! store_conformance_tests {
             queue_retries_then_dead_letters_and_requeues,
             queue_claims_respect_kind_and_time,
             queue_concurrent_claims_never_overlap,
+            todos_belong_to_their_owner,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {
@@ -931,4 +932,71 @@ pub async fn queue_concurrent_claims_never_overlap<S: Store>(store: S) {
     }
     assert_eq!(seen.len(), 60, "every task claimed exactly once");
     assert_eq!(seen.into_iter().collect::<HashSet<_>>(), ids);
+}
+
+pub async fn todos_belong_to_their_owner<S: Store>(store: S) {
+    let me = principal();
+    let other = principal();
+    let first = store
+        .add_todo(me.account, me.user, "buy milk", "k1")
+        .await
+        .unwrap();
+    let again = store
+        .add_todo(me.account, me.user, "buy milk", "k1")
+        .await
+        .unwrap();
+    assert_eq!(first, again, "the same key adds once");
+    let second = store
+        .add_todo(me.account, me.user, "call mum", "k2")
+        .await
+        .unwrap();
+    assert_eq!((first.number, second.number), (1, 2));
+    store
+        .add_todo(other.account, other.user, "theirs", "k1")
+        .await
+        .unwrap();
+    let mine = store.todos(me.account, me.user, false).await.unwrap();
+    assert_eq!(
+        mine.iter().map(|t| t.text.as_str()).collect::<Vec<_>>(),
+        vec!["buy milk", "call mum"]
+    );
+    let done = store
+        .complete_todo(me.account, me.user, 1, t(5))
+        .await
+        .unwrap();
+    assert_eq!(done.done_at, Some(t(5)));
+    let again = store
+        .complete_todo(me.account, me.user, 1, t(9))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.done_at,
+        Some(t(5)),
+        "completing twice keeps the first time"
+    );
+    assert_eq!(
+        store.todos(me.account, me.user, false).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        store.todos(me.account, me.user, true).await.unwrap().len(),
+        2
+    );
+    assert!(
+        matches!(
+            store
+                .complete_todo(other.account, other.user, 2, t(5))
+                .await,
+            Err(StoreError::NotFound { .. })
+        ),
+        "another user's item is not found"
+    );
+    assert_eq!(
+        store
+            .todos(other.account, other.user, true)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }

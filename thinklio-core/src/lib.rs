@@ -15,6 +15,7 @@ pub mod session;
 pub mod step;
 pub mod store;
 pub mod time;
+pub mod todo;
 pub mod usage;
 
 #[cfg(feature = "conformance")]
@@ -48,7 +49,8 @@ pub use step::{
 };
 pub use store::{
     EventStore, FinishedStep, InteractionStore, OutboxStore, QueueStore, SessionStore, Store,
-    StoreError, StoreResult, UsageStore,
+    StoreError, StoreResult, TodoStore, UsageStore,
 };
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use todo::Todo;
 pub use usage::{Cost, ModelPrice, PriceTable, TokenUsage, UsageFilter, UsageRecord, UsageTotals};

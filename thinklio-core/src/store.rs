@@ -16,13 +16,14 @@ use std::fmt;
 use async_trait::async_trait;
 
 use crate::event::{Event, NewEvent};
-use crate::ids::{InteractionId, OutboxId, SessionId, StepId, TaskId, UserId};
+use crate::ids::{AccountId, InteractionId, OutboxId, SessionId, StepId, TaskId, UserId};
 use crate::interaction::{Interaction, NewInteraction};
 use crate::outbox::{NewOutboxMessage, OutboxMessage};
 use crate::queue::{NewTask, Task, TaskRetry};
 use crate::session::{NewSession, Session, Turn};
 use crate::step::{NewStep, Step, StepOutcome, StepState, StepTransition};
 use crate::time::Timestamp;
+use crate::todo::Todo;
 use crate::usage::{UsageFilter, UsageTotals};
 
 /// Why a store call failed.
@@ -246,9 +247,48 @@ pub trait UsageStore: Send + Sync {
     async fn usage_totals(&self, filter: &UsageFilter) -> StoreResult<UsageTotals>;
 }
 
+/// A durable per-user todo list.
+#[async_trait]
+pub trait TodoStore: Send + Sync {
+    /// Adds an item to the owner's list. `key` makes the call idempotent:
+    /// adding again with the same key returns the item added first.
+    async fn add_todo(
+        &self,
+        account: AccountId,
+        user: UserId,
+        text: &str,
+        key: &str,
+    ) -> StoreResult<Todo>;
+
+    /// The owner's items in order, done ones included when asked.
+    async fn todos(
+        &self,
+        account: AccountId,
+        user: UserId,
+        include_done: bool,
+    ) -> StoreResult<Vec<Todo>>;
+
+    /// Marks the owner's item `number` done (idempotent); not found if the
+    /// owner has no such item.
+    async fn complete_todo(
+        &self,
+        account: AccountId,
+        user: UserId,
+        number: i64,
+        at: Timestamp,
+    ) -> StoreResult<Todo>;
+}
+
 /// Everything the runtime needs from a store.
 pub trait Store:
-    SessionStore + InteractionStore + OutboxStore + QueueStore + EventStore + UsageStore + 'static
+    SessionStore
+    + InteractionStore
+    + OutboxStore
+    + QueueStore
+    + EventStore
+    + UsageStore
+    + TodoStore
+    + 'static
 {
 }
 
@@ -259,6 +299,7 @@ impl<T> Store for T where
         + QueueStore
         + EventStore
         + UsageStore
+        + TodoStore
         + 'static
 {
 }

@@ -32,6 +32,7 @@ mod queue;
 mod rows;
 mod schema;
 mod sessions;
+mod todos;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

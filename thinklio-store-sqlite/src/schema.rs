@@ -138,6 +138,20 @@ CREATE TABLE tasks (
 );
 CREATE INDEX tasks_due ON tasks (state, run_at);
 "#,
+    // 2: the per-user todo list behind the built-in todo capabilities.
+    r#"
+CREATE TABLE todos (
+    account_id TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    number     INTEGER NOT NULL,
+    text       TEXT NOT NULL,
+    add_key    TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    done_at    INTEGER,
+    PRIMARY KEY (account_id, user_id, number),
+    UNIQUE (account_id, user_id, add_key)
+);
+"#,
 ];
 
 /// The newest schema version this build knows.
