@@ -42,6 +42,9 @@ struct Args {
     /// Attach an MCP server over stdio: its command line (repeatable).
     #[arg(long = "mcp", value_name = "COMMAND ARGS")]
     mcp: Vec<String>,
+    /// Attach an MCP server over streamable HTTP: its URL (repeatable).
+    #[arg(long = "mcp-url", value_name = "URL")]
+    mcp_urls: Vec<String>,
     /// Attach an HTTP webhook as capability NAME (repeatable); requests are
     /// signed with the secret in THINKLIO_WEBHOOK_SECRET.
     #[arg(long = "webhook", value_name = "NAME=URL")]
@@ -264,6 +267,16 @@ async fn run(args: Args) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
         eprintln!("attached {} tool(s) of `{command}`", attached.len());
+        names.extend(attached);
+        servers.push(server);
+    }
+    for url in &args.mcp_urls {
+        let server = McpServer::connect(url).await.map_err(|e| e.to_string())?;
+        let attached = server
+            .attach(runtime.capabilities())
+            .await
+            .map_err(|e| e.to_string())?;
+        eprintln!("attached {} tool(s) of {url}", attached.len());
         names.extend(attached);
         servers.push(server);
     }

@@ -1,7 +1,8 @@
 //! Tools of MCP servers as capabilities, through the `rmcp` client.
 //!
 //! [`McpServer::spawn`] starts a server process and speaks MCP to it over
-//! stdio; [`McpServer::attach`] registers every tool it lists as a
+//! stdio; [`McpServer::connect`] reaches one over streamable HTTP;
+//! [`McpServer::attach`] registers every tool it lists as a
 //! capability of kind `mcp` (its input schema is the parameter schema, its
 //! output schema the return schema, its annotations the side-effect class)
 //! and keeps the registry in step when the server announces that its tool
@@ -21,7 +22,7 @@ use std::sync::{Arc, Weak};
 use async_trait::async_trait;
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::{NotificationContext, RoleClient, RunningService};
-use rmcp::transport::TokioChildProcess;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, ServiceExt};
 use serde_json::{Value, json};
 use thinklio_core::{
@@ -74,10 +75,18 @@ impl ClientHandler for Handler {
 
 type Client = RunningService<RoleClient, Handler>;
 
+/// How to reach a server.
+enum Target {
+    /// A process spoken to over its stdio.
+    Stdio { program: String, args: Vec<String> },
+    /// A server at a streamable-HTTP endpoint.
+    Http { url: String },
+}
+
 struct Server {
+    /// The command line or URL, for messages.
     command: String,
-    program: String,
-    args: Vec<String>,
+    target: Target,
     client: Mutex<Option<Client>>,
     changed: Arc<tokio::sync::Notify>,
     pid: std::sync::Mutex<Option<u32>>,
@@ -105,10 +114,38 @@ impl McpServer {
     pub async fn spawn(command: &str) -> Result<Self, McpError> {
         let mut words = command.split_whitespace().map(str::to_owned);
         let program = words.next().ok_or(McpError::EmptyCommand)?;
+        Self::start(
+            command,
+            Target::Stdio {
+                program,
+                args: words.collect(),
+            },
+        )
+        .await
+    }
+
+    /// Connects to a server at a streamable-HTTP endpoint (such as
+    /// `http://localhost:3001/mcp`); `https` URLs are verified against the
+    /// platform's certificates.
+    pub async fn connect(url: &str) -> Result<Self, McpError> {
+        // The MCP client's HTTP stack leaves the choice of TLS provider to
+        // the application; the first connection picks ring, which the rest
+        // of Thinklio's HTTP already uses. A provider set earlier by the
+        // host is kept.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Self::start(
+            url,
+            Target::Http {
+                url: url.to_owned(),
+            },
+        )
+        .await
+    }
+
+    async fn start(command: &str, target: Target) -> Result<Self, McpError> {
         let server = Arc::new(Server {
             command: command.to_owned(),
-            program,
-            args: words.collect(),
+            target,
             client: Mutex::new(None),
             changed: Arc::new(tokio::sync::Notify::new()),
             pid: std::sync::Mutex::new(None),
@@ -119,7 +156,7 @@ impl McpServer {
         Ok(Self { server })
     }
 
-    /// The process id of the running server, if it runs.
+    /// The process id of the running server, if it runs as a process of ours.
     pub async fn pid(&self) -> Option<u32> {
         let guard = self.server.client.lock().await;
         guard
@@ -149,28 +186,31 @@ impl McpServer {
 
 impl Server {
     async fn connect(&self) -> Result<Client, McpError> {
-        let mut command = tokio::process::Command::new(&self.program);
-        command.args(&self.args);
-        let (transport, _stderr) = TokioChildProcess::builder(command)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|source| McpError::Spawn {
-                command: self.command.clone(),
-                source,
-            })?;
-        if let Ok(mut pid) = self.pid.lock() {
-            *pid = transport.id();
-        }
         let handler = Handler {
             changed: Arc::clone(&self.changed),
         };
-        handler
-            .serve(transport)
-            .await
-            .map_err(|e| McpError::Protocol {
-                command: self.command.clone(),
-                message: e.to_string(),
-            })
+        let served = match &self.target {
+            Target::Stdio { program, args } => {
+                let mut command = tokio::process::Command::new(program);
+                command.args(args);
+                let (transport, _stderr) = TokioChildProcess::builder(command)
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .map_err(|source| McpError::Spawn {
+                        command: self.command.clone(),
+                        source,
+                    })?;
+                if let Ok(mut pid) = self.pid.lock() {
+                    *pid = transport.id();
+                }
+                handler.serve(transport).await
+            }
+            Target::Http { url } => {
+                let transport = StreamableHttpClientTransport::from_uri(url.as_str());
+                handler.serve(transport).await
+            }
+        };
+        served.map_err(|e| self.protocol(e))
     }
 
     fn protocol(&self, e: impl std::fmt::Display) -> McpError {

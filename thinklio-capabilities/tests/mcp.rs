@@ -12,7 +12,7 @@ use thinklio_core::*;
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 use thinklio_store_sqlite::SqliteStore;
 
-fn server_command() -> String {
+fn everything() -> PathBuf {
     let bin: PathBuf = [
         env!("CARGO_MANIFEST_DIR"),
         "tests/mcp-server/node_modules/@modelcontextprotocol/server-everything/dist/index.js",
@@ -25,7 +25,11 @@ fn server_command() -> String {
          `npm ci --prefix thinklio-capabilities/tests/mcp-server`",
         bin.display()
     );
-    format!("node {}", bin.display())
+    bin
+}
+
+fn server_command() -> String {
+    format!("node {}", everything().display())
 }
 
 async fn runtime(dir: &tempfile::TempDir, model: ScriptedModel) -> (Runtime, McpServer) {
@@ -163,4 +167,112 @@ async fn a_server_killed_mid_call_is_reported_and_restarted() {
         "the next call restarted the server"
     );
     assert_ne!(server.pid().await, Some(pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attached_tools_follow_the_servers_tool_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/mcp-server/changing-tools.mjs"
+    );
+    everything(); // the same npm install provides the SDK the script uses
+    let model = ScriptedModel::new([
+        ScriptedReply::tool_call("c1", "add-tool", r#"{"name": "greet"}"#),
+        ScriptedReply::text("added"),
+        ScriptedReply::tool_call("c2", "greet", "{}"),
+        ScriptedReply::text("greeted"),
+    ]);
+    let rt = Runtime::builder()
+        .store(SqliteStore::open(dir.path().join("c.db")).await.unwrap())
+        .model(model)
+        .agent(AgentDefinition::new("a", "m").capabilities(["add-tool", "greet"]))
+        .build()
+        .unwrap();
+    let server = McpServer::spawn(&format!("node {script}")).await.unwrap();
+    assert_eq!(
+        server.attach(rt.capabilities()).await.unwrap(),
+        vec!["add-tool"]
+    );
+    let session = rt
+        .open_session(Principal::local(), "a", "t", None)
+        .await
+        .unwrap();
+    rt.send(session.id, "add a tool").await.unwrap();
+    let appeared = async {
+        while rt.capabilities().get("greet").is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), appeared)
+        .await
+        .expect("the new tool is picked up");
+    let reply = rt.send(session.id, "use it").await.unwrap();
+    let steps = rt.store().steps(reply.interaction_id).await.unwrap();
+    assert_eq!(results(&steps), vec![Ok(serde_json::json!("I am greet"))]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_over_streamable_http_serves_its_tools() {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let mut node = tokio::process::Command::new("node")
+        .arg(everything())
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let listening = async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), listening)
+        .await
+        .expect("the HTTP server starts");
+    let dir = tempfile::tempdir().unwrap();
+    let model = ScriptedModel::new([
+        ScriptedReply::tool_call("c1", "echo", r#"{"message": "over http"}"#),
+        ScriptedReply::text("ok"),
+        ScriptedReply::tool_call("c2", "echo", r#"{"message": "gone"}"#),
+        ScriptedReply::text("it is gone"),
+    ]);
+    let rt = Runtime::builder()
+        .store(SqliteStore::open(dir.path().join("h.db")).await.unwrap())
+        .model(model)
+        .agent(AgentDefinition::new("a", "m").capabilities(["echo"]))
+        .build()
+        .unwrap();
+    let server = McpServer::connect(&format!("http://127.0.0.1:{port}/mcp"))
+        .await
+        .unwrap();
+    let names = server.attach(rt.capabilities()).await.unwrap();
+    assert!(names.iter().any(|n| n == "echo"), "{names:?}");
+    let session = rt
+        .open_session(Principal::local(), "a", "t", None)
+        .await
+        .unwrap();
+    let reply = rt.send(session.id, "echo").await.unwrap();
+    let steps = rt.store().steps(reply.interaction_id).await.unwrap();
+    assert_eq!(
+        results(&steps),
+        vec![Ok(serde_json::json!("Echo: over http"))]
+    );
+
+    // The server goes away: the call fails with a clear error, in time.
+    node.kill().await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(60), rt.send(session.id, "again"))
+        .await
+        .expect("the interaction does not hang")
+        .unwrap();
+    let steps = rt.store().steps(reply.interaction_id).await.unwrap();
+    let error = results(&steps)[0].clone().unwrap_err();
+    assert!(error.starts_with("capability.failed"), "{error}");
 }
