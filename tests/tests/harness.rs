@@ -203,6 +203,40 @@ async fn a_panicking_capability_fails_its_step_not_the_runtime() {
 }
 
 #[tokio::test]
+async fn a_capability_above_the_agents_trust_cannot_be_called() {
+    let model = ScriptedModel::new([
+        ScriptedReply::tool_call("c1", "secret", "{}"),
+        ScriptedReply::text("could not"),
+    ]);
+    let f = fixture(model, agent().capabilities(["add", "secret"])).await;
+    let called = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = called.clone();
+    let secret = FunctionCapability::builder("secret", "Needs trust.")
+        .trust_level(TrustLevel::Elevated)
+        .handler(move |_: serde_json::Map<String, serde_json::Value>| {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            async { Ok::<_, String>(1) }
+        });
+    f.runtime.capabilities().register(secret).unwrap();
+    let s = session(&f.runtime).await;
+    let reply = f.runtime.send(s.id, "try the secret").await.unwrap();
+    assert_eq!(reply.text, "could not");
+    let steps = f.runtime.store().steps(reply.interaction_id).await.unwrap();
+    let act = steps.iter().find(|s| s.kind == StepKind::Act).unwrap();
+    assert_eq!(act.error.as_ref().unwrap().code, "capability.not_found");
+    assert!(
+        !called.load(std::sync::atomic::Ordering::SeqCst),
+        "a hidden capability never runs"
+    );
+    assert!(
+        f.model.requests()[0]
+            .tools
+            .iter()
+            .all(|t| t.name != "secret")
+    );
+}
+
+#[tokio::test]
 async fn max_turns_ends_with_a_reply() {
     let model =
         ScriptedModel::responder(|_| ScriptedReply::tool_call("c", "add", r#"{"a":1,"b":1}"#));

@@ -8,6 +8,12 @@
 //! answer as the observation. The child's tokens and cost roll up into the
 //! calling step, and so into every interaction above it.
 //!
+//! The delegate works with its own capabilities, narrowed by the chain: its
+//! trust level is capped at the lowest along the chain, so a delegate never
+//! sees a capability its callers could not. (Assignments and account policy
+//! narrow further where the tenancy layer applies them.) It sees no session
+//! history; its context is the task.
+//!
 //! Refusals are fail-closed: a cycle in the configured agent graph fails
 //! [`RuntimeBuilder::build`](super::RuntimeBuilder::build) and
 //! [`Runtime::register_agent`](super::Runtime::register_agent); at run time a
