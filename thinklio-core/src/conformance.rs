@@ -49,6 +49,7 @@ macro_rules! store_conformance_tests {
             queue_claims_respect_kind_and_time,
             queue_concurrent_claims_never_overlap,
             todos_belong_to_their_owner,
+            budgets_are_kept_and_warnings_given_once,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {
@@ -999,4 +1000,54 @@ pub async fn todos_belong_to_their_owner<S: Store>(store: S) {
             .len(),
         1
     );
+}
+
+pub async fn budgets_are_kept_and_warnings_given_once<S: Store>(store: S) {
+    let p = principal();
+    assert!(store.budgets().await.unwrap().is_empty());
+    let user = BudgetLimit::monthly(BudgetScope::User(p.user), Cost::from_usd(1.0));
+    let account = BudgetLimit::monthly(BudgetScope::Account(p.account), Cost::from_usd(5.0))
+        .per(BudgetPeriod::Daily)
+        .warn_at([25, 75]);
+    store.set_budget(user.clone()).await.unwrap();
+    store.set_budget(account.clone()).await.unwrap();
+    let raised = BudgetLimit::monthly(BudgetScope::User(p.user), Cost::from_usd(2.0));
+    store.set_budget(raised.clone()).await.unwrap();
+    let mut all = store.budgets().await.unwrap();
+    all.sort_by_key(|b| b.scope.kind());
+    assert_eq!(
+        all,
+        vec![account.clone(), raised],
+        "one limit per scope, the latest"
+    );
+    assert!(
+        store
+            .record_budget_warning(account.scope, t(0), 25)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_budget_warning(account.scope, t(0), 25)
+            .await
+            .unwrap(),
+        "once per period"
+    );
+    assert!(
+        store
+            .record_budget_warning(account.scope, t(86_400_000), 25)
+            .await
+            .unwrap(),
+        "again next period"
+    );
+    assert!(
+        store
+            .record_budget_warning(user.scope, t(0), 25)
+            .await
+            .unwrap(),
+        "per scope"
+    );
+    assert!(store.remove_budget(user.scope).await.unwrap());
+    assert!(!store.remove_budget(user.scope).await.unwrap());
+    assert_eq!(store.budgets().await.unwrap(), vec![account]);
 }

@@ -34,6 +34,9 @@ pub enum EventKind {
     /// `task.dead_lettered`: a queued task ran out of attempts.
     #[serde(rename = "task.dead_lettered")]
     TaskDeadLettered,
+    /// `budget.warning`: spend passed a warning threshold of a budget.
+    #[serde(rename = "budget.warning")]
+    BudgetWarning,
 }
 
 crate::step::str_enum!(EventKind, "event kind",
@@ -45,6 +48,7 @@ crate::step::str_enum!(EventKind, "event kind",
     EventKind::StepFailed => "step.failed",
     EventKind::ReplyDelivered => "reply.delivered",
     EventKind::TaskDeadLettered => "task.dead_lettered",
+    EventKind::BudgetWarning => "budget.warning",
 );
 
 /// An entry of the event log.

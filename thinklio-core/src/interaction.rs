@@ -72,7 +72,9 @@ impl InteractionState {
     /// Derives the state from the interaction's steps, in order.
     ///
     /// A failed `act` step never ends an interaction (the model observes the
-    /// failure), and a step failed as [`StepError::INTERRUPTED`] is retried.
+    /// failure), a step failed as [`StepError::INTERRUPTED`] is retried, and
+    /// a `think` step refused as [`StepError::BUDGET_EXCEEDED`] is followed
+    /// by a reply saying so.
     pub fn derive(steps: &[Step]) -> Self {
         if steps.is_empty() {
             return InteractionState::Pending;
@@ -102,8 +104,7 @@ pub fn is_terminal_failure(step: &Step) -> bool {
             step.kind,
             StepKind::Context | StepKind::Think | StepKind::Respond
         )
-        && step
-            .error
-            .as_ref()
-            .is_none_or(|e| e.code != StepError::INTERRUPTED)
+        && step.error.as_ref().is_none_or(|e| {
+            e.code != StepError::INTERRUPTED && e.code != StepError::BUDGET_EXCEEDED
+        })
 }

@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod budget;
 pub mod capability;
 pub mod event;
 pub mod ids;
@@ -22,6 +23,7 @@ pub mod usage;
 pub mod conformance;
 
 pub use agent::AgentDefinition;
+pub use budget::{BudgetLimit, BudgetPeriod, BudgetScope};
 pub use capability::{
     Capability, CapabilityError, CapabilityKind, CapabilityManifest, CapabilityRegistry,
     FunctionCapability, InvocationContext, SideEffect, TrustLevel,
@@ -48,8 +50,8 @@ pub use step::{
     StepTransition,
 };
 pub use store::{
-    EventStore, FinishedStep, InteractionStore, OutboxStore, QueueStore, SessionStore, Store,
-    StoreError, StoreResult, TodoStore, UsageStore,
+    BudgetStore, EventStore, FinishedStep, InteractionStore, OutboxStore, QueueStore, SessionStore,
+    Store, StoreError, StoreResult, TodoStore, UsageStore,
 };
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use todo::Todo;

@@ -141,6 +141,11 @@ impl StepError {
     /// work is safe to repeat: a new attempt follows with the same idempotency key.
     pub const INTERRUPTED: &'static str = "step.interrupted";
 
+    /// Code of a step refused because a budget is spent. A `think` step
+    /// failed so does not fail its interaction: the interaction replies that
+    /// the budget is spent.
+    pub const BUDGET_EXCEEDED: &'static str = "budget.exceeded";
+
     /// A step error.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self {

@@ -15,6 +15,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 
+use crate::budget::{BudgetLimit, BudgetScope};
 use crate::event::{Event, NewEvent};
 use crate::ids::{AccountId, InteractionId, OutboxId, SessionId, StepId, TaskId, UserId};
 use crate::interaction::{Interaction, NewInteraction};
@@ -279,6 +280,29 @@ pub trait TodoStore: Send + Sync {
     ) -> StoreResult<Todo>;
 }
 
+/// Spending limits and the warnings already given about them.
+#[async_trait]
+pub trait BudgetStore: Send + Sync {
+    /// Sets the limit of a scope (replacing any earlier one for that scope).
+    async fn set_budget(&self, limit: BudgetLimit) -> StoreResult<()>;
+
+    /// Removes the limit of a scope; returns whether there was one.
+    async fn remove_budget(&self, scope: BudgetScope) -> StoreResult<bool>;
+
+    /// Every limit.
+    async fn budgets(&self) -> StoreResult<Vec<BudgetLimit>>;
+
+    /// Records that the warning at `threshold` percent was given for
+    /// `scope` in the period starting at `period_start`; returns `false` if
+    /// it had been given already (so each is given once).
+    async fn record_budget_warning(
+        &self,
+        scope: BudgetScope,
+        period_start: Timestamp,
+        threshold: u8,
+    ) -> StoreResult<bool>;
+}
+
 /// Everything the runtime needs from a store.
 pub trait Store:
     SessionStore
@@ -288,6 +312,7 @@ pub trait Store:
     + EventStore
     + UsageStore
     + TodoStore
+    + BudgetStore
     + 'static
 {
 }
@@ -300,6 +325,7 @@ impl<T> Store for T where
         + EventStore
         + UsageStore
         + TodoStore
+        + BudgetStore
         + 'static
 {
 }

@@ -25,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+mod budgets;
 mod conn;
 mod events;
 mod interactions;

@@ -152,6 +152,25 @@ CREATE TABLE todos (
     UNIQUE (account_id, user_id, add_key)
 );
 "#,
+    // 3: budgets and the warnings given about them.
+    r#"
+CREATE TABLE budgets (
+    scope_kind  TEXT NOT NULL,
+    scope_id    TEXT NOT NULL,
+    limit_nanos INTEGER NOT NULL,
+    period      TEXT NOT NULL,
+    warn_at     TEXT NOT NULL,
+    PRIMARY KEY (scope_kind, scope_id)
+);
+CREATE TABLE budget_warnings (
+    scope_kind   TEXT NOT NULL,
+    scope_id     TEXT NOT NULL,
+    period_start INTEGER NOT NULL,
+    threshold    INTEGER NOT NULL,
+    PRIMARY KEY (scope_kind, scope_id, period_start, threshold)
+);
+CREATE INDEX usage_by_team ON usage_records (team_id, at);
+"#,
 ];
 
 /// The newest schema version this build knows.

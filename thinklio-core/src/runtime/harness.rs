@@ -242,6 +242,14 @@ impl Run {
                 _ => retry = None,
             }
             let failed = step.state == StepState::Failed;
+            let budget_spent = step.error.as_ref().filter(|e| {
+                failed && step.kind == StepKind::Think && e.code == StepError::BUDGET_EXCEEDED
+            });
+            if let Some(e) = budget_spent {
+                // A spent budget ends the interaction with a reply that says so.
+                final_text = Some(format!("I have to stop here: {}.", e.message));
+                continue;
+            }
             match step.kind {
                 StepKind::Context | StepKind::Think | StepKind::Respond if failed => {
                     return Next::Failed(step.error.clone().unwrap_or_else(|| {
@@ -628,6 +636,13 @@ impl Run {
     }
 
     async fn think(&mut self) -> StepOutcome {
+        if let Err(error) = self
+            .rt
+            .check_budgets(&self.interaction.principal, &self.interaction)
+            .await
+        {
+            return StepOutcome::Failed { error, usage: None };
+        }
         let messages = match self.transcript().await {
             Ok(m) => m,
             Err(e) => {
@@ -689,29 +704,39 @@ impl Run {
             None => Err(CapabilityError::NotFound(call.name.clone())),
             Some(cap) => match cap.parse_arguments(&call.arguments) {
                 Err(e) => Err(e),
-                Ok(arguments) => {
-                    let context = InvocationContext {
-                        interaction_id: self.interaction.id,
-                        step_id: step.id,
-                        idempotency_key: step.idempotency_key.clone(),
-                        attempt: step.attempt,
-                        principal: self.interaction.principal,
-                        agent_id: self.agent.id.clone(),
-                        delegation_depth: self.interaction.delegation_depth,
-                        meter: meter.clone(),
-                    };
-                    let timeout = cap.manifest().timeout;
-                    // A panic in a host's capability becomes a failed step the
-                    // model is told about, not a crash of the interaction.
-                    let call = std::panic::AssertUnwindSafe(cap.invoke(&context, arguments));
-                    match tokio::time::timeout(timeout, call.catch_unwind()).await {
-                        Ok(Ok(result)) => result,
-                        Ok(Err(panic)) => {
-                            Err(CapabilityError::Panicked(panic_message(panic.as_ref())))
+                Ok(arguments) => match self
+                    .rt
+                    .check_budgets(&self.interaction.principal, &self.interaction)
+                    .await
+                {
+                    Err(refused) => Err(CapabilityError::Refused {
+                        code: StepError::BUDGET_EXCEEDED,
+                        message: refused.message,
+                    }),
+                    Ok(()) => {
+                        let context = InvocationContext {
+                            interaction_id: self.interaction.id,
+                            step_id: step.id,
+                            idempotency_key: step.idempotency_key.clone(),
+                            attempt: step.attempt,
+                            principal: self.interaction.principal,
+                            agent_id: self.agent.id.clone(),
+                            delegation_depth: self.interaction.delegation_depth,
+                            meter: meter.clone(),
+                        };
+                        let timeout = cap.manifest().timeout;
+                        // A panic in a host's capability becomes a failed step the
+                        // model is told about, not a crash of the interaction.
+                        let call = std::panic::AssertUnwindSafe(cap.invoke(&context, arguments));
+                        match tokio::time::timeout(timeout, call.catch_unwind()).await {
+                            Ok(Ok(result)) => result,
+                            Ok(Err(panic)) => {
+                                Err(CapabilityError::Panicked(panic_message(panic.as_ref())))
+                            }
+                            Err(_) => Err(CapabilityError::Timeout(timeout)),
                         }
-                        Err(_) => Err(CapabilityError::Timeout(timeout)),
                     }
-                }
+                },
             },
         };
         // What the capability spent on the call's behalf rolls up into the step.

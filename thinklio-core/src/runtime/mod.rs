@@ -22,6 +22,7 @@ pub use delegation::{Delegate, DelegationGraph};
 pub use queue::{QueueRun, QueueWorker, TaskError, TaskHandler};
 
 use crate::agent::AgentDefinition;
+use crate::budget::{BudgetLimit, BudgetScope};
 use crate::capability::{Capability, CapabilityError, CapabilityRegistry};
 use crate::event::{Event, EventKind, NewEvent};
 use crate::ids::{AgentId, InteractionId, SessionId};
@@ -34,7 +35,7 @@ use crate::session::{NewSession, Session};
 use crate::step::{Step, StepError};
 use crate::store::{Store, StoreError};
 use crate::time::{Clock, SystemClock};
-use crate::usage::{Cost, PriceTable, TokenUsage};
+use crate::usage::{Cost, PriceTable, TokenUsage, UsageFilter, UsageTotals};
 
 use self::harness::Run;
 use self::locks::SessionLocks;
@@ -234,6 +235,9 @@ pub(crate) struct Inner {
     sessions: std::sync::Mutex<HashMap<SessionId, Session>>,
     /// Delegate capability names and the agents behind them.
     delegates: RwLock<std::collections::BTreeMap<String, AgentId>>,
+    /// The budgets, read from the store once and kept in step by
+    /// `set_budget`/`remove_budget`: with none set, a check costs nothing.
+    budgets: tokio::sync::RwLock<Option<Vec<BudgetLimit>>>,
 }
 
 /// Sessions kept in [`Inner::sessions`]; the cache starts over when full.
@@ -268,6 +272,87 @@ impl Inner {
             cache.clear();
         }
         cache.insert(session.id, session.clone());
+    }
+
+    /// Checks every budget covering `principal`: emits each warning whose
+    /// threshold spend has reached (once per period), and refuses with
+    /// [`StepError::BUDGET_EXCEEDED`] when a limit is spent.
+    pub(crate) async fn check_budgets(
+        &self,
+        principal: &Principal,
+        interaction: &Interaction,
+    ) -> Result<(), StepError> {
+        let store_error = |e: StoreError| StepError::new(e.code(), e.to_string());
+        if self.budgets.read().await.is_none() {
+            let loaded = self.store.budgets().await.map_err(store_error)?;
+            *self.budgets.write().await = Some(loaded);
+        }
+        let covering: Vec<BudgetLimit> = self
+            .budgets
+            .read()
+            .await
+            .iter()
+            .flatten()
+            .filter(|b| b.scope.covers(principal))
+            .cloned()
+            .collect();
+        let now = self.clock.now();
+        for budget in covering {
+            let start = budget.period.start(now);
+            let mut filter = budget.scope.filter();
+            filter.from = Some(start);
+            let spent = self
+                .store
+                .usage_totals(&filter)
+                .await
+                .map_err(store_error)?
+                .cost;
+            let limit = budget.limit.as_nanos().max(0);
+            let percent = if limit == 0 {
+                100
+            } else {
+                i128::from(spent.as_nanos()) * 100 / i128::from(limit)
+            };
+            let mut thresholds = budget.warn_at.clone();
+            thresholds.sort_unstable();
+            for threshold in thresholds {
+                if percent < i128::from(threshold) {
+                    break;
+                }
+                let first = self
+                    .store
+                    .record_budget_warning(budget.scope, start, threshold)
+                    .await
+                    .map_err(store_error)?;
+                if first {
+                    let payload = serde_json::json!({
+                        "scope": budget.scope.kind(),
+                        "scope_id": budget.scope.id(),
+                        "threshold": threshold,
+                        "spent_nanos": spent.as_nanos(),
+                        "limit_nanos": limit,
+                        "period_start": start,
+                    });
+                    let event = interaction_event(EventKind::BudgetWarning, interaction, payload);
+                    self.append_event(event)
+                        .await
+                        .map_err(|e| StepError::new(e.code(), e.to_string()))?;
+                }
+            }
+            if spent.as_nanos() >= limit {
+                return Err(StepError::new(
+                    StepError::BUDGET_EXCEEDED,
+                    format!(
+                        "the {} budget of {} for this {} is spent ({} so far)",
+                        budget.scope.kind(),
+                        budget.limit,
+                        budget.period.name(),
+                        spent
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn agent(&self, id: &AgentId) -> Result<Arc<AgentDefinition>, RuntimeError> {
@@ -418,6 +503,7 @@ impl RuntimeBuilder {
             task_handlers: RwLock::new(HashMap::new()),
             sessions: std::sync::Mutex::new(HashMap::new()),
             delegates: RwLock::new(delegates),
+            budgets: tokio::sync::RwLock::new(None),
         });
         for d in &self.delegates {
             let capability = delegation::AgentCapability::new(d, Arc::downgrade(&inner));
@@ -515,6 +601,27 @@ impl Runtime {
             delegate,
             Arc::downgrade(&self.inner),
         ))
+    }
+
+    /// Sets a spending limit (replacing any earlier one for its scope).
+    pub async fn set_budget(&self, limit: BudgetLimit) -> Result<(), RuntimeError> {
+        self.inner.store.set_budget(limit).await?;
+        let all = self.inner.store.budgets().await?;
+        *self.inner.budgets.write().await = Some(all);
+        Ok(())
+    }
+
+    /// Removes the spending limit of a scope.
+    pub async fn remove_budget(&self, scope: BudgetScope) -> Result<bool, RuntimeError> {
+        let removed = self.inner.store.remove_budget(scope).await?;
+        let all = self.inner.store.budgets().await?;
+        *self.inner.budgets.write().await = Some(all);
+        Ok(removed)
+    }
+
+    /// Usage (calls, tokens, cost) over `filter`, from the store.
+    pub async fn usage(&self, filter: &UsageFilter) -> Result<UsageTotals, RuntimeError> {
+        Ok(self.inner.store.usage_totals(filter).await?)
     }
 
     /// The delegation graph of the registered agents and delegates.

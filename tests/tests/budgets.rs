@@ -1,0 +1,187 @@
+//! Budgets: checked before every model and capability call, warnings once
+//! per threshold per period, periods that reset on their own, delegates
+//! spending from their caller's budgets.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests speak through panics
+
+use std::time::Duration;
+
+use thinklio_core::*;
+use thinklio_llm::{ScriptedModel, ScriptedReply};
+use thinklio_store_sqlite::{SqliteOptions, SqliteStore};
+
+/// Each message: one tool call, then an answer; every agent delegates to
+/// `ask_*` when it has one.
+fn model() -> ScriptedModel {
+    ScriptedModel::responder(|r| {
+        let last = r.messages.last().unwrap();
+        match (last.role, r.tools.first()) {
+            (Role::User, Some(tool)) => {
+                let args = if tool.name.starts_with("ask_") {
+                    r#"{"task": "help"}"#
+                } else {
+                    r#"{"a": 1, "b": 2}"#
+                };
+                ScriptedReply::tool_call("c", tool.name.clone(), args)
+            }
+            _ => ScriptedReply::text(format!("{} done", r.model)),
+        }
+    })
+}
+
+async fn runtime(dir: &tempfile::TempDir, clock: &ManualClock, builder: RuntimeBuilder) -> Runtime {
+    let options = SqliteOptions::default().clock(clock.clone());
+    builder
+        .store(
+            SqliteStore::open_with(dir.path().join("b.db"), options)
+                .await
+                .unwrap(),
+        )
+        .model(model())
+        .clock(clock.clone())
+        .capability(thinklio_tests::add())
+        .prices(PriceTable::new().with("priced", ModelPrice::usd_per_million(1000.0, 1000.0)))
+        .build()
+        .unwrap()
+}
+
+fn warnings(events: &[Event]) -> Vec<i64> {
+    events
+        .iter()
+        .filter(|e| e.kind == EventKind::BudgetWarning)
+        .map(|e| e.payload["threshold"].as_i64().unwrap())
+        .collect()
+}
+
+fn start() -> ManualClock {
+    // 2026-11-10T00:00:00Z
+    ManualClock::new(Timestamp::from_millis(1_794_268_800_000))
+}
+
+#[tokio::test]
+async fn a_spent_budget_blocks_the_next_model_call_with_a_clear_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = start();
+    let agent = AgentDefinition::new("a", "priced").capabilities(["add"]);
+    let rt = runtime(&dir, &clock, Runtime::builder().agent(agent)).await;
+    let me = Principal::local();
+    let session = rt.open_session(me, "a", "t", None).await.unwrap();
+    let first = rt.send(session.id, "one").await.unwrap();
+    assert!(first.cost > Cost::ZERO);
+    // The limit is exactly what was spent: the next call may not start.
+    rt.set_budget(BudgetLimit::monthly(BudgetScope::User(me.user), first.cost))
+        .await
+        .unwrap();
+    let second = rt.send(session.id, "two").await.unwrap();
+    assert!(
+        second
+            .text
+            .starts_with("I have to stop here: the user budget"),
+        "{}",
+        second.text
+    );
+    let steps = rt.store().steps(second.interaction_id).await.unwrap();
+    let refused = steps.iter().find(|s| s.kind == StepKind::Think).unwrap();
+    assert_eq!(
+        refused.error.as_ref().unwrap().code,
+        StepError::BUDGET_EXCEEDED
+    );
+    assert_eq!(steps.last().unwrap().kind, StepKind::Respond);
+    assert_eq!(
+        rt.interaction_state(second.interaction_id).await.unwrap(),
+        InteractionState::Completed
+    );
+    let spent = rt.usage(&UsageFilter::all().user(me.user)).await.unwrap();
+    assert_eq!(spent.cost, first.cost, "usage stays at the limit");
+    // Another user of the same account is not held by my budget.
+    let other = Principal::new(me.account, UserId::new());
+    let theirs = rt.open_session(other, "a", "t", None).await.unwrap();
+    assert_eq!(
+        rt.send(theirs.id, "three").await.unwrap().text,
+        "priced done"
+    );
+}
+
+#[tokio::test]
+async fn warnings_fire_once_per_threshold_and_a_new_period_resets() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = start();
+    let agent = AgentDefinition::new("a", "priced").capabilities(["add"]);
+    let rt = runtime(&dir, &clock, Runtime::builder().agent(agent)).await;
+    let me = Principal::local();
+    let session = rt.open_session(me, "a", "t", None).await.unwrap();
+    let one = rt.send(session.id, "measure").await.unwrap().cost;
+    // Room for about four such messages this month.
+    let limit = Cost::from_nanos(one.as_nanos() * 4 + one.as_nanos() / 2);
+    rt.set_budget(BudgetLimit::monthly(
+        BudgetScope::Account(me.account),
+        limit,
+    ))
+    .await
+    .unwrap();
+    let mut replies = Vec::new();
+    for _ in 0..5 {
+        // A new session each time, so that every message costs the same.
+        let fresh = rt.open_session(me, "a", "t", None).await.unwrap();
+        replies.push(rt.send(fresh.id, "measure").await.unwrap().text);
+    }
+    // With the first message, three more fit; the fifth finds the budget spent.
+    assert!(
+        replies[..3].iter().all(|r| r == "priced done"),
+        "{replies:?}"
+    );
+    assert!(replies[4].starts_with("I have to stop here"), "{replies:?}");
+    let events = rt.store().events_after(0, 10_000).await.unwrap();
+    assert_eq!(warnings(&events), vec![50, 80, 100], "each threshold once");
+
+    // Next month: the period starts over by itself.
+    clock.advance(Duration::from_secs(31 * 86_400));
+    assert_eq!(
+        rt.send(session.id, "new month").await.unwrap().text,
+        "priced done"
+    );
+    let events = rt.store().events_after(0, 10_000).await.unwrap();
+    assert_eq!(
+        warnings(&events),
+        vec![50, 80, 100],
+        "no warning yet this month"
+    );
+}
+
+#[tokio::test]
+async fn a_delegates_spend_counts_against_its_callers_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = start();
+    let builder = Runtime::builder()
+        .agent(AgentDefinition::new("boss", "priced").capabilities(["ask_helper"]))
+        .agent(AgentDefinition::new("helper", "priced").capabilities(["add"]))
+        .delegate(Delegate::new("helper", "ask_helper", "Helps."));
+    let rt = runtime(&dir, &clock, builder).await;
+    let me = Principal::local();
+    let session = rt.open_session(me, "boss", "t", None).await.unwrap();
+    let reply = rt.send(session.id, "work").await.unwrap();
+    let spent = rt.usage(&UsageFilter::all().user(me.user)).await.unwrap();
+    assert_eq!(
+        spent.cost, reply.cost,
+        "the delegate's calls are the caller's spend"
+    );
+    assert_eq!(spent.calls, 4, "two calls each");
+
+    // A budget the delegate's work used up stops the next message at once.
+    rt.set_budget(BudgetLimit::monthly(BudgetScope::User(me.user), spent.cost))
+        .await
+        .unwrap();
+    let blocked = rt.send(session.id, "more").await.unwrap();
+    assert!(
+        blocked.text.starts_with("I have to stop here"),
+        "{}",
+        blocked.text
+    );
+    assert_eq!(
+        rt.usage(&UsageFilter::all().user(me.user))
+            .await
+            .unwrap()
+            .cost,
+        spent.cost
+    );
+}

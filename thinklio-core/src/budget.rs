@@ -1,0 +1,198 @@
+//! Budgets: spending limits per account, team or user over a period.
+//!
+//! A budget is checked before every model call and every capability call,
+//! delegations included (a delegate spends from its caller's principal).
+//! Spend is summed from the usage records of the current period, so periods
+//! reset by themselves at their boundary, with no job to run. A call starts
+//! only while spend is below every applicable limit, so a limit is passed by
+//! at most the one call that crossed it. Warning thresholds (percent of the
+//! limit) each emit one `budget.warning` event per period.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AccountId, TeamId, UserId};
+use crate::principal::Principal;
+use crate::time::Timestamp;
+use crate::usage::{Cost, UsageFilter};
+
+/// Whose spending a budget limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "scope", content = "id", rename_all = "snake_case")]
+pub enum BudgetScope {
+    /// Everything spent in an account.
+    Account(AccountId),
+    /// Everything spent for a team.
+    Team(TeamId),
+    /// Everything spent for a user.
+    User(UserId),
+}
+
+impl BudgetScope {
+    /// Whether spending for `principal` counts against this budget.
+    pub fn covers(&self, principal: &Principal) -> bool {
+        match self {
+            BudgetScope::Account(a) => *a == principal.account,
+            BudgetScope::Team(t) => principal.team == Some(*t),
+            BudgetScope::User(u) => *u == principal.user,
+        }
+    }
+
+    /// The usage this budget counts.
+    pub fn filter(&self) -> UsageFilter {
+        let mut f = UsageFilter::all();
+        match self {
+            BudgetScope::Account(a) => f.account = Some(*a),
+            BudgetScope::Team(t) => f.team = Some(*t),
+            BudgetScope::User(u) => f.user = Some(*u),
+        }
+        f
+    }
+
+    /// `account`, `team` or `user`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BudgetScope::Account(_) => "account",
+            BudgetScope::Team(_) => "team",
+            BudgetScope::User(_) => "user",
+        }
+    }
+
+    /// The scope's id as text.
+    pub fn id(&self) -> String {
+        match self {
+            BudgetScope::Account(a) => a.to_string(),
+            BudgetScope::Team(t) => t.to_string(),
+            BudgetScope::User(u) => u.to_string(),
+        }
+    }
+}
+
+/// How long a budget period lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BudgetPeriod {
+    /// Calendar months, UTC.
+    Monthly,
+    /// Calendar days, UTC.
+    Daily,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+impl BudgetPeriod {
+    /// The start of the period that contains `now`.
+    pub fn start(&self, now: Timestamp) -> Timestamp {
+        let days = now.as_millis().div_euclid(DAY_MS);
+        match self {
+            BudgetPeriod::Daily => Timestamp::from_millis(days * DAY_MS),
+            BudgetPeriod::Monthly => {
+                let (y, m, _) = civil_from_days(days);
+                Timestamp::from_millis(days_from_civil(y, m, 1) * DAY_MS)
+            }
+        }
+    }
+
+    /// `month` or `day`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BudgetPeriod::Monthly => "month",
+            BudgetPeriod::Daily => "day",
+        }
+    }
+}
+
+// Calendar arithmetic on days since 1970-01-01 (UTC), after Howard
+// Hinnant's public-domain algorithms. Written here because it is all core
+// needs of a calendar, and a date crate would be core's largest dependency.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A spending limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetLimit {
+    /// Whose spending it limits.
+    pub scope: BudgetScope,
+    /// The most that may be spent per period.
+    pub limit: Cost,
+    /// The period.
+    pub period: BudgetPeriod,
+    /// Percentages of the limit at which a `budget.warning` event is emitted,
+    /// once per period each.
+    pub warn_at: Vec<u8>,
+}
+
+impl BudgetLimit {
+    /// A monthly limit for `scope` with warnings at 50%, 80% and 100%.
+    pub fn monthly(scope: BudgetScope, limit: Cost) -> Self {
+        Self {
+            scope,
+            limit,
+            period: BudgetPeriod::Monthly,
+            warn_at: vec![50, 80, 100],
+        }
+    }
+
+    /// The same limit over another period.
+    pub fn per(mut self, period: BudgetPeriod) -> Self {
+        self.period = period;
+        self
+    }
+
+    /// The same limit with other warning thresholds.
+    pub fn warn_at(mut self, percents: impl IntoIterator<Item = u8>) -> Self {
+        self.warn_at = percents.into_iter().collect();
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(y: i64, m: i64, d: i64) -> Timestamp {
+        Timestamp::from_millis(days_from_civil(y, m, d) * DAY_MS)
+    }
+
+    #[test]
+    fn calendar_round_trips() {
+        for days in [-800_000, -1, 0, 1, 19_000, 20_513, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
+    }
+
+    #[test]
+    fn periods_start_at_their_boundary() {
+        let mid = ms(2026, 11, 26).plus(std::time::Duration::from_secs(3600 * 13));
+        assert_eq!(BudgetPeriod::Monthly.start(mid), ms(2026, 11, 1));
+        assert_eq!(BudgetPeriod::Daily.start(mid), ms(2026, 11, 26));
+        assert_eq!(BudgetPeriod::Monthly.start(ms(2027, 1, 1)), ms(2027, 1, 1));
+        assert_eq!(
+            BudgetPeriod::Monthly.start(ms(2024, 3, 1).plus(std::time::Duration::from_millis(1))),
+            ms(2024, 3, 1)
+        );
+    }
+}

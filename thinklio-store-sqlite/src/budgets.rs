@@ -1,0 +1,118 @@
+//! `BudgetStore` on SQLite.
+
+use async_trait::async_trait;
+use rusqlite::params;
+use thinklio_core::{
+    BudgetLimit, BudgetPeriod, BudgetScope, BudgetStore, Cost, StoreError, StoreResult, Timestamp,
+};
+
+use crate::SqliteStore;
+use crate::rows::backend;
+
+fn period_name(p: BudgetPeriod) -> &'static str {
+    match p {
+        BudgetPeriod::Daily => "daily",
+        _ => "monthly",
+    }
+}
+
+fn scope_of(kind: &str, id: &str) -> StoreResult<BudgetScope> {
+    let bad = || StoreError::Corrupt(format!("budget scope `{kind}:{id}`"));
+    Ok(match kind {
+        "account" => BudgetScope::Account(id.parse().map_err(|_| bad())?),
+        "team" => BudgetScope::Team(id.parse().map_err(|_| bad())?),
+        "user" => BudgetScope::User(id.parse().map_err(|_| bad())?),
+        _ => return Err(bad()),
+    })
+}
+
+#[async_trait]
+impl BudgetStore for SqliteStore {
+    async fn set_budget(&self, limit: BudgetLimit) -> StoreResult<()> {
+        let warn_at = serde_json::to_string(&limit.warn_at)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(
+                    "INSERT INTO budgets (scope_kind, scope_id, limit_nanos, period, warn_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (scope_kind, scope_id) DO UPDATE SET limit_nanos = ?3, period = ?4, warn_at = ?5",
+                )
+                .map_err(backend)?
+                .execute(params![
+                    limit.scope.kind(),
+                    limit.scope.id(),
+                    limit.limit.as_nanos(),
+                    period_name(limit.period),
+                    warn_at
+                ])
+                .map_err(backend)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn remove_budget(&self, scope: BudgetScope) -> StoreResult<bool> {
+        self.conn
+            .call(move |c| {
+                let n = c
+                    .prepare_cached("DELETE FROM budgets WHERE scope_kind = ?1 AND scope_id = ?2")
+                    .map_err(backend)?
+                    .execute(params![scope.kind(), scope.id()])
+                    .map_err(backend)?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    async fn budgets(&self) -> StoreResult<Vec<BudgetLimit>> {
+        self.conn
+            .call(move |c| {
+                let rows: Vec<(String, String, i64, String, String)> = c
+                    .prepare_cached(
+                        "SELECT scope_kind, scope_id, limit_nanos, period, warn_at FROM budgets ORDER BY scope_kind, scope_id",
+                    )
+                    .map_err(backend)?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                    .map_err(backend)?
+                    .collect::<Result<_, _>>()
+                    .map_err(backend)?;
+                rows.into_iter()
+                    .map(|(kind, id, nanos, period, warn_at)| {
+                        Ok(BudgetLimit {
+                            scope: scope_of(&kind, &id)?,
+                            limit: Cost::from_nanos(nanos),
+                            period: if period == "daily" {
+                                BudgetPeriod::Daily
+                            } else {
+                                BudgetPeriod::Monthly
+                            },
+                            warn_at: serde_json::from_str(&warn_at)
+                                .map_err(|e| StoreError::Corrupt(format!("budget thresholds: {e}")))?,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn record_budget_warning(
+        &self,
+        scope: BudgetScope,
+        period_start: Timestamp,
+        threshold: u8,
+    ) -> StoreResult<bool> {
+        self.conn
+            .call(move |c| {
+                let n = c
+                    .prepare_cached(
+                        "INSERT INTO budget_warnings (scope_kind, scope_id, period_start, threshold) \
+                         VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                    )
+                    .map_err(backend)?
+                    .execute(params![scope.kind(), scope.id(), period_start.as_millis(), threshold])
+                    .map_err(backend)?;
+                Ok(n == 1)
+            })
+            .await
+    }
+}
