@@ -185,3 +185,53 @@ async fn a_delegates_spend_counts_against_its_callers_budget() {
         spent.cost
     );
 }
+
+#[tokio::test]
+async fn forgetting_a_user_keeps_account_totals_and_closes_their_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = start();
+    let agent = AgentDefinition::new("a", "priced").capabilities(["add"]);
+    let rt = runtime(&dir, &clock, Runtime::builder().agent(agent)).await;
+    let me = Principal::local();
+    let other = Principal::new(me.account, UserId::new());
+    let mine = rt.open_session(me, "a", "t", Some("chat")).await.unwrap();
+    let theirs = rt.open_session(other, "a", "t", None).await.unwrap();
+    let a = rt.send(mine.id, "one").await.unwrap();
+    let b = rt.send(theirs.id, "two").await.unwrap();
+    let by_user = rt
+        .usage_report(UsageGroup::User, &UsageFilter::all().account(me.account))
+        .await
+        .unwrap();
+    let total: Cost = by_user
+        .iter()
+        .map(|r| r.totals.cost)
+        .fold(Cost::ZERO, |x, y| x + y);
+    assert_eq!(
+        total,
+        a.cost + b.cost,
+        "the report adds up to the steps' costs"
+    );
+
+    let report = rt.forget_user(me.account, me.user).await.unwrap();
+    assert_eq!((report.sessions, report.interactions), (1, 1));
+    assert!(matches!(
+        rt.send(mine.id, "again").await,
+        Err(RuntimeError::Store(StoreError::NotFound { .. }))
+    ));
+    let account = rt
+        .usage(&UsageFilter::all().account(me.account))
+        .await
+        .unwrap();
+    assert_eq!(account.cost, a.cost + b.cost);
+    assert_eq!(
+        rt.usage(&UsageFilter::all().user(me.user))
+            .await
+            .unwrap()
+            .calls,
+        0
+    );
+    assert_eq!(
+        rt.send(theirs.id, "still here").await.unwrap().text,
+        "priced done"
+    );
+}

@@ -50,6 +50,8 @@ macro_rules! store_conformance_tests {
             queue_concurrent_claims_never_overlap,
             todos_belong_to_their_owner,
             budgets_are_kept_and_warnings_given_once,
+            usage_reports_group_and_sum,
+            forgetting_a_user_removes_what_they_own,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {
@@ -1050,4 +1052,196 @@ pub async fn budgets_are_kept_and_warnings_given_once<S: Store>(store: S) {
     assert!(store.remove_budget(user.scope).await.unwrap());
     assert!(!store.remove_budget(user.scope).await.unwrap());
     assert_eq!(store.budgets().await.unwrap(), vec![account]);
+}
+
+async fn spend<S: Store>(store: &S, p: Principal, agent: &str, cost: i64) -> Interaction {
+    let s = store
+        .open_session(NewSession {
+            principal: p,
+            agent_id: AgentId::new(agent),
+            channel: "test".into(),
+            key: None,
+        })
+        .await
+        .unwrap();
+    let i = store
+        .create_interaction(NewInteraction {
+            session_id: s.id,
+            principal: p,
+            agent_id: AgentId::new(agent),
+            input: "q".into(),
+            inbound_id: None,
+            parent_interaction_id: None,
+            delegation_depth: 0,
+        })
+        .await
+        .unwrap()
+        .0;
+    let usage = Some(ModelUsage {
+        model: "m".into(),
+        tokens: TokenUsage::new(10, 1),
+        cost: Cost::from_nanos(cost),
+        rolled_up: false,
+    });
+    run_step(
+        store,
+        &i,
+        0,
+        StepKind::Think,
+        StepOutcome::Succeeded {
+            output: json!({}),
+            usage,
+        },
+    )
+    .await;
+    run_step(store, &i, 1, StepKind::Respond, ok(json!({}))).await;
+    i
+}
+
+pub async fn usage_reports_group_and_sum<S: Store>(store: S) {
+    let account = AccountId::new();
+    let team = TeamId::new();
+    let alice = Principal::new(account, UserId::new()).with_team(team);
+    let bob = Principal::new(account, UserId::new());
+    spend(&store, alice, "x", 100).await;
+    spend(&store, alice, "y", 50).await;
+    spend(&store, bob, "x", 30).await;
+    let by_user = store
+        .usage_report(UsageGroup::User, &UsageFilter::all().account(account))
+        .await
+        .unwrap();
+    assert_eq!(
+        by_user
+            .iter()
+            .map(|r| (r.key.clone(), r.totals.cost.as_nanos(), r.totals.calls))
+            .collect::<Vec<_>>(),
+        vec![
+            (alice.user.to_string(), 150, 2),
+            (bob.user.to_string(), 30, 1)
+        ],
+        "highest cost first"
+    );
+    let by_agent = store
+        .usage_report(UsageGroup::Agent, &UsageFilter::all())
+        .await
+        .unwrap();
+    assert_eq!(
+        by_agent
+            .iter()
+            .map(|r| (r.key.as_str(), r.totals.cost.as_nanos()))
+            .collect::<Vec<_>>(),
+        vec![("x", 130), ("y", 50)]
+    );
+    let by_team = store
+        .usage_report(UsageGroup::Team, &UsageFilter::all())
+        .await
+        .unwrap();
+    assert_eq!(
+        by_team
+            .iter()
+            .map(|r| (r.key.clone(), r.totals.cost.as_nanos()))
+            .collect::<Vec<_>>(),
+        vec![(team.to_string(), 150), (String::new(), 30)]
+    );
+    let by_account = store
+        .usage_report(UsageGroup::Account, &UsageFilter::all())
+        .await
+        .unwrap();
+    assert_eq!(by_account.len(), 1);
+    assert_eq!(
+        by_account[0].totals,
+        store.usage_totals(&UsageFilter::all()).await.unwrap()
+    );
+}
+
+pub async fn forgetting_a_user_removes_what_they_own<S: Store>(store: S) {
+    let account = AccountId::new();
+    let gone = Principal::new(account, UserId::new());
+    let stays = Principal::new(account, UserId::new());
+    let theirs = spend(&store, gone, "x", 100).await;
+    let kept = spend(&store, stays, "x", 40).await;
+    store
+        .add_todo(account, gone.user, "secret plan", "k")
+        .await
+        .unwrap();
+    store
+        .set_budget(BudgetLimit::monthly(
+            BudgetScope::User(gone.user),
+            Cost::from_usd(1.0),
+        ))
+        .await
+        .unwrap();
+    let before = store
+        .usage_totals(&UsageFilter::all().account(account))
+        .await
+        .unwrap();
+
+    let report = store.forget_user(account, gone.user).await.unwrap();
+    assert_eq!(
+        (
+            report.sessions,
+            report.interactions,
+            report.usage_anonymized,
+            report.todos
+        ),
+        (1, 1, 1, 1)
+    );
+    assert!(store.sessions_of_user(gone.user).await.unwrap().is_empty());
+    assert!(matches!(
+        store.interaction(theirs.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(
+        store.steps(theirs.id).await.unwrap().is_empty(),
+        "step payloads are gone"
+    );
+    assert_eq!(store.reply_of(theirs.id).await.unwrap(), None);
+    assert!(
+        store
+            .events_after(0, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.interaction_id != Some(theirs.id))
+    );
+    assert!(
+        store
+            .todos(account, gone.user, true)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.budgets().await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .usage_totals(&UsageFilter::all().user(gone.user))
+            .await
+            .unwrap()
+            .calls,
+        0
+    );
+    assert_eq!(
+        store
+            .usage_totals(&UsageFilter::all().account(account))
+            .await
+            .unwrap(),
+        before,
+        "the account's totals stay whole"
+    );
+    assert_eq!(
+        store
+            .usage_totals(&UsageFilter::all().user(UserId::ANONYMOUS))
+            .await
+            .unwrap()
+            .cost,
+        Cost::from_nanos(100)
+    );
+    // The other user keeps everything.
+    assert_eq!(store.steps(kept.id).await.unwrap().len(), 2);
+    assert_eq!(store.sessions_of_user(stays.user).await.unwrap().len(), 1);
+    assert_eq!(
+        store.forget_user(account, gone.user).await.unwrap(),
+        ForgetReport::default(),
+        "idempotent"
+    );
 }

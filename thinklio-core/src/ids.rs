@@ -105,6 +105,12 @@ uuid_id!(
     OutboxId
 );
 
+impl UserId {
+    /// The user that usage records of a forgotten user are attributed to,
+    /// so account totals stay whole while nothing points at the person.
+    pub const ANONYMOUS: UserId = UserId::from_uuid(Uuid::nil());
+}
+
 /// An agent's id: a stable name chosen by the host, such as `"assistant"`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]

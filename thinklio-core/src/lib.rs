@@ -50,9 +50,12 @@ pub use step::{
     StepTransition,
 };
 pub use store::{
-    BudgetStore, EventStore, FinishedStep, InteractionStore, OutboxStore, QueueStore, SessionStore,
-    Store, StoreError, StoreResult, TodoStore, UsageStore,
+    BudgetStore, EventStore, FinishedStep, ForgetReport, InteractionStore, OutboxStore,
+    PrivacyStore, QueueStore, SessionStore, Store, StoreError, StoreResult, TodoStore, UsageStore,
 };
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use todo::Todo;
-pub use usage::{Cost, ModelPrice, PriceTable, TokenUsage, UsageFilter, UsageRecord, UsageTotals};
+pub use usage::{
+    Cost, ModelPrice, PriceTable, TokenUsage, UsageFilter, UsageGroup, UsageRecord, UsageRow,
+    UsageTotals,
+};

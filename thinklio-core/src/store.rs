@@ -25,7 +25,7 @@ use crate::session::{NewSession, Session, Turn};
 use crate::step::{NewStep, Step, StepOutcome, StepState, StepTransition};
 use crate::time::Timestamp;
 use crate::todo::Todo;
-use crate::usage::{UsageFilter, UsageTotals};
+use crate::usage::{UsageFilter, UsageGroup, UsageRow, UsageTotals};
 
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
@@ -246,6 +246,37 @@ pub trait EventStore: Send + Sync {
 pub trait UsageStore: Send + Sync {
     /// Sums of the usage records matching `filter`.
     async fn usage_totals(&self, filter: &UsageFilter) -> StoreResult<UsageTotals>;
+
+    /// Sums of the usage records matching `filter`, one row per `group`,
+    /// highest cost first.
+    async fn usage_report(
+        &self,
+        group: UsageGroup,
+        filter: &UsageFilter,
+    ) -> StoreResult<Vec<UsageRow>>;
+}
+
+/// What [`PrivacyStore::forget_user`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForgetReport {
+    /// Sessions deleted.
+    pub sessions: u64,
+    /// Interactions deleted, with their steps, replies and events.
+    pub interactions: u64,
+    /// Usage records kept for the account's totals but no longer tied to the user.
+    pub usage_anonymized: u64,
+    /// Todo items deleted.
+    pub todos: u64,
+}
+
+/// Deleting what a user owns.
+#[async_trait]
+pub trait PrivacyStore: Send + Sync {
+    /// Deletes everything `user` of `account` owns, in one transaction: their
+    /// sessions, interactions, steps (with their payloads), replies, events,
+    /// todos and user budgets. Usage records stay for the account's totals,
+    /// attributed to [`UserId::ANONYMOUS`] and tied to no interaction.
+    async fn forget_user(&self, account: AccountId, user: UserId) -> StoreResult<ForgetReport>;
 }
 
 /// A durable per-user todo list.
@@ -313,6 +344,7 @@ pub trait Store:
     + UsageStore
     + TodoStore
     + BudgetStore
+    + PrivacyStore
     + 'static
 {
 }
@@ -326,6 +358,7 @@ impl<T> Store for T where
         + UsageStore
         + TodoStore
         + BudgetStore
+        + PrivacyStore
         + 'static
 {
 }

@@ -263,6 +263,30 @@ impl UsageFilter {
     }
 }
 
+/// What a usage report groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum UsageGroup {
+    /// One row per user.
+    User,
+    /// One row per team (usage with no team is one row with an empty key).
+    Team,
+    /// One row per account.
+    Account,
+    /// One row per agent.
+    Agent,
+}
+
+/// One row of a usage report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRow {
+    /// The user, team, account or agent id.
+    pub key: String,
+    /// Its sums.
+    pub totals: UsageTotals,
+}
+
 /// Sums of usage.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageTotals {

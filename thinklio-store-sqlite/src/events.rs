@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use rusqlite::params;
 use thinklio_core::{
-    Cost, Event, EventStore, NewEvent, StoreResult, TokenUsage, UsageFilter, UsageStore,
-    UsageTotals,
+    Cost, Event, EventStore, NewEvent, StoreResult, TokenUsage, UsageFilter, UsageGroup, UsageRow,
+    UsageStore, UsageTotals,
 };
 
 use crate::SqliteStore;
@@ -49,55 +49,95 @@ impl EventStore for SqliteStore {
     }
 }
 
+/// The WHERE clause and its values for a usage filter.
+fn filter_sql(filter: &UsageFilter) -> (String, Vec<rusqlite::types::Value>) {
+    let mut clauses: Vec<&str> = Vec::new();
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    let mut push = |clause: &'static str, value: rusqlite::types::Value| {
+        clauses.push(clause);
+        values.push(value);
+    };
+    if let Some(a) = filter.account {
+        push("account_id = ?", a.to_string().into());
+    }
+    if let Some(t) = filter.team {
+        push("team_id = ?", t.to_string().into());
+    }
+    if let Some(u) = filter.user {
+        push("user_id = ?", u.to_string().into());
+    }
+    if let Some(a) = &filter.agent_id {
+        push("agent_id = ?", a.as_str().to_owned().into());
+    }
+    if let Some(f) = filter.from {
+        push("at >= ?", f.as_millis().into());
+    }
+    if let Some(u) = filter.until {
+        push("at < ?", u.as_millis().into());
+    }
+    let sql = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    (sql, values)
+}
+
+fn totals(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<UsageTotals> {
+    let n =
+        |i: usize| -> rusqlite::Result<u64> { Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0)) };
+    Ok(UsageTotals {
+        calls: n(first)?,
+        tokens: TokenUsage::new(n(first + 1)?, n(first + 2)?),
+        cost: Cost::from_nanos(r.get(first + 3)?),
+    })
+}
+
+const SUMS: &str = "COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), \
+                    COALESCE(SUM(cost_nanos), 0)";
+
 #[async_trait]
 impl UsageStore for SqliteStore {
     async fn usage_totals(&self, filter: &UsageFilter) -> StoreResult<UsageTotals> {
-        let mut clauses: Vec<&str> = Vec::new();
-        let mut values: Vec<rusqlite::types::Value> = Vec::new();
-        let mut push = |clause: &'static str, value: rusqlite::types::Value| {
-            clauses.push(clause);
-            values.push(value);
-        };
-        if let Some(a) = filter.account {
-            push("account_id = ?", a.to_string().into());
-        }
-        if let Some(t) = filter.team {
-            push("team_id = ?", t.to_string().into());
-        }
-        if let Some(u) = filter.user {
-            push("user_id = ?", u.to_string().into());
-        }
-        if let Some(a) = &filter.agent_id {
-            push("agent_id = ?", a.as_str().to_owned().into());
-        }
-        if let Some(f) = filter.from {
-            push("at >= ?", f.as_millis().into());
-        }
-        if let Some(u) = filter.until {
-            push("at < ?", u.as_millis().into());
-        }
-        let filter_sql = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
+        let (filter_sql, values) = filter_sql(filter);
         self.conn
             .call(move |c| {
-                let sql = format!(
-                    "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), \
-                     COALESCE(SUM(cost_nanos), 0) FROM usage_records {filter_sql}"
-                );
-                c.prepare_cached(&sql)
+                c.prepare_cached(&format!("SELECT {SUMS} FROM usage_records {filter_sql}"))
                     .map_err(backend)?
-                    .query_row(rusqlite::params_from_iter(values), |r| {
-                        let n = |i: usize| -> rusqlite::Result<u64> { Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0)) };
-                        Ok(UsageTotals {
-                            calls: n(0)?,
-                            tokens: TokenUsage::new(n(1)?, n(2)?),
-                            cost: Cost::from_nanos(r.get(3)?),
-                        })
-                    })
+                    .query_row(rusqlite::params_from_iter(values), |r| totals(r, 0))
                     .map_err(backend)
+            })
+            .await
+    }
+
+    async fn usage_report(
+        &self,
+        group: UsageGroup,
+        filter: &UsageFilter,
+    ) -> StoreResult<Vec<UsageRow>> {
+        let column = match group {
+            UsageGroup::User => "user_id",
+            UsageGroup::Team => "COALESCE(team_id, '')",
+            UsageGroup::Account => "account_id",
+            _ => "agent_id",
+        };
+        let (filter_sql, values) = filter_sql(filter);
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {column}, {SUMS} FROM usage_records {filter_sql} GROUP BY 1 \
+                     ORDER BY SUM(cost_nanos) DESC, 1"
+                ))
+                .map_err(backend)?
+                .query_map(rusqlite::params_from_iter(values), |r| {
+                    Ok(UsageRow {
+                        key: r.get(0)?,
+                        totals: totals(r, 1)?,
+                    })
+                })
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)
             })
             .await
     }

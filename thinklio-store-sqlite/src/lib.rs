@@ -29,6 +29,7 @@ mod budgets;
 mod conn;
 mod events;
 mod interactions;
+mod privacy;
 mod queue;
 mod rows;
 mod schema;

@@ -25,7 +25,7 @@ use crate::agent::AgentDefinition;
 use crate::budget::{BudgetLimit, BudgetScope};
 use crate::capability::{Capability, CapabilityError, CapabilityRegistry};
 use crate::event::{Event, EventKind, NewEvent};
-use crate::ids::{AgentId, InteractionId, SessionId};
+use crate::ids::{AccountId, AgentId, InteractionId, SessionId, UserId};
 use crate::interaction::{Interaction, InteractionState, NewInteraction};
 use crate::model::{ChatModel, ModelError};
 use crate::outbox::{OutboxMessage, ReplySink};
@@ -33,9 +33,9 @@ use crate::principal::Principal;
 use crate::queue::RetryPolicy;
 use crate::session::{NewSession, Session};
 use crate::step::{Step, StepError};
-use crate::store::{Store, StoreError};
+use crate::store::{ForgetReport, Store, StoreError};
 use crate::time::{Clock, SystemClock};
-use crate::usage::{Cost, PriceTable, TokenUsage, UsageFilter, UsageTotals};
+use crate::usage::{Cost, PriceTable, TokenUsage, UsageFilter, UsageGroup, UsageRow, UsageTotals};
 
 use self::harness::Run;
 use self::locks::SessionLocks;
@@ -617,6 +617,30 @@ impl Runtime {
         let all = self.inner.store.budgets().await?;
         *self.inner.budgets.write().await = Some(all);
         Ok(removed)
+    }
+
+    /// Usage over `filter`, one row per user, team, account or agent.
+    pub async fn usage_report(
+        &self,
+        group: UsageGroup,
+        filter: &UsageFilter,
+    ) -> Result<Vec<UsageRow>, RuntimeError> {
+        Ok(self.inner.store.usage_report(group, filter).await?)
+    }
+
+    /// Deletes everything a user owns (see [`PrivacyStore::forget_user`](crate::PrivacyStore::forget_user)).
+    pub async fn forget_user(
+        &self,
+        account: AccountId,
+        user: UserId,
+    ) -> Result<ForgetReport, RuntimeError> {
+        let report = self.inner.store.forget_user(account, user).await?;
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, s| s.principal.user != user);
+        Ok(report)
     }
 
     /// Usage (calls, tokens, cost) over `filter`, from the store.
