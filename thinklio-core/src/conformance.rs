@@ -52,6 +52,7 @@ macro_rules! store_conformance_tests {
             budgets_are_kept_and_warnings_given_once,
             usage_reports_group_and_sum,
             forgetting_a_user_removes_what_they_own,
+            the_directory_checks_membership_ownership_and_assignments,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {
@@ -1244,4 +1245,111 @@ pub async fn forgetting_a_user_removes_what_they_own<S: Store>(store: S) {
         ForgetReport::default(),
         "idempotent"
     );
+}
+
+pub async fn the_directory_checks_membership_ownership_and_assignments<S: Store>(store: S) {
+    let (x, y) = (AccountId::new(), AccountId::new());
+    let team = TeamId::new();
+    let (alice, bob, eve) = (UserId::new(), UserId::new(), UserId::new());
+    let deny: std::collections::BTreeSet<String> = ["shell".to_string()].into();
+    let policy = AccountPolicy {
+        deny,
+        ..Default::default()
+    };
+    store.put_account(x, "X", policy.clone()).await.unwrap();
+    store
+        .put_account(y, "Y", AccountPolicy::default())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.put_team(AccountId::new(), TeamId::new(), "t").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    store.put_team(x, team, "ops").await.unwrap();
+    store
+        .set_member(x, alice, AccountRole::Editor)
+        .await
+        .unwrap();
+    store.set_member(x, bob, AccountRole::Viewer).await.unwrap();
+    store.set_member(y, eve, AccountRole::Owner).await.unwrap();
+    assert_eq!(store.role(x, bob).await.unwrap(), Some(AccountRole::Viewer));
+    assert_eq!(store.role(x, eve).await.unwrap(), None);
+    store.add_to_team(team, alice).await.unwrap();
+    assert!(
+        matches!(
+            store.add_to_team(team, eve).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "not of the team's account"
+    );
+    let helper = AgentId::new("helper");
+    store.set_agent_owner(&helper, x).await.unwrap();
+
+    let alice_p = Principal::new(x, alice);
+    assert_eq!(
+        store.access(&alice_p, &helper).await.unwrap(),
+        Err(AccessError::NotAssigned {
+            agent: helper.clone()
+        })
+    );
+    let narrowed: std::collections::BTreeSet<String> =
+        ["add".to_string(), "search".to_string()].into();
+    store
+        .assign(Assignment {
+            agent_id: helper.clone(),
+            scope: AssignmentScope::Account(x),
+            capabilities: None,
+        })
+        .await
+        .unwrap();
+    store
+        .assign(Assignment {
+            agent_id: helper.clone(),
+            scope: AssignmentScope::Team(team),
+            capabilities: Some(narrowed.clone()),
+        })
+        .await
+        .unwrap();
+    let plain = store.access(&alice_p, &helper).await.unwrap().unwrap();
+    assert_eq!(plain.policy, policy);
+    assert_eq!(
+        plain.assignments.len(),
+        1,
+        "only the account assignment applies without the team"
+    );
+    assert!(plain.allows("clock") && !plain.allows("shell"));
+    let in_team = store
+        .access(&alice_p.with_team(team), &helper)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(in_team.assignments.len(), 2);
+    assert!(
+        in_team.allows("add") && !in_team.allows("clock"),
+        "the team assignment narrows"
+    );
+    assert!(matches!(
+        store
+            .access(&Principal::new(x, bob).with_team(team), &helper)
+            .await
+            .unwrap(),
+        Err(AccessError::NotInTeam { .. })
+    ));
+    assert!(
+        matches!(
+            store
+                .access(&Principal::new(y, eve), &helper)
+                .await
+                .unwrap(),
+            Err(AccessError::ForeignAgent { .. })
+        ),
+        "an agent of X is never Y's"
+    );
+    assert!(matches!(
+        store
+            .access(&Principal::new(x, eve), &helper)
+            .await
+            .unwrap(),
+        Err(AccessError::NotAMember { .. })
+    ));
 }

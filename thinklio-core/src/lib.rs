@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod budget;
 pub mod capability;
+pub mod directory;
 pub mod event;
 pub mod ids;
 pub mod interaction;
@@ -28,6 +29,7 @@ pub use capability::{
     Capability, CapabilityError, CapabilityKind, CapabilityManifest, CapabilityRegistry,
     FunctionCapability, InvocationContext, SideEffect, TrustLevel,
 };
+pub use directory::{Access, AccessError, AccountPolicy, AccountRole, Assignment, AssignmentScope};
 pub use event::{Event, EventKind, NewEvent};
 pub use ids::{
     AccountId, AgentId, InteractionId, OutboxId, SessionId, StepId, TaskId, TeamId, UserId,
@@ -50,8 +52,9 @@ pub use step::{
     StepTransition,
 };
 pub use store::{
-    BudgetStore, EventStore, FinishedStep, ForgetReport, InteractionStore, OutboxStore,
-    PrivacyStore, QueueStore, SessionStore, Store, StoreError, StoreResult, TodoStore, UsageStore,
+    BudgetStore, DirectoryStore, EventStore, FinishedStep, ForgetReport, InteractionStore,
+    OutboxStore, PrivacyStore, QueueStore, SessionStore, Store, StoreError, StoreResult, TodoStore,
+    UsageStore,
 };
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use todo::Todo;

@@ -16,10 +16,14 @@ use std::fmt;
 use async_trait::async_trait;
 
 use crate::budget::{BudgetLimit, BudgetScope};
+use crate::directory::{Access, AccessError, AccountPolicy, AccountRole, Assignment};
 use crate::event::{Event, NewEvent};
-use crate::ids::{AccountId, InteractionId, OutboxId, SessionId, StepId, TaskId, UserId};
+use crate::ids::{
+    AccountId, AgentId, InteractionId, OutboxId, SessionId, StepId, TaskId, TeamId, UserId,
+};
 use crate::interaction::{Interaction, NewInteraction};
 use crate::outbox::{NewOutboxMessage, OutboxMessage};
+use crate::principal::Principal;
 use crate::queue::{NewTask, Task, TaskRetry};
 use crate::session::{NewSession, Session, Turn};
 use crate::step::{NewStep, Step, StepOutcome, StepState, StepTransition};
@@ -334,6 +338,49 @@ pub trait BudgetStore: Send + Sync {
     ) -> StoreResult<bool>;
 }
 
+/// The directory: accounts, teams, members, agent ownership, assignments.
+#[async_trait]
+pub trait DirectoryStore: Send + Sync {
+    /// Creates an account, or renames it and replaces its policy.
+    async fn put_account(
+        &self,
+        account: AccountId,
+        name: &str,
+        policy: AccountPolicy,
+    ) -> StoreResult<()>;
+
+    /// Creates a team in an account (or renames it); not found without the account.
+    async fn put_team(&self, account: AccountId, team: TeamId, name: &str) -> StoreResult<()>;
+
+    /// Makes a user a member of an account with a role (or changes the role).
+    async fn set_member(
+        &self,
+        account: AccountId,
+        user: UserId,
+        role: AccountRole,
+    ) -> StoreResult<()>;
+
+    /// The user's role in the account, if a member.
+    async fn role(&self, account: AccountId, user: UserId) -> StoreResult<Option<AccountRole>>;
+
+    /// Adds a member of the team's account to the team; a conflict for anyone else.
+    async fn add_to_team(&self, team: TeamId, user: UserId) -> StoreResult<()>;
+
+    /// Records which account owns an agent.
+    async fn set_agent_owner(&self, agent: &AgentId, account: AccountId) -> StoreResult<()>;
+
+    /// Adds or replaces the assignment of an agent at a scope.
+    async fn assign(&self, assignment: Assignment) -> StoreResult<()>;
+
+    /// Checks that `principal` may act through `agent` and returns what
+    /// narrows the agent for them, or why they may not.
+    async fn access(
+        &self,
+        principal: &Principal,
+        agent: &AgentId,
+    ) -> StoreResult<Result<Access, AccessError>>;
+}
+
 /// Everything the runtime needs from a store.
 pub trait Store:
     SessionStore
@@ -345,6 +392,7 @@ pub trait Store:
     + TodoStore
     + BudgetStore
     + PrivacyStore
+    + DirectoryStore
     + 'static
 {
 }
@@ -359,6 +407,7 @@ impl<T> Store for T where
         + TodoStore
         + BudgetStore
         + PrivacyStore
+        + DirectoryStore
         + 'static
 {
 }

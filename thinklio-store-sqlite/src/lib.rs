@@ -27,6 +27,7 @@
 
 mod budgets;
 mod conn;
+mod directory;
 mod events;
 mod interactions;
 mod privacy;

@@ -171,6 +171,41 @@ CREATE TABLE budget_warnings (
 );
 CREATE INDEX usage_by_team ON usage_records (team_id, at);
 "#,
+    // 4: the directory.
+    r#"
+CREATE TABLE accounts (
+    id     TEXT PRIMARY KEY,
+    name   TEXT NOT NULL,
+    policy TEXT NOT NULL
+);
+CREATE TABLE teams (
+    id         TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    name       TEXT NOT NULL
+);
+CREATE TABLE members (
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    user_id    TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    PRIMARY KEY (account_id, user_id)
+);
+CREATE TABLE team_members (
+    team_id TEXT NOT NULL REFERENCES teams (id),
+    user_id TEXT NOT NULL,
+    PRIMARY KEY (team_id, user_id)
+);
+CREATE TABLE agent_owners (
+    agent_id   TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES accounts (id)
+);
+CREATE TABLE assignments (
+    agent_id     TEXT NOT NULL,
+    scope_kind   TEXT NOT NULL,
+    scope_id     TEXT NOT NULL,
+    capabilities TEXT,
+    PRIMARY KEY (agent_id, scope_kind, scope_id)
+);
+"#,
 ];
 
 /// The newest schema version this build knows.

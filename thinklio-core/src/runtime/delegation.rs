@@ -211,12 +211,28 @@ impl Inner {
         }
         let agents: Vec<Arc<AgentDefinition>> =
             chain.iter().filter_map(|a| self.agent(a).ok()).collect();
+        // The directory's word on the chain's root agent holds for the whole
+        // chain: its assignments' narrowing and the account policy.
+        let access = match chain.first() {
+            Some(root) => self.access(&context.principal, root).await.map_err(|e| {
+                CapabilityError::Refused {
+                    code: "delegation.forbidden",
+                    message: format!("delegation refused: {e}"),
+                }
+            })?,
+            None => None,
+        };
         let depth = context.delegation_depth + 1;
+        let policy_limit = access
+            .as_ref()
+            .and_then(|a| a.policy.max_delegation_depth)
+            .unwrap_or(u32::MAX);
         let limit = agents
             .iter()
             .map(|a| a.max_delegation_depth)
             .min()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .min(policy_limit);
         if depth > limit {
             return Err(CapabilityError::Refused {
                 code: "delegation.depth_exceeded",
@@ -263,7 +279,8 @@ impl Inner {
             None => self.store.steps(child.id).await.map_err(store_failure)?,
         };
         let run = Run::new(Arc::clone(&self), session, agent, child, steps, false)
-            .delegate(Delegation { trust_ceiling });
+            .delegate(Delegation { trust_ceiling })
+            .with_access(access);
         match run.drive().await {
             Ok(reply) => {
                 context.meter.report(reply.usage, reply.cost);

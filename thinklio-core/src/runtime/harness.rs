@@ -18,6 +18,7 @@ use crate::agent::AgentDefinition;
 use crate::capability::{
     CapabilityError, InvocationContext, RegisteredCapability, SideEffect, TrustLevel,
 };
+use crate::directory::Access;
 use crate::event::EventKind;
 use crate::ids::StepId;
 use crate::interaction::Interaction;
@@ -88,6 +89,8 @@ pub(crate) struct Run {
     caller_is_channel: bool,
     /// Set when this run is a delegate's, working for another interaction.
     delegation: Option<Delegation>,
+    /// What the directory allows, when it is enforced.
+    access: Option<Access>,
 }
 
 /// What a delegate's run knows of the chain that called it.
@@ -116,7 +119,14 @@ impl Run {
             reply_text: None,
             caller_is_channel,
             delegation: None,
+            access: None,
         }
+    }
+
+    /// Narrows the agent's capabilities by what the directory allows.
+    pub(crate) fn with_access(mut self, access: Option<Access>) -> Self {
+        self.access = access;
+        self
     }
 
     /// A delegate's run: it sees no session history (its context is the task
@@ -609,6 +619,9 @@ impl Run {
     /// The capability `name` if this agent may see and call it.
     fn visible(&self, name: &str) -> Option<Arc<RegisteredCapability>> {
         if !self.agent.capabilities.iter().any(|c| c == name) {
+            return None;
+        }
+        if self.access.as_ref().is_some_and(|a| !a.allows(name)) {
             return None;
         }
         self.rt

@@ -24,6 +24,7 @@ pub use queue::{QueueRun, QueueWorker, TaskError, TaskHandler};
 use crate::agent::AgentDefinition;
 use crate::budget::{BudgetLimit, BudgetScope};
 use crate::capability::{Capability, CapabilityError, CapabilityRegistry};
+use crate::directory::{Access, AccessError, AccountRole};
 use crate::event::{Event, EventKind, NewEvent};
 use crate::ids::{AccountId, AgentId, InteractionId, SessionId, UserId};
 use crate::interaction::{Interaction, InteractionState, NewInteraction};
@@ -67,6 +68,9 @@ pub enum RuntimeError {
         /// The limit.
         limit: usize,
     },
+    /// The directory does not let the principal do this.
+    #[error(transparent)]
+    Forbidden(#[from] AccessError),
     /// The agents' configuration delegates in a circle.
     #[error("delegation cycle: {0}")]
     DelegationCycle(String),
@@ -91,6 +95,7 @@ impl RuntimeError {
             RuntimeError::EmptyMessage => "runtime.empty_message",
             RuntimeError::MessageTooLarge { .. } => "runtime.message_too_large",
             RuntimeError::DelegationCycle(_) => "delegation.cycle",
+            RuntimeError::Forbidden(e) => e.code(),
             RuntimeError::InteractionFailed { error, .. } => &error.code,
         }
     }
@@ -201,6 +206,10 @@ pub struct RuntimeConfig {
     pub retry_policy: RetryPolicy,
     /// How long a claimed task is leased before another worker may take it.
     pub task_lease: std::time::Duration,
+    /// Checks every call that acts for a principal against the directory
+    /// (membership, agent ownership, assignments, account policy). Off by
+    /// default, for single-user embeddings that keep no directory.
+    pub enforce_directory: bool,
     /// Capacity of the in-process event channel; slower subscribers miss
     /// events (they can read them from the store's event log).
     pub event_capacity: usize,
@@ -213,6 +222,7 @@ impl Default for RuntimeConfig {
             recovery_concurrency: 64,
             retry_policy: RetryPolicy::default(),
             task_lease: std::time::Duration::from_secs(60),
+            enforce_directory: false,
             event_capacity: 1024,
         }
     }
@@ -353,6 +363,19 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// What the directory lets `principal` do through `agent`: `None` when
+    /// the directory is not enforced.
+    pub(crate) async fn access(
+        &self,
+        principal: &Principal,
+        agent: &AgentId,
+    ) -> Result<Option<Access>, RuntimeError> {
+        if !self.config.enforce_directory {
+            return Ok(None);
+        }
+        Ok(Some(self.store.access(principal, agent).await??))
     }
 
     fn agent(&self, id: &AgentId) -> Result<Arc<AgentDefinition>, RuntimeError> {
@@ -572,6 +595,38 @@ impl Runtime {
         Ok(())
     }
 
+    /// Registers (or replaces) an agent owned by `actor`'s account, as
+    /// `actor`: editors, admins and owners may; viewers and non-members may not.
+    pub async fn put_agent(
+        &self,
+        actor: &Principal,
+        agent: AgentDefinition,
+    ) -> Result<(), RuntimeError> {
+        let role = self.inner.store.role(actor.account, actor.user).await?;
+        match role {
+            Some(role) if role >= AccountRole::Editor => {}
+            Some(role) => {
+                return Err(AccessError::RoleTooLow {
+                    role,
+                    account: actor.account,
+                    action: "change agents",
+                }
+                .into());
+            }
+            None => {
+                return Err(AccessError::NotAMember {
+                    user: actor.user,
+                    account: actor.account,
+                }
+                .into());
+            }
+        }
+        let id = agent.id.clone();
+        self.register_agent(agent)?;
+        self.inner.store.set_agent_owner(&id, actor.account).await?;
+        Ok(())
+    }
+
     /// Offers an agent to other agents as a capability, at run time; refused
     /// if it would make the agents delegate in a circle.
     pub fn register_delegate(&self, delegate: Delegate) -> Result<(), RuntimeError> {
@@ -685,6 +740,7 @@ impl Runtime {
     ) -> Result<Session, RuntimeError> {
         let agent = agent.into();
         self.inner.agent(&agent)?;
+        self.inner.access(&principal, &agent).await?;
         let session = self
             .inner
             .store
@@ -725,6 +781,10 @@ impl Runtime {
         let _guard = self.inner.locks.lock(session).await;
         let session = self.inner.session(session).await?;
         let agent = self.inner.agent(&session.agent_id)?;
+        let access = self
+            .inner
+            .access(&session.principal, &session.agent_id)
+            .await?;
         let (interaction, created) = self
             .inner
             .store
@@ -753,7 +813,7 @@ impl Runtime {
             steps,
             true,
         );
-        run.drive().await
+        run.with_access(access).drive().await
     }
 
     /// Resumes every unfinished interaction from its last committed step, then
@@ -835,6 +895,10 @@ impl Runtime {
             let id = interaction.id;
             let result = async {
                 let agent = self.inner.agent(&interaction.agent_id)?;
+                let access = self
+                    .inner
+                    .access(&interaction.principal, &interaction.agent_id)
+                    .await?;
                 let steps = self.inner.store.steps(id).await?;
                 Run::new(
                     Arc::clone(&self.inner),
@@ -844,6 +908,7 @@ impl Runtime {
                     steps,
                     false,
                 )
+                .with_access(access)
                 .drive()
                 .await
                 .map(|_| InteractionState::Completed)

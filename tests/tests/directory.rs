@@ -1,0 +1,242 @@
+//! The directory enforced: membership, ownership, assignments that only
+//! narrow, account policy, roles — and no way across accounts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests speak through panics
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use thinklio_core::*;
+use thinklio_llm::{ScriptedModel, ScriptedReply};
+use thinklio_store_sqlite::SqliteStore;
+
+/// Answers with the names of the tools it was offered.
+fn tool_lister() -> ScriptedModel {
+    ScriptedModel::responder(|r| {
+        let mut names: Vec<String> = r.tools.iter().map(|t| t.name.clone()).collect();
+        names.sort();
+        ScriptedReply::text(names.join(","))
+    })
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+fn noop(name: &str) -> FunctionCapability {
+    FunctionCapability::builder(name, "Does nothing.")
+        .handler(|_: serde_json::Map<String, serde_json::Value>| async { Ok::<_, String>(0) })
+}
+
+async fn enforced(dir: &tempfile::TempDir, model: ScriptedModel) -> Runtime {
+    let mut config = RuntimeConfig::default();
+    config.enforce_directory = true;
+    let mut builder = Runtime::builder()
+        .store(SqliteStore::open(dir.path().join("d.db")).await.unwrap())
+        .model(model)
+        .config(config);
+    for name in ["add", "clock", "search", "shell"] {
+        builder = builder.capability(noop(name));
+    }
+    builder.build().unwrap()
+}
+
+struct World {
+    x: AccountId,
+    team: TeamId,
+    editor: Principal,
+    viewer: Principal,
+}
+
+async fn world(rt: &Runtime, deny: &[&str]) -> World {
+    let store = rt.store();
+    let x = AccountId::new();
+    let team = TeamId::new();
+    let policy = AccountPolicy {
+        deny: set(deny),
+        ..Default::default()
+    };
+    store.put_account(x, "X", policy).await.unwrap();
+    store.put_team(x, team, "ops").await.unwrap();
+    let editor = Principal::new(x, UserId::new());
+    let viewer = Principal::new(x, UserId::new());
+    store
+        .set_member(x, editor.user, AccountRole::Editor)
+        .await
+        .unwrap();
+    store
+        .set_member(x, viewer.user, AccountRole::Viewer)
+        .await
+        .unwrap();
+    store.add_to_team(team, editor.user).await.unwrap();
+    World {
+        x,
+        team,
+        editor,
+        viewer,
+    }
+}
+
+async fn tools_seen(rt: &Runtime, principal: Principal, agent: &str) -> String {
+    let session = rt.open_session(principal, agent, "t", None).await.unwrap();
+    rt.send(session.id, "which tools?").await.unwrap().text
+}
+
+#[tokio::test]
+async fn assignments_narrow_and_never_add() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = enforced(&dir, tool_lister()).await;
+    let w = world(&rt, &[]).await;
+    let agent = AgentDefinition::new("helper", "m").capabilities(["add", "clock", "search"]);
+    rt.put_agent(&w.editor, agent).await.unwrap();
+    let store = rt.store();
+    store
+        .assign(Assignment {
+            agent_id: "helper".into(),
+            scope: AssignmentScope::Account(w.x),
+            capabilities: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        tools_seen(&rt, w.editor, "helper").await,
+        "add,clock,search"
+    );
+    // The team's assignment names `shell`, which the agent does not have: it is not added.
+    store
+        .assign(Assignment {
+            agent_id: "helper".into(),
+            scope: AssignmentScope::Team(w.team),
+            capabilities: Some(set(&["add", "shell"])),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        tools_seen(&rt, w.editor.with_team(w.team), "helper").await,
+        "add"
+    );
+    assert_eq!(
+        tools_seen(&rt, w.editor, "helper").await,
+        "add,clock,search",
+        "outside the team"
+    );
+}
+
+#[tokio::test]
+async fn an_account_deny_list_hides_a_capability_from_every_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = enforced(&dir, tool_lister()).await;
+    let w = world(&rt, &["search"]).await;
+    for name in ["one", "two"] {
+        let agent = AgentDefinition::new(name, "m").capabilities(["add", "search"]);
+        rt.put_agent(&w.editor, agent).await.unwrap();
+        rt.store()
+            .assign(Assignment {
+                agent_id: name.into(),
+                scope: AssignmentScope::Account(w.x),
+                capabilities: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(tools_seen(&rt, w.viewer, name).await, "add");
+    }
+}
+
+#[tokio::test]
+async fn a_viewer_cannot_change_agents() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = enforced(&dir, tool_lister()).await;
+    let w = world(&rt, &[]).await;
+    let err = rt
+        .put_agent(&w.viewer, AgentDefinition::new("mine", "m"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "directory.role_too_low", "{err}");
+    let outsider = Principal::new(w.x, UserId::new());
+    let err = rt
+        .put_agent(&outsider, AgentDefinition::new("mine", "m"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "directory.not_a_member");
+    rt.put_agent(&w.editor, AgentDefinition::new("mine", "m"))
+        .await
+        .unwrap();
+}
+
+/// A random directory: accounts with users, agents and assignments at any
+/// scope, some of them pointing across accounts.
+#[derive(Debug, Clone)]
+struct Directory {
+    users: Vec<usize>,                    // user i belongs to account users[i]
+    agents: Vec<usize>,                   // agent j is owned by account agents[j]
+    assignments: Vec<(usize, u8, usize)>, // (agent, scope kind, scope target index)
+}
+
+fn directories() -> impl Strategy<Value = Directory> {
+    (
+        prop::collection::vec(0..3usize, 1..6),
+        prop::collection::vec(0..3usize, 1..5),
+        prop::collection::vec((0..5usize, 0..3u8, 0..6usize), 0..12),
+    )
+        .prop_map(|(users, agents, assignments)| Directory {
+            users,
+            agents,
+            assignments,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_user_acts_through_another_accounts_agent_or_assignment(d in directories()) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let runtime = enforced(&dir, tool_lister()).await;
+            let store = Arc::clone(runtime.store());
+            let accounts: Vec<AccountId> = (0..3).map(|_| AccountId::new()).collect();
+            let teams: Vec<TeamId> = (0..3).map(|_| TeamId::new()).collect();
+            for (i, a) in accounts.iter().enumerate() {
+                store.put_account(*a, "a", AccountPolicy::default()).await.unwrap();
+                store.put_team(*a, teams[i], "t").await.unwrap();
+            }
+            let users: Vec<Principal> = d.users.iter().map(|&a| Principal::new(accounts[a], UserId::new())).collect();
+            for (i, u) in users.iter().enumerate() {
+                store.set_member(u.account, u.user, AccountRole::Editor).await.unwrap();
+                store.add_to_team(teams[d.users[i]], u.user).await.unwrap();
+            }
+            let agents: Vec<AgentId> = (0..d.agents.len()).map(|j| AgentId::new(format!("agent{j}"))).collect();
+            for (j, &owner) in d.agents.iter().enumerate() {
+                store.set_agent_owner(&agents[j], accounts[owner]).await.unwrap();
+                runtime.register_agent(AgentDefinition::new(agents[j].clone(), "m")).unwrap();
+            }
+            for &(agent, kind, target) in &d.assignments {
+                let Some(agent_id) = agents.get(agent % agents.len()) else { continue };
+                let scope = match kind {
+                    0 => AssignmentScope::Account(accounts[target % 3]),
+                    1 => AssignmentScope::Team(teams[target % 3]),
+                    _ => AssignmentScope::User(users[target % users.len()].user),
+                };
+                store.assign(Assignment { agent_id: agent_id.clone(), scope, capabilities: None }).await.unwrap();
+            }
+            for (i, user) in users.iter().enumerate() {
+                for (j, agent) in agents.iter().enumerate() {
+                    let as_team = user.with_team(teams[d.users[i]]);
+                    for principal in [*user, as_team] {
+                        let opened = runtime.open_session(principal, agent.clone(), "t", None).await;
+                        if accounts[d.agents[j]] != user.account {
+                            let err = opened.expect_err("an agent of another account is never reachable");
+                            prop_assert_eq!(err.code(), "directory.foreign_agent");
+                        } else if let Ok(session) = opened {
+                            // Whatever opened is the user's own account's agent.
+                            prop_assert_eq!(session.principal.account, user.account);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    }
+}

@@ -1,0 +1,173 @@
+//! The directory: accounts, teams, users with roles, which account owns each
+//! agent, and assignments that make agents available at account, team or
+//! user scope, optionally narrowing their capabilities.
+//!
+//! With [`RuntimeConfig::enforce_directory`](crate::RuntimeConfig) on, every
+//! runtime call that acts for a principal is checked against it: the user
+//! must be a member of the account (and of the team it acts for), the agent
+//! must belong to that account and be assigned to the principal, and the
+//! capabilities the agent may use are its own, narrowed by every applicable
+//! assignment and by the account's policy. Assignments only ever narrow.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AccountId, AgentId, TeamId, UserId};
+use crate::principal::Principal;
+
+/// A user's role in an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountRole {
+    /// Reads only.
+    Viewer,
+    /// Changes data, agents included.
+    Editor,
+    /// Manages the account's settings and members.
+    Admin,
+    /// Owns the account.
+    Owner,
+}
+
+crate::step::str_enum!(AccountRole, "account role",
+    AccountRole::Viewer => "viewer",
+    AccountRole::Editor => "editor",
+    AccountRole::Admin => "admin",
+    AccountRole::Owner => "owner",
+);
+
+/// An account's policy over the capabilities of all its agents.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountPolicy {
+    /// When set, only these capabilities may be used by the account's agents.
+    pub allow: Option<BTreeSet<String>>,
+    /// These capabilities may never be used by the account's agents.
+    pub deny: BTreeSet<String>,
+    /// The deepest delegation chain allowed in the account, if limited.
+    pub max_delegation_depth: Option<u32>,
+}
+
+impl AccountPolicy {
+    /// Whether the policy lets `capability` be used.
+    pub fn allows(&self, capability: &str) -> bool {
+        !self.deny.contains(capability)
+            && self.allow.as_ref().is_none_or(|a| a.contains(capability))
+    }
+}
+
+/// Where an assignment makes an agent available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "scope", content = "id", rename_all = "snake_case")]
+pub enum AssignmentScope {
+    /// To every user of the account.
+    Account(AccountId),
+    /// To the members of a team, acting for it.
+    Team(TeamId),
+    /// To one user.
+    User(UserId),
+}
+
+impl AssignmentScope {
+    /// Whether the assignment applies to `principal`.
+    pub fn applies_to(&self, principal: &Principal) -> bool {
+        match self {
+            AssignmentScope::Account(a) => *a == principal.account,
+            AssignmentScope::Team(t) => principal.team == Some(*t),
+            AssignmentScope::User(u) => *u == principal.user,
+        }
+    }
+}
+
+/// An agent made available at a scope, optionally narrowed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The agent.
+    pub agent_id: AgentId,
+    /// Where it is available.
+    pub scope: AssignmentScope,
+    /// When set, the agent may use only these of its capabilities here.
+    pub capabilities: Option<BTreeSet<String>>,
+}
+
+/// What the directory says about a principal and an agent, for one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// The account's policy.
+    pub policy: AccountPolicy,
+    /// The assignments of the agent that apply to the principal.
+    pub assignments: Vec<Assignment>,
+}
+
+impl Access {
+    /// Whether `capability` survives every applicable narrowing and the policy.
+    pub fn allows(&self, capability: &str) -> bool {
+        self.policy.allows(capability)
+            && self.assignments.iter().all(|a| {
+                a.capabilities
+                    .as_ref()
+                    .is_none_or(|c| c.contains(capability))
+            })
+    }
+}
+
+/// Why the directory refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccessError {
+    /// The user is not a member of the account.
+    #[error("user {user} is not a member of account {account}")]
+    NotAMember {
+        /// The user.
+        user: UserId,
+        /// The account.
+        account: AccountId,
+    },
+    /// The principal acts for a team it is not in, or of another account.
+    #[error("user {user} is not a member of team {team} of account {account}")]
+    NotInTeam {
+        /// The user.
+        user: UserId,
+        /// The team.
+        team: TeamId,
+        /// The account.
+        account: AccountId,
+    },
+    /// The agent belongs to no account or to another one.
+    #[error("agent `{agent}` does not belong to account {account}")]
+    ForeignAgent {
+        /// The agent.
+        agent: AgentId,
+        /// The principal's account.
+        account: AccountId,
+    },
+    /// No assignment makes the agent available to the principal.
+    #[error("agent `{agent}` is not assigned to this user, their team or their account")]
+    NotAssigned {
+        /// The agent.
+        agent: AgentId,
+    },
+    /// The user's role does not allow the change.
+    #[error("a {role} of account {account} cannot {action}")]
+    RoleTooLow {
+        /// The user's role.
+        role: AccountRole,
+        /// The account.
+        account: AccountId,
+        /// What was refused.
+        action: &'static str,
+    },
+}
+
+impl AccessError {
+    /// A stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AccessError::NotAMember { .. } => "directory.not_a_member",
+            AccessError::NotInTeam { .. } => "directory.not_in_team",
+            AccessError::ForeignAgent { .. } => "directory.foreign_agent",
+            AccessError::NotAssigned { .. } => "directory.not_assigned",
+            AccessError::RoleTooLow { .. } => "directory.role_too_low",
+        }
+    }
+}
