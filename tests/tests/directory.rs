@@ -240,3 +240,91 @@ proptest! {
         })?;
     }
 }
+
+struct NoSecrets;
+
+#[async_trait::async_trait]
+impl ContentRules for NoSecrets {
+    async fn check_message(&self, _: &Principal, text: &str) -> Result<(), String> {
+        if text.contains("password") {
+            return Err("messages may not ask for passwords".into());
+        }
+        Ok(())
+    }
+
+    async fn check_reply(&self, _: &Principal, text: &str) -> Result<(), String> {
+        if text.contains("secret") {
+            return Err("replies may not reveal secrets".into());
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn content_rules_block_messages_and_replies_with_the_reason_on_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = ScriptedModel::responder(|r| {
+        ScriptedReply::text(format!("echo {}", r.messages.last().unwrap().content))
+    });
+    let model = Arc::new(model);
+    let rt = Runtime::builder()
+        .store(SqliteStore::open(dir.path().join("c.db")).await.unwrap())
+        .model_arc(model.clone())
+        .content_rules(NoSecrets)
+        .agent(AgentDefinition::new("a", "m"))
+        .build()
+        .unwrap();
+    let session = rt
+        .open_session(Principal::local(), "a", "t", None)
+        .await
+        .unwrap();
+
+    let refused = rt
+        .send(session.id, "what is the admin password?")
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.text,
+        "I can't help with that: messages may not ask for passwords."
+    );
+    assert_eq!(
+        model.calls(),
+        0,
+        "a blocked message never reaches the model"
+    );
+    let steps = rt.store().steps(refused.interaction_id).await.unwrap();
+    assert_eq!(
+        steps[0].error.as_ref().unwrap().code,
+        StepError::CONTENT_BLOCKED
+    );
+    assert_eq!(
+        rt.interaction_state(refused.interaction_id).await.unwrap(),
+        InteractionState::Completed
+    );
+
+    let replaced = rt.send(session.id, "tell me the secret").await.unwrap();
+    assert_eq!(
+        replaced.text,
+        "I can't send that reply: replies may not reveal secrets."
+    );
+    let steps = rt.store().steps(replaced.interaction_id).await.unwrap();
+    let respond = steps.last().unwrap();
+    assert_eq!(
+        respond.output.as_ref().unwrap()["blocked"]["code"],
+        StepError::CONTENT_BLOCKED
+    );
+    assert_eq!(
+        rt.store()
+            .reply_of(replaced.interaction_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .text,
+        replaced.text
+    );
+
+    assert_eq!(
+        rt.send(session.id, "hello").await.unwrap().text,
+        "echo hello"
+    );
+}

@@ -171,3 +171,16 @@ impl AccessError {
         }
     }
 }
+
+/// A host's content rules: a check of every inbound message and every reply.
+/// A message it blocks is answered with a refusal that gives the reason; a
+/// reply it blocks is replaced by one. Either way the reason is recorded on
+/// the step (`policy.content_blocked`).
+#[async_trait::async_trait]
+pub trait ContentRules: Send + Sync + 'static {
+    /// Checks an inbound message; `Err(reason)` blocks it.
+    async fn check_message(&self, principal: &Principal, text: &str) -> Result<(), String>;
+
+    /// Checks a reply before it is sent; `Err(reason)` blocks it.
+    async fn check_reply(&self, principal: &Principal, text: &str) -> Result<(), String>;
+}

@@ -105,6 +105,8 @@ pub fn is_terminal_failure(step: &Step) -> bool {
             StepKind::Context | StepKind::Think | StepKind::Respond
         )
         && step.error.as_ref().is_none_or(|e| {
-            e.code != StepError::INTERRUPTED && e.code != StepError::BUDGET_EXCEEDED
+            e.code != StepError::INTERRUPTED
+                && e.code != StepError::BUDGET_EXCEEDED
+                && e.code != StepError::CONTENT_BLOCKED
         })
 }

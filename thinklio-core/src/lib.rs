@@ -29,7 +29,9 @@ pub use capability::{
     Capability, CapabilityError, CapabilityKind, CapabilityManifest, CapabilityRegistry,
     FunctionCapability, InvocationContext, SideEffect, TrustLevel,
 };
-pub use directory::{Access, AccessError, AccountPolicy, AccountRole, Assignment, AssignmentScope};
+pub use directory::{
+    Access, AccessError, AccountPolicy, AccountRole, Assignment, AssignmentScope, ContentRules,
+};
 pub use event::{Event, EventKind, NewEvent};
 pub use ids::{
     AccountId, AgentId, InteractionId, OutboxId, SessionId, StepId, TaskId, TeamId, UserId,

@@ -146,6 +146,9 @@ impl StepError {
     /// the budget is spent.
     pub const BUDGET_EXCEEDED: &'static str = "budget.exceeded";
 
+    /// Code of a step whose message or reply a host's content rules blocked.
+    pub const CONTENT_BLOCKED: &'static str = "policy.content_blocked";
+
     /// A step error.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self {

@@ -291,7 +291,7 @@ impl InteractionStore for SqliteStore {
                         SELECT 1 FROM steps s WHERE s.interaction_id = i.id AND ( \
                             (s.kind = 'respond' AND s.state = 'succeeded') OR \
                             (s.state = 'failed' AND s.kind IN ('context', 'think', 'respond') \
-                             AND COALESCE(s.error_code, '') NOT IN ('step.interrupted', 'budget.exceeded')))) \
+                             AND COALESCE(s.error_code, '') NOT IN ('step.interrupted', 'budget.exceeded', 'policy.content_blocked')))) \
                      ORDER BY seq"
                 ))
                 .map_err(backend)?

@@ -255,6 +255,15 @@ impl Run {
             let budget_spent = step.error.as_ref().filter(|e| {
                 failed && step.kind == StepKind::Think && e.code == StepError::BUDGET_EXCEEDED
             });
+            let blocked = step.error.as_ref().filter(|e| {
+                failed && step.kind == StepKind::Context && e.code == StepError::CONTENT_BLOCKED
+            });
+            if let Some(e) = blocked {
+                // A message the content rules block is answered with the reason.
+                context_done = true;
+                final_text = Some(format!("I can't help with that: {}.", e.message));
+                continue;
+            }
             if let Some(e) = budget_spent {
                 // A spent budget ends the interaction with a reply that says so.
                 final_text = Some(format!("I have to stop here: {}.", e.message));
@@ -479,7 +488,16 @@ impl Run {
                 }
             }
             Work::Respond { text, .. } => {
-                let output = json!({ "bytes": text.len() });
+                let mut output = json!({ "bytes": text.len() });
+                let mut text = text;
+                if let Some(rules) = &self.rt.content
+                    && let Err(reason) = rules.check_reply(&self.interaction.principal, &text).await
+                {
+                    // The reason stays on the step; the channel gets a refusal.
+                    output["blocked"] =
+                        json!({ "code": StepError::CONTENT_BLOCKED, "reason": reason });
+                    text = format!("I can't send that reply: {reason}.");
+                }
                 // Without a sink, the caller of `send` is the channel: the
                 // reply is delivered when `send` returns it.
                 let delivered = self.rt.sink.is_none() && self.caller_is_channel;
@@ -536,6 +554,16 @@ impl Run {
     }
 
     async fn context(&mut self) -> StepOutcome {
+        if let Some(rules) = &self.rt.content
+            && let Err(reason) = rules
+                .check_message(&self.interaction.principal, &self.interaction.input)
+                .await
+        {
+            return StepOutcome::Failed {
+                error: StepError::new(StepError::CONTENT_BLOCKED, reason),
+                usage: None,
+            };
+        }
         if self.delegation.is_some() {
             // A delegate works from its task alone.
             let output = json!({

@@ -24,7 +24,7 @@ pub use queue::{QueueRun, QueueWorker, TaskError, TaskHandler};
 use crate::agent::AgentDefinition;
 use crate::budget::{BudgetLimit, BudgetScope};
 use crate::capability::{Capability, CapabilityError, CapabilityRegistry};
-use crate::directory::{Access, AccessError, AccountRole};
+use crate::directory::{Access, AccessError, AccountRole, ContentRules};
 use crate::event::{Event, EventKind, NewEvent};
 use crate::ids::{AccountId, AgentId, InteractionId, SessionId, UserId};
 use crate::interaction::{Interaction, InteractionState, NewInteraction};
@@ -248,6 +248,8 @@ pub(crate) struct Inner {
     /// The budgets, read from the store once and kept in step by
     /// `set_budget`/`remove_budget`: with none set, a check costs nothing.
     budgets: tokio::sync::RwLock<Option<Vec<BudgetLimit>>>,
+    /// The host's content rules, if any.
+    pub(crate) content: Option<Arc<dyn ContentRules>>,
 }
 
 /// Sessions kept in [`Inner::sessions`]; the cache starts over when full.
@@ -413,6 +415,7 @@ pub struct RuntimeBuilder {
     capabilities: Vec<Arc<dyn Capability>>,
     agents: Vec<AgentDefinition>,
     delegates: Vec<Delegate>,
+    content: Option<Arc<dyn ContentRules>>,
     prices: Option<PriceTable>,
     sink: Option<Arc<dyn ReplySink>>,
     clock: Option<Arc<dyn Clock>>,
@@ -460,6 +463,12 @@ impl RuntimeBuilder {
     /// Offers an agent to other agents as a capability.
     pub fn delegate(mut self, delegate: Delegate) -> Self {
         self.delegates.push(delegate);
+        self
+    }
+
+    /// Content rules checking every inbound message and every reply.
+    pub fn content_rules(mut self, rules: impl ContentRules) -> Self {
+        self.content = Some(Arc::new(rules));
         self
     }
 
@@ -527,6 +536,7 @@ impl RuntimeBuilder {
             sessions: std::sync::Mutex::new(HashMap::new()),
             delegates: RwLock::new(delegates),
             budgets: tokio::sync::RwLock::new(None),
+            content: self.content,
         });
         for d in &self.delegates {
             let capability = delegation::AgentCapability::new(d, Arc::downgrade(&inner));
