@@ -87,9 +87,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         reply.cost
     );
     drop(runtime);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
+    thinklio_examples::remove_database(&path);
     Ok(())
 }
 

@@ -171,9 +171,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     drop(runtime);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
+    thinklio_examples::remove_database(&path);
     Ok(())
 }
 

@@ -2,3 +2,11 @@
 //! `quickstart/main.rs`). The library target exists to compile and test the
 //! workspace README's embedding example as a doc test.
 #![doc = include_str!("../../README.md")]
+
+/// Removes a SQLite database file and its WAL companions (the examples keep
+/// theirs in the temp directory and clean up after themselves).
+pub fn remove_database(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}

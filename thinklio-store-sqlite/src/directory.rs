@@ -24,8 +24,16 @@ fn scope_parts(scope: &AssignmentScope) -> (&'static str, String) {
     }
 }
 
-fn foreign_key(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
+/// A write refused by a foreign key names the account that does not exist.
+fn missing_account(e: rusqlite::Error, account: AccountId) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+        {
+            StoreError::not_found("account", account)
+        }
+        _ => backend(e),
+    }
 }
 
 #[async_trait]
@@ -62,13 +70,7 @@ impl DirectoryStore for SqliteStore {
                 )
                 .map_err(backend)?
                 .execute(params![team.to_string(), account.to_string(), name])
-                .map_err(|e| {
-                    if foreign_key(&e) {
-                        StoreError::not_found("account", account)
-                    } else {
-                        backend(e)
-                    }
-                })?;
+                .map_err(|e| missing_account(e, account))?;
                 Ok(())
             })
             .await
@@ -92,13 +94,7 @@ impl DirectoryStore for SqliteStore {
                     user.to_string(),
                     role.as_str()
                 ])
-                .map_err(|e| {
-                    if foreign_key(&e) {
-                        StoreError::not_found("account", account)
-                    } else {
-                        backend(e)
-                    }
-                })?;
+                .map_err(|e| missing_account(e, account))?;
                 Ok(())
             })
             .await
@@ -156,13 +152,7 @@ impl DirectoryStore for SqliteStore {
                 )
                 .map_err(backend)?
                 .execute(params![agent.as_str(), account.to_string()])
-                .map_err(|e| {
-                    if foreign_key(&e) {
-                        StoreError::not_found("account", account)
-                    } else {
-                        backend(e)
-                    }
-                })?;
+                .map_err(|e| missing_account(e, account))?;
                 Ok(())
             })
             .await
