@@ -6,7 +6,9 @@
 //! within one process; `recover()` assumes no other process runs the same
 //! interactions (one process per SQLite file).
 
+mod builder;
 mod delegation;
+mod governance;
 mod harness;
 mod locks;
 mod queue;
@@ -18,15 +20,16 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+pub use builder::RuntimeBuilder;
 pub use delegation::{Delegate, DelegationGraph};
 pub use queue::{QueueRun, QueueWorker, TaskError, TaskHandler};
 
 use crate::agent::AgentDefinition;
-use crate::budget::{BudgetLimit, BudgetScope};
+use crate::budget::BudgetLimit;
 use crate::capability::{Capability, CapabilityError, CapabilityRegistry};
-use crate::directory::{Access, AccessError, AccountRole, ContentRules};
+use crate::directory::{AccessError, ContentRules};
 use crate::event::{Event, EventKind, NewEvent};
-use crate::ids::{AccountId, AgentId, InteractionId, SessionId, UserId};
+use crate::ids::{AgentId, InteractionId, SessionId};
 use crate::interaction::{Interaction, InteractionState, NewInteraction};
 use crate::model::{ChatModel, ModelError};
 use crate::outbox::{OutboxMessage, ReplySink};
@@ -34,10 +37,11 @@ use crate::principal::Principal;
 use crate::queue::RetryPolicy;
 use crate::session::{NewSession, Session};
 use crate::step::{Step, StepError};
-use crate::store::{ForgetReport, Store, StoreError};
-use crate::time::{Clock, SystemClock};
-use crate::usage::{Cost, PriceTable, TokenUsage, UsageFilter, UsageGroup, UsageRow, UsageTotals};
+use crate::store::{Store, StoreError};
+use crate::time::Clock;
+use crate::usage::{Cost, PriceTable, TokenUsage};
 
+use self::builder::check_graph;
 use self::harness::Run;
 use self::locks::SessionLocks;
 
@@ -286,100 +290,6 @@ impl Inner {
         cache.insert(session.id, session.clone());
     }
 
-    /// Checks every budget covering `principal`: emits each warning whose
-    /// threshold spend has reached (once per period), and refuses with
-    /// [`StepError::BUDGET_EXCEEDED`] when a limit is spent.
-    pub(crate) async fn check_budgets(
-        &self,
-        principal: &Principal,
-        interaction: &Interaction,
-    ) -> Result<(), StepError> {
-        let store_error = |e: StoreError| StepError::new(e.code(), e.to_string());
-        if self.budgets.read().await.is_none() {
-            let loaded = self.store.budgets().await.map_err(store_error)?;
-            *self.budgets.write().await = Some(loaded);
-        }
-        let covering: Vec<BudgetLimit> = self
-            .budgets
-            .read()
-            .await
-            .iter()
-            .flatten()
-            .filter(|b| b.scope.covers(principal))
-            .cloned()
-            .collect();
-        let now = self.clock.now();
-        for budget in covering {
-            let start = budget.period.start(now);
-            let mut filter = budget.scope.filter();
-            filter.from = Some(start);
-            let spent = self
-                .store
-                .usage_totals(&filter)
-                .await
-                .map_err(store_error)?
-                .cost;
-            let limit = budget.limit.as_nanos().max(0);
-            let percent = if limit == 0 {
-                100
-            } else {
-                i128::from(spent.as_nanos()) * 100 / i128::from(limit)
-            };
-            let mut thresholds = budget.warn_at.clone();
-            thresholds.sort_unstable();
-            for threshold in thresholds {
-                if percent < i128::from(threshold) {
-                    break;
-                }
-                let first = self
-                    .store
-                    .record_budget_warning(budget.scope, start, threshold)
-                    .await
-                    .map_err(store_error)?;
-                if first {
-                    let payload = serde_json::json!({
-                        "scope": budget.scope.kind(),
-                        "scope_id": budget.scope.id(),
-                        "threshold": threshold,
-                        "spent_nanos": spent.as_nanos(),
-                        "limit_nanos": limit,
-                        "period_start": start,
-                    });
-                    let event = interaction_event(EventKind::BudgetWarning, interaction, payload);
-                    self.append_event(event)
-                        .await
-                        .map_err(|e| StepError::new(e.code(), e.to_string()))?;
-                }
-            }
-            if spent.as_nanos() >= limit {
-                return Err(StepError::new(
-                    StepError::BUDGET_EXCEEDED,
-                    format!(
-                        "the {} budget of {} for this {} is spent ({} so far)",
-                        budget.scope.kind(),
-                        budget.limit,
-                        budget.period.name(),
-                        spent
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// What the directory lets `principal` do through `agent`: `None` when
-    /// the directory is not enforced.
-    pub(crate) async fn access(
-        &self,
-        principal: &Principal,
-        agent: &AgentId,
-    ) -> Result<Option<Access>, RuntimeError> {
-        if !self.config.enforce_directory {
-            return Ok(None);
-        }
-        Ok(Some(self.store.access(principal, agent).await??))
-    }
-
     fn agent(&self, id: &AgentId) -> Result<Arc<AgentDefinition>, RuntimeError> {
         self.agents
             .read()
@@ -405,170 +315,6 @@ impl std::fmt::Debug for Runtime {
             .field("capabilities", &self.inner.capabilities)
             .finish_non_exhaustive()
     }
-}
-
-/// Builds a [`Runtime`].
-#[derive(Default)]
-pub struct RuntimeBuilder {
-    store: Option<Arc<dyn Store>>,
-    model: Option<Arc<dyn ChatModel>>,
-    capabilities: Vec<Arc<dyn Capability>>,
-    agents: Vec<AgentDefinition>,
-    delegates: Vec<Delegate>,
-    content: Option<Arc<dyn ContentRules>>,
-    prices: Option<PriceTable>,
-    sink: Option<Arc<dyn ReplySink>>,
-    clock: Option<Arc<dyn Clock>>,
-    config: RuntimeConfig,
-}
-
-impl RuntimeBuilder {
-    /// The store (required).
-    pub fn store(mut self, store: impl Store) -> Self {
-        self.store = Some(Arc::new(store));
-        self
-    }
-
-    /// A shared store.
-    pub fn store_arc(mut self, store: Arc<dyn Store>) -> Self {
-        self.store = Some(store);
-        self
-    }
-
-    /// The chat model (required). Agents name the model id; the chat model
-    /// routes it (a fallback chain is a chat model too).
-    pub fn model(mut self, model: impl ChatModel) -> Self {
-        self.model = Some(Arc::new(model));
-        self
-    }
-
-    /// A shared chat model.
-    pub fn model_arc(mut self, model: Arc<dyn ChatModel>) -> Self {
-        self.model = Some(model);
-        self
-    }
-
-    /// Registers a capability.
-    pub fn capability(mut self, capability: impl Capability) -> Self {
-        self.capabilities.push(Arc::new(capability));
-        self
-    }
-
-    /// Registers an agent.
-    pub fn agent(mut self, agent: AgentDefinition) -> Self {
-        self.agents.push(agent);
-        self
-    }
-
-    /// Offers an agent to other agents as a capability.
-    pub fn delegate(mut self, delegate: Delegate) -> Self {
-        self.delegates.push(delegate);
-        self
-    }
-
-    /// Content rules checking every inbound message and every reply.
-    pub fn content_rules(mut self, rules: impl ContentRules) -> Self {
-        self.content = Some(Arc::new(rules));
-        self
-    }
-
-    /// Model prices (default: [`PriceTable::published`]).
-    pub fn prices(mut self, prices: PriceTable) -> Self {
-        self.prices = Some(prices);
-        self
-    }
-
-    /// Where replies are delivered. Without one, the caller of `send` is the
-    /// channel: a reply counts as delivered when `send` returns it.
-    pub fn reply_sink(mut self, sink: impl ReplySink) -> Self {
-        self.sink = Some(Arc::new(sink));
-        self
-    }
-
-    /// The clock (default: the system clock).
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Some(Arc::new(clock));
-        self
-    }
-
-    /// Tunables.
-    pub fn config(mut self, config: RuntimeConfig) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// Builds the runtime.
-    pub fn build(self) -> Result<Runtime, RuntimeError> {
-        let store = self
-            .store
-            .ok_or_else(|| RuntimeError::Config("a store is required: call .store(...)".into()))?;
-        let model = self.model.ok_or_else(|| {
-            RuntimeError::Config("a chat model is required: call .model(...)".into())
-        })?;
-        let capabilities = CapabilityRegistry::new();
-        for c in self.capabilities {
-            capabilities.register_arc(c)?;
-        }
-        let agents: HashMap<AgentId, Arc<AgentDefinition>> = self
-            .agents
-            .into_iter()
-            .map(|a| (a.id.clone(), Arc::new(a)))
-            .collect();
-        let delegates: std::collections::BTreeMap<String, AgentId> = self
-            .delegates
-            .iter()
-            .map(|d| (d.name().to_owned(), d.agent().clone()))
-            .collect();
-        check_graph(&agents, &delegates)?;
-        let (events, _) = broadcast::channel(self.config.event_capacity.max(1));
-        let inner = Arc::new(Inner {
-            store,
-            model,
-            capabilities,
-            agents: RwLock::new(agents),
-            prices: self.prices.unwrap_or_else(PriceTable::published),
-            sink: self.sink,
-            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
-            config: self.config,
-            events,
-            locks: SessionLocks::default(),
-            task_handlers: RwLock::new(HashMap::new()),
-            sessions: std::sync::Mutex::new(HashMap::new()),
-            delegates: RwLock::new(delegates),
-            budgets: tokio::sync::RwLock::new(None),
-            content: self.content,
-        });
-        for d in &self.delegates {
-            let capability = delegation::AgentCapability::new(d, Arc::downgrade(&inner));
-            inner.capabilities.register(capability)?;
-        }
-        Ok(Runtime { inner })
-    }
-}
-
-/// Refuses a configuration whose agents delegate in a circle.
-fn check_graph(
-    agents: &HashMap<AgentId, Arc<AgentDefinition>>,
-    delegates: &std::collections::BTreeMap<String, AgentId>,
-) -> Result<(), RuntimeError> {
-    let agents = agents
-        .iter()
-        .map(|(k, v)| (k.clone(), Arc::clone(v)))
-        .collect();
-    let cycles = DelegationGraph::build(&agents, delegates).cycles();
-    if cycles.is_empty() {
-        return Ok(());
-    }
-    let described: Vec<String> = cycles
-        .iter()
-        .map(|c| {
-            c.iter()
-                .map(AgentId::as_str)
-                .collect::<Vec<_>>()
-                .join(" → ")
-        })
-        .collect();
-    Err(RuntimeError::DelegationCycle(described.join("; ")))
 }
 
 impl Runtime {
@@ -605,38 +351,6 @@ impl Runtime {
         Ok(())
     }
 
-    /// Registers (or replaces) an agent owned by `actor`'s account, as
-    /// `actor`: editors, admins and owners may; viewers and non-members may not.
-    pub async fn put_agent(
-        &self,
-        actor: &Principal,
-        agent: AgentDefinition,
-    ) -> Result<(), RuntimeError> {
-        let role = self.inner.store.role(actor.account, actor.user).await?;
-        match role {
-            Some(role) if role >= AccountRole::Editor => {}
-            Some(role) => {
-                return Err(AccessError::RoleTooLow {
-                    role,
-                    account: actor.account,
-                    action: "change agents",
-                }
-                .into());
-            }
-            None => {
-                return Err(AccessError::NotAMember {
-                    user: actor.user,
-                    account: actor.account,
-                }
-                .into());
-            }
-        }
-        let id = agent.id.clone();
-        self.register_agent(agent)?;
-        self.inner.store.set_agent_owner(&id, actor.account).await?;
-        Ok(())
-    }
-
     /// Offers an agent to other agents as a capability, at run time; refused
     /// if it would make the agents delegate in a circle.
     pub fn register_delegate(&self, delegate: Delegate) -> Result<(), RuntimeError> {
@@ -666,51 +380,6 @@ impl Runtime {
             delegate,
             Arc::downgrade(&self.inner),
         ))
-    }
-
-    /// Sets a spending limit (replacing any earlier one for its scope).
-    pub async fn set_budget(&self, limit: BudgetLimit) -> Result<(), RuntimeError> {
-        self.inner.store.set_budget(limit).await?;
-        let all = self.inner.store.budgets().await?;
-        *self.inner.budgets.write().await = Some(all);
-        Ok(())
-    }
-
-    /// Removes the spending limit of a scope.
-    pub async fn remove_budget(&self, scope: BudgetScope) -> Result<bool, RuntimeError> {
-        let removed = self.inner.store.remove_budget(scope).await?;
-        let all = self.inner.store.budgets().await?;
-        *self.inner.budgets.write().await = Some(all);
-        Ok(removed)
-    }
-
-    /// Usage over `filter`, one row per user, team, account or agent.
-    pub async fn usage_report(
-        &self,
-        group: UsageGroup,
-        filter: &UsageFilter,
-    ) -> Result<Vec<UsageRow>, RuntimeError> {
-        Ok(self.inner.store.usage_report(group, filter).await?)
-    }
-
-    /// Deletes everything a user owns (see [`PrivacyStore::forget_user`](crate::PrivacyStore::forget_user)).
-    pub async fn forget_user(
-        &self,
-        account: AccountId,
-        user: UserId,
-    ) -> Result<ForgetReport, RuntimeError> {
-        let report = self.inner.store.forget_user(account, user).await?;
-        self.inner
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, s| s.principal.user != user);
-        Ok(report)
-    }
-
-    /// Usage (calls, tokens, cost) over `filter`, from the store.
-    pub async fn usage(&self, filter: &UsageFilter) -> Result<UsageTotals, RuntimeError> {
-        Ok(self.inner.store.usage_totals(filter).await?)
     }
 
     /// The delegation graph of the registered agents and delegates.

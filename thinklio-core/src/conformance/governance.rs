@@ -1,0 +1,422 @@
+//! Checks of todos, budgets, usage reports, privacy and the directory.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use serde_json::json;
+
+use super::*;
+
+pub async fn todos_belong_to_their_owner<S: Store>(store: S) {
+    let me = principal();
+    let other = principal();
+    let first = store
+        .add_todo(me.account, me.user, "buy milk", "k1")
+        .await
+        .unwrap();
+    let again = store
+        .add_todo(me.account, me.user, "buy milk", "k1")
+        .await
+        .unwrap();
+    assert_eq!(first, again, "the same key adds once");
+    let second = store
+        .add_todo(me.account, me.user, "call mum", "k2")
+        .await
+        .unwrap();
+    assert_eq!((first.number, second.number), (1, 2));
+    store
+        .add_todo(other.account, other.user, "theirs", "k1")
+        .await
+        .unwrap();
+    let mine = store.todos(me.account, me.user, false).await.unwrap();
+    assert_eq!(
+        mine.iter().map(|t| t.text.as_str()).collect::<Vec<_>>(),
+        vec!["buy milk", "call mum"]
+    );
+    let done = store
+        .complete_todo(me.account, me.user, 1, t(5))
+        .await
+        .unwrap();
+    assert_eq!(done.done_at, Some(t(5)));
+    let again = store
+        .complete_todo(me.account, me.user, 1, t(9))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.done_at,
+        Some(t(5)),
+        "completing twice keeps the first time"
+    );
+    assert_eq!(
+        store.todos(me.account, me.user, false).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        store.todos(me.account, me.user, true).await.unwrap().len(),
+        2
+    );
+    assert!(
+        matches!(
+            store
+                .complete_todo(other.account, other.user, 2, t(5))
+                .await,
+            Err(StoreError::NotFound { .. })
+        ),
+        "another user's item is not found"
+    );
+    assert_eq!(
+        store
+            .todos(other.account, other.user, true)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+pub async fn budgets_are_kept_and_warnings_given_once<S: Store>(store: S) {
+    let p = principal();
+    assert!(store.budgets().await.unwrap().is_empty());
+    let user = BudgetLimit::monthly(BudgetScope::User(p.user), Cost::from_usd(1.0));
+    let account = BudgetLimit::monthly(BudgetScope::Account(p.account), Cost::from_usd(5.0))
+        .per(BudgetPeriod::Daily)
+        .warn_at([25, 75]);
+    store.set_budget(user.clone()).await.unwrap();
+    store.set_budget(account.clone()).await.unwrap();
+    let raised = BudgetLimit::monthly(BudgetScope::User(p.user), Cost::from_usd(2.0));
+    store.set_budget(raised.clone()).await.unwrap();
+    let mut all = store.budgets().await.unwrap();
+    all.sort_by_key(|b| b.scope.kind());
+    assert_eq!(
+        all,
+        vec![account.clone(), raised],
+        "one limit per scope, the latest"
+    );
+    assert!(
+        store
+            .record_budget_warning(account.scope, t(0), 25)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_budget_warning(account.scope, t(0), 25)
+            .await
+            .unwrap(),
+        "once per period"
+    );
+    assert!(
+        store
+            .record_budget_warning(account.scope, t(86_400_000), 25)
+            .await
+            .unwrap(),
+        "again next period"
+    );
+    assert!(
+        store
+            .record_budget_warning(user.scope, t(0), 25)
+            .await
+            .unwrap(),
+        "per scope"
+    );
+    assert!(store.remove_budget(user.scope).await.unwrap());
+    assert!(!store.remove_budget(user.scope).await.unwrap());
+    assert_eq!(store.budgets().await.unwrap(), vec![account]);
+}
+
+async fn spend<S: Store>(store: &S, p: Principal, agent: &str, cost: i64) -> Interaction {
+    let s = store
+        .open_session(NewSession {
+            principal: p,
+            agent_id: AgentId::new(agent),
+            channel: "test".into(),
+            key: None,
+        })
+        .await
+        .unwrap();
+    let i = store
+        .create_interaction(NewInteraction {
+            session_id: s.id,
+            principal: p,
+            agent_id: AgentId::new(agent),
+            input: "q".into(),
+            inbound_id: None,
+            parent_interaction_id: None,
+            delegation_depth: 0,
+        })
+        .await
+        .unwrap()
+        .0;
+    let usage = Some(ModelUsage {
+        model: "m".into(),
+        tokens: TokenUsage::new(10, 1),
+        cost: Cost::from_nanos(cost),
+        rolled_up: false,
+    });
+    run_step(
+        store,
+        &i,
+        0,
+        StepKind::Think,
+        StepOutcome::Succeeded {
+            output: json!({}),
+            usage,
+        },
+    )
+    .await;
+    run_step(store, &i, 1, StepKind::Respond, ok(json!({}))).await;
+    i
+}
+
+pub async fn usage_reports_group_and_sum<S: Store>(store: S) {
+    let account = AccountId::new();
+    let team = TeamId::new();
+    let alice = Principal::new(account, UserId::new()).with_team(team);
+    let bob = Principal::new(account, UserId::new());
+    spend(&store, alice, "x", 100).await;
+    spend(&store, alice, "y", 50).await;
+    spend(&store, bob, "x", 30).await;
+    let by_user = store
+        .usage_report(UsageGroup::User, &UsageFilter::all().account(account))
+        .await
+        .unwrap();
+    assert_eq!(
+        by_user
+            .iter()
+            .map(|r| (r.key.clone(), r.totals.cost.as_nanos(), r.totals.calls))
+            .collect::<Vec<_>>(),
+        vec![
+            (alice.user.to_string(), 150, 2),
+            (bob.user.to_string(), 30, 1)
+        ],
+        "highest cost first"
+    );
+    let by_agent = store
+        .usage_report(UsageGroup::Agent, &UsageFilter::all())
+        .await
+        .unwrap();
+    assert_eq!(
+        by_agent
+            .iter()
+            .map(|r| (r.key.as_str(), r.totals.cost.as_nanos()))
+            .collect::<Vec<_>>(),
+        vec![("x", 130), ("y", 50)]
+    );
+    let by_team = store
+        .usage_report(UsageGroup::Team, &UsageFilter::all())
+        .await
+        .unwrap();
+    assert_eq!(
+        by_team
+            .iter()
+            .map(|r| (r.key.clone(), r.totals.cost.as_nanos()))
+            .collect::<Vec<_>>(),
+        vec![(team.to_string(), 150), (String::new(), 30)]
+    );
+    let by_account = store
+        .usage_report(UsageGroup::Account, &UsageFilter::all())
+        .await
+        .unwrap();
+    assert_eq!(by_account.len(), 1);
+    assert_eq!(
+        by_account[0].totals,
+        store.usage_totals(&UsageFilter::all()).await.unwrap()
+    );
+}
+
+pub async fn forgetting_a_user_removes_what_they_own<S: Store>(store: S) {
+    let account = AccountId::new();
+    let gone = Principal::new(account, UserId::new());
+    let stays = Principal::new(account, UserId::new());
+    let theirs = spend(&store, gone, "x", 100).await;
+    let kept = spend(&store, stays, "x", 40).await;
+    store
+        .add_todo(account, gone.user, "secret plan", "k")
+        .await
+        .unwrap();
+    store
+        .set_budget(BudgetLimit::monthly(
+            BudgetScope::User(gone.user),
+            Cost::from_usd(1.0),
+        ))
+        .await
+        .unwrap();
+    let before = store
+        .usage_totals(&UsageFilter::all().account(account))
+        .await
+        .unwrap();
+
+    let report = store.forget_user(account, gone.user).await.unwrap();
+    assert_eq!(
+        (
+            report.sessions,
+            report.interactions,
+            report.usage_anonymized,
+            report.todos
+        ),
+        (1, 1, 1, 1)
+    );
+    assert!(store.sessions_of_user(gone.user).await.unwrap().is_empty());
+    assert!(matches!(
+        store.interaction(theirs.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(
+        store.steps(theirs.id).await.unwrap().is_empty(),
+        "step payloads are gone"
+    );
+    assert_eq!(store.reply_of(theirs.id).await.unwrap(), None);
+    assert!(
+        store
+            .events_after(0, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.interaction_id != Some(theirs.id))
+    );
+    assert!(
+        store
+            .todos(account, gone.user, true)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.budgets().await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .usage_totals(&UsageFilter::all().user(gone.user))
+            .await
+            .unwrap()
+            .calls,
+        0
+    );
+    assert_eq!(
+        store
+            .usage_totals(&UsageFilter::all().account(account))
+            .await
+            .unwrap(),
+        before,
+        "the account's totals stay whole"
+    );
+    assert_eq!(
+        store
+            .usage_totals(&UsageFilter::all().user(UserId::ANONYMOUS))
+            .await
+            .unwrap()
+            .cost,
+        Cost::from_nanos(100)
+    );
+    // The other user keeps everything.
+    assert_eq!(store.steps(kept.id).await.unwrap().len(), 2);
+    assert_eq!(store.sessions_of_user(stays.user).await.unwrap().len(), 1);
+    assert_eq!(
+        store.forget_user(account, gone.user).await.unwrap(),
+        ForgetReport::default(),
+        "idempotent"
+    );
+}
+
+pub async fn the_directory_checks_membership_ownership_and_assignments<S: Store>(store: S) {
+    let (x, y) = (AccountId::new(), AccountId::new());
+    let team = TeamId::new();
+    let (alice, bob, eve) = (UserId::new(), UserId::new(), UserId::new());
+    let deny: std::collections::BTreeSet<String> = ["shell".to_string()].into();
+    let policy = AccountPolicy {
+        deny,
+        ..Default::default()
+    };
+    store.put_account(x, "X", policy.clone()).await.unwrap();
+    store
+        .put_account(y, "Y", AccountPolicy::default())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.put_team(AccountId::new(), TeamId::new(), "t").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    store.put_team(x, team, "ops").await.unwrap();
+    store
+        .set_member(x, alice, AccountRole::Editor)
+        .await
+        .unwrap();
+    store.set_member(x, bob, AccountRole::Viewer).await.unwrap();
+    store.set_member(y, eve, AccountRole::Owner).await.unwrap();
+    assert_eq!(store.role(x, bob).await.unwrap(), Some(AccountRole::Viewer));
+    assert_eq!(store.role(x, eve).await.unwrap(), None);
+    store.add_to_team(team, alice).await.unwrap();
+    assert!(
+        matches!(
+            store.add_to_team(team, eve).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "not of the team's account"
+    );
+    let helper = AgentId::new("helper");
+    store.set_agent_owner(&helper, x).await.unwrap();
+
+    let alice_p = Principal::new(x, alice);
+    assert_eq!(
+        store.access(&alice_p, &helper).await.unwrap(),
+        Err(AccessError::NotAssigned {
+            agent: helper.clone()
+        })
+    );
+    let narrowed: std::collections::BTreeSet<String> =
+        ["add".to_string(), "search".to_string()].into();
+    store
+        .assign(Assignment {
+            agent_id: helper.clone(),
+            scope: AssignmentScope::Account(x),
+            capabilities: None,
+        })
+        .await
+        .unwrap();
+    store
+        .assign(Assignment {
+            agent_id: helper.clone(),
+            scope: AssignmentScope::Team(team),
+            capabilities: Some(narrowed.clone()),
+        })
+        .await
+        .unwrap();
+    let plain = store.access(&alice_p, &helper).await.unwrap().unwrap();
+    assert_eq!(plain.policy, policy);
+    assert_eq!(
+        plain.assignments.len(),
+        1,
+        "only the account assignment applies without the team"
+    );
+    assert!(plain.allows("clock") && !plain.allows("shell"));
+    let in_team = store
+        .access(&alice_p.with_team(team), &helper)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(in_team.assignments.len(), 2);
+    assert!(
+        in_team.allows("add") && !in_team.allows("clock"),
+        "the team assignment narrows"
+    );
+    assert!(matches!(
+        store
+            .access(&Principal::new(x, bob).with_team(team), &helper)
+            .await
+            .unwrap(),
+        Err(AccessError::NotInTeam { .. })
+    ));
+    assert!(
+        matches!(
+            store
+                .access(&Principal::new(y, eve), &helper)
+                .await
+                .unwrap(),
+            Err(AccessError::ForeignAgent { .. })
+        ),
+        "an agent of X is never Y's"
+    );
+    assert!(matches!(
+        store
+            .access(&Principal::new(x, eve), &helper)
+            .await
+            .unwrap(),
+        Err(AccessError::NotAMember { .. })
+    ));
+}

@@ -1,0 +1,158 @@
+//! The store conformance suite: one set of checks that every store crate runs
+//! against its store. A store is done when it passes, not before.
+//!
+//! Each check is a public async function taking a fresh, empty store. Store
+//! crates run them all with [`store_conformance_tests!`](crate::store_conformance_tests),
+//! as `thinklio-store-sqlite/tests/conformance.rs` does:
+//!
+//! ```text
+//! thinklio_core::store_conformance_tests!(async {
+//!     let dir = tempfile::tempdir().unwrap();
+//!     let store = MyStore::open(dir.path().join("t.db")).await.unwrap();
+//!     (store, dir) // anything kept alive for the test goes in the tuple
+//! });
+//! ```
+//!
+//! This module is test support: a failed check panics with what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use serde_json::json;
+
+use crate::*;
+
+mod governance;
+mod queue;
+mod steps;
+
+pub use governance::*;
+pub use queue::*;
+pub use steps::*;
+
+/// Generates one `#[tokio::test]` per conformance check. The argument is an
+/// async block returning `(store, guard)`; the guard (a temp dir, a server
+/// handle) is kept alive for the length of the test.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        $crate::store_conformance_tests!(@each $make;
+            sessions_reopen_by_key,
+            missing_records_are_not_found,
+            inbound_ids_deduplicate_interactions,
+            step_lifecycle_records_legal_history,
+            finishing_a_step_can_begin_the_next_atomically,
+            illegal_transitions_are_rejected,
+            step_seq_is_unique_per_interaction,
+            respond_writes_reply_to_outbox_atomically,
+            unfinished_interactions_are_derived_from_steps,
+            history_lists_completed_turns_in_order,
+            usage_is_recorded_and_summed,
+            events_are_appended_in_order,
+            queue_claims_lease_and_completes,
+            queue_lost_lease_is_a_conflict,
+            queue_retries_then_dead_letters_and_requeues,
+            queue_claims_respect_kind_and_time,
+            queue_concurrent_claims_never_overlap,
+            todos_belong_to_their_owner,
+            budgets_are_kept_and_warnings_given_once,
+            usage_reports_group_and_sum,
+            forgetting_a_user_removes_what_they_own,
+            the_directory_checks_membership_ownership_and_assignments,
+        );
+    };
+    (@each $make:expr; $($check:ident),+ $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let (store, _guard) = $make.await;
+                $crate::conformance::$check(store).await;
+            }
+        )+
+    };
+}
+
+pub(super) fn principal() -> Principal {
+    Principal::new(AccountId::new(), UserId::new())
+}
+
+pub(super) async fn session<S: Store>(
+    store: &S,
+    principal: Principal,
+    key: Option<&str>,
+) -> Session {
+    store
+        .open_session(NewSession {
+            principal,
+            agent_id: AgentId::new("agent"),
+            channel: "test".into(),
+            key: key.map(str::to_owned),
+        })
+        .await
+        .unwrap()
+}
+
+pub(super) async fn interaction<S: Store>(
+    store: &S,
+    session: &Session,
+    input: &str,
+) -> Interaction {
+    store
+        .create_interaction(NewInteraction {
+            session_id: session.id,
+            principal: session.principal,
+            agent_id: session.agent_id.clone(),
+            input: input.into(),
+            inbound_id: None,
+            parent_interaction_id: None,
+            delegation_depth: 0,
+        })
+        .await
+        .unwrap()
+        .0
+}
+
+pub(super) fn new_step(interaction: &Interaction, seq: u32, kind: StepKind) -> NewStep {
+    NewStep {
+        interaction_id: interaction.id,
+        seq,
+        kind,
+        mode: StepMode::Immediate,
+        attempt: 1,
+        idempotency_key: format!("{}:{seq}", interaction.id),
+        capability: None,
+        side_effect: None,
+        input: json!({ "seq": seq }),
+    }
+}
+
+pub(super) fn ok(output: serde_json::Value) -> StepOutcome {
+    StepOutcome::Succeeded {
+        output,
+        usage: None,
+    }
+}
+
+pub(super) async fn run_step<S: Store>(
+    store: &S,
+    i: &Interaction,
+    seq: u32,
+    kind: StepKind,
+    outcome: StepOutcome,
+) -> Step {
+    let (step, _) = store.begin_step(new_step(i, seq, kind)).await.unwrap();
+    let reply = (kind == StepKind::Respond && outcome.state() == StepState::Succeeded)
+        .then(|| NewOutboxMessage::new(format!("reply to {}", i.input)));
+    store
+        .finish_step(step.id, outcome, reply, None)
+        .await
+        .unwrap()
+        .step
+}
+
+pub(super) async fn complete<S: Store>(store: &S, i: &Interaction) {
+    run_step(store, i, 0, StepKind::Context, ok(json!({}))).await;
+    run_step(store, i, 1, StepKind::Respond, ok(json!({}))).await;
+}
+
+pub(super) fn t(ms: i64) -> Timestamp {
+    Timestamp::from_millis(ms)
+}

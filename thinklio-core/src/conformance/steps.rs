@@ -1,0 +1,532 @@
+//! Checks of sessions, interactions, steps, the outbox, usage and events.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+
+pub async fn sessions_reopen_by_key<S: Store>(store: S) {
+    let p = principal();
+    let a = session(&store, p, Some("chat-1")).await;
+    let b = session(&store, p, Some("chat-1")).await;
+    let c = session(&store, p, Some("chat-2")).await;
+    let d = session(&store, p, None).await;
+    let e = session(&store, p, None).await;
+    assert_eq!(a.id, b.id, "the same key reopens the session");
+    assert_ne!(a.id, c.id);
+    assert_ne!(d.id, e.id, "sessions without a key are always new");
+    assert_eq!(store.session(a.id).await.unwrap(), a);
+    let other = session(&store, principal(), Some("chat-1")).await;
+    assert_ne!(other.id, a.id, "keys are per principal");
+    let mine = store.sessions_of_user(p.user).await.unwrap();
+    assert_eq!(mine.len(), 4);
+}
+
+pub async fn missing_records_are_not_found<S: Store>(store: S) {
+    let missing = store.session(SessionId::new()).await.unwrap_err();
+    assert_eq!(missing.code(), "store.not_found");
+    assert!(matches!(
+        store.interaction(InteractionId::new()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.step(StepId::new()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.task(TaskId::new()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let p = principal();
+    let orphan = store
+        .create_interaction(NewInteraction {
+            session_id: SessionId::new(),
+            principal: p,
+            agent_id: AgentId::new("agent"),
+            input: "hi".into(),
+            inbound_id: None,
+            parent_interaction_id: None,
+            delegation_depth: 0,
+        })
+        .await;
+    assert!(orphan.is_err(), "an interaction needs an existing session");
+}
+
+pub async fn inbound_ids_deduplicate_interactions<S: Store>(store: S) {
+    let s = session(&store, principal(), None).await;
+    let new = |id: &str| NewInteraction {
+        session_id: s.id,
+        principal: s.principal,
+        agent_id: s.agent_id.clone(),
+        input: "hello".into(),
+        inbound_id: Some(id.into()),
+        parent_interaction_id: None,
+        delegation_depth: 0,
+    };
+    let (a, created_a) = store.create_interaction(new("m1")).await.unwrap();
+    let (b, created_b) = store.create_interaction(new("m1")).await.unwrap();
+    let (c, created_c) = store.create_interaction(new("m2")).await.unwrap();
+    assert_eq!(
+        created_a.map(|e| e.kind),
+        Some(EventKind::InteractionCreated)
+    );
+    assert!(created_b.is_none() && created_c.is_some());
+    assert_eq!(created_c.unwrap().interaction_id, Some(c.id));
+    assert_eq!(a.id, b.id);
+    assert_ne!(a.id, c.id);
+    assert!(c.seq > a.seq, "seq grows with creation");
+    assert_eq!(store.interaction(a.id).await.unwrap(), a);
+    let all = store.interactions_of_session(s.id).await.unwrap();
+    assert_eq!(
+        all.iter().map(|i| i.id).collect::<Vec<_>>(),
+        vec![a.id, c.id]
+    );
+}
+
+pub async fn step_lifecycle_records_legal_history<S: Store>(store: S) {
+    let s = session(&store, principal(), None).await;
+    let i = interaction(&store, &s, "q").await;
+    let (step, started) = store
+        .begin_step(new_step(&i, 0, StepKind::Context))
+        .await
+        .unwrap();
+    assert_eq!(step.state, StepState::Running);
+    assert_eq!(started.kind, EventKind::StepStarted);
+    assert_eq!(started.step_id, Some(step.id));
+    assert_eq!(started.session_id, Some(s.id));
+    let finished = store
+        .finish_step(step.id, ok(json!({ "x": 1 })), None, None)
+        .await
+        .unwrap();
+    let done = finished.step;
+    assert_eq!(done.state, StepState::Succeeded);
+    assert_eq!(
+        finished.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        vec![EventKind::StepSucceeded]
+    );
+    assert_eq!((finished.next, finished.reply), (None, None));
+    let stored = store.step(step.id).await.unwrap();
+    assert_eq!(stored, done);
+    assert_eq!(stored.output, Some(json!({ "x": 1 })));
+    let history = store.step_transitions(step.id).await.unwrap();
+    assert_eq!(
+        history.iter().map(|t| (t.from, t.to)).collect::<Vec<_>>(),
+        vec![
+            (None, StepState::Created),
+            (Some(StepState::Created), StepState::Running),
+            (Some(StepState::Running), StepState::Succeeded)
+        ]
+    );
+    assert!(step::is_legal_history(&history));
+
+    let (failing, _) = store
+        .begin_step(new_step(&i, 1, StepKind::Think))
+        .await
+        .unwrap();
+    let finished = store
+        .finish_step(
+            failing.id,
+            StepOutcome::Failed {
+                error: StepError::new("model.http", "boom"),
+                usage: None,
+            },
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    let failed = finished.step;
+    assert_eq!(failed.state, StepState::Failed);
+    assert_eq!(failed.error, Some(StepError::new("model.http", "boom")));
+    assert_eq!(finished.events[0].kind, EventKind::StepFailed);
+    let steps = store.steps(i.id).await.unwrap();
+    assert_eq!(steps.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![0, 1]);
+}
+
+pub async fn finishing_a_step_can_begin_the_next_atomically<S: Store>(store: S) {
+    let s = session(&store, principal(), None).await;
+    let i = interaction(&store, &s, "q").await;
+    let (first, _) = store
+        .begin_step(new_step(&i, 0, StepKind::Context))
+        .await
+        .unwrap();
+    let finished = store
+        .finish_step(
+            first.id,
+            ok(json!({})),
+            None,
+            Some(new_step(&i, 1, StepKind::Think)),
+        )
+        .await
+        .unwrap();
+    let next = finished.next.expect("the next step is begun");
+    assert_eq!(
+        (next.seq, next.kind, next.state),
+        (1, StepKind::Think, StepState::Running)
+    );
+    assert_eq!(
+        finished.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        vec![EventKind::StepSucceeded, EventKind::StepStarted]
+    );
+    assert_eq!(store.step(next.id).await.unwrap(), next);
+    assert!(step::is_legal_history(
+        &store.step_transitions(next.id).await.unwrap()
+    ));
+
+    // If the next step cannot be written, the outcome is not written either.
+    let clash = store
+        .finish_step(
+            next.id,
+            ok(json!({})),
+            None,
+            Some(new_step(&i, 0, StepKind::Act)),
+        )
+        .await;
+    assert!(matches!(clash, Err(StoreError::Conflict(_))), "{clash:?}");
+    assert_eq!(store.step(next.id).await.unwrap().state, StepState::Running);
+    assert_eq!(store.step_transitions(next.id).await.unwrap().len(), 2);
+    assert_eq!(store.steps(i.id).await.unwrap().len(), 2);
+}
+
+pub async fn illegal_transitions_are_rejected<S: Store>(store: S) {
+    let s = session(&store, principal(), None).await;
+    let i = interaction(&store, &s, "q").await;
+    let done = run_step(&store, &i, 0, StepKind::Context, ok(json!({}))).await;
+    let again = store
+        .finish_step(done.id, ok(json!({ "other": true })), None, None)
+        .await;
+    assert!(
+        matches!(
+            again,
+            Err(StoreError::IllegalTransition {
+                from: StepState::Succeeded,
+                to: StepState::Succeeded,
+                ..
+            })
+        ),
+        "{again:?}"
+    );
+    let fail = store
+        .finish_step(
+            done.id,
+            StepOutcome::Failed {
+                error: StepError::new("x", "y"),
+                usage: None,
+            },
+            None,
+            None,
+        )
+        .await;
+    assert!(matches!(fail, Err(StoreError::IllegalTransition { .. })));
+    let stored = store.step(done.id).await.unwrap();
+    assert_eq!(
+        stored.state,
+        StepState::Succeeded,
+        "a rejected change changes nothing"
+    );
+    assert_eq!(stored.output, Some(json!({})));
+    assert_eq!(store.step_transitions(done.id).await.unwrap().len(), 3);
+    assert!(matches!(
+        store
+            .finish_step(StepId::new(), ok(json!({})), None, None)
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+pub async fn step_seq_is_unique_per_interaction<S: Store>(store: S) {
+    let s = session(&store, principal(), None).await;
+    let i = interaction(&store, &s, "q").await;
+    store
+        .begin_step(new_step(&i, 0, StepKind::Context))
+        .await
+        .unwrap();
+    let dup = store.begin_step(new_step(&i, 0, StepKind::Think)).await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    assert_eq!(store.steps(i.id).await.unwrap().len(), 1);
+}
+
+pub async fn respond_writes_reply_to_outbox_atomically<S: Store>(store: S) {
+    let s = session(&store, principal(), Some("chat")).await;
+    let i = interaction(&store, &s, "q").await;
+    assert_eq!(store.reply_of(i.id).await.unwrap(), None);
+    run_step(&store, &i, 0, StepKind::Context, ok(json!({}))).await;
+    let (respond, _) = store
+        .begin_step(new_step(&i, 1, StepKind::Respond))
+        .await
+        .unwrap();
+    let finished = store
+        .finish_step(
+            respond.id,
+            ok(json!({})),
+            Some(NewOutboxMessage::new("reply to q")),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        finished.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        vec![EventKind::StepSucceeded, EventKind::InteractionCompleted]
+    );
+    let reply = store.reply_of(i.id).await.unwrap().expect("a reply");
+    assert_eq!(finished.reply.as_ref(), Some(&reply));
+    assert_eq!(reply.text, "reply to q");
+    assert_eq!(reply.channel, "test");
+    assert_eq!(reply.channel_key.as_deref(), Some("chat"));
+    assert_eq!(reply.delivered_at, None);
+    assert_eq!(store.undelivered().await.unwrap(), vec![reply.clone()]);
+    let at = Timestamp::from_millis(42);
+    let event = store.mark_delivered(reply.id, at).await.unwrap();
+    assert_eq!(event.map(|e| e.kind), Some(EventKind::ReplyDelivered));
+    assert_eq!(
+        store.mark_delivered(reply.id, at).await.unwrap(),
+        None,
+        "idempotent"
+    );
+    assert!(store.undelivered().await.unwrap().is_empty());
+    assert_eq!(
+        store.reply_of(i.id).await.unwrap().unwrap().delivered_at,
+        Some(at)
+    );
+    // A second reply for the same interaction is refused and leaves the step running.
+    let (again, _) = store
+        .begin_step(new_step(&i, 2, StepKind::Respond))
+        .await
+        .unwrap();
+    let dup = store
+        .finish_step(
+            again.id,
+            ok(json!({})),
+            Some(NewOutboxMessage::new("twice")),
+            None,
+        )
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    assert_eq!(
+        store.step(again.id).await.unwrap().state,
+        StepState::Running
+    );
+
+    // A reply whose caller is the channel is delivered with its commit.
+    let j = interaction(&store, &s, "direct").await;
+    let (respond, _) = store
+        .begin_step(new_step(&j, 0, StepKind::Respond))
+        .await
+        .unwrap();
+    let direct = NewOutboxMessage {
+        text: "here".into(),
+        delivered: true,
+    };
+    let finished = store
+        .finish_step(respond.id, ok(json!({})), Some(direct), None)
+        .await
+        .unwrap();
+    assert!(finished.reply.unwrap().delivered_at.is_some());
+    assert_eq!(
+        finished.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        vec![
+            EventKind::StepSucceeded,
+            EventKind::InteractionCompleted,
+            EventKind::ReplyDelivered
+        ]
+    );
+    assert!(store.undelivered().await.unwrap().is_empty());
+}
+
+pub async fn unfinished_interactions_are_derived_from_steps<S: Store>(store: S) {
+    let s = session(&store, principal(), None).await;
+    let fresh = interaction(&store, &s, "fresh").await;
+    let running = interaction(&store, &s, "running").await;
+    store
+        .begin_step(new_step(&running, 0, StepKind::Context))
+        .await
+        .unwrap();
+    let completed = interaction(&store, &s, "completed").await;
+    complete(&store, &completed).await;
+    let failed = interaction(&store, &s, "failed").await;
+    run_step(&store, &failed, 0, StepKind::Context, ok(json!({}))).await;
+    let model_error = StepOutcome::Failed {
+        error: StepError::new("model.http", "down"),
+        usage: None,
+    };
+    run_step(&store, &failed, 1, StepKind::Think, model_error).await;
+    let interrupted = interaction(&store, &s, "interrupted").await;
+    let cut = StepOutcome::Failed {
+        error: StepError::new(StepError::INTERRUPTED, "crash"),
+        usage: None,
+    };
+    run_step(&store, &interrupted, 0, StepKind::Think, cut).await;
+    let act_failed = interaction(&store, &s, "act failed").await;
+    let tool_error = StepOutcome::Failed {
+        error: StepError::new("capability.failed", "no"),
+        usage: None,
+    };
+    run_step(&store, &act_failed, 0, StepKind::Act, tool_error).await;
+
+    let unfinished: Vec<_> = store
+        .unfinished_interactions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(
+        unfinished,
+        vec![fresh.id, running.id, interrupted.id, act_failed.id]
+    );
+    for (i, state) in [
+        (&completed, InteractionState::Completed),
+        (&failed, InteractionState::Failed),
+        (&running, InteractionState::Running),
+        (&fresh, InteractionState::Pending),
+    ] {
+        assert_eq!(
+            InteractionState::derive(&store.steps(i.id).await.unwrap()),
+            state
+        );
+    }
+}
+
+pub async fn history_lists_completed_turns_in_order<S: Store>(store: S) {
+    let s = session(&store, principal(), None).await;
+    let other = session(&store, principal(), None).await;
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let i = interaction(&store, &s, &format!("q{n}")).await;
+        if n != 2 {
+            complete(&store, &i).await;
+        }
+        ids.push(i);
+    }
+    let foreign = interaction(&store, &other, "elsewhere").await;
+    complete(&store, &foreign).await;
+    let current = interaction(&store, &s, "now").await;
+    let all = store.history(s.id, current.seq, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|t| t.user.as_str()).collect::<Vec<_>>(),
+        vec!["q0", "q1", "q3"],
+        "completed turns of this session only, oldest first"
+    );
+    assert_eq!(all[0].assistant, "reply to q0");
+    let last_two = store.history(s.id, current.seq, 2).await.unwrap();
+    assert_eq!(
+        last_two.iter().map(|t| t.user.as_str()).collect::<Vec<_>>(),
+        vec!["q1", "q3"]
+    );
+    let before_q1 = store.history(s.id, ids[1].seq, 10).await.unwrap();
+    assert_eq!(before_q1.len(), 1);
+}
+
+pub async fn usage_is_recorded_and_summed<S: Store>(store: S) {
+    let p = principal();
+    let s = session(&store, p, None).await;
+    let i = interaction(&store, &s, "q").await;
+    let usage = |n: u64| {
+        Some(ModelUsage {
+            model: "m".into(),
+            tokens: TokenUsage::new(n, 2 * n),
+            cost: Cost::from_nanos(i64::try_from(n).unwrap() * 10),
+            rolled_up: false,
+        })
+    };
+    let first = run_step(
+        &store,
+        &i,
+        0,
+        StepKind::Think,
+        StepOutcome::Succeeded {
+            output: json!({}),
+            usage: usage(100),
+        },
+    )
+    .await;
+    assert_eq!(first.usage, TokenUsage::new(100, 200));
+    assert_eq!(first.cost, Cost::from_nanos(1000));
+    assert_eq!(first.model.as_deref(), Some("m"));
+    run_step(
+        &store,
+        &i,
+        1,
+        StepKind::Think,
+        StepOutcome::Failed {
+            error: StepError::new("model.http", "x"),
+            usage: usage(5),
+        },
+    )
+    .await;
+    let other = session(&store, principal(), None).await;
+    let j = interaction(&store, &other, "q").await;
+    run_step(
+        &store,
+        &j,
+        0,
+        StepKind::Think,
+        StepOutcome::Succeeded {
+            output: json!({}),
+            usage: usage(1),
+        },
+    )
+    .await;
+    let mine = store
+        .usage_totals(&UsageFilter::all().user(p.user))
+        .await
+        .unwrap();
+    assert_eq!(mine.calls, 2);
+    assert_eq!(mine.tokens, TokenUsage::new(105, 210));
+    assert_eq!(mine.cost, Cost::from_nanos(1050));
+    let account = store
+        .usage_totals(&UsageFilter::all().account(p.account))
+        .await
+        .unwrap();
+    assert_eq!(account, mine);
+    let everything = store.usage_totals(&UsageFilter::all()).await.unwrap();
+    assert_eq!(everything.calls, 3);
+    let agent = store
+        .usage_totals(&UsageFilter::all().agent(AgentId::new("nobody")))
+        .await
+        .unwrap();
+    assert_eq!(agent, UsageTotals::default());
+    let future = Timestamp::from_millis(i64::MAX / 2);
+    let none = store
+        .usage_totals(&UsageFilter::all().between(future, future.plus(Duration::from_secs(1))))
+        .await
+        .unwrap();
+    assert_eq!(none.calls, 0);
+}
+
+pub async fn events_are_appended_in_order<S: Store>(store: S) {
+    let start = store.events_after(i64::MAX - 1, 10).await.unwrap();
+    assert!(start.is_empty());
+    let first = store
+        .append_event(NewEvent::new(EventKind::InteractionCreated).payload(json!({ "n": 1 })))
+        .await
+        .unwrap();
+    let second = store
+        .append_event(NewEvent::new(EventKind::InteractionCompleted))
+        .await
+        .unwrap();
+    assert!(second.seq > first.seq);
+    let s = session(&store, principal(), None).await;
+    let i = interaction(&store, &s, "q").await;
+    run_step(&store, &i, 0, StepKind::Context, ok(json!({}))).await;
+    let all = store.events_after(first.seq - 1, 100).await.unwrap();
+    let kinds: Vec<_> = all.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EventKind::InteractionCreated,
+            EventKind::InteractionCompleted,
+            EventKind::InteractionCreated,
+            EventKind::StepStarted,
+            EventKind::StepSucceeded
+        ]
+    );
+    assert_eq!(all[0].payload, json!({ "n": 1 }));
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(
+        store.events_after(first.seq, 1).await.unwrap(),
+        vec![second]
+    );
+}

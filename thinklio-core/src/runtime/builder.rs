@@ -1,0 +1,183 @@
+//! Building a [`Runtime`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::broadcast;
+
+use super::delegation::{self, Delegate, DelegationGraph};
+use super::locks::SessionLocks;
+use super::{Inner, Runtime, RuntimeConfig, RuntimeError};
+use crate::agent::AgentDefinition;
+use crate::capability::{Capability, CapabilityRegistry};
+use crate::directory::ContentRules;
+use crate::ids::AgentId;
+use crate::model::ChatModel;
+use crate::outbox::ReplySink;
+use crate::store::Store;
+use crate::time::{Clock, SystemClock};
+use crate::usage::PriceTable;
+
+/// Builds a [`Runtime`].
+#[derive(Default)]
+pub struct RuntimeBuilder {
+    store: Option<Arc<dyn Store>>,
+    model: Option<Arc<dyn ChatModel>>,
+    capabilities: Vec<Arc<dyn Capability>>,
+    agents: Vec<AgentDefinition>,
+    delegates: Vec<Delegate>,
+    content: Option<Arc<dyn ContentRules>>,
+    prices: Option<PriceTable>,
+    sink: Option<Arc<dyn ReplySink>>,
+    clock: Option<Arc<dyn Clock>>,
+    config: RuntimeConfig,
+}
+
+impl RuntimeBuilder {
+    /// The store (required).
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// A shared store.
+    pub fn store_arc(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The chat model (required). Agents name the model id; the chat model
+    /// routes it (a fallback chain is a chat model too).
+    pub fn model(mut self, model: impl ChatModel) -> Self {
+        self.model = Some(Arc::new(model));
+        self
+    }
+
+    /// A shared chat model.
+    pub fn model_arc(mut self, model: Arc<dyn ChatModel>) -> Self {
+        self.model = Some(model);
+        self
+    }
+
+    /// Registers a capability.
+    pub fn capability(mut self, capability: impl Capability) -> Self {
+        self.capabilities.push(Arc::new(capability));
+        self
+    }
+
+    /// Registers an agent.
+    pub fn agent(mut self, agent: AgentDefinition) -> Self {
+        self.agents.push(agent);
+        self
+    }
+
+    /// Offers an agent to other agents as a capability.
+    pub fn delegate(mut self, delegate: Delegate) -> Self {
+        self.delegates.push(delegate);
+        self
+    }
+
+    /// Content rules checking every inbound message and every reply.
+    pub fn content_rules(mut self, rules: impl ContentRules) -> Self {
+        self.content = Some(Arc::new(rules));
+        self
+    }
+
+    /// Model prices (default: [`PriceTable::published`]).
+    pub fn prices(mut self, prices: PriceTable) -> Self {
+        self.prices = Some(prices);
+        self
+    }
+
+    /// Where replies are delivered. Without one, the caller of `send` is the
+    /// channel: a reply counts as delivered when `send` returns it.
+    pub fn reply_sink(mut self, sink: impl ReplySink) -> Self {
+        self.sink = Some(Arc::new(sink));
+        self
+    }
+
+    /// The clock (default: the system clock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Tunables.
+    pub fn config(mut self, config: RuntimeConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Builds the runtime.
+    pub fn build(self) -> Result<Runtime, RuntimeError> {
+        let store = self
+            .store
+            .ok_or_else(|| RuntimeError::Config("a store is required: call .store(...)".into()))?;
+        let model = self.model.ok_or_else(|| {
+            RuntimeError::Config("a chat model is required: call .model(...)".into())
+        })?;
+        let capabilities = CapabilityRegistry::new();
+        for c in self.capabilities {
+            capabilities.register_arc(c)?;
+        }
+        let agents: HashMap<AgentId, Arc<AgentDefinition>> = self
+            .agents
+            .into_iter()
+            .map(|a| (a.id.clone(), Arc::new(a)))
+            .collect();
+        let delegates: std::collections::BTreeMap<String, AgentId> = self
+            .delegates
+            .iter()
+            .map(|d| (d.name().to_owned(), d.agent().clone()))
+            .collect();
+        check_graph(&agents, &delegates)?;
+        let (events, _) = broadcast::channel(self.config.event_capacity.max(1));
+        let inner = Arc::new(Inner {
+            store,
+            model,
+            capabilities,
+            agents: RwLock::new(agents),
+            prices: self.prices.unwrap_or_else(PriceTable::published),
+            sink: self.sink,
+            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            config: self.config,
+            events,
+            locks: SessionLocks::default(),
+            task_handlers: RwLock::new(HashMap::new()),
+            sessions: std::sync::Mutex::new(HashMap::new()),
+            delegates: RwLock::new(delegates),
+            budgets: tokio::sync::RwLock::new(None),
+            content: self.content,
+        });
+        for d in &self.delegates {
+            let capability = delegation::AgentCapability::new(d, Arc::downgrade(&inner));
+            inner.capabilities.register(capability)?;
+        }
+        Ok(Runtime { inner })
+    }
+}
+
+/// Refuses a configuration whose agents delegate in a circle.
+pub(super) fn check_graph(
+    agents: &HashMap<AgentId, Arc<AgentDefinition>>,
+    delegates: &std::collections::BTreeMap<String, AgentId>,
+) -> Result<(), RuntimeError> {
+    let agents = agents
+        .iter()
+        .map(|(k, v)| (k.clone(), Arc::clone(v)))
+        .collect();
+    let cycles = DelegationGraph::build(&agents, delegates).cycles();
+    if cycles.is_empty() {
+        return Ok(());
+    }
+    let described: Vec<String> = cycles
+        .iter()
+        .map(|c| {
+            c.iter()
+                .map(AgentId::as_str)
+                .collect::<Vec<_>>()
+                .join(" → ")
+        })
+        .collect();
+    Err(RuntimeError::DelegationCycle(described.join("; ")))
+}

@@ -1,0 +1,189 @@
+//! Governance on the runtime: budget checks, directory checks, agent
+//! management by role, usage reports and forgetting a user.
+
+use super::{Inner, Runtime, RuntimeError, interaction_event};
+use crate::agent::AgentDefinition;
+use crate::budget::{BudgetLimit, BudgetScope};
+use crate::directory::{Access, AccessError, AccountRole};
+use crate::event::EventKind;
+use crate::ids::{AccountId, AgentId, UserId};
+use crate::interaction::Interaction;
+use crate::principal::Principal;
+use crate::step::StepError;
+use crate::store::{ForgetReport, StoreError};
+use crate::usage::{UsageFilter, UsageGroup, UsageRow, UsageTotals};
+
+impl Inner {
+    /// Checks every budget covering `principal`: emits each warning whose
+    /// threshold spend has reached (once per period), and refuses with
+    /// [`StepError::BUDGET_EXCEEDED`] when a limit is spent.
+    pub(crate) async fn check_budgets(
+        &self,
+        principal: &Principal,
+        interaction: &Interaction,
+    ) -> Result<(), StepError> {
+        let store_error = |e: StoreError| StepError::new(e.code(), e.to_string());
+        if self.budgets.read().await.is_none() {
+            let loaded = self.store.budgets().await.map_err(store_error)?;
+            *self.budgets.write().await = Some(loaded);
+        }
+        let covering: Vec<BudgetLimit> = self
+            .budgets
+            .read()
+            .await
+            .iter()
+            .flatten()
+            .filter(|b| b.scope.covers(principal))
+            .cloned()
+            .collect();
+        let now = self.clock.now();
+        for budget in covering {
+            let start = budget.period.start(now);
+            let mut filter = budget.scope.filter();
+            filter.from = Some(start);
+            let spent = self
+                .store
+                .usage_totals(&filter)
+                .await
+                .map_err(store_error)?
+                .cost;
+            let limit = budget.limit.as_nanos().max(0);
+            let percent = if limit == 0 {
+                100
+            } else {
+                i128::from(spent.as_nanos()) * 100 / i128::from(limit)
+            };
+            let mut thresholds = budget.warn_at.clone();
+            thresholds.sort_unstable();
+            for threshold in thresholds {
+                if percent < i128::from(threshold) {
+                    break;
+                }
+                let first = self
+                    .store
+                    .record_budget_warning(budget.scope, start, threshold)
+                    .await
+                    .map_err(store_error)?;
+                if first {
+                    let payload = serde_json::json!({
+                        "scope": budget.scope.kind(),
+                        "scope_id": budget.scope.id(),
+                        "threshold": threshold,
+                        "spent_nanos": spent.as_nanos(),
+                        "limit_nanos": limit,
+                        "period_start": start,
+                    });
+                    let event = interaction_event(EventKind::BudgetWarning, interaction, payload);
+                    self.append_event(event)
+                        .await
+                        .map_err(|e| StepError::new(e.code(), e.to_string()))?;
+                }
+            }
+            if spent.as_nanos() >= limit {
+                return Err(StepError::new(
+                    StepError::BUDGET_EXCEEDED,
+                    format!(
+                        "the {} budget of {} for this {} is spent ({} so far)",
+                        budget.scope.kind(),
+                        budget.limit,
+                        budget.period.name(),
+                        spent
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// What the directory lets `principal` do through `agent`: `None` when
+    /// the directory is not enforced.
+    pub(crate) async fn access(
+        &self,
+        principal: &Principal,
+        agent: &AgentId,
+    ) -> Result<Option<Access>, RuntimeError> {
+        if !self.config.enforce_directory {
+            return Ok(None);
+        }
+        Ok(Some(self.store.access(principal, agent).await??))
+    }
+}
+
+impl Runtime {
+    /// Registers (or replaces) an agent owned by `actor`'s account, as
+    /// `actor`: editors, admins and owners may; viewers and non-members may not.
+    pub async fn put_agent(
+        &self,
+        actor: &Principal,
+        agent: AgentDefinition,
+    ) -> Result<(), RuntimeError> {
+        let role = self.inner.store.role(actor.account, actor.user).await?;
+        match role {
+            Some(role) if role >= AccountRole::Editor => {}
+            Some(role) => {
+                return Err(AccessError::RoleTooLow {
+                    role,
+                    account: actor.account,
+                    action: "change agents",
+                }
+                .into());
+            }
+            None => {
+                return Err(AccessError::NotAMember {
+                    user: actor.user,
+                    account: actor.account,
+                }
+                .into());
+            }
+        }
+        let id = agent.id.clone();
+        self.register_agent(agent)?;
+        self.inner.store.set_agent_owner(&id, actor.account).await?;
+        Ok(())
+    }
+
+    /// Sets a spending limit (replacing any earlier one for its scope).
+    pub async fn set_budget(&self, limit: BudgetLimit) -> Result<(), RuntimeError> {
+        self.inner.store.set_budget(limit).await?;
+        let all = self.inner.store.budgets().await?;
+        *self.inner.budgets.write().await = Some(all);
+        Ok(())
+    }
+
+    /// Removes the spending limit of a scope.
+    pub async fn remove_budget(&self, scope: BudgetScope) -> Result<bool, RuntimeError> {
+        let removed = self.inner.store.remove_budget(scope).await?;
+        let all = self.inner.store.budgets().await?;
+        *self.inner.budgets.write().await = Some(all);
+        Ok(removed)
+    }
+
+    /// Usage over `filter`, one row per user, team, account or agent.
+    pub async fn usage_report(
+        &self,
+        group: UsageGroup,
+        filter: &UsageFilter,
+    ) -> Result<Vec<UsageRow>, RuntimeError> {
+        Ok(self.inner.store.usage_report(group, filter).await?)
+    }
+
+    /// Deletes everything a user owns (see [`PrivacyStore::forget_user`](crate::PrivacyStore::forget_user)).
+    pub async fn forget_user(
+        &self,
+        account: AccountId,
+        user: UserId,
+    ) -> Result<ForgetReport, RuntimeError> {
+        let report = self.inner.store.forget_user(account, user).await?;
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, s| s.principal.user != user);
+        Ok(report)
+    }
+
+    /// Usage (calls, tokens, cost) over `filter`, from the store.
+    pub async fn usage(&self, filter: &UsageFilter) -> Result<UsageTotals, RuntimeError> {
+        Ok(self.inner.store.usage_totals(filter).await?)
+    }
+}

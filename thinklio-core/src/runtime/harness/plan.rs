@@ -1,0 +1,278 @@
+//! Planning: what an interaction does next, read from its steps alone.
+
+use serde_json::Value;
+
+use super::Run;
+use crate::ids::StepId;
+use crate::model::ToolCall;
+use crate::step::{Step, StepError, StepKind, StepState};
+
+/// The text of the reply when the model still wants tools after `max_turns`.
+const MAX_TURNS_REPLY: &str =
+    "I stopped before finishing: this request needed more steps than I am allowed to take.";
+
+/// What to do next, planned from the steps.
+#[derive(Debug)]
+pub(super) enum Next {
+    /// Run a step.
+    Work(Work),
+    /// A step found `running`: the process stopped while it ran.
+    Interrupted(Box<Step>),
+    /// The interaction has its reply.
+    Done,
+    /// The interaction failed for good.
+    Failed(StepError),
+}
+
+/// The work of one step.
+#[derive(Debug)]
+pub(super) enum Work {
+    Context {
+        attempt: u32,
+    },
+    Think {
+        turn: u32,
+        attempt: u32,
+    },
+    Act {
+        turn: u32,
+        index: usize,
+        call: ToolCall,
+        attempt: u32,
+    },
+    Observe {
+        turn: u32,
+        index: usize,
+        call_id: String,
+        act: Box<Step>,
+        attempt: u32,
+    },
+    Respond {
+        text: String,
+        attempt: u32,
+    },
+}
+
+impl Run {
+    /// Plans the next step from the steps written so far. `in_flight` is a
+    /// step this run has begun and not yet worked: it is planned again, not
+    /// treated as interrupted.
+    pub(super) fn plan(&self, in_flight: Option<StepId>) -> Next {
+        let mut context_done = false;
+        let mut turn = 0u32;
+        let mut calls: Vec<ToolCall> = Vec::new();
+        let mut acts: Vec<Option<&Step>> = Vec::new();
+        let mut observed: Vec<bool> = Vec::new();
+        let mut final_text: Option<String> = None;
+        let mut retry: Option<&Step> = None;
+        for step in &self.steps {
+            match step.state {
+                StepState::Created | StepState::Running if Some(step.id) == in_flight => continue,
+                StepState::Created | StepState::Running => {
+                    return Next::Interrupted(Box::new(step.clone()));
+                }
+                StepState::Failed if is_interrupted(step) => {
+                    retry = Some(step);
+                    continue;
+                }
+                _ => retry = None,
+            }
+            let failed = step.state == StepState::Failed;
+            let budget_spent = step.error.as_ref().filter(|e| {
+                failed && step.kind == StepKind::Think && e.code == StepError::BUDGET_EXCEEDED
+            });
+            let blocked = step.error.as_ref().filter(|e| {
+                failed && step.kind == StepKind::Context && e.code == StepError::CONTENT_BLOCKED
+            });
+            if let Some(e) = blocked {
+                // A message the content rules block is answered with the reason.
+                context_done = true;
+                final_text = Some(format!("I can't help with that: {}.", e.message));
+                continue;
+            }
+            if let Some(e) = budget_spent {
+                // A spent budget ends the interaction with a reply that says so.
+                final_text = Some(format!("I have to stop here: {}.", e.message));
+                continue;
+            }
+            match step.kind {
+                StepKind::Context | StepKind::Think | StepKind::Respond if failed => {
+                    return Next::Failed(step.error.clone().unwrap_or_else(|| {
+                        StepError::new("step.failed", "the step failed without a recorded error")
+                    }));
+                }
+                StepKind::Context => context_done = true,
+                StepKind::Think => {
+                    turn += 1;
+                    let out = ThinkOutput::read(step.output.as_ref());
+                    if out.tool_calls.is_empty() {
+                        final_text = Some(out.text);
+                    } else {
+                        final_text = None;
+                        acts = vec![None; out.tool_calls.len()];
+                        observed = vec![false; out.tool_calls.len()];
+                        calls = out.tool_calls;
+                    }
+                }
+                StepKind::Act => {
+                    if let Some(slot) = index_of(step).and_then(|i| acts.get_mut(i)) {
+                        *slot = Some(step);
+                    }
+                }
+                StepKind::Observe => {
+                    if let Some(slot) = index_of(step).and_then(|i| observed.get_mut(i)) {
+                        *slot = true;
+                    }
+                }
+                StepKind::Respond => return Next::Done,
+            }
+        }
+        if let Some(step) = retry {
+            return self.retry_of(step);
+        }
+        if !context_done {
+            return Next::Work(Work::Context { attempt: 1 });
+        }
+        if let Some(text) = final_text {
+            return Next::Work(Work::Respond { text, attempt: 1 });
+        }
+        for (index, call) in calls.iter().enumerate() {
+            if observed.get(index).copied().unwrap_or(true) {
+                continue;
+            }
+            return match acts.get(index).copied().flatten() {
+                Some(act) => Next::Work(Work::Observe {
+                    turn,
+                    index,
+                    call_id: call.id.clone(),
+                    act: Box::new(act.clone()),
+                    attempt: 1,
+                }),
+                None => Next::Work(Work::Act {
+                    turn,
+                    index,
+                    call: call.clone(),
+                    attempt: 1,
+                }),
+            };
+        }
+        if turn >= self.agent.max_turns {
+            return Next::Work(Work::Respond {
+                text: MAX_TURNS_REPLY.to_owned(),
+                attempt: 1,
+            });
+        }
+        Next::Work(Work::Think {
+            turn: turn + 1,
+            attempt: 1,
+        })
+    }
+
+    /// The next attempt of a step interrupted by a crash, from its stored input.
+    fn retry_of(&self, step: &Step) -> Next {
+        let attempt = step.attempt + 1;
+        let input = &step.input;
+        let turn = input["turn"]
+            .as_u64()
+            .and_then(|t| u32::try_from(t).ok())
+            .unwrap_or(1);
+        match step.kind {
+            StepKind::Context => Next::Work(Work::Context { attempt }),
+            StepKind::Think => Next::Work(Work::Think { turn, attempt }),
+            StepKind::Act => Next::Work(Work::Act {
+                turn,
+                index: index_of(step).unwrap_or(0),
+                call: ToolCall::new(
+                    input["call_id"].as_str().unwrap_or_default(),
+                    input["name"].as_str().unwrap_or_default(),
+                    input["arguments"].as_str().unwrap_or_default(),
+                ),
+                attempt,
+            }),
+            StepKind::Observe => {
+                let act_id = input["act_step"].as_str().and_then(|s| s.parse().ok());
+                match self.steps.iter().find(|s| Some(s.id) == act_id) {
+                    Some(act) => Next::Work(Work::Observe {
+                        turn,
+                        index: index_of(step).unwrap_or(0),
+                        call_id: input["call_id"].as_str().unwrap_or_default().to_owned(),
+                        act: Box::new(act.clone()),
+                        attempt,
+                    }),
+                    None => Next::Failed(StepError::new(
+                        "step.corrupt",
+                        "an observe step refers to an act step that does not exist",
+                    )),
+                }
+            }
+            StepKind::Respond => Next::Work(Work::Respond {
+                text: input["text"].as_str().unwrap_or_default().to_owned(),
+                attempt,
+            }),
+        }
+    }
+}
+
+fn is_interrupted(step: &Step) -> bool {
+    step.error
+        .as_ref()
+        .is_some_and(|e| e.code == StepError::INTERRUPTED)
+}
+
+pub(super) fn index_of(step: &Step) -> Option<usize> {
+    step.input["index"]
+        .as_u64()
+        .and_then(|i| usize::try_from(i).ok())
+}
+
+/// What the model sees of an `act` step's outcome.
+pub(super) fn observation(act: &Step) -> (String, bool) {
+    if act.state == StepState::Succeeded {
+        let result = act
+            .output
+            .as_ref()
+            .map(|o| &o["result"])
+            .unwrap_or(&Value::Null);
+        let content = match result {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        return (content, false);
+    }
+    let (code, message) = act
+        .error
+        .as_ref()
+        .map(|e| (e.code.as_str(), e.message.as_str()))
+        .unwrap_or(("capability.failed", "the call failed"));
+    let hint = match code {
+        "capability.invalid_json" | "capability.invalid_arguments" => {
+            " Fix the arguments to match the tool's schema and call it again."
+        }
+        "capability.not_found" => " Use only the tools you were given.",
+        "capability.outcome_unknown" => {
+            " It may or may not have taken effect; do not repeat it without checking."
+        }
+        _ => "",
+    };
+    (format!("Error ({code}): {message}.{hint}"), true)
+}
+
+/// The output of a `think` step.
+pub(super) struct ThinkOutput {
+    pub(super) text: String,
+    pub(super) tool_calls: Vec<ToolCall>,
+}
+
+impl ThinkOutput {
+    pub(super) fn read(output: Option<&Value>) -> Self {
+        let text = output
+            .and_then(|o| o["text"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let tool_calls = output
+            .and_then(|o| o.get("tool_calls"))
+            .and_then(|c| serde_json::from_value(c.clone()).ok())
+            .unwrap_or_default();
+        Self { text, tool_calls }
+    }
+}
