@@ -14,9 +14,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use thinklio_capabilities::builtin;
 use thinklio_core::{
-    AccountId, AccountPolicy, AccountRole, AgentDefinition, Assignment, AssignmentScope,
-    BudgetLimit, BudgetScope, Cost, FunctionCapability, ModelPrice, PriceTable, Principal, Role,
-    Runtime, RuntimeConfig, TeamId, UserId,
+    AccountId, AccountPolicy, AccountRole, AgentDefinition, Assignment, BudgetLimit, Cost,
+    FunctionCapability, ModelPrice, PriceTable, Principal, Role, Runtime, RuntimeConfig, Scope,
+    TeamId, UserId,
 };
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 use thinklio_store_sqlite::SqliteStore;
@@ -93,14 +93,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     runtime.put_agent(&ada_p, assistant).await?;
     dir.assign(Assignment {
         agent_id: "assistant".into(),
-        scope: AssignmentScope::Account(acme),
+        scope: Scope::Account(acme),
         capabilities: None,
     })
     .await?;
     let only_calculator: BTreeSet<String> = ["calculator".to_string()].into();
     dir.assign(Assignment {
         agent_id: "assistant".into(),
-        scope: AssignmentScope::Team(interns),
+        scope: Scope::Team(interns),
         capabilities: Some(only_calculator),
     })
     .await?;
@@ -143,7 +143,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .cost;
     runtime
         .set_budget(BudgetLimit::monthly(
-            BudgetScope::User(ian),
+            Scope::User(ian),
             spent.max(Cost::from_nanos(1)),
         ))
         .await?;

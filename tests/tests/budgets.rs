@@ -69,7 +69,7 @@ async fn a_spent_budget_blocks_the_next_model_call_with_a_clear_reply() {
     let first = rt.send(session.id, "one").await.unwrap();
     assert!(first.cost > Cost::ZERO);
     // The limit is exactly what was spent: the next call may not start.
-    rt.set_budget(BudgetLimit::monthly(BudgetScope::User(me.user), first.cost))
+    rt.set_budget(BudgetLimit::monthly(Scope::User(me.user), first.cost))
         .await
         .unwrap();
     let second = rt.send(session.id, "two").await.unwrap();
@@ -113,12 +113,9 @@ async fn warnings_fire_once_per_threshold_and_a_new_period_resets() {
     let one = rt.send(session.id, "measure").await.unwrap().cost;
     // Room for about four such messages this month.
     let limit = Cost::from_nanos(one.as_nanos() * 4 + one.as_nanos() / 2);
-    rt.set_budget(BudgetLimit::monthly(
-        BudgetScope::Account(me.account),
-        limit,
-    ))
-    .await
-    .unwrap();
+    rt.set_budget(BudgetLimit::monthly(Scope::Account(me.account), limit))
+        .await
+        .unwrap();
     let mut replies = Vec::new();
     for _ in 0..5 {
         // A new session each time, so that every message costs the same.
@@ -168,7 +165,7 @@ async fn a_delegates_spend_counts_against_its_callers_budget() {
     assert_eq!(spent.calls, 4, "two calls each");
 
     // A budget the delegate's work used up stops the next message at once.
-    rt.set_budget(BudgetLimit::monthly(BudgetScope::User(me.user), spent.cost))
+    rt.set_budget(BudgetLimit::monthly(Scope::User(me.user), spent.cost))
         .await
         .unwrap();
     let blocked = rt.send(session.id, "more").await.unwrap();

@@ -94,7 +94,7 @@ async fn assignments_narrow_and_never_add() {
     store
         .assign(Assignment {
             agent_id: "helper".into(),
-            scope: AssignmentScope::Account(w.x),
+            scope: Scope::Account(w.x),
             capabilities: None,
         })
         .await
@@ -107,7 +107,7 @@ async fn assignments_narrow_and_never_add() {
     store
         .assign(Assignment {
             agent_id: "helper".into(),
-            scope: AssignmentScope::Team(w.team),
+            scope: Scope::Team(w.team),
             capabilities: Some(set(&["add", "shell"])),
         })
         .await
@@ -134,7 +134,7 @@ async fn an_account_deny_list_hides_a_capability_from_every_agent() {
         rt.store()
             .assign(Assignment {
                 agent_id: name.into(),
-                scope: AssignmentScope::Account(w.x),
+                scope: Scope::Account(w.x),
                 capabilities: None,
             })
             .await
@@ -215,9 +215,9 @@ proptest! {
             for &(agent, kind, target) in &d.assignments {
                 let Some(agent_id) = agents.get(agent % agents.len()) else { continue };
                 let scope = match kind {
-                    0 => AssignmentScope::Account(accounts[target % 3]),
-                    1 => AssignmentScope::Team(teams[target % 3]),
-                    _ => AssignmentScope::User(users[target % users.len()].user),
+                    0 => Scope::Account(accounts[target % 3]),
+                    1 => Scope::Team(teams[target % 3]),
+                    _ => Scope::User(users[target % users.len()].user),
                 };
                 store.assign(Assignment { agent_id: agent_id.clone(), scope, capabilities: None }).await.unwrap();
             }

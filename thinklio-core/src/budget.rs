@@ -10,62 +10,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{AccountId, TeamId, UserId};
-use crate::principal::Principal;
+use crate::principal::Scope;
 use crate::time::Timestamp;
-use crate::usage::{Cost, UsageFilter};
-
-/// Whose spending a budget limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "scope", content = "id", rename_all = "snake_case")]
-pub enum BudgetScope {
-    /// Everything spent in an account.
-    Account(AccountId),
-    /// Everything spent for a team.
-    Team(TeamId),
-    /// Everything spent for a user.
-    User(UserId),
-}
-
-impl BudgetScope {
-    /// Whether spending for `principal` counts against this budget.
-    pub fn covers(&self, principal: &Principal) -> bool {
-        match self {
-            BudgetScope::Account(a) => *a == principal.account,
-            BudgetScope::Team(t) => principal.team == Some(*t),
-            BudgetScope::User(u) => *u == principal.user,
-        }
-    }
-
-    /// The usage this budget counts.
-    pub fn filter(&self) -> UsageFilter {
-        let mut f = UsageFilter::all();
-        match self {
-            BudgetScope::Account(a) => f.account = Some(*a),
-            BudgetScope::Team(t) => f.team = Some(*t),
-            BudgetScope::User(u) => f.user = Some(*u),
-        }
-        f
-    }
-
-    /// `account`, `team` or `user`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            BudgetScope::Account(_) => "account",
-            BudgetScope::Team(_) => "team",
-            BudgetScope::User(_) => "user",
-        }
-    }
-
-    /// The scope's id as text.
-    pub fn id(&self) -> String {
-        match self {
-            BudgetScope::Account(a) => a.to_string(),
-            BudgetScope::Team(t) => t.to_string(),
-            BudgetScope::User(u) => u.to_string(),
-        }
-    }
-}
+use crate::usage::Cost;
 
 /// How long a budget period lasts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,7 +79,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BudgetLimit {
     /// Whose spending it limits.
-    pub scope: BudgetScope,
+    pub scope: Scope,
     /// The most that may be spent per period.
     pub limit: Cost,
     /// The period.
@@ -144,7 +91,7 @@ pub struct BudgetLimit {
 
 impl BudgetLimit {
     /// A monthly limit for `scope` with warnings at 50%, 80% and 100%.
-    pub fn monthly(scope: BudgetScope, limit: Cost) -> Self {
+    pub fn monthly(scope: Scope, limit: Cost) -> Self {
         Self {
             scope,
             limit,

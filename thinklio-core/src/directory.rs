@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AccountId, AgentId, TeamId, UserId};
-use crate::principal::Principal;
+use crate::principal::{Principal, Scope};
 
 /// A user's role in an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -56,36 +56,13 @@ impl AccountPolicy {
     }
 }
 
-/// Where an assignment makes an agent available.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "scope", content = "id", rename_all = "snake_case")]
-pub enum AssignmentScope {
-    /// To every user of the account.
-    Account(AccountId),
-    /// To the members of a team, acting for it.
-    Team(TeamId),
-    /// To one user.
-    User(UserId),
-}
-
-impl AssignmentScope {
-    /// Whether the assignment applies to `principal`.
-    pub fn applies_to(&self, principal: &Principal) -> bool {
-        match self {
-            AssignmentScope::Account(a) => *a == principal.account,
-            AssignmentScope::Team(t) => principal.team == Some(*t),
-            AssignmentScope::User(u) => *u == principal.user,
-        }
-    }
-}
-
 /// An agent made available at a scope, optionally narrowed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
     /// The agent.
     pub agent_id: AgentId,
     /// Where it is available.
-    pub scope: AssignmentScope,
+    pub scope: Scope,
     /// When set, the agent may use only these of its capabilities here.
     pub capabilities: Option<BTreeSet<String>>,
 }

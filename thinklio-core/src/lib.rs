@@ -24,14 +24,12 @@ pub mod usage;
 pub mod conformance;
 
 pub use agent::AgentDefinition;
-pub use budget::{BudgetLimit, BudgetPeriod, BudgetScope};
+pub use budget::{BudgetLimit, BudgetPeriod};
 pub use capability::{
     Capability, CapabilityError, CapabilityKind, CapabilityManifest, CapabilityRegistry,
     FunctionCapability, InvocationContext, SideEffect, TrustLevel,
 };
-pub use directory::{
-    Access, AccessError, AccountPolicy, AccountRole, Assignment, AssignmentScope, ContentRules,
-};
+pub use directory::{Access, AccessError, AccountPolicy, AccountRole, Assignment, ContentRules};
 pub use event::{Event, EventKind, NewEvent};
 pub use ids::{
     AccountId, AgentId, InteractionId, OutboxId, SessionId, StepId, TaskId, TeamId, UserId,
@@ -42,7 +40,7 @@ pub use model::{
     ModelError, Role, StreamEvent, ToolCall, ToolDefinition,
 };
 pub use outbox::{DeliveryError, NewOutboxMessage, OutboxMessage, ReplySink};
-pub use principal::Principal;
+pub use principal::{Principal, Scope};
 pub use queue::{NewTask, RetryPolicy, Task, TaskRetry, TaskState};
 pub use runtime::{
     Delegate, DelegationGraph, Inbound, QueueRun, QueueWorker, RecoveryReport, Reply, Runtime,

@@ -42,3 +42,45 @@ impl Principal {
         )
     }
 }
+
+/// An account, a team or a user: where an assignment makes an agent
+/// available, and whose spending a budget limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "scope", content = "id", rename_all = "snake_case")]
+pub enum Scope {
+    /// An account: every user of it.
+    Account(AccountId),
+    /// A team: its members, acting for it.
+    Team(TeamId),
+    /// One user.
+    User(UserId),
+}
+
+impl Scope {
+    /// Whether `principal` falls in this scope.
+    pub fn covers(&self, principal: &Principal) -> bool {
+        match self {
+            Scope::Account(a) => *a == principal.account,
+            Scope::Team(t) => principal.team == Some(*t),
+            Scope::User(u) => *u == principal.user,
+        }
+    }
+
+    /// `account`, `team` or `user`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Scope::Account(_) => "account",
+            Scope::Team(_) => "team",
+            Scope::User(_) => "user",
+        }
+    }
+
+    /// The scope's id as text.
+    pub fn id(&self) -> String {
+        match self {
+            Scope::Account(a) => a.to_string(),
+            Scope::Team(t) => t.to_string(),
+            Scope::User(u) => u.to_string(),
+        }
+    }
+}

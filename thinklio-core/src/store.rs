@@ -15,7 +15,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 
-use crate::budget::{BudgetLimit, BudgetScope};
+use crate::budget::BudgetLimit;
 use crate::directory::{Access, AccessError, AccountPolicy, AccountRole, Assignment};
 use crate::event::{Event, NewEvent};
 use crate::ids::{
@@ -23,7 +23,7 @@ use crate::ids::{
 };
 use crate::interaction::{Interaction, NewInteraction};
 use crate::outbox::{NewOutboxMessage, OutboxMessage};
-use crate::principal::Principal;
+use crate::principal::{Principal, Scope};
 use crate::queue::{NewTask, Task, TaskRetry};
 use crate::session::{NewSession, Session, Turn};
 use crate::step::{NewStep, Step, StepOutcome, StepState, StepTransition};
@@ -322,7 +322,7 @@ pub trait BudgetStore: Send + Sync {
     async fn set_budget(&self, limit: BudgetLimit) -> StoreResult<()>;
 
     /// Removes the limit of a scope; returns whether there was one.
-    async fn remove_budget(&self, scope: BudgetScope) -> StoreResult<bool>;
+    async fn remove_budget(&self, scope: Scope) -> StoreResult<bool>;
 
     /// Every limit.
     async fn budgets(&self) -> StoreResult<Vec<BudgetLimit>>;
@@ -332,7 +332,7 @@ pub trait BudgetStore: Send + Sync {
     /// it had been given already (so each is given once).
     async fn record_budget_warning(
         &self,
-        scope: BudgetScope,
+        scope: Scope,
         period_start: Timestamp,
         threshold: u8,
     ) -> StoreResult<bool>;

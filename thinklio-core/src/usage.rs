@@ -11,6 +11,7 @@ use std::ops::{Add, AddAssign};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AccountId, AgentId, InteractionId, StepId, TeamId, UserId};
+use crate::principal::Scope;
 use crate::time::Timestamp;
 
 /// Tokens used by one or more model calls.
@@ -235,6 +236,16 @@ impl UsageFilter {
     /// Everything.
     pub fn all() -> Self {
         Self::default()
+    }
+
+    /// Only the usage of `scope` (an account, a team or a user).
+    pub fn scope(mut self, scope: Scope) -> Self {
+        match scope {
+            Scope::Account(a) => self.account = Some(a),
+            Scope::Team(t) => self.team = Some(t),
+            Scope::User(u) => self.user = Some(u),
+        }
+        self
     }
 
     /// Only this account.

@@ -3,27 +3,17 @@
 use async_trait::async_trait;
 use rusqlite::params;
 use thinklio_core::{
-    BudgetLimit, BudgetPeriod, BudgetScope, BudgetStore, Cost, StoreError, StoreResult, Timestamp,
+    BudgetLimit, BudgetPeriod, BudgetStore, Cost, Scope, StoreError, StoreResult, Timestamp,
 };
 
 use crate::SqliteStore;
-use crate::rows::backend;
+use crate::rows::{self, backend};
 
 fn period_name(p: BudgetPeriod) -> &'static str {
     match p {
         BudgetPeriod::Daily => "daily",
         _ => "monthly",
     }
-}
-
-fn scope_of(kind: &str, id: &str) -> StoreResult<BudgetScope> {
-    let bad = || StoreError::Corrupt(format!("budget scope `{kind}:{id}`"));
-    Ok(match kind {
-        "account" => BudgetScope::Account(id.parse().map_err(|_| bad())?),
-        "team" => BudgetScope::Team(id.parse().map_err(|_| bad())?),
-        "user" => BudgetScope::User(id.parse().map_err(|_| bad())?),
-        _ => return Err(bad()),
-    })
 }
 
 #[async_trait]
@@ -51,7 +41,7 @@ impl BudgetStore for SqliteStore {
             .await
     }
 
-    async fn remove_budget(&self, scope: BudgetScope) -> StoreResult<bool> {
+    async fn remove_budget(&self, scope: Scope) -> StoreResult<bool> {
         self.conn
             .call(move |c| {
                 let n = c
@@ -79,7 +69,7 @@ impl BudgetStore for SqliteStore {
                 rows.into_iter()
                     .map(|(kind, id, nanos, period, warn_at)| {
                         Ok(BudgetLimit {
-                            scope: scope_of(&kind, &id)?,
+                            scope: rows::scope(&kind, &id)?,
                             limit: Cost::from_nanos(nanos),
                             period: if period == "daily" {
                                 BudgetPeriod::Daily
@@ -97,7 +87,7 @@ impl BudgetStore for SqliteStore {
 
     async fn record_budget_warning(
         &self,
-        scope: BudgetScope,
+        scope: Scope,
         period_start: Timestamp,
         threshold: u8,
     ) -> StoreResult<bool> {

@@ -6,22 +6,14 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 use thinklio_core::{
     Access, AccessError, AccountId, AccountPolicy, AccountRole, AgentId, Assignment,
-    AssignmentScope, DirectoryStore, Principal, StoreError, StoreResult, TeamId, UserId,
+    DirectoryStore, Principal, StoreError, StoreResult, TeamId, UserId,
 };
 
 use crate::SqliteStore;
-use crate::rows::{backend, is_unique_violation};
+use crate::rows::{self, backend, is_unique_violation};
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
-}
-
-fn scope_parts(scope: &AssignmentScope) -> (&'static str, String) {
-    match scope {
-        AssignmentScope::Account(a) => ("account", a.to_string()),
-        AssignmentScope::Team(t) => ("team", t.to_string()),
-        AssignmentScope::User(u) => ("user", u.to_string()),
-    }
 }
 
 /// A write refused by a foreign key names the account that does not exist.
@@ -167,7 +159,7 @@ impl DirectoryStore for SqliteStore {
             .map_err(corrupt)?;
         self.conn
             .call(move |c| {
-                let (kind, id) = scope_parts(&assignment.scope);
+                let (kind, id) = (assignment.scope.kind(), assignment.scope.id());
                 c.prepare_cached(
                     "INSERT INTO assignments (agent_id, scope_kind, scope_id, capabilities) VALUES (?1, ?2, ?3, ?4) \
                      ON CONFLICT (agent_id, scope_kind, scope_id) DO UPDATE SET capabilities = ?4",
@@ -244,13 +236,8 @@ impl DirectoryStore for SqliteStore {
                     .map_err(backend)?;
                 let mut assignments = Vec::new();
                 for (kind, id, capabilities) in rows {
-                    let scope = match kind.as_str() {
-                        "account" => AssignmentScope::Account(id.parse().map_err(corrupt)?),
-                        "team" => AssignmentScope::Team(id.parse().map_err(corrupt)?),
-                        "user" => AssignmentScope::User(id.parse().map_err(corrupt)?),
-                        other => return Err(corrupt(format!("assignment scope `{other}`"))),
-                    };
-                    if !scope.applies_to(&principal) {
+                    let scope = rows::scope(&kind, &id)?;
+                    if !scope.covers(&principal) {
                         continue;
                     }
                     let capabilities: Option<BTreeSet<String>> =

@@ -75,13 +75,13 @@ pub async fn todos_belong_to_their_owner<S: Store>(store: S) {
 pub async fn budgets_are_kept_and_warnings_given_once<S: Store>(store: S) {
     let p = principal();
     assert!(store.budgets().await.unwrap().is_empty());
-    let user = BudgetLimit::monthly(BudgetScope::User(p.user), Cost::from_usd(1.0));
-    let account = BudgetLimit::monthly(BudgetScope::Account(p.account), Cost::from_usd(5.0))
+    let user = BudgetLimit::monthly(Scope::User(p.user), Cost::from_usd(1.0));
+    let account = BudgetLimit::monthly(Scope::Account(p.account), Cost::from_usd(5.0))
         .per(BudgetPeriod::Daily)
         .warn_at([25, 75]);
     store.set_budget(user.clone()).await.unwrap();
     store.set_budget(account.clone()).await.unwrap();
-    let raised = BudgetLimit::monthly(BudgetScope::User(p.user), Cost::from_usd(2.0));
+    let raised = BudgetLimit::monthly(Scope::User(p.user), Cost::from_usd(2.0));
     store.set_budget(raised.clone()).await.unwrap();
     let mut all = store.budgets().await.unwrap();
     all.sort_by_key(|b| b.scope.kind());
@@ -234,7 +234,7 @@ pub async fn forgetting_a_user_removes_what_they_own<S: Store>(store: S) {
         .unwrap();
     store
         .set_budget(BudgetLimit::monthly(
-            BudgetScope::User(gone.user),
+            Scope::User(gone.user),
             Cost::from_usd(1.0),
         ))
         .await
@@ -364,7 +364,7 @@ pub async fn the_directory_checks_membership_ownership_and_assignments<S: Store>
     store
         .assign(Assignment {
             agent_id: helper.clone(),
-            scope: AssignmentScope::Account(x),
+            scope: Scope::Account(x),
             capabilities: None,
         })
         .await
@@ -372,7 +372,7 @@ pub async fn the_directory_checks_membership_ownership_and_assignments<S: Store>
     store
         .assign(Assignment {
             agent_id: helper.clone(),
-            scope: AssignmentScope::Team(team),
+            scope: Scope::Team(team),
             capabilities: Some(narrowed.clone()),
         })
         .await

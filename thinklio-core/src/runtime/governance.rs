@@ -3,12 +3,12 @@
 
 use super::{Inner, Runtime, RuntimeError, interaction_event};
 use crate::agent::AgentDefinition;
-use crate::budget::{BudgetLimit, BudgetScope};
+use crate::budget::BudgetLimit;
 use crate::directory::{Access, AccessError, AccountRole};
 use crate::event::EventKind;
 use crate::ids::{AccountId, AgentId, UserId};
 use crate::interaction::Interaction;
-use crate::principal::Principal;
+use crate::principal::{Principal, Scope};
 use crate::step::StepError;
 use crate::store::{ForgetReport, StoreError};
 use crate::usage::{UsageFilter, UsageGroup, UsageRow, UsageTotals};
@@ -39,7 +39,7 @@ impl Inner {
         let now = self.clock.now();
         for budget in covering {
             let start = budget.period.start(now);
-            let mut filter = budget.scope.filter();
+            let mut filter = UsageFilter::all().scope(budget.scope);
             filter.from = Some(start);
             let spent = self
                 .store
@@ -151,7 +151,7 @@ impl Runtime {
     }
 
     /// Removes the spending limit of a scope.
-    pub async fn remove_budget(&self, scope: BudgetScope) -> Result<bool, RuntimeError> {
+    pub async fn remove_budget(&self, scope: Scope) -> Result<bool, RuntimeError> {
         let removed = self.inner.store.remove_budget(scope).await?;
         let all = self.inner.store.budgets().await?;
         *self.inner.budgets.write().await = Some(all);
