@@ -22,8 +22,8 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 use thinklio_core::{
-    Capability, CapabilityError, CapabilityKind, CapabilityManifest, InvocationContext, SideEffect,
-    TrustLevel,
+    Capability, CapabilityError, CapabilityKind, CapabilityManifest, InvocationContext,
+    RetryPolicy, SideEffect, TrustLevel,
 };
 
 /// The request header carrying the body's signature.
@@ -251,8 +251,11 @@ impl Capability for WebhookCapability {
             match self.attempt(client, context, &body, &signature).await {
                 Ok(value) => return Ok(value),
                 Err((error, retryable)) if retryable && tried < retries => {
-                    let full = self.backoff.saturating_mul(1 << tried.min(16));
-                    let delay = full / 2 + (full / 2).mul_f64(fastrand::f64());
+                    let delay = RetryPolicy {
+                        base: self.backoff,
+                        max: Duration::from_secs(60),
+                    }
+                    .delay(tried + 1);
                     tried += 1;
                     tracing::warn!(webhook = %self.manifest.name, attempt = tried, error = %error, "webhook call failed; retrying");
                     tokio::time::sleep(delay).await;

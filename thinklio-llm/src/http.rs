@@ -44,13 +44,14 @@ impl HttpRetry {
         }
     }
 
+    /// The delay before retry number `retry + 1`: the queue's exponential
+    /// backoff with equal jitter.
     fn backoff(&self, retry: u32) -> Duration {
-        let full = self
-            .base_delay
-            .saturating_mul(1u32 << retry.min(20))
-            .min(self.max_delay);
-        let half = full / 2;
-        half + half.mul_f64(fastrand::f64())
+        thinklio_core::RetryPolicy {
+            base: self.base_delay,
+            max: self.max_delay,
+        }
+        .delay(retry + 1)
     }
 }
 
