@@ -104,9 +104,8 @@ pub fn is_terminal_failure(step: &Step) -> bool {
             step.kind,
             StepKind::Context | StepKind::Think | StepKind::Respond
         )
-        && step.error.as_ref().is_none_or(|e| {
-            e.code != StepError::INTERRUPTED
-                && e.code != StepError::BUDGET_EXCEEDED
-                && e.code != StepError::CONTENT_BLOCKED
-        })
+        && step
+            .error
+            .as_ref()
+            .is_none_or(|e| !StepError::NOT_TERMINAL.contains(&e.code.as_str()))
 }

@@ -149,6 +149,16 @@ impl StepError {
     /// Code of a step whose message or reply a host's content rules blocked.
     pub const CONTENT_BLOCKED: &'static str = "policy.content_blocked";
 
+    /// Codes of failures that do not end an interaction even on a
+    /// `context`, `think` or `respond` step: the step is retried, or the
+    /// interaction replies that it has to stop. Stores that derive
+    /// unfinished interactions in their query language use this list.
+    pub const NOT_TERMINAL: [&'static str; 3] = [
+        Self::INTERRUPTED,
+        Self::BUDGET_EXCEEDED,
+        Self::CONTENT_BLOCKED,
+    ];
+
     /// A step error.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
