@@ -148,6 +148,7 @@ impl RuntimeBuilder {
             delegates: RwLock::new(delegates),
             budgets: tokio::sync::RwLock::new(None),
             content: self.content,
+            warned: std::sync::Mutex::new(Default::default()),
         });
         for d in &self.delegates {
             let capability = delegation::AgentCapability::new(d, Arc::downgrade(&inner));

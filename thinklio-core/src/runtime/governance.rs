@@ -59,11 +59,26 @@ impl Inner {
                 if percent < i128::from(threshold) {
                     break;
                 }
+                // Warnings already given are remembered here, so a check past
+                // a threshold writes to the store once, not on every call.
+                let key = (budget.scope, start.as_millis(), threshold);
+                if self
+                    .warned
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&key)
+                {
+                    continue;
+                }
                 let first = self
                     .store
                     .record_budget_warning(budget.scope, start, threshold)
                     .await
                     .map_err(store_error)?;
+                self.warned
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key);
                 if first {
                     let payload = serde_json::json!({
                         "scope": budget.scope.kind(),

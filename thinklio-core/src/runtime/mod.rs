@@ -33,7 +33,7 @@ use crate::ids::{AgentId, InteractionId, SessionId};
 use crate::interaction::{Interaction, InteractionState, NewInteraction};
 use crate::model::{ChatModel, ModelError};
 use crate::outbox::{OutboxMessage, ReplySink};
-use crate::principal::Principal;
+use crate::principal::{Principal, Scope};
 use crate::queue::RetryPolicy;
 use crate::session::{NewSession, Session};
 use crate::step::{Step, StepError};
@@ -254,6 +254,8 @@ pub(crate) struct Inner {
     budgets: tokio::sync::RwLock<Option<Vec<BudgetLimit>>>,
     /// The host's content rules, if any.
     pub(crate) content: Option<Arc<dyn ContentRules>>,
+    /// Budget warnings this process knows were given: (scope, period start, threshold).
+    warned: std::sync::Mutex<std::collections::HashSet<(Scope, i64, u8)>>,
 }
 
 /// Sessions kept in [`Inner::sessions`]; the cache starts over when full.
