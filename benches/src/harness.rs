@@ -255,10 +255,10 @@ pub fn main(options: &Options) -> Result<(), BoxError> {
              ## Harness overhead\n\n\
              {interactions} interactions, each `context → think → act → observe → think → respond` \
              ({STEPS_PER_INTERACTION} durable steps) with an instant scripted model and a read-only Rust-function \
-             capability, on a SQLite file (WAL, `synchronous = NORMAL`). Every step is written as `running` in \
-             one committed transaction and finished in another, with its state-transition rows, its event and \
-             (for `respond`) its outbox row; each interaction also writes its creation, completion and delivery \
-             events and reads its session history.\n\n\
+             capability, on a SQLite file (WAL, `synchronous = NORMAL`). Each step's outcome is committed \
+             together with the start of the next step (the first step is begun on its own), with their \
+             state-transition rows and events and (for `respond`) the outbox row; each interaction also writes \
+             its creation and reads its session history.\n\n\
              The raw baseline, in the same run, does the same number of steps as bare rusqlite: one committed \
              `INSERT` of a step-sized row and one committed `UPDATE` of it per step, with prepared statements \
              and the same pragmas. The ratio is the price of everything the harness does around those two \
