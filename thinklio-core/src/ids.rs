@@ -104,6 +104,10 @@ uuid_id!(
     /// A reply waiting in (or delivered from) the outbox.
     OutboxId
 );
+uuid_id!(
+    /// A knowledge fact.
+    FactId
+);
 
 impl UserId {
     /// The user that usage records of a forgotten user are attributed to,

@@ -8,6 +8,7 @@ pub mod directory;
 pub mod event;
 pub mod ids;
 pub mod interaction;
+pub mod knowledge;
 pub mod model;
 pub mod outbox;
 pub mod principal;
@@ -32,9 +33,13 @@ pub use capability::{
 pub use directory::{Access, AccessError, AccountPolicy, AccountRole, Assignment, ContentRules};
 pub use event::{Event, EventKind, NewEvent};
 pub use ids::{
-    AccountId, AgentId, InteractionId, OutboxId, SessionId, StepId, TaskId, TeamId, UserId,
+    AccountId, AgentId, FactId, InteractionId, OutboxId, SessionId, StepId, TaskId, TeamId, UserId,
 };
 pub use interaction::{Interaction, InteractionState, NewInteraction};
+pub use knowledge::{
+    Curation, Fact, FactActor, FactHit, FactOwner, FactQuery, FactWrite, KnowledgeStore, Layer,
+    NewFact, OfflineEmbedder, Provenance, Visibility,
+};
 pub use model::{
     ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream, Embedder, FinishReason,
     ModelError, Role, StreamEvent, ToolCall, ToolDefinition,

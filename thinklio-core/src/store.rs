@@ -271,6 +271,8 @@ pub struct ForgetReport {
     pub usage_anonymized: u64,
     /// Todo items deleted.
     pub todos: u64,
+    /// Knowledge facts of the user layer deleted.
+    pub facts: u64,
 }
 
 /// Deleting what a user owns.
@@ -278,7 +280,8 @@ pub struct ForgetReport {
 pub trait PrivacyStore: Send + Sync {
     /// Deletes everything `user` of `account` owns, in one transaction: their
     /// sessions, interactions, steps (with their payloads), replies, events,
-    /// todos and user budgets. Usage records stay for the account's totals,
+    /// todos, user budgets and user-layer facts (each leaving a content-free
+    /// `delete` entry in its history). Usage records stay for the account's totals,
     /// attributed to [`UserId::ANONYMOUS`] and tied to no interaction.
     async fn forget_user(&self, account: AccountId, user: UserId) -> StoreResult<ForgetReport>;
 }
@@ -393,6 +396,7 @@ pub trait Store:
     + BudgetStore
     + PrivacyStore
     + DirectoryStore
+    + crate::knowledge::KnowledgeStore
     + 'static
 {
 }
@@ -408,6 +412,7 @@ impl<T> Store for T where
         + BudgetStore
         + PrivacyStore
         + DirectoryStore
+        + crate::knowledge::KnowledgeStore
         + 'static
 {
 }

@@ -30,6 +30,7 @@ mod conn;
 mod directory;
 mod events;
 mod interactions;
+mod knowledge;
 mod privacy;
 mod queue;
 mod rows;

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use rusqlite::params;
-use thinklio_core::{AccountId, ForgetReport, PrivacyStore, StoreResult, UserId};
+use thinklio_core::{AccountId, FactOwner, ForgetReport, PrivacyStore, StoreResult, UserId};
 
 use crate::SqliteStore;
 use crate::rows::backend;
@@ -10,6 +10,7 @@ use crate::rows::backend;
 #[async_trait]
 impl PrivacyStore for SqliteStore {
     async fn forget_user(&self, account: AccountId, user: UserId) -> StoreResult<ForgetReport> {
+        let now = self.clock.now();
         self.conn
             .call(move |c| {
                 let tx = c.savepoint().map_err(backend)?;
@@ -37,6 +38,7 @@ impl PrivacyStore for SqliteStore {
                 let interactions = run("DELETE FROM interactions WHERE account_id = ?1 AND user_id = ?2")?;
                 let sessions = run("DELETE FROM sessions WHERE account_id = ?1 AND user_id = ?2")?;
                 let todos = run("DELETE FROM todos WHERE account_id = ?1 AND user_id = ?2")?;
+                let facts = crate::knowledge::delete_owned(&tx, account, &FactOwner::User(user), now)?;
                 tx.execute("DELETE FROM budgets WHERE scope_kind = 'user' AND scope_id = ?1", [&u])
                     .map_err(backend)?;
                 tx.execute("DELETE FROM budget_warnings WHERE scope_kind = 'user' AND scope_id = ?1", [&u])
@@ -47,6 +49,7 @@ impl PrivacyStore for SqliteStore {
                     interactions,
                     usage_anonymized,
                     todos,
+                    facts,
                 })
             })
             .await

@@ -206,6 +206,52 @@ CREATE TABLE assignments (
     PRIMARY KEY (agent_id, scope_kind, scope_id)
 );
 "#,
+    // 5: knowledge facts, their history, their keyword index and embeddings.
+    // `owner_key` (`user:<id>`, `team:<id>`, ...) is what visibility filters
+    // on, so every query over facts is an index range per visible owner.
+    // Embeddings sit in their own table so that scans of facts stay small.
+    r#"
+CREATE TABLE facts (
+    n             INTEGER PRIMARY KEY,
+    id            TEXT NOT NULL UNIQUE,
+    account_id    TEXT NOT NULL,
+    owner_key     TEXT NOT NULL,
+    layer         TEXT NOT NULL,
+    owner_id      TEXT NOT NULL,
+    subject       TEXT NOT NULL,
+    predicate     TEXT NOT NULL,
+    value         TEXT NOT NULL,
+    slot          TEXT,
+    norm_text     TEXT NOT NULL,
+    confidence    REAL NOT NULL,
+    provenance    TEXT NOT NULL,
+    locked        INTEGER NOT NULL,
+    valid_at      INTEGER NOT NULL,
+    invalid_at    INTEGER,
+    created_at    INTEGER NOT NULL,
+    expired_at    INTEGER,
+    superseded_by TEXT
+);
+CREATE INDEX facts_current ON facts (account_id, owner_key, slot)
+    WHERE invalid_at IS NULL AND expired_at IS NULL;
+CREATE INDEX facts_by_owner ON facts (account_id, owner_key, n);
+CREATE TABLE fact_vectors (
+    n         INTEGER PRIMARY KEY,
+    embedding BLOB NOT NULL
+);
+CREATE VIRTUAL TABLE facts_fts USING fts5 (
+    text, content = '', contentless_delete = 1, tokenize = 'porter unicode61'
+);
+CREATE TABLE fact_history (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    fact_id TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    actor   TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    detail  TEXT NOT NULL
+);
+CREATE INDEX fact_history_by_fact ON fact_history (fact_id, seq);
+"#,
 ];
 
 /// The newest schema version this build knows.

@@ -21,10 +21,12 @@ use serde_json::json;
 use crate::*;
 
 mod governance;
+mod knowledge;
 mod queue;
 mod steps;
 
 pub use governance::*;
+pub use knowledge::*;
 pub use queue::*;
 pub use steps::*;
 
@@ -57,6 +59,10 @@ macro_rules! store_conformance_tests {
             usage_reports_group_and_sum,
             forgetting_a_user_removes_what_they_own,
             the_directory_checks_membership_ownership_and_assignments,
+            facts_are_reconciled_and_never_overwritten,
+            every_fact_query_applies_visibility,
+            fact_search_ranks_and_resolves_conflicts_by_precedence,
+            deleting_facts_keeps_only_content_free_history,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {

@@ -1,0 +1,158 @@
+//! The offline embedder and vector helpers.
+
+use async_trait::async_trait;
+
+use crate::model::{Embedder, ModelError};
+
+/// Cosine similarity of two vectors; 0 when either is empty, zero or they
+/// differ in length.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() || a.is_empty() {
+        return 0.0;
+    }
+    let (mut dot, mut na, mut nb) = (0.0_f32, 0.0_f32, 0.0_f32);
+    for (x, y) in a.iter().zip(b) {
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na.sqrt() * nb.sqrt())
+    }
+}
+
+/// An embedder that needs no model and no download: feature hashing of the
+/// lower-cased words and of their character trigrams into a unit vector.
+///
+/// **Quality.** It is lexical: texts that share words or word pieces
+/// ("address", "addresses") come out close; synonyms and paraphrases with no
+/// shared words ("Where do I live?" against "home city: Lyon") do not. With
+/// keyword search fused in, it finds facts that use the question's words;
+/// for real semantic recall use a model (the local MiniLM embedder of
+/// `thinklio-llm`, or an embeddings API). Vectors are stable across versions
+/// and machines: the hash is fixed here, not taken from the standard library.
+#[derive(Debug, Clone, Copy)]
+pub struct OfflineEmbedder {
+    dimensions: usize,
+}
+
+impl Default for OfflineEmbedder {
+    fn default() -> Self {
+        Self { dimensions: 384 }
+    }
+}
+
+impl OfflineEmbedder {
+    /// An offline embedder with `dimensions` dimensions (at least 1).
+    pub fn new(dimensions: usize) -> Self {
+        Self {
+            dimensions: dimensions.max(1),
+        }
+    }
+
+    /// The embedding of one text.
+    pub fn embed_one(&self, text: &str) -> Vec<f32> {
+        let mut v = vec![0.0_f32; self.dimensions];
+        let lower = text.to_lowercase();
+        for word in lower
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+        {
+            if STOPWORDS.contains(&word) {
+                continue;
+            }
+            self.add(&mut v, word.as_bytes(), 1.0);
+            let padded: Vec<char> = format!("<{word}>").chars().collect();
+            for tri in padded.windows(3) {
+                let s: String = tri.iter().collect();
+                self.add(&mut v, s.as_bytes(), 0.35);
+            }
+        }
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            v.iter_mut().for_each(|x| *x /= norm);
+        }
+        v
+    }
+
+    fn add(&self, v: &mut [f32], feature: &[u8], weight: f32) {
+        let h = fnv1a(feature);
+        // Bucket from the low bits, sign from a high bit: signed hashing
+        // keeps collisions from adding up to a bias.
+        let bucket = (h % self.dimensions as u64) as usize;
+        let sign = if h >> 63 == 0 { 1.0 } else { -1.0 };
+        v[bucket] += sign * weight;
+    }
+}
+
+/// FNV-1a, 64 bits. Written here (a few lines) rather than taken from a
+/// crate or `std`'s `DefaultHasher`, whose algorithm may change between
+/// releases: stored embeddings must keep their meaning.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Words too common to say anything about a fact.
+const STOPWORDS: &[&str] = &[
+    "a", "an", "the", "is", "are", "was", "were", "be", "been", "am", "i", "me", "my", "you",
+    "your", "we", "our", "it", "its", "of", "to", "in", "on", "at", "for", "and", "or", "do",
+    "does", "did", "what", "which", "who", "whom", "where", "when", "how", "that", "this", "with",
+    "as", "by", "from", "about", "s",
+];
+
+#[async_trait]
+impl Embedder for OfflineEmbedder {
+    fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ModelError> {
+        Ok(texts.iter().map(|t| self.embed_one(t)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_words_are_close_and_unrelated_text_is_not() {
+        let e = OfflineEmbedder::default();
+        let fact = e.embed_one("Ada lives in Lyon");
+        let question = e.embed_one("Where does Ada live? Lyon?");
+        let other = e.embed_one("The printer on floor 3 is broken");
+        assert!(
+            cosine(&fact, &question) > 0.4,
+            "{}",
+            cosine(&fact, &question)
+        );
+        assert!(cosine(&fact, &other) < 0.2, "{}", cosine(&fact, &other));
+        assert_eq!(fact.len(), 384);
+        assert!((cosine(&fact, &fact) - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn vectors_are_stable() {
+        // A stored embedding must mean the same after an upgrade.
+        let v = OfflineEmbedder::new(8).embed_one("lyon");
+        let again = OfflineEmbedder::new(8).embed_one("LYON");
+        assert_eq!(v, again);
+        // The published FNV-1a 64 test vectors.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn empty_and_mismatched_vectors_have_no_similarity() {
+        assert_eq!(cosine(&[], &[]), 0.0);
+        assert_eq!(cosine(&[1.0], &[1.0, 0.0]), 0.0);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
+    }
+}

@@ -1,0 +1,545 @@
+//! `KnowledgeStore` on SQLite: facts with an FTS5 keyword index (BM25) and
+//! embeddings compared with sqlite-vec's `vec_distance_cosine`.
+//!
+//! Every query over facts carries the visibility filter in its `WHERE`
+//! clause (`account_id = ? AND owner_key IN (...)`, on an index), so what a
+//! principal may not see is never read, counted or timed.
+//!
+//! Vector search is exact: the distance of every visible current fact is
+//! computed in SQL and the nearest are kept. Because the filter narrows the
+//! scan to the principal's own owners first, the cost grows with what one
+//! principal sees, not with the whole store (see `docs/benchmarks.md`).
+
+use async_trait::async_trait;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{OptionalExtension, Row, params, params_from_iter};
+use serde_json::json;
+use thinklio_core::knowledge::{
+    Candidate, Candidates, Curation, Fact, FactActor, FactChange, FactOwner, FactQuery, FactWrite,
+    KnowledgeStore, Layer, NewFact, Visibility, normalise,
+};
+use thinklio_core::{AccountId, FactId, StoreError, StoreResult, Timestamp};
+
+use crate::SqliteStore;
+use crate::rows::{self, backend};
+
+const COLUMNS: &str = "f.n, f.id, f.account_id, f.layer, f.owner_id, f.subject, f.predicate, \
+     f.value, f.confidence, f.provenance, f.locked, f.valid_at, f.invalid_at, f.created_at, \
+     f.expired_at, f.superseded_by";
+
+const CURRENT: &str = "f.invalid_at IS NULL AND f.expired_at IS NULL";
+
+fn fact(row: &Row<'_>) -> rusqlite::Result<Fact> {
+    let layer: Layer = rows::parse(row, "layer")?;
+    let owner_id: String = row.get("owner_id")?;
+    let owner = FactOwner::parse(layer, &owner_id).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    let provenance = serde_json::from_value(rows::json(row, "provenance")?).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(Fact {
+        id: rows::parse(row, "id")?,
+        account: rows::parse(row, "account_id")?,
+        owner,
+        subject: row.get("subject")?,
+        predicate: row.get("predicate")?,
+        value: row.get("value")?,
+        confidence: row.get::<_, f64>("confidence")? as f32,
+        provenance,
+        locked: row.get("locked")?,
+        valid_at: rows::ts(row, "valid_at")?,
+        invalid_at: rows::ts_opt(row, "invalid_at")?,
+        created_at: rows::ts(row, "created_at")?,
+        expired_at: rows::ts_opt(row, "expired_at")?,
+        superseded_by: rows::parse_opt(row, "superseded_by")?,
+    })
+}
+
+fn candidate(row: &Row<'_>) -> rusqlite::Result<Candidate> {
+    let blob: Option<Vec<u8>> = row.get("embedding")?;
+    let distance: Option<f64> = row.get("distance").ok().flatten();
+    Ok(Candidate {
+        fact: fact(row)?,
+        embedding: blob.map(|b| from_blob(&b)).unwrap_or_default(),
+        similarity: distance.map(|d| (1.0 - d) as f32),
+    })
+}
+
+fn to_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn from_blob(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// The `owner_key IN (...)` filter of a visibility and its parameters.
+fn visible(v: &Visibility, first_param: usize) -> (String, Vec<SqlValue>) {
+    let keys = v.owner_keys();
+    let mut sql = format!("f.account_id = ?{first_param} AND f.owner_key IN (");
+    let mut params = vec![SqlValue::Text(v.account.to_string())];
+    for (i, k) in keys.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("?{}", first_param + 1 + i));
+        params.push(SqlValue::Text(k.clone()));
+    }
+    if keys.is_empty() {
+        sql.push_str("NULL");
+    }
+    sql.push(')');
+    (sql, params)
+}
+
+/// The question as an FTS5 query: its words, each quoted, any of them.
+fn match_query(text: &str) -> Option<String> {
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() > 1)
+        .map(|w| format!("\"{}\"", w.to_lowercase()))
+        .collect();
+    (!words.is_empty()).then(|| words.join(" OR "))
+}
+
+fn history(
+    tx: &rusqlite::Connection,
+    id: FactId,
+    kind: &str,
+    actor: &FactActor,
+    at: Timestamp,
+    detail: serde_json::Value,
+) -> StoreResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO fact_history (fact_id, kind, actor, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .map_err(backend)?
+    .execute(params![
+        id.to_string(),
+        kind,
+        actor.as_text(),
+        at.as_millis(),
+        detail.to_string()
+    ])
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn load(c: &rusqlite::Connection, id: FactId) -> StoreResult<Fact> {
+    c.prepare_cached(&format!("SELECT {COLUMNS} FROM facts f WHERE f.id = ?1"))
+        .map_err(backend)?
+        .query_row([id.to_string()], fact)
+        .optional()
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("fact", id))
+}
+
+fn record(tx: &rusqlite::Connection, new: NewFact, now: Timestamp) -> StoreResult<FactWrite> {
+    if !(0.0..=1.0).contains(&new.confidence) {
+        return Err(StoreError::Conflict(format!(
+            "confidence {} is not between 0 and 1",
+            new.confidence
+        )));
+    }
+    let account = new.account.to_string();
+    let owner_key = new.owner.key();
+    let slot = new.slot();
+    let text = new.text();
+    let norm_text = normalise(&text);
+    let valid_at = new.valid_at.unwrap_or(now);
+    let existing: Vec<Fact> = match &slot {
+        Some(slot) => tx
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM facts f WHERE f.account_id = ?1 AND f.owner_key = ?2 \
+                 AND f.slot = ?3 AND {CURRENT}"
+            ))
+            .map_err(backend)?
+            .query_map(params![account, owner_key, slot], fact)
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)?,
+        None => tx
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM facts f WHERE f.account_id = ?1 AND f.owner_key = ?2 \
+                 AND f.slot IS NULL AND f.norm_text = ?3 AND {CURRENT}"
+            ))
+            .map_err(backend)?
+            .query_map(params![account, owner_key, norm_text], fact)
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)?,
+    };
+    let new_value = normalise(&new.value);
+    if let Some(same) = existing
+        .iter()
+        .find(|f| slot.is_none() || normalise(&f.value) == new_value)
+    {
+        return Ok(FactWrite::Duplicate(same.clone()));
+    }
+    if let Some(locked) = existing.iter().find(|f| f.locked && !new.locked) {
+        return Err(StoreError::Conflict(format!(
+            "fact {} holds this slot locked; unlock it to change it",
+            locked.id
+        )));
+    }
+    let newer: Vec<&Fact> = existing.iter().filter(|f| f.valid_at > valid_at).collect();
+    let invalid_at = newer.iter().map(|f| f.valid_at).min();
+    let id = FactId::new();
+    tx.prepare_cached(
+        "INSERT INTO facts (id, account_id, owner_key, layer, owner_id, subject, predicate, value, \
+         slot, norm_text, confidence, provenance, locked, valid_at, invalid_at, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )
+    .map_err(backend)?
+    .execute(params![
+        id.to_string(),
+        account,
+        owner_key,
+        new.owner.layer().as_str(),
+        new.owner.id(),
+        new.subject,
+        new.predicate,
+        new.value,
+        slot,
+        norm_text,
+        f64::from(new.confidence),
+        serde_json::to_string(&new.provenance).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        new.locked,
+        valid_at.as_millis(),
+        invalid_at.map(Timestamp::as_millis),
+        now.as_millis(),
+    ])
+    .map_err(backend)?;
+    let n = tx.last_insert_rowid();
+    if !new.embedding.is_empty() {
+        tx.prepare_cached("INSERT INTO fact_vectors (n, embedding) VALUES (?1, ?2)")
+            .map_err(backend)?
+            .execute(params![n, to_blob(&new.embedding)])
+            .map_err(backend)?;
+    }
+    tx.prepare_cached("INSERT INTO facts_fts (rowid, text) VALUES (?1, ?2)")
+        .map_err(backend)?
+        .execute(params![n, text])
+        .map_err(backend)?;
+    history(
+        tx,
+        id,
+        "add",
+        &new.actor,
+        now,
+        json!({ "provenance": new.provenance, "layer": new.owner.layer() }),
+    )?;
+    if invalid_at.is_some() {
+        return Ok(FactWrite::Historical(load(tx, id)?));
+    }
+    let mut replaced = Vec::new();
+    for old in &existing {
+        tx.prepare_cached(
+            "UPDATE facts SET invalid_at = ?2, expired_at = ?3, superseded_by = ?4 WHERE id = ?1",
+        )
+        .map_err(backend)?
+        .execute(params![
+            old.id.to_string(),
+            valid_at.as_millis(),
+            now.as_millis(),
+            id.to_string()
+        ])
+        .map_err(backend)?;
+        history(
+            tx,
+            old.id,
+            "supersede",
+            &new.actor,
+            now,
+            json!({ "superseded_by": id }),
+        )?;
+        replaced.push(load(tx, old.id)?);
+    }
+    let fact = load(tx, id)?;
+    Ok(if replaced.is_empty() {
+        FactWrite::Added(fact)
+    } else {
+        FactWrite::Superseded { fact, replaced }
+    })
+}
+
+/// Deletes the facts of one owner with their vectors and index entries,
+/// leaving a `delete` entry each. Shared with the privacy call.
+pub(crate) fn delete_owned(
+    tx: &rusqlite::Connection,
+    account: AccountId,
+    owner: &FactOwner,
+    now: Timestamp,
+) -> StoreResult<u64> {
+    let doomed: Vec<(i64, String)> = tx
+        .prepare_cached("SELECT n, id FROM facts WHERE account_id = ?1 AND owner_key = ?2")
+        .map_err(backend)?
+        .query_map(params![account.to_string(), owner.key()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+    for (n, id) in &doomed {
+        tx.prepare_cached("DELETE FROM facts_fts WHERE rowid = ?1")
+            .map_err(backend)?
+            .execute([n])
+            .map_err(backend)?;
+        tx.prepare_cached("DELETE FROM fact_vectors WHERE n = ?1")
+            .map_err(backend)?
+            .execute([n])
+            .map_err(backend)?;
+        tx.prepare_cached("DELETE FROM facts WHERE n = ?1")
+            .map_err(backend)?
+            .execute([n])
+            .map_err(backend)?;
+        let id: FactId = id
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("bad fact id `{id}`")))?;
+        history(tx, id, "delete", &FactActor::System, now, json!({}))?;
+    }
+    Ok(u64::try_from(doomed.len()).unwrap_or(0))
+}
+
+#[async_trait]
+impl KnowledgeStore for SqliteStore {
+    async fn record_fact(&self, new: NewFact, now: Timestamp) -> StoreResult<FactWrite> {
+        self.conn
+            .call(move |c| {
+                let tx = c.savepoint().map_err(backend)?;
+                let write = record(&tx, new, now)?;
+                tx.commit().map_err(backend)?;
+                Ok(write)
+            })
+            .await
+    }
+
+    async fn import_facts(
+        &self,
+        facts: Vec<NewFact>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<FactWrite>> {
+        self.conn
+            .call(move |c| {
+                let tx = c.savepoint().map_err(backend)?;
+                let writes = facts
+                    .into_iter()
+                    .map(|f| record(&tx, f, now))
+                    .collect::<StoreResult<Vec<_>>>()?;
+                tx.commit().map_err(backend)?;
+                Ok(writes)
+            })
+            .await
+    }
+
+    async fn fact(&self, id: FactId) -> StoreResult<Fact> {
+        self.conn.call(move |c| load(c, id)).await
+    }
+
+    async fn curate_fact(
+        &self,
+        id: FactId,
+        curation: Curation,
+        actor: FactActor,
+        now: Timestamp,
+    ) -> StoreResult<Fact> {
+        self.conn
+            .call(move |c| {
+                let tx = c.savepoint().map_err(backend)?;
+                let before = load(&tx, id)?;
+                if let Some(conf) = curation.confidence
+                    && !(0.0..=1.0).contains(&conf)
+                {
+                    return Err(StoreError::Conflict(format!(
+                        "confidence {conf} is not between 0 and 1"
+                    )));
+                }
+                let retract = curation.retract_at.filter(|_| before.is_current());
+                tx.prepare_cached(
+                    "UPDATE facts SET locked = COALESCE(?2, locked), \
+                     confidence = COALESCE(?3, confidence), \
+                     invalid_at = COALESCE(?4, invalid_at), \
+                     expired_at = CASE WHEN ?4 IS NULL THEN expired_at ELSE ?5 END \
+                     WHERE id = ?1",
+                )
+                .map_err(backend)?
+                .execute(params![
+                    id.to_string(),
+                    curation.locked,
+                    curation.confidence.map(f64::from),
+                    retract.map(Timestamp::as_millis),
+                    now.as_millis()
+                ])
+                .map_err(backend)?;
+                history(
+                    &tx,
+                    id,
+                    "curate",
+                    &actor,
+                    now,
+                    json!({
+                        "locked": curation.locked,
+                        "confidence": curation.confidence,
+                        "retract_at": retract,
+                    }),
+                )?;
+                let fact = load(&tx, id)?;
+                tx.commit().map_err(backend)?;
+                Ok(fact)
+            })
+            .await
+    }
+
+    async fn facts(
+        &self,
+        visibility: &Visibility,
+        include_history: bool,
+    ) -> StoreResult<Vec<Fact>> {
+        let (filter, params) = visible(visibility, 1);
+        let current = if include_history {
+            String::new()
+        } else {
+            format!(" AND {CURRENT}")
+        };
+        let sql = format!("SELECT {COLUMNS} FROM facts f WHERE {filter}{current} ORDER BY f.n");
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(&sql)
+                    .map_err(backend)?
+                    .query_map(params_from_iter(params), fact)
+                    .map_err(backend)?
+                    .collect::<Result<_, _>>()
+                    .map_err(backend)
+            })
+            .await
+    }
+
+    async fn fact_history(&self, id: FactId) -> StoreResult<Vec<FactChange>> {
+        self.conn
+            .call(move |c| {
+                let rows: Vec<(String, String, i64, String)> = c
+                    .prepare_cached(
+                        "SELECT kind, actor, at, detail FROM fact_history WHERE fact_id = ?1 ORDER BY seq",
+                    )
+                    .map_err(backend)?
+                    .query_map([id.to_string()], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
+                    .map_err(backend)?
+                    .collect::<Result<_, _>>()
+                    .map_err(backend)?;
+                rows.into_iter()
+                    .map(|(kind, actor, at, detail)| {
+                        Ok(FactChange {
+                            fact_id: id,
+                            kind: kind.parse()?,
+                            actor: FactActor::parse(&actor)?,
+                            at: Timestamp::from_millis(at),
+                            detail: serde_json::from_str(&detail)
+                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn fact_candidates(&self, query: &FactQuery) -> StoreResult<Candidates> {
+        let query = query.clone();
+        self.conn
+            .call(move |c| {
+                let limit = i64::try_from(query.candidates.max(query.k)).unwrap_or(i64::MAX);
+                let current = if query.include_history {
+                    String::new()
+                } else {
+                    format!(" AND {CURRENT}")
+                };
+                let mut out = Candidates::default();
+                if let Some(e) = query.embedding.as_ref().filter(|e| !e.is_empty()) {
+                    let (filter, mut params) = visible(&query.visibility, 3);
+                    let sql = format!(
+                        "SELECT {COLUMNS}, v.embedding, vec_distance_cosine(v.embedding, ?1) AS distance \
+                         FROM facts f JOIN fact_vectors v ON v.n = f.n \
+                         WHERE {filter}{current} AND length(v.embedding) = length(?1) \
+                         ORDER BY distance LIMIT ?2"
+                    );
+                    let mut all = vec![SqlValue::Blob(to_blob(e)), SqlValue::Integer(limit)];
+                    all.append(&mut params);
+                    out.vector = c
+                        .prepare_cached(&sql)
+                        .map_err(backend)?
+                        .query_map(params_from_iter(all), candidate)
+                        .map_err(backend)?
+                        .collect::<Result<_, _>>()
+                        .map_err(backend)?;
+                }
+                if let Some(m) = match_query(&query.text) {
+                    let (filter, mut params) = visible(&query.visibility, 3);
+                    let sql = format!(
+                        "SELECT {COLUMNS}, v.embedding FROM facts_fts \
+                         JOIN facts f ON f.n = facts_fts.rowid LEFT JOIN fact_vectors v ON v.n = f.n \
+                         WHERE facts_fts MATCH ?1 AND {filter}{current} \
+                         ORDER BY bm25(facts_fts) LIMIT ?2"
+                    );
+                    let mut all = vec![SqlValue::Text(m), SqlValue::Integer(limit)];
+                    all.append(&mut params);
+                    out.keyword = c
+                        .prepare_cached(&sql)
+                        .map_err(backend)?
+                        .query_map(params_from_iter(all), candidate)
+                        .map_err(backend)?
+                        .collect::<Result<_, _>>()
+                        .map_err(backend)?;
+                }
+                let mut slots: Vec<String> = out
+                    .vector
+                    .iter()
+                    .chain(&out.keyword)
+                    .filter_map(|c| c.fact.slot())
+                    .collect();
+                slots.sort();
+                slots.dedup();
+                if !slots.is_empty() {
+                    let (filter, mut params) = visible(&query.visibility, 1);
+                    let first = params.len() + 1;
+                    let marks: Vec<String> =
+                        (0..slots.len()).map(|i| format!("?{}", first + i)).collect();
+                    let sql = format!(
+                        "SELECT {COLUMNS}, v.embedding FROM facts f LEFT JOIN fact_vectors v ON v.n = f.n \
+                         WHERE {filter} AND {CURRENT} AND f.slot IN ({})",
+                        marks.join(", ")
+                    );
+                    params.extend(slots.into_iter().map(SqlValue::Text));
+                    out.rivals = c
+                        .prepare_cached(&sql)
+                        .map_err(backend)?
+                        .query_map(params_from_iter(params), candidate)
+                        .map_err(backend)?
+                        .collect::<Result<_, _>>()
+                        .map_err(backend)?;
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn delete_facts(
+        &self,
+        account: AccountId,
+        owner: &FactOwner,
+        now: Timestamp,
+    ) -> StoreResult<u64> {
+        let owner = owner.clone();
+        self.conn
+            .call(move |c| {
+                let tx = c.savepoint().map_err(backend)?;
+                let n = delete_owned(&tx, account, &owner, now)?;
+                tx.commit().map_err(backend)?;
+                Ok(n)
+            })
+            .await
+    }
+}
