@@ -42,14 +42,15 @@ pub use knowledge::{
 };
 pub use model::{
     ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream, Embedder, FinishReason,
-    ModelError, Role, StreamEvent, ToolCall, ToolDefinition,
+    ModelError, OutputSchema, Role, StreamEvent, ToolCall, ToolDefinition,
 };
 pub use outbox::{DeliveryError, NewOutboxMessage, OutboxMessage, ReplySink};
 pub use principal::{Principal, Scope};
 pub use queue::{NewTask, RetryPolicy, Task, TaskRetry, TaskState};
 pub use runtime::{
-    Delegate, DelegationGraph, Inbound, QueueRun, QueueWorker, RecoveryReport, Reply, Runtime,
-    RuntimeBuilder, RuntimeConfig, RuntimeError, TaskError, TaskHandler,
+    Delegate, DelegationGraph, EXTRACT_TASK, Inbound, KnowledgeConfig, QueueRun, QueueWorker,
+    RecoveryReport, Reply, Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, TaskError,
+    TaskHandler,
 };
 pub use session::{NewSession, Session, Turn};
 pub use step::{

@@ -137,6 +137,20 @@ pub struct ChatRequest {
     /// Sampling temperature.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
+    /// When set, the answer's text is JSON matching this schema (providers
+    /// constrain the output their own way: OpenAI-compatible APIs with
+    /// `response_format`, Anthropic with a forced tool call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<OutputSchema>,
+}
+
+/// A JSON Schema the answer must match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputSchema {
+    /// A name for it (letters, digits, `_`, `-`).
+    pub name: String,
+    /// The schema.
+    pub schema: Value,
 }
 
 impl ChatRequest {
@@ -148,6 +162,7 @@ impl ChatRequest {
             tools: Vec::new(),
             max_tokens: None,
             temperature: None,
+            output_schema: None,
         }
     }
 }

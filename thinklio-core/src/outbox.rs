@@ -41,6 +41,9 @@ pub struct NewOutboxMessage {
     /// Whether it counts as delivered as soon as it is committed: true when
     /// the caller waiting for it is the channel itself.
     pub delivered: bool,
+    /// Background work enqueued in the same commit as the reply (knowledge
+    /// extraction): a reply is never written without the work it implies.
+    pub tasks: Vec<crate::queue::NewTask>,
 }
 
 impl NewOutboxMessage {
@@ -49,6 +52,7 @@ impl NewOutboxMessage {
         Self {
             text: text.into(),
             delivered: false,
+            tasks: Vec::new(),
         }
     }
 }

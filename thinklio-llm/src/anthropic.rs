@@ -80,6 +80,20 @@ impl Anthropic {
         if let Some(t) = request.temperature {
             body["temperature"] = json!(t);
         }
+        if let Some(out) = &request.output_schema {
+            // Anthropic constrains output through a tool the model must call;
+            // `chat` turns that call back into the answer's text.
+            let tool = json!({
+                "name": out.name,
+                "description": "Record the answer in this structure.",
+                "input_schema": out.schema,
+            });
+            match body["tools"].as_array_mut() {
+                Some(tools) => tools.push(tool),
+                None => body["tools"] = json!([tool]),
+            }
+            body["tool_choice"] = json!({ "type": "tool", "name": out.name });
+        }
         if stream {
             body["stream"] = json!(true);
         }
@@ -206,16 +220,30 @@ impl ChatModel for Anthropic {
             match block {
                 Block::Text { text } => content.push_str(&text),
                 Block::ToolUse { id, name, input } => {
-                    calls.push(ToolCall::new(id, name, input.to_string()))
+                    if request
+                        .output_schema
+                        .as_ref()
+                        .is_some_and(|out| out.name == name)
+                    {
+                        // The forced output tool: its input is the answer.
+                        content = input.to_string();
+                    } else {
+                        calls.push(ToolCall::new(id, name, input.to_string()))
+                    }
                 }
                 Block::Other => {}
             }
         }
+        let finish = if request.output_schema.is_some() && calls.is_empty() {
+            FinishReason::Stop
+        } else {
+            finish_reason(message.stop_reason.as_deref())
+        };
         Ok(ChatResponse {
             model: message.model.unwrap_or_else(|| request.model.clone()),
             message: ChatMessage::assistant_with_tools(content, calls),
             usage: TokenUsage::new(message.usage.input_tokens, message.usage.output_tokens),
-            finish_reason: finish_reason(message.stop_reason.as_deref()),
+            finish_reason: finish,
         })
     }
 

@@ -94,6 +94,12 @@ impl OpenAiCompatible {
         if let Some(t) = request.temperature {
             body["temperature"] = json!(t);
         }
+        if let Some(out) = &request.output_schema {
+            body["response_format"] = json!({
+                "type": "json_schema",
+                "json_schema": { "name": out.name, "schema": out.schema, "strict": true }
+            });
+        }
         if stream {
             body["stream"] = json!(true);
             body["stream_options"] = json!({ "include_usage": true });

@@ -443,6 +443,9 @@ impl InteractionStore for SqliteStore {
                     None => None,
                     Some(reply) => {
                         let delivered_at = reply.delivered.then_some(now.as_millis());
+                        for task in reply.tasks {
+                            crate::queue::insert_task(&tx, task, now)?;
+                        }
                         let message = tx
                             .prepare_cached(
                                 "INSERT INTO outbox (id, interaction_id, session_id, channel, channel_key, text, created_at, \

@@ -58,42 +58,48 @@ fn dead_letter(
     Ok(())
 }
 
+/// Writes a new pending task; shared with `finish_step`, which enqueues a
+/// reply's tasks in the reply's commit.
+pub(crate) fn insert_task(
+    c: &rusqlite::Connection,
+    new: NewTask,
+    now: Timestamp,
+) -> StoreResult<Task> {
+    let task = Task {
+        id: TaskId::new(),
+        kind: new.kind,
+        payload: new.payload,
+        state: thinklio_core::TaskState::Pending,
+        attempts: 0,
+        max_attempts: new.max_attempts.max(1),
+        run_at: new.run_at,
+        lease_until: None,
+        lease_token: None,
+        last_error: None,
+        created_at: now,
+    };
+    c.prepare_cached(
+        "INSERT INTO tasks (id, kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?5, ?6, ?6)",
+    )
+    .map_err(backend)?
+    .execute(params![
+        task.id.to_string(),
+        task.kind,
+        task.payload.to_string(),
+        task.max_attempts,
+        task.run_at.as_millis(),
+        now.as_millis(),
+    ])
+    .map_err(backend)?;
+    Ok(task)
+}
+
 #[async_trait]
 impl QueueStore for SqliteStore {
     async fn enqueue(&self, new: NewTask) -> StoreResult<Task> {
         let now = self.clock.now();
-        self.conn
-            .call(move |c| {
-                let task = Task {
-                    id: TaskId::new(),
-                    kind: new.kind,
-                    payload: new.payload,
-                    state: thinklio_core::TaskState::Pending,
-                    attempts: 0,
-                    max_attempts: new.max_attempts.max(1),
-                    run_at: new.run_at,
-                    lease_until: None,
-                    lease_token: None,
-                    last_error: None,
-                    created_at: now,
-                };
-                c.prepare_cached(
-                    "INSERT INTO tasks (id, kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?5, ?6, ?6)",
-                )
-                .map_err(backend)?
-                .execute(params![
-                    task.id.to_string(),
-                    task.kind,
-                    task.payload.to_string(),
-                    task.max_attempts,
-                    task.run_at.as_millis(),
-                    now.as_millis(),
-                ])
-                .map_err(backend)?;
-                Ok(task)
-            })
-            .await
+        self.conn.call(move |c| insert_task(c, new, now)).await
     }
 
     async fn claim(

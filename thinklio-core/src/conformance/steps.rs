@@ -318,12 +318,23 @@ pub async fn respond_writes_reply_to_outbox_atomically<S: Store>(store: S) {
     let direct = NewOutboxMessage {
         text: "here".into(),
         delivered: true,
+        tasks: vec![NewTask::new("knowledge.extract", json!({ "n": 1 }), t(0))],
     };
     let finished = store
         .finish_step(respond.id, ok(json!({})), Some(direct), None)
         .await
         .unwrap();
     assert!(finished.reply.unwrap().delivered_at.is_some());
+    let task = store
+        .claim(
+            t(1),
+            std::time::Duration::from_secs(5),
+            &["knowledge.extract".into()],
+        )
+        .await
+        .unwrap()
+        .expect("the reply's task was enqueued in its commit");
+    assert_eq!(task.payload, json!({ "n": 1 }));
     assert_eq!(
         finished.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
         vec![

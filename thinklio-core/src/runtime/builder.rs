@@ -12,7 +12,8 @@ use crate::agent::AgentDefinition;
 use crate::capability::{Capability, CapabilityRegistry};
 use crate::directory::ContentRules;
 use crate::ids::AgentId;
-use crate::model::ChatModel;
+use crate::knowledge::OfflineEmbedder;
+use crate::model::{ChatModel, Embedder};
 use crate::outbox::ReplySink;
 use crate::store::Store;
 use crate::time::{Clock, SystemClock};
@@ -23,6 +24,7 @@ use crate::usage::PriceTable;
 pub struct RuntimeBuilder {
     store: Option<Arc<dyn Store>>,
     model: Option<Arc<dyn ChatModel>>,
+    embedder: Option<Arc<dyn Embedder>>,
     capabilities: Vec<Arc<dyn Capability>>,
     agents: Vec<AgentDefinition>,
     delegates: Vec<Delegate>,
@@ -56,6 +58,20 @@ impl RuntimeBuilder {
     /// A shared chat model.
     pub fn model_arc(mut self, model: Arc<dyn ChatModel>) -> Self {
         self.model = Some(model);
+        self
+    }
+
+    /// The embedder of knowledge facts and questions (default: the
+    /// [`OfflineEmbedder`], which needs no model; see its quality notes).
+    /// Facts stored with one embedder are searched with the same one.
+    pub fn embedder(mut self, embedder: impl Embedder) -> Self {
+        self.embedder = Some(Arc::new(embedder));
+        self
+    }
+
+    /// A shared embedder.
+    pub fn embedder_arc(mut self, embedder: Arc<dyn Embedder>) -> Self {
+        self.embedder = Some(embedder);
         self
     }
 
@@ -135,6 +151,9 @@ impl RuntimeBuilder {
         let inner = Arc::new(Inner {
             store,
             model,
+            embedder: self
+                .embedder
+                .unwrap_or_else(|| Arc::new(OfflineEmbedder::default())),
             capabilities,
             agents: RwLock::new(agents),
             prices: self.prices.unwrap_or_else(PriceTable::published),
@@ -150,6 +169,7 @@ impl RuntimeBuilder {
             content: self.content,
             warned: std::sync::Mutex::new(Default::default()),
         });
+        super::knowledge::register(&inner);
         for d in &self.delegates {
             let capability = delegation::AgentCapability::new(d, Arc::downgrade(&inner));
             inner.capabilities.register(capability)?;

@@ -10,6 +10,7 @@ mod builder;
 mod delegation;
 mod governance;
 mod harness;
+mod knowledge;
 mod locks;
 mod queue;
 
@@ -22,6 +23,7 @@ use tokio::sync::broadcast;
 
 pub use builder::RuntimeBuilder;
 pub use delegation::{Delegate, DelegationGraph};
+pub use knowledge::{EXTRACT_TASK, EXTRACTION_PROMPT, KnowledgeConfig, extraction_schema};
 pub use queue::{QueueRun, QueueWorker, TaskError, TaskHandler};
 
 use crate::agent::AgentDefinition;
@@ -31,7 +33,7 @@ use crate::directory::{AccessError, ContentRules};
 use crate::event::{Event, EventKind, NewEvent};
 use crate::ids::{AgentId, InteractionId, SessionId};
 use crate::interaction::{Interaction, InteractionState, NewInteraction};
-use crate::model::{ChatModel, ModelError};
+use crate::model::{ChatModel, Embedder, ModelError};
 use crate::outbox::{OutboxMessage, ReplySink};
 use crate::principal::{Principal, Scope};
 use crate::queue::RetryPolicy;
@@ -78,6 +80,9 @@ pub enum RuntimeError {
     /// The agents' configuration delegates in a circle.
     #[error("delegation cycle: {0}")]
     DelegationCycle(String),
+    /// The embedder failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
     /// The interaction ended failed; its steps say more.
     #[error("interaction {interaction} failed: {error}")]
     InteractionFailed {
@@ -100,6 +105,7 @@ impl RuntimeError {
             RuntimeError::MessageTooLarge { .. } => "runtime.message_too_large",
             RuntimeError::DelegationCycle(_) => "delegation.cycle",
             RuntimeError::Forbidden(e) => e.code(),
+            RuntimeError::Model(e) => e.code(),
             RuntimeError::InteractionFailed { error, .. } => &error.code,
         }
     }
@@ -217,6 +223,8 @@ pub struct RuntimeConfig {
     /// Capacity of the in-process event channel; slower subscribers miss
     /// events (they can read them from the store's event log).
     pub event_capacity: usize,
+    /// Recall and extraction of knowledge facts.
+    pub knowledge: KnowledgeConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -228,6 +236,7 @@ impl Default for RuntimeConfig {
             task_lease: std::time::Duration::from_secs(60),
             enforce_directory: false,
             event_capacity: 1024,
+            knowledge: KnowledgeConfig::default(),
         }
     }
 }
@@ -235,6 +244,7 @@ impl Default for RuntimeConfig {
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) model: Arc<dyn ChatModel>,
+    pub(crate) embedder: Arc<dyn Embedder>,
     pub(crate) capabilities: CapabilityRegistry,
     pub(crate) agents: RwLock<HashMap<AgentId, Arc<AgentDefinition>>>,
     pub(crate) prices: PriceTable,

@@ -34,6 +34,13 @@ use crate::step::{
 use crate::store::FinishedStep;
 use crate::usage::Cost;
 
+/// Adds the fields of `extra` (an object) to `output` (an object).
+fn merge(output: &mut Value, extra: Value) {
+    if let (Some(out), Value::Object(extra)) = (output.as_object_mut(), extra) {
+        out.extend(extra);
+    }
+}
+
 /// One interaction being driven to its end.
 pub(crate) struct Run {
     rt: Arc<Inner>,
@@ -305,7 +312,11 @@ impl Run {
                         output,
                         usage: None,
                     },
-                    Some(NewOutboxMessage { text, delivered }),
+                    Some(NewOutboxMessage {
+                        text,
+                        delivered,
+                        tasks: self.follow_up_tasks(),
+                    }),
                 );
             }
         };
@@ -363,13 +374,17 @@ impl Run {
                 usage: None,
             };
         }
+        // Facts the principal may see, served by this agent: a delegate
+        // recalls with its own agent layer, never its caller's.
+        let recalled = self.rt.recall(&self.interaction).await;
         if self.delegation.is_some() {
             // A delegate works from its task alone.
-            let output = json!({
+            let mut output = json!({
                 "system_prompt_bytes": self.agent.system_prompt.len(),
                 "history_turns": 0,
                 "delegation_depth": self.interaction.delegation_depth,
             });
+            merge(&mut output, recalled);
             return StepOutcome::Succeeded {
                 output,
                 usage: None,
@@ -383,12 +398,13 @@ impl Run {
             .await
         {
             Ok(history) => {
-                let output = json!({
+                let mut output = json!({
                     "system_prompt_bytes": self.agent.system_prompt.len(),
                     "history_before_seq": self.interaction.seq,
                     "history_limit": limit,
                     "history_turns": history.len(),
                 });
+                merge(&mut output, recalled);
                 self.history = Some(history);
                 StepOutcome::Succeeded {
                     output,
@@ -400,6 +416,11 @@ impl Run {
                 usage: None,
             },
         }
+    }
+
+    /// Background tasks committed with this interaction's reply.
+    fn follow_up_tasks(&self) -> Vec<crate::queue::NewTask> {
+        self.rt.extraction_tasks(&self.interaction)
     }
 
     /// The conversation so far, rebuilt from the session history and the steps.
@@ -416,6 +437,17 @@ impl Run {
         let mut messages = Vec::with_capacity(self.steps.len() + 8);
         if !self.agent.system_prompt.is_empty() {
             messages.push(ChatMessage::system(self.agent.system_prompt.clone()));
+        }
+        // The facts the context step recalled, read back from the step so a
+        // resumed run sees exactly what the first run saw.
+        let context = self
+            .steps
+            .iter()
+            .find(|s| s.kind == StepKind::Context && s.state == StepState::Succeeded);
+        if let Some(memory) =
+            super::knowledge::memory_message(context.and_then(|s| s.output.as_ref()))
+        {
+            messages.push(memory);
         }
         for turn in self.history.iter().flatten() {
             messages.push(ChatMessage::user(turn.user.clone()));
@@ -498,6 +530,7 @@ impl Run {
             tools: self.tools(),
             max_tokens: self.agent.max_output_tokens,
             temperature: None,
+            output_schema: None,
         };
         match self.rt.model.chat(&request).await {
             Ok(response) => {

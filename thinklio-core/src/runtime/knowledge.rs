@@ -1,0 +1,569 @@
+//! Knowledge in the runtime: recall in the `context` step, extraction after
+//! each interaction (a durable queue task), and the API over facts.
+
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Inner, Runtime, RuntimeError, TaskError, TaskHandler};
+use crate::directory::{AccessError, AccountRole};
+use crate::ids::{AccountId, AgentId, FactId, InteractionId, UserId};
+use crate::interaction::Interaction;
+use crate::knowledge::{
+    Curation, Fact, FactActor, FactHit, FactOwner, FactQuery, FactWrite, NewFact, Provenance,
+    Visibility, cosine, estimate_tokens, fit_to_budget,
+};
+use crate::model::{ChatMessage, ChatRequest, OutputSchema};
+use crate::principal::Principal;
+use crate::queue::{NewTask, Task};
+use crate::step::StepKind;
+use crate::store::StoreError;
+
+/// The queue kind of knowledge extraction tasks.
+pub const EXTRACT_TASK: &str = "knowledge.extract";
+
+/// How the runtime uses knowledge.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct KnowledgeConfig {
+    /// Recalls facts into every `context` step.
+    pub recall: bool,
+    /// How many facts a recall searches for.
+    pub recall_k: usize,
+    /// The most tokens recalled facts may take in the context (counted with
+    /// [`estimate_tokens`]).
+    pub context_tokens: usize,
+    /// The model id that extracts facts after each interaction; `None`
+    /// turns extraction off.
+    pub extraction_model: Option<String>,
+    /// Attempts an extraction task gets before it is dead-lettered.
+    pub extraction_attempts: u32,
+    /// A free-text fact this similar (cosine) to one its owner already
+    /// holds is a duplicate.
+    pub duplicate_similarity: f32,
+}
+
+impl Default for KnowledgeConfig {
+    fn default() -> Self {
+        Self {
+            recall: true,
+            recall_k: 8,
+            context_tokens: 400,
+            extraction_model: None,
+            extraction_attempts: 5,
+            duplicate_similarity: 0.95,
+        }
+    }
+}
+
+impl KnowledgeConfig {
+    /// Extracts facts after each interaction with `model`.
+    pub fn extract_with(mut self, model: impl Into<String>) -> Self {
+        self.extraction_model = Some(model.into());
+        self
+    }
+}
+
+/// The schema extraction answers must match.
+pub fn extraction_schema() -> Value {
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["facts"],
+        "properties": {
+            "facts": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["subject", "predicate", "value", "confidence", "scope"],
+                    "properties": {
+                        "subject": { "type": "string" },
+                        "predicate": { "type": "string" },
+                        "value": { "type": "string" },
+                        "confidence": { "type": "number", "minimum": 0, "maximum": 1 },
+                        "scope": { "type": "string", "enum": ["user", "team"] }
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The instructions of extraction.
+pub const EXTRACTION_PROMPT: &str = "You maintain the long-term memory of an assistant. From the \
+exchange below, extract durable facts the user stated about themself or their team (names, places, \
+preferences, relationships, plans, identifiers) as subject-predicate-value triples. Use the user's \
+own name as subject when known, else \"user\". Mark a fact \"team\" only if it concerns the user's \
+team as a whole; otherwise \"user\". Leave out small talk, questions, and anything the assistant \
+said that the user did not confirm. Answer with JSON only: {\"facts\": [...]}; an empty list if \
+there is nothing to keep.";
+
+/// One triple of an extraction answer.
+#[derive(Debug, Clone, Deserialize)]
+struct Extracted {
+    subject: String,
+    predicate: String,
+    value: String,
+    confidence: f32,
+    scope: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ExtractionAnswer {
+    facts: Vec<Extracted>,
+}
+
+impl Inner {
+    /// Embeds texts with the runtime's embedder, in batches.
+    pub(crate) async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, RuntimeError> {
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(EMBED_BATCH) {
+            out.extend(self.embedder.embed(chunk).await?);
+        }
+        Ok(out)
+    }
+
+    /// Searches what `visibility` sees for `text`.
+    pub(crate) async fn search(
+        &self,
+        visibility: Visibility,
+        text: &str,
+        k: usize,
+    ) -> Result<Vec<FactHit>, RuntimeError> {
+        let embedding = self.embed(&[text.to_owned()]).await?.pop();
+        let query = FactQuery::new(visibility, text, embedding, k);
+        Ok(self.store.search_facts(&query).await?)
+    }
+
+    /// The facts recalled for an interaction's `context` step, as recorded
+    /// on the step: which facts, their text, the tokens they take. A failed
+    /// recall is recorded too and does not fail the step.
+    pub(crate) async fn recall(&self, interaction: &Interaction) -> Value {
+        let config = &self.config.knowledge;
+        if !config.recall {
+            return json!({ "facts": [], "fact_tokens": 0 });
+        }
+        let visibility = Visibility::of(&interaction.principal, &interaction.agent_id);
+        match self
+            .search(visibility, &interaction.input, config.recall_k)
+            .await
+        {
+            Ok(hits) => {
+                let fitted = fit_to_budget(&hits, config.context_tokens);
+                let tokens: usize = fitted.iter().map(|h| estimate_tokens(&h.fact.text())).sum();
+                let facts: Vec<Value> = fitted
+                    .iter()
+                    .map(|h| {
+                        json!({
+                            "id": h.fact.id,
+                            "layer": h.fact.layer(),
+                            "text": h.fact.text(),
+                            "score": h.score,
+                        })
+                    })
+                    .collect();
+                json!({ "facts": facts, "fact_tokens": tokens, "facts_found": hits.len() })
+            }
+            Err(e) => {
+                tracing::warn!(interaction_id = %interaction.id, error = %e, "knowledge recall failed");
+                json!({ "facts": [], "fact_tokens": 0, "recall_error": e.code() })
+            }
+        }
+    }
+
+    /// The extraction task of a finished interaction, if extraction is on.
+    pub(crate) fn extraction_tasks(&self, interaction: &Interaction) -> Vec<NewTask> {
+        if self.config.knowledge.extraction_model.is_none() {
+            return Vec::new();
+        }
+        let mut task = NewTask::new(
+            EXTRACT_TASK,
+            json!({ "interaction_id": interaction.id }),
+            self.clock.now(),
+        );
+        task.max_attempts = self.config.knowledge.extraction_attempts.max(1);
+        vec![task]
+    }
+
+    async fn extract(&self, interaction_id: InteractionId) -> Result<(), TaskError> {
+        let Some(model) = self.config.knowledge.extraction_model.clone() else {
+            return Ok(());
+        };
+        let interaction = match self.store.interaction(interaction_id).await {
+            Ok(i) => i,
+            // Forgotten since (the privacy call): nothing to learn.
+            Err(StoreError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(TaskError::retryable(e.to_string())),
+        };
+        let reply = self
+            .store
+            .reply_of(interaction_id)
+            .await
+            .map_err(|e| TaskError::retryable(e.to_string()))?;
+        let steps = self
+            .store
+            .steps(interaction_id)
+            .await
+            .map_err(|e| TaskError::retryable(e.to_string()))?;
+        let respond_step = steps
+            .iter()
+            .find(|s| s.kind == StepKind::Respond)
+            .map(|s| s.id);
+        let exchange = format!(
+            "User: {}\nAssistant: {}",
+            interaction.input,
+            reply.as_ref().map(|r| r.text.as_str()).unwrap_or("")
+        );
+        let mut request = ChatRequest::new(
+            model,
+            vec![
+                ChatMessage::system(EXTRACTION_PROMPT),
+                ChatMessage::user(exchange),
+            ],
+        );
+        request.output_schema = Some(OutputSchema {
+            name: "record_facts".into(),
+            schema: extraction_schema(),
+        });
+        let response = self.model.chat(&request).await.map_err(|e| TaskError {
+            retryable: e.is_retryable() || matches!(e, crate::ModelError::MalformedResponse(_)),
+            message: e.to_string(),
+        })?;
+        let answer: ExtractionAnswer = serde_json::from_str(response.message.content.trim())
+            .map_err(|e| {
+                TaskError::retryable(format!("extraction answer is not the schema's JSON: {e}"))
+            })?;
+        let principal = interaction.principal;
+        let mut news = Vec::new();
+        for f in answer.facts {
+            if f.value.trim().is_empty() {
+                continue;
+            }
+            // Account facts are curated, never extracted; team facts need a team.
+            let owner = match (f.scope.as_str(), principal.team) {
+                ("team", Some(team)) => FactOwner::Team(team),
+                _ => FactOwner::User(principal.user),
+            };
+            let mut new = NewFact::new(principal.account, owner, f.subject, f.predicate, f.value);
+            new.confidence = f.confidence.clamp(0.0, 1.0);
+            new.provenance = Provenance::Interaction {
+                interaction_id,
+                step_id: respond_step,
+            };
+            new.actor = FactActor::Extraction(interaction_id);
+            news.push(new);
+        }
+        if news.is_empty() {
+            return Ok(());
+        }
+        let texts: Vec<String> = news.iter().map(NewFact::text).collect();
+        let vectors = self
+            .embed(&texts)
+            .await
+            .map_err(|e| TaskError::retryable(e.to_string()))?;
+        let now = self.clock.now();
+        for (mut new, vector) in news.into_iter().zip(vectors) {
+            new.embedding = vector;
+            if new.slot().is_none() && self.near_duplicate(&new).await? {
+                continue;
+            }
+            match self.store.record_fact(new, now).await {
+                Ok(write) => {
+                    tracing::debug!(interaction_id = %interaction_id, fact_id = %write.fact().id, write = write.kind(), "fact extracted");
+                }
+                // A locked slot is policy: extraction leaves it alone.
+                Err(StoreError::Conflict(reason)) => {
+                    tracing::debug!(interaction_id = %interaction_id, %reason, "extracted fact not recorded");
+                }
+                Err(e) => return Err(TaskError::retryable(e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the owner already holds a free-text fact this close to `new`.
+    async fn near_duplicate(&self, new: &NewFact) -> Result<bool, TaskError> {
+        let visibility = owner_visibility(new.account, &new.owner);
+        let mut query = FactQuery::new(visibility, new.text(), Some(new.embedding.clone()), 1);
+        query.candidates = 5;
+        let found = self
+            .store
+            .fact_candidates(&query)
+            .await
+            .map_err(|e| TaskError::retryable(e.to_string()))?;
+        Ok(found.vector.iter().any(|c| {
+            c.fact.slot().is_none()
+                && cosine(&c.embedding, &new.embedding)
+                    >= self.config.knowledge.duplicate_similarity
+        }))
+    }
+}
+
+/// Embedding requests are sent this many texts at a time.
+const EMBED_BATCH: usize = 64;
+
+/// The visibility of exactly one owner's layer.
+fn owner_visibility(account: AccountId, owner: &FactOwner) -> Visibility {
+    let mut v = Visibility {
+        account,
+        account_layer: false,
+        agent: None,
+        teams: Vec::new(),
+        user: None,
+    };
+    match owner {
+        FactOwner::Account => v.account_layer = true,
+        FactOwner::Agent(a) => v.agent = Some(a.clone()),
+        FactOwner::Team(t) => v.teams.push(*t),
+        FactOwner::User(u) => v.user = Some(*u),
+    }
+    v
+}
+
+/// The system message that gives the model the facts a `context` step recalled.
+pub(crate) fn memory_message(context_output: Option<&Value>) -> Option<ChatMessage> {
+    let facts = context_output?.get("facts")?.as_array()?;
+    if facts.is_empty() {
+        return None;
+    }
+    let mut text = String::from("What you know from earlier conversations (most relevant first):");
+    for f in facts {
+        if let Some(line) = f["text"].as_str() {
+            text.push_str("\n- ");
+            text.push_str(line);
+        }
+    }
+    Some(ChatMessage::system(text))
+}
+
+/// Runs extraction tasks.
+pub(crate) struct Extractor {
+    pub(crate) rt: Weak<Inner>,
+}
+
+#[async_trait]
+impl TaskHandler for Extractor {
+    async fn run(&self, task: &Task) -> Result<(), TaskError> {
+        let Some(rt) = self.rt.upgrade() else {
+            return Err(TaskError::retryable("the runtime is shutting down"));
+        };
+        let id: InteractionId = task.payload["interaction_id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| TaskError::permanent("extraction task without an interaction id"))?;
+        rt.extract(id).await
+    }
+}
+
+impl Runtime {
+    /// Checks that `by` may change facts of `owner` in its account: admins
+    /// and owners may change any layer; users their own facts and those of
+    /// the team they act for. Without an enforced directory, anyone of the
+    /// account may.
+    async fn may_change(
+        &self,
+        by: &Principal,
+        account: AccountId,
+        owner: &FactOwner,
+    ) -> Result<(), RuntimeError> {
+        if by.account != account {
+            return Err(AccessError::NotAMember {
+                user: by.user,
+                account,
+            }
+            .into());
+        }
+        let own = match owner {
+            FactOwner::User(u) => *u == by.user,
+            FactOwner::Team(t) => by.team == Some(*t),
+            FactOwner::Account | FactOwner::Agent(_) => false,
+        };
+        if !self.inner.config.enforce_directory {
+            return Ok(());
+        }
+        match self.inner.store.role(account, by.user).await? {
+            Some(role) if role >= AccountRole::Admin || own => Ok(()),
+            Some(role) => Err(AccessError::RoleTooLow {
+                role,
+                account,
+                action: "curate account or agent facts",
+            }
+            .into()),
+            None => Err(AccessError::NotAMember {
+                user: by.user,
+                account,
+            }
+            .into()),
+        }
+    }
+
+    /// Adds a fact for `by` (embedding it if it has no embedding), reconciled
+    /// with the owner's facts (see [`KnowledgeStore::record_fact`](crate::KnowledgeStore::record_fact)).
+    /// Account and agent facts need an admin when the directory is enforced.
+    pub async fn add_fact(
+        &self,
+        by: &Principal,
+        mut new: NewFact,
+    ) -> Result<FactWrite, RuntimeError> {
+        self.may_change(by, new.account, &new.owner).await?;
+        if new.embedding.is_empty() {
+            new.embedding = self
+                .inner
+                .embed(&[new.text()])
+                .await?
+                .pop()
+                .unwrap_or_default();
+        }
+        if new.actor == FactActor::System {
+            new.actor = FactActor::User(by.user);
+        }
+        Ok(self
+            .inner
+            .store
+            .record_fact(new, self.inner.clock.now())
+            .await?)
+    }
+
+    /// Locks, re-weighs or retracts a fact, as `by`.
+    pub async fn curate_fact(
+        &self,
+        by: &Principal,
+        id: FactId,
+        curation: Curation,
+    ) -> Result<Fact, RuntimeError> {
+        let fact = self.inner.store.fact(id).await?;
+        self.may_change(by, fact.account, &fact.owner).await?;
+        Ok(self
+            .inner
+            .store
+            .curate_fact(
+                id,
+                curation,
+                FactActor::User(by.user),
+                self.inner.clock.now(),
+            )
+            .await?)
+    }
+
+    /// Imports facts (an operator's bulk load; no directory check): embeds
+    /// those without an embedding in batches of `batch`, records each batch
+    /// in one transaction, and calls `progress` with the count done.
+    pub async fn import_facts(
+        &self,
+        facts: Vec<NewFact>,
+        batch: usize,
+        mut progress: impl FnMut(usize) + Send,
+    ) -> Result<Vec<FactWrite>, RuntimeError> {
+        let mut writes = Vec::with_capacity(facts.len());
+        let mut facts = facts.into_iter().peekable();
+        while facts.peek().is_some() {
+            let mut chunk: Vec<NewFact> = facts.by_ref().take(batch.max(1)).collect();
+            let missing: Vec<usize> = (0..chunk.len())
+                .filter(|&i| chunk[i].embedding.is_empty())
+                .collect();
+            let texts: Vec<String> = missing.iter().map(|&i| chunk[i].text()).collect();
+            let vectors = self.inner.embed(&texts).await?;
+            for (i, v) in missing.into_iter().zip(vectors) {
+                chunk[i].embedding = v;
+            }
+            writes.extend(
+                self.inner
+                    .store
+                    .import_facts(chunk, self.inner.clock.now())
+                    .await?,
+            );
+            progress(writes.len());
+        }
+        Ok(writes)
+    }
+
+    /// Searches the facts `principal`, served by `agent`, may see.
+    pub async fn search_facts(
+        &self,
+        principal: &Principal,
+        agent: &AgentId,
+        question: &str,
+        k: usize,
+    ) -> Result<Vec<FactHit>, RuntimeError> {
+        self.inner
+            .search(Visibility::of(principal, agent), question, k)
+            .await
+    }
+
+    /// Searches what `visibility` sees (for hosts that put principals in
+    /// several teams, and for evaluation tools).
+    pub async fn search_visible(
+        &self,
+        visibility: Visibility,
+        question: &str,
+        k: usize,
+    ) -> Result<Vec<FactHit>, RuntimeError> {
+        self.inner.search(visibility, question, k).await
+    }
+
+    /// The current facts `principal`, served by `agent`, may see.
+    pub async fn facts_of(
+        &self,
+        principal: &Principal,
+        agent: &AgentId,
+    ) -> Result<Vec<Fact>, RuntimeError> {
+        Ok(self
+            .inner
+            .store
+            .facts(&Visibility::of(principal, agent), false)
+            .await?)
+    }
+
+    /// A user's own facts as JSON (current and past, with provenance): what
+    /// a person is given when they ask for their data.
+    pub async fn export_user_facts(
+        &self,
+        account: AccountId,
+        user: UserId,
+    ) -> Result<Value, RuntimeError> {
+        let facts = self
+            .inner
+            .store
+            .facts(&Visibility::user_only(account, user), true)
+            .await?;
+        Ok(json!({
+            "account": account,
+            "user": user,
+            "exported_at": self.inner.clock.now(),
+            "facts": facts,
+        }))
+    }
+
+    /// Deletes a user's own facts (the privacy call, [`Runtime::forget_user`],
+    /// does this along with everything else the user owns).
+    pub async fn delete_user_facts(
+        &self,
+        account: AccountId,
+        user: UserId,
+    ) -> Result<u64, RuntimeError> {
+        Ok(self
+            .inner
+            .store
+            .delete_facts(account, &FactOwner::User(user), self.inner.clock.now())
+            .await?)
+    }
+}
+
+/// Registers the extraction handler when extraction is on.
+pub(crate) fn register(inner: &Arc<Inner>) {
+    if inner.config.knowledge.extraction_model.is_some() {
+        inner
+            .task_handlers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                EXTRACT_TASK.to_owned(),
+                Arc::new(Extractor {
+                    rt: Arc::downgrade(inner),
+                }),
+            );
+    }
+}
