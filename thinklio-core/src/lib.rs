@@ -50,7 +50,7 @@ pub use queue::{NewTask, RetryPolicy, Task, TaskRetry, TaskState};
 pub use runtime::{
     Delegate, DelegationGraph, EXTRACT_TASK, Inbound, KnowledgeConfig, QueueRun, QueueWorker,
     RecoveryReport, Reply, Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, TaskError,
-    TaskHandler,
+    TaskHandler, extraction_schema,
 };
 pub use session::{NewSession, Session, Turn};
 pub use step::{

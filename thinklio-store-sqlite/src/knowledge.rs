@@ -460,11 +460,16 @@ impl KnowledgeStore for SqliteStore {
                 let mut out = Candidates::default();
                 if let Some(e) = query.embedding.as_ref().filter(|e| !e.is_empty()) {
                     let (filter, mut params) = visible(&query.visibility, 3);
+                    // The nearest are found on (n, distance) alone; only they
+                    // are then read in full.
                     let sql = format!(
-                        "SELECT {COLUMNS}, v.embedding, vec_distance_cosine(v.embedding, ?1) AS distance \
-                         FROM facts f JOIN fact_vectors v ON v.n = f.n \
-                         WHERE {filter}{current} AND length(v.embedding) = length(?1) \
-                         ORDER BY distance LIMIT ?2"
+                        "SELECT {COLUMNS}, v.embedding, d.distance FROM ( \
+                           SELECT f.n AS n, vec_distance_cosine(v.embedding, ?1) AS distance \
+                           FROM facts f JOIN fact_vectors v ON v.n = f.n \
+                           WHERE {filter}{current} AND length(v.embedding) = length(?1) \
+                           ORDER BY distance LIMIT ?2 \
+                         ) d JOIN facts f ON f.n = d.n JOIN fact_vectors v ON v.n = d.n \
+                         ORDER BY d.distance"
                     );
                     let mut all = vec![SqlValue::Blob(to_blob(e)), SqlValue::Integer(limit)];
                     all.append(&mut params);

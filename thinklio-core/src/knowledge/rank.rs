@@ -105,28 +105,44 @@ pub fn rank(query: &FactQuery, candidates: Candidates) -> Vec<FactHit> {
     let bottom = ranked.last().map(|e| e.score).unwrap_or(0.0);
     let span = (top - bottom).max(f32::EPSILON);
     let lambda = query.mmr_lambda.clamp(0.0, 1.0);
-    let mut picked: Vec<Entry> = Vec::with_capacity(query.k);
-    while picked.len() < query.k && !ranked.is_empty() {
-        let mut best = 0;
+    // `redundancy[i]`: the highest similarity of candidate `i` to any hit
+    // picked so far, updated with each pick (one cosine per candidate per
+    // pick rather than one per pair of picks).
+    let mut redundancy = vec![0.0_f32; ranked.len()];
+    let mut taken = vec![false; ranked.len()];
+    let mut order: Vec<usize> = Vec::with_capacity(query.k.min(ranked.len()));
+    while order.len() < query.k && order.len() < ranked.len() {
+        let mut best = None;
         let mut best_value = f32::NEG_INFINITY;
         for (i, e) in ranked.iter().enumerate() {
+            if taken[i] {
+                continue;
+            }
             let relevance = if ranked.len() == 1 {
                 1.0
             } else {
                 (e.score - bottom) / span
             };
-            let redundancy = picked
-                .iter()
-                .map(|p| cosine(&p.candidate.embedding, &e.candidate.embedding))
-                .fold(0.0_f32, f32::max);
-            let value = lambda * relevance - (1.0 - lambda) * redundancy;
+            let value = lambda * relevance - (1.0 - lambda) * redundancy[i];
             if value > best_value {
                 best_value = value;
-                best = i;
+                best = Some(i);
             }
         }
-        picked.push(ranked.remove(best));
+        let Some(best) = best else { break };
+        taken[best] = true;
+        order.push(best);
+        if lambda < 1.0 {
+            let picked = &ranked[best].candidate.embedding;
+            for (i, e) in ranked.iter().enumerate() {
+                if !taken[i] {
+                    redundancy[i] = redundancy[i].max(cosine(picked, &e.candidate.embedding));
+                }
+            }
+        }
     }
+    let mut slots: Vec<Option<Entry>> = ranked.into_iter().map(Some).collect();
+    let picked: Vec<Entry> = order.into_iter().filter_map(|i| slots[i].take()).collect();
     picked
         .into_iter()
         .map(|e| FactHit {

@@ -1,0 +1,403 @@
+//! Knowledge end to end: extraction after each chat, recall in the context
+//! step, reconciliation, and isolation through every path.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests speak through panics
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use thinklio_core::*;
+use thinklio_llm::{ScriptedModel, ScriptedReply};
+use thinklio_store_sqlite::SqliteStore;
+
+fn extraction(facts: &[(&str, &str, &str)]) -> ScriptedReply {
+    let facts: Vec<Value> = facts
+        .iter()
+        .map(|(s, p, v)| json!({ "subject": s, "predicate": p, "value": v, "confidence": 0.9, "scope": "user" }))
+        .collect();
+    ScriptedReply::text(json!({ "facts": facts }).to_string())
+}
+
+fn recalled(step: &Step) -> Vec<String> {
+    step.output.as_ref().unwrap()["facts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_agent_learns_from_three_chats_and_recalls_in_the_fourth() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Arc::new(ScriptedModel::new([
+        ScriptedReply::text("Nice to meet you, Ada."),
+        extraction(&[("Ada", "lives in", "Paris"), ("Ada", "dog's name", "Rex")]),
+        ScriptedReply::text("Green it is."),
+        extraction(&[
+            ("Ada", "favourite colour", "green"),
+            ("Ada", "lives in", "Paris"),
+        ]),
+        ScriptedReply::text("Congratulations on the move!"),
+        extraction(&[("Ada", "lives in", "Lyon")]),
+        ScriptedReply::text("You live in Lyon and your dog is Rex."),
+        extraction(&[]),
+    ]));
+    let mut config = RuntimeConfig::default();
+    config.knowledge = KnowledgeConfig::default().extract_with("extractor");
+    let rt = Runtime::builder()
+        .store(SqliteStore::open(dir.path().join("k.db")).await.unwrap())
+        .model_arc(model.clone())
+        .agent(AgentDefinition::new("assistant", "chat"))
+        .config(config)
+        .build()
+        .unwrap();
+    let me = Principal::local();
+    let chats = [
+        "Hi, I'm Ada. I live in Paris with my dog Rex.",
+        "My favourite colour is green, and yes, still in Paris.",
+        "Big news: I moved to Lyon last week.",
+    ];
+    for (i, text) in chats.iter().enumerate() {
+        // Each chat in its own session: knowledge crosses sessions, history does not.
+        let s = rt
+            .open_session(me, "assistant", "test", Some(&format!("s{i}")))
+            .await
+            .unwrap();
+        rt.send(s.id, *text).await.unwrap();
+        // The reply's commit enqueued the extraction; the queue runs it.
+        let run = rt.run_due_tasks().await.unwrap();
+        assert_eq!(run.completed, 1, "chat {i}: extraction ran");
+    }
+    let s = rt
+        .open_session(me, "assistant", "test", Some("s3"))
+        .await
+        .unwrap();
+    let reply = rt
+        .send(s.id, "Where do I live, and what is my dog called?")
+        .await
+        .unwrap();
+    assert_eq!(reply.text, "You live in Lyon and your dog is Rex.");
+
+    let steps = rt.store().steps(reply.interaction_id).await.unwrap();
+    assert_eq!(steps[0].kind, StepKind::Context);
+    let facts = recalled(&steps[0]);
+    assert!(facts.contains(&"Ada lives in Lyon".to_owned()), "{facts:?}");
+    assert!(
+        facts.contains(&"Ada dog's name Rex".to_owned()),
+        "{facts:?}"
+    );
+    assert!(
+        !facts.iter().any(|f| f.contains("Paris")),
+        "superseded facts are not recalled: {facts:?}"
+    );
+    // The model saw them.
+    let requests = model.requests();
+    let last_chat = requests
+        .iter()
+        .rev()
+        .find(|r| r.output_schema.is_none())
+        .unwrap();
+    let memory = last_chat
+        .messages
+        .iter()
+        .find(|m| m.role == Role::System && m.content.contains("earlier conversations"))
+        .unwrap();
+    assert!(memory.content.contains("Ada lives in Lyon"));
+    // Extraction asked for schema-constrained output.
+    let extract = requests.iter().find(|r| r.output_schema.is_some()).unwrap();
+    assert_eq!(
+        extract.output_schema.as_ref().unwrap().schema,
+        extraction_schema()
+    );
+    assert!(extract.messages[1].content.contains("I live in Paris"));
+
+    // Reconciliation: three current facts; Paris once, superseded by Lyon.
+    let current = rt.facts_of(&me, &AgentId::new("assistant")).await.unwrap();
+    let mut values: Vec<&str> = current.iter().map(|f| f.value.as_str()).collect();
+    values.sort();
+    assert_eq!(values, vec!["Lyon", "Rex", "green"]);
+    let all = rt.export_user_facts(me.account, me.user).await.unwrap();
+    let all = all["facts"].as_array().unwrap();
+    let paris: Vec<&Value> = all.iter().filter(|f| f["value"] == "Paris").collect();
+    assert_eq!(paris.len(), 1, "a repeated fact is not duplicated");
+    let lyon = current.iter().find(|f| f.value == "Lyon").unwrap();
+    assert_eq!(paris[0]["superseded_by"], json!(lyon.id));
+    assert!(paris[0]["invalid_at"].is_number() && paris[0]["expired_at"].is_number());
+    // Provenance traces Lyon to the third chat's interaction.
+    let Provenance::Interaction {
+        interaction_id,
+        step_id,
+    } = &lyon.provenance
+    else {
+        panic!()
+    };
+    let third = rt.store().interaction(*interaction_id).await.unwrap();
+    assert_eq!(third.input, chats[2]);
+    assert!(step_id.is_some());
+    let history = rt
+        .store()
+        .fact_history(paris[0]["id"].as_str().unwrap().parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[1].actor, FactActor::Extraction(*interaction_id));
+}
+
+#[tokio::test]
+async fn a_failed_extraction_is_retried_and_never_blocks_the_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Arc::new(ScriptedModel::new([
+        ScriptedReply::text("Noted."),
+        ScriptedReply::text("this is not JSON"),
+        ScriptedReply::http_error(503),
+        extraction(&[("Bo", "works at", "the harbour")]),
+    ]));
+    let clock = ManualClock::new(Timestamp::from_millis(1_000_000));
+    let mut config = RuntimeConfig::default();
+    config.knowledge = KnowledgeConfig::default().extract_with("extractor");
+    let rt = Runtime::builder()
+        .store(SqliteStore::open(dir.path().join("k.db")).await.unwrap())
+        .model_arc(model.clone())
+        .agent(AgentDefinition::new("assistant", "chat"))
+        .clock(clock.clone())
+        .config(config)
+        .build()
+        .unwrap();
+    let me = Principal::local();
+    let s = rt
+        .open_session(me, "assistant", "test", None)
+        .await
+        .unwrap();
+    let reply = rt.send(s.id, "I work at the harbour.").await.unwrap();
+    assert_eq!(reply.text, "Noted.", "the reply came before any extraction");
+    assert!(
+        rt.facts_of(&me, &AgentId::new("assistant"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut retried = 0;
+    for _ in 0..3 {
+        let run = rt.run_due_tasks().await.unwrap();
+        retried += run.retried;
+        clock.advance(std::time::Duration::from_secs(3600));
+    }
+    assert_eq!(retried, 2);
+    let facts = rt.facts_of(&me, &AgentId::new("assistant")).await.unwrap();
+    assert_eq!(facts.len(), 1);
+    assert_eq!(facts[0].value, "the harbour");
+}
+
+/// Who owns a fact, as the test recorded it when adding it.
+#[derive(Clone, Debug)]
+struct Owned {
+    account: usize,
+    owner: FactOwner,
+}
+
+/// The rule, written out again independently of `Visibility::sees`.
+fn may_see(account: usize, user: UserId, teams: &[TeamId], agent: &AgentId, f: &Owned) -> bool {
+    if f.account != account {
+        return false;
+    }
+    match &f.owner {
+        FactOwner::Account => true,
+        FactOwner::Agent(a) => a == agent,
+        FactOwner::Team(t) => teams.contains(t),
+        FactOwner::User(u) => *u == user,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_query_ever_returns_a_fact_its_principal_may_not_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::builder()
+        .store(SqliteStore::open(dir.path().join("iso.db")).await.unwrap())
+        .model(ScriptedModel::new([]))
+        .agent(AgentDefinition::new("a0", "m"))
+        .build()
+        .unwrap();
+    let mut rng = fastrand::Rng::with_seed(0x7411_1c10);
+    let accounts: Vec<AccountId> = (0..3).map(|_| AccountId::new()).collect();
+    let teams: Vec<Vec<TeamId>> = accounts
+        .iter()
+        .map(|_| (0..4).map(|_| TeamId::new()).collect())
+        .collect();
+    let users: Vec<Vec<UserId>> = accounts
+        .iter()
+        .map(|_| (0..8).map(|_| UserId::new()).collect())
+        .collect();
+    let agents: Vec<AgentId> = (0..3).map(|i| AgentId::new(format!("a{i}"))).collect();
+    let words = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+    ];
+
+    let mut owned: HashMap<FactId, Owned> = HashMap::new();
+    let mut batch = Vec::new();
+    for i in 0..1200 {
+        let a = rng.usize(..accounts.len());
+        let owner = match rng.u8(..4) {
+            0 => FactOwner::Account,
+            1 => FactOwner::Agent(agents[rng.usize(..agents.len())].clone()),
+            2 => FactOwner::Team(teams[a][rng.usize(..4)]),
+            _ => FactOwner::User(users[a][rng.usize(..8)]),
+        };
+        let text = format!(
+            "{} {} {} note {i}",
+            words[rng.usize(..8)],
+            words[rng.usize(..8)],
+            words[rng.usize(..8)]
+        );
+        let mut fact = NewFact::new(accounts[a], owner.clone(), "", "", text);
+        // Some slot facts too, so precedence and rivals are exercised.
+        if i % 5 == 0 {
+            fact.subject = "project".into();
+            fact.predicate = words[rng.usize(..8)].into();
+        }
+        batch.push((a, owner, fact));
+    }
+    let writes = rt
+        .import_facts(
+            batch.iter().map(|(_, _, f)| f.clone()).collect(),
+            200,
+            |_| {},
+        )
+        .await
+        .unwrap();
+    for ((a, owner, _), w) in batch.iter().zip(&writes) {
+        owned.entry(w.fact().id).or_insert(Owned {
+            account: *a,
+            owner: owner.clone(),
+        });
+    }
+
+    let mut checked = 0usize;
+    for q in 0..3000 {
+        let a = rng.usize(..accounts.len());
+        let user = users[a][rng.usize(..8)];
+        let mut my_teams: Vec<TeamId> = teams[a].iter().copied().filter(|_| rng.bool()).collect();
+        my_teams.truncate(rng.usize(..=3));
+        let agent = agents[rng.usize(..agents.len())].clone();
+        let mut principal = Principal::new(accounts[a], user);
+        principal.team = my_teams.first().copied();
+        let visibility = Visibility::of(&principal, &agent).with_teams(my_teams.clone());
+        let question = format!("{} {}", words[rng.usize(..8)], words[rng.usize(..8)]);
+        let k = 1 + rng.usize(..20);
+        let hits = if q % 2 == 0 {
+            rt.search_visible(visibility.clone(), &question, k)
+                .await
+                .unwrap()
+        } else {
+            let mut query = FactQuery::new(visibility.clone(), &question, None, k);
+            query.include_history = true;
+            rt.store().search_facts(&query).await.unwrap()
+        };
+        for h in &hits {
+            let o = &owned[&h.fact.id];
+            assert!(
+                may_see(a, user, &my_teams, &agent, o),
+                "query {q} leaked {o:?} to {principal:?}"
+            );
+            checked += 1;
+        }
+        if q % 50 == 0 {
+            for f in rt.store().facts(&visibility, true).await.unwrap() {
+                assert!(
+                    may_see(a, user, &my_teams, &agent, &owned[&f.id]),
+                    "listing leaked"
+                );
+                checked += 1;
+            }
+            let export = rt.export_user_facts(accounts[a], user).await.unwrap();
+            for f in export["facts"].as_array().unwrap() {
+                let id: FactId = f["id"].as_str().unwrap().parse().unwrap();
+                assert_eq!(owned[&id].owner, FactOwner::User(user), "export leaked");
+                assert_eq!(owned[&id].account, a);
+            }
+        }
+    }
+    assert!(
+        checked > 10_000,
+        "the queries returned facts to check ({checked})"
+    );
+}
+
+#[tokio::test]
+async fn a_delegate_recalls_the_users_facts_and_its_own_agent_layer_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = ScriptedModel::responder(|r| {
+        let last = r.messages.last().unwrap();
+        match (r.model.as_str(), last.role) {
+            ("boss-model", Role::User) => ScriptedReply::tool_call(
+                "c1",
+                "ask_helper",
+                r#"{"task": "what is the office wifi password and my badge number?"}"#,
+            ),
+            ("boss-model", _) => ScriptedReply::text(format!("helper said: {}", last.content)),
+            _ => ScriptedReply::text("done"),
+        }
+    });
+    let rt = Runtime::builder()
+        .store(SqliteStore::open(dir.path().join("d.db")).await.unwrap())
+        .model(model)
+        .agent(AgentDefinition::new("boss", "boss-model").capabilities(["ask_helper"]))
+        .agent(AgentDefinition::new("helper", "helper-model"))
+        .delegate(Delegate::new("helper", "ask_helper", "Asks the helper."))
+        .build()
+        .unwrap();
+    let me = Principal::local();
+    let other = Principal::new(me.account, UserId::new());
+    for (owner, text) in [
+        (
+            FactOwner::Agent(AgentId::new("boss")),
+            "boss secret: the office wifi password is hunter2",
+        ),
+        (
+            FactOwner::Agent(AgentId::new("helper")),
+            "helper knows: the office wifi password is for guests only",
+        ),
+        (FactOwner::User(me.user), "my badge number is 4411"),
+        (FactOwner::User(other.user), "their badge number is 9999"),
+    ] {
+        rt.add_fact(&me, NewFact::new(me.account, owner, "", "", text))
+            .await
+            .unwrap();
+    }
+    let s = rt.open_session(me, "boss", "test", None).await.unwrap();
+    let reply = rt
+        .send(s.id, "ask the helper about wifi and my badge")
+        .await
+        .unwrap();
+    assert!(reply.text.starts_with("helper said"));
+    let all = rt.store().interactions_of_session(s.id).await.unwrap();
+    let child = all
+        .iter()
+        .find(|i| i.parent_interaction_id.is_some())
+        .unwrap();
+    assert_eq!(child.agent_id.as_str(), "helper");
+    let steps = rt.store().steps(child.id).await.unwrap();
+    let facts = recalled(&steps[0]).join("\n");
+    assert!(
+        facts.contains("guests only"),
+        "its own agent layer: {facts}"
+    );
+    assert!(facts.contains("4411"), "the user it serves: {facts}");
+    assert!(
+        !facts.contains("hunter2"),
+        "never its caller's agent layer: {facts}"
+    );
+    assert!(!facts.contains("9999"), "never another user's: {facts}");
+    // The parent sees its own agent layer and the user's, not the helper's.
+    let parent = all
+        .iter()
+        .find(|i| i.parent_interaction_id.is_none())
+        .unwrap();
+    let facts = recalled(&rt.store().steps(parent.id).await.unwrap()[0]).join("\n");
+    assert!(
+        facts.contains("hunter2") || facts.contains("4411"),
+        "{facts}"
+    );
+    assert!(!facts.contains("guests only"), "{facts}");
+}
