@@ -3,6 +3,7 @@
 //! - [`OpenAiCompatible`]: the chat-completions API of OpenAI and of every
 //!   server that speaks it (OpenRouter, Ollama, vLLM, llama.cpp server).
 //! - [`Anthropic`]: the Anthropic Messages API.
+//! - [`OpenAiEmbeddings`]: the embeddings API of the same servers.
 //! - [`FallbackChain`]: tries models in order until one answers.
 //! - [`ScriptedModel`]: plays given replies and tool calls, for tests and
 //!   offline demos.
@@ -18,6 +19,7 @@
 
 mod anthropic;
 pub mod config;
+mod embeddings;
 mod fallback;
 mod http;
 mod openai;
@@ -25,6 +27,7 @@ mod scripted;
 mod secret;
 
 pub use anthropic::Anthropic;
+pub use embeddings::OpenAiEmbeddings;
 pub use fallback::FallbackChain;
 pub use http::HttpRetry;
 pub use openai::OpenAiCompatible;
