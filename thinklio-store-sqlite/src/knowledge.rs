@@ -16,7 +16,7 @@ use rusqlite::{OptionalExtension, Row, params, params_from_iter};
 use serde_json::json;
 use thinklio_core::knowledge::{
     Candidate, Candidates, Curation, Fact, FactActor, FactChange, FactOwner, FactQuery, FactWrite,
-    KnowledgeStore, Layer, NewFact, Visibility, normalise,
+    KnowledgeStore, Layer, NewFact, Visibility, keywords, normalise,
 };
 use thinklio_core::{AccountId, FactId, StoreError, StoreResult, Timestamp};
 
@@ -95,14 +95,60 @@ fn visible(v: &Visibility, first_param: usize) -> (String, Vec<SqlValue>) {
     (sql, params)
 }
 
-/// The question as an FTS5 query: its words, each quoted, any of them.
-fn match_query(text: &str) -> Option<String> {
-    let words: Vec<String> = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.len() > 1)
-        .map(|w| format!("\"{}\"", w.to_lowercase()))
+/// Terms as an FTS5 query: each quoted, any of them.
+fn match_query(terms: &[String]) -> Option<String> {
+    let words: Vec<String> = terms
+        .iter()
+        .map(|w| format!("\"{}\"", w.replace('"', "")))
         .collect();
     (!words.is_empty()).then(|| words.join(" OR "))
+}
+
+/// The keywords of the question that tell the visible facts apart: a term
+/// found in more than a quarter of them (the user's own name in a store of
+/// facts about that user) carries no keyword signal and would only crowd
+/// the keyword list. Counted on the visible facts only, and each count
+/// stops at the cut-off, so a common term costs no more than the search.
+fn selective_terms(
+    c: &rusqlite::Connection,
+    query: &FactQuery,
+    current: &str,
+) -> StoreResult<Vec<String>> {
+    let terms = keywords(&query.text);
+    if terms.is_empty() {
+        return Ok(terms);
+    }
+    let (filter, params) = visible(&query.visibility, 1);
+    let visible_count: i64 = c
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM facts f WHERE {filter}{current}"
+        ))
+        .map_err(backend)?
+        .query_row(params_from_iter(params), |r| r.get(0))
+        .map_err(backend)?;
+    let cut = (visible_count / 4).max(3);
+    let (filter, params) = visible(&query.visibility, 3);
+    let sql = format!(
+        "SELECT count(*) FROM (SELECT 1 FROM facts_fts JOIN facts f ON f.n = facts_fts.rowid \
+         WHERE facts_fts MATCH ?1 AND {filter}{current} LIMIT ?2)"
+    );
+    let mut kept = Vec::with_capacity(terms.len());
+    for term in terms {
+        let mut all = vec![
+            SqlValue::Text(format!("\"{}\"", term.replace('"', ""))),
+            SqlValue::Integer(cut + 1),
+        ];
+        all.extend(params.iter().cloned());
+        let n: i64 = c
+            .prepare_cached(&sql)
+            .map_err(backend)?
+            .query_row(params_from_iter(all), |r| r.get(0))
+            .map_err(backend)?;
+        if n > 0 && n <= cut {
+            kept.push(term);
+        }
+    }
+    Ok(kept)
 }
 
 fn history(
@@ -481,7 +527,8 @@ impl KnowledgeStore for SqliteStore {
                         .collect::<Result<_, _>>()
                         .map_err(backend)?;
                 }
-                if let Some(m) = match_query(&query.text) {
+                let terms = selective_terms(c, &query, &current)?;
+                if let Some(m) = match_query(&terms) {
                     let (filter, mut params) = visible(&query.visibility, 3);
                     let sql = format!(
                         "SELECT {COLUMNS}, v.embedding FROM facts_fts \

@@ -135,7 +135,7 @@ pub async fn every_fact_query_applies_visibility<S: Store>(store: S) {
     let embedder = OfflineEmbedder::new(16);
     let mut expected = Vec::new();
     for (i, (account, owner, seen)) in owners.iter().enumerate() {
-        let mut f = NewFact::new(*account, owner.clone(), "", "", format!("secret code {i}"));
+        let mut f = NewFact::new(*account, owner.clone(), "", "", format!("secret code w{i}"));
         f.embedding = embedder.embed_one(&f.value);
         let w = store.record_fact(f, t(i as i64)).await.unwrap();
         if *seen {
@@ -151,9 +151,15 @@ pub async fn every_fact_query_applies_visibility<S: Store>(store: S) {
         .map(|f| f.id)
         .collect();
     assert_eq!(listed, expected);
+    // Every fact's own word is in the question, so each visible one is a
+    // keyword match (and each invisible one would be, were it not filtered).
+    let question = (0..owners.len())
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut query = FactQuery::new(
         v.clone(),
-        "secret code",
+        question.as_str(),
         Some(embedder.embed_one("secret code")),
         50,
     );

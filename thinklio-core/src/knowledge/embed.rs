@@ -99,13 +99,30 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
-/// Words too common to say anything about a fact.
-const STOPWORDS: &[&str] = &[
-    "a", "an", "the", "is", "are", "was", "were", "be", "been", "am", "i", "me", "my", "you",
-    "your", "we", "our", "it", "its", "of", "to", "in", "on", "at", "for", "and", "or", "do",
-    "does", "did", "what", "which", "who", "whom", "where", "when", "how", "that", "this", "with",
-    "as", "by", "from", "about", "s",
+/// Words too common to say anything about a fact: left out of embeddings
+/// here and out of keyword queries by every store.
+pub const STOPWORDS: &[&str] = &[
+    "a", "about", "am", "an", "and", "any", "are", "as", "at", "be", "been", "but", "by", "can",
+    "could", "did", "do", "does", "for", "from", "get", "had", "has", "have", "he", "her", "hers",
+    "him", "his", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "of", "on", "or",
+    "our", "s", "she", "should", "so", "some", "than", "that", "the", "their", "them", "there",
+    "they", "this", "to", "us", "was", "we", "were", "what", "when", "where", "which", "who",
+    "whom", "why", "will", "with", "would", "you", "your",
 ];
+
+/// The words of a question worth searching for: lower-cased, alphanumeric,
+/// without [`STOPWORDS`], each once, in order. Stores build their keyword
+/// queries from these.
+pub fn keywords(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for w in text.split(|c: char| !c.is_alphanumeric()) {
+        let w = w.to_lowercase();
+        if w.len() > 1 && !STOPWORDS.contains(&w.as_str()) && !out.contains(&w) {
+            out.push(w);
+        }
+    }
+    out
+}
 
 #[async_trait]
 impl Embedder for OfflineEmbedder {

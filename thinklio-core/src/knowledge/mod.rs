@@ -22,7 +22,7 @@
 mod embed;
 mod rank;
 
-pub use embed::{OfflineEmbedder, cosine};
+pub use embed::{OfflineEmbedder, STOPWORDS, cosine, keywords};
 pub use rank::{estimate_tokens, fit_to_budget, precedence, rank};
 
 use serde::{Deserialize, Serialize};
