@@ -180,7 +180,7 @@ pub async fn run(options: &Options) -> Result<Results, BoxError> {
     })
 }
 
-fn machine() -> String {
+pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -249,10 +249,7 @@ pub fn main(options: &Options) -> Result<(), BoxError> {
     println!("{table}");
     if options.write {
         let doc = format!(
-            "# Benchmarks\n\n\
-             Figures measured side by side in one run on one machine; they move with the machine's load, so \
-             compare the ratios, not the absolute numbers, across runs.\n\n\
-             ## Harness overhead\n\n\
+            "## Harness overhead\n\n\
              {interactions} interactions, each `context → think → act → observe → think → respond` \
              ({STEPS_PER_INTERACTION} durable steps) with an instant scripted model and a read-only Rust-function \
              capability, on a SQLite file (WAL, `synchronous = NORMAL`). Each step's outcome is committed \
@@ -278,8 +275,7 @@ pub fn main(options: &Options) -> Result<(), BoxError> {
             interactions = results.interactions,
             machine = machine(),
         );
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md");
-        std::fs::write(&path, doc)?;
+        let path = crate::docs::write_section("harness", &doc)?;
         println!("wrote {}", path.display());
     }
     Ok(())

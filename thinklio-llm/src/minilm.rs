@@ -24,7 +24,7 @@ const BATCH: usize = 32;
 /// all-MiniLM-L6-v2 on the CPU, as an [`Embedder`].
 ///
 /// Embedding runs on tokio's blocking pool, in batches, never on an async
-/// worker thread.
+/// worker thread (under another executor, in place).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), thinklio_core::ModelError> {
@@ -148,9 +148,14 @@ impl Embedder for MiniLm {
         for chunk in texts.chunks(BATCH) {
             let inner = Arc::clone(&self.inner);
             let chunk = chunk.to_vec();
-            let vectors = tokio::task::spawn_blocking(move || inner.embed_batch(&chunk))
-                .await
-                .map_err(|e| ModelError::Transport(Box::new(e)))??;
+            let vectors = match tokio::runtime::Handle::try_current() {
+                Ok(handle) => handle
+                    .spawn_blocking(move || inner.embed_batch(&chunk))
+                    .await
+                    .map_err(|e| ModelError::Transport(Box::new(e)))??,
+                // Under another executor there is no blocking pool to use.
+                Err(_) => inner.embed_batch(&chunk)?,
+            };
             out.extend(vectors);
         }
         Ok(out)

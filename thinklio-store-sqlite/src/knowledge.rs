@@ -95,20 +95,67 @@ fn visible(v: &Visibility, first_param: usize) -> (String, Vec<SqlValue>) {
     (sql, params)
 }
 
-/// Terms as an FTS5 query: each quoted, any of them.
-fn match_query(terms: &[String]) -> Option<String> {
+/// The token of an owner in the keyword index's `scope` column: a letter
+/// for the layer and the owner's id as bare hex (agent names are hashed with
+/// their account). A hash collision could only add candidates, which the
+/// SQL filter on `owner_key` then drops.
+fn scope_token(account: AccountId, owner: &FactOwner) -> String {
+    match owner {
+        FactOwner::Account => format!("a{}", account.as_uuid().simple()),
+        FactOwner::Team(t) => format!("t{}", t.as_uuid().simple()),
+        FactOwner::User(u) => format!("u{}", u.as_uuid().simple()),
+        FactOwner::Agent(a) => {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in account
+                .to_string()
+                .bytes()
+                .chain([b'/'])
+                .chain(a.as_str().bytes())
+            {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            format!("g{h:016x}")
+        }
+    }
+}
+
+/// The FTS5 query for `terms` (any of them) among the facts of the visible
+/// owners.
+fn match_query(visibility: &Visibility, terms: &[String]) -> Option<String> {
     let words: Vec<String> = terms
         .iter()
         .map(|w| format!("\"{}\"", w.replace('"', "")))
         .collect();
-    (!words.is_empty()).then(|| words.join(" OR "))
+    let mut owners: Vec<String> = Vec::new();
+    if visibility.account_layer {
+        owners.push(scope_token(visibility.account, &FactOwner::Account));
+    }
+    if let Some(a) = &visibility.agent {
+        owners.push(scope_token(
+            visibility.account,
+            &FactOwner::Agent(a.clone()),
+        ));
+    }
+    for t in &visibility.teams {
+        owners.push(scope_token(visibility.account, &FactOwner::Team(*t)));
+    }
+    if let Some(u) = visibility.user {
+        owners.push(scope_token(visibility.account, &FactOwner::User(u)));
+    }
+    (!words.is_empty() && !owners.is_empty()).then(|| {
+        format!(
+            "scope : ({}) AND text : ({})",
+            owners.join(" OR "),
+            words.join(" OR ")
+        )
+    })
 }
 
 /// The keywords of the question that tell the visible facts apart: a term
 /// found in more than a quarter of them (the user's own name in a store of
 /// facts about that user) carries no keyword signal and would only crowd
-/// the keyword list. Counted on the visible facts only, and each count
-/// stops at the cut-off, so a common term costs no more than the search.
+/// the keyword list. Counted on the visible facts only (the owners' tokens
+/// are part of the match), and each count stops at the cut-off.
 fn selective_terms(
     c: &rusqlite::Connection,
     query: &FactQuery,
@@ -134,10 +181,10 @@ fn selective_terms(
     );
     let mut kept = Vec::with_capacity(terms.len());
     for term in terms {
-        let mut all = vec![
-            SqlValue::Text(format!("\"{}\"", term.replace('"', ""))),
-            SqlValue::Integer(cut + 1),
-        ];
+        let Some(m) = match_query(&query.visibility, std::slice::from_ref(&term)) else {
+            continue;
+        };
+        let mut all = vec![SqlValue::Text(m), SqlValue::Integer(cut + 1)];
         all.extend(params.iter().cloned());
         let n: i64 = c
             .prepare_cached(&sql)
@@ -266,9 +313,9 @@ fn record(tx: &rusqlite::Connection, new: NewFact, now: Timestamp) -> StoreResul
             .execute(params![n, to_blob(&new.embedding)])
             .map_err(backend)?;
     }
-    tx.prepare_cached("INSERT INTO facts_fts (rowid, text) VALUES (?1, ?2)")
+    tx.prepare_cached("INSERT INTO facts_fts (rowid, text, scope) VALUES (?1, ?2, ?3)")
         .map_err(backend)?
-        .execute(params![n, text])
+        .execute(params![n, text, scope_token(new.account, &new.owner)])
         .map_err(backend)?;
     history(
         tx,
@@ -528,7 +575,7 @@ impl KnowledgeStore for SqliteStore {
                         .map_err(backend)?;
                 }
                 let terms = selective_terms(c, &query, &current)?;
-                if let Some(m) = match_query(&terms) {
+                if let Some(m) = match_query(&query.visibility, &terms) {
                     let (filter, mut params) = visible(&query.visibility, 3);
                     let sql = format!(
                         "SELECT {COLUMNS}, v.embedding FROM facts_fts \

@@ -210,6 +210,9 @@ CREATE TABLE assignments (
     // `owner_key` (`user:<id>`, `team:<id>`, ...) is what visibility filters
     // on, so every query over facts is an index range per visible owner.
     // Embeddings sit in their own table so that scans of facts stay small.
+    // The keyword index holds each fact's owner as a token in a `scope`
+    // column, so a keyword query intersects the term's postings with the
+    // visible owners' inside FTS5 instead of reading every match.
     r#"
 CREATE TABLE facts (
     n             INTEGER PRIMARY KEY,
@@ -240,7 +243,7 @@ CREATE TABLE fact_vectors (
     embedding BLOB NOT NULL
 );
 CREATE VIRTUAL TABLE facts_fts USING fts5 (
-    text, content = '', contentless_delete = 1, tokenize = 'porter unicode61'
+    text, scope, content = '', contentless_delete = 1, tokenize = 'porter unicode61'
 );
 CREATE TABLE fact_history (
     seq     INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -111,6 +111,27 @@ pub async fn facts_are_reconciled_and_never_overwritten<S: Store>(store: S) {
         4,
         "the refused fact left nothing"
     );
+
+    // An import is one transaction: reconciled fact by fact, and all or nothing.
+    let other = principal();
+    let theirs = FactOwner::User(other.user);
+    let batch = vec![
+        triple(&other, theirs.clone(), "Bo", "lives in", "Oslo"),
+        triple(&other, theirs.clone(), "Bo", "lives in", "Oslo"),
+        triple(&other, theirs.clone(), "Bo", "lives in", "Bergen"),
+    ];
+    let writes = store.import_facts(batch, t(70)).await.unwrap();
+    let kinds: Vec<&str> = writes.iter().map(FactWrite::kind).collect();
+    assert_eq!(kinds, vec!["added", "duplicate", "superseded"]);
+    let mut bad = triple(&other, theirs.clone(), "Bo", "likes", "skiing");
+    bad.confidence = -0.5;
+    let batch = vec![triple(&other, theirs.clone(), "Bo", "plays", "chess"), bad];
+    assert!(store.import_facts(batch, t(80)).await.is_err());
+    let kept = store
+        .facts(&Visibility::user_only(other.account, other.user), true)
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 2, "the failed batch wrote nothing: {kept:?}");
 }
 
 pub async fn every_fact_query_applies_visibility<S: Store>(store: S) {

@@ -87,6 +87,9 @@ impl OfflineEmbedder {
     }
 }
 
+/// Batches up to this many texts are embedded on the calling thread.
+const INLINE: usize = 4;
+
 /// FNV-1a, 64 bits. Written here (a few lines) rather than taken from a
 /// crate or `std`'s `DefaultHasher`, whose algorithm may change between
 /// releases: stored embeddings must keep their meaning.
@@ -131,7 +134,22 @@ impl Embedder for OfflineEmbedder {
     }
 
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ModelError> {
-        Ok(texts.iter().map(|t| self.embed_one(t)).collect())
+        // A question or two costs microseconds: done in place. A batch (an
+        // import, an extraction) goes to the blocking pool, off the async
+        // workers.
+        let handle = tokio::runtime::Handle::try_current();
+        match handle {
+            Ok(handle) if texts.len() > INLINE => {
+                let this = *self;
+                let texts = texts.to_vec();
+                handle
+                    .spawn_blocking(move || texts.iter().map(|t| this.embed_one(t)).collect())
+                    .await
+                    .map_err(|e| ModelError::Transport(Box::new(e)))
+            }
+            // Small batches, or an executor other than tokio's: in place.
+            _ => Ok(texts.iter().map(|t| self.embed_one(t)).collect()),
+        }
     }
 }
 
@@ -164,6 +182,24 @@ mod tests {
         // The published FNV-1a 64 test vectors.
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn keywords_drop_stopwords_repeats_and_punctuation() {
+        assert_eq!(
+            keywords("Where does Ada live? Ada's \"flat\" -- in LYON!"),
+            vec!["ada", "live", "flat", "lyon"]
+        );
+        assert!(keywords("what is it?").is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_embed_off_the_async_workers_with_the_same_vectors() {
+        let e = OfflineEmbedder::default();
+        let texts: Vec<String> = (0..50).map(|i| format!("fact number {i}")).collect();
+        let batch = e.embed(&texts).await.unwrap();
+        assert_eq!(batch.len(), 50);
+        assert_eq!(batch[7], e.embed_one(&texts[7]));
     }
 
     #[test]
