@@ -66,6 +66,20 @@ fn candidate(row: &Row<'_>) -> rusqlite::Result<Candidate> {
     })
 }
 
+/// Runs a query whose rows are candidates.
+fn candidates(
+    c: &rusqlite::Connection,
+    sql: &str,
+    params: Vec<SqlValue>,
+) -> StoreResult<Vec<Candidate>> {
+    c.prepare_cached(sql)
+        .map_err(backend)?
+        .query_map(params_from_iter(params), candidate)
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)
+}
+
 fn to_blob(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -566,13 +580,7 @@ impl KnowledgeStore for SqliteStore {
                     );
                     let mut all = vec![SqlValue::Blob(to_blob(e)), SqlValue::Integer(limit)];
                     all.append(&mut params);
-                    out.vector = c
-                        .prepare_cached(&sql)
-                        .map_err(backend)?
-                        .query_map(params_from_iter(all), candidate)
-                        .map_err(backend)?
-                        .collect::<Result<_, _>>()
-                        .map_err(backend)?;
+                    out.vector = candidates(c, &sql, all)?;
                 }
                 let terms = selective_terms(c, &query, &current)?;
                 if let Some(m) = match_query(&query.visibility, &terms) {
@@ -585,13 +593,7 @@ impl KnowledgeStore for SqliteStore {
                     );
                     let mut all = vec![SqlValue::Text(m), SqlValue::Integer(limit)];
                     all.append(&mut params);
-                    out.keyword = c
-                        .prepare_cached(&sql)
-                        .map_err(backend)?
-                        .query_map(params_from_iter(all), candidate)
-                        .map_err(backend)?
-                        .collect::<Result<_, _>>()
-                        .map_err(backend)?;
+                    out.keyword = candidates(c, &sql, all)?;
                 }
                 let mut slots: Vec<String> = out
                     .vector
@@ -612,13 +614,7 @@ impl KnowledgeStore for SqliteStore {
                         marks.join(", ")
                     );
                     params.extend(slots.into_iter().map(SqlValue::Text));
-                    out.rivals = c
-                        .prepare_cached(&sql)
-                        .map_err(backend)?
-                        .query_map(params_from_iter(params), candidate)
-                        .map_err(backend)?
-                        .collect::<Result<_, _>>()
-                        .map_err(backend)?;
+                    out.rivals = candidates(c, &sql, params)?;
                 }
                 Ok(out)
             })
