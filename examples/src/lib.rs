@@ -3,6 +3,8 @@
 //! workspace README's embedding example as a doc test.
 #![doc = include_str!("../../README.md")]
 
+pub mod memory;
+
 /// Removes a SQLite database file and its WAL companions (the examples keep
 /// theirs in the temp directory and clean up after themselves).
 pub fn remove_database(path: &std::path::Path) {

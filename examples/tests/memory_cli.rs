@@ -1,53 +1,26 @@
-//! The memory command line on 10,000 facts: import with the offline
-//! embedder, then single and batch search, whose output must be valid JSON
-//! and hold only what the user may see.
+//! The memory command line on 10,000 facts, run in process with the same
+//! argument parsing as the example: import with the offline embedder, then
+//! single and batch search, whose output must be valid JSON and hold only
+//! what the user may see.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests speak through panics
 
 use std::io::Write;
-use std::process::Command;
 
+use clap::Parser;
 use serde_json::Value;
+use thinklio_examples::memory::{Args, CliError, run};
 
-/// The example as the test build built it (`--all-targets` builds examples
-/// beside the tests), else `cargo run`, which builds it.
-fn command() -> Command {
-    let exe = std::env::current_exe().unwrap();
-    let built = exe.parent().and_then(|deps| deps.parent()).map(|profile| {
-        profile
-            .join("examples")
-            .join(format!("memory{}", std::env::consts::EXE_SUFFIX))
-    });
-    match built.filter(|p| p.is_file()) {
-        Some(path) => Command::new(path),
-        None => {
-            let mut c = Command::new(env!("CARGO"));
-            c.args([
-                "run",
-                "--quiet",
-                "-p",
-                "thinklio-examples",
-                "--example",
-                "memory",
-                "--",
-            ]);
-            c
-        }
-    }
+/// Runs the command line in process, as `memory ARGS...` would.
+async fn memory(args: &[&str]) -> Result<String, CliError> {
+    let args = Args::try_parse_from(std::iter::once("memory").chain(args.iter().copied())).unwrap();
+    let mut out = Vec::new();
+    run(args, &mut out).await?;
+    Ok(String::from_utf8(out).unwrap())
 }
 
-fn memory(args: &[&str]) -> std::process::Output {
-    let out = command().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "memory {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-#[test]
-fn imports_10000_facts_and_answers_single_and_batch_searches_as_json() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_10000_facts_and_answers_single_and_batch_searches_as_json() {
     let dir = tempfile::tempdir().unwrap();
     let facts = dir.path().join("facts.jsonl");
     let mut f = std::fs::File::create(&facts).unwrap();
@@ -76,7 +49,9 @@ fn imports_10000_facts_and_answers_single_and_batch_searches_as_json() {
     drop(f);
     let db = dir.path().join("m.db");
     let db = db.to_str().unwrap();
-    memory(&["--db", db, "import", facts.to_str().unwrap()]);
+    memory(&["--db", db, "import", facts.to_str().unwrap()])
+        .await
+        .unwrap();
 
     let out = memory(&[
         "--db",
@@ -89,8 +64,10 @@ fn imports_10000_facts_and_answers_single_and_batch_searches_as_json() {
         "--k",
         "5",
         "where is the spare key?",
-    ]);
-    let hits: Value = serde_json::from_slice(&out.stdout).unwrap();
+    ])
+    .await
+    .unwrap();
+    let hits: Value = serde_json::from_str(&out).unwrap();
     let hits = hits.as_array().unwrap();
     assert_eq!(hits.len(), 5);
     assert_eq!(hits[0]["id"], "note", "{hits:?}");
@@ -106,8 +83,10 @@ fn imports_10000_facts_and_answers_single_and_batch_searches_as_json() {
         writeln!(q, r#"{{"user": "u{u}", "teams": ["t{}"], "question": "who lives in Oslo district?", "k": 10}}"#, u % 7).unwrap();
     }
     drop(q);
-    let out = memory(&["--db", db, "search", "--queries", queries.to_str().unwrap()]);
-    let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    let out = memory(&["--db", db, "search", "--queries", queries.to_str().unwrap()])
+        .await
+        .unwrap();
+    let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 20, "one answer per query, in order");
     for (u, line) in lines.iter().enumerate() {
         let hits: Value = serde_json::from_str(line).unwrap();
@@ -128,23 +107,26 @@ fn imports_10000_facts_and_answers_single_and_batch_searches_as_json() {
     }
 }
 
-#[test]
-fn bad_input_is_a_clear_error_naming_the_line() {
+#[tokio::test]
+async fn bad_input_is_a_clear_error_naming_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let facts = dir.path().join("bad.jsonl");
     std::fs::write(&facts, "{\"id\": \"a\", \"layer\": \"user\", \"owner\": \"u1\", \"value\": \"ok\"}\n{\"id\": \"b\", \"layer\": \"planet\", \"value\": \"x\"}\n").unwrap();
     let db = dir.path().join("m.db");
-    let out = command()
-        .args([
-            "--db",
-            db.to_str().unwrap(),
-            "import",
-            facts.to_str().unwrap(),
-        ])
-        .output()
+    let err = memory(&[
+        "--db",
+        db.to_str().unwrap(),
+        "import",
+        facts.to_str().unwrap(),
+    ])
+    .await
+    .unwrap_err()
+    .to_string();
+    // Nothing of the file was imported: the first line was good, the second not.
+    let listed = memory(&["--db", db.to_str().unwrap(), "search", "--user", "u1", "ok"])
+        .await
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(listed.trim(), "[]");
     assert!(
         err.contains("bad.jsonl:2") && err.contains("planet"),
         "{err}"
