@@ -255,7 +255,8 @@ pub fn main(options: &Options) -> Result<(), BoxError> {
              capability, on a SQLite file (WAL, `synchronous = NORMAL`). Each step's outcome is committed \
              together with the start of the next step (the first step is begun on its own), with their \
              state-transition rows and events and (for `respond`) the outbox row; each interaction also writes \
-             its creation and reads its session history.\n\n\
+             its creation, reads its session history and recalls knowledge facts (the runtime's default; with \
+             no facts stored, one counting query).\n\n\
              The raw baseline, in the same run, does the same number of steps as bare rusqlite: one committed \
              `INSERT` of a step-sized row and one committed `UPDATE` of it per step, with prepared statements \
              and the same pragmas. The ratio is the price of everything the harness does around those two \

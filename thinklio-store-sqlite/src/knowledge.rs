@@ -165,6 +165,21 @@ fn match_query(visibility: &Visibility, terms: &[String]) -> Option<String> {
     })
 }
 
+/// How many facts `visibility` sees (current ones only, unless `current` is empty).
+fn count_visible(
+    c: &rusqlite::Connection,
+    visibility: &Visibility,
+    current: &str,
+) -> StoreResult<i64> {
+    let (filter, params) = visible(visibility, 1);
+    c.prepare_cached(&format!(
+        "SELECT count(*) FROM facts f WHERE {filter}{current}"
+    ))
+    .map_err(backend)?
+    .query_row(params_from_iter(params), |r| r.get(0))
+    .map_err(backend)
+}
+
 /// The keywords of the question that tell the visible facts apart: a term
 /// found in more than a quarter of them (the user's own name in a store of
 /// facts about that user) carries no keyword signal and would only crowd
@@ -174,19 +189,12 @@ fn selective_terms(
     c: &rusqlite::Connection,
     query: &FactQuery,
     current: &str,
+    visible_count: i64,
 ) -> StoreResult<Vec<String>> {
     let terms = keywords(&query.text);
     if terms.is_empty() {
         return Ok(terms);
     }
-    let (filter, params) = visible(&query.visibility, 1);
-    let visible_count: i64 = c
-        .prepare_cached(&format!(
-            "SELECT count(*) FROM facts f WHERE {filter}{current}"
-        ))
-        .map_err(backend)?
-        .query_row(params_from_iter(params), |r| r.get(0))
-        .map_err(backend)?;
     let cut = (visible_count / 4).max(3);
     let (filter, params) = visible(&query.visibility, 3);
     let sql = format!(
@@ -565,6 +573,12 @@ impl KnowledgeStore for SqliteStore {
                     format!(" AND {CURRENT}")
                 };
                 let mut out = Candidates::default();
+                let visible_count = count_visible(c, &query.visibility, &current)?;
+                if visible_count == 0 {
+                    // Nothing to find (a new user, an empty store): the
+                    // common case of a harness step costs one index probe.
+                    return Ok(out);
+                }
                 if let Some(e) = query.embedding.as_ref().filter(|e| !e.is_empty()) {
                     let (filter, mut params) = visible(&query.visibility, 3);
                     // The nearest are found on (n, distance) alone; only they
@@ -582,7 +596,7 @@ impl KnowledgeStore for SqliteStore {
                     all.append(&mut params);
                     out.vector = candidates(c, &sql, all)?;
                 }
-                let terms = selective_terms(c, &query, &current)?;
+                let terms = selective_terms(c, &query, &current, visible_count)?;
                 if let Some(m) = match_query(&query.visibility, &terms) {
                     let (filter, mut params) = visible(&query.visibility, 3);
                     let sql = format!(
