@@ -37,6 +37,9 @@ pub enum EventKind {
     /// `budget.warning`: spend passed a warning threshold of a budget.
     #[serde(rename = "budget.warning")]
     BudgetWarning,
+    /// `job.state_changed`: a job moved to another state.
+    #[serde(rename = "job.state_changed")]
+    JobStateChanged,
 }
 
 crate::step::str_enum!(EventKind, "event kind",
@@ -49,6 +52,7 @@ crate::step::str_enum!(EventKind, "event kind",
     EventKind::ReplyDelivered => "reply.delivered",
     EventKind::TaskDeadLettered => "task.dead_lettered",
     EventKind::BudgetWarning => "budget.warning",
+    EventKind::JobStateChanged => "job.state_changed",
 );
 
 /// An entry of the event log.

@@ -108,6 +108,18 @@ uuid_id!(
     /// A knowledge fact.
     FactId
 );
+uuid_id!(
+    /// A job: deferred work.
+    JobId
+);
+uuid_id!(
+    /// An observer of a job.
+    ObserverId
+);
+uuid_id!(
+    /// A notice to a job's observer.
+    NotificationId
+);
 
 impl UserId {
     /// The user that usage records of a forgotten user are attributed to,

@@ -8,6 +8,7 @@ pub mod directory;
 pub mod event;
 pub mod ids;
 pub mod interaction;
+pub mod job;
 pub mod knowledge;
 pub mod model;
 pub mod outbox;
@@ -33,9 +34,14 @@ pub use capability::{
 pub use directory::{Access, AccessError, AccountPolicy, AccountRole, Assignment, ContentRules};
 pub use event::{Event, EventKind, NewEvent};
 pub use ids::{
-    AccountId, AgentId, FactId, InteractionId, OutboxId, SessionId, StepId, TaskId, TeamId, UserId,
+    AccountId, AgentId, FactId, InteractionId, JobId, NotificationId, ObserverId, OutboxId,
+    SessionId, StepId, TaskId, TeamId, UserId,
 };
 pub use interaction::{Interaction, InteractionState, NewInteraction};
+pub use job::{
+    Job, JobChange, JobNotification, JobObserver, JobState, JobStore, JobUpdate, NewJob, Notice,
+    ObserverKind, Usefulness,
+};
 pub use knowledge::{
     Curation, Fact, FactActor, FactHit, FactOwner, FactQuery, FactWrite, KnowledgeStore, Layer,
     NewFact, OfflineEmbedder, Provenance, Visibility,

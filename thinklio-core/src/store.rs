@@ -53,6 +53,16 @@ pub enum StoreError {
         /// The state asked for.
         to: StepState,
     },
+    /// The job is not in a state that allows the move.
+    #[error("job {job} cannot move from {from} to {to}")]
+    IllegalJobTransition {
+        /// The job.
+        job: crate::ids::JobId,
+        /// Its current state.
+        from: crate::job::JobState,
+        /// The state asked for.
+        to: crate::job::JobState,
+    },
     /// The change conflicts with the stored data (a lost lease, a duplicate).
     #[error("conflict: {0}")]
     Conflict(String),
@@ -73,6 +83,7 @@ impl StoreError {
         match self {
             StoreError::NotFound { .. } => "store.not_found",
             StoreError::IllegalTransition { .. } => "store.illegal_transition",
+            StoreError::IllegalJobTransition { .. } => "store.illegal_job_transition",
             StoreError::Conflict(_) => "store.conflict",
             StoreError::Corrupt(_) => "store.corrupt",
             StoreError::Backend(_) => "store.backend",
@@ -397,6 +408,7 @@ pub trait Store:
     + PrivacyStore
     + DirectoryStore
     + crate::knowledge::KnowledgeStore
+    + crate::job::JobStore
     + 'static
 {
 }
@@ -413,6 +425,7 @@ impl<T> Store for T where
         + PrivacyStore
         + DirectoryStore
         + crate::knowledge::KnowledgeStore
+        + crate::job::JobStore
         + 'static
 {
 }

@@ -30,6 +30,7 @@ mod conn;
 mod directory;
 mod events;
 mod interactions;
+mod jobs;
 mod knowledge;
 mod privacy;
 mod queue;

@@ -255,6 +255,56 @@ CREATE TABLE fact_history (
 );
 CREATE INDEX fact_history_by_fact ON fact_history (fact_id, seq);
 "#,
+    // 6: jobs, their observers and the outbox of notices to observers.
+    r#"
+CREATE TABLE jobs (
+    n                INTEGER PRIMARY KEY,
+    id               TEXT NOT NULL UNIQUE,
+    parent_id        TEXT,
+    session_id       TEXT NOT NULL,
+    interaction_id   TEXT NOT NULL,
+    step_id          TEXT,
+    account_id       TEXT NOT NULL,
+    team_id          TEXT,
+    user_id          TEXT NOT NULL,
+    capability       TEXT NOT NULL,
+    input            TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    usefulness       TEXT NOT NULL,
+    progress         TEXT,
+    result           TEXT,
+    context          TEXT,
+    error            TEXT,
+    deadline         INTEGER,
+    partial_notified INTEGER NOT NULL DEFAULT 0,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL
+);
+CREATE INDEX jobs_by_parent ON jobs (parent_id, n);
+CREATE INDEX jobs_pending ON jobs (n) WHERE state = 'pending';
+CREATE INDEX jobs_open ON jobs (deadline, n)
+    WHERE state IN ('pending', 'dispatched', 'in_progress');
+CREATE TABLE job_observers (
+    n      INTEGER PRIMARY KEY,
+    id     TEXT NOT NULL UNIQUE,
+    job_id TEXT NOT NULL,
+    kind   TEXT NOT NULL
+);
+CREATE INDEX job_observers_by_job ON job_observers (job_id, n);
+CREATE TABLE job_notifications (
+    n            INTEGER PRIMARY KEY,
+    id           TEXT NOT NULL UNIQUE,
+    observer_id  TEXT NOT NULL,
+    job_id       TEXT NOT NULL,
+    notice       TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    due_at       INTEGER NOT NULL,
+    last_error   TEXT,
+    delivered_at INTEGER,
+    created_at   INTEGER NOT NULL
+);
+CREATE INDEX job_notifications_due ON job_notifications (due_at, n) WHERE delivered_at IS NULL;
+"#,
 ];
 
 /// The newest schema version this build knows.

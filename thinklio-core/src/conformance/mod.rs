@@ -21,11 +21,13 @@ use serde_json::json;
 use crate::*;
 
 mod governance;
+mod jobs;
 mod knowledge;
 mod queue;
 mod steps;
 
 pub use governance::*;
+pub use jobs::*;
 pub use knowledge::*;
 pub use queue::*;
 pub use steps::*;
@@ -63,6 +65,9 @@ macro_rules! store_conformance_tests {
             every_fact_query_applies_visibility,
             fact_search_ranks_and_resolves_conflicts_by_precedence,
             deleting_facts_keeps_only_content_free_history,
+            jobs_move_only_along_their_state_machine,
+            observers_hear_each_change_once_and_partial_output_once,
+            job_claims_are_atomic_and_deadlines_are_listed,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {

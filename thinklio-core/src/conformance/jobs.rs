@@ -1,0 +1,386 @@
+//! Checks of jobs: the state machine, notices to observers (partial output
+//! included), atomic claims, deadlines.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use serde_json::json;
+
+use super::*;
+
+async fn new_job<S: Store>(store: &S, parent: Option<JobId>, observers: Vec<ObserverKind>) -> Job {
+    new_job_with(
+        store,
+        parent,
+        observers,
+        Usefulness::AllSubjobs,
+        "work",
+        None,
+    )
+    .await
+}
+
+async fn new_job_with<S: Store>(
+    store: &S,
+    parent: Option<JobId>,
+    observers: Vec<ObserverKind>,
+    usefulness: Usefulness,
+    capability: &str,
+    deadline: Option<Timestamp>,
+) -> Job {
+    let p = principal();
+    let s = session(store, p, None).await;
+    let i = interaction(store, &s, "later, please").await;
+    store
+        .create_job(
+            NewJob {
+                parent_id: parent,
+                session_id: s.id,
+                interaction_id: i.id,
+                step_id: None,
+                principal: p,
+                capability: capability.into(),
+                input: json!({ "n": 1 }),
+                usefulness,
+                deadline,
+                observers,
+            },
+            t(1),
+        )
+        .await
+        .unwrap()
+}
+
+const ALL: [JobState; 7] = [
+    JobState::Pending,
+    JobState::Dispatched,
+    JobState::InProgress,
+    JobState::Resolved,
+    JobState::Failed,
+    JobState::Cancelled,
+    JobState::TimedOut,
+];
+
+/// The legal path from `pending` to `state`.
+fn path_to(state: JobState) -> Vec<JobState> {
+    match state {
+        JobState::Pending => vec![],
+        JobState::Dispatched => vec![JobState::Dispatched],
+        JobState::InProgress => vec![JobState::Dispatched, JobState::InProgress],
+        end => vec![JobState::Dispatched, JobState::InProgress, end],
+    }
+}
+
+pub async fn jobs_move_only_along_their_state_machine<S: Store>(store: S) {
+    let mut legal = 0;
+    for from in ALL {
+        for to in ALL {
+            let job = new_job(&store, None, vec![ObserverKind::FollowUp]).await;
+            for step in path_to(from) {
+                store
+                    .update_job(job.id, JobChange::to(step), t(2))
+                    .await
+                    .unwrap();
+            }
+            let before = store.events_after(0, 100_000).await.unwrap().len();
+            let result = store
+                .update_job(job.id, JobChange::to(to).result(json!("r")), t(3))
+                .await;
+            let after = store.job(job.id).await.unwrap();
+            if from.can_become(to) {
+                legal += 1;
+                let update = result.unwrap_or_else(|e| panic!("{from} → {to} is legal: {e}"));
+                assert_eq!(update.job.state, to);
+                assert_eq!(update.job.result, Some(json!("r")));
+                let events = store.events_after(0, 100_000).await.unwrap();
+                let last = events.last().unwrap();
+                assert_eq!(last.kind, EventKind::JobStateChanged);
+                assert_eq!(last.payload["to"], json!(to));
+                assert_eq!(
+                    update.notifications.len(),
+                    usize::from(Notice::of(to).is_some()),
+                    "{from} → {to}"
+                );
+            } else {
+                match result {
+                    Err(StoreError::IllegalJobTransition { from: f, to: t, .. }) => {
+                        assert_eq!((f, t), (from, to));
+                    }
+                    other => panic!("{from} → {to} must be refused, got {other:?}"),
+                }
+                assert_eq!(after.state, from, "a refused move changes nothing");
+                assert_eq!(after.result, None, "nor any data");
+                assert_eq!(store.events_after(0, 100_000).await.unwrap().len(), before);
+            }
+        }
+    }
+    assert_eq!(
+        legal,
+        2 + 3 * 4,
+        "forward twice, and each open state to each end"
+    );
+    // An ended job takes no data either.
+    let job = new_job(&store, None, vec![]).await;
+    store
+        .update_job(
+            job.id,
+            JobChange::to(JobState::Cancelled).error("user"),
+            t(2),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .update_job(job.id, JobChange::default().progress(json!(50)), t(3))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Progress while under way is an update, not a move.
+    let job = new_job(&store, None, vec![ObserverKind::FollowUp]).await;
+    store
+        .update_job(job.id, JobChange::to(JobState::Dispatched), t(2))
+        .await
+        .unwrap();
+    let u = store
+        .update_job(
+            job.id,
+            JobChange::default().progress(json!({ "done": 1 })),
+            t(3),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (u.job.state, u.job.progress.clone()),
+        (JobState::Dispatched, Some(json!({ "done": 1 })))
+    );
+    assert!(u.notifications.is_empty());
+    assert!(matches!(
+        store
+            .update_job(JobId::new(), JobChange::to(JobState::Dispatched), t(3))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+pub async fn observers_hear_each_change_once_and_partial_output_once<S: Store>(store: S) {
+    let observers = vec![
+        ObserverKind::FollowUp,
+        ObserverKind::Webhook {
+            url: "https://example.org/hook".into(),
+        },
+        ObserverKind::Callback {
+            name: "audit".into(),
+        },
+    ];
+    let parent = new_job_with(
+        &store,
+        None,
+        observers,
+        Usefulness::AnyCompletedSubjob,
+        "research",
+        None,
+    )
+    .await;
+    let a = new_job(&store, Some(parent.id), vec![]).await;
+    let b = new_job(&store, Some(parent.id), vec![]).await;
+    assert_eq!(
+        store
+            .subjobs(parent.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|j| j.id)
+            .collect::<Vec<_>>(),
+        vec![a.id, b.id]
+    );
+    assert_eq!(store.job_observers(parent.id).await.unwrap().len(), 3);
+
+    let dispatched = store
+        .update_job(parent.id, JobChange::to(JobState::Dispatched), t(2))
+        .await
+        .unwrap();
+    assert_eq!(dispatched.notifications.len(), 3);
+    for sub in [a.id, b.id] {
+        store
+            .update_job(sub, JobChange::to(JobState::Dispatched), t(3))
+            .await
+            .unwrap();
+    }
+    let first = store
+        .update_job(
+            a.id,
+            JobChange::to(JobState::Resolved).result(json!("half")),
+            t(4),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        first.notifications.len(),
+        3,
+        "the parent's observers hear of partial output"
+    );
+    assert!(
+        first
+            .notifications
+            .iter()
+            .all(|n| n.notice == Notice::Partial && n.observer.job_id == parent.id)
+    );
+    let second = store
+        .update_job(
+            b.id,
+            JobChange::to(JobState::Resolved).result(json!("rest")),
+            t(5),
+        )
+        .await
+        .unwrap();
+    assert!(
+        second.notifications.is_empty(),
+        "partial output is told once"
+    );
+    store
+        .update_job(
+            parent.id,
+            JobChange::to(JobState::Resolved)
+                .result(json!("all"))
+                .context(json!({ "for": "follow-up" })),
+            t(6),
+        )
+        .await
+        .unwrap();
+
+    let due = store.due_notifications(t(100), 100).await.unwrap();
+    let told: Vec<Notice> = due.iter().map(|n| n.notice).collect();
+    assert_eq!(
+        told,
+        [
+            [Notice::Dispatched; 3],
+            [Notice::Partial; 3],
+            [Notice::Resolved; 3]
+        ]
+        .concat(),
+        "each observer, each change, once, in order"
+    );
+    // Delivery is recorded once; a failure is retried later.
+    assert!(
+        store
+            .notification_delivered(due[0].id, t(101))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .notification_delivered(due[0].id, t(102))
+            .await
+            .unwrap(),
+        "idempotent"
+    );
+    let retried = store
+        .notification_failed(due[1].id, "HTTP 503", t(500))
+        .await
+        .unwrap();
+    assert_eq!((retried.attempts, retried.due_at), (1, t(500)));
+    assert_eq!(retried.last_error.as_deref(), Some("HTTP 503"));
+    let now_due = store.due_notifications(t(200), 100).await.unwrap();
+    assert_eq!(now_due.len(), 7, "one delivered, one waiting for its retry");
+    assert!(
+        store
+            .due_notifications(t(500), 100)
+            .await
+            .unwrap()
+            .iter()
+            .any(|n| n.id == due[1].id)
+    );
+    assert!(matches!(
+        store.notification_failed(due[0].id, "late", t(600)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // A parent that ended takes no subjobs; an all-subjobs parent hears no partial output.
+    let p = principal();
+    let s = session(&store, p, None).await;
+    let i = interaction(&store, &s, "x").await;
+    let late = store
+        .create_job(
+            NewJob {
+                parent_id: Some(parent.id),
+                session_id: s.id,
+                interaction_id: i.id,
+                step_id: None,
+                principal: p,
+                capability: "work".into(),
+                input: json!(null),
+                usefulness: Usefulness::AllSubjobs,
+                deadline: None,
+                observers: vec![],
+            },
+            t(7),
+        )
+        .await;
+    assert!(matches!(late, Err(StoreError::Conflict(_))));
+    let whole = new_job(&store, None, vec![ObserverKind::FollowUp]).await;
+    let part = new_job(&store, Some(whole.id), vec![]).await;
+    store
+        .update_job(part.id, JobChange::to(JobState::Dispatched), t(8))
+        .await
+        .unwrap();
+    let done = store
+        .update_job(part.id, JobChange::to(JobState::Resolved), t(9))
+        .await
+        .unwrap();
+    assert!(done.notifications.is_empty());
+}
+
+pub async fn job_claims_are_atomic_and_deadlines_are_listed<S: Store + Clone>(store: S) {
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let cap = if i % 2 == 0 { "even" } else { "odd" };
+        let deadline = (i < 5).then(|| t(10 + i));
+        ids.push(
+            new_job_with(&store, None, vec![], Usefulness::AllSubjobs, cap, deadline)
+                .await
+                .id,
+        );
+    }
+    let only_odd = store
+        .claim_job(&["odd".into()], t(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(only_odd.job.capability, "odd");
+    assert_eq!(only_odd.job.state, JobState::Dispatched);
+    assert_eq!(only_odd.job.id, ids[1], "oldest first");
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let store = store.clone();
+        workers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while let Some(u) = store.claim_job(&[], t(3)).await.unwrap() {
+                mine.push(u.job.id);
+                tokio::task::yield_now().await;
+            }
+            mine
+        }));
+    }
+    let mut claimed = vec![only_odd.job.id];
+    for w in workers {
+        claimed.extend(w.await.unwrap());
+    }
+    claimed.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(claimed, expected, "every job claimed exactly once");
+    assert_eq!(store.unfinished_jobs().await.unwrap().len(), 20);
+
+    let overdue = store.overdue_jobs(t(12)).await.unwrap();
+    assert_eq!(
+        overdue.iter().map(|j| j.id).collect::<Vec<_>>(),
+        ids[..3].to_vec()
+    );
+    store
+        .update_job(ids[0], JobChange::to(JobState::TimedOut), t(12))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.overdue_jobs(t(12)).await.unwrap().len(),
+        2,
+        "an ended job is not overdue"
+    );
+    assert_eq!(store.unfinished_jobs().await.unwrap().len(), 19);
+}

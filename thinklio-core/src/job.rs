@@ -1,0 +1,374 @@
+//! Jobs: deferred work an interaction hands off ("I'll get back to you"),
+//! with subjobs, observers, a usefulness rule, a deadline and cancellation.
+//!
+//! A job moves `pending → dispatched → in_progress → resolved | failed |
+//! cancelled | timed_out` ([`JobState::can_become`]); terminal states are
+//! final, and a store refuses any other move with
+//! [`StoreError::IllegalJobTransition`](crate::StoreError) and changes
+//! nothing. Each move appends a `job.state_changed` event and, in the same
+//! transaction, one [`JobNotification`] per observer that hears of it — a
+//! durable outbox of notices, each delivered once (a notice is marked
+//! delivered when its observer has it; a failed delivery is retried later).
+//! The work that drives jobs (dispatchers, the timeout monitor, follow-ups)
+//! builds on this record.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::{InteractionId, JobId, NotificationId, ObserverId, SessionId, StepId};
+use crate::principal::Principal;
+use crate::time::Timestamp;
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Created, not yet handed to whatever runs it.
+    Pending,
+    /// Handed over (a worker, a webhook, a delegate).
+    Dispatched,
+    /// Reported under way.
+    InProgress,
+    /// Finished with a result.
+    Resolved,
+    /// Finished without one.
+    Failed,
+    /// Stopped by the user, the agent or the system.
+    Cancelled,
+    /// Past its deadline.
+    TimedOut,
+}
+
+crate::step::str_enum!(JobState, "job state",
+    JobState::Pending => "pending",
+    JobState::Dispatched => "dispatched",
+    JobState::InProgress => "in_progress",
+    JobState::Resolved => "resolved",
+    JobState::Failed => "failed",
+    JobState::Cancelled => "cancelled",
+    JobState::TimedOut => "timed_out",
+);
+
+impl JobState {
+    /// Whether the job has ended (no move leaves a terminal state).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Resolved | JobState::Failed | JobState::Cancelled | JobState::TimedOut
+        )
+    }
+
+    /// Whether a job may move from `self` to `to`: forward along
+    /// `pending → dispatched → in_progress`, and from any of those to an
+    /// end. Progress reports while `in_progress` are updates, not moves.
+    pub fn can_become(self, to: JobState) -> bool {
+        use JobState::*;
+        match (self, to) {
+            (Pending, Dispatched) | (Dispatched, InProgress) => true,
+            (Pending | Dispatched | InProgress, end) => end.is_terminal(),
+            _ => false,
+        }
+    }
+}
+
+/// When a job's observers hear of partial output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Usefulness {
+    /// Only the whole job is useful: observers hear when it ends.
+    AllSubjobs,
+    /// The first resolved subjob is already useful: observers hear of it
+    /// (once) as partial output.
+    AnyCompletedSubjob,
+}
+
+crate::step::str_enum!(Usefulness, "usefulness rule",
+    Usefulness::AllSubjobs => "all_subjobs",
+    Usefulness::AnyCompletedSubjob => "any_completed_subjob",
+);
+
+/// Who is told about a job.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ObserverKind {
+    /// A follow-up interaction in the job's session, whose `context` step
+    /// carries the job's result and context bundle.
+    FollowUp,
+    /// A signed webhook (its secret is the runtime's, never stored here).
+    Webhook {
+        /// Where notices are POSTed.
+        url: String,
+    },
+    /// An in-process callback registered under this name.
+    Callback {
+        /// The callback's name.
+        name: String,
+    },
+}
+
+/// An observer of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobObserver {
+    /// Its id.
+    pub id: ObserverId,
+    /// The job observed.
+    pub job_id: JobId,
+    /// Who it is.
+    pub kind: ObserverKind,
+}
+
+/// What an observer is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Notice {
+    /// The job was handed over.
+    Dispatched,
+    /// Useful partial output exists (the usefulness rule says when).
+    Partial,
+    /// The job resolved.
+    Resolved,
+    /// The job failed.
+    Failed,
+    /// The job was cancelled.
+    Cancelled,
+    /// The job timed out.
+    TimedOut,
+}
+
+crate::step::str_enum!(Notice, "job notice",
+    Notice::Dispatched => "dispatched",
+    Notice::Partial => "partial",
+    Notice::Resolved => "resolved",
+    Notice::Failed => "failed",
+    Notice::Cancelled => "cancelled",
+    Notice::TimedOut => "timed_out",
+);
+
+impl Notice {
+    /// The notice a move to `state` gives, if any (`in_progress` is not one).
+    pub fn of(state: JobState) -> Option<Notice> {
+        match state {
+            JobState::Dispatched => Some(Notice::Dispatched),
+            JobState::Resolved => Some(Notice::Resolved),
+            JobState::Failed => Some(Notice::Failed),
+            JobState::Cancelled => Some(Notice::Cancelled),
+            JobState::TimedOut => Some(Notice::TimedOut),
+            JobState::Pending | JobState::InProgress => None,
+        }
+    }
+}
+
+/// One notice for one observer, in the durable outbox of notices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobNotification {
+    /// Its id: the de-duplication key for the observer.
+    pub id: NotificationId,
+    /// The observer.
+    pub observer: JobObserver,
+    /// What it is told.
+    pub notice: Notice,
+    /// Delivery attempts that failed.
+    pub attempts: u32,
+    /// Not to be tried before this.
+    pub due_at: Timestamp,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// When it was delivered, once it was.
+    pub delivered_at: Option<Timestamp>,
+    /// When it was written.
+    pub created_at: Timestamp,
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Its id.
+    pub id: JobId,
+    /// The job it is part of, for a subjob.
+    pub parent_id: Option<JobId>,
+    /// The session it reports back to.
+    pub session_id: SessionId,
+    /// The interaction that created it.
+    pub interaction_id: InteractionId,
+    /// The `act` step that dispatched it, if one did.
+    pub step_id: Option<StepId>,
+    /// Who it works for.
+    pub principal: Principal,
+    /// The capability that does the work.
+    pub capability: String,
+    /// Its input.
+    pub input: Value,
+    /// Where it stands.
+    pub state: JobState,
+    /// When observers hear of partial output.
+    pub usefulness: Usefulness,
+    /// The last progress report.
+    pub progress: Option<Value>,
+    /// The result, once resolved (or partial results before).
+    pub result: Option<Value>,
+    /// What a follow-up interaction needs besides the result.
+    pub context: Option<Value>,
+    /// Why it failed, was cancelled or timed out.
+    pub error: Option<String>,
+    /// It times out if not ended by then.
+    pub deadline: Option<Timestamp>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
+/// A job to create, with its observers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    /// The job it is part of, for a subjob.
+    pub parent_id: Option<JobId>,
+    /// The session it reports back to.
+    pub session_id: SessionId,
+    /// The interaction that creates it.
+    pub interaction_id: InteractionId,
+    /// The `act` step that dispatches it, if one does.
+    pub step_id: Option<StepId>,
+    /// Who it works for.
+    pub principal: Principal,
+    /// The capability that does the work.
+    pub capability: String,
+    /// Its input.
+    pub input: Value,
+    /// When observers hear of partial output.
+    pub usefulness: Usefulness,
+    /// It times out if not ended by then.
+    pub deadline: Option<Timestamp>,
+    /// Who is told about it.
+    pub observers: Vec<ObserverKind>,
+}
+
+/// A change to a job: a move to another state and/or new data.
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
+pub struct JobChange {
+    /// The state to move to (none: data only, in the current state).
+    pub state: Option<JobState>,
+    /// A progress report.
+    pub progress: Option<Value>,
+    /// The result (or partial results).
+    pub result: Option<Value>,
+    /// The context bundle for the follow-up.
+    pub context: Option<Value>,
+    /// Why it failed, was cancelled or timed out.
+    pub error: Option<String>,
+}
+
+impl JobChange {
+    /// A move to `state`.
+    pub fn to(state: JobState) -> Self {
+        Self {
+            state: Some(state),
+            ..Self::default()
+        }
+    }
+
+    /// With a result.
+    pub fn result(mut self, result: Value) -> Self {
+        self.result = Some(result);
+        self
+    }
+
+    /// With a context bundle.
+    pub fn context(mut self, context: Value) -> Self {
+        self.context = Some(context);
+        self
+    }
+
+    /// With a progress report.
+    pub fn progress(mut self, progress: Value) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// With the reason it ended badly.
+    pub fn error(mut self, error: impl Into<String>) -> Self {
+        self.error = Some(error.into());
+        self
+    }
+}
+
+/// What [`JobStore::update_job`] wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobUpdate {
+    /// The job, changed.
+    pub job: Job,
+    /// Notices written for observers, in order (for this job and, on a
+    /// subjob's resolution, partial output of its parent).
+    pub notifications: Vec<JobNotification>,
+}
+
+/// Jobs, their subjobs and observers, and the outbox of notices.
+#[async_trait::async_trait]
+pub trait JobStore: Send + Sync {
+    /// Creates a job as `pending` with its observers.
+    async fn create_job(&self, new: NewJob, now: Timestamp) -> crate::StoreResult<Job>;
+
+    /// The job `id`.
+    async fn job(&self, id: JobId) -> crate::StoreResult<Job>;
+
+    /// The subjobs of a job, in order of creation.
+    async fn subjobs(&self, id: JobId) -> crate::StoreResult<Vec<Job>>;
+
+    /// The observers of a job.
+    async fn job_observers(&self, id: JobId) -> crate::StoreResult<Vec<JobObserver>>;
+
+    /// Changes a job in one transaction: the move (refused with
+    /// [`StoreError::IllegalJobTransition`](crate::StoreError) if
+    /// [`JobState::can_become`] says no, or with a conflict for any change to
+    /// an ended job), its data, a `job.state_changed` event, and a notice for
+    /// each of its observers when the move gives one ([`Notice::of`]). When
+    /// a subjob resolves and its parent's rule is
+    /// [`Usefulness::AnyCompletedSubjob`], the parent's observers get one
+    /// [`Notice::Partial`] — for the first resolved subjob only.
+    async fn update_job(
+        &self,
+        id: JobId,
+        change: JobChange,
+        now: Timestamp,
+    ) -> crate::StoreResult<JobUpdate>;
+
+    /// Atomically claims the oldest `pending` job (of one of `capabilities`,
+    /// or any when empty) by moving it to `dispatched`, as
+    /// [`update_job`](Self::update_job) would: two workers never claim the
+    /// same job.
+    async fn claim_job(
+        &self,
+        capabilities: &[String],
+        now: Timestamp,
+    ) -> crate::StoreResult<Option<JobUpdate>>;
+
+    /// Jobs not ended whose deadline is at or before `now`, oldest deadline first.
+    async fn overdue_jobs(&self, now: Timestamp) -> crate::StoreResult<Vec<Job>>;
+
+    /// Jobs not ended, in order of creation (for recovery).
+    async fn unfinished_jobs(&self) -> crate::StoreResult<Vec<Job>>;
+
+    /// Notices not yet delivered and due at `now`, oldest first, at most `limit`.
+    async fn due_notifications(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> crate::StoreResult<Vec<JobNotification>>;
+
+    /// Marks a notice delivered; returns `false` if it already was (idempotent).
+    async fn notification_delivered(
+        &self,
+        id: NotificationId,
+        now: Timestamp,
+    ) -> crate::StoreResult<bool>;
+
+    /// Records a failed delivery and when to try again.
+    async fn notification_failed(
+        &self,
+        id: NotificationId,
+        error: &str,
+        retry_at: Timestamp,
+    ) -> crate::StoreResult<JobNotification>;
+}

@@ -1,0 +1,455 @@
+//! `JobStore` on SQLite: jobs, observers and the outbox of notices, each
+//! change of a job with its event and notices in one transaction.
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, Row, params};
+use serde_json::{Value, json};
+use thinklio_core::{
+    EventKind, Job, JobChange, JobId, JobNotification, JobObserver, JobState, JobStore, JobUpdate,
+    NewJob, Notice, NotificationId, ObserverId, ObserverKind, StoreError, StoreResult, Timestamp,
+    Usefulness,
+};
+
+use crate::SqliteStore;
+use crate::interactions::append_event;
+use crate::rows::{self, backend};
+
+const COLUMNS: &str = "id, parent_id, session_id, interaction_id, step_id, account_id, team_id, \
+     user_id, capability, input, state, usefulness, progress, result, context, error, deadline, \
+     partial_notified, created_at, updated_at";
+
+fn job(row: &Row<'_>) -> rusqlite::Result<Job> {
+    Ok(Job {
+        id: rows::parse(row, "id")?,
+        parent_id: rows::parse_opt(row, "parent_id")?,
+        session_id: rows::parse(row, "session_id")?,
+        interaction_id: rows::parse(row, "interaction_id")?,
+        step_id: rows::parse_opt(row, "step_id")?,
+        principal: rows::principal(row)?,
+        capability: row.get("capability")?,
+        input: rows::json(row, "input")?,
+        state: rows::parse(row, "state")?,
+        usefulness: rows::parse(row, "usefulness")?,
+        progress: rows::json_opt(row, "progress")?,
+        result: rows::json_opt(row, "result")?,
+        context: rows::json_opt(row, "context")?,
+        error: row.get("error")?,
+        deadline: rows::ts_opt(row, "deadline")?,
+        created_at: rows::ts(row, "created_at")?,
+        updated_at: rows::ts(row, "updated_at")?,
+    })
+}
+
+fn observer(row: &Row<'_>) -> rusqlite::Result<JobObserver> {
+    let kind: ObserverKind = serde_json::from_value(rows::json(row, "kind")?).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(JobObserver {
+        id: rows::parse(row, "observer_id")?,
+        job_id: rows::parse(row, "observer_job_id")?,
+        kind,
+    })
+}
+
+const NOTIFICATION_COLUMNS: &str = "n.id, n.notice, n.attempts, n.due_at, n.last_error, \
+     n.delivered_at, n.created_at, o.id AS observer_id, o.job_id AS observer_job_id, o.kind";
+
+fn notification(row: &Row<'_>) -> rusqlite::Result<JobNotification> {
+    Ok(JobNotification {
+        id: rows::parse(row, "id")?,
+        observer: observer(row)?,
+        notice: rows::parse(row, "notice")?,
+        attempts: u32::try_from(row.get::<_, i64>("attempts")?).unwrap_or(0),
+        due_at: rows::ts(row, "due_at")?,
+        last_error: row.get("last_error")?,
+        delivered_at: rows::ts_opt(row, "delivered_at")?,
+        created_at: rows::ts(row, "created_at")?,
+    })
+}
+
+fn load(c: &rusqlite::Connection, id: JobId) -> StoreResult<Job> {
+    c.prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"))
+        .map_err(backend)?
+        .query_row([id.to_string()], job)
+        .optional()
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("job", id))
+}
+
+fn load_notification(c: &rusqlite::Connection, id: &str) -> StoreResult<JobNotification> {
+    c.prepare_cached(&format!(
+        "SELECT {NOTIFICATION_COLUMNS} FROM job_notifications n \
+         JOIN job_observers o ON o.id = n.observer_id WHERE n.id = ?1"
+    ))
+    .map_err(backend)?
+    .query_row([id], notification)
+    .optional()
+    .map_err(backend)?
+    .ok_or_else(|| StoreError::not_found("job notification", id))
+}
+
+/// Writes one notice for each observer of `job`.
+fn notify(
+    c: &rusqlite::Connection,
+    job: JobId,
+    notice: Notice,
+    now: Timestamp,
+) -> StoreResult<Vec<JobNotification>> {
+    let observers: Vec<String> = c
+        .prepare_cached("SELECT id FROM job_observers WHERE job_id = ?1 ORDER BY n")
+        .map_err(backend)?
+        .query_map([job.to_string()], |r| r.get(0))
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+    let mut out = Vec::with_capacity(observers.len());
+    for observer in observers {
+        let id = NotificationId::new().to_string();
+        c.prepare_cached(
+            "INSERT INTO job_notifications (id, observer_id, job_id, notice, due_at, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        )
+        .map_err(backend)?
+        .execute(params![
+            id,
+            observer,
+            job.to_string(),
+            notice.as_str(),
+            now.as_millis()
+        ])
+        .map_err(backend)?;
+        out.push(load_notification(c, &id)?);
+    }
+    Ok(out)
+}
+
+fn json_text(v: &Option<Value>) -> Option<String> {
+    v.as_ref().map(Value::to_string)
+}
+
+/// Applies a change to a job, in the caller's transaction.
+fn apply(
+    c: &rusqlite::Connection,
+    id: JobId,
+    change: JobChange,
+    now: Timestamp,
+) -> StoreResult<JobUpdate> {
+    let before = load(c, id)?;
+    if before.state.is_terminal() {
+        return Err(match change.state {
+            Some(to) => StoreError::IllegalJobTransition {
+                job: id,
+                from: before.state,
+                to,
+            },
+            None => StoreError::Conflict(format!("job {id} has ended ({})", before.state)),
+        });
+    }
+    if let Some(to) = change.state
+        && !before.state.can_become(to)
+    {
+        return Err(StoreError::IllegalJobTransition {
+            job: id,
+            from: before.state,
+            to,
+        });
+    }
+    let state = change.state.unwrap_or(before.state);
+    c.prepare_cached(
+        "UPDATE jobs SET state = ?2, progress = COALESCE(?3, progress), result = COALESCE(?4, result), \
+         context = COALESCE(?5, context), error = COALESCE(?6, error), updated_at = ?7 WHERE id = ?1",
+    )
+    .map_err(backend)?
+    .execute(params![
+        id.to_string(),
+        state.as_str(),
+        json_text(&change.progress),
+        json_text(&change.result),
+        json_text(&change.context),
+        change.error,
+        now.as_millis()
+    ])
+    .map_err(backend)?;
+    let mut notifications = Vec::new();
+    if let Some(to) = change.state {
+        let session: String = before.session_id.to_string();
+        append_event(
+            c,
+            EventKind::JobStateChanged,
+            Some(session),
+            Some(before.interaction_id.to_string()),
+            before.step_id.map(|s| s.to_string()),
+            &json!({ "job_id": id, "from": before.state, "to": to, "capability": before.capability }),
+            now,
+        )?;
+        if let Some(notice) = Notice::of(to) {
+            notifications.extend(notify(c, id, notice, now)?);
+        }
+        if to == JobState::Resolved
+            && let Some(parent) = before.parent_id
+        {
+            // The first resolved subjob of an `any_completed_subjob` parent
+            // is partial output, told once.
+            let first = c
+                .prepare_cached(
+                    "UPDATE jobs SET partial_notified = 1 WHERE id = ?1 AND usefulness = ?2 \
+                     AND partial_notified = 0 AND state IN ('pending', 'dispatched', 'in_progress')",
+                )
+                .map_err(backend)?
+                .execute(params![
+                    parent.to_string(),
+                    Usefulness::AnyCompletedSubjob.as_str()
+                ])
+                .map_err(backend)?;
+            if first == 1 {
+                notifications.extend(notify(c, parent, Notice::Partial, now)?);
+            }
+        }
+    }
+    Ok(JobUpdate {
+        job: load(c, id)?,
+        notifications,
+    })
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn create_job(&self, new: NewJob, now: Timestamp) -> StoreResult<Job> {
+        self.conn
+            .call(move |c| {
+                let tx = c.savepoint().map_err(backend)?;
+                if let Some(parent) = new.parent_id {
+                    let p = load(&tx, parent)?;
+                    if p.state.is_terminal() {
+                        return Err(StoreError::Conflict(format!(
+                            "job {parent} has ended ({}); it takes no subjobs",
+                            p.state
+                        )));
+                    }
+                }
+                let id = JobId::new();
+                tx.prepare_cached(
+                    "INSERT INTO jobs (id, parent_id, session_id, interaction_id, step_id, account_id, team_id, \
+                     user_id, capability, input, state, usefulness, deadline, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11, ?12, ?13, ?13)",
+                )
+                .map_err(backend)?
+                .execute(params![
+                    id.to_string(),
+                    new.parent_id.map(|p| p.to_string()),
+                    new.session_id.to_string(),
+                    new.interaction_id.to_string(),
+                    new.step_id.map(|s| s.to_string()),
+                    new.principal.account.to_string(),
+                    new.principal.team.map(|t| t.to_string()),
+                    new.principal.user.to_string(),
+                    new.capability,
+                    new.input.to_string(),
+                    new.usefulness.as_str(),
+                    new.deadline.map(Timestamp::as_millis),
+                    now.as_millis(),
+                ])
+                .map_err(backend)?;
+                for kind in new.observers {
+                    let kind = serde_json::to_string(&kind).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    tx.prepare_cached("INSERT INTO job_observers (id, job_id, kind) VALUES (?1, ?2, ?3)")
+                        .map_err(backend)?
+                        .execute(params![ObserverId::new().to_string(), id.to_string(), kind])
+                        .map_err(backend)?;
+                }
+                let job = load(&tx, id)?;
+                tx.commit().map_err(backend)?;
+                Ok(job)
+            })
+            .await
+    }
+
+    async fn job(&self, id: JobId) -> StoreResult<Job> {
+        self.conn.call(move |c| load(c, id)).await
+    }
+
+    async fn subjobs(&self, id: JobId) -> StoreResult<Vec<Job>> {
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM jobs WHERE parent_id = ?1 ORDER BY n"
+                ))
+                .map_err(backend)?
+                .query_map([id.to_string()], job)
+                .map_err(backend)?
+                .collect::<Result<_, _>>()
+                .map_err(backend)
+            })
+            .await
+    }
+
+    async fn job_observers(&self, id: JobId) -> StoreResult<Vec<JobObserver>> {
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(
+                    "SELECT id AS observer_id, job_id AS observer_job_id, kind FROM job_observers \
+                     WHERE job_id = ?1 ORDER BY n",
+                )
+                .map_err(backend)?
+                .query_map([id.to_string()], observer)
+                .map_err(backend)?
+                .collect::<Result<_, _>>()
+                .map_err(backend)
+            })
+            .await
+    }
+
+    async fn update_job(
+        &self,
+        id: JobId,
+        change: JobChange,
+        now: Timestamp,
+    ) -> StoreResult<JobUpdate> {
+        self.conn
+            .call(move |c| {
+                let tx = c.savepoint().map_err(backend)?;
+                let update = apply(&tx, id, change, now)?;
+                tx.commit().map_err(backend)?;
+                Ok(update)
+            })
+            .await
+    }
+
+    async fn claim_job(
+        &self,
+        capabilities: &[String],
+        now: Timestamp,
+    ) -> StoreResult<Option<JobUpdate>> {
+        let capabilities = capabilities.to_vec();
+        self.conn
+            .call(move |c| {
+                let tx = c.savepoint().map_err(backend)?;
+                // One connection serialises every claim, so the select and
+                // the move in this transaction cannot interleave with another.
+                let pending: Vec<(String, String)> = tx
+                    .prepare_cached(
+                        "SELECT id, capability FROM jobs WHERE state = 'pending' ORDER BY n",
+                    )
+                    .map_err(backend)?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(backend)?
+                    .collect::<Result<_, _>>()
+                    .map_err(backend)?;
+                let Some((id, _)) = pending
+                    .into_iter()
+                    .find(|(_, cap)| capabilities.is_empty() || capabilities.contains(cap))
+                else {
+                    return Ok(None);
+                };
+                let id: JobId = id
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("bad job id `{id}`")))?;
+                let update = apply(&tx, id, JobChange::to(JobState::Dispatched), now)?;
+                tx.commit().map_err(backend)?;
+                Ok(Some(update))
+            })
+            .await
+    }
+
+    async fn overdue_jobs(&self, now: Timestamp) -> StoreResult<Vec<Job>> {
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM jobs WHERE state IN ('pending', 'dispatched', 'in_progress') \
+                     AND deadline IS NOT NULL AND deadline <= ?1 ORDER BY deadline, n"
+                ))
+                .map_err(backend)?
+                .query_map([now.as_millis()], job)
+                .map_err(backend)?
+                .collect::<Result<_, _>>()
+                .map_err(backend)
+            })
+            .await
+    }
+
+    async fn unfinished_jobs(&self) -> StoreResult<Vec<Job>> {
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM jobs WHERE state IN ('pending', 'dispatched', 'in_progress') ORDER BY n"
+                ))
+                .map_err(backend)?
+                .query_map([], job)
+                .map_err(backend)?
+                .collect::<Result<_, _>>()
+                .map_err(backend)
+            })
+            .await
+    }
+
+    async fn due_notifications(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<JobNotification>> {
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {NOTIFICATION_COLUMNS} FROM job_notifications n \
+                     JOIN job_observers o ON o.id = n.observer_id \
+                     WHERE n.delivered_at IS NULL AND n.due_at <= ?1 ORDER BY n.due_at, n.n LIMIT ?2"
+                ))
+                .map_err(backend)?
+                .query_map(params![now.as_millis(), limit], notification)
+                .map_err(backend)?
+                .collect::<Result<_, _>>()
+                .map_err(backend)
+            })
+            .await
+    }
+
+    async fn notification_delivered(
+        &self,
+        id: NotificationId,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        self.conn
+            .call(move |c| {
+                let id = id.to_string();
+                let changed = c
+                    .prepare_cached(
+                        "UPDATE job_notifications SET delivered_at = ?2 WHERE id = ?1 AND delivered_at IS NULL",
+                    )
+                    .map_err(backend)?
+                    .execute(params![id, now.as_millis()])
+                    .map_err(backend)?;
+                if changed == 0 {
+                    load_notification(c, &id)?;
+                }
+                Ok(changed == 1)
+            })
+            .await
+    }
+
+    async fn notification_failed(
+        &self,
+        id: NotificationId,
+        error: &str,
+        retry_at: Timestamp,
+    ) -> StoreResult<JobNotification> {
+        let error = error.to_owned();
+        self.conn
+            .call(move |c| {
+                let id = id.to_string();
+                let changed = c
+                    .prepare_cached(
+                        "UPDATE job_notifications SET attempts = attempts + 1, last_error = ?2, due_at = ?3 \
+                         WHERE id = ?1 AND delivered_at IS NULL",
+                    )
+                    .map_err(backend)?
+                    .execute(params![id, error, retry_at.as_millis()])
+                    .map_err(backend)?;
+                let n = load_notification(c, &id)?;
+                if changed == 0 {
+                    return Err(StoreError::Conflict(format!("notification {id} was delivered already")));
+                }
+                Ok(n)
+            })
+            .await
+    }
+}
