@@ -401,3 +401,65 @@ async fn a_delegate_recalls_the_users_facts_and_its_own_agent_layer_only() {
     );
     assert!(!facts.contains("guests only"), "{facts}");
 }
+
+struct NoPasswords;
+
+#[async_trait::async_trait]
+impl ContentRules for NoPasswords {
+    async fn check_message(&self, _: &Principal, text: &str) -> Result<(), String> {
+        if text.contains("password") {
+            return Err("no passwords".into());
+        }
+        Ok(())
+    }
+
+    async fn check_reply(&self, _: &Principal, text: &str) -> Result<(), String> {
+        if text.contains("secret") {
+            return Err("no secrets".into());
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn nothing_is_learned_from_an_exchange_the_content_rules_blocked() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = ScriptedModel::responder(|r| {
+        if r.output_schema.is_some() {
+            return extraction(&[("user", "said", "something")]);
+        }
+        let last = &r.messages.last().unwrap().content;
+        ScriptedReply::text(if last.contains("tell") {
+            "the secret is 42"
+        } else {
+            "fine"
+        })
+    });
+    let mut config = RuntimeConfig::default();
+    config.knowledge = KnowledgeConfig::default().extract_with("extractor");
+    let rt = Runtime::builder()
+        .store(SqliteStore::open(dir.path().join("b.db")).await.unwrap())
+        .model(model)
+        .content_rules(NoPasswords)
+        .agent(AgentDefinition::new("assistant", "chat"))
+        .config(config)
+        .build()
+        .unwrap();
+    let s = rt
+        .open_session(Principal::local(), "assistant", "t", None)
+        .await
+        .unwrap();
+    rt.send(s.id, "my password is hunter2").await.unwrap();
+    rt.send(s.id, "tell me").await.unwrap();
+    assert_eq!(
+        rt.run_due_tasks().await.unwrap().completed,
+        0,
+        "blocked both ways: no extraction"
+    );
+    rt.send(s.id, "I like tea").await.unwrap();
+    assert_eq!(
+        rt.run_due_tasks().await.unwrap().completed,
+        1,
+        "an allowed exchange is learned from"
+    );
+}

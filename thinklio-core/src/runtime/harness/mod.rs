@@ -296,6 +296,11 @@ impl Run {
             Work::Respond { text, .. } => {
                 let mut output = json!({ "bytes": text.len() });
                 let mut text = text;
+                let mut blocked = self.steps.iter().any(|s| {
+                    s.error
+                        .as_ref()
+                        .is_some_and(|e| e.code == StepError::CONTENT_BLOCKED)
+                });
                 if let Some(rules) = &self.rt.content
                     && let Err(reason) = rules.check_reply(&self.interaction.principal, &text).await
                 {
@@ -303,6 +308,7 @@ impl Run {
                     output["blocked"] =
                         json!({ "code": StepError::CONTENT_BLOCKED, "reason": reason });
                     text = format!("I can't send that reply: {reason}.");
+                    blocked = true;
                 }
                 // Without a sink, the caller of `send` is the channel: the
                 // reply is delivered when `send` returns it.
@@ -315,7 +321,13 @@ impl Run {
                     Some(NewOutboxMessage {
                         text,
                         delivered,
-                        tasks: self.follow_up_tasks(),
+                        // Nothing is learned from an exchange the content
+                        // rules blocked.
+                        tasks: if blocked {
+                            Vec::new()
+                        } else {
+                            self.follow_up_tasks()
+                        },
                     }),
                 );
             }
