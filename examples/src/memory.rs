@@ -390,15 +390,13 @@ pub async fn run(args: Args, out: &mut (dyn Write + Send)) -> Result<(), CliErro
     let rt = runtime(SqliteStore::open(&db).await?, embedder(&args.embedder)?)?;
     match command {
         Command::Import { file, batch } => import(&rt, &file, batch).await,
+        // Each line of the file names its own user, teams and k.
         Command::Search {
-            user,
-            teams,
             agent,
-            k,
             queries: Some(path),
             question: None,
+            ..
         } => {
-            let _ = (user, teams, k);
             let name = path.display().to_string();
             let file = std::fs::File::open(&path).map_err(|e| CliError::Io(name.clone(), e))?;
             for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
@@ -429,7 +427,7 @@ pub async fn run(args: Args, out: &mut (dyn Write + Send)) -> Result<(), CliErro
             Ok(())
         }
         Command::Search { .. } => Err(CliError::Usage(
-            "search takes a question or --queries FILE, not both".into(),
+            "search takes exactly one of a question and --queries FILE".into(),
         )),
     }
 }
