@@ -4,7 +4,7 @@
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use thinklio_core::{FunctionCapability, SideEffect};
+use thinklio_core::{ContentRules, FunctionCapability, Principal, SideEffect};
 
 #[derive(Deserialize, JsonSchema)]
 pub struct AddArgs {
@@ -41,4 +41,25 @@ pub fn minilm_dir() -> std::path::PathBuf {
         dir.display()
     );
     dir
+}
+
+/// Content rules of the tests: no message may ask for a password, no
+/// reply may reveal a secret.
+pub struct NoSecrets;
+
+#[async_trait::async_trait]
+impl ContentRules for NoSecrets {
+    async fn check_message(&self, _: &Principal, text: &str) -> Result<(), String> {
+        if text.contains("password") {
+            return Err("messages may not ask for passwords".into());
+        }
+        Ok(())
+    }
+
+    async fn check_reply(&self, _: &Principal, text: &str) -> Result<(), String> {
+        if text.contains("secret") {
+            return Err("replies may not reveal secrets".into());
+        }
+        Ok(())
+    }
 }

@@ -241,25 +241,6 @@ proptest! {
     }
 }
 
-struct NoSecrets;
-
-#[async_trait::async_trait]
-impl ContentRules for NoSecrets {
-    async fn check_message(&self, _: &Principal, text: &str) -> Result<(), String> {
-        if text.contains("password") {
-            return Err("messages may not ask for passwords".into());
-        }
-        Ok(())
-    }
-
-    async fn check_reply(&self, _: &Principal, text: &str) -> Result<(), String> {
-        if text.contains("secret") {
-            return Err("replies may not reveal secrets".into());
-        }
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn content_rules_block_messages_and_replies_with_the_reason_on_the_step() {
     let dir = tempfile::tempdir().unwrap();
@@ -270,7 +251,7 @@ async fn content_rules_block_messages_and_replies_with_the_reason_on_the_step() 
     let rt = Runtime::builder()
         .store(SqliteStore::open(dir.path().join("c.db")).await.unwrap())
         .model_arc(model.clone())
-        .content_rules(NoSecrets)
+        .content_rules(thinklio_tests::NoSecrets)
         .agent(AgentDefinition::new("a", "m"))
         .build()
         .unwrap();

@@ -28,6 +28,18 @@ fn recalled(step: &Step) -> Vec<String> {
         .collect()
 }
 
+/// A runtime builder with an assistant that learns through `model`
+/// (extraction on) on a fresh SQLite file in `dir`.
+async fn learning(dir: &tempfile::TempDir, model: Arc<ScriptedModel>) -> RuntimeBuilder {
+    let mut config = RuntimeConfig::default();
+    config.knowledge = KnowledgeConfig::default().extract_with("extractor");
+    Runtime::builder()
+        .store(SqliteStore::open(dir.path().join("k.db")).await.unwrap())
+        .model_arc(model)
+        .agent(AgentDefinition::new("assistant", "chat"))
+        .config(config)
+}
+
 #[tokio::test]
 async fn the_agent_learns_from_three_chats_and_recalls_in_the_fourth() {
     let dir = tempfile::tempdir().unwrap();
@@ -44,15 +56,7 @@ async fn the_agent_learns_from_three_chats_and_recalls_in_the_fourth() {
         ScriptedReply::text("You live in Lyon and your dog is Rex."),
         extraction(&[]),
     ]));
-    let mut config = RuntimeConfig::default();
-    config.knowledge = KnowledgeConfig::default().extract_with("extractor");
-    let rt = Runtime::builder()
-        .store(SqliteStore::open(dir.path().join("k.db")).await.unwrap())
-        .model_arc(model.clone())
-        .agent(AgentDefinition::new("assistant", "chat"))
-        .config(config)
-        .build()
-        .unwrap();
+    let rt = learning(&dir, model.clone()).await.build().unwrap();
     let me = Principal::local();
     let chats = [
         "Hi, I'm Ada. I live in Paris with my dog Rex.",
@@ -155,14 +159,9 @@ async fn a_failed_extraction_is_retried_and_never_blocks_the_reply() {
         extraction(&[("Bo", "works at", "the harbour")]),
     ]));
     let clock = ManualClock::new(Timestamp::from_millis(1_000_000));
-    let mut config = RuntimeConfig::default();
-    config.knowledge = KnowledgeConfig::default().extract_with("extractor");
-    let rt = Runtime::builder()
-        .store(SqliteStore::open(dir.path().join("k.db")).await.unwrap())
-        .model_arc(model.clone())
-        .agent(AgentDefinition::new("assistant", "chat"))
+    let rt = learning(&dir, model.clone())
+        .await
         .clock(clock.clone())
-        .config(config)
         .build()
         .unwrap();
     let me = Principal::local();
@@ -396,29 +395,10 @@ async fn a_delegate_recalls_the_users_facts_and_its_own_agent_layer_only() {
         .unwrap();
     let facts = recalled(&rt.store().steps(parent.id).await.unwrap()[0]).join("\n");
     assert!(
-        facts.contains("hunter2") || facts.contains("4411"),
-        "{facts}"
+        facts.contains("hunter2") && facts.contains("4411"),
+        "its own agent layer and the user's facts: {facts}"
     );
     assert!(!facts.contains("guests only"), "{facts}");
-}
-
-struct NoPasswords;
-
-#[async_trait::async_trait]
-impl ContentRules for NoPasswords {
-    async fn check_message(&self, _: &Principal, text: &str) -> Result<(), String> {
-        if text.contains("password") {
-            return Err("no passwords".into());
-        }
-        Ok(())
-    }
-
-    async fn check_reply(&self, _: &Principal, text: &str) -> Result<(), String> {
-        if text.contains("secret") {
-            return Err("no secrets".into());
-        }
-        Ok(())
-    }
 }
 
 #[tokio::test]
@@ -435,14 +415,9 @@ async fn nothing_is_learned_from_an_exchange_the_content_rules_blocked() {
             "fine"
         })
     });
-    let mut config = RuntimeConfig::default();
-    config.knowledge = KnowledgeConfig::default().extract_with("extractor");
-    let rt = Runtime::builder()
-        .store(SqliteStore::open(dir.path().join("b.db")).await.unwrap())
-        .model(model)
-        .content_rules(NoPasswords)
-        .agent(AgentDefinition::new("assistant", "chat"))
-        .config(config)
+    let rt = learning(&dir, Arc::new(model))
+        .await
+        .content_rules(thinklio_tests::NoSecrets)
         .build()
         .unwrap();
     let s = rt
