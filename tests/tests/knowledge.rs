@@ -438,3 +438,66 @@ async fn nothing_is_learned_from_an_exchange_the_content_rules_blocked() {
         "an allowed exchange is learned from"
     );
 }
+
+#[tokio::test]
+async fn extraction_spends_from_the_principals_budget_and_stops_when_it_is_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Arc::new(ScriptedModel::responder(|r| {
+        if r.output_schema.is_some() {
+            extraction(&[("user", "likes", "tea")])
+        } else {
+            ScriptedReply::text("noted")
+        }
+    }));
+    let rt = learning(&dir, model.clone())
+        .await
+        .prices(
+            PriceTable::new()
+                .with("chat", ModelPrice::usd_per_million(1.0, 1.0))
+                .with("extractor", ModelPrice::usd_per_million(1000.0, 1000.0)),
+        )
+        .build()
+        .unwrap();
+    let me = Principal::local();
+    let s = rt.open_session(me, "assistant", "t", None).await.unwrap();
+    let reply = rt.send(s.id, "I like tea").await.unwrap();
+    assert_eq!(rt.run_due_tasks().await.unwrap().completed, 1);
+    let usage = rt
+        .store()
+        .usage_totals(&UsageFilter::all().user(me.user))
+        .await
+        .unwrap();
+    assert_eq!(usage.calls, 2, "the chat call and the extraction call");
+    assert!(
+        usage.cost > reply.cost,
+        "extraction cost counts: {usage:?} vs {:?}",
+        reply.cost
+    );
+    let extraction_usage = rt
+        .store()
+        .usage_report(UsageGroup::User, &UsageFilter::all().user(me.user))
+        .await
+        .unwrap();
+    assert_eq!(extraction_usage[0].totals.cost, usage.cost);
+
+    // With the budget spent, the next extraction is refused before its call.
+    rt.set_budget(BudgetLimit::monthly(Scope::User(me.user), usage.cost))
+        .await
+        .unwrap();
+    let calls = model.calls();
+    rt.enqueue(NewTask::new(
+        EXTRACT_TASK,
+        json!({ "interaction_id": reply.interaction_id }),
+        Timestamp::from_millis(0),
+    ))
+    .await
+    .unwrap();
+    let run = rt.run_due_tasks().await.unwrap();
+    assert_eq!(run.dead_lettered, 1);
+    assert_eq!(model.calls(), calls, "no model call past a spent budget");
+    let dead = rt.store().dead_letters().await.unwrap();
+    assert!(
+        dead[0].last_error.as_deref().unwrap().contains("budget"),
+        "{dead:?}"
+    );
+}

@@ -259,6 +259,11 @@ pub trait EventStore: Send + Sync {
 /// Usage records and their sums.
 #[async_trait]
 pub trait UsageStore: Send + Sync {
+    /// Records the usage of a model call made outside a step's work
+    /// (knowledge extraction), so it counts in reports and budgets like any
+    /// other. A step's own usage is recorded by `finish_step`.
+    async fn record_usage(&self, record: crate::usage::UsageRecord) -> StoreResult<()>;
+
     /// Sums of the usage records matching `filter`.
     async fn usage_totals(&self, filter: &UsageFilter) -> StoreResult<UsageTotals>;
 

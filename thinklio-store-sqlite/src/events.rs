@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use rusqlite::params;
 use thinklio_core::{
-    Cost, Event, EventStore, NewEvent, StoreResult, TokenUsage, UsageFilter, UsageGroup, UsageRow,
-    UsageStore, UsageTotals,
+    Cost, Event, EventStore, NewEvent, StoreResult, TokenUsage, UsageFilter, UsageGroup,
+    UsageRecord, UsageRow, UsageStore, UsageTotals,
 };
 
 use crate::SqliteStore;
@@ -98,6 +98,34 @@ const SUMS: &str = "COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(outpu
 
 #[async_trait]
 impl UsageStore for SqliteStore {
+    async fn record_usage(&self, r: UsageRecord) -> StoreResult<()> {
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(
+                    "INSERT INTO usage_records (step_id, interaction_id, account_id, team_id, user_id, agent_id, \
+                     model, input_tokens, output_tokens, cost_nanos, at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )
+                .map_err(backend)?
+                .execute(rusqlite::params![
+                    r.step_id.to_string(),
+                    r.interaction_id.to_string(),
+                    r.account.to_string(),
+                    r.team.map(|t| t.to_string()),
+                    r.user.to_string(),
+                    r.agent_id.as_str(),
+                    r.model,
+                    i64::try_from(r.tokens.input_tokens).unwrap_or(i64::MAX),
+                    i64::try_from(r.tokens.output_tokens).unwrap_or(i64::MAX),
+                    r.cost.as_nanos(),
+                    r.at.as_millis(),
+                ])
+                .map_err(backend)?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn usage_totals(&self, filter: &UsageFilter) -> StoreResult<UsageTotals> {
         let (filter_sql, values) = filter_sql(filter);
         self.conn

@@ -505,6 +505,30 @@ pub async fn usage_is_recorded_and_summed<S: Store>(store: S) {
         .await
         .unwrap();
     assert_eq!(none.calls, 0);
+
+    // Usage of a call made outside a step counts like any other.
+    store
+        .record_usage(UsageRecord {
+            step_id: first.id,
+            interaction_id: i.id,
+            account: p.account,
+            team: p.team,
+            user: p.user,
+            agent_id: AgentId::new("agent"),
+            model: "extractor".into(),
+            tokens: TokenUsage::new(7, 3),
+            cost: Cost::from_nanos(70),
+            at: Timestamp::from_millis(5),
+        })
+        .await
+        .unwrap();
+    let mine = store
+        .usage_totals(&UsageFilter::all().user(p.user))
+        .await
+        .unwrap();
+    assert_eq!(mine.calls, 3);
+    assert_eq!(mine.tokens, TokenUsage::new(112, 213));
+    assert_eq!(mine.cost, Cost::from_nanos(1120));
 }
 
 pub async fn events_are_appended_in_order<S: Store>(store: S) {

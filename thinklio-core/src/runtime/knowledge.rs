@@ -20,6 +20,7 @@ use crate::principal::Principal;
 use crate::queue::{NewTask, Task};
 use crate::step::StepKind;
 use crate::store::StoreError;
+use crate::usage::{Cost, UsageRecord};
 
 /// The queue kind of knowledge extraction tasks.
 pub const EXTRACT_TASK: &str = "knowledge.extract";
@@ -228,10 +229,44 @@ impl Inner {
             name: "record_facts".into(),
             schema: extraction_schema(),
         });
+        // Extraction is a model call like any other: the principal's
+        // budgets are checked before it and its usage counts against them.
+        // A spent budget dead-letters the task (requeue it once the period
+        // resets or the limit is raised).
+        if let Err(refusal) = self
+            .check_budgets(&interaction.principal, &interaction)
+            .await
+        {
+            return Err(TaskError::permanent(format!(
+                "no extraction: {} ({})",
+                refusal.message, refusal.code
+            )));
+        }
         let response = self.model.chat(&request).await.map_err(|e| TaskError {
             retryable: e.is_retryable() || matches!(e, crate::ModelError::MalformedResponse(_)),
             message: e.to_string(),
         })?;
+        if let Some(step_id) = respond_step {
+            let record = UsageRecord {
+                step_id,
+                interaction_id,
+                account: interaction.principal.account,
+                team: interaction.principal.team,
+                user: interaction.principal.user,
+                agent_id: interaction.agent_id.clone(),
+                model: response.model.clone(),
+                tokens: response.usage,
+                cost: self
+                    .prices
+                    .cost(&response.model, response.usage)
+                    .unwrap_or(Cost::ZERO),
+                at: self.clock.now(),
+            };
+            self.store
+                .record_usage(record)
+                .await
+                .map_err(|e| TaskError::retryable(e.to_string()))?;
+        }
         let answer: ExtractionAnswer = serde_json::from_str(response.message.content.trim())
             .map_err(|e| {
                 TaskError::retryable(format!("extraction answer is not the schema's JSON: {e}"))
