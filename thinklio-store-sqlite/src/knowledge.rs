@@ -140,22 +140,11 @@ fn match_query(visibility: &Visibility, terms: &[String]) -> Option<String> {
         .iter()
         .map(|w| format!("\"{}\"", w.replace('"', "")))
         .collect();
-    let mut owners: Vec<String> = Vec::new();
-    if visibility.account_layer {
-        owners.push(scope_token(visibility.account, &FactOwner::Account));
-    }
-    if let Some(a) = &visibility.agent {
-        owners.push(scope_token(
-            visibility.account,
-            &FactOwner::Agent(a.clone()),
-        ));
-    }
-    for t in &visibility.teams {
-        owners.push(scope_token(visibility.account, &FactOwner::Team(*t)));
-    }
-    if let Some(u) = visibility.user {
-        owners.push(scope_token(visibility.account, &FactOwner::User(u)));
-    }
+    let owners: Vec<String> = visibility
+        .owners()
+        .iter()
+        .map(|o| scope_token(visibility.account, o))
+        .collect();
     (!words.is_empty() && !owners.is_empty()).then(|| {
         format!(
             "scope : ({}) AND text : ({})",

@@ -342,27 +342,18 @@ pub async fn deleting_facts_keeps_only_content_free_history<S: Store>(store: S) 
         !serde_json::to_string(&history).unwrap().contains("X123"),
         "history holds no content"
     );
-    let q = FactQuery::new(
-        Visibility::user_only(me.account, me.user),
-        "jazz",
-        Some(e.embed_one("jazz")),
-        5,
-    );
-    assert!(
-        store.search_facts(&q).await.unwrap().is_empty(),
-        "gone from both indexes"
-    );
-    let q = FactQuery::new(
-        Visibility::user_only(other.account, other.user),
-        "jazz",
-        Some(e.embed_one("jazz")),
-        5,
-    );
-    assert_eq!(
-        store.search_facts(&q).await.unwrap().len(),
-        1,
-        "others keep theirs"
-    );
+    let jazz_of = |p: &Principal| {
+        let q = FactQuery::new(
+            Visibility::user_only(p.account, p.user),
+            "jazz",
+            Some(e.embed_one("jazz")),
+            5,
+        );
+        let store = &store;
+        async move { store.search_facts(&q).await.unwrap() }
+    };
+    assert!(jazz_of(&me).await.is_empty(), "gone from both indexes");
+    assert_eq!(jazz_of(&other).await.len(), 1, "others keep theirs");
     assert_eq!(
         store
             .delete_facts(other.account, &FactOwner::User(other.user), t(2))

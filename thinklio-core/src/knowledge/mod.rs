@@ -471,13 +471,25 @@ impl Visibility {
 
     /// Only the user layer of `user`: what an export of their facts holds.
     pub fn user_only(account: AccountId, user: UserId) -> Self {
-        Self {
+        Self::only(account, &FactOwner::User(user))
+    }
+
+    /// Only the layer of one owner in `account`.
+    pub fn only(account: AccountId, owner: &FactOwner) -> Self {
+        let mut v = Self {
             account,
             account_layer: false,
             agent: None,
             teams: Vec::new(),
-            user: Some(user),
+            user: None,
+        };
+        match owner {
+            FactOwner::Account => v.account_layer = true,
+            FactOwner::Agent(a) => v.agent = Some(a.clone()),
+            FactOwner::Team(t) => v.teams.push(*t),
+            FactOwner::User(u) => v.user = Some(*u),
         }
+        v
     }
 
     /// Adds teams whose layer is visible.
@@ -492,18 +504,23 @@ impl Visibility {
 
     /// The owner keys ([`FactOwner::key`]) visible, for stores to filter on.
     pub fn owner_keys(&self) -> Vec<String> {
-        let mut keys = Vec::with_capacity(3 + self.teams.len());
+        self.owners().iter().map(FactOwner::key).collect()
+    }
+
+    /// The owners whose layers are visible (all in [`account`](Self::account)).
+    pub fn owners(&self) -> Vec<FactOwner> {
+        let mut owners = Vec::with_capacity(3 + self.teams.len());
         if self.account_layer {
-            keys.push(FactOwner::Account.key());
+            owners.push(FactOwner::Account);
         }
         if let Some(a) = &self.agent {
-            keys.push(FactOwner::Agent(a.clone()).key());
+            owners.push(FactOwner::Agent(a.clone()));
         }
-        keys.extend(self.teams.iter().map(|t| FactOwner::Team(*t).key()));
+        owners.extend(self.teams.iter().map(|t| FactOwner::Team(*t)));
         if let Some(u) = self.user {
-            keys.push(FactOwner::User(u).key());
+            owners.push(FactOwner::User(u));
         }
-        keys
+        owners
     }
 
     /// Whether a fact is visible: the rule every store query must apply.

@@ -321,7 +321,7 @@ impl Inner {
 
     /// Whether the owner already holds a free-text fact this close to `new`.
     async fn near_duplicate(&self, new: &NewFact) -> Result<bool, TaskError> {
-        let visibility = owner_visibility(new.account, &new.owner);
+        let visibility = Visibility::only(new.account, &new.owner);
         let mut query = FactQuery::new(visibility, new.text(), Some(new.embedding.clone()), 1);
         query.candidates = 5;
         let found = self
@@ -339,24 +339,6 @@ impl Inner {
 
 /// Embedding requests are sent this many texts at a time.
 const EMBED_BATCH: usize = 64;
-
-/// The visibility of exactly one owner's layer.
-fn owner_visibility(account: AccountId, owner: &FactOwner) -> Visibility {
-    let mut v = Visibility {
-        account,
-        account_layer: false,
-        agent: None,
-        teams: Vec::new(),
-        user: None,
-    };
-    match owner {
-        FactOwner::Account => v.account_layer = true,
-        FactOwner::Agent(a) => v.agent = Some(a.clone()),
-        FactOwner::Team(t) => v.teams.push(*t),
-        FactOwner::User(u) => v.user = Some(*u),
-    }
-    v
-}
 
 /// The system message that gives the model the facts a `context` step recalled.
 pub(crate) fn memory_message(context_output: Option<&Value>) -> Option<ChatMessage> {
