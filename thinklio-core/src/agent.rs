@@ -37,6 +37,10 @@ pub struct AgentDefinition {
     pub history_turns: u32,
     /// The most output tokens one model call may produce, if limited.
     pub max_output_tokens: Option<u32>,
+    /// Capabilities this agent runs as jobs (`deferred` mode) even when
+    /// their manifest's default mode is immediate.
+    #[serde(default)]
+    pub deferred: Vec<String>,
 }
 
 impl AgentDefinition {
@@ -53,6 +57,7 @@ impl AgentDefinition {
             max_delegation_depth: 3,
             history_turns: 20,
             max_output_tokens: None,
+            deferred: Vec::new(),
         }
     }
 
@@ -93,6 +98,19 @@ impl AgentDefinition {
     /// Sets how many earlier turns of the session the context includes.
     pub fn history_turns(mut self, turns: u32) -> Self {
         self.history_turns = turns;
+        self
+    }
+
+    /// Runs these capabilities as jobs: the `act` step dispatches a job and
+    /// succeeds at once, and the result comes back in a follow-up
+    /// interaction. (A capability whose manifest says `interactive` is never
+    /// deferred.)
+    pub fn defer<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.deferred = names.into_iter().map(Into::into).collect();
         self
     }
 

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{AgentId, InteractionId, SessionId};
+use crate::ids::{AgentId, InteractionId, JobId, SessionId};
 use crate::principal::Principal;
 use crate::step::{Step, StepError, StepKind, StepState};
 use crate::time::Timestamp;
@@ -30,6 +30,9 @@ pub struct Interaction {
     pub parent_interaction_id: Option<InteractionId>,
     /// 0 for an interaction started by a message; parent's depth + 1 for a delegate.
     pub delegation_depth: u32,
+    /// The job this interaction follows up on: its `context` step carries
+    /// the job's result and context bundle.
+    pub job_id: Option<JobId>,
     /// When it was created.
     pub created_at: Timestamp,
 }
@@ -51,6 +54,8 @@ pub struct NewInteraction {
     pub parent_interaction_id: Option<InteractionId>,
     /// Delegation depth.
     pub delegation_depth: u32,
+    /// The job it follows up on, if any.
+    pub job_id: Option<JobId>,
 }
 
 /// Where an interaction stands, derived from its steps.

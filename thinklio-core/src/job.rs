@@ -71,14 +71,18 @@ impl JobState {
     }
 }
 
-/// When a job's observers hear of partial output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// When a job's observers hear of partial output, and how a job that waits
+/// on subjobs ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Usefulness {
-    /// Only the whole job is useful: observers hear when it ends.
+    /// Only the whole job is useful: observers hear when it ends, and a job
+    /// waiting on subjobs resolves only if every one resolved.
+    #[default]
     AllSubjobs,
     /// The first resolved subjob is already useful: observers hear of it
-    /// (once) as partial output.
+    /// (once) as partial output, and a job waiting on subjobs resolves when
+    /// they have all ended and at least one resolved.
     AnyCompletedSubjob,
 }
 
@@ -180,6 +184,34 @@ pub struct JobNotification {
     pub created_at: Timestamp,
 }
 
+/// What something working on a job reports back through
+/// [`Runtime::report_job`](crate::Runtime::report_job) (the callback of a
+/// webhook dispatched as a job, an external workflow).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum JobReport {
+    /// Under way, with an optional progress payload.
+    Progress {
+        /// The progress payload.
+        #[serde(default)]
+        progress: Option<Value>,
+    },
+    /// Done, with its result and an optional context bundle for the follow-up.
+    Resolved {
+        /// The result.
+        result: Value,
+        /// What the follow-up needs besides the result.
+        #[serde(default)]
+        context: Option<Value>,
+    },
+    /// Failed, with the reason.
+    Failed {
+        /// Why.
+        error: String,
+    },
+}
+
 /// A job as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -242,6 +274,10 @@ pub struct NewJob {
     pub deadline: Option<Timestamp>,
     /// Who is told about it.
     pub observers: Vec<ObserverKind>,
+    /// Makes creation idempotent: creating again with the same key returns
+    /// the job created first (and adds no observers). A deferred `act` step
+    /// passes its idempotency key, so a re-run after a crash finds its job.
+    pub key: Option<String>,
 }
 
 /// A change to a job: a move to another state and/or new data.

@@ -28,7 +28,7 @@ pub mod conformance;
 pub use agent::AgentDefinition;
 pub use budget::{BudgetLimit, BudgetPeriod};
 pub use capability::{
-    Capability, CapabilityError, CapabilityKind, CapabilityManifest, CapabilityRegistry,
+    Capability, CapabilityError, CapabilityKind, CapabilityManifest, CapabilityRegistry, Dispatch,
     FunctionCapability, InvocationContext, SideEffect, TrustLevel,
 };
 pub use directory::{Access, AccessError, AccountPolicy, AccountRole, Assignment, ContentRules};
@@ -39,7 +39,7 @@ pub use ids::{
 };
 pub use interaction::{Interaction, InteractionState, NewInteraction};
 pub use job::{
-    Job, JobChange, JobNotification, JobObserver, JobState, JobStore, JobUpdate, NewJob, Notice,
+    Job, JobChange, JobNotification, JobObserver, JobReport, JobState, JobStore, JobUpdate, NewJob, Notice,
     ObserverKind, Usefulness,
 };
 pub use knowledge::{
@@ -54,6 +54,8 @@ pub use outbox::{DeliveryError, NewOutboxMessage, OutboxMessage, ReplySink};
 pub use principal::{Principal, Scope};
 pub use queue::{NewTask, RetryPolicy, Task, TaskRetry, TaskState};
 pub use runtime::{
+    CANCEL_JOB, CancelledBy, JOB_STATUS, JobCallback, JobCallbacks, JobError, JobHandle, JobNotice,
+    JobRecovery, JobRun, JobWorker, NoticeWebhook, ObserverCallback,
     Delegate, DelegationGraph, EXTRACT_TASK, Inbound, KnowledgeConfig, QueueRun, QueueWorker,
     RecoveryReport, Reply, Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, TaskError,
     TaskHandler, extraction_schema,

@@ -148,6 +148,9 @@ impl StepError {
 
     /// Code of a step whose message or reply a host's content rules blocked.
     pub const CONTENT_BLOCKED: &'static str = "policy.content_blocked";
+    /// The job this interaction worked for was cancelled or timed out: a
+    /// delegate's child interaction stopped at its next step.
+    pub const JOB_CANCELLED: &'static str = "job.cancelled";
 
     /// Codes of failures that do not end an interaction even on a
     /// `context`, `think` or `respond` step: the step is retried, or the

@@ -192,8 +192,8 @@ impl InteractionStore for SqliteStore {
                 let id = InteractionId::new();
                 tx.prepare_cached(
                     "INSERT INTO interactions (id, session_id, account_id, team_id, user_id, agent_id, input, \
-                     inbound_id, parent_interaction_id, delegation_depth, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     inbound_id, parent_interaction_id, delegation_depth, job_id, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )
                 .map_err(backend)?
                 .execute(params![
@@ -207,6 +207,7 @@ impl InteractionStore for SqliteStore {
                     new.inbound_id,
                     new.parent_interaction_id.map(|p| p.to_string()),
                     i64::from(new.delegation_depth),
+                    new.job_id.map(|j| j.to_string()),
                     now.as_millis(),
                 ])
                 .map_err(|e| {
@@ -238,6 +239,7 @@ impl InteractionStore for SqliteStore {
                         inbound_id: new.inbound_id,
                         parent_interaction_id: new.parent_interaction_id,
                         delegation_depth: new.delegation_depth,
+                        job_id: new.job_id,
                         created_at: now,
                     },
                     Some(event),

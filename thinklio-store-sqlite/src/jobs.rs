@@ -227,11 +227,25 @@ impl JobStore for SqliteStore {
                         )));
                     }
                 }
+                if let Some(key) = &new.key {
+                    let existing: Option<String> = tx
+                        .prepare_cached("SELECT id FROM jobs WHERE key = ?1")
+                        .map_err(backend)?
+                        .query_row([key], |r| r.get(0))
+                        .optional()
+                        .map_err(backend)?;
+                    if let Some(id) = existing {
+                        let id: JobId = id
+                            .parse()
+                            .map_err(|_| StoreError::Corrupt(format!("bad job id `{id}`")))?;
+                        return load(&tx, id);
+                    }
+                }
                 let id = JobId::new();
                 tx.prepare_cached(
                     "INSERT INTO jobs (id, parent_id, session_id, interaction_id, step_id, account_id, team_id, \
-                     user_id, capability, input, state, usefulness, deadline, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11, ?12, ?13, ?13)",
+                     user_id, capability, input, state, usefulness, deadline, created_at, updated_at, key) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11, ?12, ?13, ?13, ?14)",
                 )
                 .map_err(backend)?
                 .execute(params![
@@ -248,6 +262,7 @@ impl JobStore for SqliteStore {
                     new.usefulness.as_str(),
                     new.deadline.map(Timestamp::as_millis),
                     now.as_millis(),
+                    new.key,
                 ])
                 .map_err(backend)?;
                 for kind in new.observers {

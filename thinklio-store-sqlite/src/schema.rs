@@ -305,6 +305,12 @@ CREATE TABLE job_notifications (
 );
 CREATE INDEX job_notifications_due ON job_notifications (due_at, n) WHERE delivered_at IS NULL;
 "#,
+    // 7: idempotent job creation by key; follow-up interactions name their job.
+    r#"
+ALTER TABLE jobs ADD COLUMN key TEXT;
+CREATE UNIQUE INDEX jobs_by_key ON jobs (key) WHERE key IS NOT NULL;
+ALTER TABLE interactions ADD COLUMN job_id TEXT;
+"#,
 ];
 
 /// The newest schema version this build knows.

@@ -104,6 +104,10 @@ pub struct CapabilityManifest {
     pub side_effect: SideEffect,
     /// Whether it runs now or as a job, unless the agent chooses otherwise.
     pub default_mode: StepMode,
+    /// When run as a job: when its observers hear of partial output, and
+    /// how it ends when it waits on subjobs.
+    #[serde(default)]
+    pub usefulness: crate::job::Usefulness,
     /// How long one call may take.
     #[serde(with = "duration_ms")]
     pub timeout: Duration,
@@ -128,6 +132,7 @@ impl CapabilityManifest {
             trust_level: TrustLevel::Standard,
             side_effect: SideEffect::ReadOnly,
             default_mode: StepMode::Immediate,
+            usefulness: crate::job::Usefulness::AllSubjobs,
             timeout: Duration::from_secs(30),
             cost_hint: None,
         }
@@ -170,6 +175,9 @@ pub struct InvocationContext {
     /// Where a capability reports tokens and cost it spent on the call's
     /// behalf; they roll up into the `act` step and its interaction.
     pub meter: UsageMeter,
+    /// The job this call runs as, when it runs deferred: it creates
+    /// subjobs, reports progress and names the callback of external work.
+    pub job: Option<crate::runtime::JobHandle>,
 }
 
 /// Collects the usage a capability spent on one call (a delegate agent's
@@ -268,6 +276,19 @@ impl CapabilityError {
     }
 }
 
+/// What [`Capability::dispatch`] did with a job.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Dispatch {
+    /// The work is done: the job resolves with this result (unless it
+    /// created subjobs, whose ends decide; then this is its context bundle).
+    Done(Value),
+    /// Something outside took the work over and reports back through
+    /// [`Runtime::report_job`](crate::Runtime::report_job): the job is
+    /// `in_progress` until it does or its deadline passes.
+    Accepted,
+}
+
 /// Anything the model can call.
 #[async_trait]
 pub trait Capability: Send + Sync + 'static {
@@ -280,4 +301,16 @@ pub trait Capability: Send + Sync + 'static {
         context: &InvocationContext,
         arguments: Value,
     ) -> Result<Value, CapabilityError>;
+
+    /// Runs one call as a job, on the runtime's job workers (`context.job`
+    /// is set). By default it invokes the capability and the job resolves
+    /// with the result; a capability that hands work to something outside
+    /// (a webhook, a workflow engine) answers [`Dispatch::Accepted`] instead.
+    async fn dispatch(
+        &self,
+        context: &InvocationContext,
+        arguments: Value,
+    ) -> Result<Dispatch, CapabilityError> {
+        self.invoke(context, arguments).await.map(Dispatch::Done)
+    }
 }

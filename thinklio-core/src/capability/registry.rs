@@ -115,6 +115,23 @@ impl RegisteredCapability {
         }
         Ok(result)
     }
+
+    /// Dispatches the capability as a job; a result it gives at once is
+    /// checked against the return schema.
+    pub async fn dispatch(
+        &self,
+        context: &InvocationContext,
+        arguments: Value,
+    ) -> Result<super::Dispatch, CapabilityError> {
+        let dispatch = self.capability.dispatch(context, arguments).await?;
+        if let (super::Dispatch::Done(result), Some(returns)) = (&dispatch, &self.returns) {
+            let problems = describe(returns, result);
+            if !problems.is_empty() {
+                return Err(CapabilityError::InvalidResult(problems));
+            }
+        }
+        Ok(dispatch)
+    }
 }
 
 fn describe(validator: &jsonschema::Validator, value: &Value) -> String {

@@ -141,6 +141,7 @@ async fn spend<S: Store>(store: &S, p: Principal, agent: &str, cost: i64) -> Int
             inbound_id: None,
             parent_interaction_id: None,
             delegation_depth: 0,
+            job_id: None,
         })
         .await
         .unwrap()

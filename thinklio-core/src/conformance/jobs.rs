@@ -42,6 +42,7 @@ async fn new_job_with<S: Store>(
                 usefulness,
                 deadline,
                 observers,
+                key: None,
             },
             t(1),
         )
@@ -309,6 +310,7 @@ pub async fn observers_hear_each_change_once_and_partial_output_once<S: Store>(s
                 usefulness: Usefulness::AllSubjobs,
                 deadline: None,
                 observers: vec![],
+                key: None,
             },
             t(7),
         )
@@ -383,4 +385,47 @@ pub async fn job_claims_are_atomic_and_deadlines_are_listed<S: Store + Clone>(st
         "an ended job is not overdue"
     );
     assert_eq!(store.unfinished_jobs().await.unwrap().len(), 19);
+}
+
+pub async fn jobs_are_created_once_per_key_and_follow_ups_name_their_job<S: Store>(store: S) {
+    let p = principal();
+    let s = session(&store, p, None).await;
+    let i = interaction(&store, &s, "research this").await;
+    let new = |key: &str| NewJob {
+        parent_id: None,
+        session_id: s.id,
+        interaction_id: i.id,
+        step_id: None,
+        principal: p,
+        capability: "research".into(),
+        input: json!({ "topic": key }),
+        usefulness: Usefulness::AnyCompletedSubjob,
+        deadline: Some(t(100)),
+        observers: vec![ObserverKind::FollowUp],
+        key: Some(key.into()),
+    };
+    let first = store.create_job(new("act:1"), t(1)).await.unwrap();
+    let again = store.create_job(new("act:1"), t(2)).await.unwrap();
+    assert_eq!(first, again, "the same key returns the job created first");
+    assert_eq!(store.job_observers(first.id).await.unwrap().len(), 1);
+    let other = store.create_job(new("act:2"), t(3)).await.unwrap();
+    assert_ne!(other.id, first.id);
+    assert_eq!(store.unfinished_jobs().await.unwrap().len(), 2);
+    // A follow-up interaction keeps the job it reports on.
+    let (follow_up, _) = store
+        .create_interaction(NewInteraction {
+            session_id: s.id,
+            principal: p,
+            agent_id: s.agent_id.clone(),
+            input: "job resolved".into(),
+            inbound_id: Some("notice:1".into()),
+            parent_interaction_id: None,
+            delegation_depth: 0,
+            job_id: Some(first.id),
+        })
+        .await
+        .unwrap();
+    assert_eq!(follow_up.job_id, Some(first.id));
+    assert_eq!(store.interaction(follow_up.id).await.unwrap().job_id, Some(first.id));
+    assert_eq!(store.interaction(i.id).await.unwrap().job_id, None);
 }

@@ -68,6 +68,7 @@ macro_rules! store_conformance_tests {
             jobs_move_only_along_their_state_machine,
             observers_hear_each_change_once_and_partial_output_once,
             job_claims_are_atomic_and_deadlines_are_listed,
+            jobs_are_created_once_per_key_and_follow_ups_name_their_job,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {
@@ -115,6 +116,7 @@ pub(super) async fn interaction<S: Store>(
             inbound_id: None,
             parent_interaction_id: None,
             delegation_depth: 0,
+            job_id: None,
         })
         .await
         .unwrap()

@@ -49,6 +49,7 @@ pub async fn missing_records_are_not_found<S: Store>(store: S) {
             inbound_id: None,
             parent_interaction_id: None,
             delegation_depth: 0,
+            job_id: None,
         })
         .await;
     assert!(orphan.is_err(), "an interaction needs an existing session");
@@ -64,6 +65,7 @@ pub async fn inbound_ids_deduplicate_interactions<S: Store>(store: S) {
         inbound_id: Some(id.into()),
         parent_interaction_id: None,
         delegation_depth: 0,
+        job_id: None,
     };
     let (a, created_a) = store.create_interaction(new("m1")).await.unwrap();
     let (b, created_b) = store.create_interaction(new("m1")).await.unwrap();

@@ -6,7 +6,11 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::broadcast;
 
 use super::delegation::{self, Delegate, DelegationGraph};
+use super::jobs::{
+    JobCallbacks, JobControl, Jobs, NoticeWebhook, ObserverCallback,
+};
 use super::locks::SessionLocks;
+use crate::job::ObserverKind;
 use super::{Inner, Runtime, RuntimeConfig, RuntimeError};
 use crate::agent::AgentDefinition;
 use crate::capability::{Capability, CapabilityRegistry};
@@ -33,6 +37,10 @@ pub struct RuntimeBuilder {
     sink: Option<Arc<dyn ReplySink>>,
     clock: Option<Arc<dyn Clock>>,
     config: RuntimeConfig,
+    job_callbacks: Option<JobCallbacks>,
+    notice_webhook: Option<Arc<dyn NoticeWebhook>>,
+    observer_callbacks: HashMap<String, Arc<dyn ObserverCallback>>,
+    job_observers: Vec<ObserverKind>,
 }
 
 impl RuntimeBuilder {
@@ -118,6 +126,40 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Where outside work reports on jobs (a webhook dispatched as a job):
+    /// the host serves the URL and routes it to
+    /// [`Runtime::report_job`](super::Runtime::report_job).
+    pub fn job_callbacks(mut self, callbacks: JobCallbacks) -> Self {
+        self.job_callbacks = Some(callbacks);
+        self
+    }
+
+    /// How notices reach [`ObserverKind::Webhook`] observers
+    /// (`thinklio_capabilities::SignedNoticeWebhook` signs and posts them).
+    pub fn notice_webhook(mut self, webhook: impl NoticeWebhook) -> Self {
+        self.notice_webhook = Some(Arc::new(webhook));
+        self
+    }
+
+    /// Registers the in-process observer named `name`
+    /// ([`ObserverKind::Callback`]).
+    pub fn observer_callback(
+        mut self,
+        name: impl Into<String>,
+        callback: impl ObserverCallback,
+    ) -> Self {
+        self.observer_callbacks
+            .insert(name.into(), Arc::new(callback));
+        self
+    }
+
+    /// An observer every job of a deferred `act` step gets, besides the
+    /// follow-up interaction in its session.
+    pub fn job_observer(mut self, observer: ObserverKind) -> Self {
+        self.job_observers.push(observer);
+        self
+    }
+
     /// Tunables.
     pub fn config(mut self, config: RuntimeConfig) -> Self {
         self.config = config;
@@ -168,8 +210,18 @@ impl RuntimeBuilder {
             budgets: tokio::sync::RwLock::new(None),
             content: self.content,
             warned: std::sync::Mutex::new(Default::default()),
+            jobs: Jobs {
+                callbacks: self.job_callbacks,
+                webhook: self.notice_webhook,
+                observers: RwLock::new(self.observer_callbacks),
+                default_observers: self.job_observers,
+                ..Jobs::default()
+            },
         });
         super::knowledge::register(&inner);
+        for control in JobControl::both(&inner) {
+            inner.capabilities.register(control)?;
+        }
         for d in &self.delegates {
             let capability = delegation::AgentCapability::new(d, Arc::downgrade(&inner));
             inner.capabilities.register(capability)?;

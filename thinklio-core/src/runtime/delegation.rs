@@ -268,6 +268,7 @@ impl Inner {
                 inbound_id: Some(context.idempotency_key.clone()),
                 parent_interaction_id: Some(context.interaction_id),
                 delegation_depth: depth,
+                job_id: None,
             })
             .await
             .map_err(store_failure)?;
@@ -278,9 +279,13 @@ impl Inner {
             }
             None => self.store.steps(child.id).await.map_err(store_failure)?,
         };
-        let run = Run::new(Arc::clone(&self), session, agent, child, steps, false)
+        let mut run = Run::new(Arc::clone(&self), session, agent, child, steps, false)
             .delegate(Delegation { trust_ceiling })
             .with_access(access);
+        if let Some(job) = &context.job {
+            // Dispatched as a job: the child stops when the job ends.
+            run = run.for_job(job.id());
+        }
         match run.drive().await {
             Ok(reply) => {
                 context.meter.report(reply.usage, reply.cost);

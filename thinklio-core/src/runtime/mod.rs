@@ -10,6 +10,7 @@ mod builder;
 mod delegation;
 mod governance;
 mod harness;
+mod jobs;
 mod knowledge;
 mod locks;
 mod queue;
@@ -23,6 +24,10 @@ use tokio::sync::broadcast;
 
 pub use builder::RuntimeBuilder;
 pub use delegation::{Delegate, DelegationGraph};
+pub use jobs::{
+    CANCEL_JOB, CancelledBy, JOB_STATUS, JobCallback, JobCallbacks, JobError, JobHandle, JobNotice,
+    JobRecovery, JobRun, JobWorker, NoticeWebhook, ObserverCallback,
+};
 pub use knowledge::{EXTRACT_TASK, EXTRACTION_PROMPT, KnowledgeConfig, extraction_schema};
 pub use queue::{QueueRun, QueueWorker, TaskError, TaskHandler};
 
@@ -83,6 +88,9 @@ pub enum RuntimeError {
     /// The embedder failed.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// A job call was refused.
+    #[error(transparent)]
+    Job(#[from] JobError),
     /// The interaction ended failed; its steps say more.
     #[error("interaction {interaction} failed: {error}")]
     InteractionFailed {
@@ -106,6 +114,7 @@ impl RuntimeError {
             RuntimeError::DelegationCycle(_) => "delegation.cycle",
             RuntimeError::Forbidden(e) => e.code(),
             RuntimeError::Model(e) => e.code(),
+            RuntimeError::Job(e) => e.code(),
             RuntimeError::InteractionFailed { error, .. } => &error.code,
         }
     }
@@ -202,6 +211,9 @@ pub struct RecoveryReport {
     /// Interactions that could not be resumed, with the reason (they stay
     /// unfinished and are tried again by the next `recover`).
     pub errors: Vec<(InteractionId, String)>,
+    /// What was done with jobs a crash interrupted (dispatches run again
+    /// by the job worker).
+    pub jobs: JobRecovery,
 }
 
 /// Tunables of a runtime.
@@ -266,6 +278,8 @@ pub(crate) struct Inner {
     pub(crate) content: Option<Arc<dyn ContentRules>>,
     /// Budget warnings this process knows were given: (scope, period start, threshold).
     warned: std::sync::Mutex<std::collections::HashSet<(Scope, i64, u8)>>,
+    /// Job configuration and the dispatches running in this process.
+    pub(crate) jobs: jobs::Jobs,
 }
 
 /// Sessions kept in [`Inner::sessions`]; the cache starts over when full.
@@ -487,6 +501,7 @@ impl Runtime {
                 inbound_id: message.id,
                 parent_interaction_id: None,
                 delegation_depth: 0,
+                job_id: None,
             })
             .await?;
         let steps = match created {
@@ -511,6 +526,7 @@ impl Runtime {
     /// delivers replies left in the outbox. Call once at start-up, before
     /// serving messages.
     pub async fn recover(&self) -> Result<RecoveryReport, RuntimeError> {
+        let jobs = self.inner.recover_jobs().await?;
         // A delegate's interaction is resumed by its caller's `act` step,
         // which runs again (it is idempotent) and finds the child by its key.
         let unfinished: Vec<Interaction> = self
@@ -523,6 +539,7 @@ impl Runtime {
             .collect();
         let mut report = RecoveryReport {
             resumed: unfinished.len(),
+            jobs,
             ..Default::default()
         };
         let mut by_session: Vec<(SessionId, Vec<Interaction>)> = Vec::new();

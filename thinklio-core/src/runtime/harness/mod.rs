@@ -55,6 +55,9 @@ pub(crate) struct Run {
     delegation: Option<Delegation>,
     /// What the directory allows, when it is enforced.
     access: Option<Access>,
+    /// The job this run works for (a delegate dispatched as a job): the run
+    /// stops at its next step once the job has ended.
+    job: Option<crate::ids::JobId>,
 }
 
 /// What a delegate's run knows of the chain that called it.
@@ -84,7 +87,14 @@ impl Run {
             caller_is_channel,
             delegation: None,
             access: None,
+            job: None,
         }
+    }
+
+    /// A run that works for a job and stops when the job ends.
+    pub(crate) fn for_job(mut self, job: crate::ids::JobId) -> Self {
+        self.job = Some(job);
+        self
     }
 
     /// Narrows the agent's capabilities by what the directory allows.
@@ -121,6 +131,9 @@ impl Run {
                     continue;
                 }
             };
+            if let Some(error) = self.job_ended().await? {
+                return Err(self.stop_for_job(in_flight.take(), error).await?);
+            }
             let step = match in_flight.take() {
                 Some(step) => step,
                 None => {
@@ -167,6 +180,65 @@ impl Run {
             .store
             .finish_step(step.id, outcome, reply, following)
             .await?)
+    }
+
+    /// Why this run must stop, when the job it works for has ended.
+    async fn job_ended(&self) -> Result<Option<StepError>, RuntimeError> {
+        let Some(id) = self.job else {
+            return Ok(None);
+        };
+        let job = self.rt.store.job(id).await?;
+        Ok(job.state.is_terminal().then(|| {
+            StepError::new(
+                StepError::JOB_CANCELLED,
+                format!(
+                    "job {id} {}: {}",
+                    job.state,
+                    job.error.as_deref().unwrap_or("it ended")
+                ),
+            )
+        }))
+    }
+
+    /// Ends the interaction because its job ended: the step begun last (if
+    /// any) fails, and a failed `respond` step closes the interaction, so
+    /// nothing is left running and recovery has nothing to resume.
+    async fn stop_for_job(
+        &mut self,
+        in_flight: Option<Step>,
+        error: StepError,
+    ) -> Result<RuntimeError, RuntimeError> {
+        if let Some(step) = in_flight {
+            let outcome = StepOutcome::Failed {
+                error: error.clone(),
+                usage: None,
+            };
+            let finished = self.rt.store.finish_step(step.id, outcome, None, None).await?;
+            for event in finished.events {
+                self.rt.publish(event);
+            }
+            self.replace(finished.step);
+        }
+        if !crate::interaction::InteractionState::derive(&self.steps).is_finished() {
+            let new = self.new_step(
+                StepKind::Respond,
+                1,
+                self.key("respond:job_ended"),
+                json!({ "job_ended": true }),
+            );
+            let (step, event) = self.rt.store.begin_step(new).await?;
+            self.rt.publish(event);
+            let outcome = StepOutcome::Failed {
+                error: error.clone(),
+                usage: None,
+            };
+            let finished = self.rt.store.finish_step(step.id, outcome, None, None).await?;
+            for event in finished.events {
+                self.rt.publish(event);
+            }
+            self.steps.push(finished.step);
+        }
+        self.fail(error).await
     }
 
     /// Records the end of an interaction that failed for good.
@@ -244,7 +316,19 @@ impl Run {
                     }),
                 );
                 new.capability = Some(call.name.clone());
-                new.side_effect = self.visible(&call.name).map(|c| c.manifest().side_effect);
+                let cap = self.visible(&call.name);
+                new.mode = cap
+                    .as_ref()
+                    .map_or(StepMode::Immediate, |c| self.mode_of(c));
+                new.side_effect = cap.map(|c| {
+                    if new.mode == StepMode::Deferred {
+                        // A deferred call only writes its job, keyed by
+                        // this step's idempotency key: safe to repeat.
+                        SideEffect::Idempotent
+                    } else {
+                        c.manifest().side_effect
+                    }
+                });
                 new
             }
             Work::Observe {
@@ -388,7 +472,23 @@ impl Run {
         }
         // Facts the principal may see, served by this agent: a delegate
         // recalls with its own agent layer, never its caller's.
-        let recalled = self.rt.recall(&self.interaction).await;
+        let mut recalled = self.rt.recall(&self.interaction).await;
+        if let Some(id) = self.interaction.job_id {
+            // A follow-up: the job's result and context bundle, as they
+            // are now, recorded on the step for the transcript.
+            match self.rt.store.job(id).await {
+                Ok(job) if job.session_id == self.interaction.session_id => {
+                    merge(&mut recalled, json!({ "job": super::jobs::job_record(&job) }));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return StepOutcome::Failed {
+                        error: StepError::new(e.code(), e.to_string()),
+                        usage: None,
+                    };
+                }
+            }
+        }
         if self.delegation.is_some() {
             // A delegate works from its task alone.
             let mut output = json!({
@@ -461,6 +561,9 @@ impl Run {
         {
             messages.push(memory);
         }
+        if let Some(job) = super::jobs::job_message(context.and_then(|s| s.output.as_ref())) {
+            messages.push(job);
+        }
         for turn in self.history.iter().flatten() {
             messages.push(ChatMessage::user(turn.user.clone()));
             messages.push(ChatMessage::assistant(turn.assistant.clone()));
@@ -507,6 +610,20 @@ impl Run {
         match &self.delegation {
             Some(d) => self.agent.trust_level.min(d.trust_ceiling),
             None => self.agent.trust_level,
+        }
+    }
+
+    /// How this agent calls a capability: deferred when its manifest says
+    /// so or the agent chose it (never an interactive one).
+    fn mode_of(&self, cap: &RegisteredCapability) -> StepMode {
+        let manifest = cap.manifest();
+        match manifest.default_mode {
+            StepMode::Interactive => StepMode::Interactive,
+            StepMode::Deferred => StepMode::Deferred,
+            StepMode::Immediate if self.agent.deferred.iter().any(|d| *d == manifest.name) => {
+                StepMode::Deferred
+            }
+            StepMode::Immediate => StepMode::Immediate,
         }
     }
 
@@ -598,6 +715,9 @@ impl Run {
                         code: StepError::BUDGET_EXCEEDED,
                         message: refused.message,
                     }),
+                    Ok(()) if step.mode == StepMode::Deferred => {
+                        self.dispatch_job(step, &cap, arguments).await
+                    }
                     Ok(()) => {
                         let context = InvocationContext {
                             interaction_id: self.interaction.id,
@@ -608,6 +728,7 @@ impl Run {
                             agent_id: self.agent.id.clone(),
                             delegation_depth: self.interaction.delegation_depth,
                             meter: meter.clone(),
+                            job: None,
                         };
                         let timeout = cap.manifest().timeout;
                         // A panic in a host's capability becomes a failed step the
@@ -642,6 +763,36 @@ impl Run {
                 usage,
             },
         }
+    }
+
+    /// The work of a deferred `act` step: the job is written (once per step
+    /// key) and the step succeeds; the model is told the work is under way.
+    async fn dispatch_job(
+        &self,
+        step: &Step,
+        cap: &RegisteredCapability,
+        arguments: Value,
+    ) -> Result<Value, CapabilityError> {
+        let job = self
+            .rt
+            .create_deferred_job(
+                &self.interaction,
+                step.id,
+                &step.idempotency_key,
+                cap.manifest(),
+                arguments,
+            )
+            .await
+            .map_err(|e| CapabilityError::failed(format!("the job could not be written: {e}")))?;
+        Ok(json!({
+            "job_id": job.id,
+            "status": "dispatched",
+            "note": format!(
+                "`{}` runs in the background as job {}; its result comes back in a follow-up message. \
+                 Tell the user the work is under way.",
+                job.capability, job.id
+            ),
+        }))
     }
 
     /// Settles a step the process stopped while it ran: an `external`
@@ -706,7 +857,7 @@ fn ended(step: &Step, outcome: &StepOutcome) -> Step {
 }
 
 /// The message of a caught panic, when it has one.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
