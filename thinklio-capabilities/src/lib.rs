@@ -19,4 +19,4 @@ mod webhook;
 pub mod guide {}
 
 pub use mcp::{McpError, McpServer};
-pub use webhook::{SIGNATURE_HEADER, WebhookCapability, WebhookSecret, sign};
+pub use webhook::{SIGNATURE_HEADER, SignedNoticeWebhook, WebhookCapability, WebhookSecret, sign};

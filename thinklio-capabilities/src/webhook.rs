@@ -9,6 +9,14 @@
 //! - `X-Thinklio-Interaction` and `X-Thinklio-Attempt`.
 //!
 //! A 2xx answer is the result: its JSON body, or its text as a JSON string.
+//!
+//! Dispatched as a job (deferred mode), the same request also carries
+//! `X-Thinklio-Job`, and, when the runtime has job callbacks,
+//! `X-Thinklio-Callback-Url` and `X-Thinklio-Callback-Token`: a `202
+//! Accepted` answer hands the work over, and the receiver reports progress
+//! and the result to the callback URL later (any other 2xx answer is the
+//! result at once). [`SignedNoticeWebhook`] posts job notices to webhook
+//! observers, signed the same way.
 //! Anything else fails the call with the status and the start of the body.
 //! Only `read_only` and `idempotent` webhooks are retried (on 408, 429, 5xx
 //! and transport errors, with exponential backoff and jitter); an `external`
@@ -22,8 +30,8 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 use thinklio_core::{
-    Capability, CapabilityError, CapabilityKind, CapabilityManifest, InvocationContext,
-    RetryPolicy, SideEffect, TrustLevel,
+    Capability, CapabilityError, CapabilityKind, CapabilityManifest, Dispatch, InvocationContext,
+    JobNotice, NoticeWebhook, RetryPolicy, SideEffect, StepMode, TrustLevel,
 };
 
 /// The request header carrying the body's signature.
@@ -151,6 +159,13 @@ impl WebhookCapability {
         self
     }
 
+    /// Sets whether calls run now or as jobs (deferred: see the module
+    /// documentation for the callback contract).
+    pub fn default_mode(mut self, mode: StepMode) -> Self {
+        self.manifest.default_mode = mode;
+        self
+    }
+
     /// Sets how many times a retryable webhook is retried, and the first delay.
     pub fn retries(mut self, retries: u32, first_delay: Duration) -> Self {
         self.retries = retries;
@@ -164,9 +179,17 @@ impl WebhookCapability {
         context: &InvocationContext,
         body: &[u8],
         signature: &str,
-    ) -> Result<Value, (CapabilityError, bool)> {
-        let response = client
-            .post(&self.url)
+    ) -> Result<(u16, Value), (CapabilityError, bool)> {
+        let mut request = client.post(&self.url);
+        if let Some(job) = &context.job {
+            request = request.header("x-thinklio-job", job.id().to_string());
+            if let Some(callback) = job.callback() {
+                request = request
+                    .header("x-thinklio-callback-url", callback.url())
+                    .header("x-thinklio-callback-token", callback.token());
+            }
+        }
+        let response = request
             .timeout(self.manifest.timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(SIGNATURE_HEADER, signature)
@@ -208,7 +231,7 @@ impl WebhookCapability {
                 retryable,
             ));
         }
-        if json {
+        let value = if json {
             serde_json::from_str(&text).map_err(|e| {
                 (
                     CapabilityError::InvalidResult(format!(
@@ -216,9 +239,48 @@ impl WebhookCapability {
                     )),
                     false,
                 )
-            })
+            })?
         } else {
-            Ok(Value::String(text))
+            Value::String(text)
+        };
+        Ok((status.as_u16(), value))
+    }
+
+    /// Posts the call, retrying a repeatable webhook; the status and body of
+    /// the 2xx answer.
+    async fn call(
+        &self,
+        context: &InvocationContext,
+        arguments: &Value,
+    ) -> Result<(u16, Value), CapabilityError> {
+        let client = self
+            .client
+            .as_ref()
+            .map_err(|e| CapabilityError::failed(e.clone()))?;
+        let body = serde_json::to_vec(arguments)
+            .map_err(|e| CapabilityError::InvalidArguments(e.to_string()))?;
+        let signature = sign(&self.secret, &body);
+        let retries = if self.manifest.side_effect.is_repeatable() {
+            self.retries
+        } else {
+            0
+        };
+        let mut tried = 0;
+        loop {
+            match self.attempt(client, context, &body, &signature).await {
+                Ok(answer) => return Ok(answer),
+                Err((error, retryable)) if retryable && tried < retries => {
+                    let delay = RetryPolicy {
+                        base: self.backoff,
+                        max: Duration::from_secs(60),
+                    }
+                    .delay(tried + 1);
+                    tried += 1;
+                    tracing::warn!(webhook = %self.manifest.name, attempt = tried, error = %error, "webhook call failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err((error, _)) => return Err(error),
+            }
         }
     }
 }
@@ -234,34 +296,85 @@ impl Capability for WebhookCapability {
         context: &InvocationContext,
         arguments: Value,
     ) -> Result<Value, CapabilityError> {
-        let client = self
-            .client
-            .as_ref()
-            .map_err(|e| CapabilityError::failed(e.clone()))?;
-        let body = serde_json::to_vec(&arguments)
-            .map_err(|e| CapabilityError::InvalidArguments(e.to_string()))?;
-        let signature = sign(&self.secret, &body);
-        let retries = if self.manifest.side_effect.is_repeatable() {
-            self.retries
+        self.call(context, &arguments).await.map(|(_, value)| value)
+    }
+
+    async fn dispatch(
+        &self,
+        context: &InvocationContext,
+        arguments: Value,
+    ) -> Result<Dispatch, CapabilityError> {
+        if context.job.as_ref().is_some_and(|j| j.callback().is_none()) {
+            return Err(CapabilityError::failed(
+                "a webhook runs as a job only when the runtime has job callbacks \
+                 (RuntimeBuilder::job_callbacks) to report back to",
+            ));
+        }
+        match self.call(context, &arguments).await? {
+            (202, _) => Ok(Dispatch::Accepted),
+            (_, value) => Ok(Dispatch::Done(value)),
+        }
+    }
+}
+
+/// Posts job notices to [`ObserverKind::Webhook`](thinklio_core::ObserverKind)
+/// observers: the [`JobNotice`] as JSON, signed like webhook calls
+/// (`X-Thinklio-Signature`), with `X-Thinklio-Notification-Id` for
+/// de-duplication. One attempt per delivery; the runtime retries a failed
+/// one with backoff.
+#[derive(Debug, Clone)]
+pub struct SignedNoticeWebhook {
+    secret: WebhookSecret,
+    client: Result<reqwest::Client, String>,
+    timeout: Duration,
+}
+
+impl SignedNoticeWebhook {
+    /// Notices signed with `secret`, each request limited to 10 s.
+    pub fn new(secret: WebhookSecret) -> Self {
+        Self {
+            secret,
+            client: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .build()
+                .map_err(|e| format!("cannot build the HTTP client: {e}")),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Sets the timeout of one request.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+#[async_trait]
+impl NoticeWebhook for SignedNoticeWebhook {
+    async fn post(&self, url: &str, notice: &JobNotice) -> Result<(), String> {
+        let client = self.client.as_ref().map_err(Clone::clone)?;
+        let body = serde_json::to_vec(notice).map_err(|e| e.to_string())?;
+        let response = client
+            .post(url)
+            .timeout(self.timeout)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(SIGNATURE_HEADER, sign(&self.secret, &body))
+            .header(
+                "x-thinklio-notification-id",
+                notice.notification_id.to_string(),
+            )
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("the observer webhook could not be reached: {e}"))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
         } else {
-            0
-        };
-        let mut tried = 0;
-        loop {
-            match self.attempt(client, context, &body, &signature).await {
-                Ok(value) => return Ok(value),
-                Err((error, retryable)) if retryable && tried < retries => {
-                    let delay = RetryPolicy {
-                        base: self.backoff,
-                        max: Duration::from_secs(60),
-                    }
-                    .delay(tried + 1);
-                    tried += 1;
-                    tracing::warn!(webhook = %self.manifest.name, attempt = tried, error = %error, "webhook call failed; retrying");
-                    tokio::time::sleep(delay).await;
-                }
-                Err((error, _)) => return Err(error),
-            }
+            Err(format!(
+                "the observer webhook answered HTTP {}",
+                status.as_u16()
+            ))
         }
     }
 }

@@ -39,8 +39,8 @@ pub use ids::{
 };
 pub use interaction::{Interaction, InteractionState, NewInteraction};
 pub use job::{
-    Job, JobChange, JobNotification, JobObserver, JobReport, JobState, JobStore, JobUpdate, NewJob, Notice,
-    ObserverKind, Usefulness,
+    Job, JobChange, JobNotification, JobObserver, JobReport, JobState, JobStore, JobUpdate, NewJob,
+    Notice, ObserverKind, Usefulness,
 };
 pub use knowledge::{
     Curation, Fact, FactActor, FactHit, FactOwner, FactQuery, FactWrite, KnowledgeStore, Layer,
@@ -54,11 +54,11 @@ pub use outbox::{DeliveryError, NewOutboxMessage, OutboxMessage, ReplySink};
 pub use principal::{Principal, Scope};
 pub use queue::{NewTask, RetryPolicy, Task, TaskRetry, TaskState};
 pub use runtime::{
-    CANCEL_JOB, CancelledBy, JOB_STATUS, JobCallback, JobCallbacks, JobError, JobHandle, JobNotice,
-    JobRecovery, JobRun, JobWorker, NoticeWebhook, ObserverCallback,
-    Delegate, DelegationGraph, EXTRACT_TASK, Inbound, KnowledgeConfig, QueueRun, QueueWorker,
-    RecoveryReport, Reply, Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, TaskError,
-    TaskHandler, extraction_schema,
+    CANCEL_JOB, CancelledBy, Delegate, DelegationGraph, EXTRACT_TASK, Inbound, JOB_STATUS,
+    JobCallback, JobCallbacks, JobError, JobHandle, JobNotice, JobRecovery, JobRun, JobWorker,
+    KnowledgeConfig, NoticeWebhook, ObserverCallback, QueueRun, QueueWorker, RecoveryReport, Reply,
+    Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, TaskError, TaskHandler,
+    extraction_schema,
 };
 pub use session::{NewSession, Session, Turn};
 pub use step::{

@@ -114,6 +114,13 @@ impl FunctionCapabilityBuilder {
         self
     }
 
+    /// Sets, for runs as a job, when observers hear of partial output and
+    /// how a job waiting on its subjobs ends.
+    pub fn usefulness(mut self, usefulness: crate::job::Usefulness) -> Self {
+        self.manifest.usefulness = usefulness;
+        self
+    }
+
     /// Sets what one call usually costs.
     pub fn cost_hint(mut self, cost: Cost) -> Self {
         self.manifest.cost_hint = Some(cost);

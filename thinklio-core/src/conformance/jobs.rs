@@ -426,6 +426,9 @@ pub async fn jobs_are_created_once_per_key_and_follow_ups_name_their_job<S: Stor
         .await
         .unwrap();
     assert_eq!(follow_up.job_id, Some(first.id));
-    assert_eq!(store.interaction(follow_up.id).await.unwrap().job_id, Some(first.id));
+    assert_eq!(
+        store.interaction(follow_up.id).await.unwrap().job_id,
+        Some(first.id)
+    );
     assert_eq!(store.interaction(i.id).await.unwrap().job_id, None);
 }

@@ -6,16 +6,14 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::broadcast;
 
 use super::delegation::{self, Delegate, DelegationGraph};
-use super::jobs::{
-    JobCallbacks, JobControl, Jobs, NoticeWebhook, ObserverCallback,
-};
+use super::jobs::{JobCallbacks, JobControl, Jobs, NoticeWebhook, ObserverCallback};
 use super::locks::SessionLocks;
-use crate::job::ObserverKind;
 use super::{Inner, Runtime, RuntimeConfig, RuntimeError};
 use crate::agent::AgentDefinition;
 use crate::capability::{Capability, CapabilityRegistry};
 use crate::directory::ContentRules;
 use crate::ids::AgentId;
+use crate::job::ObserverKind;
 use crate::knowledge::OfflineEmbedder;
 use crate::model::{ChatModel, Embedder};
 use crate::outbox::ReplySink;

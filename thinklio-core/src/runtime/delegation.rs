@@ -60,6 +60,7 @@ pub struct Delegate {
     returns: Value,
     timeout: Duration,
     trust_level: TrustLevel,
+    mode: StepMode,
 }
 
 impl Delegate {
@@ -82,6 +83,7 @@ impl Delegate {
             returns: json!({ "type": "string" }),
             timeout: Duration::from_secs(600),
             trust_level: TrustLevel::Basic,
+            mode: StepMode::Immediate,
         }
     }
 
@@ -109,6 +111,15 @@ impl Delegate {
         self
     }
 
+    /// Sets whether callers wait for the delegate (`immediate`, the
+    /// default) or hand it the task as a job (`deferred`): the child
+    /// interaction runs on the job workers and its answer comes back in a
+    /// follow-up; the timeout is then the job's deadline.
+    pub fn default_mode(mut self, mode: StepMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
     /// Sets the trust level a caller needs to see this delegate.
     pub fn trust_level(mut self, level: TrustLevel) -> Self {
         self.trust_level = level;
@@ -124,7 +135,7 @@ impl Delegate {
         );
         m.returns = Some(self.returns.clone());
         m.side_effect = SideEffect::Idempotent;
-        m.default_mode = StepMode::Immediate;
+        m.default_mode = self.mode;
         m.timeout = self.timeout;
         m.trust_level = self.trust_level;
         m

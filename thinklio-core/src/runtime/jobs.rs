@@ -201,7 +201,8 @@ impl JobCallbacks {
         let Some(bytes) = unhex(token) else {
             return false;
         };
-        self.mac(job).is_some_and(|m| m.verify_slice(&bytes).is_ok())
+        self.mac(job)
+            .is_some_and(|m| m.verify_slice(&bytes).is_ok())
     }
 }
 
@@ -664,7 +665,9 @@ impl Inner {
                 "no capability named `{}` is registered to run it",
                 job.capability
             );
-            return self.end_job(job.id, JobChange::to(JobState::Failed).error(why)).await;
+            return self
+                .end_job(job.id, JobChange::to(JobState::Failed).error(why))
+                .await;
         };
         let interaction = self.store.interaction(job.interaction_id).await?;
         if let Err(refused) = self.check_budgets(&job.principal, &interaction).await {
@@ -727,11 +730,8 @@ impl Inner {
         };
         let change = match outcome {
             Ok(Dispatch::Done(value)) if handle.subjobs_created() > 0 => {
-                self.end_job(
-                    job.id,
-                    JobChange::to(JobState::InProgress).context(value),
-                )
-                .await?;
+                self.end_job(job.id, JobChange::to(JobState::InProgress).context(value))
+                    .await?;
                 self.settle_parent(job.id).await?;
                 return Ok(());
             }
@@ -800,16 +800,12 @@ impl Inner {
     }
 
     async fn claim_job(&self) -> Result<Option<Job>, RuntimeError> {
-        Ok(self
-            .store
-            .claim_job(&[], self.clock.now())
-            .await?
-            .map(|u| {
-                if !u.notifications.is_empty() {
-                    self.jobs.wake.notify_one();
-                }
-                u.job
-            }))
+        Ok(self.store.claim_job(&[], self.clock.now()).await?.map(|u| {
+            if !u.notifications.is_empty() {
+                self.jobs.wake.notify_one();
+            }
+            u.job
+        }))
     }
 
     /// Delivers the notices due now; returns (delivered, failed).
@@ -923,17 +919,10 @@ impl Inner {
                 }
                 None => self.store.steps(interaction.id).await?,
             };
-            Run::new(
-                Arc::clone(self),
-                session,
-                agent,
-                interaction,
-                steps,
-                false,
-            )
-            .with_access(access)
-            .drive()
-            .await
+            Run::new(Arc::clone(self), session, agent, interaction, steps, false)
+                .with_access(access)
+                .drive()
+                .await
         };
         match run.await {
             Ok(_) => Ok(()),
@@ -967,8 +956,8 @@ impl Inner {
                         report.redispatched += 1;
                     } else {
                         let e = CapabilityError::OutcomeUnknown;
-                        let change = JobChange::to(JobState::Failed)
-                            .error(format!("{}: {e}", e.code()));
+                        let change =
+                            JobChange::to(JobState::Failed).error(format!("{}: {e}", e.code()));
                         self.end_job(job.id, change).await?;
                         report.outcome_unknown += 1;
                     }
@@ -1081,7 +1070,11 @@ impl Runtime {
     }
 
     /// Registers (or replaces) the in-process observer named `name`.
-    pub fn register_observer_callback(&self, name: impl Into<String>, callback: impl ObserverCallback) {
+    pub fn register_observer_callback(
+        &self,
+        name: impl Into<String>,
+        callback: impl ObserverCallback,
+    ) {
         self.inner
             .jobs
             .observers
@@ -1139,7 +1132,12 @@ impl Runtime {
         token: &str,
         report: JobReport,
     ) -> Result<Job, RuntimeError> {
-        let callbacks = self.inner.jobs.callbacks.as_ref().ok_or(JobError::NoCallbacks)?;
+        let callbacks = self
+            .inner
+            .jobs
+            .callbacks
+            .as_ref()
+            .ok_or(JobError::NoCallbacks)?;
         if !callbacks.verify(id, token) {
             return Err(JobError::BadToken { job: id }.into());
         }
@@ -1311,7 +1309,9 @@ impl Capability for JobControl {
             return Ok(job_record(&job));
         }
         if job.state.is_terminal() {
-            return Ok(json!({ "job_id": id, "state": job.state, "note": "the job had already ended" }));
+            return Ok(
+                json!({ "job_id": id, "state": job.state, "note": "the job had already ended" }),
+            );
         }
         let reason = arguments["reason"].as_str().unwrap_or_default();
         let runtime = Runtime { inner };

@@ -213,7 +213,11 @@ impl Run {
                 error: error.clone(),
                 usage: None,
             };
-            let finished = self.rt.store.finish_step(step.id, outcome, None, None).await?;
+            let finished = self
+                .rt
+                .store
+                .finish_step(step.id, outcome, None, None)
+                .await?;
             for event in finished.events {
                 self.rt.publish(event);
             }
@@ -232,7 +236,11 @@ impl Run {
                 error: error.clone(),
                 usage: None,
             };
-            let finished = self.rt.store.finish_step(step.id, outcome, None, None).await?;
+            let finished = self
+                .rt
+                .store
+                .finish_step(step.id, outcome, None, None)
+                .await?;
             for event in finished.events {
                 self.rt.publish(event);
             }
@@ -478,7 +486,10 @@ impl Run {
             // are now, recorded on the step for the transcript.
             match self.rt.store.job(id).await {
                 Ok(job) if job.session_id == self.interaction.session_id => {
-                    merge(&mut recalled, json!({ "job": super::jobs::job_record(&job) }));
+                    merge(
+                        &mut recalled,
+                        json!({ "job": super::jobs::job_record(&job) }),
+                    );
                 }
                 Ok(_) => {}
                 Err(e) => {

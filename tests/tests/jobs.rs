@@ -1,0 +1,782 @@
+//! Jobs end to end: deferred `act` steps, subjobs, observers, follow-ups,
+//! deadlines and cancellation by each party.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests speak through panics
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use thinklio_core::*;
+use thinklio_llm::{ScriptedModel, ScriptedReply};
+use thinklio_store_sqlite::SqliteStore;
+
+#[derive(Deserialize, JsonSchema)]
+struct Topic {
+    /// What to research.
+    topic: String,
+}
+
+/// `research(topic)`: deferred; splits the work into two `lookup` subjobs
+/// and hands its topic to the follow-up as the context bundle.
+fn research() -> FunctionCapability {
+    FunctionCapability::builder("research", "Researches a topic in the background.")
+        .default_mode(StepMode::Deferred)
+        .usefulness(Usefulness::AnyCompletedSubjob)
+        .timeout(Duration::from_secs(3600))
+        .handler_with_context(|cx: InvocationContext, args: Topic| async move {
+            let job = cx.job.ok_or("research runs as a job")?;
+            for source in ["papers", "forums"] {
+                job.subjob("lookup", json!({ "topic": args.topic, "source": source }))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(json!({ "topic": args.topic, "asked_by": "research" }))
+        })
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct Lookup {
+    /// The topic.
+    topic: String,
+    /// Where to look.
+    source: String,
+}
+
+fn lookup() -> FunctionCapability {
+    FunctionCapability::builder("lookup", "Looks a topic up in one source.").handler(
+        |args: Lookup| async move { Ok::<_, String>(format!("{} on {}", args.source, args.topic)) },
+    )
+}
+
+/// The content of the system message a follow-up carries, if any.
+fn job_report(r: &ChatRequest) -> Option<String> {
+    r.messages
+        .iter()
+        .find(|m| m.role == Role::System && m.content.starts_with("Deferred work reported back"))
+        .map(|m| m.content.clone())
+}
+
+/// The model of these tests: a follow-up is answered with the job report it
+/// carries; `research X` calls the research tool; `cancel job ID` calls
+/// `cancel_job`; a tool result is acknowledged.
+fn model() -> ScriptedModel {
+    ScriptedModel::responder(|r| {
+        let last = r.messages.last().unwrap();
+        match last.role {
+            Role::Tool => ScriptedReply::text(format!("Under way: {}", last.content)),
+            Role::User => {
+                if let Some(report) = job_report(r) {
+                    return ScriptedReply::text(format!("Follow-up. {report}"));
+                }
+                let text = last.content.clone();
+                if let Some(id) = text.strip_prefix("cancel job ") {
+                    return ScriptedReply::tool_call(
+                        "c1",
+                        CANCEL_JOB,
+                        json!({ "job_id": id, "reason": "the user asked" }).to_string(),
+                    );
+                }
+                if let Some(topic) = text.strip_prefix("research ") {
+                    let tool = r
+                        .tools
+                        .iter()
+                        .find(|t| t.name != CANCEL_JOB && t.name != JOB_STATUS)
+                        .map(|t| t.name.clone())
+                        .unwrap();
+                    return ScriptedReply::tool_call(
+                        "r1",
+                        tool,
+                        json!({ "topic": topic, "task": topic }).to_string(),
+                    );
+                }
+                ScriptedReply::text(format!("ok: {text}"))
+            }
+            _ => ScriptedReply::text("ok"),
+        }
+    })
+}
+
+/// Records what an in-process observer was told.
+#[derive(Clone, Default)]
+struct Audit(Arc<Mutex<Vec<(NotificationId, JobId, Notice)>>>);
+
+#[async_trait::async_trait]
+impl ObserverCallback for Audit {
+    async fn notify(&self, n: &JobNotice) -> Result<(), String> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((n.notification_id, n.job.id, n.notice));
+        Ok(())
+    }
+}
+
+impl Audit {
+    fn notices_of(&self, job: JobId) -> Vec<Notice> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, j, _)| *j == job)
+            .map(|(_, _, n)| *n)
+            .collect()
+    }
+}
+
+async fn store(dir: &tempfile::TempDir) -> SqliteStore {
+    SqliteStore::open(dir.path().join("jobs.db")).await.unwrap()
+}
+
+fn assistant() -> AgentDefinition {
+    AgentDefinition::new("assistant", "m").capabilities(["research", CANCEL_JOB, JOB_STATUS])
+}
+
+/// The only job the first interaction of `session` dispatched.
+async fn job_of_first_interaction(rt: &Runtime, session: SessionId) -> Job {
+    let first = &rt.store().interactions_of_session(session).await.unwrap()[0];
+    let act = rt
+        .store()
+        .steps(first.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.kind == StepKind::Act)
+        .unwrap();
+    assert_eq!(act.mode, StepMode::Deferred);
+    assert_eq!(act.state, StepState::Succeeded);
+    let id: JobId = act.output.unwrap()["result"]["job_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    rt.job(id).await.unwrap()
+}
+
+async fn reply_of(rt: &Runtime, interaction: InteractionId) -> String {
+    rt.store()
+        .reply_of(interaction)
+        .await
+        .unwrap()
+        .expect("the follow-up replied")
+        .text
+}
+
+#[tokio::test]
+async fn a_deferred_job_with_two_subjobs_reports_back_in_follow_ups() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = Audit::default();
+    let rt = Runtime::builder()
+        .store(store(&dir).await)
+        .model(model())
+        .capability(research())
+        .capability(lookup())
+        .agent(assistant())
+        .observer_callback("audit", audit.clone())
+        .job_observer(ObserverKind::Callback {
+            name: "audit".into(),
+        })
+        .build()
+        .unwrap();
+    let session = rt
+        .open_session(Principal::local(), "assistant", "chat", None)
+        .await
+        .unwrap();
+
+    let reply = rt.send(session.id, "research sqlite").await.unwrap();
+    assert!(reply.text.starts_with("Under way:"), "{}", reply.text);
+    assert!(
+        reply.text.contains("runs in the background"),
+        "{}",
+        reply.text
+    );
+    let job = job_of_first_interaction(&rt, session.id).await;
+    assert_eq!(job.state, JobState::Pending);
+    assert_eq!(job.capability, "research");
+    assert_eq!(job.session_id, session.id);
+    assert!(job.deadline.is_some());
+
+    let run = rt.run_due_jobs().await.unwrap();
+    assert_eq!(run.dispatched, 3, "the job and its two subjobs");
+    assert_eq!(run.notice_failures, 0);
+
+    let job = rt.job(job.id).await.unwrap();
+    assert_eq!(job.state, JobState::Resolved);
+    assert_eq!(
+        job.context,
+        Some(json!({ "topic": "sqlite", "asked_by": "research" }))
+    );
+    let subjobs = rt.subjobs(job.id).await.unwrap();
+    assert_eq!(subjobs.len(), 2);
+    assert!(subjobs.iter().all(|s| s.state == JobState::Resolved));
+    let results: Vec<&Value> = job.result.as_ref().unwrap()["subjobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["result"])
+        .collect();
+    assert_eq!(
+        results,
+        [&json!("papers on sqlite"), &json!("forums on sqlite")]
+    );
+
+    // The observer heard each relevant change exactly once.
+    assert_eq!(
+        audit.notices_of(job.id),
+        [Notice::Dispatched, Notice::Partial, Notice::Resolved]
+    );
+    // The follow-ups: one for the partial output, one for the result, in
+    // the same session, each with the job in its context step.
+    let interactions = rt
+        .store()
+        .interactions_of_session(session.id)
+        .await
+        .unwrap();
+    assert_eq!(interactions.len(), 3);
+    let follow_ups = &interactions[1..];
+    assert!(follow_ups.iter().all(|i| i.job_id == Some(job.id)));
+    assert!(
+        follow_ups[0].input.contains("partial"),
+        "{}",
+        follow_ups[0].input
+    );
+    let last = reply_of(&rt, follow_ups[1].id).await;
+    assert!(last.starts_with("Follow-up."), "{last}");
+    assert!(last.contains("is resolved"), "{last}");
+    assert!(
+        last.contains("papers on sqlite") && last.contains("forums on sqlite"),
+        "{last}"
+    );
+    assert!(last.contains(r#""asked_by":"research""#), "{last}");
+    let context = rt
+        .store()
+        .steps(follow_ups[1].id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.kind == StepKind::Context)
+        .unwrap();
+    assert_eq!(context.output.unwrap()["job"]["state"], "resolved");
+    let partial = reply_of(&rt, follow_ups[0].id).await;
+    assert!(partial.contains("Follow-up."), "{partial}");
+
+    // Nothing is left to do, and nothing is told twice.
+    let again = rt.run_due_jobs().await.unwrap();
+    assert_eq!((again.dispatched, again.notified), (0, 0));
+    assert_eq!(audit.0.lock().unwrap().len(), 3);
+    assert_eq!(
+        rt.store()
+            .interactions_of_session(session.id)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn a_deferred_step_run_again_finds_its_job_instead_of_creating_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::builder()
+        .store(store(&dir).await)
+        .model(model())
+        .capability(research())
+        .capability(lookup())
+        .agent(assistant())
+        .build()
+        .unwrap();
+    let session = rt
+        .open_session(Principal::local(), "assistant", "chat", None)
+        .await
+        .unwrap();
+    rt.send(session.id, Inbound::with_id("research wal", "m1"))
+        .await
+        .unwrap();
+    // The same message again is the same interaction: no second job.
+    rt.send(session.id, Inbound::with_id("research wal", "m1"))
+        .await
+        .unwrap();
+    assert_eq!(rt.store().unfinished_jobs().await.unwrap().len(), 1);
+}
+
+/// A capability whose work is taken over by something outside that
+/// reports back later (or never).
+struct Outside {
+    manifest: CapabilityManifest,
+}
+
+impl Outside {
+    fn new(timeout: Duration) -> Self {
+        let mut manifest = CapabilityManifest::new(
+            "research",
+            "Hands research to an outside workflow.",
+            CapabilityKind::Webhook,
+            json!({ "type": "object" }),
+        );
+        manifest.default_mode = StepMode::Deferred;
+        manifest.side_effect = SideEffect::Idempotent;
+        manifest.timeout = timeout;
+        Self { manifest }
+    }
+}
+
+#[async_trait::async_trait]
+impl Capability for Outside {
+    fn manifest(&self) -> &CapabilityManifest {
+        &self.manifest
+    }
+
+    async fn invoke(&self, _: &InvocationContext, _: Value) -> Result<Value, CapabilityError> {
+        Err(CapabilityError::failed("only runs as a job"))
+    }
+
+    async fn dispatch(
+        &self,
+        cx: &InvocationContext,
+        _: Value,
+    ) -> Result<Dispatch, CapabilityError> {
+        cx.job
+            .as_ref()
+            .and_then(JobHandle::callback)
+            .ok_or_else(|| CapabilityError::failed("no callback"))?;
+        Ok(Dispatch::Accepted)
+    }
+}
+
+#[tokio::test]
+async fn an_overdue_job_times_out_and_its_observers_hear_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_millis(1_000_000));
+    let audit = Audit::default();
+    let rt = Runtime::builder()
+        .store(store(&dir).await)
+        .model(model())
+        .clock(clock.clone())
+        .capability(Outside::new(Duration::from_secs(60)))
+        .agent(assistant())
+        .job_callbacks(JobCallbacks::new(
+            "http://host/v1/jobs/{job}/report",
+            "s3cret",
+        ))
+        .observer_callback("audit", audit.clone())
+        .job_observer(ObserverKind::Callback {
+            name: "audit".into(),
+        })
+        .build()
+        .unwrap();
+    let session = rt
+        .open_session(Principal::local(), "assistant", "chat", None)
+        .await
+        .unwrap();
+    rt.send(session.id, "research lsm trees").await.unwrap();
+    let job = job_of_first_interaction(&rt, session.id).await;
+    rt.run_due_jobs().await.unwrap();
+    assert_eq!(rt.job(job.id).await.unwrap().state, JobState::InProgress);
+
+    clock.advance(Duration::from_secs(59));
+    assert_eq!(rt.run_due_jobs().await.unwrap().timed_out, 0);
+    clock.advance(Duration::from_secs(1));
+    let run = rt.run_due_jobs().await.unwrap();
+    assert_eq!(run.timed_out, 1);
+    let ended = rt.job(job.id).await.unwrap();
+    assert_eq!(ended.state, JobState::TimedOut);
+    assert!(ended.error.unwrap().contains("deadline"));
+    assert_eq!(
+        audit.notices_of(job.id),
+        [Notice::Dispatched, Notice::TimedOut]
+    );
+    let interactions = rt
+        .store()
+        .interactions_of_session(session.id)
+        .await
+        .unwrap();
+    let follow_up = reply_of(&rt, interactions.last().unwrap().id).await;
+    assert!(follow_up.contains("is timed_out"), "{follow_up}");
+
+    // A late report is refused; nothing changes and nobody is told again.
+    let token = JobCallbacks::new("http://host/v1/jobs/{job}/report", "s3cret")
+        .callback(job.id)
+        .token()
+        .to_owned();
+    let late = rt
+        .report_job(
+            job.id,
+            &token,
+            JobReport::Resolved {
+                result: json!(1),
+                context: None,
+            },
+        )
+        .await;
+    assert!(matches!(
+        late,
+        Err(RuntimeError::Job(JobError::Ended {
+            state: JobState::TimedOut,
+            ..
+        }))
+    ));
+    assert_eq!(rt.run_due_jobs().await.unwrap().notified, 0);
+}
+
+#[tokio::test]
+async fn outside_work_reports_progress_and_its_result_with_the_jobs_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let callbacks = JobCallbacks::new("https://host/v1/jobs/{job}/report", "s3cret");
+    let rt = Runtime::builder()
+        .store(store(&dir).await)
+        .model(model())
+        .capability(Outside::new(Duration::from_secs(600)))
+        .agent(assistant())
+        .job_callbacks(callbacks.clone())
+        .build()
+        .unwrap();
+    let session = rt
+        .open_session(Principal::local(), "assistant", "chat", None)
+        .await
+        .unwrap();
+    rt.send(session.id, "research btrees").await.unwrap();
+    let job = job_of_first_interaction(&rt, session.id).await;
+    rt.run_due_jobs().await.unwrap();
+    let callback = callbacks.callback(job.id);
+    assert_eq!(
+        callback.url(),
+        format!("https://host/v1/jobs/{}/report", job.id)
+    );
+    assert!(
+        !format!("{callback:?}").contains(callback.token()),
+        "the token stays out of Debug"
+    );
+
+    let wrong = rt
+        .report_job(job.id, "00ff", JobReport::Progress { progress: None })
+        .await;
+    assert!(matches!(
+        wrong,
+        Err(RuntimeError::Job(JobError::BadToken { .. }))
+    ));
+    let other = callbacks.callback(JobId::new());
+    let stolen = rt
+        .report_job(
+            job.id,
+            other.token(),
+            JobReport::Progress { progress: None },
+        )
+        .await;
+    assert!(matches!(
+        stolen,
+        Err(RuntimeError::Job(JobError::BadToken { .. }))
+    ));
+
+    let progress = rt
+        .report_job(
+            job.id,
+            callback.token(),
+            JobReport::Progress {
+                progress: Some(json!({ "done": 0.5 })),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(progress.state, JobState::InProgress);
+    assert_eq!(progress.progress, Some(json!({ "done": 0.5 })));
+    let resolved = rt
+        .report_job(
+            job.id,
+            callback.token(),
+            JobReport::Resolved {
+                result: json!("b-trees win"),
+                context: Some(json!({ "k": 1 })),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(resolved.state, JobState::Resolved);
+    rt.run_due_jobs().await.unwrap();
+    let interactions = rt
+        .store()
+        .interactions_of_session(session.id)
+        .await
+        .unwrap();
+    let follow_up = reply_of(&rt, interactions.last().unwrap().id).await;
+    assert!(follow_up.contains("b-trees win"), "{follow_up}");
+
+    // Without callbacks configured, reports are refused with a clear error.
+    let dir2 = tempfile::tempdir().unwrap();
+    let bare = Runtime::builder()
+        .store(store(&dir2).await)
+        .model(model())
+        .build()
+        .unwrap();
+    let none = bare
+        .report_job(
+            job.id,
+            callback.token(),
+            JobReport::Failed { error: "x".into() },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(none.code(), "job.no_callbacks");
+}
+
+async fn dispatched_research(dir: &tempfile::TempDir) -> (Runtime, Session, Job, Audit) {
+    let audit = Audit::default();
+    let rt = Runtime::builder()
+        .store(store(dir).await)
+        .model(model())
+        .capability(Outside::new(Duration::from_secs(600)))
+        .capability(lookup())
+        .agent(assistant())
+        .job_callbacks(JobCallbacks::new("https://host/{job}", "k"))
+        .observer_callback("audit", audit.clone())
+        .job_observer(ObserverKind::Callback {
+            name: "audit".into(),
+        })
+        .build()
+        .unwrap();
+    let session = rt
+        .open_session(Principal::local(), "assistant", "chat", None)
+        .await
+        .unwrap();
+    rt.send(session.id, "research queues").await.unwrap();
+    let job = job_of_first_interaction(&rt, session.id).await;
+    rt.run_due_jobs().await.unwrap();
+    (rt, session, job, audit)
+}
+
+#[tokio::test]
+async fn the_user_cancels_their_own_job_and_its_subjobs_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, _session, job, audit) = dispatched_research(&dir).await;
+    // Subjobs added by hand, as outside work reporting in parts would.
+    let now = Timestamp::from_millis(0);
+    let sub = |key: &str| NewJob {
+        parent_id: Some(job.id),
+        session_id: job.session_id,
+        interaction_id: job.interaction_id,
+        step_id: job.step_id,
+        principal: job.principal,
+        capability: "unregistered_worker".into(),
+        input: json!({}),
+        usefulness: Usefulness::AllSubjobs,
+        deadline: None,
+        observers: vec![],
+        key: Some(key.into()),
+    };
+    let a = rt.store().create_job(sub("a"), now).await.unwrap();
+    let b = rt.store().create_job(sub("b"), now).await.unwrap();
+
+    let stranger = UserId::new();
+    let refused = rt
+        .cancel_job(job.id, CancelledBy::User(stranger), "mine now")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "job.forbidden");
+    assert_eq!(rt.job(job.id).await.unwrap().state, JobState::InProgress);
+
+    let cancelled = rt
+        .cancel_job(
+            job.id,
+            CancelledBy::User(job.principal.user),
+            "changed my mind",
+        )
+        .await
+        .unwrap();
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert_eq!(
+        cancelled.error.as_deref(),
+        Some("cancelled by the user: changed my mind")
+    );
+    for s in [a.id, b.id] {
+        let s = rt.job(s).await.unwrap();
+        assert_eq!(s.state, JobState::Cancelled);
+        assert!(s.error.unwrap().contains("its parent job"));
+    }
+    let again = rt
+        .cancel_job(job.id, CancelledBy::User(job.principal.user), "")
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        again,
+        RuntimeError::Job(JobError::Ended {
+            state: JobState::Cancelled,
+            ..
+        })
+    ));
+    rt.run_due_jobs().await.unwrap();
+    assert_eq!(
+        audit.notices_of(job.id),
+        [Notice::Dispatched, Notice::Cancelled]
+    );
+}
+
+#[tokio::test]
+async fn the_agent_cancels_a_job_through_the_built_in_capability() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, session, job, audit) = dispatched_research(&dir).await;
+    let reply = rt
+        .send(session.id, format!("cancel job {}", job.id))
+        .await
+        .unwrap();
+    assert!(reply.text.contains("cancelled"), "{}", reply.text);
+    let job = rt.job(job.id).await.unwrap();
+    assert_eq!(job.state, JobState::Cancelled);
+    assert_eq!(
+        job.error.as_deref(),
+        Some("cancelled by the agent `assistant`: the user asked")
+    );
+    rt.run_due_jobs().await.unwrap();
+    assert_eq!(
+        audit.notices_of(job.id),
+        [Notice::Dispatched, Notice::Cancelled]
+    );
+
+    // Another user's agent cannot see the job, let alone cancel it.
+    let other = rt
+        .open_session(
+            Principal::new(AccountId::new(), UserId::new()),
+            "assistant",
+            "chat",
+            None,
+        )
+        .await
+        .unwrap();
+    let reply = rt
+        .send(other.id, format!("cancel job {}", job.id))
+        .await
+        .unwrap();
+    assert!(reply.text.contains("no job"), "{}", reply.text);
+}
+
+/// A model that holds the delegate's `think` until released, to cancel the
+/// job while its child interaction runs.
+fn gated_model(
+    gate: Arc<tokio::sync::Semaphore>,
+    entered: Arc<tokio::sync::Notify>,
+) -> impl ChatModel {
+    struct Gated {
+        inner: ScriptedModel,
+        gate: Arc<tokio::sync::Semaphore>,
+        entered: Arc<tokio::sync::Notify>,
+    }
+    #[async_trait::async_trait]
+    impl ChatModel for Gated {
+        async fn chat(&self, r: &ChatRequest) -> Result<ChatResponse, ModelError> {
+            if r.model == "helper-model" {
+                self.entered.notify_one();
+                let _permit = self.gate.acquire().await.unwrap();
+            }
+            self.inner.chat(r).await
+        }
+        async fn chat_stream(&self, r: &ChatRequest) -> Result<ChatStream, ModelError> {
+            self.inner.chat_stream(r).await
+        }
+    }
+    Gated {
+        inner: model(),
+        gate,
+        entered,
+    }
+}
+
+#[tokio::test]
+async fn the_system_cancels_a_delegated_job_and_the_child_interaction_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let rt = Runtime::builder()
+        .store(store(&dir).await)
+        .model_arc(Arc::new(gated_model(gate.clone(), entered.clone())))
+        .agent(AgentDefinition::new("assistant", "m").capabilities(["ask_helper"]))
+        .agent(AgentDefinition::new("helper", "helper-model"))
+        .delegate(
+            Delegate::new("helper", "ask_helper", "Hands a task to the helper.")
+                .default_mode(StepMode::Deferred),
+        )
+        .build()
+        .unwrap();
+    let session = rt
+        .open_session(Principal::local(), "assistant", "chat", None)
+        .await
+        .unwrap();
+    let reply = rt.send(session.id, "research caches").await.unwrap();
+    assert!(reply.text.starts_with("Under way:"), "{}", reply.text);
+    let job = job_of_first_interaction(&rt, session.id).await;
+
+    let worker = rt.spawn_job_worker(Duration::from_secs(60));
+    entered.notified().await; // the child's think step is running
+    let child = rt
+        .store()
+        .interactions_of_session(session.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.parent_interaction_id.is_some())
+        .unwrap();
+    assert_eq!(child.agent_id.as_str(), "helper");
+    assert_eq!(rt.job(job.id).await.unwrap().state, JobState::Dispatched);
+
+    rt.cancel_job(job.id, CancelledBy::System, "shutting down")
+        .await
+        .unwrap();
+    gate.add_permits(10);
+    // The child stops at its next step; wait for it to settle.
+    let mut events = rt.subscribe();
+    loop {
+        let steps = rt.store().steps(child.id).await.unwrap();
+        if InteractionState::derive(&steps) == InteractionState::Failed {
+            let last = steps.last().unwrap();
+            assert_eq!(last.error.as_ref().unwrap().code, StepError::JOB_CANCELLED);
+            assert!(steps.iter().all(|s| s.state != StepState::Running));
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), events.recv()).await;
+    }
+    worker.stop().await;
+    let job = rt.job(job.id).await.unwrap();
+    assert_eq!(job.state, JobState::Cancelled);
+    assert_eq!(
+        job.error.as_deref(),
+        Some("cancelled by the system: shutting down")
+    );
+    // Nothing is left for recovery to resume.
+    assert!(
+        rt.store()
+            .unfinished_interactions()
+            .await
+            .unwrap()
+            .iter()
+            .all(|i| i.id != child.id)
+    );
+}
+
+#[tokio::test]
+async fn a_job_of_an_unregistered_capability_fails_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, _session, job, _audit) = dispatched_research(&dir).await;
+    let orphan = rt
+        .store()
+        .create_job(
+            NewJob {
+                parent_id: None,
+                session_id: job.session_id,
+                interaction_id: job.interaction_id,
+                step_id: None,
+                principal: job.principal,
+                capability: "gone".into(),
+                input: json!({}),
+                usefulness: Usefulness::AllSubjobs,
+                deadline: None,
+                observers: vec![],
+                key: None,
+            },
+            Timestamp::from_millis(0),
+        )
+        .await
+        .unwrap();
+    rt.run_due_jobs().await.unwrap();
+    let failed = rt.job(orphan.id).await.unwrap();
+    assert_eq!(failed.state, JobState::Failed);
+    assert!(failed.error.unwrap().contains("no capability named `gone`"));
+}
