@@ -386,7 +386,9 @@ pub trait JobStore: Send + Sync {
     /// Jobs not ended, in order of creation (for recovery).
     async fn unfinished_jobs(&self) -> crate::StoreResult<Vec<Job>>;
 
-    /// Notices not yet delivered and due at `now`, oldest first, at most `limit`.
+    /// Notices not yet delivered and due at `now`, oldest first, at most
+    /// `limit`: for each observer only its oldest undelivered notice, so an
+    /// observer hears of changes in order even when a delivery is retried.
     async fn due_notifications(
         &self,
         now: Timestamp,

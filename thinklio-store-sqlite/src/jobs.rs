@@ -407,7 +407,10 @@ impl JobStore for SqliteStore {
                 c.prepare_cached(&format!(
                     "SELECT {NOTIFICATION_COLUMNS} FROM job_notifications n \
                      JOIN job_observers o ON o.id = n.observer_id \
-                     WHERE n.delivered_at IS NULL AND n.due_at <= ?1 ORDER BY n.due_at, n.n LIMIT ?2"
+                     WHERE n.delivered_at IS NULL AND n.due_at <= ?1 \
+                     AND NOT EXISTS (SELECT 1 FROM job_notifications e WHERE e.observer_id = n.observer_id \
+                         AND e.delivered_at IS NULL AND e.n < n.n) \
+                     ORDER BY n.due_at, n.n LIMIT ?2"
                 ))
                 .map_err(backend)?
                 .query_map(params![now.as_millis(), limit], notification)

@@ -305,11 +305,14 @@ CREATE TABLE job_notifications (
 );
 CREATE INDEX job_notifications_due ON job_notifications (due_at, n) WHERE delivered_at IS NULL;
 "#,
-    // 7: idempotent job creation by key; follow-up interactions name their job.
+    // 7: idempotent job creation by key; follow-up interactions name their
+    // job; each observer's notices in order.
     r#"
 ALTER TABLE jobs ADD COLUMN key TEXT;
 CREATE UNIQUE INDEX jobs_by_key ON jobs (key) WHERE key IS NOT NULL;
 ALTER TABLE interactions ADD COLUMN job_id TEXT;
+CREATE INDEX job_notifications_by_observer ON job_notifications (observer_id, n)
+    WHERE delivered_at IS NULL;
 "#,
 ];
 

@@ -247,50 +247,71 @@ pub async fn observers_hear_each_change_once_and_partial_output_once<S: Store>(s
         .await
         .unwrap();
 
-    let due = store.due_notifications(t(100), 100).await.unwrap();
-    let told: Vec<Notice> = due.iter().map(|n| n.notice).collect();
-    assert_eq!(
-        told,
-        [
-            [Notice::Dispatched; 3],
-            [Notice::Partial; 3],
-            [Notice::Resolved; 3]
-        ]
-        .concat(),
-        "each observer, each change, once, in order"
-    );
-    // Delivery is recorded once; a failure is retried later.
-    assert!(
-        store
-            .notification_delivered(due[0].id, t(101))
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .notification_delivered(due[0].id, t(102))
-            .await
-            .unwrap(),
-        "idempotent"
-    );
+    // One notice per observer at a time, oldest first: an observer hears of
+    // a change only after it heard of the ones before.
+    let notices = |due: &[JobNotification]| due.iter().map(|n| n.notice).collect::<Vec<_>>();
+    let heads = store.due_notifications(t(100), 100).await.unwrap();
+    assert_eq!(notices(&heads), [Notice::Dispatched; 3]);
+    let observer_ids: Vec<ObserverId> = heads.iter().map(|n| n.observer.id).collect();
+    // The webhook's delivery fails and is retried later; the others go on.
     let retried = store
-        .notification_failed(due[1].id, "HTTP 503", t(500))
+        .notification_failed(heads[1].id, "HTTP 503", t(500))
         .await
         .unwrap();
     assert_eq!((retried.attempts, retried.due_at), (1, t(500)));
     assert_eq!(retried.last_error.as_deref(), Some("HTTP 503"));
-    let now_due = store.due_notifications(t(200), 100).await.unwrap();
-    assert_eq!(now_due.len(), 7, "one delivered, one waiting for its retry");
-    assert!(
-        store
-            .due_notifications(t(500), 100)
-            .await
-            .unwrap()
+    for n in [&heads[0], &heads[2]] {
+        assert!(store.notification_delivered(n.id, t(101)).await.unwrap());
+        assert!(
+            !store.notification_delivered(n.id, t(102)).await.unwrap(),
+            "idempotent"
+        );
+    }
+    let mut told: Vec<(ObserverId, Notice)> = Vec::new();
+    loop {
+        let due = store.due_notifications(t(200), 100).await.unwrap();
+        if due.is_empty() {
+            break;
+        }
+        assert!(
+            due.iter().all(|n| n.observer.id != observer_ids[1]),
+            "the webhook's later notices wait for its failed one"
+        );
+        for n in due {
+            assert!(store.notification_delivered(n.id, t(201)).await.unwrap());
+            told.push((n.observer.id, n.notice));
+        }
+    }
+    for o in [observer_ids[0], observer_ids[2]] {
+        let of: Vec<Notice> = told
             .iter()
-            .any(|n| n.id == due[1].id)
+            .filter(|(x, _)| *x == o)
+            .map(|(_, n)| *n)
+            .collect();
+        assert_eq!(
+            of,
+            [Notice::Partial, Notice::Resolved],
+            "each change once, in order"
+        );
+    }
+    let mut webhook = Vec::new();
+    loop {
+        let due = store.due_notifications(t(500), 100).await.unwrap();
+        if due.is_empty() {
+            break;
+        }
+        for n in due {
+            assert_eq!(n.observer.id, observer_ids[1]);
+            assert!(store.notification_delivered(n.id, t(501)).await.unwrap());
+            webhook.push(n.notice);
+        }
+    }
+    assert_eq!(
+        webhook,
+        [Notice::Dispatched, Notice::Partial, Notice::Resolved]
     );
     assert!(matches!(
-        store.notification_failed(due[0].id, "late", t(600)).await,
+        store.notification_failed(heads[0].id, "late", t(600)).await,
         Err(StoreError::Conflict(_))
     ));
     // A parent that ended takes no subjobs; an all-subjobs parent hears no partial output.
