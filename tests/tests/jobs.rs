@@ -780,3 +780,54 @@ async fn a_job_of_an_unregistered_capability_fails_with_the_reason() {
     assert_eq!(failed.state, JobState::Failed);
     assert!(failed.error.unwrap().contains("no capability named `gone`"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runtimes_on_one_store_never_run_the_same_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared: Arc<dyn Store> = Arc::new(store(&dir).await);
+    let runs = Arc::new(Mutex::new(Vec::<JobId>::new()));
+    let counted = |runs: Arc<Mutex<Vec<JobId>>>| {
+        FunctionCapability::builder("count", "Counts its runs.")
+            .side_effect(SideEffect::External)
+            .default_mode(StepMode::Deferred)
+            .handler_with_context(move |cx: InvocationContext, _: Topic| {
+                let runs = runs.clone();
+                async move {
+                    runs.lock().unwrap().push(cx.job.unwrap().id());
+                    tokio::task::yield_now().await;
+                    Ok::<_, String>("counted")
+                }
+            })
+    };
+    let build = || {
+        Runtime::builder()
+            .store_arc(shared.clone())
+            .model(model())
+            .capability(counted(runs.clone()))
+            .agent(AgentDefinition::new("assistant", "m").capabilities(["count"]))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build(), build());
+    let session = a
+        .open_session(Principal::local(), "assistant", "chat", None)
+        .await
+        .unwrap();
+    for i in 0..40 {
+        a.send(session.id, format!("research {i}")).await.unwrap();
+    }
+    let (wa, wb) = (
+        a.spawn_job_worker(Duration::from_millis(5)),
+        b.spawn_job_worker(Duration::from_millis(5)),
+    );
+    let mut events = a.subscribe();
+    while !shared.unfinished_jobs().await.unwrap().is_empty() {
+        let _ = tokio::time::timeout(Duration::from_millis(50), events.recv()).await;
+    }
+    wa.stop().await;
+    wb.stop().await;
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 40, "every job ran");
+    let distinct: std::collections::HashSet<_> = runs.iter().collect();
+    assert_eq!(distinct.len(), 40, "and none twice");
+}

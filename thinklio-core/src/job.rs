@@ -395,6 +395,17 @@ pub trait JobStore: Send + Sync {
         limit: u32,
     ) -> crate::StoreResult<Vec<JobNotification>>;
 
+    /// Atomically takes the notices [`due_notifications`](Self::due_notifications)
+    /// would list for delivery, moving each one's `due_at` to `now + lease`:
+    /// two deliverers never take the same notice, and one that dies before
+    /// recording the outcome leaves it to be taken again after the lease.
+    async fn claim_notifications(
+        &self,
+        now: Timestamp,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> crate::StoreResult<Vec<JobNotification>>;
+
     /// Marks a notice delivered; returns `false` if it already was (idempotent).
     async fn notification_delivered(
         &self,

@@ -54,6 +54,14 @@ fn observer(row: &Row<'_>) -> rusqlite::Result<JobObserver> {
 const NOTIFICATION_COLUMNS: &str = "n.id, n.notice, n.attempts, n.due_at, n.last_error, \
      n.delivered_at, n.created_at, o.id AS observer_id, o.job_id AS observer_job_id, o.kind";
 
+/// The notices due at `?1`, at most `?2`: each observer's oldest
+/// undelivered one, if it is due.
+const DUE: &str = "FROM job_notifications n JOIN job_observers o ON o.id = n.observer_id \
+     WHERE n.delivered_at IS NULL AND n.due_at <= ?1 \
+     AND NOT EXISTS (SELECT 1 FROM job_notifications e WHERE e.observer_id = n.observer_id \
+         AND e.delivered_at IS NULL AND e.n < n.n) \
+     ORDER BY n.due_at, n.n LIMIT ?2";
+
 fn notification(row: &Row<'_>) -> rusqlite::Result<JobNotification> {
     Ok(JobNotification {
         id: rows::parse(row, "id")?,
@@ -404,19 +412,44 @@ impl JobStore for SqliteStore {
     ) -> StoreResult<Vec<JobNotification>> {
         self.conn
             .call(move |c| {
-                c.prepare_cached(&format!(
-                    "SELECT {NOTIFICATION_COLUMNS} FROM job_notifications n \
-                     JOIN job_observers o ON o.id = n.observer_id \
-                     WHERE n.delivered_at IS NULL AND n.due_at <= ?1 \
-                     AND NOT EXISTS (SELECT 1 FROM job_notifications e WHERE e.observer_id = n.observer_id \
-                         AND e.delivered_at IS NULL AND e.n < n.n) \
-                     ORDER BY n.due_at, n.n LIMIT ?2"
-                ))
-                .map_err(backend)?
-                .query_map(params![now.as_millis(), limit], notification)
-                .map_err(backend)?
-                .collect::<Result<_, _>>()
-                .map_err(backend)
+                c.prepare_cached(&format!("SELECT {NOTIFICATION_COLUMNS} {DUE}"))
+                    .map_err(backend)?
+                    .query_map(params![now.as_millis(), limit], notification)
+                    .map_err(backend)?
+                    .collect::<Result<_, _>>()
+                    .map_err(backend)
+            })
+            .await
+    }
+
+    async fn claim_notifications(
+        &self,
+        now: Timestamp,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> StoreResult<Vec<JobNotification>> {
+        let until = now.plus(lease);
+        self.conn
+            .call(move |c| {
+                let tx = c.savepoint().map_err(backend)?;
+                // One connection serialises every claim: the select and the
+                // update cannot interleave with another deliverer's.
+                let mut due: Vec<JobNotification> = tx
+                    .prepare_cached(&format!("SELECT {NOTIFICATION_COLUMNS} {DUE}"))
+                    .map_err(backend)?
+                    .query_map(params![now.as_millis(), limit], notification)
+                    .map_err(backend)?
+                    .collect::<Result<_, _>>()
+                    .map_err(backend)?;
+                for n in &mut due {
+                    tx.prepare_cached("UPDATE job_notifications SET due_at = ?2 WHERE id = ?1")
+                        .map_err(backend)?
+                        .execute(params![n.id.to_string(), until.as_millis()])
+                        .map_err(backend)?;
+                    n.due_at = until;
+                }
+                tx.commit().map_err(backend)?;
+                Ok(due)
             })
             .await
     }

@@ -453,3 +453,58 @@ pub async fn jobs_are_created_once_per_key_and_follow_ups_name_their_job<S: Stor
     );
     assert_eq!(store.interaction(i.id).await.unwrap().job_id, None);
 }
+
+pub async fn notices_are_claimed_by_one_deliverer_at_a_time<S: Store + Clone>(store: S) {
+    let observers = (0..8)
+        .map(|i| ObserverKind::Callback {
+            name: format!("o{i}"),
+        })
+        .collect();
+    let job = new_job(&store, None, observers).await;
+    store
+        .update_job(job.id, JobChange::to(JobState::Dispatched), t(2))
+        .await
+        .unwrap();
+    let lease = std::time::Duration::from_millis(1000);
+    let claims: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.claim_notifications(t(10), lease, 3).await.unwrap() })
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for c in claims {
+        let got = c.await.unwrap();
+        assert!(
+            got.iter().all(|n| n.due_at == t(1010)),
+            "leased until now + lease"
+        );
+        claimed.extend(got.into_iter().map(|n| n.id));
+    }
+    let distinct: std::collections::HashSet<_> = claimed.iter().collect();
+    assert_eq!(
+        (claimed.len(), distinct.len()),
+        (8, 8),
+        "each notice taken once"
+    );
+    assert!(
+        store
+            .claim_notifications(t(500), lease, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A deliverer that died: its notices come back after the lease.
+    assert!(
+        store
+            .notification_delivered(claimed[0], t(600))
+            .await
+            .unwrap()
+    );
+    let again = store
+        .claim_notifications(t(1010), lease, 100)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 7);
+    assert!(again.iter().all(|n| n.id != claimed[0] && n.attempts == 0));
+}

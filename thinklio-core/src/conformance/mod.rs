@@ -69,6 +69,7 @@ macro_rules! store_conformance_tests {
             observers_hear_each_change_once_and_partial_output_once,
             job_claims_are_atomic_and_deadlines_are_listed,
             jobs_are_created_once_per_key_and_follow_ups_name_their_job,
+            notices_are_claimed_by_one_deliverer_at_a_time,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {

@@ -814,7 +814,10 @@ impl Inner {
         let mut delivered = 0;
         let mut failed = 0;
         loop {
-            let due = self.store.due_notifications(self.clock.now(), 32).await?;
+            let due = self
+                .store
+                .claim_notifications(self.clock.now(), self.config.task_lease, 32)
+                .await?;
             if due.is_empty() {
                 return Ok((delivered, failed));
             }
