@@ -225,7 +225,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -469,9 +469,10 @@ fn follow_up_text(job: &Job, notice: Notice) -> String {
     )
 }
 
-/// The job as a `context` step records it for a follow-up.
-pub(crate) fn job_record(job: &Job) -> Value {
-    json!({
+/// The job as a `context` step records it for a follow-up, with what its
+/// subjobs have produced so far (partial output before the job resolves).
+pub(crate) fn job_record(job: &Job, subjobs: &[Job]) -> Value {
+    let mut record = json!({
         "id": job.id,
         "capability": job.capability,
         "state": job.state,
@@ -479,7 +480,14 @@ pub(crate) fn job_record(job: &Job) -> Value {
         "result": job.result,
         "context": job.context,
         "error": job.error,
-    })
+    });
+    if !subjobs.is_empty() && job.result.is_none() {
+        record["subjobs"] = subjobs
+            .iter()
+            .map(|s| json!({ "capability": s.capability, "state": s.state, "result": s.result }))
+            .collect();
+    }
+    record
 }
 
 /// The system message a follow-up's transcript gets from its `context` step.
@@ -493,6 +501,7 @@ pub(crate) fn job_message(context_output: Option<&Value>) -> Option<crate::model
     );
     for (field, label) in [
         ("result", "Result"),
+        ("subjobs", "Subjobs so far"),
         ("context", "Context"),
         ("progress", "Progress"),
     ] {
@@ -896,6 +905,11 @@ impl Inner {
             // The dispatching interaction already said the work is under way.
             return Ok(());
         }
+        if notice.notice == Notice::Partial && notice.job.state.is_terminal() {
+            // The job ended before its partial output was followed up: the
+            // follow-up of its end tells everything at once.
+            return Ok(());
+        }
         let job = &notice.job;
         let _guard = self.locks.lock(job.session_id).await;
         let run = async {
@@ -965,10 +979,8 @@ impl Inner {
                         report.outcome_unknown += 1;
                     }
                 }
-                JobState::InProgress => {
-                    if self.settle_parent(job.id).await? {
-                        report.settled += 1;
-                    }
+                JobState::InProgress if self.settle_parent(job.id).await? => {
+                    report.settled += 1;
                 }
                 _ => {}
             }
@@ -1309,7 +1321,12 @@ impl Capability for JobControl {
             return Err(CapabilityError::failed(format!("no job {id}")));
         }
         if !self.cancel {
-            return Ok(job_record(&job));
+            let subjobs = inner
+                .store
+                .subjobs(id)
+                .await
+                .map_err(CapabilityError::failed)?;
+            return Ok(job_record(&job, &subjobs));
         }
         if job.state.is_terminal() {
             return Ok(

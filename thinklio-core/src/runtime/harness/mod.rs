@@ -484,12 +484,19 @@ impl Run {
         if let Some(id) = self.interaction.job_id {
             // A follow-up: the job's result and context bundle, as they
             // are now, recorded on the step for the transcript.
-            match self.rt.store.job(id).await {
-                Ok(job) if job.session_id == self.interaction.session_id => {
-                    merge(
-                        &mut recalled,
-                        json!({ "job": super::jobs::job_record(&job) }),
-                    );
+            let job = match self.rt.store.job(id).await {
+                Ok(job) => self
+                    .rt
+                    .store
+                    .subjobs(id)
+                    .await
+                    .map(|subjobs| (job, subjobs)),
+                Err(e) => Err(e),
+            };
+            match job {
+                Ok((job, subjobs)) if job.session_id == self.interaction.session_id => {
+                    let record = super::jobs::job_record(&job, &subjobs);
+                    merge(&mut recalled, json!({ "job": record }));
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -631,7 +638,7 @@ impl Run {
         match manifest.default_mode {
             StepMode::Interactive => StepMode::Interactive,
             StepMode::Deferred => StepMode::Deferred,
-            StepMode::Immediate if self.agent.deferred.iter().any(|d| *d == manifest.name) => {
+            StepMode::Immediate if self.agent.deferred.contains(&manifest.name) => {
                 StepMode::Deferred
             }
             StepMode::Immediate => StepMode::Immediate,
