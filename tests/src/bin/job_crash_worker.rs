@@ -199,7 +199,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         seen: Mutex::new(seen),
     };
     let store = Arc::new(SqliteStore::open(db).await?);
+    // A notice a killed run had taken is taken again after its lease: a
+    // short one keeps the test short.
     let mut config = RuntimeConfig::default();
+    config.task_lease = Duration::from_secs(2);
     config.retry_policy = RetryPolicy {
         base: Duration::from_millis(100),
         max: Duration::from_secs(1),
