@@ -18,5 +18,10 @@ mod webhook;
 #[doc = include_str!("../../docs/capabilities.md")]
 pub mod guide {}
 
+/// Jobs: deferred work, observers and follow-ups (`docs/jobs.md`, compiled
+/// and run as doc tests).
+#[doc = include_str!("../../docs/jobs.md")]
+pub mod jobs_guide {}
+
 pub use mcp::{McpError, McpServer};
 pub use webhook::{SIGNATURE_HEADER, SignedNoticeWebhook, WebhookCapability, WebhookSecret, sign};
