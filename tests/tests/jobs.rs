@@ -126,6 +126,48 @@ impl Audit {
     }
 }
 
+/// Makes every deferred job of a runtime tell an audit.
+trait Audited {
+    fn audited(self, audit: &Audit) -> Self;
+}
+
+impl Audited for RuntimeBuilder {
+    fn audited(self, audit: &Audit) -> Self {
+        self.observer_callback("audit", audit.clone())
+            .job_observer(ObserverKind::Callback {
+                name: "audit".into(),
+            })
+    }
+}
+
+/// Opens a session, sends `text` (which dispatches a job) and returns both.
+async fn start(rt: &Runtime, text: &str) -> (Session, Job) {
+    let session = rt
+        .open_session(Principal::local(), "assistant", "chat", None)
+        .await
+        .unwrap();
+    rt.send(session.id, text).await.unwrap();
+    let job = job_of_first_interaction(rt, session.id).await;
+    (session, job)
+}
+
+/// A job made by hand beside `job`, for `capability`.
+fn beside(job: &Job, parent: Option<JobId>, capability: &str, key: Option<&str>) -> NewJob {
+    NewJob {
+        parent_id: parent,
+        session_id: job.session_id,
+        interaction_id: job.interaction_id,
+        step_id: job.step_id,
+        principal: job.principal,
+        capability: capability.into(),
+        input: json!({}),
+        usefulness: Usefulness::AllSubjobs,
+        deadline: None,
+        observers: vec![],
+        key: key.map(str::to_owned),
+    }
+}
+
 async fn store(dir: &tempfile::TempDir) -> SqliteStore {
     SqliteStore::open(dir.path().join("jobs.db")).await.unwrap()
 }
@@ -174,10 +216,7 @@ async fn a_deferred_job_with_two_subjobs_reports_back_in_follow_ups() {
         .capability(research())
         .capability(lookup())
         .agent(assistant())
-        .observer_callback("audit", audit.clone())
-        .job_observer(ObserverKind::Callback {
-            name: "audit".into(),
-        })
+        .audited(&audit)
         .build()
         .unwrap();
     let session = rt
@@ -360,18 +399,10 @@ async fn an_overdue_job_times_out_and_its_observers_hear_it_once() {
             "http://host/v1/jobs/{job}/report",
             "s3cret",
         ))
-        .observer_callback("audit", audit.clone())
-        .job_observer(ObserverKind::Callback {
-            name: "audit".into(),
-        })
+        .audited(&audit)
         .build()
         .unwrap();
-    let session = rt
-        .open_session(Principal::local(), "assistant", "chat", None)
-        .await
-        .unwrap();
-    rt.send(session.id, "research lsm trees").await.unwrap();
-    let job = job_of_first_interaction(&rt, session.id).await;
+    let (session, job) = start(&rt, "research lsm trees").await;
     rt.run_due_jobs().await.unwrap();
     assert_eq!(rt.job(job.id).await.unwrap().state, JobState::InProgress);
 
@@ -432,12 +463,7 @@ async fn outside_work_reports_progress_and_its_result_with_the_jobs_token() {
         .job_callbacks(callbacks.clone())
         .build()
         .unwrap();
-    let session = rt
-        .open_session(Principal::local(), "assistant", "chat", None)
-        .await
-        .unwrap();
-    rt.send(session.id, "research btrees").await.unwrap();
-    let job = job_of_first_interaction(&rt, session.id).await;
+    let (session, job) = start(&rt, "research btrees").await;
     rt.run_due_jobs().await.unwrap();
     let callback = callbacks.callback(job.id);
     assert_eq!(
@@ -529,18 +555,10 @@ async fn dispatched_research(dir: &tempfile::TempDir) -> (Runtime, Session, Job,
         .capability(lookup())
         .agent(assistant())
         .job_callbacks(JobCallbacks::new("https://host/{job}", "k"))
-        .observer_callback("audit", audit.clone())
-        .job_observer(ObserverKind::Callback {
-            name: "audit".into(),
-        })
+        .audited(&audit)
         .build()
         .unwrap();
-    let session = rt
-        .open_session(Principal::local(), "assistant", "chat", None)
-        .await
-        .unwrap();
-    rt.send(session.id, "research queues").await.unwrap();
-    let job = job_of_first_interaction(&rt, session.id).await;
+    let (session, job) = start(&rt, "research queues").await;
     rt.run_due_jobs().await.unwrap();
     (rt, session, job, audit)
 }
@@ -551,21 +569,22 @@ async fn the_user_cancels_their_own_job_and_its_subjobs_with_it() {
     let (rt, _session, job, audit) = dispatched_research(&dir).await;
     // Subjobs added by hand, as outside work reporting in parts would.
     let now = Timestamp::from_millis(0);
-    let sub = |key: &str| NewJob {
-        parent_id: Some(job.id),
-        session_id: job.session_id,
-        interaction_id: job.interaction_id,
-        step_id: job.step_id,
-        principal: job.principal,
-        capability: "unregistered_worker".into(),
-        input: json!({}),
-        usefulness: Usefulness::AllSubjobs,
-        deadline: None,
-        observers: vec![],
-        key: Some(key.into()),
-    };
-    let a = rt.store().create_job(sub("a"), now).await.unwrap();
-    let b = rt.store().create_job(sub("b"), now).await.unwrap();
+    let a = rt
+        .store()
+        .create_job(
+            beside(&job, Some(job.id), "unregistered_worker", Some("a")),
+            now,
+        )
+        .await
+        .unwrap();
+    let b = rt
+        .store()
+        .create_job(
+            beside(&job, Some(job.id), "unregistered_worker", Some("b")),
+            now,
+        )
+        .await
+        .unwrap();
 
     let stranger = UserId::new();
     let refused = rt
@@ -757,22 +776,7 @@ async fn a_job_of_an_unregistered_capability_fails_with_the_reason() {
     let (rt, _session, job, _audit) = dispatched_research(&dir).await;
     let orphan = rt
         .store()
-        .create_job(
-            NewJob {
-                parent_id: None,
-                session_id: job.session_id,
-                interaction_id: job.interaction_id,
-                step_id: None,
-                principal: job.principal,
-                capability: "gone".into(),
-                input: json!({}),
-                usefulness: Usefulness::AllSubjobs,
-                deadline: None,
-                observers: vec![],
-                key: None,
-            },
-            Timestamp::from_millis(0),
-        )
+        .create_job(beside(&job, None, "gone", None), Timestamp::from_millis(0))
         .await
         .unwrap();
     rt.run_due_jobs().await.unwrap();

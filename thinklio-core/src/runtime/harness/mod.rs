@@ -209,19 +209,7 @@ impl Run {
         error: StepError,
     ) -> Result<RuntimeError, RuntimeError> {
         if let Some(step) = in_flight {
-            let outcome = StepOutcome::Failed {
-                error: error.clone(),
-                usage: None,
-            };
-            let finished = self
-                .rt
-                .store
-                .finish_step(step.id, outcome, None, None)
-                .await?;
-            for event in finished.events {
-                self.rt.publish(event);
-            }
-            self.replace(finished.step);
+            self.fail_step(step.id, error.clone()).await?;
         }
         if !crate::interaction::InteractionState::derive(&self.steps).is_finished() {
             let new = self.new_step(
@@ -232,19 +220,8 @@ impl Run {
             );
             let (step, event) = self.rt.store.begin_step(new).await?;
             self.rt.publish(event);
-            let outcome = StepOutcome::Failed {
-                error: error.clone(),
-                usage: None,
-            };
-            let finished = self
-                .rt
-                .store
-                .finish_step(step.id, outcome, None, None)
-                .await?;
-            for event in finished.events {
-                self.rt.publish(event);
-            }
-            self.steps.push(finished.step);
+            self.steps.push(step.clone());
+            self.fail_step(step.id, error.clone()).await?;
         }
         self.fail(error).await
     }
@@ -834,12 +811,18 @@ impl Run {
             code = error.code.as_str(),
             "settling a step interrupted by a crash"
         );
+        self.fail_step(step.id, error).await
+    }
+
+    /// Ends a `running` step failed, outside the step loop (a step a crash
+    /// interrupted, a step of a run whose job ended).
+    async fn fail_step(
+        &mut self,
+        id: crate::ids::StepId,
+        error: StepError,
+    ) -> Result<(), RuntimeError> {
         let outcome = StepOutcome::Failed { error, usage: None };
-        let finished = self
-            .rt
-            .store
-            .finish_step(step.id, outcome, None, None)
-            .await?;
+        let finished = self.rt.store.finish_step(id, outcome, None, None).await?;
         for event in finished.events {
             self.rt.publish(event);
         }
