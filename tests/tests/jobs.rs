@@ -237,8 +237,20 @@ async fn a_deferred_job_with_two_subjobs_reports_back_in_follow_ups() {
     assert_eq!(job.session_id, session.id);
     assert!(job.deadline.is_some());
 
+    let mut events = rt.subscribe();
     let run = rt.run_due_jobs().await.unwrap();
     assert_eq!(run.dispatched, 3, "the job and its two subjobs");
+    let mut moves = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if e.kind == EventKind::JobStateChanged && e.payload["job_id"] == json!(job.id) {
+            moves.push(e.payload["to"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(
+        moves,
+        ["dispatched", "in_progress", "resolved"],
+        "subscribers see each move"
+    );
     assert_eq!(run.notice_failures, 0);
 
     let job = rt.job(job.id).await.unwrap();

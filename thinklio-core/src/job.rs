@@ -338,6 +338,8 @@ pub struct JobUpdate {
     /// Notices written for observers, in order (for this job and, on a
     /// subjob's resolution, partial output of its parent).
     pub notifications: Vec<JobNotification>,
+    /// The `job.state_changed` event appended, when the state moved.
+    pub event: Option<crate::event::Event>,
 }
 
 /// Jobs, their subjobs and observers, and the outbox of notices.

@@ -179,9 +179,10 @@ fn apply(
     ])
     .map_err(backend)?;
     let mut notifications = Vec::new();
+    let mut event = None;
     if let Some(to) = change.state {
         let session: String = before.session_id.to_string();
-        append_event(
+        event = Some(append_event(
             c,
             EventKind::JobStateChanged,
             Some(session),
@@ -189,7 +190,7 @@ fn apply(
             before.step_id.map(|s| s.to_string()),
             &json!({ "job_id": id, "from": before.state, "to": to, "capability": before.capability }),
             now,
-        )?;
+        )?);
         if let Some(notice) = Notice::of(to) {
             notifications.extend(notify(c, id, notice, now)?);
         }
@@ -217,6 +218,7 @@ fn apply(
     Ok(JobUpdate {
         job: load(c, id)?,
         notifications,
+        event,
     })
 }
 

@@ -96,6 +96,11 @@ pub async fn jobs_move_only_along_their_state_machine<S: Store>(store: S) {
                 assert_eq!(last.kind, EventKind::JobStateChanged);
                 assert_eq!(last.payload["to"], json!(to));
                 assert_eq!(
+                    update.event.as_ref(),
+                    Some(last),
+                    "the update returns its event"
+                );
+                assert_eq!(
                     update.notifications.len(),
                     usize::from(Notice::of(to).is_some()),
                     "{from} → {to}"

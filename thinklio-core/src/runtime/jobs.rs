@@ -531,6 +531,9 @@ impl Inner {
         change: JobChange,
     ) -> Result<JobUpdate, RuntimeError> {
         let update = self.store.update_job(id, change, self.clock.now()).await?;
+        if let Some(event) = &update.event {
+            self.publish(event.clone());
+        }
         if update.job.state.is_terminal() {
             if let Some(tx) = self
                 .jobs
@@ -810,6 +813,9 @@ impl Inner {
 
     async fn claim_job(&self) -> Result<Option<Job>, RuntimeError> {
         Ok(self.store.claim_job(&[], self.clock.now()).await?.map(|u| {
+            if let Some(event) = u.event {
+                self.publish(event);
+            }
             if !u.notifications.is_empty() {
                 self.jobs.wake.notify_one();
             }
