@@ -17,7 +17,7 @@ use std::time::Duration;
 use thinklio_core::*;
 use thinklio_store_sqlite::SqliteStore;
 
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 4;
 
 fn spawn(dir: &Path, phase: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_job-crash-worker"))
@@ -41,15 +41,21 @@ fn first_line(child: &mut Child) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_with_jobs_in_every_open_state_then_each_continues_or_times_out() {
-    let mut repeats = 0;
+    let (mut repeats, mut interrupted) = (0, 0);
     for round in 0..ROUNDS {
-        repeats += round_trip(round).await;
+        let (r, i) = round_trip(round).await;
+        repeats += r;
+        interrupted += i;
     }
-    println!("notices delivered again after a kill and dropped by the receiver: {repeats}");
+    println!(
+        "over {ROUNDS} rounds: {interrupted} follow-up steps interrupted by a kill and run again; \
+         {repeats} notices delivered again after a kill and dropped by the receiver"
+    );
 }
 
-/// One setup, kill, killed recovery, full recovery; returns the repeats.
-async fn round_trip(round: usize) -> usize {
+/// One setup, kill, killed recovery, full recovery; returns the repeated
+/// notices and the follow-up steps a kill interrupted.
+async fn round_trip(round: usize) -> (usize, usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut setup = spawn(dir.path(), "setup");
     assert_eq!(first_line(&mut setup).trim(), "ready", "round {round}");
@@ -95,7 +101,7 @@ async fn round_trip(round: usize) -> usize {
 
     // A recovery killed at a random moment, then one that finishes.
     let mut killed = spawn(dir.path(), "resume");
-    std::thread::sleep(Duration::from_millis(fastrand::u64(0..400)));
+    std::thread::sleep(Duration::from_millis(fastrand::u64(50..700)));
     let _ = killed.kill();
     killed.wait().unwrap();
     let mut last = spawn(dir.path(), "resume");
@@ -205,7 +211,19 @@ async fn round_trip(round: usize) -> usize {
     assert!(store.unfinished_interactions().await.unwrap().is_empty());
     let mut inbound = HashSet::new();
     let mut follow_ups: HashMap<JobId, usize> = HashMap::new();
+    let mut interrupted = 0;
     for i in interactions.iter().filter(|i| i.job_id.is_some()) {
+        interrupted += store
+            .steps(i.id)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|s| {
+                s.error
+                    .as_ref()
+                    .is_some_and(|e| e.code == StepError::INTERRUPTED)
+            })
+            .count();
         assert!(
             inbound.insert(i.inbound_id.clone().unwrap()),
             "round {round}: a notice followed up twice"
@@ -226,7 +244,8 @@ async fn round_trip(round: usize) -> usize {
             job.capability
         );
     }
-    std::fs::read_to_string(dir.path().join("audit.repeats"))
+    let repeats = std::fs::read_to_string(dir.path().join("audit.repeats"))
         .map(|t| t.lines().count())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    (repeats, interrupted)
 }

@@ -158,6 +158,8 @@ impl ObserverCallback for Audit {
     }
 }
 
+/// Each answer takes a little while, so a kill during recovery often lands
+/// while follow-ups are being written.
 fn model() -> ScriptedModel {
     ScriptedModel::responder(|r| {
         let last = r.messages.last().map(|m| (m.role, m.content.clone()));
@@ -172,7 +174,7 @@ fn model() -> ScriptedModel {
             _ => ScriptedReply::text("under way"),
         }
     })
-    .with_delay(Duration::from_millis(5))
+    .with_delay(Duration::from_millis(40))
     .without_recording()
 }
 
