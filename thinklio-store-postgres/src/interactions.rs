@@ -1,0 +1,605 @@
+//! `InteractionStore` and `OutboxStore` on PostgreSQL.
+
+use async_trait::async_trait;
+use deadpool_postgres::Transaction;
+use serde_json::{Value, json};
+use thinklio_core::{
+    Event, EventKind, FinishedStep, Interaction, InteractionId, InteractionStore, NewInteraction,
+    NewOutboxMessage, NewStep, OutboxId, OutboxMessage, OutboxStore, Step, StepError, StepId,
+    StepOutcome, StepState, StepTransition, StoreError, StoreResult, Timestamp,
+};
+use tokio_postgres::error::SqlState;
+
+use crate::PostgresStore;
+use crate::rows::{
+    self, INTERACTION_COLUMNS, OUTBOX_COLUMNS, STEP_COLUMNS, append_event, backend, big, execute,
+    query, query_opt,
+};
+
+async fn record_transition(
+    tx: &Transaction<'_>,
+    step: &str,
+    from: Option<StepState>,
+    to: StepState,
+    at: Timestamp,
+) -> StoreResult<()> {
+    // A step's n-th change has a fixed place: written, started, ended.
+    let n: i64 = match to {
+        StepState::Created => 0,
+        StepState::Running => 1,
+        StepState::Succeeded | StepState::Failed => 2,
+    };
+    execute(
+        tx,
+        "INSERT INTO step_transitions (step_id, n, from_state, to_state, at) VALUES ($1, $2, $3, $4, $5)",
+        &[&step, &n, &from.map(|s| s.as_str()), &to.as_str(), &at.as_millis()],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn session_of(tx: &Transaction<'_>, interaction: &str) -> StoreResult<String> {
+    let row = query_opt(
+        tx,
+        "SELECT session_id FROM interactions WHERE id = $1",
+        &[&interaction],
+    )
+    .await?
+    .ok_or_else(|| StoreError::not_found("interaction", interaction))?;
+    rows::get(&row, "session_id")
+}
+
+async fn load_step(tx: &Transaction<'_>, id: &str, lock: bool) -> StoreResult<Option<Step>> {
+    let lock = if lock { " FOR UPDATE" } else { "" };
+    query_opt(
+        tx,
+        &format!("SELECT {STEP_COLUMNS} FROM steps WHERE id = $1{lock}"),
+        &[&id],
+    )
+    .await?
+    .map(|r| rows::step(&r))
+    .transpose()
+}
+
+/// Writes a step as `created` and moves it to `running`, recording both
+/// transitions and a `step.started` event, in the caller's transaction.
+async fn insert_started_step(
+    tx: &Transaction<'_>,
+    new: NewStep,
+    now: Timestamp,
+) -> StoreResult<(Step, Event)> {
+    let id = StepId::new();
+    let id_text = id.to_string();
+    let interaction = new.interaction_id.to_string();
+    let session = session_of(tx, &interaction).await?;
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO steps (id, interaction_id, seq, kind, mode, state, attempt, idempotency_key, \
+             capability, side_effect, input, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8, $9, $10, $11, $11) \
+             ON CONFLICT (interaction_id, seq) DO NOTHING",
+        )
+        .await
+        .map_err(backend)?;
+    let inserted = tx
+        .execute(
+            &statement,
+            &[
+                &id_text,
+                &interaction,
+                &i64::from(new.seq),
+                &new.kind.as_str(),
+                &new.mode.as_str(),
+                &i64::from(new.attempt),
+                &new.idempotency_key,
+                &new.capability,
+                &new.side_effect.map(|s| s.as_str()),
+                &new.input.to_string(),
+                &now.as_millis(),
+            ],
+        )
+        .await
+        .map_err(backend)?;
+    if inserted == 0 {
+        return Err(StoreError::Conflict(format!(
+            "interaction {interaction} already has a step at {}",
+            new.seq
+        )));
+    }
+    record_transition(tx, &id_text, None, StepState::Created, now).await?;
+    record_transition(
+        tx,
+        &id_text,
+        Some(StepState::Created),
+        StepState::Running,
+        now,
+    )
+    .await?;
+    let payload = json!({ "kind": new.kind, "seq": new.seq, "attempt": new.attempt });
+    let event = append_event(
+        tx,
+        EventKind::StepStarted,
+        Some(session),
+        Some(interaction),
+        Some(id_text),
+        &payload,
+        now,
+    )
+    .await?;
+    let step = Step {
+        id,
+        interaction_id: new.interaction_id,
+        seq: new.seq,
+        kind: new.kind,
+        mode: new.mode,
+        state: StepState::Running,
+        attempt: new.attempt,
+        idempotency_key: new.idempotency_key,
+        capability: new.capability,
+        side_effect: new.side_effect,
+        input: new.input,
+        output: None,
+        error: None,
+        model: None,
+        usage: Default::default(),
+        cost: Default::default(),
+        created_at: now,
+        updated_at: now,
+    };
+    Ok((step, event))
+}
+
+#[async_trait]
+impl InteractionStore for PostgresStore {
+    async fn create_interaction(
+        &self,
+        new: NewInteraction,
+    ) -> StoreResult<(Interaction, Option<Event>)> {
+        let now = self.clock.now();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let id = InteractionId::new();
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO interactions (id, session_id, account_id, team_id, user_id, agent_id, input, \
+                 inbound_id, parent_interaction_id, delegation_depth, job_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT (session_id, inbound_id) WHERE inbound_id IS NOT NULL DO NOTHING RETURNING seq",
+            )
+            .await
+            .map_err(backend)?;
+        let inserted = tx
+            .query_opt(
+                &statement,
+                &[
+                    &id.to_string(),
+                    &new.session_id.to_string(),
+                    &new.principal.account.to_string(),
+                    &new.principal.team.map(|t| t.to_string()),
+                    &new.principal.user.to_string(),
+                    &new.agent_id.as_str(),
+                    &new.input,
+                    &new.inbound_id,
+                    &new.parent_interaction_id.map(|p| p.to_string()),
+                    &i64::from(new.delegation_depth),
+                    &new.job_id.map(|j| j.to_string()),
+                    &now.as_millis(),
+                ],
+            )
+            .await
+            .map_err(|e| {
+                if rows::is(&e, &SqlState::FOREIGN_KEY_VIOLATION) {
+                    StoreError::not_found("session", new.session_id)
+                } else {
+                    backend(e)
+                }
+            })?;
+        let Some(row) = inserted else {
+            // The same inbound id in this session: the interaction that has it.
+            let row = query_opt(
+                &tx,
+                &format!(
+                    "SELECT {INTERACTION_COLUMNS} FROM interactions WHERE session_id = $1 AND inbound_id = $2"
+                ),
+                &[&new.session_id.to_string(), &new.inbound_id],
+            )
+            .await?
+            .ok_or_else(|| StoreError::Conflict("the interaction could not be created".into()))?;
+            return Ok((rows::interaction(&row)?, None));
+        };
+        let seq: i64 = rows::get(&row, "seq")?;
+        let event = append_event(
+            &tx,
+            EventKind::InteractionCreated,
+            Some(new.session_id.to_string()),
+            Some(id.to_string()),
+            None,
+            &json!({ "parent_interaction_id": new.parent_interaction_id, "delegation_depth": new.delegation_depth }),
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(backend)?;
+        Ok((
+            Interaction {
+                id,
+                seq,
+                session_id: new.session_id,
+                principal: new.principal,
+                agent_id: new.agent_id,
+                input: new.input,
+                inbound_id: new.inbound_id,
+                parent_interaction_id: new.parent_interaction_id,
+                delegation_depth: new.delegation_depth,
+                job_id: new.job_id,
+                created_at: now,
+            },
+            Some(event),
+        ))
+    }
+
+    async fn interaction(&self, id: InteractionId) -> StoreResult<Interaction> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let row = query_opt(
+            &tx,
+            &format!("SELECT {INTERACTION_COLUMNS} FROM interactions WHERE id = $1"),
+            &[&id.to_string()],
+        )
+        .await?
+        .ok_or_else(|| StoreError::not_found("interaction", id))?;
+        rows::interaction(&row)
+    }
+
+    async fn interactions_of_session(
+        &self,
+        session: thinklio_core::SessionId,
+    ) -> StoreResult<Vec<Interaction>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        query(
+            &tx,
+            &format!(
+                "SELECT {INTERACTION_COLUMNS} FROM interactions WHERE session_id = $1 ORDER BY seq"
+            ),
+            &[&session.to_string()],
+        )
+        .await?
+        .iter()
+        .map(rows::interaction)
+        .collect()
+    }
+
+    async fn unfinished_interactions(&self) -> StoreResult<Vec<Interaction>> {
+        // Derived from the steps exactly as `InteractionState::derive` does.
+        let not_terminal: Vec<String> = StepError::NOT_TERMINAL
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        query(
+            &tx,
+            &format!(
+                "SELECT {INTERACTION_COLUMNS} FROM interactions i WHERE NOT EXISTS ( \
+                    SELECT 1 FROM steps s WHERE s.interaction_id = i.id AND ( \
+                        (s.kind = 'respond' AND s.state = 'succeeded') OR \
+                        (s.state = 'failed' AND s.kind IN ('context', 'think', 'respond') \
+                         AND NOT (COALESCE(s.error_code, '') = ANY($1))))) \
+                 ORDER BY seq"
+            ),
+            &[&not_terminal],
+        )
+        .await?
+        .iter()
+        .map(rows::interaction)
+        .collect()
+    }
+
+    async fn steps(&self, interaction: InteractionId) -> StoreResult<Vec<Step>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        query(
+            &tx,
+            &format!("SELECT {STEP_COLUMNS} FROM steps WHERE interaction_id = $1 ORDER BY seq"),
+            &[&interaction.to_string()],
+        )
+        .await?
+        .iter()
+        .map(rows::step)
+        .collect()
+    }
+
+    async fn step(&self, id: StepId) -> StoreResult<Step> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        load_step(&tx, &id.to_string(), false)
+            .await?
+            .ok_or_else(|| StoreError::not_found("step", id))
+    }
+
+    async fn begin_step(&self, new: NewStep) -> StoreResult<(Step, Event)> {
+        let now = self.clock.now();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let begun = insert_started_step(&tx, new, now).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(begun)
+    }
+
+    async fn finish_step(
+        &self,
+        id: StepId,
+        outcome: StepOutcome,
+        reply: Option<NewOutboxMessage>,
+        next: Option<NewStep>,
+    ) -> StoreResult<FinishedStep> {
+        let now = self.clock.now();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let id_text = id.to_string();
+        let Some(mut step) = load_step(&tx, &id_text, true).await? else {
+            return Err(StoreError::not_found("step", id));
+        };
+        let to = outcome.state();
+        if !step.state.can_become(to) {
+            return Err(StoreError::IllegalTransition {
+                step: id,
+                from: step.state,
+                to,
+            });
+        }
+        let (output, error, usage) = match outcome {
+            StepOutcome::Succeeded { output, usage } => (Some(output), None, usage),
+            StepOutcome::Failed { error, usage } => (None, Some(error), usage),
+        };
+        let (model, tokens, cost) = match &usage {
+            Some(u) => (Some(u.model.clone()), u.tokens, u.cost),
+            None => (None, Default::default(), Default::default()),
+        };
+        let interaction = step.interaction_id.to_string();
+        execute(
+            &tx,
+            "UPDATE steps SET state = $2, output = $3, error_code = $4, error_message = $5, model = $6, \
+             input_tokens = $7, output_tokens = $8, cost_nanos = $9, updated_at = $10 WHERE id = $1",
+            &[
+                &id_text,
+                &to.as_str(),
+                &output.as_ref().map(Value::to_string),
+                &error.as_ref().map(|e| e.code.as_str()),
+                &error.as_ref().map(|e| e.message.as_str()),
+                &model,
+                &big(tokens.input_tokens),
+                &big(tokens.output_tokens),
+                &cost.as_nanos(),
+                &now.as_millis(),
+            ],
+        )
+        .await?;
+        record_transition(&tx, &id_text, Some(StepState::Running), to, now).await?;
+        if let Some(u) = usage.as_ref().filter(|u| !u.rolled_up) {
+            execute(
+                &tx,
+                "INSERT INTO usage_records (step_id, interaction_id, account_id, team_id, user_id, agent_id, \
+                 model, input_tokens, output_tokens, cost_nanos, at) \
+                 SELECT $1, id, account_id, team_id, user_id, agent_id, $3, $4, $5, $6, $7 \
+                 FROM interactions WHERE id = $2",
+                &[
+                    &id_text,
+                    &interaction,
+                    &u.model,
+                    &big(u.tokens.input_tokens),
+                    &big(u.tokens.output_tokens),
+                    &u.cost.as_nanos(),
+                    &now.as_millis(),
+                ],
+            )
+            .await?;
+        }
+        let session = session_of(&tx, &interaction).await?;
+        let kind = if to == StepState::Succeeded {
+            EventKind::StepSucceeded
+        } else {
+            EventKind::StepFailed
+        };
+        let mut payload = json!({ "kind": step.kind, "seq": step.seq, "attempt": step.attempt });
+        if let Some(e) = &error {
+            payload["error_code"] = json!(e.code);
+        }
+        if let Some(u) = &usage {
+            payload["input_tokens"] = json!(u.tokens.input_tokens);
+            payload["output_tokens"] = json!(u.tokens.output_tokens);
+            payload["cost_nanos"] = json!(u.cost.as_nanos());
+        }
+        let mut events = vec![
+            append_event(
+                &tx,
+                kind,
+                Some(session.clone()),
+                Some(interaction.clone()),
+                Some(id_text),
+                &payload,
+                now,
+            )
+            .await?,
+        ];
+        let reply = match reply {
+            None => None,
+            Some(reply) => {
+                let delivered_at = reply.delivered.then_some(now.as_millis());
+                for task in reply.tasks {
+                    crate::queue::insert_task(&tx, task, now).await?;
+                }
+                let statement = tx
+                    .prepare_cached(
+                        "INSERT INTO outbox (id, interaction_id, session_id, channel, channel_key, text, created_at, \
+                         delivered_at) \
+                         SELECT $1, i.id, i.session_id, s.channel, s.channel_key, $3, $4, $5 \
+                         FROM interactions i JOIN sessions s ON s.id = i.session_id WHERE i.id = $2 \
+                         ON CONFLICT (interaction_id) DO NOTHING \
+                         RETURNING id, interaction_id, session_id, channel, channel_key, text, created_at, delivered_at",
+                    )
+                    .await
+                    .map_err(backend)?;
+                let row = tx
+                    .query_opt(
+                        &statement,
+                        &[
+                            &OutboxId::new().to_string(),
+                            &interaction,
+                            &reply.text,
+                            &now.as_millis(),
+                            &delivered_at,
+                        ],
+                    )
+                    .await
+                    .map_err(backend)?
+                    .ok_or_else(|| {
+                        StoreError::Conflict(format!(
+                            "interaction {interaction} already has a reply"
+                        ))
+                    })?;
+                let message = rows::outbox(&row)?;
+                events.push(
+                    append_event(
+                        &tx,
+                        EventKind::InteractionCompleted,
+                        Some(session.clone()),
+                        Some(interaction.clone()),
+                        None,
+                        &json!({ "outbox_id": message.id }),
+                        now,
+                    )
+                    .await?,
+                );
+                if reply.delivered {
+                    events.push(
+                        append_event(
+                            &tx,
+                            EventKind::ReplyDelivered,
+                            Some(session),
+                            Some(interaction),
+                            None,
+                            &json!({ "outbox_id": message.id }),
+                            now,
+                        )
+                        .await?,
+                    );
+                }
+                Some(message)
+            }
+        };
+        let next = match next {
+            None => None,
+            Some(new) => {
+                let (begun, event) = insert_started_step(&tx, new, now).await?;
+                events.push(event);
+                Some(begun)
+            }
+        };
+        tx.commit().await.map_err(backend)?;
+        step.state = to;
+        step.output = output;
+        step.error = error;
+        step.model = usage.as_ref().map(|u| u.model.clone());
+        step.usage = tokens;
+        step.cost = cost;
+        step.updated_at = now;
+        Ok(FinishedStep {
+            step,
+            next,
+            reply,
+            events,
+        })
+    }
+
+    async fn step_transitions(&self, id: StepId) -> StoreResult<Vec<StepTransition>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        query(
+            &tx,
+            "SELECT from_state, to_state, at FROM step_transitions WHERE step_id = $1 ORDER BY n",
+            &[&id.to_string()],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(StepTransition {
+                step_id: id,
+                from: rows::parse_opt(r, "from_state")?,
+                to: rows::parse(r, "to_state")?,
+                at: rows::ts(r, "at")?,
+            })
+        })
+        .collect()
+    }
+}
+
+#[async_trait]
+impl OutboxStore for PostgresStore {
+    async fn undelivered(&self) -> StoreResult<Vec<OutboxMessage>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        query(
+            &tx,
+            &format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL ORDER BY created_at, id"
+            ),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(rows::outbox)
+        .collect()
+    }
+
+    async fn reply_of(&self, interaction: InteractionId) -> StoreResult<Option<OutboxMessage>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        query_opt(
+            &tx,
+            &format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE interaction_id = $1"),
+            &[&interaction.to_string()],
+        )
+        .await?
+        .map(|r| rows::outbox(&r))
+        .transpose()
+    }
+
+    async fn mark_delivered(&self, id: OutboxId, at: Timestamp) -> StoreResult<Option<Event>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let row = query_opt(
+            &tx,
+            "SELECT interaction_id, session_id FROM outbox WHERE id = $1",
+            &[&id.to_string()],
+        )
+        .await?
+        .ok_or_else(|| StoreError::not_found("outbox message", id))?;
+        let interaction: String = rows::get(&row, "interaction_id")?;
+        let session: String = rows::get(&row, "session_id")?;
+        let changed = execute(
+            &tx,
+            "UPDATE outbox SET delivered_at = $2 WHERE id = $1 AND delivered_at IS NULL",
+            &[&id.to_string(), &at.as_millis()],
+        )
+        .await?;
+        let event = if changed == 1 {
+            Some(
+                append_event(
+                    &tx,
+                    EventKind::ReplyDelivered,
+                    Some(session),
+                    Some(interaction),
+                    None,
+                    &json!({ "outbox_id": id }),
+                    at,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        tx.commit().await.map_err(backend)?;
+        Ok(event)
+    }
+}

@@ -1,0 +1,543 @@
+//! `KnowledgeStore` on PostgreSQL: a generated `tsvector` (GIN index,
+//! `ts_rank`) for keywords and pgvector embeddings compared exactly.
+//!
+//! Every query over facts carries the visibility filter in its `WHERE`
+//! clause (`account_id = $1 AND owner_key = ANY($2)`, on an index), so what
+//! a principal may not see is never read, counted or ranked. Recording a
+//! fact holds an advisory lock on its slot, so two processes reconciling the
+//! same slot at once take turns.
+
+use async_trait::async_trait;
+use deadpool_postgres::Transaction;
+use pgvector::Vector;
+use serde_json::json;
+use thinklio_core::knowledge::{
+    Candidate, Candidates, Curation, Fact, FactActor, FactChange, FactOwner, FactQuery, FactWrite,
+    KnowledgeStore, Layer, NewFact, Visibility, keywords, normalise,
+};
+use thinklio_core::{AccountId, FactId, StoreError, StoreResult, Timestamp};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use crate::PostgresStore;
+use crate::rows::{self, backend, execute, query, query_opt};
+
+const COLUMNS: &str = "f.n, f.id, f.account_id, f.layer, f.owner_id, f.subject, f.predicate, \
+     f.value, f.confidence, f.provenance, f.locked, f.valid_at, f.invalid_at, f.created_at, \
+     f.expired_at, f.superseded_by";
+
+const CURRENT: &str = "f.invalid_at IS NULL AND f.expired_at IS NULL";
+
+fn fact(row: &Row) -> StoreResult<Fact> {
+    let layer: Layer = rows::parse(row, "layer")?;
+    let owner_id: String = rows::get(row, "owner_id")?;
+    let owner = FactOwner::parse(layer, &owner_id)?;
+    let provenance = serde_json::from_value(rows::json(row, "provenance")?)
+        .map_err(|e| StoreError::Corrupt(format!("provenance: {e}")))?;
+    Ok(Fact {
+        id: rows::parse(row, "id")?,
+        account: rows::parse(row, "account_id")?,
+        owner,
+        subject: rows::get(row, "subject")?,
+        predicate: rows::get(row, "predicate")?,
+        value: rows::get(row, "value")?,
+        confidence: rows::get::<f64>(row, "confidence")? as f32,
+        provenance,
+        locked: rows::get(row, "locked")?,
+        valid_at: rows::ts(row, "valid_at")?,
+        invalid_at: rows::ts_opt(row, "invalid_at")?,
+        created_at: rows::ts(row, "created_at")?,
+        expired_at: rows::ts_opt(row, "expired_at")?,
+        superseded_by: rows::parse_opt(row, "superseded_by")?,
+    })
+}
+
+fn candidate(row: &Row) -> StoreResult<Candidate> {
+    let embedding: Option<Vector> = rows::get(row, "embedding")?;
+    let distance: Option<f64> = row.try_get("distance").ok().flatten();
+    Ok(Candidate {
+        fact: fact(row)?,
+        embedding: embedding.map(|v| v.to_vec()).unwrap_or_default(),
+        similarity: distance.map(|d| (1.0 - d) as f32),
+    })
+}
+
+async fn candidates(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> StoreResult<Vec<Candidate>> {
+    query(tx, sql, params)
+        .await?
+        .iter()
+        .map(candidate)
+        .collect()
+}
+
+/// The keyword query matching any of `terms`, for `to_tsquery`: the terms
+/// are letters and digits only (see `keywords`), so nothing in them is
+/// query syntax.
+fn ts_query(terms: &[String]) -> Option<String> {
+    let words: Vec<String> = terms
+        .iter()
+        .map(|t| {
+            t.chars()
+                .filter(|c| c.is_alphanumeric())
+                .collect::<String>()
+        })
+        .filter(|t| !t.is_empty())
+        .collect();
+    (!words.is_empty()).then(|| words.join(" | "))
+}
+
+/// The keywords of the question that tell the visible facts apart (as on
+/// SQLite: a term in more than a quarter of the visible facts is dropped).
+async fn selective_terms(
+    tx: &Transaction<'_>,
+    query_: &FactQuery,
+    current: &str,
+    visible_count: i64,
+) -> StoreResult<Vec<String>> {
+    let terms = keywords(&query_.text);
+    let cut = (visible_count / 4).max(3);
+    let account = query_.visibility.account.to_string();
+    let owners = query_.visibility.owner_keys();
+    let sql = format!(
+        "SELECT count(*)::BIGINT AS n FROM (SELECT 1 FROM facts f \
+         WHERE f.tsv @@ to_tsquery('english', $1) AND f.account_id = $3 AND f.owner_key = ANY($4){current} \
+         LIMIT $2) m"
+    );
+    let mut kept = Vec::with_capacity(terms.len());
+    for term in terms {
+        let Some(q) = ts_query(std::slice::from_ref(&term)) else {
+            continue;
+        };
+        let row = query_opt(tx, &sql, &[&q, &(cut + 1), &account, &owners])
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("no count".into()))?;
+        let n: i64 = rows::get(&row, "n")?;
+        if n > 0 && n <= cut {
+            kept.push(term);
+        }
+    }
+    Ok(kept)
+}
+
+async fn history(
+    tx: &Transaction<'_>,
+    id: FactId,
+    kind: &str,
+    actor: &FactActor,
+    at: Timestamp,
+    detail: serde_json::Value,
+) -> StoreResult<()> {
+    execute(
+        tx,
+        "INSERT INTO fact_history (fact_id, kind, actor, at, detail) VALUES ($1, $2, $3, $4, $5)",
+        &[
+            &id.to_string(),
+            &kind,
+            &actor.as_text(),
+            &at.as_millis(),
+            &detail.to_string(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn load(tx: &Transaction<'_>, id: FactId) -> StoreResult<Fact> {
+    let row = query_opt(
+        tx,
+        &format!("SELECT {COLUMNS} FROM facts f WHERE f.id = $1"),
+        &[&id.to_string()],
+    )
+    .await?
+    .ok_or_else(|| StoreError::not_found("fact", id))?;
+    fact(&row)
+}
+
+async fn record(tx: &Transaction<'_>, new: NewFact, now: Timestamp) -> StoreResult<FactWrite> {
+    if !(0.0..=1.0).contains(&new.confidence) {
+        return Err(StoreError::Conflict(format!(
+            "confidence {} is not between 0 and 1",
+            new.confidence
+        )));
+    }
+    let account = new.account.to_string();
+    let owner_key = new.owner.key();
+    let slot = new.slot();
+    let text = new.text();
+    let norm_text = normalise(&text);
+    let valid_at = new.valid_at.unwrap_or(now);
+    // Writers of one slot (or one free text) take turns.
+    let lock_key = format!(
+        "fact:{account}:{owner_key}:{}",
+        slot.as_deref().unwrap_or(&norm_text)
+    );
+    execute(
+        tx,
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&lock_key],
+    )
+    .await?;
+    let existing: Vec<Fact> =
+        match &slot {
+            Some(slot) => query(
+                tx,
+                &format!(
+                    "SELECT {COLUMNS} FROM facts f WHERE f.account_id = $1 AND f.owner_key = $2 \
+                 AND f.slot = $3 AND {CURRENT} ORDER BY f.n"
+                ),
+                &[&account, &owner_key, slot],
+            )
+            .await?,
+            None => query(
+                tx,
+                &format!(
+                    "SELECT {COLUMNS} FROM facts f WHERE f.account_id = $1 AND f.owner_key = $2 \
+                 AND f.slot IS NULL AND f.norm_text = $3 AND {CURRENT} ORDER BY f.n"
+                ),
+                &[&account, &owner_key, &norm_text],
+            )
+            .await?,
+        }
+        .iter()
+        .map(fact)
+        .collect::<StoreResult<_>>()?;
+    let new_value = normalise(&new.value);
+    if let Some(same) = existing
+        .iter()
+        .find(|f| slot.is_none() || normalise(&f.value) == new_value)
+    {
+        return Ok(FactWrite::Duplicate(same.clone()));
+    }
+    if let Some(locked) = existing.iter().find(|f| f.locked && !new.locked) {
+        return Err(StoreError::Conflict(format!(
+            "fact {} holds this slot locked; unlock it to change it",
+            locked.id
+        )));
+    }
+    let newer: Vec<&Fact> = existing.iter().filter(|f| f.valid_at > valid_at).collect();
+    let invalid_at = newer.iter().map(|f| f.valid_at).min();
+    let id = FactId::new();
+    let provenance =
+        serde_json::to_string(&new.provenance).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let row = query_opt(
+        tx,
+        "INSERT INTO facts (id, account_id, owner_key, layer, owner_id, subject, predicate, value, \
+         slot, text, norm_text, confidence, provenance, locked, valid_at, invalid_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING n",
+        &[
+            &id.to_string(),
+            &account,
+            &owner_key,
+            &new.owner.layer().as_str(),
+            &new.owner.id(),
+            &new.subject,
+            &new.predicate,
+            &new.value,
+            &slot,
+            &text,
+            &norm_text,
+            &f64::from(new.confidence),
+            &provenance,
+            &new.locked,
+            &valid_at.as_millis(),
+            &invalid_at.map(Timestamp::as_millis),
+            &now.as_millis(),
+        ],
+    )
+    .await?
+    .ok_or_else(|| StoreError::Corrupt("no fact number returned".into()))?;
+    let n: i64 = rows::get(&row, "n")?;
+    if !new.embedding.is_empty() {
+        execute(
+            tx,
+            "INSERT INTO fact_vectors (n, embedding) VALUES ($1, $2)",
+            &[&n, &Vector::from(new.embedding.clone())],
+        )
+        .await?;
+    }
+    history(
+        tx,
+        id,
+        "add",
+        &new.actor,
+        now,
+        json!({ "provenance": new.provenance, "layer": new.owner.layer() }),
+    )
+    .await?;
+    if invalid_at.is_some() {
+        return Ok(FactWrite::Historical(load(tx, id).await?));
+    }
+    let mut replaced = Vec::new();
+    for old in &existing {
+        execute(
+            tx,
+            "UPDATE facts SET invalid_at = $2, expired_at = $3, superseded_by = $4 WHERE id = $1",
+            &[
+                &old.id.to_string(),
+                &valid_at.as_millis(),
+                &now.as_millis(),
+                &id.to_string(),
+            ],
+        )
+        .await?;
+        history(
+            tx,
+            old.id,
+            "supersede",
+            &new.actor,
+            now,
+            json!({ "superseded_by": id }),
+        )
+        .await?;
+        replaced.push(load(tx, old.id).await?);
+    }
+    let fact = load(tx, id).await?;
+    Ok(if replaced.is_empty() {
+        FactWrite::Added(fact)
+    } else {
+        FactWrite::Superseded { fact, replaced }
+    })
+}
+
+/// Deletes the facts of one owner with their vectors, leaving a `delete`
+/// entry each. Shared with the privacy call.
+pub(crate) async fn delete_owned(
+    tx: &Transaction<'_>,
+    account: AccountId,
+    owner: &FactOwner,
+    now: Timestamp,
+) -> StoreResult<u64> {
+    let doomed = query(
+        tx,
+        "DELETE FROM facts WHERE account_id = $1 AND owner_key = $2 RETURNING id",
+        &[&account.to_string(), &owner.key()],
+    )
+    .await?;
+    for row in &doomed {
+        let id: FactId = rows::parse(row, "id")?;
+        history(tx, id, "delete", &FactActor::System, now, json!({})).await?;
+    }
+    Ok(u64::try_from(doomed.len()).unwrap_or(0))
+}
+
+#[async_trait]
+impl KnowledgeStore for PostgresStore {
+    async fn record_fact(&self, new: NewFact, now: Timestamp) -> StoreResult<FactWrite> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let write = record(&tx, new, now).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(write)
+    }
+
+    async fn import_facts(
+        &self,
+        facts: Vec<NewFact>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<FactWrite>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let mut writes = Vec::with_capacity(facts.len());
+        for f in facts {
+            writes.push(record(&tx, f, now).await?);
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(writes)
+    }
+
+    async fn fact(&self, id: FactId) -> StoreResult<Fact> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        load(&tx, id).await
+    }
+
+    async fn curate_fact(
+        &self,
+        id: FactId,
+        curation: Curation,
+        actor: FactActor,
+        now: Timestamp,
+    ) -> StoreResult<Fact> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let before = load(&tx, id).await?;
+        if let Some(conf) = curation.confidence
+            && !(0.0..=1.0).contains(&conf)
+        {
+            return Err(StoreError::Conflict(format!(
+                "confidence {conf} is not between 0 and 1"
+            )));
+        }
+        let retract = curation.retract_at.filter(|_| before.is_current());
+        execute(
+            &tx,
+            "UPDATE facts SET locked = COALESCE($2, locked), \
+             confidence = COALESCE($3, confidence), \
+             invalid_at = COALESCE($4, invalid_at), \
+             expired_at = CASE WHEN $4::BIGINT IS NULL THEN expired_at ELSE $5 END \
+             WHERE id = $1",
+            &[
+                &id.to_string(),
+                &curation.locked,
+                &curation.confidence.map(f64::from),
+                &retract.map(Timestamp::as_millis),
+                &now.as_millis(),
+            ],
+        )
+        .await?;
+        history(
+            &tx,
+            id,
+            "curate",
+            &actor,
+            now,
+            json!({
+                "locked": curation.locked,
+                "confidence": curation.confidence,
+                "retract_at": retract,
+            }),
+        )
+        .await?;
+        let fact = load(&tx, id).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(fact)
+    }
+
+    async fn facts(
+        &self,
+        visibility: &Visibility,
+        include_history: bool,
+    ) -> StoreResult<Vec<Fact>> {
+        let current = if include_history {
+            String::new()
+        } else {
+            format!(" AND {CURRENT}")
+        };
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        query(
+            &tx,
+            &format!(
+                "SELECT {COLUMNS} FROM facts f WHERE f.account_id = $1 AND f.owner_key = ANY($2){current} \
+                 ORDER BY f.n"
+            ),
+            &[&visibility.account.to_string(), &visibility.owner_keys()],
+        )
+        .await?
+        .iter()
+        .map(fact)
+        .collect()
+    }
+
+    async fn fact_history(&self, id: FactId) -> StoreResult<Vec<FactChange>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        query(
+            &tx,
+            "SELECT kind, actor, at, detail FROM fact_history WHERE fact_id = $1 ORDER BY seq",
+            &[&id.to_string()],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(FactChange {
+                fact_id: id,
+                kind: rows::get::<String>(r, "kind")?.parse()?,
+                actor: FactActor::parse(&rows::get::<String>(r, "actor")?)?,
+                at: rows::ts(r, "at")?,
+                detail: rows::json(r, "detail")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn fact_candidates(&self, query_: &FactQuery) -> StoreResult<Candidates> {
+        let limit = i64::try_from(query_.candidates.max(query_.k)).unwrap_or(i64::MAX);
+        let current = if query_.include_history {
+            String::new()
+        } else {
+            format!(" AND {CURRENT}")
+        };
+        let account = query_.visibility.account.to_string();
+        let owners = query_.visibility.owner_keys();
+        let mut out = Candidates::default();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let count = query_opt(
+            &tx,
+            &format!(
+                "SELECT count(*)::BIGINT AS n FROM facts f WHERE f.account_id = $1 AND f.owner_key = ANY($2){current}"
+            ),
+            &[&account, &owners],
+        )
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("no count".into()))?;
+        let visible_count: i64 = rows::get(&count, "n")?;
+        if visible_count == 0 {
+            return Ok(out);
+        }
+        if let Some(e) = query_.embedding.as_ref().filter(|e| !e.is_empty()) {
+            let dims = i32::try_from(e.len()).unwrap_or(i32::MAX);
+            // The nearest are found on (n, distance) alone; only they are
+            // then read in full.
+            let sql = format!(
+                "SELECT {COLUMNS}, v.embedding, d.distance FROM ( \
+                   SELECT f.n AS n, v.embedding <=> $1 AS distance \
+                   FROM facts f JOIN fact_vectors v ON v.n = f.n \
+                   WHERE f.account_id = $3 AND f.owner_key = ANY($4){current} \
+                   AND vector_dims(v.embedding) = $5 \
+                   ORDER BY distance LIMIT $2 \
+                 ) d JOIN facts f ON f.n = d.n JOIN fact_vectors v ON v.n = d.n \
+                 ORDER BY d.distance, f.n"
+            );
+            out.vector = candidates(
+                &tx,
+                &sql,
+                &[&Vector::from(e.clone()), &limit, &account, &owners, &dims],
+            )
+            .await?;
+        }
+        let terms = selective_terms(&tx, query_, &current, visible_count).await?;
+        if let Some(q) = ts_query(&terms) {
+            let sql = format!(
+                "SELECT {COLUMNS}, v.embedding FROM facts f LEFT JOIN fact_vectors v ON v.n = f.n \
+                 WHERE f.tsv @@ to_tsquery('english', $1) AND f.account_id = $3 AND f.owner_key = ANY($4){current} \
+                 ORDER BY ts_rank(f.tsv, to_tsquery('english', $1)) DESC, f.n LIMIT $2"
+            );
+            out.keyword = candidates(&tx, &sql, &[&q, &limit, &account, &owners]).await?;
+        }
+        let mut slots: Vec<String> = out
+            .vector
+            .iter()
+            .chain(&out.keyword)
+            .filter_map(|c| c.fact.slot())
+            .collect();
+        slots.sort();
+        slots.dedup();
+        if !slots.is_empty() {
+            let sql = format!(
+                "SELECT {COLUMNS}, v.embedding FROM facts f LEFT JOIN fact_vectors v ON v.n = f.n \
+                 WHERE f.account_id = $1 AND f.owner_key = ANY($2) AND {CURRENT} AND f.slot = ANY($3)"
+            );
+            out.rivals = candidates(&tx, &sql, &[&account, &owners, &slots]).await?;
+        }
+        Ok(out)
+    }
+
+    async fn delete_facts(
+        &self,
+        account: AccountId,
+        owner: &FactOwner,
+        now: Timestamp,
+    ) -> StoreResult<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let n = delete_owned(&tx, account, owner, now).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(n)
+    }
+}

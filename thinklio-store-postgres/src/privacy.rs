@@ -1,0 +1,99 @@
+//! `PrivacyStore` on PostgreSQL.
+
+use async_trait::async_trait;
+use thinklio_core::{AccountId, FactOwner, ForgetReport, PrivacyStore, StoreResult, UserId};
+
+use crate::PostgresStore;
+use crate::rows::{backend, execute};
+
+#[async_trait]
+impl PrivacyStore for PostgresStore {
+    async fn forget_user(&self, account: AccountId, user: UserId) -> StoreResult<ForgetReport> {
+        let now = self.clock.now();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let (a, u) = (account.to_string(), user.to_string());
+        let mine = "SELECT id FROM interactions WHERE account_id = $1 AND user_id = $2";
+        let sessions = "SELECT id FROM sessions WHERE account_id = $1 AND user_id = $2";
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&a, &u];
+        execute(
+            &tx,
+            &format!(
+                "DELETE FROM step_transitions WHERE step_id IN \
+                 (SELECT id FROM steps WHERE interaction_id IN ({mine}))"
+            ),
+            &params,
+        )
+        .await?;
+        execute(
+            &tx,
+            &format!("DELETE FROM steps WHERE interaction_id IN ({mine})"),
+            &params,
+        )
+        .await?;
+        execute(
+            &tx,
+            &format!("DELETE FROM outbox WHERE interaction_id IN ({mine})"),
+            &params,
+        )
+        .await?;
+        execute(
+            &tx,
+            &format!(
+                "DELETE FROM events WHERE interaction_id IN ({mine}) OR session_id IN ({sessions})"
+            ),
+            &params,
+        )
+        .await?;
+        let usage_anonymized = execute(
+            &tx,
+            &format!(
+                "UPDATE usage_records SET user_id = '{}', interaction_id = '', step_id = '' \
+                 WHERE account_id = $1 AND user_id = $2",
+                UserId::ANONYMOUS
+            ),
+            &params,
+        )
+        .await?;
+        let interactions = execute(
+            &tx,
+            "DELETE FROM interactions WHERE account_id = $1 AND user_id = $2",
+            &params,
+        )
+        .await?;
+        let sessions = execute(
+            &tx,
+            "DELETE FROM sessions WHERE account_id = $1 AND user_id = $2",
+            &params,
+        )
+        .await?;
+        let todos = execute(
+            &tx,
+            "DELETE FROM todos WHERE account_id = $1 AND user_id = $2",
+            &params,
+        )
+        .await?;
+        let facts =
+            crate::knowledge::delete_owned(&tx, account, &FactOwner::User(user), now).await?;
+        execute(
+            &tx,
+            "DELETE FROM budgets WHERE scope_kind = 'user' AND scope_id = $1",
+            &[&u],
+        )
+        .await?;
+        execute(
+            &tx,
+            "DELETE FROM budget_warnings WHERE scope_kind = 'user' AND scope_id = $1",
+            &[&u],
+        )
+        .await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(ForgetReport {
+            sessions,
+            interactions,
+            usage_anonymized,
+            todos,
+            facts,
+        })
+    }
+}

@@ -1,0 +1,125 @@
+//! `SessionStore` on PostgreSQL.
+
+use async_trait::async_trait;
+use thinklio_core::{
+    NewSession, Session, SessionId, SessionStore, StoreError, StoreResult, Turn, UserId,
+};
+
+use crate::PostgresStore;
+use crate::rows::{self, SESSION_COLUMNS, backend, query, query_opt};
+
+#[async_trait]
+impl SessionStore for PostgresStore {
+    async fn open_session(&self, new: NewSession) -> StoreResult<Session> {
+        let now = self.clock.now();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let session = Session {
+            id: SessionId::new(),
+            principal: new.principal,
+            agent_id: new.agent_id,
+            channel: new.channel,
+            key: new.key,
+            created_at: now,
+        };
+        // With a key, a concurrent open of the same session inserts nothing
+        // and reads the one that won.
+        let inserted = rows::execute(
+            &tx,
+            "INSERT INTO sessions (id, account_id, team_id, user_id, agent_id, channel, channel_key, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            &[
+                &session.id.to_string(),
+                &session.principal.account.to_string(),
+                &session.principal.team.map(|t| t.to_string()),
+                &session.principal.user.to_string(),
+                &session.agent_id.as_str(),
+                &session.channel,
+                &session.key,
+                &now.as_millis(),
+            ],
+        )
+        .await?;
+        let session = if inserted == 1 {
+            session
+        } else {
+            let row = query_opt(
+                &tx,
+                &format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE account_id = $1 AND user_id = $2 \
+                     AND agent_id = $3 AND channel = $4 AND channel_key = $5"
+                ),
+                &[
+                    &session.principal.account.to_string(),
+                    &session.principal.user.to_string(),
+                    &session.agent_id.as_str(),
+                    &session.channel,
+                    &session.key,
+                ],
+            )
+            .await?
+            .ok_or_else(|| StoreError::Conflict("the session could not be opened".into()))?;
+            rows::session(&row)?
+        };
+        tx.commit().await.map_err(backend)?;
+        Ok(session)
+    }
+
+    async fn session(&self, id: SessionId) -> StoreResult<Session> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let row = query_opt(
+            &tx,
+            &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"),
+            &[&id.to_string()],
+        )
+        .await?
+        .ok_or_else(|| StoreError::not_found("session", id))?;
+        rows::session(&row)
+    }
+
+    async fn sessions_of_user(&self, user: UserId) -> StoreResult<Vec<Session>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        query(
+            &tx,
+            &format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, id DESC"
+            ),
+            &[&user.to_string()],
+        )
+        .await?
+        .iter()
+        .map(rows::session)
+        .collect()
+    }
+
+    async fn history(
+        &self,
+        session: SessionId,
+        before_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Turn>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let mut turns = query(
+            &tx,
+            "SELECT i.id, i.input, o.text FROM interactions i JOIN outbox o ON o.interaction_id = i.id \
+             WHERE i.session_id = $1 AND i.seq < $2 AND i.parent_interaction_id IS NULL \
+             ORDER BY i.seq DESC LIMIT $3",
+            &[&session.to_string(), &before_seq, &i64::from(limit)],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(Turn {
+                interaction_id: rows::parse(r, "id")?,
+                user: rows::get(r, "input")?,
+                assistant: rows::get(r, "text")?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+        turns.reverse();
+        Ok(turns)
+    }
+}
