@@ -2,9 +2,11 @@
 
 #![allow(missing_docs)]
 
+use std::sync::Arc;
+
 use schemars::JsonSchema;
 use serde::Deserialize;
-use thinklio_core::{ContentRules, FunctionCapability, Principal, SideEffect};
+use thinklio_core::{ContentRules, FunctionCapability, Principal, SideEffect, Store};
 
 #[derive(Deserialize, JsonSchema)]
 pub struct AddArgs {
@@ -61,5 +63,30 @@ impl ContentRules for NoSecrets {
             return Err("replies may not reveal secrets".into());
         }
         Ok(())
+    }
+}
+
+/// Opens the store a test process names: `postgres:SCHEMA` is that schema
+/// of the PostgreSQL server at `THINKLIO_POSTGRES_URL` (started by
+/// `scripts/test.sh`); anything else is a SQLite file.
+pub async fn open_store(spec: &str) -> Result<Arc<dyn Store>, String> {
+    match spec.strip_prefix("postgres:") {
+        Some(schema) => {
+            let url = std::env::var("THINKLIO_POSTGRES_URL").map_err(|_| {
+                "THINKLIO_POSTGRES_URL is not set: run scripts/postgres.sh start (scripts/test.sh does)"
+                    .to_owned()
+            })?;
+            let options = thinklio_store_postgres::PostgresOptions::default().schema(schema);
+            let store = thinklio_store_postgres::PostgresStore::connect_with(&url, options)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Arc::new(store))
+        }
+        None => {
+            let store = thinklio_store_sqlite::SqliteStore::open(spec)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Arc::new(store))
+        }
     }
 }

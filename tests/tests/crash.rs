@@ -13,15 +13,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use thinklio_core::*;
-use thinklio_store_sqlite::SqliteStore;
 
 const SESSIONS: usize = 8;
 const PER_SESSION: usize = 40;
 const KILLS: usize = 30;
 
-fn spawn(dir: &Path, mode: &str) -> Child {
+fn spawn(dir: &Path, db: &str, mode: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_crash-worker"))
-        .arg(dir.join("crash.db"))
+        .arg(db)
         .arg(dir.join("effects.log"))
         .arg(dir.join("deliveries.log"))
         .arg(SESSIONS.to_string())
@@ -43,7 +42,19 @@ fn wait_recovered(child: &mut Child) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
-    kill_and_check("direct").await;
+    kill_and_check("direct", Backend::Sqlite).await;
+}
+
+/// The same on PostgreSQL (the server `scripts/test.sh` starts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_and_repeats_nothing_on_postgres() {
+    kill_and_check("direct", Backend::Postgres).await;
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Backend {
+    Sqlite,
+    Postgres,
 }
 
 /// The same, with every message handed to a delegate agent: a kill while the
@@ -51,12 +62,22 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
 /// delegate's answer once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_delegation_resumes_child_and_parent() {
-    kill_and_check("delegate").await;
+    kill_and_check("delegate", Backend::Sqlite).await;
 }
 
-async fn kill_and_check(mode: &str) {
+/// Delegation under kills, on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_delegation_resumes_child_and_parent_on_postgres() {
+    kill_and_check("delegate", Backend::Postgres).await;
+}
+
+async fn kill_and_check(mode: &str, backend: Backend) {
     let delegated = mode == "delegate";
     let dir = tempfile::tempdir().unwrap();
+    let db = match backend {
+        Backend::Sqlite => dir.path().join("crash.db").display().to_string(),
+        Backend::Postgres => format!("postgres:crash_{}", uuid::Uuid::now_v7().simple()),
+    };
     let mut live_kills = 0;
     let mut rounds = 0;
     while live_kills < KILLS {
@@ -65,7 +86,7 @@ async fn kill_and_check(mode: &str) {
             rounds <= KILLS * 3,
             "the worker finished before it could be killed {KILLS} times"
         );
-        let mut child = spawn(dir.path(), mode);
+        let mut child = spawn(dir.path(), &db, mode);
         let recovered = wait_recovered(&mut child);
         assert!(
             recovered.is_some(),
@@ -79,7 +100,7 @@ async fn kill_and_check(mode: &str) {
         child.wait().unwrap();
     }
     // A last run to the end.
-    let mut child = spawn(dir.path(), mode);
+    let mut child = spawn(dir.path(), &db, mode);
     let recovered = wait_recovered(&mut child).expect("the final run recovers");
     let status = child.wait().unwrap();
     assert!(
@@ -87,9 +108,7 @@ async fn kill_and_check(mode: &str) {
         "the final run fails: {status}; {recovered}"
     );
 
-    let store = SqliteStore::open(dir.path().join("crash.db"))
-        .await
-        .unwrap();
+    let store = thinklio_tests::open_store(&db).await.unwrap();
     let deliveries = std::fs::read_to_string(dir.path().join("deliveries.log")).unwrap();
     let mut delivered: HashMap<String, usize> = HashMap::new();
     for line in deliveries.lines() {
@@ -238,7 +257,12 @@ async fn kill_and_check(mode: &str) {
         .map(|t| t.lines().count())
         .unwrap_or(0);
     println!(
-        "{mode}: {live_kills} kills over {rounds} rounds; {repeats} repeated deliveries dropped by the channel; {interrupted} steps re-run after interruption ({delegations_resumed} delegations resumed), \
-         {unknown} external calls with unknown outcome, {external_ok} external calls succeeded"
+        "{mode} on {}: {live_kills} kills over {rounds} rounds; {repeats} repeated deliveries dropped by the channel; {interrupted} steps re-run after interruption ({delegations_resumed} delegations resumed), \
+         {unknown} external calls with unknown outcome, {external_ok} external calls succeeded",
+        if backend == Backend::Postgres {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
     );
 }

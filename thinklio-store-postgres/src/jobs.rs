@@ -431,15 +431,13 @@ impl JobStore for PostgresStore {
         // their due time has moved past the lease.
         let taken = query(
             &tx,
-            &format!(
-                "UPDATE job_notifications SET due_at = $3 WHERE id IN ( \
-                   SELECT n.id FROM job_notifications n \
-                   WHERE n.delivered_at IS NULL AND n.due_at <= $1 \
-                   AND NOT EXISTS (SELECT 1 FROM job_notifications e WHERE e.observer_id = n.observer_id \
-                       AND e.delivered_at IS NULL AND e.n < n.n) \
-                   ORDER BY n.due_at, n.n LIMIT $2 FOR UPDATE SKIP LOCKED) \
-                 RETURNING id"
-            ),
+            "UPDATE job_notifications SET due_at = $3 WHERE id IN ( \
+               SELECT n.id FROM job_notifications n \
+               WHERE n.delivered_at IS NULL AND n.due_at <= $1 \
+               AND NOT EXISTS (SELECT 1 FROM job_notifications e WHERE e.observer_id = n.observer_id \
+                   AND e.delivered_at IS NULL AND e.n < n.n) \
+               ORDER BY n.due_at, n.n LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             RETURNING id",
             &[&now.as_millis(), &i64::from(limit), &until.as_millis()],
         )
         .await?;

@@ -2,7 +2,9 @@
 //! through a fixed set of messages across several sessions, with a capability
 //! whose side effect (a line appended to a file) must never happen twice.
 //!
-//! Usage: `crash-worker DB SIDE_EFFECT_LOG DELIVERY_LOG SESSIONS PER_SESSION [MODE]`.
+//! Usage: `crash-worker DB SIDE_EFFECT_LOG DELIVERY_LOG SESSIONS PER_SESSION [MODE]`,
+//! where DB is a SQLite file or `postgres:SCHEMA` (a schema of the server at
+//! `THINKLIO_POSTGRES_URL`).
 //! In mode `direct` (the default) the agent calls the capabilities itself; in
 //! mode `delegate` it hands every message to a helper agent (a delegate) that
 //! does. It prints `recovered ...` once recovery is done, `done` when every
@@ -21,7 +23,6 @@ use thinklio_core::{
     Principal, ReplySink, Role, Runtime, SideEffect,
 };
 use thinklio_llm::{ScriptedModel, ScriptedReply};
-use thinklio_store_sqlite::SqliteStore;
 
 #[derive(Deserialize, JsonSchema)]
 struct RecordArgs {
@@ -155,7 +156,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
     let tools = ["record", "add"];
     let builder = Runtime::builder()
-        .store(SqliteStore::open(db).await?)
+        .store_arc(thinklio_tests::open_store(db).await?)
         .model(model())
         .capability(record)
         .capability(thinklio_tests::add())
