@@ -76,7 +76,13 @@ async fn kill_and_check(mode: &str, backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let db = match backend {
         Backend::Sqlite => dir.path().join("crash.db").display().to_string(),
-        Backend::Postgres => format!("postgres:crash_{}", uuid::Uuid::now_v7().simple()),
+        Backend::Postgres => {
+            assert!(
+                std::env::var_os("THINKLIO_POSTGRES_URL").is_some(),
+                "THINKLIO_POSTGRES_URL is not set: run scripts/postgres.sh start (scripts/test.sh does)"
+            );
+            format!("postgres:crash_{}", uuid::Uuid::now_v7().simple())
+        }
     };
     let mut live_kills = 0;
     let mut rounds = 0;
@@ -92,7 +98,14 @@ async fn kill_and_check(mode: &str, backend: Backend) {
             recovered.is_some(),
             "round {rounds}: the worker did not recover"
         );
-        std::thread::sleep(Duration::from_millis(fastrand::u64(5..45)));
+        // A PostgreSQL round trip is slower than SQLite's: the same share of
+        // kills lands mid-work with a longer window.
+        let window = if backend == Backend::Postgres {
+            5..150
+        } else {
+            5..45
+        };
+        std::thread::sleep(Duration::from_millis(fastrand::u64(window)));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL on Unix
             live_kills += 1;
