@@ -340,6 +340,10 @@ pub struct JobUpdate {
     pub notifications: Vec<JobNotification>,
     /// The `job.state_changed` event appended, when the state moved.
     pub event: Option<crate::event::Event>,
+    /// A claim took over a `dispatched` job whose worker's lease ran out
+    /// (the worker died): its state did not move, and what the dispatch did
+    /// before is unknown.
+    pub taken_over: bool,
 }
 
 /// Jobs, their subjobs and observers, and the outbox of notices.
@@ -374,13 +378,26 @@ pub trait JobStore: Send + Sync {
 
     /// Atomically claims the oldest `pending` job (of one of `capabilities`,
     /// or any when empty) by moving it to `dispatched`, as
-    /// [`update_job`](Self::update_job) would: two workers never claim the
-    /// same job.
+    /// [`update_job`](Self::update_job) would, or else the oldest
+    /// `dispatched` one whose lease ran out ([`JobUpdate::taken_over`]);
+    /// `worker` holds it until `now + lease` unless it renews it. Two
+    /// workers never claim the same job.
     async fn claim_job(
         &self,
         capabilities: &[String],
+        worker: &str,
         now: Timestamp,
+        lease: std::time::Duration,
     ) -> crate::StoreResult<Option<JobUpdate>>;
+
+    /// Renews `worker`'s lease of a dispatched job until `until`; `false`
+    /// if it no longer holds it (the job moved on, or another took it).
+    async fn renew_job(
+        &self,
+        id: JobId,
+        worker: &str,
+        until: Timestamp,
+    ) -> crate::StoreResult<bool>;
 
     /// Jobs not ended whose deadline is at or before `now`, oldest deadline first.
     async fn overdue_jobs(&self, now: Timestamp) -> crate::StoreResult<Vec<Job>>;

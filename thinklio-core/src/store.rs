@@ -116,6 +116,33 @@ pub trait SessionStore: Send + Sync {
     /// Sessions of a user, newest first.
     async fn sessions_of_user(&self, user: UserId) -> StoreResult<Vec<Session>>;
 
+    /// Takes the lease of a session that has work waiting (an unfinished
+    /// interaction that is not a delegate's) and that no worker holds (no
+    /// lease, or one that ran out), oldest work first: `worker` holds it
+    /// until `now + lease` unless it renews it. Two workers never hold one
+    /// session, so a session's messages run one after another, in order,
+    /// across processes.
+    async fn claim_session(
+        &self,
+        worker: &str,
+        now: Timestamp,
+        lease: std::time::Duration,
+    ) -> StoreResult<Option<SessionId>>;
+
+    /// Takes or renews the lease of `session` for `worker` until
+    /// `now + lease`; `false` (and nothing changed) while another worker's
+    /// lease runs.
+    async fn lease_session(
+        &self,
+        session: SessionId,
+        worker: &str,
+        now: Timestamp,
+        lease: std::time::Duration,
+    ) -> StoreResult<bool>;
+
+    /// Gives back `worker`'s lease of `session` (nothing if it holds none).
+    async fn release_session(&self, session: SessionId, worker: &str) -> StoreResult<()>;
+
     /// The last `limit` completed turns of a session among interactions with
     /// `seq < before_seq`, oldest first.
     async fn history(

@@ -226,6 +226,7 @@ async fn apply(
         job: load(tx, id, false).await?,
         notifications,
         event,
+        taken_over: false,
     })
 }
 
@@ -345,26 +346,59 @@ impl JobStore for PostgresStore {
     async fn claim_job(
         &self,
         capabilities: &[String],
+        worker: &str,
         now: Timestamp,
+        lease: std::time::Duration,
     ) -> StoreResult<Option<JobUpdate>> {
         let capabilities = capabilities.to_vec();
+        let until = now.plus(lease);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
         let Some(row) = query_opt(
             &tx,
-            "SELECT id FROM jobs WHERE state = 'pending' \
+            "SELECT id, state FROM jobs \
+             WHERE (state = 'pending' OR (state = 'dispatched' AND lease_until <= $2)) \
              AND (cardinality($1::TEXT[]) = 0 OR capability = ANY($1)) \
-             ORDER BY n LIMIT 1 FOR UPDATE SKIP LOCKED",
-            &[&capabilities],
+             ORDER BY state = 'dispatched', n LIMIT 1 FOR UPDATE SKIP LOCKED",
+            &[&capabilities, &now.as_millis()],
         )
         .await?
         else {
             return Ok(None);
         };
         let id: JobId = rows::parse(&row, "id")?;
-        let update = apply(&tx, id, JobChange::to(JobState::Dispatched), now).await?;
+        let state: String = rows::get(&row, "state")?;
+        let update = if state == "pending" {
+            apply(&tx, id, JobChange::to(JobState::Dispatched), now).await?
+        } else {
+            JobUpdate {
+                job: load(&tx, id, false).await?,
+                notifications: Vec::new(),
+                event: None,
+                taken_over: true,
+            }
+        };
+        execute(
+            &tx,
+            "UPDATE jobs SET lease_owner = $2, lease_until = $3 WHERE id = $1",
+            &[&id.to_string(), &worker, &until.as_millis()],
+        )
+        .await?;
         tx.commit().await.map_err(backend)?;
         Ok(Some(update))
+    }
+
+    async fn renew_job(&self, id: JobId, worker: &str, until: Timestamp) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let changed = execute(
+            &tx,
+            "UPDATE jobs SET lease_until = $3 WHERE id = $1 AND lease_owner = $2 AND state = 'dispatched'",
+            &[&id.to_string(), &worker, &until.as_millis()],
+        )
+        .await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(changed == 1)
     }
 
     async fn overdue_jobs(&self, now: Timestamp) -> StoreResult<Vec<Job>> {

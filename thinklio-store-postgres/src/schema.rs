@@ -302,6 +302,14 @@ CREATE INDEX job_notifications_due ON job_notifications (due_at, n) WHERE delive
 CREATE INDEX job_notifications_by_observer ON job_notifications (observer_id, n)
     WHERE delivered_at IS NULL;
 "#,
+    // 2: leases: a session's and a dispatched job's worker, until when.
+    r#"
+ALTER TABLE sessions ADD COLUMN lease_owner TEXT;
+ALTER TABLE sessions ADD COLUMN lease_until BIGINT;
+ALTER TABLE jobs ADD COLUMN lease_owner TEXT;
+ALTER TABLE jobs ADD COLUMN lease_until BIGINT;
+CREATE INDEX jobs_leased ON jobs (lease_until) WHERE state = 'dispatched';
+"#,
 ];
 
 /// The newest schema version this build knows.

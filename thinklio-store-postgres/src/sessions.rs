@@ -2,7 +2,8 @@
 
 use async_trait::async_trait;
 use thinklio_core::{
-    NewSession, Session, SessionId, SessionStore, StoreError, StoreResult, Turn, UserId,
+    NewSession, Session, SessionId, SessionStore, StepError, StoreError, StoreResult, Timestamp,
+    Turn, UserId,
 };
 
 use crate::PostgresStore;
@@ -92,6 +93,85 @@ impl SessionStore for PostgresStore {
         .iter()
         .map(rows::session)
         .collect()
+    }
+
+    async fn claim_session(
+        &self,
+        worker: &str,
+        now: Timestamp,
+        lease: std::time::Duration,
+    ) -> StoreResult<Option<SessionId>> {
+        let until = now.plus(lease);
+        let not_terminal: Vec<String> = StepError::NOT_TERMINAL
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        // The oldest waiting work whose session no live worker holds; a
+        // session another claim is taking right now is skipped.
+        let row = query_opt(
+            &tx,
+            "UPDATE sessions SET lease_owner = $2, lease_until = $3 WHERE id = ( \
+               SELECT s.id FROM interactions i JOIN sessions s ON s.id = i.session_id \
+               WHERE i.parent_interaction_id IS NULL \
+               AND (s.lease_until IS NULL OR s.lease_until <= $1) \
+               AND NOT EXISTS (SELECT 1 FROM steps e WHERE e.interaction_id = i.id AND ( \
+                   (e.kind = 'respond' AND e.state = 'succeeded') OR \
+                   (e.state = 'failed' AND e.kind IN ('context', 'think', 'respond') \
+                    AND NOT (COALESCE(e.error_code, '') = ANY($4))))) \
+               ORDER BY i.seq LIMIT 1 FOR UPDATE OF s SKIP LOCKED) \
+             RETURNING id",
+            &[&now.as_millis(), &worker, &until.as_millis(), &not_terminal],
+        )
+        .await?;
+        tx.commit().await.map_err(backend)?;
+        row.map(|r| rows::parse(&r, "id")).transpose()
+    }
+
+    async fn lease_session(
+        &self,
+        session: SessionId,
+        worker: &str,
+        now: Timestamp,
+        lease: std::time::Duration,
+    ) -> StoreResult<bool> {
+        let until = now.plus(lease);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let row = query_opt(
+            &tx,
+            "SELECT lease_owner, lease_until FROM sessions WHERE id = $1 FOR UPDATE",
+            &[&session.to_string()],
+        )
+        .await?
+        .ok_or_else(|| StoreError::not_found("session", session))?;
+        let owner: Option<String> = rows::get(&row, "lease_owner")?;
+        let held_until: Option<i64> = rows::get(&row, "lease_until")?;
+        let free = owner.as_deref().is_none_or(|o| o == worker)
+            || held_until.is_none_or(|u| u <= now.as_millis());
+        if free {
+            rows::execute(
+                &tx,
+                "UPDATE sessions SET lease_owner = $2, lease_until = $3 WHERE id = $1",
+                &[&session.to_string(), &worker, &until.as_millis()],
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(free)
+    }
+
+    async fn release_session(&self, session: SessionId, worker: &str) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        rows::execute(
+            &tx,
+            "UPDATE sessions SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2",
+            &[&session.to_string(), &worker],
+        )
+        .await?;
+        tx.commit().await.map_err(backend)
     }
 
     async fn history(

@@ -219,6 +219,7 @@ fn apply(
         job: load(c, id)?,
         notifications,
         event,
+        taken_over: false,
     })
 }
 
@@ -343,35 +344,73 @@ impl JobStore for SqliteStore {
     async fn claim_job(
         &self,
         capabilities: &[String],
+        worker: &str,
         now: Timestamp,
+        lease: std::time::Duration,
     ) -> StoreResult<Option<JobUpdate>> {
         let capabilities = capabilities.to_vec();
+        let worker = worker.to_owned();
+        let until = now.plus(lease);
         self.conn
             .call(move |c| {
                 let tx = c.savepoint().map_err(backend)?;
                 // One connection serialises every claim, so the select and
                 // the move in this transaction cannot interleave with another.
-                let pending: Vec<(String, String)> = tx
+                let open: Vec<(String, String, String)> = tx
                     .prepare_cached(
-                        "SELECT id, capability FROM jobs WHERE state = 'pending' ORDER BY n",
+                        "SELECT id, capability, state FROM jobs WHERE state = 'pending' \
+                         OR (state = 'dispatched' AND lease_until <= ?1) \
+                         ORDER BY state = 'dispatched', n",
                     )
                     .map_err(backend)?
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .query_map([now.as_millis()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .map_err(backend)?
                     .collect::<Result<_, _>>()
                     .map_err(backend)?;
-                let Some((id, _)) = pending
+                let Some((id, _, state)) = open
                     .into_iter()
-                    .find(|(_, cap)| capabilities.is_empty() || capabilities.contains(cap))
+                    .find(|(_, cap, _)| capabilities.is_empty() || capabilities.contains(cap))
                 else {
                     return Ok(None);
                 };
                 let id: JobId = id
                     .parse()
                     .map_err(|_| StoreError::Corrupt(format!("bad job id `{id}`")))?;
-                let update = apply(&tx, id, JobChange::to(JobState::Dispatched), now)?;
+                let update = if state == "pending" {
+                    apply(&tx, id, JobChange::to(JobState::Dispatched), now)?
+                } else {
+                    JobUpdate {
+                        job: load(&tx, id)?,
+                        notifications: Vec::new(),
+                        event: None,
+                        taken_over: true,
+                    }
+                };
+                tx.prepare_cached(
+                    "UPDATE jobs SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1",
+                )
+                .map_err(backend)?
+                .execute(params![id.to_string(), worker, until.as_millis()])
+                .map_err(backend)?;
                 tx.commit().map_err(backend)?;
                 Ok(Some(update))
+            })
+            .await
+    }
+
+    async fn renew_job(&self, id: JobId, worker: &str, until: Timestamp) -> StoreResult<bool> {
+        let worker = worker.to_owned();
+        self.conn
+            .call(move |c| {
+                let changed = c
+                    .prepare_cached(
+                        "UPDATE jobs SET lease_until = ?3 WHERE id = ?1 AND lease_owner = ?2 \
+                         AND state = 'dispatched'",
+                    )
+                    .map_err(backend)?
+                    .execute(params![id.to_string(), worker, until.as_millis()])
+                    .map_err(backend)?;
+                Ok(changed == 1)
             })
             .await
     }

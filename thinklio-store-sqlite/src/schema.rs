@@ -314,6 +314,13 @@ ALTER TABLE interactions ADD COLUMN job_id TEXT;
 CREATE INDEX job_notifications_by_observer ON job_notifications (observer_id, n)
     WHERE delivered_at IS NULL;
 "#,
+    // 8: leases: a session's and a dispatched job's worker, until when.
+    r#"
+ALTER TABLE sessions ADD COLUMN lease_owner TEXT;
+ALTER TABLE sessions ADD COLUMN lease_until INTEGER;
+ALTER TABLE jobs ADD COLUMN lease_owner TEXT;
+ALTER TABLE jobs ADD COLUMN lease_until INTEGER;
+"#,
 ];
 
 /// The newest schema version this build knows.

@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 use thinklio_core::{
-    NewSession, Session, SessionId, SessionStore, StoreError, StoreResult, Turn, UserId,
+    NewSession, Session, SessionId, SessionStore, StepError, StoreError, StoreResult, Timestamp,
+    Turn, UserId,
 };
 
 use crate::SqliteStore;
@@ -95,6 +96,107 @@ impl SessionStore for SqliteStore {
                 .map_err(backend)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(backend)
+            })
+            .await
+    }
+
+    async fn claim_session(
+        &self,
+        worker: &str,
+        now: Timestamp,
+        lease: std::time::Duration,
+    ) -> StoreResult<Option<SessionId>> {
+        let worker = worker.to_owned();
+        let until = now.plus(lease);
+        let not_terminal = StepError::NOT_TERMINAL
+            .iter()
+            .map(|code| format!("'{code}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.conn
+            .call(move |c| {
+                let tx = c.savepoint().map_err(backend)?;
+                let id: Option<String> = tx
+                    .prepare_cached(&format!(
+                        "SELECT i.session_id FROM interactions i JOIN sessions s ON s.id = i.session_id \
+                         WHERE i.parent_interaction_id IS NULL \
+                         AND (s.lease_until IS NULL OR s.lease_until <= ?1) \
+                         AND NOT EXISTS (SELECT 1 FROM steps e WHERE e.interaction_id = i.id AND ( \
+                             (e.kind = 'respond' AND e.state = 'succeeded') OR \
+                             (e.state = 'failed' AND e.kind IN ('context', 'think', 'respond') \
+                              AND COALESCE(e.error_code, '') NOT IN ({not_terminal})))) \
+                         ORDER BY i.seq LIMIT 1"
+                    ))
+                    .map_err(backend)?
+                    .query_row([now.as_millis()], |r| r.get(0))
+                    .optional()
+                    .map_err(backend)?;
+                let Some(id) = id else {
+                    return Ok(None);
+                };
+                tx.prepare_cached("UPDATE sessions SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1")
+                    .map_err(backend)?
+                    .execute(params![id, worker, until.as_millis()])
+                    .map_err(backend)?;
+                tx.commit().map_err(backend)?;
+                id.parse()
+                    .map(Some)
+                    .map_err(|_| StoreError::Corrupt(format!("bad session id `{id}`")))
+            })
+            .await
+    }
+
+    async fn lease_session(
+        &self,
+        session: SessionId,
+        worker: &str,
+        now: Timestamp,
+        lease: std::time::Duration,
+    ) -> StoreResult<bool> {
+        let worker = worker.to_owned();
+        let until = now.plus(lease);
+        self.conn
+            .call(move |c| {
+                let changed = c
+                    .prepare_cached(
+                        "UPDATE sessions SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1 \
+                         AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_until <= ?4)",
+                    )
+                    .map_err(backend)?
+                    .execute(params![
+                        session.to_string(),
+                        worker,
+                        until.as_millis(),
+                        now.as_millis()
+                    ])
+                    .map_err(backend)?;
+                if changed == 0 {
+                    // Not found, or held by another worker.
+                    let exists: bool = c
+                        .prepare_cached("SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?1)")
+                        .map_err(backend)?
+                        .query_row([session.to_string()], |r| r.get(0))
+                        .map_err(backend)?;
+                    if !exists {
+                        return Err(StoreError::not_found("session", session));
+                    }
+                }
+                Ok(changed == 1)
+            })
+            .await
+    }
+
+    async fn release_session(&self, session: SessionId, worker: &str) -> StoreResult<()> {
+        let worker = worker.to_owned();
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(
+                    "UPDATE sessions SET lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND lease_owner = ?2",
+                )
+                .map_err(backend)?
+                .execute(params![session.to_string(), worker])
+                .map_err(backend)?;
+                Ok(())
             })
             .await
     }

@@ -50,6 +50,9 @@ async fn new_job_with<S: Store>(
         .unwrap()
 }
 
+/// The lease of claims in these checks.
+const LEASE: std::time::Duration = std::time::Duration::from_millis(1000);
+
 const ALL: [JobState; 7] = [
     JobState::Pending,
     JobState::Dispatched,
@@ -367,7 +370,7 @@ pub async fn job_claims_are_atomic_and_deadlines_are_listed<S: Store + Clone>(st
         );
     }
     let only_odd = store
-        .claim_job(&["odd".into()], t(2))
+        .claim_job(&["odd".into()], "w0", t(2), LEASE)
         .await
         .unwrap()
         .unwrap();
@@ -379,7 +382,7 @@ pub async fn job_claims_are_atomic_and_deadlines_are_listed<S: Store + Clone>(st
         let store = store.clone();
         workers.push(tokio::spawn(async move {
             let mut mine = Vec::new();
-            while let Some(u) = store.claim_job(&[], t(3)).await.unwrap() {
+            while let Some(u) = store.claim_job(&[], "w1", t(3), LEASE).await.unwrap() {
                 mine.push(u.job.id);
                 tokio::task::yield_now().await;
             }
@@ -512,4 +515,146 @@ pub async fn notices_are_claimed_by_one_deliverer_at_a_time<S: Store + Clone>(st
         .unwrap();
     assert_eq!(again.len(), 7);
     assert!(again.iter().all(|n| n.id != claimed[0] && n.attempts == 0));
+}
+
+pub async fn leases_hand_dead_workers_jobs_and_sessions_to_others<S: Store + Clone>(store: S) {
+    // Sessions: waiting work is claimed by one worker; its lease keeps
+    // others out until released or run out.
+    let p = principal();
+    let s1 = session(&store, p, Some("one")).await;
+    let s2 = session(&store, p, Some("two")).await;
+    assert!(
+        store
+            .claim_session("a", t(10), LEASE)
+            .await
+            .unwrap()
+            .is_none(),
+        "no work yet"
+    );
+    let i1 = interaction(&store, &s1, "first").await;
+    interaction(&store, &s2, "second").await;
+    assert_eq!(
+        store.claim_session("a", t(10), LEASE).await.unwrap(),
+        Some(s1.id),
+        "oldest work first"
+    );
+    assert_eq!(
+        store.claim_session("b", t(10), LEASE).await.unwrap(),
+        Some(s2.id)
+    );
+    assert_eq!(
+        store.claim_session("c", t(10), LEASE).await.unwrap(),
+        None,
+        "both held"
+    );
+    assert!(!store.lease_session(s1.id, "c", t(20), LEASE).await.unwrap());
+    assert!(
+        store.lease_session(s1.id, "a", t(20), LEASE).await.unwrap(),
+        "its holder renews"
+    );
+    store.release_session(s2.id, "b").await.unwrap();
+    assert_eq!(
+        store.claim_session("c", t(30), LEASE).await.unwrap(),
+        Some(s2.id)
+    );
+    // The holder of s1 dies: after its lease, s1 is claimed again.
+    assert_eq!(
+        store.claim_session("d", t(1019), LEASE).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.claim_session("d", t(1020), LEASE).await.unwrap(),
+        Some(s1.id)
+    );
+    // A finished interaction is no work.
+    let step = store
+        .begin_step(new_step(&i1, 0, StepKind::Respond))
+        .await
+        .unwrap()
+        .0;
+    store
+        .finish_step(
+            step.id,
+            StepOutcome::Succeeded {
+                output: json!({}),
+                usage: None,
+            },
+            Some(NewOutboxMessage::new("done")),
+            None,
+        )
+        .await
+        .unwrap();
+    store.release_session(s1.id, "d").await.unwrap();
+    store.release_session(s2.id, "c").await.unwrap();
+    assert_eq!(
+        store.claim_session("e", t(5000), LEASE).await.unwrap(),
+        Some(s2.id)
+    );
+    assert_eq!(
+        store.claim_session("f", t(5000), LEASE).await.unwrap(),
+        None
+    );
+    assert!(matches!(
+        store
+            .lease_session(SessionId::new(), "a", t(1), LEASE)
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // A dispatched job whose worker stops renewing is taken over once.
+    let job = new_job(&store, None, vec![ObserverKind::FollowUp]).await;
+    let first = store
+        .claim_job(&[], "a", t(10), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((first.job.id, first.taken_over), (job.id, false));
+    assert!(
+        store
+            .claim_job(&[], "b", t(500), LEASE)
+            .await
+            .unwrap()
+            .is_none(),
+        "leased"
+    );
+    assert!(store.renew_job(job.id, "a", t(1500)).await.unwrap());
+    assert!(
+        !store.renew_job(job.id, "b", t(1500)).await.unwrap(),
+        "only its holder renews"
+    );
+    assert!(
+        store
+            .claim_job(&[], "b", t(1200), LEASE)
+            .await
+            .unwrap()
+            .is_none(),
+        "renewed"
+    );
+    let taken = store
+        .claim_job(&[], "b", t(1500), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(taken.taken_over);
+    assert_eq!(taken.job.state, JobState::Dispatched);
+    assert!(
+        taken.event.is_none() && taken.notifications.is_empty(),
+        "no move, no notice"
+    );
+    assert!(
+        !store.renew_job(job.id, "a", t(1600)).await.unwrap(),
+        "the dead worker lost it"
+    );
+    store
+        .update_job(job.id, JobChange::to(JobState::Resolved), t(1700))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_job(&[], "c", t(9000), LEASE)
+            .await
+            .unwrap()
+            .is_none(),
+        "ended jobs stay ended"
+    );
 }

@@ -208,6 +208,8 @@ impl RuntimeBuilder {
             budgets: tokio::sync::RwLock::new(None),
             content: self.content,
             warned: std::sync::Mutex::new(Default::default()),
+            worker: format!("runtime-{}", uuid::Uuid::now_v7()),
+            submitted: tokio::sync::Notify::new(),
             jobs: Jobs {
                 callbacks: self.job_callbacks,
                 webhook: self.notice_webhook,

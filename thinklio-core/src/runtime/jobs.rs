@@ -398,10 +398,11 @@ pub struct JobRun {
 pub struct JobRecovery {
     /// Jobs not ended when recovery began.
     pub unfinished: usize,
-    /// Dispatched jobs of repeatable capabilities, to be dispatched again.
-    pub redispatched: usize,
-    /// Dispatched jobs of `external` capabilities, failed as outcome unknown.
-    pub outcome_unknown: usize,
+    /// Dispatched jobs whose worker stopped: a job worker takes each over
+    /// when its lease runs out (`RuntimeConfig::task_lease`), dispatching it
+    /// again with the same key if its capability is repeatable, failing it
+    /// as `capability.outcome_unknown` if it is `external`.
+    pub dispatched: usize,
     /// Jobs waiting on subjobs that had all ended, now settled.
     pub settled: usize,
     /// Child interactions of ended jobs, closed.
@@ -443,8 +444,6 @@ pub(crate) struct Jobs {
     pub(crate) default_observers: Vec<ObserverKind>,
     /// Dispatches running in this process, told when their job ends.
     pub(crate) running: std::sync::Mutex<HashMap<JobId, watch::Sender<bool>>>,
-    /// Jobs `recover` found dispatched, to be dispatched again.
-    pub(crate) orphans: std::sync::Mutex<Vec<JobId>>,
     /// Wakes an idle worker when there is work.
     pub(crate) wake: tokio::sync::Notify,
     /// One deliverer of notices at a time in this process.
@@ -687,6 +686,7 @@ impl Inner {
                 .error(format!("{}: {}", refused.code, refused.message));
             return self.end_job(job.id, change).await;
         }
+        let heartbeat = self.renew_job(job.id);
         let (tx, mut ended) = watch::channel(false);
         self.jobs
             .running
@@ -731,6 +731,7 @@ impl Inner {
                 _ = ended.wait_for(|e| *e) => None,
             }
         };
+        heartbeat.abort();
         self.jobs
             .running
             .lock()
@@ -795,32 +796,60 @@ impl Inner {
         Ok(n)
     }
 
-    fn take_orphans(&self) -> Vec<JobId> {
-        std::mem::take(&mut *self.jobs.orphans.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// Dispatched jobs `recover` handed back, as jobs to run.
-    async fn orphan_jobs(&self) -> Result<Vec<Job>, RuntimeError> {
-        let mut jobs = Vec::new();
-        for id in self.take_orphans() {
-            let job = self.store.job(id).await?;
-            if job.state == JobState::Dispatched {
-                jobs.push(job);
-            }
-        }
-        Ok(jobs)
-    }
-
-    async fn claim_job(&self) -> Result<Option<Job>, RuntimeError> {
-        Ok(self.store.claim_job(&[], self.clock.now()).await?.map(|u| {
-            if let Some(event) = u.event {
+    /// Claims a pending job, or takes over one whose worker's lease ran
+    /// out: a repeatable one is dispatched again with its key; an
+    /// `external` one fails as outcome unknown and `None` is returned for it.
+    async fn claim_job(self: &Arc<Self>) -> Result<Option<Job>, RuntimeError> {
+        loop {
+            let Some(update) = self
+                .store
+                .claim_job(&[], &self.worker, self.clock.now(), self.config.task_lease)
+                .await?
+            else {
+                return Ok(None);
+            };
+            if let Some(event) = update.event {
                 self.publish(event);
             }
-            if !u.notifications.is_empty() {
+            if !update.notifications.is_empty() {
                 self.jobs.wake.notify_one();
             }
-            u.job
-        }))
+            if update.taken_over && !self.repeatable(&update.job) {
+                tracing::warn!(job_id = %update.job.id, "took over an external job whose worker died; its outcome is unknown");
+                let e = CapabilityError::OutcomeUnknown;
+                let change = JobChange::to(JobState::Failed).error(format!("{}: {e}", e.code()));
+                self.end_job(update.job.id, change).await?;
+                continue;
+            }
+            return Ok(Some(update.job));
+        }
+    }
+
+    /// Whether a job's dispatch may run again with the same key.
+    fn repeatable(&self, job: &Job) -> bool {
+        self.capabilities.get(&job.capability).is_none_or(|c| {
+            c.manifest().side_effect.is_repeatable() || c.manifest().kind == CapabilityKind::Agent
+        })
+    }
+
+    /// Renews this runtime's lease of a dispatched job every third of its
+    /// length while its dispatch runs.
+    fn renew_job(self: &Arc<Self>, id: JobId) -> JoinHandle<()> {
+        let inner = Arc::clone(self);
+        tokio::spawn(async move {
+            let lease = inner.config.task_lease;
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                let until = inner.clock.now().plus(lease);
+                match inner.store.renew_job(id, &inner.worker, until).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::warn!(job_id = %id, error = %e, "could not renew a job lease")
+                    }
+                }
+            }
+        })
     }
 
     /// Delivers the notices due now; returns (delivered, failed).
@@ -918,6 +947,10 @@ impl Inner {
         }
         let job = &notice.job;
         let _guard = self.locks.lock(job.session_id).await;
+        let hold = self
+            .hold_session(job.session_id)
+            .await
+            .map_err(|e| e.to_string())?;
         let run = async {
             let session = self.session(job.session_id).await?;
             let agent = self.agent(&session.agent_id)?;
@@ -947,7 +980,9 @@ impl Inner {
                 .drive()
                 .await
         };
-        match run.await {
+        let outcome = run.await;
+        hold.release().await;
+        match outcome {
             Ok(_) => Ok(()),
             // The follow-up ran and ended failed (a budget, a model that
             // kept failing): the notice was delivered; its steps say more.
@@ -966,36 +1001,18 @@ impl Inner {
             unfinished: unfinished.len(),
             ..JobRecovery::default()
         };
-        let mut orphans = Vec::new();
         for job in unfinished {
             match job.state {
-                JobState::Dispatched => {
-                    let repeatable = self.capabilities.get(&job.capability).is_none_or(|c| {
-                        c.manifest().side_effect.is_repeatable()
-                            || c.manifest().kind == CapabilityKind::Agent
-                    });
-                    if repeatable {
-                        orphans.push(job.id);
-                        report.redispatched += 1;
-                    } else {
-                        let e = CapabilityError::OutcomeUnknown;
-                        let change =
-                            JobChange::to(JobState::Failed).error(format!("{}: {e}", e.code()));
-                        self.end_job(job.id, change).await?;
-                        report.outcome_unknown += 1;
-                    }
-                }
+                // Its worker stopped (or, on a shared store, may still be
+                // running it): a job worker takes it over when its lease runs
+                // out, dispatching it again or failing it as outcome unknown.
+                JobState::Dispatched => report.dispatched += 1,
                 JobState::InProgress if self.settle_parent(job.id).await? => {
                     report.settled += 1;
                 }
                 _ => {}
             }
         }
-        self.jobs
-            .orphans
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(orphans);
         // A delegate's child interaction whose job ended while the process
         // was down is closed the way a running one closes itself.
         for child in self.store.unfinished_interactions().await? {
@@ -1015,9 +1032,6 @@ impl Inner {
             if self.close_child(child, job_id).await? {
                 report.children_closed += 1;
             }
-        }
-        if report.redispatched > 0 {
-            self.jobs.wake.notify_one();
         }
         Ok(report)
     }
@@ -1051,7 +1065,7 @@ impl Inner {
             timed_out: self.time_out_overdue().await?,
             ..JobRun::default()
         };
-        let mut jobs = self.orphan_jobs().await?;
+        let mut jobs = Vec::new();
         while let Some(job) = self.claim_job().await? {
             jobs.push(job);
             if inline {

@@ -14,6 +14,7 @@ mod jobs;
 mod knowledge;
 mod locks;
 mod queue;
+mod sessions;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -30,6 +31,7 @@ pub use jobs::{
 };
 pub use knowledge::{EXTRACT_TASK, EXTRACTION_PROMPT, KnowledgeConfig, extraction_schema};
 pub use queue::{QueueRun, QueueWorker, TaskError, TaskHandler};
+pub use sessions::InteractionWorker;
 
 use crate::agent::AgentDefinition;
 use crate::budget::BudgetLimit;
@@ -237,6 +239,14 @@ pub struct RuntimeConfig {
     pub event_capacity: usize,
     /// Recall and extraction of knowledge facts.
     pub knowledge: KnowledgeConfig,
+    /// Other runtimes (in other processes, on other machines) share this
+    /// store. Then a runtime holds a lease on a session in the store while
+    /// it runs one of its interactions (`send`, a follow-up, the interaction
+    /// worker), so a session's messages run one at a time, in order, across
+    /// processes; and `recover` leaves work other workers hold to them (what a
+    /// dead worker held is taken over when its lease runs out). Off by
+    /// default: one process per store needs only in-process locks.
+    pub shared_store: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -249,6 +259,7 @@ impl Default for RuntimeConfig {
             enforce_directory: false,
             event_capacity: 1024,
             knowledge: KnowledgeConfig::default(),
+            shared_store: false,
         }
     }
 }
@@ -280,6 +291,10 @@ pub(crate) struct Inner {
     warned: std::sync::Mutex<std::collections::HashSet<(Scope, i64, u8)>>,
     /// Job configuration and the dispatches running in this process.
     pub(crate) jobs: jobs::Jobs,
+    /// This runtime's name as a holder of leases (unique per runtime).
+    pub(crate) worker: String,
+    /// Wakes an idle interaction worker when work is submitted.
+    pub(crate) submitted: tokio::sync::Notify,
 }
 
 /// Sessions kept in [`Inner::sessions`]; the cache starts over when full.
@@ -471,6 +486,18 @@ impl Runtime {
         message: impl Into<Inbound>,
     ) -> Result<Reply, RuntimeError> {
         let message = message.into();
+        self.check_message(&message)?;
+        // The session lock is taken first, before any other await, so that
+        // concurrent sends of one session run in the order they were first polled.
+        let _guard = self.inner.locks.lock(session).await;
+        let hold = self.inner.hold_session(session).await?;
+        let result = self.send_held(session, message).await;
+        hold.release().await;
+        result
+    }
+
+    /// Refuses an empty or too large message.
+    fn check_message(&self, message: &Inbound) -> Result<(), RuntimeError> {
         if message.text.trim().is_empty() {
             return Err(RuntimeError::EmptyMessage);
         }
@@ -481,9 +508,11 @@ impl Runtime {
                 limit,
             });
         }
-        // The session lock is taken first, before any other await, so that
-        // concurrent sends of one session run in the order they were first polled.
-        let _guard = self.inner.locks.lock(session).await;
+        Ok(())
+    }
+
+    /// The body of `send`, with the session held.
+    async fn send_held(&self, session: SessionId, message: Inbound) -> Result<Reply, RuntimeError> {
         let session = self.inner.session(session).await?;
         let agent = self.inner.agent(&session.agent_id)?;
         let access = self
@@ -527,6 +556,14 @@ impl Runtime {
     /// serving messages.
     pub async fn recover(&self) -> Result<RecoveryReport, RuntimeError> {
         let jobs = self.inner.recover_jobs().await?;
+        if self.inner.config.shared_store {
+            // Other workers may be running interactions of this store: the
+            // interaction worker takes over sessions whose lease ran out.
+            return Ok(RecoveryReport {
+                jobs,
+                ..RecoveryReport::default()
+            });
+        }
         // A delegate's interaction is resumed by its caller's `act` step,
         // which runs again (it is idempotent) and finds the child by its key.
         let unfinished: Vec<Interaction> = self
@@ -556,7 +593,7 @@ impl Runtime {
         let concurrency = self.inner.config.recovery_concurrency.max(1);
         let outcomes: Vec<Vec<(InteractionId, Result<InteractionState, RuntimeError>)>> =
             futures::stream::iter(by_session)
-                .map(|(session, interactions)| self.recover_session(session, interactions))
+                .map(|(session, interactions)| self.resume_session(session, interactions))
                 .buffer_unordered(concurrency)
                 .collect()
                 .await;
@@ -577,7 +614,9 @@ impl Runtime {
         Ok(report)
     }
 
-    async fn recover_session(
+    /// Resumes unfinished interactions of one session, in order, under its
+    /// in-process lock.
+    pub(crate) async fn resume_session(
         &self,
         session_id: SessionId,
         interactions: Vec<Interaction>,

@@ -1,0 +1,261 @@
+//! Sessions shared by several runtimes: leases in the store, work submitted
+//! for any worker to run, and the interaction worker that runs it.
+//!
+//! With [`RuntimeConfig::shared_store`](super::RuntimeConfig::shared_store),
+//! whoever runs an interaction of a session (`send`, a job follow-up, the
+//! interaction worker) first takes the session's lease in the store and
+//! renews it while it works; another runtime waits for it. A worker that dies
+//! stops renewing: when its lease runs out, any interaction worker claims the
+//! session and resumes its unfinished interactions from their steps, as
+//! `recover` does in one process. Without `shared_store`, the in-process
+//! session locks alone keep a session's messages in order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{Inbound, Inner, Runtime, RuntimeError};
+use crate::ids::SessionId;
+use crate::interaction::{Interaction, NewInteraction};
+
+/// A session held for this runtime; [`SessionHold::release`] gives it back.
+pub(crate) struct SessionHold {
+    held: Option<(Arc<Inner>, SessionId, JoinHandle<()>)>,
+}
+
+impl SessionHold {
+    /// Gives the session's lease back.
+    pub(crate) async fn release(mut self) {
+        if let Some((inner, session, heartbeat)) = self.held.take() {
+            heartbeat.abort();
+            if let Err(e) = inner.store.release_session(session, &inner.worker).await {
+                // The lease runs out by itself; another worker then takes over.
+                tracing::warn!(%session, error = %e, "could not release a session lease");
+            }
+        }
+    }
+}
+
+impl Drop for SessionHold {
+    fn drop(&mut self) {
+        if let Some((_, _, heartbeat)) = &self.held {
+            heartbeat.abort();
+        }
+    }
+}
+
+impl Inner {
+    /// Takes the session's lease in the store (shared stores only), waiting
+    /// while another runtime holds it, and keeps renewing it until released.
+    pub(crate) async fn hold_session(
+        self: &Arc<Self>,
+        session: SessionId,
+    ) -> Result<SessionHold, RuntimeError> {
+        if !self.config.shared_store {
+            return Ok(SessionHold { held: None });
+        }
+        let lease = self.config.task_lease;
+        let mut wait = Duration::from_millis(5);
+        while !self
+            .store
+            .lease_session(session, &self.worker, self.clock.now(), lease)
+            .await?
+        {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(200));
+        }
+        Ok(SessionHold {
+            held: Some((Arc::clone(self), session, self.renew_session(session))),
+        })
+    }
+
+    /// Renews a held session's lease every third of its length.
+    fn renew_session(self: &Arc<Self>, session: SessionId) -> JoinHandle<()> {
+        let inner = Arc::clone(self);
+        tokio::spawn(async move {
+            let lease = inner.config.task_lease;
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                match inner
+                    .store
+                    .lease_session(session, &inner.worker, inner.clock.now(), lease)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(%session, "lost the lease of a session this runtime runs");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%session, error = %e, "could not renew a session lease")
+                    }
+                }
+            }
+        })
+    }
+
+    /// Runs the unfinished interactions of a session this runtime holds, in
+    /// order; returns how many it ran.
+    async fn run_waiting(self: &Arc<Self>, session: SessionId) -> Result<usize, RuntimeError> {
+        let waiting: Vec<Interaction> = self
+            .store
+            .unfinished_interactions()
+            .await?
+            .into_iter()
+            .filter(|i| i.session_id == session && i.parent_interaction_id.is_none())
+            .collect();
+        let n = waiting.len();
+        let runtime = Runtime {
+            inner: Arc::clone(self),
+        };
+        for (id, outcome) in runtime.resume_session(session, waiting).await {
+            match outcome {
+                Ok(_) | Err(RuntimeError::InteractionFailed { .. }) => {}
+                Err(e) => {
+                    tracing::error!(interaction = %id, error = %e, "interaction could not run")
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// A background interaction worker; stops when [`InteractionWorker::stop`]
+/// is called or it is dropped.
+#[derive(Debug)]
+pub struct InteractionWorker {
+    stop: watch::Sender<bool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl InteractionWorker {
+    /// Stops the worker and waits for the sessions it is running.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.await;
+        }
+    }
+}
+
+impl Drop for InteractionWorker {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Runtime {
+    /// Records a message for any worker to answer: the interaction is
+    /// written (a repeated inbound id returns the first) and an interaction
+    /// worker of any runtime on this store runs it, in the session's order.
+    /// The reply leaves through the outbox and the reply sink.
+    pub async fn submit(
+        &self,
+        session: SessionId,
+        message: impl Into<Inbound>,
+    ) -> Result<Interaction, RuntimeError> {
+        let message = message.into();
+        self.check_message(&message)?;
+        let session = self.inner.session(session).await?;
+        self.inner.agent(&session.agent_id)?;
+        self.inner
+            .access(&session.principal, &session.agent_id)
+            .await?;
+        let (interaction, created) = self
+            .inner
+            .store
+            .create_interaction(NewInteraction {
+                session_id: session.id,
+                principal: session.principal,
+                agent_id: session.agent_id.clone(),
+                input: message.text,
+                inbound_id: message.id,
+                parent_interaction_id: None,
+                delegation_depth: 0,
+                job_id: None,
+            })
+            .await?;
+        if let Some(event) = created {
+            self.inner.publish(event);
+        }
+        self.inner.submitted.notify_one();
+        Ok(interaction)
+    }
+
+    /// Starts an interaction worker: it claims sessions with unfinished
+    /// interactions (submitted, or left by a worker that died) and runs them
+    /// in order, at most `concurrency` sessions at a time, checking every
+    /// `poll` when idle. Needs [`RuntimeConfig::shared_store`](super::RuntimeConfig::shared_store)
+    /// when other runtimes use the store.
+    pub fn spawn_interaction_worker(
+        &self,
+        poll: Duration,
+        concurrency: usize,
+    ) -> InteractionWorker {
+        let (stop, mut stopped) = watch::channel(false);
+        let inner = Arc::clone(&self.inner);
+        let slots = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+        let handle = tokio::spawn(async move {
+            let mut running = tokio::task::JoinSet::new();
+            loop {
+                if *stopped.borrow() {
+                    break;
+                }
+                while running.try_join_next().is_some() {}
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    tokio::select! {
+                        _ = stopped.changed() => {}
+                        _ = running.join_next() => {}
+                    }
+                    continue;
+                };
+                let claimed = inner
+                    .store
+                    .claim_session(&inner.worker, inner.clock.now(), inner.config.task_lease)
+                    .await;
+                match claimed {
+                    Ok(Some(session)) => {
+                        let inner = Arc::clone(&inner);
+                        running.spawn(async move {
+                            let _slot = slot;
+                            let hold = SessionHold {
+                                held: Some((
+                                    Arc::clone(&inner),
+                                    session,
+                                    inner.renew_session(session),
+                                )),
+                            };
+                            if let Err(e) = inner.run_waiting(session).await {
+                                tracing::error!(%session, error = %e, "session could not run");
+                            }
+                            hold.release().await;
+                        });
+                    }
+                    Ok(None) => {
+                        drop(slot);
+                        tokio::select! {
+                            _ = stopped.changed() => {}
+                            _ = inner.submitted.notified() => {}
+                            _ = tokio::time::sleep(poll) => {}
+                        }
+                    }
+                    Err(e) => {
+                        drop(slot);
+                        tracing::error!(error = %e, "interaction worker could not reach the store");
+                        tokio::select! {
+                            _ = stopped.changed() => {}
+                            _ = tokio::time::sleep(poll) => {}
+                        }
+                    }
+                }
+            }
+            while running.join_next().await.is_some() {}
+        });
+        InteractionWorker {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
