@@ -210,6 +210,7 @@ impl RuntimeBuilder {
             warned: std::sync::Mutex::new(Default::default()),
             worker: format!("runtime-{}", uuid::Uuid::now_v7()),
             submitted: tokio::sync::Notify::new(),
+            holds: std::sync::Mutex::new(HashMap::new()),
             jobs: Jobs {
                 callbacks: self.job_callbacks,
                 webhook: self.notice_webhook,

@@ -951,47 +951,37 @@ impl Inner {
             .hold_session(job.session_id)
             .await
             .map_err(|e| e.to_string())?;
-        let run = async {
-            let session = self.session(job.session_id).await?;
-            let agent = self.agent(&session.agent_id)?;
-            let access = self.access(&session.principal, &session.agent_id).await?;
-            let (interaction, created) = self
-                .store
-                .create_interaction(NewInteraction {
-                    session_id: session.id,
-                    principal: session.principal,
-                    agent_id: session.agent_id.clone(),
-                    input: follow_up_text(job, notice.notice),
-                    inbound_id: Some(format!("job-notice:{}", notice.notification_id)),
-                    parent_interaction_id: None,
-                    delegation_depth: 0,
-                    job_id: Some(job.id),
-                })
-                .await?;
-            let steps = match created {
-                Some(event) => {
+        let outcome = async {
+            {
+                let session = self.session(job.session_id).await?;
+                self.agent(&session.agent_id)?;
+                self.access(&session.principal, &session.agent_id).await?;
+                let (_, created) = self
+                    .store
+                    .create_interaction(NewInteraction {
+                        session_id: session.id,
+                        principal: session.principal,
+                        agent_id: session.agent_id.clone(),
+                        input: follow_up_text(job, notice.notice),
+                        inbound_id: Some(format!("job-notice:{}", notice.notification_id)),
+                        parent_interaction_id: None,
+                        delegation_depth: 0,
+                        job_id: Some(job.id),
+                    })
+                    .await?;
+                if let Some(event) = created {
                     self.publish(event);
-                    Vec::new()
                 }
-                None => self.store.steps(interaction.id).await?,
-            };
-            Run::new(Arc::clone(self), session, agent, interaction, steps, false)
-                .with_access(access)
-                .drive()
-                .await
-        };
-        let outcome = run.await;
-        hold.release().await;
-        match outcome {
-            Ok(_) => Ok(()),
-            // The follow-up ran and ended failed (a budget, a model that
-            // kept failing): the notice was delivered; its steps say more.
-            Err(RuntimeError::InteractionFailed { interaction, error }) => {
-                tracing::warn!(%interaction, code = %error.code, "job follow-up ended failed");
-                Ok(())
             }
-            Err(e) => Err(e.to_string()),
+            // The follow-up is recorded: it runs after whatever else waits in
+            // the session (an interaction a crash interrupted), in order. One
+            // that cannot run now stays unfinished for `recover` or an
+            // interaction worker; the notice is delivered either way.
+            self.run_waiting(job.session_id).await
         }
+        .await;
+        hold.release().await;
+        outcome.map(|_| ()).map_err(|e: RuntimeError| e.to_string())
     }
 
     /// Continues jobs a crash interrupted; see the module documentation.

@@ -295,6 +295,9 @@ pub(crate) struct Inner {
     pub(crate) worker: String,
     /// Wakes an idle interaction worker when work is submitted.
     pub(crate) submitted: tokio::sync::Notify,
+    /// Sessions this runtime holds in a shared store, and until when its
+    /// lease surely runs (renewals move it on).
+    pub(crate) holds: std::sync::Mutex<HashMap<SessionId, crate::time::Timestamp>>,
 }
 
 /// Sessions kept in [`Inner::sessions`]; the cache starts over when full.
@@ -593,7 +596,10 @@ impl Runtime {
         let concurrency = self.inner.config.recovery_concurrency.max(1);
         let outcomes: Vec<Vec<(InteractionId, Result<InteractionState, RuntimeError>)>> =
             futures::stream::iter(by_session)
-                .map(|(session, interactions)| self.resume_session(session, interactions))
+                .map(|(session, interactions)| async move {
+                    let _guard = self.inner.locks.lock(session).await;
+                    self.resume_session(session, interactions).await
+                })
                 .buffer_unordered(concurrency)
                 .collect()
                 .await;
@@ -614,15 +620,14 @@ impl Runtime {
         Ok(report)
     }
 
-    /// Resumes unfinished interactions of one session, in order, under its
-    /// in-process lock.
+    /// Resumes unfinished interactions of one session, in order; the caller
+    /// holds the session's in-process lock.
     pub(crate) async fn resume_session(
         &self,
         session_id: SessionId,
         interactions: Vec<Interaction>,
     ) -> Vec<(InteractionId, Result<InteractionState, RuntimeError>)> {
         let mut out = Vec::with_capacity(interactions.len());
-        let _guard = self.inner.locks.lock(session_id).await;
         let session = match self.inner.store.session(session_id).await {
             Ok(s) => s,
             Err(e) => {

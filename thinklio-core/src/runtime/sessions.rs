@@ -30,6 +30,7 @@ impl SessionHold {
     pub(crate) async fn release(mut self) {
         if let Some((inner, session, heartbeat)) = self.held.take() {
             heartbeat.abort();
+            inner.forget_hold(session);
             if let Err(e) = inner.store.release_session(session, &inner.worker).await {
                 // The lease runs out by itself; another worker then takes over.
                 tracing::warn!(%session, error = %e, "could not release a session lease");
@@ -66,6 +67,7 @@ impl Inner {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_millis(200));
         }
+        self.note_hold(session);
         Ok(SessionHold {
             held: Some((Arc::clone(self), session, self.renew_session(session))),
         })
@@ -83,9 +85,10 @@ impl Inner {
                     .lease_session(session, &inner.worker, inner.clock.now(), lease)
                     .await
                 {
-                    Ok(true) => {}
+                    Ok(true) => inner.note_hold(session),
                     Ok(false) => {
                         tracing::error!(%session, "lost the lease of a session this runtime runs");
+                        inner.forget_hold(session);
                         return;
                     }
                     Err(e) => {
@@ -96,9 +99,65 @@ impl Inner {
         })
     }
 
-    /// Runs the unfinished interactions of a session this runtime holds, in
-    /// order; returns how many it ran.
-    async fn run_waiting(self: &Arc<Self>, session: SessionId) -> Result<usize, RuntimeError> {
+    /// Records that this runtime holds `session` for one more lease from now.
+    pub(crate) fn note_hold(&self, session: SessionId) {
+        let until = self.clock.now().plus(self.config.task_lease);
+        self.holds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(session, until);
+    }
+
+    fn forget_hold(&self, session: SessionId) {
+        self.holds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&session);
+    }
+
+    /// Before a step of a session on a shared store: confirms this runtime
+    /// still holds the session. A hold whose lease may have run out (the
+    /// process stalled past its renewals) is confirmed in the store first;
+    /// one another worker took is an error, and the run stops, leaving the
+    /// interaction to the new holder.
+    pub(crate) async fn confirm_hold(&self, session: SessionId) -> Result<(), RuntimeError> {
+        if !self.config.shared_store {
+            return Ok(());
+        }
+        let lease = self.config.task_lease;
+        let now = self.clock.now();
+        let until = self
+            .holds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&session)
+            .copied();
+        if until.is_some_and(|u| now.plus(lease / 3) < u) {
+            return Ok(());
+        }
+        if until.is_some()
+            && self
+                .store
+                .lease_session(session, &self.worker, now, lease)
+                .await?
+        {
+            self.note_hold(session);
+            return Ok(());
+        }
+        self.forget_hold(session);
+        Err(RuntimeError::Store(crate::store::StoreError::Conflict(
+            format!(
+                "this runtime no longer holds session {session}; the worker that took it over continues"
+            ),
+        )))
+    }
+
+    /// Runs the unfinished interactions of a session this runtime holds
+    /// (its lease, and its in-process lock), in order; returns how many it ran.
+    pub(crate) async fn run_waiting(
+        self: &Arc<Self>,
+        session: SessionId,
+    ) -> Result<usize, RuntimeError> {
         let waiting: Vec<Interaction> = self
             .store
             .unfinished_interactions()
@@ -220,6 +279,8 @@ impl Runtime {
                         let inner = Arc::clone(&inner);
                         running.spawn(async move {
                             let _slot = slot;
+                            let _local = inner.locks.lock(session).await;
+                            inner.note_hold(session);
                             let hold = SessionHold {
                                 held: Some((
                                     Arc::clone(&inner),

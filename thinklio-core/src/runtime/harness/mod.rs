@@ -131,6 +131,10 @@ impl Run {
                     continue;
                 }
             };
+            if self.delegation.is_none() {
+                // On a shared store, the session must still be this runtime's.
+                self.rt.confirm_hold(self.session.id).await?;
+            }
             if let Some(error) = self.job_ended().await? {
                 return Err(self.stop_for_job(in_flight.take(), error).await?);
             }
