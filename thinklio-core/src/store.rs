@@ -240,6 +240,15 @@ pub trait QueueStore: Send + Sync {
     /// Enqueues a task.
     async fn enqueue(&self, task: NewTask) -> StoreResult<Task>;
 
+    /// Waits until another process may have added work (an interaction, a
+    /// job, a task, a notice) or `timeout` passes, so idle workers need not
+    /// poll tightly. A store shared by one process only waits the timeout
+    /// (the runtime wakes its own workers); PostgreSQL listens for the other
+    /// processes' notifications.
+    async fn wait_for_work(&self, timeout: std::time::Duration) {
+        tokio::time::sleep(timeout).await;
+    }
+
     /// Atomically claims the oldest due task (`pending` with `run_at <= now`,
     /// or `leased` with an expired lease), counts an attempt, and leases it
     /// until `now + lease`. `kinds` limits the kinds claimed; empty means all.

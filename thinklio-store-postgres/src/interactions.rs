@@ -208,6 +208,7 @@ impl InteractionStore for PostgresStore {
             return Ok((rows::interaction(&row)?, None));
         };
         let seq: i64 = rows::get(&row, "seq")?;
+        rows::signal(&tx, &self.channel).await?;
         let event = append_event(
             &tx,
             EventKind::InteractionCreated,
@@ -427,7 +428,7 @@ impl InteractionStore for PostgresStore {
             Some(reply) => {
                 let delivered_at = reply.delivered.then_some(now.as_millis());
                 for task in reply.tasks {
-                    crate::queue::insert_task(&tx, task, now).await?;
+                    crate::queue::insert_task(&tx, &self.channel, task, now).await?;
                 }
                 let statement = tx
                     .prepare_cached(

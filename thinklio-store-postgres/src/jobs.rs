@@ -104,6 +104,7 @@ async fn load_notification(tx: &Transaction<'_>, id: &str) -> StoreResult<JobNot
 /// Writes one notice for each observer of `job`.
 async fn notify(
     tx: &Transaction<'_>,
+    channel: &str,
     job: JobId,
     notice: Notice,
     now: Timestamp,
@@ -133,6 +134,9 @@ async fn notify(
         .await?;
         out.push(load_notification(tx, &id).await?);
     }
+    if !out.is_empty() {
+        rows::signal(tx, channel).await?;
+    }
     Ok(out)
 }
 
@@ -144,6 +148,7 @@ fn json_text(v: &Option<Value>) -> Option<String> {
 /// row locked.
 async fn apply(
     tx: &Transaction<'_>,
+    channel: &str,
     id: JobId,
     change: JobChange,
     now: Timestamp,
@@ -200,7 +205,7 @@ async fn apply(
             .await?,
         );
         if let Some(notice) = Notice::of(to) {
-            notifications.extend(notify(tx, id, notice, now).await?);
+            notifications.extend(notify(tx, channel, id, notice, now).await?);
         }
         if to == JobState::Resolved
             && let Some(parent) = before.parent_id
@@ -218,7 +223,7 @@ async fn apply(
             )
             .await?;
             if first == 1 {
-                notifications.extend(notify(tx, parent, Notice::Partial, now).await?);
+                notifications.extend(notify(tx, channel, parent, Notice::Partial, now).await?);
             }
         }
     }
@@ -290,6 +295,7 @@ impl JobStore for PostgresStore {
             )
             .await?;
         }
+        rows::signal(&tx, &self.channel).await?;
         let created = load(&tx, id, false).await?;
         tx.commit().await.map_err(backend)?;
         Ok(created)
@@ -338,7 +344,7 @@ impl JobStore for PostgresStore {
     ) -> StoreResult<JobUpdate> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
-        let update = apply(&tx, id, change, now).await?;
+        let update = apply(&tx, &self.channel, id, change, now).await?;
         tx.commit().await.map_err(backend)?;
         Ok(update)
     }
@@ -369,7 +375,14 @@ impl JobStore for PostgresStore {
         let id: JobId = rows::parse(&row, "id")?;
         let state: String = rows::get(&row, "state")?;
         let update = if state == "pending" {
-            apply(&tx, id, JobChange::to(JobState::Dispatched), now).await?
+            apply(
+                &tx,
+                &self.channel,
+                id,
+                JobChange::to(JobState::Dispatched),
+                now,
+            )
+            .await?
         } else {
             JobUpdate {
                 job: load(&tx, id, false).await?,

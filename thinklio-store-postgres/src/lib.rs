@@ -32,6 +32,7 @@ mod events;
 mod interactions;
 mod jobs;
 mod knowledge;
+mod listen;
 mod privacy;
 mod queue;
 mod rows;
@@ -120,6 +121,10 @@ impl PostgresOptions {
 pub struct PostgresStore {
     pool: Pool,
     clock: Arc<dyn Clock>,
+    /// The channel work is announced on (`pg_notify`), one per schema.
+    channel: Arc<str>,
+    /// Woken when another process announces work.
+    work: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -171,9 +176,22 @@ impl PostgresStore {
         schema::migrate(&mut client)
             .await
             .map_err(OpenError::Migrate)?;
+        let channel: Arc<str> = match &options.schema {
+            Some(schema) => format!("thinklio_work_{schema}")
+                .chars()
+                .take(63)
+                .collect::<String>()
+                .into(),
+            None => "thinklio_work".into(),
+        };
+        let work = Arc::new(tokio::sync::Notify::new());
+        let listen_config: tokio_postgres::Config = url.parse().map_err(OpenError::Config)?;
+        listen::spawn(listen_config, Arc::clone(&channel), Arc::downgrade(&work));
         Ok(Self {
             pool,
             clock: options.clock,
+            channel,
+            work,
         })
     }
 

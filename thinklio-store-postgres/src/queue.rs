@@ -70,6 +70,7 @@ async fn dead_letter(
 /// reply's tasks in the reply's commit.
 pub(crate) async fn insert_task(
     tx: &Transaction<'_>,
+    channel: &str,
     new: NewTask,
     now: Timestamp,
 ) -> StoreResult<Task> {
@@ -100,16 +101,21 @@ pub(crate) async fn insert_task(
         ],
     )
     .await?;
+    crate::rows::signal(tx, channel).await?;
     Ok(task)
 }
 
 #[async_trait]
 impl QueueStore for PostgresStore {
+    async fn wait_for_work(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.work.notified()).await;
+    }
+
     async fn enqueue(&self, new: NewTask) -> StoreResult<Task> {
         let now = self.clock.now();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
-        let task = insert_task(&tx, new, now).await?;
+        let task = insert_task(&tx, &self.channel, new, now).await?;
         tx.commit().await.map_err(backend)?;
         Ok(task)
     }

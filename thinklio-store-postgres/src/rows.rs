@@ -290,3 +290,9 @@ pub(crate) async fn append_event(
         at,
     })
 }
+
+/// Announces new work to other processes' idle workers, at commit.
+pub(crate) async fn signal(tx: &Transaction<'_>, channel: &str) -> StoreResult<()> {
+    execute(tx, "SELECT pg_notify($1, '')", &[&channel]).await?;
+    Ok(())
+}

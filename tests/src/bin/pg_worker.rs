@@ -108,8 +108,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .store_arc(store)
         .build()?;
     runtime.recover().await?;
-    let _interactions = runtime.spawn_interaction_worker(Duration::from_millis(50), 8);
-    let _jobs = runtime.spawn_job_worker(Duration::from_millis(50));
+    let _interactions = runtime.spawn_interaction_worker(Duration::from_secs(1), 8);
+    let _jobs = runtime.spawn_job_worker(Duration::from_secs(1));
     println!("ready");
     std::io::stdout().flush()?;
     std::future::pending::<()>().await;

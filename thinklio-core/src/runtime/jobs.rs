@@ -1234,7 +1234,7 @@ impl Runtime {
                     tokio::select! {
                         _ = stopped.changed() => {}
                         _ = inner.jobs.wake.notified() => {}
-                        _ = tokio::time::sleep(poll) => {}
+                        _ = inner.store.wait_for_work(poll) => {}
                     }
                 }
             }

@@ -199,7 +199,7 @@ impl Runtime {
                 if idle {
                     tokio::select! {
                         _ = stopped.changed() => {}
-                        _ = tokio::time::sleep(poll) => {}
+                        _ = runtime.inner.store.wait_for_work(poll) => {}
                     }
                 }
             }

@@ -299,7 +299,7 @@ impl Runtime {
                         tokio::select! {
                             _ = stopped.changed() => {}
                             _ = inner.submitted.notified() => {}
-                            _ = tokio::time::sleep(poll) => {}
+                            _ = inner.store.wait_for_work(poll) => {}
                         }
                     }
                     Err(e) => {

@@ -1,0 +1,68 @@
+//! Wakes idle workers when another process adds work: writers announce it
+//! with `pg_notify` in the transaction that adds it (delivered at commit),
+//! and one connection per store LISTENs and wakes every waiting worker.
+//! A lost connection is opened again; notifications missed meanwhile are
+//! caught by the workers' timeout.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::Notify;
+use tokio_postgres::AsyncMessage;
+
+/// Starts the listener; it ends when the store (its `Notify`) is dropped.
+pub(crate) fn spawn(
+    config: tokio_postgres::Config,
+    channel: std::sync::Arc<str>,
+    work: Weak<Notify>,
+) {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        while work.strong_count() > 0 {
+            match config.connect(tokio_postgres::NoTls).await {
+                Ok((client, mut connection)) => {
+                    backoff = Duration::from_millis(100);
+                    let mut messages =
+                        futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    let quoted = format!("\"{}\"", channel.replace('"', "\"\""));
+                    let statement = format!("LISTEN {quoted}");
+                    let listen = client.batch_execute(&statement);
+                    tokio::pin!(listen);
+                    let mut listening = false;
+                    loop {
+                        tokio::select! {
+                            done = &mut listen, if !listening => match done {
+                                Ok(()) => listening = true,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "cannot LISTEN for work");
+                                    break;
+                                }
+                            },
+                            message = messages.next() => match message {
+                                Some(Ok(AsyncMessage::Notification(_))) => match work.upgrade() {
+                                    Some(work) => work.notify_waiters(),
+                                    None => return,
+                                },
+                                Some(Ok(_)) => {}
+                                Some(Err(e)) => {
+                                    tracing::warn!(error = %e, "the work listener's connection failed");
+                                    break;
+                                }
+                                None => break,
+                            },
+                            _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                                if work.strong_count() == 0 {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot connect the work listener"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    });
+}
