@@ -61,7 +61,7 @@ struct AddArgs {
     b: i64,
 }
 
-fn model() -> ScriptedModel {
+pub(crate) fn model() -> ScriptedModel {
     ScriptedModel::responder(|r| match r.messages.last().map(|m| m.role) {
         Some(Role::User) => ScriptedReply::tool_call("c1", "add", r#"{"a": 2, "b": 3}"#),
         _ => ScriptedReply::text("2 + 3 = 5"),
@@ -70,15 +70,18 @@ fn model() -> ScriptedModel {
 }
 
 async fn runtime(path: &Path) -> Result<Runtime, BoxError> {
+    Ok(builder().store(SqliteStore::open(path).await?).build()?)
+}
+
+/// The benchmark's runtime, without its store.
+pub(crate) fn builder() -> thinklio_core::RuntimeBuilder {
     let add = FunctionCapability::builder("add", "Adds two integers.")
         .side_effect(SideEffect::ReadOnly)
         .handler(|x: AddArgs| async move { Ok::<_, String>(x.a + x.b) });
-    Ok(Runtime::builder()
-        .store(SqliteStore::open(path).await?)
+    Runtime::builder()
         .model(model())
         .capability(add)
         .agent(AgentDefinition::new("bench", "scripted").capabilities(["add"]))
-        .build()?)
 }
 
 /// Runs `interactions` interactions spread over `sessions` sessions, the

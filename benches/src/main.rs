@@ -4,6 +4,7 @@
 //! cargo run --release -p thinklio-benches -- harness            # print figures
 //! cargo run --release -p thinklio-benches -- harness --write    # and rewrite its section of docs/benchmarks.md
 //! cargo run --release -p thinklio-benches -- retrieval --write  # 10k and 100k facts, MiniLM embeddings
+//! cargo run --release -p thinklio-benches -- stores --write     # SQLite and PostgreSQL side by side
 //! ```
 //!
 //! `harness`: N interactions, each `context → think → act → observe → think →
@@ -16,10 +17,15 @@
 //! 50 teams, embedded with all-MiniLM-L6-v2 (run `scripts/fetch-minilm.sh`
 //! first; embeddings are cached under `target/bench-cache/`), with recall
 //! against exact brute-force search over the same visible facts.
+//!
+//! `stores`: the harness scenario and retrieval at 100k facts on SQLite and
+//! on PostgreSQL (with 1, 2 and 4 workers), side by side; needs
+//! `THINKLIO_POSTGRES_URL` (`scripts/postgres.sh start` prints it).
 
 mod docs;
 mod harness;
 mod retrieval;
+mod stores;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,7 +33,8 @@ use std::process::ExitCode;
 fn usage() -> ExitCode {
     eprintln!(
         "usage: thinklio-benches harness [--interactions N] [--sessions N] [--quick] [--write]\n       \
-         thinklio-benches retrieval [--sizes N,N] [--queries N] [--minilm DIR | --offline] [--quick] [--write]"
+         thinklio-benches retrieval [--sizes N,N] [--queries N] [--minilm DIR | --offline] [--quick] [--write]\n       \
+         thinklio-benches stores [--interactions N] [--facts N] [--queries N] [--offline] [--quick] [--write]"
     );
     ExitCode::from(2)
 }
@@ -37,6 +44,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("harness") => harness_main(&args[1..]),
         Some("retrieval") => retrieval_main(&args[1..]),
+        Some("stores") => stores_main(&args[1..]),
         _ => return usage(),
     };
     match result {
@@ -70,6 +78,48 @@ fn harness_main(args: &[String]) -> Result<bool, BoxError> {
         }
     }
     harness::main(&options)?;
+    Ok(true)
+}
+
+fn stores_main(args: &[String]) -> Result<bool, BoxError> {
+    let mut options = stores::Options {
+        interactions: 2000,
+        sessions: 16,
+        facts: 100_000,
+        queries: 1000,
+        embedding: retrieval::Embedding::MiniLm(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/models/all-minilm-l6-v2"),
+        ),
+        write: false,
+    };
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let mut number = || rest.next().and_then(|v| v.parse::<usize>().ok());
+        match arg.as_str() {
+            "--interactions" => match number() {
+                Some(n) => options.interactions = n as u64,
+                None => return Ok(false),
+            },
+            "--facts" => match number() {
+                Some(n) => options.facts = n,
+                None => return Ok(false),
+            },
+            "--queries" => match number() {
+                Some(n) => options.queries = n,
+                None => return Ok(false),
+            },
+            "--offline" => options.embedding = retrieval::Embedding::Offline,
+            "--quick" => {
+                options.interactions = 200;
+                options.facts = 2000;
+                options.queries = 100;
+                options.embedding = retrieval::Embedding::Offline;
+            }
+            "--write" => options.write = true,
+            _ => return Ok(false),
+        }
+    }
+    stores::main(&options)?;
     Ok(true)
 }
 

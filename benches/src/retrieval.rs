@@ -41,11 +41,11 @@ pub struct Options {
 
 /// One generated fact.
 #[derive(Debug, Clone)]
-struct Generated {
-    owner: FactOwner,
-    subject: String,
-    predicate: String,
-    value: String,
+pub(crate) struct Generated {
+    pub(crate) owner: FactOwner,
+    pub(crate) subject: String,
+    pub(crate) predicate: String,
+    pub(crate) value: String,
 }
 
 const PREDICATES: &[&str] = &[
@@ -112,7 +112,7 @@ const VALUES: &[&str] = &[
 /// Facts of 1,000 users in 50 teams, 5 agents and one account: about 70%
 /// user facts, 28% team facts, 1.5% agent facts and 0.5% account facts
 /// (agent and account facts are curated by people, so there are few).
-fn generate(n: usize) -> Vec<Generated> {
+pub(crate) fn generate(n: usize) -> Vec<Generated> {
     let mut rng = fastrand::Rng::with_seed(0x7411_1c10);
     (0..n)
         .map(|i| {
@@ -158,12 +158,12 @@ fn uuid_of(kind: u128, n: usize) -> uuid::Uuid {
     uuid::Uuid::from_u128((kind << 64) | n as u128)
 }
 
-fn account() -> AccountId {
+pub(crate) fn account() -> AccountId {
     AccountId::from_uuid(uuid_of(3, 0))
 }
 
 /// The principal of user `u`: its team is `u % 50`, its agent `u % 5`.
-fn visibility(u: usize) -> Visibility {
+pub(crate) fn visibility(u: usize) -> Visibility {
     Visibility {
         account: account(),
         account_layer: true,
@@ -173,13 +173,16 @@ fn visibility(u: usize) -> Visibility {
     }
 }
 
-fn text(g: &Generated) -> String {
+pub(crate) fn text(g: &Generated) -> String {
     thinklio_core::knowledge::fact_text(&g.subject, &g.predicate, &g.value)
 }
 
 /// Embeddings of `texts`, from the cache when it holds them (keyed by a
 /// hash of the texts and the embedder), else computed and cached.
-async fn embeddings(texts: &[String], embedding: &Embedding) -> Result<Vec<Vec<f32>>, BoxError> {
+pub(crate) async fn embeddings(
+    texts: &[String],
+    embedding: &Embedding,
+) -> Result<Vec<Vec<f32>>, BoxError> {
     let embedder: Box<dyn Embedder> = match embedding {
         Embedding::MiniLm(dir) => Box::new(thinklio_llm::MiniLm::load(dir)?),
         Embedding::Offline => {
@@ -243,7 +246,7 @@ pub struct Figures {
     pub import_per_second: f64,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -345,7 +348,7 @@ async fn measure(
     })
 }
 
-fn sees(v: &Visibility, owner: &FactOwner) -> bool {
+pub(crate) fn sees(v: &Visibility, owner: &FactOwner) -> bool {
     match owner {
         FactOwner::Account => v.account_layer,
         FactOwner::Agent(a) => v.agent.as_ref() == Some(a),
@@ -356,7 +359,7 @@ fn sees(v: &Visibility, owner: &FactOwner) -> bool {
 
 /// Questions: for a random user, a paraphrase asking about one of the facts
 /// it may see.
-fn questions(facts: &[Generated], n: usize, count: usize) -> Vec<(usize, String)> {
+pub(crate) fn questions(facts: &[Generated], n: usize, count: usize) -> Vec<(usize, String)> {
     let mut rng = fastrand::Rng::with_seed(0x9e57);
     let mut out = Vec::with_capacity(count);
     while out.len() < count {
