@@ -26,6 +26,11 @@
 
 #![warn(missing_docs)]
 
+/// Running Thinklio on PostgreSQL with several worker processes
+/// (`docs/postgres.md`; its example is compiled as a doc test).
+#[doc = include_str!("../../docs/postgres.md")]
+pub mod guide {}
+
 mod budgets;
 mod directory;
 mod events;

@@ -28,12 +28,14 @@
 //!   the agent (the built-in `cancel_job` capability) or the system ends a
 //!   job and, with it, its unfinished subjobs and its delegate's child
 //!   interaction.
-//! - [`Runtime::recover`] continues jobs a crash interrupted: a job
-//!   dispatched to a repeatable capability is dispatched again with the same
-//!   idempotency key (`job:<id>`); one dispatched to an `external` capability
-//!   fails as `capability.outcome_unknown`, never re-run; a job waiting on
-//!   subjobs is settled if they ended meanwhile; accepted work waits for its
-//!   report or its deadline.
+//! - Workers hold a lease on each job they dispatch and renew it while the
+//!   dispatch runs. A job whose worker died (its lease ran out) is taken
+//!   over by the next claim: dispatched again with the same idempotency key
+//!   (`job:<id>`) if its capability is repeatable, failed as
+//!   `capability.outcome_unknown` if it is `external`, never run twice.
+//!   [`Runtime::recover`] settles jobs waiting on subjobs that ended
+//!   meanwhile and closes a delegate's child interaction whose job ended;
+//!   accepted outside work waits for its report or its deadline.
 
 use std::collections::HashMap;
 use std::fmt;
