@@ -3,10 +3,14 @@
 # pgvector when missing, and starts or stops a throw-away cluster.
 #
 #   scripts/postgres.sh install          PostgreSQL 15 + pgvector (needs root)
-#   scripts/postgres.sh start [DIR PORT] a cluster in DIR (default
-#                                        target/postgres) on 127.0.0.1:PORT
-#                                        (default 54329); prints its URL
-#   scripts/postgres.sh stop  [DIR]      stops it
+#   scripts/postgres.sh start [PORT DIR] a cluster on 127.0.0.1:PORT (default
+#                                        54329) in DIR (default
+#                                        /tmp/thinklio-postgres-PORT: the
+#                                        server's user must reach it, which a
+#                                        checkout under /root would not allow);
+#                                        prints its URL
+#   scripts/postgres.sh stop  [PORT DIR] stops it
+#   scripts/postgres.sh reset [PORT DIR] stops it and deletes its data
 #
 # PostgreSQL 15 is in this Debian release. pgvector is not packaged for it,
 # so `install` takes Debian's pgvector source package from the next release
@@ -69,7 +73,8 @@ install() {
 }
 
 start() {
-    local dir=${1:-target/postgres} port=${2:-54329}
+    local port=${1:-54329}
+    local dir=${2:-${TMPDIR:-/tmp}/thinklio-postgres-$port}
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
     # PostgreSQL refuses to run as root: the cluster belongs to `postgres`
@@ -95,16 +100,25 @@ start() {
 }
 
 stop() {
-    local dir=${1:-target/postgres}
+    local port=${1:-54329}
+    local dir=${2:-${TMPDIR:-/tmp}/thinklio-postgres-$port}
     [ -f "$dir/data/PG_VERSION" ] || return 0
     local as=()
     [ "$(id -u)" = 0 ] && as=(runuser -u postgres --)
     "${as[@]}" "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
 }
 
+reset() {
+    local port=${1:-54329}
+    local dir=${2:-${TMPDIR:-/tmp}/thinklio-postgres-$port}
+    stop "$port" "$dir"
+    rm -rf "$dir"
+}
+
 case "${1:-}" in
     install) install ;;
     start) shift; start "$@" ;;
     stop) shift; stop "$@" ;;
-    *) die "usage: scripts/postgres.sh install | start [DIR PORT] | stop [DIR]" ;;
+    reset) shift; reset "$@" ;;
+    *) die "usage: scripts/postgres.sh install | start [PORT DIR] | stop [PORT DIR] | reset [PORT DIR]" ;;
 esac

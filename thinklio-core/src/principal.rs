@@ -57,6 +57,17 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// The scope stored as its [`kind`](Self::kind) and [`id`](Self::id).
+    pub fn parse(kind: &str, id: &str) -> Result<Self, crate::StoreError> {
+        let bad = || crate::StoreError::Corrupt(format!("scope `{kind}:{id}`"));
+        Ok(match kind {
+            "account" => Scope::Account(id.parse().map_err(|_| bad())?),
+            "team" => Scope::Team(id.parse().map_err(|_| bad())?),
+            "user" => Scope::User(id.parse().map_err(|_| bad())?),
+            _ => return Err(bad()),
+        })
+    }
+
     /// Whether `principal` falls in this scope.
     pub fn covers(&self, principal: &Principal) -> bool {
         match self {

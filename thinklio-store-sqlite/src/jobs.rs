@@ -143,26 +143,7 @@ fn apply(
     now: Timestamp,
 ) -> StoreResult<JobUpdate> {
     let before = load(c, id)?;
-    if before.state.is_terminal() {
-        return Err(match change.state {
-            Some(to) => StoreError::IllegalJobTransition {
-                job: id,
-                from: before.state,
-                to,
-            },
-            None => StoreError::Conflict(format!("job {id} has ended ({})", before.state)),
-        });
-    }
-    if let Some(to) = change.state
-        && !before.state.can_become(to)
-    {
-        return Err(StoreError::IllegalJobTransition {
-            job: id,
-            from: before.state,
-            to,
-        });
-    }
-    let state = change.state.unwrap_or(before.state);
+    let state = change.check(id, before.state)?;
     c.prepare_cached(
         "UPDATE jobs SET state = ?2, progress = COALESCE(?3, progress), result = COALESCE(?4, result), \
          context = COALESCE(?5, context), error = COALESCE(?6, error), updated_at = ?7 WHERE id = ?1",

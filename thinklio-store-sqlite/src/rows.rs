@@ -197,12 +197,5 @@ pub(crate) fn task(row: &Row<'_>) -> rusqlite::Result<Task> {
 
 /// A scope stored as its kind (`account`, `team`, `user`) and id.
 pub(crate) fn scope(kind: &str, id: &str) -> Result<thinklio_core::Scope, StoreError> {
-    use thinklio_core::Scope;
-    let bad = || StoreError::Corrupt(format!("scope `{kind}:{id}`"));
-    Ok(match kind {
-        "account" => Scope::Account(id.parse().map_err(|_| bad())?),
-        "team" => Scope::Team(id.parse().map_err(|_| bad())?),
-        "user" => Scope::User(id.parse().map_err(|_| bad())?),
-        _ => return Err(bad()),
-    })
+    thinklio_core::Scope::parse(kind, id)
 }

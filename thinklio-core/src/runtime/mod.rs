@@ -522,26 +522,11 @@ impl Runtime {
             .inner
             .access(&session.principal, &session.agent_id)
             .await?;
-        let (interaction, created) = self
-            .inner
-            .store
-            .create_interaction(NewInteraction {
-                session_id: session.id,
-                principal: session.principal,
-                agent_id: session.agent_id.clone(),
-                input: message.text,
-                inbound_id: message.id,
-                parent_interaction_id: None,
-                delegation_depth: 0,
-                job_id: None,
-            })
-            .await?;
-        let steps = match created {
-            Some(event) => {
-                self.inner.publish(event);
-                Vec::new()
-            }
-            None => self.inner.store.steps(interaction.id).await?,
+        let (interaction, created) = self.inner.record_message(&session, message).await?;
+        let steps = if created {
+            Vec::new()
+        } else {
+            self.inner.store.steps(interaction.id).await?
         };
         let run = Run::new(
             Arc::clone(&self.inner),
@@ -693,6 +678,33 @@ impl Runtime {
 }
 
 impl Inner {
+    /// Writes the interaction of an inbound message (a repeated inbound id
+    /// returns the first) and publishes its creation; whether it is new.
+    pub(crate) async fn record_message(
+        &self,
+        session: &Session,
+        message: Inbound,
+    ) -> Result<(Interaction, bool), RuntimeError> {
+        let (interaction, created) = self
+            .store
+            .create_interaction(NewInteraction {
+                session_id: session.id,
+                principal: session.principal,
+                agent_id: session.agent_id.clone(),
+                input: message.text,
+                inbound_id: message.id,
+                parent_interaction_id: None,
+                delegation_depth: 0,
+                job_id: None,
+            })
+            .await?;
+        let new = created.is_some();
+        if let Some(event) = created {
+            self.publish(event);
+        }
+        Ok((interaction, new))
+    }
+
     /// Delivers through the sink and marks delivered; returns whether it delivered.
     pub(crate) async fn deliver(&self, message: &OutboxMessage) -> Result<bool, RuntimeError> {
         let Some(sink) = &self.sink else {

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::{Inbound, Inner, Runtime, RuntimeError};
 use crate::ids::SessionId;
-use crate::interaction::{Interaction, NewInteraction};
+use crate::interaction::Interaction;
 
 /// A session held for this runtime; [`SessionHold::release`] gives it back.
 pub(crate) struct SessionHold {
@@ -222,23 +222,7 @@ impl Runtime {
         self.inner
             .access(&session.principal, &session.agent_id)
             .await?;
-        let (interaction, created) = self
-            .inner
-            .store
-            .create_interaction(NewInteraction {
-                session_id: session.id,
-                principal: session.principal,
-                agent_id: session.agent_id.clone(),
-                input: message.text,
-                inbound_id: message.id,
-                parent_interaction_id: None,
-                delegation_depth: 0,
-                job_id: None,
-            })
-            .await?;
-        if let Some(event) = created {
-            self.inner.publish(event);
-        }
+        let (interaction, _) = self.inner.record_message(&session, message).await?;
         self.inner.submitted.notify_one();
         Ok(interaction)
     }
