@@ -1,6 +1,11 @@
 //! `KnowledgeStore` on PostgreSQL: a generated `tsvector` (GIN index,
 //! `ts_rank`) for keywords and pgvector embeddings compared exactly.
 //!
+//! Vector search is exact over the visible facts, unless a principal sees
+//! more than `ANN_ABOVE` of them and the embedding's size has an HNSW
+//! index: then the index is scanned iteratively (pgvector 0.8), filtering
+//! by visibility as it goes.
+//!
 //! Every query over facts carries the visibility filter in its `WHERE`
 //! clause (`account_id = $1 AND owner_key = ANY($2)`, on an index), so what
 //! a principal may not see is never read, counted or ranked. Recording a
@@ -27,6 +32,17 @@ const COLUMNS: &str = "f.n, f.id, f.account_id, f.layer, f.owner_id, f.subject, 
      f.expired_at, f.superseded_by";
 
 const CURRENT: &str = "f.invalid_at IS NULL AND f.expired_at IS NULL";
+
+/// Above this many visible facts, vector search uses the HNSW index of the
+/// embedding's size (when there is one); below, it is exact, which is both
+/// faster and complete for the few hundred facts one principal usually sees.
+const ANN_ABOVE: i64 = 2_000;
+
+/// The embedding sizes with an HNSW index (migration 3).
+const INDEXED_DIMENSIONS: [usize; 3] = [384, 768, 1536];
+
+/// How many candidates an HNSW scan keeps (pgvector's `ef_search`).
+const EF_SEARCH: usize = 200;
 
 fn fact(row: &Row) -> StoreResult<Fact> {
     let layer: Layer = rows::parse(row, "layer")?;
@@ -480,7 +496,45 @@ impl KnowledgeStore for PostgresStore {
         if visible_count == 0 {
             return Ok(out);
         }
-        if let Some(e) = query_.embedding.as_ref().filter(|e| !e.is_empty()) {
+        if let Some(e) = query_.embedding.as_ref().filter(|e| !e.is_empty())
+            && visible_count > ANN_ABOVE
+            && INDEXED_DIMENSIONS.contains(&e.len())
+        {
+            // Many visible facts: the HNSW index of this size, scanned
+            // iteratively so the visibility filter still yields enough rows.
+            // Sorting is ruled out for this query, or the planner, which
+            // cannot tell how many rows the filter keeps, reads them all and
+            // sorts by distance instead of walking the index.
+            let n = e.len();
+            tx.batch_execute(&format!(
+                "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {EF_SEARCH}; \
+                 SET LOCAL enable_sort = off"
+            ))
+            .await
+            .map_err(backend)?;
+            let sql = format!(
+                "SELECT {COLUMNS}, v.embedding, (v.embedding::vector({n}) <=> $1::vector({n})) AS distance \
+                 FROM fact_vectors v JOIN facts f ON f.n = v.n \
+                 WHERE vector_dims(v.embedding) = {n} AND f.account_id = $3 AND f.owner_key = ANY($4){current} \
+                 ORDER BY v.embedding::vector({n}) <=> $1::vector({n}) LIMIT $2"
+            );
+            let mut found = candidates(
+                &tx,
+                &sql,
+                &[&Vector::from(e.clone()), &limit, &account, &owners],
+            )
+            .await?;
+            tx.batch_execute("SET LOCAL enable_sort = on")
+                .await
+                .map_err(backend)?;
+            // A relaxed scan may return rows slightly out of order.
+            found.sort_by(|a, b| {
+                b.similarity
+                    .unwrap_or(f32::MIN)
+                    .total_cmp(&a.similarity.unwrap_or(f32::MIN))
+            });
+            out.vector = found;
+        } else if let Some(e) = query_.embedding.as_ref().filter(|e| !e.is_empty()) {
             let dims = i32::try_from(e.len()).unwrap_or(i32::MAX);
             // The nearest are found on (n, distance) alone; only they are
             // then read in full.

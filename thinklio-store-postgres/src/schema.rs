@@ -310,6 +310,17 @@ ALTER TABLE jobs ADD COLUMN lease_owner TEXT;
 ALTER TABLE jobs ADD COLUMN lease_until BIGINT;
 CREATE INDEX jobs_leased ON jobs (lease_until) WHERE state = 'dispatched';
 "#,
+    // 3: HNSW indexes of the common embedding sizes (all-MiniLM and the
+    // offline embedder: 384; 768; OpenAI's small model: 1536), each over
+    // the vectors of its size, for principals who see many facts.
+    r#"
+CREATE INDEX fact_vectors_hnsw_384 ON fact_vectors
+    USING hnsw ((embedding::vector(384)) vector_cosine_ops) WHERE vector_dims(embedding) = 384;
+CREATE INDEX fact_vectors_hnsw_768 ON fact_vectors
+    USING hnsw ((embedding::vector(768)) vector_cosine_ops) WHERE vector_dims(embedding) = 768;
+CREATE INDEX fact_vectors_hnsw_1536 ON fact_vectors
+    USING hnsw ((embedding::vector(1536)) vector_cosine_ops) WHERE vector_dims(embedding) = 1536;
+"#,
 ];
 
 /// The newest schema version this build knows.
