@@ -175,6 +175,17 @@ pub trait InteractionStore: Send + Sync {
     /// [`InteractionState::derive`](crate::InteractionState::derive)), in order of creation.
     async fn unfinished_interactions(&self) -> StoreResult<Vec<Interaction>>;
 
+    /// Unfinished interactions of one session that are not a delegate's,
+    /// in order (what an interaction worker runs when it holds the session).
+    async fn unfinished_in_session(&self, session: SessionId) -> StoreResult<Vec<Interaction>> {
+        Ok(self
+            .unfinished_interactions()
+            .await?
+            .into_iter()
+            .filter(|i| i.session_id == session && i.parent_interaction_id.is_none())
+            .collect())
+    }
+
     /// Steps of an interaction, in order.
     async fn steps(&self, interaction: InteractionId) -> StoreResult<Vec<Step>>;
 

@@ -296,6 +296,35 @@ impl InteractionStore for PostgresStore {
         .collect()
     }
 
+    async fn unfinished_in_session(
+        &self,
+        session: thinklio_core::SessionId,
+    ) -> StoreResult<Vec<Interaction>> {
+        let not_terminal: Vec<String> = StepError::NOT_TERMINAL
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        query(
+            &tx,
+            &format!(
+                "SELECT {INTERACTION_COLUMNS} FROM interactions i WHERE i.session_id = $2 \
+                 AND i.parent_interaction_id IS NULL AND NOT EXISTS ( \
+                    SELECT 1 FROM steps s WHERE s.interaction_id = i.id AND ( \
+                        (s.kind = 'respond' AND s.state = 'succeeded') OR \
+                        (s.state = 'failed' AND s.kind IN ('context', 'think', 'respond') \
+                         AND NOT (COALESCE(s.error_code, '') = ANY($1))))) \
+                 ORDER BY seq"
+            ),
+            &[&not_terminal, &session.to_string()],
+        )
+        .await?
+        .iter()
+        .map(rows::interaction)
+        .collect()
+    }
+
     async fn steps(&self, interaction: InteractionId) -> StoreResult<Vec<Step>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;

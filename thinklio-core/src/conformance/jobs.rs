@@ -584,6 +584,20 @@ pub async fn leases_hand_dead_workers_jobs_and_sessions_to_others<S: Store + Clo
         )
         .await
         .unwrap();
+    assert!(
+        store.unfinished_in_session(s1.id).await.unwrap().is_empty(),
+        "s1's work is done"
+    );
+    assert_eq!(
+        store
+            .unfinished_in_session(s2.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|i| i.input.as_str())
+            .collect::<Vec<_>>(),
+        ["second"]
+    );
     store.release_session(s1.id, "d").await.unwrap();
     store.release_session(s2.id, "c").await.unwrap();
     assert_eq!(

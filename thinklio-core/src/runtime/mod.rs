@@ -547,10 +547,14 @@ impl Runtime {
         if self.inner.config.shared_store {
             // Other workers may be running interactions of this store: the
             // interaction worker takes over sessions whose lease ran out.
-            return Ok(RecoveryReport {
+            // Replies a dead worker wrote but did not deliver go out now
+            // (with their stable id, for sinks that de-duplicate).
+            let mut report = RecoveryReport {
                 jobs,
                 ..RecoveryReport::default()
-            });
+            };
+            report.delivered = self.deliver_undelivered().await?;
+            return Ok(report);
         }
         // A delegate's interaction is resumed by its caller's `act` step,
         // which runs again (it is idempotent) and finds the child by its key.
@@ -595,14 +599,21 @@ impl Runtime {
                 Err(e) => report.errors.push((id, e.to_string())),
             }
         }
+        report.delivered = self.deliver_undelivered().await?;
+        Ok(report)
+    }
+
+    /// Delivers replies left in the outbox through the sink, if there is one.
+    async fn deliver_undelivered(&self) -> Result<usize, RuntimeError> {
+        let mut delivered = 0;
         if self.inner.sink.is_some() {
             for message in self.inner.store.undelivered().await? {
                 if self.inner.deliver(&message).await? {
-                    report.delivered += 1;
+                    delivered += 1;
                 }
             }
         }
-        Ok(report)
+        Ok(delivered)
     }
 
     /// Resumes unfinished interactions of one session, in order; the caller

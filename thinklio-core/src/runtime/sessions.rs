@@ -158,13 +158,7 @@ impl Inner {
         self: &Arc<Self>,
         session: SessionId,
     ) -> Result<usize, RuntimeError> {
-        let waiting: Vec<Interaction> = self
-            .store
-            .unfinished_interactions()
-            .await?
-            .into_iter()
-            .filter(|i| i.session_id == session && i.parent_interaction_id.is_none())
-            .collect();
+        let waiting: Vec<Interaction> = self.store.unfinished_in_session(session).await?;
         let n = waiting.len();
         let runtime = Runtime {
             inner: Arc::clone(self),
