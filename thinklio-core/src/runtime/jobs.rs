@@ -1049,9 +1049,9 @@ impl Inner {
         Ok(state.is_finished())
     }
 
-    /// One pass of a worker: deadlines, orphans, claims, notices. With
-    /// `inline`, dispatches run before it returns; otherwise they are
-    /// spawned on the runtime's tokio workers.
+    /// One pass of a worker: deadlines, claims (and takeovers of jobs whose
+    /// worker died), notices. With `inline`, dispatches run before it
+    /// returns; otherwise they are spawned on the runtime's tokio workers.
     async fn job_pass(self: &Arc<Self>, inline: bool) -> Result<JobRun, RuntimeError> {
         let mut run = JobRun {
             timed_out: self.time_out_overdue().await?,
