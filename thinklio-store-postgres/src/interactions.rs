@@ -5,8 +5,8 @@ use deadpool_postgres::Transaction;
 use serde_json::{Value, json};
 use thinklio_core::{
     Event, EventKind, FinishedStep, Interaction, InteractionId, InteractionStore, NewInteraction,
-    NewOutboxMessage, NewStep, OutboxId, OutboxMessage, OutboxStore, Step, StepError, StepId,
-    StepOutcome, StepState, StepTransition, StoreError, StoreResult, Timestamp,
+    NewOutboxMessage, NewStep, OutboxId, OutboxMessage, OutboxStore, Step, StepId, StepOutcome,
+    StepState, StepTransition, StoreError, StoreResult, Timestamp,
 };
 use tokio_postgres::error::SqlState;
 
@@ -271,24 +271,15 @@ impl InteractionStore for PostgresStore {
     }
 
     async fn unfinished_interactions(&self) -> StoreResult<Vec<Interaction>> {
-        // Derived from the steps exactly as `InteractionState::derive` does.
-        let not_terminal: Vec<String> = StepError::NOT_TERMINAL
-            .iter()
-            .map(|c| (*c).to_owned())
-            .collect();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
         query(
             &tx,
             &format!(
-                "SELECT {INTERACTION_COLUMNS} FROM interactions i WHERE NOT EXISTS ( \
-                    SELECT 1 FROM steps s WHERE s.interaction_id = i.id AND ( \
-                        (s.kind = 'respond' AND s.state = 'succeeded') OR \
-                        (s.state = 'failed' AND s.kind IN ('context', 'think', 'respond') \
-                         AND NOT (COALESCE(s.error_code, '') = ANY($1))))) \
-                 ORDER BY seq"
+                "SELECT {INTERACTION_COLUMNS} FROM interactions i WHERE {} ORDER BY seq",
+                rows::unfinished("i")
             ),
-            &[&not_terminal],
+            &[],
         )
         .await?
         .iter()
@@ -300,24 +291,16 @@ impl InteractionStore for PostgresStore {
         &self,
         session: thinklio_core::SessionId,
     ) -> StoreResult<Vec<Interaction>> {
-        let not_terminal: Vec<String> = StepError::NOT_TERMINAL
-            .iter()
-            .map(|c| (*c).to_owned())
-            .collect();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
         query(
             &tx,
             &format!(
-                "SELECT {INTERACTION_COLUMNS} FROM interactions i WHERE i.session_id = $2 \
-                 AND i.parent_interaction_id IS NULL AND NOT EXISTS ( \
-                    SELECT 1 FROM steps s WHERE s.interaction_id = i.id AND ( \
-                        (s.kind = 'respond' AND s.state = 'succeeded') OR \
-                        (s.state = 'failed' AND s.kind IN ('context', 'think', 'respond') \
-                         AND NOT (COALESCE(s.error_code, '') = ANY($1))))) \
-                 ORDER BY seq"
+                "SELECT {INTERACTION_COLUMNS} FROM interactions i WHERE i.session_id = $1 \
+                 AND i.parent_interaction_id IS NULL AND {} ORDER BY seq",
+                rows::unfinished("i")
             ),
-            &[&not_terminal, &session.to_string()],
+            &[&session.to_string()],
         )
         .await?
         .iter()

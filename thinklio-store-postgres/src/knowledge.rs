@@ -18,7 +18,7 @@ use pgvector::Vector;
 use serde_json::json;
 use thinklio_core::knowledge::{
     Candidate, Candidates, Curation, Fact, FactActor, FactChange, FactOwner, FactQuery, FactWrite,
-    KnowledgeStore, Layer, NewFact, Visibility, keywords, normalise,
+    KnowledgeStore, Layer, NewFact, Reconciliation, Visibility, keywords, normalise,
 };
 use thinklio_core::{AccountId, FactId, StoreError, StoreResult, Timestamp};
 use tokio_postgres::Row;
@@ -221,21 +221,10 @@ async fn record(tx: &Transaction<'_>, new: NewFact, now: Timestamp) -> StoreResu
         .iter()
         .map(fact)
         .collect::<StoreResult<_>>()?;
-    let new_value = normalise(&new.value);
-    if let Some(same) = existing
-        .iter()
-        .find(|f| slot.is_none() || normalise(&f.value) == new_value)
-    {
-        return Ok(FactWrite::Duplicate(same.clone()));
-    }
-    if let Some(locked) = existing.iter().find(|f| f.locked && !new.locked) {
-        return Err(StoreError::Conflict(format!(
-            "fact {} holds this slot locked; unlock it to change it",
-            locked.id
-        )));
-    }
-    let newer: Vec<&Fact> = existing.iter().filter(|f| f.valid_at > valid_at).collect();
-    let invalid_at = newer.iter().map(|f| f.valid_at).min();
+    let invalid_at = match new.reconcile(&existing, valid_at)? {
+        Reconciliation::Duplicate(same) => return Ok(FactWrite::Duplicate(*same)),
+        Reconciliation::Insert { invalid_at } => invalid_at,
+    };
     let id = FactId::new();
     let provenance =
         serde_json::to_string(&new.provenance).map_err(|e| StoreError::Corrupt(e.to_string()))?;

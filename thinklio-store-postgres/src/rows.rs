@@ -289,3 +289,20 @@ pub(crate) async fn signal(tx: &Transaction<'_>, channel: &str) -> StoreResult<(
     execute(tx, "SELECT pg_notify($1, '')", &[&channel]).await?;
     Ok(())
 }
+
+/// The condition that interaction `i` has not ended, derived from its steps
+/// exactly as `InteractionState::derive` does: no succeeded `respond` step,
+/// and no `context`, `think` or `respond` step failed for good.
+pub(crate) fn unfinished(i: &str) -> String {
+    let not_terminal = StepError::NOT_TERMINAL
+        .iter()
+        .map(|code| format!("'{code}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "NOT EXISTS (SELECT 1 FROM steps e WHERE e.interaction_id = {i}.id AND ( \
+           (e.kind = 'respond' AND e.state = 'succeeded') OR \
+           (e.state = 'failed' AND e.kind IN ('context', 'think', 'respond') \
+            AND COALESCE(e.error_code, '') NOT IN ({not_terminal}))))"
+    )
+}

@@ -2,8 +2,7 @@
 
 use async_trait::async_trait;
 use thinklio_core::{
-    NewSession, Session, SessionId, SessionStore, StepError, StoreError, StoreResult, Timestamp,
-    Turn, UserId,
+    NewSession, Session, SessionId, SessionStore, StoreError, StoreResult, Timestamp, Turn, UserId,
 };
 
 use crate::PostgresStore;
@@ -102,27 +101,22 @@ impl SessionStore for PostgresStore {
         lease: std::time::Duration,
     ) -> StoreResult<Option<SessionId>> {
         let until = now.plus(lease);
-        let not_terminal: Vec<String> = StepError::NOT_TERMINAL
-            .iter()
-            .map(|c| (*c).to_owned())
-            .collect();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
         // The oldest waiting work whose session no live worker holds; a
         // session another claim is taking right now is skipped.
         let row = query_opt(
             &tx,
-            "UPDATE sessions SET lease_owner = $2, lease_until = $3 WHERE id = ( \
-               SELECT s.id FROM interactions i JOIN sessions s ON s.id = i.session_id \
-               WHERE i.parent_interaction_id IS NULL \
-               AND (s.lease_until IS NULL OR s.lease_until <= $1) \
-               AND NOT EXISTS (SELECT 1 FROM steps e WHERE e.interaction_id = i.id AND ( \
-                   (e.kind = 'respond' AND e.state = 'succeeded') OR \
-                   (e.state = 'failed' AND e.kind IN ('context', 'think', 'respond') \
-                    AND NOT (COALESCE(e.error_code, '') = ANY($4))))) \
-               ORDER BY i.seq LIMIT 1 FOR UPDATE OF s SKIP LOCKED) \
-             RETURNING id",
-            &[&now.as_millis(), &worker, &until.as_millis(), &not_terminal],
+            &format!(
+                "UPDATE sessions SET lease_owner = $2, lease_until = $3 WHERE id = ( \
+                   SELECT s.id FROM interactions i JOIN sessions s ON s.id = i.session_id \
+                   WHERE i.parent_interaction_id IS NULL \
+                   AND (s.lease_until IS NULL OR s.lease_until <= $1) AND {} \
+                   ORDER BY i.seq LIMIT 1 FOR UPDATE OF s SKIP LOCKED) \
+                 RETURNING id",
+                rows::unfinished("i")
+            ),
+            &[&now.as_millis(), &worker, &until.as_millis()],
         )
         .await?;
         tx.commit().await.map_err(backend)?;

@@ -5,8 +5,8 @@ use rusqlite::{OptionalExtension, params};
 use serde_json::{Value, json};
 use thinklio_core::{
     Event, EventKind, FinishedStep, Interaction, InteractionId, InteractionStore, NewInteraction,
-    NewOutboxMessage, NewStep, OutboxId, OutboxMessage, OutboxStore, Step, StepError, StepId,
-    StepOutcome, StepState, StepTransition, StoreError, StoreResult, Timestamp,
+    NewOutboxMessage, NewStep, OutboxId, OutboxMessage, OutboxStore, Step, StepId, StepOutcome,
+    StepState, StepTransition, StoreError, StoreResult, Timestamp,
 };
 
 use crate::SqliteStore;
@@ -288,18 +288,9 @@ impl InteractionStore for SqliteStore {
         // merely interrupted.
         self.conn
             .call(move |c| {
-                let not_terminal = StepError::NOT_TERMINAL
-                    .iter()
-                    .map(|code| format!("'{code}'"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
                 c.prepare_cached(&format!(
-                    "SELECT {INTERACTION_COLUMNS} FROM interactions i WHERE NOT EXISTS ( \
-                        SELECT 1 FROM steps s WHERE s.interaction_id = i.id AND ( \
-                            (s.kind = 'respond' AND s.state = 'succeeded') OR \
-                            (s.state = 'failed' AND s.kind IN ('context', 'think', 'respond') \
-                             AND COALESCE(s.error_code, '') NOT IN ({not_terminal})))) \
-                     ORDER BY seq"
+                    "SELECT {INTERACTION_COLUMNS} FROM interactions i WHERE {} ORDER BY seq",
+                    rows::unfinished("i")
                 ))
                 .map_err(backend)?
                 .query_map([], rows::interaction)

@@ -16,7 +16,7 @@ use rusqlite::{OptionalExtension, Row, params, params_from_iter};
 use serde_json::json;
 use thinklio_core::knowledge::{
     Candidate, Candidates, Curation, Fact, FactActor, FactChange, FactOwner, FactQuery, FactWrite,
-    KnowledgeStore, Layer, NewFact, Visibility, keywords, normalise,
+    KnowledgeStore, Layer, NewFact, Reconciliation, Visibility, keywords, normalise,
 };
 use thinklio_core::{AccountId, FactId, StoreError, StoreResult, Timestamp};
 
@@ -276,21 +276,10 @@ fn record(tx: &rusqlite::Connection, new: NewFact, now: Timestamp) -> StoreResul
             .collect::<Result<_, _>>()
             .map_err(backend)?,
     };
-    let new_value = normalise(&new.value);
-    if let Some(same) = existing
-        .iter()
-        .find(|f| slot.is_none() || normalise(&f.value) == new_value)
-    {
-        return Ok(FactWrite::Duplicate(same.clone()));
-    }
-    if let Some(locked) = existing.iter().find(|f| f.locked && !new.locked) {
-        return Err(StoreError::Conflict(format!(
-            "fact {} holds this slot locked; unlock it to change it",
-            locked.id
-        )));
-    }
-    let newer: Vec<&Fact> = existing.iter().filter(|f| f.valid_at > valid_at).collect();
-    let invalid_at = newer.iter().map(|f| f.valid_at).min();
+    let invalid_at = match new.reconcile(&existing, valid_at)? {
+        Reconciliation::Duplicate(same) => return Ok(FactWrite::Duplicate(*same)),
+        Reconciliation::Insert { invalid_at } => invalid_at,
+    };
     let id = FactId::new();
     tx.prepare_cached(
         "INSERT INTO facts (id, account_id, owner_key, layer, owner_id, subject, predicate, value, \

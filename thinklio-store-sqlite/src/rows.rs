@@ -199,3 +199,20 @@ pub(crate) fn task(row: &Row<'_>) -> rusqlite::Result<Task> {
 pub(crate) fn scope(kind: &str, id: &str) -> Result<thinklio_core::Scope, StoreError> {
     thinklio_core::Scope::parse(kind, id)
 }
+
+/// The condition that interaction `i` has not ended, derived from its steps
+/// exactly as `InteractionState::derive` does: no succeeded `respond` step,
+/// and no `context`, `think` or `respond` step failed for good.
+pub(crate) fn unfinished(i: &str) -> String {
+    let not_terminal = StepError::NOT_TERMINAL
+        .iter()
+        .map(|code| format!("'{code}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "NOT EXISTS (SELECT 1 FROM steps e WHERE e.interaction_id = {i}.id AND ( \
+           (e.kind = 'respond' AND e.state = 'succeeded') OR \
+           (e.state = 'failed' AND e.kind IN ('context', 'think', 'respond') \
+            AND COALESCE(e.error_code, '') NOT IN ({not_terminal}))))"
+    )
+}

@@ -3,8 +3,7 @@
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 use thinklio_core::{
-    NewSession, Session, SessionId, SessionStore, StepError, StoreError, StoreResult, Timestamp,
-    Turn, UserId,
+    NewSession, Session, SessionId, SessionStore, StoreError, StoreResult, Timestamp, Turn, UserId,
 };
 
 use crate::SqliteStore;
@@ -108,11 +107,7 @@ impl SessionStore for SqliteStore {
     ) -> StoreResult<Option<SessionId>> {
         let worker = worker.to_owned();
         let until = now.plus(lease);
-        let not_terminal = StepError::NOT_TERMINAL
-            .iter()
-            .map(|code| format!("'{code}'"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let waiting = rows::unfinished("i");
         self.conn
             .call(move |c| {
                 let tx = c.savepoint().map_err(backend)?;
@@ -121,11 +116,7 @@ impl SessionStore for SqliteStore {
                         "SELECT i.session_id FROM interactions i JOIN sessions s ON s.id = i.session_id \
                          WHERE i.parent_interaction_id IS NULL \
                          AND (s.lease_until IS NULL OR s.lease_until <= ?1) \
-                         AND NOT EXISTS (SELECT 1 FROM steps e WHERE e.interaction_id = i.id AND ( \
-                             (e.kind = 'respond' AND e.state = 'succeeded') OR \
-                             (e.state = 'failed' AND e.kind IN ('context', 'think', 'respond') \
-                              AND COALESCE(e.error_code, '') NOT IN ({not_terminal})))) \
-                         ORDER BY i.seq LIMIT 1"
+                         AND {waiting} ORDER BY i.seq LIMIT 1"
                     ))
                     .map_err(backend)?
                     .query_row([now.as_millis()], |r| r.get(0))

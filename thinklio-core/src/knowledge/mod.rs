@@ -329,6 +329,54 @@ impl NewFact {
     }
 }
 
+/// What recording a fact does, given the current facts of its slot (or of
+/// its free text) for its owner: the one rule every store applies in the
+/// transaction that records it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reconciliation {
+    /// The fact is already known: nothing is written.
+    Duplicate(Box<Fact>),
+    /// The fact is written; with `invalid_at`, as historical (a newer value
+    /// of its slot exists, valid from then on); without, it replaces the
+    /// existing facts (which become invalid and superseded by it).
+    Insert {
+        /// When a newer existing fact took over, if one did.
+        invalid_at: Option<Timestamp>,
+    },
+}
+
+impl NewFact {
+    /// Decides how this fact, valid from `valid_at`, meets the `existing`
+    /// current facts of its slot (or free text) for its owner. A locked
+    /// existing fact refuses an unlocked write with a conflict.
+    pub fn reconcile(
+        &self,
+        existing: &[Fact],
+        valid_at: Timestamp,
+    ) -> crate::StoreResult<Reconciliation> {
+        let slotted = self.slot().is_some();
+        let value = normalise(&self.value);
+        if let Some(same) = existing
+            .iter()
+            .find(|f| !slotted || normalise(&f.value) == value)
+        {
+            return Ok(Reconciliation::Duplicate(Box::new(same.clone())));
+        }
+        if let Some(locked) = existing.iter().find(|f| f.locked && !self.locked) {
+            return Err(crate::StoreError::Conflict(format!(
+                "fact {} holds this slot locked; unlock it to change it",
+                locked.id
+            )));
+        }
+        let invalid_at = existing
+            .iter()
+            .filter(|f| f.valid_at > valid_at)
+            .map(|f| f.valid_at)
+            .min();
+        Ok(Reconciliation::Insert { invalid_at })
+    }
+}
+
 /// What recording a fact did.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
