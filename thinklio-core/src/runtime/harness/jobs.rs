@@ -1,0 +1,100 @@
+//! The harness's side of jobs: a deferred `act` step writes a job, and a
+//! run that works for a job (a delegate dispatched as one) stops when the
+//! job ends.
+
+use serde_json::{Value, json};
+
+use super::Run;
+use crate::capability::{CapabilityError, RegisteredCapability};
+use crate::runtime::RuntimeError;
+use crate::step::{Step, StepError, StepKind, StepMode};
+
+impl Run {
+    /// Why this run must stop, when the job it works for has ended.
+    pub(super) async fn job_ended(&self) -> Result<Option<StepError>, RuntimeError> {
+        let Some(id) = self.job else {
+            return Ok(None);
+        };
+        let job = self.rt.store.job(id).await?;
+        Ok(job.state.is_terminal().then(|| {
+            StepError::new(
+                StepError::JOB_CANCELLED,
+                format!(
+                    "job {id} {}: {}",
+                    job.state,
+                    job.error.as_deref().unwrap_or("it ended")
+                ),
+            )
+        }))
+    }
+
+    /// Ends the interaction because its job ended: the step begun last (if
+    /// any) fails, and a failed `respond` step closes the interaction, so
+    /// nothing is left running and recovery has nothing to resume.
+    pub(super) async fn stop_for_job(
+        &mut self,
+        in_flight: Option<Step>,
+        error: StepError,
+    ) -> Result<RuntimeError, RuntimeError> {
+        if let Some(step) = in_flight {
+            self.fail_step(step.id, error.clone()).await?;
+        }
+        if !crate::interaction::InteractionState::derive(&self.steps).is_finished() {
+            let new = self.new_step(
+                StepKind::Respond,
+                1,
+                self.key("respond:job_ended"),
+                json!({ "job_ended": true }),
+            );
+            let (step, event) = self.rt.store.begin_step(new).await?;
+            self.rt.publish(event);
+            self.steps.push(step.clone());
+            self.fail_step(step.id, error.clone()).await?;
+        }
+        self.fail(error).await
+    }
+
+    /// How this agent calls a capability: deferred when its manifest says
+    /// so or the agent chose it (never an interactive one).
+    pub(super) fn mode_of(&self, cap: &RegisteredCapability) -> StepMode {
+        let manifest = cap.manifest();
+        match manifest.default_mode {
+            StepMode::Interactive => StepMode::Interactive,
+            StepMode::Deferred => StepMode::Deferred,
+            StepMode::Immediate if self.agent.deferred.contains(&manifest.name) => {
+                StepMode::Deferred
+            }
+            StepMode::Immediate => StepMode::Immediate,
+        }
+    }
+
+    /// The work of a deferred `act` step: the job is written (once per step
+    /// key) and the step succeeds; the model is told the work is under way.
+    pub(super) async fn dispatch_job(
+        &self,
+        step: &Step,
+        cap: &RegisteredCapability,
+        arguments: Value,
+    ) -> Result<Value, CapabilityError> {
+        let job = self
+            .rt
+            .create_deferred_job(
+                &self.interaction,
+                step.id,
+                &step.idempotency_key,
+                cap.manifest(),
+                arguments,
+            )
+            .await
+            .map_err(|e| CapabilityError::failed(format!("the job could not be written: {e}")))?;
+        Ok(json!({
+            "job_id": job.id,
+            "status": "dispatched",
+            "note": format!(
+                "`{}` runs in the background as job {}; its result comes back in a follow-up message. \
+                 Tell the user the work is under way.",
+                job.capability, job.id
+            ),
+        }))
+    }
+}
