@@ -3,7 +3,9 @@
 //! workspace README's embedding example as a doc test.
 #![doc = include_str!("../../README.md")]
 
+pub mod http;
 pub mod memory;
+pub mod offline;
 
 /// Removes a SQLite database file and its WAL companions (the examples keep
 /// theirs in the temp directory and clean up after themselves).

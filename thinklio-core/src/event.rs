@@ -114,3 +114,22 @@ impl NewEvent {
         self
     }
 }
+
+/// A piece of a reply's text as the model produces it, for hosts that show
+/// replies while they are written (server-sent events, a chat that types).
+///
+/// Token deltas are not events of the log: they are not stored and a
+/// subscriber that falls behind misses them. The step's stored output is
+/// the whole text. See [`Runtime::subscribe_tokens`](crate::Runtime::subscribe_tokens).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TokenDelta {
+    /// The session.
+    pub session_id: SessionId,
+    /// The interaction.
+    pub interaction_id: InteractionId,
+    /// The `think` step the text belongs to.
+    pub step_id: StepId,
+    /// The next piece of text.
+    pub text: String,
+}

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod budget;
 pub mod capability;
+pub mod channel;
 pub mod directory;
 pub mod event;
 pub mod ids;
@@ -32,7 +33,7 @@ pub use capability::{
     FunctionCapability, InvocationContext, SideEffect, TrustLevel,
 };
 pub use directory::{Access, AccessError, AccountPolicy, AccountRole, Assignment, ContentRules};
-pub use event::{Event, EventKind, NewEvent};
+pub use event::{Event, EventKind, NewEvent, TokenDelta};
 pub use ids::{
     AccountId, AgentId, FactId, InteractionId, JobId, NotificationId, ObserverId, OutboxId,
     SessionId, StepId, TaskId, TeamId, UserId,

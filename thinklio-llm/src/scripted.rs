@@ -211,8 +211,10 @@ impl ChatModel for ScriptedModel {
     async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, ModelError> {
         let response = self.chat(request).await?;
         let mut events = Vec::new();
-        if !response.message.content.is_empty() {
-            events.push(StreamEvent::TextDelta(response.message.content.clone()));
+        // Word by word, as a provider streams it, so hosts that show text
+        // while it is written can be tried offline.
+        for word in response.message.content.split_inclusive(' ') {
+            events.push(StreamEvent::TextDelta(word.to_owned()));
         }
         for (index, call) in response.message.tool_calls.iter().enumerate() {
             events.push(StreamEvent::ToolCallStart {

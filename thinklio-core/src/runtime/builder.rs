@@ -188,6 +188,7 @@ impl RuntimeBuilder {
             .collect();
         check_graph(&agents, &delegates)?;
         let (events, _) = broadcast::channel(self.config.event_capacity.max(1));
+        let (tokens, _) = broadcast::channel(self.config.event_capacity.max(1));
         let inner = Arc::new(Inner {
             store,
             model,
@@ -201,6 +202,7 @@ impl RuntimeBuilder {
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             config: self.config,
             events,
+            tokens,
             locks: SessionLocks::default(),
             task_handlers: RwLock::new(HashMap::new()),
             sessions: std::sync::Mutex::new(HashMap::new()),

@@ -37,7 +37,7 @@ use crate::agent::AgentDefinition;
 use crate::budget::BudgetLimit;
 use crate::capability::{Capability, CapabilityError, CapabilityRegistry};
 use crate::directory::{AccessError, ContentRules};
-use crate::event::{Event, EventKind, NewEvent};
+use crate::event::{Event, EventKind, NewEvent, TokenDelta};
 use crate::ids::{AgentId, InteractionId, SessionId};
 use crate::interaction::{Interaction, InteractionState, NewInteraction};
 use crate::model::{ChatModel, Embedder, ModelError};
@@ -275,6 +275,9 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: RuntimeConfig,
     pub(crate) events: broadcast::Sender<Event>,
+    /// Reply text as the model writes it; `think` streams only while
+    /// someone listens.
+    pub(crate) tokens: broadcast::Sender<TokenDelta>,
     pub(crate) locks: SessionLocks,
     pub(crate) task_handlers: RwLock<HashMap<String, Arc<dyn TaskHandler>>>,
     /// Sessions never change once opened, so `send` reads them from here
@@ -450,6 +453,13 @@ impl Runtime {
     /// subscriber are in the store's log ([`EventStore::events_after`](crate::EventStore::events_after)).
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.inner.events.subscribe()
+    }
+
+    /// Reply text as models write it, in process (see [`TokenDelta`]). While
+    /// at least one receiver exists, `think` steps call the model streamed
+    /// and publish each piece of text; the stored outcome is the same.
+    pub fn subscribe_tokens(&self) -> broadcast::Receiver<TokenDelta> {
+        self.inner.tokens.subscribe()
     }
 
     /// Opens a session between `principal` and `agent` on `channel`, or

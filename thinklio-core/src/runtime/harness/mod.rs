@@ -14,7 +14,7 @@ use self::plan::{Next, ThinkOutput, Work, observation};
 
 use std::sync::Arc;
 
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 use tracing::{Instrument, field::Empty};
 
@@ -24,9 +24,9 @@ use crate::capability::{
     CapabilityError, InvocationContext, RegisteredCapability, SideEffect, TrustLevel,
 };
 use crate::directory::Access;
-use crate::event::EventKind;
+use crate::event::{EventKind, TokenDelta};
 use crate::interaction::Interaction;
-use crate::model::{ChatMessage, ChatRequest, ToolCall, ToolDefinition};
+use crate::model::{ChatMessage, ChatRequest, ModelError, StreamEvent, ToolCall, ToolDefinition};
 use crate::outbox::NewOutboxMessage;
 use crate::session::{Session, Turn};
 use crate::step::{
@@ -302,7 +302,7 @@ impl Run {
     async fn work(&mut self, work: Work, step: &Step) -> (StepOutcome, Option<NewOutboxMessage>) {
         let outcome = match work {
             Work::Context { .. } => self.context().await,
-            Work::Think { .. } => self.think().await,
+            Work::Think { .. } => self.think(step).await,
             Work::Act { call, .. } => self.act(step, call).await,
             Work::Observe { call_id, act, .. } => {
                 let (content, is_error) = observation(&act);
@@ -578,7 +578,7 @@ impl Run {
             .collect()
     }
 
-    async fn think(&mut self) -> StepOutcome {
+    async fn think(&mut self, step: &Step) -> StepOutcome {
         if let Err(error) = self
             .rt
             .check_budgets(&self.interaction.principal, &self.interaction)
@@ -603,7 +603,7 @@ impl Run {
             temperature: None,
             output_schema: None,
         };
-        match self.rt.model.chat(&request).await {
+        match self.call_model(&request, step).await {
             Ok(response) => {
                 let cost = self
                     .rt
@@ -637,6 +637,37 @@ impl Run {
                 usage: None,
             },
         }
+    }
+
+    /// One model call: streamed, with each piece of text published, while a
+    /// host listens for tokens; whole otherwise.
+    async fn call_model(
+        &self,
+        request: &ChatRequest,
+        step: &Step,
+    ) -> Result<crate::model::ChatResponse, ModelError> {
+        if self.rt.tokens.receiver_count() == 0 {
+            return self.rt.model.chat(request).await;
+        }
+        let mut stream = self.rt.model.chat_stream(request).await?;
+        while let Some(event) = stream.next().await {
+            match event? {
+                StreamEvent::TextDelta(text) => {
+                    // No receiver left is not an error: the text is in the outcome.
+                    let _ = self.rt.tokens.send(TokenDelta {
+                        session_id: self.interaction.session_id,
+                        interaction_id: self.interaction.id,
+                        step_id: step.id,
+                        text,
+                    });
+                }
+                StreamEvent::Done(response) => return Ok(response),
+                _ => {}
+            }
+        }
+        Err(ModelError::MalformedResponse(
+            "the model's stream ended without its answer".to_owned(),
+        ))
     }
 
     /// Invokes the capability the model called. The step is already

@@ -1,0 +1,284 @@
+//! The `http-server` example's program: a runtime on a SQLite file behind
+//! the HTTP API and the web chat. Its `main` only parses arguments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use thinklio_capabilities::builtin;
+use thinklio_core::channel::ChannelRouter;
+use thinklio_core::{
+    AccountId, AccountPolicy, AgentDefinition, ChatModel, DirectoryStore, FunctionCapability,
+    JobCallbacks, ModelPrice, PriceTable, Runtime, SideEffect, StepMode,
+};
+use thinklio_store_sqlite::SqliteStore;
+
+use super::keys::ApiKeys;
+use super::{HttpChannel, HttpConfig, HttpHost, prepare};
+use crate::offline::{calculator, offline_model};
+
+/// Thinklio over HTTP: the `/v1/` API, server-sent events and a web chat.
+#[derive(Debug, Parser)]
+pub struct ServerArgs {
+    /// The SQLite file holding sessions, interactions, steps and API keys.
+    #[arg(long, default_value = "thinklio.db")]
+    pub db: PathBuf,
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Requests each API key may make per minute.
+    #[arg(long, default_value_t = 600)]
+    pub requests_per_minute: u32,
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<KeyCommand>,
+}
+
+/// API key management.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Creates an API key (and a new account unless `--account` is given)
+    /// and prints its secret once.
+    CreateKey {
+        /// The account the key acts for.
+        #[arg(long)]
+        account: Option<AccountId>,
+        /// What the key is for.
+        #[arg(long, default_value = "api")]
+        label: String,
+    },
+    /// Lists an account's keys.
+    ListKeys {
+        /// The account.
+        #[arg(long)]
+        account: AccountId,
+    },
+    /// Revokes a key.
+    RevokeKey {
+        /// The account.
+        #[arg(long)]
+        account: AccountId,
+        /// The key's id.
+        id: String,
+    },
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct WordCountArgs {
+    /// The text to count the words of.
+    text: String,
+}
+
+/// `word_count`: a capability that runs as a job (dispatch it with
+/// `POST /v1/jobs`).
+pub fn word_count() -> FunctionCapability {
+    FunctionCapability::builder(
+        "word_count",
+        "Counts the words of a text, in the background.",
+    )
+    .side_effect(SideEffect::ReadOnly)
+    .default_mode(StepMode::Deferred)
+    .handler(|args: WordCountArgs| async move {
+        Ok::<_, String>(serde_json::json!({ "words": args.text.split_whitespace().count() }))
+    })
+}
+
+/// A running server.
+pub struct Server {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The host (its runtime, its keys).
+    pub host: Arc<HttpHost>,
+    /// The web chat's address with a key in its fragment, when this start
+    /// minted the first key.
+    pub web_chat: Option<String>,
+    serve: tokio::task::JoinHandle<std::io::Result<()>>,
+    _workers: (thinklio_core::JobWorker, thinklio_core::QueueWorker),
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Serves until the process is stopped or serving fails.
+    pub async fn wait(self) -> Result<(), String> {
+        match self.serve.await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Stops serving.
+    pub fn stop(&self) {
+        self.serve.abort();
+    }
+}
+
+/// Creates an account (when `account` is none) and a key for it; returns both.
+pub async fn create_key(
+    store: &SqliteStore,
+    keys: &ApiKeys,
+    account: Option<AccountId>,
+    label: &str,
+) -> Result<(AccountId, String), String> {
+    let account = match account {
+        Some(a) => a,
+        None => {
+            let a = AccountId::new();
+            store
+                .put_account(a, "default", AccountPolicy::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            a
+        }
+    };
+    let (_, secret) = keys
+        .create(account, label)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((account, secret))
+}
+
+/// Builds the runtime and starts serving on `args.addr` (port 0 picks one).
+pub async fn start(
+    args: &ServerArgs,
+    model: Option<(Arc<dyn ChatModel>, String)>,
+) -> Result<Server, String> {
+    let store = SqliteStore::open(&args.db)
+        .await
+        .map_err(|e| e.to_string())?;
+    let keys = ApiKeys::open(&args.db).map_err(|e| e.to_string())?;
+    let (model, model_id) =
+        model.unwrap_or_else(|| (Arc::new(offline_model()), "offline".to_owned()));
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // Callback tokens are HMACs under this secret: keep it across restarts
+    // (THINKLIO_JOB_SECRET) for callbacks of jobs dispatched before one.
+    let secret = match std::env::var("THINKLIO_JOB_SECRET") {
+        Ok(s) if !s.is_empty() => s.into_bytes(),
+        _ => {
+            let mut b = [0u8; 32];
+            getrandom::fill(&mut b).map_err(|e| e.to_string())?;
+            b.to_vec()
+        }
+    };
+    let router = ChannelRouter::new();
+    let channel = HttpChannel::new();
+    let runtime = prepare(Runtime::builder().store(store.clone()), model, &["word_count"], &router, &channel)
+        // The offline model is priced like a small hosted model, so the web
+        // chat shows what a conversation would cost.
+        .prices(PriceTable::published().with("offline", ModelPrice::usd_per_million(0.15, 0.60)))
+        .capability(calculator())
+        .capability(builtin::clock())
+        .capability(word_count())
+        .agent(
+            AgentDefinition::new("assistant", model_id)
+                .system_prompt(
+                    "You are Thinklio's web assistant. Use the calculator for arithmetic and the clock for \
+                     the date and time. Answer briefly.",
+                )
+                .capabilities(["calculator", "clock", "word_count"]),
+        )
+        .job_callbacks(JobCallbacks::new(format!("http://{addr}/v1/jobs/{{job}}/report"), secret))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let report = runtime.recover().await.map_err(|e| e.to_string())?;
+    if report.resumed > 0 {
+        tracing::info!(resumed = report.resumed, "resumed interrupted interactions");
+    }
+    let workers = (
+        runtime.spawn_job_worker(Duration::from_millis(500)),
+        runtime.spawn_queue_worker(Duration::from_millis(500)),
+    );
+    let web_chat = if keys.any_live().await.map_err(|e| e.to_string())? {
+        None
+    } else {
+        let (_, secret) = create_key(&store, &keys, None, "web chat").await?;
+        Some(format!("http://{addr}/#key={secret}"))
+    };
+    let host = HttpHost::new(
+        runtime,
+        keys,
+        channel,
+        HttpConfig::new("assistant").requests_per_minute(args.requests_per_minute),
+    );
+    let app = host.router();
+    let serve = tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(Server {
+        addr,
+        host,
+        web_chat,
+        serve,
+        _workers: workers,
+    })
+}
+
+/// The program: a key command, or serving until Ctrl-C.
+pub async fn run(args: ServerArgs) -> Result<(), String> {
+    if let Some(command) = &args.command {
+        let store = SqliteStore::open(&args.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        let keys = ApiKeys::open(&args.db).map_err(|e| e.to_string())?;
+        match command {
+            KeyCommand::CreateKey { account, label } => {
+                let (account, secret) = create_key(&store, &keys, *account, label).await?;
+                println!("account {account}\nkey     {secret}\n(the key is shown this once)");
+            }
+            KeyCommand::ListKeys { account } => {
+                let list = keys.list(*account).await.map_err(|e| e.to_string())?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?
+                );
+            }
+            KeyCommand::RevokeKey { account, id } => {
+                if !keys.revoke(*account, id).await.map_err(|e| e.to_string())? {
+                    return Err(format!("account {account} has no live key {id}"));
+                }
+                println!("revoked {id}");
+            }
+        }
+        return Ok(());
+    }
+    let model = match thinklio_llm::config::from_env().map_err(|e| e.to_string())? {
+        Some(choice) => {
+            eprintln!("model: {}", choice.description);
+            Some((choice.chat, choice.model))
+        }
+        None => {
+            eprintln!("THINKLIO_MODEL is not set: answering with the offline scripted model.");
+            None
+        }
+    };
+    let server = start(&args, model).await?;
+    eprintln!(
+        "Thinklio listens on http://{} (API under /v1/, OpenAPI at /openapi.json)",
+        server.addr
+    );
+    match &server.web_chat {
+        Some(url) => eprintln!(
+            "web chat: {url}\n(a first API key was created; it is in the link, shown this once)"
+        ),
+        None => eprintln!(
+            "web chat: http://{}/ (paste an API key; create one with `cargo run --example http-server -- --db {} create-key`)",
+            server.addr,
+            args.db.display()
+        ),
+    }
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.map_err(|e| e.to_string()),
+        r = server.wait() => r,
+    }
+}

@@ -1,0 +1,102 @@
+//! The offline stand-ins the examples answer with when no model is
+//! configured: a calculator capability and a scripted model that uses it
+//! (and the clock) and otherwise says plainly what it is.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use thinklio_core::{FunctionCapability, Role, SideEffect, TrustLevel};
+use thinklio_llm::{ScriptedModel, ScriptedReply};
+
+/// The calculator's input.
+#[derive(Deserialize, JsonSchema)]
+struct CalculatorArgs {
+    /// An arithmetic expression, such as `17*23` or `(2+3)/4`.
+    expression: String,
+}
+
+/// `calculator`: evaluates an arithmetic expression.
+pub fn calculator() -> FunctionCapability {
+    FunctionCapability::builder(
+        "calculator",
+        "Evaluates an arithmetic expression (+ - * / ^ and parentheses).",
+    )
+    .side_effect(SideEffect::ReadOnly)
+    .trust_level(TrustLevel::Basic)
+    .handler(|args: CalculatorArgs| async move { evaluate(&args.expression).map(number) })
+}
+
+/// Evaluates in floating point: integer literals are widened first, so that
+/// `7/2` is 3.5 rather than integer division.
+fn evaluate(expression: &str) -> Result<f64, String> {
+    let mut widened = String::with_capacity(expression.len() + 8);
+    let mut chars = expression.chars().peekable();
+    while let Some(c) = chars.next() {
+        widened.push(c);
+        if c.is_ascii_digit() {
+            let mut number_has_dot = false;
+            while let Some(&n) = chars.peek() {
+                if n.is_ascii_digit() || n == '.' {
+                    number_has_dot |= n == '.';
+                    widened.push(n);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            if !number_has_dot {
+                widened.push_str(".0");
+            }
+        }
+    }
+    evalexpr::eval_number(&widened).map_err(|e| format!("cannot evaluate `{expression}`: {e}"))
+}
+
+/// A whole number prints without a fraction (`391`, not `391.0`).
+fn number(x: f64) -> serde_json::Value {
+    if x.fract() == 0.0 && x.abs() < 9e15 {
+        serde_json::Value::from(x as i64)
+    } else {
+        serde_json::Value::from(x)
+    }
+}
+
+/// The longest run of arithmetic characters holding a digit and an operator.
+fn find_expression(text: &str) -> Option<String> {
+    let is_arith = |c: char| c.is_ascii_digit() || "+-*/^().% ".contains(c) || c == 'x' || c == '×';
+    text.split(|c: char| !is_arith(c))
+        .map(|s| s.trim().replace(['x', '×'], "*"))
+        .filter(|s| s.chars().any(|c| c.is_ascii_digit()) && s.chars().any(|c| "+-*/^".contains(c)))
+        .max_by_key(String::len)
+}
+
+/// An offline stand-in for a model: it calls the calculator for arithmetic
+/// and the clock for the time, and says plainly what it is otherwise.
+pub fn offline_model() -> ScriptedModel {
+    ScriptedModel::responder(|request| {
+        let Some(last) = request.messages.last() else {
+            return ScriptedReply::text("Hello.");
+        };
+        if last.role == Role::Tool {
+            let asked = request.messages.iter().rev().find(|m| m.role == Role::User);
+            return match (asked.and_then(|m| find_expression(&m.content)), last.content.as_str()) {
+                (_, result) if result.starts_with("Error") => ScriptedReply::text(format!("That failed: {result}")),
+                (Some(expression), result) => ScriptedReply::text(format!("{expression} = {result}")),
+                (None, result) => ScriptedReply::text(format!("It is {result} (UTC).")),
+            };
+        }
+        let text = last.content.to_lowercase();
+        if let Some(expression) = find_expression(&text) {
+            let args = serde_json::json!({ "expression": expression }).to_string();
+            return ScriptedReply::tool_call("call_calc", "calculator", args);
+        }
+        if ["time", "date", "clock", "day"].iter().any(|w| text.contains(w)) {
+            return ScriptedReply::tool_call("call_clock", "clock", "{}");
+        }
+        let earlier = request.messages.iter().filter(|m| m.role == Role::User).count() - 1;
+        ScriptedReply::text(format!(
+            "I am the offline model: I can do arithmetic and tell the time. This session has {earlier} earlier \
+             message(s). Set THINKLIO_MODEL to talk to a real model."
+        ))
+    })
+    .named("offline")
+}

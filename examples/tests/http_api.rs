@@ -1,0 +1,834 @@
+//! The HTTP host over real sockets: every `/v1/` route refuses a request
+//! without a key, keys of other accounts and revoked keys are refused with
+//! stable codes, each key has its own request budget, and every endpoint
+//! does its work (sessions, messages plain and streamed, history, steps,
+//! jobs with their callback, knowledge, usage, keys).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use thinklio_capabilities::{WebhookCapability, WebhookSecret};
+use thinklio_core::channel::ChannelRouter;
+use thinklio_core::{
+    AccountPolicy, AgentDefinition, DirectoryStore, EventKind, JobCallbacks, Runtime, StepMode,
+};
+use thinklio_examples::http::keys::ApiKeys;
+use thinklio_examples::http::server::word_count;
+use thinklio_examples::http::{HttpChannel, HttpConfig, HttpHost, prepare};
+use thinklio_examples::offline::{calculator, offline_model};
+use thinklio_store_sqlite::SqliteStore;
+
+/// Headers a webhook was called with, in order.
+type Calls = Arc<Mutex<Vec<HeaderMap>>>;
+
+/// A service that takes work and answers `202 Accepted`, keeping each call's headers.
+async fn outside_service() -> (String, Calls) {
+    let calls: Calls = Arc::default();
+    let kept = Arc::clone(&calls);
+    let app = axum::Router::new().route(
+        "/work",
+        axum::routing::post(move |headers: HeaderMap| {
+            let kept = Arc::clone(&kept);
+            async move {
+                kept.lock().unwrap().push(headers);
+                (axum::http::StatusCode::ACCEPTED, "{}")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/work"), calls)
+}
+
+struct Api {
+    base: String,
+    host: Arc<HttpHost>,
+    key: String,
+    other_key: String,
+    calls: Calls,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    _worker: thinklio_core::JobWorker,
+}
+
+impl Api {
+    async fn start(requests_per_minute: u32) -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("http.db");
+        let store = SqliteStore::open(&db).await.unwrap();
+        let keys = ApiKeys::open(&db).unwrap();
+        let (service, calls) = outside_service().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = ChannelRouter::new();
+        let channel = HttpChannel::new();
+        let outside = WebhookCapability::new(
+            "outside_work",
+            "Hands work to an outside service, which reports back later.",
+            service,
+            WebhookSecret::new("webhook-secret"),
+        )
+        .default_mode(StepMode::Deferred);
+        let runtime = prepare(
+            Runtime::builder().store(store.clone()),
+            Arc::new(offline_model()),
+            &["word_count", "outside_work"],
+            &router,
+            &channel,
+        )
+        .capability(calculator())
+        .capability(word_count())
+        .capability(outside)
+        .agent(AgentDefinition::new("assistant", "offline").capabilities(["calculator"]))
+        .job_callbacks(JobCallbacks::new(
+            format!("http://{addr}/v1/jobs/{{job}}/report"),
+            b"callback-secret".to_vec(),
+        ))
+        .build()
+        .unwrap();
+        let worker = runtime.spawn_job_worker(Duration::from_millis(50));
+        let mut secrets = Vec::new();
+        for name in ["acme", "globex"] {
+            let account = thinklio_core::AccountId::new();
+            store
+                .put_account(account, name, AccountPolicy::default())
+                .await
+                .unwrap();
+            secrets.push(keys.create(account, name).await.unwrap().1);
+        }
+        let host = HttpHost::new(
+            runtime,
+            keys,
+            channel,
+            HttpConfig::new("assistant").requests_per_minute(requests_per_minute),
+        );
+        let app = host.router();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Api {
+            base: format!("http://{addr}"),
+            host,
+            other_key: secrets.pop().unwrap(),
+            key: secrets.pop().unwrap(),
+            calls,
+            http: reqwest::Client::new(),
+            _dir: dir,
+            _worker: worker,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"))
+        };
+        (status, body)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call("GET", path, Some(&self.key), None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call("POST", path, Some(&self.key), Some(body)).await
+    }
+
+    async fn session(&self, user: &str) -> String {
+        let (status, body) = self.post("/v1/sessions", json!({ "user": user })).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until the job is in one of `states`.
+    async fn job_in(&self, id: &str, states: &[&str]) -> Value {
+        let mut events = self.host.runtime().subscribe();
+        loop {
+            let (status, body) = self.get(&format!("/v1/jobs/{id}")).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            if states.contains(&body["job"]["state"].as_str().unwrap()) {
+                return body;
+            }
+            // The next change of any job.
+            loop {
+                let e = tokio::time::timeout(Duration::from_secs(30), events.recv())
+                    .await
+                    .expect("no job change within 30 s")
+                    .unwrap();
+                if e.kind == EventKind::JobStateChanged {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_v1_route_needs_a_key() {
+    let api = Api::start(1000).await;
+    let (status, doc) = api.call("GET", "/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        doc["components"]["securitySchemes"]["api_key"]["scheme"],
+        "bearer"
+    );
+    let paths = doc["paths"].as_object().unwrap();
+    let expected = [
+        "/v1/sessions",
+        "/v1/sessions/{id}/messages",
+        "/v1/sessions/{id}/events",
+        "/v1/interactions/{id}/steps",
+        "/v1/jobs",
+        "/v1/jobs/{id}",
+        "/v1/jobs/{id}/cancel",
+        "/v1/jobs/{id}/report",
+        "/v1/facts",
+        "/v1/facts/search",
+        "/v1/users/{user}/facts",
+        "/v1/usage",
+        "/v1/keys",
+        "/v1/keys/{id}",
+    ];
+    for path in expected {
+        assert!(
+            paths.contains_key(path),
+            "{path} is not in the OpenAPI document"
+        );
+    }
+    let mut checked = 0;
+    for (path, ops) in paths {
+        let concrete = path
+            .replace("{id}", "01a21bb7-91bd-7224-bb75-a25dfcaec0c4")
+            .replace("{user}", "ada");
+        for method in ops.as_object().unwrap().keys() {
+            let body = matches!(method.as_str(), "post").then(|| json!({}));
+            let (status, err) = api
+                .call(&method.to_uppercase(), &concrete, None, body)
+                .await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}: {err}");
+            assert_eq!(code(&err), "auth.missing_key", "{method} {path}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 18, "only {checked} operations");
+    // A route that does not exist still asks for a key first, then says so.
+    let (status, err) = api.call("GET", "/v1/nothing/here", None, None).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::UNAUTHORIZED, "auth.missing_key")
+    );
+    let (status, err) = api.get("/v1/nothing/here").await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::NOT_FOUND, "route.not_found")
+    );
+    // A wrong key.
+    let (status, err) = api.call("GET", "/v1/keys", Some("tk_0000"), None).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::UNAUTHORIZED, "auth.invalid_key")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_per_account_and_revocable() {
+    let api = Api::start(1000).await;
+    let session = api.session("ada").await;
+    let (status, reply) = api
+        .post(
+            &format!("/v1/sessions/{session}/messages"),
+            json!({ "text": "what is 6*7?" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let interaction = reply["interaction_id"].as_str().unwrap();
+    // Another account's key sees nothing of this account.
+    for (method, path, body) in [
+        (
+            "POST",
+            format!("/v1/sessions/{session}/messages"),
+            Some(json!({ "text": "hi" })),
+        ),
+        ("GET", format!("/v1/sessions/{session}/messages"), None),
+        ("GET", format!("/v1/interactions/{interaction}/steps"), None),
+    ] {
+        let (status, err) = api.call(method, &path, Some(&api.other_key), body).await;
+        assert_eq!(
+            (status, code(&err)),
+            (StatusCode::FORBIDDEN, "auth.wrong_account"),
+            "{method} {path}"
+        );
+    }
+    // The other account's "ada" is another person: no sessions.
+    let (_, theirs) = api
+        .call("GET", "/v1/sessions?user=ada", Some(&api.other_key), None)
+        .await;
+    assert_eq!(theirs.as_array().unwrap().len(), 0);
+    let (_, ours) = api.get("/v1/sessions?user=ada").await;
+    assert_eq!(ours.as_array().unwrap().len(), 1);
+
+    // A second key, listed without its secret, then revoked.
+    let (status, created) = api.post("/v1/keys", json!({ "label": "ci" })).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (second, second_id) = (
+        created["secret"].as_str().unwrap().to_owned(),
+        created["key"]["id"].as_str().unwrap().to_owned(),
+    );
+    let (status, _) = api.call("GET", "/v1/usage", Some(&second), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, listed) = api.get("/v1/keys").await;
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert!(
+        !listed.to_string().contains(&second),
+        "a listing shows a secret"
+    );
+    // Another account cannot revoke it.
+    let (status, err) = api
+        .call(
+            "DELETE",
+            &format!("/v1/keys/{second_id}"),
+            Some(&api.other_key),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::NOT_FOUND, "key.not_found")
+    );
+    let (status, _) = api
+        .call(
+            "DELETE",
+            &format!("/v1/keys/{second_id}"),
+            Some(&api.key),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, err) = api.call("GET", "/v1/usage", Some(&second), None).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::UNAUTHORIZED, "auth.revoked_key")
+    );
+    // The first key still works.
+    let (status, _) = api.get("/v1/usage").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_key_has_its_own_rate_limit() {
+    let api = Api::start(5).await;
+    for _ in 0..5 {
+        let (status, _) = api.get("/v1/usage").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let response = api
+        .http
+        .get(format!("{}/v1/usage", api.base))
+        .bearer_auth(&api.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(code(&body), "rate_limited");
+    // Another key is not held back.
+    let (status, _) = api
+        .call("GET", "/v1/usage", Some(&api.other_key), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_messages_history_and_steps() {
+    let api = Api::start(1000).await;
+    let session = api.session("ada").await;
+    // The same conversation of the same user is the same session.
+    let (_, again) = api
+        .post(
+            "/v1/sessions",
+            json!({ "user": "ada", "conversation": "c1" }),
+        )
+        .await;
+    let (_, same) = api
+        .post(
+            "/v1/sessions",
+            json!({ "user": "ada", "conversation": "c1" }),
+        )
+        .await;
+    assert_eq!(again["id"], same["id"]);
+    let (_, next) = api
+        .post(
+            "/v1/sessions",
+            json!({ "user": "ada", "conversation": "c1", "new": true }),
+        )
+        .await;
+    assert_ne!(next["id"], same["id"]);
+    assert_eq!(next["key"], "c1#1");
+
+    let path = format!("/v1/sessions/{session}/messages");
+    let (status, reply) = api
+        .post(&path, json!({ "text": "what is 17*23?", "id": "m1" }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["text"], "17*23 = 391");
+    assert_eq!(reply["steps"], 6);
+    assert!(reply["input_tokens"].as_u64().unwrap() > 0);
+    // Sent again with the same id: the same answer, not a second one.
+    let (_, repeated) = api
+        .post(&path, json!({ "text": "what is 17*23?", "id": "m1" }))
+        .await;
+    assert_eq!(repeated["interaction_id"], reply["interaction_id"]);
+    let (status, err) = api.post(&path, json!({ "text": "   " })).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::BAD_REQUEST, "runtime.empty_message")
+    );
+    let (status, err) = api
+        .post("/v1/sessions/not-an-id/messages", json!({ "text": "hi" }))
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::BAD_REQUEST, "request.bad_id")
+    );
+    let (status, err) = api
+        .post(
+            "/v1/sessions/01a21bb7-91bd-7224-bb75-a25dfcaec0c4/messages",
+            json!({ "text": "hi" }),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::NOT_FOUND, "session.not_found")
+    );
+
+    let (_, history) = api.get(&path).await;
+    let turns = history.as_array().unwrap();
+    assert_eq!(turns.len(), 1);
+    assert_eq!(turns[0]["user"], "what is 17*23?");
+    assert_eq!(turns[0]["assistant"], "17*23 = 391");
+
+    let (_, steps) = api
+        .get(&format!(
+            "/v1/interactions/{}/steps",
+            reply["interaction_id"].as_str().unwrap()
+        ))
+        .await;
+    let kinds: Vec<&str> = steps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["context", "think", "act", "observe", "think", "respond"]
+    );
+    assert_eq!(steps[2]["capability"], "calculator");
+    assert_eq!(steps[2]["output"]["result"], 391);
+}
+
+/// Reads a server-sent event stream into (event, data) pairs until it ends.
+async fn read_events(response: reqwest::Response) -> Vec<(String, Value)> {
+    use eventsource_stream::Eventsource;
+    let mut out = Vec::new();
+    let mut stream = response.bytes_stream().eventsource();
+    while let Some(event) = stream.next().await {
+        let event = event.unwrap();
+        out.push((event.event, serde_json::from_str(&event.data).unwrap()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_streams_as_server_sent_events() {
+    let api = Api::start(1000).await;
+    let session = api.session("ada").await;
+    let response = api
+        .http
+        .post(format!("{}/v1/sessions/{session}/messages", api.base))
+        .bearer_auth(&api.key)
+        .header("accept", "text/event-stream")
+        .json(&json!({ "text": "what is 12*12?" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let events = read_events(response).await;
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"interaction"), "{names:?}");
+    assert_eq!(names.last(), Some(&"reply"), "{names:?}");
+    // Every step started before it ended, in order, and the act names its capability.
+    let steps: Vec<(String, String)> = events
+        .iter()
+        .filter(|(n, _)| n == "step")
+        .map(|(_, d)| {
+            (
+                d["kind"].as_str().unwrap().to_owned(),
+                d["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> =
+        ["context", "think", "act", "observe", "think", "respond"]
+            .iter()
+            .flat_map(|k| {
+                [
+                    (k.to_string(), "started".to_owned()),
+                    (k.to_string(), "succeeded".to_owned()),
+                ]
+            })
+            .collect();
+    assert_eq!(steps, expected);
+    assert!(
+        events
+            .iter()
+            .any(|(n, d)| n == "step" && d["kind"] == "act" && d["capability"] == "calculator")
+    );
+    // The tokens, in order, are the reply; they came before it.
+    let tokens: String = events
+        .iter()
+        .filter(|(n, _)| n == "token")
+        .map(|(_, d)| d["text"].as_str().unwrap())
+        .collect();
+    let reply = &events.last().unwrap().1;
+    assert_eq!(reply["text"], "12*12 = 144");
+    assert_eq!(tokens, "12*12 = 144");
+    assert!(
+        events.iter().filter(|(n, _)| n == "token").count() >= 3,
+        "not streamed in pieces"
+    );
+
+    // An error is an event too.
+    let response = api
+        .http
+        .post(format!(
+            "{}/v1/sessions/{session}/messages?stream=true",
+            api.base
+        ))
+        .bearer_auth(&api.key)
+        .json(&json!({ "text": " " }))
+        .send()
+        .await
+        .unwrap();
+    let events = read_events(response).await;
+    assert_eq!(events.last().unwrap().0, "error");
+    assert_eq!(events.last().unwrap().1["code"], "runtime.empty_message");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_dispatch_report_cancel_and_follow_up() {
+    let api = Api::start(1000).await;
+    // A job run by the job worker; its follow-up reaches a live session stream.
+    let (status, job) = api
+        .post(
+            "/v1/jobs",
+            json!({ "user": "ada", "capability": "word_count", "input": { "text": "one two three" }, "id": "r1" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let id = job["job"]["id"].as_str().unwrap().to_owned();
+    let session = job["job"]["session_id"].as_str().unwrap().to_owned();
+    let done = api.job_in(&id, &["resolved"]).await;
+    assert_eq!(done["job"]["result"]["words"], 3);
+    // Dispatching again with the same id is the same job.
+    let (_, again) = api
+        .post(
+            "/v1/jobs",
+            json!({ "user": "ada", "capability": "word_count", "input": { "text": "one two three" }, "id": "r1" }),
+        )
+        .await;
+    assert_eq!(again["job"]["id"].as_str(), Some(id.as_str()));
+    // The follow-up is in the conversation's history.
+    let history = loop {
+        let (_, history) = api.get(&format!("/v1/sessions/{session}/messages")).await;
+        if history.as_array().unwrap().len() >= 2 {
+            break history;
+        }
+        let mut events = api.host.runtime().subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(5), events.recv()).await;
+    };
+    assert!(
+        history[1]["assistant"]
+            .as_str()
+            .unwrap()
+            .contains("resolved"),
+        "{history}"
+    );
+
+    // Outside work: dispatched to a service that answers 202 and reports back
+    // to the callback it was given.
+    let response = api
+        .http
+        .get(format!("{}/v1/sessions/{session}/events", api.base))
+        .bearer_auth(&api.key)
+        .send()
+        .await
+        .unwrap();
+    let mut live = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
+    let (_, outside) = api
+        .post(
+            "/v1/jobs",
+            json!({ "user": "ada", "capability": "outside_work", "input": { "task": "audit" } }),
+        )
+        .await;
+    let outside_id = outside["job"]["id"].as_str().unwrap().to_owned();
+    api.job_in(&outside_id, &["in_progress"]).await;
+    let (url, token) = {
+        let calls = api.calls.lock().unwrap();
+        let h = calls.last().unwrap();
+        (
+            h["x-thinklio-callback-url"].to_str().unwrap().to_owned(),
+            h["x-thinklio-callback-token"].to_str().unwrap().to_owned(),
+        )
+    };
+    assert_eq!(url, format!("{}/v1/jobs/{outside_id}/report", api.base));
+    let report = json!({ "status": "resolved", "result": { "audit": "clean" } });
+    let (status, err) = api
+        .call(
+            "POST",
+            &format!("/v1/jobs/{outside_id}/report"),
+            None,
+            Some(report.clone()),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::UNAUTHORIZED, "auth.missing_key")
+    );
+    let (status, err) = api
+        .call(
+            "POST",
+            &format!("/v1/jobs/{outside_id}/report"),
+            Some(&api.key),
+            Some(report.clone()),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::FORBIDDEN, "job.bad_token")
+    );
+    let (status, err) = api
+        .call(
+            "POST",
+            &format!("/v1/jobs/{id}/report"),
+            Some(&token),
+            Some(report.clone()),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::FORBIDDEN, "job.bad_token"),
+        "another job's token"
+    );
+    let (status, reported) = api
+        .call(
+            "POST",
+            &url.replace(&api.base, ""),
+            Some(&token),
+            Some(report),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reported}");
+    assert_eq!(reported["job"]["state"], "resolved");
+    // The follow-up arrives on the session's live stream.
+    let follow_up = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(event) = live.next().await {
+            let event = event.unwrap();
+            if event.event == "reply"
+                && event.data.contains(&format!("[job {outside_id} resolved]"))
+            {
+                return event.data;
+            }
+        }
+        panic!("the stream ended");
+    })
+    .await
+    .expect("no follow-up within 30 s");
+    let follow_up: Value = serde_json::from_str(&follow_up).unwrap();
+    let (_, history) = api.get(&format!("/v1/sessions/{session}/messages")).await;
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["interaction_id"] == follow_up["interaction_id"]),
+        "the follow-up delivered live is in the history"
+    );
+
+    // Cancelling: only the account's own jobs, and not once ended.
+    let (_, pending) = api
+        .post(
+            "/v1/jobs",
+            json!({ "user": "ada", "capability": "outside_work", "input": { "task": "long" } }),
+        )
+        .await;
+    let pending_id = pending["job"]["id"].as_str().unwrap().to_owned();
+    let (status, err) = api
+        .call(
+            "POST",
+            &format!("/v1/jobs/{pending_id}/cancel"),
+            Some(&api.other_key),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::FORBIDDEN, "auth.wrong_account")
+    );
+    let (status, cancelled) = api
+        .post(
+            &format!("/v1/jobs/{pending_id}/cancel"),
+            json!({ "reason": "no longer needed" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["job"]["state"], "cancelled");
+    let (status, err) = api
+        .post(&format!("/v1/jobs/{pending_id}/cancel"), json!({}))
+        .await;
+    assert_eq!((status, code(&err)), (StatusCode::CONFLICT, "job.ended"));
+    // Not a capability the API may dispatch.
+    let (status, err) = api
+        .post(
+            "/v1/jobs",
+            json!({ "user": "ada", "capability": "calculator", "input": { "expression": "1+1" } }),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::BAD_REQUEST, "job.not_dispatched")
+    );
+    let (status, err) = api
+        .get("/v1/jobs/01a21bb7-91bd-7224-bb75-a25dfcaec0c4")
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::NOT_FOUND, "job.not_found")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn knowledge_and_usage() {
+    let api = Api::start(1000).await;
+    let fact = json!({ "layer": "user", "user": "ada", "subject": "ada", "predicate": "lives in", "value": "Lisbon" });
+    let (status, written) = api.post("/v1/facts", fact.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{written}");
+    assert_eq!(written["outcome"], "added");
+    let (_, again) = api.post("/v1/facts", fact).await;
+    assert_eq!(again["outcome"], "duplicate");
+    let (status, _) = api
+        .post("/v1/facts", json!({ "layer": "account", "subject": "office", "predicate": "is in", "value": "Porto" }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, err) = api
+        .post(
+            "/v1/facts",
+            json!({ "layer": "team", "subject": "x", "predicate": "y", "value": "z" }),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::BAD_REQUEST, "fact.missing_owner")
+    );
+
+    let (_, found) = api
+        .get("/v1/facts/search?user=ada&q=where%20does%20ada%20live&k=5")
+        .await;
+    let values: Vec<&str> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["fact"]["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(values.first(), Some(&"Lisbon"), "{found}");
+    // Bob sees the account's fact, not Ada's; the other account sees neither.
+    let (_, bob) = api
+        .get("/v1/facts/search?user=bob&q=lives%20in%20Lisbon&k=5")
+        .await;
+    assert!(!bob.to_string().contains("Lisbon"), "{bob}");
+    let (_, theirs) = api
+        .call(
+            "GET",
+            "/v1/facts/search?user=ada&q=lives%20in%20Lisbon%20office",
+            Some(&api.other_key),
+            None,
+        )
+        .await;
+    assert_eq!(theirs.as_array().unwrap().len(), 0, "{theirs}");
+
+    let (_, export) = api.get("/v1/users/ada/facts").await;
+    assert!(export.to_string().contains("Lisbon"));
+    assert!(
+        !export.to_string().contains("Porto"),
+        "an export holds only the user's own facts"
+    );
+    let (status, deleted) = api
+        .call("DELETE", "/v1/users/ada/facts", Some(&api.key), None)
+        .await;
+    assert_eq!(
+        (status, deleted["deleted"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
+    let (_, export) = api.get("/v1/users/ada/facts").await;
+    assert!(!export.to_string().contains("Lisbon"));
+
+    // Usage: Ada's message counts for Ada and the account, not for Bob.
+    let session = api.session("ada").await;
+    api.post(
+        &format!("/v1/sessions/{session}/messages"),
+        json!({ "text": "what is 2+2?" }),
+    )
+    .await;
+    let (_, ada) = api.get("/v1/usage?user=ada").await;
+    let (_, bob) = api.get("/v1/usage?user=bob").await;
+    let (_, account) = api.get("/v1/usage").await;
+    let (_, other) = api
+        .call("GET", "/v1/usage", Some(&api.other_key), None)
+        .await;
+    assert_eq!(ada["calls"], 2, "two model calls: {ada}");
+    assert!(ada["input_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(bob["calls"], 0);
+    assert_eq!(account["calls"], ada["calls"]);
+    assert_eq!(other["calls"], 0);
+}
