@@ -17,6 +17,13 @@ if [ ! -d "$mcp_server/node_modules/@modelcontextprotocol/server-everything" ]; 
     npm ci --prefix "$mcp_server" --no-audit --no-fund
 fi
 
+# The web chat's browser test drives Debian's Chromium headless: install it
+# once when missing.
+if ! command -v chromium >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
+
 # The PostgreSQL store's tests run against a real server: PostgreSQL 15 with
 # pgvector, installed when missing, in a fresh throw-away cluster on port
 # 54329 that is stopped when this script ends. If it cannot start, the
