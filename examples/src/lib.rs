@@ -6,6 +6,7 @@
 pub mod http;
 pub mod memory;
 pub mod offline;
+pub mod telegram;
 
 /// Removes a SQLite database file and its WAL companions (the examples keep
 /// theirs in the temp directory and clean up after themselves).

@@ -1,1 +1,155 @@
-fn main() {}
+//! Thinklio as a Telegram bot: an assistant with a calculator, a clock and
+//! a background word count, durable on a SQLite file.
+//!
+//! ```text
+//! export TELEGRAM_BOT_TOKEN=123456:ABC...      # from @BotFather
+//! cargo run --example telegram-bot -- --db bot.db
+//! ```
+//!
+//! Long polling by default; with `TELEGRAM_WEBHOOK_URL` (and `--listen`),
+//! Telegram posts updates to this process instead. `TELEGRAM_API_URL`
+//! points the bot at a self-hosted Bot API server. The model comes from
+//! `THINKLIO_MODEL` (offline scripted model without it). See
+//! `examples/telegram-bot/README.md`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use thinklio_capabilities::builtin;
+use thinklio_core::channel::ChannelRouter;
+use thinklio_core::{
+    AccountId, AccountPolicy, AgentDefinition, ChatModel, DirectoryStore, Runtime,
+};
+use thinklio_examples::http::server::word_count;
+use thinklio_examples::offline::{calculator, offline_model};
+use thinklio_examples::telegram::{TelegramBot, TelegramChannel, client};
+use thinklio_store_sqlite::SqliteStore;
+
+/// Thinklio on Telegram.
+#[derive(Parser)]
+struct Args {
+    /// The SQLite file holding users, sessions, interactions and steps.
+    #[arg(long, default_value = "telegram-bot.db")]
+    db: PathBuf,
+    /// The account Telegram users join (created when missing); one derived
+    /// from the bot's id when left out.
+    #[arg(long)]
+    account: Option<AccountId>,
+    /// The bot token (from @BotFather). Never printed.
+    #[arg(long, env = "TELEGRAM_BOT_TOKEN", hide_env_values = true)]
+    token: String,
+    /// A self-hosted Bot API server, e.g. http://localhost:8081.
+    #[arg(long, env = "TELEGRAM_API_URL")]
+    api_url: Option<String>,
+    /// Webhook mode: the public HTTPS address Telegram posts updates to.
+    #[arg(long, env = "TELEGRAM_WEBHOOK_URL")]
+    webhook_url: Option<String>,
+    /// Webhook mode: where this process listens (behind your HTTPS proxy).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// Webhook mode: the secret token Telegram sends with each update.
+    #[arg(long, env = "TELEGRAM_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let (model, model_id): (Arc<dyn ChatModel>, String) =
+        match thinklio_llm::config::from_env().map_err(|e| e.to_string())? {
+            Some(choice) => (choice.chat, choice.model),
+            None => {
+                eprintln!("THINKLIO_MODEL is not set: answering with the offline scripted model.");
+                (Arc::new(offline_model()), "offline".to_owned())
+            }
+        };
+    let store = SqliteStore::open(&args.db)
+        .await
+        .map_err(|e| e.to_string())?;
+    let bot_id = args.token.split(':').next().unwrap_or_default();
+    let account = args.account.unwrap_or_else(|| {
+        AccountId::from_uuid(uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            format!("telegram-bot:{bot_id}").as_bytes(),
+        ))
+    });
+    store
+        .put_account(account, "telegram", AccountPolicy::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let bot = client(&args.token, args.api_url.as_deref()).map_err(|e| e.to_string())?;
+    let channel = TelegramChannel::new(bot.clone());
+    let router = ChannelRouter::new();
+    router.add(channel.clone());
+    let runtime = Runtime::builder()
+        .store(store)
+        .model_arc(model)
+        .capability(calculator())
+        .capability(builtin::clock())
+        .capability(word_count())
+        .agent(
+            AgentDefinition::new("assistant", model_id)
+                .system_prompt("You are a helpful assistant on Telegram. Answer briefly.")
+                .capabilities(["calculator", "clock", "word_count"]),
+        )
+        .reply_sink(router)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let report = runtime.recover().await.map_err(|e| e.to_string())?;
+    if report.resumed > 0 {
+        eprintln!("resumed {} interrupted interaction(s)", report.resumed);
+    }
+    let _jobs = runtime.spawn_job_worker(Duration::from_secs(1));
+    let _queue = runtime.spawn_queue_worker(Duration::from_secs(1));
+    let telegram = TelegramBot::new(runtime, bot, "assistant", account);
+    let _redelivery =
+        telegram.spawn_redelivery(channel, Duration::from_secs(60), Duration::from_secs(30));
+    match args.webhook_url {
+        None => {
+            eprintln!("Telegram bot running (long polling); account {account}. Ctrl-C stops it.");
+            let polling = telegram.spawn_polling();
+            tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+            polling.abort();
+        }
+        Some(url) => {
+            let secret = args
+                .webhook_secret
+                .ok_or("webhook mode needs TELEGRAM_WEBHOOK_SECRET (1-256 of A-Z a-z 0-9 _ -)")?;
+            let app = telegram
+                .webhook(&url, &secret)
+                .await
+                .map_err(|e| e.to_string())?;
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .map_err(|e| e.to_string())?;
+            eprintln!(
+                "Telegram bot running (webhook {url}, listening on {}); account {account}.",
+                args.listen
+            );
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -48,7 +48,10 @@ async fn the_web_chat_streams_a_reply_and_its_steps() {
         command: None,
     };
     let server = start(&args, None).await.unwrap();
-    let url = server.web_chat.clone().expect("a first start prints the web chat with a key");
+    let url = server
+        .web_chat
+        .clone()
+        .expect("a first start prints the web chat with a key");
 
     let profile = dir.path().join("chromium");
     let config = BrowserConfig::builder()
@@ -71,7 +74,10 @@ async fn the_web_chat_streams_a_reply_and_its_steps() {
         .unwrap()
         .into_value()
         .unwrap();
-    assert!(key.starts_with("tk_"), "the page did not take the key from its address");
+    assert!(
+        key.starts_with("tk_"),
+        "the page did not take the key from its address"
+    );
 
     // Type and send; record every text the answer shows until it is done.
     let seen: Seen = page
@@ -107,15 +113,26 @@ async fn the_web_chat_streams_a_reply_and_its_steps() {
     assert!(seen.text.contains("6 steps"), "{seen:?}");
     // Streamed: the answer grew through partial texts before it was whole.
     assert!(seen.states.len() >= 2, "not streamed: {:?}", seen.states);
-    assert!(seen.states.iter().all(|s| "17*23 = 391".starts_with(s)), "{:?}", seen.states);
+    assert!(
+        seen.states.iter().all(|s| "17*23 = 391".starts_with(s)),
+        "{:?}",
+        seen.states
+    );
     assert_ne!(seen.states[0], "17*23 = 391");
     let kinds: Vec<&str> = seen.steps.iter().map(|s| s.0.as_str()).collect();
-    assert_eq!(kinds, ["context", "think", "act", "observe", "think", "respond"], "{seen:?}");
+    assert_eq!(
+        kinds,
+        ["context", "think", "act", "observe", "think", "respond"],
+        "{seen:?}"
+    );
     assert!(seen.steps.iter().all(|s| s.2 == "succeeded"), "{seen:?}");
     assert_eq!(seen.steps[2].1, "calculator");
     // The model's steps carry their cost (the offline model is priced).
     let think_cost = &seen.steps[1].3;
-    assert!(think_cost.starts_with('$') && think_cost != "$0.000000", "{seen:?}");
+    assert!(
+        think_cost.starts_with('$') && think_cost != "$0.000000",
+        "{seen:?}"
+    );
 
     let png = page
         .screenshot(ScreenshotParams::builder().full_page(true).build())

@@ -1,0 +1,478 @@
+//! Thinklio as a Telegram bot, on `teloxide-core` (the Bot API client of
+//! teloxide).
+//!
+//! Each Telegram user is a user of one account (created on first contact,
+//! [`AccountMembers`]); each chat has one session at a time (`/new` starts
+//! the next). A message is recorded durably (`ChannelHost::submit`) before
+//! Telegram is told it was received (the next `getUpdates` offset, or the
+//! webhook's `200`), so a bot that stops at any moment loses no message; a
+//! message Telegram delivers again is answered once (its id is the
+//! interaction's inbound id). Replies and job follow-ups leave through the
+//! outbox and [`TelegramChannel`], split at Telegram's length limit.
+//!
+//! Commands: `/start`, `/new`, `/usage` (the user's spend this month),
+//! `/forget` (deletes what the bot learned about the user). The token is
+//! never logged: `teloxide-core` removes it from its errors and this module
+//! never prints the `Bot`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use teloxide_core::payloads::{GetUpdatesSetters, SetWebhookSetters};
+use teloxide_core::requests::Requester;
+use teloxide_core::types::{ChatAction, ChatId, Message, Update, UpdateKind};
+use teloxide_core::{Bot, RequestError};
+use thinklio_core::channel::{
+    AccountMembers, Attachment, Channel, ChannelHost, ChannelMessage, ChatKey,
+};
+use thinklio_core::{
+    AccountId, BudgetPeriod, Clock, DeliveryError, Inbound, OutboxMessage, Runtime, SessionId,
+    SystemClock, UsageFilter,
+};
+use tokio::sync::mpsc;
+
+/// The channel name of Telegram sessions.
+pub const CHANNEL: &str = "telegram";
+
+/// Telegram's longest message, in UTF-16 code units.
+pub const MESSAGE_LIMIT: usize = 4096;
+
+/// Why the bot could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum BotError {
+    /// The Bot API refused or could not be reached (the token is not in the text).
+    #[error("Telegram: {0}")]
+    Telegram(#[from] RequestError),
+    /// The runtime failed.
+    #[error(transparent)]
+    Runtime(#[from] thinklio_core::RuntimeError),
+    /// The configuration is wrong.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// A Bot API client for `token`, at `api_url` (a self-hosted Bot API server)
+/// or Telegram's.
+pub fn client(token: &str, api_url: Option<&str>) -> Result<Bot, BotError> {
+    // Long polls last up to `POLL_TIMEOUT`; teloxide's settings allow 17 s.
+    let http = teloxide_core::net::default_reqwest_settings()
+        .build()
+        .map_err(|e| BotError::Config(format!("HTTP client: {e}")))?;
+    let bot = Bot::with_client(token, http);
+    Ok(match api_url {
+        Some(url) => bot.set_api_url(
+            reqwest::Url::parse(url)
+                .map_err(|e| BotError::Config(format!("TELEGRAM_API_URL `{url}`: {e}")))?,
+        ),
+        None => bot,
+    })
+}
+
+/// How long one `getUpdates` waits for news.
+const POLL_TIMEOUT: u32 = 10;
+
+/// Splits a reply into parts Telegram accepts, at a line break or a space
+/// when one is in the second half of a part.
+pub fn split_message(text: &str, limit: usize) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        // The byte where `limit` UTF-16 units end.
+        let mut units = 0;
+        let mut end = rest.len();
+        for (i, c) in rest.char_indices() {
+            if units + c.len_utf16() > limit {
+                end = i;
+                break;
+            }
+            units += c.len_utf16();
+        }
+        if end < rest.len() {
+            let half = end / 2;
+            if let Some(cut) = rest[..end]
+                .rfind('\n')
+                .or_else(|| rest[..end].rfind(' '))
+                .filter(|&c| c > half)
+            {
+                end = cut + 1;
+            }
+        }
+        parts.push(rest[..end].to_owned());
+        rest = &rest[end..];
+    }
+    parts
+}
+
+/// Delivers replies of `telegram` sessions to their chats.
+#[derive(Clone)]
+pub struct TelegramChannel {
+    bot: Bot,
+}
+
+impl std::fmt::Debug for TelegramChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TelegramChannel")
+    }
+}
+
+impl TelegramChannel {
+    /// Replies through `bot`.
+    pub fn new(bot: Bot) -> Self {
+        Self { bot }
+    }
+}
+
+fn delivery_error(e: RequestError) -> DeliveryError {
+    let retryable = matches!(
+        e,
+        RequestError::RetryAfter(_) | RequestError::Network(_) | RequestError::Io(_)
+    );
+    DeliveryError {
+        message: e.to_string(),
+        retryable,
+    }
+}
+
+#[async_trait]
+impl Channel for TelegramChannel {
+    fn name(&self) -> &str {
+        CHANNEL
+    }
+
+    /// Sends the reply in parts of at most [`MESSAGE_LIMIT`]. Telegram takes
+    /// no client id, so a reply interrupted between its parts is sent again
+    /// from its first part.
+    async fn deliver(&self, message: &OutboxMessage) -> Result<(), DeliveryError> {
+        let chat = ChatKey::of(message)
+            .and_then(|k| k.chat.parse::<i64>().ok())
+            .ok_or_else(|| DeliveryError {
+                message: format!("reply {} has no Telegram chat", message.id),
+                retryable: false,
+            })?;
+        for part in split_message(&message.text, MESSAGE_LIMIT) {
+            self.bot
+                .send_message(ChatId(chat), part)
+                .await
+                .map_err(delivery_error)?;
+        }
+        Ok(())
+    }
+}
+
+/// The bot: turns updates into runtime calls.
+pub struct TelegramBot {
+    bot: Bot,
+    host: ChannelHost,
+    account: AccountId,
+    /// One worker per session answers its messages in order.
+    chats: Mutex<HashMap<SessionId, mpsc::UnboundedSender<Inbound>>>,
+}
+
+impl std::fmt::Debug for TelegramBot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelegramBot")
+            .field("account", &self.account)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The text of a message and what is attached to it.
+fn read_message(message: &Message) -> Option<(String, Vec<Attachment>)> {
+    let mut attachments = Vec::new();
+    if let Some(sizes) = message.photo()
+        && let Some(largest) = sizes.iter().max_by_key(|p| p.width * p.height)
+    {
+        attachments.push(
+            Attachment::new("photo", largest.file.id.to_string())
+                .size(u64::from(largest.file.size))
+                .mime_type("image/jpeg"),
+        );
+    }
+    if let Some(doc) = message.document() {
+        let mut a =
+            Attachment::new("document", doc.file.id.to_string()).size(u64::from(doc.file.size));
+        if let Some(name) = &doc.file_name {
+            a = a.name(name.clone());
+        }
+        if let Some(mime) = &doc.mime_type {
+            a = a.mime_type(mime.to_string());
+        }
+        attachments.push(a);
+    }
+    let text = message
+        .text()
+        .or_else(|| message.caption())
+        .unwrap_or_default()
+        .to_owned();
+    (!text.is_empty() || !attachments.is_empty()).then_some((text, attachments))
+}
+
+impl TelegramBot {
+    /// A bot serving `agent` to the users of `account`, replying through `bot`.
+    pub fn new(runtime: Runtime, bot: Bot, agent: &str, account: AccountId) -> Arc<Self> {
+        Arc::new(Self {
+            host: ChannelHost::new(runtime, agent, AccountMembers::new(account)),
+            bot,
+            account,
+            chats: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &Runtime {
+        self.host.runtime()
+    }
+
+    /// Handles one update. When it returns `Ok`, the update's message is
+    /// durable (or answered, for a command): Telegram may be told it arrived.
+    pub async fn handle(self: &Arc<Self>, update: Update) -> Result<(), BotError> {
+        let UpdateKind::Message(message) = update.kind else {
+            return Ok(());
+        };
+        let Some(user) = message.from.as_ref().map(|u| u.id.0.to_string()) else {
+            return Ok(());
+        };
+        let chat = message.chat.id;
+        let Some((text, attachments)) = read_message(&message) else {
+            return Ok(());
+        };
+        let command = text
+            .split_whitespace()
+            .next()
+            .map(|c| c.split('@').next().unwrap_or(c));
+        match command {
+            Some("/start") => {
+                return self
+                    .say(chat, "Hello! I am a Thinklio agent. Ask me anything.\n/new starts a new conversation, /usage shows what you spent this month, /forget deletes what I learned about you.")
+                    .await;
+            }
+            Some("/new") => {
+                self.host
+                    .new_session(CHANNEL, &user, &chat.0.to_string())
+                    .await?;
+                return self.say(chat, "Started a new conversation.").await;
+            }
+            Some("/usage") => {
+                let principal = self.host.principal(CHANNEL, &user).await?;
+                let now = SystemClock.now();
+                let since = BudgetPeriod::Monthly.start(now);
+                let totals = self
+                    .runtime()
+                    .usage(
+                        &UsageFilter::all()
+                            .account(self.account)
+                            .user(principal.user)
+                            .between(since, now.plus(Duration::from_secs(1))),
+                    )
+                    .await?;
+                let text = format!(
+                    "This month: {} calls, {} tokens ({} in, {} out), {}.",
+                    totals.calls,
+                    totals.tokens.total(),
+                    totals.tokens.input_tokens,
+                    totals.tokens.output_tokens,
+                    totals.cost
+                );
+                return self.say(chat, &text).await;
+            }
+            Some("/forget") => {
+                let principal = self.host.principal(CHANNEL, &user).await?;
+                let n = self
+                    .runtime()
+                    .delete_user_facts(self.account, principal.user)
+                    .await?;
+                return self
+                    .say(
+                        chat,
+                        &format!("Done: I deleted the {n} fact(s) I had learned about you."),
+                    )
+                    .await;
+            }
+            _ => {}
+        }
+        let mut inbound = ChannelMessage::new(CHANNEL, user, chat.0.to_string(), text)
+            .id(message.id.0.to_string());
+        for a in attachments {
+            inbound = inbound.attachment(a);
+        }
+        let (session, _) = self.host.submit(&inbound).await?;
+        self.answer(session.id, chat, inbound.inbound());
+        Ok(())
+    }
+
+    async fn say(&self, chat: ChatId, text: &str) -> Result<(), BotError> {
+        self.bot.send_message(chat, text).await?;
+        Ok(())
+    }
+
+    /// Hands a recorded message to its session's worker, which answers the
+    /// session's messages one after another, showing "typing…" meanwhile.
+    fn answer(self: &Arc<Self>, session: SessionId, chat: ChatId, inbound: Inbound) {
+        let mut chats = self.chats.lock().unwrap_or_else(|e| e.into_inner());
+        let sender = chats.entry(session).or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<Inbound>();
+            let bot = Arc::clone(self);
+            tokio::spawn(async move {
+                while let Some(inbound) = rx.recv().await {
+                    let send = bot.runtime().send(session, inbound);
+                    tokio::pin!(send);
+                    let mut typing = tokio::time::interval(Duration::from_secs(4));
+                    let result = loop {
+                        tokio::select! {
+                            r = &mut send => break r,
+                            _ = typing.tick() => {
+                                // A lost typing indicator is not worth failing for.
+                                let _ = bot.bot.send_chat_action(chat, ChatAction::Typing).await;
+                            }
+                        }
+                    };
+                    // The reply went out through the outbox; a failed
+                    // interaction was answered with its reason.
+                    if let Err(e) = result {
+                        tracing::warn!(session = %session, code = e.code(), error = %e, "a Telegram message was not answered");
+                    }
+                }
+            });
+            tx
+        });
+        // The worker only stops with the runtime; a closed one is replaced.
+        if let Err(mpsc::error::SendError(inbound)) = sender.send(inbound) {
+            chats.remove(&session);
+            drop(chats);
+            self.answer(session, chat, inbound);
+        }
+    }
+
+    /// Long polling: asks for updates, records each, then confirms them with
+    /// the next request's offset. Runs until the task is stopped.
+    pub fn spawn_polling(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let bot = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut offset: i32 = 0;
+            let mut backoff = Duration::from_millis(500);
+            loop {
+                let updates = bot
+                    .bot
+                    .get_updates()
+                    .offset(offset)
+                    .timeout(POLL_TIMEOUT)
+                    .await;
+                let updates = match updates {
+                    Ok(u) => u,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "getUpdates failed; trying again");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        continue;
+                    }
+                };
+                backoff = Duration::from_millis(500);
+                for update in updates {
+                    let id = update.id.0;
+                    // Not confirmed until recorded: on failure the same
+                    // update comes again with the next request.
+                    match bot.handle(update).await {
+                        Ok(()) => offset = i32::try_from(id).unwrap_or(i32::MAX).saturating_add(1),
+                        Err(e) => {
+                            tracing::warn!(update = id, error = %e, "update not recorded; it will come again");
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// Webhook mode: registers `url` with Telegram (with `secret` as its
+    /// secret token) and returns the route that takes its updates: each is
+    /// recorded before the `200` that tells Telegram it arrived.
+    pub async fn webhook(
+        self: &Arc<Self>,
+        url: &str,
+        secret: &str,
+    ) -> Result<axum::Router, BotError> {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| BotError::Config(format!("webhook URL `{url}`: {e}")))?;
+        let path = parsed.path().to_owned();
+        self.bot
+            .set_webhook(parsed)
+            .secret_token(secret.to_owned())
+            .await?;
+        let bot = Arc::clone(self);
+        let secret = secret.to_owned();
+        Ok(axum::Router::new().route(
+            &path,
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, axum::Json(update): axum::Json<Update>| {
+                    let bot = Arc::clone(&bot);
+                    let secret = secret.clone();
+                    async move {
+                        let given = headers
+                            .get("x-telegram-bot-api-secret-token")
+                            .and_then(|v| v.to_str().ok());
+                        if given != Some(secret.as_str()) {
+                            return axum::http::StatusCode::UNAUTHORIZED;
+                        }
+                        match bot.handle(update).await {
+                            Ok(()) => axum::http::StatusCode::OK,
+                            // Telegram sends it again later.
+                            Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        }
+                    }
+                },
+            ),
+        ))
+    }
+
+    /// Delivers replies that stayed in the outbox (Telegram was unreachable
+    /// when they were written) once they are `after` old, every `every`.
+    pub fn spawn_redelivery(
+        self: &Arc<Self>,
+        channel: TelegramChannel,
+        after: Duration,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let bot = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Ok(waiting) = bot.runtime().undelivered_replies().await else {
+                    continue;
+                };
+                let now = SystemClock.now();
+                for reply in waiting {
+                    // A young reply may be being delivered right now.
+                    if reply.channel != CHANNEL || now.since(reply.created_at) < after {
+                        continue;
+                    }
+                    if channel.deliver(&reply).await.is_ok() {
+                        let _ = bot.runtime().acknowledge_reply(&reply).await;
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_message;
+
+    #[test]
+    fn long_replies_split_at_the_limit_and_at_spaces() {
+        let text = "word ".repeat(1000);
+        let parts = split_message(&text, 4096);
+        assert_eq!(parts.concat(), text);
+        assert_eq!(parts.len(), 2);
+        assert!(parts[0].ends_with(' ') && parts[0].encode_utf16().count() <= 4096);
+        let emoji = "😀".repeat(3000); // two UTF-16 units each
+        let parts = split_message(&emoji, 4096);
+        assert_eq!(parts.concat(), emoji);
+        assert!(parts.iter().all(|p| p.encode_utf16().count() <= 4096));
+        assert_eq!(parts.len(), 2);
+        assert!(split_message("", 10).is_empty());
+    }
+}

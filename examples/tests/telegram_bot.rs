@@ -1,0 +1,632 @@
+//! The Telegram bot against a local Bot API server that speaks the Bot API's
+//! wire format (`POST /bot<token>/<method>` with JSON, answers
+//! `{"ok": true, "result": …}`; `getUpdates` long-polls with `offset` and
+//! `timeout`; updates, messages, chats and users as the Bot API documents
+//! them): two users, their replies, `/usage`, `/forget`, a reply longer than
+//! a Telegram message, a job's follow-up, and a bot killed mid-conversation
+//! that, restarted, loses no message and answers none twice. Webhook mode
+//! takes the same updates over HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Json;
+use axum::extract::{Path as UrlPath, State};
+use serde_json::{Value, json};
+use thinklio_core::channel::{AccountMembers, ChannelRouter};
+use thinklio_core::{
+    AccountId, AccountPolicy, AgentDefinition, ChatModel, ChatRequest, ChatResponse, ChatStream,
+    DirectoryStore, FactOwner, ModelError, NewFact, Principal, Role, Runtime,
+};
+use thinklio_examples::http::server::word_count;
+use thinklio_examples::telegram::{MESSAGE_LIMIT, TelegramBot, TelegramChannel, client};
+use thinklio_llm::{ScriptedModel, ScriptedReply};
+use thinklio_store_sqlite::SqliteStore;
+use tokio::sync::{Notify, watch};
+
+const TOKEN: &str = "4839574812:AAFD39kkdpWt3ywyRZergyOLMaJhac60qc";
+
+/// What the fake Bot API server holds.
+#[derive(Default)]
+struct Telegram {
+    /// Updates not yet confirmed by an offset.
+    pending: VecDeque<Value>,
+    next_update: i64,
+    next_message: i64,
+    /// (chat, text) of every `sendMessage`, in order.
+    sent: Vec<(i64, String)>,
+    /// (chat, action) of every `sendChatAction`.
+    actions: Vec<(i64, String)>,
+    webhook: Option<(String, String)>,
+}
+
+#[derive(Clone, Default)]
+struct FakeBotApi {
+    state: Arc<Mutex<Telegram>>,
+    /// Rung when an update arrives (long polls wake) or a message is sent.
+    news: Arc<Notify>,
+}
+
+fn ok(result: Value) -> Json<Value> {
+    Json(json!({ "ok": true, "result": result }))
+}
+
+fn user(id: i64, name: &str) -> Value {
+    json!({ "id": id, "is_bot": false, "first_name": name, "language_code": "en" })
+}
+
+/// A request's parameters: the Bot API takes them as JSON, or as
+/// `multipart/form-data` (teloxide sends `setWebhook` so, as it may carry a
+/// certificate), where a field holding JSON is that JSON.
+async fn parameters(request: axum::extract::Request) -> Value {
+    use axum::extract::FromRequest;
+    let content_type = request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if content_type.starts_with("multipart/form-data") {
+        let mut form = axum::extract::Multipart::from_request(request, &())
+            .await
+            .unwrap();
+        let mut out = serde_json::Map::new();
+        while let Some(field) = form.next_field().await.unwrap() {
+            let name = field.name().unwrap().to_owned();
+            let text = field.text().await.unwrap();
+            out.insert(
+                name,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            );
+        }
+        return Value::Object(out);
+    }
+    let bytes = axum::body::to_bytes(request.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    if bytes.is_empty() {
+        return Value::Null;
+    }
+    assert!(
+        content_type.starts_with("application/json"),
+        "unexpected content type {content_type}"
+    );
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+async fn bot_api(
+    State(api): State<FakeBotApi>,
+    UrlPath((bot, method)): UrlPath<(String, String)>,
+    request: axum::extract::Request,
+) -> (axum::http::StatusCode, Json<Value>) {
+    if bot != format!("bot{TOKEN}") {
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            Json(json!({ "ok": false, "error_code": 401, "description": "Unauthorized" })),
+        );
+    }
+    let body = parameters(request).await;
+    let now = jiff::Timestamp::now().as_second();
+    let answer = match method.to_lowercase().as_str() {
+        "getupdates" => {
+            let offset = body["offset"].as_i64().unwrap_or(0);
+            let timeout = body["timeout"].as_u64().unwrap_or(0).min(10);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+            loop {
+                let notified = api.news.notified();
+                {
+                    let mut s = api.state.lock().unwrap();
+                    // An offset confirms every update before it.
+                    s.pending
+                        .retain(|u| u["update_id"].as_i64().unwrap() >= offset);
+                    if !s.pending.is_empty() || tokio::time::Instant::now() >= deadline {
+                        break ok(Value::Array(s.pending.iter().cloned().collect()));
+                    }
+                }
+                let _ = tokio::time::timeout_at(deadline, notified).await;
+            }
+        }
+        "sendmessage" => {
+            let chat = body["chat_id"].as_i64().unwrap();
+            let text = body["text"].as_str().unwrap().to_owned();
+            let mut s = api.state.lock().unwrap();
+            assert!(
+                text.encode_utf16().count() <= 4096,
+                "Telegram refuses messages over 4096 characters"
+            );
+            s.next_message += 1;
+            s.sent.push((chat, text.clone()));
+            let message = json!({
+                "message_id": s.next_message,
+                "date": now,
+                "chat": { "id": chat, "type": "private", "first_name": "User" },
+                "from": { "id": 4839574812_i64, "is_bot": true, "first_name": "Thinklio", "username": "thinklio_bot" },
+                "text": text,
+            });
+            drop(s);
+            api.news.notify_waiters();
+            ok(message)
+        }
+        "sendchataction" => {
+            let chat = body["chat_id"].as_i64().unwrap();
+            let action = body["action"].as_str().unwrap().to_owned();
+            api.state.lock().unwrap().actions.push((chat, action));
+            ok(json!(true))
+        }
+        "setwebhook" => {
+            api.state.lock().unwrap().webhook = Some((
+                body["url"].as_str().unwrap().to_owned(),
+                body["secret_token"].as_str().unwrap_or_default().to_owned(),
+            ));
+            ok(json!(true))
+        }
+        other => {
+            return (
+                axum::http::StatusCode::NOT_FOUND,
+                Json(
+                    json!({ "ok": false, "error_code": 404, "description": format!("Not Found: method {other} not found") }),
+                ),
+            );
+        }
+    };
+    (axum::http::StatusCode::OK, answer)
+}
+
+impl FakeBotApi {
+    async fn start() -> (FakeBotApi, String) {
+        let api = FakeBotApi::default();
+        let app = axum::Router::new()
+            .route("/{bot}/{method}", axum::routing::post(bot_api).get(bot_api))
+            .with_state(api.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (api, format!("http://{addr}"))
+    }
+
+    /// A user writes in their private chat (chat id = user id).
+    fn update(&self, from: i64, name: &str, text: &str) -> Value {
+        let mut s = self.state.lock().unwrap();
+        s.next_update += 1;
+        s.next_message += 1;
+        let mut message = json!({
+            "message_id": s.next_message,
+            "from": user(from, name),
+            "chat": { "id": from, "type": "private", "first_name": name },
+            "date": jiff::Timestamp::now().as_second(),
+            "text": text,
+        });
+        if text.starts_with('/') {
+            let len = text.split_whitespace().next().unwrap().len();
+            message["entities"] = json!([{ "type": "bot_command", "offset": 0, "length": len }]);
+        }
+        json!({ "update_id": 500_000 + s.next_update, "message": message })
+    }
+
+    fn say(&self, from: i64, name: &str, text: &str) {
+        let update = self.update(from, name, text);
+        self.state.lock().unwrap().pending.push_back(update);
+        self.news.notify_waiters();
+    }
+
+    fn sent_to(&self, chat: i64) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        s.sent
+            .iter()
+            .filter(|(c, _)| *c == chat)
+            .map(|(_, t)| t.clone())
+            .collect()
+    }
+
+    /// Waits until `chat` has received `n` messages; returns them all.
+    async fn wait_for(&self, chat: i64, n: usize) -> Vec<String> {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let notified = self.news.notified();
+                let sent = self.sent_to(chat);
+                if sent.len() >= n {
+                    return sent;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("chat {chat} got only {:?}", self.sent_to(chat)))
+    }
+}
+
+/// A model that echoes, writes a long answer for `long`, dispatches a word
+/// count for `count …`, reports a job's result in its follow-up, and holds
+/// `slow …` until its gate opens.
+struct BotModel {
+    scripted: ScriptedModel,
+    open: watch::Receiver<bool>,
+}
+
+fn long_text() -> String {
+    (0..)
+        .map(|i| format!("word{i} "))
+        .take(700)
+        .collect::<String>()
+}
+
+fn bot_model(open: watch::Receiver<bool>) -> BotModel {
+    let scripted = ScriptedModel::responder(|request| {
+        let last = request.messages.last().unwrap();
+        if last.role == Role::Tool {
+            return ScriptedReply::text("I'll get back to you with the count.");
+        }
+        let text = last.content.as_str();
+        if text.starts_with("[job ") {
+            let report = request
+                .messages
+                .iter()
+                .find(|m| {
+                    m.role == Role::System && m.content.starts_with("Deferred work reported back")
+                })
+                .map(|m| m.content.clone())
+                .unwrap_or_default();
+            return ScriptedReply::text(format!("Your count is back. {report}"));
+        }
+        if text == "long" {
+            return ScriptedReply::text(long_text());
+        }
+        if let Some(words) = text.strip_prefix("count ") {
+            return ScriptedReply::tool_call(
+                "c1",
+                "word_count",
+                json!({ "text": words }).to_string(),
+            );
+        }
+        ScriptedReply::text(format!("echo: {text}"))
+    });
+    BotModel { scripted, open }
+}
+
+impl BotModel {
+    async fn gate(&self, request: &ChatRequest) {
+        let last = request.messages.last().unwrap();
+        if last.role == Role::User && last.content.starts_with("slow") {
+            let mut open = self.open.clone();
+            let _ = open.wait_for(|o| *o).await;
+        }
+    }
+}
+
+#[async_trait]
+impl ChatModel for BotModel {
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
+        self.gate(request).await;
+        self.scripted.chat(request).await
+    }
+
+    async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, ModelError> {
+        self.gate(request).await;
+        self.scripted.chat_stream(request).await
+    }
+}
+
+const ADA: i64 = 1_001;
+const BOB: i64 = 2_002;
+
+/// The bot in its own tokio runtime, so that stopping it drops every task
+/// it has at once, as a crash would.
+struct RunningBot {
+    tasks: tokio::runtime::Runtime,
+    runtime: Runtime,
+}
+
+async fn start_bot(db: &Path, api_url: &str, account: AccountId, open: bool) -> RunningBot {
+    let tasks = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (gate, rx) = watch::channel(open);
+    let (db, api_url) = (db.to_owned(), api_url.to_owned());
+    let runtime = tasks
+        .spawn(async move {
+            let store = SqliteStore::open(&db).await.unwrap();
+            store
+                .put_account(account, "telegram", AccountPolicy::default())
+                .await
+                .unwrap();
+            let bot = client(TOKEN, Some(&api_url)).unwrap();
+            let channel = TelegramChannel::new(bot.clone());
+            assert!(!format!("{channel:?}").contains(TOKEN));
+            let router = ChannelRouter::new();
+            router.add(channel);
+            let runtime = Runtime::builder()
+                .store(store)
+                .model(bot_model(rx))
+                .capability(word_count())
+                .agent(AgentDefinition::new("assistant", "bot-model").capabilities(["word_count"]))
+                .reply_sink(router)
+                .build()
+                .unwrap();
+            runtime.recover().await.unwrap();
+            let telegram = TelegramBot::new(runtime.clone(), bot, "assistant", account);
+            assert!(!format!("{telegram:?}").contains(TOKEN));
+            let worker = runtime.spawn_job_worker(Duration::from_millis(50));
+            std::mem::forget(worker); // runs until the bot's tasks are dropped
+            telegram.spawn_polling();
+            // The gate lives as long as the bot.
+            std::mem::forget(gate);
+            runtime
+        })
+        .await
+        .unwrap();
+    RunningBot { tasks, runtime }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_commands_long_replies_follow_ups_and_a_restart() {
+    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let writer = {
+        let logs = Arc::clone(&logs);
+        move || LogWriter(Arc::clone(&logs))
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(writer)
+        .try_init();
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bot.db");
+    let (api, url) = FakeBotApi::start().await;
+    let account = AccountId::new();
+    // This bot's model holds any `slow …` message: it is killed while thinking.
+    let bot = start_bot(&db, &url, account, false).await;
+
+    // Two users, each answered in their own chat.
+    api.say(ADA, "Ada", "hello");
+    api.say(BOB, "Bob", "hi there");
+    assert_eq!(api.wait_for(ADA, 1).await, ["echo: hello"]);
+    assert_eq!(api.wait_for(BOB, 1).await, ["echo: hi there"]);
+    {
+        let s = api.state.lock().unwrap();
+        for chat in [ADA, BOB] {
+            assert!(
+                s.actions.contains(&(chat, "typing".to_owned())),
+                "no typing indicator in {chat}"
+            );
+        }
+    }
+
+    // A reply longer than a Telegram message arrives in parts, in order.
+    api.say(ADA, "Ada", "long");
+    let sent = api.wait_for(ADA, 3).await;
+    assert_eq!(sent[1..].concat(), long_text());
+    assert!(long_text().len() > MESSAGE_LIMIT && sent[1].encode_utf16().count() <= MESSAGE_LIMIT);
+
+    // A job: the answer says it is under way; the result comes as a new message.
+    api.say(ADA, "Ada", "count one two three four");
+    let sent = api.wait_for(ADA, 5).await;
+    assert_eq!(sent[3], "I'll get back to you with the count.");
+    assert!(
+        sent[4].starts_with("Your count is back.") && sent[4].contains(r#"{"words":4}"#),
+        "{}",
+        sent[4]
+    );
+
+    // /usage: each user's own spend.
+    let ada_user = AccountMembers::new(account).user_id("telegram", &ADA.to_string());
+    api.say(ADA, "Ada", "/usage");
+    api.say(BOB, "Bob", "/usage");
+    let ada_usage = api.wait_for(ADA, 6).await.pop().unwrap();
+    let bob_usage = api.wait_for(BOB, 2).await.pop().unwrap();
+    // Ada: hello, long, count (two calls) and the follow-up; Bob: one.
+    assert!(ada_usage.starts_with("This month: 5 calls"), "{ada_usage}");
+    assert!(bob_usage.starts_with("This month: 1 calls"), "{bob_usage}");
+
+    // /forget deletes what was learned about the user, and only that user.
+    let ada = Principal::new(account, ada_user);
+    bot.runtime
+        .add_fact(
+            &ada,
+            NewFact::new(
+                account,
+                FactOwner::User(ada_user),
+                "Ada",
+                "likes",
+                "green tea",
+            ),
+        )
+        .await
+        .unwrap();
+    api.say(ADA, "Ada", "/forget");
+    let forgot = api.wait_for(ADA, 7).await.pop().unwrap();
+    assert_eq!(
+        forgot,
+        "Done: I deleted the 1 fact(s) I had learned about you."
+    );
+    let left = bot
+        .runtime
+        .export_user_facts(account, ada_user)
+        .await
+        .unwrap();
+    assert!(!left.to_string().contains("green tea"));
+
+    // /new: the next message starts a session that has not seen the earlier ones.
+    let before = bot
+        .runtime
+        .store()
+        .sessions_of_user(ada_user)
+        .await
+        .unwrap()
+        .len();
+    api.say(ADA, "Ada", "/new");
+    assert_eq!(
+        api.wait_for(ADA, 8).await.pop().unwrap(),
+        "Started a new conversation."
+    );
+    api.say(ADA, "Ada", "fresh start");
+    assert_eq!(
+        api.wait_for(ADA, 9).await.pop().unwrap(),
+        "echo: fresh start"
+    );
+    let sessions = bot
+        .runtime
+        .store()
+        .sessions_of_user(ada_user)
+        .await
+        .unwrap();
+    assert_eq!(sessions.len(), before + 1);
+
+    // The bot is killed while it thinks about Ada's message; Bob writes while it is down.
+    api.say(ADA, "Ada", "slow question");
+    wait_until_thinking(&bot.runtime, "slow question").await;
+    bot.tasks.shutdown_background();
+    api.say(BOB, "Bob", "are you there?");
+
+    let second = start_bot(&db, &url, account, true).await;
+    api.say(ADA, "Ada", "after restart");
+    let ada = api.wait_for(ADA, 11).await;
+    let bob = api.wait_for(BOB, 3).await;
+    assert_eq!(&ada[9..], ["echo: slow question", "echo: after restart"]);
+    assert_eq!(bob[2], "echo: are you there?");
+
+    // Nothing was answered twice: every reply is unique in its chat, and
+    // nothing more arrives (the next message is answered next).
+    api.say(BOB, "Bob", "last one");
+    let bob = api.wait_for(BOB, 4).await;
+    assert_eq!(bob.len(), 4, "{bob:?}");
+    assert_eq!(bob[3], "echo: last one");
+    for chat in [ADA, BOB] {
+        let sent = api.sent_to(chat);
+        let mut unique = sent.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            sent.len(),
+            "chat {chat} got a reply twice: {sent:?}"
+        );
+    }
+    assert_eq!(api.sent_to(ADA).len(), 11);
+    // Nothing waits in the outbox once the last reply is marked delivered.
+    let mut events = second.runtime.subscribe();
+    while !second
+        .runtime
+        .undelivered_replies()
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .expect("a reply stays undelivered")
+            .unwrap();
+    }
+    second.tasks.shutdown_background();
+
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(!logs.contains(TOKEN), "the bot token reached a log line");
+}
+
+/// Waits until `text`'s interaction has a `think` step running.
+async fn wait_until_thinking(runtime: &Runtime, text: &str) {
+    let mut events = runtime.subscribe();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let e = events.recv().await.unwrap();
+            if e.kind == thinklio_core::EventKind::StepStarted && e.payload["kind"] == "think" {
+                let i = runtime
+                    .store()
+                    .interaction(e.interaction_id.unwrap())
+                    .await
+                    .unwrap();
+                if i.input == text {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[derive(Clone)]
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_mode_takes_updates_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hook.db");
+    let (api, url) = FakeBotApi::start().await;
+    let store = SqliteStore::open(&db).await.unwrap();
+    let account = AccountId::new();
+    store
+        .put_account(account, "telegram", AccountPolicy::default())
+        .await
+        .unwrap();
+    let bot = client(TOKEN, Some(&url)).unwrap();
+    let router = ChannelRouter::new();
+    router.add(TelegramChannel::new(bot.clone()));
+    let (_gate, rx) = watch::channel(true);
+    let runtime = Runtime::builder()
+        .store(store)
+        .model(bot_model(rx))
+        .agent(AgentDefinition::new("assistant", "bot-model"))
+        .reply_sink(router)
+        .build()
+        .unwrap();
+    let telegram = TelegramBot::new(runtime, bot, "assistant", account);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/telegram/updates", listener.local_addr().unwrap());
+    let app = telegram.webhook(&hook, "s3cret-token").await.unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    assert_eq!(
+        api.state.lock().unwrap().webhook,
+        Some((hook.clone(), "s3cret-token".to_owned())),
+        "setWebhook was not called with the URL and secret"
+    );
+    let http = reqwest::Client::new();
+    let update = api.update(ADA, "Ada", "by webhook");
+    let refused = http.post(&hook).json(&update).send().await.unwrap();
+    assert_eq!(
+        refused.status(),
+        401,
+        "an update without the secret token is refused"
+    );
+    for _ in 0..2 {
+        // Telegram may deliver an update twice; it is answered once.
+        let response = http
+            .post(&hook)
+            .header("X-Telegram-Bot-Api-Secret-Token", "s3cret-token")
+            .json(&update)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    // The chat's messages are answered in order: once the next one is
+    // answered, the second delivery of the first has been handled too.
+    let next = api.update(ADA, "Ada", "and again");
+    let response = http
+        .post(&hook)
+        .header("X-Telegram-Bot-Api-Secret-Token", "s3cret-token")
+        .json(&next)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        api.wait_for(ADA, 2).await,
+        ["echo: by webhook", "echo: and again"]
+    );
+}
