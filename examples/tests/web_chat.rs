@@ -48,7 +48,7 @@ async fn the_web_chat_streams_a_reply_and_its_steps() {
         command: None,
     };
     let server = start(&args, None).await.unwrap();
-    let url = server
+    let (url, _) = server
         .web_chat
         .clone()
         .expect("a first start prints the web chat with a key");

@@ -93,9 +93,9 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The host (its runtime, its keys).
     pub host: Arc<HttpHost>,
-    /// The web chat's address with a key in its fragment, when this start
-    /// minted the first key.
-    pub web_chat: Option<String>,
+    /// The web chat's address with a key in its fragment, and the key's
+    /// new account, when this start minted the first key.
+    pub web_chat: Option<(String, AccountId)>,
     serve: tokio::task::JoinHandle<std::io::Result<()>>,
     _workers: (thinklio_core::JobWorker, thinklio_core::QueueWorker),
 }
@@ -204,8 +204,8 @@ pub async fn start(
     let web_chat = if keys.any_live().await.map_err(|e| e.to_string())? {
         None
     } else {
-        let (_, secret) = create_key(&store, &keys, None, "web chat").await?;
-        Some(format!("http://{addr}/#key={secret}"))
+        let (account, secret) = create_key(&store, &keys, None, "web chat").await?;
+        Some((format!("http://{addr}/#key={secret}"), account))
     };
     let host = HttpHost::new(
         runtime,
@@ -268,8 +268,8 @@ pub async fn run(args: ServerArgs) -> Result<(), String> {
         server.addr
     );
     match &server.web_chat {
-        Some(url) => eprintln!(
-            "web chat: {url}\n(a first API key was created; it is in the link, shown this once)"
+        Some((url, account)) => eprintln!(
+            "web chat: {url}\n(a first API key, of the new account {account}, is in the link; it is shown this once)"
         ),
         None => eprintln!(
             "web chat: http://{}/ (paste an API key; create one with `cargo run --example http-server -- --db {} create-key`)",
