@@ -14,11 +14,21 @@ use serde_json::{Value, json};
 /// command's `--all-targets` does; built here if missing).
 fn binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let debug = exe.parent().and_then(|deps| deps.parent()).unwrap().to_owned();
+    let debug = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .to_owned();
     let path = debug.join("examples").join("http-server");
     if !path.exists() {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "thinklio-examples", "--example", "http-server"])
+            .args([
+                "build",
+                "-p",
+                "thinklio-examples",
+                "--example",
+                "http-server",
+            ])
             .status()
             .unwrap();
         assert!(status.success());
@@ -41,30 +51,32 @@ impl Drop for Server {
 
 /// Starts the program and reads its start-up lines.
 fn start(db: &std::path::Path) -> Server {
-    let mut child = Command::new(binary())
+    let child = Command::new(binary())
         .args(["--db", db.to_str().unwrap(), "--addr", "127.0.0.1:0"])
         .env_remove("THINKLIO_MODEL")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut base = None;
+    // Killed and waited for on drop, whatever happens below.
+    let mut server = Server {
+        child,
+        base: String::new(),
+        web_chat: None,
+    };
+    let mut lines = BufReader::new(server.child.stderr.take().unwrap()).lines();
     loop {
         let line = lines.next().expect("the server exited").unwrap();
         if let Some(rest) = line.strip_prefix("Thinklio listens on ") {
-            base = Some(rest.split_whitespace().next().unwrap().to_owned());
+            server.base = rest.split_whitespace().next().unwrap().to_owned();
         }
         if let Some(rest) = line.strip_prefix("web chat: ") {
             let url = rest.split_whitespace().next().unwrap().to_owned();
-            let web_chat = url.contains("#key=").then_some(url);
+            server.web_chat = url.contains("#key=").then_some(url);
+            assert!(!server.base.is_empty(), "no address line");
             // Keep draining its output so it never blocks on a full pipe.
             std::thread::spawn(move || for _ in lines.by_ref() {});
-            return Server {
-                child,
-                base: base.expect("no address line"),
-                web_chat,
-            };
+            return server;
         }
     }
 }
@@ -76,14 +88,30 @@ async fn the_example_serves_the_page_the_document_and_the_api() {
     let http = reqwest::Client::new();
     let key = {
         let server = start(&db);
-        let url = server.web_chat.clone().expect("the first start prints a key");
+        let url = server
+            .web_chat
+            .clone()
+            .expect("the first start prints a key");
         let key = url.split("#key=").nth(1).unwrap().to_owned();
-        assert!(url.starts_with(&format!("{}/#key=tk_", server.base)), "{url}");
+        assert!(
+            url.starts_with(&format!("{}/#key=tk_", server.base)),
+            "{url}"
+        );
 
         let page = http.get(format!("{}/", server.base)).send().await.unwrap();
         assert_eq!(page.status(), 200);
-        assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
-        assert!(page.text().await.unwrap().contains("<title>Thinklio web chat</title>"));
+        assert!(
+            page.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        assert!(
+            page.text()
+                .await
+                .unwrap()
+                .contains("<title>Thinklio web chat</title>")
+        );
 
         let doc: Value = http
             .get(format!("{}/openapi.json", server.base))
@@ -96,7 +124,11 @@ async fn the_example_serves_the_page_the_document_and_the_api() {
         assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
         assert!(doc["paths"]["/v1/sessions/{id}/messages"]["post"].is_object());
 
-        let refused = http.get(format!("{}/v1/sessions?user=ada", server.base)).send().await.unwrap();
+        let refused = http
+            .get(format!("{}/v1/sessions?user=ada", server.base))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(refused.status(), 401);
         let body: Value = refused.json().await.unwrap();
         assert_eq!(body["error"]["code"], "auth.missing_key");
@@ -112,7 +144,11 @@ async fn the_example_serves_the_page_the_document_and_the_api() {
             .await
             .unwrap();
         let reply: Value = http
-            .post(format!("{}/v1/sessions/{}/messages", server.base, session["id"].as_str().unwrap()))
+            .post(format!(
+                "{}/v1/sessions/{}/messages",
+                server.base,
+                session["id"].as_str().unwrap()
+            ))
             .bearer_auth(&key)
             .json(&json!({ "text": "what is 17*23?" }))
             .send()
@@ -122,7 +158,10 @@ async fn the_example_serves_the_page_the_document_and_the_api() {
             .await
             .unwrap();
         assert_eq!(reply["text"], "17*23 = 391");
-        assert!(reply["cost_usd"].as_f64().unwrap() > 0.0, "the offline model is priced: {reply}");
+        assert!(
+            reply["cost_usd"].as_f64().unwrap() > 0.0,
+            "the offline model is priced: {reply}"
+        );
         key
     };
     // Started again on the same file: no new key is printed, the old one works.

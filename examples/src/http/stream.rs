@@ -53,10 +53,10 @@ async fn step_event(host: &HttpHost, event: &Event) -> Option<SseEvent> {
         "state": state,
         "seq": p.get("seq"),
     });
-    if p.get("kind").and_then(Value::as_str) == Some("act") {
-        if let Ok(step) = host.runtime.store().step(step_id).await {
-            data["capability"] = json!(step.capability);
-        }
+    if p.get("kind").and_then(Value::as_str) == Some("act")
+        && let Ok(step) = host.runtime.store().step(step_id).await
+    {
+        data["capability"] = json!(step.capability);
     }
     for field in ["error_code", "input_tokens", "output_tokens"] {
         if let Some(v) = p.get(field) {
