@@ -16,15 +16,6 @@ use thinklio_examples::http::server::{ServerArgs, run};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
-    match run(ServerArgs::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    thinklio_examples::init_logging();
+    thinklio_examples::exit_with(run(ServerArgs::parse()).await)
 }

@@ -19,10 +19,9 @@ use std::sync::Arc;
 use clap::Parser;
 use thinklio_capabilities::{McpServer, WebhookCapability, WebhookSecret, builtin};
 use thinklio_core::{
-    AgentDefinition, ChatModel, ChatRequest, ChatResponse, ChatStream, ModelError, Principal,
-    Reply, Role, Runtime, StepKind, TodoStore, TrustLevel,
+    AgentDefinition, Principal, Reply, Role, Runtime, StepKind, TodoStore, TrustLevel,
 };
-use thinklio_examples::offline::{calculator, offline_model};
+use thinklio_examples::offline::{ByModel, calculator, model_from_env};
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 use thinklio_store_sqlite::SqliteStore;
 
@@ -57,34 +56,9 @@ struct Args {
     call: Option<Vec<String>>,
 }
 
-/// Routes each request by model id: the console agent's calls go to a
-/// scripted model that makes exactly the call asked for on the command line;
-/// everything else goes to the configured model.
-struct ByModel {
-    console: ScriptedModel,
-    main: Arc<dyn ChatModel>,
-}
-
+/// The console agent's model id: its calls go to a scripted model that
+/// makes exactly the call asked for on the command line.
 const CONSOLE_MODEL: &str = "thinklio-console";
-
-#[async_trait::async_trait]
-impl ChatModel for ByModel {
-    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
-        if request.model == CONSOLE_MODEL {
-            self.console.chat(request).await
-        } else {
-            self.main.chat(request).await
-        }
-    }
-
-    async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, ModelError> {
-        if request.model == CONSOLE_MODEL {
-            self.console.chat_stream(request).await
-        } else {
-            self.main.chat_stream(request).await
-        }
-    }
-}
 
 /// The console's model: calls `name` with `arguments`, then answers with the result.
 fn console_model(call: Option<(String, String)>) -> ScriptedModel {
@@ -110,17 +84,7 @@ fn print_reply(reply: &Reply) {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let (model, model_id): (Arc<dyn ChatModel>, String) =
-        match thinklio_llm::config::from_env().map_err(|e| format!("{e}"))? {
-            Some(choice) => {
-                eprintln!("model: {}", choice.description);
-                (choice.chat, choice.model)
-            }
-            None => {
-                eprintln!("THINKLIO_MODEL is not set: answering with the offline scripted model.");
-                (Arc::new(offline_model()), "offline".to_owned())
-            }
-        };
+    let (model, model_id) = model_from_env()?;
     let store = SqliteStore::open(&args.db)
         .await
         .map_err(|e| e.to_string())?;
@@ -152,10 +116,11 @@ async fn run(args: Args) -> Result<(), String> {
     .to_vec();
     let mut builder = Runtime::builder()
         .store(store)
-        .model(ByModel {
-            console: console_model(call.clone()),
-            main: model,
-        })
+        .model(ByModel::new(
+            CONSOLE_MODEL,
+            console_model(call.clone()),
+            model,
+        ))
         .capability(calculator())
         .capability(builtin::clock())
         .capability(builtin::web_fetch())
@@ -308,19 +273,8 @@ async fn call_once(runtime: &Runtime, name: &str, arguments: &str) -> Result<(),
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Args::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    thinklio_examples::init_logging();
+    thinklio_examples::exit_with(run(Args::parse()).await)
 }
 
 #[cfg(test)]

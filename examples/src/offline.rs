@@ -2,10 +2,70 @@
 //! configured: a calculator capability and a scripted model that uses it
 //! (and the clock) and otherwise says plainly what it is.
 
+use std::sync::Arc;
+
 use schemars::JsonSchema;
 use serde::Deserialize;
-use thinklio_core::{FunctionCapability, Role, SideEffect, TrustLevel};
+use thinklio_core::{
+    ChatModel, ChatRequest, ChatResponse, ChatStream, FunctionCapability, ModelError, Role,
+    SideEffect, TrustLevel,
+};
 use thinklio_llm::{ScriptedModel, ScriptedReply};
+
+/// The model `THINKLIO_MODEL` names, with the id to put in agent
+/// definitions; the offline model (id `offline`) when it is not set. Says
+/// which on standard error.
+pub fn model_from_env() -> Result<(Arc<dyn ChatModel>, String), String> {
+    match thinklio_llm::config::from_env().map_err(|e| e.to_string())? {
+        Some(choice) => {
+            eprintln!("model: {}", choice.description);
+            Ok((choice.chat, choice.model))
+        }
+        None => {
+            eprintln!("THINKLIO_MODEL is not set: answering with the offline scripted model.");
+            Ok((Arc::new(offline_model()), "offline".to_owned()))
+        }
+    }
+}
+
+/// Sends the requests of one model id to a scripted model (a host's own
+/// agent, such as a console making exactly the call asked for) and all
+/// others to the host's model.
+pub struct ByModel {
+    id: String,
+    scripted: ScriptedModel,
+    main: Arc<dyn ChatModel>,
+}
+
+impl ByModel {
+    /// Requests for model `id` go to `scripted`, the rest to `main`.
+    pub fn new(id: impl Into<String>, scripted: ScriptedModel, main: Arc<dyn ChatModel>) -> Self {
+        Self {
+            id: id.into(),
+            scripted,
+            main,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ChatModel for ByModel {
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
+        if request.model == self.id {
+            self.scripted.chat(request).await
+        } else {
+            self.main.chat(request).await
+        }
+    }
+
+    async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, ModelError> {
+        if request.model == self.id {
+            self.scripted.chat_stream(request).await
+        } else {
+            self.main.chat_stream(request).await
+        }
+    }
+}
 
 /// The calculator's input.
 #[derive(Deserialize, JsonSchema)]

@@ -15,17 +15,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use thinklio_capabilities::builtin;
 use thinklio_core::channel::ChannelRouter;
-use thinklio_core::{
-    AccountId, AccountPolicy, AgentDefinition, ChatModel, DirectoryStore, Runtime,
-};
+use thinklio_core::{AccountId, AccountPolicy, AgentDefinition, DirectoryStore, Runtime};
 use thinklio_examples::http::server::word_count;
-use thinklio_examples::offline::{calculator, offline_model};
+use thinklio_examples::offline::{calculator, model_from_env};
 use thinklio_examples::telegram::{TelegramBot, TelegramChannel, client};
 use thinklio_store_sqlite::SqliteStore;
 
@@ -57,14 +54,7 @@ struct Args {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let (model, model_id): (Arc<dyn ChatModel>, String) =
-        match thinklio_llm::config::from_env().map_err(|e| e.to_string())? {
-            Some(choice) => (choice.chat, choice.model),
-            None => {
-                eprintln!("THINKLIO_MODEL is not set: answering with the offline scripted model.");
-                (Arc::new(offline_model()), "offline".to_owned())
-            }
-        };
+    let (model, model_id) = model_from_env()?;
     let store = SqliteStore::open(&args.db)
         .await
         .map_err(|e| e.to_string())?;
@@ -141,15 +131,6 @@ async fn run(args: Args) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Args::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    thinklio_examples::init_logging();
+    thinklio_examples::exit_with(run(Args::parse()).await)
 }

@@ -30,8 +30,8 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 use thinklio_core::channel::{AccountMembers, Channel, ChannelHost, ChannelRouter};
 use thinklio_core::{
-    AccountId, AgentDefinition, ChatModel, ChatRequest, ChatResponse, ChatStream, DeliveryError,
-    ModelError, OutboxMessage, Role, Runtime, RuntimeBuilder,
+    AccountId, AgentDefinition, ChatModel, DeliveryError, OutboxMessage, Role, Runtime,
+    RuntimeBuilder,
 };
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 use tokio::sync::broadcast;
@@ -39,6 +39,7 @@ use utoipa::OpenApi;
 
 use self::error::ApiError;
 use self::keys::{ApiKey, ApiKeys, Verdict};
+use crate::offline::ByModel;
 
 /// The channel name of sessions opened through the HTTP API.
 pub const CHANNEL: &str = "http";
@@ -93,32 +94,6 @@ impl Channel for HttpChannel {
     }
 }
 
-/// Routes the dispatch agent's calls to a scripted model that makes exactly
-/// the call `POST /v1/jobs` asked for, and everything else to the host's model.
-struct WithDispatch {
-    dispatch: ScriptedModel,
-    main: Arc<dyn ChatModel>,
-}
-
-#[async_trait]
-impl ChatModel for WithDispatch {
-    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
-        if request.model == DISPATCH_MODEL {
-            self.dispatch.chat(request).await
-        } else {
-            self.main.chat(request).await
-        }
-    }
-
-    async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, ModelError> {
-        if request.model == DISPATCH_MODEL {
-            self.dispatch.chat_stream(request).await
-        } else {
-            self.main.chat_stream(request).await
-        }
-    }
-}
-
 /// The dispatch agent's model: a request `{"capability", "input"}` becomes
 /// that call; anything else (a tool result, a job's follow-up) is repeated.
 fn dispatch_model() -> ScriptedModel {
@@ -151,10 +126,7 @@ pub fn prepare(
     router.add(channel.clone());
     let names: Vec<String> = dispatchable.iter().map(|s| (*s).to_owned()).collect();
     builder
-        .model(WithDispatch {
-            dispatch: dispatch_model(),
-            main: model,
-        })
+        .model(ByModel::new(DISPATCH_MODEL, dispatch_model(), model))
         .agent(
             AgentDefinition::new(DISPATCH_AGENT, DISPATCH_MODEL)
                 .capabilities(names.clone())

@@ -252,17 +252,7 @@ pub async fn run(args: ServerArgs) -> Result<(), String> {
         }
         return Ok(());
     }
-    let model = match thinklio_llm::config::from_env().map_err(|e| e.to_string())? {
-        Some(choice) => {
-            eprintln!("model: {}", choice.description);
-            Some((choice.chat, choice.model))
-        }
-        None => {
-            eprintln!("THINKLIO_MODEL is not set: answering with the offline scripted model.");
-            None
-        }
-    };
-    let server = start(&args, model).await?;
+    let server = start(&args, Some(crate::offline::model_from_env()?)).await?;
     eprintln!(
         "Thinklio listens on http://{} (API under /v1/, OpenAPI at /openapi.json)",
         server.addr
