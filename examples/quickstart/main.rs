@@ -276,17 +276,3 @@ async fn main() -> ExitCode {
     thinklio_examples::init_logging();
     thinklio_examples::exit_with(run(Args::parse()).await)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn arithmetic_is_found_and_evaluated() {
-        assert_eq!(find_expression("what is 17*23?").as_deref(), Some("17*23"));
-        assert_eq!(evaluate("17*23"), Ok(391.0));
-        assert_eq!(evaluate("7/2"), Ok(3.5));
-        assert_eq!(find_expression("hello there"), None);
-        assert!(evaluate("1/").is_err());
-    }
-}

@@ -160,3 +160,17 @@ pub fn offline_model() -> ScriptedModel {
     })
     .named("offline")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arithmetic_is_found_and_evaluated() {
+        assert_eq!(find_expression("what is 17*23?").as_deref(), Some("17*23"));
+        assert_eq!(evaluate("17*23"), Ok(391.0));
+        assert_eq!(evaluate("7/2"), Ok(3.5));
+        assert_eq!(find_expression("hello there"), None);
+        assert!(evaluate("1/").is_err());
+    }
+}
