@@ -41,9 +41,19 @@ scripts/fetch-minilm.sh
 # Doc tests first (nextest does not run them), so the run ends on the
 # summary of every other test.
 cargo test --workspace --doc
+# A test runs the HTTP example as a user would; `--all-targets` builds
+# examples only as test harnesses, so build the program itself first.
+cargo build -p thinklio-examples --example http-server
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --all-targets --no-fail-fast
 else
     echo "cargo-nextest not found; running cargo test" >&2
     cargo test --workspace --all-targets --no-fail-fast
 fi
+
+# The benchmark suite's one-minute run (Thinklio beside LangGraph and the
+# OpenAI Agents SDK, installed from PyPI into target/peers-venv by
+# benches/peers/setup.sh), so that it cannot rot. It uses the debug build the
+# tests just made: its figures mean nothing; `cargo run --release -p
+# thinklio-benches -- all --write` measures.
+target/debug/thinklio-benches all --quick

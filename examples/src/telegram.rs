@@ -209,6 +209,16 @@ fn read_message(message: &Message) -> Option<(String, Vec<Attachment>)> {
     (!text.is_empty() || !attachments.is_empty()).then_some((text, attachments))
 }
 
+/// Whether the runtime refused a message for what it is (too long, not
+/// allowed), so that trying again cannot help.
+fn refused(e: &thinklio_core::RuntimeError) -> bool {
+    use thinklio_core::RuntimeError as E;
+    matches!(
+        e,
+        E::EmptyMessage | E::MessageTooLarge { .. } | E::Forbidden(_) | E::UnknownAgent(_)
+    )
+}
+
 impl TelegramBot {
     /// A bot serving `agent` to the users of `account`, replying through `bot`.
     pub fn new(runtime: Runtime, bot: Bot, agent: &str, account: AccountId) -> Arc<Self> {
@@ -297,9 +307,19 @@ impl TelegramBot {
         for a in attachments {
             inbound = inbound.attachment(a);
         }
-        let (session, _) = self.host.submit(&inbound).await?;
-        self.answer(session.id, chat, inbound.inbound());
-        Ok(())
+        match self.host.submit(&inbound).await {
+            Ok((session, _)) => {
+                self.answer(session.id, chat, inbound.inbound());
+                Ok(())
+            }
+            // A message that can never be taken is answered, not retried:
+            // retrying would stop every update behind it.
+            Err(e) if refused(&e) => {
+                self.say(chat, &format!("I cannot take this message: {e}"))
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn say(&self, chat: ChatId, text: &str) -> Result<(), BotError> {

@@ -451,6 +451,18 @@ async fn two_users_commands_long_replies_follow_ups_and_a_restart() {
         .unwrap();
     assert!(!left.to_string().contains("green tea"));
 
+    // A message the runtime refuses (over its 64 KiB limit) is answered with
+    // the reason and does not hold up the next one.
+    api.say(BOB, "Bob", &"x".repeat(70 * 1024));
+    api.say(BOB, "Bob", "still there?");
+    let bob = api.wait_for(BOB, 4).await;
+    assert!(
+        bob[2].starts_with("I cannot take this message: the message has 71680 bytes"),
+        "{}",
+        bob[2]
+    );
+    assert_eq!(bob[3], "echo: still there?");
+
     // /new: the next message starts a session that has not seen the earlier ones.
     let before = bot
         .runtime
@@ -486,16 +498,16 @@ async fn two_users_commands_long_replies_follow_ups_and_a_restart() {
     let second = start_bot(&db, &url, account, true).await;
     api.say(ADA, "Ada", "after restart");
     let ada = api.wait_for(ADA, 11).await;
-    let bob = api.wait_for(BOB, 3).await;
+    let bob = api.wait_for(BOB, 5).await;
     assert_eq!(&ada[9..], ["echo: slow question", "echo: after restart"]);
-    assert_eq!(bob[2], "echo: are you there?");
+    assert_eq!(bob[4], "echo: are you there?");
 
     // Nothing was answered twice: every reply is unique in its chat, and
     // nothing more arrives (the next message is answered next).
     api.say(BOB, "Bob", "last one");
-    let bob = api.wait_for(BOB, 4).await;
-    assert_eq!(bob.len(), 4, "{bob:?}");
-    assert_eq!(bob[3], "echo: last one");
+    let bob = api.wait_for(BOB, 6).await;
+    assert_eq!(bob.len(), 6, "{bob:?}");
+    assert_eq!(bob[5], "echo: last one");
     for chat in [ADA, BOB] {
         let sent = api.sent_to(chat);
         let mut unique = sent.clone();
