@@ -3,7 +3,7 @@
 Run by `cargo run --release -p thinklio-benches -- all` in the virtual
 environment `benches/peers/setup.sh` makes (pinned in requirements.txt):
 
-    python driver.py SYSTEM SCENARIO --n N --db PATH [--delay-ms MS]
+    python driver.py SYSTEM SCENARIO --n N --db PATH [--delay-ms MS] [--synchronous normal|full]
 
 SYSTEM is `langgraph` (a StateGraph with a ToolNode, checkpointed by
 SqliteSaver / AsyncSqliteSaver, durability "sync") or `openai-agents` (an
@@ -11,6 +11,10 @@ Agent with a function tool, its conversation in an SQLiteSession). Both are
 driven by the same fake model as Thinklio: the first call asks for the tool
 `add(2, 3)`, the second answers "5"; `--delay-ms` makes each call take that
 long (an asyncio sleep, as waiting on a provider would).
+
+--synchronous sets SQLite's `synchronous` on every connection the system
+uses (WAL either way): `full` (the default of both peers) syncs each commit
+to disk, `normal` survives a process kill but not a power cut.
 
 SCENARIO:
   harness      N interactions one after another, instant model
@@ -99,10 +103,14 @@ def langgraph_graph(checkpointer, delay_s, stop_before_tools=False):
     )
 
 
+SYNCHRONOUS = "FULL"
+
+
 def langgraph_sync(db):
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     conn = sqlite3.connect(db, check_same_thread=False)
+    conn.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
     return SqliteSaver(conn)
 
 
@@ -146,7 +154,11 @@ def run_langgraph(scenario, n, db, delay_s):
 async def langgraph_concurrency(n, db, delay_s):
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    async with AsyncSqliteSaver.from_conn_string(db) as saver:
+    import aiosqlite
+
+    async with aiosqlite.connect(db) as conn:
+        await conn.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
+        saver = AsyncSqliteSaver(conn)
         graph = langgraph_graph(saver, delay_s)
         inputs = {"messages": [("user", "what is 2 + 3?")]}
         await graph.ainvoke(inputs, {"configurable": {"thread_id": "warm-up"}}, durability="sync")
@@ -218,8 +230,29 @@ def agents_agent(delay_s):
     return Agent(name="assistant", instructions="Use add for sums.", model=agents_model(delay_s), tools=[add])
 
 
+def agents_session_class():
+    from agents import SQLiteSession
+
+    class Session(SQLiteSession):
+        """SQLiteSession with the suite's `synchronous` setting on each of
+        its connections (it opens one per thread)."""
+
+        _tuned = set()
+
+        def _get_connection(self):
+            conn = super()._get_connection()
+            if id(conn) not in self._tuned:
+                conn.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
+                self._tuned.add(id(conn))
+            return conn
+
+    return Session
+
+
 def run_agents(scenario, n, db, delay_s):
-    from agents import Runner, SQLiteSession, set_tracing_disabled
+    from agents import Runner, set_tracing_disabled
+
+    SQLiteSession = agents_session_class()
 
     set_tracing_disabled(True)
     if scenario == "recovery":
@@ -236,7 +269,12 @@ def run_agents(scenario, n, db, delay_s):
 
         async def one(i):
             t = time.perf_counter()
-            out = await Runner.run(agent, "what is 2 + 3?", session=SQLiteSession(f"s{i}", db))
+            session = SQLiteSession(f"s{i}", db)
+            try:
+                out = await Runner.run(agent, "what is 2 + 3?", session=session)
+            finally:
+                # Its connections (one per worker thread that touched it) go now.
+                session.close()
             latencies.append(time.perf_counter() - t)
             assert str(out.final_output) == "5", out.final_output
 
@@ -272,7 +310,10 @@ def main():
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--db", required=True)
     p.add_argument("--delay-ms", type=float, default=0)
+    p.add_argument("--synchronous", choices=["normal", "full"], default="full")
     a = p.parse_args()
+    global SYNCHRONOUS
+    SYNCHRONOUS = a.synchronous.upper()
     delay_s = a.delay_ms / 1000
     if a.system == "langgraph":
         out = run_langgraph(a.scenario, a.n, a.db, delay_s)

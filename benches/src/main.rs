@@ -26,6 +26,7 @@ mod docs;
 mod harness;
 mod retrieval;
 mod stores;
+mod suite;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -34,7 +35,8 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage: thinklio-benches harness [--interactions N] [--sessions N] [--quick] [--write]\n       \
          thinklio-benches retrieval [--sizes N,N] [--queries N] [--minilm DIR | --offline] [--quick] [--write]\n       \
-         thinklio-benches stores [--interactions N] [--facts N] [--queries N] [--offline] [--quick] [--write]"
+         thinklio-benches stores [--interactions N] [--facts N] [--queries N] [--offline] [--quick] [--write]\n       \
+         thinklio-benches all [--quick] [--write]   (Thinklio, LangGraph and the OpenAI Agents SDK side by side)"
     );
     ExitCode::from(2)
 }
@@ -45,6 +47,8 @@ fn main() -> ExitCode {
         Some("harness") => harness_main(&args[1..]),
         Some("retrieval") => retrieval_main(&args[1..]),
         Some("stores") => stores_main(&args[1..]),
+        Some("all") => all_main(&args[1..]),
+        Some("scenario") => suite::scenario_main(&args[1..]),
         _ => return usage(),
     };
     match result {
@@ -58,6 +62,21 @@ fn main() -> ExitCode {
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn all_main(args: &[String]) -> Result<bool, BoxError> {
+    let mut plan = suite::Plan::full();
+    let mut write = false;
+    for arg in args {
+        match arg.as_str() {
+            "--quick" => plan = suite::Plan::quick(),
+            "--write" => write = true,
+            _ => return Ok(false),
+        }
+    }
+    plan.write = write;
+    suite::main(&plan)?;
+    Ok(true)
+}
 
 fn harness_main(args: &[String]) -> Result<bool, BoxError> {
     let mut options = harness::Options::default();
