@@ -797,13 +797,22 @@ pub struct CreateKey {
     pub label: String,
 }
 
-/// A new key: its secret is shown this once.
-#[derive(Debug, Serialize, ToSchema)]
+/// A new key: its secret is shown this once (and never in `Debug`).
+#[derive(Serialize, ToSchema)]
 pub struct NewKey {
     /// The key.
     pub key: ApiKey,
     /// The secret to send as `Authorization: Bearer`.
     pub secret: String,
+}
+
+impl std::fmt::Debug for NewKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewKey")
+            .field("key", &self.key)
+            .field("secret", &"***")
+            .finish()
+    }
 }
 
 /// Creates another key for the account.
@@ -834,5 +843,27 @@ async fn revoke_key(
             "key.not_found",
             format!("the account has no live key {id}"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_keys_secret_stays_out_of_debug() {
+        let key = NewKey {
+            key: ApiKey {
+                id: "k1".into(),
+                account: thinklio_core::AccountId::new(),
+                label: "ci".into(),
+                created_at: 0,
+                revoked_at: None,
+            },
+            secret: "tk_0123456789abcdef".into(),
+        };
+        let shown = format!("{key:?}");
+        assert!(!shown.contains("tk_0123456789abcdef"), "{shown}");
+        assert!(shown.contains("***"));
     }
 }
