@@ -41,9 +41,10 @@ scripts/fetch-minilm.sh
 # Doc tests first (nextest does not run them), so the run ends on the
 # summary of every other test.
 cargo test --workspace --doc
-# A test runs the HTTP example as a user would; `--all-targets` builds
-# examples only as test harnesses, so build the program itself first.
-cargo build -p thinklio-examples --example http-server
+# A test runs the HTTP example as a user would, and the benchmark suite runs
+# at the end; `--all-targets` builds examples and binaries only as test
+# harnesses, so build both programs themselves first.
+cargo build -p thinklio-examples --example http-server -p thinklio-benches --bin thinklio-benches
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --all-targets --no-fail-fast
 else
