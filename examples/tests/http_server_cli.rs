@@ -80,6 +80,24 @@ fn start(db: &std::path::Path) -> Server {
     }
 }
 
+/// One request; the JSON it answers.
+async fn call(
+    http: &reqwest::Client,
+    method: &str,
+    url: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> Value {
+    let mut request = http.request(method.parse().unwrap(), url);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_serves_the_page_the_document_and_the_api() {
     let dir = tempfile::tempdir().unwrap();
@@ -112,14 +130,14 @@ async fn the_example_serves_the_page_the_document_and_the_api() {
                 .contains("<title>Thinklio web chat</title>")
         );
 
-        let doc: Value = http
-            .get(format!("{}/openapi.json", server.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let doc = call(
+            &http,
+            "GET",
+            &format!("{}/openapi.json", server.base),
+            None,
+            None,
+        )
+        .await;
         assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
         assert!(doc["paths"]["/v1/sessions/{id}/messages"]["post"].is_object());
 
@@ -132,30 +150,18 @@ async fn the_example_serves_the_page_the_document_and_the_api() {
         let body: Value = refused.json().await.unwrap();
         assert_eq!(body["error"]["code"], "auth.missing_key");
 
-        let session: Value = http
-            .post(format!("{}/v1/sessions", server.base))
-            .bearer_auth(&key)
-            .json(&json!({ "user": "ada" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let reply: Value = http
-            .post(format!(
-                "{}/v1/sessions/{}/messages",
-                server.base,
-                session["id"].as_str().unwrap()
-            ))
-            .bearer_auth(&key)
-            .json(&json!({ "text": "what is 17*23?" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let sessions = format!("{}/v1/sessions", server.base);
+        let session = call(
+            &http,
+            "POST",
+            &sessions,
+            Some(&key),
+            Some(json!({ "user": "ada" })),
+        )
+        .await;
+        let messages = format!("{sessions}/{}/messages", session["id"].as_str().unwrap());
+        let question = json!({ "text": "what is 17*23?" });
+        let reply = call(&http, "POST", &messages, Some(&key), Some(question)).await;
         assert_eq!(reply["text"], "17*23 = 391");
         assert!(
             reply["cost_usd"].as_f64().unwrap() > 0.0,
@@ -166,14 +172,13 @@ async fn the_example_serves_the_page_the_document_and_the_api() {
     // Started again on the same file: no new key is printed, the old one works.
     let server = start(&db);
     assert_eq!(server.web_chat, None);
-    let usage: Value = http
-        .get(format!("{}/v1/usage?user=ada", server.base))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let usage = call(
+        &http,
+        "GET",
+        &format!("{}/v1/usage?user=ada", server.base),
+        Some(&key),
+        None,
+    )
+    .await;
     assert_eq!(usage["calls"], 2, "{usage}");
 }
