@@ -8,13 +8,14 @@
 //! finished after it, and nothing else changes a step's state.
 
 mod jobs;
+mod model;
 mod plan;
 
 use self::plan::{Next, ThinkOutput, Work, observation};
 
 use std::sync::Arc;
 
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use serde_json::{Value, json};
 use tracing::{Instrument, field::Empty};
 
@@ -24,9 +25,9 @@ use crate::capability::{
     CapabilityError, InvocationContext, RegisteredCapability, SideEffect, TrustLevel,
 };
 use crate::directory::Access;
-use crate::event::{EventKind, TokenDelta};
+use crate::event::EventKind;
 use crate::interaction::Interaction;
-use crate::model::{ChatMessage, ChatRequest, ModelError, StreamEvent, ToolCall, ToolDefinition};
+use crate::model::{ChatMessage, ChatRequest, ToolCall, ToolDefinition};
 use crate::outbox::NewOutboxMessage;
 use crate::session::{Session, Turn};
 use crate::step::{
@@ -637,37 +638,6 @@ impl Run {
                 usage: None,
             },
         }
-    }
-
-    /// One model call: streamed, with each piece of text published, while a
-    /// host listens for tokens; whole otherwise.
-    async fn call_model(
-        &self,
-        request: &ChatRequest,
-        step: &Step,
-    ) -> Result<crate::model::ChatResponse, ModelError> {
-        if self.rt.tokens.receiver_count() == 0 {
-            return self.rt.model.chat(request).await;
-        }
-        let mut stream = self.rt.model.chat_stream(request).await?;
-        while let Some(event) = stream.next().await {
-            match event? {
-                StreamEvent::TextDelta(text) => {
-                    // No receiver left is not an error: the text is in the outcome.
-                    let _ = self.rt.tokens.send(TokenDelta {
-                        session_id: self.interaction.session_id,
-                        interaction_id: self.interaction.id,
-                        step_id: step.id,
-                        text,
-                    });
-                }
-                StreamEvent::Done(response) => return Ok(response),
-                _ => {}
-            }
-        }
-        Err(ModelError::MalformedResponse(
-            "the model's stream ended without its answer".to_owned(),
-        ))
     }
 
     /// Invokes the capability the model called. The step is already
