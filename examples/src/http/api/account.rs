@@ -1,0 +1,140 @@
+//! The account's usage and its API keys.
+
+// The handlers share the imports and helpers (ids, ownership checks) of `api`.
+use super::*;
+
+/// Whose usage.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct UsageQuery {
+    /// Your id of a user; the whole account when left out.
+    pub user: Option<String>,
+}
+
+/// Spend this calendar month (UTC).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageView {
+    /// Start of the period (ms since the Unix epoch).
+    pub since: i64,
+    /// Model and capability calls.
+    pub calls: u64,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Cost in US dollars.
+    pub cost_usd: f64,
+}
+
+/// Usage of the account, or of one user, this month.
+#[utoipa::path(get, path = "/v1/usage", tag = "usage", params(UsageQuery),
+    responses((status = 200, body = UsageView), (status = 401, body = ErrorBody)))]
+pub(super) async fn usage(
+    State(host): Host,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<UsageQuery>,
+) -> Result<Json<UsageView>, ApiError> {
+    let now = SystemClock.now();
+    let since = BudgetPeriod::Monthly.start(now);
+    let mut filter = UsageFilter::all()
+        .account(caller.account())
+        .between(since, now.plus(std::time::Duration::from_secs(1)));
+    if let Some(user) = &q.user {
+        filter = filter.user(user_id(&caller, user)?);
+    }
+    let totals = host.runtime.usage(&filter).await?;
+    Ok(Json(UsageView {
+        since: since.as_millis(),
+        calls: totals.calls,
+        input_tokens: totals.tokens.input_tokens,
+        output_tokens: totals.tokens.output_tokens,
+        cost_usd: totals.cost.as_usd(),
+    }))
+}
+
+/// The account's API keys (never their secrets).
+#[utoipa::path(get, path = "/v1/keys", tag = "keys",
+    responses((status = 200, body = [ApiKey]), (status = 401, body = ErrorBody)))]
+pub(super) async fn list_keys(
+    State(host): Host,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Vec<ApiKey>>, ApiError> {
+    Ok(Json(host.keys.list(caller.account()).await?))
+}
+
+/// A key to create.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateKey {
+    /// What it is for.
+    pub label: String,
+}
+
+/// A new key: its secret is shown this once (and never in `Debug`).
+#[derive(Serialize, ToSchema)]
+pub struct NewKey {
+    /// The key.
+    pub key: ApiKey,
+    /// The secret to send as `Authorization: Bearer`.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for NewKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewKey")
+            .field("key", &self.key)
+            .field("secret", &"***")
+            .finish()
+    }
+}
+
+/// Creates another key for the account.
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
+    responses((status = 201, body = NewKey), (status = 401, body = ErrorBody)))]
+pub(super) async fn create_key(
+    State(host): Host,
+    Extension(caller): Extension<Caller>,
+    Json(body): Json<CreateKey>,
+) -> Result<(StatusCode, Json<NewKey>), ApiError> {
+    let (key, secret) = host.keys.create(caller.account(), &body.label).await?;
+    Ok((StatusCode::CREATED, Json(NewKey { key, secret })))
+}
+
+/// Revokes a key of the account; it stops working at once.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys",
+    params(("id" = String, Path, description = "The key's id")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub(super) async fn revoke_key(
+    State(host): Host,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if host.keys.revoke(caller.account(), &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(
+            "key.not_found",
+            format!("the account has no live key {id}"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_keys_secret_stays_out_of_debug() {
+        let key = NewKey {
+            key: ApiKey {
+                id: "k1".into(),
+                account: thinklio_core::AccountId::new(),
+                label: "ci".into(),
+                created_at: 0,
+                revoked_at: None,
+            },
+            secret: "tk_0123456789abcdef".into(),
+        };
+        let shown = format!("{key:?}");
+        assert!(!shown.contains("tk_0123456789abcdef"), "{shown}");
+        assert!(shown.contains("***"));
+    }
+}

@@ -1,0 +1,191 @@
+//! Knowledge: facts added, searched, exported and deleted.
+
+// The handlers share the imports and helpers (ids, ownership checks) of `api`.
+use super::*;
+
+/// Whose layer a fact is in.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerName {
+    /// The whole account.
+    Account,
+    /// One agent (`agent`).
+    Agent,
+    /// One team (`team`).
+    Team,
+    /// One user (`user`).
+    User,
+}
+
+/// A fact to remember: a triple.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AddFact {
+    /// Its layer.
+    pub layer: LayerName,
+    /// Your id of the user, for the `user` layer.
+    pub user: Option<String>,
+    /// The team id, for the `team` layer.
+    pub team: Option<String>,
+    /// The agent, for the `agent` layer.
+    pub agent: Option<String>,
+    /// Subject, e.g. `user`.
+    pub subject: String,
+    /// Predicate, e.g. `lives in`.
+    pub predicate: String,
+    /// Value, e.g. `Lisbon`.
+    pub value: String,
+    /// A locked fact is not replaced by learned ones.
+    #[serde(default)]
+    pub locked: bool,
+}
+
+/// What recording a fact did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FactWritten {
+    /// `added`, `superseded`, `duplicate` or `historical`.
+    pub outcome: String,
+    /// The fact.
+    #[schema(value_type = Object)]
+    pub fact: thinklio_core::Fact,
+}
+
+/// Records a fact in a layer of the key's account (reconciled with what
+/// the layer holds).
+#[utoipa::path(post, path = "/v1/facts", tag = "knowledge", request_body = AddFact,
+    responses((status = 201, body = FactWritten), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(super) async fn add_fact(
+    State(host): Host,
+    Extension(caller): Extension<Caller>,
+    Json(body): Json<AddFact>,
+) -> Result<(StatusCode, Json<FactWritten>), ApiError> {
+    let missing = |what: &str| {
+        ApiError::bad_request(
+            "fact.missing_owner",
+            format!("the {what} layer needs `{what}`"),
+        )
+    };
+    let owner = match body.layer {
+        LayerName::Account => FactOwner::Account,
+        LayerName::Agent => FactOwner::Agent(AgentId::from(
+            body.agent.as_deref().ok_or_else(|| missing("agent"))?,
+        )),
+        LayerName::Team => FactOwner::Team(parse_id::<TeamId>(
+            "team",
+            body.team.as_deref().ok_or_else(|| missing("team"))?,
+        )?),
+        LayerName::User => FactOwner::User(user_id(
+            &caller,
+            body.user.as_deref().ok_or_else(|| missing("user"))?,
+        )?),
+    };
+    let mut fact = NewFact::new(
+        caller.account(),
+        owner,
+        body.subject,
+        body.predicate,
+        body.value,
+    );
+    fact.locked = body.locked;
+    // The key acts for the account as a whole.
+    let by = thinklio_core::Principal::new(caller.account(), UserId::from_uuid(uuid::Uuid::nil()));
+    let written = host.runtime.add_fact(&by, fact).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(FactWritten {
+            outcome: written.kind().to_owned(),
+            fact: written.fact().clone(),
+        }),
+    ))
+}
+
+/// A search.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SearchQuery {
+    /// Your id of the user whose view is searched.
+    pub user: String,
+    /// The question.
+    pub q: String,
+    /// How many facts at most (default 5).
+    pub k: Option<usize>,
+}
+
+/// One fact found.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FactFound {
+    /// The fact.
+    #[schema(value_type = Object)]
+    pub fact: thinklio_core::Fact,
+    /// Its fused score (higher is better).
+    pub score: f32,
+}
+
+/// Searches what the user may see through the account's agent (their
+/// facts, their teams', the agent's and the account's), vector and keyword.
+#[utoipa::path(get, path = "/v1/facts/search", tag = "knowledge", params(SearchQuery),
+    responses((status = 200, body = [FactFound]), (status = 401, body = ErrorBody)))]
+pub(super) async fn search_facts(
+    State(host): Host,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<SearchQuery>,
+) -> Result<Json<Vec<FactFound>>, ApiError> {
+    let channel_host = host.host(caller.account(), &host.config.agent);
+    let principal = channel_host.principal(CHANNEL, &q.user).await?;
+    let hits = host
+        .runtime
+        .search_facts(
+            &principal,
+            &AgentId::from(host.config.agent.as_str()),
+            &q.q,
+            q.k.unwrap_or(5).clamp(1, 100),
+        )
+        .await?;
+    Ok(Json(
+        hits.into_iter()
+            .map(|h| FactFound {
+                fact: h.fact,
+                score: h.score,
+            })
+            .collect(),
+    ))
+}
+
+/// Exports a user's own facts (current and past, with provenance).
+#[utoipa::path(get, path = "/v1/users/{user}/facts", tag = "knowledge",
+    params(("user" = String, Path, description = "Your id of the user")),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody)))]
+pub(super) async fn export_facts(
+    State(host): Host,
+    Extension(caller): Extension<Caller>,
+    Path(user): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let user = user_id(&caller, &user)?;
+    Ok(Json(
+        host.runtime
+            .export_user_facts(caller.account(), user)
+            .await?,
+    ))
+}
+
+/// How many facts were deleted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    /// The count.
+    pub deleted: u64,
+}
+
+/// Deletes a user's facts (the privacy call; history keeps no content).
+#[utoipa::path(delete, path = "/v1/users/{user}/facts", tag = "knowledge",
+    params(("user" = String, Path, description = "Your id of the user")),
+    responses((status = 200, body = Deleted), (status = 401, body = ErrorBody)))]
+pub(super) async fn delete_facts(
+    State(host): Host,
+    Extension(caller): Extension<Caller>,
+    Path(user): Path<String>,
+) -> Result<Json<Deleted>, ApiError> {
+    let user = user_id(&caller, &user)?;
+    let deleted = host
+        .runtime
+        .delete_user_facts(caller.account(), user)
+        .await?;
+    Ok(Json(Deleted { deleted }))
+}

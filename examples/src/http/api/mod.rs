@@ -1,0 +1,128 @@
+//! The `/v1/` routes and their OpenAPI description.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use thinklio_core::channel::{AccountMembers, ChannelMessage};
+use thinklio_core::{
+    AgentId, BudgetPeriod, CancelledBy, Clock, FactOwner, InteractionId, JobId, JobReport, NewFact,
+    Reply, Session, SessionId, StepKind, SystemClock, TeamId, UsageFilter, UserId,
+};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ErrorBody};
+use super::keys::ApiKey;
+use super::{CHANNEL, Caller, DISPATCH_AGENT, HttpHost, stream};
+
+mod account;
+mod jobs;
+mod knowledge;
+mod sessions;
+
+pub use account::{CreateKey, NewKey};
+pub use jobs::{CancelJob, DispatchCall, DispatchJob, JobView};
+pub use knowledge::{AddFact, Deleted, FactFound, FactWritten, LayerName, SearchQuery};
+pub use sessions::{
+    CreateSession, ReplyView, SendMessage, SessionView, StreamQuery, TurnView, UserQuery,
+};
+
+type Host = State<Arc<HttpHost>>;
+
+/// The OpenAPI document's frame; the paths come from the handlers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Thinklio HTTP API",
+        description = "Sessions, messages (streamed as server-sent events), jobs, knowledge and usage of a Thinklio runtime. Every /v1/ route needs an API key: `Authorization: Bearer tk_…`.",
+        version = "1"
+    ),
+    modifiers(&ApiKeyAuth),
+    security(("api_key" = [])),
+    components(schemas(ErrorBody))
+)]
+pub struct ApiDoc;
+
+struct ApiKeyAuth;
+
+impl Modify for ApiKeyAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The routes that need an API key.
+pub fn keyed_routes() -> OpenApiRouter<Arc<HttpHost>> {
+    OpenApiRouter::new()
+        .routes(routes!(sessions::create_session, sessions::list_sessions))
+        .routes(routes!(sessions::send_message, sessions::history))
+        .routes(routes!(sessions::session_stream))
+        .routes(routes!(sessions::interaction_steps))
+        .routes(routes!(jobs::dispatch_job))
+        .routes(routes!(jobs::job_status))
+        .routes(routes!(jobs::cancel_job))
+        .routes(routes!(knowledge::add_fact))
+        .routes(routes!(knowledge::search_facts))
+        .routes(routes!(knowledge::export_facts, knowledge::delete_facts))
+        .routes(routes!(account::usage))
+        .routes(routes!(account::list_keys, account::create_key))
+        .routes(routes!(account::revoke_key))
+}
+
+/// The job callback: authorised by the job's own token, not an API key.
+pub fn callback_routes() -> OpenApiRouter<Arc<HttpHost>> {
+    OpenApiRouter::new().routes(routes!(jobs::report_job))
+}
+
+fn parse_id<T: FromStr>(what: &str, raw: &str) -> Result<T, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::bad_request("request.bad_id", format!("`{raw}` is not a {what} id")))
+}
+
+fn user_id(caller: &Caller, user: &str) -> Result<UserId, ApiError> {
+    if user.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "request.missing_user",
+            "`user` is required",
+        ));
+    }
+    Ok(AccountMembers::new(caller.account()).user_id(CHANNEL, user))
+}
+
+/// The session, if it is the caller's account's.
+async fn own_session(host: &HttpHost, caller: &Caller, raw: &str) -> Result<Session, ApiError> {
+    let id: SessionId = parse_id("session", raw)?;
+    let session = host
+        .runtime
+        .store()
+        .session(id)
+        .await
+        .map_err(|e| match e {
+            thinklio_core::StoreError::NotFound { .. } => {
+                ApiError::not_found("session.not_found", format!("no session {id}"))
+            }
+            other => other.into(),
+        })?;
+    if session.principal.account != caller.account() {
+        return Err(ApiError::wrong_account("session"));
+    }
+    Ok(session)
+}
+
+impl From<thinklio_core::StoreError> for ApiError {
+    fn from(e: thinklio_core::StoreError) -> Self {
+        thinklio_core::RuntimeError::from(e).into()
+    }
+}

@@ -1,0 +1,260 @@
+//! Sessions, their messages (plain and streamed), their history and steps.
+
+// The handlers share the imports and helpers (ids, ownership checks) of `api`.
+use super::*;
+
+/// A session.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    /// Its id.
+    pub id: String,
+    /// The user it acts for (the runtime's user id).
+    pub user_id: String,
+    /// The agent.
+    pub agent: String,
+    /// The conversation key (`CHAT` or `CHAT#N`).
+    pub key: Option<String>,
+    /// When it was opened (ms since the Unix epoch).
+    pub created_at: i64,
+}
+
+impl From<&Session> for SessionView {
+    fn from(s: &Session) -> Self {
+        Self {
+            id: s.id.to_string(),
+            user_id: s.principal.user.to_string(),
+            agent: s.agent_id.to_string(),
+            key: s.key.clone(),
+            created_at: s.created_at.as_millis(),
+        }
+    }
+}
+
+/// Opens a conversation.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateSession {
+    /// Your id of the user (any string; the same string is the same user).
+    pub user: String,
+    /// Your id of the conversation; a new one when left out. The same user
+    /// and conversation give the same session.
+    pub conversation: Option<String>,
+    /// Start the conversation's next session (the agent forgets the chat so far).
+    #[serde(default)]
+    pub new: bool,
+}
+
+/// Opens (or finds) a session of the account's agent for a user.
+#[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = CreateSession,
+    responses((status = 201, body = SessionView), (status = 401, body = ErrorBody)))]
+pub(super) async fn create_session(
+    State(host): Host,
+    Extension(caller): Extension<Caller>,
+    Json(body): Json<CreateSession>,
+) -> Result<(StatusCode, Json<SessionView>), ApiError> {
+    user_id(&caller, &body.user)?;
+    let conversation = body
+        .conversation
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let channel_host = host.host(caller.account(), &host.config.agent);
+    let session = if body.new {
+        channel_host
+            .new_session(CHANNEL, &body.user, &conversation)
+            .await?
+    } else {
+        channel_host
+            .session(CHANNEL, &body.user, &conversation)
+            .await?
+    };
+    Ok((StatusCode::CREATED, Json(SessionView::from(&session))))
+}
+
+/// Whose sessions.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct UserQuery {
+    /// Your id of the user.
+    pub user: String,
+}
+
+/// Lists a user's sessions, oldest first.
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", params(UserQuery),
+    responses((status = 200, body = [SessionView]), (status = 401, body = ErrorBody)))]
+pub(super) async fn list_sessions(
+    State(host): Host,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<UserQuery>,
+) -> Result<Json<Vec<SessionView>>, ApiError> {
+    let user = user_id(&caller, &q.user)?;
+    let mut sessions: Vec<SessionView> = host
+        .runtime
+        .store()
+        .sessions_of_user(user)
+        .await?
+        .iter()
+        .filter(|s| s.principal.account == caller.account() && s.channel == CHANNEL)
+        .map(SessionView::from)
+        .collect();
+    sessions.sort_by_key(|s| s.created_at);
+    Ok(Json(sessions))
+}
+
+/// A message to the session's agent.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SendMessage {
+    /// The text.
+    pub text: String,
+    /// Your id of the message: sending it again returns the same reply
+    /// instead of asking twice.
+    pub id: Option<String>,
+}
+
+/// The agent's answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplyView {
+    /// The interaction that produced it.
+    pub interaction_id: String,
+    /// The text.
+    pub text: String,
+    /// Steps taken.
+    pub steps: u32,
+    /// Input tokens used.
+    pub input_tokens: u64,
+    /// Output tokens used.
+    pub output_tokens: u64,
+    /// What it cost, in US dollars.
+    pub cost_usd: f64,
+}
+
+impl From<&Reply> for ReplyView {
+    fn from(r: &Reply) -> Self {
+        Self {
+            interaction_id: r.interaction_id.to_string(),
+            text: r.text.clone(),
+            steps: r.steps,
+            input_tokens: r.usage.input_tokens,
+            output_tokens: r.usage.output_tokens,
+            cost_usd: r.cost.as_usd(),
+        }
+    }
+}
+
+/// Streaming choice.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct StreamQuery {
+    /// Answer as server-sent events (also chosen by `Accept: text/event-stream`).
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// Sends a message and returns the reply; streamed as server-sent events
+/// (`interaction`, `step`, `token`, `reply`, `error`) when asked.
+#[utoipa::path(post, path = "/v1/sessions/{id}/messages", tag = "sessions",
+    params(("id" = String, Path, description = "The session"), StreamQuery),
+    request_body = SendMessage,
+    responses(
+        (status = 200, body = ReplyView, description = "The reply, or an event stream (text/event-stream)"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
+pub(super) async fn send_message(
+    State(host): Host,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
+    Json(body): Json<SendMessage>,
+) -> Result<Response, ApiError> {
+    let session = own_session(&host, &caller, &id).await?;
+    let mut inbound = thinklio_core::Inbound::from(body.text);
+    if let Some(message_id) = body.id {
+        inbound = thinklio_core::Inbound::with_id(
+            inbound.text,
+            format!("{CHANNEL}:{}:{message_id}", session.id),
+        );
+    }
+    let wants_stream = q.stream
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/event-stream"));
+    if wants_stream {
+        return Ok(stream::reply_stream(Arc::clone(&host), session, inbound).into_response());
+    }
+    let reply = host.runtime.send(session.id, inbound).await?;
+    Ok(Json(ReplyView::from(&reply)).into_response())
+}
+
+/// One exchange of a session.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TurnView {
+    /// The interaction.
+    pub interaction_id: String,
+    /// What was said (for a job's follow-up, the notice).
+    pub user: String,
+    /// The reply.
+    pub assistant: String,
+}
+
+/// The session's exchanges so far, oldest first (job follow-ups included).
+#[utoipa::path(get, path = "/v1/sessions/{id}/messages", tag = "sessions",
+    params(("id" = String, Path, description = "The session")),
+    responses((status = 200, body = [TurnView]), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn history(
+    State(host): Host,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<TurnView>>, ApiError> {
+    let session = own_session(&host, &caller, &id).await?;
+    let turns = host
+        .runtime
+        .store()
+        .history(session.id, i64::MAX, 500)
+        .await?;
+    Ok(Json(
+        turns
+            .into_iter()
+            .map(|t| TurnView {
+                interaction_id: t.interaction_id.to_string(),
+                user: t.user,
+                assistant: t.assistant,
+            })
+            .collect(),
+    ))
+}
+
+/// Streams everything that happens in the session from now on, as
+/// server-sent events: `step`, `token`, and `reply` for every reply (answers
+/// and job follow-ups), until the client disconnects.
+#[utoipa::path(get, path = "/v1/sessions/{id}/events", tag = "sessions",
+    params(("id" = String, Path, description = "The session")),
+    responses((status = 200, description = "An event stream (text/event-stream)"), (status = 401, body = ErrorBody)))]
+pub(super) async fn session_stream(
+    State(host): Host,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let session = own_session(&host, &caller, &id).await?;
+    Ok(stream::session_stream(Arc::clone(&host), session).into_response())
+}
+
+/// The steps of an interaction, as stored (input, output, error, tokens, cost).
+#[utoipa::path(get, path = "/v1/interactions/{id}/steps", tag = "sessions",
+    params(("id" = String, Path, description = "The interaction")),
+    responses((status = 200, body = Vec<Object>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn interaction_steps(
+    State(host): Host,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id: InteractionId = parse_id("interaction", &id)?;
+    let store = host.runtime.store();
+    let interaction = store.interaction(id).await.map_err(|e| match e {
+        thinklio_core::StoreError::NotFound { .. } => {
+            ApiError::not_found("interaction.not_found", format!("no interaction {id}"))
+        }
+        other => other.into(),
+    })?;
+    if interaction.principal.account != caller.account() {
+        return Err(ApiError::wrong_account("interaction"));
+    }
+    let steps = store.steps(id).await?;
+    Ok(Json(json!(steps)))
+}
