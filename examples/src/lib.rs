@@ -29,6 +29,26 @@ pub fn init_logging() {
         .init();
 }
 
+/// Usage of an account (or of one of its users) this calendar month, UTC:
+/// when the month began, and the totals since — what `/usage` shows on
+/// every channel.
+pub async fn usage_this_month(
+    runtime: &thinklio_core::Runtime,
+    account: thinklio_core::AccountId,
+    user: Option<thinklio_core::UserId>,
+) -> Result<(thinklio_core::Timestamp, thinklio_core::UsageTotals), thinklio_core::RuntimeError> {
+    use thinklio_core::Clock;
+    let now = thinklio_core::SystemClock.now();
+    let since = thinklio_core::BudgetPeriod::Monthly.start(now);
+    let mut filter = thinklio_core::UsageFilter::all()
+        .account(account)
+        .between(since, now.plus(std::time::Duration::from_secs(1)));
+    if let Some(user) = user {
+        filter = filter.user(user);
+    }
+    Ok((since, runtime.usage(&filter).await?))
+}
+
 /// Removes a SQLite database file and its WAL companions (the examples keep
 /// theirs in the temp directory and clean up after themselves).
 pub fn remove_database(path: &std::path::Path) {

@@ -28,8 +28,7 @@ use thinklio_core::channel::{
     AccountMembers, Attachment, Channel, ChannelHost, ChannelMessage, ChatKey,
 };
 use thinklio_core::{
-    AccountId, BudgetPeriod, Clock, DeliveryError, Inbound, OutboxMessage, Runtime, SessionId,
-    SystemClock, UsageFilter,
+    AccountId, Clock, DeliveryError, Inbound, OutboxMessage, Runtime, SessionId, SystemClock,
 };
 use tokio::sync::mpsc;
 
@@ -266,17 +265,9 @@ impl TelegramBot {
             }
             Some("/usage") => {
                 let principal = self.host.principal(CHANNEL, &user).await?;
-                let now = SystemClock.now();
-                let since = BudgetPeriod::Monthly.start(now);
-                let totals = self
-                    .runtime()
-                    .usage(
-                        &UsageFilter::all()
-                            .account(self.account)
-                            .user(principal.user)
-                            .between(since, now.plus(Duration::from_secs(1))),
-                    )
-                    .await?;
+                let (_, totals) =
+                    crate::usage_this_month(self.runtime(), self.account, Some(principal.user))
+                        .await?;
                 let text = format!(
                     "This month: {} calls, {} tokens ({} in, {} out), {}.",
                     totals.calls,

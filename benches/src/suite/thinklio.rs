@@ -60,23 +60,16 @@ fn memory_kb() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let k = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[k.min(sorted.len() - 1)]
-}
-
-fn timed(n: u64, elapsed: Duration, mut latencies: Vec<f64>, base_kb: u64) -> Outcome {
-    latencies.sort_by(f64::total_cmp);
+fn timed(n: u64, elapsed: Duration, mut latencies: Vec<Duration>, base_kb: u64) -> Outcome {
+    latencies.sort();
+    let ms = |p: f64| crate::retrieval::percentile(&latencies, p).as_secs_f64() * 1e3;
     Outcome {
         offered: true,
         n,
         seconds: elapsed.as_secs_f64(),
         per_second: n as f64 / elapsed.as_secs_f64(),
-        p50_ms: Some(percentile(&latencies, 50.0) * 1e3),
-        p99_ms: Some(percentile(&latencies, 99.0) * 1e3),
+        p50_ms: Some(ms(0.50)),
+        p99_ms: Some(ms(0.99)),
         rss_base_kb: Some(base_kb),
         rss_peak_kb: Some(memory_kb().1),
         version: Some(format!("thinklio {}", env!("CARGO_PKG_VERSION"))),
@@ -121,7 +114,7 @@ pub async fn thinklio(
                 let t = Instant::now();
                 let id = session(&rt, &format!("t{i}")).await?;
                 let reply = rt.send(id, "what is 2 + 3?").await?;
-                latencies.push(t.elapsed().as_secs_f64());
+                latencies.push(t.elapsed());
                 if reply.text != "2 + 3 = 5" {
                     return Err(format!("unexpected reply {:?}", reply.text).into());
                 }
@@ -142,11 +135,11 @@ pub async fn thinklio(
                     let id = session(&rt, &format!("c{i}")).await?;
                     let reply = rt.send(id, "what is 2 + 3?").await?;
                     if reply.text != "2 + 3 = 5" {
-                        return Err::<f64, BoxError>(
+                        return Err::<Duration, BoxError>(
                             format!("unexpected reply {:?}", reply.text).into(),
                         );
                     }
-                    Ok(t.elapsed().as_secs_f64())
+                    Ok(t.elapsed())
                 });
             }
             let mut latencies = Vec::with_capacity(n as usize);

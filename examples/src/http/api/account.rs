@@ -33,15 +33,8 @@ pub(super) async fn usage(
     Extension(caller): Extension<Caller>,
     Query(q): Query<UsageQuery>,
 ) -> Result<Json<UsageView>, ApiError> {
-    let now = SystemClock.now();
-    let since = BudgetPeriod::Monthly.start(now);
-    let mut filter = UsageFilter::all()
-        .account(caller.account())
-        .between(since, now.plus(std::time::Duration::from_secs(1)));
-    if let Some(user) = &q.user {
-        filter = filter.user(user_id(&caller, user)?);
-    }
-    let totals = host.runtime.usage(&filter).await?;
+    let user = q.user.as_deref().map(|u| user_id(&caller, u)).transpose()?;
+    let (since, totals) = crate::usage_this_month(&host.runtime, caller.account(), user).await?;
     Ok(Json(UsageView {
         since: since.as_millis(),
         calls: totals.calls,

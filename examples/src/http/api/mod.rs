@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use thinklio_core::channel::{AccountMembers, ChannelMessage};
 use thinklio_core::{
-    AgentId, BudgetPeriod, CancelledBy, Clock, FactOwner, InteractionId, JobId, JobReport, NewFact,
-    Reply, Session, SessionId, StepKind, SystemClock, TeamId, UsageFilter, UserId,
+    AgentId, CancelledBy, FactOwner, InteractionId, JobId, JobReport, NewFact, Reply, Session,
+    SessionId, StepKind, TeamId, UserId,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
