@@ -90,3 +90,59 @@ pub async fn open_store(spec: &str) -> Result<Arc<dyn Store>, String> {
         }
     }
 }
+
+/// A place where a worker process stops and says so, so that a crash test
+/// kills it exactly there instead of at a moment it hopes is right.
+///
+/// A worker is given `POINT:N` (for example `think:helper:3`): the `N`-th
+/// time it reaches `POINT`, it prints `paused POINT` on stdout and waits
+/// forever; the test, reading stdout, SIGKILLs it. The point names are the
+/// worker's own (`think:AGENT`, `effect:before`, `deliver:after`, ...).
+pub struct KillPoint {
+    point: String,
+    nth: usize,
+    seen: std::sync::atomic::AtomicUsize,
+}
+
+impl KillPoint {
+    /// Parses `POINT:N`; `None` for anything else (no pause).
+    pub fn parse(spec: &str) -> Option<Self> {
+        let (point, nth) = spec.rsplit_once(':')?;
+        Some(Self {
+            point: point.to_owned(),
+            nth: nth.parse().ok()?,
+            seen: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// Counts a visit to `point`; on the chosen visit announces it and
+    /// never returns.
+    pub async fn reached(&self, point: &str) {
+        if point != self.point {
+            return;
+        }
+        let n = self
+            .seen
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            .saturating_add(1);
+        if n == self.nth {
+            announce(&format!("paused {point}"));
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Waits at an optional kill point.
+pub async fn reached(kill: &Option<Arc<KillPoint>>, point: &str) {
+    if let Some(kill) = kill {
+        kill.reached(point).await;
+    }
+}
+
+/// Prints one line on stdout at once (a test reads it through a pipe).
+fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}

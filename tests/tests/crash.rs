@@ -1,8 +1,14 @@
 //! Crash recovery with real process kills: a worker process runs many
-//! interactions against one SQLite file and is SIGKILLed at random moments;
-//! each restart calls `recover()`. At the end every interaction has finished,
+//! interactions against one store and is SIGKILLed again and again; each
+//! restart calls `recover()`. At the end every interaction has finished,
 //! every reply was delivered once, no external side effect happened twice,
 //! and every step row has a legal state history.
+//!
+//! Most kills land where the worker says it is: it is told a kill point
+//! (inside a model call of either agent, around the external side effect,
+//! around a reply's delivery), stops there, prints `paused POINT`, and is
+//! killed then, so every point is covered on a slow machine as on a fast
+//! one. Kills at random moments come on top, for what nobody thought of.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests speak through panics
 
@@ -16,28 +22,90 @@ use thinklio_core::*;
 
 const SESSIONS: usize = 8;
 const PER_SESSION: usize = 40;
-const KILLS: usize = 30;
+/// Kills at each announced point.
+const PER_POINT: usize = 4;
+/// Kills at random moments, besides.
+const RANDOM_KILLS: usize = 10;
 
-fn spawn(dir: &Path, db: &str, mode: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_crash-worker"))
+/// The worker's kill points (see `crash_worker.rs`).
+const POINTS: [&str; 5] = [
+    "think:worker",
+    "effect:before",
+    "effect:after",
+    "deliver:before",
+    "deliver:after",
+];
+
+/// A worker process and the lines it prints.
+struct Worker {
+    child: Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+fn spawn(dir: &Path, db: &str, mode: &str, kill: Option<String>) -> Worker {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crash-worker"))
         .arg(db)
         .arg(dir.join("effects.log"))
         .arg(dir.join("deliveries.log"))
         .arg(SESSIONS.to_string())
         .arg(PER_SESSION.to_string())
         .arg(mode)
+        .args(kill)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("the crash worker starts")
+        .expect("the crash worker starts");
+    let stdout = child.stdout.take().expect("the worker's stdout is piped");
+    Worker {
+        child,
+        lines: BufReader::new(stdout).lines(),
+    }
 }
 
-/// Reads the worker's stdout up to its `recovered` line.
-fn wait_recovered(child: &mut Child) -> Option<String> {
-    let stdout = child.stdout.as_mut()?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).ok()?;
-    line.starts_with("recovered").then_some(line)
+impl Worker {
+    fn next_line(&mut self) -> Option<String> {
+        self.lines.next()?.ok()
+    }
+
+    /// Reads the worker's stdout up to its `recovered` line.
+    fn wait_recovered(&mut self) -> Option<String> {
+        self.next_line().filter(|l| l.starts_with("recovered"))
+    }
+
+    /// Reads on until the worker says it paused at `point`: `Some(true)`
+    /// when that was while it recovered, `None` when it ended without
+    /// reaching it.
+    fn wait_paused(&mut self, point: &str) -> Option<bool> {
+        let mut recovering = true;
+        while let Some(line) = self.next_line() {
+            if line.starts_with("recovered") {
+                recovering = false;
+            } else if line == format!("paused {point}") {
+                return Some(recovering);
+            }
+        }
+        None
+    }
+}
+
+/// How one round ends.
+enum Round {
+    /// Killed where the worker says it stopped.
+    At(&'static str),
+    /// Killed after a random wait, wherever it is.
+    Random,
+}
+
+/// Every announced point `PER_POINT` times, in turn, with the random kills
+/// spread between the passes.
+fn schedule(points: &[&'static str]) -> Vec<Round> {
+    let mut rounds = Vec::new();
+    for pass in 0..PER_POINT {
+        rounds.extend(points.iter().map(|p| Round::At(p)));
+        let random = RANDOM_KILLS * (pass + 1) / PER_POINT - RANDOM_KILLS * pass / PER_POINT;
+        rounds.extend((0..random).map(|_| Round::Random));
+    }
+    rounds
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,38 +152,68 @@ async fn kill_and_check(mode: &str, backend: Backend) {
             format!("postgres:crash_{}", uuid::Uuid::now_v7().simple())
         }
     };
-    let mut live_kills = 0;
-    let mut rounds = 0;
-    while live_kills < KILLS {
-        rounds += 1;
-        assert!(
-            rounds <= KILLS * 3,
-            "the worker finished before it could be killed {KILLS} times"
-        );
-        let mut child = spawn(dir.path(), &db, mode);
-        let recovered = wait_recovered(&mut child);
-        assert!(
-            recovered.is_some(),
-            "round {rounds}: the worker did not recover"
-        );
-        // A PostgreSQL round trip is slower than SQLite's: the same share of
-        // kills lands mid-work with a longer window.
-        let window = if backend == Backend::Postgres {
-            5..150
-        } else {
-            5..45
+    let mut points = POINTS.to_vec();
+    if delegated {
+        points.insert(0, "think:helper");
+    }
+    let (mut live_kills, mut random_kills, mut kills_in_recovery) = (0, 0, 0);
+    let mut killed_at: HashMap<&str, usize> = HashMap::new();
+    let plan = schedule(&points);
+    let rounds = plan.len();
+    for (round, how) in plan.into_iter().enumerate() {
+        // The chosen visit of the point varies, so kills land early and
+        // late in a process's life.
+        let kill = match how {
+            Round::At(point) => Some(format!("{point}:{}", fastrand::usize(1..=6))),
+            Round::Random => None,
         };
-        std::thread::sleep(Duration::from_millis(fastrand::u64(window)));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL on Unix
-            live_kills += 1;
+        let mut worker = spawn(dir.path(), &db, mode, kill);
+        match how {
+            Round::At(point) => {
+                // A point may be reached while the worker recovers what the
+                // last kill interrupted: a kill during recovery.
+                let during_recovery = worker.wait_paused(point).unwrap_or_else(|| {
+                    panic!("round {round}: the worker ended its work without reaching {point}")
+                });
+                *killed_at.entry(point).or_default() += 1;
+                kills_in_recovery += usize::from(during_recovery);
+            }
+            Round::Random => {
+                assert!(
+                    worker.wait_recovered().is_some(),
+                    "round {round}: the worker did not recover"
+                );
+                // A PostgreSQL round trip is slower than SQLite's: the same
+                // share of kills lands mid-work with a longer window.
+                let window = if backend == Backend::Postgres {
+                    5..150
+                } else {
+                    5..45
+                };
+                std::thread::sleep(Duration::from_millis(fastrand::u64(window)));
+            }
         }
-        child.wait().unwrap();
+        if worker.child.try_wait().unwrap().is_none() {
+            worker.child.kill().unwrap(); // SIGKILL on Unix
+            live_kills += 1;
+            if matches!(how, Round::Random) {
+                random_kills += 1;
+            }
+        }
+        worker.child.wait().unwrap();
+    }
+    for point in &points {
+        assert_eq!(
+            killed_at.get(point),
+            Some(&PER_POINT),
+            "every kill point was killed at"
+        );
     }
     // A last run to the end.
-    let mut child = spawn(dir.path(), &db, mode);
-    let recovered = wait_recovered(&mut child).expect("the final run recovers");
-    let status = child.wait().unwrap();
+    let mut worker = spawn(dir.path(), &db, mode, None);
+    let recovered = worker.wait_recovered().expect("the final run recovers");
+    while worker.next_line().is_some() {}
+    let status = worker.child.wait().unwrap();
     assert!(
         status.success(),
         "the final run fails: {status}; {recovered}"
@@ -252,12 +350,21 @@ async fn kill_and_check(mode: &str, backend: Backend) {
             assert!(acts.count() <= 1, "an external call is never re-run");
         }
     }
+    // What the announced kills guarantee, whatever the machine's speed.
     if delegated {
         assert!(
             delegations_resumed > 0,
-            "no kill landed while a delegate was working"
+            "a kill inside the delegate's model call resumes the delegation"
         );
     }
+    assert!(
+        interrupted > 0,
+        "a kill inside a model call re-runs its step"
+    );
+    assert!(
+        unknown > 0,
+        "a kill around the side effect leaves its outcome unknown"
+    );
     let per_message = if delegated { 2 } else { 1 };
     assert_eq!(interactions, SESSIONS * PER_SESSION * per_message);
     let delivered_ids: HashSet<_> = delivered.keys().cloned().collect();
@@ -269,8 +376,12 @@ async fn kill_and_check(mode: &str, backend: Backend) {
     let repeats = std::fs::read_to_string(dir.path().join("deliveries.repeats"))
         .map(|t| t.lines().count())
         .unwrap_or(0);
+    assert!(
+        repeats > 0,
+        "a kill after a delivery delivers the reply again, and the channel drops it"
+    );
     println!(
-        "{mode} on {}: {live_kills} kills over {rounds} rounds; {repeats} repeated deliveries dropped by the channel; {interrupted} steps re-run after interruption ({delegations_resumed} delegations resumed), \
+        "{mode} on {}: {live_kills} kills over {rounds} rounds ({random_kills} at random moments, {kills_in_recovery} while recovering); {repeats} repeated deliveries dropped by the channel; {interrupted} steps re-run after interruption ({delegations_resumed} delegations resumed), \
          {unknown} external calls with unknown outcome, {external_ok} external calls succeeded",
         if backend == Backend::Postgres {
             "PostgreSQL"

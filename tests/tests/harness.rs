@@ -430,11 +430,14 @@ async fn messages_of_one_session_run_in_order_and_sessions_run_concurrently() {
     );
 }
 
-/// A model that answers after a pause and records how many calls were in flight at once.
+/// A model that records how many calls were in flight at once. The first
+/// call waits until a second one is in flight (so overlap is seen whatever
+/// the machine's speed); if none comes, calls were serialised.
 #[derive(Default)]
 struct Gauge {
     in_flight: std::sync::atomic::AtomicUsize,
     peak: std::sync::atomic::AtomicUsize,
+    overlapped: tokio::sync::Notify,
 }
 
 #[async_trait::async_trait]
@@ -443,7 +446,18 @@ impl ChatModel for Gauge {
         use std::sync::atomic::Ordering::SeqCst;
         let now = self.in_flight.fetch_add(1, SeqCst) + 1;
         self.peak.fetch_max(now, SeqCst);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if now >= 2 {
+            self.overlapped.notify_waiters();
+        } else {
+            // Registered before the peak is read, so no wake-up is missed.
+            let notified = self.overlapped.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.peak.load(SeqCst) < 2 {
+                // Only a failing run waits this long.
+                let _ = tokio::time::timeout(Duration::from_secs(30), notified).await;
+            }
+        }
         self.in_flight.fetch_sub(1, SeqCst);
         Ok(ChatResponse {
             model: request.model.clone(),

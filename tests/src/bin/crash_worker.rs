@@ -9,20 +9,30 @@
 //! mode `delegate` it hands every message to a helper agent (a delegate) that
 //! does. It prints `recovered ...` once recovery is done, `done` when every
 //! message is answered, and exits 0.
+//!
+//! With a last argument `POINT:N` it stops the `N`-th time it reaches
+//! `POINT`, prints `paused POINT` and waits to be killed
+//! ([`thinklio_tests::KillPoint`]). Points: `think:worker` and
+//! `think:helper` (inside that agent's model call), `effect:before` and
+//! `effect:after` (inside the external capability, around its side effect),
+//! `deliver:before` and `deliver:after` (inside the channel, around the
+//! delivery of a reply).
 
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 use thinklio_core::{
-    AgentDefinition, Delegate, DeliveryError, FunctionCapability, Inbound, OutboxMessage,
-    Principal, ReplySink, Role, Runtime, SideEffect,
+    AgentDefinition, ChatModel, ChatRequest, ChatResponse, ChatStream, Delegate, DeliveryError,
+    FunctionCapability, Inbound, ModelError, OutboxMessage, Principal, ReplySink, Role, Runtime,
+    SideEffect,
 };
 use thinklio_llm::{ScriptedModel, ScriptedReply};
+use thinklio_tests::{KillPoint, reached};
 
 #[derive(Deserialize, JsonSchema)]
 struct RecordArgs {
@@ -35,10 +45,11 @@ struct RecordArgs {
 struct FileSink {
     path: PathBuf,
     seen: Mutex<HashSet<String>>,
+    kill: Option<Arc<KillPoint>>,
 }
 
 impl FileSink {
-    fn open(path: PathBuf) -> std::io::Result<Self> {
+    fn open(path: PathBuf, kill: Option<Arc<KillPoint>>) -> std::io::Result<Self> {
         let seen = match std::fs::read_to_string(&path) {
             Ok(text) => text
                 .lines()
@@ -51,6 +62,7 @@ impl FileSink {
         Ok(Self {
             path,
             seen: Mutex::new(seen),
+            kill,
         })
     }
 }
@@ -58,6 +70,15 @@ impl FileSink {
 #[async_trait::async_trait]
 impl ReplySink for FileSink {
     async fn deliver(&self, message: &OutboxMessage) -> Result<(), DeliveryError> {
+        reached(&self.kill, "deliver:before").await;
+        self.write(message)?;
+        reached(&self.kill, "deliver:after").await;
+        Ok(())
+    }
+}
+
+impl FileSink {
+    fn write(&self, message: &OutboxMessage) -> Result<(), DeliveryError> {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let id = message.id.to_string();
         if seen.contains(&id) {
@@ -112,36 +133,70 @@ fn model() -> ScriptedModel {
     .without_recording()
 }
 
+/// The scripted model, stopping at `think:AGENT` kill points.
+struct PausingModel {
+    inner: ScriptedModel,
+    delegated: bool,
+    kill: Option<Arc<KillPoint>>,
+}
+
+impl PausingModel {
+    async fn reach(&self, request: &ChatRequest) {
+        let worker = !self.delegated || request.tools.iter().any(|t| t.name == "ask_helper");
+        let point = if worker {
+            "think:worker"
+        } else {
+            "think:helper"
+        };
+        reached(&self.kill, point).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl ChatModel for PausingModel {
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
+        self.reach(request).await;
+        self.inner.chat(request).await
+    }
+
+    async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, ModelError> {
+        self.reach(request).await;
+        self.inner.chat_stream(request).await
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let (db, effects, deliveries, sessions, per_session, mode) = match args.as_slice() {
-        [_, db, effects, deliveries, sessions, per_session] => {
-            (db, effects, deliveries, sessions, per_session, "direct")
-        }
-        [_, db, effects, deliveries, sessions, per_session, mode] => (
+    let (db, effects, deliveries, sessions, per_session, mode, kill) = match args.as_slice() {
+        [_, db, effects, deliveries, sessions, per_session, rest @ ..] if rest.len() <= 2 => (
             db,
             effects,
             deliveries,
             sessions,
             per_session,
-            mode.as_str(),
+            rest.first().map_or("direct", String::as_str),
+            rest.get(1).and_then(|k| KillPoint::parse(k)).map(Arc::new),
         ),
         _ => {
             return Err(
-                "usage: crash-worker DB SIDE_EFFECT_LOG DELIVERY_LOG SESSIONS PER_SESSION [direct|delegate]"
+                "usage: crash-worker DB SIDE_EFFECT_LOG DELIVERY_LOG SESSIONS PER_SESSION [direct|delegate [POINT:N]]"
                     .into(),
             );
         }
     };
+    let delegated = mode == "delegate";
     let sessions: usize = sessions.parse()?;
     let per_session: usize = per_session.parse()?;
     let effects = PathBuf::from(effects);
+    let effect_kill = kill.clone();
     let record = FunctionCapability::builder("record", "Records an entry in the side-effect log.")
         .side_effect(SideEffect::External)
         .handler_with_context(move |ctx, args: RecordArgs| {
             let effects = effects.clone();
+            let kill = effect_kill.clone();
             async move {
+                reached(&kill, "effect:before").await;
                 tokio::time::sleep(Duration::from_millis(3)).await;
                 let line = format!("{} {}\n", ctx.idempotency_key, args.entry);
                 std::fs::OpenOptions::new()
@@ -150,6 +205,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .open(&effects)
                     .and_then(|mut f| f.write_all(line.as_bytes()))
                     .map_err(|e| e.to_string())?;
+                reached(&kill, "effect:after").await;
                 tokio::time::sleep(Duration::from_millis(3)).await;
                 Ok::<_, String>("recorded")
             }
@@ -157,12 +213,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tools = ["record", "add"];
     let builder = Runtime::builder()
         .store_arc(thinklio_tests::open_store(db).await?)
-        .model(model())
+        .model(PausingModel {
+            inner: model(),
+            delegated,
+            kill: kill.clone(),
+        })
         .capability(record)
         .capability(thinklio_tests::add())
-        .reply_sink(FileSink::open(PathBuf::from(deliveries))?);
-    let builder = match mode {
-        "delegate" => builder
+        .reply_sink(FileSink::open(PathBuf::from(deliveries), kill)?);
+    let builder = match delegated {
+        true => builder
             .agent(AgentDefinition::new("worker", "scripted").capabilities(["ask_helper"]))
             .agent(AgentDefinition::new("helper", "scripted").capabilities(tools))
             .delegate(Delegate::new(
@@ -170,7 +230,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "ask_helper",
                 "Hands the task to the helper.",
             )),
-        _ => builder.agent(AgentDefinition::new("worker", "scripted").capabilities(tools)),
+        false => builder.agent(AgentDefinition::new("worker", "scripted").capabilities(tools)),
     };
     let runtime = builder.build()?;
     let report = runtime.recover().await?;
