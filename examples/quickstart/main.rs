@@ -116,6 +116,7 @@ async fn run(args: Args) -> Result<(), String> {
     .to_vec();
     let mut builder = Runtime::builder()
         .store(store)
+        .prices(thinklio_examples::offline::prices())
         .model(ByModel::new(
             CONSOLE_MODEL,
             console_model(call.clone()),

@@ -28,6 +28,16 @@ pub fn model_from_env() -> Result<(Arc<dyn ChatModel>, String), String> {
     }
 }
 
+/// The prices the example hosts use: the providers' published list prices,
+/// and the offline model priced like a small hosted one, so usage, `/usage`
+/// and cost budgets show what a conversation would cost.
+pub fn prices() -> thinklio_core::PriceTable {
+    thinklio_llm::prices::published().with(
+        "offline",
+        thinklio_core::ModelPrice::usd_per_million(0.15, 0.60),
+    )
+}
+
 /// Sends the requests of one model id to a scripted model (a host's own
 /// agent, such as a console making exactly the call asked for) and all
 /// others to the host's model.

@@ -75,6 +75,7 @@ async fn run(args: Args) -> Result<(), String> {
     router.add(channel.clone());
     let runtime = Runtime::builder()
         .store(store)
+        .prices(thinklio_examples::offline::prices())
         .model_arc(model)
         .capability(calculator())
         .capability(builtin::clock())

@@ -232,3 +232,158 @@ async fn forgetting_a_user_keeps_account_totals_and_closes_their_sessions() {
         "priced done"
     );
 }
+
+/// A chat completion as OpenAI sends it: the answer names the dated
+/// snapshot that served it, not the model asked for.
+const DATED_COMPLETION: &str = r#"{
+  "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
+  "object": "chat.completion",
+  "created": 1741570283,
+  "model": "gpt-4o-mini-2024-07-18",
+  "choices": [
+    {
+      "index": 0,
+      "message": { "role": "assistant", "content": "Hello! How can I help?", "refusal": null, "annotations": [] },
+      "logprobs": null,
+      "finish_reason": "stop"
+    }
+  ],
+  "usage": {
+    "prompt_tokens": 1117,
+    "completion_tokens": 46,
+    "total_tokens": 1163,
+    "prompt_tokens_details": { "cached_tokens": 0, "audio_tokens": 0 },
+    "completion_tokens_details": { "reasoning_tokens": 0, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0 }
+  },
+  "service_tier": "default",
+  "system_fingerprint": "fp_06737a9306"
+}"#;
+
+/// A runtime on a real OpenAI-compatible client talking to a local server
+/// that answers like OpenAI.
+async fn openai_runtime(
+    dir: &tempfile::TempDir,
+    server: &wiremock::MockServer,
+    prices: PriceTable,
+) -> Runtime {
+    use wiremock::matchers::{method, path};
+    wiremock::Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_raw(DATED_COMPLETION, "application/json"),
+        )
+        .mount(server)
+        .await;
+    Runtime::builder()
+        .store(SqliteStore::open(dir.path().join("o.db")).await.unwrap())
+        .model(thinklio_llm::OpenAiCompatible::new(
+            format!("{}/v1", server.uri()),
+            None,
+        ))
+        .prices(prices)
+        .agent(AgentDefinition::new("a", "gpt-4o-mini"))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_dated_model_name_is_priced_and_its_cost_budget_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = wiremock::MockServer::start().await;
+    let rt = openai_runtime(&dir, &server, thinklio_llm::prices::published()).await;
+    let me = Principal::local();
+    let session = rt.open_session(me, "a", "t", None).await.unwrap();
+    let first = rt.send(session.id, "hello").await.unwrap();
+    // 1,117 input and 46 output tokens of gpt-4o-mini at $0.15 / $0.60 per million.
+    assert_eq!(
+        first.cost,
+        ModelPrice::usd_per_million(0.15, 0.60).cost(TokenUsage::new(1117, 46))
+    );
+    rt.set_budget(BudgetLimit::monthly(Scope::User(me.user), first.cost))
+        .await
+        .unwrap();
+    let second = rt.send(session.id, "again").await.unwrap();
+    assert!(
+        second.text.starts_with("I have to stop here"),
+        "{}",
+        second.text
+    );
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        1,
+        "the spent budget stopped the second call before it reached the provider"
+    );
+}
+
+#[tokio::test]
+async fn the_requested_model_prices_an_answer_named_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = wiremock::MockServer::start().await;
+    // Only the requested id has a price (a proxy or a fine-tune answers
+    // under a name the table does not know).
+    let prices = PriceTable::new().with("gpt-4o-mini", ModelPrice::usd_per_million(1.0, 1.0));
+    let prices = prices.with("unrelated", ModelPrice::usd_per_million(9.0, 9.0));
+    let rt = openai_runtime(&dir, &server, prices).await;
+    let session = rt.open_session(Principal::local(), "a", "t", None).await.unwrap();
+    let reply = rt.send(session.id, "hello").await.unwrap();
+    assert_eq!(reply.cost, Cost::from_usd(1163.0 / 1e6));
+}
+
+#[tokio::test]
+async fn an_unpriced_model_is_warned_about_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = wiremock::MockServer::start().await;
+    let rt = openai_runtime(&dir, &server, PriceTable::new()).await;
+    let mut events = rt.subscribe();
+    let session = rt.open_session(Principal::local(), "a", "t", None).await.unwrap();
+    for text in ["one", "two", "three"] {
+        assert_eq!(rt.send(session.id, text).await.unwrap().cost, Cost::ZERO);
+    }
+    let mut warned = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if e.kind == EventKind::UsageUnpriced {
+            warned.push(e.payload["model"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(warned, ["gpt-4o-mini-2024-07-18"]);
+    let logged = rt
+        .store()
+        .events_after(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::UsageUnpriced)
+        .count();
+    assert_eq!(logged, 1, "the warning is in the store's log, once");
+}
+
+#[tokio::test]
+async fn a_token_budget_stops_calls_whatever_the_prices() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = wiremock::MockServer::start().await;
+    let rt = openai_runtime(&dir, &server, PriceTable::new()).await;
+    let me = Principal::local();
+    rt.set_budget(BudgetLimit::monthly_tokens(Scope::Account(me.account), 2_000))
+        .await
+        .unwrap();
+    let session = rt.open_session(me, "a", "t", None).await.unwrap();
+    let mut events = rt.subscribe();
+    // 1,163 tokens a call: the first runs, the second starts (1,163 < 2,000),
+    // the third may not.
+    for text in ["one", "two"] {
+        let reply = rt.send(session.id, text).await.unwrap();
+        assert!(!reply.text.starts_with("I have to stop"), "{}", reply.text);
+    }
+    let third = rt.send(session.id, "three").await.unwrap();
+    assert!(third.text.contains("2000 tokens"), "{}", third.text);
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    let mut thresholds = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if e.kind == EventKind::BudgetWarning {
+            assert_eq!(e.payload["limit_tokens"], 2000);
+            thresholds.push(e.payload["threshold"].as_i64().unwrap());
+        }
+    }
+    assert_eq!(thresholds, [50, 80, 100]);
+}

@@ -1,4 +1,5 @@
-//! Budgets: spending limits per account, team or user over a period.
+//! Budgets: spending limits per account, team or user over a period, in
+//! money, in tokens, or both.
 //!
 //! A budget is checked before every model call and every capability call,
 //! delegations included (a delegate spends from its caller's principal).
@@ -6,7 +7,12 @@
 //! reset by themselves at their boundary, with no job to run. A call starts
 //! only while spend is below every applicable limit, so a limit is passed by
 //! at most the one call that crossed it. Warning thresholds (percent of the
-//! limit) each emit one `budget.warning` event per period.
+//! limit; of the nearer one when both are set) each emit one
+//! `budget.warning` event per period.
+//!
+//! A money limit sees only what the runtime's price table prices: a model
+//! with no price costs zero (the runtime warns once per such model). A
+//! token limit holds whatever the prices say.
 
 use serde::{Deserialize, Serialize};
 
@@ -75,13 +81,17 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// A spending limit.
+/// A spending limit: money, tokens, or both (whichever is spent first
+/// stops the calls).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BudgetLimit {
     /// Whose spending it limits.
     pub scope: Scope,
-    /// The most that may be spent per period.
-    pub limit: Cost,
+    /// The most money that may be spent per period, if limited.
+    pub cost: Option<Cost>,
+    /// The most tokens (input and output) that may be used per period, if
+    /// limited.
+    pub tokens: Option<u64>,
     /// The period.
     pub period: BudgetPeriod,
     /// Percentages of the limit at which a `budget.warning` event is emitted,
@@ -90,14 +100,44 @@ pub struct BudgetLimit {
 }
 
 impl BudgetLimit {
-    /// A monthly limit for `scope` with warnings at 50%, 80% and 100%.
+    /// A monthly money limit for `scope` with warnings at 50%, 80% and 100%.
     pub fn monthly(scope: Scope, limit: Cost) -> Self {
         Self {
             scope,
-            limit,
+            cost: Some(limit),
+            tokens: None,
             period: BudgetPeriod::Monthly,
             warn_at: vec![50, 80, 100],
         }
+    }
+
+    /// A monthly token limit for `scope` with warnings at 50%, 80% and 100%.
+    pub fn monthly_tokens(scope: Scope, tokens: u64) -> Self {
+        Self {
+            cost: None,
+            tokens: Some(tokens),
+            ..Self::monthly(scope, Cost::ZERO)
+        }
+    }
+
+    /// The same budget, also limited to `tokens` per period.
+    pub fn tokens(mut self, tokens: u64) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// How much of this budget `spent` (money) and `used` (tokens) take, in
+    /// percent of the nearer limit; 100 or more when a limit is spent, 0
+    /// when nothing is limited.
+    pub fn percent_used(&self, spent: Cost, used: u64) -> i128 {
+        let of = |n: i128, limit: i128| if limit <= 0 { 100 } else { n * 100 / limit };
+        let money = self
+            .cost
+            .map(|c| of(i128::from(spent.as_nanos()), i128::from(c.as_nanos())));
+        let tokens = self
+            .tokens
+            .map(|t| of(i128::from(used), i128::from(t)));
+        money.into_iter().chain(tokens).max().unwrap_or(0)
     }
 
     /// The same limit over another period.

@@ -40,6 +40,10 @@ pub enum EventKind {
     /// `job.state_changed`: a job moved to another state.
     #[serde(rename = "job.state_changed")]
     JobStateChanged,
+    /// `usage.unpriced_model`: a model with no price answered (once per
+    /// model per runtime): its calls cost zero and cost budgets miss them.
+    #[serde(rename = "usage.unpriced_model")]
+    UsageUnpriced,
 }
 
 crate::step::str_enum!(EventKind, "event kind",
@@ -53,6 +57,7 @@ crate::step::str_enum!(EventKind, "event kind",
     EventKind::TaskDeadLettered => "task.dead_lettered",
     EventKind::BudgetWarning => "budget.warning",
     EventKind::JobStateChanged => "job.state_changed",
+    EventKind::UsageUnpriced => "usage.unpriced_model",
 );
 
 /// An entry of the event log.

@@ -136,10 +136,23 @@ impl ModelPrice {
     }
 }
 
-/// Prices per model id. A model id may carry a provider prefix
-/// (`openai/gpt-4o-mini`); lookups try the full id first, then the part after
-/// the last `/`. A model with no price costs zero, and [`PriceTable::cost`]
-/// says so by returning `None`.
+/// Prices per model id.
+///
+/// Lookups are forgiving in the ways real providers need: a model id may
+/// carry a provider prefix (`openai/gpt-4o-mini`, as OpenRouter names
+/// models) and a date or `latest` suffix (`gpt-4o-mini-2024-07-18`,
+/// `claude-sonnet-4-5-20250929`, `claude-3-5-sonnet@20241022`,
+/// `claude-3-7-sonnet-latest`), as providers answer with the snapshot that
+/// served a call. [`PriceTable::price`] tries the id as given, without its
+/// prefix, then the family without its date, so a price for the family
+/// prices every snapshot while a price for one snapshot still wins for it.
+/// Nothing else is guessed: `gpt-4o-mini` never falls back to `gpt-4o`.
+///
+/// Core keeps no vendor's prices: `thinklio_llm::prices::published()` has
+/// the list prices of the providers it speaks to. A model with no price
+/// costs zero; [`PriceTable::cost`] says so by returning `None`, and the
+/// runtime warns once per such model (a `usage.unpriced_model` event and a
+/// log line), since a cost budget cannot see what it is not told.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PriceTable {
     prices: HashMap<String, ModelPrice>,
@@ -151,42 +164,74 @@ impl PriceTable {
         Self::default()
     }
 
-    /// Published list prices (USD per million tokens) of some common models,
-    /// as of 2026. Check them against your provider's price list; override any
-    /// with [`PriceTable::with`].
-    pub fn published() -> Self {
-        Self::new()
-            .with("gpt-4o-mini", ModelPrice::usd_per_million(0.15, 0.60))
-            .with("gpt-4o", ModelPrice::usd_per_million(2.50, 10.00))
-            .with("gpt-4.1-mini", ModelPrice::usd_per_million(0.40, 1.60))
-            .with("gpt-4.1", ModelPrice::usd_per_million(2.00, 8.00))
-            .with(
-                "claude-sonnet-4-5",
-                ModelPrice::usd_per_million(3.00, 15.00),
-            )
-            .with("claude-haiku-4-5", ModelPrice::usd_per_million(1.00, 5.00))
-            .with("claude-opus-4-1", ModelPrice::usd_per_million(15.00, 75.00))
-    }
-
-    /// This table with a price set for `model`.
+    /// This table with a price set for `model` (an id or a family).
     pub fn with(mut self, model: impl Into<String>, price: ModelPrice) -> Self {
         self.prices.insert(model.into(), price);
         self
     }
 
-    /// The price of `model`, if known.
+    /// Whether no model has a price.
+    pub fn is_empty(&self) -> bool {
+        self.prices.is_empty()
+    }
+
+    /// The price of `model`, if known: the id as given, then without its
+    /// provider prefix, then its family (the id without a date suffix).
     pub fn price(&self, model: &str) -> Option<&ModelPrice> {
-        self.prices.get(model).or_else(|| {
-            model
-                .rsplit_once('/')
-                .and_then(|(_, short)| self.prices.get(short))
-        })
+        let short = model.rsplit_once('/').map_or(model, |(_, short)| short);
+        [model, short, family(model), family(short)]
+            .into_iter()
+            .find_map(|id| self.prices.get(id))
+    }
+
+    /// The price of a call that asked for `requested` and was answered by
+    /// `answered`: the answering model's price if known (a provider names
+    /// the snapshot it used), else the requested one's.
+    pub fn price_of(&self, answered: &str, requested: &str) -> Option<&ModelPrice> {
+        self.price(answered).or_else(|| self.price(requested))
     }
 
     /// What `usage` of `model` costs, or `None` when the model has no price.
     pub fn cost(&self, model: &str, usage: TokenUsage) -> Option<Cost> {
         self.price(model).map(|p| p.cost(usage))
     }
+}
+
+/// A model id without the date or `latest` suffix providers add to name a
+/// snapshot: `gpt-4o-mini-2024-07-18` → `gpt-4o-mini`,
+/// `claude-sonnet-4-5-20250929` → `claude-sonnet-4-5`,
+/// `claude-3-5-sonnet@20241022` → `claude-3-5-sonnet`,
+/// `claude-3-7-sonnet-latest` → `claude-3-7-sonnet`. An id without such a
+/// suffix is returned as it is.
+pub fn family(model: &str) -> &str {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if let Some(base) = model.strip_suffix("-latest") {
+        return base;
+    }
+    // `-YYYY-MM-DD`
+    if model.len() > 11 && model.is_char_boundary(model.len() - 11) {
+        let (base, tail) = model.split_at(model.len() - 11);
+        let parts: Vec<&str> = tail.split('-').collect();
+        if let ["", y, m, d] = parts.as_slice()
+            && y.len() == 4
+            && m.len() == 2
+            && d.len() == 2
+            && digits(y)
+            && digits(m)
+            && digits(d)
+            && !base.is_empty()
+        {
+            return base;
+        }
+    }
+    // `-YYYYMMDD` or `@YYYYMMDD`
+    if let Some(at) = model.rfind(['-', '@']) {
+        let (base, tail) = (&model[..at], &model[at + 1..]);
+        if tail.len() == 8 && digits(tail) && tail.starts_with("20") && !base.is_empty() {
+            return base;
+        }
+    }
+    model
 }
 
 /// Usage of one model call, as recorded for reporting and budgets.
@@ -321,13 +366,64 @@ mod tests {
         assert_eq!(price.cost(TokenUsage::new(1, 0)), Cost::from_nanos(150));
     }
 
+    fn table() -> PriceTable {
+        PriceTable::new()
+            .with("gpt-4o-mini", ModelPrice::usd_per_million(0.15, 0.60))
+            .with("gpt-4o", ModelPrice::usd_per_million(2.50, 10.00))
+            .with("claude-sonnet-4-5", ModelPrice::usd_per_million(3.0, 15.0))
+    }
+
     #[test]
     fn provider_prefix_falls_back_to_short_name() {
-        let t = PriceTable::published();
+        let t = table();
         assert!(
             t.cost("openai/gpt-4o-mini", TokenUsage::new(10, 10))
                 .is_some()
         );
         assert!(t.cost("unknown-model", TokenUsage::new(10, 10)).is_none());
+    }
+
+    #[test]
+    fn a_dated_model_name_is_priced() {
+        let t = table();
+        let mini = ModelPrice::usd_per_million(0.15, 0.60);
+        let sonnet = ModelPrice::usd_per_million(3.0, 15.0);
+        assert_eq!(t.price("gpt-4o-mini-2024-07-18"), Some(&mini));
+        assert_eq!(t.price("openai/gpt-4o-mini-2024-07-18"), Some(&mini));
+        assert_eq!(t.price("claude-sonnet-4-5-20250929"), Some(&sonnet));
+        assert_eq!(t.price("claude-sonnet-4-5@20250929"), Some(&sonnet));
+        assert_eq!(t.price("claude-sonnet-4-5-latest"), Some(&sonnet));
+        // Only a date is dropped: no family is guessed from a shorter name.
+        assert_eq!(t.price("gpt-4o-mini-audio-preview"), None);
+        assert_eq!(t.price("gpt-4o-2"), None);
+        // A snapshot's own price wins over its family's.
+        let t = t.with("gpt-4o-2024-05-13", ModelPrice::usd_per_million(5.0, 15.0));
+        assert_eq!(
+            t.price("gpt-4o-2024-05-13"),
+            Some(&ModelPrice::usd_per_million(5.0, 15.0))
+        );
+        assert_eq!(
+            t.price("gpt-4o-2024-08-06"),
+            Some(&ModelPrice::usd_per_million(2.50, 10.00))
+        );
+    }
+
+    #[test]
+    fn the_requested_model_prices_an_unknown_answer() {
+        let t = table();
+        let mini = ModelPrice::usd_per_million(0.15, 0.60);
+        assert_eq!(t.price_of("gpt-4o-mini-2024-07-18", "x"), Some(&mini));
+        assert_eq!(t.price_of("served-by-proxy", "openai/gpt-4o-mini"), Some(&mini));
+        assert_eq!(t.price_of("a", "b"), None);
+    }
+
+    #[test]
+    fn family_never_panics_and_only_shortens() {
+        for id in ["", "-", "@", "a-2024-07-1", "é-2024-07-18", "-20240718", "x-ü2024071", "2024-07-18", "@20250929"] {
+            let f = family(id);
+            assert!(id.starts_with(f), "{id} → {f}");
+        }
+        assert_eq!(family("-20240718"), "-20240718");
+        assert_eq!(family("é-2024-07-18"), "é");
     }
 }

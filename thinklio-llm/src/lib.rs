@@ -11,6 +11,8 @@
 //!   offline demos.
 //! - [`config`]: picks a model from `THINKLIO_MODEL` and the variables each
 //!   provider's own SDKs read.
+//! - [`prices`]: the providers' published list prices, for the runtime's
+//!   cost accounting and budgets.
 //!
 //! Both HTTP providers support tool calls and streaming (SSE), retry 408, 409,
 //! 429, 5xx and timeouts with exponential backoff that honours `Retry-After`,
@@ -27,6 +29,7 @@ mod http;
 #[cfg(feature = "local-embeddings")]
 mod minilm;
 mod openai;
+pub mod prices;
 mod scripted;
 mod secret;
 

@@ -24,14 +24,16 @@ impl BudgetStore for PostgresStore {
         let tx = client.transaction().await.map_err(backend)?;
         execute(
             &tx,
-            "INSERT INTO budgets (scope_kind, scope_id, limit_nanos, period, warn_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (scope_kind, scope_id) DO UPDATE SET limit_nanos = $3, period = $4, warn_at = $5",
+            "INSERT INTO budgets (scope_kind, scope_id, limit_nanos, limit_tokens, period, warn_at) \
+             VALUES ($1, $2, $3, $6, $4, $5) ON CONFLICT (scope_kind, scope_id) \
+             DO UPDATE SET limit_nanos = $3, limit_tokens = $6, period = $4, warn_at = $5",
             &[
                 &limit.scope.kind(),
                 &limit.scope.id(),
-                &limit.limit.as_nanos(),
+                &limit.cost.map(Cost::as_nanos),
                 &period_name(limit.period),
                 &warn_at,
+                &limit.tokens.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
             ],
         )
         .await?;
@@ -56,7 +58,8 @@ impl BudgetStore for PostgresStore {
         let tx = client.transaction().await.map_err(backend)?;
         query(
             &tx,
-            "SELECT scope_kind, scope_id, limit_nanos, period, warn_at FROM budgets ORDER BY scope_kind, scope_id",
+            "SELECT scope_kind, scope_id, limit_nanos, limit_tokens, period, warn_at \
+             FROM budgets ORDER BY scope_kind, scope_id",
             &[],
         )
         .await?
@@ -68,7 +71,9 @@ impl BudgetStore for PostgresStore {
             let warn_at: String = rows::get(r, "warn_at")?;
             Ok(BudgetLimit {
                 scope: rows::scope(&kind, &id)?,
-                limit: Cost::from_nanos(rows::get(r, "limit_nanos")?),
+                cost: rows::get::<Option<i64>>(r, "limit_nanos")?.map(Cost::from_nanos),
+                tokens: rows::get::<Option<i64>>(r, "limit_tokens")?
+                    .map(|t| u64::try_from(t).unwrap_or(0)),
                 period: if period == "daily" {
                     BudgetPeriod::Daily
                 } else {

@@ -321,6 +321,11 @@ CREATE INDEX fact_vectors_hnsw_768 ON fact_vectors
 CREATE INDEX fact_vectors_hnsw_1536 ON fact_vectors
     USING hnsw ((embedding::vector(1536)) vector_cosine_ops) WHERE vector_dims(embedding) = 1536;
 "#,
+    // 4: budgets in tokens as well as money (either may be unlimited).
+    r#"
+ALTER TABLE budgets ALTER COLUMN limit_nanos DROP NOT NULL;
+ALTER TABLE budgets ADD COLUMN limit_tokens BIGINT;
+"#,
 ];
 
 /// The newest schema version this build knows.

@@ -24,16 +24,18 @@ impl BudgetStore for SqliteStore {
         self.conn
             .call(move |c| {
                 c.prepare_cached(
-                    "INSERT INTO budgets (scope_kind, scope_id, limit_nanos, period, warn_at) VALUES (?1, ?2, ?3, ?4, ?5) \
-                     ON CONFLICT (scope_kind, scope_id) DO UPDATE SET limit_nanos = ?3, period = ?4, warn_at = ?5",
+                    "INSERT INTO budgets (scope_kind, scope_id, limit_nanos, limit_tokens, period, warn_at) \
+                     VALUES (?1, ?2, ?3, ?6, ?4, ?5) ON CONFLICT (scope_kind, scope_id) \
+                     DO UPDATE SET limit_nanos = ?3, limit_tokens = ?6, period = ?4, warn_at = ?5",
                 )
                 .map_err(backend)?
                 .execute(params![
                     limit.scope.kind(),
                     limit.scope.id(),
-                    limit.limit.as_nanos(),
+                    limit.cost.map(Cost::as_nanos),
                     period_name(limit.period),
-                    warn_at
+                    warn_at,
+                    limit.tokens.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
                 ])
                 .map_err(backend)?;
                 Ok(())
@@ -57,20 +59,25 @@ impl BudgetStore for SqliteStore {
     async fn budgets(&self) -> StoreResult<Vec<BudgetLimit>> {
         self.conn
             .call(move |c| {
-                let rows: Vec<(String, String, i64, String, String)> = c
+                type Row = (String, String, Option<i64>, Option<i64>, String, String);
+                let rows: Vec<Row> = c
                     .prepare_cached(
-                        "SELECT scope_kind, scope_id, limit_nanos, period, warn_at FROM budgets ORDER BY scope_kind, scope_id",
+                        "SELECT scope_kind, scope_id, limit_nanos, limit_tokens, period, warn_at \
+                         FROM budgets ORDER BY scope_kind, scope_id",
                     )
                     .map_err(backend)?
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                    .query_map([], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                    })
                     .map_err(backend)?
                     .collect::<Result<_, _>>()
                     .map_err(backend)?;
                 rows.into_iter()
-                    .map(|(kind, id, nanos, period, warn_at)| {
+                    .map(|(kind, id, nanos, tokens, period, warn_at)| {
                         Ok(BudgetLimit {
                             scope: rows::scope(&kind, &id)?,
-                            limit: Cost::from_nanos(nanos),
+                            cost: nanos.map(Cost::from_nanos),
+                            tokens: tokens.map(|t| u64::try_from(t).unwrap_or(0)),
                             period: if period == "daily" {
                                 BudgetPeriod::Daily
                             } else {

@@ -321,6 +321,22 @@ ALTER TABLE sessions ADD COLUMN lease_until INTEGER;
 ALTER TABLE jobs ADD COLUMN lease_owner TEXT;
 ALTER TABLE jobs ADD COLUMN lease_until INTEGER;
 "#,
+    // 9: budgets in tokens as well as money (either may be unlimited).
+    r#"
+CREATE TABLE budgets_9 (
+    scope_kind   TEXT NOT NULL,
+    scope_id     TEXT NOT NULL,
+    limit_nanos  INTEGER,
+    limit_tokens INTEGER,
+    period       TEXT NOT NULL,
+    warn_at      TEXT NOT NULL,
+    PRIMARY KEY (scope_kind, scope_id)
+);
+INSERT INTO budgets_9 (scope_kind, scope_id, limit_nanos, period, warn_at)
+    SELECT scope_kind, scope_id, limit_nanos, period, warn_at FROM budgets;
+DROP TABLE budgets;
+ALTER TABLE budgets_9 RENAME TO budgets;
+"#,
 ];
 
 /// The newest schema version this build knows.

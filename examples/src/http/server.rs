@@ -13,7 +13,7 @@ use thinklio_capabilities::builtin;
 use thinklio_core::channel::ChannelRouter;
 use thinklio_core::{
     AccountId, AccountPolicy, AgentDefinition, ChatModel, DirectoryStore, FunctionCapability,
-    JobCallbacks, ModelPrice, PriceTable, Runtime, SideEffect, StepMode,
+    JobCallbacks, Runtime, SideEffect, StepMode,
 };
 use thinklio_store_sqlite::SqliteStore;
 
@@ -176,9 +176,7 @@ pub async fn start(
     let router = ChannelRouter::new();
     let channel = HttpChannel::new();
     let runtime = prepare(Runtime::builder().store(store.clone()), model, &["word_count"], &router, &channel)
-        // The offline model is priced like a small hosted model, so the web
-        // chat shows what a conversation would cost.
-        .prices(PriceTable::published().with("offline", ModelPrice::usd_per_million(0.15, 0.60)))
+        .prices(crate::offline::prices())
         .capability(calculator())
         .capability(builtin::clock())
         .capability(word_count())

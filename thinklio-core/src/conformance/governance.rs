@@ -77,8 +77,11 @@ pub async fn budgets_are_kept_and_warnings_given_once<S: Store>(store: S) {
     assert!(store.budgets().await.unwrap().is_empty());
     let user = BudgetLimit::monthly(Scope::User(p.user), Cost::from_usd(1.0));
     let account = BudgetLimit::monthly(Scope::Account(p.account), Cost::from_usd(5.0))
+        .tokens(2_000_000)
         .per(BudgetPeriod::Daily)
         .warn_at([25, 75]);
+    let team = BudgetLimit::monthly_tokens(Scope::Team(TeamId::new()), 1_000);
+    store.set_budget(team.clone()).await.unwrap();
     store.set_budget(user.clone()).await.unwrap();
     store.set_budget(account.clone()).await.unwrap();
     let raised = BudgetLimit::monthly(Scope::User(p.user), Cost::from_usd(2.0));
@@ -87,9 +90,10 @@ pub async fn budgets_are_kept_and_warnings_given_once<S: Store>(store: S) {
     all.sort_by_key(|b| b.scope.kind());
     assert_eq!(
         all,
-        vec![account.clone(), raised],
-        "one limit per scope, the latest"
+        vec![account.clone(), team.clone(), raised],
+        "one limit per scope, the latest; money, tokens or both"
     );
+    assert!(store.remove_budget(team.scope).await.unwrap());
     assert!(
         store
             .record_budget_warning(account.scope, t(0), 25)

@@ -105,7 +105,9 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Model prices (default: [`PriceTable::published`]).
+    /// Model prices, for cost accounting and cost budgets (default: none,
+    /// so every call costs zero and each model is warned about once; use
+    /// `thinklio_llm::prices::published()` for the providers' list prices).
     pub fn prices(mut self, prices: PriceTable) -> Self {
         self.prices = Some(prices);
         self
@@ -197,7 +199,7 @@ impl RuntimeBuilder {
                 .unwrap_or_else(|| Arc::new(OfflineEmbedder::default())),
             capabilities,
             agents: RwLock::new(agents),
-            prices: self.prices.unwrap_or_else(PriceTable::published),
+            prices: self.prices.unwrap_or_default(),
             sink: self.sink,
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             config: self.config,
@@ -210,6 +212,7 @@ impl RuntimeBuilder {
             budgets: tokio::sync::RwLock::new(None),
             content: self.content,
             warned: std::sync::Mutex::new(Default::default()),
+            unpriced: std::sync::Mutex::new(Default::default()),
             worker: format!("runtime-{}", uuid::Uuid::now_v7()),
             submitted: tokio::sync::Notify::new(),
             holds: std::sync::Mutex::new(HashMap::new()),

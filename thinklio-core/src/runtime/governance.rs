@@ -11,9 +11,48 @@ use crate::interaction::Interaction;
 use crate::principal::{Principal, Scope};
 use crate::step::StepError;
 use crate::store::{ForgetReport, StoreError};
-use crate::usage::{UsageFilter, UsageGroup, UsageRow, UsageTotals};
+use crate::usage::{Cost, TokenUsage, UsageFilter, UsageGroup, UsageRow, UsageTotals};
+
+/// How many unpriced models a runtime remembers having warned about; past
+/// that, further ones are not warned about (a provider has far fewer).
+pub(crate) const UNPRICED_MEMORY: usize = 1024;
 
 impl Inner {
+    /// What a model call cost: priced by the model that answered, else by
+    /// the one requested ([`PriceTable::price_of`](crate::PriceTable::price_of)).
+    /// A call of a model with no price costs zero, and the first such call
+    /// of each model is warned about: a log line and a `usage.unpriced_model`
+    /// event, since cost budgets cannot see what it spends.
+    pub(crate) async fn cost_of(
+        &self,
+        answered: &str,
+        requested: &str,
+        usage: TokenUsage,
+        interaction: &Interaction,
+    ) -> Cost {
+        if let Some(price) = self.prices.price_of(answered, requested) {
+            return price.cost(usage);
+        }
+        let first = {
+            let mut seen = self.unpriced.lock().unwrap_or_else(|e| e.into_inner());
+            seen.len() < UNPRICED_MEMORY && seen.insert(answered.to_owned())
+        };
+        if first {
+            tracing::warn!(
+                model = answered,
+                requested,
+                "model has no price: its calls cost $0 and cost budgets do not see them; \
+                 set RuntimeBuilder::prices"
+            );
+            let payload = serde_json::json!({ "model": answered, "requested": requested });
+            let event = interaction_event(EventKind::UsageUnpriced, interaction, payload);
+            if let Err(e) = self.append_event(event).await {
+                tracing::warn!(error = %e, "the unpriced-model event was not recorded");
+            }
+        }
+        Cost::ZERO
+    }
+
     /// Checks every budget covering `principal`: emits each warning whose
     /// threshold spend has reached (once per period), and refuses with
     /// [`StepError::BUDGET_EXCEEDED`] when a limit is spent.
@@ -41,18 +80,13 @@ impl Inner {
             let start = budget.period.start(now);
             let mut filter = UsageFilter::all().scope(budget.scope);
             filter.from = Some(start);
-            let spent = self
+            let totals = self
                 .store
                 .usage_totals(&filter)
                 .await
-                .map_err(store_error)?
-                .cost;
-            let limit = budget.limit.as_nanos().max(0);
-            let percent = if limit == 0 {
-                100
-            } else {
-                i128::from(spent.as_nanos()) * 100 / i128::from(limit)
-            };
+                .map_err(store_error)?;
+            let (spent, used) = (totals.cost, totals.tokens.total());
+            let percent = budget.percent_used(spent, used);
             let mut thresholds = budget.warn_at.clone();
             thresholds.sort_unstable();
             for threshold in thresholds {
@@ -85,7 +119,9 @@ impl Inner {
                         "scope_id": budget.scope.id(),
                         "threshold": threshold,
                         "spent_nanos": spent.as_nanos(),
-                        "limit_nanos": limit,
+                        "limit_nanos": budget.cost.map(Cost::as_nanos),
+                        "used_tokens": used,
+                        "limit_tokens": budget.tokens,
                         "period_start": start,
                     });
                     let event = interaction_event(EventKind::BudgetWarning, interaction, payload);
@@ -94,17 +130,25 @@ impl Inner {
                         .map_err(|e| StepError::new(e.code(), e.to_string()))?;
                 }
             }
-            if spent.as_nanos() >= limit {
-                return Err(StepError::new(
+            let over = |what: String| {
+                Err(StepError::new(
                     StepError::BUDGET_EXCEEDED,
                     format!(
-                        "the {} budget of {} for this {} is spent ({} so far)",
+                        "the {} budget of {what} for this {} is spent",
                         budget.scope.kind(),
-                        budget.limit,
                         budget.period.name(),
-                        spent
                     ),
-                ));
+                ))
+            };
+            if let Some(limit) = budget.cost
+                && spent >= limit
+            {
+                return over(format!("{limit} ({spent} so far)"));
+            }
+            if let Some(limit) = budget.tokens
+                && used >= limit
+            {
+                return over(format!("{limit} tokens ({used} so far)"));
             }
         }
         Ok(())

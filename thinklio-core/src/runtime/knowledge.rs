@@ -20,7 +20,7 @@ use crate::principal::Principal;
 use crate::queue::{NewTask, Task};
 use crate::step::StepKind;
 use crate::store::StoreError;
-use crate::usage::{Cost, UsageRecord};
+use crate::usage::UsageRecord;
 
 /// The queue kind of knowledge extraction tasks.
 pub const EXTRACT_TASK: &str = "knowledge.extract";
@@ -247,6 +247,9 @@ impl Inner {
             message: e.to_string(),
         })?;
         if let Some(step_id) = respond_step {
+            let cost = self
+                .cost_of(&response.model, &request.model, response.usage, &interaction)
+                .await;
             let record = UsageRecord {
                 step_id,
                 interaction_id,
@@ -256,10 +259,7 @@ impl Inner {
                 agent_id: interaction.agent_id.clone(),
                 model: response.model.clone(),
                 tokens: response.usage,
-                cost: self
-                    .prices
-                    .cost(&response.model, response.usage)
-                    .unwrap_or(Cost::ZERO),
+                cost,
                 at: self.clock.now(),
             };
             self.store

@@ -292,6 +292,9 @@ pub(crate) struct Inner {
     pub(crate) content: Option<Arc<dyn ContentRules>>,
     /// Budget warnings this process knows were given: (scope, period start, threshold).
     warned: std::sync::Mutex<std::collections::HashSet<(Scope, i64, u8)>>,
+    /// Models this process has warned have no price (at most
+    /// [`governance::UNPRICED_MEMORY`] of them).
+    unpriced: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Job configuration and the dispatches running in this process.
     pub(crate) jobs: jobs::Jobs,
     /// This runtime's name as a holder of leases (unique per runtime).

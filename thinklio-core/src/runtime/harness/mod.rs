@@ -34,7 +34,6 @@ use crate::step::{
     ModelUsage, NewStep, Step, StepError, StepKind, StepMode, StepOutcome, StepState,
 };
 use crate::store::FinishedStep;
-use crate::usage::Cost;
 
 /// Adds the fields of `extra` (an object) to `output` (an object).
 fn merge(output: &mut Value, extra: Value) {
@@ -608,9 +607,13 @@ impl Run {
             Ok(response) => {
                 let cost = self
                     .rt
-                    .prices
-                    .cost(&response.model, response.usage)
-                    .unwrap_or(Cost::ZERO);
+                    .cost_of(
+                        &response.model,
+                        &request.model,
+                        response.usage,
+                        &self.interaction,
+                    )
+                    .await;
                 let span = tracing::Span::current();
                 span.record("gen_ai.response.model", response.model.as_str());
                 span.record("gen_ai.usage.input_tokens", response.usage.input_tokens);
