@@ -270,8 +270,7 @@ async fn openai_runtime(
     wiremock::Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
         .respond_with(
-            wiremock::ResponseTemplate::new(200)
-                .set_body_raw(DATED_COMPLETION, "application/json"),
+            wiremock::ResponseTemplate::new(200).set_body_raw(DATED_COMPLETION, "application/json"),
         )
         .mount(server)
         .await;
@@ -325,7 +324,10 @@ async fn the_requested_model_prices_an_answer_named_otherwise() {
     let prices = PriceTable::new().with("gpt-4o-mini", ModelPrice::usd_per_million(1.0, 1.0));
     let prices = prices.with("unrelated", ModelPrice::usd_per_million(9.0, 9.0));
     let rt = openai_runtime(&dir, &server, prices).await;
-    let session = rt.open_session(Principal::local(), "a", "t", None).await.unwrap();
+    let session = rt
+        .open_session(Principal::local(), "a", "t", None)
+        .await
+        .unwrap();
     let reply = rt.send(session.id, "hello").await.unwrap();
     assert_eq!(reply.cost, Cost::from_usd(1163.0 / 1e6));
 }
@@ -336,7 +338,10 @@ async fn an_unpriced_model_is_warned_about_once() {
     let server = wiremock::MockServer::start().await;
     let rt = openai_runtime(&dir, &server, PriceTable::new()).await;
     let mut events = rt.subscribe();
-    let session = rt.open_session(Principal::local(), "a", "t", None).await.unwrap();
+    let session = rt
+        .open_session(Principal::local(), "a", "t", None)
+        .await
+        .unwrap();
     for text in ["one", "two", "three"] {
         assert_eq!(rt.send(session.id, text).await.unwrap().cost, Cost::ZERO);
     }
@@ -364,9 +369,12 @@ async fn a_token_budget_stops_calls_whatever_the_prices() {
     let server = wiremock::MockServer::start().await;
     let rt = openai_runtime(&dir, &server, PriceTable::new()).await;
     let me = Principal::local();
-    rt.set_budget(BudgetLimit::monthly_tokens(Scope::Account(me.account), 2_000))
-        .await
-        .unwrap();
+    rt.set_budget(BudgetLimit::monthly_tokens(
+        Scope::Account(me.account),
+        2_000,
+    ))
+    .await
+    .unwrap();
     let session = rt.open_session(me, "a", "t", None).await.unwrap();
     let mut events = rt.subscribe();
     // 1,163 tokens a call: the first runs, the second starts (1,163 < 2,000),

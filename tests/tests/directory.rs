@@ -309,3 +309,43 @@ async fn content_rules_block_messages_and_replies_with_the_reason_on_the_step() 
         "echo hello"
     );
 }
+
+#[tokio::test]
+async fn a_blocked_reply_never_reaches_a_token_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = ScriptedModel::responder(|r| {
+        let text = &r.messages.last().unwrap().content;
+        ScriptedReply::text(format!("here you go: the {text} is hunter2, keep it safe"))
+    });
+    let rt = Runtime::builder()
+        .store(SqliteStore::open(dir.path().join("c.db")).await.unwrap())
+        .model(model)
+        .content_rules(thinklio_tests::NoSecrets)
+        .agent(AgentDefinition::new("a", "m"))
+        .build()
+        .unwrap();
+    let session = rt
+        .open_session(Principal::local(), "a", "t", None)
+        .await
+        .unwrap();
+    let mut tokens = rt.subscribe_tokens();
+    let blocked = rt.send(session.id, "secret").await.unwrap();
+    assert_eq!(
+        blocked.text,
+        "I can't send that reply: replies may not reveal secrets."
+    );
+    let mut heard = String::new();
+    while let Ok(t) = tokens.try_recv() {
+        heard.push_str(&t.text);
+    }
+    assert_eq!(heard, "", "no piece of the blocked answer was published");
+
+    // An answer the rules pass still reaches listeners, whole.
+    let allowed = rt.send(session.id, "weather").await.unwrap();
+    let mut heard = String::new();
+    while let Ok(t) = tokens.try_recv() {
+        assert_eq!(t.interaction_id, allowed.interaction_id);
+        heard.push_str(&t.text);
+    }
+    assert_eq!(heard, allowed.text);
+}

@@ -134,9 +134,7 @@ impl BudgetLimit {
         let money = self
             .cost
             .map(|c| of(i128::from(spent.as_nanos()), i128::from(c.as_nanos())));
-        let tokens = self
-            .tokens
-            .map(|t| of(i128::from(used), i128::from(t)));
+        let tokens = self.tokens.map(|t| of(i128::from(used), i128::from(t)));
         money.into_iter().chain(tokens).max().unwrap_or(0)
     }
 

@@ -413,13 +413,26 @@ mod tests {
         let t = table();
         let mini = ModelPrice::usd_per_million(0.15, 0.60);
         assert_eq!(t.price_of("gpt-4o-mini-2024-07-18", "x"), Some(&mini));
-        assert_eq!(t.price_of("served-by-proxy", "openai/gpt-4o-mini"), Some(&mini));
+        assert_eq!(
+            t.price_of("served-by-proxy", "openai/gpt-4o-mini"),
+            Some(&mini)
+        );
         assert_eq!(t.price_of("a", "b"), None);
     }
 
     #[test]
     fn family_never_panics_and_only_shortens() {
-        for id in ["", "-", "@", "a-2024-07-1", "é-2024-07-18", "-20240718", "x-ü2024071", "2024-07-18", "@20250929"] {
+        for id in [
+            "",
+            "-",
+            "@",
+            "a-2024-07-1",
+            "é-2024-07-18",
+            "-20240718",
+            "x-ü2024071",
+            "2024-07-18",
+            "@20250929",
+        ] {
             let f = family(id);
             assert!(id.starts_with(f), "{id} → {f}");
         }

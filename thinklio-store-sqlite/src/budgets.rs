@@ -67,7 +67,14 @@ impl BudgetStore for SqliteStore {
                     )
                     .map_err(backend)?
                     .query_map([], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                        ))
                     })
                     .map_err(backend)?
                     .collect::<Result<_, _>>()
@@ -83,8 +90,9 @@ impl BudgetStore for SqliteStore {
                             } else {
                                 BudgetPeriod::Monthly
                             },
-                            warn_at: serde_json::from_str(&warn_at)
-                                .map_err(|e| StoreError::Corrupt(format!("budget thresholds: {e}")))?,
+                            warn_at: serde_json::from_str(&warn_at).map_err(|e| {
+                                StoreError::Corrupt(format!("budget thresholds: {e}"))
+                            })?,
                         })
                     })
                     .collect()

@@ -248,7 +248,12 @@ impl Inner {
         })?;
         if let Some(step_id) = respond_step {
             let cost = self
-                .cost_of(&response.model, &request.model, response.usage, &interaction)
+                .cost_of(
+                    &response.model,
+                    &request.model,
+                    response.usage,
+                    &interaction,
+                )
                 .await;
             let record = UsageRecord {
                 step_id,
