@@ -60,18 +60,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let dir = runtime.store();
 
-    // Two accounts. Acme denies web access to all its agents.
+    // Two accounts.
     let (acme, globex) = (AccountId::new(), AccountId::new());
-    let deny: BTreeSet<String> = ["web_fetch".to_string()].into();
-    dir.put_account(
-        acme,
-        "Acme",
-        AccountPolicy {
-            deny,
-            ..Default::default()
-        },
-    )
-    .await?;
+    dir.put_account(acme, "Acme", AccountPolicy::default())
+        .await?;
     dir.put_account(globex, "Globex", AccountPolicy::default())
         .await?;
     let interns = TeamId::new();
@@ -91,6 +83,18 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         "web_fetch",
     ]);
     runtime.put_agent(&ada_p, assistant).await?;
+    // Then Acme denies web access to all its agents: hidden at run time, and
+    // no agent may be given it again.
+    let deny: BTreeSet<String> = ["web_fetch".to_string()].into();
+    dir.put_account(
+        acme,
+        "Acme",
+        AccountPolicy {
+            deny,
+            ..Default::default()
+        },
+    )
+    .await?;
     dir.assign(Assignment {
         agent_id: "assistant".into(),
         scope: Scope::Account(acme),
@@ -124,6 +128,19 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     {
         Ok(_) => println!("gus (Globex):         got in — this must not happen"),
         Err(e) => println!("gus (Globex):         refused [{}] {e}", e.code()),
+    }
+    match runtime
+        .put_agent(
+            &Principal::new(globex, gus),
+            AgentDefinition::new("assistant", "offline").capabilities(["web_fetch"]),
+        )
+        .await
+    {
+        Ok(()) => println!("gus takes over Acme's assistant: allowed — this must not happen"),
+        Err(e) => println!(
+            "gus takes over Acme's assistant: refused [{}] {e}",
+            e.code()
+        ),
     }
     match runtime
         .put_agent(

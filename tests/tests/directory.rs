@@ -127,10 +127,18 @@ async fn assignments_narrow_and_never_add() {
 async fn an_account_deny_list_hides_a_capability_from_every_agent() {
     let dir = tempfile::tempdir().unwrap();
     let rt = enforced(&dir, tool_lister()).await;
-    let w = world(&rt, &["search"]).await;
+    let w = world(&rt, &[]).await;
     for name in ["one", "two"] {
         let agent = AgentDefinition::new(name, "m").capabilities(["add", "search"]);
         rt.put_agent(&w.editor, agent).await.unwrap();
+    }
+    // Denied after the agents were made: hidden from both at run time.
+    let policy = AccountPolicy {
+        deny: set(&["search"]),
+        ..Default::default()
+    };
+    rt.store().put_account(w.x, "X", policy).await.unwrap();
+    for name in ["one", "two"] {
         rt.store()
             .assign(Assignment {
                 agent_id: name.into(),
@@ -164,13 +172,94 @@ async fn a_viewer_cannot_change_agents() {
         .unwrap();
 }
 
+#[tokio::test]
+async fn an_editor_of_another_account_cannot_replace_an_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = enforced(&dir, tool_lister()).await;
+    let ours = world(&rt, &[]).await;
+    let theirs = world(&rt, &[]).await;
+    let agent = AgentDefinition::new("helper", "m").capabilities(["add"]);
+    rt.put_agent(&ours.editor, agent).await.unwrap();
+    rt.store()
+        .assign(Assignment {
+            agent_id: "helper".into(),
+            scope: Scope::Account(ours.x),
+            capabilities: None,
+        })
+        .await
+        .unwrap();
+    // An editor of another account tries to take it over with more power.
+    let takeover = AgentDefinition::new("helper", "m")
+        .capabilities(["add", "shell"])
+        .trust_level(TrustLevel::Privileged);
+    let err = rt.put_agent(&theirs.editor, takeover).await.unwrap_err();
+    assert_eq!(err.code(), "directory.foreign_agent", "{err}");
+    assert_eq!(
+        rt.store().agent_owner(&"helper".into()).await.unwrap(),
+        Some(ours.x),
+        "the agent stays with its owner"
+    );
+    assert_eq!(
+        tools_seen(&rt, ours.viewer, "helper").await,
+        "add",
+        "and its definition is unchanged"
+    );
+    // The owner's editor may change it, within the account's policy.
+    let beyond = AgentDefinition::new("helper", "m").trust_level(TrustLevel::Privileged);
+    let err = rt.put_agent(&ours.editor, beyond).await.unwrap_err();
+    assert_eq!(err.code(), "directory.beyond_policy", "{err}");
+    rt.put_agent(
+        &ours.editor,
+        AgentDefinition::new("helper", "m").capabilities(["add", "clock"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(tools_seen(&rt, ours.viewer, "helper").await, "add,clock");
+}
+
+#[tokio::test]
+async fn agents_stay_within_the_account_policy_and_host_agents_are_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = enforced(&dir, tool_lister()).await;
+    rt.register_agent(AgentDefinition::new("host", "m"))
+        .unwrap();
+    let w = world(&rt, &["shell"]).await;
+    let err = rt
+        .put_agent(&w.editor, AgentDefinition::new("host", "m"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "directory.host_agent", "{err}");
+    let err = rt
+        .put_agent(
+            &w.editor,
+            AgentDefinition::new("x", "m").capabilities(["shell"]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "directory.beyond_policy", "{err}");
+    // The ceiling defaults to standard; an account policy may raise it,
+    // and it caps every agent serving the account at run time.
+    let elevated = AgentDefinition::new("x", "m").trust_level(TrustLevel::Elevated);
+    let err = rt.put_agent(&w.editor, elevated.clone()).await.unwrap_err();
+    assert_eq!(err.code(), "directory.beyond_policy", "{err}");
+    let policy = AccountPolicy {
+        deny: set(&["shell"]),
+        max_trust_level: Some(TrustLevel::Elevated),
+        ..Default::default()
+    };
+    rt.store().put_account(w.x, "X", policy).await.unwrap();
+    rt.put_agent(&w.editor, elevated).await.unwrap();
+}
+
 /// A random directory: accounts with users, agents and assignments at any
-/// scope, some of them pointing across accounts.
+/// scope, some of them pointing across accounts, and agent writes by any
+/// user to any agent.
 #[derive(Debug, Clone)]
 struct Directory {
-    users: Vec<usize>,                    // user i belongs to account users[i]
-    agents: Vec<usize>,                   // agent j is owned by account agents[j]
-    assignments: Vec<(usize, u8, usize)>, // (agent, scope kind, scope target index)
+    users: Vec<usize>,                     // user i belongs to account users[i]
+    agents: Vec<usize>,                    // agent j is owned by account agents[j]
+    assignments: Vec<(usize, u8, usize)>,  // (agent, scope kind, scope target index)
+    writes: Vec<(usize, usize, u8, bool)>, // (user, agent, trust level, adds `shell`)
 }
 
 fn directories() -> impl Strategy<Value = Directory> {
@@ -178,12 +267,23 @@ fn directories() -> impl Strategy<Value = Directory> {
         prop::collection::vec(0..3usize, 1..6),
         prop::collection::vec(0..3usize, 1..5),
         prop::collection::vec((0..5usize, 0..3u8, 0..6usize), 0..12),
+        prop::collection::vec((0..6usize, 0..6usize, 0..4u8, any::<bool>()), 0..10),
     )
-        .prop_map(|(users, agents, assignments)| Directory {
+        .prop_map(|(users, agents, assignments, writes)| Directory {
             users,
             agents,
             assignments,
+            writes,
         })
+}
+
+fn trust(n: u8) -> TrustLevel {
+    [
+        TrustLevel::Basic,
+        TrustLevel::Standard,
+        TrustLevel::Elevated,
+        TrustLevel::Privileged,
+    ][usize::from(n % 4)]
 }
 
 proptest! {
@@ -220,6 +320,34 @@ proptest! {
                     _ => Scope::User(users[target % users.len()].user),
                 };
                 store.assign(Assignment { agent_id: agent_id.clone(), scope, capabilities: None }).await.unwrap();
+            }
+            // Agent writes: only the owner's members change an agent, and
+            // only within the policy (default ceiling `standard`).
+            for &(user, agent, level, shell) in &d.writes {
+                let writer = users[user % users.len()];
+                let j = agent % agents.len();
+                let mut caps = vec!["add"];
+                if shell {
+                    caps.push("shell");
+                }
+                let definition = AgentDefinition::new(agents[j].clone(), "m")
+                    .capabilities(caps)
+                    .trust_level(trust(level));
+                let written = runtime.put_agent(&writer, definition).await;
+                if accounts[d.agents[j]] != writer.account {
+                    let err = written.expect_err("another account's agent is never replaced");
+                    prop_assert_eq!(err.code(), "directory.foreign_agent");
+                } else if trust(level) > TrustLevel::Standard {
+                    let err = written.expect_err("above the default ceiling");
+                    prop_assert_eq!(err.code(), "directory.beyond_policy");
+                } else {
+                    prop_assert!(written.is_ok(), "{:?}", written);
+                }
+                prop_assert_eq!(
+                    store.agent_owner(&agents[j]).await.unwrap(),
+                    Some(accounts[d.agents[j]]),
+                    "ownership never moves"
+                );
             }
             for (i, user) in users.iter().enumerate() {
                 for (j, agent) in agents.iter().enumerate() {

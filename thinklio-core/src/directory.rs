@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use crate::capability::TrustLevel;
 use crate::ids::{AccountId, AgentId, TeamId, UserId};
 use crate::principal::{Principal, Scope};
 
@@ -46,13 +47,46 @@ pub struct AccountPolicy {
     pub deny: BTreeSet<String>,
     /// The deepest delegation chain allowed in the account, if limited.
     pub max_delegation_depth: Option<u32>,
+    /// The highest trust level any agent may have while it serves the
+    /// account (a higher one is capped to it at run time), and the highest
+    /// an editor may give an agent through
+    /// [`Runtime::put_agent`](crate::Runtime::put_agent). Unset, agents of
+    /// the host keep their level and agents put through the runtime get at
+    /// most [`AccountPolicy::DEFAULT_TRUST_CEILING`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_trust_level: Option<TrustLevel>,
 }
 
 impl AccountPolicy {
+    /// The highest trust level an agent put through the runtime API may
+    /// have when the account's policy names none.
+    pub const DEFAULT_TRUST_CEILING: TrustLevel = TrustLevel::Standard;
+
     /// Whether the policy lets `capability` be used.
     pub fn allows(&self, capability: &str) -> bool {
         !self.deny.contains(capability)
             && self.allow.as_ref().is_none_or(|a| a.contains(capability))
+    }
+
+    /// Why an agent definition written by a member of the account goes
+    /// beyond this policy, if it does: a trust level above the ceiling, or
+    /// a capability the policy does not allow.
+    pub fn refuses_agent(&self, agent: &crate::agent::AgentDefinition) -> Option<String> {
+        let ceiling = self.max_trust_level.unwrap_or(Self::DEFAULT_TRUST_CEILING);
+        if agent.trust_level > ceiling {
+            return Some(format!(
+                "trust level {:?} is above the account's ceiling {ceiling:?}",
+                agent.trust_level
+            ));
+        }
+        let refused: Vec<&str> = agent
+            .capabilities
+            .iter()
+            .filter(|c| !self.allows(c))
+            .map(String::as_str)
+            .collect();
+        (!refused.is_empty())
+            .then(|| format!("the account's policy does not allow {}", refused.join(", ")))
     }
 }
 
@@ -124,6 +158,21 @@ pub enum AccessError {
         /// The agent.
         agent: AgentId,
     },
+    /// The agent was registered by the host in code: it is read-only
+    /// through the runtime API.
+    #[error("agent `{agent}` belongs to the host and cannot be changed through the runtime API")]
+    HostAgent {
+        /// The agent.
+        agent: AgentId,
+    },
+    /// The agent definition goes beyond the account's policy.
+    #[error("agent `{agent}` goes beyond the account's policy: {reason}")]
+    BeyondPolicy {
+        /// The agent.
+        agent: AgentId,
+        /// What the policy does not allow.
+        reason: String,
+    },
     /// The user's role does not allow the change.
     #[error("a {role} of account {account} cannot {action}")]
     RoleTooLow {
@@ -145,6 +194,8 @@ impl AccessError {
             AccessError::ForeignAgent { .. } => "directory.foreign_agent",
             AccessError::NotAssigned { .. } => "directory.not_assigned",
             AccessError::RoleTooLow { .. } => "directory.role_too_low",
+            AccessError::HostAgent { .. } => "directory.host_agent",
+            AccessError::BeyondPolicy { .. } => "directory.beyond_policy",
         }
     }
 }

@@ -415,6 +415,9 @@ pub trait DirectoryStore: Send + Sync {
         policy: AccountPolicy,
     ) -> StoreResult<()>;
 
+    /// The policy of an account; not found without the account.
+    async fn account_policy(&self, account: AccountId) -> StoreResult<AccountPolicy>;
+
     /// Creates a team in an account (or renames it); not found without the account.
     async fn put_team(&self, account: AccountId, team: TeamId, name: &str) -> StoreResult<()>;
 
@@ -432,8 +435,13 @@ pub trait DirectoryStore: Send + Sync {
     /// Adds a member of the team's account to the team; a conflict for anyone else.
     async fn add_to_team(&self, team: TeamId, user: UserId) -> StoreResult<()>;
 
-    /// Records which account owns an agent.
+    /// Records which account owns an agent. An agent never moves between
+    /// accounts: setting another owner for an agent that has one is a
+    /// [`StoreError::Conflict`] and changes nothing.
     async fn set_agent_owner(&self, agent: &AgentId, account: AccountId) -> StoreResult<()>;
+
+    /// The account that owns an agent, if any.
+    async fn agent_owner(&self, agent: &AgentId) -> StoreResult<Option<AccountId>>;
 
     /// Adds or replaces the assignment of an agent at a scope.
     async fn assign(&self, assignment: Assignment) -> StoreResult<()>;

@@ -51,6 +51,20 @@ impl DirectoryStore for PostgresStore {
         tx.commit().await.map_err(backend)
     }
 
+    async fn account_policy(&self, account: AccountId) -> StoreResult<AccountPolicy> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let row = query_opt(
+            &tx,
+            "SELECT policy FROM accounts WHERE id = $1",
+            &[&account.to_string()],
+        )
+        .await?
+        .ok_or_else(|| StoreError::not_found("account", account))?;
+        tx.commit().await.map_err(backend)?;
+        serde_json::from_str(&rows::get::<String>(&row, "policy")?).map_err(corrupt)
+    }
+
     async fn put_team(&self, account: AccountId, team: TeamId, name: &str) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
@@ -129,12 +143,40 @@ impl DirectoryStore for PostgresStore {
         execute(
             &tx,
             "INSERT INTO agent_owners (agent_id, account_id) VALUES ($1, $2) \
-             ON CONFLICT (agent_id) DO UPDATE SET account_id = $2",
+             ON CONFLICT (agent_id) DO NOTHING",
             &[&agent.as_str(), &account.to_string()],
         )
         .await
         .map_err(|e| missing_account(e, account))?;
+        let owner = query_opt(
+            &tx,
+            "SELECT account_id FROM agent_owners WHERE agent_id = $1",
+            &[&agent.as_str()],
+        )
+        .await?
+        .map(|r| rows::get::<String>(&r, "account_id"))
+        .transpose()?;
+        if owner != Some(account.to_string()) {
+            return Err(StoreError::Conflict(format!(
+                "agent `{agent}` belongs to another account"
+            )));
+        }
         tx.commit().await.map_err(backend)
+    }
+
+    async fn agent_owner(&self, agent: &AgentId) -> StoreResult<Option<AccountId>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let owner = query_opt(
+            &tx,
+            "SELECT account_id FROM agent_owners WHERE agent_id = $1",
+            &[&agent.as_str()],
+        )
+        .await?
+        .map(|r| rows::parse::<AccountId>(&r, "account_id"))
+        .transpose()?;
+        tx.commit().await.map_err(backend)?;
+        Ok(owner)
     }
 
     async fn assign(&self, assignment: Assignment) -> StoreResult<()> {

@@ -52,6 +52,21 @@ impl DirectoryStore for SqliteStore {
             .await
     }
 
+    async fn account_policy(&self, account: AccountId) -> StoreResult<AccountPolicy> {
+        self.conn
+            .call(move |c| {
+                let policy: Option<String> = c
+                    .prepare_cached("SELECT policy FROM accounts WHERE id = ?1")
+                    .map_err(backend)?
+                    .query_row([account.to_string()], |r| r.get(0))
+                    .optional()
+                    .map_err(backend)?;
+                let policy = policy.ok_or_else(|| StoreError::not_found("account", account))?;
+                serde_json::from_str(&policy).map_err(corrupt)
+            })
+            .await
+    }
+
     async fn put_team(&self, account: AccountId, team: TeamId, name: &str) -> StoreResult<()> {
         let name = name.to_owned();
         self.conn
@@ -140,12 +155,37 @@ impl DirectoryStore for SqliteStore {
             .call(move |c| {
                 c.prepare_cached(
                     "INSERT INTO agent_owners (agent_id, account_id) VALUES (?1, ?2) \
-                     ON CONFLICT (agent_id) DO UPDATE SET account_id = ?2",
+                     ON CONFLICT (agent_id) DO NOTHING",
                 )
                 .map_err(backend)?
                 .execute(params![agent.as_str(), account.to_string()])
                 .map_err(|e| missing_account(e, account))?;
+                let owner: String = c
+                    .prepare_cached("SELECT account_id FROM agent_owners WHERE agent_id = ?1")
+                    .map_err(backend)?
+                    .query_row([agent.as_str()], |r| r.get(0))
+                    .map_err(backend)?;
+                if owner != account.to_string() {
+                    return Err(StoreError::Conflict(format!(
+                        "agent `{agent}` belongs to another account"
+                    )));
+                }
                 Ok(())
+            })
+            .await
+    }
+
+    async fn agent_owner(&self, agent: &AgentId) -> StoreResult<Option<AccountId>> {
+        let agent = agent.clone();
+        self.conn
+            .call(move |c| {
+                let owner: Option<String> = c
+                    .prepare_cached("SELECT account_id FROM agent_owners WHERE agent_id = ?1")
+                    .map_err(backend)?
+                    .query_row([agent.as_str()], |r| r.get(0))
+                    .optional()
+                    .map_err(backend)?;
+                owner.map(|o| o.parse().map_err(corrupt)).transpose()
             })
             .await
     }

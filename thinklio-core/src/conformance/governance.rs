@@ -355,7 +355,29 @@ pub async fn the_directory_checks_membership_ownership_and_assignments<S: Store>
         "not of the team's account"
     );
     let helper = AgentId::new("helper");
+    assert_eq!(store.agent_owner(&helper).await.unwrap(), None);
     store.set_agent_owner(&helper, x).await.unwrap();
+    store.set_agent_owner(&helper, x).await.unwrap();
+    assert!(
+        matches!(
+            store.set_agent_owner(&helper, y).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "an agent never moves to another account"
+    );
+    assert_eq!(store.agent_owner(&helper).await.unwrap(), Some(x));
+    assert_eq!(store.account_policy(x).await.unwrap(), policy);
+    assert!(matches!(
+        store.account_policy(AccountId::new()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let ceiling = AccountPolicy {
+        max_trust_level: Some(TrustLevel::Elevated),
+        ..policy.clone()
+    };
+    store.put_account(x, "X", ceiling.clone()).await.unwrap();
+    assert_eq!(store.account_policy(x).await.unwrap(), ceiling);
+    store.put_account(x, "X", policy.clone()).await.unwrap();
 
     let alice_p = Principal::new(x, alice);
     assert_eq!(

@@ -170,14 +170,21 @@ impl Inner {
 
 impl Runtime {
     /// Registers (or replaces) an agent owned by `actor`'s account, as
-    /// `actor`: editors, admins and owners may; viewers and non-members may not.
+    /// `actor`: editors, admins and owners may; viewers and non-members may
+    /// not. An agent stays with the account that first put it: no member of
+    /// another account can replace it, and agents the host registered in
+    /// code are read-only here. The definition must stay within the
+    /// account's policy: a trust level at most its ceiling
+    /// ([`AccountPolicy::max_trust_level`](crate::AccountPolicy::max_trust_level),
+    /// [`AccountPolicy::DEFAULT_TRUST_CEILING`](crate::AccountPolicy::DEFAULT_TRUST_CEILING)
+    /// when unset) and only capabilities the policy allows.
     pub async fn put_agent(
         &self,
         actor: &Principal,
         agent: AgentDefinition,
     ) -> Result<(), RuntimeError> {
-        let role = self.inner.store.role(actor.account, actor.user).await?;
-        match role {
+        let store = &self.inner.store;
+        match store.role(actor.account, actor.user).await? {
             Some(role) if role >= AccountRole::Editor => {}
             Some(role) => {
                 return Err(AccessError::RoleTooLow {
@@ -196,9 +203,37 @@ impl Runtime {
             }
         }
         let id = agent.id.clone();
-        self.register_agent(agent)?;
-        self.inner.store.set_agent_owner(&id, actor.account).await?;
-        Ok(())
+        match store.agent_owner(&id).await? {
+            Some(owner) if owner != actor.account => {
+                return Err(AccessError::ForeignAgent {
+                    agent: id,
+                    account: actor.account,
+                }
+                .into());
+            }
+            Some(_) => {}
+            None if self.inner.has_agent(&id) => {
+                return Err(AccessError::HostAgent { agent: id }.into());
+            }
+            None => {}
+        }
+        let policy = store.account_policy(actor.account).await?;
+        if let Some(reason) = policy.refuses_agent(&agent) {
+            return Err(AccessError::BeyondPolicy { agent: id, reason }.into());
+        }
+        // Ownership first: the store refuses an agent another account
+        // claimed meanwhile, before anything is replaced in memory.
+        store
+            .set_agent_owner(&id, actor.account)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => RuntimeError::from(AccessError::ForeignAgent {
+                    agent: id.clone(),
+                    account: actor.account,
+                }),
+                other => other.into(),
+            })?;
+        self.register_agent(agent)
     }
 
     /// Sets a spending limit (replacing any earlier one for its scope).

@@ -340,6 +340,13 @@ impl Inner {
         cache.insert(session.id, session.clone());
     }
 
+    fn has_agent(&self, id: &AgentId) -> bool {
+        self.agents
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
+    }
+
     fn agent(&self, id: &AgentId) -> Result<Arc<AgentDefinition>, RuntimeError> {
         self.agents
             .read()

@@ -563,9 +563,14 @@ impl Run {
     /// The agent's trust level, capped by every agent above it in a
     /// delegation chain: a delegate never sees more than its callers may.
     fn trust_level(&self) -> TrustLevel {
-        match &self.delegation {
+        let level = match &self.delegation {
             Some(d) => self.agent.trust_level.min(d.trust_ceiling),
             None => self.agent.trust_level,
+        };
+        // The account's ceiling caps every agent that serves it.
+        match self.access.as_ref().and_then(|a| a.policy.max_trust_level) {
+            Some(ceiling) => level.min(ceiling),
+            None => level,
         }
     }
 
