@@ -39,6 +39,7 @@ struct Server {
     child: Child,
     base: String,
     web_chat: Option<String>,
+    admin: Option<String>,
 }
 
 impl Drop for Server {
@@ -62,12 +63,16 @@ fn start(db: &std::path::Path) -> Server {
         child,
         base: String::new(),
         web_chat: None,
+        admin: None,
     };
     let mut lines = BufReader::new(server.child.stderr.take().unwrap()).lines();
     loop {
         let line = lines.next().expect("the server exited").unwrap();
         if let Some(rest) = line.strip_prefix("Thinklio listens on ") {
             server.base = rest.split_whitespace().next().unwrap().to_owned();
+        }
+        if let Some(rest) = line.strip_prefix("admin key: ") {
+            server.admin = Some(rest.trim().to_owned());
         }
         if let Some(rest) = line.strip_prefix("web chat: ") {
             let url = rest.split_whitespace().next().unwrap().to_owned();
@@ -103,7 +108,7 @@ async fn the_example_serves_the_page_the_document_and_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("server.db");
     let http = reqwest::Client::new();
-    let key = {
+    let (key, admin) = {
         let server = start(&db);
         let url = server
             .web_chat
@@ -167,12 +172,28 @@ async fn the_example_serves_the_page_the_document_and_the_api() {
             reply["cost_usd"].as_f64().unwrap() > 0.0,
             "the offline model is priced: {reply}"
         );
-        key
+        let admin = server
+            .admin
+            .clone()
+            .expect("the first start prints an admin key");
+        (key, admin)
     };
-    // Started again on the same file: no new key is printed, the old one works.
+    // Started again on the same file: no new key is printed, the old ones work.
     let server = start(&db);
-    assert_eq!(server.web_chat, None);
+    assert_eq!(
+        (server.web_chat.as_deref(), server.admin.as_deref()),
+        (None, None)
+    );
     let usage = call(
+        &http,
+        "GET",
+        &format!("{}/v1/usage?user=ada", server.base),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(usage["calls"], 2, "{usage}");
+    let refused = call(
         &http,
         "GET",
         &format!("{}/v1/usage?user=ada", server.base),
@@ -180,5 +201,8 @@ async fn the_example_serves_the_page_the_document_and_the_api() {
         None,
     )
     .await;
-    assert_eq!(usage["calls"], 2, "{usage}");
+    assert_eq!(
+        refused["error"]["code"], "auth.scope",
+        "the web chat's key is a chat key"
+    );
 }

@@ -48,10 +48,11 @@ async fn the_web_chat_streams_a_reply_and_its_steps() {
         command: None,
     };
     let server = start(&args, None).await.unwrap();
-    let (url, _) = server
-        .web_chat
+    let url = server
+        .first_keys
         .clone()
-        .expect("a first start prints the web chat with a key");
+        .expect("a first start prints the web chat with a key")
+        .web_chat;
 
     let profile = dir.path().join("chromium");
     let config = BrowserConfig::builder()

@@ -46,6 +46,8 @@
 //! ```
 
 use std::collections::{HashMap, HashSet};
+
+use crate::bounded::InsertBounded;
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
@@ -280,6 +282,10 @@ pub trait PrincipalMap: Send + Sync + 'static {
     ) -> Result<Principal, RuntimeError>;
 }
 
+/// How many users and chats a host remembers in process; past that, it
+/// starts over and reads them from the store again (the store holds them).
+pub const REMEMBERED: usize = 4096;
+
 /// The users of one account: a channel user is the account's user whose id
 /// is derived from the account, the channel and their channel id (UUIDv5),
 /// so the same person on the same channel is always the same user; on first
@@ -342,7 +348,7 @@ impl PrincipalMap for AccountMembers {
             self.known
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(id);
+                .insert_bounded(id, REMEMBERED);
         }
         Ok(Principal::new(self.account, id))
     }
@@ -540,7 +546,7 @@ impl ChannelHost {
         self.current
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(slot, session.clone());
+            .insert_bounded((slot, session.clone()), REMEMBERED);
         Ok(session)
     }
 }

@@ -120,6 +120,17 @@ impl NewEvent {
     }
 }
 
+/// What a subscriber of one session hears
+/// ([`Runtime::subscribe_session`](crate::Runtime::subscribe_session)).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum SessionUpdate {
+    /// An event of the session, as it is appended to the log.
+    Event(Event),
+    /// A piece of reply text, as the model writes it.
+    Token(TokenDelta),
+}
+
 /// A piece of a reply's text as the model produces it, for hosts that show
 /// replies while they are written (server-sent events, a chat that types).
 ///

@@ -23,6 +23,8 @@ pub mod time;
 pub mod todo;
 pub mod usage;
 
+mod bounded;
+
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
@@ -33,7 +35,7 @@ pub use capability::{
     FunctionCapability, InvocationContext, SideEffect, TrustLevel,
 };
 pub use directory::{Access, AccessError, AccountPolicy, AccountRole, Assignment, ContentRules};
-pub use event::{Event, EventKind, NewEvent, TokenDelta};
+pub use event::{Event, EventKind, NewEvent, SessionUpdate, TokenDelta};
 pub use ids::{
     AccountId, AgentId, FactId, InteractionId, JobId, NotificationId, ObserverId, OutboxId,
     SessionId, StepId, TaskId, TeamId, UserId,

@@ -1,7 +1,12 @@
 //! JSON errors with stable codes: every failure of the HTTP API is
-//! `{"error": {"code": "...", "message": "..."}}` with a fitting status.
+//! `{"error": {"code": "...", "message": "..."}}` with a fitting status —
+//! requests the API cannot read included ([`ApiJson`], [`ApiQuery`],
+//! [`ApiPath`] turn axum's rejections into these). A `500` never carries
+//! what went wrong inside: its message gives a reference, and the log line
+//! with the same reference has the detail.
 
 use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -60,6 +65,27 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
 
+    /// `500`: `detail` goes to the log under a new reference, the body
+    /// says only that something failed and gives the reference.
+    pub fn internal(code: &str, detail: &dyn std::fmt::Display) -> Self {
+        let reference = uuid::Uuid::now_v7().simple().to_string();
+        tracing::error!(code, reference = %reference, error = %detail, "request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            code,
+            format!("the server failed to answer this request (reference {reference})"),
+        )
+    }
+
+    /// `403` for a key whose scope does not cover the route.
+    pub fn scope(needed: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "auth.scope",
+            format!("this route needs an API key of scope `{needed}`"),
+        )
+    }
+
     /// `403` for something of another account.
     pub fn wrong_account(what: &str) -> Self {
         Self::new(
@@ -107,7 +133,7 @@ impl From<RuntimeError> for ApiError {
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(code = e.code(), error = %e, "request failed");
+            return Self::internal(e.code(), &e);
         }
         Self::new(status, e.code(), e.to_string())
     }
@@ -115,11 +141,55 @@ impl From<RuntimeError> for ApiError {
 
 impl From<KeyError> for ApiError {
     fn from(e: KeyError) -> Self {
-        tracing::error!(error = %e, "API key storage failed");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "keys.storage",
-            e.to_string(),
-        )
+        Self::internal("keys.storage", &e)
+    }
+}
+
+/// A JSON body, or a JSON error saying why it could not be read: `400
+/// request.bad_json` (not JSON, or not the expected shape), `413
+/// request.too_large` (over the body limit), `415 request.not_json`.
+#[derive(Debug, axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// Query parameters, or `400 request.bad_query`.
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+/// Path parameters, or `400 request.bad_path`.
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r {
+            JsonRejection::MissingJsonContentType(_) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "request.not_json",
+                "the body must be JSON (Content-Type: application/json)",
+            ),
+            JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request.too_large",
+                    "the body is larger than this server accepts",
+                )
+            }
+            other => Self::bad_request("request.bad_json", other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::bad_request("request.bad_query", r.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        Self::bad_request("request.bad_path", r.body_text())
     }
 }

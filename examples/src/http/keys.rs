@@ -1,5 +1,5 @@
-//! API keys of the HTTP host: scoped to one account, stored hashed,
-//! revocable.
+//! API keys of the HTTP host: scoped to one account and to what they may
+//! do ([`KeyScope`]), stored hashed, revocable.
 //!
 //! A key is `tk_` and 64 hex digits of operating-system randomness (256
 //! bits). Only its SHA-256 is stored: a key that long cannot be guessed, so
@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thinklio_core::AccountId;
 use utoipa::ToSchema;
@@ -33,6 +33,44 @@ impl From<rusqlite::Error> for KeyError {
     }
 }
 
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyScope {
+    /// Conversations: sessions, messages, their streams and steps, jobs,
+    /// and the knowledge of the users it names. What a web page or an app
+    /// holds.
+    Chat,
+    /// Everything a chat key may, and the account's own business: its keys,
+    /// its usage, exporting and forgetting a user. What an operator holds.
+    Admin,
+}
+
+impl KeyScope {
+    /// `chat` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyScope::Chat => "chat",
+            KeyScope::Admin => "admin",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, KeyError> {
+        match s {
+            "chat" => Ok(KeyScope::Chat),
+            "admin" => Ok(KeyScope::Admin),
+            other => Err(KeyError::Storage(format!("unknown key scope `{other}`"))),
+        }
+    }
+}
+
+impl std::str::FromStr for KeyScope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        KeyScope::parse(s).map_err(|_| format!("`{s}` is not a key scope (chat, admin)"))
+    }
+}
+
 /// A key as listed (never its secret).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ApiKey {
@@ -41,6 +79,8 @@ pub struct ApiKey {
     /// The account it acts for.
     #[schema(value_type = String)]
     pub account: AccountId,
+    /// What it may do.
+    pub scope: KeyScope,
     /// A label chosen when it was created.
     pub label: String,
     /// When it was created (ms since the Unix epoch).
@@ -80,18 +120,29 @@ fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64, Option<i64>)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+/// The columns every key query reads, in [`Row`]'s order.
+const COLUMNS: &str = "id, account, scope, label, created_at, revoked_at";
+
+type Row = (String, String, String, String, i64, Option<i64>);
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
 }
 
-fn key_of(
-    (id, account, label, created_at, revoked_at): (String, String, String, i64, Option<i64>),
-) -> Result<ApiKey, KeyError> {
+fn key_of((id, account, scope, label, created_at, revoked_at): Row) -> Result<ApiKey, KeyError> {
     Ok(ApiKey {
         id,
         account: account
             .parse()
             .map_err(|e| KeyError::Storage(format!("{e}")))?,
+        scope: KeyScope::parse(&scope)?,
         label,
         created_at,
         revoked_at,
@@ -114,6 +165,16 @@ impl ApiKeys {
              );
              CREATE INDEX IF NOT EXISTS http_api_keys_account ON http_api_keys(account);",
         )?;
+        // Keys made before scopes existed could do everything: they stay
+        // admin keys.
+        let scoped: bool = db
+            .prepare("SELECT 1 FROM pragma_table_info('http_api_keys') WHERE name = 'scope'")?
+            .exists([])?;
+        if !scoped {
+            db.execute_batch(
+                "ALTER TABLE http_api_keys ADD COLUMN scope TEXT NOT NULL DEFAULT 'admin'",
+            )?;
+        }
         Ok(Self {
             db: Arc::new(Mutex::new(db)),
         })
@@ -138,6 +199,7 @@ impl ApiKeys {
     pub async fn create(
         &self,
         account: AccountId,
+        scope: KeyScope,
         label: &str,
     ) -> Result<(ApiKey, String), KeyError> {
         let mut bytes = [0u8; 32];
@@ -146,6 +208,7 @@ impl ApiKeys {
         let key = ApiKey {
             id: uuid::Uuid::now_v7().to_string(),
             account,
+            scope,
             label: label.to_owned(),
             created_at: now_ms(),
             revoked_at: None,
@@ -153,8 +216,15 @@ impl ApiKeys {
         let (stored, digest) = (key.clone(), hash(&secret));
         self.with(move |db| {
             db.execute(
-                "INSERT INTO http_api_keys (id, account, label, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![stored.id, stored.account.to_string(), stored.label, digest, stored.created_at],
+                "INSERT INTO http_api_keys (id, account, scope, label, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    stored.id,
+                    stored.account.to_string(),
+                    stored.scope.as_str(),
+                    stored.label,
+                    digest,
+                    stored.created_at
+                ],
             )?;
             Ok(())
         })
@@ -169,7 +239,7 @@ impl ApiKeys {
             .with(move |db| {
                 Ok(db
                     .query_row(
-                        "SELECT id, account, label, created_at, revoked_at FROM http_api_keys WHERE hash = ?1",
+                        &format!("SELECT {COLUMNS} FROM http_api_keys WHERE hash = ?1"),
                         [digest],
                         row,
                     )
@@ -178,7 +248,7 @@ impl ApiKeys {
             .await?;
         Ok(match found {
             None => Verdict::Unknown,
-            Some(r) if r.4.is_some() => Verdict::Revoked,
+            Some(r) if r.5.is_some() => Verdict::Revoked,
             Some(r) => Verdict::Valid(key_of(r)?),
         })
     }
@@ -187,10 +257,9 @@ impl ApiKeys {
     pub async fn list(&self, account: AccountId) -> Result<Vec<ApiKey>, KeyError> {
         let rows = self
             .with(move |db| {
-                let mut stmt = db.prepare(
-                    "SELECT id, account, label, created_at, revoked_at FROM http_api_keys
-                     WHERE account = ?1 ORDER BY created_at, id",
-                )?;
+                let mut stmt = db.prepare(&format!(
+                    "SELECT {COLUMNS} FROM http_api_keys WHERE account = ?1 ORDER BY created_at, id"
+                ))?;
                 let rows = stmt
                     .query_map([account.to_string()], row)?
                     .collect::<Result<Vec<_>, _>>()?;
@@ -200,7 +269,17 @@ impl ApiKeys {
         rows.into_iter().map(key_of).collect()
     }
 
-    /// Whether any key is live (the server mints a first one otherwise).
+    /// Whether any key was ever made, live or revoked: the server mints a
+    /// first key only on a file that never had one, never again after.
+    pub async fn any_ever(&self) -> Result<bool, KeyError> {
+        self.with(|db| {
+            let n: i64 = db.query_row("SELECT COUNT(*) FROM http_api_keys", [], |r| r.get(0))?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    /// Whether any key is live.
     pub async fn any_live(&self) -> Result<bool, KeyError> {
         self.with(|db| {
             let n: i64 = db.query_row(

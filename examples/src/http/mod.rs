@@ -1,8 +1,12 @@
 //! Thinklio's HTTP channel: a thin `axum` host over a [`Runtime`].
 //!
 //! Everything under `/v1/` needs an API key (`Authorization: Bearer tk_…`,
-//! see [`keys`]) and answers JSON, errors included ([`error`]); each key has
-//! its own request budget per minute. A message's reply can be streamed as
+//! see [`keys`]) of a scope that covers the route (`chat` for
+//! conversations, `admin` for the account's keys, usage and users), and
+//! answers JSON, errors included ([`error`]). Each key has its own request
+//! budget per minute, each account one for all its keys together, and each
+//! client address a budget of failed key checks (and of job callbacks), so
+//! keys cannot be guessed. A message's reply can be streamed as
 //! server-sent events (tokens and steps, [`stream`]). The OpenAPI document
 //! is generated from the handlers ([`api`]) and served at `/openapi.json`;
 //! the web chat is served at `/`.
@@ -18,6 +22,7 @@ pub mod server;
 pub mod stream;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
@@ -31,14 +36,14 @@ use serde_json::json;
 use thinklio_core::channel::{AccountMembers, Channel, ChannelHost, ChannelRouter};
 use thinklio_core::{
     AccountId, AgentDefinition, ChatModel, DeliveryError, OutboxMessage, Role, Runtime,
-    RuntimeBuilder,
+    RuntimeBuilder, SessionId,
 };
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 use tokio::sync::broadcast;
 use utoipa::OpenApi;
 
 use self::error::ApiError;
-use self::keys::{ApiKey, ApiKeys, Verdict};
+use self::keys::{ApiKey, ApiKeys, KeyScope, Verdict};
 use crate::offline::ByModel;
 
 /// The channel name of sessions opened through the HTTP API.
@@ -54,30 +59,28 @@ const DISPATCH_MODEL: &str = "thinklio-dispatch";
 const WEB_CHAT: &str = include_str!("chat.html");
 
 /// Where the HTTP host's replies arrive: every reply of an `http` session is
-/// broadcast to the streams listening on its session, then counts as
-/// delivered (it stays readable in the session's history).
-#[derive(Clone)]
+/// handed to the streams listening on its session, then counts as
+/// delivered (it stays readable in the session's history). Each session
+/// streamed has a channel of its own, dropped once nobody listens.
+#[derive(Clone, Default)]
 pub struct HttpChannel {
-    replies: broadcast::Sender<OutboxMessage>,
+    replies: Arc<Mutex<HashMap<SessionId, broadcast::Sender<OutboxMessage>>>>,
 }
 
 impl HttpChannel {
     /// A channel with no listeners yet.
     pub fn new() -> Self {
-        Self {
-            replies: broadcast::channel(1024).0,
-        }
+        Self::default()
     }
 
-    /// Replies as they are delivered.
-    pub fn subscribe(&self) -> broadcast::Receiver<OutboxMessage> {
-        self.replies.subscribe()
-    }
-}
-
-impl Default for HttpChannel {
-    fn default() -> Self {
-        Self::new()
+    /// The replies of `session` as they are delivered.
+    pub fn subscribe(&self, session: SessionId) -> broadcast::Receiver<OutboxMessage> {
+        let mut replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
+        replies.retain(|_, s| s.receiver_count() > 0);
+        replies
+            .entry(session)
+            .or_insert_with(|| broadcast::channel(64).0)
+            .subscribe()
     }
 }
 
@@ -88,8 +91,13 @@ impl Channel for HttpChannel {
     }
 
     async fn deliver(&self, message: &OutboxMessage) -> Result<(), DeliveryError> {
+        let mut replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
         // Nobody listening is fine: the reply is in the session's history.
-        let _ = self.replies.send(message.clone());
+        if let Some(sender) = replies.get(&message.session_id)
+            && sender.send(message.clone()).is_err()
+        {
+            replies.remove(&message.session_id);
+        }
         Ok(())
     }
 }
@@ -143,14 +151,39 @@ pub struct HttpConfig {
     pub agent: String,
     /// Requests each key may make per minute.
     pub requests_per_minute: u32,
+    /// Requests all keys of one account may make per minute together.
+    pub account_requests_per_minute: u32,
+    /// Failed key checks (unknown or revoked keys, wrong job tokens) one
+    /// client address may make per minute; past that, its requests are
+    /// refused before any key is looked at until the minute is over.
+    pub failed_auth_per_minute: u32,
+    /// Job callbacks one client address may post per minute.
+    pub callbacks_per_minute: u32,
+    /// Live keys an account may have at once.
+    pub max_keys_per_account: usize,
+    /// The largest request body read, in bytes.
+    pub max_body_bytes: usize,
+    /// How long a request may take to be answered (an answered stream may
+    /// go on for longer): past it, `504 request.timeout`, and the work it
+    /// started carries on (a message's reply lands in the history).
+    pub request_timeout: std::time::Duration,
 }
 
 impl HttpConfig {
-    /// Sessions with `agent`, 600 requests per key per minute.
+    /// Sessions with `agent`; 600 requests per key and 1,800 per account
+    /// per minute; 20 failed key checks and 600 callbacks per client address
+    /// per minute; 100 live keys per account; bodies up to 1 MiB; answers
+    /// within 120 s.
     pub fn new(agent: impl Into<String>) -> Self {
         Self {
             agent: agent.into(),
             requests_per_minute: 600,
+            account_requests_per_minute: 1800,
+            failed_auth_per_minute: 20,
+            callbacks_per_minute: 600,
+            max_keys_per_account: 100,
+            max_body_bytes: 1024 * 1024,
+            request_timeout: std::time::Duration::from_secs(120),
         }
     }
 
@@ -159,6 +192,126 @@ impl HttpConfig {
         self.requests_per_minute = n;
         self
     }
+
+    /// With this many requests per account per minute.
+    pub fn account_requests_per_minute(mut self, n: u32) -> Self {
+        self.account_requests_per_minute = n;
+        self
+    }
+
+    /// With this many failed key checks per client address per minute.
+    pub fn failed_auth_per_minute(mut self, n: u32) -> Self {
+        self.failed_auth_per_minute = n;
+        self
+    }
+
+    /// With this many job callbacks per client address per minute.
+    pub fn callbacks_per_minute(mut self, n: u32) -> Self {
+        self.callbacks_per_minute = n;
+        self
+    }
+
+    /// With at most this many live keys per account.
+    pub fn max_keys_per_account(mut self, n: usize) -> Self {
+        self.max_keys_per_account = n;
+        self
+    }
+
+    /// With request bodies up to `bytes`.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// With answers due within `timeout`.
+    pub fn request_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+}
+
+/// How many client addresses a per-address limiter remembers before it
+/// forgets those whose budget is full again.
+const ADDRESSES: usize = 10_000;
+
+fn per_minute<K: std::hash::Hash + Eq + Clone>(n: u32) -> DefaultKeyedRateLimiter<K> {
+    RateLimiter::keyed(Quota::per_minute(
+        NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN),
+    ))
+}
+
+/// The HTTP host's limiters: per key, per account, per client address.
+struct Limits {
+    key: DefaultKeyedRateLimiter<String>,
+    account: DefaultKeyedRateLimiter<AccountId>,
+    failures: DefaultKeyedRateLimiter<IpAddr>,
+    callbacks: DefaultKeyedRateLimiter<IpAddr>,
+    /// Addresses out of failed checks, until when: refused before their
+    /// key is looked at. Bounded by [`ADDRESSES`].
+    blocked: Mutex<HashMap<IpAddr, std::time::Instant>>,
+}
+
+impl Limits {
+    fn new(config: &HttpConfig) -> Self {
+        Self {
+            key: per_minute(config.requests_per_minute),
+            account: per_minute(config.account_requests_per_minute),
+            failures: per_minute(config.failed_auth_per_minute),
+            callbacks: per_minute(config.callbacks_per_minute),
+            blocked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How long `client` must wait before its key is checked again, if it
+    /// ran out of failed checks.
+    fn blocked(&self, client: IpAddr) -> Option<std::time::Duration> {
+        let mut blocked = self.blocked.lock().unwrap_or_else(|e| e.into_inner());
+        let until = *blocked.get(&client)?;
+        let now = std::time::Instant::now();
+        if until <= now {
+            blocked.remove(&client);
+            return None;
+        }
+        Some(until - now)
+    }
+
+    /// Counts a failed check by `client`; once its budget is spent it is
+    /// blocked until the budget has a check again.
+    fn failed(&self, client: IpAddr) {
+        if let Err(not_until) = self.failures.check_key(&client) {
+            let wait = wait_of(not_until);
+            let mut blocked = self.blocked.lock().unwrap_or_else(|e| e.into_inner());
+            if blocked.len() >= ADDRESSES {
+                let now = std::time::Instant::now();
+                blocked.retain(|_, until| *until > now);
+            }
+            if blocked.len() < ADDRESSES {
+                blocked.insert(client, std::time::Instant::now() + wait);
+            }
+        }
+        forget_idle(&self.failures);
+    }
+}
+
+/// A keyed limiter by client address forgets the addresses whose budget is
+/// full again once it holds many, so hostile clients cannot grow it.
+fn forget_idle<K: std::hash::Hash + Eq + Clone>(limiter: &DefaultKeyedRateLimiter<K>) {
+    if limiter.len() > ADDRESSES {
+        limiter.retain_recent();
+    }
+}
+
+/// A `429` that says how long to wait.
+fn too_many(code: &str, message: String, wait: std::time::Duration) -> ApiError {
+    let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message);
+    e.retry_after = Some(wait.as_secs().max(1));
+    e
+}
+
+fn wait_of(not_until: governor::NotUntil<governor::clock::QuantaInstant>) -> std::time::Duration {
+    not_until.wait_time_from(governor::clock::Clock::now(
+        &governor::clock::DefaultClock::default(),
+    ))
 }
 
 /// The HTTP host's state.
@@ -167,7 +320,7 @@ pub struct HttpHost {
     keys: ApiKeys,
     channel: HttpChannel,
     config: HttpConfig,
-    limiter: DefaultKeyedRateLimiter<String>,
+    limits: Limits,
     /// One channel host per account (principals are per account).
     hosts: Mutex<HashMap<AccountId, Arc<ChannelHost>>>,
 }
@@ -192,6 +345,23 @@ impl Caller {
     pub fn account(&self) -> AccountId {
         self.key.account
     }
+
+    /// Refuses unless the key's scope covers `scope`.
+    pub fn require(&self, scope: KeyScope) -> Result<(), ApiError> {
+        if self.key.scope >= scope {
+            Ok(())
+        } else {
+            Err(ApiError::scope(scope.as_str()))
+        }
+    }
+}
+
+/// The address a request came from (`unspecified` when the server was not
+/// started with connection info, as [`HttpHost::serve`] does).
+pub(crate) fn client_of(request: &axum::http::Extensions) -> IpAddr {
+    request
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
 }
 
 impl HttpHost {
@@ -202,13 +372,11 @@ impl HttpHost {
         channel: HttpChannel,
         config: HttpConfig,
     ) -> Arc<Self> {
-        let per_minute =
-            NonZeroU32::new(config.requests_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
         Arc::new(Self {
             runtime,
             keys,
             channel,
-            limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            limits: Limits::new(&config),
             config,
             hosts: Mutex::new(HashMap::new()),
         })
@@ -244,7 +412,10 @@ impl HttpHost {
         }))
     }
 
-    /// The app: `/v1/` API, `/openapi.json`, the web chat at `/`.
+    /// The app: `/v1/` API, `/openapi.json`, the web chat at `/`. Every
+    /// route reads at most [`HttpConfig::max_body_bytes`], answers within
+    /// [`HttpConfig::request_timeout`], and a panic in a handler is a JSON
+    /// `500`, never a dropped connection.
     pub fn router(self: &Arc<Self>) -> axum::Router {
         let (keyed, keyed_doc) = api::keyed_routes()
             .route_layer(axum::middleware::from_fn_with_state(
@@ -252,12 +423,17 @@ impl HttpHost {
                 authenticate,
             ))
             .split_for_parts();
-        let (callbacks, callback_doc) = api::callback_routes().split_for_parts();
+        let (callbacks, callback_doc) = api::callback_routes()
+            .route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(self),
+                limit_callbacks,
+            ))
+            .split_for_parts();
         let mut doc = api::ApiDoc::openapi();
         doc.merge(keyed_doc);
         doc.merge(callback_doc);
         let doc = Arc::new(doc);
-        keyed
+        let app = keyed
             .merge(callbacks)
             .route(
                 "/v1/{*rest}",
@@ -274,8 +450,66 @@ impl HttpHost {
                 }),
             )
             .route("/", axum::routing::get(|| async { Html(WEB_CHAT) }))
-            .with_state(Arc::clone(self))
+            .fallback(unknown_route)
+            .with_state(Arc::clone(self));
+        self.guard(app)
     }
+
+    /// The layers every route of the host runs under: the body limit, the
+    /// answer timeout, and panics turned into a JSON `500`.
+    pub fn guard(&self, app: axum::Router) -> axum::Router {
+        let timeout = self.config.request_timeout;
+        app.layer(axum::middleware::from_fn(move |request, next| {
+            answer_within(timeout, request, next)
+        }))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            self.config.max_body_bytes,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+    }
+
+    /// Serves the app on `listener` (with each client's address, for the
+    /// per-address limits) until `shutdown` resolves; then stops taking
+    /// connections and lets the requests in flight finish.
+    pub async fn serve(
+        self: &Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// `504 request.timeout` when the handler takes longer than `timeout` to
+/// answer. Handlers hand long work to a task of its own, so it carries on.
+async fn answer_within(timeout: std::time::Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "request.timeout",
+            format!(
+                "no answer within {} s; a message's reply will be in the session's history",
+                timeout.as_secs()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// A handler's panic as the API's JSON `500`.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned());
+    ApiError::internal("host.panicked", &detail).into_response()
 }
 
 async fn unknown_route() -> ApiError {
@@ -300,12 +534,23 @@ pub(crate) fn presented_key(request: &axum::http::HeaderMap) -> Option<&str> {
         .filter(|k| !k.is_empty())
 }
 
-/// Checks the key and its request budget; the route sees the [`Caller`].
+/// Checks the key and the request budgets; the route sees the [`Caller`].
 async fn authenticate(
     State(host): State<Arc<HttpHost>>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let client = client_of(request.extensions());
+    if let Some(wait) = host.limits.blocked(client) {
+        return Err(too_many(
+            "auth.too_many_failures",
+            format!(
+                "too many failed key checks from this address; try again in {} s",
+                wait.as_secs().max(1)
+            ),
+            wait,
+        ));
+    }
     let Some(secret) = presented_key(request.headers()) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -316,6 +561,7 @@ async fn authenticate(
     let key = match host.keys.verify(secret).await? {
         Verdict::Valid(key) => key,
         Verdict::Revoked => {
+            host.limits.failed(client);
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "auth.revoked_key",
@@ -323,6 +569,7 @@ async fn authenticate(
             ));
         }
         Verdict::Unknown => {
+            host.limits.failed(client);
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "auth.invalid_key",
@@ -330,24 +577,68 @@ async fn authenticate(
             ));
         }
     };
-    if let Err(not_until) = host.limiter.check_key(&key.id) {
-        let wait = not_until.wait_time_from(governor::clock::Clock::now(
-            &governor::clock::DefaultClock::default(),
-        ));
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
+    if let Err(not_until) = host.limits.key.check_key(&key.id) {
+        let wait = wait_of(not_until);
+        return Err(too_many(
             "rate_limited",
             format!(
                 "this key may make {} requests per minute; try again in {} ms",
                 host.config.requests_per_minute,
                 wait.as_millis()
             ),
-        );
-        e.retry_after = Some(wait.as_secs().max(1));
-        return Err(e);
+            wait,
+        ));
+    }
+    if let Err(not_until) = host.limits.account.check_key(&key.account) {
+        let wait = wait_of(not_until);
+        return Err(too_many(
+            "rate_limited.account",
+            format!(
+                "this account's keys may make {} requests per minute together; try again in {} ms",
+                host.config.account_requests_per_minute,
+                wait.as_millis()
+            ),
+            wait,
+        ));
     }
     request.extensions_mut().insert(Caller { key });
     Ok(next.run(request).await)
+}
+
+/// The job callback's budgets: callbacks per client address, and the same
+/// failed-check budget as keys (a wrong job token counts as one).
+async fn limit_callbacks(
+    State(host): State<Arc<HttpHost>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let client = client_of(request.extensions());
+    if let Some(wait) = host.limits.blocked(client) {
+        return Err(too_many(
+            "auth.too_many_failures",
+            "too many failed checks from this address".to_owned(),
+            wait,
+        ));
+    }
+    if let Err(not_until) = host.limits.callbacks.check_key(&client) {
+        return Err(too_many(
+            "rate_limited",
+            format!(
+                "this address may post {} job callbacks per minute",
+                host.config.callbacks_per_minute
+            ),
+            wait_of(not_until),
+        ));
+    }
+    forget_idle(&host.limits.callbacks);
+    let response = next.run(request).await;
+    if matches!(
+        response.status(),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+    ) {
+        host.limits.failed(client);
+    }
+    Ok(response)
 }
 
 /// The health answer (no key needed): the server is up.

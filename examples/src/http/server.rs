@@ -17,7 +17,7 @@ use thinklio_core::{
 };
 use thinklio_store_sqlite::SqliteStore;
 
-use super::keys::ApiKeys;
+use super::keys::{ApiKeys, KeyScope};
 use super::{HttpChannel, HttpConfig, HttpHost, prepare};
 use crate::offline::{calculator, offline_model};
 
@@ -47,6 +47,9 @@ pub enum KeyCommand {
         /// The account the key acts for.
         #[arg(long)]
         account: Option<AccountId>,
+        /// What the key may do: `chat` or `admin`.
+        #[arg(long, default_value = "admin")]
+        scope: KeyScope,
         /// What the key is for.
         #[arg(long, default_value = "api")]
         label: String,
@@ -87,16 +90,35 @@ pub fn word_count() -> FunctionCapability {
     })
 }
 
+/// The keys the first start of a server on a new file made.
+#[derive(Clone)]
+pub struct FirstKeys {
+    /// The new account.
+    pub account: AccountId,
+    /// The web chat's address with a `chat` key in its fragment.
+    pub web_chat: String,
+    /// An `admin` key, for the account's keys, usage and users.
+    pub admin: String,
+}
+
+impl std::fmt::Debug for FirstKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FirstKeys")
+            .field("account", &self.account)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A running server.
 pub struct Server {
     /// Where it listens.
     pub addr: SocketAddr,
     /// The host (its runtime, its keys).
     pub host: Arc<HttpHost>,
-    /// The web chat's address with a key in its fragment, and the key's
-    /// new account, when this start minted the first key.
-    pub web_chat: Option<(String, AccountId)>,
+    /// The keys made when this start found a file that never had a key.
+    pub first_keys: Option<FirstKeys>,
     serve: tokio::task::JoinHandle<std::io::Result<()>>,
+    shutdown: Arc<tokio::sync::Notify>,
     _workers: (thinklio_core::JobWorker, thinklio_core::QueueWorker),
 }
 
@@ -110,16 +132,38 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Serves until the process is stopped or serving fails.
-    pub async fn wait(self) -> Result<(), String> {
-        match self.serve.await {
+    pub async fn wait(mut self) -> Result<(), String> {
+        self.wait_ref().await
+    }
+
+    async fn wait_ref(&mut self) -> Result<(), String> {
+        match (&mut self.serve).await {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         }
     }
 
-    /// Stops serving.
+    /// Stops taking connections; the requests in flight finish (see
+    /// [`Server::wait`]).
     pub fn stop(&self) {
-        self.serve.abort();
+        self.shutdown.notify_one();
+    }
+
+    /// Stops taking connections and waits up to `deadline` for the requests
+    /// in flight; those still running then are cut off.
+    pub async fn shutdown(mut self, deadline: Duration) -> Result<(), String> {
+        self.stop();
+        match tokio::time::timeout(deadline, &mut self.serve).await {
+            Ok(Ok(r)) => r.map_err(|e| e.to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => {
+                self.serve.abort();
+                Err(format!(
+                    "requests still running after {} s were cut off",
+                    deadline.as_secs()
+                ))
+            }
+        }
     }
 }
 
@@ -128,6 +172,7 @@ pub async fn create_key(
     store: &SqliteStore,
     keys: &ApiKeys,
     account: Option<AccountId>,
+    scope: KeyScope,
     label: &str,
 ) -> Result<(AccountId, String), String> {
     let account = match account {
@@ -142,7 +187,7 @@ pub async fn create_key(
         }
     };
     let (_, secret) = keys
-        .create(account, label)
+        .create(account, scope, label)
         .await
         .map_err(|e| e.to_string())?;
     Ok((account, secret))
@@ -199,11 +244,19 @@ pub async fn start(
         runtime.spawn_job_worker(Duration::from_millis(500)),
         runtime.spawn_queue_worker(Duration::from_millis(500)),
     );
-    let web_chat = if keys.any_live().await.map_err(|e| e.to_string())? {
+    // Keys are made unasked only on a file that never had one: a file
+    // whose keys were all revoked gets none (`create-key` makes one).
+    let first_keys = if keys.any_ever().await.map_err(|e| e.to_string())? {
         None
     } else {
-        let (account, secret) = create_key(&store, &keys, None, "web chat").await?;
-        Some((format!("http://{addr}/#key={secret}"), account))
+        let (account, admin) = create_key(&store, &keys, None, KeyScope::Admin, "admin").await?;
+        let (_, chat) =
+            create_key(&store, &keys, Some(account), KeyScope::Chat, "web chat").await?;
+        Some(FirstKeys {
+            account,
+            web_chat: format!("http://{addr}/#key={chat}"),
+            admin,
+        })
     };
     let host = HttpHost::new(
         runtime,
@@ -211,13 +264,20 @@ pub async fn start(
         channel,
         HttpConfig::new("assistant").requests_per_minute(args.requests_per_minute),
     );
-    let app = host.router();
-    let serve = tokio::spawn(async move { axum::serve(listener, app).await });
+    let shutdown = Arc::new(tokio::sync::Notify::new());
+    let serve = {
+        let (host, shutdown) = (Arc::clone(&host), Arc::clone(&shutdown));
+        tokio::spawn(async move {
+            host.serve(listener, async move { shutdown.notified().await })
+                .await
+        })
+    };
     Ok(Server {
         addr,
         host,
-        web_chat,
+        first_keys,
         serve,
+        shutdown,
         _workers: workers,
     })
 }
@@ -230,9 +290,16 @@ pub async fn run(args: ServerArgs) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         let keys = ApiKeys::open(&args.db).map_err(|e| e.to_string())?;
         match command {
-            KeyCommand::CreateKey { account, label } => {
-                let (account, secret) = create_key(&store, &keys, *account, label).await?;
-                println!("account {account}\nkey     {secret}\n(the key is shown this once)");
+            KeyCommand::CreateKey {
+                account,
+                scope,
+                label,
+            } => {
+                let (account, secret) = create_key(&store, &keys, *account, *scope, label).await?;
+                println!(
+                    "account {account}\nkey     {secret} ({})\n(the key is shown this once)",
+                    scope.as_str()
+                );
             }
             KeyCommand::ListKeys { account } => {
                 let list = keys.list(*account).await.map_err(|e| e.to_string())?;
@@ -250,23 +317,28 @@ pub async fn run(args: ServerArgs) -> Result<(), String> {
         }
         return Ok(());
     }
-    let server = start(&args, Some(crate::offline::model_from_env()?)).await?;
+    let mut server = start(&args, Some(crate::offline::model_from_env()?)).await?;
     eprintln!(
         "Thinklio listens on http://{} (API under /v1/, OpenAPI at /openapi.json)",
         server.addr
     );
-    match &server.web_chat {
-        Some((url, account)) => eprintln!(
-            "web chat: {url}\n(a first API key, of the new account {account}, is in the link; it is shown this once)"
+    match &server.first_keys {
+        Some(first) => eprintln!(
+            "admin key: {}\nweb chat: {}\n(the new account {}: an admin key for its keys, usage and users, and a chat \
+             key in the link; both are shown this once)",
+            first.admin, first.web_chat, first.account
         ),
         None => eprintln!(
-            "web chat: http://{}/ (paste an API key; create one with `cargo run --example http-server -- --db {} create-key`)",
+            "web chat: http://{}/ (paste a chat key; create one with `cargo run --example http-server -- --db {} \
+             create-key --account ACCOUNT --scope chat`)",
             server.addr,
             args.db.display()
         ),
     }
     tokio::select! {
-        r = tokio::signal::ctrl_c() => r.map_err(|e| e.to_string()),
-        r = server.wait() => r,
+        r = tokio::signal::ctrl_c() => r.map_err(|e| e.to_string())?,
+        r = server.wait_ref() => return r,
     }
+    eprintln!("stopping: letting the requests in flight finish");
+    server.shutdown(Duration::from_secs(30)).await
 }

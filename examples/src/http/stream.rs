@@ -8,7 +8,13 @@
 //!   (`succeeded` / `failed`);
 //! - `token` `{"step_id", "text"}`: reply text as the model writes it;
 //! - `reply`: the final [`ReplyView`], then the stream ends;
-//! - `error` `{"code", "message"}` if the message could not be answered.
+//! - `error` `{"code", "message"}` if the message could not be answered;
+//! - `lagged` `{"missed"}`: the stream fell behind and missed that many
+//!   updates (read the history and steps to catch up).
+//!
+//! Each stream subscribes to its own session
+//! ([`Runtime::subscribe_session`](thinklio_core::Runtime::subscribe_session)):
+//! it never receives another session's updates.
 //!
 //! The message is answered whether or not the client stays: a client that
 //! goes away finds the reply in the session's history.
@@ -19,7 +25,7 @@ use std::sync::Arc;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
 use serde_json::{Value, json};
-use thinklio_core::{Event, EventKind, Inbound, Session, StepId, TokenDelta};
+use thinklio_core::{EventKind, Inbound, Session, SessionUpdate, StepId};
 use tokio::sync::{broadcast, mpsc};
 
 use super::HttpHost;
@@ -30,21 +36,49 @@ fn sse(name: &str, data: &Value) -> SseEvent {
     SseEvent::default().event(name).data(data.to_string())
 }
 
-/// The SSE form of a runtime event of the session, if it is one we show.
-async fn step_event(host: &HttpHost, event: &Event) -> Option<SseEvent> {
+/// What one update of the session becomes on the stream.
+#[derive(Debug, PartialEq)]
+enum Shown {
+    /// An event to send as it is.
+    Event(&'static str, Value),
+    /// A step event; an `act` step's capability is looked up first.
+    Step { data: Value, act: Option<StepId> },
+    /// Nothing to show.
+    Skip,
+    /// The runtime is gone: the stream ends.
+    Closed,
+}
+
+/// The stream's view of what the session's subscription said. A stream
+/// that fell behind is told how many updates it missed (`lagged`), so a
+/// client knows to read the history and steps again.
+fn shown(update: Result<SessionUpdate, broadcast::error::RecvError>) -> Shown {
+    let event = match update {
+        Ok(SessionUpdate::Token(t)) => {
+            return Shown::Event("token", json!({ "step_id": t.step_id, "text": t.text }));
+        }
+        Ok(SessionUpdate::Event(e)) => e,
+        Ok(_) => return Shown::Skip,
+        Err(broadcast::error::RecvError::Lagged(missed)) => {
+            return Shown::Event("lagged", json!({ "missed": missed }));
+        }
+        Err(broadcast::error::RecvError::Closed) => return Shown::Closed,
+    };
     let state = match event.kind {
         EventKind::InteractionCreated => {
-            return Some(sse(
+            return Shown::Event(
                 "interaction",
-                &json!({ "interaction_id": event.interaction_id }),
-            ));
+                json!({ "interaction_id": event.interaction_id }),
+            );
         }
         EventKind::StepStarted => "started",
         EventKind::StepSucceeded => "succeeded",
         EventKind::StepFailed => "failed",
-        _ => return None,
+        _ => return Shown::Skip,
     };
-    let step_id: StepId = event.step_id?;
+    let Some(step_id) = event.step_id else {
+        return Shown::Skip;
+    };
     let p = &event.payload;
     let mut data = json!({
         "step_id": step_id,
@@ -53,11 +87,6 @@ async fn step_event(host: &HttpHost, event: &Event) -> Option<SseEvent> {
         "state": state,
         "seq": p.get("seq"),
     });
-    if p.get("kind").and_then(Value::as_str) == Some("act")
-        && let Ok(step) = host.runtime.store().step(step_id).await
-    {
-        data["capability"] = json!(step.capability);
-    }
     for field in ["error_code", "input_tokens", "output_tokens"] {
         if let Some(v) = p.get(field) {
             data[field] = v.clone();
@@ -66,11 +95,28 @@ async fn step_event(host: &HttpHost, event: &Event) -> Option<SseEvent> {
     if let Some(nanos) = p.get("cost_nanos").and_then(Value::as_i64) {
         data["cost_usd"] = json!(thinklio_core::Cost::from_nanos(nanos).as_usd());
     }
-    Some(sse("step", &data))
+    let act = (p.get("kind").and_then(Value::as_str) == Some("act")).then_some(step_id);
+    Shown::Step { data, act }
 }
 
-fn token_event(t: &TokenDelta) -> SseEvent {
-    sse("token", &json!({ "step_id": t.step_id, "text": t.text }))
+/// The SSE event of an update, if it shows one; `Err` when the stream ends.
+async fn sse_of(
+    host: &HttpHost,
+    update: Result<SessionUpdate, broadcast::error::RecvError>,
+) -> Result<Option<SseEvent>, ()> {
+    Ok(match shown(update) {
+        Shown::Event(name, data) => Some(sse(name, &data)),
+        Shown::Step { mut data, act } => {
+            if let Some(step_id) = act
+                && let Ok(step) = host.runtime.store().step(step_id).await
+            {
+                data["capability"] = json!(step.capability);
+            }
+            Some(sse("step", &data))
+        }
+        Shown::Skip => None,
+        Shown::Closed => return Err(()),
+    })
 }
 
 /// Answers `inbound` in `session`, streaming what happens.
@@ -80,8 +126,7 @@ pub fn reply_stream(
     inbound: Inbound,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     // Subscribed before the message is sent, so nothing is missed.
-    let mut events = host.runtime.subscribe();
-    let mut tokens = host.runtime.subscribe_tokens();
+    let mut updates = host.runtime.subscribe_session(session.id);
     let (tx, rx) = mpsc::channel::<SseEvent>(256);
     let runtime = host.runtime.clone();
     let session_id = session.id;
@@ -91,34 +136,26 @@ pub fn reply_stream(
         loop {
             tokio::select! {
                 biased;
-                e = events.recv(), if open => match e {
-                    Ok(e) if e.session_id == Some(session_id) => {
-                        if let Some(ev) = step_event(&host, &e).await {
-                            let _ = tx.send(ev).await;
-                        }
-                    }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => open = false,
-                },
-                t = tokens.recv(), if open => match t {
-                    Ok(t) if t.session_id == session_id => {
-                        let _ = tx.send(token_event(&t)).await;
-                    }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => open = false,
+                u = updates.recv(), if open => match sse_of(&host, u).await {
+                    Ok(Some(ev)) => { let _ = tx.send(ev).await; }
+                    Ok(None) => {}
+                    Err(()) => open = false,
                 },
                 done = &mut send => {
                     // What was published before the reply came back is sent first.
-                    while let Ok(e) = events.try_recv() {
-                        if e.session_id == Some(session_id)
-                            && let Some(ev) = step_event(&host, &e).await
-                        {
-                            let _ = tx.send(ev).await;
-                        }
-                    }
-                    while let Ok(t) = tokens.try_recv() {
-                        if t.session_id == session_id {
-                            let _ = tx.send(token_event(&t)).await;
+                    loop {
+                        match updates.try_recv() {
+                            Ok(u) => {
+                                if let Ok(Some(ev)) = sse_of(&host, Ok(u)).await {
+                                    let _ = tx.send(ev).await;
+                                }
+                            }
+                            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                                if let Ok(Some(ev)) = sse_of(&host, Err(broadcast::error::RecvError::Lagged(n))).await {
+                                    let _ = tx.send(ev).await;
+                                }
+                            }
+                            Err(_) => break,
                         }
                     }
                     let last = match done {
@@ -127,7 +164,10 @@ pub fn reply_stream(
                             let e = ApiError::from(e);
                             sse("error", &json!({ "code": e.code, "message": e.message }))
                         }
-                        Err(e) => sse("error", &json!({ "code": "host.task_failed", "message": e.to_string() })),
+                        Err(e) => {
+                            let e = ApiError::internal("host.task_failed", &e);
+                            sse("error", &json!({ "code": e.code, "message": e.message }))
+                        }
                     };
                     let _ = tx.send(last).await;
                     break;
@@ -148,31 +188,25 @@ pub fn session_stream(
     host: Arc<HttpHost>,
     session: Session,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let mut events = host.runtime.subscribe();
-    let mut tokens = host.runtime.subscribe_tokens();
-    let mut replies = host.channel.subscribe();
+    let mut updates = host.runtime.subscribe_session(session.id);
+    let mut replies = host.channel.subscribe(session.id);
     let (tx, rx) = mpsc::channel::<SseEvent>(256);
-    let session_id = session.id;
     tokio::spawn(async move {
         loop {
             let next = tokio::select! {
-                e = events.recv() => match e {
-                    Ok(e) if e.session_id == Some(session_id) => step_event(&host, &e).await,
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => None,
-                    Err(broadcast::error::RecvError::Closed) => break,
-                },
-                t = tokens.recv() => match t {
-                    Ok(t) if t.session_id == session_id => Some(token_event(&t)),
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => None,
-                    Err(broadcast::error::RecvError::Closed) => break,
+                u = updates.recv() => match sse_of(&host, u).await {
+                    Ok(ev) => ev,
+                    Err(()) => break,
                 },
                 r = replies.recv() => match r {
-                    Ok(m) if m.session_id == session_id => Some(sse("reply", &json!({
+                    Ok(m) => Some(sse("reply", &json!({
                         "outbox_id": m.id,
                         "interaction_id": m.interaction_id,
                         "text": m.text,
                     }))),
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        Some(sse("lagged", &json!({ "missed_replies": missed })))
+                    }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                 () = tx.closed() => break,
@@ -188,4 +222,55 @@ pub fn session_stream(
         rx.recv().await.map(|ev| (Ok(ev), rx))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use thinklio_core::{Event, InteractionId, SessionId, Timestamp};
+
+    #[test]
+    fn a_stream_that_fell_behind_is_told_what_it_missed() {
+        let (tx, mut rx) = broadcast::channel(2);
+        let session = SessionId::new();
+        let interactions: Vec<InteractionId> = (0..4).map(|_| InteractionId::new()).collect();
+        for (seq, id) in interactions.iter().enumerate() {
+            tx.send(SessionUpdate::Event(Event {
+                seq: seq as i64,
+                kind: EventKind::InteractionCreated,
+                session_id: Some(session),
+                interaction_id: Some(*id),
+                step_id: None,
+                payload: Value::Null,
+                at: Timestamp::from_millis(0),
+            }))
+            .unwrap();
+        }
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let next = match rx.try_recv() {
+                Ok(u) => Ok(u),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    Err(broadcast::error::RecvError::Lagged(n))
+                }
+                Err(e) => panic!("{e}"),
+            };
+            seen.push(shown(next));
+        }
+        let created =
+            |id: InteractionId| Shown::Event("interaction", json!({ "interaction_id": id }));
+        assert_eq!(
+            seen,
+            [
+                Shown::Event("lagged", json!({ "missed": 2 })),
+                created(interactions[2]),
+                created(interactions[3]),
+            ]
+        );
+        drop(tx);
+        assert_eq!(
+            shown(Err(broadcast::error::RecvError::Closed)),
+            Shown::Closed
+        );
+    }
 }

@@ -191,6 +191,7 @@ impl RuntimeBuilder {
         check_graph(&agents, &delegates)?;
         let (events, _) = broadcast::channel(self.config.event_capacity.max(1));
         let (tokens, _) = broadcast::channel(self.config.event_capacity.max(1));
+        let streams = super::streams::SessionStreams::new(self.config.event_capacity);
         let inner = Arc::new(Inner {
             store,
             model,
@@ -205,6 +206,7 @@ impl RuntimeBuilder {
             config: self.config,
             events,
             tokens,
+            streams,
             locks: SessionLocks::default(),
             task_handlers: RwLock::new(HashMap::new()),
             sessions: std::sync::Mutex::new(HashMap::new()),

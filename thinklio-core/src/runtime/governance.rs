@@ -3,6 +3,7 @@
 
 use super::{Inner, Runtime, RuntimeError, interaction_event};
 use crate::agent::AgentDefinition;
+use crate::bounded::InsertBounded;
 use crate::budget::BudgetLimit;
 use crate::directory::{Access, AccessError, AccountRole};
 use crate::event::EventKind;
@@ -12,6 +13,10 @@ use crate::principal::{Principal, Scope};
 use crate::step::StepError;
 use crate::store::{ForgetReport, StoreError};
 use crate::usage::{Cost, TokenUsage, UsageFilter, UsageGroup, UsageRow, UsageTotals};
+
+/// How many budget warnings a runtime remembers having given; past that it
+/// starts over (the store records each warning once, so none is repeated).
+pub(crate) const WARNINGS_MEMORY: usize = 4096;
 
 /// How many unpriced models a runtime remembers having warned about; past
 /// that, further ones are not warned about (a provider has far fewer).
@@ -112,7 +117,7 @@ impl Inner {
                 self.warned
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(key);
+                    .insert_bounded(key, WARNINGS_MEMORY);
                 if first {
                     let payload = serde_json::json!({
                         "scope": budget.scope.kind(),

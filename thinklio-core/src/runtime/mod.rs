@@ -15,6 +15,7 @@ mod knowledge;
 mod locks;
 mod queue;
 mod sessions;
+mod streams;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -37,7 +38,7 @@ use crate::agent::AgentDefinition;
 use crate::budget::BudgetLimit;
 use crate::capability::{Capability, CapabilityError, CapabilityRegistry};
 use crate::directory::{AccessError, ContentRules};
-use crate::event::{Event, EventKind, NewEvent, TokenDelta};
+use crate::event::{Event, EventKind, NewEvent, SessionUpdate, TokenDelta};
 use crate::ids::{AgentId, InteractionId, SessionId};
 use crate::interaction::{Interaction, InteractionState, NewInteraction};
 use crate::model::{ChatModel, Embedder, ModelError};
@@ -278,6 +279,8 @@ pub(crate) struct Inner {
     /// Reply text as the model writes it; `think` streams only while
     /// someone listens.
     pub(crate) tokens: broadcast::Sender<TokenDelta>,
+    /// Subscribers of one session each: its events and reply text.
+    pub(crate) streams: streams::SessionStreams,
     pub(crate) locks: SessionLocks,
     pub(crate) task_handlers: RwLock<HashMap<String, Arc<dyn TaskHandler>>>,
     /// Sessions never change once opened, so `send` reads them from here
@@ -311,8 +314,26 @@ const SESSION_CACHE: usize = 4096;
 
 impl Inner {
     pub(crate) fn publish(&self, event: Event) {
+        if let Some(session) = event.session_id {
+            self.streams
+                .send(session, || SessionUpdate::Event(event.clone()));
+        }
         // No subscriber is not an error: the event is in the store's log.
         let _ = self.events.send(event);
+    }
+
+    /// Publishes a piece of reply text to the token listeners and to the
+    /// session's subscribers.
+    pub(crate) fn publish_token(&self, token: TokenDelta) {
+        self.streams
+            .send(token.session_id, || SessionUpdate::Token(token.clone()));
+        // No receiver left is not an error: the text is in the outcome.
+        let _ = self.tokens.send(token);
+    }
+
+    /// Whether anyone listens for the reply text of `session`.
+    pub(crate) fn streams_tokens(&self, session: SessionId) -> bool {
+        self.tokens.receiver_count() > 0 || self.streams.listened(session)
     }
 
     async fn session(&self, id: SessionId) -> Result<Session, RuntimeError> {
@@ -333,11 +354,11 @@ impl Inner {
     }
 
     fn remember(&self, session: &Session) {
-        let mut cache = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= SESSION_CACHE {
-            cache.clear();
-        }
-        cache.insert(session.id, session.clone());
+        use crate::bounded::InsertBounded;
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert_bounded((session.id, session.clone()), SESSION_CACHE);
     }
 
     fn has_agent(&self, id: &AgentId) -> bool {
@@ -470,6 +491,17 @@ impl Runtime {
     /// and publish each piece of text; the stored outcome is the same.
     pub fn subscribe_tokens(&self) -> broadcast::Receiver<TokenDelta> {
         self.inner.tokens.subscribe()
+    }
+
+    /// The events and reply text of one session, as they happen, in
+    /// process: what a host streaming one conversation listens to. Only
+    /// `session`'s updates reach the receiver; one that falls behind by more
+    /// than [`RuntimeConfig::event_capacity`] updates is told how many it
+    /// missed (`RecvError::Lagged`) and finds them in the store (events in
+    /// the log, text in the steps). While it exists, `think` steps of the
+    /// session stream.
+    pub fn subscribe_session(&self, session: SessionId) -> broadcast::Receiver<SessionUpdate> {
+        self.inner.streams.subscribe(session)
     }
 
     /// Opens a session between `principal` and `agent` on `channel`, or

@@ -25,14 +25,15 @@ pub struct UsageView {
     pub cost_usd: f64,
 }
 
-/// Usage of the account, or of one user, this month.
+/// Usage of the account, or of one user, this month (admin keys).
 #[utoipa::path(get, path = "/v1/usage", tag = "usage", params(UsageQuery),
-    responses((status = 200, body = UsageView), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = UsageView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(super) async fn usage(
     State(host): Host,
     Extension(caller): Extension<Caller>,
-    Query(q): Query<UsageQuery>,
+    ApiQuery(q): ApiQuery<UsageQuery>,
 ) -> Result<Json<UsageView>, ApiError> {
+    caller.require(KeyScope::Admin)?;
     let user = q.user.as_deref().map(|u| user_id(&caller, u)).transpose()?;
     let (since, totals) = crate::usage_this_month(&host.runtime, caller.account(), user).await?;
     Ok(Json(UsageView {
@@ -44,13 +45,14 @@ pub(super) async fn usage(
     }))
 }
 
-/// The account's API keys (never their secrets).
+/// The account's API keys, never their secrets (admin keys).
 #[utoipa::path(get, path = "/v1/keys", tag = "keys",
-    responses((status = 200, body = [ApiKey]), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = [ApiKey]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(super) async fn list_keys(
     State(host): Host,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Vec<ApiKey>>, ApiError> {
+    caller.require(KeyScope::Admin)?;
     Ok(Json(host.keys.list(caller.account()).await?))
 }
 
@@ -59,6 +61,13 @@ pub(super) async fn list_keys(
 pub struct CreateKey {
     /// What it is for.
     pub label: String,
+    /// What it may do: `chat` (the default) or `admin`.
+    #[serde(default = "chat")]
+    pub scope: KeyScope,
+}
+
+fn chat() -> KeyScope {
+    KeyScope::Chat
 }
 
 /// A new key: its secret is shown this once (and never in `Debug`).
@@ -79,27 +88,48 @@ impl std::fmt::Debug for NewKey {
     }
 }
 
-/// Creates another key for the account.
+/// Creates another key for the account (admin keys; an account has at
+/// most a configured number of live keys).
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
-    responses((status = 201, body = NewKey), (status = 401, body = ErrorBody)))]
+    responses((status = 201, body = NewKey), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
 pub(super) async fn create_key(
     State(host): Host,
     Extension(caller): Extension<Caller>,
-    Json(body): Json<CreateKey>,
+    ApiJson(body): ApiJson<CreateKey>,
 ) -> Result<(StatusCode, Json<NewKey>), ApiError> {
-    let (key, secret) = host.keys.create(caller.account(), &body.label).await?;
+    caller.require(KeyScope::Admin)?;
+    let live = host
+        .keys
+        .list(caller.account())
+        .await?
+        .iter()
+        .filter(|k| k.revoked_at.is_none())
+        .count();
+    if live >= host.config.max_keys_per_account {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "key.too_many",
+            format!("the account has {live} live keys, the most it may have; revoke one first"),
+        ));
+    }
+    let (key, secret) = host
+        .keys
+        .create(caller.account(), body.scope, &body.label)
+        .await?;
     Ok((StatusCode::CREATED, Json(NewKey { key, secret })))
 }
 
-/// Revokes a key of the account; it stops working at once.
+/// Revokes a key of the account; it stops working at once (admin keys).
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys",
     params(("id" = String, Path, description = "The key's id")),
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn revoke_key(
     State(host): Host,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
+    caller.require(KeyScope::Admin)?;
     if host.keys.revoke(caller.account(), &id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -120,6 +150,7 @@ mod tests {
             key: ApiKey {
                 id: "k1".into(),
                 account: thinklio_core::AccountId::new(),
+                scope: KeyScope::Chat,
                 label: "ci".into(),
                 created_at: 0,
                 revoked_at: None,

@@ -55,7 +55,7 @@ pub(super) async fn job_view(
 pub(super) async fn dispatch_job(
     State(host): Host,
     Extension(caller): Extension<Caller>,
-    Json(body): Json<DispatchJob>,
+    ApiJson(body): ApiJson<DispatchJob>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     user_id(&caller, &body.user)?;
     let call = serde_json::to_string(&DispatchCall {
@@ -117,7 +117,7 @@ pub(super) async fn own_job(
 pub(super) async fn job_status(
     State(host): Host,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobView>, ApiError> {
     let job = own_job(&host, &caller, &id).await?;
     Ok(Json(job_view(&host, job).await?))
@@ -137,7 +137,7 @@ pub struct CancelJob {
 pub(super) async fn cancel_job(
     State(host): Host,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: Option<Json<CancelJob>>,
 ) -> Result<Json<JobView>, ApiError> {
     let job = own_job(&host, &caller, &id).await?;
@@ -162,9 +162,9 @@ pub(super) async fn cancel_job(
         (status = 409, body = ErrorBody)))]
 pub(super) async fn report_job(
     State(host): Host,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
-    Json(report): Json<Value>,
+    ApiJson(report): ApiJson<Value>,
 ) -> Result<Json<JobView>, ApiError> {
     let Some(token) = crate::http::presented_key(&headers) else {
         return Err(ApiError::new(

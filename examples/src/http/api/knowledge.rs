@@ -56,7 +56,7 @@ pub struct FactWritten {
 pub(super) async fn add_fact(
     State(host): Host,
     Extension(caller): Extension<Caller>,
-    Json(body): Json<AddFact>,
+    ApiJson(body): ApiJson<AddFact>,
 ) -> Result<(StatusCode, Json<FactWritten>), ApiError> {
     let missing = |what: &str| {
         ApiError::bad_request(
@@ -126,7 +126,7 @@ pub struct FactFound {
 pub(super) async fn search_facts(
     State(host): Host,
     Extension(caller): Extension<Caller>,
-    Query(q): Query<SearchQuery>,
+    ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> Result<Json<Vec<FactFound>>, ApiError> {
     let channel_host = host.host(caller.account(), &host.config.agent);
     let principal = channel_host.principal(CHANNEL, &q.user).await?;
@@ -149,15 +149,16 @@ pub(super) async fn search_facts(
     ))
 }
 
-/// Exports a user's own facts (current and past, with provenance).
+/// Exports a user's own facts, current and past, with provenance (admin keys).
 #[utoipa::path(get, path = "/v1/users/{user}/facts", tag = "knowledge",
     params(("user" = String, Path, description = "Your id of the user")),
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(super) async fn export_facts(
     State(host): Host,
     Extension(caller): Extension<Caller>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require(KeyScope::Admin)?;
     let user = user_id(&caller, &user)?;
     Ok(Json(
         host.runtime
@@ -173,15 +174,16 @@ pub struct Deleted {
     pub deleted: u64,
 }
 
-/// Deletes a user's facts (the privacy call; history keeps no content).
+/// Deletes a user's facts; the history keeps no content (admin keys).
 #[utoipa::path(delete, path = "/v1/users/{user}/facts", tag = "knowledge",
     params(("user" = String, Path, description = "Your id of the user")),
-    responses((status = 200, body = Deleted), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Deleted), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(super) async fn delete_facts(
     State(host): Host,
     Extension(caller): Extension<Caller>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
 ) -> Result<Json<Deleted>, ApiError> {
+    caller.require(KeyScope::Admin)?;
     let user = user_id(&caller, &user)?;
     let deleted = host
         .runtime

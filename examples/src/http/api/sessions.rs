@@ -49,7 +49,7 @@ pub struct CreateSession {
 pub(super) async fn create_session(
     State(host): Host,
     Extension(caller): Extension<Caller>,
-    Json(body): Json<CreateSession>,
+    ApiJson(body): ApiJson<CreateSession>,
 ) -> Result<(StatusCode, Json<SessionView>), ApiError> {
     user_id(&caller, &body.user)?;
     let conversation = body
@@ -81,7 +81,7 @@ pub struct UserQuery {
 pub(super) async fn list_sessions(
     State(host): Host,
     Extension(caller): Extension<Caller>,
-    Query(q): Query<UserQuery>,
+    ApiQuery(q): ApiQuery<UserQuery>,
 ) -> Result<Json<Vec<SessionView>>, ApiError> {
     let user = user_id(&caller, &q.user)?;
     let mut sessions: Vec<SessionView> = host
@@ -157,10 +157,10 @@ pub struct StreamQuery {
 pub(super) async fn send_message(
     State(host): Host,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-    Query(q): Query<StreamQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<StreamQuery>,
     headers: HeaderMap,
-    Json(body): Json<SendMessage>,
+    ApiJson(body): ApiJson<SendMessage>,
 ) -> Result<Response, ApiError> {
     let session = own_session(&host, &caller, &id).await?;
     let mut inbound = thinklio_core::Inbound::from(body.text);
@@ -178,7 +178,12 @@ pub(super) async fn send_message(
     if wants_stream {
         return Ok(stream::reply_stream(Arc::clone(&host), session, inbound).into_response());
     }
-    let reply = host.runtime.send(session.id, inbound).await?;
+    // In a task of its own, so a request timeout or a client that goes
+    // away leaves the interaction to finish.
+    let runtime = host.runtime.clone();
+    let reply = tokio::spawn(async move { runtime.send(session.id, inbound).await })
+        .await
+        .map_err(|e| ApiError::internal("host.task_failed", &e))??;
     Ok(Json(ReplyView::from(&reply)).into_response())
 }
 
@@ -200,7 +205,7 @@ pub struct TurnView {
 pub(super) async fn history(
     State(host): Host,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Vec<TurnView>>, ApiError> {
     let session = own_session(&host, &caller, &id).await?;
     let turns = host
@@ -229,7 +234,7 @@ pub(super) async fn history(
 pub(super) async fn session_stream(
     State(host): Host,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let session = own_session(&host, &caller, &id).await?;
     Ok(stream::session_stream(Arc::clone(&host), session).into_response())
@@ -242,7 +247,7 @@ pub(super) async fn session_stream(
 pub(super) async fn interaction_steps(
     State(host): Host,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id: InteractionId = parse_id("interaction", &id)?;
     let store = host.runtime.store();

@@ -23,12 +23,11 @@ impl Run {
         request: &ChatRequest,
         step: &Step,
     ) -> Result<ChatResponse, ModelError> {
-        if self.rt.tokens.receiver_count() == 0 {
+        if !self.rt.streams_tokens(self.interaction.session_id) {
             return self.rt.model.chat(request).await;
         }
         let publish = |text: String| {
-            // No receiver left is not an error: the text is in the outcome.
-            let _ = self.rt.tokens.send(TokenDelta {
+            self.rt.publish_token(TokenDelta {
                 session_id: self.interaction.session_id,
                 interaction_id: self.interaction.id,
                 step_id: step.id,
