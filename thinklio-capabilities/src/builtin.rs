@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use thinklio_core::{Clock, FunctionCapability, SideEffect, SystemClock, TodoStore, TrustLevel};
+
+use crate::outbound::{OutboundPolicy, read_limited, refusal};
 
 #[derive(Deserialize, JsonSchema)]
 struct ClockArgs {}
@@ -49,25 +50,38 @@ struct Fetched {
 
 /// `web_fetch`: fetches a page over HTTP(S) and returns its text. Reads at
 /// most [`WEB_FETCH_MAX_BYTES`], returns at most [`WEB_FETCH_MAX_CHARS`],
-/// converts HTML to plain text and refuses binary content.
+/// converts HTML to plain text and refuses binary content. Only public
+/// addresses are fetched, redirects included ([`OutboundPolicy::public_only`]);
+/// [`web_fetch_with`] allows more.
 pub fn web_fetch() -> FunctionCapability {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .connect_timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::limited(5))
-        .build();
-    let client = Arc::new(client.map_err(|e| e.to_string()));
+    web_fetch_with(OutboundPolicy::public_only())
+}
+
+/// `web_fetch` that may also reach what `policy` allows (an intranet host,
+/// a private network).
+pub fn web_fetch_with(policy: OutboundPolicy) -> FunctionCapability {
+    let client = policy
+        .client(Duration::from_secs(20), 5)
+        .map_err(|e| e.to_string());
+    let fetcher = Arc::new((policy, client));
     FunctionCapability::builder("web_fetch", "Fetches a web page and returns its text.")
         .side_effect(SideEffect::ReadOnly)
         .trust_level(TrustLevel::Standard)
         .timeout(Duration::from_secs(30))
         .handler(move |args: FetchArgs| {
-            let client = Arc::clone(&client);
-            async move { fetch(client.as_ref().as_ref().map_err(Clone::clone)?, args.url).await }
+            let fetcher = Arc::clone(&fetcher);
+            async move {
+                let (policy, client) = fetcher.as_ref();
+                fetch(policy, client.as_ref().map_err(Clone::clone)?, args.url).await
+            }
         })
 }
 
-async fn fetch(client: &reqwest::Client, url: String) -> Result<Fetched, String> {
+async fn fetch(
+    policy: &OutboundPolicy,
+    client: &reqwest::Client,
+    url: String,
+) -> Result<Fetched, String> {
     let parsed = reqwest::Url::parse(&url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!(
@@ -75,11 +89,15 @@ async fn fetch(client: &reqwest::Client, url: String) -> Result<Fetched, String>
             parsed.scheme()
         ));
     }
+    policy.check_url(&parsed).map_err(|e| e.to_string())?;
     let response = client
         .get(parsed)
         .send()
         .await
-        .map_err(|e| format!("could not fetch {url}: {e}"))?;
+        .map_err(|e| match refusal(&e) {
+            Some(refused) => refused.to_string(),
+            None => format!("could not fetch {url}: {e}"),
+        })?;
     let status = response.status().as_u16();
     let content_type = response
         .headers()
@@ -94,19 +112,9 @@ async fn fetch(client: &reqwest::Client, url: String) -> Result<Fetched, String>
     if !textual {
         return Err(format!("{url} is `{content_type}`, not text"));
     }
-    let mut body = Vec::new();
-    let mut truncated = false;
-    let mut chunks = response.bytes_stream();
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|e| format!("reading {url} failed: {e}"))?;
-        let room = WEB_FETCH_MAX_BYTES - body.len();
-        if chunk.len() > room {
-            body.extend_from_slice(&chunk[..room]);
-            truncated = true;
-            break;
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let (body, mut truncated) = read_limited(response, WEB_FETCH_MAX_BYTES)
+        .await
+        .map_err(|e| format!("reading {url} failed: {e}"))?;
     let text = if content_type.contains("html") {
         html2text::from_read(body.as_slice(), 100)
             .map_err(|e| format!("could not read the HTML of {url}: {e}"))?

@@ -6,11 +6,14 @@
 //! - [`WebhookCapability`]: an HTTP endpoint.
 //! - [`McpServer`]: the tools of an MCP server process.
 //! - [`builtin`]: a clock, a web-page fetch and a durable per-user todo list.
+//! - [`outbound`]: where capabilities fetching what a model asks for may
+//!   connect (public addresses only, unless the operator allows more).
 
 #![warn(missing_docs)]
 
 pub mod builtin;
 mod mcp;
+pub mod outbound;
 mod webhook;
 
 /// How to write capabilities of each kind (`docs/capabilities.md`, compiled
@@ -24,4 +27,8 @@ pub mod guide {}
 pub mod jobs_guide {}
 
 pub use mcp::{McpError, McpServer};
-pub use webhook::{SIGNATURE_HEADER, SignedNoticeWebhook, WebhookCapability, WebhookSecret, sign};
+pub use outbound::OutboundPolicy;
+pub use webhook::{
+    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TOLERANCE, SIGNATURE_HEADER, SignatureError,
+    SignedNoticeWebhook, TIMESTAMP_HEADER, WebhookCapability, WebhookSecret, sign, verify,
+};

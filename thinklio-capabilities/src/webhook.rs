@@ -1,14 +1,19 @@
 //! HTTP webhooks as capabilities.
 //!
 //! A call is a `POST` of the arguments as JSON. The request carries:
-//! - `X-Thinklio-Signature: sha256=<hex>`, the HMAC-SHA256 of the exact body
-//!   bytes under the capability's secret, so the receiver can check that the
-//!   call comes from this runtime and was not altered;
+//! - `X-Thinklio-Timestamp: <Unix seconds>`, when it was signed;
+//! - `X-Thinklio-Signature: sha256=<hex>`, the HMAC-SHA256 under the
+//!   capability's secret of the timestamp, a `.`, and the exact body bytes,
+//!   so the receiver can check that the call comes from this runtime, was
+//!   not altered, and is not an old request played again: [`verify`] does
+//!   all three, with a tolerance for clock skew;
 //! - `X-Thinklio-Idempotency-Key`, stable across attempts of one call, so the
 //!   receiver can de-duplicate;
 //! - `X-Thinklio-Interaction` and `X-Thinklio-Attempt`.
 //!
 //! A 2xx answer is the result: its JSON body, or its text as a JSON string.
+//! At most [`WebhookCapability::max_response_bytes`] of an answer are read
+//! (1 MiB by default); a longer one fails the call.
 //!
 //! Dispatched as a job (deferred mode), the same request also carries
 //! `X-Thinklio-Job`, and, when the runtime has job callbacks,
@@ -34,8 +39,17 @@ use thinklio_core::{
     JobNotice, NoticeWebhook, RetryPolicy, SideEffect, StepMode, TrustLevel,
 };
 
-/// The request header carrying the body's signature.
+/// The request header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "x-thinklio-signature";
+
+/// The request header carrying when the request was signed (Unix seconds).
+pub const TIMESTAMP_HEADER: &str = "x-thinklio-timestamp";
+
+/// How far a signed timestamp may be from a receiver's clock by default.
+pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+
+/// The most bytes of a webhook's answer read by default.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// A webhook's signing secret. Its `Debug` prints `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -54,18 +68,90 @@ impl fmt::Debug for WebhookSecret {
     }
 }
 
-/// The signature header value of `body` under `secret`: `sha256=<hex>`.
-/// Receivers compute the same over the raw body and compare in constant time.
-pub fn sign(secret: &WebhookSecret, body: &[u8]) -> String {
-    // HMAC accepts keys of any length, so this cannot fail; an empty MAC is
-    // the fallback that no receiver would accept.
-    match Hmac::<Sha256>::new_from_slice(&secret.0) {
-        Ok(mut mac) => {
-            mac.update(body);
-            format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-        }
-        Err(_) => String::new(),
+/// The signature header value of a request signed at `timestamp` (Unix
+/// seconds) with `body`, under `secret`: `sha256=<hex>` of the HMAC-SHA256
+/// of `"{timestamp}."` followed by the body bytes.
+pub fn sign(secret: &WebhookSecret, timestamp: i64, body: &[u8]) -> String {
+    match mac(secret, timestamp, body) {
+        Some(mac) => format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+        // HMAC accepts keys of any length, so this does not happen; an
+        // empty signature is one no receiver accepts.
+        None => String::new(),
     }
+}
+
+fn mac(secret: &WebhookSecret, timestamp: i64, body: &[u8]) -> Option<Hmac<Sha256>> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(&secret.0).ok()?;
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    Some(mac)
+}
+
+/// Why a receiver refused a signed request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignatureError {
+    /// The timestamp header is missing or not a number of seconds.
+    #[error("the request's timestamp is missing or malformed")]
+    BadTimestamp,
+    /// The request was signed too long ago (or too far in the future):
+    /// an old request played again.
+    #[error("the request was signed {seconds} s away from now, more than the tolerance")]
+    OutsideTolerance {
+        /// How far from now, in seconds.
+        seconds: u64,
+    },
+    /// The signature is missing, malformed or does not match.
+    #[error("the request's signature does not match")]
+    BadSignature,
+}
+
+/// Checks a signed request as a receiver: the headers' values
+/// (`X-Thinklio-Timestamp`, `X-Thinklio-Signature`), the raw body, the
+/// receiver's clock (Unix seconds) and how far from it a timestamp may be
+/// ([`DEFAULT_TOLERANCE`] is five minutes). The signature is compared in
+/// constant time. A receiver that also keeps the idempotency keys (or
+/// notification ids) it saw within the tolerance refuses every replay.
+///
+/// ```
+/// use std::time::Duration;
+/// use thinklio_capabilities::{WebhookSecret, sign, verify};
+/// let secret = WebhookSecret::new("a long random secret");
+/// let body = br#"{"title":"printer on fire"}"#;
+/// let signature = sign(&secret, 1_790_000_000, body);
+/// assert!(verify(&secret, "1790000000", &signature, body, 1_790_000_030, Duration::from_secs(300)).is_ok());
+/// assert!(verify(&secret, "1790000000", &signature, body, 1_790_009_000, Duration::from_secs(300)).is_err());
+/// ```
+pub fn verify(
+    secret: &WebhookSecret,
+    timestamp: &str,
+    signature: &str,
+    body: &[u8],
+    now: i64,
+    tolerance: Duration,
+) -> Result<(), SignatureError> {
+    let signed: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| SignatureError::BadTimestamp)?;
+    let seconds = now.abs_diff(signed);
+    if seconds > tolerance.as_secs() {
+        return Err(SignatureError::OutsideTolerance { seconds });
+    }
+    let given = signature
+        .trim()
+        .strip_prefix("sha256=")
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or(SignatureError::BadSignature)?;
+    mac(secret, signed, body)
+        .ok_or(SignatureError::BadSignature)?
+        .verify_slice(&given)
+        .map_err(|_| SignatureError::BadSignature)
+}
+
+fn unix_now() -> i64 {
+    jiff::Timestamp::now().as_second()
 }
 
 /// An HTTP endpoint as a capability.
@@ -98,6 +184,7 @@ pub struct WebhookCapability {
     client: Result<reqwest::Client, String>,
     retries: u32,
     backoff: Duration,
+    max_response_bytes: usize,
 }
 
 impl WebhookCapability {
@@ -126,7 +213,15 @@ impl WebhookCapability {
                 .map_err(|e| format!("cannot build the HTTP client: {e}")),
             retries: 3,
             backoff: Duration::from_millis(250),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
+    }
+
+    /// Sets the most bytes of an answer read ([`DEFAULT_MAX_RESPONSE_BYTES`]
+    /// by default); a longer answer fails the call.
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes;
+        self
     }
 
     /// Sets the parameter schema.
@@ -178,8 +273,10 @@ impl WebhookCapability {
         client: &reqwest::Client,
         context: &InvocationContext,
         body: &[u8],
-        signature: &str,
     ) -> Result<(u16, Value), (CapabilityError, bool)> {
+        // Signed at each attempt, so a retry is as fresh as a first call.
+        let timestamp = unix_now();
+        let signature = sign(&self.secret, timestamp, body);
         let mut request = client.post(&self.url);
         if let Some(job) = &context.job {
             request = request.header("x-thinklio-job", job.id().to_string());
@@ -192,6 +289,7 @@ impl WebhookCapability {
         let response = request
             .timeout(self.manifest.timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(TIMESTAMP_HEADER, timestamp.to_string())
             .header(SIGNATURE_HEADER, signature)
             .header("x-thinklio-idempotency-key", &context.idempotency_key)
             .header("x-thinklio-interaction", context.interaction_id.to_string())
@@ -213,12 +311,24 @@ impl WebhookCapability {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("json"));
-        let text = response.text().await.map_err(|e| {
-            (
-                CapabilityError::failed(format!("the webhook's answer could not be read: {e}")),
-                true,
-            )
-        })?;
+        let (bytes, longer) = crate::outbound::read_limited(response, self.max_response_bytes)
+            .await
+            .map_err(|e| {
+                (
+                    CapabilityError::failed(format!("the webhook's answer could not be read: {e}")),
+                    true,
+                )
+            })?;
+        if longer && status.is_success() {
+            return Err((
+                CapabilityError::InvalidResult(format!(
+                    "the webhook's answer is longer than {} bytes",
+                    self.max_response_bytes
+                )),
+                false,
+            ));
+        }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         if !status.is_success() {
             let retryable =
                 status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error();
@@ -259,7 +369,6 @@ impl WebhookCapability {
             .map_err(|e| CapabilityError::failed(e.clone()))?;
         let body = serde_json::to_vec(arguments)
             .map_err(|e| CapabilityError::InvalidArguments(e.to_string()))?;
-        let signature = sign(&self.secret, &body);
         let retries = if self.manifest.side_effect.is_repeatable() {
             self.retries
         } else {
@@ -267,7 +376,7 @@ impl WebhookCapability {
         };
         let mut tried = 0;
         loop {
-            match self.attempt(client, context, &body, &signature).await {
+            match self.attempt(client, context, &body).await {
                 Ok(answer) => return Ok(answer),
                 Err((error, retryable)) if retryable && tried < retries => {
                     let delay = RetryPolicy {
@@ -319,9 +428,10 @@ impl Capability for WebhookCapability {
 
 /// Posts job notices to [`ObserverKind::Webhook`](thinklio_core::ObserverKind)
 /// observers: the [`JobNotice`] as JSON, signed like webhook calls
-/// (`X-Thinklio-Signature`), with `X-Thinklio-Notification-Id` for
-/// de-duplication. One attempt per delivery; the runtime retries a failed
-/// one with backoff.
+/// (`X-Thinklio-Timestamp`, `X-Thinklio-Signature`; check them with
+/// [`verify`]), with `X-Thinklio-Notification-Id` for de-duplication. The
+/// answer's body is never read. One attempt per delivery; the runtime
+/// retries a failed one with backoff.
 #[derive(Debug, Clone)]
 pub struct SignedNoticeWebhook {
     secret: WebhookSecret,
@@ -354,11 +464,13 @@ impl NoticeWebhook for SignedNoticeWebhook {
     async fn post(&self, url: &str, notice: &JobNotice) -> Result<(), String> {
         let client = self.client.as_ref().map_err(Clone::clone)?;
         let body = serde_json::to_vec(notice).map_err(|e| e.to_string())?;
+        let timestamp = unix_now();
         let response = client
             .post(url)
             .timeout(self.timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(SIGNATURE_HEADER, sign(&self.secret, &body))
+            .header(TIMESTAMP_HEADER, timestamp.to_string())
+            .header(SIGNATURE_HEADER, sign(&self.secret, timestamp, &body))
             .header(
                 "x-thinklio-notification-id",
                 notice.notification_id.to_string(),

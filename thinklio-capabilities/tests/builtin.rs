@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use thinklio_capabilities::builtin;
+use thinklio_capabilities::{OutboundPolicy, builtin};
 use thinklio_core::*;
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 use thinklio_store_sqlite::SqliteStore;
@@ -29,13 +29,23 @@ fn script(messages: &[&[(&str, Value)]]) -> ScriptedModel {
 }
 
 async fn runtime(dir: &tempfile::TempDir, model: ScriptedModel) -> Runtime {
+    // The test's pages are served on this machine: allowed by name.
+    let local = OutboundPolicy::public_only().allow_host("127.0.0.1");
+    runtime_with(dir, model, builtin::web_fetch_with(local)).await
+}
+
+async fn runtime_with(
+    dir: &tempfile::TempDir,
+    model: ScriptedModel,
+    web_fetch: FunctionCapability,
+) -> Runtime {
     let store = SqliteStore::open(dir.path().join("b.db")).await.unwrap();
     let todo: Arc<dyn TodoStore> = Arc::new(store.clone());
     let mut builder = Runtime::builder()
         .store(store)
         .model(model)
         .capability(builtin::clock())
-        .capability(builtin::web_fetch())
+        .capability(web_fetch)
         .agent(AgentDefinition::new("a", "m").capabilities([
             "clock",
             "web_fetch",
@@ -163,4 +173,75 @@ async fn web_fetch_returns_the_text_of_a_page_within_limits() {
         now.as_str().unwrap().parse::<jiff::Timestamp>().is_ok(),
         "{now}"
     );
+}
+
+#[tokio::test]
+async fn web_fetch_refuses_private_addresses_unless_allowed() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/secret"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw("instance credentials", "text/plain"))
+        .mount(&server)
+        .await;
+    let port = server.address().port();
+    // Redirects from an allowed page to places that are not allowed.
+    for (from, to) in [
+        (
+            "/to-metadata",
+            "http://169.254.169.254/latest/meta-data/".to_owned(),
+        ),
+        ("/to-localhost", format!("http://localhost:{port}/secret")),
+        (
+            "/to-mapped",
+            format!("http://[::ffff:127.0.0.1]:{port}/secret"),
+        ),
+    ] {
+        Mock::given(method("GET"))
+            .and(path(from))
+            .respond_with(ResponseTemplate::new(302).insert_header("location", to.as_str()))
+            .mount(&server)
+            .await;
+    }
+    let urls = [
+        format!("http://127.0.0.1:{port}/secret"),
+        format!("http://localhost:{port}/secret"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        format!("http://[::1]:{port}/secret"),
+        format!("http://0.0.0.0:{port}/secret"),
+    ];
+    let calls: Vec<(&str, Value)> = urls
+        .iter()
+        .map(|u| ("web_fetch", json!({ "url": u })))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime_with(&dir, script(&[&calls]), builtin::web_fetch()).await;
+    for (url, got) in urls.iter().zip(acts(&rt, Principal::local()).await) {
+        let err = got.expect_err(url);
+        assert!(err.contains("not a public address"), "{url}: {err}");
+        assert!(!err.contains("instance credentials"), "{err}");
+    }
+
+    // Allowed by address, the page itself is fetched, but no redirect leaves
+    // what is allowed.
+    let calls: Vec<(&str, Value)> = ["/secret", "/to-metadata", "/to-localhost", "/to-mapped"]
+        .iter()
+        .map(|p| {
+            (
+                "web_fetch",
+                json!({ "url": format!("http://127.0.0.1:{port}{p}") }),
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let allowed = OutboundPolicy::public_only().allow_host("127.0.0.1");
+    let rt = runtime_with(&dir, script(&[&calls]), builtin::web_fetch_with(allowed)).await;
+    let got = acts(&rt, Principal::local()).await;
+    assert_eq!(got[0].clone().unwrap()["text"], "instance credentials");
+    for (p, r) in ["/to-metadata", "/to-localhost", "/to-mapped"]
+        .iter()
+        .zip(&got[1..])
+    {
+        let err = r.clone().expect_err(p);
+        assert!(err.contains("not a public address"), "{p}: {err}");
+    }
 }

@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 use thinklio_capabilities::{
-    SIGNATURE_HEADER, SignedNoticeWebhook, WebhookCapability, WebhookSecret, sign,
+    SIGNATURE_HEADER, SignedNoticeWebhook, TIMESTAMP_HEADER, WebhookCapability, WebhookSecret, sign,
 };
 use thinklio_core::*;
 use thinklio_llm::{ScriptedModel, ScriptedReply};
@@ -122,9 +122,14 @@ async fn a_webhook_dispatched_as_a_job_gets_its_callback_and_reports_back() {
         header("x-thinklio-callback-url"),
         format!("https://thinklio.example/v1/jobs/{job}/report")
     );
+    let signed: i64 = header(TIMESTAMP_HEADER).parse().unwrap();
     assert_eq!(
         header(SIGNATURE_HEADER),
-        sign(&WebhookSecret::new("capability-secret"), &request.body)
+        sign(
+            &WebhookSecret::new("capability-secret"),
+            signed,
+            &request.body
+        )
     );
     assert_eq!(rt.job(job).await.unwrap().state, JobState::InProgress);
 
@@ -256,9 +261,14 @@ async fn a_webhook_observer_that_fails_twice_gets_the_notice_on_the_third_try() 
     assert_eq!(requests.len(), 4);
     let mut notices = Vec::new();
     for r in &requests {
+        let signed: i64 = r.headers[TIMESTAMP_HEADER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(
             r.headers.get(SIGNATURE_HEADER).unwrap().to_str().unwrap(),
-            sign(&WebhookSecret::new(SECRET), &r.body)
+            sign(&WebhookSecret::new(SECRET), signed, &r.body)
         );
         let body: Value = serde_json::from_slice(&r.body).unwrap();
         let id = r

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use thinklio_capabilities::{SIGNATURE_HEADER, WebhookCapability, WebhookSecret, sign};
+use thinklio_capabilities::{
+    DEFAULT_TOLERANCE, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookCapability, WebhookSecret, verify,
+};
 use thinklio_core::*;
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 use thinklio_store_sqlite::SqliteStore;
@@ -15,22 +17,34 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 const SECRET: &str = "s3cret-for-tests";
 
-/// Answers like a receiver that checks signatures: 401 unless the signature
-/// matches the body, else `answer`.
+/// Answers like a receiver that checks signatures with [`verify`]: 401
+/// unless the signature matches the timestamp and body and the timestamp is
+/// recent, else `answer`.
 struct Verifying {
     answer: ResponseTemplate,
 }
 
 impl Respond for Verifying {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        let expected = sign(&WebhookSecret::new(SECRET), &request.body);
-        match request
-            .headers
-            .get(SIGNATURE_HEADER)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(got) if got == expected => self.answer.clone(),
-            _ => ResponseTemplate::new(401).set_body_string("bad signature"),
+        let header = |name: &str| {
+            request
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let now = jiff::Timestamp::now().as_second();
+        match verify(
+            &WebhookSecret::new(SECRET),
+            &header(TIMESTAMP_HEADER),
+            &header(SIGNATURE_HEADER),
+            &request.body,
+            now,
+            DEFAULT_TOLERANCE,
+        ) {
+            Ok(()) => self.answer.clone(),
+            Err(e) => ResponseTemplate::new(401).set_body_string(e.to_string()),
         }
     }
 }
@@ -159,4 +173,70 @@ fn secrets_do_not_print() {
         WebhookSecret::new("hunter2"),
     );
     assert!(!format!("{hook:?}").contains("hunter2"));
+}
+
+#[tokio::test]
+async fn an_answer_longer_than_the_limit_fails_the_call_unread() {
+    let huge = json!({ "id": "T-9", "padding": "x".repeat(64 * 1024) });
+    let server = server(ResponseTemplate::new(200).set_body_json(huge)).await;
+    let (act, observe, _dir) = run(webhook(&server, SECRET).max_response_bytes(4096)).await;
+    assert_eq!(act.error.unwrap().code, "capability.invalid_result");
+    let seen = observe.output.unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(seen.contains("longer than 4096 bytes"), "{seen}");
+}
+
+#[test]
+fn a_replayed_or_altered_request_fails_verification() {
+    use thinklio_capabilities::{SignatureError, sign};
+    let secret = WebhookSecret::new(SECRET);
+    let body = br#"{"title":"printer on fire"}"#;
+    let at = 1_790_000_000;
+    let signature = sign(&secret, at, body);
+    let check = |ts: &str, sig: &str, body: &[u8], now: i64| {
+        verify(&secret, ts, sig, body, now, DEFAULT_TOLERANCE)
+    };
+    assert_eq!(check("1790000000", &signature, body, at + 299), Ok(()));
+    assert_eq!(
+        check("1790000000", &signature, body, at - 299),
+        Ok(()),
+        "a receiver's clock a little behind"
+    );
+    assert_eq!(
+        check("1790000000", &signature, body, at + 3600),
+        Err(SignatureError::OutsideTolerance { seconds: 3600 }),
+        "the same request played an hour later"
+    );
+    // A fresh timestamp on an old signature: the signature covers the time.
+    assert_eq!(
+        check("1790003600", &signature, body, at + 3600),
+        Err(SignatureError::BadSignature)
+    );
+    assert_eq!(
+        check("1790000000", &signature, b"{\"title\":\"all fine\"}", at),
+        Err(SignatureError::BadSignature)
+    );
+    assert_eq!(
+        check("yesterday", &signature, body, at),
+        Err(SignatureError::BadTimestamp)
+    );
+    assert_eq!(
+        check("1790000000", "sha256=zz", body, at),
+        Err(SignatureError::BadSignature)
+    );
+    assert_eq!(
+        check("1790000000", "", body, at),
+        Err(SignatureError::BadSignature)
+    );
+    let other = verify(
+        &WebhookSecret::new("other"),
+        "1790000000",
+        &signature,
+        body,
+        at,
+        DEFAULT_TOLERANCE,
+    );
+    assert_eq!(other, Err(SignatureError::BadSignature));
 }
