@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use thinklio_capabilities::{McpServer, WebhookCapability, WebhookSecret, builtin};
+use thinklio_capabilities::{McpHttp, McpServer, WebhookCapability, WebhookSecret, builtin};
 use thinklio_core::{
     AgentDefinition, Principal, Reply, Role, Runtime, StepKind, TodoStore, TrustLevel,
 };
@@ -43,6 +43,10 @@ struct Args {
     /// Attach an MCP server over streamable HTTP: its URL (repeatable).
     #[arg(long = "mcp-url", value_name = "URL")]
     mcp_urls: Vec<String>,
+    /// A header sent to every `--mcp-url` server, such as `Authorization:
+    /// Bearer TOKEN` (repeatable; never printed).
+    #[arg(long = "mcp-header", value_name = "NAME: VALUE")]
+    mcp_headers: Vec<String>,
     /// Attach an HTTP webhook as capability NAME (repeatable); requests are
     /// signed with the secret in THINKLIO_WEBHOOK_SECRET.
     #[arg(long = "webhook", value_name = "NAME=URL")]
@@ -144,7 +148,18 @@ async fn run(args: Args) -> Result<(), String> {
         servers.push(server);
     }
     for url in &args.mcp_urls {
-        let server = McpServer::connect(url).await.map_err(|e| e.to_string())?;
+        let mut http = McpHttp::new(url);
+        for header in &args.mcp_headers {
+            let Some((name, value)) = header.split_once(':') else {
+                return Err("--mcp-header is not NAME: VALUE".to_owned());
+            };
+            http = http
+                .header(name.trim(), value.trim())
+                .map_err(|e| e.to_string())?;
+        }
+        let server = McpServer::connect_with(http)
+            .await
+            .map_err(|e| e.to_string())?;
         let attached = server
             .attach(runtime.capabilities())
             .await

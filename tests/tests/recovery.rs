@@ -49,11 +49,13 @@ struct Setup {
     dir: tempfile::TempDir,
     calls: Arc<Mutex<Vec<(String, u32)>>>,
     entered: Arc<Notify>,
-    side_effect: SideEffect,
+    /// `None`: the manifest's default, as an author who forgot to say.
+    side_effect: Option<SideEffect>,
 }
 
 impl Setup {
-    fn new(side_effect: SideEffect) -> Self {
+    fn new(side_effect: impl Into<Option<SideEffect>>) -> Self {
+        let side_effect = side_effect.into();
         Self {
             dir: tempfile::tempdir().unwrap(),
             calls: Arc::default(),
@@ -69,7 +71,9 @@ impl Setup {
             CapabilityKind::Function,
             json!({ "type": "object" }),
         );
-        manifest.side_effect = self.side_effect;
+        if let Some(class) = self.side_effect {
+            manifest.side_effect = class;
+        }
         Runtime::builder()
             .store(
                 SqliteStore::open(self.dir.path().join("r.db"))
@@ -151,6 +155,26 @@ async fn an_interrupted_external_call_is_never_repeated_and_the_model_is_told() 
             .starts_with("result: Error (capability.outcome_unknown)"),
         "{}",
         reply.text
+    );
+}
+
+#[tokio::test]
+async fn a_capability_nobody_classified_is_never_run_twice() {
+    let setup = Setup::new(None);
+    let interaction = crash_inside_the_capability(&setup).await;
+    let rt = setup.runtime(model()).await;
+    rt.recover().await.unwrap();
+    assert_eq!(
+        setup.calls.lock().unwrap().len(),
+        1,
+        "run once, never again"
+    );
+    let steps = rt.store().steps(interaction).await.unwrap();
+    let act = steps.iter().find(|s| s.kind == StepKind::Act).unwrap();
+    assert_eq!(act.side_effect, Some(SideEffect::External));
+    assert_eq!(
+        act.error.as_ref().unwrap().code,
+        "capability.outcome_unknown"
     );
 }
 

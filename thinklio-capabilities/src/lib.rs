@@ -26,7 +26,7 @@ pub mod guide {}
 #[doc = include_str!("../../docs/jobs.md")]
 pub mod jobs_guide {}
 
-pub use mcp::{McpError, McpServer};
+pub use mcp::{McpAttach, McpError, McpHttp, McpServer};
 pub use outbound::OutboundPolicy;
 pub use webhook::{
     DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TOLERANCE, SIGNATURE_HEADER, SignatureError,

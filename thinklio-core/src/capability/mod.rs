@@ -116,7 +116,10 @@ pub struct CapabilityManifest {
 }
 
 impl CapabilityManifest {
-    /// A manifest with defaults: standard trust, read-only, immediate, 30 s timeout.
+    /// A manifest with defaults: standard trust, `external` (at most once:
+    /// a capability nobody classified is never repeated after a crash),
+    /// immediate, 30 s timeout. Mark what only reads `read_only`, and what
+    /// the idempotency key makes safe to repeat `idempotent`.
     pub fn new(
         name: impl Into<String>,
         description: impl Into<String>,
@@ -130,7 +133,7 @@ impl CapabilityManifest {
             parameters,
             returns: None,
             trust_level: TrustLevel::Standard,
-            side_effect: SideEffect::ReadOnly,
+            side_effect: SideEffect::External,
             default_mode: StepMode::Immediate,
             usefulness: crate::job::Usefulness::AllSubjobs,
             timeout: Duration::from_secs(30),
@@ -251,6 +254,14 @@ pub enum CapabilityError {
         /// What is wrong.
         reason: String,
     },
+    /// Another capability has this name already; nothing was replaced.
+    #[error("a capability named `{name}` is registered already{}", owner.as_ref().map(|o| format!(" (by {o})")).unwrap_or_default())]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// Who registered the one there, if an owner did.
+        owner: Option<String>,
+    },
 }
 
 impl CapabilityError {
@@ -267,6 +278,7 @@ impl CapabilityError {
             CapabilityError::Panicked(_) => "capability.panicked",
             CapabilityError::OutcomeUnknown => "capability.outcome_unknown",
             CapabilityError::InvalidManifest { .. } => "capability.invalid_manifest",
+            CapabilityError::NameTaken { .. } => "capability.name_taken",
         }
     }
 

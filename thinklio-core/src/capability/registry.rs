@@ -151,9 +151,23 @@ fn describe(validator: &jsonschema::Validator, value: &Value) -> String {
 }
 
 /// The capabilities a runtime can call, by name. Cloning shares the registry.
+///
+/// A name is taken once: registering a second capability under a name in
+/// use is refused ([`CapabilityError::NameTaken`]), so no capability —
+/// a built-in, a host's function, a tool an MCP server announces later —
+/// silently replaces another. [`CapabilityRegistry::replace`] replaces on
+/// purpose; [`CapabilityRegistry::register_owned`] lets one owner (an MCP
+/// server following its tool list) update what it registered, and only
+/// that.
 #[derive(Clone, Default)]
 pub struct CapabilityRegistry {
-    entries: Arc<RwLock<BTreeMap<String, Arc<RegisteredCapability>>>>,
+    entries: Arc<RwLock<BTreeMap<String, Entry>>>,
+}
+
+#[derive(Clone)]
+struct Entry {
+    capability: Arc<RegisteredCapability>,
+    owner: Option<String>,
 }
 
 impl fmt::Debug for CapabilityRegistry {
@@ -168,16 +182,51 @@ impl CapabilityRegistry {
         Self::default()
     }
 
-    /// Adds or replaces a capability.
+    /// Adds a capability; refused if its name is taken.
     pub fn register(&self, capability: impl Capability) -> Result<(), CapabilityError> {
         self.register_arc(Arc::new(capability))
     }
 
-    /// Adds or replaces a shared capability.
+    /// Adds a shared capability; refused if its name is taken.
     pub fn register_arc(&self, capability: Arc<dyn Capability>) -> Result<(), CapabilityError> {
-        let entry = Arc::new(RegisteredCapability::new(capability)?);
-        let name = entry.manifest().name.clone();
-        self.write().insert(name, entry);
+        self.insert(capability, None, false)
+    }
+
+    /// Adds a capability, or replaces the one of the same name: for a host
+    /// that means to.
+    pub fn replace(&self, capability: impl Capability) -> Result<(), CapabilityError> {
+        self.insert(Arc::new(capability), None, true)
+    }
+
+    /// Adds a capability on behalf of `owner`, or replaces one `owner`
+    /// registered before; refused if the name belongs to anyone else.
+    pub fn register_owned(
+        &self,
+        capability: impl Capability,
+        owner: &str,
+    ) -> Result<(), CapabilityError> {
+        self.insert(Arc::new(capability), Some(owner.to_owned()), false)
+    }
+
+    fn insert(
+        &self,
+        capability: Arc<dyn Capability>,
+        owner: Option<String>,
+        replace: bool,
+    ) -> Result<(), CapabilityError> {
+        let capability = Arc::new(RegisteredCapability::new(capability)?);
+        let name = capability.manifest().name.clone();
+        let mut entries = self.write();
+        if let Some(existing) = entries.get(&name) {
+            let same_owner = owner.is_some() && existing.owner == owner;
+            if !replace && !same_owner {
+                return Err(CapabilityError::NameTaken {
+                    name,
+                    owner: existing.owner.clone(),
+                });
+            }
+        }
+        entries.insert(name, Entry { capability, owner });
         Ok(())
     }
 
@@ -186,9 +235,22 @@ impl CapabilityRegistry {
         self.write().remove(name).is_some()
     }
 
+    /// Removes a capability `owner` registered; returns whether it was there.
+    pub fn remove_owned(&self, name: &str, owner: &str) -> bool {
+        let mut entries = self.write();
+        if entries
+            .get(name)
+            .is_some_and(|e| e.owner.as_deref() == Some(owner))
+        {
+            entries.remove(name);
+            return true;
+        }
+        false
+    }
+
     /// The capability called `name`.
     pub fn get(&self, name: &str) -> Option<Arc<RegisteredCapability>> {
-        self.read().get(name).cloned()
+        self.read().get(name).map(|e| Arc::clone(&e.capability))
     }
 
     /// Every name, sorted.
@@ -198,18 +260,19 @@ impl CapabilityRegistry {
 
     /// Every manifest, sorted by name.
     pub fn manifests(&self) -> Vec<CapabilityManifest> {
-        self.read().values().map(|e| e.manifest().clone()).collect()
+        self.read()
+            .values()
+            .map(|e| e.capability.manifest().clone())
+            .collect()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<RegisteredCapability>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Entry>> {
         // A poisoned lock only means a writer panicked mid-insert of a whole
         // entry; the map itself is still consistent.
         self.entries.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<RegisteredCapability>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Entry>> {
         self.entries.write().unwrap_or_else(|e| e.into_inner())
     }
 }
