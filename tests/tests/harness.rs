@@ -615,3 +615,59 @@ async fn a_failing_task_is_retried_with_growing_delays_then_dead_lettered() {
         "a requeued task runs again"
     );
 }
+
+/// A model that never answers, as a provider that accepted the request and
+/// went silent.
+struct Silent;
+
+#[async_trait::async_trait]
+impl ChatModel for Silent {
+    async fn chat(&self, _: &ChatRequest) -> Result<ChatResponse, ModelError> {
+        std::future::pending().await
+    }
+
+    async fn chat_stream(&self, _: &ChatRequest) -> Result<ChatStream, ModelError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_step_without_progress_is_failed_by_the_watchdog_and_the_user_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = RuntimeConfig::default();
+    config.step_deadline = Duration::from_millis(100);
+    let rt = Runtime::builder()
+        .store(SqliteStore::open(dir.path().join("w.db")).await.unwrap())
+        .model(Silent)
+        .config(config)
+        .agent(agent())
+        .build()
+        .unwrap();
+    let s = session(&rt).await;
+    let reply = rt.send(s.id, "hello?").await.unwrap();
+    assert!(
+        reply
+            .text
+            .starts_with("I could not answer in time: the think step took longer than"),
+        "{}",
+        reply.text
+    );
+    let steps = rt.store().steps(reply.interaction_id).await.unwrap();
+    let think = steps.iter().find(|s| s.kind == StepKind::Think).unwrap();
+    assert_eq!(
+        (think.state, think.error.as_ref().unwrap().code.as_str()),
+        (StepState::Failed, StepError::DEADLINE_EXCEEDED)
+    );
+    assert_eq!(
+        rt.interaction_state(reply.interaction_id).await.unwrap(),
+        InteractionState::Completed
+    );
+    assert!(
+        rt.store()
+            .unfinished_interactions()
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing is left for a restart"
+    );
+}

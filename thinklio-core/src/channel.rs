@@ -61,6 +61,7 @@ use crate::outbox::{DeliveryError, OutboxMessage, ReplySink};
 use crate::principal::Principal;
 use crate::runtime::{Inbound, Reply, Runtime, RuntimeError};
 use crate::session::Session;
+use crate::store::ForgetReport;
 
 /// A file or other non-text part of a message, described (the runtime
 /// passes models text; the description tells the agent it is there).
@@ -280,6 +281,11 @@ pub trait PrincipalMap: Send + Sync + 'static {
         channel: &str,
         user: &str,
     ) -> Result<Principal, RuntimeError>;
+
+    /// Forgets what this map remembers in process of `principal` (the user
+    /// was just deleted from the store), so a later message creates them
+    /// afresh. A map that remembers nothing does nothing.
+    fn forget(&self, principal: &Principal);
 }
 
 /// How many users and chats a host remembers in process; past that, it
@@ -351,6 +357,13 @@ impl PrincipalMap for AccountMembers {
                 .insert_bounded(id, REMEMBERED);
         }
         Ok(Principal::new(self.account, id))
+    }
+
+    fn forget(&self, principal: &Principal) {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&principal.user);
     }
 }
 
@@ -504,6 +517,24 @@ impl ChannelHost {
             .await?;
         let reply = self.runtime.send(session.id, message.inbound()).await?;
         Ok((session, reply))
+    }
+
+    /// Forgets the channel user: everything they own in the store
+    /// ([`Runtime::forget_user`]) and what this host remembers of them (their
+    /// chats' sessions, their membership). Their next message starts from
+    /// nothing.
+    pub async fn forget(&self, channel: &str, user: &str) -> Result<ForgetReport, RuntimeError> {
+        let principal = self.principal(channel, user).await?;
+        let report = self
+            .runtime
+            .forget_user(principal.account, principal.user)
+            .await?;
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(c, u, _), _| !(c == channel && u == user));
+        self.principals.forget(&principal);
+        Ok(report)
     }
 
     async fn latest_generation(

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::ids::TaskId;
+use crate::ids::{AccountId, TaskId, UserId};
 use crate::time::Timestamp;
 
 /// Where a task stands.
@@ -72,17 +72,28 @@ pub struct NewTask {
     pub max_attempts: u32,
     /// Not to run before this.
     pub run_at: Timestamp,
+    /// The user whose data it works on, if any: forgetting the user
+    /// ([`PrivacyStore::forget_user`](crate::PrivacyStore::forget_user))
+    /// deletes the task, whatever its state.
+    pub owner: Option<(AccountId, UserId)>,
 }
 
 impl NewTask {
-    /// A task of `kind` due at `run_at`, with 5 attempts.
+    /// A task of `kind` due at `run_at`, with 5 attempts, owned by no user.
     pub fn new(kind: impl Into<String>, payload: Value, run_at: Timestamp) -> Self {
         Self {
             kind: kind.into(),
             payload,
             max_attempts: 5,
             run_at,
+            owner: None,
         }
+    }
+
+    /// Marks the task as working on `user`'s data in `account`.
+    pub fn owned_by(mut self, account: AccountId, user: UserId) -> Self {
+        self.owner = Some((account, user));
+        self
     }
 
     /// Sets the attempts allowed.

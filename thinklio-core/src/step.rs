@@ -152,14 +152,21 @@ impl StepError {
     /// delegate's child interaction stopped at its next step.
     pub const JOB_CANCELLED: &'static str = "job.cancelled";
 
+    /// Code of a `context` or `think` step that made no progress within the
+    /// runtime's step deadline ([`RuntimeConfig::step_deadline`](crate::RuntimeConfig)):
+    /// the runtime's watchdog failed it, and the interaction replies that
+    /// it could not answer in time instead of waiting for a restart.
+    pub const DEADLINE_EXCEEDED: &'static str = "step.deadline_exceeded";
+
     /// Codes of failures that do not end an interaction even on a
     /// `context`, `think` or `respond` step: the step is retried, or the
     /// interaction replies that it has to stop. Stores that derive
     /// unfinished interactions in their query language use this list.
-    pub const NOT_TERMINAL: [&'static str; 3] = [
+    pub const NOT_TERMINAL: [&'static str; 4] = [
         Self::INTERRUPTED,
         Self::BUDGET_EXCEEDED,
         Self::CONTENT_BLOCKED,
+        Self::DEADLINE_EXCEEDED,
     ];
 
     /// A step error.

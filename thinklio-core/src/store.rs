@@ -336,6 +336,14 @@ pub struct ForgetReport {
     pub todos: u64,
     /// Knowledge facts of the user layer deleted.
     pub facts: u64,
+    /// Jobs deleted (with their input, result, subjobs, observers and
+    /// notices).
+    pub jobs: u64,
+    /// Queue tasks working on the user's data deleted, whatever their state.
+    pub tasks: u64,
+    /// Memberships deleted: of the account, of its teams, and the user's
+    /// own assignments of the account's agents.
+    pub memberships: u64,
 }
 
 /// Deleting what a user owns.
@@ -343,9 +351,13 @@ pub struct ForgetReport {
 pub trait PrivacyStore: Send + Sync {
     /// Deletes everything `user` of `account` owns, in one transaction: their
     /// sessions, interactions, steps (with their payloads), replies, events,
-    /// todos, user budgets and user-layer facts (each leaving a content-free
-    /// `delete` entry in its history). Usage records stay for the account's totals,
-    /// attributed to [`UserId::ANONYMOUS`] and tied to no interaction.
+    /// jobs (input, result, subjobs, observers, notices), queue tasks owned
+    /// by them ([`NewTask::owner`](crate::NewTask::owner)), todos, user
+    /// budgets, user-layer facts (each leaving a content-free `delete` entry
+    /// in its history), and their place in the directory (membership of the
+    /// account and its teams, user-scope assignments of its agents). Usage
+    /// records stay for the account's totals, attributed to
+    /// [`UserId::ANONYMOUS`] and tied to no interaction.
     async fn forget_user(&self, account: AccountId, user: UserId) -> StoreResult<ForgetReport>;
 }
 

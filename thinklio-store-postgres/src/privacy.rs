@@ -75,6 +75,37 @@ impl PrivacyStore for PostgresStore {
         .await?;
         let facts =
             crate::knowledge::delete_owned(&tx, account, &FactOwner::User(user), now).await?;
+        let jobs_of = "SELECT id FROM jobs WHERE account_id = $1 AND user_id = $2";
+        for table in ["job_notifications", "job_observers"] {
+            execute(
+                &tx,
+                &format!("DELETE FROM {table} WHERE job_id IN ({jobs_of})"),
+                &params,
+            )
+            .await?;
+        }
+        let jobs = execute(
+            &tx,
+            "DELETE FROM jobs WHERE account_id = $1 AND user_id = $2",
+            &params,
+        )
+        .await?;
+        let tasks = execute(
+            &tx,
+            "DELETE FROM tasks WHERE owner_account = $1 AND owner_user = $2",
+            &params,
+        )
+        .await?;
+        let mut memberships = 0;
+        for sql in [
+            "DELETE FROM team_members WHERE user_id = $2 \
+             AND team_id IN (SELECT id FROM teams WHERE account_id = $1)",
+            "DELETE FROM assignments WHERE scope_kind = 'user' AND scope_id = $2 \
+             AND agent_id IN (SELECT agent_id FROM agent_owners WHERE account_id = $1)",
+            "DELETE FROM members WHERE account_id = $1 AND user_id = $2",
+        ] {
+            memberships += execute(&tx, sql, &params).await?;
+        }
         execute(
             &tx,
             "DELETE FROM budgets WHERE scope_kind = 'user' AND scope_id = $1",
@@ -94,6 +125,9 @@ impl PrivacyStore for PostgresStore {
             usage_anonymized,
             todos,
             facts,
+            jobs,
+            tasks,
+            memberships,
         })
     }
 }

@@ -74,6 +74,7 @@ pub(crate) async fn insert_task(
     new: NewTask,
     now: Timestamp,
 ) -> StoreResult<Task> {
+    let owner = new.owner.map(|(a, u)| (a.to_string(), u.to_string()));
     let task = Task {
         id: TaskId::new(),
         kind: new.kind,
@@ -89,8 +90,8 @@ pub(crate) async fn insert_task(
     };
     execute(
         tx,
-        "INSERT INTO tasks (id, kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at) \
-         VALUES ($1, $2, $3, 'pending', 0, $4, $5, $6, $6)",
+        "INSERT INTO tasks (id, kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at, \
+         owner_account, owner_user) VALUES ($1, $2, $3, 'pending', 0, $4, $5, $6, $6, $7, $8)",
         &[
             &task.id.to_string(),
             &task.kind,
@@ -98,6 +99,8 @@ pub(crate) async fn insert_task(
             &i64::from(task.max_attempts),
             &task.run_at.as_millis(),
             &now.as_millis(),
+            &owner.as_ref().map(|o| o.0.as_str()),
+            &owner.as_ref().map(|o| o.1.as_str()),
         ],
     )
     .await?;

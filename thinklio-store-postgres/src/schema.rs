@@ -326,6 +326,12 @@ CREATE INDEX fact_vectors_hnsw_1536 ON fact_vectors
 ALTER TABLE budgets ALTER COLUMN limit_nanos DROP NOT NULL;
 ALTER TABLE budgets ADD COLUMN limit_tokens BIGINT;
 "#,
+    // 5: the user a queue task works for, so forgetting the user deletes it.
+    r#"
+ALTER TABLE tasks ADD COLUMN owner_account TEXT;
+ALTER TABLE tasks ADD COLUMN owner_user TEXT;
+CREATE INDEX tasks_by_owner ON tasks (owner_account, owner_user) WHERE owner_user IS NOT NULL;
+"#,
 ];
 
 /// The newest schema version this build knows.

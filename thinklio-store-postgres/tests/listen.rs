@@ -28,12 +28,7 @@ async fn a_store_waiting_for_work_wakes_when_another_adds_a_task() {
         let add = async {
             tokio::time::sleep(Duration::from_millis(20)).await;
             adder
-                .enqueue(NewTask {
-                    kind: "ping".into(),
-                    payload: json!({}),
-                    run_at: Timestamp::from_millis(0),
-                    max_attempts: 1,
-                })
+                .enqueue(NewTask::new("ping", json!({}), Timestamp::from_millis(0)).max_attempts(1))
                 .await
                 .unwrap();
         };

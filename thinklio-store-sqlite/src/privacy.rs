@@ -38,6 +38,18 @@ impl PrivacyStore for SqliteStore {
                 let interactions = run("DELETE FROM interactions WHERE account_id = ?1 AND user_id = ?2")?;
                 let sessions = run("DELETE FROM sessions WHERE account_id = ?1 AND user_id = ?2")?;
                 let todos = run("DELETE FROM todos WHERE account_id = ?1 AND user_id = ?2")?;
+                let jobs_of = "SELECT id FROM jobs WHERE account_id = ?1 AND user_id = ?2";
+                run(&format!("DELETE FROM job_notifications WHERE job_id IN ({jobs_of})"))?;
+                run(&format!("DELETE FROM job_observers WHERE job_id IN ({jobs_of})"))?;
+                let jobs = run("DELETE FROM jobs WHERE account_id = ?1 AND user_id = ?2")?;
+                let tasks = run("DELETE FROM tasks WHERE owner_account = ?1 AND owner_user = ?2")?;
+                let memberships = run(
+                    "DELETE FROM team_members WHERE user_id = ?2 \
+                     AND team_id IN (SELECT id FROM teams WHERE account_id = ?1)",
+                )? + run(
+                    "DELETE FROM assignments WHERE scope_kind = 'user' AND scope_id = ?2 \
+                     AND agent_id IN (SELECT agent_id FROM agent_owners WHERE account_id = ?1)",
+                )? + run("DELETE FROM members WHERE account_id = ?1 AND user_id = ?2")?;
                 let facts = crate::knowledge::delete_owned(&tx, account, &FactOwner::User(user), now)?;
                 tx.execute("DELETE FROM budgets WHERE scope_kind = 'user' AND scope_id = ?1", [&u])
                     .map_err(backend)?;
@@ -50,6 +62,9 @@ impl PrivacyStore for SqliteStore {
                     usage_anonymized,
                     todos,
                     facts,
+                    jobs,
+                    tasks,
+                    memberships,
                 })
             })
             .await

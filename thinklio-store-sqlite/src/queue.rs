@@ -65,6 +65,7 @@ pub(crate) fn insert_task(
     new: NewTask,
     now: Timestamp,
 ) -> StoreResult<Task> {
+    let owner = new.owner.map(|(a, u)| (a.to_string(), u.to_string()));
     let task = Task {
         id: TaskId::new(),
         kind: new.kind,
@@ -79,8 +80,8 @@ pub(crate) fn insert_task(
         created_at: now,
     };
     c.prepare_cached(
-        "INSERT INTO tasks (id, kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?5, ?6, ?6)",
+        "INSERT INTO tasks (id, kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at, \
+         owner_account, owner_user) VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?5, ?6, ?6, ?7, ?8)",
     )
     .map_err(backend)?
     .execute(params![
@@ -90,6 +91,8 @@ pub(crate) fn insert_task(
         task.max_attempts,
         task.run_at.as_millis(),
         now.as_millis(),
+        owner.as_ref().map(|o| &o.0),
+        owner.as_ref().map(|o| &o.1),
     ])
     .map_err(backend)?;
     Ok(task)

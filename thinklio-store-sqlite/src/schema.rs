@@ -337,6 +337,12 @@ INSERT INTO budgets_9 (scope_kind, scope_id, limit_nanos, period, warn_at)
 DROP TABLE budgets;
 ALTER TABLE budgets_9 RENAME TO budgets;
 "#,
+    // 10: the user a queue task works for, so forgetting the user deletes it.
+    r#"
+ALTER TABLE tasks ADD COLUMN owner_account TEXT;
+ALTER TABLE tasks ADD COLUMN owner_user TEXT;
+CREATE INDEX tasks_by_owner ON tasks (owner_account, owner_user) WHERE owner_user IS NOT NULL;
+"#,
 ];
 
 /// The newest schema version this build knows.

@@ -248,6 +248,77 @@ pub async fn forgetting_a_user_removes_what_they_own<S: Store>(store: S) {
         .usage_totals(&UsageFilter::all().account(account))
         .await
         .unwrap();
+    // A job of each user, the gone one's with a subjob and a notice waiting.
+    let job_of = |p: Principal, i: &Interaction, parent: Option<JobId>| NewJob {
+        parent_id: parent,
+        session_id: i.session_id,
+        interaction_id: i.id,
+        step_id: None,
+        principal: p,
+        capability: "research".into(),
+        input: json!({ "topic": "the gone user's secret" }),
+        usefulness: Usefulness::AllSubjobs,
+        deadline: None,
+        observers: vec![ObserverKind::FollowUp],
+        key: None,
+    };
+    let their_job = store
+        .create_job(job_of(gone, &theirs, None), t(1))
+        .await
+        .unwrap();
+    store
+        .create_job(job_of(gone, &theirs, Some(their_job.id)), t(1))
+        .await
+        .unwrap();
+    let kept_job = store
+        .create_job(job_of(stays, &kept, None), t(1))
+        .await
+        .unwrap();
+    store
+        .update_job(their_job.id, JobChange::to(JobState::Dispatched), t(2))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .due_notifications(Timestamp::from_millis(i64::MAX), 1000)
+            .await
+            .unwrap()
+            .iter()
+            .any(|n| n.observer.job_id == their_job.id),
+        "a notice of their job waits"
+    );
+    // Tasks: one about each user, one of the host's.
+    for owner in [Some(gone.user), Some(stays.user), None] {
+        let mut task = NewTask::new("forget.check", json!({ "about": owner }), t(0));
+        if let Some(user) = owner {
+            task = task.owned_by(account, user);
+        }
+        store.enqueue(task).await.unwrap();
+    }
+    // Their place in the directory.
+    let team = TeamId::new();
+    store
+        .put_account(account, "A", AccountPolicy::default())
+        .await
+        .unwrap();
+    store.put_team(account, team, "t").await.unwrap();
+    for p in [gone, stays] {
+        store
+            .set_member(account, p.user, AccountRole::Editor)
+            .await
+            .unwrap();
+        store.add_to_team(team, p.user).await.unwrap();
+    }
+    let agent = AgentId::new("forget-agent");
+    store.set_agent_owner(&agent, account).await.unwrap();
+    store
+        .assign(Assignment {
+            agent_id: agent.clone(),
+            scope: Scope::User(gone.user),
+            capabilities: None,
+        })
+        .await
+        .unwrap();
 
     let report = store.forget_user(account, gone.user).await.unwrap();
     assert_eq!(
@@ -255,9 +326,60 @@ pub async fn forgetting_a_user_removes_what_they_own<S: Store>(store: S) {
             report.sessions,
             report.interactions,
             report.usage_anonymized,
-            report.todos
+            report.todos,
+            report.jobs,
+            report.tasks,
+            report.memberships,
         ),
-        (1, 1, 1, 1)
+        (1, 1, 1, 1, 2, 1, 3)
+    );
+    assert!(matches!(
+        store.job(their_job.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(
+        store
+            .due_notifications(Timestamp::from_millis(i64::MAX), 1000)
+            .await
+            .unwrap()
+            .iter()
+            .all(|n| n.observer.job_id != their_job.id),
+        "no notice of their job is left"
+    );
+    assert_eq!(store.job(kept_job.id).await.unwrap().principal, stays);
+    let mut left = Vec::new();
+    while let Some(task) = store
+        .claim(
+            t(10),
+            std::time::Duration::from_secs(60),
+            &["forget.check".to_owned()],
+        )
+        .await
+        .unwrap()
+    {
+        left.push(task.payload["about"].clone());
+    }
+    left.sort_by_key(|v| v.to_string());
+    assert_eq!(
+        left,
+        [json!(stays.user), json!(null)],
+        "only the gone user's task is gone"
+    );
+    assert_eq!(store.role(account, gone.user).await.unwrap(), None);
+    assert_eq!(
+        store.role(account, stays.user).await.unwrap(),
+        Some(AccountRole::Editor)
+    );
+    assert!(matches!(
+        store.access(&gone.with_team(team), &agent).await.unwrap(),
+        Err(AccessError::NotAMember { .. })
+    ));
+    assert!(
+        matches!(
+            store.add_to_team(team, gone.user).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "no longer a member of the account"
     );
     assert!(store.sessions_of_user(gone.user).await.unwrap().is_empty());
     assert!(matches!(

@@ -266,7 +266,10 @@ impl Runtime {
         Ok(self.inner.store.usage_report(group, filter).await?)
     }
 
-    /// Deletes everything a user owns (see [`PrivacyStore::forget_user`](crate::PrivacyStore::forget_user)).
+    /// Deletes everything a user owns (see [`PrivacyStore::forget_user`](crate::PrivacyStore::forget_user)):
+    /// conversations, steps, jobs, tasks, facts, todos, budgets and their
+    /// place in the directory. Hosts that remember channel users call
+    /// [`ChannelHost::forget`](crate::channel::ChannelHost::forget) instead.
     pub async fn forget_user(
         &self,
         account: AccountId,
@@ -278,6 +281,8 @@ impl Runtime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|_, s| s.principal.user != user);
+        // Their budgets are gone from the store: read the rest again.
+        *self.inner.budgets.write().await = None;
         Ok(report)
     }
 

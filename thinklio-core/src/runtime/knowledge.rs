@@ -184,7 +184,8 @@ impl Inner {
             EXTRACT_TASK,
             json!({ "interaction_id": interaction.id }),
             self.clock.now(),
-        );
+        )
+        .owned_by(interaction.principal.account, interaction.principal.user);
         task.max_attempts = self.config.knowledge.extraction_attempts.max(1);
         vec![task]
     }

@@ -248,6 +248,11 @@ pub struct RuntimeConfig {
     /// dead worker held is taken over when its lease runs out). Off by
     /// default: one process per store needs only in-process locks.
     pub shared_store: bool,
+    /// How long a `context` or `think` step may go without finishing before
+    /// the watchdog fails it (`step.deadline_exceeded`) and the interaction
+    /// replies that it could not answer in time (default 5 minutes). A
+    /// capability call is bounded by its own manifest's timeout instead.
+    pub step_deadline: std::time::Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -261,6 +266,7 @@ impl Default for RuntimeConfig {
             event_capacity: 1024,
             knowledge: KnowledgeConfig::default(),
             shared_store: false,
+            step_deadline: std::time::Duration::from_secs(300),
         }
     }
 }

@@ -221,6 +221,21 @@ impl Runtime {
         Ok(interaction)
     }
 
+    /// Answers, here and now, what waits in a session: the messages
+    /// recorded with [`Runtime::submit`] and not yet answered, and any a
+    /// crash interrupted, in order, with the session held as [`Runtime::send`]
+    /// holds it. Replies leave through the outbox. Returns how many
+    /// interactions ran. A host of one process calls it after `submit`
+    /// (several processes share the work with
+    /// [`Runtime::spawn_interaction_worker`] instead).
+    pub async fn answer_waiting(&self, session: SessionId) -> Result<usize, RuntimeError> {
+        let _guard = self.inner.locks.lock(session).await;
+        let hold = self.inner.hold_session(session).await?;
+        let result = self.inner.run_waiting(session).await;
+        hold.release().await;
+        result
+    }
+
     /// Starts an interaction worker: it claims sessions with unfinished
     /// interactions (submitted, or left by a worker that died) and runs them
     /// in order, at most `concurrency` sessions at a time, checking every

@@ -300,9 +300,39 @@ impl Run {
 
     /// The work of a step that has been written `running`. Writes nothing.
     async fn work(&mut self, work: Work, step: &Step) -> (StepOutcome, Option<NewOutboxMessage>) {
+        // The watchdog: a context or think step that makes no progress
+        // within the deadline is failed, and the interaction goes on.
+        let deadline = self.rt.config.step_deadline;
+        let interaction = self.interaction.id;
+        let overdue = || {
+            tracing::warn!(
+                interaction = %interaction,
+                step = %step.id,
+                kind = step.kind.as_str(),
+                seconds = deadline.as_secs_f64(),
+                "a step made no progress within its deadline; it is failed and the interaction goes on"
+            );
+            StepOutcome::Failed {
+                error: StepError::new(
+                    StepError::DEADLINE_EXCEEDED,
+                    format!(
+                        "the {} step took longer than {:?}",
+                        step.kind.as_str(),
+                        deadline
+                    ),
+                ),
+                usage: None,
+            }
+        };
         let outcome = match work {
-            Work::Context { .. } => self.context().await,
-            Work::Think { .. } => self.think(step).await,
+            Work::Context { .. } => match tokio::time::timeout(deadline, self.context()).await {
+                Ok(outcome) => outcome,
+                Err(_) => overdue(),
+            },
+            Work::Think { .. } => match tokio::time::timeout(deadline, self.think(step)).await {
+                Ok(outcome) => outcome,
+                Err(_) => overdue(),
+            },
             Work::Act { call, .. } => self.act(step, call).await,
             Work::Observe { call_id, act, .. } => {
                 let (content, is_error) = observation(&act);

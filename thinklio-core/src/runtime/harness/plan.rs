@@ -95,6 +95,18 @@ impl Run {
                 final_text = Some(format!("I have to stop here: {}.", e.message));
                 continue;
             }
+            let overdue = step.error.as_ref().filter(|e| {
+                failed
+                    && matches!(step.kind, StepKind::Context | StepKind::Think)
+                    && e.code == StepError::DEADLINE_EXCEEDED
+            });
+            if let Some(e) = overdue {
+                // The watchdog stopped a step that made no progress: the
+                // user is told, rather than left waiting for a restart.
+                context_done = true;
+                final_text = Some(format!("I could not answer in time: {}.", e.message));
+                continue;
+            }
             match step.kind {
                 StepKind::Context | StepKind::Think | StepKind::Respond if failed => {
                     return Next::Failed(step.error.clone().unwrap_or_else(|| {
