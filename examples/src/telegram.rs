@@ -11,9 +11,19 @@
 //! outbox and [`TelegramChannel`], split at Telegram's length limit.
 //!
 //! Commands: `/start`, `/new`, `/usage` (the user's spend this month),
-//! `/forget` (deletes what the bot learned about the user). The token is
-//! never logged: `teloxide-core` removes it from its errors and this module
-//! never prints the `Bot`.
+//! `/forget` (deletes everything the bot holds of the user: conversations,
+//! jobs, what it learned). Messages it cannot read (voice, stickers) are
+//! answered with what it can read; an optional allow-list keeps a bot
+//! private. The token is never logged: `teloxide-core` removes it from its
+//! errors and this module never prints the `Bot`.
+//!
+//! Nothing Telegram answers holds the bot up: the typing indicator runs
+//! beside the answer and its failures are logged once; a reply or command
+//! answer that cannot be sent is logged and the next update goes on;
+//! `getUpdates` calls that return at once are spaced by
+//! [`MIN_POLL_INTERVAL`] and failures back off; a chat's worker ends when
+//! the chat is idle, and holds at most one pending wake-up (the messages
+//! themselves wait in the store).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,7 +38,7 @@ use thinklio_core::channel::{
     AccountMembers, Attachment, Channel, ChannelHost, ChannelMessage, ChatKey,
 };
 use thinklio_core::{
-    AccountId, Clock, DeliveryError, Inbound, OutboxMessage, Runtime, SessionId, SystemClock,
+    AccountId, Clock, DeliveryError, OutboxMessage, Runtime, SessionId, SystemClock,
 };
 use tokio::sync::mpsc;
 
@@ -160,13 +170,65 @@ impl Channel for TelegramChannel {
     }
 }
 
+/// Settings of the bot.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BotOptions {
+    /// When set, only these Telegram user ids are served; others are told
+    /// the bot is private and nothing of theirs is recorded.
+    pub allowed_users: Option<std::collections::BTreeSet<String>>,
+    /// How long a chat's worker waits for more before it ends (60 s).
+    pub chat_idle: Duration,
+    /// How long one typing indicator may take before it is given up (5 s).
+    pub typing_timeout: Duration,
+}
+
+impl Default for BotOptions {
+    fn default() -> Self {
+        Self {
+            allowed_users: None,
+            chat_idle: Duration::from_secs(60),
+            typing_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl BotOptions {
+    /// Gives a typing indicator up after `timeout`.
+    pub fn typing_timeout(mut self, timeout: Duration) -> Self {
+        self.typing_timeout = timeout;
+        self
+    }
+
+    /// Ends a chat's worker after `idle` without messages.
+    pub fn chat_idle(mut self, idle: Duration) -> Self {
+        self.chat_idle = idle;
+        self
+    }
+
+    /// Serves only these Telegram user ids.
+    pub fn allow_only(mut self, users: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.allowed_users = Some(users.into_iter().map(Into::into).collect());
+        self
+    }
+}
+
+/// The shortest time between two `getUpdates` calls when the first came
+/// back at once with nothing (a server that does not long-poll).
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The bot: turns updates into runtime calls.
 pub struct TelegramBot {
     bot: Bot,
     host: ChannelHost,
     account: AccountId,
-    /// One worker per session answers its messages in order.
-    chats: Mutex<HashMap<SessionId, mpsc::UnboundedSender<Inbound>>>,
+    options: BotOptions,
+    /// The worker of each chat session with work, and its wake-up: the
+    /// messages wait in the store, so one pending wake-up is enough.
+    chats: Mutex<HashMap<SessionId, (u64, mpsc::Sender<()>)>>,
+    workers: std::sync::atomic::AtomicU64,
+    /// Whether a failed typing indicator was logged already.
+    typing_failed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for TelegramBot {
@@ -221,12 +283,31 @@ fn refused(e: &thinklio_core::RuntimeError) -> bool {
 impl TelegramBot {
     /// A bot serving `agent` to the users of `account`, replying through `bot`.
     pub fn new(runtime: Runtime, bot: Bot, agent: &str, account: AccountId) -> Arc<Self> {
+        Self::with_options(runtime, bot, agent, account, BotOptions::default())
+    }
+
+    /// The same, with `options`.
+    pub fn with_options(
+        runtime: Runtime,
+        bot: Bot,
+        agent: &str,
+        account: AccountId,
+        options: BotOptions,
+    ) -> Arc<Self> {
         Arc::new(Self {
             host: ChannelHost::new(runtime, agent, AccountMembers::new(account)),
             bot,
             account,
+            options,
             chats: Mutex::new(HashMap::new()),
+            workers: std::sync::atomic::AtomicU64::new(0),
+            typing_failed: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// How many chats have a worker now.
+    pub fn active_chats(&self) -> usize {
+        self.chats.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// The runtime.
@@ -236,6 +317,7 @@ impl TelegramBot {
 
     /// Handles one update. When it returns `Ok`, the update's message is
     /// durable (or answered, for a command): Telegram may be told it arrived.
+    /// An `Err` means it was not recorded and should come again.
     pub async fn handle(self: &Arc<Self>, update: Update) -> Result<(), BotError> {
         let UpdateKind::Message(message) = update.kind else {
             return Ok(());
@@ -244,7 +326,22 @@ impl TelegramBot {
             return Ok(());
         };
         let chat = message.chat.id;
+        if let Some(allowed) = &self.options.allowed_users
+            && !allowed.contains(&user)
+        {
+            self.say(
+                chat,
+                "This bot is private: it answers only the users it was set up for.",
+            )
+            .await;
+            return Ok(());
+        }
         let Some((text, attachments)) = read_message(&message) else {
+            self.say(
+                chat,
+                "I can read text, photos and documents; I cannot read this kind of message yet.",
+            )
+            .await;
             return Ok(());
         };
         let command = text
@@ -253,15 +350,16 @@ impl TelegramBot {
             .map(|c| c.split('@').next().unwrap_or(c));
         match command {
             Some("/start") => {
-                return self
-                    .say(chat, "Hello! I am a Thinklio agent. Ask me anything.\n/new starts a new conversation, /usage shows what you spent this month, /forget deletes what I learned about you.")
+                self.say(chat, "Hello! I am a Thinklio agent. Ask me anything.\n/new starts a new conversation, /usage shows what you spent this month, /forget deletes everything I hold about you.")
                     .await;
+                return Ok(());
             }
             Some("/new") => {
                 self.host
                     .new_session(CHANNEL, &user, &chat.0.to_string())
                     .await?;
-                return self.say(chat, "Started a new conversation.").await;
+                self.say(chat, "Started a new conversation.").await;
+                return Ok(());
             }
             Some("/usage") => {
                 let principal = self.host.principal(CHANNEL, &user).await?;
@@ -276,20 +374,21 @@ impl TelegramBot {
                     totals.tokens.output_tokens,
                     totals.cost
                 );
-                return self.say(chat, &text).await;
+                self.say(chat, &text).await;
+                return Ok(());
             }
             Some("/forget") => {
-                let principal = self.host.principal(CHANNEL, &user).await?;
-                let n = self
-                    .runtime()
-                    .delete_user_facts(self.account, principal.user)
-                    .await?;
-                return self
-                    .say(
-                        chat,
-                        &format!("Done: I deleted the {n} fact(s) I had learned about you."),
-                    )
-                    .await;
+                let report = self.host.forget(CHANNEL, &user).await?;
+                self.say(
+                    chat,
+                    &format!(
+                        "Done: I deleted everything I held about you: {} conversation(s), {} message(s), \
+                         {} job(s) and the {} fact(s) I had learned.",
+                        report.sessions, report.interactions, report.jobs, report.facts
+                    ),
+                )
+                .await;
+                return Ok(());
             }
             _ => {}
         }
@@ -300,70 +399,141 @@ impl TelegramBot {
         }
         match self.host.submit(&inbound).await {
             Ok((session, _)) => {
-                self.answer(session.id, chat, inbound.inbound());
+                self.answer(session.id, chat);
                 Ok(())
             }
             // A message that can never be taken is answered, not retried:
             // retrying would stop every update behind it.
             Err(e) if refused(&e) => {
                 self.say(chat, &format!("I cannot take this message: {e}"))
-                    .await
+                    .await;
+                Ok(())
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn say(&self, chat: ChatId, text: &str) -> Result<(), BotError> {
-        self.bot.send_message(chat, text).await?;
-        Ok(())
+    /// Sends a short answer of the bot's own (a command's, a refusal). One
+    /// that cannot be sent is logged and given up: it must not hold up the
+    /// updates behind it (what the runtime answers leaves through the
+    /// outbox, which keeps trying).
+    async fn say(&self, chat: ChatId, text: &str) {
+        if let Err(e) = self.bot.send_message(chat, text).await {
+            tracing::warn!(chat = chat.0, error = %e, "a message of the bot could not be sent");
+        }
     }
 
-    /// Hands a recorded message to its session's worker, which answers the
-    /// session's messages one after another, showing "typing…" meanwhile.
-    fn answer(self: &Arc<Self>, session: SessionId, chat: ChatId, inbound: Inbound) {
+    /// Wakes the worker of a session with a recorded message, starting one
+    /// if the chat has none.
+    fn answer(self: &Arc<Self>, session: SessionId, chat: ChatId) {
         let mut chats = self.chats.lock().unwrap_or_else(|e| e.into_inner());
-        let sender = chats.entry(session).or_insert_with(|| {
-            let (tx, mut rx) = mpsc::unbounded_channel::<Inbound>();
-            let bot = Arc::clone(self);
-            tokio::spawn(async move {
-                while let Some(inbound) = rx.recv().await {
-                    let send = bot.runtime().send(session, inbound);
-                    tokio::pin!(send);
-                    let mut typing = tokio::time::interval(Duration::from_secs(4));
-                    let result = loop {
-                        tokio::select! {
-                            r = &mut send => break r,
-                            _ = typing.tick() => {
-                                // A lost typing indicator is not worth failing for.
-                                let _ = bot.bot.send_chat_action(chat, ChatAction::Typing).await;
-                            }
-                        }
-                    };
-                    // The reply went out through the outbox; a failed
-                    // interaction was answered with its reason.
-                    if let Err(e) = result {
-                        tracing::warn!(session = %session, code = e.code(), error = %e, "a Telegram message was not answered");
-                    }
+        if let Some((_, wake)) = chats.get(&session) {
+            match wake.try_send(()) {
+                // Awake, or about to look at the store again: either way
+                // it finds this message.
+                Ok(()) | Err(mpsc::error::TrySendError::Full(())) => return,
+                Err(mpsc::error::TrySendError::Closed(())) => {
+                    chats.remove(&session);
                 }
-            });
-            tx
-        });
-        // The worker only stops with the runtime; a closed one is replaced.
-        if let Err(mpsc::error::SendError(inbound)) = sender.send(inbound) {
-            chats.remove(&session);
-            drop(chats);
-            self.answer(session, chat, inbound);
+            }
+        }
+        let (wake, woken) = mpsc::channel(1);
+        let _ = wake.try_send(());
+        let id = self
+            .workers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        chats.insert(session, (id, wake));
+        tokio::spawn(Arc::clone(self).chat_worker(session, chat, id, woken));
+    }
+
+    /// Answers a session's waiting messages each time it is woken; ends
+    /// when the chat has been idle for a while.
+    async fn chat_worker(
+        self: Arc<Self>,
+        session: SessionId,
+        chat: ChatId,
+        id: u64,
+        mut woken: mpsc::Receiver<()>,
+    ) {
+        loop {
+            match tokio::time::timeout(self.options.chat_idle, woken.recv()).await {
+                Ok(Some(())) => self.answer_waiting(session, chat).await,
+                Ok(None) => return,
+                Err(_) => {
+                    let mut chats = self.chats.lock().unwrap_or_else(|e| e.into_inner());
+                    // Woken while the lock was being taken: go on.
+                    if woken.try_recv().is_ok() {
+                        drop(chats);
+                        self.answer_waiting(session, chat).await;
+                        continue;
+                    }
+                    if chats.get(&session).is_some_and(|(i, _)| *i == id) {
+                        chats.remove(&session);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs what waits in the session, with "typing…" beside it.
+    async fn answer_waiting(self: &Arc<Self>, session: SessionId, chat: ChatId) {
+        let (done, answered) = tokio::sync::watch::channel(false);
+        tokio::spawn(Arc::clone(self).show_typing(chat, answered));
+        let result = self.runtime().answer_waiting(session).await;
+        let _ = done.send(true);
+        // The replies went out through the outbox; a failed interaction was
+        // answered with its reason.
+        if let Err(e) = result {
+            tracing::warn!(session = %session, code = e.code(), error = %e, "a Telegram chat could not be answered");
+        }
+    }
+
+    /// Shows "typing…" now and every few seconds until `answered`.
+    /// Decoration: it runs beside the answer, never in its way; a call that
+    /// fails or does not answer is given up, and logged once per bot.
+    async fn show_typing(
+        self: Arc<Self>,
+        chat: ChatId,
+        mut answered: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            let limit = self.options.typing_timeout;
+            let sent =
+                tokio::time::timeout(limit, self.bot.send_chat_action(chat, ChatAction::Typing))
+                    .await;
+            let failure = match sent {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!("no answer within {limit:?}")),
+            };
+            if let Some(failure) = failure
+                && !self
+                    .typing_failed
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(error = %failure, "typing indicators fail; messages are answered without them");
+            }
+            tokio::select! {
+                _ = answered.wait_for(|done| *done) => return,
+                () = tokio::time::sleep(Duration::from_secs(4)) => {}
+            }
         }
     }
 
     /// Long polling: asks for updates, records each, then confirms them with
-    /// the next request's offset. Runs until the task is stopped.
+    /// the next request's offset. Runs until the task is stopped. Calls that
+    /// come back at once with nothing are spaced by [`MIN_POLL_INTERVAL`];
+    /// failures (of `getUpdates`, or to record an update) back off up to
+    /// 30 s, logged once per streak.
     pub fn spawn_polling(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let bot = Arc::clone(self);
         tokio::spawn(async move {
             let mut offset: i32 = 0;
-            let mut backoff = Duration::from_millis(500);
+            let first_backoff = Duration::from_millis(500);
+            let mut backoff = first_backoff;
             loop {
+                let asked = tokio::time::Instant::now();
                 let updates = bot
                     .bot
                     .get_updates()
@@ -373,13 +543,18 @@ impl TelegramBot {
                 let updates = match updates {
                     Ok(u) => u,
                     Err(e) => {
-                        tracing::warn!(error = %e, "getUpdates failed; trying again");
+                        if backoff == first_backoff {
+                            tracing::warn!(error = %e, "getUpdates failed; trying again with backoff");
+                        }
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                         continue;
                     }
                 };
-                backoff = Duration::from_millis(500);
+                if updates.is_empty() {
+                    tokio::time::sleep_until(asked + MIN_POLL_INTERVAL).await;
+                }
+                let mut failed = false;
                 for update in updates {
                     let id = update.id.0;
                     // Not confirmed until recorded: on failure the same
@@ -387,10 +562,19 @@ impl TelegramBot {
                     match bot.handle(update).await {
                         Ok(()) => offset = i32::try_from(id).unwrap_or(i32::MAX).saturating_add(1),
                         Err(e) => {
-                            tracing::warn!(update = id, error = %e, "update not recorded; it will come again");
+                            if backoff == first_backoff {
+                                tracing::warn!(update = id, error = %e, "update not recorded; it will come again");
+                            }
+                            failed = true;
                             break;
                         }
                     }
+                }
+                if failed {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                } else {
+                    backoff = first_backoff;
                 }
             }
         })
@@ -422,8 +606,11 @@ impl TelegramBot {
                     async move {
                         let given = headers
                             .get("x-telegram-bot-api-secret-token")
-                            .and_then(|v| v.to_str().ok());
-                        if given != Some(secret.as_str()) {
+                            .map(|v| v.as_bytes())
+                            .unwrap_or_default();
+                        // Compared in constant time: the time taken says
+                        // nothing of how much of a guess was right.
+                        if !bool::from(subtle::ConstantTimeEq::ct_eq(given, secret.as_bytes())) {
                             return axum::http::StatusCode::UNAUTHORIZED;
                         }
                         match bot.handle(update).await {
@@ -459,8 +646,18 @@ impl TelegramBot {
                     if reply.channel != CHANNEL || now.since(reply.created_at) < after {
                         continue;
                     }
-                    if channel.deliver(&reply).await.is_ok() {
-                        let _ = bot.runtime().acknowledge_reply(&reply).await;
+                    match channel.deliver(&reply).await {
+                        Ok(()) => {
+                            let _ = bot.runtime().acknowledge_reply(&reply).await;
+                        }
+                        // Telegram will never take it (the chat is gone, the
+                        // bot was blocked): given up, not tried forever. The
+                        // reply stays in the interaction's record.
+                        Err(e) if !e.retryable => {
+                            tracing::warn!(reply = %reply.id, error = %e.message, "Telegram refuses a reply for good; it is given up");
+                            let _ = bot.runtime().acknowledge_reply(&reply).await;
+                        }
+                        Err(_) => {}
                     }
                 }
             }

@@ -23,7 +23,7 @@ use thinklio_core::channel::ChannelRouter;
 use thinklio_core::{AccountId, AccountPolicy, AgentDefinition, DirectoryStore, Runtime};
 use thinklio_examples::http::server::word_count;
 use thinklio_examples::offline::{calculator, model_from_env};
-use thinklio_examples::telegram::{TelegramBot, TelegramChannel, client};
+use thinklio_examples::telegram::{BotOptions, TelegramBot, TelegramChannel, client};
 use thinklio_store_sqlite::SqliteStore;
 
 /// Thinklio on Telegram.
@@ -51,6 +51,10 @@ struct Args {
     /// Webhook mode: the secret token Telegram sends with each update.
     #[arg(long, env = "TELEGRAM_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
+    /// Serve only these Telegram user ids (comma-separated); everyone when
+    /// left out.
+    #[arg(long, env = "TELEGRAM_ALLOWED_USERS", value_delimiter = ',')]
+    allowed_users: Vec<String>,
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -94,7 +98,11 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let _jobs = runtime.spawn_job_worker(Duration::from_secs(1));
     let _queue = runtime.spawn_queue_worker(Duration::from_secs(1));
-    let telegram = TelegramBot::new(runtime, bot, "assistant", account);
+    let mut options = BotOptions::default();
+    if !args.allowed_users.is_empty() {
+        options = options.allow_only(args.allowed_users.iter().map(|u| u.trim().to_owned()));
+    }
+    let telegram = TelegramBot::with_options(runtime, bot, "assistant", account, options);
     let _redelivery =
         telegram.spawn_redelivery(channel, Duration::from_secs(60), Duration::from_secs(30));
     match args.webhook_url {

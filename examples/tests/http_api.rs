@@ -36,6 +36,7 @@ async fn every_v1_route_needs_a_key() {
         "/v1/facts",
         "/v1/facts/search",
         "/v1/users/{user}/facts",
+        "/v1/users/{user}",
         "/v1/usage",
         "/v1/keys",
         "/v1/keys/{id}",

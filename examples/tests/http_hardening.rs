@@ -448,3 +448,62 @@ async fn a_stop_lets_the_requests_in_flight_finish() {
         "a stopped server takes no new connection"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgetting_a_user_over_http_deletes_everything_they_own() {
+    let api = Api::start(1000).await;
+    let session = api.session("ada").await;
+    let (status, _) = api
+        .post(
+            &format!("/v1/sessions/{session}/messages"),
+            json!({ "text": "what is 2+2?" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, job) = api
+        .post(
+            "/v1/jobs",
+            json!({ "user": "ada", "capability": "word_count", "input": { "text": "a b c" } }),
+        )
+        .await;
+    assert!(status.is_success(), "{job}");
+    let fact = json!({ "layer": "user", "user": "ada", "subject": "ada", "predicate": "lives in", "value": "Lisbon" });
+    assert_eq!(api.post("/v1/facts", fact).await.0, StatusCode::CREATED);
+    let bob = api.session("bob").await;
+
+    let (status, forgotten) = api
+        .call("DELETE", "/v1/users/ada", Some(&api.key), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{forgotten}");
+    assert!(
+        forgotten["sessions"].as_u64().unwrap() >= 2,
+        "her chat and her jobs conversation: {forgotten}"
+    );
+    assert_eq!(forgotten["jobs"], 1, "{forgotten}");
+    assert_eq!(forgotten["facts"], 1, "{forgotten}");
+    assert_eq!(forgotten["memberships"], 1, "{forgotten}");
+    let (_, sessions) = api.get("/v1/sessions?user=ada").await;
+    assert_eq!(sessions, json!([]));
+    let (status, _) = api
+        .get(&format!("/v1/jobs/{}", job["job"]["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, export) = api.get("/v1/users/ada/facts").await;
+    assert!(!export.to_string().contains("Lisbon"), "{export}");
+    // Bob keeps his; Ada starts afresh.
+    let (_, theirs) = api.get("/v1/sessions?user=bob").await;
+    assert_eq!(theirs[0]["id"], bob);
+    let again = api.session("ada").await;
+    let (status, reply) = api
+        .post(
+            &format!("/v1/sessions/{again}/messages"),
+            json!({ "text": "what is 3+3?" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    // Only an admin key forgets.
+    let (_, created) = api.post("/v1/keys", json!({ "label": "chat" })).await;
+    let chat = created["secret"].as_str().unwrap().to_owned();
+    let (status, err) = api.call("DELETE", "/v1/users/bob", Some(&chat), None).await;
+    assert_eq!((status, code(&err)), (StatusCode::FORBIDDEN, "auth.scope"));
+}

@@ -23,16 +23,39 @@ use thinklio_core::{
     DirectoryStore, FactOwner, ModelError, NewFact, Principal, Role, Runtime,
 };
 use thinklio_examples::http::server::word_count;
-use thinklio_examples::telegram::{MESSAGE_LIMIT, TelegramBot, TelegramChannel, client};
+use thinklio_examples::telegram::{
+    BotOptions, MESSAGE_LIMIT, MIN_POLL_INTERVAL, TelegramBot, TelegramChannel, client,
+};
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 use thinklio_store_sqlite::SqliteStore;
 use tokio::sync::{Notify, watch};
 
 const TOKEN: &str = "4839574812:AAFD39kkdpWt3ywyRZergyOLMaJhac60qc";
 
+/// How the fake server answers `sendChatAction`.
+#[derive(Default, Clone, Copy, PartialEq)]
+enum ChatActions {
+    /// `{"ok": true, "result": true}`.
+    #[default]
+    Answer,
+    /// `{"ok": false, "error_code": 400, ...}`, as Telegram answers for a
+    /// chat the bot may not post in.
+    Refuse,
+    /// Never answers.
+    Hang,
+}
+
 /// What the fake Bot API server holds.
 #[derive(Default)]
 struct Telegram {
+    /// How chat actions are answered.
+    chat_actions: ChatActions,
+    /// `getUpdates` answers at once, without long polling.
+    instant_polls: bool,
+    /// When each `getUpdates` came.
+    polls: Vec<std::time::Instant>,
+    /// Chats whose `sendMessage` is refused: the user blocked the bot.
+    blocked: std::collections::HashSet<i64>,
     /// Updates not yet confirmed by an offset.
     pending: VecDeque<Value>,
     next_update: i64,
@@ -114,15 +137,28 @@ async fn bot_api(
     let answer = match method.to_lowercase().as_str() {
         "getupdates" => {
             let offset = body["offset"].as_i64().unwrap_or(0);
-            let timeout = body["timeout"].as_u64().unwrap_or(0).min(10);
+            let instant = {
+                let mut s = api.state.lock().unwrap();
+                s.polls.push(std::time::Instant::now());
+                s.instant_polls
+            };
+            let timeout = if instant {
+                0
+            } else {
+                body["timeout"].as_u64().unwrap_or(0).min(10)
+            };
             let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
             loop {
                 let notified = api.news.notified();
                 {
                     let mut s = api.state.lock().unwrap();
                     // An offset confirms every update before it.
+                    let before = s.pending.len();
                     s.pending
                         .retain(|u| u["update_id"].as_i64().unwrap() >= offset);
+                    if s.pending.len() < before {
+                        api.news.notify_waiters();
+                    }
                     if !s.pending.is_empty() || tokio::time::Instant::now() >= deadline {
                         break ok(Value::Array(s.pending.iter().cloned().collect()));
                     }
@@ -134,6 +170,14 @@ async fn bot_api(
             let chat = body["chat_id"].as_i64().unwrap();
             let text = body["text"].as_str().unwrap().to_owned();
             let mut s = api.state.lock().unwrap();
+            if s.blocked.contains(&chat) {
+                return (
+                    axum::http::StatusCode::FORBIDDEN,
+                    Json(
+                        json!({ "ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user" }),
+                    ),
+                );
+            }
             assert!(
                 text.encode_utf16().count() <= 4096,
                 "Telegram refuses messages over 4096 characters"
@@ -154,8 +198,23 @@ async fn bot_api(
         "sendchataction" => {
             let chat = body["chat_id"].as_i64().unwrap();
             let action = body["action"].as_str().unwrap().to_owned();
-            api.state.lock().unwrap().actions.push((chat, action));
-            ok(json!(true))
+            let how = {
+                let mut s = api.state.lock().unwrap();
+                s.actions.push((chat, action));
+                s.chat_actions
+            };
+            match how {
+                ChatActions::Answer => ok(json!(true)),
+                ChatActions::Refuse => {
+                    return (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        Json(
+                            json!({ "ok": false, "error_code": 400, "description": "Bad Request: not enough rights to send chat actions" }),
+                        ),
+                    );
+                }
+                ChatActions::Hang => std::future::pending().await,
+            }
         }
         "setwebhook" => {
             api.state.lock().unwrap().webhook = Some((
@@ -209,8 +268,43 @@ impl FakeBotApi {
 
     fn say(&self, from: i64, name: &str, text: &str) {
         let update = self.update(from, name, text);
+        self.push(update);
+    }
+
+    fn push(&self, update: Value) {
         self.state.lock().unwrap().pending.push_back(update);
         self.news.notify_waiters();
+    }
+
+    /// A user sends a sticker (no text, nothing the bot reads).
+    fn sticker(&self, from: i64, name: &str) {
+        let mut update = self.update(from, name, "");
+        let message = update["message"].as_object_mut().unwrap();
+        message.remove("text");
+        message.insert(
+            "sticker".into(),
+            json!({
+                "file_id": "CAACAgIAAxkBAAEB", "file_unique_id": "AgADrQAD",
+                "type": "regular", "width": 512, "height": 512,
+                "is_animated": false, "is_video": false, "file_size": 20480
+            }),
+        );
+        self.push(update);
+    }
+
+    /// Waits until every update was confirmed by an offset.
+    async fn wait_confirmed(&self) {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let notified = self.news.notified();
+                if self.state.lock().unwrap().pending.is_empty() {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .expect("updates stay unconfirmed");
     }
 
     fn sent_to(&self, chat: i64) -> Vec<String> {
@@ -318,9 +412,20 @@ const BOB: i64 = 2_002;
 struct RunningBot {
     tasks: tokio::runtime::Runtime,
     runtime: Runtime,
+    telegram: Arc<TelegramBot>,
 }
 
 async fn start_bot(db: &Path, api_url: &str, account: AccountId, open: bool) -> RunningBot {
+    start_bot_with(db, api_url, account, open, BotOptions::default()).await
+}
+
+async fn start_bot_with(
+    db: &Path,
+    api_url: &str,
+    account: AccountId,
+    open: bool,
+    options: BotOptions,
+) -> RunningBot {
     let tasks = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -349,18 +454,24 @@ async fn start_bot(db: &Path, api_url: &str, account: AccountId, open: bool) -> 
                 .build()
                 .unwrap();
             runtime.recover().await.unwrap();
-            let telegram = TelegramBot::new(runtime.clone(), bot, "assistant", account);
+            let telegram =
+                TelegramBot::with_options(runtime.clone(), bot, "assistant", account, options);
             assert!(!format!("{telegram:?}").contains(TOKEN));
             let worker = runtime.spawn_job_worker(Duration::from_millis(50));
             std::mem::forget(worker); // runs until the bot's tasks are dropped
             telegram.spawn_polling();
             // The gate lives as long as the bot.
             std::mem::forget(gate);
-            runtime
+            (runtime, telegram)
         })
         .await
         .unwrap();
-    RunningBot { tasks, runtime }
+    let (runtime, telegram) = runtime;
+    RunningBot {
+        tasks,
+        runtime,
+        telegram,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -438,11 +549,18 @@ async fn two_users_commands_long_replies_follow_ups_and_a_restart() {
         )
         .await
         .unwrap();
+    let bob_user = AccountMembers::new(account).user_id("telegram", &BOB.to_string());
+    let bob_sessions = bot
+        .runtime
+        .store()
+        .sessions_of_user(bob_user)
+        .await
+        .unwrap();
     api.say(ADA, "Ada", "/forget");
     let forgot = api.wait_for(ADA, 7).await.pop().unwrap();
-    assert_eq!(
-        forgot,
-        "Done: I deleted the 1 fact(s) I had learned about you."
+    assert!(
+        forgot.starts_with("Done: I deleted everything I held about you: 1 conversation(s), 4 message(s), 1 job(s) and the 1 fact(s)"),
+        "{forgot}"
     );
     let left = bot
         .runtime
@@ -450,6 +568,30 @@ async fn two_users_commands_long_replies_follow_ups_and_a_restart() {
         .await
         .unwrap();
     assert!(!left.to_string().contains("green tea"));
+    let store = bot.runtime.store();
+    assert!(
+        store.sessions_of_user(ada_user).await.unwrap().is_empty(),
+        "her conversations are gone"
+    );
+    assert_eq!(
+        store.role(account, ada_user).await.unwrap(),
+        None,
+        "and her membership"
+    );
+    assert!(
+        store
+            .unfinished_jobs()
+            .await
+            .unwrap()
+            .iter()
+            .all(|j| j.principal.user != ada_user),
+        "and her jobs"
+    );
+    assert_eq!(
+        store.sessions_of_user(bob_user).await.unwrap(),
+        bob_sessions,
+        "Bob keeps everything"
+    );
 
     // A message the runtime refuses (over its 64 KiB limit) is answered with
     // the reason and does not hold up the next one.
@@ -464,6 +606,12 @@ async fn two_users_commands_long_replies_follow_ups_and_a_restart() {
     assert_eq!(bob[3], "echo: still there?");
 
     // /new: the next message starts a session that has not seen the earlier ones.
+    api.say(ADA, "Ada", "after forgetting");
+    assert_eq!(
+        api.wait_for(ADA, 8).await.pop().unwrap(),
+        "echo: after forgetting",
+        "a forgotten user starts afresh"
+    );
     let before = bot
         .runtime
         .store()
@@ -473,12 +621,12 @@ async fn two_users_commands_long_replies_follow_ups_and_a_restart() {
         .len();
     api.say(ADA, "Ada", "/new");
     assert_eq!(
-        api.wait_for(ADA, 8).await.pop().unwrap(),
+        api.wait_for(ADA, 9).await.pop().unwrap(),
         "Started a new conversation."
     );
     api.say(ADA, "Ada", "fresh start");
     assert_eq!(
-        api.wait_for(ADA, 9).await.pop().unwrap(),
+        api.wait_for(ADA, 10).await.pop().unwrap(),
         "echo: fresh start"
     );
     let sessions = bot
@@ -497,9 +645,9 @@ async fn two_users_commands_long_replies_follow_ups_and_a_restart() {
 
     let second = start_bot(&db, &url, account, true).await;
     api.say(ADA, "Ada", "after restart");
-    let ada = api.wait_for(ADA, 11).await;
+    let ada = api.wait_for(ADA, 12).await;
     let bob = api.wait_for(BOB, 5).await;
-    assert_eq!(&ada[9..], ["echo: slow question", "echo: after restart"]);
+    assert_eq!(&ada[10..], ["echo: slow question", "echo: after restart"]);
     assert_eq!(bob[4], "echo: are you there?");
 
     // Nothing was answered twice: every reply is unique in its chat, and
@@ -519,7 +667,7 @@ async fn two_users_commands_long_replies_follow_ups_and_a_restart() {
             "chat {chat} got a reply twice: {sent:?}"
         );
     }
-    assert_eq!(api.sent_to(ADA).len(), 11);
+    assert_eq!(api.sent_to(ADA).len(), 12);
     // Nothing waits in the outbox once the last reply is marked delivered.
     let mut events = second.runtime.subscribe();
     while !second
@@ -641,4 +789,169 @@ async fn webhook_mode_takes_updates_over_http() {
         api.wait_for(ADA, 2).await,
         ["echo: by webhook", "echo: and again"]
     );
+}
+
+/// Captures this test process's log lines.
+fn capture_logs() -> Arc<Mutex<Vec<u8>>> {
+    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let writer = {
+        let logs = Arc::clone(&logs);
+        move || LogWriter(Arc::clone(&logs))
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(writer)
+        .try_init();
+    logs
+}
+
+async fn a_failing_typing_indicator_never_holds_up_an_answer(how: ChatActions) {
+    let logs = capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (api, url) = FakeBotApi::start().await;
+    {
+        let mut s = api.state.lock().unwrap();
+        s.chat_actions = how;
+        // A server that answers `getUpdates` at once, with nothing.
+        s.instant_polls = true;
+    }
+    let started = std::time::Instant::now();
+    let options = BotOptions::default().typing_timeout(Duration::from_millis(200));
+    let bot = start_bot_with(
+        &dir.path().join("t.db"),
+        &url,
+        AccountId::new(),
+        true,
+        options,
+    )
+    .await;
+    for (n, text) in ["one", "two", "three"].iter().enumerate() {
+        api.say(ADA, "Ada", text);
+        let sent = api.wait_for(ADA, n + 1).await;
+        assert_eq!(sent[n], format!("echo: {text}"));
+    }
+    // The failure is logged once it is known (a refusal at once, silence
+    // after the typing timeout)...
+    let said = || {
+        String::from_utf8(logs.lock().unwrap().clone())
+            .unwrap()
+            .matches("typing indicators fail")
+            .count()
+    };
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while said() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("a failing typing indicator is logged");
+    // ...and not again for later messages.
+    api.say(BOB, "Bob", "me too");
+    assert_eq!(api.wait_for(BOB, 1).await, ["echo: me too"]);
+    let (actions, polls) = {
+        let s = api.state.lock().unwrap();
+        (s.actions.len(), s.polls.len())
+    };
+    let elapsed = started.elapsed();
+    bot.tasks.shutdown_background();
+    assert!(actions >= 2, "typing was tried ({actions} times)");
+    // Polls that return at once are spaced; a tight loop would make
+    // thousands in this time.
+    let spaced = elapsed.as_secs_f64() / MIN_POLL_INTERVAL.as_secs_f64();
+    assert!(
+        (polls as f64) <= spaced + 5.0,
+        "{polls} getUpdates calls in {elapsed:?}"
+    );
+    assert_eq!(said(), 1, "said once, not per message or poll");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_chat_actions_never_hold_up_an_answer() {
+    a_failing_typing_indicator_never_holds_up_an_answer(ChatActions::Refuse).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_actions_that_never_answer_never_hold_up_an_answer() {
+    a_failing_typing_indicator_never_holds_up_an_answer(ChatActions::Hang).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_telegram_refuses_blocks_no_other_chat() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, url) = FakeBotApi::start().await;
+    api.state.lock().unwrap().blocked.insert(ADA);
+    let bot = start_bot(&dir.path().join("b.db"), &url, AccountId::new(), true).await;
+    // Ada blocked the bot: neither a command's answer nor a reply can reach her.
+    api.say(ADA, "Ada", "/start");
+    api.say(ADA, "Ada", "hello?");
+    api.say(BOB, "Bob", "/start");
+    api.say(BOB, "Bob", "hi");
+    let bob = api.wait_for(BOB, 2).await;
+    assert!(bob[0].starts_with("Hello!"), "{bob:?}");
+    assert_eq!(bob[1], "echo: hi");
+    api.wait_confirmed().await;
+    // Ada's reply is given up once Telegram says it never takes it, rather
+    // than tried for ever. (Redelivery at once: no other delivery runs.)
+    let _redelivery = bot.telegram.spawn_redelivery(
+        TelegramChannel::new(client(TOKEN, Some(&url)).unwrap()),
+        Duration::ZERO,
+        Duration::from_millis(50),
+    );
+    let mut events = bot.runtime.subscribe();
+    while !bot.runtime.undelivered_replies().await.unwrap().is_empty() {
+        let _ = tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .expect("a reply Telegram refuses stays in the outbox");
+    }
+    assert!(api.sent_to(ADA).is_empty());
+    bot.tasks.shutdown_background();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_messages_and_strangers_are_answered_and_chats_end_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, url) = FakeBotApi::start().await;
+    let account = AccountId::new();
+    let options = BotOptions::default()
+        .allow_only([ADA.to_string()])
+        .chat_idle(Duration::from_millis(50));
+    let bot = start_bot_with(&dir.path().join("u.db"), &url, account, true, options).await;
+    api.sticker(ADA, "Ada");
+    let sent = api.wait_for(ADA, 1).await;
+    assert!(
+        sent[0].contains("cannot read this kind of message"),
+        "{sent:?}"
+    );
+    api.say(BOB, "Bob", "let me in");
+    let refused = api.wait_for(BOB, 1).await;
+    assert!(refused[0].starts_with("This bot is private"), "{refused:?}");
+    let bob = AccountMembers::new(account).user_id("telegram", &BOB.to_string());
+    assert!(
+        bot.runtime
+            .store()
+            .sessions_of_user(bob)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(bot.runtime.store().role(account, bob).await.unwrap(), None);
+    // Many messages in one chat: one worker, one pending wake-up, all
+    // answered in order.
+    for n in 0..30 {
+        api.say(ADA, "Ada", &format!("m{n}"));
+    }
+    let sent = api.wait_for(ADA, 31).await;
+    let expected: Vec<String> = (0..30).map(|n| format!("echo: m{n}")).collect();
+    assert_eq!(sent[1..], expected[..]);
+    // Idle, the chat's worker ends.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while bot.telegram.active_chats() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("an idle chat's worker ends");
+    api.say(ADA, "Ada", "still here");
+    assert_eq!(api.wait_for(ADA, 32).await[31], "echo: still here");
+    bot.tasks.shutdown_background();
 }

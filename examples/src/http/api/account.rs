@@ -140,6 +140,55 @@ pub(super) async fn revoke_key(
     }
 }
 
+/// What forgetting a user deleted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Forgotten {
+    /// Conversations.
+    pub sessions: u64,
+    /// Messages answered, with their steps, replies and events.
+    pub interactions: u64,
+    /// Jobs, with their subjobs and notices.
+    pub jobs: u64,
+    /// Background tasks about the user.
+    pub tasks: u64,
+    /// Knowledge facts of the user.
+    pub facts: u64,
+    /// Todo items.
+    pub todos: u64,
+    /// Memberships of the account, its teams, and user assignments.
+    pub memberships: u64,
+    /// Usage records kept for the account's totals, no longer the user's.
+    pub usage_anonymized: u64,
+}
+
+/// Forgets a user: deletes everything the runtime holds of them, in one
+/// transaction (admin keys). Their next message starts from nothing.
+#[utoipa::path(delete, path = "/v1/users/{user}", tag = "users",
+    params(("user" = String, Path, description = "Your id of the user")),
+    responses((status = 200, body = Forgotten), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(super) async fn forget_user(
+    State(host): Host,
+    Extension(caller): Extension<Caller>,
+    ApiPath(user): ApiPath<String>,
+) -> Result<Json<Forgotten>, ApiError> {
+    caller.require(KeyScope::Admin)?;
+    user_id(&caller, &user)?;
+    let r = host
+        .host(caller.account(), &host.config.agent)
+        .forget(CHANNEL, &user)
+        .await?;
+    Ok(Json(Forgotten {
+        sessions: r.sessions,
+        interactions: r.interactions,
+        jobs: r.jobs,
+        tasks: r.tasks,
+        facts: r.facts,
+        todos: r.todos,
+        memberships: r.memberships,
+        usage_anonymized: r.usage_anonymized,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ mod jobs;
 mod knowledge;
 mod sessions;
 
-pub use account::{CreateKey, NewKey};
+pub use account::{CreateKey, Forgotten, NewKey};
 pub use jobs::{CancelJob, DispatchCall, DispatchJob, JobView};
 pub use knowledge::{AddFact, Deleted, FactFound, FactWritten, LayerName, SearchQuery};
 pub use sessions::{
@@ -79,6 +79,7 @@ pub fn keyed_routes() -> OpenApiRouter<Arc<HttpHost>> {
         .routes(routes!(account::usage))
         .routes(routes!(account::list_keys, account::create_key))
         .routes(routes!(account::revoke_key))
+        .routes(routes!(account::forget_user))
 }
 
 /// The job callback: authorised by the job's own token, not an API key.
