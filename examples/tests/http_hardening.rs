@@ -507,3 +507,37 @@ async fn forgetting_a_user_over_http_deletes_everything_they_own() {
     let (status, err) = api.call("DELETE", "/v1/users/bob", Some(&chat), None).await;
     assert_eq!((status, code(&err)), (StatusCode::FORBIDDEN, "auth.scope"));
 }
+
+#[test]
+fn any_job_callback_is_answered_without_a_500() {
+    use proptest::prelude::*;
+    use thinklio_core::fuzz;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = rt.block_on(Api::start_with(
+        HttpConfig::new("assistant")
+            .callbacks_per_minute(1_000_000)
+            .failed_auth_per_minute(1_000_000),
+    ));
+    let report =
+        json!({ "status": "resolved", "result": { "words": 3 }, "context": { "note": "done" } });
+    let ids = prop_oneof![
+        Just(thinklio_core::JobId::new().to_string()),
+        "[0-9a-f-]{0,40}",
+        fuzz::text(),
+    ];
+    let bodies = prop_oneof![fuzz::json(), fuzz::mutated(report)];
+    proptest!(fuzz::config(), |(id in ids, token in fuzz::text(), body in bodies)| {
+        let status = rt.block_on(async {
+            let url = reqwest::Url::parse(&format!("{}/v1/jobs/", api.base))
+                .unwrap()
+                .join(&id.replace(['/', '?', '#'], "_"));
+            let Ok(url) = url else { return StatusCode::BAD_REQUEST };
+            let mut request = api.http.post(url).json(&body);
+            if let Ok(v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) {
+                request = request.header("authorization", v);
+            }
+            request.send().await.unwrap().status()
+        });
+        prop_assert!(!status.is_server_error(), "{status} for {id:?} {body}");
+    });
+}

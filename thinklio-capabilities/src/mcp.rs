@@ -523,19 +523,27 @@ impl Server {
         };
         let value = serde_json::to_value(&result)
             .map_err(|e| CapabilityError::InvalidResult(e.to_string()))?;
-        let text: Vec<&str> = value["content"]
-            .as_array()
-            .map(|blocks| blocks.iter().filter_map(|b| b["text"].as_str()).collect())
-            .unwrap_or_default();
-        if value["isError"] == json!(true) {
-            return Err(CapabilityError::failed(text.join("\n")));
-        }
-        Ok(match value.get("structuredContent") {
-            Some(structured) if !structured.is_null() => structured.clone(),
-            _ if text.len() == 1 => Value::String(text[0].to_owned()),
-            _ => value["content"].clone(),
-        })
+        tool_result(&value)
     }
+}
+
+/// What a tool's result (`CallToolResult` as JSON) is to the model: its
+/// structured content if it has some, its one text block as a string, its
+/// content blocks otherwise; an error result is a failed call with its
+/// text. Whatever a server sends, this answers; it never panics.
+fn tool_result(value: &Value) -> Result<Value, CapabilityError> {
+    let text: Vec<&str> = value["content"]
+        .as_array()
+        .map(|blocks| blocks.iter().filter_map(|b| b["text"].as_str()).collect())
+        .unwrap_or_default();
+    if value["isError"] == json!(true) {
+        return Err(CapabilityError::failed(text.join("\n")));
+    }
+    Ok(match value.get("structuredContent") {
+        Some(structured) if !structured.is_null() => structured.clone(),
+        _ if text.len() == 1 => Value::String(text[0].to_owned()),
+        _ => value["content"].clone(),
+    })
 }
 
 /// One tool of an MCP server.
@@ -599,5 +607,46 @@ impl Capability for McpTool {
             CapabilityError::failed("the MCP server behind this tool was dropped")
         })?;
         server.call(&self.tool, arguments).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+    use thinklio_core::fuzz;
+
+    use super::tool_result;
+
+    fn real() -> serde_json::Value {
+        json!({
+            "content": [{ "type": "text", "text": "Echo: hi" }, { "type": "image", "data": "aGk=", "mimeType": "image/png" }],
+            "structuredContent": { "echo": "hi" },
+            "isError": false
+        })
+    }
+
+    #[test]
+    fn a_result_reads_as_the_model_sees_it() {
+        assert_eq!(tool_result(&real()).unwrap(), json!({ "echo": "hi" }));
+        let one = json!({ "content": [{ "type": "text", "text": "Echo: hi" }] });
+        assert_eq!(tool_result(&one).unwrap(), json!("Echo: hi"));
+        let failed =
+            json!({ "content": [{ "type": "text", "text": "no such file" }], "isError": true });
+        assert_eq!(
+            tool_result(&failed).unwrap_err().to_string(),
+            "no such file"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(fuzz::config())]
+
+        #[test]
+        fn any_result_a_server_sends_is_read_without_panic(
+            value in prop_oneof![fuzz::json(), fuzz::mutated(real())]
+        ) {
+            let _ = tool_result(&value);
+        }
     }
 }

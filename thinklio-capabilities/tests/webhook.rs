@@ -240,3 +240,20 @@ fn a_replayed_or_altered_request_fails_verification() {
     );
     assert_eq!(other, Err(SignatureError::BadSignature));
 }
+
+proptest::proptest! {
+    #![proptest_config(thinklio_core::fuzz::config())]
+
+    #[test]
+    fn any_signed_request_is_judged_without_panic(
+        timestamp in thinklio_core::fuzz::text(),
+        signature in proptest::prelude::prop_oneof![
+            thinklio_core::fuzz::text(),
+            "sha256=[0-9a-f]{0,70}",
+        ],
+        body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        now in proptest::prelude::any::<i64>(),
+    ) {
+        let _ = verify(&WebhookSecret::new(SECRET), &timestamp, &signature, &body, now, DEFAULT_TOLERANCE);
+    }
+}

@@ -27,6 +27,8 @@ mod bounded;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 
 pub use agent::AgentDefinition;
 pub use budget::{BudgetLimit, BudgetPeriod};

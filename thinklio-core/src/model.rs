@@ -300,9 +300,15 @@ impl ModelError {
     }
 
     /// The delay the provider asked for, if any: `retry-after-ms`, or
-    /// `Retry-After` in seconds. (An HTTP-date `Retry-After` is not read; the
-    /// caller falls back to its own backoff.)
+    /// `Retry-After` in seconds or as an HTTP date (counted from now). An
+    /// absurd ask (`1e20` seconds) is [`Duration::MAX`], which a caller
+    /// treats as "longer than I wait"; an unreadable one is `None`.
     pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after_at(std::time::SystemTime::now())
+    }
+
+    /// [`ModelError::retry_after`] with the clock given, for an HTTP date.
+    pub fn retry_after_at(&self, now: std::time::SystemTime) -> Option<Duration> {
         let ModelError::Http { headers, .. } = self else {
             return None;
         };
@@ -316,10 +322,31 @@ impl ModelError {
         if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<u64>().ok()) {
             return Some(Duration::from_millis(ms));
         }
-        header("retry-after")
-            .and_then(|v| v.parse::<f64>().ok())
-            .filter(|secs| secs.is_finite() && *secs >= 0.0)
-            .map(Duration::from_secs_f64)
+        let value = header("retry-after")?;
+        if let Ok(secs) = value.parse::<f64>() {
+            if secs.is_nan() || secs < 0.0 {
+                return None;
+            }
+            return Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX));
+        }
+        // `Retry-After: Wed, 21 Oct 2015 07:28:00 GMT`: a date already past
+        // asks for no wait.
+        let at = httpdate::parse_http_date(value).ok()?;
+        Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    }
+
+    /// Whether trying another model (a fallback) may help: the provider
+    /// was unavailable (what [`ModelError::is_retryable`] retries), answered
+    /// what could not be read, or does not know the model (`404`). A
+    /// request a provider refuses as malformed (`400`) or unauthorised
+    /// (`401`, `403`) is the caller's to fix; trying the next model would
+    /// only hide it.
+    pub fn warrants_fallback(&self) -> bool {
+        self.is_retryable()
+            || matches!(
+                self,
+                ModelError::Http { status: 404, .. } | ModelError::MalformedResponse(_)
+            )
     }
 }
 
@@ -365,6 +392,51 @@ mod tests {
         assert!(http(503, &[]).is_retryable());
         assert!(!http(400, &[]).is_retryable());
         assert!(!http(401, &[]).is_retryable());
+    }
+
+    #[test]
+    fn retry_after_never_panics_and_reads_dates() {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_400);
+        let asked = |v: &str| http(429, &[("Retry-After", v)]).retry_after_at(at);
+        assert_eq!(asked("1e20"), Some(Duration::MAX));
+        assert_eq!(asked("inf"), Some(Duration::MAX));
+        assert_eq!(asked("NaN"), None);
+        assert_eq!(asked("-3"), None);
+        assert_eq!(asked("0.25"), Some(Duration::from_millis(250)));
+        // 2015-10-21T07:28:00Z is 1445412480: 80 s after `at`.
+        assert_eq!(
+            asked("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::from_secs(80))
+        );
+        assert_eq!(asked("Wed, 21 Oct 2015 07:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(asked("soon"), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_retry_after_header_is_read_without_panic(value in ".{0,40}", ms in ".{0,12}") {
+            let e = http(503, &[("Retry-After", value.as_str()), ("retry-after-ms", ms.as_str())]);
+            let _ = e.retry_after();
+            let e = http(503, &[("Retry-After", value.as_str())]);
+            let _ = e.retry_after();
+        }
+    }
+
+    #[test]
+    fn only_an_unavailable_provider_warrants_a_fallback() {
+        for (status, fallback) in [
+            (400, false),
+            (401, false),
+            (403, false),
+            (404, true),
+            (429, true),
+            (500, true),
+            (503, true),
+        ] {
+            assert_eq!(http(status, &[]).warrants_fallback(), fallback, "{status}");
+        }
     }
 
     #[test]

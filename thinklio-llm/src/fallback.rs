@@ -8,7 +8,11 @@ use thinklio_core::{ChatModel, ChatRequest, ChatResponse, ChatStream, ModelError
 /// Tries each model in order until one answers. Each link may replace the
 /// requested model id (so `gpt-4o-mini` can fall back to
 /// `claude-haiku-4-5`). Each link retries on its own first (per its
-/// provider's policy); the chain moves on when a link gives up.
+/// provider's policy); the chain moves on when a link gives up for a reason
+/// another model may not share ([`ModelError::warrants_fallback`]: the
+/// provider is unavailable, answered nonsense, or lacks the model). A
+/// request refused as malformed or unauthorised (`400`, `401`, `403`) is
+/// returned at once: the next model would hide the mistake, not fix it.
 ///
 /// ```
 /// use thinklio_llm::{FallbackChain, ScriptedModel, ScriptedReply};
@@ -68,6 +72,7 @@ impl ChatModel for FallbackChain {
             let r = Self::request_for(request, id);
             match model.chat(&r).await {
                 Ok(response) => return Ok(response),
+                Err(e) if !e.warrants_fallback() => return Err(e),
                 Err(e) => {
                     tracing::warn!(model = %r.model, error = %e, "model failed; falling back to the next");
                     errors.push((r.model, e));
@@ -83,6 +88,7 @@ impl ChatModel for FallbackChain {
             let r = Self::request_for(request, id);
             match model.chat_stream(&r).await {
                 Ok(stream) => return Ok(stream),
+                Err(e) if !e.warrants_fallback() => return Err(e),
                 Err(e) => {
                     tracing::warn!(model = %r.model, error = %e, "model failed; falling back to the next");
                     errors.push((r.model, e));

@@ -99,6 +99,22 @@ pub(crate) fn transport_error(e: reqwest::Error, timeout: Duration) -> ModelErro
     }
 }
 
+/// The most bytes of an error response read.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+async fn read_limited(response: Response, max: usize) -> String {
+    let mut body = Vec::new();
+    let mut chunks = response.bytes_stream();
+    while let Some(Ok(chunk)) = chunks.next().await {
+        let room = max.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if chunk.len() >= room {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 /// Turns an error response into [`ModelError::Http`], keeping status and
 /// headers; the message is the provider's `error.message` when the body is
 /// the usual JSON, the body text otherwise.
@@ -114,7 +130,9 @@ pub(crate) async fn http_error(response: Response) -> ModelError {
             )
         })
         .collect();
-    let body = response.text().await.unwrap_or_default();
+    // An error body is read only so far: a provider (or a proxy in front
+    // of one) cannot make the runtime hold a huge page in memory.
+    let body = read_limited(response, ERROR_BODY_LIMIT).await;
     let message = serde_json::from_str::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))

@@ -27,6 +27,10 @@ fn fast_retry() -> HttpRetry {
     }
 }
 
+fn completion() -> serde_json::Value {
+    serde_json::from_str(OK).unwrap()
+}
+
 fn openai(server: &MockServer) -> OpenAiCompatible {
     OpenAiCompatible::new(format!("{}/v1", server.uri()), Some(ApiKey::new("k")))
         .retry(fast_retry())
@@ -202,4 +206,90 @@ fn keys_never_reach_debug_output() {
     let a = Anthropic::new("https://api.anthropic.com", ApiKey::new("sk-ant-secret"));
     let shown = format!("{p:?} {a:?}");
     assert!(!shown.contains("secret"), "{shown}");
+}
+
+#[tokio::test]
+async fn an_absurd_retry_after_is_returned_not_a_panic() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1e20"))
+        .mount(&server)
+        .await;
+    let err = openai(&server).chat(&request()).await.unwrap_err();
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    assert_eq!(err.code(), "model.rate_limited");
+    assert_eq!(err.retry_after(), Some(Duration::MAX));
+}
+
+#[tokio::test]
+async fn an_http_date_retry_after_is_waited_for() {
+    let server = MockServer::start().await;
+    // A date in the past asks for no wait: the retry comes at once.
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(503)
+                .insert_header("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT"),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion()))
+        .mount(&server)
+        .await;
+    let retry = HttpRetry {
+        max_retries: 1,
+        // Were the date ignored, the backoff would be an hour, past the
+        // test's patience.
+        base_delay: Duration::from_secs(3600),
+        max_delay: Duration::from_secs(7200),
+    };
+    let answer = tokio::time::timeout(
+        Duration::from_secs(30),
+        openai(&server).retry(retry).chat(&request()),
+    )
+    .await
+    .expect("the date was read: no backoff of an hour")
+    .unwrap();
+    assert_eq!(answer.message.content, "Hello!");
+    // A date an hour ahead is more than this caller waits: returned.
+    let server = MockServer::start().await;
+    let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3600));
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", later.as_str()))
+        .mount(&server)
+        .await;
+    let err = openai(&server).chat(&request()).await.unwrap_err();
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    assert!(err.retry_after().unwrap() > Duration::from_secs(3500));
+}
+
+#[tokio::test]
+async fn a_refused_request_does_not_fall_back() {
+    for status in [400, 401, 403] {
+        let refusing = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(status).set_body_json(json!({
+                "error": { "message": "no", "type": "invalid_request_error", "param": null, "code": null }
+            })))
+            .mount(&refusing)
+            .await;
+        let backup = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(completion()))
+            .mount(&backup)
+            .await;
+        let chain = FallbackChain::new()
+            .then(openai(&refusing).retry(HttpRetry::none()), None)
+            .then(openai(&backup).retry(HttpRetry::none()), Some("gpt-4o"));
+        let err = chain.chat(&request()).await.unwrap_err();
+        assert!(
+            matches!(err, ModelError::Http { status: s, .. } if s == status),
+            "{err}"
+        );
+        assert!(
+            backup.received_requests().await.unwrap().is_empty(),
+            "HTTP {status} is the caller's to fix, not the next model's"
+        );
+    }
 }
