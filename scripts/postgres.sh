@@ -9,6 +9,8 @@
 #                                        server's user must reach it, which a
 #                                        checkout under /root would not allow);
 #                                        prints its URL
+#                                        (with TLS on, from a throw-away CA)
+#   scripts/postgres.sh ca    [PORT DIR] prints the path of that CA's certificate
 #   scripts/postgres.sh stop  [PORT DIR] stops it
 #   scripts/postgres.sh reset [PORT DIR] stops it and deletes its data
 #
@@ -88,15 +90,47 @@ start() {
     if [ ! -f "$dir/data/PG_VERSION" ]; then
         "${as[@]}" "$PG_BIN/initdb" -D "$dir/data" -U thinklio --auth=trust -E UTF8 --no-sync >/dev/null
     fi
+    certificates "$dir"
     if ! "${as[@]}" "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
         "${as[@]}" "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 start -o \
-            "-h 127.0.0.1 -p $port -k $dir -c fsync=on -c max_connections=200 -c shared_buffers=256MB" \
+            "-h 127.0.0.1 -p $port -k $dir -c fsync=on -c max_connections=200 -c shared_buffers=256MB \
+             -c ssl=on -c ssl_cert_file=$dir/tls/server.crt -c ssl_key_file=$dir/tls/server.key" \
             >/dev/null || die "the cluster did not start; see $dir/log"
     fi
     "$PG_BIN/psql" -h 127.0.0.1 -p "$port" -U thinklio -d postgres -qAt \
         -c "SELECT 1 FROM pg_database WHERE datname = 'thinklio'" | grep -q 1 ||
         "$PG_BIN/createdb" -h 127.0.0.1 -p "$port" -U thinklio thinklio
     echo "postgres://thinklio@127.0.0.1:$port/thinklio"
+}
+
+# A throw-away certificate authority and a server certificate it signed, for
+# localhost and 127.0.0.1, so tests connect with TLS as a deployment would
+# (`sslmode=require`, or `verify-full` with `sslrootcert` = `ca`'s file).
+certificates() {
+    local dir=$1 tls=$1/tls
+    [ -f "$tls/server.crt" ] && return 0
+    if ! command -v openssl >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+    fi
+    mkdir -p "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=Thinklio test CA" \
+        -keyout "$tls/ca.key" -out "$tls/ca.crt" >/dev/null 2>&1 || die "cannot make the test CA"
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+        -keyout "$tls/server.key" -out "$tls/server.csr" >/dev/null 2>&1 || die "cannot make the server key"
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$tls/san.ext"
+    openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial \
+        -days 3650 -extfile "$tls/san.ext" -out "$tls/server.crt" >/dev/null 2>&1 || die "cannot sign the server certificate"
+    chmod 600 "$tls/server.key"
+    [ "$(id -u)" = 0 ] && chown -R postgres "$tls"
+    chmod 644 "$tls/ca.crt"
+}
+
+# The test CA's certificate, for `sslrootcert`.
+ca() {
+    local port=${1:-54329}
+    local dir=${2:-${TMPDIR:-/tmp}/thinklio-postgres-$port}
+    [ -f "$dir/tls/ca.crt" ] || die "no cluster with certificates in $dir: run scripts/postgres.sh start $port"
+    echo "$dir/tls/ca.crt"
 }
 
 stop() {
@@ -118,7 +152,8 @@ reset() {
 case "${1:-}" in
     install) install ;;
     start) shift; start "$@" ;;
+    ca) shift; ca "$@" ;;
     stop) shift; stop "$@" ;;
     reset) shift; reset "$@" ;;
-    *) die "usage: scripts/postgres.sh install | start [PORT DIR] | stop [PORT DIR] | reset [PORT DIR]" ;;
+    *) die "usage: scripts/postgres.sh install | start [PORT DIR] | ca [PORT DIR] | stop [PORT DIR] | reset [PORT DIR]" ;;
 esac

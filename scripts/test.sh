@@ -31,7 +31,10 @@ fi
 scripts/postgres.sh install
 scripts/postgres.sh reset 54329
 THINKLIO_POSTGRES_URL=$(scripts/postgres.sh start 54329)
-export THINKLIO_POSTGRES_URL
+# The cluster speaks TLS with a certificate of a throw-away CA: the TLS
+# tests connect with `sslmode=require` and `verify-full` against it.
+THINKLIO_POSTGRES_CA=$(scripts/postgres.sh ca 54329)
+export THINKLIO_POSTGRES_URL THINKLIO_POSTGRES_CA
 trap 'scripts/postgres.sh stop 54329' EXIT
 
 # The local-embeddings tests and the memory example use all-MiniLM-L6-v2,

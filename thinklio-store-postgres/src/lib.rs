@@ -43,6 +43,7 @@ mod queue;
 mod rows;
 mod schema;
 mod sessions;
+mod tls;
 mod todos;
 
 use std::sync::Arc;
@@ -54,6 +55,10 @@ use thinklio_core::{Clock, StoreError, SystemClock};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
+    /// TLS could not be set up as the connection string asks (an unknown
+    /// `sslmode`, an unreadable `sslrootcert`).
+    #[error("TLS to PostgreSQL: {0}")]
+    Tls(String),
     /// The connection string is not one PostgreSQL understands.
     #[error("invalid PostgreSQL connection string: {0}")]
     Config(#[source] tokio_postgres::Error),
@@ -150,7 +155,8 @@ impl PostgresStore {
 
     /// Connects to `url` and migrates the schema.
     pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self, OpenError> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(OpenError::Config)?;
+        let tls::Parsed { mut config, tls } = tls::parse(url)?;
+        let listen_config = config.clone();
         if let Some(schema) = &options.schema {
             let quoted = format!("\"{}\"", schema.replace('"', "\"\""));
             config.options(format!(
@@ -160,7 +166,7 @@ impl PostgresStore {
         }
         let manager = Manager::from_config(
             config,
-            tokio_postgres::NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -190,8 +196,12 @@ impl PostgresStore {
             None => "thinklio_work".into(),
         };
         let work = Arc::new(tokio::sync::Notify::new());
-        let listen_config: tokio_postgres::Config = url.parse().map_err(OpenError::Config)?;
-        listen::spawn(listen_config, Arc::clone(&channel), Arc::downgrade(&work));
+        listen::spawn(
+            listen_config,
+            tls,
+            Arc::clone(&channel),
+            Arc::downgrade(&work),
+        );
         Ok(Self {
             pool,
             clock: options.clock,
@@ -205,6 +215,19 @@ impl PostgresStore {
         let client = self.client().await?;
         let row = client
             .query_one("SELECT COALESCE(MAX(version), 0) FROM thinklio_schema", &[])
+            .await
+            .map_err(rows::backend)?;
+        Ok(row.get(0))
+    }
+
+    /// Whether this store's connections to the server are encrypted (TLS).
+    pub async fn encrypted(&self) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT COALESCE((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+                &[],
+            )
             .await
             .map_err(rows::backend)?;
         Ok(row.get(0))

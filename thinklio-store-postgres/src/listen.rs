@@ -14,13 +14,14 @@ use tokio_postgres::AsyncMessage;
 /// Starts the listener; it ends when the store (its `Notify`) is dropped.
 pub(crate) fn spawn(
     config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     channel: std::sync::Arc<str>,
     work: Weak<Notify>,
 ) {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         while work.strong_count() > 0 {
-            match config.connect(tokio_postgres::NoTls).await {
+            match config.connect(tls.clone()).await {
                 Ok((client, mut connection)) => {
                     backoff = Duration::from_millis(100);
                     let mut messages =
