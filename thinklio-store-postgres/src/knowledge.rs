@@ -329,6 +329,78 @@ pub(crate) async fn delete_owned(
     Ok(u64::try_from(doomed.len()).unwrap_or(0))
 }
 
+/// The settings the index scan runs under: iterative, so the visibility
+/// filter still yields enough rows, and without sorting, or the planner
+/// (which cannot tell how many rows the filter keeps) reads them all and
+/// sorts by distance instead of walking the index.
+fn ann_settings() -> String {
+    format!(
+        "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {EF_SEARCH}; \
+         SET LOCAL enable_sort = off"
+    )
+}
+
+/// The vector search on the HNSW index of `n` dimensions: `$1` the query
+/// vector, `$2` the limit, `$3` the account, `$4` the visible owners.
+fn ann_sql(n: usize, current: &str) -> String {
+    format!(
+        "SELECT {COLUMNS}, v.embedding, (v.embedding::vector({n}) <=> $1::vector({n})) AS distance \
+         FROM fact_vectors v JOIN facts f ON f.n = v.n \
+         WHERE vector_dims(v.embedding) = {n} AND f.account_id = $3 AND f.owner_key = ANY($4){current} \
+         ORDER BY v.embedding::vector({n}) <=> $1::vector({n}) LIMIT $2"
+    )
+}
+
+impl PostgresStore {
+    /// The server's plan (`EXPLAIN`) of the vector search `query` runs on
+    /// the HNSW index, when its principal sees enough facts for that; `None`
+    /// when the search is exact over the visible facts. For operators who
+    /// want to see that the index is used.
+    pub async fn explain_indexed_search(&self, search: &FactQuery) -> StoreResult<Option<String>> {
+        let Some(e) = search.embedding.as_ref().filter(|e| !e.is_empty()) else {
+            return Ok(None);
+        };
+        if !INDEXED_DIMENSIONS.contains(&e.len()) {
+            return Ok(None);
+        }
+        let current = if search.include_history {
+            String::new()
+        } else {
+            format!(" AND {CURRENT}")
+        };
+        let account = search.visibility.account.to_string();
+        let owners = search.visibility.owner_keys();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let count = query_opt(
+            &tx,
+            &format!(
+                "SELECT count(*)::BIGINT AS n FROM facts f WHERE f.account_id = $1 AND f.owner_key = ANY($2){current}"
+            ),
+            &[&account, &owners],
+        )
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("no count".into()))?;
+        let visible: i64 = rows::get(&count, "n")?;
+        if visible <= ANN_ABOVE {
+            return Ok(None);
+        }
+        tx.batch_execute(&ann_settings()).await.map_err(backend)?;
+        let limit = i64::try_from(search.candidates.max(search.k)).unwrap_or(i64::MAX);
+        let plan = query(
+            &tx,
+            &format!("EXPLAIN {}", ann_sql(e.len(), &current)),
+            &[&Vector::from(e.clone()), &limit, &account, &owners],
+        )
+        .await?
+        .iter()
+        .map(|r| rows::get::<String>(r, "QUERY PLAN"))
+        .collect::<StoreResult<Vec<_>>>()?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(plan.join("\n")))
+    }
+}
+
 #[async_trait]
 impl KnowledgeStore for PostgresStore {
     async fn record_fact(&self, new: NewFact, now: Timestamp) -> StoreResult<FactWrite> {
@@ -495,18 +567,8 @@ impl KnowledgeStore for PostgresStore {
             // cannot tell how many rows the filter keeps, reads them all and
             // sorts by distance instead of walking the index.
             let n = e.len();
-            tx.batch_execute(&format!(
-                "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {EF_SEARCH}; \
-                 SET LOCAL enable_sort = off"
-            ))
-            .await
-            .map_err(backend)?;
-            let sql = format!(
-                "SELECT {COLUMNS}, v.embedding, (v.embedding::vector({n}) <=> $1::vector({n})) AS distance \
-                 FROM fact_vectors v JOIN facts f ON f.n = v.n \
-                 WHERE vector_dims(v.embedding) = {n} AND f.account_id = $3 AND f.owner_key = ANY($4){current} \
-                 ORDER BY v.embedding::vector({n}) <=> $1::vector({n}) LIMIT $2"
-            );
+            tx.batch_execute(&ann_settings()).await.map_err(backend)?;
+            let sql = ann_sql(n, &current);
             let mut found = candidates(
                 &tx,
                 &sql,

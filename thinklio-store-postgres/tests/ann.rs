@@ -95,6 +95,31 @@ async fn many_visible_facts_are_searched_on_the_index_within_visibility() {
         found += truth.intersection(&got).count();
         expected += truth.len();
     }
+    // The index is what answered: the plan walks the HNSW index of the
+    // embeddings' size (an exact scan would pass the recall check too).
+    let (_, value) = sentence(11);
+    let qv = embedder.embed_one(&value);
+    let query = FactQuery::new(visibility.clone(), value.as_str(), Some(qv.clone()), 10);
+    let plan = store
+        .explain_indexed_search(&query)
+        .await
+        .unwrap()
+        .expect("this many visible facts are searched on the index");
+    assert!(
+        plan.contains("Index Scan using fact_vectors_hnsw_384"),
+        "the plan does not use the HNSW index:\n{plan}"
+    );
+    assert!(!plan.contains("Seq Scan on fact_vectors"), "{plan}");
+    // A principal who sees few facts is searched exactly, not on the index.
+    let few = Visibility {
+        account: AccountId::new(),
+        account_layer: true,
+        agent: None,
+        teams: vec![],
+        user: Some(user),
+    };
+    let query = FactQuery::new(few, value.as_str(), Some(qv), 10);
+    assert_eq!(store.explain_indexed_search(&query).await.unwrap(), None);
     let recall = found as f64 / expected as f64;
     println!(
         "HNSW recall@10 over {} visible facts: {recall:.3}",
