@@ -2,7 +2,10 @@
 # Runs Thinklio's whole test suite: every crate's unit and integration tests
 # (the store conformance suite on SQLite and on PostgreSQL, provider replays, the SIGKILL crash tests, the
 # MCP tests against the reference server, the benchmark smoke test) and the
-# doc tests, README example included.
+# doc tests, README example included. The property tests of parsers of
+# outside input (provider answers and streams, Bot API updates, job
+# callbacks, signed requests, MCP results, stored step payloads) run among
+# them with a bounded number of cases each (`thinklio_core::fuzz::CASES`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -5,6 +5,11 @@
 
 pub mod http;
 pub mod memory;
+
+/// Who can do what through each surface, and what is defended
+/// (`docs/security.md`, compiled and run as doc tests).
+#[doc = include_str!("../../docs/security.md")]
+pub mod security {}
 pub mod offline;
 pub mod telegram;
 
