@@ -216,13 +216,13 @@ async fn attached_tools_follow_the_servers_tool_list() {
     assert_eq!(results(&steps), vec![Ok(serde_json::json!("I am greet"))]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_over_streamable_http_serves_its_tools() {
+/// The reference server over streamable HTTP on a free port, once it listens.
+async fn http_everything() -> (tokio::process::Child, u16) {
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
     };
-    let mut node = tokio::process::Command::new("node")
+    let node = tokio::process::Command::new("node")
         .arg(everything())
         .arg("streamableHttp")
         .env("PORT", port.to_string())
@@ -241,6 +241,12 @@ async fn a_server_over_streamable_http_serves_its_tools() {
     tokio::time::timeout(Duration::from_secs(20), listening)
         .await
         .expect("the HTTP server starts");
+    (node, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_over_streamable_http_serves_its_tools() {
+    let (mut node, port) = http_everything().await;
     let dir = tempfile::tempdir().unwrap();
     let model = ScriptedModel::new([
         ScriptedReply::tool_call("c1", "echo", r#"{"message": "over http"}"#),
@@ -529,29 +535,7 @@ async fn gateway(upstream: String, token: &'static str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_server_gets_its_headers_and_answers_within_a_limit() {
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let _node = tokio::process::Command::new("node")
-        .arg(everything())
-        .arg("streamableHttp")
-        .env("PORT", port.to_string())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let listening = async {
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), listening)
-        .await
-        .expect("the HTTP server starts");
+    let (_node, port) = http_everything().await;
     let base = gateway(format!("http://127.0.0.1:{port}"), "s3cret").await;
     let url = format!("{base}/mcp");
     assert!(

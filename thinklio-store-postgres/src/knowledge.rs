@@ -329,6 +329,26 @@ pub(crate) async fn delete_owned(
     Ok(u64::try_from(doomed.len()).unwrap_or(0))
 }
 
+/// How many facts of `account`'s `owners` a search sees (`current` limits
+/// it to current facts): what chooses between exact and indexed search.
+async fn visible_facts(
+    tx: &deadpool_postgres::Transaction<'_>,
+    account: &str,
+    owners: &[String],
+    current: &str,
+) -> StoreResult<i64> {
+    let count = query_opt(
+        tx,
+        &format!(
+            "SELECT count(*)::BIGINT AS n FROM facts f WHERE f.account_id = $1 AND f.owner_key = ANY($2){current}"
+        ),
+        &[&account, &owners],
+    )
+    .await?
+    .ok_or_else(|| StoreError::Corrupt("no count".into()))?;
+    rows::get(&count, "n")
+}
+
 /// The settings the index scan runs under: iterative, so the visibility
 /// filter still yields enough rows, and without sorting, or the planner
 /// (which cannot tell how many rows the filter keeps) reads them all and
@@ -372,16 +392,7 @@ impl PostgresStore {
         let owners = search.visibility.owner_keys();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
-        let count = query_opt(
-            &tx,
-            &format!(
-                "SELECT count(*)::BIGINT AS n FROM facts f WHERE f.account_id = $1 AND f.owner_key = ANY($2){current}"
-            ),
-            &[&account, &owners],
-        )
-        .await?
-        .ok_or_else(|| StoreError::Corrupt("no count".into()))?;
-        let visible: i64 = rows::get(&count, "n")?;
+        let visible = visible_facts(&tx, &account, &owners, &current).await?;
         if visible <= ANN_ABOVE {
             return Ok(None);
         }
@@ -544,16 +555,7 @@ impl KnowledgeStore for PostgresStore {
         let mut out = Candidates::default();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
-        let count = query_opt(
-            &tx,
-            &format!(
-                "SELECT count(*)::BIGINT AS n FROM facts f WHERE f.account_id = $1 AND f.owner_key = ANY($2){current}"
-            ),
-            &[&account, &owners],
-        )
-        .await?
-        .ok_or_else(|| StoreError::Corrupt("no count".into()))?;
-        let visible_count: i64 = rows::get(&count, "n")?;
+        let visible_count = visible_facts(&tx, &account, &owners, &current).await?;
         if visible_count == 0 {
             return Ok(out);
         }
