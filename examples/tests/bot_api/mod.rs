@@ -1,0 +1,521 @@
+//! A local Bot API server for the Telegram bot's tests. It speaks the Bot
+//! API's wire format (`POST /bot<token>/<method>` with JSON or multipart,
+//! answers `{"ok": true, "result": …}`; `getUpdates` long-polls with
+//! `offset` and `timeout`; updates, messages, chats and users as the Bot API
+//! documents them), and has switches for what real servers do: chat actions
+//! refused or never answered, `getUpdates` that returns at once, chats that
+//! blocked the bot. Also the bot's model and a bot in its own runtime.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Json;
+use axum::extract::{Path as UrlPath, State};
+use serde_json::{Value, json};
+use thinklio_core::channel::ChannelRouter;
+use thinklio_core::{
+    AccountId, AccountPolicy, AgentDefinition, ChatModel, ChatRequest, ChatResponse, ChatStream,
+    DirectoryStore, ModelError, Role, Runtime,
+};
+use thinklio_examples::http::server::word_count;
+use thinklio_examples::telegram::{BotOptions, TelegramBot, TelegramChannel, client};
+use thinklio_llm::{ScriptedModel, ScriptedReply};
+use thinklio_store_sqlite::SqliteStore;
+use tokio::sync::{Notify, watch};
+
+pub const TOKEN: &str = "4839574812:AAFD39kkdpWt3ywyRZergyOLMaJhac60qc";
+
+/// How the fake server answers `sendChatAction`.
+#[derive(Default, Clone, Copy, PartialEq)]
+pub enum ChatActions {
+    /// `{"ok": true, "result": true}`.
+    #[default]
+    Answer,
+    /// `{"ok": false, "error_code": 400, ...}`, as Telegram answers for a
+    /// chat the bot may not post in.
+    Refuse,
+    /// Never answers.
+    Hang,
+}
+
+/// What the fake Bot API server holds.
+#[derive(Default)]
+pub struct Telegram {
+    /// How chat actions are answered.
+    pub chat_actions: ChatActions,
+    /// `getUpdates` answers at once, without long polling.
+    pub instant_polls: bool,
+    /// When each `getUpdates` came.
+    pub polls: Vec<std::time::Instant>,
+    /// Chats whose `sendMessage` is refused: the user blocked the bot.
+    pub blocked: std::collections::HashSet<i64>,
+    /// Updates not yet confirmed by an offset.
+    pub pending: VecDeque<Value>,
+    pub next_update: i64,
+    pub next_message: i64,
+    /// (chat, text) of every `sendMessage`, in order.
+    pub sent: Vec<(i64, String)>,
+    /// (chat, action) of every `sendChatAction`.
+    pub actions: Vec<(i64, String)>,
+    pub webhook: Option<(String, String)>,
+}
+
+#[derive(Clone, Default)]
+pub struct FakeBotApi {
+    pub state: Arc<Mutex<Telegram>>,
+    /// Rung when an update arrives (long polls wake) or a message is sent.
+    pub news: Arc<Notify>,
+}
+
+pub fn ok(result: Value) -> Json<Value> {
+    Json(json!({ "ok": true, "result": result }))
+}
+
+pub fn user(id: i64, name: &str) -> Value {
+    json!({ "id": id, "is_bot": false, "first_name": name, "language_code": "en" })
+}
+
+/// A request's parameters: the Bot API takes them as JSON, or as
+/// `multipart/form-data` (teloxide sends `setWebhook` so, as it may carry a
+/// certificate), where a field holding JSON is that JSON.
+pub async fn parameters(request: axum::extract::Request) -> Value {
+    use axum::extract::FromRequest;
+    let content_type = request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if content_type.starts_with("multipart/form-data") {
+        let mut form = axum::extract::Multipart::from_request(request, &())
+            .await
+            .unwrap();
+        let mut out = serde_json::Map::new();
+        while let Some(field) = form.next_field().await.unwrap() {
+            let name = field.name().unwrap().to_owned();
+            let text = field.text().await.unwrap();
+            out.insert(
+                name,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            );
+        }
+        return Value::Object(out);
+    }
+    let bytes = axum::body::to_bytes(request.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    if bytes.is_empty() {
+        return Value::Null;
+    }
+    assert!(
+        content_type.starts_with("application/json"),
+        "unexpected content type {content_type}"
+    );
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+pub async fn bot_api(
+    State(api): State<FakeBotApi>,
+    UrlPath((bot, method)): UrlPath<(String, String)>,
+    request: axum::extract::Request,
+) -> (axum::http::StatusCode, Json<Value>) {
+    if bot != format!("bot{TOKEN}") {
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            Json(json!({ "ok": false, "error_code": 401, "description": "Unauthorized" })),
+        );
+    }
+    let body = parameters(request).await;
+    let now = jiff::Timestamp::now().as_second();
+    let answer = match method.to_lowercase().as_str() {
+        "getupdates" => {
+            let offset = body["offset"].as_i64().unwrap_or(0);
+            let instant = {
+                let mut s = api.state.lock().unwrap();
+                s.polls.push(std::time::Instant::now());
+                s.instant_polls
+            };
+            let timeout = if instant {
+                0
+            } else {
+                body["timeout"].as_u64().unwrap_or(0).min(10)
+            };
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+            loop {
+                let notified = api.news.notified();
+                {
+                    let mut s = api.state.lock().unwrap();
+                    // An offset confirms every update before it.
+                    let before = s.pending.len();
+                    s.pending
+                        .retain(|u| u["update_id"].as_i64().unwrap() >= offset);
+                    if s.pending.len() < before {
+                        api.news.notify_waiters();
+                    }
+                    if !s.pending.is_empty() || tokio::time::Instant::now() >= deadline {
+                        break ok(Value::Array(s.pending.iter().cloned().collect()));
+                    }
+                }
+                let _ = tokio::time::timeout_at(deadline, notified).await;
+            }
+        }
+        "sendmessage" => {
+            let chat = body["chat_id"].as_i64().unwrap();
+            let text = body["text"].as_str().unwrap().to_owned();
+            let mut s = api.state.lock().unwrap();
+            if s.blocked.contains(&chat) {
+                return (
+                    axum::http::StatusCode::FORBIDDEN,
+                    Json(
+                        json!({ "ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user" }),
+                    ),
+                );
+            }
+            assert!(
+                text.encode_utf16().count() <= 4096,
+                "Telegram refuses messages over 4096 characters"
+            );
+            s.next_message += 1;
+            s.sent.push((chat, text.clone()));
+            let message = json!({
+                "message_id": s.next_message,
+                "date": now,
+                "chat": { "id": chat, "type": "private", "first_name": "User" },
+                "from": { "id": 4839574812_i64, "is_bot": true, "first_name": "Thinklio", "username": "thinklio_bot" },
+                "text": text,
+            });
+            drop(s);
+            api.news.notify_waiters();
+            ok(message)
+        }
+        "sendchataction" => {
+            let chat = body["chat_id"].as_i64().unwrap();
+            let action = body["action"].as_str().unwrap().to_owned();
+            let how = {
+                let mut s = api.state.lock().unwrap();
+                s.actions.push((chat, action));
+                s.chat_actions
+            };
+            match how {
+                ChatActions::Answer => ok(json!(true)),
+                ChatActions::Refuse => {
+                    return (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        Json(
+                            json!({ "ok": false, "error_code": 400, "description": "Bad Request: not enough rights to send chat actions" }),
+                        ),
+                    );
+                }
+                ChatActions::Hang => std::future::pending().await,
+            }
+        }
+        "setwebhook" => {
+            api.state.lock().unwrap().webhook = Some((
+                body["url"].as_str().unwrap().to_owned(),
+                body["secret_token"].as_str().unwrap_or_default().to_owned(),
+            ));
+            ok(json!(true))
+        }
+        other => {
+            return (
+                axum::http::StatusCode::NOT_FOUND,
+                Json(
+                    json!({ "ok": false, "error_code": 404, "description": format!("Not Found: method {other} not found") }),
+                ),
+            );
+        }
+    };
+    (axum::http::StatusCode::OK, answer)
+}
+
+impl FakeBotApi {
+    pub async fn start() -> (FakeBotApi, String) {
+        let api = FakeBotApi::default();
+        let app = axum::Router::new()
+            .route("/{bot}/{method}", axum::routing::post(bot_api).get(bot_api))
+            .with_state(api.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (api, format!("http://{addr}"))
+    }
+
+    /// A user writes in their private chat (chat id = user id).
+    pub fn update(&self, from: i64, name: &str, text: &str) -> Value {
+        let mut s = self.state.lock().unwrap();
+        s.next_update += 1;
+        s.next_message += 1;
+        let mut message = json!({
+            "message_id": s.next_message,
+            "from": user(from, name),
+            "chat": { "id": from, "type": "private", "first_name": name },
+            "date": jiff::Timestamp::now().as_second(),
+            "text": text,
+        });
+        if text.starts_with('/') {
+            let len = text.split_whitespace().next().unwrap().len();
+            message["entities"] = json!([{ "type": "bot_command", "offset": 0, "length": len }]);
+        }
+        json!({ "update_id": 500_000 + s.next_update, "message": message })
+    }
+
+    pub fn say(&self, from: i64, name: &str, text: &str) {
+        let update = self.update(from, name, text);
+        self.push(update);
+    }
+
+    pub fn push(&self, update: Value) {
+        self.state.lock().unwrap().pending.push_back(update);
+        self.news.notify_waiters();
+    }
+
+    /// A user sends a sticker (no text, nothing the bot reads).
+    pub fn sticker(&self, from: i64, name: &str) {
+        let mut update = self.update(from, name, "");
+        let message = update["message"].as_object_mut().unwrap();
+        message.remove("text");
+        message.insert(
+            "sticker".into(),
+            json!({
+                "file_id": "CAACAgIAAxkBAAEB", "file_unique_id": "AgADrQAD",
+                "type": "regular", "width": 512, "height": 512,
+                "is_animated": false, "is_video": false, "file_size": 20480
+            }),
+        );
+        self.push(update);
+    }
+
+    /// Waits until every update was confirmed by an offset.
+    pub async fn wait_confirmed(&self) {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let notified = self.news.notified();
+                if self.state.lock().unwrap().pending.is_empty() {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .expect("updates stay unconfirmed");
+    }
+
+    pub fn sent_to(&self, chat: i64) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        s.sent
+            .iter()
+            .filter(|(c, _)| *c == chat)
+            .map(|(_, t)| t.clone())
+            .collect()
+    }
+
+    /// Waits until `chat` has received `n` messages; returns them all.
+    pub async fn wait_for(&self, chat: i64, n: usize) -> Vec<String> {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let notified = self.news.notified();
+                let sent = self.sent_to(chat);
+                if sent.len() >= n {
+                    return sent;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("chat {chat} got only {:?}", self.sent_to(chat)))
+    }
+}
+
+/// A model that echoes, writes a long answer for `long`, dispatches a word
+/// count for `count …`, reports a job's result in its follow-up, and holds
+/// `slow …` until its gate opens.
+pub struct BotModel {
+    pub scripted: ScriptedModel,
+    pub open: watch::Receiver<bool>,
+}
+
+pub fn long_text() -> String {
+    (0..)
+        .map(|i| format!("word{i} "))
+        .take(700)
+        .collect::<String>()
+}
+
+pub fn bot_model(open: watch::Receiver<bool>) -> BotModel {
+    let scripted = ScriptedModel::responder(|request| {
+        let last = request.messages.last().unwrap();
+        if last.role == Role::Tool {
+            return ScriptedReply::text("I'll get back to you with the count.");
+        }
+        let text = last.content.as_str();
+        if text.starts_with("[job ") {
+            let report = request
+                .messages
+                .iter()
+                .find(|m| {
+                    m.role == Role::System && m.content.starts_with("Deferred work reported back")
+                })
+                .map(|m| m.content.clone())
+                .unwrap_or_default();
+            return ScriptedReply::text(format!("Your count is back. {report}"));
+        }
+        if text == "long" {
+            return ScriptedReply::text(long_text());
+        }
+        if let Some(words) = text.strip_prefix("count ") {
+            return ScriptedReply::tool_call(
+                "c1",
+                "word_count",
+                json!({ "text": words }).to_string(),
+            );
+        }
+        ScriptedReply::text(format!("echo: {text}"))
+    });
+    BotModel { scripted, open }
+}
+
+impl BotModel {
+    pub async fn gate(&self, request: &ChatRequest) {
+        let last = request.messages.last().unwrap();
+        if last.role == Role::User && last.content.starts_with("slow") {
+            let mut open = self.open.clone();
+            let _ = open.wait_for(|o| *o).await;
+        }
+    }
+}
+
+#[async_trait]
+impl ChatModel for BotModel {
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
+        self.gate(request).await;
+        self.scripted.chat(request).await
+    }
+
+    async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, ModelError> {
+        self.gate(request).await;
+        self.scripted.chat_stream(request).await
+    }
+}
+
+pub const ADA: i64 = 1_001;
+pub const BOB: i64 = 2_002;
+
+/// The bot in its own tokio runtime, so that stopping it drops every task
+/// it has at once, as a crash would.
+pub struct RunningBot {
+    pub tasks: tokio::runtime::Runtime,
+    pub runtime: Runtime,
+    pub telegram: Arc<TelegramBot>,
+}
+
+pub async fn start_bot(db: &Path, api_url: &str, account: AccountId, open: bool) -> RunningBot {
+    start_bot_with(db, api_url, account, open, BotOptions::default()).await
+}
+
+pub async fn start_bot_with(
+    db: &Path,
+    api_url: &str,
+    account: AccountId,
+    open: bool,
+    options: BotOptions,
+) -> RunningBot {
+    let tasks = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (gate, rx) = watch::channel(open);
+    let (db, api_url) = (db.to_owned(), api_url.to_owned());
+    let runtime = tasks
+        .spawn(async move {
+            let store = SqliteStore::open(&db).await.unwrap();
+            store
+                .put_account(account, "telegram", AccountPolicy::default())
+                .await
+                .unwrap();
+            let bot = client(TOKEN, Some(&api_url)).unwrap();
+            let channel = TelegramChannel::new(bot.clone());
+            assert!(!format!("{channel:?}").contains(TOKEN));
+            let router = ChannelRouter::new();
+            router.add(channel);
+            let runtime = Runtime::builder()
+                .store(store)
+                .model(bot_model(rx))
+                .capability(word_count())
+                .agent(AgentDefinition::new("assistant", "bot-model").capabilities(["word_count"]))
+                .reply_sink(router)
+                .build()
+                .unwrap();
+            runtime.recover().await.unwrap();
+            let telegram =
+                TelegramBot::with_options(runtime.clone(), bot, "assistant", account, options);
+            assert!(!format!("{telegram:?}").contains(TOKEN));
+            let worker = runtime.spawn_job_worker(Duration::from_millis(50));
+            std::mem::forget(worker); // runs until the bot's tasks are dropped
+            telegram.spawn_polling();
+            // The gate lives as long as the bot.
+            std::mem::forget(gate);
+            (runtime, telegram)
+        })
+        .await
+        .unwrap();
+    let (runtime, telegram) = runtime;
+    RunningBot {
+        tasks,
+        runtime,
+        telegram,
+    }
+}
+
+/// Waits until `text`'s interaction has a `think` step running.
+pub async fn wait_until_thinking(runtime: &Runtime, text: &str) {
+    let mut events = runtime.subscribe();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let e = events.recv().await.unwrap();
+            if e.kind == thinklio_core::EventKind::StepStarted && e.payload["kind"] == "think" {
+                let i = runtime
+                    .store()
+                    .interaction(e.interaction_id.unwrap())
+                    .await
+                    .unwrap();
+                if i.input == text {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[derive(Clone)]
+pub struct LogWriter(pub Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures this test process's log lines.
+pub fn capture_logs() -> Arc<Mutex<Vec<u8>>> {
+    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let writer = {
+        let logs = Arc::clone(&logs);
+        move || LogWriter(Arc::clone(&logs))
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(writer)
+        .try_init();
+    logs
+}

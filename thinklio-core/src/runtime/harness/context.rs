@@ -1,0 +1,152 @@
+//! What the model sees: the `context` step (content rules on the message,
+//! the facts recalled, a job's report, the history's bounds, all recorded
+//! on the step) and the transcript rebuilt from the session history and the
+//! interaction's steps, so a resumed run sees exactly what the first saw.
+
+use serde_json::json;
+
+use super::plan::ThinkOutput;
+use super::{Run, merge};
+use crate::model::ChatMessage;
+use crate::runtime::RuntimeError;
+use crate::step::{StepError, StepKind, StepOutcome, StepState};
+
+impl Run {
+    pub(super) async fn context(&mut self) -> StepOutcome {
+        if let Some(rules) = &self.rt.content
+            && let Err(reason) = rules
+                .check_message(&self.interaction.principal, &self.interaction.input)
+                .await
+        {
+            return StepOutcome::Failed {
+                error: StepError::new(StepError::CONTENT_BLOCKED, reason),
+                usage: None,
+            };
+        }
+        // Facts the principal may see, served by this agent: a delegate
+        // recalls with its own agent layer, never its caller's.
+        let mut recalled = self.rt.recall(&self.interaction).await;
+        if let Some(id) = self.interaction.job_id {
+            // A follow-up: the job's result and context bundle, as they
+            // are now, recorded on the step for the transcript.
+            let job = match self.rt.store.job(id).await {
+                Ok(job) => self
+                    .rt
+                    .store
+                    .subjobs(id)
+                    .await
+                    .map(|subjobs| (job, subjobs)),
+                Err(e) => Err(e),
+            };
+            match job {
+                Ok((job, subjobs)) if job.session_id == self.interaction.session_id => {
+                    let record = crate::runtime::jobs::job_record(&job, &subjobs);
+                    merge(&mut recalled, json!({ "job": record }));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return StepOutcome::Failed {
+                        error: StepError::new(e.code(), e.to_string()),
+                        usage: None,
+                    };
+                }
+            }
+        }
+        if self.delegation.is_some() {
+            // A delegate works from its task alone.
+            let mut output = json!({
+                "system_prompt_bytes": self.agent.system_prompt.len(),
+                "history_turns": 0,
+                "delegation_depth": self.interaction.delegation_depth,
+            });
+            merge(&mut output, recalled);
+            return StepOutcome::Succeeded {
+                output,
+                usage: None,
+            };
+        }
+        let limit = self.agent.history_turns;
+        match self
+            .rt
+            .store
+            .history(self.session.id, self.interaction.seq, limit)
+            .await
+        {
+            Ok(history) => {
+                let mut output = json!({
+                    "system_prompt_bytes": self.agent.system_prompt.len(),
+                    "history_before_seq": self.interaction.seq,
+                    "history_limit": limit,
+                    "history_turns": history.len(),
+                });
+                merge(&mut output, recalled);
+                self.history = Some(history);
+                StepOutcome::Succeeded {
+                    output,
+                    usage: None,
+                }
+            }
+            Err(e) => StepOutcome::Failed {
+                error: StepError::new(e.code(), e.to_string()),
+                usage: None,
+            },
+        }
+    }
+
+    /// The conversation so far, rebuilt from the session history and the steps.
+    pub(super) async fn transcript(&mut self) -> Result<Vec<ChatMessage>, RuntimeError> {
+        if self.history.is_none() {
+            let limit = self.agent.history_turns;
+            self.history = Some(
+                self.rt
+                    .store
+                    .history(self.session.id, self.interaction.seq, limit)
+                    .await?,
+            );
+        }
+        let mut messages = Vec::with_capacity(self.steps.len() + 8);
+        if !self.agent.system_prompt.is_empty() {
+            messages.push(ChatMessage::system(self.agent.system_prompt.clone()));
+        }
+        // The facts the context step recalled, read back from the step so a
+        // resumed run sees exactly what the first run saw.
+        let context = self
+            .steps
+            .iter()
+            .find(|s| s.kind == StepKind::Context && s.state == StepState::Succeeded);
+        if let Some(memory) =
+            crate::runtime::knowledge::memory_message(context.and_then(|s| s.output.as_ref()))
+        {
+            messages.push(memory);
+        }
+        if let Some(job) =
+            crate::runtime::jobs::job_message(context.and_then(|s| s.output.as_ref()))
+        {
+            messages.push(job);
+        }
+        for turn in self.history.iter().flatten() {
+            messages.push(ChatMessage::user(turn.user.clone()));
+            messages.push(ChatMessage::assistant(turn.assistant.clone()));
+        }
+        messages.push(ChatMessage::user(self.interaction.input.clone()));
+        for step in &self.steps {
+            if step.state != StepState::Succeeded {
+                continue;
+            }
+            match step.kind {
+                StepKind::Think => {
+                    let out = ThinkOutput::read(step.output.as_ref());
+                    messages.push(ChatMessage::assistant_with_tools(out.text, out.tool_calls));
+                }
+                StepKind::Observe => {
+                    let out = step.output.as_ref();
+                    let call_id = out.and_then(|o| o["call_id"].as_str()).unwrap_or_default();
+                    let content = out.and_then(|o| o["content"].as_str()).unwrap_or_default();
+                    messages.push(ChatMessage::tool_result(call_id, content));
+                }
+                _ => {}
+            }
+        }
+        Ok(messages)
+    }
+}
