@@ -279,6 +279,22 @@ impl ApiKeys {
         .await
     }
 
+    /// Whether the file holds any account of the runtime's directory (the
+    /// store's `accounts` table, in the same file): a file with accounts is
+    /// not new, key or no key.
+    pub async fn any_account(&self) -> Result<bool, KeyError> {
+        self.with(|db| {
+            let table: bool = db
+                .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'accounts'")?
+                .exists([])?;
+            if !table {
+                return Ok(false);
+            }
+            Ok(db.prepare("SELECT 1 FROM accounts LIMIT 1")?.exists([])?)
+        })
+        .await
+    }
+
     /// Whether any key is live.
     pub async fn any_live(&self) -> Result<bool, KeyError> {
         self.with(|db| {

@@ -244,9 +244,12 @@ pub async fn start(
         runtime.spawn_job_worker(Duration::from_millis(500)),
         runtime.spawn_queue_worker(Duration::from_millis(500)),
     );
-    // Keys are made unasked only on a file that never had one: a file
-    // whose keys were all revoked gets none (`create-key` makes one).
-    let first_keys = if keys.any_ever().await.map_err(|e| e.to_string())? {
+    // Keys are made unasked only on a new file (no key ever, no account): a
+    // file whose keys were all revoked, or whose accounts another host
+    // made, gets none (`create-key` makes one).
+    let used = keys.any_ever().await.map_err(|e| e.to_string())?
+        || keys.any_account().await.map_err(|e| e.to_string())?;
+    let first_keys = if used {
         None
     } else {
         let (account, admin) = create_key(&store, &keys, None, KeyScope::Admin, "admin").await?;
