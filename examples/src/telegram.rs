@@ -525,7 +525,8 @@ impl TelegramBot {
     /// the next request's offset. Runs until the task is stopped. Calls that
     /// come back at once with nothing are spaced by [`MIN_POLL_INTERVAL`];
     /// failures (of `getUpdates`, or to record an update) back off up to
-    /// 30 s, logged once per streak.
+    /// 30 s (or as long as Telegram's flood control asks), logged once per
+    /// streak.
     pub fn spawn_polling(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let bot = Arc::clone(self);
         tokio::spawn(async move {
@@ -546,7 +547,12 @@ impl TelegramBot {
                         if backoff == first_backoff {
                             tracing::warn!(error = %e, "getUpdates failed; trying again with backoff");
                         }
-                        tokio::time::sleep(backoff).await;
+                        // Flood control names its own wait; never ask sooner.
+                        let wait = match &e {
+                            RequestError::RetryAfter(after) => backoff.max(after.duration()),
+                            _ => backoff,
+                        };
+                        tokio::time::sleep(wait).await;
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                         continue;
                     }

@@ -10,7 +10,6 @@
 
 mod bot_api;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bot_api::*;
@@ -26,15 +25,7 @@ use tokio::sync::watch;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_users_commands_long_replies_follow_ups_and_a_restart() {
-    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let writer = {
-        let logs = Arc::clone(&logs);
-        move || LogWriter(Arc::clone(&logs))
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(writer)
-        .try_init();
+    let logs = capture_logs();
 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bot.db");
@@ -234,8 +225,10 @@ async fn two_users_commands_long_replies_follow_ups_and_a_restart() {
     }
     second.tasks.shutdown_background();
 
-    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
-    assert!(!logs.contains(TOKEN), "the bot token reached a log line");
+    assert!(
+        !logs.text().contains(TOKEN),
+        "the bot token reached a log line"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

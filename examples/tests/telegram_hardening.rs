@@ -9,12 +9,14 @@ mod bot_api;
 
 use std::time::Duration;
 
+use serde_json::json;
+
 use bot_api::*;
 use thinklio_core::AccountId;
 use thinklio_core::channel::AccountMembers;
 use thinklio_examples::telegram::{BotOptions, MIN_POLL_INTERVAL, TelegramChannel, client};
 
-async fn a_failing_typing_indicator_never_holds_up_an_answer(how: ChatActions) {
+async fn answered_with_typing_failing(how: ChatActions) {
     let logs = capture_logs();
     let dir = tempfile::tempdir().unwrap();
     let (api, url) = FakeBotApi::start().await;
@@ -41,12 +43,7 @@ async fn a_failing_typing_indicator_never_holds_up_an_answer(how: ChatActions) {
     }
     // The failure is logged once it is known (a refusal at once, silence
     // after the typing timeout)...
-    let said = || {
-        String::from_utf8(logs.lock().unwrap().clone())
-            .unwrap()
-            .matches("typing indicators fail")
-            .count()
-    };
+    let said = || logs.count("typing indicators fail");
     tokio::time::timeout(Duration::from_secs(30), async {
         while said() == 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -74,14 +71,53 @@ async fn a_failing_typing_indicator_never_holds_up_an_answer(how: ChatActions) {
     assert_eq!(said(), 1, "said once, not per message or poll");
 }
 
+/// Chat actions refused, then never answered: one after the other, as each
+/// counts the log line the other writes too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_chat_actions_never_hold_up_an_answer() {
-    a_failing_typing_indicator_never_holds_up_an_answer(ChatActions::Refuse).await;
+async fn a_failing_typing_indicator_never_holds_up_an_answer() {
+    answered_with_typing_failing(ChatActions::Refuse).await;
+    answered_with_typing_failing(ChatActions::Hang).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chat_actions_that_never_answer_never_hold_up_an_answer() {
-    a_failing_typing_indicator_never_holds_up_an_answer(ChatActions::Hang).await;
+async fn failing_polls_back_off_as_long_as_telegram_asks() {
+    let logs = capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (api, url) = FakeBotApi::start().await;
+    // What Telegram answers while another process polls the same bot, and
+    // under flood control. (Not a 5xx: teloxide itself waits 10 s after
+    // one before returning it, which would only slow this test down.)
+    let conflict = json!({
+        "ok": false,
+        "error_code": 409,
+        "description": "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"
+    });
+    let flood = json!({
+        "ok": false,
+        "error_code": 429,
+        "description": "Too Many Requests: retry after 3",
+        "parameters": { "retry_after": 3 }
+    });
+    api.state.lock().unwrap().poll_errors =
+        [conflict.clone(), flood, conflict].into_iter().collect();
+    let bot = start_bot(&dir.path().join("p.db"), &url, AccountId::new(), true).await;
+    api.say(ADA, "Ada", "still there?");
+    assert_eq!(api.wait_for(ADA, 1).await, ["echo: still there?"]);
+    let polls = api.state.lock().unwrap().polls.clone();
+    bot.tasks.shutdown_background();
+    // Each failure waits before the next call: 0.5 s, then the 3 s flood
+    // control asked for (longer than the 1 s backoff), then 2 s. Sleeps
+    // never end early, so these are lower bounds whatever the load.
+    let gaps: Vec<Duration> = polls.windows(2).take(3).map(|w| w[1] - w[0]).collect();
+    let least = [500, 3_000, 2_000].map(Duration::from_millis);
+    assert_eq!(gaps.len(), 3, "{polls:?}");
+    for (gap, least) in gaps.iter().zip(least) {
+        assert!(
+            *gap >= least,
+            "waited {gap:?} where {least:?} was due: {gaps:?}"
+        );
+    }
+    assert_eq!(logs.count("getUpdates failed"), 1, "once per streak");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

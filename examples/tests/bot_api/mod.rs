@@ -51,6 +51,10 @@ pub struct Telegram {
     pub instant_polls: bool,
     /// When each `getUpdates` came.
     pub polls: Vec<std::time::Instant>,
+    /// Errors the next `getUpdates` calls answer with, one each, as
+    /// Telegram sends them (`{"ok": false, "error_code": 409, ...}`, or a
+    /// 429 whose `parameters.retry_after` names the wait).
+    pub poll_errors: VecDeque<Value>,
     /// Chats whose `sendMessage` is refused: the user blocked the bot.
     pub blocked: std::collections::HashSet<i64>,
     /// Updates not yet confirmed by an offset.
@@ -137,6 +141,10 @@ pub async fn bot_api(
             let instant = {
                 let mut s = api.state.lock().unwrap();
                 s.polls.push(std::time::Instant::now());
+                if let Some(error) = s.poll_errors.pop_front() {
+                    let code = error["error_code"].as_u64().unwrap() as u16;
+                    return (axum::http::StatusCode::from_u16(code).unwrap(), Json(error));
+                }
                 s.instant_polls
             };
             let timeout = if instant {
@@ -506,16 +514,48 @@ impl std::io::Write for LogWriter {
     }
 }
 
-/// Captures this test process's log lines.
-pub fn capture_logs() -> Arc<Mutex<Vec<u8>>> {
-    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let writer = {
-        let logs = Arc::clone(&logs);
-        move || LogWriter(Arc::clone(&logs))
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(writer)
-        .try_init();
-    logs
+/// The log lines written from the moment of [`capture_logs`] on.
+///
+/// A process has one subscriber, so every capture reads one buffer; each
+/// reads from where the buffer stood when it began. Tests that count a line
+/// no other test of their binary writes stay right under `cargo test`,
+/// which runs them side by side in one process.
+pub struct Logs {
+    from: usize,
+}
+
+impl Logs {
+    /// What was logged since the capture began.
+    pub fn text(&self) -> String {
+        let all = log_buffer().lock().unwrap();
+        String::from_utf8_lossy(&all[self.from.min(all.len())..]).into_owned()
+    }
+
+    /// How many times `line` was logged since the capture began.
+    pub fn count(&self, line: &str) -> usize {
+        self.text().matches(line).count()
+    }
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let writer = {
+            let logs = Arc::clone(&logs);
+            move || LogWriter(Arc::clone(&logs))
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(writer)
+            .try_init();
+        logs
+    })
+}
+
+/// Captures this test process's log lines from now on.
+pub fn capture_logs() -> Logs {
+    Logs {
+        from: log_buffer().lock().unwrap().len(),
+    }
 }
