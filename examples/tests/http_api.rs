@@ -622,6 +622,45 @@ async fn knowledge_and_usage() {
         .await;
     assert_eq!(theirs.as_array().unwrap().len(), 0, "{theirs}");
 
+    // Likes accumulate; an update replaces the fact it names, and only a
+    // fact of the same owner in the key's account.
+    let like = |v: &str| json!({ "layer": "user", "user": "ada", "subject": "ada", "predicate": "likes", "value": v });
+    let (_, tea) = api.post("/v1/facts", like("tea")).await;
+    let (_, jazz) = api.post("/v1/facts", like("jazz")).await;
+    assert_eq!(
+        (tea["outcome"].as_str(), jazz["outcome"].as_str()),
+        (Some("added"), Some("added"))
+    );
+    let mut coffee = like("coffee");
+    coffee["replaces"] = tea["fact"]["id"].clone();
+    let (status, written) = api.post("/v1/facts", coffee.clone()).await;
+    assert_eq!(
+        (status, written["outcome"].as_str()),
+        (StatusCode::CREATED, Some("superseded")),
+        "{written}"
+    );
+    let (status, err) = api
+        .call("POST", "/v1/facts", Some(&api.other_key), Some(coffee))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "another account cannot name the fact: {err}"
+    );
+    let mut colour = json!({ "layer": "user", "user": "ada", "subject": "ada", "predicate": "favourite colour", "value": "red", "cardinality": "single" });
+    api.post("/v1/facts", colour.clone()).await;
+    colour["value"] = json!("blue");
+    let (_, blue) = api.post("/v1/facts", colour).await;
+    assert_eq!(blue["outcome"], "superseded", "{blue}");
+    let (_, export) = api.get("/v1/users/ada/facts").await;
+    let current: Vec<&str> = export["facts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["expired_at"].is_null())
+        .map(|f| f["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(current, vec!["Lisbon", "jazz", "coffee", "blue"]);
     let (_, export) = api.get("/v1/users/ada/facts").await;
     assert!(export.to_string().contains("Lisbon"));
     assert!(
@@ -633,7 +672,7 @@ async fn knowledge_and_usage() {
         .await;
     assert_eq!(
         (status, deleted["deleted"].as_u64()),
-        (StatusCode::OK, Some(1))
+        (StatusCode::OK, Some(6))
     );
     let (_, export) = api.get("/v1/users/ada/facts").await;
     assert!(!export.to_string().contains("Lisbon"));

@@ -501,3 +501,181 @@ async fn extraction_spends_from_the_principals_budget_and_stops_when_it_is_spent
         "{dead:?}"
     );
 }
+
+/// An extraction answer in the current shape: `(subject, predicate, value,
+/// replaces)`, an add when `replaces` is `None`.
+fn answer(facts: &[(&str, &str, &str, Option<usize>)]) -> ScriptedReply {
+    let facts: Vec<Value> = facts
+        .iter()
+        .map(|(s, p, v, replaces)| {
+            json!({
+                "subject": s, "predicate": p, "value": v, "confidence": 0.9, "scope": "user",
+                "action": if replaces.is_some() { "update" } else { "add" },
+                "replaces": replaces,
+                // What a model may well say of `likes`: the built-in list
+                // knows better.
+                "cardinality": "single",
+            })
+        })
+        .collect();
+    ScriptedReply::text(json!({ "facts": facts }).to_string())
+}
+
+#[tokio::test]
+async fn five_things_said_over_five_chats_are_all_recalled_in_the_sixth() {
+    let dir = tempfile::tempdir().unwrap();
+    let likes = [
+        "green tea",
+        "jazz",
+        "hiking",
+        "the Rust language",
+        "sourdough bread",
+    ];
+    let chats = [
+        "I'm Ada, and I drink green tea all day.",
+        "Lately I've been listening to a lot of jazz.",
+        "Weekends are for hiking.",
+        "At work I write the Rust language and love it.",
+        "I bake sourdough bread on Sundays.",
+    ];
+    let model = Arc::new(ScriptedModel::responder(move |r| {
+        let last = r
+            .messages
+            .last()
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        if r.output_schema.is_some() {
+            let i = chats.iter().position(|c| last.contains(c)).unwrap_or(0);
+            return answer(&[("Ada", "likes", likes[i], None)]);
+        }
+        ScriptedReply::text("Noted!")
+    }));
+    let rt = learning(&dir, model.clone()).await.build().unwrap();
+    let me = Principal::local();
+    for (i, text) in chats.iter().enumerate() {
+        let s = rt
+            .open_session(me, "assistant", "test", Some(&format!("chat{i}")))
+            .await
+            .unwrap();
+        rt.send(s.id, *text).await.unwrap();
+        assert_eq!(rt.run_due_tasks().await.unwrap().completed, 1);
+    }
+    let s = rt
+        .open_session(me, "assistant", "test", Some("chat5"))
+        .await
+        .unwrap();
+    let reply = rt.send(s.id, "What do I like?").await.unwrap();
+    let steps = rt.store().steps(reply.interaction_id).await.unwrap();
+    let mut facts = recalled(&steps[0]);
+    facts.sort();
+    let mut expected: Vec<String> = likes.iter().map(|l| format!("Ada likes {l}")).collect();
+    expected.sort();
+    assert_eq!(
+        facts, expected,
+        "all five are recalled, none replaced another"
+    );
+    // The model was shown all five, each with the day it was said.
+    let chat = model
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.output_schema.is_none())
+        .unwrap();
+    let memory = chat
+        .messages
+        .iter()
+        .find(|m| m.content.contains("earlier conversations"))
+        .unwrap();
+    let today = steps[0].created_at.date();
+    for l in likes {
+        assert!(
+            memory
+                .content
+                .contains(&format!("Ada likes {l} (since {today})")),
+            "{l}: {}",
+            memory.content
+        );
+    }
+    // Each fact is true from the message that said it.
+    for f in rt.facts_of(&me, &AgentId::new("assistant")).await.unwrap() {
+        let Provenance::Interaction { interaction_id, .. } = f.provenance else {
+            panic!("{f:?}")
+        };
+        let said = rt.store().interaction(interaction_id).await.unwrap();
+        assert_eq!(f.valid_at, said.created_at);
+    }
+}
+
+#[tokio::test]
+async fn a_contradiction_supersedes_only_the_fact_it_contradicts() {
+    let dir = tempfile::tempdir().unwrap();
+    // The extractor reads the numbered known facts it is shown and names
+    // the one the user took back.
+    let model = Arc::new(ScriptedModel::responder(|r| {
+        let last = r
+            .messages
+            .last()
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        if r.output_schema.is_none() {
+            return ScriptedReply::text("Noted!");
+        }
+        if last.contains("User: I live in Paris") {
+            return answer(&[
+                ("Ada", "lives in", "Paris", None),
+                ("Ada", "likes", "tea", None),
+                ("Ada", "likes", "jazz", None),
+            ]);
+        }
+        let number = last
+            .lines()
+            .find(|l| l.contains("Ada likes tea"))
+            .and_then(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok());
+        assert!(number.is_some(), "the known facts are shown: {last}");
+        answer(&[("Ada", "likes", "coffee", number)])
+    }));
+    let rt = learning(&dir, model.clone()).await.build().unwrap();
+    let me = Principal::local();
+    for (i, text) in [
+        "I live in Paris; I like tea and jazz.",
+        "I don't like tea any more, coffee is my drink now.",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let s = rt
+            .open_session(me, "assistant", "test", Some(&format!("c{i}")))
+            .await
+            .unwrap();
+        rt.send(s.id, *text).await.unwrap();
+        assert_eq!(rt.run_due_tasks().await.unwrap().completed, 1);
+    }
+    let mut current: Vec<String> = rt
+        .facts_of(&me, &AgentId::new("assistant"))
+        .await
+        .unwrap()
+        .iter()
+        .map(Fact::text)
+        .collect();
+    current.sort();
+    assert_eq!(
+        current,
+        vec!["Ada likes coffee", "Ada likes jazz", "Ada lives in Paris"]
+    );
+    let all = rt.export_user_facts(me.account, me.user).await.unwrap();
+    let tea = all["facts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["value"] == "tea")
+        .unwrap()
+        .clone();
+    let coffee = all["facts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["value"] == "coffee")
+        .unwrap()
+        .clone();
+    assert_eq!(tea["superseded_by"], coffee["id"]);
+}

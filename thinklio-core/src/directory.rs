@@ -9,12 +9,13 @@
 //! capabilities the agent may use are its own, narrowed by every applicable
 //! assignment and by the account's policy. Assignments only ever narrow.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::capability::TrustLevel;
 use crate::ids::{AccountId, AgentId, TeamId, UserId};
+use crate::knowledge::Cardinality;
 use crate::principal::{Principal, Scope};
 
 /// A user's role in an account.
@@ -55,6 +56,12 @@ pub struct AccountPolicy {
     /// most [`AccountPolicy::DEFAULT_TRUST_CEILING`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_trust_level: Option<TrustLevel>,
+    /// Predicates the account declares single- or many-valued, overriding
+    /// the built-in list ([`SINGLE_VALUED`](crate::knowledge::SINGLE_VALUED))
+    /// and what the extractor says; compared as
+    /// [`predicate_key`](crate::knowledge::predicate_key) writes them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cardinality: BTreeMap<String, Cardinality>,
 }
 
 impl AccountPolicy {

@@ -25,6 +25,11 @@ pub mod usage;
 
 mod bounded;
 
+/// Knowledge: layers, reconciliation, extraction and search
+/// (`docs/knowledge.md`, compiled and run as doc tests).
+#[doc = include_str!("../../docs/knowledge.md")]
+pub mod knowledge_guide {}
+
 #[cfg(feature = "conformance")]
 pub mod conformance;
 #[cfg(feature = "fuzz")]

@@ -25,6 +25,24 @@ impl Timestamp {
         self.0
     }
 
+    /// The UTC calendar date, `YYYY-MM-DD`: how the context shows when a
+    /// fact was said. (The one calendar conversion core needs; the civil
+    /// date algorithm of Howard Hinnant's `days_from_civil` paper, rather
+    /// than a date crate.)
+    pub fn date(self) -> String {
+        let days = self.0.div_euclid(86_400_000);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        format!("{year:04}-{month:02}-{day:02}")
+    }
+
     /// This time plus `d` (saturating).
     pub fn plus(self, d: Duration) -> Self {
         let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
@@ -88,5 +106,21 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         Timestamp(self.0.load(Ordering::SeqCst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_the_utc_calendar_day() {
+        assert_eq!(Timestamp::from_millis(0).date(), "1970-01-01");
+        assert_eq!(Timestamp::from_millis(951_782_400_000).date(), "2000-02-29");
+        assert_eq!(
+            Timestamp::from_millis(1_796_083_199_999).date(),
+            "2026-11-30"
+        );
+        assert_eq!(Timestamp::from_millis(-1).date(), "1969-12-31");
     }
 }

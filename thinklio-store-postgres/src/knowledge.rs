@@ -17,10 +17,13 @@ use deadpool_postgres::Transaction;
 use pgvector::Vector;
 use serde_json::json;
 use thinklio_core::knowledge::{
-    Candidate, Candidates, Curation, Fact, FactActor, FactChange, FactOwner, FactQuery, FactWrite,
-    KnowledgeStore, Layer, NewFact, Reconciliation, Visibility, keywords, normalise,
+    Candidate, Candidates, Cardinality, Curation, Fact, FactActor, FactChange, FactChangeKind,
+    FactOwner, FactQuery, FactWrite, KnowledgeStore, Layer, Lookup, NEAR_DUPLICATE, NewFact,
+    Reconciliation, Visibility, keywords, normalise, wrongly_superseded,
 };
-use thinklio_core::{AccountId, FactId, StoreError, StoreResult, Timestamp};
+use thinklio_core::{
+    AccountId, AccountPolicy, Clock, FactId, StoreError, StoreResult, SystemClock, Timestamp,
+};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -29,7 +32,7 @@ use crate::rows::{self, backend, execute, query, query_opt};
 
 const COLUMNS: &str = "f.n, f.id, f.account_id, f.layer, f.owner_id, f.subject, f.predicate, \
      f.value, f.confidence, f.provenance, f.locked, f.valid_at, f.invalid_at, f.created_at, \
-     f.expired_at, f.superseded_by";
+     f.expired_at, f.superseded_by, f.cardinality";
 
 const CURRENT: &str = "f.invalid_at IS NULL AND f.expired_at IS NULL";
 
@@ -60,6 +63,7 @@ fn fact(row: &Row) -> StoreResult<Fact> {
         confidence: rows::get::<f64>(row, "confidence")? as f32,
         provenance,
         locked: rows::get(row, "locked")?,
+        cardinality: rows::parse(row, "cardinality")?,
         valid_at: rows::ts(row, "valid_at")?,
         invalid_at: rows::ts_opt(row, "invalid_at")?,
         created_at: rows::ts(row, "created_at")?,
@@ -173,6 +177,77 @@ async fn load(tx: &Transaction<'_>, id: FactId) -> StoreResult<Fact> {
     fact(&row)
 }
 
+async fn query_facts(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> StoreResult<Vec<Fact>> {
+    query(tx, sql, params).await?.iter().map(fact).collect()
+}
+
+/// After schema version 11 added `facts.cardinality`: resolves each fact's
+/// cardinality with its account's declarations (core's
+/// [`Cardinality::resolve`]) and makes current again the many-valued facts
+/// the older store had superseded ([`wrongly_superseded`]), each with a
+/// `restore` history entry. Nothing is deleted. Returns how many were restored.
+pub(crate) async fn migrate_cardinality(tx: &Transaction<'_>) -> StoreResult<usize> {
+    let mut policies = std::collections::HashMap::new();
+    for row in query(tx, "SELECT id, policy FROM accounts", &[]).await? {
+        let id: String = rows::get(&row, "id")?;
+        let policy: String = rows::get(&row, "policy")?;
+        let policy: AccountPolicy = serde_json::from_str(&policy)
+            .map_err(|e| StoreError::Corrupt(format!("policy of account {id}: {e}")))?;
+        policies.insert(id, policy);
+    }
+    let none = AccountPolicy::default();
+    let mut facts = query_facts(tx, &format!("SELECT {COLUMNS} FROM facts f"), &[]).await?;
+    let mut single = Vec::new();
+    for f in &mut facts {
+        let policy = policies.get(&f.account.to_string()).unwrap_or(&none);
+        f.cardinality = Cardinality::resolve(&f.predicate, &policy.cardinality, None);
+        if f.predicate.contains(['_', '-']) {
+            // Slots now read `lives_in` as `lives in`.
+            execute(
+                tx,
+                "UPDATE facts SET slot = $2 WHERE id = $1",
+                &[&f.id.to_string(), &f.slot()],
+            )
+            .await?;
+        }
+        if f.cardinality == Cardinality::Single {
+            single.push(f.id.to_string());
+        }
+    }
+    execute(
+        tx,
+        "UPDATE facts SET cardinality = 'single' WHERE id = ANY($1)",
+        &[&single],
+    )
+    .await?;
+    let restored = wrongly_superseded(&facts);
+    let ids: Vec<String> = restored.iter().map(ToString::to_string).collect();
+    execute(
+        tx,
+        "UPDATE facts SET invalid_at = NULL, expired_at = NULL, superseded_by = NULL \
+         WHERE id = ANY($1)",
+        &[&ids],
+    )
+    .await?;
+    let now = SystemClock.now();
+    for id in &restored {
+        history(
+            tx,
+            *id,
+            FactChangeKind::Restore.as_str(),
+            &FactActor::System,
+            now,
+            json!({ "reason": "many_valued" }),
+        )
+        .await?;
+    }
+    Ok(restored.len())
+}
+
 async fn record(tx: &Transaction<'_>, new: NewFact, now: Timestamp) -> StoreResult<FactWrite> {
     if !(0.0..=1.0).contains(&new.confidence) {
         return Err(StoreError::Conflict(format!(
@@ -197,33 +272,82 @@ async fn record(tx: &Transaction<'_>, new: NewFact, now: Timestamp) -> StoreResu
         &[&lock_key],
     )
     .await?;
-    let existing: Vec<Fact> =
-        match &slot {
-            Some(slot) => query(
+    if let Some(named) = new.replaces {
+        // Two updates of one fact take turns too.
+        execute(
+            tx,
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&format!("fact:{named}")],
+        )
+        .await?;
+    }
+    let cardinality = new.cardinality();
+    let existing =
+        match new.lookup() {
+            Lookup::Slot(slot) => query_facts(
                 tx,
                 &format!(
                     "SELECT {COLUMNS} FROM facts f WHERE f.account_id = $1 AND f.owner_key = $2 \
-                 AND f.slot = $3 AND {CURRENT} ORDER BY f.n"
+                     AND f.slot = $3 AND {CURRENT} ORDER BY f.n"
                 ),
-                &[&account, &owner_key, slot],
+                &[&account, &owner_key, &slot],
             )
             .await?,
-            None => query(
+            Lookup::Duplicates { slot, norm_text } => {
+                let mut found = query_facts(
                 tx,
                 &format!(
                     "SELECT {COLUMNS} FROM facts f WHERE f.account_id = $1 AND f.owner_key = $2 \
-                 AND f.slot IS NULL AND f.norm_text = $3 AND {CURRENT} ORDER BY f.n"
+                     AND f.slot IS NOT DISTINCT FROM $3 AND f.norm_text = $4 AND {CURRENT} \
+                     ORDER BY f.n"
                 ),
-                &[&account, &owner_key, &norm_text],
+                &[&account, &owner_key, &slot, &norm_text],
             )
-            .await?,
-        }
-        .iter()
-        .map(fact)
-        .collect::<StoreResult<_>>()?;
-    let invalid_at = match new.reconcile(&existing, valid_at)? {
+            .await?;
+                if found.is_empty() && !new.embedding.is_empty() {
+                    let dims = i32::try_from(new.embedding.len()).unwrap_or(i32::MAX);
+                    found = query_facts(
+                        tx,
+                        &format!(
+                            "SELECT {COLUMNS} FROM facts f JOIN fact_vectors v ON v.n = f.n \
+                         WHERE f.account_id = $1 AND f.owner_key = $2 \
+                         AND f.slot IS NOT DISTINCT FROM $3 AND {CURRENT} \
+                         AND vector_dims(v.embedding) = $4 AND (v.embedding <=> $5) <= $6 \
+                         ORDER BY f.n LIMIT 1"
+                        ),
+                        &[
+                            &account,
+                            &owner_key,
+                            &slot,
+                            &dims,
+                            &Vector::from(new.embedding.clone()),
+                            &(1.0 - f64::from(NEAR_DUPLICATE)),
+                        ],
+                    )
+                    .await?;
+                }
+                found
+            }
+        };
+    let named = match new.replaces {
+        Some(id) => query_facts(
+            tx,
+            &format!(
+                "SELECT {COLUMNS} FROM facts f WHERE f.id = $1 AND f.account_id = $2 \
+                 AND f.owner_key = $3 AND {CURRENT}"
+            ),
+            &[&id.to_string(), &account, &owner_key],
+        )
+        .await?
+        .pop(),
+        None => None,
+    };
+    let (invalid_at, supersedes) = match new.reconcile(&existing, named.as_ref(), valid_at)? {
         Reconciliation::Duplicate(same) => return Ok(FactWrite::Duplicate(*same)),
-        Reconciliation::Insert { invalid_at } => invalid_at,
+        Reconciliation::Insert {
+            invalid_at,
+            supersedes,
+        } => (invalid_at, supersedes),
     };
     let id = FactId::new();
     let provenance =
@@ -231,8 +355,10 @@ async fn record(tx: &Transaction<'_>, new: NewFact, now: Timestamp) -> StoreResu
     let row = query_opt(
         tx,
         "INSERT INTO facts (id, account_id, owner_key, layer, owner_id, subject, predicate, value, \
-         slot, text, norm_text, confidence, provenance, locked, valid_at, invalid_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING n",
+         slot, text, norm_text, confidence, provenance, locked, valid_at, invalid_at, created_at, \
+         cardinality) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+         RETURNING n",
         &[
             &id.to_string(),
             &account,
@@ -251,6 +377,7 @@ async fn record(tx: &Transaction<'_>, new: NewFact, now: Timestamp) -> StoreResu
             &valid_at.as_millis(),
             &invalid_at.map(Timestamp::as_millis),
             &now.as_millis(),
+            &cardinality.as_str(),
         ],
     )
     .await?
@@ -277,12 +404,12 @@ async fn record(tx: &Transaction<'_>, new: NewFact, now: Timestamp) -> StoreResu
         return Ok(FactWrite::Historical(load(tx, id).await?));
     }
     let mut replaced = Vec::new();
-    for old in &existing {
+    for old in supersedes {
         execute(
             tx,
             "UPDATE facts SET invalid_at = $2, expired_at = $3, superseded_by = $4 WHERE id = $1",
             &[
-                &old.id.to_string(),
+                &old.to_string(),
                 &valid_at.as_millis(),
                 &now.as_millis(),
                 &id.to_string(),
@@ -291,14 +418,14 @@ async fn record(tx: &Transaction<'_>, new: NewFact, now: Timestamp) -> StoreResu
         .await?;
         history(
             tx,
-            old.id,
+            old,
             "supersede",
             &new.actor,
             now,
             json!({ "superseded_by": id }),
         )
         .await?;
-        replaced.push(load(tx, old.id).await?);
+        replaced.push(load(tx, old).await?);
     }
     let fact = load(tx, id).await?;
     Ok(if replaced.is_empty() {
@@ -621,6 +748,7 @@ impl KnowledgeStore for PostgresStore {
             .vector
             .iter()
             .chain(&out.keyword)
+            .filter(|c| c.fact.cardinality == Cardinality::Single)
             .filter_map(|c| c.fact.slot())
             .collect();
         slots.sort();
@@ -628,7 +756,8 @@ impl KnowledgeStore for PostgresStore {
         if !slots.is_empty() {
             let sql = format!(
                 "SELECT {COLUMNS}, v.embedding FROM facts f LEFT JOIN fact_vectors v ON v.n = f.n \
-                 WHERE f.account_id = $1 AND f.owner_key = ANY($2) AND {CURRENT} AND f.slot = ANY($3)"
+                 WHERE f.account_id = $1 AND f.owner_key = ANY($2) AND {CURRENT} \
+                 AND f.cardinality = 'single' AND f.slot = ANY($3)"
             );
             out.rivals = candidates(&tx, &sql, &[&account, &owners, &slots]).await?;
         }

@@ -155,6 +155,26 @@ impl PostgresStore {
 
     /// Connects to `url` and migrates the schema.
     pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self, OpenError> {
+        Self::connect_at(url, options, schema::LATEST).await
+    }
+
+    /// Connects and migrates only up to schema `version`, as an older
+    /// Thinklio left the database: for tests of migrations (the store's
+    /// queries expect the newest schema).
+    #[doc(hidden)]
+    pub async fn connect_at_schema_version(
+        url: &str,
+        options: PostgresOptions,
+        version: i64,
+    ) -> Result<Self, OpenError> {
+        Self::connect_at(url, options, version).await
+    }
+
+    async fn connect_at(
+        url: &str,
+        options: PostgresOptions,
+        target: i64,
+    ) -> Result<Self, OpenError> {
         let tls::Parsed { mut config, tls } = tls::parse(url)?;
         let listen_config = config.clone();
         if let Some(schema) = &options.schema {
@@ -184,7 +204,7 @@ impl PostgresStore {
                 .await
                 .map_err(|e| OpenError::Migrate(rows::backend(e)))?;
         }
-        schema::migrate(&mut client)
+        schema::migrate_to(&mut client, target)
             .await
             .map_err(OpenError::Migrate)?;
         let channel: Arc<str> = match &options.schema {

@@ -332,7 +332,17 @@ ALTER TABLE tasks ADD COLUMN owner_account TEXT;
 ALTER TABLE tasks ADD COLUMN owner_user TEXT;
 CREATE INDEX tasks_by_owner ON tasks (owner_account, owner_user) WHERE owner_user IS NOT NULL;
 "#,
+    // 6: whether a fact's slot holds one value or many. Before, every
+    // triple's slot held one; `knowledge::migrate_cardinality` then resolves
+    // each fact's cardinality and restores the many-valued facts that were
+    // superseded.
+    r#"
+ALTER TABLE facts ADD COLUMN cardinality TEXT NOT NULL DEFAULT 'many';
+"#,
 ];
+
+/// The version whose migration is followed by `knowledge::migrate_cardinality`.
+const CARDINALITY: i64 = 6;
 
 /// The newest schema version this build knows.
 pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;
@@ -340,7 +350,11 @@ pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;
 /// The advisory lock key migrations hold ("thinklio" in ASCII, folded).
 const MIGRATION_LOCK: i64 = 0x7468_696e_6b6c_696f;
 
-pub(crate) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<i64, StoreError> {
+/// Migrates up to `target` (at most [`LATEST`]; migration tests stop early).
+pub(crate) async fn migrate_to(
+    client: &mut deadpool_postgres::Object,
+    target: i64,
+) -> Result<i64, StoreError> {
     let tx = client.transaction().await.map_err(backend)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
@@ -362,9 +376,17 @@ pub(crate) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<i6
         .iter()
         .enumerate()
         .skip(usize::try_from(current).unwrap_or(0))
+        .take(usize::try_from(target - current).unwrap_or(0))
     {
         tx.batch_execute(sql).await.map_err(backend)?;
         let version = i64::try_from(i + 1).unwrap_or(i64::MAX);
+        if version == CARDINALITY {
+            let restored = crate::knowledge::migrate_cardinality(&tx).await?;
+            tracing::info!(
+                restored,
+                "restored many-valued facts an older schema had superseded"
+            );
+        }
         tx.execute(
             "INSERT INTO thinklio_schema (version) VALUES ($1)",
             &[&version],
@@ -373,5 +395,5 @@ pub(crate) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<i6
         .map_err(backend)?;
     }
     tx.commit().await.map_err(backend)?;
-    Ok(LATEST.max(current))
+    Ok(target.min(LATEST).max(current))
 }

@@ -14,18 +14,22 @@ use async_trait::async_trait;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{OptionalExtension, Row, params, params_from_iter};
 use serde_json::json;
+use thinklio_core::knowledge::FactChangeKind;
 use thinklio_core::knowledge::{
-    Candidate, Candidates, Curation, Fact, FactActor, FactChange, FactOwner, FactQuery, FactWrite,
-    KnowledgeStore, Layer, NewFact, Reconciliation, Visibility, keywords, normalise,
+    Candidate, Candidates, Cardinality, Curation, Fact, FactActor, FactChange, FactOwner,
+    FactQuery, FactWrite, KnowledgeStore, Layer, Lookup, NEAR_DUPLICATE, NewFact, Reconciliation,
+    Visibility, keywords, normalise, wrongly_superseded,
 };
-use thinklio_core::{AccountId, FactId, StoreError, StoreResult, Timestamp};
+use thinklio_core::{
+    AccountId, AccountPolicy, Clock, FactId, StoreError, StoreResult, SystemClock, Timestamp,
+};
 
 use crate::SqliteStore;
 use crate::rows::{self, backend};
 
 const COLUMNS: &str = "f.n, f.id, f.account_id, f.layer, f.owner_id, f.subject, f.predicate, \
      f.value, f.confidence, f.provenance, f.locked, f.valid_at, f.invalid_at, f.created_at, \
-     f.expired_at, f.superseded_by";
+     f.expired_at, f.superseded_by, f.cardinality";
 
 const CURRENT: &str = "f.invalid_at IS NULL AND f.expired_at IS NULL";
 
@@ -48,6 +52,7 @@ fn fact(row: &Row<'_>) -> rusqlite::Result<Fact> {
         confidence: row.get::<_, f64>("confidence")? as f32,
         provenance,
         locked: row.get("locked")?,
+        cardinality: rows::parse(row, "cardinality")?,
         valid_at: rows::ts(row, "valid_at")?,
         invalid_at: rows::ts_opt(row, "invalid_at")?,
         created_at: rows::ts(row, "created_at")?,
@@ -241,6 +246,19 @@ fn load(c: &rusqlite::Connection, id: FactId) -> StoreResult<Fact> {
         .ok_or_else(|| StoreError::not_found("fact", id))
 }
 
+fn query_facts(
+    c: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> StoreResult<Vec<Fact>> {
+    c.prepare_cached(sql)
+        .map_err(backend)?
+        .query_map(params, fact)
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)
+}
+
 fn record(tx: &rusqlite::Connection, new: NewFact, now: Timestamp) -> StoreResult<FactWrite> {
     if !(0.0..=1.0).contains(&new.confidence) {
         return Err(StoreError::Conflict(format!(
@@ -254,37 +272,71 @@ fn record(tx: &rusqlite::Connection, new: NewFact, now: Timestamp) -> StoreResul
     let text = new.text();
     let norm_text = normalise(&text);
     let valid_at = new.valid_at.unwrap_or(now);
-    let existing: Vec<Fact> = match &slot {
-        Some(slot) => tx
-            .prepare_cached(&format!(
+    let cardinality = new.cardinality();
+    let existing = match new.lookup() {
+        Lookup::Slot(slot) => query_facts(
+            tx,
+            &format!(
                 "SELECT {COLUMNS} FROM facts f WHERE f.account_id = ?1 AND f.owner_key = ?2 \
                  AND f.slot = ?3 AND {CURRENT}"
-            ))
-            .map_err(backend)?
-            .query_map(params![account, owner_key, slot], fact)
-            .map_err(backend)?
-            .collect::<Result<_, _>>()
-            .map_err(backend)?,
-        None => tx
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM facts f WHERE f.account_id = ?1 AND f.owner_key = ?2 \
-                 AND f.slot IS NULL AND f.norm_text = ?3 AND {CURRENT}"
-            ))
-            .map_err(backend)?
-            .query_map(params![account, owner_key, norm_text], fact)
-            .map_err(backend)?
-            .collect::<Result<_, _>>()
-            .map_err(backend)?,
+            ),
+            params![account, owner_key, slot],
+        )?,
+        Lookup::Duplicates { slot, norm_text } => {
+            let mut found = query_facts(
+                tx,
+                &format!(
+                    "SELECT {COLUMNS} FROM facts f WHERE f.account_id = ?1 AND f.owner_key = ?2 \
+                     AND f.slot IS ?3 AND f.norm_text = ?4 AND {CURRENT}"
+                ),
+                params![account, owner_key, slot, norm_text],
+            )?;
+            if found.is_empty() && !new.embedding.is_empty() {
+                found = query_facts(
+                    tx,
+                    &format!(
+                        "SELECT {COLUMNS} FROM facts f JOIN fact_vectors v ON v.n = f.n \
+                         WHERE f.account_id = ?1 AND f.owner_key = ?2 AND f.slot IS ?3 \
+                         AND {CURRENT} AND length(v.embedding) = length(?4) \
+                         AND vec_distance_cosine(v.embedding, ?4) <= ?5 LIMIT 1"
+                    ),
+                    params![
+                        account,
+                        owner_key,
+                        slot,
+                        to_blob(&new.embedding),
+                        1.0 - f64::from(NEAR_DUPLICATE)
+                    ],
+                )?;
+            }
+            found
+        }
     };
-    let invalid_at = match new.reconcile(&existing, valid_at)? {
+    let named = match new.replaces {
+        Some(id) => query_facts(
+            tx,
+            &format!(
+                "SELECT {COLUMNS} FROM facts f WHERE f.id = ?1 AND f.account_id = ?2 \
+                 AND f.owner_key = ?3 AND {CURRENT}"
+            ),
+            params![id.to_string(), account, owner_key],
+        )?
+        .pop(),
+        None => None,
+    };
+    let (invalid_at, supersedes) = match new.reconcile(&existing, named.as_ref(), valid_at)? {
         Reconciliation::Duplicate(same) => return Ok(FactWrite::Duplicate(*same)),
-        Reconciliation::Insert { invalid_at } => invalid_at,
+        Reconciliation::Insert {
+            invalid_at,
+            supersedes,
+        } => (invalid_at, supersedes),
     };
     let id = FactId::new();
     tx.prepare_cached(
         "INSERT INTO facts (id, account_id, owner_key, layer, owner_id, subject, predicate, value, \
-         slot, norm_text, confidence, provenance, locked, valid_at, invalid_at, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+         slot, norm_text, confidence, provenance, locked, valid_at, invalid_at, created_at, \
+         cardinality) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )
     .map_err(backend)?
     .execute(params![
@@ -304,6 +356,7 @@ fn record(tx: &rusqlite::Connection, new: NewFact, now: Timestamp) -> StoreResul
         valid_at.as_millis(),
         invalid_at.map(Timestamp::as_millis),
         now.as_millis(),
+        cardinality.as_str(),
     ])
     .map_err(backend)?;
     let n = tx.last_insert_rowid();
@@ -329,13 +382,13 @@ fn record(tx: &rusqlite::Connection, new: NewFact, now: Timestamp) -> StoreResul
         return Ok(FactWrite::Historical(load(tx, id)?));
     }
     let mut replaced = Vec::new();
-    for old in &existing {
+    for old in supersedes {
         tx.prepare_cached(
             "UPDATE facts SET invalid_at = ?2, expired_at = ?3, superseded_by = ?4 WHERE id = ?1",
         )
         .map_err(backend)?
         .execute(params![
-            old.id.to_string(),
+            old.to_string(),
             valid_at.as_millis(),
             now.as_millis(),
             id.to_string()
@@ -343,13 +396,13 @@ fn record(tx: &rusqlite::Connection, new: NewFact, now: Timestamp) -> StoreResul
         .map_err(backend)?;
         history(
             tx,
-            old.id,
+            old,
             "supersede",
             &new.actor,
             now,
             json!({ "superseded_by": id }),
         )?;
-        replaced.push(load(tx, old.id)?);
+        replaced.push(load(tx, old)?);
     }
     let fact = load(tx, id)?;
     Ok(if replaced.is_empty() {
@@ -357,6 +410,65 @@ fn record(tx: &rusqlite::Connection, new: NewFact, now: Timestamp) -> StoreResul
     } else {
         FactWrite::Superseded { fact, replaced }
     })
+}
+
+/// After schema version 11 added `facts.cardinality`: resolves each fact's
+/// cardinality with its account's declarations (the rule is core's
+/// [`Cardinality::resolve`]) and makes current again the many-valued facts
+/// the older store had superseded ([`wrongly_superseded`]), each with a
+/// `restore` history entry. Nothing is deleted. Returns how many were restored.
+pub(crate) fn migrate_cardinality(tx: &rusqlite::Connection) -> StoreResult<usize> {
+    let policies: std::collections::HashMap<String, AccountPolicy> = tx
+        .prepare("SELECT id, policy FROM accounts")
+        .map_err(backend)?
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(backend)?
+        .map(|row| {
+            let (id, policy) = row.map_err(backend)?;
+            let policy = serde_json::from_str(&policy)
+                .map_err(|e| StoreError::Corrupt(format!("policy of account {id}: {e}")))?;
+            Ok((id, policy))
+        })
+        .collect::<StoreResult<_>>()?;
+    let none = AccountPolicy::default();
+    let mut facts = query_facts(tx, &format!("SELECT {COLUMNS} FROM facts f"), [])?;
+    for f in &mut facts {
+        let policy = policies.get(&f.account.to_string()).unwrap_or(&none);
+        f.cardinality = Cardinality::resolve(&f.predicate, &policy.cardinality, None);
+        if f.predicate.contains(['_', '-']) {
+            // Slots now read `lives_in` as `lives in`.
+            tx.prepare_cached("UPDATE facts SET slot = ?2 WHERE id = ?1")
+                .map_err(backend)?
+                .execute(params![f.id.to_string(), f.slot()])
+                .map_err(backend)?;
+        }
+        if f.cardinality == Cardinality::Single {
+            tx.prepare_cached("UPDATE facts SET cardinality = 'single' WHERE id = ?1")
+                .map_err(backend)?
+                .execute([f.id.to_string()])
+                .map_err(backend)?;
+        }
+    }
+    let restored = wrongly_superseded(&facts);
+    let now = SystemClock.now();
+    for id in &restored {
+        tx.prepare_cached(
+            "UPDATE facts SET invalid_at = NULL, expired_at = NULL, superseded_by = NULL \
+             WHERE id = ?1",
+        )
+        .map_err(backend)?
+        .execute([id.to_string()])
+        .map_err(backend)?;
+        history(
+            tx,
+            *id,
+            FactChangeKind::Restore.as_str(),
+            &FactActor::System,
+            now,
+            json!({ "reason": "many_valued" }),
+        )?;
+    }
+    Ok(restored.len())
 }
 
 /// Deletes the facts of one owner with their vectors and index entries,
@@ -591,6 +703,7 @@ impl KnowledgeStore for SqliteStore {
                     .vector
                     .iter()
                     .chain(&out.keyword)
+                    .filter(|c| c.fact.cardinality == Cardinality::Single)
                     .filter_map(|c| c.fact.slot())
                     .collect();
                 slots.sort();
@@ -602,7 +715,7 @@ impl KnowledgeStore for SqliteStore {
                         (0..slots.len()).map(|i| format!("?{}", first + i)).collect();
                     let sql = format!(
                         "SELECT {COLUMNS}, v.embedding FROM facts f LEFT JOIN fact_vectors v ON v.n = f.n \
-                         WHERE {filter} AND {CURRENT} AND f.slot IN ({})",
+                         WHERE {filter} AND {CURRENT} AND f.cardinality = 'single' AND f.slot IN ({})",
                         marks.join(", ")
                     );
                     params.extend(slots.into_iter().map(SqlValue::Text));

@@ -73,6 +73,17 @@ pub enum OpenError {
     /// The store thread could not be started.
     #[error("cannot start the store thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// A migration's data step failed (the file is left at the version before it).
+    #[error("cannot migrate database {path} to schema version {version}: {source}")]
+    Migration {
+        /// The file.
+        path: PathBuf,
+        /// The version being migrated to.
+        version: i64,
+        /// The cause.
+        #[source]
+        source: thinklio_core::StoreError,
+    },
 }
 
 /// Options of [`SqliteStore::open_with`].
@@ -150,6 +161,18 @@ impl SqliteStore {
             clock: options.clock,
             path: Arc::new(path),
         })
+    }
+
+    /// Creates the database at `path` with the schema of `version` only, as
+    /// an older Thinklio left it: for tests of migrations.
+    #[doc(hidden)]
+    pub fn create_at_schema_version(path: impl AsRef<Path>, version: i64) -> Result<(), OpenError> {
+        let path = path.as_ref();
+        let mut conn = rusqlite::Connection::open(path).map_err(|source| OpenError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        schema::migrate_to(&mut conn, path, version)
     }
 
     /// The database file.

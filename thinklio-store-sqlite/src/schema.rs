@@ -343,12 +343,31 @@ ALTER TABLE tasks ADD COLUMN owner_account TEXT;
 ALTER TABLE tasks ADD COLUMN owner_user TEXT;
 CREATE INDEX tasks_by_owner ON tasks (owner_account, owner_user) WHERE owner_user IS NOT NULL;
 "#,
+    // 11: whether a fact's slot holds one value or many. Before, every
+    // triple's slot held one; `knowledge::migrate_cardinality` then resolves
+    // each fact's cardinality and restores the many-valued facts that were
+    // superseded.
+    r#"
+ALTER TABLE facts ADD COLUMN cardinality TEXT NOT NULL DEFAULT 'many';
+"#,
 ];
+
+/// The version whose migration is followed by `knowledge::migrate_cardinality`.
+const CARDINALITY: i64 = 11;
 
 /// The newest schema version this build knows.
 pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;
 
 pub(crate) fn migrate(conn: &mut rusqlite::Connection, path: &Path) -> Result<(), OpenError> {
+    migrate_to(conn, path, LATEST)
+}
+
+/// Migrates up to `target` (at most [`LATEST`]); migration tests stop early.
+pub(crate) fn migrate_to(
+    conn: &mut rusqlite::Connection,
+    path: &Path,
+    target: i64,
+) -> Result<(), OpenError> {
     let err = |source| OpenError::Sqlite {
         path: path.to_path_buf(),
         source,
@@ -367,10 +386,24 @@ pub(crate) fn migrate(conn: &mut rusqlite::Connection, path: &Path) -> Result<()
         .iter()
         .enumerate()
         .skip(usize::try_from(current).unwrap_or(0))
+        .take(usize::try_from(target - current).unwrap_or(0))
     {
         let version = i as i64 + 1;
         let tx = conn.transaction().map_err(err)?;
         tx.execute_batch(sql).map_err(err)?;
+        if version == CARDINALITY {
+            let restored = crate::knowledge::migrate_cardinality(&tx).map_err(|source| {
+                OpenError::Migration {
+                    path: path.to_path_buf(),
+                    version,
+                    source,
+                }
+            })?;
+            tracing::info!(
+                restored,
+                "restored many-valued facts an older schema had superseded"
+            );
+        }
         tx.pragma_update(None, "user_version", version)
             .map_err(err)?;
         tx.commit().map_err(err)?;

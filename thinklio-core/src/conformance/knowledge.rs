@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use super::*;
-use crate::knowledge::{Curation, FactChangeKind, FactQuery};
+use crate::knowledge::{Cardinality, Curation, FactChangeKind, FactQuery};
 
 fn triple(p: &Principal, owner: FactOwner, s: &str, pr: &str, v: &str) -> NewFact {
     let mut f = NewFact::new(p.account, owner, s, pr, v);
@@ -219,6 +219,8 @@ pub async fn fact_search_ranks_and_resolves_conflicts_by_precedence<S: Store>(st
     let add = |owner: FactOwner, s: &str, p: &str, v: &str, at: i64| {
         let mut f = NewFact::new(me.account, owner, s, p, v);
         f.embedding = e.embed_one(&f.text());
+        // A reply has one tone at a time (as an account would declare it).
+        f.cardinality = (p == "tone").then_some(Cardinality::Single);
         let store = &store;
         async move { store.record_fact(f, t(at)).await.unwrap().fact().clone() }
     };
@@ -310,6 +312,7 @@ pub async fn fact_search_ranks_and_resolves_conflicts_by_precedence<S: Store>(st
     // A locked slot refuses an unlocked write in the same owner.
     let mut change = NewFact::new(me.account, FactOwner::Account, "reply", "tone", "chatty");
     change.embedding = e.embed_one("reply tone chatty");
+    change.cardinality = Some(Cardinality::Single);
     assert!(matches!(
         store.record_fact(change, t(7)).await,
         Err(StoreError::Conflict(_))
@@ -360,5 +363,354 @@ pub async fn deleting_facts_keeps_only_content_free_history<S: Store>(store: S) 
             .await
             .unwrap(),
         1
+    );
+}
+
+/// The current values of `owner`, sorted.
+async fn current_values<S: Store>(store: &S, account: AccountId, owner: &FactOwner) -> Vec<String> {
+    let mut values: Vec<String> = store
+        .facts(&Visibility::only(account, owner), false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.text())
+        .collect();
+    values.sort();
+    values
+}
+
+pub async fn many_valued_facts_accumulate<S: Store>(store: S) {
+    let me = principal();
+    let mine = FactOwner::User(me.user);
+    for (i, drink) in ["tea", "jazz", "long walks"].iter().enumerate() {
+        let w = store
+            .record_fact(
+                triple(&me, mine.clone(), "Ada", "likes", drink),
+                t(i as i64),
+            )
+            .await
+            .unwrap();
+        assert_eq!(w.kind(), "added", "a new value of `likes` is added: {w:?}");
+        assert_eq!(w.fact().cardinality, Cardinality::Many);
+    }
+    // The same value, normalised, and a near duplicate by embedding (the
+    // offline embedder ignores punctuation) are not added again.
+    let same = store
+        .record_fact(triple(&me, mine.clone(), "ada", "Likes", " TEA "), t(10))
+        .await
+        .unwrap();
+    assert_eq!(same.kind(), "duplicate");
+    let near = store
+        .record_fact(triple(&me, mine.clone(), "Ada", "likes", "jazz!"), t(11))
+        .await
+        .unwrap();
+    assert_eq!(near.kind(), "duplicate", "a near duplicate: {near:?}");
+    // Free text accumulates and de-duplicates the same way.
+    for (i, line) in ["Ada said hello", "Ada said hello!", "Ada said bye"]
+        .iter()
+        .enumerate()
+    {
+        let mut f = NewFact::new(me.account, mine.clone(), "", "", *line);
+        f.embedding = OfflineEmbedder::new(16).embed_one(line);
+        let w = store.record_fact(f, t(20 + i as i64)).await.unwrap();
+        assert_eq!(w.kind(), if i == 1 { "duplicate" } else { "added" });
+    }
+    assert_eq!(
+        current_values(&store, me.account, &mine).await,
+        vec![
+            "Ada likes jazz",
+            "Ada likes long walks",
+            "Ada likes tea",
+            "Ada said bye",
+            "Ada said hello"
+        ]
+    );
+    assert_eq!(
+        store
+            .facts(&Visibility::user_only(me.account, me.user), true)
+            .await
+            .unwrap()
+            .len(),
+        5,
+        "nothing was superseded"
+    );
+    // Search shows every value of a many-valued slot, not one winner; the
+    // same value in a broader layer still yields to the user's.
+    let mut team_tea = triple(&me, FactOwner::Account, "Ada", "likes", "tea");
+    team_tea.confidence = 0.5;
+    store.record_fact(team_tea, t(30)).await.unwrap();
+    let e = OfflineEmbedder::new(16);
+    let mut q = FactQuery::new(
+        Visibility::of(&me, &AgentId::new("agent")),
+        "what does Ada like",
+        Some(e.embed_one("what does Ada like")),
+        10,
+    );
+    q.mmr_lambda = 1.0;
+    let hits = store.search_facts(&q).await.unwrap();
+    let mut liked: Vec<(&str, Layer)> = hits
+        .iter()
+        .filter(|h| h.fact.predicate == "likes")
+        .map(|h| (h.fact.value.as_str(), h.fact.layer()))
+        .collect();
+    liked.sort();
+    assert_eq!(
+        liked,
+        vec![
+            ("jazz", Layer::User),
+            ("long walks", Layer::User),
+            ("tea", Layer::User)
+        ]
+    );
+    // What the writer declares single-valued supersedes like `lives in`.
+    let mut red = triple(&me, mine.clone(), "Ada", "favourite colour", "red");
+    red.cardinality = Some(Cardinality::Single);
+    store.record_fact(red, t(40)).await.unwrap();
+    let mut blue = triple(&me, mine.clone(), "Ada", "favourite colour", "blue");
+    blue.cardinality = Some(Cardinality::Single);
+    let w = store.record_fact(blue, t(41)).await.unwrap();
+    assert_eq!(w.kind(), "superseded");
+    assert_eq!(w.fact().cardinality, Cardinality::Single);
+}
+
+pub async fn a_single_valued_fact_supersedes_only_its_slot<S: Store>(store: S) {
+    let me = principal().with_team(TeamId::new());
+    let mine = FactOwner::User(me.user);
+    let team = FactOwner::Team(me.team.unwrap());
+    let paris = store
+        .record_fact(triple(&me, mine.clone(), "Ada", "lives in", "Paris"), t(1))
+        .await
+        .unwrap();
+    assert_eq!(paris.fact().cardinality, Cardinality::Single);
+    for (owner, s, p, v) in [
+        (&mine, "Ada", "likes", "Paris"),
+        (&mine, "Ada", "works at", "Acme"),
+        (&mine, "Bo", "lives in", "Rome"),
+        (&team, "Ada", "lives in", "Nice"),
+    ] {
+        store
+            .record_fact(triple(&me, owner.clone(), s, p, v), t(2))
+            .await
+            .unwrap();
+    }
+    let lyon = store
+        .record_fact(triple(&me, mine.clone(), "Ada", "Lives_In", "Lyon"), t(3))
+        .await
+        .unwrap();
+    let FactWrite::Superseded { replaced, .. } = &lyon else {
+        panic!("a new value of `lives in` supersedes: {lyon:?}");
+    };
+    let replaced: Vec<FactId> = replaced.iter().map(|f| f.id).collect();
+    assert_eq!(replaced, vec![paris.fact().id], "only its own slot");
+    assert_eq!(
+        current_values(&store, me.account, &mine).await,
+        vec![
+            "Ada Lives_In Lyon",
+            "Ada likes Paris",
+            "Ada works at Acme",
+            "Bo lives in Rome"
+        ]
+    );
+    assert_eq!(
+        current_values(&store, me.account, &team).await,
+        vec!["Ada lives in Nice"],
+        "another owner's slot is its own"
+    );
+}
+
+pub async fn an_update_supersedes_only_the_named_fact<S: Store>(store: S) {
+    let me = principal();
+    let mine = FactOwner::User(me.user);
+    let mut ids = Vec::new();
+    for thing in ["tea", "coffee", "jazz"] {
+        let w = store
+            .record_fact(triple(&me, mine.clone(), "Ada", "likes", thing), t(1))
+            .await
+            .unwrap();
+        ids.push(w.fact().id);
+    }
+    let mut update = triple(&me, mine.clone(), "Ada", "likes", "green tea");
+    update.replaces = Some(ids[0]);
+    let w = store.record_fact(update, t(2)).await.unwrap();
+    let FactWrite::Superseded { fact, replaced } = &w else {
+        panic!("an update supersedes the fact it names: {w:?}");
+    };
+    assert_eq!(replaced.len(), 1);
+    assert_eq!(replaced[0].id, ids[0]);
+    assert_eq!(replaced[0].superseded_by, Some(fact.id));
+    assert_eq!(replaced[0].invalid_at, Some(t(2)));
+    assert_eq!(
+        current_values(&store, me.account, &mine).await,
+        vec!["Ada likes coffee", "Ada likes green tea", "Ada likes jazz"]
+    );
+    // An update may cross slots: what it names is what it replaces.
+    let mut moved = triple(&me, mine.clone(), "Ada", "drinks", "coffee no more");
+    moved.replaces = Some(ids[1]);
+    assert_eq!(
+        store.record_fact(moved, t(3)).await.unwrap().kind(),
+        "superseded"
+    );
+    assert!(!store.fact(ids[1]).await.unwrap().is_current());
+    assert!(store.fact(ids[2]).await.unwrap().is_current());
+
+    // Naming a fact that is not a current fact of the owner writes nothing.
+    let other = Principal::new(me.account, UserId::new());
+    let theirs = store
+        .record_fact(
+            triple(&other, FactOwner::User(other.user), "Bo", "likes", "rain"),
+            t(4),
+        )
+        .await
+        .unwrap();
+    let before = store
+        .facts(&Visibility::user_only(me.account, me.user), true)
+        .await
+        .unwrap()
+        .len();
+    for named in [theirs.fact().id, ids[0], FactId::new()] {
+        let mut wrong = triple(&me, mine.clone(), "Ada", "likes", "snow");
+        wrong.replaces = Some(named);
+        assert!(
+            matches!(
+                store.record_fact(wrong, t(5)).await,
+                Err(StoreError::NotFound { .. })
+            ),
+            "naming {named} is refused"
+        );
+    }
+    assert!(store.fact(theirs.fact().id).await.unwrap().is_current());
+    assert_eq!(
+        store
+            .facts(&Visibility::user_only(me.account, me.user), true)
+            .await
+            .unwrap()
+            .len(),
+        before,
+        "the refused updates wrote nothing"
+    );
+    // A locked fact is not replaced by an unlocked update.
+    store
+        .curate_fact(ids[2], Curation::lock(true), FactActor::User(me.user), t(6))
+        .await
+        .unwrap();
+    let mut unlock = triple(&me, mine.clone(), "Ada", "likes", "silence");
+    unlock.replaces = Some(ids[2]);
+    assert!(matches!(
+        store.record_fact(unlock, t(7)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Repeating the named fact's value changes nothing.
+    let mut same = triple(&me, mine.clone(), "Ada", "likes", "Jazz");
+    same.replaces = Some(ids[2]);
+    assert_eq!(
+        store.record_fact(same, t(8)).await.unwrap().kind(),
+        "duplicate"
+    );
+}
+
+/// Facts as a store from before cardinality (SQLite schema 10, PostgreSQL 5) holds them
+/// after its users said: Ada likes tea, then jazz, then tea again (each
+/// superseding the one before, as every slot held one value); Ada lives in
+/// Paris, then Lyon; a free-text note; Ada visited Rome, then retracted.
+/// Store crates write these rows with their own SQL into a database made
+/// at that version, open it (which migrates it) and run
+/// [`a_migrated_store_keeps_every_fact`].
+pub fn legacy_facts() -> Vec<Fact> {
+    let me = Principal::new(
+        AccountId::from_uuid(uuid::Uuid::from_u128(0xacc0)),
+        UserId::from_uuid(uuid::Uuid::from_u128(0xada)),
+    );
+    let mine = FactOwner::User(me.user);
+    let ids: Vec<FactId> = (1..=7u128)
+        .map(|i| FactId::from_uuid(uuid::Uuid::from_u128(0xfac7_0000 + i)))
+        .collect();
+    let fact = |i: usize, s: &str, p: &str, v: &str, by: Option<usize>, retracted: bool| Fact {
+        id: ids[i],
+        account: me.account,
+        owner: mine.clone(),
+        subject: s.into(),
+        predicate: p.into(),
+        value: v.into(),
+        confidence: 0.9,
+        provenance: Provenance::Curated,
+        locked: false,
+        cardinality: Cardinality::Many,
+        valid_at: t(i as i64 * 10),
+        invalid_at: by.map(|b| t(b as i64 * 10)).or(retracted.then(|| t(65))),
+        created_at: t(i as i64 * 10),
+        expired_at: by.map(|b| t(b as i64 * 10)).or(retracted.then(|| t(65))),
+        superseded_by: by.map(|b| ids[b]),
+    };
+    vec![
+        fact(0, "Ada", "likes", "tea", Some(1), false),
+        fact(1, "Ada", "likes", "jazz", Some(2), false),
+        fact(2, "Ada", "likes", "tea", None, false),
+        fact(3, "Ada", "lives in", "Paris", Some(4), false),
+        fact(4, "Ada", "lives in", "Lyon", None, false),
+        fact(5, "", "", "Allergic to peanuts", None, false),
+        fact(6, "Ada", "visited", "Rome", None, true),
+    ]
+}
+
+/// Checks a store opened on the [`legacy_facts`] of a database from before cardinality:
+/// every fact is still there with its content; `jazz` is current again (a
+/// `restore` entry says why); the older `tea` stays superseded (its value is
+/// current already), as do Paris (`lives in` holds one value) and the
+/// retracted Rome; cardinalities are resolved.
+pub async fn a_migrated_store_keeps_every_fact<S: Store>(store: S, legacy: &[Fact]) {
+    let account = legacy[0].account;
+    let owner = legacy[0].owner.clone();
+    let all = store
+        .facts(&Visibility::only(account, &owner), true)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), legacy.len(), "every fact is kept: {all:?}");
+    for old in legacy {
+        let now = store.fact(old.id).await.unwrap();
+        assert_eq!(
+            (&now.subject, &now.predicate, &now.value),
+            (&old.subject, &old.predicate, &old.value)
+        );
+    }
+    let current: Vec<FactId> = all
+        .iter()
+        .filter(|f| f.is_current())
+        .map(|f| f.id)
+        .collect();
+    let expected: Vec<FactId> = [1, 2, 4, 5].iter().map(|&i| legacy[i].id).collect();
+    assert_eq!(
+        current, expected,
+        "jazz restored; tea, Lyon and the note stay"
+    );
+    let jazz = store.fact(legacy[1].id).await.unwrap();
+    assert_eq!(
+        (jazz.invalid_at, jazz.expired_at, jazz.superseded_by),
+        (None, None, None)
+    );
+    let kinds: Vec<FactChangeKind> = store
+        .fact_history(jazz.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.kind)
+        .collect();
+    assert_eq!(kinds.last(), Some(&FactChangeKind::Restore));
+    assert_eq!(
+        store.fact(legacy[4].id).await.unwrap().cardinality,
+        Cardinality::Single
+    );
+    assert_eq!(jazz.cardinality, Cardinality::Many);
+    // After the migration, reconciliation follows cardinality.
+    let mut more = triple(
+        &Principal::new(account, UserId::from_uuid(uuid::Uuid::from_u128(0xada))),
+        owner.clone(),
+        "Ada",
+        "likes",
+        "chess",
+    );
+    more.embedding.clear();
+    assert_eq!(
+        store.record_fact(more, t(100)).await.unwrap().kind(),
+        "added"
     );
 }

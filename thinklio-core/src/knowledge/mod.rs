@@ -8,11 +8,14 @@
 //! user facts — nothing else, through any path ([`Visibility`]).
 //!
 //! Facts are bi-temporal: `valid_at`/`invalid_at` say when a fact was true in
-//! the world, `created_at`/`expired_at` when the store believed it. A newer
-//! contradicting fact supersedes the old one (which gets `invalid_at`,
-//! `expired_at` and `superseded_by`); nothing is overwritten, and nothing is
-//! deleted except by the privacy call. Every change is appended to the
-//! fact's history with its [`FactActor`].
+//! the world, `created_at`/`expired_at` when the store believed it. Most
+//! predicates hold many values (a user likes many things), so a new value is
+//! added beside the others; a newer value of a single-valued predicate
+//! (lives in) supersedes the old one, and an update naming the fact it
+//! replaces supersedes that fact only ([`Cardinality`], [`NewFact::reconcile`]).
+//! A superseded fact gets `invalid_at`, `expired_at` and `superseded_by`;
+//! nothing is overwritten, and nothing is deleted except by the privacy
+//! call. Every change is appended to the fact's history with its [`FactActor`].
 //!
 //! Search is done by the store ([`KnowledgeStore::fact_candidates`]: the
 //! visibility filter sits inside its queries) and ranked here ([`rank`]):
@@ -21,9 +24,14 @@
 
 mod embed;
 mod rank;
+mod reconcile;
 
 pub use embed::{OfflineEmbedder, STOPWORDS, cosine, keywords};
 pub use rank::{estimate_tokens, fit_to_budget, precedence, rank};
+pub use reconcile::{
+    Cardinality, Lookup, MANY_VALUED, NEAR_DUPLICATE, Reconciliation, SINGLE_VALUED, predicate_key,
+    wrongly_superseded,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -199,6 +207,10 @@ pub struct Fact {
     pub provenance: Provenance,
     /// A curated fact that acts as policy: it wins every conflict.
     pub locked: bool,
+    /// Whether its slot holds one value or many, as decided when it was
+    /// recorded.
+    #[serde(default)]
+    pub cardinality: Cardinality,
     /// Since when it is true in the world.
     pub valid_at: Timestamp,
     /// Since when it is no longer true, if so.
@@ -234,6 +246,18 @@ impl Fact {
     pub fn slot(&self) -> Option<String> {
         slot(&self.subject, &self.predicate)
     }
+
+    /// What it competes with in search: its slot when the slot holds one
+    /// value, its slot and value when it holds many (the same value in two
+    /// layers), `None` for free text. Of the visible current facts with one
+    /// key, [`precedence`] keeps one.
+    pub fn conflict_key(&self) -> Option<String> {
+        let slot = self.slot()?;
+        Some(match self.cardinality {
+            Cardinality::Single => slot,
+            Cardinality::Many => format!("{slot}|{}", normalise(&self.value)),
+        })
+    }
 }
 
 /// The text of a triple (see [`Fact::text`]).
@@ -246,15 +270,11 @@ pub fn fact_text(subject: &str, predicate: &str, value: &str) -> String {
         .join(" ")
 }
 
-/// The normalised slot key of a subject and predicate (see [`Fact::slot`]).
+/// The normalised slot key of a subject and predicate (see [`Fact::slot`]):
+/// the subject in lower case with single spaces, the predicate as
+/// [`predicate_key`] writes it (`Lives_In` and `lives in` are one slot).
 pub fn slot(subject: &str, predicate: &str) -> Option<String> {
-    let norm = |s: &str| {
-        s.split_whitespace()
-            .map(str::to_lowercase)
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let (s, p) = (norm(subject), norm(predicate));
+    let (s, p) = (normalise(subject), predicate_key(predicate));
     (!s.is_empty() || !p.is_empty()).then(|| format!("{s}|{p}"))
 }
 
@@ -287,6 +307,13 @@ pub struct NewFact {
     pub locked: bool,
     /// Since when it is true (default: when it is recorded).
     pub valid_at: Option<Timestamp>,
+    /// Whether its slot holds one value or many; `None`: the built-in rule
+    /// for its predicate ([`Cardinality::resolve`]). The runtime fills it
+    /// in from the account's declarations before recording.
+    pub cardinality: Option<Cardinality>,
+    /// The current fact of the same owner this one replaces (an update that
+    /// contradicts it): that fact is superseded, whatever its slot.
+    pub replaces: Option<FactId>,
     /// Its embedding (of [`fact_text`]); its length must match the store's
     /// other facts for vector search to compare them.
     pub embedding: Vec<f32>,
@@ -313,6 +340,8 @@ impl NewFact {
             provenance: Provenance::Curated,
             locked: false,
             valid_at: None,
+            cardinality: None,
+            replaces: None,
             embedding: Vec::new(),
             actor: FactActor::System,
         }
@@ -326,54 +355,6 @@ impl NewFact {
     /// Its slot key (see [`Fact::slot`]).
     pub fn slot(&self) -> Option<String> {
         slot(&self.subject, &self.predicate)
-    }
-}
-
-/// What recording a fact does, given the current facts of its slot (or of
-/// its free text) for its owner: the one rule every store applies in the
-/// transaction that records it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Reconciliation {
-    /// The fact is already known: nothing is written.
-    Duplicate(Box<Fact>),
-    /// The fact is written; with `invalid_at`, as historical (a newer value
-    /// of its slot exists, valid from then on); without, it replaces the
-    /// existing facts (which become invalid and superseded by it).
-    Insert {
-        /// When a newer existing fact took over, if one did.
-        invalid_at: Option<Timestamp>,
-    },
-}
-
-impl NewFact {
-    /// Decides how this fact, valid from `valid_at`, meets the `existing`
-    /// current facts of its slot (or free text) for its owner. A locked
-    /// existing fact refuses an unlocked write with a conflict.
-    pub fn reconcile(
-        &self,
-        existing: &[Fact],
-        valid_at: Timestamp,
-    ) -> crate::StoreResult<Reconciliation> {
-        let slotted = self.slot().is_some();
-        let value = normalise(&self.value);
-        if let Some(same) = existing
-            .iter()
-            .find(|f| !slotted || normalise(&f.value) == value)
-        {
-            return Ok(Reconciliation::Duplicate(Box::new(same.clone())));
-        }
-        if let Some(locked) = existing.iter().find(|f| f.locked && !self.locked) {
-            return Err(crate::StoreError::Conflict(format!(
-                "fact {} holds this slot locked; unlock it to change it",
-                locked.id
-            )));
-        }
-        let invalid_at = existing
-            .iter()
-            .filter(|f| f.valid_at > valid_at)
-            .map(|f| f.valid_at)
-            .min();
-        Ok(Reconciliation::Insert { invalid_at })
     }
 }
 
@@ -462,6 +443,9 @@ pub enum FactChangeKind {
     Curate,
     /// Deleted by the privacy call.
     Delete,
+    /// Made current again by a schema migration (a many-valued fact an
+    /// older store had superseded).
+    Restore,
 }
 
 crate::step::str_enum!(FactChangeKind, "fact change",
@@ -469,6 +453,7 @@ crate::step::str_enum!(FactChangeKind, "fact change",
     FactChangeKind::Supersede => "supersede",
     FactChangeKind::Curate => "curate",
     FactChangeKind::Delete => "delete",
+    FactChangeKind::Restore => "restore",
 );
 
 /// One entry of a fact's append-only history.
@@ -662,17 +647,22 @@ pub struct FactHit {
 #[async_trait::async_trait]
 pub trait KnowledgeStore: Send + Sync {
     /// Records a fact, reconciling it with the owner's current facts in one
-    /// transaction:
-    /// - a current fact of the same owner with the same slot and value (or,
-    ///   for free text, the same text) makes it a [`FactWrite::Duplicate`]
-    ///   and nothing is written;
-    /// - current facts of the same owner and slot with another value are
-    ///   superseded when the new fact is at least as recent (`valid_at`):
-    ///   they get `invalid_at` = its `valid_at`, `expired_at` = now,
-    ///   `superseded_by`, and a `supersede` history entry;
-    /// - an older fact for a slot with a newer current value is recorded as
-    ///   [`FactWrite::Historical`] (invalid from the newer one's `valid_at`);
-    /// - otherwise it is [`FactWrite::Added`]. Each write adds an `add` entry.
+    /// transaction: reads what [`NewFact::lookup`] asks for (and the fact
+    /// named by [`NewFact::replaces`], if current and of the same owner),
+    /// applies [`NewFact::reconcile`], and writes what it decides:
+    /// - a duplicate (the same normalised value in the slot; for a
+    ///   many-valued slot or free text also a [`NEAR_DUPLICATE`] embedding)
+    ///   is a [`FactWrite::Duplicate`] and nothing is written;
+    /// - the facts it supersedes (the other values of a single-valued slot
+    ///   when the new fact is at least as recent, and the named fact) get
+    ///   `invalid_at` = its `valid_at`, `expired_at` = now, `superseded_by`,
+    ///   and a `supersede` history entry;
+    /// - an older value of a single-valued slot with a newer current value
+    ///   is recorded as [`FactWrite::Historical`] (invalid from the newer
+    ///   one's `valid_at`);
+    /// - otherwise it is [`FactWrite::Added`], beside the slot's other
+    ///   values when the slot takes many. Each write adds an `add` entry and
+    ///   stores the fact's resolved [`Cardinality`].
     async fn record_fact(&self, new: NewFact, now: Timestamp) -> crate::StoreResult<FactWrite>;
 
     /// Records many facts in one transaction, each as [`record_fact`](Self::record_fact) would.

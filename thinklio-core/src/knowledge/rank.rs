@@ -14,8 +14,10 @@ const RRF_K: f32 = 60.0;
 
 /// Ranks a store's candidates for `query`:
 /// 1. reciprocal rank fusion of the vector and keyword lists;
-/// 2. layer precedence: of current facts filling the same slot, only the
-///    winner of [`precedence`] stays (taking the best score of its slot);
+/// 2. layer precedence: of current facts with the same
+///    [`conflict_key`](Fact::conflict_key) (one single-valued slot, or one
+///    value of a many-valued slot), only the winner of [`precedence`] stays
+///    (taking the best score of its key);
 /// 3. MMR: the `k` hits are picked greedily by
 ///    `λ·relevance − (1−λ)·max similarity to the hits already picked`.
 pub fn rank(query: &FactQuery, candidates: Candidates) -> Vec<FactHit> {
@@ -63,7 +65,7 @@ pub fn rank(query: &FactQuery, candidates: Candidates) -> Vec<FactHit> {
         if !c.fact.is_current() {
             continue;
         }
-        if let Some(slot) = c.fact.slot() {
+        if let Some(slot) = c.fact.conflict_key() {
             match winners.get(&slot) {
                 Some(w) if precedence(&w.fact, &c.fact) != Ordering::Less => {}
                 _ => {
@@ -82,7 +84,7 @@ pub fn rank(query: &FactQuery, candidates: Candidates) -> Vec<FactHit> {
         let slot = e
             .candidate
             .fact
-            .slot()
+            .conflict_key()
             .filter(|_| e.candidate.fact.is_current());
         if let Some(slot) = slot {
             if slot_at.contains_key(&slot) {
@@ -210,6 +212,7 @@ mod tests {
             confidence: 0.9,
             provenance: Provenance::Curated,
             locked: false,
+            cardinality: crate::knowledge::Cardinality::Single,
             valid_at: Timestamp::from_millis(valid),
             invalid_at: None,
             created_at: Timestamp::from_millis(valid),

@@ -1,6 +1,7 @@
 //! Knowledge in the runtime: recall in the `context` step, extraction after
 //! each interaction (a durable queue task), and the API over facts.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
@@ -12,14 +13,15 @@ use crate::directory::{AccessError, AccountRole};
 use crate::ids::{AccountId, AgentId, FactId, InteractionId, UserId};
 use crate::interaction::Interaction;
 use crate::knowledge::{
-    Curation, Fact, FactActor, FactHit, FactOwner, FactQuery, FactWrite, NewFact, Provenance,
-    Visibility, cosine, estimate_tokens, fit_to_budget,
+    Cardinality, Curation, Fact, FactActor, FactHit, FactOwner, FactQuery, FactWrite, NewFact,
+    Provenance, Visibility, estimate_tokens, fit_to_budget,
 };
 use crate::model::{ChatMessage, ChatRequest, OutputSchema};
 use crate::principal::Principal;
 use crate::queue::{NewTask, Task};
 use crate::step::StepKind;
 use crate::store::StoreError;
+use crate::time::Timestamp;
 use crate::usage::UsageRecord;
 
 /// The queue kind of knowledge extraction tasks.
@@ -41,9 +43,9 @@ pub struct KnowledgeConfig {
     pub extraction_model: Option<String>,
     /// Attempts an extraction task gets before it is dead-lettered.
     pub extraction_attempts: u32,
-    /// A free-text fact this similar (cosine) to one its owner already
-    /// holds is a duplicate.
-    pub duplicate_similarity: f32,
+    /// How many of the principal's current facts extraction is shown, so
+    /// it can tell what is new from what is known or contradicted.
+    pub extraction_known: usize,
 }
 
 impl Default for KnowledgeConfig {
@@ -54,7 +56,7 @@ impl Default for KnowledgeConfig {
             context_tokens: 400,
             extraction_model: None,
             extraction_attempts: 5,
-            duplicate_similarity: 0.95,
+            extraction_known: 20,
         }
     }
 }
@@ -67,7 +69,8 @@ impl KnowledgeConfig {
     }
 }
 
-/// The schema extraction answers must match.
+/// The schema extraction answers must match. Every property is required
+/// (as strict structured output wants); `replaces` is `null` for an `add`.
 pub fn extraction_schema() -> Value {
     json!({
         "type": "object",
@@ -79,13 +82,19 @@ pub fn extraction_schema() -> Value {
                 "items": {
                     "type": "object",
                     "additionalProperties": false,
-                    "required": ["subject", "predicate", "value", "confidence", "scope"],
+                    "required": [
+                        "subject", "predicate", "value", "confidence", "scope",
+                        "action", "replaces", "cardinality"
+                    ],
                     "properties": {
                         "subject": { "type": "string" },
                         "predicate": { "type": "string" },
                         "value": { "type": "string" },
                         "confidence": { "type": "number", "minimum": 0, "maximum": 1 },
-                        "scope": { "type": "string", "enum": ["user", "team"] }
+                        "scope": { "type": "string", "enum": ["user", "team"] },
+                        "action": { "type": "string", "enum": ["add", "update"] },
+                        "replaces": { "type": ["integer", "null"], "minimum": 1 },
+                        "cardinality": { "type": "string", "enum": ["single", "many"] }
                     }
                 }
             }
@@ -99,8 +108,13 @@ exchange below, extract durable facts the user stated about themself or their te
 preferences, relationships, plans, identifiers) as subject-predicate-value triples. Use the user's \
 own name as subject when known, else \"user\". Mark a fact \"team\" only if it concerns the user's \
 team as a whole; otherwise \"user\". Leave out small talk, questions, and anything the assistant \
-said that the user did not confirm. Answer with JSON only: {\"facts\": [...]}; an empty list if \
-there is nothing to keep.";
+said that the user did not confirm. You are shown what is already known, numbered. For each fact: \
+leave it out if it is already known; \"action\": \"add\" if it is new (with \"replaces\": null), \
+\"update\" if it contradicts or corrects a known fact (with \"replaces\": that fact's number) — a \
+new value of something that holds many values (likes, visited, owns) is an add, not an update. \
+\"cardinality\": \"single\" if the predicate holds one value at a time (lives in, works at, is \
+called), else \"many\". Answer with JSON only: {\"facts\": [...]}; an empty list if there is \
+nothing new to keep.";
 
 /// One triple of an extraction answer.
 #[derive(Debug, Clone, Deserialize)]
@@ -110,11 +124,38 @@ struct Extracted {
     value: String,
     confidence: f32,
     scope: String,
+    /// `add` or `update` (an answer without it adds).
+    #[serde(default)]
+    action: Option<String>,
+    /// The number of the known fact an update replaces.
+    #[serde(default)]
+    replaces: Option<usize>,
+    #[serde(default)]
+    cardinality: Option<Cardinality>,
 }
 
 #[derive(Debug, Deserialize)]
 struct ExtractionAnswer {
     facts: Vec<Extracted>,
+}
+
+/// The exchange extraction reads, after the facts already known (numbered
+/// from 1, as `replaces` names them) with the day each was said.
+fn extraction_input(known: &[Fact], input: &str, reply: &str) -> String {
+    let mut text = String::from("Known facts:");
+    if known.is_empty() {
+        text.push_str(" none");
+    }
+    for (i, f) in known.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[{}] {} (since {})",
+            i + 1,
+            f.text(),
+            f.valid_at.date()
+        ));
+    }
+    text.push_str(&format!("\n\nUser: {input}\nAssistant: {reply}"));
+    text
 }
 
 impl Inner {
@@ -162,6 +203,7 @@ impl Inner {
                             "id": h.fact.id,
                             "layer": h.fact.layer(),
                             "text": h.fact.text(),
+                            "valid_at": h.fact.valid_at,
                             "score": h.score,
                         })
                     })
@@ -214,10 +256,15 @@ impl Inner {
             .iter()
             .find(|s| s.kind == StepKind::Respond)
             .map(|s| s.id);
-        let exchange = format!(
-            "User: {}\nAssistant: {}",
-            interaction.input,
-            reply.as_ref().map(|r| r.text.as_str()).unwrap_or("")
+        let principal = interaction.principal;
+        let known = self
+            .known_facts(&principal, &interaction.input)
+            .await
+            .map_err(|e| TaskError::retryable(e.to_string()))?;
+        let exchange = extraction_input(
+            &known,
+            &interaction.input,
+            reply.as_ref().map(|r| r.text.as_str()).unwrap_or(""),
         );
         let mut request = ChatRequest::new(
             model,
@@ -277,7 +324,10 @@ impl Inner {
             .map_err(|e| {
                 TaskError::retryable(format!("extraction answer is not the schema's JSON: {e}"))
             })?;
-        let principal = interaction.principal;
+        let declared = self
+            .declared_cardinality(principal.account)
+            .await
+            .map_err(|e| TaskError::retryable(e.to_string()))?;
         let mut news = Vec::new();
         for f in answer.facts {
             if f.value.trim().is_empty() {
@@ -288,6 +338,16 @@ impl Inner {
                 ("team", Some(team)) => FactOwner::Team(team),
                 _ => FactOwner::User(principal.user),
             };
+            // An update replaces the known fact it names, if that fact is
+            // the same owner's; any other answer adds.
+            let replaces = match (f.action.as_deref(), f.replaces) {
+                (Some("update"), Some(n)) => known
+                    .get(n.wrapping_sub(1))
+                    .filter(|k| k.owner == owner)
+                    .map(|k| k.id),
+                _ => None,
+            };
+            let cardinality = Cardinality::resolve(&f.predicate, &declared, f.cardinality);
             let mut new = NewFact::new(principal.account, owner, f.subject, f.predicate, f.value);
             new.confidence = f.confidence.clamp(0.0, 1.0);
             new.provenance = Provenance::Interaction {
@@ -295,6 +355,10 @@ impl Inner {
                 step_id: respond_step,
             };
             new.actor = FactActor::Extraction(interaction_id);
+            // True since the user said it, not since extraction ran.
+            new.valid_at = Some(interaction.created_at);
+            new.cardinality = Some(cardinality);
+            new.replaces = replaces;
             news.push(new);
         }
         if news.is_empty() {
@@ -308,14 +372,19 @@ impl Inner {
         let now = self.clock.now();
         for (mut new, vector) in news.into_iter().zip(vectors) {
             new.embedding = vector;
-            if new.slot().is_none() && self.near_duplicate(&new).await? {
-                continue;
-            }
-            match self.store.record_fact(new, now).await {
+            let write = match self.store.record_fact(new.clone(), now).await {
+                // The fact it replaced changed since it was shown: add it.
+                Err(StoreError::NotFound { .. }) if new.replaces.is_some() => {
+                    new.replaces = None;
+                    self.store.record_fact(new, now).await
+                }
+                other => other,
+            };
+            match write {
                 Ok(write) => {
                     tracing::debug!(interaction_id = %interaction_id, fact_id = %write.fact().id, write = write.kind(), "fact extracted");
                 }
-                // A locked slot is policy: extraction leaves it alone.
+                // A locked fact is policy: extraction leaves it alone.
                 Err(StoreError::Conflict(reason)) => {
                     tracing::debug!(interaction_id = %interaction_id, %reason, "extracted fact not recorded");
                 }
@@ -325,21 +394,46 @@ impl Inner {
         Ok(())
     }
 
-    /// Whether the owner already holds a free-text fact this close to `new`.
-    async fn near_duplicate(&self, new: &NewFact) -> Result<bool, TaskError> {
-        let visibility = Visibility::only(new.account, &new.owner);
-        let mut query = FactQuery::new(visibility, new.text(), Some(new.embedding.clone()), 1);
-        query.candidates = 5;
-        let found = self
-            .store
-            .fact_candidates(&query)
-            .await
-            .map_err(|e| TaskError::retryable(e.to_string()))?;
-        Ok(found.vector.iter().any(|c| {
-            c.fact.slot().is_none()
-                && cosine(&c.embedding, &new.embedding)
-                    >= self.config.knowledge.duplicate_similarity
-        }))
+    /// The current facts of `principal`'s own layers (user, and the team it
+    /// acts for: what extraction may write) most related to `text`, for
+    /// extraction to tell new facts from known and contradicted ones.
+    async fn known_facts(
+        &self,
+        principal: &Principal,
+        text: &str,
+    ) -> Result<Vec<Fact>, RuntimeError> {
+        let k = self.config.knowledge.extraction_known;
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let visibility =
+            Visibility::user_only(principal.account, principal.user).with_teams(principal.team);
+        let mut hits = self.search(visibility, text, k).await?;
+        hits.sort_by_key(|h| (h.fact.valid_at, h.fact.created_at));
+        Ok(hits.into_iter().map(|h| h.fact).collect())
+    }
+
+    /// What `account` declares about its predicates' cardinality (nothing
+    /// for an account the directory does not know).
+    pub(crate) async fn declared_cardinality(
+        &self,
+        account: AccountId,
+    ) -> Result<BTreeMap<String, Cardinality>, StoreError> {
+        match self.store.account_policy(account).await {
+            Ok(policy) => Ok(policy.cardinality),
+            Err(StoreError::NotFound { .. }) => Ok(BTreeMap::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives `new` its cardinality when the writer did not: the account's
+    /// declaration, else the built-in rule.
+    pub(crate) async fn resolve_cardinality(&self, new: &mut NewFact) -> Result<(), StoreError> {
+        if new.cardinality.is_none() {
+            let declared = self.declared_cardinality(new.account).await?;
+            new.cardinality = Some(Cardinality::resolve(&new.predicate, &declared, None));
+        }
+        Ok(())
     }
 }
 
@@ -357,6 +451,11 @@ pub(crate) fn memory_message(context_output: Option<&Value>) -> Option<ChatMessa
         if let Some(line) = f["text"].as_str() {
             text.push_str("\n- ");
             text.push_str(line);
+            // When it was said, so "when did I…" has an answer (steps
+            // recorded before facts had dates show none).
+            if let Some(at) = f["valid_at"].as_i64() {
+                text.push_str(&format!(" (since {})", Timestamp::from_millis(at).date()));
+            }
         }
     }
     Some(ChatMessage::system(text))
@@ -443,6 +542,7 @@ impl Runtime {
         if new.actor == FactActor::System {
             new.actor = FactActor::User(by.user);
         }
+        self.inner.resolve_cardinality(&mut new).await?;
         Ok(self
             .inner
             .store
@@ -481,6 +581,7 @@ impl Runtime {
         mut progress: impl FnMut(usize) + Send,
     ) -> Result<Vec<FactWrite>, RuntimeError> {
         let mut writes = Vec::with_capacity(facts.len());
+        let mut declared = std::collections::HashMap::new();
         let mut facts = facts.into_iter().peekable();
         while facts.peek().is_some() {
             let mut chunk: Vec<NewFact> = facts.by_ref().take(batch.max(1)).collect();
@@ -491,6 +592,17 @@ impl Runtime {
             let vectors = self.inner.embed(&texts).await?;
             for (i, v) in missing.into_iter().zip(vectors) {
                 chunk[i].embedding = v;
+            }
+            for new in &mut chunk {
+                if new.cardinality.is_none() {
+                    let declared = match declared.get(&new.account) {
+                        Some(d) => d,
+                        None => declared
+                            .entry(new.account)
+                            .or_insert(self.inner.declared_cardinality(new.account).await?),
+                    };
+                    new.cardinality = Some(Cardinality::resolve(&new.predicate, declared, None));
+                }
             }
             writes.extend(
                 self.inner

@@ -37,6 +37,25 @@ pub struct AddFact {
     /// A locked fact is not replaced by learned ones.
     #[serde(default)]
     pub locked: bool,
+    /// Whether the predicate holds one value at a time (`single`: a new
+    /// value supersedes the old) or many (`many`: values accumulate).
+    /// Omitted: the account's declaration, else the built-in lists, else many.
+    #[serde(default)]
+    pub cardinality: Option<CardinalityName>,
+    /// The id of a current fact of the same layer and owner this one
+    /// replaces (an update): only that fact is superseded.
+    #[serde(default)]
+    pub replaces: Option<String>,
+}
+
+/// How many values a predicate holds at once.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CardinalityName {
+    /// One value at a time.
+    Single,
+    /// Values accumulate.
+    Many,
 }
 
 /// What recording a fact did.
@@ -52,7 +71,8 @@ pub struct FactWritten {
 /// Records a fact in a layer of the key's account (reconciled with what
 /// the layer holds).
 #[utoipa::path(post, path = "/v1/facts", tag = "knowledge", request_body = AddFact,
-    responses((status = 201, body = FactWritten), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 201, body = FactWritten), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, description = "`replaces` names no current fact of that owner", body = ErrorBody)))]
 pub(super) async fn add_fact(
     State(host): Host,
     Extension(caller): Extension<Caller>,
@@ -86,6 +106,15 @@ pub(super) async fn add_fact(
         body.value,
     );
     fact.locked = body.locked;
+    fact.cardinality = body.cardinality.map(|c| match c {
+        CardinalityName::Single => thinklio_core::knowledge::Cardinality::Single,
+        CardinalityName::Many => thinklio_core::knowledge::Cardinality::Many,
+    });
+    fact.replaces = body
+        .replaces
+        .as_deref()
+        .map(|id| parse_id::<thinklio_core::FactId>("replaces", id))
+        .transpose()?;
     // The key acts for the account as a whole.
     let by = thinklio_core::Principal::new(caller.account(), UserId::from_uuid(uuid::Uuid::nil()));
     let written = host.runtime.add_fact(&by, fact).await?;
