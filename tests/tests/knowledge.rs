@@ -679,3 +679,57 @@ async fn a_contradiction_supersedes_only_the_fact_it_contradicts() {
         .clone();
     assert_eq!(tea["superseded_by"], coffee["id"]);
 }
+
+/// Counts the texts it embeds (with the offline embedder's vectors).
+#[derive(Default)]
+struct Counting {
+    texts: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl Embedder for Counting {
+    fn dimensions(&self) -> usize {
+        OfflineEmbedder::default().dimensions()
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.texts.lock().unwrap().extend(texts.iter().cloned());
+        OfflineEmbedder::default().embed(texts).await
+    }
+}
+
+#[tokio::test]
+async fn a_message_is_embedded_once_for_its_recall_and_its_extraction() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Arc::new(ScriptedModel::responder(|r| {
+        if r.output_schema.is_some() {
+            answer(&[
+                ("Ada", "likes", "tea", None),
+                ("Ada", "likes", "jazz", None),
+            ])
+        } else {
+            ScriptedReply::text("Noted!")
+        }
+    }));
+    let embedder = Arc::new(Counting::default());
+    let rt = learning(&dir, model)
+        .await
+        .embedder_arc(embedder.clone())
+        .build()
+        .unwrap();
+    let s = rt
+        .open_session(Principal::local(), "assistant", "test", None)
+        .await
+        .unwrap();
+    let message = "I like tea and jazz.";
+    rt.send(s.id, message).await.unwrap();
+    assert_eq!(rt.run_due_tasks().await.unwrap().completed, 1);
+    let texts = embedder.texts.lock().unwrap().clone();
+    assert_eq!(
+        texts.iter().filter(|t| *t == message).count(),
+        1,
+        "recall and extraction share the message's embedding: {texts:?}"
+    );
+    // The two extracted facts went in one batch, after the message.
+    assert_eq!(texts, vec![message, "Ada likes tea", "Ada likes jazz"]);
+}

@@ -215,6 +215,7 @@ impl RuntimeBuilder {
             content: self.content,
             warned: std::sync::Mutex::new(Default::default()),
             unpriced: std::sync::Mutex::new(Default::default()),
+            query_embeddings: std::sync::Mutex::new(HashMap::new()),
             worker: format!("runtime-{}", uuid::Uuid::now_v7()),
             submitted: tokio::sync::Notify::new(),
             holds: std::sync::Mutex::new(HashMap::new()),

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Inner, Runtime, RuntimeError, TaskError, TaskHandler};
+use crate::bounded::InsertBounded;
 use crate::directory::{AccessError, AccountRole};
 use crate::ids::{AccountId, AgentId, FactId, InteractionId, UserId};
 use crate::interaction::Interaction;
@@ -180,6 +181,42 @@ impl Inner {
         Ok(self.store.search_facts(&query).await?)
     }
 
+    /// Searches what `visibility` sees for an interaction's message, whose
+    /// embedding is computed once per interaction in this process (recall
+    /// and extraction both ask).
+    async fn search_message(
+        &self,
+        visibility: Visibility,
+        interaction: &Interaction,
+        k: usize,
+    ) -> Result<Vec<FactHit>, RuntimeError> {
+        let cached = self
+            .query_embeddings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&interaction.id)
+            .cloned();
+        let embedding = match cached {
+            Some(e) => e,
+            None => {
+                let e = Arc::new(
+                    self.embed(std::slice::from_ref(&interaction.input))
+                        .await?
+                        .pop()
+                        .unwrap_or_default(),
+                );
+                self.query_embeddings
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert_bounded((interaction.id, Arc::clone(&e)), QUERY_EMBEDDINGS);
+                e
+            }
+        };
+        let embedding = (!embedding.is_empty()).then(|| embedding.to_vec());
+        let query = FactQuery::new(visibility, interaction.input.as_str(), embedding, k);
+        Ok(self.store.search_facts(&query).await?)
+    }
+
     /// The facts recalled for an interaction's `context` step, as recorded
     /// on the step: which facts, their text, the tokens they take. A failed
     /// recall is recorded too and does not fail the step.
@@ -190,7 +227,7 @@ impl Inner {
         }
         let visibility = Visibility::of(&interaction.principal, &interaction.agent_id);
         match self
-            .search(visibility, &interaction.input, config.recall_k)
+            .search_message(visibility, interaction, config.recall_k)
             .await
         {
             Ok(hits) => {
@@ -258,7 +295,7 @@ impl Inner {
             .map(|s| s.id);
         let principal = interaction.principal;
         let known = self
-            .known_facts(&principal, &interaction.input)
+            .known_facts(&interaction)
             .await
             .map_err(|e| TaskError::retryable(e.to_string()))?;
         let exchange = extraction_input(
@@ -394,21 +431,18 @@ impl Inner {
         Ok(())
     }
 
-    /// The current facts of `principal`'s own layers (user, and the team it
-    /// acts for: what extraction may write) most related to `text`, for
+    /// The current facts of the principal's own layers (user, and the team
+    /// it acts for: what extraction may write) most related to the message, for
     /// extraction to tell new facts from known and contradicted ones.
-    async fn known_facts(
-        &self,
-        principal: &Principal,
-        text: &str,
-    ) -> Result<Vec<Fact>, RuntimeError> {
+    async fn known_facts(&self, interaction: &Interaction) -> Result<Vec<Fact>, RuntimeError> {
         let k = self.config.knowledge.extraction_known;
         if k == 0 {
             return Ok(Vec::new());
         }
+        let principal = &interaction.principal;
         let visibility =
             Visibility::user_only(principal.account, principal.user).with_teams(principal.team);
-        let mut hits = self.search(visibility, text, k).await?;
+        let mut hits = self.search_message(visibility, interaction, k).await?;
         hits.sort_by_key(|h| (h.fact.valid_at, h.fact.created_at));
         Ok(hits.into_iter().map(|h| h.fact).collect())
     }
@@ -436,6 +470,9 @@ impl Inner {
         Ok(())
     }
 }
+
+/// How many interactions' message embeddings a process keeps.
+pub(crate) const QUERY_EMBEDDINGS: usize = 1024;
 
 /// Embedding requests are sent this many texts at a time.
 const EMBED_BATCH: usize = 64;

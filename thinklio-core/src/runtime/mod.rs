@@ -254,6 +254,11 @@ pub(crate) struct Inner {
     /// Models this process has warned have no price (at most
     /// [`governance::UNPRICED_MEMORY`] of them).
     unpriced: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The embedding of each recent interaction's message, so its recall
+    /// and its extraction embed it once (at most
+    /// [`knowledge::QUERY_EMBEDDINGS`] of them).
+    pub(crate) query_embeddings:
+        std::sync::Mutex<HashMap<crate::ids::InteractionId, Arc<Vec<f32>>>>,
     /// Job configuration and the dispatches running in this process.
     pub(crate) jobs: jobs::Jobs,
     /// This runtime's name as a holder of leases (unique per runtime).
