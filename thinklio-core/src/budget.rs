@@ -17,7 +17,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::principal::Scope;
-use crate::time::Timestamp;
+use crate::time::{DAY_MS, Timestamp, civil_from_days, days_from_civil};
 use crate::usage::Cost;
 
 /// How long a budget period lasts.
@@ -30,8 +30,6 @@ pub enum BudgetPeriod {
     /// Calendar days, UTC.
     Daily,
 }
-
-const DAY_MS: i64 = 86_400_000;
 
 impl BudgetPeriod {
     /// The start of the period that contains `now`.
@@ -53,32 +51,6 @@ impl BudgetPeriod {
             BudgetPeriod::Daily => "day",
         }
     }
-}
-
-// Calendar arithmetic on days since 1970-01-01 (UTC), after Howard
-// Hinnant's public-domain algorithms. Written here because it is all core
-// needs of a calendar, and a date crate would be core's largest dependency.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// A spending limit: money, tokens, or both (whichever is spent first
