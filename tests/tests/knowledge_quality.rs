@@ -94,3 +94,32 @@ async fn minilm_finds_the_right_fact_in_the_top_5_for_90_percent_of_paraphrases(
         "top-5 recall {rate:.3} < 0.9; misses: {misses:#?}"
     );
 }
+
+/// Texts are batched by length for speed; each still gets its own vector,
+/// in the order given, the same as when embedded alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_mixed_lengths_returns_each_texts_own_vector_in_order() {
+    let model = MiniLm::load(thinklio_tests::minilm_dir()).unwrap();
+    let texts: Vec<String> = (0..70)
+        .map(|i| {
+            let words = [
+                "Ada", "likes", "green", "tea", "in", "Lyon", "on", "Sundays",
+            ];
+            (0..=(i * 7) % 40)
+                .map(|j| words[(i + j) % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let together = model.embed(&texts).await.unwrap();
+    assert_eq!(together.len(), texts.len());
+    for (i, t) in texts.iter().enumerate().step_by(7) {
+        let alone = model
+            .embed(std::slice::from_ref(t))
+            .await
+            .unwrap()
+            .remove(0);
+        let similarity = knowledge::cosine(&alone, &together[i]);
+        assert!(similarity > 0.999, "text {i}: {similarity}");
+    }
+}

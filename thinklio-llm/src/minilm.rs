@@ -144,19 +144,26 @@ impl Embedder for MiniLm {
     }
 
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ModelError> {
-        let mut out = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(BATCH) {
+        // Batches of similar length: a batch is padded to its longest text,
+        // so texts sorted by length waste little work on padding (as
+        // sentence-transformers does). The vectors go back in input order.
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| texts[i].len());
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(BATCH) {
             let inner = Arc::clone(&self.inner);
-            let chunk = chunk.to_vec();
+            let batch: Vec<String> = chunk.iter().map(|&i| texts[i].clone()).collect();
             let vectors = match tokio::runtime::Handle::try_current() {
                 Ok(handle) => handle
-                    .spawn_blocking(move || inner.embed_batch(&chunk))
+                    .spawn_blocking(move || inner.embed_batch(&batch))
                     .await
                     .map_err(|e| ModelError::Transport(Box::new(e)))??,
                 // Under another executor there is no blocking pool to use.
-                Err(_) => inner.embed_batch(&chunk)?,
+                Err(_) => inner.embed_batch(&batch)?,
             };
-            out.extend(vectors);
+            for (&i, v) in chunk.iter().zip(vectors) {
+                out[i] = v;
+            }
         }
         Ok(out)
     }
