@@ -210,7 +210,8 @@ impl NewFact {
         };
         let value = normalise(&self.value);
         let same_value = |f: &Fact| normalise(&f.value) == value;
-        if let Some(named) = named.filter(|f| same_value(f)) {
+        // The named fact already says it (its slot and value, or its free text).
+        if let Some(named) = named.filter(|f| f.slot() == self.slot() && same_value(f)) {
             return Ok(Reconciliation::Duplicate(Box::new(named.clone())));
         }
         let single = matches!(self.lookup(), Lookup::Slot(_));
@@ -333,12 +334,60 @@ mod tests {
             r("favourite colour", &declared, Some(Cardinality::Many)),
             Cardinality::Single
         );
-        for p in SINGLE_VALUED.iter().chain(MANY_VALUED) {
-            assert_eq!(&predicate_key(p), p, "the lists are written as keys");
+        for p in SINGLE_VALUED.iter().chain(MANY_VALUED).copied() {
+            assert_eq!(predicate_key(p), p, "the lists are written as keys");
             assert!(
-                !(SINGLE_VALUED.contains(p) && MANY_VALUED.contains(p)),
+                !(SINGLE_VALUED.contains(&p) && MANY_VALUED.contains(&p)),
                 "{p} in both"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod reconcile_tests {
+    use super::*;
+    use crate::ids::{AccountId, UserId};
+    use crate::knowledge::{FactOwner, Provenance};
+
+    #[test]
+    fn an_update_with_another_subject_but_the_same_value_replaces_the_named_fact() {
+        let owner = FactOwner::User(UserId::new());
+        let account = AccountId::new();
+        let named = Fact {
+            id: FactId::new(),
+            account,
+            owner: owner.clone(),
+            subject: "Ada".into(),
+            predicate: "likes".into(),
+            value: "tea".into(),
+            confidence: 1.0,
+            provenance: Provenance::Curated,
+            locked: false,
+            cardinality: Cardinality::Many,
+            valid_at: Timestamp::from_millis(1),
+            invalid_at: None,
+            created_at: Timestamp::from_millis(1),
+            expired_at: None,
+            superseded_by: None,
+        };
+        let mut new = NewFact::new(account, owner, "Bo", "likes", "tea");
+        new.replaces = Some(named.id);
+        let decided = new
+            .reconcile(&[], Some(&named), Timestamp::from_millis(2))
+            .unwrap();
+        assert_eq!(
+            decided,
+            Reconciliation::Insert {
+                invalid_at: None,
+                supersedes: vec![named.id]
+            }
+        );
+        let mut same = NewFact::new(account, named.owner.clone(), "ada", "Likes", "TEA");
+        same.replaces = Some(named.id);
+        assert!(matches!(
+            same.reconcile(&[], Some(&named), Timestamp::from_millis(2)),
+            Ok(Reconciliation::Duplicate(_))
+        ));
     }
 }
