@@ -744,10 +744,44 @@ impl KnowledgeStore for PostgresStore {
             );
             out.keyword = candidates(&tx, &sql, &[&q, &limit, &account, &owners]).await?;
         }
+        if let Some(period) = query_.during {
+            // Facts from the period the question names: nearest first, or
+            // newest first without an embedding.
+            let (start, end) = (period.start.as_millis(), period.end.as_millis());
+            out.during = match query_.embedding.as_ref().filter(|e| !e.is_empty()) {
+                Some(e) => {
+                    let dims = i32::try_from(e.len()).unwrap_or(i32::MAX);
+                    let sql = format!(
+                        "SELECT {COLUMNS}, v.embedding, v.embedding <=> $1 AS distance \
+                         FROM facts f JOIN fact_vectors v ON v.n = f.n \
+                         WHERE f.account_id = $3 AND f.owner_key = ANY($4){current} \
+                         AND f.valid_at >= $5 AND f.valid_at < $6 AND vector_dims(v.embedding) = $7 \
+                         ORDER BY distance, f.n LIMIT $2"
+                    );
+                    let v = Vector::from(e.clone());
+                    candidates(
+                        &tx,
+                        &sql,
+                        &[&v, &limit, &account, &owners, &start, &end, &dims],
+                    )
+                    .await?
+                }
+                None => {
+                    let sql = format!(
+                        "SELECT {COLUMNS}, v.embedding FROM facts f LEFT JOIN fact_vectors v ON v.n = f.n \
+                         WHERE f.account_id = $2 AND f.owner_key = ANY($3){current} \
+                         AND f.valid_at >= $4 AND f.valid_at < $5 \
+                         ORDER BY f.valid_at DESC, f.n LIMIT $1"
+                    );
+                    candidates(&tx, &sql, &[&limit, &account, &owners, &start, &end]).await?
+                }
+            };
+        }
         let mut slots: Vec<String> = out
             .vector
             .iter()
             .chain(&out.keyword)
+            .chain(&out.during)
             .filter(|c| c.fact.cardinality == Cardinality::Single)
             .filter_map(|c| c.fact.slot())
             .collect();

@@ -699,10 +699,38 @@ impl KnowledgeStore for SqliteStore {
                     all.append(&mut params);
                     out.keyword = candidates(c, &sql, all)?;
                 }
+                if let Some(period) = query.during {
+                    // Facts from the period the question names: nearest
+                    // first, or newest first without an embedding.
+                    let (filter, mut params) = visible(&query.visibility, 5);
+                    let embedding = query.embedding.as_ref().filter(|e| !e.is_empty());
+                    let sql = match embedding {
+                        Some(_) => format!(
+                            "SELECT {COLUMNS}, v.embedding, vec_distance_cosine(v.embedding, ?1) AS distance \
+                             FROM facts f JOIN fact_vectors v ON v.n = f.n \
+                             WHERE {filter}{current} AND f.valid_at >= ?3 AND f.valid_at < ?4 \
+                             AND length(v.embedding) = length(?1) ORDER BY distance, f.n LIMIT ?2"
+                        ),
+                        None => format!(
+                            "SELECT {COLUMNS}, v.embedding FROM facts f LEFT JOIN fact_vectors v ON v.n = f.n \
+                             WHERE {filter}{current} AND f.valid_at >= ?3 AND f.valid_at < ?4 \
+                             AND ?1 IS NULL ORDER BY f.valid_at DESC, f.n LIMIT ?2"
+                        ),
+                    };
+                    let mut all = vec![
+                        embedding.map_or(SqlValue::Null, |e| SqlValue::Blob(to_blob(e))),
+                        SqlValue::Integer(limit),
+                        SqlValue::Integer(period.start.as_millis()),
+                        SqlValue::Integer(period.end.as_millis()),
+                    ];
+                    all.append(&mut params);
+                    out.during = candidates(c, &sql, all)?;
+                }
                 let mut slots: Vec<String> = out
                     .vector
                     .iter()
                     .chain(&out.keyword)
+                    .chain(&out.during)
                     .filter(|c| c.fact.cardinality == Cardinality::Single)
                     .filter_map(|c| c.fact.slot())
                     .collect();

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use super::*;
-use crate::knowledge::{Cardinality, Curation, FactChangeKind, FactQuery};
+use crate::knowledge::{Cardinality, Curation, FactChangeKind, FactQuery, Period};
 
 fn triple(p: &Principal, owner: FactOwner, s: &str, pr: &str, v: &str) -> NewFact {
     let mut f = NewFact::new(p.account, owner, s, pr, v);
@@ -317,6 +317,84 @@ pub async fn fact_search_ranks_and_resolves_conflicts_by_precedence<S: Store>(st
         store.record_fact(change, t(7)).await,
         Err(StoreError::Conflict(_))
     ));
+}
+
+/// Midnight UTC of a day of 2026 (`month`, `day`).
+fn day_of_2026(month: i64, day: i64) -> Timestamp {
+    Timestamp::from_millis(crate::time::days_from_civil(2026, month, day) * crate::time::DAY_MS)
+}
+
+pub async fn a_question_naming_a_period_finds_what_was_said_then<S: Store>(store: S) {
+    let me = principal();
+    let other = Principal::new(me.account, UserId::new());
+    let e = OfflineEmbedder::default();
+    let said = |p: &Principal, text: &str, month: i64, day: i64| {
+        let mut f = NewFact::new(p.account, FactOwner::User(p.user), "Maya", "said", text);
+        f.embedding = e.embed_one(&f.text());
+        f.valid_at = Some(day_of_2026(month, day));
+        f
+    };
+    let facts = vec![
+        said(&me, "we adopted a greyhound called Pepper", 1, 19),
+        said(&me, "my knee started hurting on the long run", 2, 14),
+        said(&me, "Jonas cooked jollof rice", 2, 14),
+        said(&me, "I started Portuguese lessons", 2, 16),
+        said(&me, "the physio says it is IT band syndrome", 3, 22),
+        // Said in February too, by another user: never visible.
+        said(&other, "my cat knocked over a plant", 2, 15),
+    ];
+    store
+        .import_facts(facts, Timestamp::from_millis(1))
+        .await
+        .unwrap();
+    let v = Visibility::user_only(me.account, me.user);
+    let text = "what did I tell you about in the middle of February?";
+    let asked = day_of_2026(7, 2);
+    for embedding in [Some(e.embed_one(text)), None] {
+        let q = FactQuery::new(v.clone(), text, embedding.clone(), 10).asked_at(asked);
+        assert_eq!(
+            q.during,
+            Some(Period::new(day_of_2026(2, 10), day_of_2026(2, 21)))
+        );
+        let found = store.fact_candidates(&q).await.unwrap();
+        let mut then: Vec<&str> = found.during.iter().map(|c| c.fact.value.as_str()).collect();
+        then.sort_unstable();
+        assert_eq!(
+            then,
+            vec![
+                "I started Portuguese lessons",
+                "Jonas cooked jollof rice",
+                "my knee started hurting on the long run"
+            ],
+            "the visible facts of the period, and only they (embedding: {})",
+            embedding.is_some()
+        );
+        if embedding.is_none() {
+            let order: Vec<i64> = found
+                .during
+                .iter()
+                .map(|c| c.fact.valid_at.as_millis())
+                .collect();
+            assert!(
+                order.windows(2).all(|w| w[0] >= w[1]),
+                "newest first without an embedding"
+            );
+        }
+        // Ranked, the period's facts come first: the question shares no
+        // word with them.
+        let hits = store.search_facts(&q).await.unwrap();
+        assert!(
+            hits.iter()
+                .take(3)
+                .all(|h| Period::new(day_of_2026(2, 10), day_of_2026(2, 21))
+                    .contains(h.fact.valid_at)),
+            "{hits:?}"
+        );
+    }
+    // A question naming no period brings no third list.
+    let q = FactQuery::new(v, "where is Pepper from?", None, 10).asked_at(asked);
+    assert_eq!(q.during, None);
+    assert!(store.fact_candidates(&q).await.unwrap().during.is_empty());
 }
 
 pub async fn deleting_facts_keeps_only_content_free_history<S: Store>(store: S) {

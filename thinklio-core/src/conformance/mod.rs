@@ -67,6 +67,7 @@ macro_rules! store_conformance_tests {
             an_update_supersedes_only_the_named_fact,
             every_fact_query_applies_visibility,
             fact_search_ranks_and_resolves_conflicts_by_precedence,
+            a_question_naming_a_period_finds_what_was_said_then,
             deleting_facts_keeps_only_content_free_history,
             jobs_move_only_along_their_state_machine,
             observers_hear_each_change_once_and_partial_output_once,

@@ -25,13 +25,15 @@
 mod embed;
 mod rank;
 mod reconcile;
+mod when;
 
 pub use embed::{OfflineEmbedder, STOPWORDS, cosine, keywords};
-pub use rank::{estimate_tokens, fit_to_budget, precedence, rank};
+pub use rank::{Fusion, estimate_tokens, fit_to_budget, precedence, rank};
 pub use reconcile::{
     Cardinality, Lookup, MANY_VALUED, NEAR_DUPLICATE, Reconciliation, SINGLE_VALUED, predicate_key,
     wrongly_superseded,
 };
+pub use when::Period;
 
 use serde::{Deserialize, Serialize};
 
@@ -585,6 +587,13 @@ pub struct FactQuery {
     pub include_history: bool,
     /// MMR's balance of relevance (1.0) against diversity (0.0).
     pub mmr_lambda: f32,
+    /// The period the question names ("in March", "last week"), if any:
+    /// facts valid from within it are brought as a third list
+    /// ([`Candidates::during`]) and fused with the others. [`FactQuery::asked_at`]
+    /// fills it from the question's text.
+    pub during: Option<Period>,
+    /// How the lists are fused and neighbours lift each other.
+    pub fusion: Fusion,
 }
 
 impl FactQuery {
@@ -602,8 +611,18 @@ impl FactQuery {
             k,
             candidates: (k * 4).clamp(20, 100),
             include_history: false,
-            mmr_lambda: 0.75,
+            mmr_lambda: 1.0,
+            during: None,
+            fusion: Fusion::default(),
         }
+    }
+
+    /// Reads the period the question names, relative to `now`, when it
+    /// was asked ([`Period::parse`]); a question that names none searches
+    /// all time as before.
+    pub fn asked_at(mut self, now: crate::time::Timestamp) -> Self {
+        self.during = Period::parse(&self.text, now);
+        self
     }
 }
 
@@ -625,6 +644,9 @@ pub struct Candidates {
     pub vector: Vec<Candidate>,
     /// Best by keyword (BM25), best first.
     pub keyword: Vec<Candidate>,
+    /// With [`FactQuery::during`]: facts valid from within the period,
+    /// nearest by embedding first (newest first without one).
+    pub during: Vec<Candidate>,
     /// Every visible current fact filling the same slot as a candidate, so
     /// that precedence can pick the winner even if it ranked lower.
     pub rivals: Vec<Candidate>,

@@ -7,19 +7,74 @@ use std::collections::HashMap;
 use super::{Candidate, Candidates, Fact, FactHit, FactQuery, cosine};
 use crate::ids::FactId;
 
-/// The constant of reciprocal rank fusion: a hit at rank `r` (0-based) of a
-/// list scores `1 / (RRF_K + r + 1)`. 60 is the value of the original paper
-/// and of most search engines that fuse this way.
-const RRF_K: f32 = 60.0;
+/// How [`rank`] fuses a store's candidate lists.
+///
+/// Each list gives a candidate at rank `r` (0-based) `weight / (k + r + 1)`
+/// (weighted reciprocal rank fusion); then each candidate gains
+/// `neighbour_weight` times the best fused score among its *neighbours* —
+/// other candidates of the same owner valid within `neighbour_window` of
+/// it, but not at the same instant — so that a turn of a conversation is
+/// lifted by the turn next to it (an answer by the question it answers).
+/// Facts valid at one instant (those of one message, or of one import
+/// without times) do not lift each other. The defaults are those the
+/// conversational memory benchmark supports (`docs/benchmarks.md`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct Fusion {
+    /// The constant `k` of reciprocal rank fusion: smaller trusts the top
+    /// of each list more.
+    pub k: f32,
+    /// The weight of the vector list.
+    pub vector_weight: f32,
+    /// The weight of the keyword list.
+    pub keyword_weight: f32,
+    /// The weight of the list of facts from the period the question names.
+    pub during_weight: f32,
+    /// The share of its best neighbour's score a candidate gains (0: none).
+    pub neighbour_weight: f32,
+    /// Facts of one owner valid this close together are neighbours.
+    pub neighbour_window: std::time::Duration,
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Self {
+            k: 10.0,
+            vector_weight: 2.0,
+            keyword_weight: 1.0,
+            during_weight: 2.0,
+            neighbour_weight: 0.5,
+            neighbour_window: std::time::Duration::from_secs(120),
+        }
+    }
+}
+
+impl Fusion {
+    /// Plain reciprocal rank fusion with `k = 60` and equal weights, no
+    /// neighbours: the fusion of the original paper (and of this crate
+    /// before the conversational benchmark).
+    pub fn reciprocal() -> Self {
+        Self {
+            k: 60.0,
+            vector_weight: 1.0,
+            keyword_weight: 1.0,
+            during_weight: 1.0,
+            neighbour_weight: 0.0,
+            neighbour_window: std::time::Duration::ZERO,
+        }
+    }
+}
 
 /// Ranks a store's candidates for `query`:
-/// 1. reciprocal rank fusion of the vector and keyword lists;
+/// 1. weighted reciprocal rank fusion of the vector, keyword and period
+///    lists, and the lift of neighbours ([`Fusion`]);
 /// 2. layer precedence: of current facts with the same
 ///    [`conflict_key`](Fact::conflict_key) (one single-valued slot, or one
 ///    value of a many-valued slot), only the winner of [`precedence`] stays
 ///    (taking the best score of its key);
 /// 3. MMR: the `k` hits are picked greedily by
-///    `λ·relevance − (1−λ)·max similarity to the hits already picked`.
+///    `λ·relevance − (1−λ)·max similarity to the hits already picked`
+///    (with λ = 1, the default, simply the best `k`).
 pub fn rank(query: &FactQuery, candidates: Candidates) -> Vec<FactHit> {
     struct Entry {
         candidate: Candidate,
@@ -27,12 +82,17 @@ pub fn rank(query: &FactQuery, candidates: Candidates) -> Vec<FactHit> {
         vector_rank: Option<usize>,
         keyword_rank: Option<usize>,
     }
+    let fusion = &query.fusion;
     let mut entries: Vec<Entry> = Vec::new();
     let mut index: HashMap<FactId, usize> = HashMap::new();
-    let lists = [(candidates.vector, true), (candidates.keyword, false)];
-    for (list, is_vector) in lists {
+    let lists = [
+        (candidates.vector, fusion.vector_weight, Some(true)),
+        (candidates.keyword, fusion.keyword_weight, Some(false)),
+        (candidates.during, fusion.during_weight, None),
+    ];
+    for (list, weight, is_vector) in lists {
         for (r, c) in list.into_iter().enumerate() {
-            let add = 1.0 / (RRF_K + r as f32 + 1.0);
+            let add = weight / (fusion.k.max(0.0) + r as f32 + 1.0);
             let i = *index.entry(c.fact.id).or_insert_with(|| {
                 entries.push(Entry {
                     candidate: c.clone(),
@@ -44,14 +104,49 @@ pub fn rank(query: &FactQuery, candidates: Candidates) -> Vec<FactHit> {
             });
             let e = &mut entries[i];
             e.score += add;
-            if is_vector {
-                e.vector_rank = Some(r);
-                if e.candidate.similarity.is_none() {
-                    e.candidate.similarity = c.similarity;
-                }
-            } else {
-                e.keyword_rank = Some(r);
+            if e.candidate.similarity.is_none() {
+                e.candidate.similarity = c.similarity;
             }
+            match is_vector {
+                Some(true) => e.vector_rank = Some(r),
+                Some(false) => e.keyword_rank = Some(r),
+                None => {}
+            }
+        }
+    }
+    if fusion.neighbour_weight > 0.0 {
+        let window = i64::try_from(fusion.neighbour_window.as_millis()).unwrap_or(i64::MAX);
+        let scores: Vec<f32> = entries.iter().map(|e| e.score).collect();
+        // Sorted by (owner, time), each candidate's neighbours are a run
+        // around it: no pair is compared twice.
+        let keys: Vec<(String, i64)> = entries
+            .iter()
+            .map(|e| {
+                let f = &e.candidate.fact;
+                (f.owner.key(), f.valid_at.as_millis())
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
+        let mut lift = vec![0.0_f32; entries.len()];
+        for (at, &i) in order.iter().enumerate() {
+            let (owner, t) = &keys[i];
+            for &j in &order[at + 1..] {
+                let (other, u) = &keys[j];
+                if other != owner || u.saturating_sub(*t) > window {
+                    break;
+                }
+                if u == t {
+                    // Said at the same moment (one message's facts, one
+                    // import's batch): not turns of a conversation.
+                    continue;
+                }
+                lift[i] = lift[i].max(scores[j]);
+                lift[j] = lift[j].max(scores[i]);
+            }
+        }
+        for (e, l) in entries.iter_mut().zip(lift) {
+            e.score += fusion.neighbour_weight * l;
         }
     }
 
@@ -267,6 +362,7 @@ mod tests {
             ],
             keyword: vec![cand(&b, vec![0.0, 1.0]), cand(&c, vec![0.6, 0.8])],
             rivals: vec![cand(&winner, vec![])],
+            ..Default::default()
         };
         let hits = rank(&query(10), candidates);
         assert_eq!(hits[0].fact.id, b.id, "in both lists, so first");
@@ -274,6 +370,72 @@ mod tests {
         assert!(ids.contains(&winner.id));
         assert!(!ids.contains(&loser.id));
         assert_eq!(hits.len(), 4);
+    }
+
+    #[test]
+    fn a_turn_is_lifted_by_the_turn_next_to_it_but_not_by_facts_of_its_instant() {
+        let me = FactOwner::User(UserId::new());
+        let minute = 60_000;
+        let question = fact(me.clone(), "", "where did you go on holiday?", 10 * minute);
+        let others: Vec<Fact> = (0..4)
+            .map(|i| {
+                fact(
+                    me.clone(),
+                    "",
+                    &format!("other {i}"),
+                    (100 + 10 * i) * minute,
+                )
+            })
+            .collect();
+        let rank_of_answer = |answer_at: i64, owner: FactOwner| {
+            let answer = fact(owner, "", "Lisbon, it was lovely", answer_at);
+            let mut vector = vec![cand(&question, vec![])];
+            vector.extend(others.iter().map(|o| cand(o, vec![])));
+            vector.push(cand(&answer, vec![]));
+            let hits = rank(
+                &query(10),
+                Candidates {
+                    vector,
+                    ..Default::default()
+                },
+            );
+            hits.iter().position(|h| h.fact.id == answer.id)
+        };
+        assert_eq!(
+            rank_of_answer(11 * minute, me.clone()),
+            Some(1),
+            "lifted by the question"
+        );
+        assert_eq!(
+            rank_of_answer(10 * minute, me.clone()),
+            Some(5),
+            "the same instant: no lift"
+        );
+        assert_eq!(rank_of_answer(30 * minute, me), Some(5), "too far apart");
+        let someone_else = FactOwner::User(UserId::new());
+        assert_eq!(
+            rank_of_answer(11 * minute, someone_else),
+            Some(5),
+            "another owner's"
+        );
+    }
+
+    #[test]
+    fn a_fact_of_the_named_period_is_fused_in_as_a_third_list() {
+        let me = FactOwner::User(UserId::new());
+        let a = fact(me.clone(), "", "a", 1);
+        let b = fact(me.clone(), "", "b", 1);
+        let then = fact(me, "", "said then", 1);
+        let c = Candidates {
+            vector: vec![cand(&a, vec![]), cand(&b, vec![]), cand(&then, vec![])],
+            during: vec![cand(&then, vec![])],
+            ..Default::default()
+        };
+        let hits = rank(&query(3), c.clone());
+        assert_eq!(hits[0].fact.id, then.id);
+        let mut plain = query(3);
+        plain.fusion.during_weight = 0.0;
+        assert_eq!(rank(&plain, c)[2].fact.id, then.id);
     }
 
     #[test]

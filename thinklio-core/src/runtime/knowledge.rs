@@ -177,7 +177,7 @@ impl Inner {
         k: usize,
     ) -> Result<Vec<FactHit>, RuntimeError> {
         let embedding = self.embed(&[text.to_owned()]).await?.pop();
-        let query = FactQuery::new(visibility, text, embedding, k);
+        let query = FactQuery::new(visibility, text, embedding, k).asked_at(self.clock.now());
         Ok(self.store.search_facts(&query).await?)
     }
 
@@ -213,7 +213,10 @@ impl Inner {
             }
         };
         let embedding = (!embedding.is_empty()).then(|| embedding.to_vec());
-        let query = FactQuery::new(visibility, interaction.input.as_str(), embedding, k);
+        // "What did I say last week?" counts from when it was asked, also
+        // when a resumed run asks again later.
+        let query = FactQuery::new(visibility, interaction.input.as_str(), embedding, k)
+            .asked_at(interaction.created_at);
         Ok(self.store.search_facts(&query).await?)
     }
 
@@ -619,6 +622,10 @@ impl Runtime {
     ) -> Result<Vec<FactWrite>, RuntimeError> {
         let mut writes = Vec::with_capacity(facts.len());
         let mut declared = std::collections::HashMap::new();
+        // Facts without a time are valid from the start of the import, all
+        // at one instant: learned together, they are not turns of a
+        // conversation that lift each other in search (`Fusion`).
+        let started = self.inner.clock.now();
         let mut facts = facts.into_iter().peekable();
         while facts.peek().is_some() {
             let mut chunk: Vec<NewFact> = facts.by_ref().take(batch.max(1)).collect();
@@ -631,6 +638,7 @@ impl Runtime {
                 chunk[i].embedding = v;
             }
             for new in &mut chunk {
+                new.valid_at.get_or_insert(started);
                 if new.cardinality.is_none() {
                     let declared = match declared.get(&new.account) {
                         Some(d) => d,
