@@ -733,3 +733,116 @@ async fn a_message_is_embedded_once_for_its_recall_and_its_extraction() {
     // The two extracted facts went in one batch, after the message.
     assert_eq!(texts, vec![message, "Ada likes tea", "Ada likes jazz"]);
 }
+
+/// Midnight UTC of a day.
+fn day(y: i16, m: i8, d: i8) -> Timestamp {
+    let t = jiff::civil::date(y, m, d)
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .unwrap();
+    Timestamp::from_millis(t.timestamp().as_millisecond())
+}
+
+#[tokio::test]
+async fn a_conversation_over_days_shows_its_days_and_a_question_naming_a_period_recalls_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(day(2026, 2, 14).plus(std::time::Duration::from_secs(36_000)));
+    let model = Arc::new(ScriptedModel::responder(|_| ScriptedReply::text("noted")));
+    let rt = Runtime::builder()
+        .store(
+            SqliteStore::open_with(
+                dir.path().join("k.db"),
+                thinklio_store_sqlite::SqliteOptions::default().clock(clock.clone()),
+            )
+            .await
+            .unwrap(),
+        )
+        .model_arc(Arc::clone(&model) as Arc<dyn ChatModel>)
+        .agent(AgentDefinition::new("assistant", "chat"))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let me = Principal::local();
+    let chat = rt
+        .open_session(me, "assistant", "cli", Some("diary"))
+        .await
+        .unwrap();
+    rt.send(chat.id, "My knee started hurting on the long run")
+        .await
+        .unwrap();
+    rt.send(chat.id, "Jonas cooked jollof rice").await.unwrap();
+    let user_lines = |n: usize| -> Vec<String> {
+        model.requests()[n]
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::User)
+            .map(|m| m.content.clone())
+            .collect()
+    };
+    assert_eq!(
+        user_lines(1),
+        vec![
+            "My knee started hurting on the long run",
+            "Jonas cooked jollof rice"
+        ],
+        "a conversation of one day shows no days"
+    );
+    clock.set(day(2026, 3, 22));
+    rt.send(chat.id, "The physio says it is IT band syndrome")
+        .await
+        .unwrap();
+    assert_eq!(
+        user_lines(2),
+        vec![
+            "[2026-02-14] My knee started hurting on the long run",
+            "[2026-02-14] Jonas cooked jollof rice",
+            "[2026-03-22] The physio says it is IT band syndrome",
+        ],
+        "one that spans days shows each message's day"
+    );
+
+    // Facts said on known days, imported; months later a question names a
+    // period and shares no word with what was said then.
+    let said = |text: &str, at: Timestamp| {
+        let mut f = NewFact::new(me.account, FactOwner::User(me.user), "Maya", "said", text);
+        f.valid_at = Some(at);
+        f
+    };
+    rt.import_facts(
+        vec![
+            said("we adopted a greyhound called Pepper", day(2026, 1, 19)),
+            said("my knee started hurting on the long run", day(2026, 2, 14)),
+            said("I started Portuguese lessons", day(2026, 2, 16)),
+            said("the physio says it is IT band syndrome", day(2026, 3, 22)),
+            said("we got the flat on Harrogate Road", day(2026, 4, 27)),
+        ],
+        64,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    clock.set(day(2026, 7, 2));
+    let later = rt
+        .open_session(me, "assistant", "cli", Some("later"))
+        .await
+        .unwrap();
+    let reply = rt
+        .send(
+            later.id,
+            "What did I tell you about in the middle of February?",
+        )
+        .await
+        .unwrap();
+    let steps = rt.store().steps(reply.interaction_id).await.unwrap();
+    let facts = recalled(&steps[0]);
+    assert_eq!(
+        facts[..2].iter().map(String::as_str).collect::<Vec<_>>(),
+        vec![
+            "Maya said my knee started hurting on the long run",
+            "Maya said I started Portuguese lessons"
+        ],
+        "what was said in mid-February comes first: {facts:?}"
+    );
+    // And the model is told when each was said.
+    let memory = model.requests().last().unwrap().messages[0].content.clone();
+    assert!(memory.contains("(since 2026-02-14)"), "{memory}");
+}

@@ -48,4 +48,6 @@ pub struct Turn {
     pub user: String,
     /// The reply.
     pub assistant: String,
+    /// When the user said it (the interaction's creation).
+    pub at: Timestamp,
 }

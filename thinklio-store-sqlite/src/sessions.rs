@@ -202,7 +202,7 @@ impl SessionStore for SqliteStore {
             .call(move |c| {
                 let mut turns = c
                     .prepare_cached(
-                        "SELECT i.id, i.input, o.text FROM interactions i JOIN outbox o ON o.interaction_id = i.id \
+                        "SELECT i.id, i.input, i.created_at, o.text FROM interactions i JOIN outbox o ON o.interaction_id = i.id \
                          WHERE i.session_id = ?1 AND i.seq < ?2 AND i.parent_interaction_id IS NULL \
                          ORDER BY i.seq DESC LIMIT ?3",
                     )
@@ -212,6 +212,7 @@ impl SessionStore for SqliteStore {
                             interaction_id: rows::parse(r, "id")?,
                             user: r.get("input")?,
                             assistant: r.get("text")?,
+                            at: Timestamp::from_millis(r.get("created_at")?),
                         })
                     })
                     .map_err(backend)?

@@ -423,6 +423,10 @@ pub async fn history_lists_completed_turns_in_order<S: Store>(store: S) {
         "completed turns of this session only, oldest first"
     );
     assert_eq!(all[0].assistant, "reply to q0");
+    assert_eq!(
+        all[0].at, ids[0].created_at,
+        "a turn keeps when it was said"
+    );
     let last_two = store.history(s.id, current.seq, 2).await.unwrap();
     assert_eq!(
         last_two.iter().map(|t| t.user.as_str()).collect::<Vec<_>>(),

@@ -196,6 +196,8 @@ pub struct TurnView {
     pub user: String,
     /// The reply.
     pub assistant: String,
+    /// When it was said, in milliseconds since the Unix epoch.
+    pub at: i64,
 }
 
 /// The session's exchanges so far, oldest first (job follow-ups included).
@@ -220,6 +222,7 @@ pub(super) async fn history(
                 interaction_id: t.interaction_id.to_string(),
                 user: t.user,
                 assistant: t.assistant,
+                at: t.at.as_millis(),
             })
             .collect(),
     ))

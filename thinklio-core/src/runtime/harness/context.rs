@@ -10,6 +10,7 @@ use super::{Run, merge};
 use crate::model::ChatMessage;
 use crate::runtime::RuntimeError;
 use crate::step::{StepError, StepKind, StepOutcome, StepState};
+use crate::time::Timestamp;
 
 impl Run {
     pub(super) async fn context(&mut self) -> StepOutcome {
@@ -124,11 +125,25 @@ impl Run {
         {
             messages.push(job);
         }
+        // A conversation that spans days shows each message's day, so the
+        // model can tell what was said when ("last Tuesday you said…").
+        let today = self.interaction.created_at.date();
+        let dated = self.history.iter().flatten().any(|t| t.at.date() != today);
+        let said = |at: Timestamp, text: &str| {
+            if dated {
+                format!("[{}] {text}", at.date())
+            } else {
+                text.to_owned()
+            }
+        };
         for turn in self.history.iter().flatten() {
-            messages.push(ChatMessage::user(turn.user.clone()));
+            messages.push(ChatMessage::user(said(turn.at, &turn.user)));
             messages.push(ChatMessage::assistant(turn.assistant.clone()));
         }
-        messages.push(ChatMessage::user(self.interaction.input.clone()));
+        messages.push(ChatMessage::user(said(
+            self.interaction.created_at,
+            &self.interaction.input,
+        )));
         for step in &self.steps {
             if step.state != StepState::Succeeded {
                 continue;
