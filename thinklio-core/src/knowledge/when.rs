@@ -360,6 +360,54 @@ mod tests {
         assert_eq!(span("3 days ago"), days("2026-06-28", "2026-06-30"));
     }
 
+    /// Words the parser reacts to, mixed with anything, so that cases reach
+    /// its branches instead of only missing them.
+    fn chat_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let word = prop_oneof![
+            Just("in".to_owned()),
+            Just("the".to_owned()),
+            Just("of".to_owned()),
+            Just("mid-may".to_owned()),
+            Just("end".to_owned()),
+            Just("last".to_owned()),
+            Just("this".to_owned()),
+            Just("week".to_owned()),
+            Just("month".to_owned()),
+            Just("year".to_owned()),
+            Just("ago".to_owned()),
+            Just("february".to_owned()),
+            Just("december".to_owned()),
+            Just("march".to_owned()),
+            Just("99999".to_owned()),
+            Just("0".to_owned()),
+            "[0-9]{1,5}(st|nd|rd|th)?",
+            "[0-9]{4}-[0-9]{2}-[0-9]{2}",
+            ".{0,8}",
+        ];
+        proptest::collection::vec(word, 0..8).prop_map(|w| w.join(" "))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any text, asked at any time: a period or none, never a panic, and
+        /// a period is never empty, never in the future of the question by
+        /// more than the rest of its year, and at most a year and a half.
+        #[test]
+        fn any_text_names_a_sane_period_or_none(
+            text in proptest::prop_oneof![chat_text(), "\\PC{0,40}"],
+            at in -2_000_000_000_000_i64..8_000_000_000_000,
+        ) {
+            let now = Timestamp::from_millis(at);
+            if let Some(p) = Period::parse(&text, now) {
+                proptest::prop_assert!(p.start < p.end, "{text:?}: {p:?}");
+                let span = p.end.as_millis() - p.start.as_millis();
+                proptest::prop_assert!(span <= 550 * DAY_MS, "{text:?}: {p:?}");
+            }
+        }
+    }
+
     #[test]
     fn words_that_only_look_like_dates_name_no_period() {
         for text in [
