@@ -172,12 +172,16 @@ fn embed_main(args: &[String]) -> Result<bool, BoxError> {
              blocking pool) beside sentence-transformers on PyTorch (CPU, `benches/peers/embed.py`), \
              one after the other in one run. Machine: {machine}.\n\n\
              {table}\n\
-             Thinklio batches texts by length (a batch is padded to its longest text), which took this \
-             benchmark from about 118 to about 175 sentences a second. What remains is the model's \
-             arithmetic: a profile (`perf record`) puts half the time in the `gemm` crate's AVX2+FMA \
-             micro-kernel (its AVX-512 kernels sit behind its `nightly` feature) and a tenth in the exact GELU's \
-             scalar `erf`, where PyTorch calls oneDNN/MKL kernels with AVX-512; building with \
-             `-C target-cpu=native` changed nothing measurable (`gemm` picks its kernel at run time).\n\n\
+             Thinklio batches texts by length (a batch is padded to its longest text), which was worth \
+             about 1.5× when it came. What remains is the model's arithmetic: a profile (`perf record`) \
+             puts over half the time in the `gemm` crate's AVX2+FMA micro-kernel and its packing (its \
+             AVX-512 kernels sit behind its `nightly` feature), a tenth in the exact GELU's scalar `erf` \
+             and a twentieth in the softmax's `exp`, where PyTorch calls oneDNN/MKL kernels with AVX-512. \
+             Tried without gain: `-C target-cpu=native` (`gemm` picks its kernel at run time), batches of \
+             128, two batches at once on single-threaded thread pools, and the tanh approximation of GELU \
+             (slower: candle computes `tanh` in scalar code too). One thread per operation for the whole \
+             process (`RAYON_NUM_THREADS=1`) with two batches at once raised throughput by about 30% and \
+             slowed a lone query by about 20%; that setting belongs to the host process, not to a library.\n\n\
              Reproduce:\n\n\
              ```sh\n\
              scripts/fetch-minilm.sh\n\
@@ -238,7 +242,10 @@ fn memory_main(args: &[String]) -> Result<bool, BoxError> {
              turn before it (recall@10 fell from 0.74 to 0.63 with vectors alone), embedding the turn \
              without its speaker (0.70), MMR (λ = 0.75 cost 0.05 at @5 against plain relevance), and \
              more candidates per list (100 instead of 40 changed nothing measurable). No cross-encoder \
-             reranker could be loaded the way MiniLM is (from a package of the registries).\n\n\
+             reranker could be loaded the way MiniLM is (from a package of the registries). The fusion \
+             defaults were chosen on this dataset (80 questions: one evidence turn moves recall by about \
+             0.01), so the `now` row flatters them somewhat; the ablations, each removing one lever, are \
+             the fairer reading.\n\n\
              Reproduce:\n\n\
              ```sh\n\
              scripts/fetch-minilm.sh\n\
@@ -365,13 +372,14 @@ fn retrieval_main(args: &[String]) -> Result<bool, BoxError> {
              {embedder}. Each query is a paraphrased question of a random user about a fact it may see; the \
              question's embedding is computed beforehand, so the latency is the store's search alone: the \
              visibility filter inside both queries, exact cosine distance (sqlite-vec) over the visible facts, \
-             FTS5 keyword search on the question's selective terms, reciprocal rank fusion, layer precedence \
-             and MMR. SQLite file, WAL, one connection.\n\n\
+             FTS5 keyword search on the question's selective terms, weighted reciprocal rank fusion with \
+             neighbours and layer precedence (the ranking of [conversational memory](#conversational-memory)). \
+             SQLite file, WAL, one connection.\n\n\
              *Vector recall@10* compares the store's vector candidates with exact brute-force search (in Rust) \
              over the same visible, current facts: the store's vector search is exact, so only ties broken \
              the other way differ. *Hybrid top-10 ∩ exact top-10* is the share of the final hits (after \
-             keyword fusion, precedence and diversity) that are also among the 10 nearest by embedding alone: \
-             it measures how much fusion and MMR change the list, not a loss.\n\n\
+             keyword fusion and precedence) that are also among the 10 nearest by embedding alone: \
+             it measures how much fusion changes the list, not a loss.\n\n\
              Machine: {machine}.\n\n\
              {table}\n\
              Reproduce:\n\n\
