@@ -16,6 +16,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use thinklio_core::step::payload::ContextOutput;
 use thinklio_core::*;
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 use thinklio_store_sqlite::SqliteStore;
@@ -361,14 +362,15 @@ async fn demo(db: PathBuf, out: &mut (dyn Write + Send)) -> Result<(), CliError>
         .steps(reply.interaction_id)
         .await
         .map_err(RuntimeError::from)?;
-    if let Some(facts) = steps
+    if let Some(context) = steps
         .first()
-        .and_then(|s| s.output.as_ref())
-        .map(|o| o["facts"].clone())
+        .and_then(|s| s.output_as::<ContextOutput>().ok().flatten())
     {
+        let facts: Vec<&str> = context.facts.iter().map(|f| f.text.as_str()).collect();
         w!(
             out,
-            "(the context step recorded the facts it used: {facts})"
+            "(the context step recorded the facts it used: {})",
+            facts.join("; ")
         );
     }
     Ok(())

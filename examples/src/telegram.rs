@@ -485,7 +485,7 @@ impl TelegramBot {
         // The replies went out through the outbox; a failed interaction was
         // answered with its reason.
         if let Err(e) = result {
-            tracing::warn!(session = %session, code = e.code(), error = %e, "a Telegram chat could not be answered");
+            tracing::warn!(session = %session, code = e.code().as_str(), error = %e, "a Telegram chat could not be answered");
         }
     }
 

@@ -84,7 +84,7 @@ async fn a_spent_budget_blocks_the_next_model_call_with_a_clear_reply() {
     let refused = steps.iter().find(|s| s.kind == StepKind::Think).unwrap();
     assert_eq!(
         refused.error.as_ref().unwrap().code,
-        StepError::BUDGET_EXCEEDED
+        ErrorCode::BudgetExceeded
     );
     assert_eq!(steps.last().unwrap().kind, StepKind::Respond);
     assert_eq!(

@@ -322,15 +322,15 @@ async fn kill_and_check(mode: &str, backend: Backend) {
                     step::is_legal_history(&history),
                     "illegal history {history:?}"
                 );
-                match step.error.as_ref().map(|e| e.code.as_str()) {
-                    Some(StepError::INTERRUPTED)
+                match step.error.as_ref().map(|e| e.code) {
+                    Some(ErrorCode::StepInterrupted)
                         if step.capability.as_deref() == Some("ask_helper") =>
                     {
                         interrupted += 1;
                         delegations_resumed += 1;
                     }
-                    Some(StepError::INTERRUPTED) => interrupted += 1,
-                    Some("capability.outcome_unknown") => unknown += 1,
+                    Some(ErrorCode::StepInterrupted) => interrupted += 1,
+                    Some(ErrorCode::CapabilityOutcomeUnknown) => unknown += 1,
                     _ => {}
                 }
                 if step.side_effect == Some(SideEffect::External)

@@ -404,7 +404,7 @@ async fn content_rules_block_messages_and_replies_with_the_reason_on_the_step() 
     let steps = rt.store().steps(refused.interaction_id).await.unwrap();
     assert_eq!(
         steps[0].error.as_ref().unwrap().code,
-        StepError::CONTENT_BLOCKED
+        ErrorCode::PolicyContentBlocked
     );
     assert_eq!(
         rt.interaction_state(refused.interaction_id).await.unwrap(),
@@ -420,7 +420,7 @@ async fn content_rules_block_messages_and_replies_with_the_reason_on_the_step() 
     let respond = steps.last().unwrap();
     assert_eq!(
         respond.output.as_ref().unwrap()["blocked"]["code"],
-        StepError::CONTENT_BLOCKED
+        ErrorCode::PolicyContentBlocked.as_str()
     );
     assert_eq!(
         rt.store()

@@ -655,8 +655,8 @@ async fn a_step_without_progress_is_failed_by_the_watchdog_and_the_user_is_told(
     let steps = rt.store().steps(reply.interaction_id).await.unwrap();
     let think = steps.iter().find(|s| s.kind == StepKind::Think).unwrap();
     assert_eq!(
-        (think.state, think.error.as_ref().unwrap().code.as_str()),
-        (StepState::Failed, StepError::DEADLINE_EXCEEDED)
+        (think.state, think.error.as_ref().unwrap().code),
+        (StepState::Failed, ErrorCode::StepDeadlineExceeded)
     );
     assert_eq!(
         rt.interaction_state(reply.interaction_id).await.unwrap(),

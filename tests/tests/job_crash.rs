@@ -221,7 +221,7 @@ async fn round_trip(round: usize) -> (usize, usize) {
             .filter(|s| {
                 s.error
                     .as_ref()
-                    .is_some_and(|e| e.code == StepError::INTERRUPTED)
+                    .is_some_and(|e| e.code == ErrorCode::StepInterrupted)
             })
             .count();
         assert!(

@@ -758,7 +758,7 @@ async fn the_system_cancels_a_delegated_job_and_the_child_interaction_stops() {
         let steps = rt.store().steps(child.id).await.unwrap();
         if InteractionState::derive(&steps) == InteractionState::Failed {
             let last = steps.last().unwrap();
-            assert_eq!(last.error.as_ref().unwrap().code, StepError::JOB_CANCELLED);
+            assert_eq!(last.error.as_ref().unwrap().code, ErrorCode::JobCancelled);
             assert!(steps.iter().all(|s| s.state != StepState::Running));
             break;
         }

@@ -191,7 +191,10 @@ async fn an_interrupted_safe_call_runs_again_with_the_same_key() {
     let steps = rt.store().steps(interaction).await.unwrap();
     let acts: Vec<_> = steps.iter().filter(|s| s.kind == StepKind::Act).collect();
     assert_eq!(acts.len(), 2);
-    assert_eq!(acts[0].error.as_ref().unwrap().code, StepError::INTERRUPTED);
+    assert_eq!(
+        acts[0].error.as_ref().unwrap().code,
+        ErrorCode::StepInterrupted
+    );
     assert_eq!((acts[1].state, acts[1].attempt), (StepState::Succeeded, 2));
     assert_eq!(acts[0].idempotency_key, acts[1].idempotency_key);
     let reply = rt.store().reply_of(interaction).await.unwrap().unwrap();
@@ -282,7 +285,7 @@ async fn an_interrupted_model_call_runs_again_and_the_reply_is_delivered_once() 
     assert_eq!(thinks.len(), 2);
     assert_eq!(
         thinks[0].error.as_ref().unwrap().code,
-        StepError::INTERRUPTED
+        ErrorCode::StepInterrupted
     );
     assert_eq!(thinks[1].attempt, 2);
     // A second recovery finds nothing to do and delivers nothing again.

@@ -9,6 +9,7 @@
 //! capabilities the agent may use are its own, narrowed by every applicable
 //! assignment and by the account's policy. Assignments only ever narrow.
 
+use crate::error::ErrorCode;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -194,15 +195,15 @@ pub enum AccessError {
 
 impl AccessError {
     /// A stable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            AccessError::NotAMember { .. } => "directory.not_a_member",
-            AccessError::NotInTeam { .. } => "directory.not_in_team",
-            AccessError::ForeignAgent { .. } => "directory.foreign_agent",
-            AccessError::NotAssigned { .. } => "directory.not_assigned",
-            AccessError::RoleTooLow { .. } => "directory.role_too_low",
-            AccessError::HostAgent { .. } => "directory.host_agent",
-            AccessError::BeyondPolicy { .. } => "directory.beyond_policy",
+            AccessError::NotAMember { .. } => ErrorCode::DirectoryNotAMember,
+            AccessError::NotInTeam { .. } => ErrorCode::DirectoryNotInTeam,
+            AccessError::ForeignAgent { .. } => ErrorCode::DirectoryForeignAgent,
+            AccessError::NotAssigned { .. } => ErrorCode::DirectoryNotAssigned,
+            AccessError::RoleTooLow { .. } => ErrorCode::DirectoryRoleTooLow,
+            AccessError::HostAgent { .. } => ErrorCode::DirectoryHostAgent,
+            AccessError::BeyondPolicy { .. } => ErrorCode::DirectoryBeyondPolicy,
         }
     }
 }

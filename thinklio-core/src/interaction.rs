@@ -1,10 +1,11 @@
 //! Interactions: one unit of work in a session, and its state derived from its steps.
 
+use crate::error::ErrorCode;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AgentId, InteractionId, JobId, SessionId};
 use crate::principal::Principal;
-use crate::step::{Step, StepError, StepKind, StepState};
+use crate::step::{Step, StepKind, StepState};
 use crate::time::Timestamp;
 
 /// One unit of work in a session: usually one inbound message and everything
@@ -77,8 +78,8 @@ impl InteractionState {
     /// Derives the state from the interaction's steps, in order.
     ///
     /// A failed `act` step never ends an interaction (the model observes the
-    /// failure), a step failed as [`StepError::INTERRUPTED`] is retried, and
-    /// a `think` step refused as [`StepError::BUDGET_EXCEEDED`] is followed
+    /// failure), a step failed as [`ErrorCode::StepInterrupted`] is retried, and
+    /// a `think` step refused as [`ErrorCode::BudgetExceeded`] is followed
     /// by a reply saying so.
     pub fn derive(steps: &[Step]) -> Self {
         if steps.is_empty() {
@@ -112,5 +113,5 @@ pub fn is_terminal_failure(step: &Step) -> bool {
         && step
             .error
             .as_ref()
-            .is_none_or(|e| !StepError::NOT_TERMINAL.contains(&e.code.as_str()))
+            .is_none_or(|e| !ErrorCode::NOT_TERMINAL.contains(&e.code))
 }

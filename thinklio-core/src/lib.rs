@@ -6,6 +6,7 @@ pub mod budget;
 pub mod capability;
 pub mod channel;
 pub mod directory;
+pub mod error;
 pub mod event;
 pub mod ids;
 pub mod interaction;
@@ -42,6 +43,7 @@ pub use capability::{
     FunctionCapability, InvocationContext, SideEffect, TrustLevel,
 };
 pub use directory::{Access, AccessError, AccountPolicy, AccountRole, Assignment, ContentRules};
+pub use error::ErrorCode;
 pub use event::{Event, EventKind, NewEvent, SessionUpdate, TokenDelta};
 pub use ids::{
     AccountId, AgentId, FactId, InteractionId, JobId, NotificationId, ObserverId, OutboxId,

@@ -2,6 +2,7 @@
 //! tool calls (plain and streamed) and [`Embedder`] for embeddings. A provider
 //! implements the ones it supports; there is no catch-all provider trait.
 
+use crate::error::ErrorCode;
 use std::fmt;
 use std::time::Duration;
 
@@ -274,16 +275,16 @@ impl fmt::Display for FallbackErrors<'_> {
 
 impl ModelError {
     /// A stable code for hosts and step records.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ModelError::Http { status: 429, .. } => "model.rate_limited",
-            ModelError::Http { .. } => "model.http",
-            ModelError::Timeout(_) => "model.timeout",
-            ModelError::Transport(_) => "model.transport",
-            ModelError::MalformedResponse(_) => "model.malformed_response",
-            ModelError::Config(_) => "model.config",
-            ModelError::ScriptExhausted(_) => "model.script_exhausted",
-            ModelError::FallbackExhausted(_) => "model.fallback_exhausted",
+            ModelError::Http { status: 429, .. } => ErrorCode::ModelRateLimited,
+            ModelError::Http { .. } => ErrorCode::ModelHttp,
+            ModelError::Timeout(_) => ErrorCode::ModelTimeout,
+            ModelError::Transport(_) => ErrorCode::ModelTransport,
+            ModelError::MalformedResponse(_) => ErrorCode::ModelMalformedResponse,
+            ModelError::Config(_) => ErrorCode::ModelConfig,
+            ModelError::ScriptExhausted(_) => ErrorCode::ModelScriptExhausted,
+            ModelError::FallbackExhausted(_) => ErrorCode::ModelFallbackExhausted,
         }
     }
 

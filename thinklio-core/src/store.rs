@@ -11,6 +11,7 @@
 //! - A `respond` step's success and its outbox entry commit together.
 //! - A committed write survives a crash of the process.
 
+use crate::error::ErrorCode;
 use std::fmt;
 
 use async_trait::async_trait;
@@ -79,15 +80,15 @@ pub enum StoreError {
 
 impl StoreError {
     /// A stable code for hosts.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            StoreError::NotFound { .. } => "store.not_found",
-            StoreError::IllegalTransition { .. } => "store.illegal_transition",
-            StoreError::IllegalJobTransition { .. } => "store.illegal_job_transition",
-            StoreError::Conflict(_) => "store.conflict",
-            StoreError::Corrupt(_) => "store.corrupt",
-            StoreError::Backend(_) => "store.backend",
-            StoreError::Closed => "store.closed",
+            StoreError::NotFound { .. } => ErrorCode::StoreNotFound,
+            StoreError::IllegalTransition { .. } => ErrorCode::StoreIllegalTransition,
+            StoreError::IllegalJobTransition { .. } => ErrorCode::StoreIllegalJobTransition,
+            StoreError::Conflict(_) => ErrorCode::StoreConflict,
+            StoreError::Corrupt(_) => ErrorCode::StoreCorrupt,
+            StoreError::Backend(_) => ErrorCode::StoreBackend,
+            StoreError::Closed => ErrorCode::StoreClosed,
         }
     }
 

@@ -6,8 +6,8 @@ use std::str::FromStr;
 use deadpool_postgres::Transaction;
 use serde_json::Value;
 use thinklio_core::{
-    AgentId, Cost, Event, EventKind, Interaction, OutboxMessage, Principal, Session, Step,
-    StepError, StoreError, StoreResult, Task, Timestamp, TokenUsage,
+    AgentId, Cost, ErrorCode, Event, EventKind, Interaction, OutboxMessage, Principal, Session,
+    Step, StepError, StoreError, StoreResult, Task, Timestamp, TokenUsage,
 };
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
@@ -165,7 +165,7 @@ pub(crate) const STEP_COLUMNS: &str = "id, interaction_id, seq, kind, mode, stat
 
 pub(crate) fn step(row: &Row) -> StoreResult<Step> {
     let error = match (
-        get::<Option<String>>(row, "error_code")?,
+        parse_opt::<ErrorCode>(row, "error_code")?,
         get::<Option<String>>(row, "error_message")?,
     ) {
         (Some(code), message) => Some(StepError::new(code, message.unwrap_or_default())),
@@ -294,7 +294,7 @@ pub(crate) async fn signal(tx: &Transaction<'_>, channel: &str) -> StoreResult<(
 /// exactly as `InteractionState::derive` does: no succeeded `respond` step,
 /// and no `context`, `think` or `respond` step failed for good.
 pub(crate) fn unfinished(i: &str) -> String {
-    let not_terminal = StepError::NOT_TERMINAL
+    let not_terminal = ErrorCode::NOT_TERMINAL
         .iter()
         .map(|code| format!("'{code}'"))
         .collect::<Vec<_>>()

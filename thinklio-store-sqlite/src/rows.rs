@@ -5,8 +5,8 @@ use std::str::FromStr;
 use rusqlite::Row;
 use serde_json::Value;
 use thinklio_core::{
-    AgentId, Cost, Event, Interaction, OutboxMessage, Principal, Session, Step, StepError,
-    StoreError, Task, Timestamp, TokenUsage,
+    AgentId, Cost, ErrorCode, Event, Interaction, OutboxMessage, Principal, Session, Step,
+    StepError, StoreError, Task, Timestamp, TokenUsage,
 };
 
 pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
@@ -117,7 +117,7 @@ pub(crate) const STEP_COLUMNS: &str = "id, interaction_id, seq, kind, mode, stat
 
 pub(crate) fn step(row: &Row<'_>) -> rusqlite::Result<Step> {
     let error = match (
-        row.get::<_, Option<String>>("error_code")?,
+        parse_opt::<ErrorCode>(row, "error_code")?,
         row.get::<_, Option<String>>("error_message")?,
     ) {
         (Some(code), message) => Some(StepError::new(code, message.unwrap_or_default())),
@@ -204,7 +204,7 @@ pub(crate) fn scope(kind: &str, id: &str) -> Result<thinklio_core::Scope, StoreE
 /// exactly as `InteractionState::derive` does: no succeeded `respond` step,
 /// and no `context`, `think` or `respond` step failed for good.
 pub(crate) fn unfinished(i: &str) -> String {
-    let not_terminal = StepError::NOT_TERMINAL
+    let not_terminal = ErrorCode::NOT_TERMINAL
         .iter()
         .map(|code| format!("'{code}'"))
         .collect::<Vec<_>>()

@@ -133,9 +133,9 @@ impl From<RuntimeError> for ApiError {
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
-            return Self::internal(e.code(), &e);
+            return Self::internal(e.code().as_str(), &e);
         }
-        Self::new(status, e.code(), e.to_string())
+        Self::new(status, e.code().as_str(), e.to_string())
     }
 }
 

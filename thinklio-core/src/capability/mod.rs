@@ -10,6 +10,7 @@
 mod function;
 mod registry;
 
+use crate::error::ErrorCode;
 use std::fmt;
 use std::time::Duration;
 
@@ -236,7 +237,7 @@ pub enum CapabilityError {
     #[error("{message}")]
     Refused {
         /// A stable code such as `delegation.cycle`.
-        code: &'static str,
+        code: ErrorCode,
         /// What was refused and why.
         message: String,
     },
@@ -266,19 +267,19 @@ pub enum CapabilityError {
 
 impl CapabilityError {
     /// A stable code for step records and hosts.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            CapabilityError::NotFound(_) => "capability.not_found",
-            CapabilityError::InvalidJson(_) => "capability.invalid_json",
-            CapabilityError::InvalidArguments(_) => "capability.invalid_arguments",
-            CapabilityError::InvalidResult(_) => "capability.invalid_result",
-            CapabilityError::Timeout(_) => "capability.timeout",
-            CapabilityError::Failed(_) => "capability.failed",
-            CapabilityError::Refused { code, .. } => code,
-            CapabilityError::Panicked(_) => "capability.panicked",
-            CapabilityError::OutcomeUnknown => "capability.outcome_unknown",
-            CapabilityError::InvalidManifest { .. } => "capability.invalid_manifest",
-            CapabilityError::NameTaken { .. } => "capability.name_taken",
+            CapabilityError::NotFound(_) => ErrorCode::CapabilityNotFound,
+            CapabilityError::InvalidJson(_) => ErrorCode::CapabilityInvalidJson,
+            CapabilityError::InvalidArguments(_) => ErrorCode::CapabilityInvalidArguments,
+            CapabilityError::InvalidResult(_) => ErrorCode::CapabilityInvalidResult,
+            CapabilityError::Timeout(_) => ErrorCode::CapabilityTimeout,
+            CapabilityError::Failed(_) => ErrorCode::CapabilityFailed,
+            CapabilityError::Refused { code, .. } => *code,
+            CapabilityError::Panicked(_) => ErrorCode::CapabilityPanicked,
+            CapabilityError::OutcomeUnknown => ErrorCode::CapabilityOutcomeUnknown,
+            CapabilityError::InvalidManifest { .. } => ErrorCode::CapabilityInvalidManifest,
+            CapabilityError::NameTaken { .. } => ErrorCode::CapabilityNameTaken,
         }
     }
 

@@ -26,7 +26,7 @@ pub async fn sessions_reopen_by_key<S: Store>(store: S) {
 
 pub async fn missing_records_are_not_found<S: Store>(store: S) {
     let missing = store.session(SessionId::new()).await.unwrap_err();
-    assert_eq!(missing.code(), "store.not_found");
+    assert_eq!(missing.code(), ErrorCode::StoreNotFound);
     assert!(matches!(
         store.interaction(InteractionId::new()).await,
         Err(StoreError::NotFound { .. })
@@ -131,7 +131,7 @@ pub async fn step_lifecycle_records_legal_history<S: Store>(store: S) {
         .finish_step(
             failing.id,
             StepOutcome::Failed {
-                error: StepError::new("model.http", "boom"),
+                error: StepError::new(ErrorCode::ModelHttp, "boom"),
                 usage: None,
             },
             None,
@@ -141,7 +141,10 @@ pub async fn step_lifecycle_records_legal_history<S: Store>(store: S) {
         .unwrap();
     let failed = finished.step;
     assert_eq!(failed.state, StepState::Failed);
-    assert_eq!(failed.error, Some(StepError::new("model.http", "boom")));
+    assert_eq!(
+        failed.error,
+        Some(StepError::new(ErrorCode::ModelHttp, "boom"))
+    );
     assert_eq!(finished.events[0].kind, EventKind::StepFailed);
     let steps = store.steps(i.id).await.unwrap();
     assert_eq!(steps.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![0, 1]);
@@ -214,7 +217,7 @@ pub async fn illegal_transitions_are_rejected<S: Store>(store: S) {
         .finish_step(
             done.id,
             StepOutcome::Failed {
-                error: StepError::new("x", "y"),
+                error: StepError::new(ErrorCode::StepFailed, "y"),
                 usage: None,
             },
             None,
@@ -361,19 +364,19 @@ pub async fn unfinished_interactions_are_derived_from_steps<S: Store>(store: S) 
     let failed = interaction(&store, &s, "failed").await;
     run_step(&store, &failed, 0, StepKind::Context, ok(json!({}))).await;
     let model_error = StepOutcome::Failed {
-        error: StepError::new("model.http", "down"),
+        error: StepError::new(ErrorCode::ModelHttp, "down"),
         usage: None,
     };
     run_step(&store, &failed, 1, StepKind::Think, model_error).await;
     let interrupted = interaction(&store, &s, "interrupted").await;
     let cut = StepOutcome::Failed {
-        error: StepError::new(StepError::INTERRUPTED, "crash"),
+        error: StepError::new(ErrorCode::StepInterrupted, "crash"),
         usage: None,
     };
     run_step(&store, &interrupted, 0, StepKind::Think, cut).await;
     let act_failed = interaction(&store, &s, "act failed").await;
     let tool_error = StepOutcome::Failed {
-        error: StepError::new("capability.failed", "no"),
+        error: StepError::new(ErrorCode::CapabilityFailed, "no"),
         usage: None,
     };
     run_step(&store, &act_failed, 0, StepKind::Act, tool_error).await;
@@ -468,7 +471,7 @@ pub async fn usage_is_recorded_and_summed<S: Store>(store: S) {
         1,
         StepKind::Think,
         StepOutcome::Failed {
-            error: StepError::new("model.http", "x"),
+            error: StepError::new(ErrorCode::ModelHttp, "x"),
             usage: usage(5),
         },
     )

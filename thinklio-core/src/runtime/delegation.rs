@@ -25,6 +25,7 @@
 //! so re-running an interrupted call resumes the same child instead of
 //! starting another.
 
+use crate::error::ErrorCode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::{Arc, Weak};
@@ -213,7 +214,7 @@ impl Inner {
                 .chain([delegate.as_str()])
                 .collect();
             return Err(CapabilityError::Refused {
-                code: "delegation.cycle",
+                code: ErrorCode::DelegationCycle,
                 message: format!(
                     "delegation refused: it would form the cycle {}",
                     path.join(" → ")
@@ -227,7 +228,7 @@ impl Inner {
         let access = match chain.first() {
             Some(root) => self.access(&context.principal, root).await.map_err(|e| {
                 CapabilityError::Refused {
-                    code: "delegation.forbidden",
+                    code: ErrorCode::DelegationForbidden,
                     message: format!("delegation refused: {e}"),
                 }
             })?,
@@ -246,7 +247,7 @@ impl Inner {
             .min(policy_limit);
         if depth > limit {
             return Err(CapabilityError::Refused {
-                code: "delegation.depth_exceeded",
+                code: ErrorCode::DelegationDepthExceeded,
                 message: format!(
                     "delegation refused: it would reach depth {depth}, beyond this chain's limit of {limit}"
                 ),

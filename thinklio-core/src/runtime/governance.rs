@@ -6,6 +6,7 @@ use crate::agent::AgentDefinition;
 use crate::bounded::InsertBounded;
 use crate::budget::BudgetLimit;
 use crate::directory::{Access, AccessError, AccountRole};
+use crate::error::ErrorCode;
 use crate::event::EventKind;
 use crate::ids::{AccountId, AgentId, UserId};
 use crate::interaction::Interaction;
@@ -60,7 +61,7 @@ impl Inner {
 
     /// Checks every budget covering `principal`: emits each warning whose
     /// threshold spend has reached (once per period), and refuses with
-    /// [`StepError::BUDGET_EXCEEDED`] when a limit is spent.
+    /// [`ErrorCode::BudgetExceeded`] when a limit is spent.
     pub(crate) async fn check_budgets(
         &self,
         principal: &Principal,
@@ -137,7 +138,7 @@ impl Inner {
             }
             let over = |what: String| {
                 Err(StepError::new(
-                    StepError::BUDGET_EXCEEDED,
+                    ErrorCode::BudgetExceeded,
                     format!(
                         "the {} budget of {what} for this {} is spent",
                         budget.scope.kind(),

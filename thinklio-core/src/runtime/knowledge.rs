@@ -21,8 +21,8 @@ use crate::model::{ChatMessage, ChatRequest, OutputSchema};
 use crate::principal::Principal;
 use crate::queue::{NewTask, Task};
 use crate::step::StepKind;
+use crate::step::payload::{ContextOutput, RecalledFact};
 use crate::store::StoreError;
-use crate::time::Timestamp;
 use crate::usage::UsageRecord;
 
 /// The queue kind of knowledge extraction tasks.
@@ -223,10 +223,10 @@ impl Inner {
     /// The facts recalled for an interaction's `context` step, as recorded
     /// on the step: which facts, their text, the tokens they take. A failed
     /// recall is recorded too and does not fail the step.
-    pub(crate) async fn recall(&self, interaction: &Interaction) -> Value {
+    pub(crate) async fn recall(&self, interaction: &Interaction) -> ContextOutput {
         let config = &self.config.knowledge;
         if !config.recall {
-            return json!({ "facts": [], "fact_tokens": 0 });
+            return ContextOutput::default();
         }
         let visibility = Visibility::of(&interaction.principal, &interaction.agent_id);
         match self
@@ -235,24 +235,28 @@ impl Inner {
         {
             Ok(hits) => {
                 let fitted = fit_to_budget(&hits, config.context_tokens);
-                let tokens: usize = fitted.iter().map(|h| estimate_tokens(&h.fact.text())).sum();
-                let facts: Vec<Value> = fitted
-                    .iter()
-                    .map(|h| {
-                        json!({
-                            "id": h.fact.id,
-                            "layer": h.fact.layer(),
-                            "text": h.fact.text(),
-                            "valid_at": h.fact.valid_at,
-                            "score": h.score,
+                ContextOutput {
+                    fact_tokens: fitted.iter().map(|h| estimate_tokens(&h.fact.text())).sum(),
+                    facts: fitted
+                        .iter()
+                        .map(|h| RecalledFact {
+                            id: h.fact.id,
+                            layer: h.fact.layer(),
+                            text: h.fact.text(),
+                            valid_at: Some(h.fact.valid_at),
+                            score: h.score,
                         })
-                    })
-                    .collect();
-                json!({ "facts": facts, "fact_tokens": tokens, "facts_found": hits.len() })
+                        .collect(),
+                    facts_found: Some(hits.len()),
+                    ..ContextOutput::default()
+                }
             }
             Err(e) => {
                 tracing::warn!(interaction_id = %interaction.id, error = %e, "knowledge recall failed");
-                json!({ "facts": [], "fact_tokens": 0, "recall_error": e.code() })
+                ContextOutput {
+                    recall_error: Some(e.code()),
+                    ..ContextOutput::default()
+                }
             }
         }
     }
@@ -481,21 +485,18 @@ pub(crate) const QUERY_EMBEDDINGS: usize = 1024;
 const EMBED_BATCH: usize = 64;
 
 /// The system message that gives the model the facts a `context` step recalled.
-pub(crate) fn memory_message(context_output: Option<&Value>) -> Option<ChatMessage> {
-    let facts = context_output?.get("facts")?.as_array()?;
-    if facts.is_empty() {
+pub(crate) fn memory_message(context: &ContextOutput) -> Option<ChatMessage> {
+    if context.facts.is_empty() {
         return None;
     }
     let mut text = String::from("What you know from earlier conversations (most relevant first):");
-    for f in facts {
-        if let Some(line) = f["text"].as_str() {
-            text.push_str("\n- ");
-            text.push_str(line);
-            // When it was said, so "when did I…" has an answer (steps
-            // recorded before facts had dates show none).
-            if let Some(at) = f["valid_at"].as_i64() {
-                text.push_str(&format!(" (since {})", Timestamp::from_millis(at).date()));
-            }
+    for f in &context.facts {
+        text.push_str("\n- ");
+        text.push_str(&f.text);
+        // When it was said, so "when did I…" has an answer (steps recorded
+        // before facts had dates show none).
+        if let Some(at) = f.valid_at {
+            text.push_str(&format!(" (since {})", at.date()));
         }
     }
     Some(ChatMessage::system(text))

@@ -20,6 +20,7 @@ mod streams;
 
 pub use config::RuntimeConfig;
 
+use crate::error::ErrorCode;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -96,6 +97,9 @@ pub enum RuntimeError {
     /// A job call was refused.
     #[error(transparent)]
     Job(#[from] JobError),
+    /// A stored step payload could not be read.
+    #[error(transparent)]
+    Payload(#[from] crate::step::payload::PayloadError),
     /// The interaction ended failed; its steps say more.
     #[error("interaction {interaction} failed: {error}")]
     InteractionFailed {
@@ -108,19 +112,20 @@ pub enum RuntimeError {
 
 impl RuntimeError {
     /// A stable code for hosts.
-    pub fn code(&self) -> &str {
+    pub fn code(&self) -> ErrorCode {
         match self {
             RuntimeError::Store(e) => e.code(),
-            RuntimeError::Config(_) => "runtime.config",
-            RuntimeError::UnknownAgent(_) => "runtime.unknown_agent",
+            RuntimeError::Config(_) => ErrorCode::RuntimeConfig,
+            RuntimeError::UnknownAgent(_) => ErrorCode::RuntimeUnknownAgent,
             RuntimeError::Capability(e) => e.code(),
-            RuntimeError::EmptyMessage => "runtime.empty_message",
-            RuntimeError::MessageTooLarge { .. } => "runtime.message_too_large",
-            RuntimeError::DelegationCycle(_) => "delegation.cycle",
+            RuntimeError::EmptyMessage => ErrorCode::RuntimeEmptyMessage,
+            RuntimeError::MessageTooLarge { .. } => ErrorCode::RuntimeMessageTooLarge,
+            RuntimeError::DelegationCycle(_) => ErrorCode::DelegationCycle,
             RuntimeError::Forbidden(e) => e.code(),
             RuntimeError::Model(e) => e.code(),
             RuntimeError::Job(e) => e.code(),
-            RuntimeError::InteractionFailed { error, .. } => &error.code,
+            RuntimeError::Payload(_) => ErrorCode::StepCorrupt,
+            RuntimeError::InteractionFailed { error, .. } => error.code,
         }
     }
 }

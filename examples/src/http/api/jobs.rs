@@ -2,6 +2,7 @@
 
 // The handlers share the imports and helpers (ids, ownership checks) of `api`.
 use super::*;
+use thinklio_core::step::payload::ActOutput;
 
 /// The call a dispatch makes (also the dispatch agent's message).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -70,10 +71,9 @@ pub(super) async fn dispatch_job(
     let steps = host.runtime.store().steps(reply.interaction_id).await?;
     let act = steps.iter().rev().find(|s| s.kind == StepKind::Act);
     let job_id = act
-        .and_then(|s| s.output.as_ref())
-        .and_then(|o| o.pointer("/result/job_id"))
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse::<JobId>().ok());
+        .and_then(|s| s.output_as::<ActOutput>().ok().flatten())
+        .and_then(|o| o.dispatched_job())
+        .map(|d| d.job_id);
     match job_id {
         Some(id) => {
             let job = host.runtime.job(id).await?;

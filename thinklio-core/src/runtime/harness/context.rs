@@ -3,12 +3,12 @@
 //! on the step) and the transcript rebuilt from the session history and the
 //! interaction's steps, so a resumed run sees exactly what the first saw.
 
-use serde_json::json;
+use crate::error::ErrorCode;
 
-use super::plan::ThinkOutput;
-use super::{Run, merge};
+use super::Run;
 use crate::model::ChatMessage;
 use crate::runtime::RuntimeError;
+use crate::step::payload::{ContextOutput, ObserveOutput, ThinkOutput, to_json};
 use crate::step::{StepError, StepKind, StepOutcome, StepState};
 use crate::time::Timestamp;
 
@@ -20,13 +20,16 @@ impl Run {
                 .await
         {
             return StepOutcome::Failed {
-                error: StepError::new(StepError::CONTENT_BLOCKED, reason),
+                error: StepError::new(ErrorCode::PolicyContentBlocked, reason),
                 usage: None,
             };
         }
         // Facts the principal may see, served by this agent: a delegate
         // recalls with its own agent layer, never its caller's.
-        let mut recalled = self.rt.recall(&self.interaction).await;
+        let mut output = ContextOutput {
+            system_prompt_bytes: self.agent.system_prompt.len(),
+            ..self.rt.recall(&self.interaction).await
+        };
         if let Some(id) = self.interaction.job_id {
             // A follow-up: the job's result and context bundle, as they
             // are now, recorded on the step for the transcript.
@@ -41,8 +44,7 @@ impl Run {
             };
             match job {
                 Ok((job, subjobs)) if job.session_id == self.interaction.session_id => {
-                    let record = crate::runtime::jobs::job_record(&job, &subjobs);
-                    merge(&mut recalled, json!({ "job": record }));
+                    output.job = Some(crate::runtime::jobs::job_record(&job, &subjobs));
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -55,14 +57,9 @@ impl Run {
         }
         if self.delegation.is_some() {
             // A delegate works from its task alone.
-            let mut output = json!({
-                "system_prompt_bytes": self.agent.system_prompt.len(),
-                "history_turns": 0,
-                "delegation_depth": self.interaction.delegation_depth,
-            });
-            merge(&mut output, recalled);
+            output.delegation_depth = Some(self.interaction.delegation_depth);
             return StepOutcome::Succeeded {
-                output,
+                output: to_json(&output),
                 usage: None,
             };
         }
@@ -74,16 +71,12 @@ impl Run {
             .await
         {
             Ok(history) => {
-                let mut output = json!({
-                    "system_prompt_bytes": self.agent.system_prompt.len(),
-                    "history_before_seq": self.interaction.seq,
-                    "history_limit": limit,
-                    "history_turns": history.len(),
-                });
-                merge(&mut output, recalled);
+                output.history_before_seq = Some(self.interaction.seq);
+                output.history_limit = Some(limit);
+                output.history_turns = history.len();
                 self.history = Some(history);
                 StepOutcome::Succeeded {
-                    output,
+                    output: to_json(&output),
                     usage: None,
                 }
             }
@@ -111,19 +104,19 @@ impl Run {
         }
         // The facts the context step recalled, read back from the step so a
         // resumed run sees exactly what the first run saw.
-        let context = self
+        let context = match self
             .steps
             .iter()
-            .find(|s| s.kind == StepKind::Context && s.state == StepState::Succeeded);
-        if let Some(memory) =
-            crate::runtime::knowledge::memory_message(context.and_then(|s| s.output.as_ref()))
+            .find(|s| s.kind == StepKind::Context && s.state == StepState::Succeeded)
         {
+            Some(step) => step.output_as::<ContextOutput>()?.unwrap_or_default(),
+            None => ContextOutput::default(),
+        };
+        if let Some(memory) = crate::runtime::knowledge::memory_message(&context) {
             messages.push(memory);
         }
-        if let Some(job) =
-            crate::runtime::jobs::job_message(context.and_then(|s| s.output.as_ref()))
-        {
-            messages.push(job);
+        if let Some(job) = &context.job {
+            messages.push(crate::runtime::jobs::job_message(job));
         }
         // A conversation that spans days shows each message's day, so the
         // model can tell what was said when ("last Tuesday you said…").
@@ -150,14 +143,13 @@ impl Run {
             }
             match step.kind {
                 StepKind::Think => {
-                    let out = ThinkOutput::read(step.output.as_ref());
+                    let out = step.output_as::<ThinkOutput>()?.unwrap_or_default();
                     messages.push(ChatMessage::assistant_with_tools(out.text, out.tool_calls));
                 }
                 StepKind::Observe => {
-                    let out = step.output.as_ref();
-                    let call_id = out.and_then(|o| o["call_id"].as_str()).unwrap_or_default();
-                    let content = out.and_then(|o| o["content"].as_str()).unwrap_or_default();
-                    messages.push(ChatMessage::tool_result(call_id, content));
+                    if let Some(out) = step.output_as::<ObserveOutput>()? {
+                        messages.push(ChatMessage::tool_result(out.call_id, out.content));
+                    }
                 }
                 _ => {}
             }

@@ -2,11 +2,13 @@
 //! run that works for a job (a delegate dispatched as one) stops when the
 //! job ends.
 
-use serde_json::{Value, json};
+use crate::error::ErrorCode;
+use serde_json::Value;
 
 use super::Run;
 use crate::capability::{CapabilityError, RegisteredCapability};
 use crate::runtime::RuntimeError;
+use crate::step::payload::{DispatchedJob, RespondInput, to_json};
 use crate::step::{Step, StepError, StepKind, StepMode};
 
 impl Run {
@@ -18,7 +20,7 @@ impl Run {
         let job = self.rt.store.job(id).await?;
         Ok(job.state.is_terminal().then(|| {
             StepError::new(
-                StepError::JOB_CANCELLED,
+                ErrorCode::JobCancelled,
                 format!(
                     "job {id} {}: {}",
                     job.state,
@@ -44,7 +46,10 @@ impl Run {
                 StepKind::Respond,
                 1,
                 self.key("respond:job_ended"),
-                json!({ "job_ended": true }),
+                to_json(&RespondInput {
+                    text: String::new(),
+                    job_ended: true,
+                }),
             );
             let (step, event) = self.rt.store.begin_step(new).await?;
             self.rt.publish(event);
@@ -87,10 +92,10 @@ impl Run {
             )
             .await
             .map_err(|e| CapabilityError::failed(format!("the job could not be written: {e}")))?;
-        Ok(json!({
-            "job_id": job.id,
-            "status": "dispatched",
-            "note": format!(
+        Ok(to_json(&DispatchedJob {
+            job_id: job.id,
+            status: "dispatched".into(),
+            note: format!(
                 "`{}` runs in the background as job {}; its result comes back in a follow-up message. \
                  Tell the user the work is under way.",
                 job.capability, job.id

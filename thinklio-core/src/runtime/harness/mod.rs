@@ -13,6 +13,7 @@ mod model;
 mod plan;
 
 use self::plan::{Next, Work, observation};
+use crate::error::ErrorCode;
 
 use std::sync::Arc;
 
@@ -31,17 +32,14 @@ use crate::interaction::Interaction;
 use crate::model::{ChatRequest, ToolCall, ToolDefinition};
 use crate::outbox::NewOutboxMessage;
 use crate::session::{Session, Turn};
+use crate::step::payload::{
+    ActInput, ActOutput, Blocked, ContextInput, ObserveInput, ObserveOutput, RespondInput,
+    RespondOutput, ThinkInput, ThinkOutput, to_json,
+};
 use crate::step::{
     ModelUsage, NewStep, Step, StepError, StepKind, StepMode, StepOutcome, StepState,
 };
 use crate::store::FinishedStep;
-
-/// Adds the fields of `extra` (an object) to `output` (an object).
-fn merge(output: &mut Value, extra: Value) {
-    if let (Some(out), Value::Object(extra)) = (output.as_object_mut(), extra) {
-        out.extend(extra);
-    }
-}
 
 /// One interaction being driven to its end.
 pub(crate) struct Run {
@@ -236,13 +234,18 @@ impl Run {
                 StepKind::Context,
                 *attempt,
                 self.key("context"),
-                json!({ "message_bytes": self.interaction.input.len() }),
+                to_json(&ContextInput {
+                    message_bytes: self.interaction.input.len(),
+                }),
             ),
             Work::Think { turn, attempt } => self.new_step(
                 StepKind::Think,
                 *attempt,
                 self.key(&format!("think:{turn}")),
-                json!({ "turn": turn, "model": self.agent.model }),
+                to_json(&ThinkInput {
+                    turn: *turn,
+                    model: self.agent.model.clone(),
+                }),
             ),
             Work::Act {
                 turn,
@@ -254,13 +257,7 @@ impl Run {
                     StepKind::Act,
                     *attempt,
                     self.key(&format!("act:{turn}:{index}")),
-                    json!({
-                        "turn": turn,
-                        "index": index,
-                        "call_id": call.id,
-                        "name": call.name,
-                        "arguments": call.arguments,
-                    }),
+                    to_json(&ActInput::new(*turn, *index, call)),
                 );
                 new.capability = Some(call.name.clone());
                 let cap = self.visible(&call.name);
@@ -288,13 +285,21 @@ impl Run {
                 StepKind::Observe,
                 *attempt,
                 self.key(&format!("observe:{turn}:{index}")),
-                json!({ "turn": turn, "index": index, "call_id": call_id, "act_step": act.id }),
+                to_json(&ObserveInput {
+                    turn: *turn,
+                    index: *index,
+                    call_id: call_id.clone(),
+                    act_step: act.id,
+                }),
             ),
             Work::Respond { text, attempt } => self.new_step(
                 StepKind::Respond,
                 *attempt,
                 self.key("respond"),
-                json!({ "text": text }),
+                to_json(&RespondInput {
+                    text: text.clone(),
+                    job_ended: false,
+                }),
             ),
         }
     }
@@ -315,7 +320,7 @@ impl Run {
             );
             StepOutcome::Failed {
                 error: StepError::new(
-                    StepError::DEADLINE_EXCEEDED,
+                    ErrorCode::StepDeadlineExceeded,
                     format!(
                         "the {} step took longer than {:?}",
                         step.kind.as_str(),
@@ -337,17 +342,22 @@ impl Run {
             Work::Act { call, .. } => self.act(step, call).await,
             Work::Observe { call_id, act, .. } => {
                 let (content, is_error) = observation(&act);
-                let output =
-                    json!({ "call_id": call_id, "content": content, "is_error": is_error });
                 StepOutcome::Succeeded {
-                    output,
+                    output: to_json(&ObserveOutput {
+                        call_id,
+                        content,
+                        is_error,
+                    }),
                     usage: None,
                 }
             }
             Work::Respond { text, .. } if self.delegation.is_some() => {
                 // A delegate's answer is its caller's observation, not a reply
                 // to the channel: it stays in the step, out of the outbox.
-                let output = json!({ "bytes": text.len() });
+                let output = to_json(&RespondOutput {
+                    bytes: text.len(),
+                    blocked: None,
+                });
                 self.reply_text = Some(text);
                 StepOutcome::Succeeded {
                     output,
@@ -355,19 +365,24 @@ impl Run {
                 }
             }
             Work::Respond { text, .. } => {
-                let mut output = json!({ "bytes": text.len() });
+                let mut output = RespondOutput {
+                    bytes: text.len(),
+                    blocked: None,
+                };
                 let mut text = text;
                 let mut blocked = self.steps.iter().any(|s| {
                     s.error
                         .as_ref()
-                        .is_some_and(|e| e.code == StepError::CONTENT_BLOCKED)
+                        .is_some_and(|e| e.code == ErrorCode::PolicyContentBlocked)
                 });
                 if let Some(rules) = &self.rt.content
                     && let Err(reason) = rules.check_reply(&self.interaction.principal, &text).await
                 {
                     // The reason stays on the step; the channel gets a refusal.
-                    output["blocked"] =
-                        json!({ "code": StepError::CONTENT_BLOCKED, "reason": reason });
+                    output.blocked = Some(Blocked {
+                        code: ErrorCode::PolicyContentBlocked,
+                        reason: reason.clone(),
+                    });
                     text = format!("I can't send that reply: {reason}.");
                     blocked = true;
                 }
@@ -376,7 +391,7 @@ impl Run {
                 let delivered = self.rt.sink.is_none() && self.caller_is_channel;
                 return (
                     StepOutcome::Succeeded {
-                        output,
+                        output: to_json(&output),
                         usage: None,
                     },
                     Some(NewOutboxMessage {
@@ -429,8 +444,8 @@ impl Run {
         }
         if let Some(name) = &step.capability {
             span.record("gen_ai.tool.name", name.as_str());
-            if let Some(id) = step.input["call_id"].as_str() {
-                span.record("gen_ai.tool.call.id", id);
+            if let Ok(input) = step.input_as::<ActInput>() {
+                span.record("gen_ai.tool.call.id", input.call_id.as_str());
             }
         }
         span
@@ -524,9 +539,9 @@ impl Run {
                     format!("{:?}", response.finish_reason).as_str(),
                 );
                 StepOutcome::Succeeded {
-                    output: json!({
-                        "text": response.message.content,
-                        "tool_calls": response.message.tool_calls,
+                    output: to_json(&ThinkOutput {
+                        text: response.message.content,
+                        tool_calls: response.message.tool_calls,
                     }),
                     usage: Some(ModelUsage {
                         model: response.model,
@@ -558,7 +573,7 @@ impl Run {
                     .await
                 {
                     Err(refused) => Err(CapabilityError::Refused {
-                        code: StepError::BUDGET_EXCEEDED,
+                        code: ErrorCode::BudgetExceeded,
                         message: refused.message,
                     }),
                     Ok(()) if step.mode == StepMode::Deferred => {
@@ -601,7 +616,7 @@ impl Run {
         });
         match result {
             Ok(value) => StepOutcome::Succeeded {
-                output: json!({ "result": value }),
+                output: to_json(&ActOutput { result: value }),
                 usage,
             },
             Err(e) => StepOutcome::Failed {
@@ -622,7 +637,7 @@ impl Run {
             StepError::new(e.code(), e.to_string())
         } else {
             StepError::new(
-                StepError::INTERRUPTED,
+                ErrorCode::StepInterrupted,
                 "the process stopped while this step ran; it runs again",
             )
         };
@@ -659,9 +674,9 @@ impl Run {
                 .iter()
                 .rev()
                 .find(|s| s.kind == StepKind::Respond && s.state == StepState::Succeeded)
-                .and_then(|s| s.input["text"].as_str())
+                .and_then(|s| s.input_as::<RespondInput>().ok())
+                .map(|input| input.text)
                 .unwrap_or_default()
-                .to_owned()
         });
         Reply::from_steps(self.interaction.id, text, &self.steps)
     }

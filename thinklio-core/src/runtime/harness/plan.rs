@@ -1,10 +1,14 @@
 //! Planning: what an interaction does next, read from its steps alone.
 
+use crate::error::ErrorCode;
 use serde_json::Value;
 
 use super::Run;
 use crate::ids::StepId;
 use crate::model::ToolCall;
+use crate::step::payload::{
+    ActInput, ActOutput, ObserveInput, PayloadError, RespondInput, ThinkInput, ThinkOutput,
+};
 use crate::step::{Step, StepError, StepKind, StepState};
 
 /// The text of the reply when the model still wants tools after `max_turns`.
@@ -79,10 +83,12 @@ impl Run {
             }
             let failed = step.state == StepState::Failed;
             let budget_spent = step.error.as_ref().filter(|e| {
-                failed && step.kind == StepKind::Think && e.code == StepError::BUDGET_EXCEEDED
+                failed && step.kind == StepKind::Think && e.code == ErrorCode::BudgetExceeded
             });
             let blocked = step.error.as_ref().filter(|e| {
-                failed && step.kind == StepKind::Context && e.code == StepError::CONTENT_BLOCKED
+                failed
+                    && step.kind == StepKind::Context
+                    && e.code == ErrorCode::PolicyContentBlocked
             });
             if let Some(e) = blocked {
                 // A message the content rules block is answered with the reason.
@@ -98,7 +104,7 @@ impl Run {
             let overdue = step.error.as_ref().filter(|e| {
                 failed
                     && matches!(step.kind, StepKind::Context | StepKind::Think)
-                    && e.code == StepError::DEADLINE_EXCEEDED
+                    && e.code == ErrorCode::StepDeadlineExceeded
             });
             if let Some(e) = overdue {
                 // The watchdog stopped a step that made no progress: the
@@ -110,13 +116,19 @@ impl Run {
             match step.kind {
                 StepKind::Context | StepKind::Think | StepKind::Respond if failed => {
                     return Next::Failed(step.error.clone().unwrap_or_else(|| {
-                        StepError::new("step.failed", "the step failed without a recorded error")
+                        StepError::new(
+                            ErrorCode::StepFailed,
+                            "the step failed without a recorded error",
+                        )
                     }));
                 }
                 StepKind::Context => context_done = true,
                 StepKind::Think => {
                     turn += 1;
-                    let out = ThinkOutput::read(step.output.as_ref());
+                    let out = match step.output_as::<ThinkOutput>() {
+                        Ok(out) => out.unwrap_or_default(),
+                        Err(e) => return Next::Failed(e.to_step_error()),
+                    };
                     if out.tool_calls.is_empty() {
                         final_text = Some(out.text);
                     } else {
@@ -126,16 +138,22 @@ impl Run {
                         calls = out.tool_calls;
                     }
                 }
-                StepKind::Act => {
-                    if let Some(slot) = index_of(step).and_then(|i| acts.get_mut(i)) {
-                        *slot = Some(step);
+                StepKind::Act => match step.input_as::<ActInput>() {
+                    Ok(input) => {
+                        if let Some(slot) = acts.get_mut(input.index) {
+                            *slot = Some(step);
+                        }
                     }
-                }
-                StepKind::Observe => {
-                    if let Some(slot) = index_of(step).and_then(|i| observed.get_mut(i)) {
-                        *slot = true;
+                    Err(e) => return Next::Failed(e.to_step_error()),
+                },
+                StepKind::Observe => match step.input_as::<ObserveInput>() {
+                    Ok(input) => {
+                        if let Some(slot) = observed.get_mut(input.index) {
+                            *slot = true;
+                        }
                     }
-                }
+                    Err(e) => return Next::Failed(e.to_step_error()),
+                },
                 StepKind::Respond => return Next::Done,
             }
         }
@@ -182,109 +200,87 @@ impl Run {
 
     /// The next attempt of a step interrupted by a crash, from its stored input.
     fn retry_of(&self, step: &Step) -> Next {
+        match self.retry_work(step) {
+            Ok(next) => next,
+            Err(e) => Next::Failed(e.to_step_error()),
+        }
+    }
+
+    fn retry_work(&self, step: &Step) -> Result<Next, PayloadError> {
         let attempt = step.attempt + 1;
-        let input = &step.input;
-        let turn = input["turn"]
-            .as_u64()
-            .and_then(|t| u32::try_from(t).ok())
-            .unwrap_or(1);
-        match step.kind {
+        Ok(match step.kind {
             StepKind::Context => Next::Work(Work::Context { attempt }),
-            StepKind::Think => Next::Work(Work::Think { turn, attempt }),
-            StepKind::Act => Next::Work(Work::Act {
-                turn,
-                index: index_of(step).unwrap_or(0),
-                call: ToolCall::new(
-                    input["call_id"].as_str().unwrap_or_default(),
-                    input["name"].as_str().unwrap_or_default(),
-                    input["arguments"].as_str().unwrap_or_default(),
-                ),
+            StepKind::Think => Next::Work(Work::Think {
+                turn: step.input_as::<ThinkInput>()?.turn,
                 attempt,
             }),
+            StepKind::Act => {
+                let input: ActInput = step.input_as()?;
+                Next::Work(Work::Act {
+                    turn: input.turn,
+                    index: input.index,
+                    call: input.call(),
+                    attempt,
+                })
+            }
             StepKind::Observe => {
-                let act_id = input["act_step"].as_str().and_then(|s| s.parse().ok());
-                match self.steps.iter().find(|s| Some(s.id) == act_id) {
+                let input: ObserveInput = step.input_as()?;
+                match self.steps.iter().find(|s| s.id == input.act_step) {
                     Some(act) => Next::Work(Work::Observe {
-                        turn,
-                        index: index_of(step).unwrap_or(0),
-                        call_id: input["call_id"].as_str().unwrap_or_default().to_owned(),
+                        turn: input.turn,
+                        index: input.index,
+                        call_id: input.call_id,
                         act: Box::new(act.clone()),
                         attempt,
                     }),
                     None => Next::Failed(StepError::new(
-                        "step.corrupt",
+                        ErrorCode::StepCorrupt,
                         "an observe step refers to an act step that does not exist",
                     )),
                 }
             }
             StepKind::Respond => Next::Work(Work::Respond {
-                text: input["text"].as_str().unwrap_or_default().to_owned(),
+                text: step.input_as::<RespondInput>()?.text,
                 attempt,
             }),
-        }
+        })
     }
 }
 
 fn is_interrupted(step: &Step) -> bool {
     step.error
         .as_ref()
-        .is_some_and(|e| e.code == StepError::INTERRUPTED)
-}
-
-pub(super) fn index_of(step: &Step) -> Option<usize> {
-    step.input["index"]
-        .as_u64()
-        .and_then(|i| usize::try_from(i).ok())
+        .is_some_and(|e| e.code == ErrorCode::StepInterrupted)
 }
 
 /// What the model sees of an `act` step's outcome.
 pub(super) fn observation(act: &Step) -> (String, bool) {
     if act.state == StepState::Succeeded {
-        let result = act
-            .output
-            .as_ref()
-            .map(|o| &o["result"])
-            .unwrap_or(&Value::Null);
-        let content = match result {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
+        let content = match act.output_as::<ActOutput>() {
+            Ok(Some(ActOutput {
+                result: Value::String(s),
+            })) => s,
+            Ok(Some(ActOutput { result })) => result.to_string(),
+            Ok(None) => Value::Null.to_string(),
+            // What the model reads of a result that cannot be read.
+            Err(e) => return (format!("Error ({}): {e}.", ErrorCode::StepCorrupt), true),
         };
         return (content, false);
     }
     let (code, message) = act
         .error
         .as_ref()
-        .map(|e| (e.code.as_str(), e.message.as_str()))
-        .unwrap_or(("capability.failed", "the call failed"));
+        .map(|e| (e.code, e.message.as_str()))
+        .unwrap_or((ErrorCode::CapabilityFailed, "the call failed"));
     let hint = match code {
-        "capability.invalid_json" | "capability.invalid_arguments" => {
+        ErrorCode::CapabilityInvalidJson | ErrorCode::CapabilityInvalidArguments => {
             " Fix the arguments to match the tool's schema and call it again."
         }
-        "capability.not_found" => " Use only the tools you were given.",
-        "capability.outcome_unknown" => {
+        ErrorCode::CapabilityNotFound => " Use only the tools you were given.",
+        ErrorCode::CapabilityOutcomeUnknown => {
             " It may or may not have taken effect; do not repeat it without checking."
         }
         _ => "",
     };
     (format!("Error ({code}): {message}.{hint}"), true)
-}
-
-/// The output of a `think` step.
-pub(super) struct ThinkOutput {
-    pub(super) text: String,
-    pub(super) tool_calls: Vec<ToolCall>,
-}
-
-impl ThinkOutput {
-    pub(super) fn read(output: Option<&Value>) -> Self {
-        let text = output
-            .and_then(|o| o["text"].as_str())
-            .unwrap_or_default()
-            .to_owned();
-        let tool_calls = output
-            .and_then(|o| o.get("tool_calls"))
-            .and_then(|c| serde_json::from_value(c.clone()).ok())
-            .unwrap_or_default();
-        Self { text, tool_calls }
-    }
 }

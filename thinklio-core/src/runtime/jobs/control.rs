@@ -93,7 +93,7 @@ impl Capability for JobControl {
                 .subjobs(id)
                 .await
                 .map_err(CapabilityError::failed)?;
-            return Ok(job_record(&job, &subjobs));
+            return Ok(crate::step::payload::to_json(&job_record(&job, &subjobs)));
         }
         if job.state.is_terminal() {
             return Ok(

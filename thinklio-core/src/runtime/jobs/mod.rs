@@ -37,6 +37,7 @@
 //!   meanwhile and closes a delegate's child interaction whose job ended;
 //!   accepted outside work waits for its report or its deadline.
 
+use crate::error::ErrorCode;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -107,12 +108,12 @@ pub enum JobError {
 
 impl JobError {
     /// A stable code for hosts.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            JobError::Forbidden { .. } => "job.forbidden",
-            JobError::BadToken { .. } => "job.bad_token",
-            JobError::Ended { .. } => "job.ended",
-            JobError::NoCallbacks => "job.no_callbacks",
+            JobError::Forbidden { .. } => ErrorCode::JobForbidden,
+            JobError::BadToken { .. } => ErrorCode::JobBadToken,
+            JobError::Ended { .. } => ErrorCode::JobEnded,
+            JobError::NoCallbacks => ErrorCode::JobNoCallbacks,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! in-process callbacks, each observer's notices in order.
 
 use super::*;
+use crate::step::payload::{JobRecord, SubjobRecord};
 
 /// The text of a follow-up interaction's message.
 fn follow_up_text(job: &Job, notice: Notice) -> String {
@@ -23,48 +24,51 @@ fn follow_up_text(job: &Job, notice: Notice) -> String {
 
 /// The job as a `context` step records it for a follow-up, with what its
 /// subjobs have produced so far (partial output before the job resolves).
-pub(crate) fn job_record(job: &Job, subjobs: &[Job]) -> Value {
-    let mut record = json!({
-        "id": job.id,
-        "capability": job.capability,
-        "state": job.state,
-        "progress": job.progress,
-        "result": job.result,
-        "context": job.context,
-        "error": job.error,
-    });
-    if !subjobs.is_empty() && job.result.is_none() {
-        record["subjobs"] = subjobs
-            .iter()
-            .map(|s| json!({ "capability": s.capability, "state": s.state, "result": s.result }))
-            .collect();
+pub(crate) fn job_record(job: &Job, subjobs: &[Job]) -> JobRecord {
+    JobRecord {
+        id: job.id,
+        capability: job.capability.clone(),
+        state: job.state,
+        progress: job.progress.clone(),
+        result: job.result.clone(),
+        context: job.context.clone(),
+        error: job.error.clone(),
+        subjobs: if job.result.is_none() {
+            subjobs
+                .iter()
+                .map(|s| SubjobRecord {
+                    capability: s.capability.clone(),
+                    state: s.state,
+                    result: s.result.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
     }
-    record
 }
 
 /// The system message a follow-up's transcript gets from its `context` step.
-pub(crate) fn job_message(context_output: Option<&Value>) -> Option<crate::model::ChatMessage> {
-    let job = context_output?.get("job")?;
+pub(crate) fn job_message(job: &JobRecord) -> crate::model::ChatMessage {
     let mut text = format!(
         "Deferred work reported back. Job {} (`{}`) is {}.",
-        job["id"].as_str().unwrap_or_default(),
-        job["capability"].as_str().unwrap_or_default(),
-        job["state"].as_str().unwrap_or_default(),
+        job.id, job.capability, job.state,
     );
-    for (field, label) in [
-        ("result", "Result"),
-        ("subjobs", "Subjobs so far"),
-        ("context", "Context"),
-        ("progress", "Progress"),
+    let subjobs = (!job.subjobs.is_empty()).then(|| json!(job.subjobs));
+    for (value, label) in [
+        (job.result.as_ref(), "Result"),
+        (subjobs.as_ref(), "Subjobs so far"),
+        (job.context.as_ref(), "Context"),
+        (job.progress.as_ref(), "Progress"),
     ] {
-        if !job[field].is_null() {
-            text.push_str(&format!("\n{label}: {}", job[field]));
+        if let Some(v) = value.filter(|v| !v.is_null()) {
+            text.push_str(&format!("\n{label}: {v}"));
         }
     }
-    if let Some(e) = job["error"].as_str() {
+    if let Some(e) = &job.error {
         text.push_str(&format!("\nError: {e}"));
     }
-    Some(crate::model::ChatMessage::system(text))
+    crate::model::ChatMessage::system(text)
 }
 
 impl Inner {

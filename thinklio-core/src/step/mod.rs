@@ -7,8 +7,11 @@
 //! result), never a copy of the transcript: the transcript of an interaction is
 //! rebuilt by reading its steps in order.
 //!
-//! Payloads (`input`, `output`) are stored as given, unencrypted. Their JSON
-//! shape is internal to the harness and may change between minor versions.
+//! Payloads (`input`, `output`) are stored as JSON, unencrypted; each kind's
+//! shape is a type of [`payload`], read with [`Step::input_as`] and
+//! [`Step::output_as`].
+
+pub mod payload;
 
 use std::fmt;
 
@@ -16,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::capability::SideEffect;
+use crate::error::ErrorCode;
 use crate::ids::{InteractionId, StepId};
 use crate::time::Timestamp;
 use crate::usage::{Cost, TokenUsage};
@@ -131,50 +135,24 @@ str_enum!(StepState, "step state",
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepError {
     /// A stable code such as `capability.invalid_arguments`.
-    pub code: String,
+    pub code: ErrorCode,
     /// What happened, for people and for the model.
     pub message: String,
 }
 
 impl StepError {
-    /// Code of a step that was `running` when the process stopped and whose
-    /// work is safe to repeat: a new attempt follows with the same idempotency key.
-    pub const INTERRUPTED: &'static str = "step.interrupted";
-
-    /// Code of a step refused because a budget is spent. A `think` step
-    /// failed so does not fail its interaction: the interaction replies that
-    /// the budget is spent.
-    pub const BUDGET_EXCEEDED: &'static str = "budget.exceeded";
-
-    /// Code of a step whose message or reply a host's content rules blocked.
-    pub const CONTENT_BLOCKED: &'static str = "policy.content_blocked";
-    /// The job this interaction worked for was cancelled or timed out: a
-    /// delegate's child interaction stopped at its next step.
-    pub const JOB_CANCELLED: &'static str = "job.cancelled";
-
-    /// Code of a `context` or `think` step that made no progress within the
-    /// runtime's step deadline ([`RuntimeConfig::step_deadline`](crate::RuntimeConfig)):
-    /// the runtime's watchdog failed it, and the interaction replies that
-    /// it could not answer in time instead of waiting for a restart.
-    pub const DEADLINE_EXCEEDED: &'static str = "step.deadline_exceeded";
-
-    /// Codes of failures that do not end an interaction even on a
-    /// `context`, `think` or `respond` step: the step is retried, or the
-    /// interaction replies that it has to stop. Stores that derive
-    /// unfinished interactions in their query language use this list.
-    pub const NOT_TERMINAL: [&'static str; 4] = [
-        Self::INTERRUPTED,
-        Self::BUDGET_EXCEEDED,
-        Self::CONTENT_BLOCKED,
-        Self::DEADLINE_EXCEEDED,
-    ];
-
     /// A step error.
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            code: code.into(),
+            code,
             message: message.into(),
         }
+    }
+
+    /// Whether a failure with this error ends its interaction on a
+    /// `context`, `think` or `respond` step ([`ErrorCode::NOT_TERMINAL`]).
+    pub fn is_terminal(&self) -> bool {
+        !ErrorCode::NOT_TERMINAL.contains(&self.code)
     }
 }
 
