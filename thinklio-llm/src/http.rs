@@ -146,13 +146,47 @@ pub(crate) async fn http_error(response: Response) -> ModelError {
 
 /// The `data` payloads of an SSE response, with the event name.
 pub(crate) fn sse(response: Response) -> impl Stream<Item = Result<(String, String), ModelError>> {
-    response
-        .bytes_stream()
+    without_bom(response.bytes_stream())
         .eventsource()
         .map(|event| match event {
             Ok(e) => Ok((e.event, e.data)),
             Err(e) => Err(ModelError::MalformedResponse(format!("event stream: {e}"))),
         })
+}
+
+/// The UTF-8 byte-order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// A body's bytes without a leading UTF-8 byte-order mark, even one split
+/// across chunks. The SSE standard says to drop it; `eventsource-stream`
+/// tries to, but slices it off by one byte and panics, so a server that
+/// sends one would bring the host down. Written here because it is the
+/// only guard that stream needs.
+pub(crate) fn without_bom<S, E>(stream: S) -> impl Stream<Item = Result<bytes::Bytes, E>>
+where
+    S: Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+{
+    // The state: the stream, and the first bytes held back until there are
+    // enough to tell whether they are a mark (`None` once decided).
+    futures::stream::unfold(
+        (stream, Some(Vec::<u8>::new())),
+        |(mut stream, mut head)| async move {
+            let Some(held) = head.as_mut() else {
+                let next = stream.next().await?;
+                return Some((next, (stream, None)));
+            };
+            while held.len() < BOM.len() && BOM.starts_with(held) {
+                match stream.next().await {
+                    Some(Ok(chunk)) => held.extend_from_slice(&chunk),
+                    Some(Err(e)) => return Some((Err(e), (stream, head))),
+                    None => break,
+                }
+            }
+            let held = head.take().unwrap_or_default();
+            let rest = held.strip_prefix(BOM).unwrap_or(&held);
+            Some((Ok(bytes::Bytes::copy_from_slice(rest)), (stream, None)))
+        },
+    )
 }
 
 /// Where a provider sends its requests, and how: the client, the base URL,
@@ -297,4 +331,41 @@ pub(crate) fn assemble<A: StreamAssembler>(
         }
     })
     .flat_map(futures::stream::iter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn through(chunks: &[&[u8]]) -> Vec<u8> {
+        let stream = futures::stream::iter(
+            chunks
+                .iter()
+                .map(|c| Ok::<_, std::convert::Infallible>(bytes::Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        );
+        let mut out = Vec::new();
+        let mut s = std::pin::pin!(without_bom(stream));
+        while let Some(Ok(chunk)) = s.next().await {
+            out.extend_from_slice(&chunk);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_leading_byte_order_mark_is_dropped_even_split_across_chunks() {
+        assert_eq!(through(&[b"\xEF\xBB\xBFdata: 1\n\n"]).await, b"data: 1\n\n");
+        assert_eq!(
+            through(&[b"\xEF", b"\xBB", b"\xBFdata: 1"]).await,
+            b"data: 1"
+        );
+        assert_eq!(through(&[b"\xEF\xBB\xBF"]).await, b"");
+        // Anything else passes unchanged, a mark later on too.
+        assert_eq!(
+            through(&[b"da", b"ta\xEF\xBB\xBF"]).await,
+            b"data\xEF\xBB\xBF"
+        );
+        assert_eq!(through(&[b"\xEF\xBBx"]).await, b"\xEF\xBBx");
+        assert_eq!(through(&[]).await, b"");
+    }
 }
