@@ -390,7 +390,7 @@ impl Capability for Outside {
     ) -> Result<Dispatch, CapabilityError> {
         cx.job
             .as_ref()
-            .and_then(JobHandle::callback)
+            .and_then(|j| j.callback())
             .ok_or_else(|| CapabilityError::failed("no callback"))?;
         Ok(Dispatch::Accepted)
     }

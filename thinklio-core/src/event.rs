@@ -3,7 +3,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::ids::{InteractionId, SessionId, StepId};
+use crate::error::ErrorCode;
+use crate::ids::{InteractionId, JobId, SessionId, StepId};
+use crate::job::JobState;
+use crate::step::{ModelUsage, StepError, StepKind};
 use crate::time::Timestamp;
 
 /// What happened.
@@ -148,4 +151,85 @@ pub struct TokenDelta {
     pub step_id: StepId,
     /// The next piece of text.
     pub text: String,
+}
+
+/// The payload of `step.started`, `step.succeeded` and `step.failed`, as
+/// every store writes it and hosts read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepEvent {
+    /// The step's kind.
+    pub kind: StepKind,
+    /// Its position in the interaction.
+    pub seq: u32,
+    /// Its attempt.
+    pub attempt: u32,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<ErrorCode>,
+    /// Input tokens its model call used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u64>,
+    /// Output tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<u64>,
+    /// What it cost, in billionths of a dollar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_nanos: Option<i64>,
+}
+
+impl StepEvent {
+    /// The payload of a step's start.
+    pub fn started(kind: StepKind, seq: u32, attempt: u32) -> Self {
+        Self {
+            kind,
+            seq,
+            attempt,
+            error_code: None,
+            input_tokens: None,
+            output_tokens: None,
+            cost_nanos: None,
+        }
+    }
+
+    /// The payload of a step's end.
+    pub fn ended(
+        kind: StepKind,
+        seq: u32,
+        attempt: u32,
+        error: Option<&StepError>,
+        usage: Option<&ModelUsage>,
+    ) -> Self {
+        Self {
+            error_code: error.map(|e| e.code),
+            input_tokens: usage.map(|u| u.tokens.input_tokens),
+            output_tokens: usage.map(|u| u.tokens.output_tokens),
+            cost_nanos: usage.map(|u| u.cost.as_nanos()),
+            ..Self::started(kind, seq, attempt)
+        }
+    }
+
+    /// As stored.
+    pub fn to_json(&self) -> Value {
+        crate::step::payload::to_json(self)
+    }
+}
+
+/// The payload of `job.state_changed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStateChanged {
+    /// The job.
+    pub job_id: JobId,
+    /// Its state before.
+    pub from: JobState,
+    /// Its state after.
+    pub to: JobState,
+    /// Its capability.
+    pub capability: String,
+}
+
+impl JobStateChanged {
+    /// As stored.
+    pub fn to_json(&self) -> Value {
+        crate::step::payload::to_json(self)
+    }
 }

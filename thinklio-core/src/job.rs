@@ -12,12 +12,119 @@
 //! The work that drives jobs (dispatchers, the timeout monitor, follow-ups)
 //! builds on this record.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::error::ErrorCode;
 use crate::ids::{InteractionId, JobId, NotificationId, ObserverId, SessionId, StepId};
 use crate::principal::Principal;
+use crate::store::StoreError;
 use crate::time::Timestamp;
+
+/// What a capability running as a job can do with its job (the
+/// [`InvocationContext::job`](crate::InvocationContext) of a deferred
+/// call). The runtime implements it; a capability only calls it.
+#[async_trait::async_trait]
+pub trait JobHandle: fmt::Debug + Send + Sync {
+    /// The job as it was when dispatched.
+    fn job(&self) -> &Job;
+
+    /// The job's id.
+    fn id(&self) -> JobId {
+        self.job().id
+    }
+
+    /// Where outside work reports back, when the runtime signs callbacks
+    /// (`RuntimeBuilder::job_callbacks`).
+    fn callback(&self) -> Option<&JobCallback>;
+
+    /// Creates a subjob run by `capability` on the job workers. Its key is
+    /// the parent's id and the subjob's number in this dispatch, so a
+    /// dispatch run again after a crash finds the subjobs it created
+    /// instead of creating more. A job that created subjobs ends when they
+    /// do, by its usefulness rule.
+    async fn subjob(&self, capability: &str, input: Value) -> Result<Job, JobHandleError>;
+
+    /// Records a progress report (the job keeps its state).
+    async fn progress(&self, progress: Value) -> Result<(), JobHandleError>;
+
+    /// Sets the context bundle a follow-up gets with the result.
+    async fn set_context(&self, context: Value) -> Result<(), JobHandleError>;
+
+    /// Whether the job has ended (cancelled, timed out) while this ran;
+    /// long work checks it to stop early.
+    async fn has_ended(&self) -> Result<bool, JobHandleError>;
+}
+
+/// Why a [`JobHandle`] call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobHandleError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The runtime that dispatched the job has been dropped.
+    #[error("the runtime of this job is gone")]
+    RuntimeGone,
+    /// The runtime failed otherwise.
+    #[error("{message}")]
+    Failed {
+        /// Its code.
+        code: ErrorCode,
+        /// What happened.
+        message: String,
+    },
+}
+
+impl JobHandleError {
+    /// A stable code for hosts.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            JobHandleError::Store(e) => e.code(),
+            JobHandleError::RuntimeGone => ErrorCode::RuntimeConfig,
+            JobHandleError::Failed { code, .. } => *code,
+        }
+    }
+}
+
+/// Where outside work reports back on one job: the URL and its token. The
+/// token's `Debug` prints `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JobCallback {
+    url: String,
+    token: String,
+}
+
+impl JobCallback {
+    /// A callback at `url` proven by `token`.
+    pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            token: token.into(),
+        }
+    }
+
+    /// The URL to report to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The token that proves a report comes from whoever got the job.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+impl fmt::Debug for JobCallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobCallback")
+            .field("url", &self.url)
+            .field("token", &"***")
+            .finish()
+    }
+}
 
 /// Where a job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -327,6 +434,49 @@ impl JobChange {
     pub fn error(mut self, error: impl Into<String>) -> Self {
         self.error = Some(error.into());
         self
+    }
+}
+
+/// Who hears of a change of a job's state: the rule every store applies
+/// in the change's transaction ([`JobChange::fanout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Fanout {
+    /// The notice the job's own observers get.
+    pub notice: Option<Notice>,
+    /// A parent whose observers get [`Notice::Partial`], if it is
+    /// [`Usefulness::AnyCompletedSubjob`], has not ended and was not told
+    /// of partial output before (the store checks these and marks it told,
+    /// in the same statement).
+    pub partial_for: Option<JobId>,
+}
+
+impl JobChange {
+    /// Who hears of this change to `job` (as it was before the change):
+    /// its observers get the notice of its new state; the first subjob of
+    /// a parent to resolve gives the parent partial output, once.
+    pub fn fanout(&self, job: &Job) -> Fanout {
+        let Some(to) = self.state else {
+            return Fanout {
+                notice: None,
+                partial_for: None,
+            };
+        };
+        Fanout {
+            notice: Notice::of(to),
+            partial_for: job.parent_id.filter(|_| to == JobState::Resolved),
+        }
+    }
+
+    /// The payload of the `job.state_changed` event this change appends to
+    /// `job` (as it was before), when it moves its state.
+    pub fn event(&self, job: &Job) -> Option<crate::event::JobStateChanged> {
+        self.state.map(|to| crate::event::JobStateChanged {
+            job_id: job.id,
+            from: job.state,
+            to,
+            capability: job.capability.clone(),
+        })
     }
 }
 

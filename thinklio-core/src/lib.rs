@@ -4,7 +4,6 @@
 pub mod agent;
 pub mod budget;
 pub mod capability;
-pub mod channel;
 pub mod directory;
 pub mod error;
 pub mod event;
@@ -17,6 +16,7 @@ pub mod outbox;
 pub mod principal;
 pub mod queue;
 pub mod runtime;
+pub use runtime::channel;
 pub mod session;
 pub mod step;
 pub mod store;
@@ -51,8 +51,8 @@ pub use ids::{
 };
 pub use interaction::{Interaction, InteractionState, NewInteraction};
 pub use job::{
-    Job, JobChange, JobNotification, JobObserver, JobReport, JobState, JobStore, JobUpdate, NewJob,
-    Notice, ObserverKind, Usefulness,
+    Job, JobCallback, JobChange, JobHandle, JobHandleError, JobNotification, JobObserver,
+    JobReport, JobState, JobStore, JobUpdate, NewJob, Notice, ObserverKind, Usefulness,
 };
 pub use knowledge::{
     Curation, Fact, FactActor, FactHit, FactOwner, FactQuery, FactWrite, KnowledgeStore, Layer,
@@ -67,10 +67,9 @@ pub use principal::{Principal, Scope};
 pub use queue::{NewTask, RetryPolicy, Task, TaskRetry, TaskState};
 pub use runtime::{
     CANCEL_JOB, CancelledBy, Delegate, DelegationGraph, EXTRACT_TASK, Inbound, JOB_STATUS,
-    JobCallback, JobCallbacks, JobError, JobHandle, JobNotice, JobRecovery, JobRun, JobWorker,
-    KnowledgeConfig, NoticeWebhook, ObserverCallback, QueueRun, QueueWorker, RecoveryReport, Reply,
-    Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, TaskError, TaskHandler,
-    extraction_schema,
+    JobCallbacks, JobError, JobNotice, JobRecovery, JobRun, JobWorker, KnowledgeConfig,
+    NoticeWebhook, ObserverCallback, QueueRun, QueueWorker, RecoveryReport, Reply, Runtime,
+    RuntimeBuilder, RuntimeConfig, RuntimeError, TaskError, TaskHandler, extraction_schema,
 };
 pub use session::{NewSession, Session, Turn};
 pub use step::{

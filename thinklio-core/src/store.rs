@@ -476,7 +476,6 @@ pub trait Store:
     + QueueStore
     + EventStore
     + UsageStore
-    + TodoStore
     + BudgetStore
     + PrivacyStore
     + DirectoryStore
@@ -493,7 +492,6 @@ impl<T> Store for T where
         + QueueStore
         + EventStore
         + UsageStore
-        + TodoStore
         + BudgetStore
         + PrivacyStore
         + DirectoryStore

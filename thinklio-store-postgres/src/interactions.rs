@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use serde_json::{Value, json};
+use thinklio_core::event::StepEvent;
 use thinklio_core::{
     Event, EventKind, FinishedStep, Interaction, InteractionId, InteractionStore, NewInteraction,
     NewOutboxMessage, NewStep, OutboxId, OutboxMessage, OutboxStore, Step, StepId, StepOutcome,
@@ -115,7 +116,7 @@ async fn insert_started_step(
         now,
     )
     .await?;
-    let payload = json!({ "kind": new.kind, "seq": new.seq, "attempt": new.attempt });
+    let payload = StepEvent::started(new.kind, new.seq, new.attempt).to_json();
     let event = append_event(
         tx,
         EventKind::StepStarted,
@@ -126,26 +127,7 @@ async fn insert_started_step(
         now,
     )
     .await?;
-    let step = Step {
-        id,
-        interaction_id: new.interaction_id,
-        seq: new.seq,
-        kind: new.kind,
-        mode: new.mode,
-        state: StepState::Running,
-        attempt: new.attempt,
-        idempotency_key: new.idempotency_key,
-        capability: new.capability,
-        side_effect: new.side_effect,
-        input: new.input,
-        output: None,
-        error: None,
-        model: None,
-        usage: Default::default(),
-        cost: Default::default(),
-        created_at: now,
-        updated_at: now,
-    };
+    let step = new.started(id, now);
     Ok((step, event))
 }
 
@@ -414,15 +396,14 @@ impl InteractionStore for PostgresStore {
         } else {
             EventKind::StepFailed
         };
-        let mut payload = json!({ "kind": step.kind, "seq": step.seq, "attempt": step.attempt });
-        if let Some(e) = &error {
-            payload["error_code"] = json!(e.code);
-        }
-        if let Some(u) = &usage {
-            payload["input_tokens"] = json!(u.tokens.input_tokens);
-            payload["output_tokens"] = json!(u.tokens.output_tokens);
-            payload["cost_nanos"] = json!(u.cost.as_nanos());
-        }
+        let payload = StepEvent::ended(
+            step.kind,
+            step.seq,
+            step.attempt,
+            error.as_ref(),
+            usage.as_ref(),
+        )
+        .to_json();
         let mut events = vec![
             append_event(
                 &tx,

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
-use serde_json::{Value, json};
+use serde_json::Value;
 use thinklio_core::{
     EventKind, Job, JobChange, JobId, JobNotification, JobObserver, JobState, JobStore, JobUpdate,
     NewJob, Notice, NotificationId, ObserverId, ObserverKind, StoreError, StoreResult, Timestamp,
@@ -171,41 +171,38 @@ async fn apply(
     )
     .await?;
     let mut notifications = Vec::new();
-    let mut event = None;
-    if let Some(to) = change.state {
-        event = Some(
+    let event = match change.event(&before) {
+        Some(payload) => Some(
             append_event(
                 tx,
                 EventKind::JobStateChanged,
                 Some(before.session_id.to_string()),
                 Some(before.interaction_id.to_string()),
                 before.step_id.map(|s| s.to_string()),
-                &json!({ "job_id": id, "from": before.state, "to": to, "capability": before.capability }),
+                &payload.to_json(),
                 now,
             )
             .await?,
-        );
-        if let Some(notice) = Notice::of(to) {
-            notifications.extend(notify(tx, channel, id, notice, now).await?);
-        }
-        if to == JobState::Resolved
-            && let Some(parent) = before.parent_id
-        {
-            // The first resolved subjob of an `any_completed_subjob` parent
-            // is partial output, told once.
-            let first = execute(
-                tx,
-                "UPDATE jobs SET partial_notified = true WHERE id = $1 AND usefulness = $2 \
-                 AND NOT partial_notified AND state IN ('pending', 'dispatched', 'in_progress')",
-                &[
-                    &parent.to_string(),
-                    &Usefulness::AnyCompletedSubjob.as_str(),
-                ],
-            )
-            .await?;
-            if first == 1 {
-                notifications.extend(notify(tx, channel, parent, Notice::Partial, now).await?);
-            }
+        ),
+        None => None,
+    };
+    let fanout = change.fanout(&before);
+    if let Some(notice) = fanout.notice {
+        notifications.extend(notify(tx, channel, id, notice, now).await?);
+    }
+    if let Some(parent) = fanout.partial_for {
+        let first = execute(
+            tx,
+            "UPDATE jobs SET partial_notified = true WHERE id = $1 AND usefulness = $2 \
+             AND NOT partial_notified AND state IN ('pending', 'dispatched', 'in_progress')",
+            &[
+                &parent.to_string(),
+                &Usefulness::AnyCompletedSubjob.as_str(),
+            ],
+        )
+        .await?;
+        if first == 1 {
+            notifications.extend(notify(tx, channel, parent, Notice::Partial, now).await?);
         }
     }
     Ok(JobUpdate {

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
-use serde_json::{Value, json};
+use serde_json::Value;
 use thinklio_core::{
     EventKind, Job, JobChange, JobId, JobNotification, JobObserver, JobState, JobStore, JobUpdate,
     NewJob, Notice, NotificationId, ObserverId, ObserverKind, StoreError, StoreResult, Timestamp,
@@ -160,40 +160,36 @@ fn apply(
     ])
     .map_err(backend)?;
     let mut notifications = Vec::new();
-    let mut event = None;
-    if let Some(to) = change.state {
-        let session: String = before.session_id.to_string();
-        event = Some(append_event(
+    let event = match change.event(&before) {
+        Some(payload) => Some(append_event(
             c,
             EventKind::JobStateChanged,
-            Some(session),
+            Some(before.session_id.to_string()),
             Some(before.interaction_id.to_string()),
             before.step_id.map(|s| s.to_string()),
-            &json!({ "job_id": id, "from": before.state, "to": to, "capability": before.capability }),
+            &payload.to_json(),
             now,
-        )?);
-        if let Some(notice) = Notice::of(to) {
-            notifications.extend(notify(c, id, notice, now)?);
-        }
-        if to == JobState::Resolved
-            && let Some(parent) = before.parent_id
-        {
-            // The first resolved subjob of an `any_completed_subjob` parent
-            // is partial output, told once.
-            let first = c
-                .prepare_cached(
-                    "UPDATE jobs SET partial_notified = 1 WHERE id = ?1 AND usefulness = ?2 \
-                     AND partial_notified = 0 AND state IN ('pending', 'dispatched', 'in_progress')",
-                )
-                .map_err(backend)?
-                .execute(params![
-                    parent.to_string(),
-                    Usefulness::AnyCompletedSubjob.as_str()
-                ])
-                .map_err(backend)?;
-            if first == 1 {
-                notifications.extend(notify(c, parent, Notice::Partial, now)?);
-            }
+        )?),
+        None => None,
+    };
+    let fanout = change.fanout(&before);
+    if let Some(notice) = fanout.notice {
+        notifications.extend(notify(c, id, notice, now)?);
+    }
+    if let Some(parent) = fanout.partial_for {
+        let first = c
+            .prepare_cached(
+                "UPDATE jobs SET partial_notified = 1 WHERE id = ?1 AND usefulness = ?2 \
+                 AND partial_notified = 0 AND state IN ('pending', 'dispatched', 'in_progress')",
+            )
+            .map_err(backend)?
+            .execute(params![
+                parent.to_string(),
+                Usefulness::AnyCompletedSubjob.as_str()
+            ])
+            .map_err(backend)?;
+        if first == 1 {
+            notifications.extend(notify(c, parent, Notice::Partial, now)?);
         }
     }
     Ok(JobUpdate {

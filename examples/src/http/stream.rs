@@ -25,7 +25,8 @@ use std::sync::Arc;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
 use serde_json::{Value, json};
-use thinklio_core::{EventKind, Inbound, Session, SessionUpdate, StepId};
+use thinklio_core::event::StepEvent;
+use thinklio_core::{EventKind, Inbound, Session, SessionUpdate, StepId, StepKind};
 use tokio::sync::{broadcast, mpsc};
 
 use super::HttpHost;
@@ -79,23 +80,29 @@ fn shown(update: Result<SessionUpdate, broadcast::error::RecvError>) -> Shown {
     let Some(step_id) = event.step_id else {
         return Shown::Skip;
     };
-    let p = &event.payload;
+    let Ok(p) = serde_json::from_value::<StepEvent>(event.payload) else {
+        return Shown::Skip;
+    };
     let mut data = json!({
         "step_id": step_id,
         "interaction_id": event.interaction_id,
-        "kind": p.get("kind"),
+        "kind": p.kind,
         "state": state,
-        "seq": p.get("seq"),
+        "seq": p.seq,
     });
-    for field in ["error_code", "input_tokens", "output_tokens"] {
-        if let Some(v) = p.get(field) {
-            data[field] = v.clone();
-        }
+    if let Some(code) = p.error_code {
+        data["error_code"] = json!(code);
     }
-    if let Some(nanos) = p.get("cost_nanos").and_then(Value::as_i64) {
+    if let Some(n) = p.input_tokens {
+        data["input_tokens"] = json!(n);
+    }
+    if let Some(n) = p.output_tokens {
+        data["output_tokens"] = json!(n);
+    }
+    if let Some(nanos) = p.cost_nanos {
         data["cost_usd"] = json!(thinklio_core::Cost::from_nanos(nanos).as_usd());
     }
-    let act = (p.get("kind").and_then(Value::as_str) == Some("act")).then_some(step_id);
+    let act = (p.kind == StepKind::Act).then_some(step_id);
     Shown::Step { data, act }
 }
 

@@ -158,7 +158,7 @@ mod duration_ms {
 }
 
 /// What a capability is told about the call it serves.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct InvocationContext {
     /// The interaction calling.
@@ -181,7 +181,21 @@ pub struct InvocationContext {
     pub meter: UsageMeter,
     /// The job this call runs as, when it runs deferred: it creates
     /// subjobs, reports progress and names the callback of external work.
-    pub job: Option<crate::runtime::JobHandle>,
+    pub job: Option<std::sync::Arc<dyn crate::job::JobHandle>>,
+}
+
+impl PartialEq for InvocationContext {
+    fn eq(&self, other: &Self) -> bool {
+        self.interaction_id == other.interaction_id
+            && self.step_id == other.step_id
+            && self.idempotency_key == other.idempotency_key
+            && self.attempt == other.attempt
+            && self.principal == other.principal
+            && self.agent_id == other.agent_id
+            && self.delegation_depth == other.delegation_depth
+            && self.meter == other.meter
+            && self.job.as_ref().map(|j| j.id()) == other.job.as_ref().map(|j| j.id())
+    }
 }
 
 /// Collects the usage a capability spent on one call (a delegate agent's

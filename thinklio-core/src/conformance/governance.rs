@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::*;
 
-pub async fn todos_belong_to_their_owner<S: Store>(store: S) {
+pub async fn todos_belong_to_their_owner<S: Store + TodoStore>(store: S) {
     let me = principal();
     let other = principal();
     let first = store
@@ -227,7 +227,7 @@ pub async fn usage_reports_group_and_sum<S: Store>(store: S) {
     );
 }
 
-pub async fn forgetting_a_user_removes_what_they_own<S: Store>(store: S) {
+pub async fn forgetting_a_user_removes_what_they_own<S: Store + TodoStore>(store: S) {
     let account = AccountId::new();
     let gone = Principal::new(account, UserId::new());
     let stays = Principal::new(account, UserId::new());

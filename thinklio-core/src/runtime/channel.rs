@@ -54,12 +54,12 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::{Inbound, Reply, Runtime, RuntimeError};
 use crate::directory::AccountRole;
 use crate::ids::{AccountId, AgentId, UserId};
 use crate::interaction::Interaction;
 use crate::outbox::{DeliveryError, OutboxMessage, ReplySink};
 use crate::principal::Principal;
-use crate::runtime::{Inbound, Reply, Runtime, RuntimeError};
 use crate::session::Session;
 use crate::store::ForgetReport;
 

@@ -7,6 +7,7 @@
 //! interactions (one process per SQLite file).
 
 mod builder;
+pub mod channel;
 mod config;
 mod delegation;
 mod governance;
@@ -31,8 +32,8 @@ use tokio::sync::broadcast;
 pub use builder::RuntimeBuilder;
 pub use delegation::{Delegate, DelegationGraph};
 pub use jobs::{
-    CANCEL_JOB, CancelledBy, JOB_STATUS, JobCallback, JobCallbacks, JobError, JobHandle, JobNotice,
-    JobRecovery, JobRun, JobWorker, NoticeWebhook, ObserverCallback,
+    CANCEL_JOB, CancelledBy, JOB_STATUS, JobCallbacks, JobError, JobNotice, JobRecovery, JobRun,
+    JobWorker, NoticeWebhook, ObserverCallback,
 };
 pub use knowledge::{EXTRACT_TASK, EXTRACTION_PROMPT, KnowledgeConfig, extraction_schema};
 pub use queue::{QueueRun, QueueWorker, TaskError, TaskHandler};

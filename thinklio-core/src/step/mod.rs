@@ -226,6 +226,32 @@ pub struct NewStep {
     pub input: Value,
 }
 
+impl NewStep {
+    /// The step as a store writes it: `running`, with `id`, at `now`.
+    pub fn started(self, id: StepId, now: Timestamp) -> Step {
+        Step {
+            id,
+            interaction_id: self.interaction_id,
+            seq: self.seq,
+            kind: self.kind,
+            mode: self.mode,
+            state: StepState::Running,
+            attempt: self.attempt,
+            idempotency_key: self.idempotency_key,
+            capability: self.capability,
+            side_effect: self.side_effect,
+            input: self.input,
+            output: None,
+            error: None,
+            model: None,
+            usage: TokenUsage::default(),
+            cost: Cost::default(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// Usage of a step, recorded with its outcome: a `think` step's model call,
 /// or the rolled-up usage of an `act` step whose capability spent tokens on
 /// the step's behalf (a delegate agent's whole interaction).

@@ -3,35 +3,6 @@
 
 use super::*;
 
-/// Where outside work reports back on one job: the URL and its token. The
-/// token's `Debug` prints `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct JobCallback {
-    url: String,
-    token: String,
-}
-
-impl JobCallback {
-    /// The URL to report to.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// The token that proves a report comes from whoever got the job.
-    pub fn token(&self) -> &str {
-        &self.token
-    }
-}
-
-impl fmt::Debug for JobCallback {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JobCallback")
-            .field("url", &self.url)
-            .field("token", &"***")
-            .finish()
-    }
-}
-
 /// How outside work reports back: a URL template (`{job}` is replaced by
 /// the job id) that the host serves and routes to [`Runtime::report_job`],
 /// and the secret of the tokens. A token is the HMAC-SHA256 of the job id
@@ -66,10 +37,7 @@ impl JobCallbacks {
             .mac(job)
             .map(|m| hex(&m.finalize().into_bytes()))
             .unwrap_or_default();
-        JobCallback {
-            url: self.url.replace("{job}", &job.to_string()),
-            token,
-        }
+        JobCallback::new(self.url.replace("{job}", &job.to_string()), token)
     }
 
     /// Whether `token` is the token of `job` (compared in constant time).

@@ -62,8 +62,8 @@ use crate::capability::{
 use crate::ids::{AgentId, JobId, NotificationId, ObserverId, StepId, UserId};
 use crate::interaction::{Interaction, InteractionState, NewInteraction};
 use crate::job::{
-    Job, JobChange, JobNotification, JobReport, JobState, JobUpdate, NewJob, Notice, ObserverKind,
-    Usefulness,
+    Job, JobCallback, JobChange, JobHandle, JobHandleError, JobNotification, JobReport, JobState,
+    JobUpdate, NewJob, Notice, ObserverKind, Usefulness,
 };
 use crate::store::StoreError;
 
@@ -72,7 +72,7 @@ mod control;
 mod notices;
 mod run;
 
-pub use callbacks::{JobCallback, JobCallbacks};
+pub use callbacks::JobCallbacks;
 pub(crate) use control::JobControl;
 pub use control::{CANCEL_JOB, JOB_STATUS};
 pub(crate) use notices::{job_message, job_record};
@@ -174,16 +174,16 @@ pub trait NoticeWebhook: Send + Sync + 'static {
     async fn post(&self, url: &str, notice: &JobNotice) -> Result<(), String>;
 }
 
-/// What a capability running as a job can do with its job.
-#[derive(Clone)]
-pub struct JobHandle {
+/// The runtime's [`JobHandle`]: what a capability running as a job is
+/// given in its [`InvocationContext`](crate::InvocationContext).
+pub(crate) struct RuntimeJobHandle {
     inner: Weak<Inner>,
     job: Job,
     subjobs: Arc<AtomicU32>,
     callback: Option<JobCallback>,
 }
 
-impl fmt::Debug for JobHandle {
+impl fmt::Debug for RuntimeJobHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JobHandle")
             .field("job", &self.job.id)
@@ -192,41 +192,39 @@ impl fmt::Debug for JobHandle {
     }
 }
 
-impl PartialEq for JobHandle {
-    fn eq(&self, other: &Self) -> bool {
-        self.job.id == other.job.id
+impl From<RuntimeError> for JobHandleError {
+    fn from(e: RuntimeError) -> Self {
+        match e {
+            RuntimeError::Store(e) => JobHandleError::Store(e),
+            other => JobHandleError::Failed {
+                code: other.code(),
+                message: other.to_string(),
+            },
+        }
     }
 }
 
-impl JobHandle {
-    fn runtime(&self) -> Result<Arc<Inner>, RuntimeError> {
-        self.inner
-            .upgrade()
-            .ok_or_else(|| RuntimeError::Config("the runtime of this job is gone".into()))
+impl RuntimeJobHandle {
+    fn runtime(&self) -> Result<Arc<Inner>, JobHandleError> {
+        self.inner.upgrade().ok_or(JobHandleError::RuntimeGone)
     }
 
-    /// The job's id.
-    pub fn id(&self) -> JobId {
-        self.job.id
+    fn subjobs_created(&self) -> u32 {
+        self.subjobs.load(Ordering::SeqCst)
     }
+}
 
-    /// The job as it was when dispatched.
-    pub fn job(&self) -> &Job {
+#[async_trait]
+impl JobHandle for RuntimeJobHandle {
+    fn job(&self) -> &Job {
         &self.job
     }
 
-    /// Where outside work reports back, when the runtime has
-    /// [`JobCallbacks`].
-    pub fn callback(&self) -> Option<&JobCallback> {
+    fn callback(&self) -> Option<&JobCallback> {
         self.callback.as_ref()
     }
 
-    /// Creates a subjob run by `capability` on the job workers. Its key is
-    /// the parent's id and the subjob's number in this dispatch, so a
-    /// dispatch run again after a crash finds the subjobs it created
-    /// instead of creating more. A job that created subjobs ends when they
-    /// do, by its usefulness rule.
-    pub async fn subjob(&self, capability: &str, input: Value) -> Result<Job, RuntimeError> {
+    async fn subjob(&self, capability: &str, input: Value) -> Result<Job, JobHandleError> {
         let rt = self.runtime()?;
         let n = self.subjobs.fetch_add(1, Ordering::SeqCst);
         let deadline = rt
@@ -256,31 +254,23 @@ impl JobHandle {
         Ok(job)
     }
 
-    /// Records a progress report (the job keeps its state).
-    pub async fn progress(&self, progress: Value) -> Result<(), RuntimeError> {
+    async fn progress(&self, progress: Value) -> Result<(), JobHandleError> {
         let rt = self.runtime()?;
         rt.change_job(self.job.id, JobChange::default().progress(progress))
             .await?;
         Ok(())
     }
 
-    /// Sets the context bundle a follow-up gets with the result.
-    pub async fn set_context(&self, context: Value) -> Result<(), RuntimeError> {
+    async fn set_context(&self, context: Value) -> Result<(), JobHandleError> {
         let rt = self.runtime()?;
         rt.change_job(self.job.id, JobChange::default().context(context))
             .await?;
         Ok(())
     }
 
-    /// Whether the job has ended (cancelled, timed out) while this ran;
-    /// long work checks it to stop early.
-    pub async fn has_ended(&self) -> Result<bool, RuntimeError> {
+    async fn has_ended(&self) -> Result<bool, JobHandleError> {
         let rt = self.runtime()?;
         Ok(rt.store.job(self.job.id).await?.state.is_terminal())
-    }
-
-    fn subjobs_created(&self) -> u32 {
-        self.subjobs.load(Ordering::SeqCst)
     }
 }
 

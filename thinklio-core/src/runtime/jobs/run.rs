@@ -176,12 +176,12 @@ impl Inner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(job.id, tx);
-        let handle = JobHandle {
+        let handle = Arc::new(RuntimeJobHandle {
             inner: Arc::downgrade(&self),
             job: job.clone(),
             subjobs: Arc::new(AtomicU32::new(0)),
             callback: self.jobs.callbacks.as_ref().map(|c| c.callback(job.id)),
-        };
+        });
         let context = InvocationContext {
             interaction_id: job.interaction_id,
             step_id: job
@@ -193,7 +193,7 @@ impl Inner {
             agent_id: interaction.agent_id.clone(),
             delegation_depth: interaction.delegation_depth,
             meter: UsageMeter::default(),
-            job: Some(handle.clone()),
+            job: Some(Arc::clone(&handle) as Arc<dyn JobHandle>),
         };
         let call = std::panic::AssertUnwindSafe(cap.dispatch(&context, job.input.clone()))
             .catch_unwind()
