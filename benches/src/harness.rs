@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use schemars::JsonSchema;
 use serde::Deserialize;
+use thinklio_core::InteractionStore as _;
 use thinklio_core::{AgentDefinition, FunctionCapability, Principal, Role, Runtime, SideEffect};
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 use thinklio_store_sqlite::SqliteStore;
@@ -116,7 +117,10 @@ pub async fn thinklio(path: &Path, interactions: u64, sessions: u64) -> Result<M
     }
     let elapsed = started.elapsed();
     // Sanity: every step is durable and succeeded.
-    let sample = rt.store().unfinished_interactions().await?;
+    let sample = SqliteStore::open(path)
+        .await?
+        .unfinished_interactions()
+        .await?;
     if !sample.is_empty() {
         return Err(format!("{} interactions left unfinished", sample.len()).into());
     }

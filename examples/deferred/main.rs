@@ -158,14 +158,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     // Observers are told independently: wait for the follow-up of the
     // result to reply too (the one of the partial output came before it).
-    let store = runtime.store().clone();
+    let me = Principal::local();
     let mut events = runtime.subscribe();
     let follow_ups = loop {
         let mut replies = Vec::new();
         let mut finished = false;
-        for i in store.interactions_of_session(session.id).await? {
+        for i in runtime.sessions().interactions(me, session.id).await? {
             if i.job_id.is_some()
-                && let Some(reply) = store.reply_of(i.id).await?
+                && let Some(reply) = runtime.sessions().reply(me, i.id).await?
             {
                 finished |= i.input.contains(" resolved]");
                 replies.push(reply.text);
@@ -182,12 +182,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     worker.stop().await;
     if let Some(id) = job {
-        let job = runtime.job(id.parse()?).await?;
+        let job = runtime.jobs().get(Principal::local(), id.parse()?).await?;
         println!(
             "job {} ended {} with {} subjobs; context bundle {}",
             job.id,
             job.state,
-            runtime.subjobs(job.id).await?.len(),
+            runtime
+                .jobs()
+                .subjobs(Principal::local(), job.id)
+                .await?
+                .len(),
             job.context.unwrap_or_default()
         );
     }

@@ -59,7 +59,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         ))
         .build()?;
 
-    let graph = runtime.delegation_graph();
+    let graph = runtime.directory().graph();
     println!("{}", graph.to_mermaid());
     println!("{}", graph.to_dot());
 
@@ -68,8 +68,15 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     let reply = runtime.send(session.id, "what is 17 × 23?").await?;
     println!("reply: {}", reply.text);
-    for interaction in runtime.store().interactions_of_session(session.id).await? {
-        let steps = runtime.store().steps(interaction.id).await?;
+    for interaction in runtime
+        .sessions()
+        .interactions(Principal::local(), session.id)
+        .await?
+    {
+        let steps = runtime
+            .sessions()
+            .steps(Principal::local(), interaction.id)
+            .await?;
         let kinds: Vec<&str> = steps.iter().map(|s| s.kind.as_str()).collect();
         let delegated = steps.iter().any(|s| s.kind == StepKind::Act);
         println!(

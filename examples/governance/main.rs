@@ -15,8 +15,8 @@ use serde::Deserialize;
 use thinklio_capabilities::builtin;
 use thinklio_core::{
     AccountId, AccountPolicy, AccountRole, AgentDefinition, Assignment, BudgetLimit, Cost,
-    FunctionCapability, ModelPrice, PriceTable, Principal, Role, Runtime, RuntimeConfig, Scope,
-    TeamId, UserId,
+    DirectoryStore, FunctionCapability, ModelPrice, PriceTable, Principal, Role, Runtime,
+    RuntimeConfig, Scope, TeamId, UserId,
 };
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 use thinklio_store_sqlite::SqliteStore;
@@ -48,8 +48,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     config.enforce_directory = true;
     let calculator = FunctionCapability::builder("calculator", "Adds two integers.")
         .handler(|x: Add| async move { Ok::<_, String>(x.a + x.b) });
+    // The host keeps its store: it sets its directory up through it.
     let runtime = Runtime::builder()
-        .store(store)
+        .store(store.clone())
         .model(offline_model())
         .config(config)
         // Illustrative prices for the offline model, so that budgets have something to count.
@@ -58,7 +59,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .capability(builtin::clock())
         .capability(builtin::web_fetch())
         .build()?;
-    let dir = runtime.store();
+    let dir = &store;
 
     // Two accounts.
     let (acme, globex) = (AccountId::new(), AccountId::new());
@@ -82,7 +83,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         "clock",
         "web_fetch",
     ]);
-    runtime.put_agent(&ada_p, assistant).await?;
+    runtime.directory().put_agent(&ada_p, assistant).await?;
     // Then Acme denies web access to all its agents: hidden at run time, and
     // no agent may be given it again.
     let deny: BTreeSet<String> = ["web_fetch".to_string()].into();
@@ -130,6 +131,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         Err(e) => println!("gus (Globex):         refused [{}] {e}", e.code()),
     }
     match runtime
+        .directory()
         .put_agent(
             &Principal::new(globex, gus),
             AgentDefinition::new("assistant", "offline").capabilities(["web_fetch"]),
@@ -143,6 +145,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         ),
     }
     match runtime
+        .directory()
         .put_agent(
             &Principal::new(acme, ian),
             AgentDefinition::new("rogue", "offline"),
@@ -155,19 +158,23 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     // A monthly budget for Ian, already spent by what he asked above.
     let spent = runtime
-        .usage(&thinklio_core::UsageFilter::all().user(ian))
+        .usage()
+        .totals(&ada_p, &thinklio_core::UsageFilter::all().user(ian))
         .await?
         .cost;
     runtime
-        .set_budget(BudgetLimit::monthly(
-            Scope::User(ian),
-            spent.max(Cost::from_nanos(1)),
-        ))
+        .usage()
+        .set_budget(
+            &ada_p,
+            BudgetLimit::monthly(Scope::User(ian), spent.max(Cost::from_nanos(1))),
+        )
         .await?;
     println!("ian, over budget:     {}", ask(ian_p, "again").await?.text);
     println!("ada, unaffected:      {}", ask(ada_p, "again").await?.text);
     for row in runtime
-        .usage_report(
+        .usage()
+        .report(
+            &ada_p,
             thinklio_core::UsageGroup::User,
             &thinklio_core::UsageFilter::all(),
         )

@@ -191,9 +191,11 @@ async fn run(args: Args) -> Result<(), String> {
         }
     }
     runtime
+        .directory()
         .register_agent(assistant(&names))
         .map_err(|e| e.to_string())?;
     runtime
+        .directory()
         .register_agent(console(&names))
         .map_err(|e| e.to_string())?;
     if args.capabilities {
@@ -268,8 +270,8 @@ async fn call_once(runtime: &Runtime, name: &str, arguments: &str) -> Result<(),
         .await
         .map_err(|e| e.to_string())?;
     let steps = runtime
-        .store()
-        .steps(reply.interaction_id)
+        .sessions()
+        .steps(Principal::local(), reply.interaction_id)
         .await
         .map_err(|e| e.to_string())?;
     let Some(act) = steps.iter().find(|s| s.kind == StepKind::Act) else {

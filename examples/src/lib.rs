@@ -51,7 +51,8 @@ pub async fn usage_this_month(
     if let Some(user) = user {
         filter = filter.user(user);
     }
-    Ok((since, runtime.usage(&filter).await?))
+    let host = thinklio_core::Actor::Account(account);
+    Ok((since, runtime.usage().totals(host, &filter).await?))
 }
 
 /// Removes a SQLite database file and its WAL companions (the examples keep

@@ -229,7 +229,13 @@ async fn import(rt: &Runtime, path: &PathBuf, batch: usize) -> Result<(), CliErr
     );
     bar.set_message("embedding and writing");
     let writes = rt
-        .import_facts(facts, batch, |done| bar.set_position(done as u64))
+        .knowledge()
+        .import(
+            Actor::Account(Principal::local().account),
+            facts,
+            batch,
+            |done| bar.set_position(done as u64),
+        )
         .await?;
     bar.finish_and_clear();
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
@@ -260,7 +266,13 @@ async fn search(
     question: &str,
 ) -> Result<Value, CliError> {
     let hits = rt
-        .search_visible(visibility(user, teams, agent), question, k)
+        .knowledge()
+        .search_within(
+            Actor::Account(Principal::local().account),
+            visibility(user, teams, agent),
+            question,
+            k,
+        )
         .await?;
     Ok(Value::Array(hits.iter().map(hit_json).collect()))
 }
@@ -343,7 +355,11 @@ async fn demo(db: PathBuf, out: &mut (dyn Write + Send)) -> Result<(), CliError>
     w!(out, "assistant: {}", rt.send(first.id, said).await?.text);
     let run = rt.run_due_tasks().await?;
     w!(out, "(background: {} extraction task ran)", run.completed);
-    for f in rt.facts_of(&me, &AgentId::new("assistant")).await? {
+    for f in rt
+        .knowledge()
+        .facts(&me, &AgentId::new("assistant"))
+        .await?
+    {
         w!(out, "  learned [{}] {}", f.layer(), f.text());
     }
     w!(
@@ -357,11 +373,7 @@ async fn demo(db: PathBuf, out: &mut (dyn Write + Send)) -> Result<(), CliError>
     w!(out, "user: {asked}");
     let reply = rt.send(second.id, asked).await?;
     w!(out, "assistant: {}", reply.text);
-    let steps = rt
-        .store()
-        .steps(reply.interaction_id)
-        .await
-        .map_err(RuntimeError::from)?;
+    let steps = rt.sessions().steps(me, reply.interaction_id).await?;
     if let Some(context) = steps
         .first()
         .and_then(|s| s.output_as::<ContextOutput>().ok().flatten())

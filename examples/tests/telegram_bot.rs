@@ -16,8 +16,8 @@ use bot_api::*;
 use serde_json::json;
 use thinklio_core::channel::{AccountMembers, ChannelRouter};
 use thinklio_core::{
-    AccountId, AccountPolicy, AgentDefinition, DirectoryStore, FactOwner, NewFact, Principal,
-    Runtime,
+    AccountId, AccountPolicy, Actor, AgentDefinition, DirectoryStore, FactOwner, JobStore, NewFact,
+    Principal, Runtime, SessionStore,
 };
 use thinklio_examples::telegram::{MESSAGE_LIMIT, TelegramBot, TelegramChannel, client};
 use thinklio_store_sqlite::SqliteStore;
@@ -78,7 +78,8 @@ async fn two_users_commands_long_replies_follow_ups_and_a_restart() {
     // /forget deletes what was learned about the user, and only that user.
     let ada = Principal::new(account, ada_user);
     bot.runtime
-        .add_fact(
+        .knowledge()
+        .add(
             &ada,
             NewFact::new(
                 account,
@@ -93,8 +94,8 @@ async fn two_users_commands_long_replies_follow_ups_and_a_restart() {
     let bob_user = AccountMembers::new(account).user_id("telegram", &BOB.to_string());
     let bob_sessions = bot
         .runtime
-        .store()
-        .sessions_of_user(bob_user)
+        .sessions()
+        .of_user(Actor::Account(account), bob_user)
         .await
         .unwrap();
     api.say(ADA, "Ada", "/forget");
@@ -105,11 +106,13 @@ async fn two_users_commands_long_replies_follow_ups_and_a_restart() {
     );
     let left = bot
         .runtime
-        .export_user_facts(account, ada_user)
+        .knowledge()
+        .export_user(Actor::Account(account), account, ada_user)
         .await
         .unwrap();
     assert!(!left.to_string().contains("green tea"));
-    let store = bot.runtime.store();
+    // Read the file beside the bot, as its operator would.
+    let store = SqliteStore::open(&db).await.unwrap();
     assert!(
         store.sessions_of_user(ada_user).await.unwrap().is_empty(),
         "her conversations are gone"
@@ -155,8 +158,8 @@ async fn two_users_commands_long_replies_follow_ups_and_a_restart() {
     );
     let before = bot
         .runtime
-        .store()
-        .sessions_of_user(ada_user)
+        .sessions()
+        .of_user(Actor::Account(account), ada_user)
         .await
         .unwrap()
         .len();
@@ -172,15 +175,15 @@ async fn two_users_commands_long_replies_follow_ups_and_a_restart() {
     );
     let sessions = bot
         .runtime
-        .store()
-        .sessions_of_user(ada_user)
+        .sessions()
+        .of_user(Actor::Account(account), ada_user)
         .await
         .unwrap();
     assert_eq!(sessions.len(), before + 1);
 
     // The bot is killed while it thinks about Ada's message; Bob writes while it is down.
     api.say(ADA, "Ada", "slow question");
-    wait_until_thinking(&bot.runtime, "slow question").await;
+    wait_until_thinking(&bot.runtime, account, "slow question").await;
     bot.tasks.shutdown_background();
     api.say(BOB, "Bob", "are you there?");
 

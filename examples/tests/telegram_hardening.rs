@@ -173,13 +173,20 @@ async fn unreadable_messages_and_strangers_are_answered_and_chats_end_when_idle(
     let bob = AccountMembers::new(account).user_id("telegram", &BOB.to_string());
     assert!(
         bot.runtime
-            .store()
-            .sessions_of_user(bob)
+            .sessions()
+            .of_user(thinklio_core::Actor::Account(account), bob)
             .await
             .unwrap()
             .is_empty()
     );
-    assert_eq!(bot.runtime.store().role(account, bob).await.unwrap(), None);
+    assert!(
+        bot.runtime
+            .directory()
+            .role(thinklio_core::Actor::Account(account), bob)
+            .await
+            .unwrap()
+            .is_none()
+    );
     // Many messages in one chat: one worker, one pending wake-up, all
     // answered in order.
     for n in 0..30 {

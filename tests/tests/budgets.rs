@@ -45,6 +45,11 @@ async fn runtime(dir: &tempfile::TempDir, clock: &ManualClock, builder: RuntimeB
         .unwrap()
 }
 
+/// The store of a test's runtime, opened again beside it, for its event log.
+async fn raw(dir: &tempfile::TempDir, file: &str) -> SqliteStore {
+    SqliteStore::open(dir.path().join(file)).await.unwrap()
+}
+
 fn warnings(events: &[Event]) -> Vec<i64> {
     events
         .iter()
@@ -69,7 +74,11 @@ async fn a_spent_budget_blocks_the_next_model_call_with_a_clear_reply() {
     let first = rt.send(session.id, "one").await.unwrap();
     assert!(first.cost > Cost::ZERO);
     // The limit is exactly what was spent: the next call may not start.
-    rt.set_budget(BudgetLimit::monthly(Scope::User(me.user), first.cost))
+    rt.usage()
+        .set_budget(
+            Principal::local(),
+            BudgetLimit::monthly(Scope::User(me.user), first.cost),
+        )
         .await
         .unwrap();
     let second = rt.send(session.id, "two").await.unwrap();
@@ -80,7 +89,11 @@ async fn a_spent_budget_blocks_the_next_model_call_with_a_clear_reply() {
         "{}",
         second.text
     );
-    let steps = rt.store().steps(second.interaction_id).await.unwrap();
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), second.interaction_id)
+        .await
+        .unwrap();
     let refused = steps.iter().find(|s| s.kind == StepKind::Think).unwrap();
     assert_eq!(
         refused.error.as_ref().unwrap().code,
@@ -88,10 +101,17 @@ async fn a_spent_budget_blocks_the_next_model_call_with_a_clear_reply() {
     );
     assert_eq!(steps.last().unwrap().kind, StepKind::Respond);
     assert_eq!(
-        rt.interaction_state(second.interaction_id).await.unwrap(),
+        rt.sessions()
+            .state(Principal::local(), second.interaction_id)
+            .await
+            .unwrap(),
         InteractionState::Completed
     );
-    let spent = rt.usage(&UsageFilter::all().user(me.user)).await.unwrap();
+    let spent = rt
+        .usage()
+        .totals(Principal::local(), &UsageFilter::all().user(me.user))
+        .await
+        .unwrap();
     assert_eq!(spent.cost, first.cost, "usage stays at the limit");
     // Another user of the same account is not held by my budget.
     let other = Principal::new(me.account, UserId::new());
@@ -113,7 +133,11 @@ async fn warnings_fire_once_per_threshold_and_a_new_period_resets() {
     let one = rt.send(session.id, "measure").await.unwrap().cost;
     // Room for about four such messages this month.
     let limit = Cost::from_nanos(one.as_nanos() * 4 + one.as_nanos() / 2);
-    rt.set_budget(BudgetLimit::monthly(Scope::Account(me.account), limit))
+    rt.usage()
+        .set_budget(
+            Principal::local(),
+            BudgetLimit::monthly(Scope::Account(me.account), limit),
+        )
         .await
         .unwrap();
     let mut replies = Vec::new();
@@ -128,7 +152,11 @@ async fn warnings_fire_once_per_threshold_and_a_new_period_resets() {
         "{replies:?}"
     );
     assert!(replies[4].starts_with("I have to stop here"), "{replies:?}");
-    let events = rt.store().events_after(0, 10_000).await.unwrap();
+    let events = raw(&dir, "b.db")
+        .await
+        .events_after(0, 10_000)
+        .await
+        .unwrap();
     assert_eq!(warnings(&events), vec![50, 80, 100], "each threshold once");
 
     // Next month: the period starts over by itself.
@@ -137,7 +165,11 @@ async fn warnings_fire_once_per_threshold_and_a_new_period_resets() {
         rt.send(session.id, "new month").await.unwrap().text,
         "priced done"
     );
-    let events = rt.store().events_after(0, 10_000).await.unwrap();
+    let events = raw(&dir, "b.db")
+        .await
+        .events_after(0, 10_000)
+        .await
+        .unwrap();
     assert_eq!(
         warnings(&events),
         vec![50, 80, 100],
@@ -157,7 +189,11 @@ async fn a_delegates_spend_counts_against_its_callers_budget() {
     let me = Principal::local();
     let session = rt.open_session(me, "boss", "t", None).await.unwrap();
     let reply = rt.send(session.id, "work").await.unwrap();
-    let spent = rt.usage(&UsageFilter::all().user(me.user)).await.unwrap();
+    let spent = rt
+        .usage()
+        .totals(Principal::local(), &UsageFilter::all().user(me.user))
+        .await
+        .unwrap();
     assert_eq!(
         spent.cost, reply.cost,
         "the delegate's calls are the caller's spend"
@@ -165,7 +201,11 @@ async fn a_delegates_spend_counts_against_its_callers_budget() {
     assert_eq!(spent.calls, 4, "two calls each");
 
     // A budget the delegate's work used up stops the next message at once.
-    rt.set_budget(BudgetLimit::monthly(Scope::User(me.user), spent.cost))
+    rt.usage()
+        .set_budget(
+            Principal::local(),
+            BudgetLimit::monthly(Scope::User(me.user), spent.cost),
+        )
         .await
         .unwrap();
     let blocked = rt.send(session.id, "more").await.unwrap();
@@ -175,7 +215,8 @@ async fn a_delegates_spend_counts_against_its_callers_budget() {
         blocked.text
     );
     assert_eq!(
-        rt.usage(&UsageFilter::all().user(me.user))
+        rt.usage()
+            .totals(Principal::local(), &UsageFilter::all().user(me.user))
             .await
             .unwrap()
             .cost,
@@ -196,7 +237,12 @@ async fn forgetting_a_user_keeps_account_totals_and_closes_their_sessions() {
     let a = rt.send(mine.id, "one").await.unwrap();
     let b = rt.send(theirs.id, "two").await.unwrap();
     let by_user = rt
-        .usage_report(UsageGroup::User, &UsageFilter::all().account(me.account))
+        .usage()
+        .report(
+            Principal::local(),
+            UsageGroup::User,
+            &UsageFilter::all().account(me.account),
+        )
         .await
         .unwrap();
     let total: Cost = by_user
@@ -209,19 +255,25 @@ async fn forgetting_a_user_keeps_account_totals_and_closes_their_sessions() {
         "the report adds up to the steps' costs"
     );
 
-    let report = rt.forget_user(me.account, me.user).await.unwrap();
+    let report = rt
+        .directory()
+        .forget_user(Principal::local(), me.account, me.user)
+        .await
+        .unwrap();
     assert_eq!((report.sessions, report.interactions), (1, 1));
     assert!(matches!(
         rt.send(mine.id, "again").await,
         Err(RuntimeError::Store(StoreError::NotFound { .. }))
     ));
     let account = rt
-        .usage(&UsageFilter::all().account(me.account))
+        .usage()
+        .totals(Principal::local(), &UsageFilter::all().account(me.account))
         .await
         .unwrap();
     assert_eq!(account.cost, a.cost + b.cost);
     assert_eq!(
-        rt.usage(&UsageFilter::all().user(me.user))
+        rt.usage()
+            .totals(Principal::local(), &UsageFilter::all().user(me.user))
             .await
             .unwrap()
             .calls,
@@ -299,7 +351,11 @@ async fn a_dated_model_name_is_priced_and_its_cost_budget_trips() {
         first.cost,
         ModelPrice::usd_per_million(0.15, 0.60).cost(TokenUsage::new(1117, 46))
     );
-    rt.set_budget(BudgetLimit::monthly(Scope::User(me.user), first.cost))
+    rt.usage()
+        .set_budget(
+            Principal::local(),
+            BudgetLimit::monthly(Scope::User(me.user), first.cost),
+        )
         .await
         .unwrap();
     let second = rt.send(session.id, "again").await.unwrap();
@@ -352,8 +408,8 @@ async fn an_unpriced_model_is_warned_about_once() {
         }
     }
     assert_eq!(warned, ["gpt-4o-mini-2024-07-18"]);
-    let logged = rt
-        .store()
+    let logged = raw(&dir, "o.db")
+        .await
         .events_after(0, 10_000)
         .await
         .unwrap()
@@ -369,12 +425,13 @@ async fn a_token_budget_stops_calls_whatever_the_prices() {
     let server = wiremock::MockServer::start().await;
     let rt = openai_runtime(&dir, &server, PriceTable::new()).await;
     let me = Principal::local();
-    rt.set_budget(BudgetLimit::monthly_tokens(
-        Scope::Account(me.account),
-        2_000,
-    ))
-    .await
-    .unwrap();
+    rt.usage()
+        .set_budget(
+            Principal::local(),
+            BudgetLimit::monthly_tokens(Scope::Account(me.account), 2_000),
+        )
+        .await
+        .unwrap();
     let session = rt.open_session(me, "a", "t", None).await.unwrap();
     let mut events = rt.subscribe();
     // 1,163 tokens a call: the first runs, the second starts (1,163 < 2,000),

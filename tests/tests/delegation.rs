@@ -68,7 +68,7 @@ async fn a_three_level_chain_runs_as_child_interactions_and_rolls_up_cost() {
     let reply = rt.send(session.id, "go").await.unwrap();
     assert_eq!(reply.text, "a got [b got [c answers]]");
 
-    let store = rt.store();
+    let store = SqliteStore::open(dir.path().join("d.db")).await.unwrap();
     let all = store.interactions_of_session(session.id).await.unwrap();
     assert_eq!(all.len(), 3);
     let (a, b, c) = (&all[0], &all[1], &all[2]);
@@ -160,6 +160,7 @@ async fn a_cycle_is_refused_at_configuration_with_its_path() {
     // The same cycle made at run time by re-registering an agent is refused too.
     let rt = runtime(&dir, chain_builder()).await;
     let err = rt
+        .directory()
         .register_agent(agent("c", Some("a")).capabilities(["ask_b"]))
         .unwrap_err();
     assert!(err.to_string().contains("b → c → b"), "{err}");
@@ -175,7 +176,9 @@ async fn a_cycle_forced_past_the_configuration_check_is_refused_when_called() {
         .delegate(Delegate::new("b", "ask_b", "Asks b."));
     let rt = runtime(&dir, builder).await;
     // Forced: the registry takes the capability without the graph check.
-    let ask_a = rt.delegate_capability(&Delegate::new("a", "ask_a", "Asks a."));
+    let ask_a = rt
+        .directory()
+        .delegate_capability(&Delegate::new("a", "ask_a", "Asks a."));
     rt.capabilities().register_arc(ask_a).unwrap();
     let session = rt
         .open_session(Principal::local(), "a", "t", None)
@@ -185,12 +188,16 @@ async fn a_cycle_forced_past_the_configuration_check_is_refused_when_called() {
     assert!(reply.text.contains("delegation refused"), "{}", reply.text);
     assert!(reply.text.contains("a → b → a"), "{}", reply.text);
     let all = rt
-        .store()
-        .interactions_of_session(session.id)
+        .sessions()
+        .interactions(Principal::local(), session.id)
         .await
         .unwrap();
     assert_eq!(all.len(), 2, "no third interaction was started");
-    let b_steps = rt.store().steps(all[1].id).await.unwrap();
+    let b_steps = rt
+        .sessions()
+        .steps(Principal::local(), all[1].id)
+        .await
+        .unwrap();
     let refused = b_steps.iter().find(|s| s.kind == StepKind::Act).unwrap();
     assert_eq!(refused.error.as_ref().unwrap().code, "delegation.cycle");
 }
@@ -218,8 +225,8 @@ async fn the_depth_limit_stops_a_chain() {
         reply.text
     );
     assert_eq!(
-        rt.store()
-            .interactions_of_session(session.id)
+        rt.sessions()
+            .interactions(Principal::local(), session.id)
             .await
             .unwrap()
             .len(),
@@ -231,7 +238,7 @@ async fn the_depth_limit_stops_a_chain() {
 async fn the_graph_exports_as_mermaid_and_dot_with_cycles_marked() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(&dir, chain_builder()).await;
-    let graph = rt.delegation_graph();
+    let graph = rt.directory().graph();
     assert!(graph.cycles().is_empty());
     let mermaid = graph.to_mermaid();
     assert!(mermaid.starts_with("flowchart LR"));

@@ -42,6 +42,13 @@ async fn enforced(dir: &tempfile::TempDir, model: ScriptedModel) -> Runtime {
     builder.build().unwrap()
 }
 
+/// The store of a test's runtime, opened again beside it (another
+/// connection to the same file): hosts set their directory up through the
+/// store they built the runtime with.
+async fn raw(dir: &tempfile::TempDir) -> SqliteStore {
+    SqliteStore::open(dir.path().join("d.db")).await.unwrap()
+}
+
 struct World {
     x: AccountId,
     team: TeamId,
@@ -49,8 +56,8 @@ struct World {
     viewer: Principal,
 }
 
-async fn world(rt: &Runtime, deny: &[&str]) -> World {
-    let store = rt.store();
+async fn world(dir: &tempfile::TempDir, deny: &[&str]) -> World {
+    let store = raw(dir).await;
     let x = AccountId::new();
     let team = TeamId::new();
     let policy = AccountPolicy {
@@ -87,10 +94,10 @@ async fn tools_seen(rt: &Runtime, principal: Principal, agent: &str) -> String {
 async fn assignments_narrow_and_never_add() {
     let dir = tempfile::tempdir().unwrap();
     let rt = enforced(&dir, tool_lister()).await;
-    let w = world(&rt, &[]).await;
+    let w = world(&dir, &[]).await;
     let agent = AgentDefinition::new("helper", "m").capabilities(["add", "clock", "search"]);
-    rt.put_agent(&w.editor, agent).await.unwrap();
-    let store = rt.store();
+    rt.directory().put_agent(&w.editor, agent).await.unwrap();
+    let store = raw(&dir).await;
     store
         .assign(Assignment {
             agent_id: "helper".into(),
@@ -127,19 +134,20 @@ async fn assignments_narrow_and_never_add() {
 async fn an_account_deny_list_hides_a_capability_from_every_agent() {
     let dir = tempfile::tempdir().unwrap();
     let rt = enforced(&dir, tool_lister()).await;
-    let w = world(&rt, &[]).await;
+    let w = world(&dir, &[]).await;
     for name in ["one", "two"] {
         let agent = AgentDefinition::new(name, "m").capabilities(["add", "search"]);
-        rt.put_agent(&w.editor, agent).await.unwrap();
+        rt.directory().put_agent(&w.editor, agent).await.unwrap();
     }
     // Denied after the agents were made: hidden from both at run time.
     let policy = AccountPolicy {
         deny: set(&["search"]),
         ..Default::default()
     };
-    rt.store().put_account(w.x, "X", policy).await.unwrap();
+    raw(&dir).await.put_account(w.x, "X", policy).await.unwrap();
     for name in ["one", "two"] {
-        rt.store()
+        raw(&dir)
+            .await
             .assign(Assignment {
                 agent_id: name.into(),
                 scope: Scope::Account(w.x),
@@ -155,19 +163,22 @@ async fn an_account_deny_list_hides_a_capability_from_every_agent() {
 async fn a_viewer_cannot_change_agents() {
     let dir = tempfile::tempdir().unwrap();
     let rt = enforced(&dir, tool_lister()).await;
-    let w = world(&rt, &[]).await;
+    let w = world(&dir, &[]).await;
     let err = rt
+        .directory()
         .put_agent(&w.viewer, AgentDefinition::new("mine", "m"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), "directory.role_too_low", "{err}");
     let outsider = Principal::new(w.x, UserId::new());
     let err = rt
+        .directory()
         .put_agent(&outsider, AgentDefinition::new("mine", "m"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), "directory.not_a_member");
-    rt.put_agent(&w.editor, AgentDefinition::new("mine", "m"))
+    rt.directory()
+        .put_agent(&w.editor, AgentDefinition::new("mine", "m"))
         .await
         .unwrap();
 }
@@ -176,11 +187,12 @@ async fn a_viewer_cannot_change_agents() {
 async fn an_editor_of_another_account_cannot_replace_an_agent() {
     let dir = tempfile::tempdir().unwrap();
     let rt = enforced(&dir, tool_lister()).await;
-    let ours = world(&rt, &[]).await;
-    let theirs = world(&rt, &[]).await;
+    let ours = world(&dir, &[]).await;
+    let theirs = world(&dir, &[]).await;
     let agent = AgentDefinition::new("helper", "m").capabilities(["add"]);
-    rt.put_agent(&ours.editor, agent).await.unwrap();
-    rt.store()
+    rt.directory().put_agent(&ours.editor, agent).await.unwrap();
+    raw(&dir)
+        .await
         .assign(Assignment {
             agent_id: "helper".into(),
             scope: Scope::Account(ours.x),
@@ -192,10 +204,14 @@ async fn an_editor_of_another_account_cannot_replace_an_agent() {
     let takeover = AgentDefinition::new("helper", "m")
         .capabilities(["add", "shell"])
         .trust_level(TrustLevel::Privileged);
-    let err = rt.put_agent(&theirs.editor, takeover).await.unwrap_err();
+    let err = rt
+        .directory()
+        .put_agent(&theirs.editor, takeover)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "directory.foreign_agent", "{err}");
     assert_eq!(
-        rt.store().agent_owner(&"helper".into()).await.unwrap(),
+        raw(&dir).await.agent_owner(&"helper".into()).await.unwrap(),
         Some(ours.x),
         "the agent stays with its owner"
     );
@@ -206,14 +222,19 @@ async fn an_editor_of_another_account_cannot_replace_an_agent() {
     );
     // The owner's editor may change it, within the account's policy.
     let beyond = AgentDefinition::new("helper", "m").trust_level(TrustLevel::Privileged);
-    let err = rt.put_agent(&ours.editor, beyond).await.unwrap_err();
+    let err = rt
+        .directory()
+        .put_agent(&ours.editor, beyond)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "directory.beyond_policy", "{err}");
-    rt.put_agent(
-        &ours.editor,
-        AgentDefinition::new("helper", "m").capabilities(["add", "clock"]),
-    )
-    .await
-    .unwrap();
+    rt.directory()
+        .put_agent(
+            &ours.editor,
+            AgentDefinition::new("helper", "m").capabilities(["add", "clock"]),
+        )
+        .await
+        .unwrap();
     assert_eq!(tools_seen(&rt, ours.viewer, "helper").await, "add,clock");
 }
 
@@ -221,15 +242,18 @@ async fn an_editor_of_another_account_cannot_replace_an_agent() {
 async fn agents_stay_within_the_account_policy_and_host_agents_are_read_only() {
     let dir = tempfile::tempdir().unwrap();
     let rt = enforced(&dir, tool_lister()).await;
-    rt.register_agent(AgentDefinition::new("host", "m"))
+    rt.directory()
+        .register_agent(AgentDefinition::new("host", "m"))
         .unwrap();
-    let w = world(&rt, &["shell"]).await;
+    let w = world(&dir, &["shell"]).await;
     let err = rt
+        .directory()
         .put_agent(&w.editor, AgentDefinition::new("host", "m"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), "directory.host_agent", "{err}");
     let err = rt
+        .directory()
         .put_agent(
             &w.editor,
             AgentDefinition::new("x", "m").capabilities(["shell"]),
@@ -240,15 +264,19 @@ async fn agents_stay_within_the_account_policy_and_host_agents_are_read_only() {
     // The ceiling defaults to standard; an account policy may raise it,
     // and it caps every agent serving the account at run time.
     let elevated = AgentDefinition::new("x", "m").trust_level(TrustLevel::Elevated);
-    let err = rt.put_agent(&w.editor, elevated.clone()).await.unwrap_err();
+    let err = rt
+        .directory()
+        .put_agent(&w.editor, elevated.clone())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "directory.beyond_policy", "{err}");
     let policy = AccountPolicy {
         deny: set(&["shell"]),
         max_trust_level: Some(TrustLevel::Elevated),
         ..Default::default()
     };
-    rt.store().put_account(w.x, "X", policy).await.unwrap();
-    rt.put_agent(&w.editor, elevated).await.unwrap();
+    raw(&dir).await.put_account(w.x, "X", policy).await.unwrap();
+    rt.directory().put_agent(&w.editor, elevated).await.unwrap();
 }
 
 /// A random directory: accounts with users, agents and assignments at any
@@ -295,7 +323,7 @@ proptest! {
         rt.block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let runtime = enforced(&dir, tool_lister()).await;
-            let store = Arc::clone(runtime.store());
+            let store = raw(&dir).await;
             let accounts: Vec<AccountId> = (0..3).map(|_| AccountId::new()).collect();
             let teams: Vec<TeamId> = (0..3).map(|_| TeamId::new()).collect();
             for (i, a) in accounts.iter().enumerate() {
@@ -310,7 +338,7 @@ proptest! {
             let agents: Vec<AgentId> = (0..d.agents.len()).map(|j| AgentId::new(format!("agent{j}"))).collect();
             for (j, &owner) in d.agents.iter().enumerate() {
                 store.set_agent_owner(&agents[j], accounts[owner]).await.unwrap();
-                runtime.register_agent(AgentDefinition::new(agents[j].clone(), "m")).unwrap();
+                runtime.directory().register_agent(AgentDefinition::new(agents[j].clone(), "m")).unwrap();
             }
             for &(agent, kind, target) in &d.assignments {
                 let Some(agent_id) = agents.get(agent % agents.len()) else { continue };
@@ -333,7 +361,7 @@ proptest! {
                 let definition = AgentDefinition::new(agents[j].clone(), "m")
                     .capabilities(caps)
                     .trust_level(trust(level));
-                let written = runtime.put_agent(&writer, definition).await;
+                let written = runtime.directory().put_agent(&writer, definition).await;
                 if accounts[d.agents[j]] != writer.account {
                     let err = written.expect_err("another account's agent is never replaced");
                     prop_assert_eq!(err.code(), "directory.foreign_agent");
@@ -401,13 +429,20 @@ async fn content_rules_block_messages_and_replies_with_the_reason_on_the_step() 
         0,
         "a blocked message never reaches the model"
     );
-    let steps = rt.store().steps(refused.interaction_id).await.unwrap();
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), refused.interaction_id)
+        .await
+        .unwrap();
     assert_eq!(
         steps[0].error.as_ref().unwrap().code,
         ErrorCode::PolicyContentBlocked
     );
     assert_eq!(
-        rt.interaction_state(refused.interaction_id).await.unwrap(),
+        rt.sessions()
+            .state(Principal::local(), refused.interaction_id)
+            .await
+            .unwrap(),
         InteractionState::Completed
     );
 
@@ -416,15 +451,19 @@ async fn content_rules_block_messages_and_replies_with_the_reason_on_the_step() 
         replaced.text,
         "I can't send that reply: replies may not reveal secrets."
     );
-    let steps = rt.store().steps(replaced.interaction_id).await.unwrap();
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), replaced.interaction_id)
+        .await
+        .unwrap();
     let respond = steps.last().unwrap();
     assert_eq!(
         respond.output.as_ref().unwrap()["blocked"]["code"],
         ErrorCode::PolicyContentBlocked.as_str()
     );
     assert_eq!(
-        rt.store()
-            .reply_of(replaced.interaction_id)
+        rt.sessions()
+            .reply(Principal::local(), replaced.interaction_id)
             .await
             .unwrap()
             .unwrap()

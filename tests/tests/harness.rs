@@ -13,6 +13,9 @@ use thinklio_store_sqlite::SqliteStore;
 
 struct Fixture {
     runtime: Runtime,
+    /// The runtime's store, read directly for what hosts never see
+    /// (transitions, events, tasks).
+    store: SqliteStore,
     model: Arc<ScriptedModel>,
     _dir: tempfile::TempDir,
 }
@@ -22,7 +25,7 @@ async fn fixture(model: ScriptedModel, agent: AgentDefinition) -> Fixture {
     let store = SqliteStore::open(dir.path().join("h.db")).await.unwrap();
     let model = Arc::new(model);
     let runtime = Runtime::builder()
-        .store(store)
+        .store(store.clone())
         .model_arc(model.clone())
         .capability(thinklio_tests::add())
         .agent(agent)
@@ -31,6 +34,7 @@ async fn fixture(model: ScriptedModel, agent: AgentDefinition) -> Fixture {
         .unwrap();
     Fixture {
         runtime,
+        store,
         model,
         _dir: dir,
     }
@@ -63,7 +67,7 @@ async fn a_tool_call_runs_as_durable_steps_with_cost() {
     let s = session(&f.runtime).await;
     let reply = f.runtime.send(s.id, "what is 17+25?").await.unwrap();
     assert_eq!(reply.text, "17 + 25 = 42");
-    let steps = f.runtime.store().steps(reply.interaction_id).await.unwrap();
+    let steps = f.store.steps(reply.interaction_id).await.unwrap();
     use StepKind::*;
     use StepState::Succeeded as Ok_;
     assert_eq!(
@@ -108,20 +112,16 @@ async fn a_tool_call_runs_as_durable_steps_with_cost() {
             .map(|s| s.usage)
             .fold(TokenUsage::default(), |a, b| a + b)
     );
-    let totals = f
-        .runtime
-        .store()
-        .usage_totals(&UsageFilter::all())
-        .await
-        .unwrap();
+    let totals = f.store.usage_totals(&UsageFilter::all()).await.unwrap();
     assert_eq!((totals.calls, totals.cost), (2, reply.cost));
     for step in &steps {
-        let history = f.runtime.store().step_transitions(step.id).await.unwrap();
+        let history = f.store.step_transitions(step.id).await.unwrap();
         assert!(step::is_legal_history(&history));
     }
     assert_eq!(
         f.runtime
-            .interaction_state(reply.interaction_id)
+            .sessions()
+            .state(Principal::local(), reply.interaction_id)
             .await
             .unwrap(),
         InteractionState::Completed
@@ -141,7 +141,7 @@ async fn malformed_tool_call_json_becomes_an_observation_the_model_corrects() {
     let s = session(&f.runtime).await;
     let reply = f.runtime.send(s.id, "1+2").await.unwrap();
     assert_eq!(reply.text, "3");
-    let steps = f.runtime.store().steps(reply.interaction_id).await.unwrap();
+    let steps = f.store.steps(reply.interaction_id).await.unwrap();
     let acts: Vec<_> = steps.iter().filter(|s| s.kind == StepKind::Act).collect();
     let codes: Vec<_> = acts
         .iter()
@@ -195,7 +195,7 @@ async fn a_panicking_capability_fails_its_step_not_the_runtime() {
     let s = session(&f.runtime).await;
     let reply = f.runtime.send(s.id, "boom").await.unwrap();
     assert_eq!(reply.text, "that tool is broken");
-    let steps = f.runtime.store().steps(reply.interaction_id).await.unwrap();
+    let steps = f.store.steps(reply.interaction_id).await.unwrap();
     let act = steps.iter().find(|s| s.kind == StepKind::Act).unwrap();
     let error = act.error.as_ref().unwrap();
     assert_eq!(error.code, "capability.panicked");
@@ -221,7 +221,7 @@ async fn a_capability_above_the_agents_trust_cannot_be_called() {
     let s = session(&f.runtime).await;
     let reply = f.runtime.send(s.id, "try the secret").await.unwrap();
     assert_eq!(reply.text, "could not");
-    let steps = f.runtime.store().steps(reply.interaction_id).await.unwrap();
+    let steps = f.store.steps(reply.interaction_id).await.unwrap();
     let act = steps.iter().find(|s| s.kind == StepKind::Act).unwrap();
     assert_eq!(act.error.as_ref().unwrap().code, "capability.not_found");
     assert!(
@@ -266,17 +266,14 @@ async fn a_failing_model_fails_the_interaction_with_a_typed_error() {
     assert_eq!(error.code, "model.http");
     assert_eq!(err.code(), "model.http");
     assert_eq!(
-        f.runtime.interaction_state(*interaction).await.unwrap(),
+        f.runtime
+            .sessions()
+            .state(Principal::local(), *interaction)
+            .await
+            .unwrap(),
         InteractionState::Failed
     );
-    assert!(
-        f.runtime
-            .store()
-            .unfinished_interactions()
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(f.store.unfinished_interactions().await.unwrap().is_empty());
     assert!(f.runtime.recover().await.unwrap().resumed == 0);
 }
 
@@ -304,8 +301,7 @@ async fn bad_messages_are_refused_before_anything_is_written() {
         Err(RuntimeError::UnknownAgent(_))
     ));
     assert!(
-        f.runtime
-            .store()
+        f.store
             .interactions_of_session(s.id)
             .await
             .unwrap()
@@ -384,8 +380,7 @@ async fn messages_of_one_session_run_in_order_and_sessions_run_concurrently() {
         s.await.unwrap();
     }
     let order: Vec<_> = f
-        .runtime
-        .store()
+        .store
         .interactions_of_session(one.id)
         .await
         .unwrap()
@@ -497,7 +492,7 @@ async fn events_are_published_in_process_and_kept_in_the_log() {
             ReplyDelivered
         ]
     );
-    let log = f.runtime.store().events_after(0, 100).await.unwrap();
+    let log = f.store.events_after(0, 100).await.unwrap();
     assert_eq!(log.iter().map(|e| e.kind).collect::<Vec<_>>(), seen);
     assert!(
         log.iter()
@@ -535,6 +530,7 @@ async fn capabilities_can_change_at_run_time_and_trust_hides_them() {
         "trust hides it"
     );
     f.runtime
+        .directory()
         .register_agent(
             agent()
                 .capabilities(["add", "secret"])
@@ -570,7 +566,7 @@ async fn a_failing_task_is_retried_with_growing_delays_then_dead_lettered() {
     let mut config = RuntimeConfig::default();
     config.retry_policy = policy;
     let runtime = Runtime::builder()
-        .store(store)
+        .store(store.clone())
         .model(ScriptedModel::new([]))
         .clock(clock.clone())
         .config(config)
@@ -584,7 +580,7 @@ async fn a_failing_task_is_retried_with_growing_delays_then_dead_lettered() {
     let mut delays = Vec::new();
     for attempt in 1..=5u32 {
         let run = runtime.run_due_tasks().await.unwrap();
-        let t = runtime.store().task(task.id).await.unwrap();
+        let t = store.task(task.id).await.unwrap();
         assert_eq!(t.attempts, attempt);
         if attempt < 5 {
             assert_eq!(run.retried, 1);
@@ -606,9 +602,9 @@ async fn a_failing_task_is_retried_with_growing_delays_then_dead_lettered() {
         "delays grow: {delays:?}"
     );
     assert!(delays[3] >= delays[0] * 4, "exponentially: {delays:?}");
-    let dead = runtime.store().dead_letters().await.unwrap();
+    let dead = store.dead_letters().await.unwrap();
     assert_eq!(dead.iter().map(|t| t.id).collect::<Vec<_>>(), vec![task.id]);
-    runtime.store().requeue(task.id, clock.now()).await.unwrap();
+    store.requeue(task.id, clock.now()).await.unwrap();
     assert_eq!(
         runtime.run_due_tasks().await.unwrap().retried,
         1,
@@ -636,8 +632,9 @@ async fn a_step_without_progress_is_failed_by_the_watchdog_and_the_user_is_told(
     let dir = tempfile::tempdir().unwrap();
     let mut config = RuntimeConfig::default();
     config.step_deadline = Duration::from_millis(100);
+    let store = SqliteStore::open(dir.path().join("w.db")).await.unwrap();
     let rt = Runtime::builder()
-        .store(SqliteStore::open(dir.path().join("w.db")).await.unwrap())
+        .store(store.clone())
         .model(Silent)
         .config(config)
         .agent(agent())
@@ -652,22 +649,25 @@ async fn a_step_without_progress_is_failed_by_the_watchdog_and_the_user_is_told(
         "{}",
         reply.text
     );
-    let steps = rt.store().steps(reply.interaction_id).await.unwrap();
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), reply.interaction_id)
+        .await
+        .unwrap();
     let think = steps.iter().find(|s| s.kind == StepKind::Think).unwrap();
     assert_eq!(
         (think.state, think.error.as_ref().unwrap().code),
         (StepState::Failed, ErrorCode::StepDeadlineExceeded)
     );
     assert_eq!(
-        rt.interaction_state(reply.interaction_id).await.unwrap(),
+        rt.sessions()
+            .state(Principal::local(), reply.interaction_id)
+            .await
+            .unwrap(),
         InteractionState::Completed
     );
     assert!(
-        rt.store()
-            .unfinished_interactions()
-            .await
-            .unwrap()
-            .is_empty(),
+        store.unfinished_interactions().await.unwrap().is_empty(),
         "nothing is left for a restart"
     );
 }

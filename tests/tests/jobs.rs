@@ -178,10 +178,14 @@ fn assistant() -> AgentDefinition {
 
 /// The only job the first interaction of `session` dispatched.
 async fn job_of_first_interaction(rt: &Runtime, session: SessionId) -> Job {
-    let first = &rt.store().interactions_of_session(session).await.unwrap()[0];
+    let first = &rt
+        .sessions()
+        .interactions(Principal::local(), session)
+        .await
+        .unwrap()[0];
     let act = rt
-        .store()
-        .steps(first.id)
+        .sessions()
+        .steps(Principal::local(), first.id)
         .await
         .unwrap()
         .into_iter()
@@ -194,12 +198,12 @@ async fn job_of_first_interaction(rt: &Runtime, session: SessionId) -> Job {
         .unwrap()
         .parse()
         .unwrap();
-    rt.job(id).await.unwrap()
+    rt.jobs().get(Principal::local(), id).await.unwrap()
 }
 
 async fn reply_of(rt: &Runtime, interaction: InteractionId) -> String {
-    rt.store()
-        .reply_of(interaction)
+    rt.sessions()
+        .reply(Principal::local(), interaction)
         .await
         .unwrap()
         .expect("the follow-up replied")
@@ -253,13 +257,13 @@ async fn a_deferred_job_with_two_subjobs_reports_back_in_follow_ups() {
     );
     assert_eq!(run.notice_failures, 0);
 
-    let job = rt.job(job.id).await.unwrap();
+    let job = rt.jobs().get(Principal::local(), job.id).await.unwrap();
     assert_eq!(job.state, JobState::Resolved);
     assert_eq!(
         job.context,
         Some(json!({ "topic": "sqlite", "asked_by": "research" }))
     );
-    let subjobs = rt.subjobs(job.id).await.unwrap();
+    let subjobs = rt.jobs().subjobs(Principal::local(), job.id).await.unwrap();
     assert_eq!(subjobs.len(), 2);
     assert!(subjobs.iter().all(|s| s.state == JobState::Resolved));
     let results: Vec<&Value> = job.result.as_ref().unwrap()["subjobs"]
@@ -281,8 +285,8 @@ async fn a_deferred_job_with_two_subjobs_reports_back_in_follow_ups() {
     // The follow-ups: one for the partial output, one for the result, in
     // the same session, each with the job in its context step.
     let interactions = rt
-        .store()
-        .interactions_of_session(session.id)
+        .sessions()
+        .interactions(Principal::local(), session.id)
         .await
         .unwrap();
     assert_eq!(interactions.len(), 3);
@@ -302,8 +306,8 @@ async fn a_deferred_job_with_two_subjobs_reports_back_in_follow_ups() {
     );
     assert!(last.contains(r#""asked_by":"research""#), "{last}");
     let context = rt
-        .store()
-        .steps(follow_ups[1].id)
+        .sessions()
+        .steps(Principal::local(), follow_ups[1].id)
         .await
         .unwrap()
         .into_iter()
@@ -318,8 +322,8 @@ async fn a_deferred_job_with_two_subjobs_reports_back_in_follow_ups() {
     assert_eq!((again.dispatched, again.notified), (0, 0));
     assert_eq!(audit.0.lock().unwrap().len(), 3);
     assert_eq!(
-        rt.store()
-            .interactions_of_session(session.id)
+        rt.sessions()
+            .interactions(Principal::local(), session.id)
             .await
             .unwrap()
             .len(),
@@ -349,7 +353,7 @@ async fn a_deferred_step_run_again_finds_its_job_instead_of_creating_another() {
     rt.send(session.id, Inbound::with_id("research wal", "m1"))
         .await
         .unwrap();
-    assert_eq!(rt.store().unfinished_jobs().await.unwrap().len(), 1);
+    assert_eq!(store(&dir).await.unfinished_jobs().await.unwrap().len(), 1);
 }
 
 /// A capability whose work is taken over by something outside that
@@ -416,14 +420,21 @@ async fn an_overdue_job_times_out_and_its_observers_hear_it_once() {
         .unwrap();
     let (session, job) = start(&rt, "research lsm trees").await;
     rt.run_due_jobs().await.unwrap();
-    assert_eq!(rt.job(job.id).await.unwrap().state, JobState::InProgress);
+    assert_eq!(
+        rt.jobs()
+            .get(Principal::local(), job.id)
+            .await
+            .unwrap()
+            .state,
+        JobState::InProgress
+    );
 
     clock.advance(Duration::from_secs(59));
     assert_eq!(rt.run_due_jobs().await.unwrap().timed_out, 0);
     clock.advance(Duration::from_secs(1));
     let run = rt.run_due_jobs().await.unwrap();
     assert_eq!(run.timed_out, 1);
-    let ended = rt.job(job.id).await.unwrap();
+    let ended = rt.jobs().get(Principal::local(), job.id).await.unwrap();
     assert_eq!(ended.state, JobState::TimedOut);
     assert!(ended.error.unwrap().contains("deadline"));
     assert_eq!(
@@ -431,8 +442,8 @@ async fn an_overdue_job_times_out_and_its_observers_hear_it_once() {
         [Notice::Dispatched, Notice::TimedOut]
     );
     let interactions = rt
-        .store()
-        .interactions_of_session(session.id)
+        .sessions()
+        .interactions(Principal::local(), session.id)
         .await
         .unwrap();
     let follow_up = reply_of(&rt, interactions.last().unwrap().id).await;
@@ -444,7 +455,8 @@ async fn an_overdue_job_times_out_and_its_observers_hear_it_once() {
         .token()
         .to_owned();
     let late = rt
-        .report_job(
+        .jobs()
+        .report(
             job.id,
             &token,
             JobReport::Resolved {
@@ -488,7 +500,8 @@ async fn outside_work_reports_progress_and_its_result_with_the_jobs_token() {
     );
 
     let wrong = rt
-        .report_job(job.id, "00ff", JobReport::Progress { progress: None })
+        .jobs()
+        .report(job.id, "00ff", JobReport::Progress { progress: None })
         .await;
     assert!(matches!(
         wrong,
@@ -496,7 +509,8 @@ async fn outside_work_reports_progress_and_its_result_with_the_jobs_token() {
     ));
     let other = callbacks.callback(JobId::new());
     let stolen = rt
-        .report_job(
+        .jobs()
+        .report(
             job.id,
             other.token(),
             JobReport::Progress { progress: None },
@@ -508,7 +522,8 @@ async fn outside_work_reports_progress_and_its_result_with_the_jobs_token() {
     ));
 
     let progress = rt
-        .report_job(
+        .jobs()
+        .report(
             job.id,
             callback.token(),
             JobReport::Progress {
@@ -520,7 +535,8 @@ async fn outside_work_reports_progress_and_its_result_with_the_jobs_token() {
     assert_eq!(progress.state, JobState::InProgress);
     assert_eq!(progress.progress, Some(json!({ "done": 0.5 })));
     let resolved = rt
-        .report_job(
+        .jobs()
+        .report(
             job.id,
             callback.token(),
             JobReport::Resolved {
@@ -533,8 +549,8 @@ async fn outside_work_reports_progress_and_its_result_with_the_jobs_token() {
     assert_eq!(resolved.state, JobState::Resolved);
     rt.run_due_jobs().await.unwrap();
     let interactions = rt
-        .store()
-        .interactions_of_session(session.id)
+        .sessions()
+        .interactions(Principal::local(), session.id)
         .await
         .unwrap();
     let follow_up = reply_of(&rt, interactions.last().unwrap().id).await;
@@ -548,7 +564,8 @@ async fn outside_work_reports_progress_and_its_result_with_the_jobs_token() {
         .build()
         .unwrap();
     let none = bare
-        .report_job(
+        .jobs()
+        .report(
             job.id,
             callback.token(),
             JobReport::Failed { error: "x".into() },
@@ -581,16 +598,16 @@ async fn the_user_cancels_their_own_job_and_its_subjobs_with_it() {
     let (rt, _session, job, audit) = dispatched_research(&dir).await;
     // Subjobs added by hand, as outside work reporting in parts would.
     let now = Timestamp::from_millis(0);
-    let a = rt
-        .store()
+    let a = store(&dir)
+        .await
         .create_job(
             beside(&job, Some(job.id), "unregistered_worker", Some("a")),
             now,
         )
         .await
         .unwrap();
-    let b = rt
-        .store()
+    let b = store(&dir)
+        .await
         .create_job(
             beside(&job, Some(job.id), "unregistered_worker", Some("b")),
             now,
@@ -600,18 +617,27 @@ async fn the_user_cancels_their_own_job_and_its_subjobs_with_it() {
 
     let stranger = UserId::new();
     let refused = rt
-        .cancel_job(job.id, CancelledBy::User(stranger), "mine now")
+        .jobs()
+        .cancel(
+            Principal::new(job.principal.account, stranger),
+            job.id,
+            "mine now",
+        )
         .await
         .unwrap_err();
     assert_eq!(refused.code(), "job.forbidden");
-    assert_eq!(rt.job(job.id).await.unwrap().state, JobState::InProgress);
+    assert_eq!(
+        rt.jobs()
+            .get(Principal::local(), job.id)
+            .await
+            .unwrap()
+            .state,
+        JobState::InProgress
+    );
 
     let cancelled = rt
-        .cancel_job(
-            job.id,
-            CancelledBy::User(job.principal.user),
-            "changed my mind",
-        )
+        .jobs()
+        .cancel(job.principal, job.id, "changed my mind")
         .await
         .unwrap();
     assert_eq!(cancelled.state, JobState::Cancelled);
@@ -620,12 +646,13 @@ async fn the_user_cancels_their_own_job_and_its_subjobs_with_it() {
         Some("cancelled by the user: changed my mind")
     );
     for s in [a.id, b.id] {
-        let s = rt.job(s).await.unwrap();
+        let s = rt.jobs().get(Principal::local(), s).await.unwrap();
         assert_eq!(s.state, JobState::Cancelled);
         assert!(s.error.unwrap().contains("its parent job"));
     }
     let again = rt
-        .cancel_job(job.id, CancelledBy::User(job.principal.user), "")
+        .jobs()
+        .cancel(job.principal, job.id, "")
         .await
         .unwrap_err();
     assert!(matches!(
@@ -651,7 +678,7 @@ async fn the_agent_cancels_a_job_through_the_built_in_capability() {
         .await
         .unwrap();
     assert!(reply.text.contains("cancelled"), "{}", reply.text);
-    let job = rt.job(job.id).await.unwrap();
+    let job = rt.jobs().get(Principal::local(), job.id).await.unwrap();
     assert_eq!(job.state, JobState::Cancelled);
     assert_eq!(
         job.error.as_deref(),
@@ -738,24 +765,40 @@ async fn the_system_cancels_a_delegated_job_and_the_child_interaction_stops() {
     let worker = rt.spawn_job_worker(Duration::from_secs(60));
     entered.notified().await; // the child's think step is running
     let child = rt
-        .store()
-        .interactions_of_session(session.id)
+        .sessions()
+        .interactions(Principal::local(), session.id)
         .await
         .unwrap()
         .into_iter()
         .find(|i| i.parent_interaction_id.is_some())
         .unwrap();
     assert_eq!(child.agent_id.as_str(), "helper");
-    assert_eq!(rt.job(job.id).await.unwrap().state, JobState::Dispatched);
+    assert_eq!(
+        rt.jobs()
+            .get(Principal::local(), job.id)
+            .await
+            .unwrap()
+            .state,
+        JobState::Dispatched
+    );
 
-    rt.cancel_job(job.id, CancelledBy::System, "shutting down")
+    rt.jobs()
+        .cancel(
+            Actor::Account(job.principal.account),
+            job.id,
+            "shutting down",
+        )
         .await
         .unwrap();
     gate.add_permits(10);
     // The child stops at its next step; wait for it to settle.
     let mut events = rt.subscribe();
     loop {
-        let steps = rt.store().steps(child.id).await.unwrap();
+        let steps = rt
+            .sessions()
+            .steps(Principal::local(), child.id)
+            .await
+            .unwrap();
         if InteractionState::derive(&steps) == InteractionState::Failed {
             let last = steps.last().unwrap();
             assert_eq!(last.error.as_ref().unwrap().code, ErrorCode::JobCancelled);
@@ -765,7 +808,7 @@ async fn the_system_cancels_a_delegated_job_and_the_child_interaction_stops() {
         let _ = tokio::time::timeout(Duration::from_secs(5), events.recv()).await;
     }
     worker.stop().await;
-    let job = rt.job(job.id).await.unwrap();
+    let job = rt.jobs().get(Principal::local(), job.id).await.unwrap();
     assert_eq!(job.state, JobState::Cancelled);
     assert_eq!(
         job.error.as_deref(),
@@ -773,7 +816,8 @@ async fn the_system_cancels_a_delegated_job_and_the_child_interaction_stops() {
     );
     // Nothing is left for recovery to resume.
     assert!(
-        rt.store()
+        store(&dir)
+            .await
             .unfinished_interactions()
             .await
             .unwrap()
@@ -786,13 +830,13 @@ async fn the_system_cancels_a_delegated_job_and_the_child_interaction_stops() {
 async fn a_job_of_an_unregistered_capability_fails_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let (rt, _session, job, _audit) = dispatched_research(&dir).await;
-    let orphan = rt
-        .store()
+    let orphan = store(&dir)
+        .await
         .create_job(beside(&job, None, "gone", None), Timestamp::from_millis(0))
         .await
         .unwrap();
     rt.run_due_jobs().await.unwrap();
-    let failed = rt.job(orphan.id).await.unwrap();
+    let failed = rt.jobs().get(Principal::local(), orphan.id).await.unwrap();
     assert_eq!(failed.state, JobState::Failed);
     assert!(failed.error.unwrap().contains("no capability named `gone`"));
 }

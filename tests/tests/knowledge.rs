@@ -28,6 +28,13 @@ fn recalled(step: &Step) -> Vec<String> {
         .collect()
 }
 
+/// The store a test's runtime writes to, opened again beside it (another
+/// connection to the same file), for what hosts never read: usage rows,
+/// dead letters, a fact's history.
+async fn raw(dir: &tempfile::TempDir, file: &str) -> SqliteStore {
+    SqliteStore::open(dir.path().join(file)).await.unwrap()
+}
+
 /// A runtime builder with an assistant that learns through `model`
 /// (extraction on) on a fresh SQLite file in `dir`.
 async fn learning(dir: &tempfile::TempDir, model: Arc<ScriptedModel>) -> RuntimeBuilder {
@@ -84,7 +91,11 @@ async fn the_agent_learns_from_three_chats_and_recalls_in_the_fourth() {
         .unwrap();
     assert_eq!(reply.text, "You live in Lyon and your dog is Rex.");
 
-    let steps = rt.store().steps(reply.interaction_id).await.unwrap();
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), reply.interaction_id)
+        .await
+        .unwrap();
     assert_eq!(steps[0].kind, StepKind::Context);
     let facts = recalled(&steps[0]);
     assert!(facts.contains(&"Ada lives in Lyon".to_owned()), "{facts:?}");
@@ -118,11 +129,19 @@ async fn the_agent_learns_from_three_chats_and_recalls_in_the_fourth() {
     assert!(extract.messages[1].content.contains("I live in Paris"));
 
     // Reconciliation: three current facts; Paris once, superseded by Lyon.
-    let current = rt.facts_of(&me, &AgentId::new("assistant")).await.unwrap();
+    let current = rt
+        .knowledge()
+        .facts(&me, &AgentId::new("assistant"))
+        .await
+        .unwrap();
     let mut values: Vec<&str> = current.iter().map(|f| f.value.as_str()).collect();
     values.sort();
     assert_eq!(values, vec!["Lyon", "Rex", "green"]);
-    let all = rt.export_user_facts(me.account, me.user).await.unwrap();
+    let all = rt
+        .knowledge()
+        .export_user(Principal::local(), me.account, me.user)
+        .await
+        .unwrap();
     let all = all["facts"].as_array().unwrap();
     let paris: Vec<&Value> = all.iter().filter(|f| f["value"] == "Paris").collect();
     assert_eq!(paris.len(), 1, "a repeated fact is not duplicated");
@@ -137,11 +156,15 @@ async fn the_agent_learns_from_three_chats_and_recalls_in_the_fourth() {
     else {
         panic!()
     };
-    let third = rt.store().interaction(*interaction_id).await.unwrap();
+    let third = rt
+        .sessions()
+        .interaction(Principal::local(), *interaction_id)
+        .await
+        .unwrap();
     assert_eq!(third.input, chats[2]);
     assert!(step_id.is_some());
-    let history = rt
-        .store()
+    let history = raw(&dir, "k.db")
+        .await
         .fact_history(paris[0]["id"].as_str().unwrap().parse().unwrap())
         .await
         .unwrap();
@@ -172,7 +195,8 @@ async fn a_failed_extraction_is_retried_and_never_blocks_the_reply() {
     let reply = rt.send(s.id, "I work at the harbour.").await.unwrap();
     assert_eq!(reply.text, "Noted.", "the reply came before any extraction");
     assert!(
-        rt.facts_of(&me, &AgentId::new("assistant"))
+        rt.knowledge()
+            .facts(&me, &AgentId::new("assistant"))
             .await
             .unwrap()
             .is_empty()
@@ -184,7 +208,11 @@ async fn a_failed_extraction_is_retried_and_never_blocks_the_reply() {
         clock.advance(std::time::Duration::from_secs(3600));
     }
     assert_eq!(retried, 2);
-    let facts = rt.facts_of(&me, &AgentId::new("assistant")).await.unwrap();
+    let facts = rt
+        .knowledge()
+        .facts(&me, &AgentId::new("assistant"))
+        .await
+        .unwrap();
     assert_eq!(facts.len(), 1);
     assert_eq!(facts[0].value, "the harbour");
 }
@@ -257,19 +285,26 @@ async fn no_query_ever_returns_a_fact_its_principal_may_not_see() {
         }
         batch.push((a, owner, fact));
     }
-    let writes = rt
-        .import_facts(
-            batch.iter().map(|(_, _, f)| f.clone()).collect(),
-            200,
-            |_| {},
-        )
-        .await
-        .unwrap();
-    for ((a, owner, _), w) in batch.iter().zip(&writes) {
-        owned.entry(w.fact().id).or_insert(Owned {
-            account: *a,
-            owner: owner.clone(),
-        });
+    // Each account's facts are imported by the host acting for it.
+    for (a, account) in accounts.iter().enumerate() {
+        let mine: Vec<&(usize, FactOwner, NewFact)> =
+            batch.iter().filter(|(x, _, _)| *x == a).collect();
+        let writes = rt
+            .knowledge()
+            .import(
+                Actor::Account(*account),
+                mine.iter().map(|(_, _, f)| f.clone()).collect(),
+                200,
+                |_| {},
+            )
+            .await
+            .unwrap();
+        for ((a, owner, _), w) in mine.iter().zip(&writes) {
+            owned.entry(w.fact().id).or_insert(Owned {
+                account: *a,
+                owner: owner.clone(),
+            });
+        }
     }
 
     let mut checked = 0usize;
@@ -285,13 +320,23 @@ async fn no_query_ever_returns_a_fact_its_principal_may_not_see() {
         let question = format!("{} {}", words[rng.usize(..8)], words[rng.usize(..8)]);
         let k = 1 + rng.usize(..20);
         let hits = if q % 2 == 0 {
-            rt.search_visible(visibility.clone(), &question, k)
+            rt.knowledge()
+                .search_within(
+                    Actor::Account(accounts[a]),
+                    visibility.clone(),
+                    &question,
+                    k,
+                )
                 .await
                 .unwrap()
         } else {
             let mut query = FactQuery::new(visibility.clone(), &question, None, k);
             query.include_history = true;
-            rt.store().search_facts(&query).await.unwrap()
+            raw(&dir, "iso.db")
+                .await
+                .search_facts(&query)
+                .await
+                .unwrap()
         };
         for h in &hits {
             let o = &owned[&h.fact.id];
@@ -302,14 +347,23 @@ async fn no_query_ever_returns_a_fact_its_principal_may_not_see() {
             checked += 1;
         }
         if q % 50 == 0 {
-            for f in rt.store().facts(&visibility, true).await.unwrap() {
+            for f in raw(&dir, "iso.db")
+                .await
+                .facts(&visibility, true)
+                .await
+                .unwrap()
+            {
                 assert!(
                     may_see(a, user, &my_teams, &agent, &owned[&f.id]),
                     "listing leaked"
                 );
                 checked += 1;
             }
-            let export = rt.export_user_facts(accounts[a], user).await.unwrap();
+            let export = rt
+                .knowledge()
+                .export_user(Actor::Account(accounts[a]), accounts[a], user)
+                .await
+                .unwrap();
             for f in export["facts"].as_array().unwrap() {
                 let id: FactId = f["id"].as_str().unwrap().parse().unwrap();
                 assert_eq!(owned[&id].owner, FactOwner::User(user), "export leaked");
@@ -360,7 +414,12 @@ async fn a_delegate_recalls_the_users_facts_and_its_own_agent_layer_only() {
         (FactOwner::User(me.user), "my badge number is 4411"),
         (FactOwner::User(other.user), "their badge number is 9999"),
     ] {
-        rt.add_fact(&me, NewFact::new(me.account, owner, "", "", text))
+        // The host writes them: a user writes only their own facts.
+        rt.knowledge()
+            .add(
+                Actor::Account(me.account),
+                NewFact::new(me.account, owner, "", "", text),
+            )
             .await
             .unwrap();
     }
@@ -370,13 +429,21 @@ async fn a_delegate_recalls_the_users_facts_and_its_own_agent_layer_only() {
         .await
         .unwrap();
     assert!(reply.text.starts_with("helper said"));
-    let all = rt.store().interactions_of_session(s.id).await.unwrap();
+    let all = rt
+        .sessions()
+        .interactions(Principal::local(), s.id)
+        .await
+        .unwrap();
     let child = all
         .iter()
         .find(|i| i.parent_interaction_id.is_some())
         .unwrap();
     assert_eq!(child.agent_id.as_str(), "helper");
-    let steps = rt.store().steps(child.id).await.unwrap();
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), child.id)
+        .await
+        .unwrap();
     let facts = recalled(&steps[0]).join("\n");
     assert!(
         facts.contains("guests only"),
@@ -393,7 +460,13 @@ async fn a_delegate_recalls_the_users_facts_and_its_own_agent_layer_only() {
         .iter()
         .find(|i| i.parent_interaction_id.is_none())
         .unwrap();
-    let facts = recalled(&rt.store().steps(parent.id).await.unwrap()[0]).join("\n");
+    let facts = recalled(
+        &rt.sessions()
+            .steps(Principal::local(), parent.id)
+            .await
+            .unwrap()[0],
+    )
+    .join("\n");
     assert!(
         facts.contains("hunter2") && facts.contains("4411"),
         "its own agent layer and the user's facts: {facts}"
@@ -462,8 +535,8 @@ async fn extraction_spends_from_the_principals_budget_and_stops_when_it_is_spent
     let s = rt.open_session(me, "assistant", "t", None).await.unwrap();
     let reply = rt.send(s.id, "I like tea").await.unwrap();
     assert_eq!(rt.run_due_tasks().await.unwrap().completed, 1);
-    let usage = rt
-        .store()
+    let usage = raw(&dir, "k.db")
+        .await
         .usage_totals(&UsageFilter::all().user(me.user))
         .await
         .unwrap();
@@ -473,15 +546,19 @@ async fn extraction_spends_from_the_principals_budget_and_stops_when_it_is_spent
         "extraction cost counts: {usage:?} vs {:?}",
         reply.cost
     );
-    let extraction_usage = rt
-        .store()
+    let extraction_usage = raw(&dir, "k.db")
+        .await
         .usage_report(UsageGroup::User, &UsageFilter::all().user(me.user))
         .await
         .unwrap();
     assert_eq!(extraction_usage[0].totals.cost, usage.cost);
 
     // With the budget spent, the next extraction is refused before its call.
-    rt.set_budget(BudgetLimit::monthly(Scope::User(me.user), usage.cost))
+    rt.usage()
+        .set_budget(
+            Principal::local(),
+            BudgetLimit::monthly(Scope::User(me.user), usage.cost),
+        )
         .await
         .unwrap();
     let calls = model.calls();
@@ -495,7 +572,7 @@ async fn extraction_spends_from_the_principals_budget_and_stops_when_it_is_spent
     let run = rt.run_due_tasks().await.unwrap();
     assert_eq!(run.dead_lettered, 1);
     assert_eq!(model.calls(), calls, "no model call past a spent budget");
-    let dead = rt.store().dead_letters().await.unwrap();
+    let dead = raw(&dir, "k.db").await.dead_letters().await.unwrap();
     assert!(
         dead[0].last_error.as_deref().unwrap().contains("budget"),
         "{dead:?}"
@@ -565,7 +642,11 @@ async fn five_things_said_over_five_chats_are_all_recalled_in_the_sixth() {
         .await
         .unwrap();
     let reply = rt.send(s.id, "What do I like?").await.unwrap();
-    let steps = rt.store().steps(reply.interaction_id).await.unwrap();
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), reply.interaction_id)
+        .await
+        .unwrap();
     let mut facts = recalled(&steps[0]);
     facts.sort();
     let mut expected: Vec<String> = likes.iter().map(|l| format!("Ada likes {l}")).collect();
@@ -597,11 +678,20 @@ async fn five_things_said_over_five_chats_are_all_recalled_in_the_sixth() {
         );
     }
     // Each fact is true from the message that said it.
-    for f in rt.facts_of(&me, &AgentId::new("assistant")).await.unwrap() {
+    for f in rt
+        .knowledge()
+        .facts(&me, &AgentId::new("assistant"))
+        .await
+        .unwrap()
+    {
         let Provenance::Interaction { interaction_id, .. } = f.provenance else {
             panic!("{f:?}")
         };
-        let said = rt.store().interaction(interaction_id).await.unwrap();
+        let said = rt
+            .sessions()
+            .interaction(Principal::local(), interaction_id)
+            .await
+            .unwrap();
         assert_eq!(f.valid_at, said.created_at);
     }
 }
@@ -651,7 +741,8 @@ async fn a_contradiction_supersedes_only_the_fact_it_contradicts() {
         assert_eq!(rt.run_due_tasks().await.unwrap().completed, 1);
     }
     let mut current: Vec<String> = rt
-        .facts_of(&me, &AgentId::new("assistant"))
+        .knowledge()
+        .facts(&me, &AgentId::new("assistant"))
         .await
         .unwrap()
         .iter()
@@ -662,7 +753,11 @@ async fn a_contradiction_supersedes_only_the_fact_it_contradicts() {
         current,
         vec!["Ada likes coffee", "Ada likes jazz", "Ada lives in Paris"]
     );
-    let all = rt.export_user_facts(me.account, me.user).await.unwrap();
+    let all = rt
+        .knowledge()
+        .export_user(Principal::local(), me.account, me.user)
+        .await
+        .unwrap();
     let tea = all["facts"]
         .as_array()
         .unwrap()
@@ -807,19 +902,21 @@ async fn a_conversation_over_days_shows_its_days_and_a_question_naming_a_period_
         f.valid_at = Some(at);
         f
     };
-    rt.import_facts(
-        vec![
-            said("we adopted a greyhound called Pepper", day(2026, 1, 19)),
-            said("my knee started hurting on the long run", day(2026, 2, 14)),
-            said("I started Portuguese lessons", day(2026, 2, 16)),
-            said("the physio says it is IT band syndrome", day(2026, 3, 22)),
-            said("we got the flat on Harrogate Road", day(2026, 4, 27)),
-        ],
-        64,
-        |_| {},
-    )
-    .await
-    .unwrap();
+    rt.knowledge()
+        .import(
+            Principal::local(),
+            vec![
+                said("we adopted a greyhound called Pepper", day(2026, 1, 19)),
+                said("my knee started hurting on the long run", day(2026, 2, 14)),
+                said("I started Portuguese lessons", day(2026, 2, 16)),
+                said("the physio says it is IT band syndrome", day(2026, 3, 22)),
+                said("we got the flat on Harrogate Road", day(2026, 4, 27)),
+            ],
+            64,
+            |_| {},
+        )
+        .await
+        .unwrap();
     clock.set(day(2026, 7, 2));
     let later = rt
         .open_session(me, "assistant", "cli", Some("later"))
@@ -832,7 +929,11 @@ async fn a_conversation_over_days_shows_its_days_and_a_question_naming_a_period_
         )
         .await
         .unwrap();
-    let steps = rt.store().steps(reply.interaction_id).await.unwrap();
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), reply.interaction_id)
+        .await
+        .unwrap();
     let facts = recalled(&steps[0]);
     assert_eq!(
         facts[..2].iter().map(String::as_str).collect::<Vec<_>>(),

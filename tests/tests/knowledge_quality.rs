@@ -58,7 +58,11 @@ async fn minilm_finds_the_right_fact_in_the_top_5_for_90_percent_of_paraphrases(
             format!("not {}", c.value),
         )
     }));
-    let writes = rt.import_facts(facts, 32, |_| {}).await.unwrap();
+    let writes = rt
+        .knowledge()
+        .import(Actor::Account(me.account), facts, 32, |_| {})
+        .await
+        .unwrap();
     let ids: Vec<FactId> = writes
         .iter()
         .take(cases.len())
@@ -70,7 +74,8 @@ async fn minilm_finds_the_right_fact_in_the_top_5_for_90_percent_of_paraphrases(
     let mut misses = Vec::new();
     for (case, id) in cases.iter().zip(&ids) {
         let hits = rt
-            .search_facts(&me, &agent, &case.question, 5)
+            .knowledge()
+            .search(&me, &agent, &case.question, 5)
             .await
             .unwrap();
         assert!(

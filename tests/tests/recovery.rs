@@ -114,12 +114,16 @@ async fn crash_inside_the_capability(setup: &Setup) -> InteractionId {
     run.abort();
     assert!(run.await.unwrap_err().is_cancelled());
     let interaction = rt
-        .store()
-        .interactions_of_session(session.id)
+        .sessions()
+        .interactions(Principal::local(), session.id)
         .await
         .unwrap()[0]
         .id;
-    let steps = rt.store().steps(interaction).await.unwrap();
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), interaction)
+        .await
+        .unwrap();
     let last = steps.last().unwrap();
     assert_eq!((last.kind, last.state), (StepKind::Act, StepState::Running));
     interaction
@@ -137,7 +141,11 @@ async fn an_interrupted_external_call_is_never_repeated_and_the_model_is_told() 
         1,
         "the external call ran once"
     );
-    let steps = rt.store().steps(interaction).await.unwrap();
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), interaction)
+        .await
+        .unwrap();
     let act = steps.iter().find(|s| s.kind == StepKind::Act).unwrap();
     assert_eq!(
         act.error.as_ref().unwrap().code,
@@ -148,7 +156,12 @@ async fn an_interrupted_external_call_is_never_repeated_and_the_model_is_told() 
         .as_str()
         .unwrap();
     assert!(seen.contains("may or may not have taken effect"), "{seen}");
-    let reply = rt.store().reply_of(interaction).await.unwrap().unwrap();
+    let reply = rt
+        .sessions()
+        .reply(Principal::local(), interaction)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
         reply
             .text
@@ -169,7 +182,11 @@ async fn a_capability_nobody_classified_is_never_run_twice() {
         1,
         "run once, never again"
     );
-    let steps = rt.store().steps(interaction).await.unwrap();
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), interaction)
+        .await
+        .unwrap();
     let act = steps.iter().find(|s| s.kind == StepKind::Act).unwrap();
     assert_eq!(act.side_effect, Some(SideEffect::External));
     assert_eq!(
@@ -188,7 +205,11 @@ async fn an_interrupted_safe_call_runs_again_with_the_same_key() {
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[0].0, calls[1].0, "same idempotency key");
     assert_eq!((calls[0].1, calls[1].1), (1, 2), "next attempt");
-    let steps = rt.store().steps(interaction).await.unwrap();
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), interaction)
+        .await
+        .unwrap();
     let acts: Vec<_> = steps.iter().filter(|s| s.kind == StepKind::Act).collect();
     assert_eq!(acts.len(), 2);
     assert_eq!(
@@ -197,7 +218,12 @@ async fn an_interrupted_safe_call_runs_again_with_the_same_key() {
     );
     assert_eq!((acts[1].state, acts[1].attempt), (StepState::Succeeded, 2));
     assert_eq!(acts[0].idempotency_key, acts[1].idempotency_key);
-    let reply = rt.store().reply_of(interaction).await.unwrap().unwrap();
+    let reply = rt
+        .sessions()
+        .reply(Principal::local(), interaction)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(reply.text, "result: charged");
 }
 
@@ -280,7 +306,11 @@ async fn an_interrupted_model_call_runs_again_and_the_reply_is_delivered_once() 
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].text, "recovered answer");
     assert_eq!(sent[0].channel_key.as_deref(), Some("chat"));
-    let steps = rt.store().steps(sent[0].interaction_id).await.unwrap();
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), sent[0].interaction_id)
+        .await
+        .unwrap();
     let thinks: Vec<_> = steps.iter().filter(|s| s.kind == StepKind::Think).collect();
     assert_eq!(thinks.len(), 2);
     assert_eq!(

@@ -136,7 +136,7 @@ fn any_stored_step_payload_resumes_or_fails_typed() {
             // Answered, or failed with a typed error: both are fine. A
             // panic fails the test.
             let _ = runtime.recover().await;
-            let _ = runtime.interaction_state(interaction.id).await;
+            let _ = runtime.sessions().state(Principal::local(), interaction.id).await;
         });
     });
 }

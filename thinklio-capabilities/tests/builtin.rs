@@ -63,7 +63,11 @@ async fn runtime_with(
 async fn acts(rt: &Runtime, principal: Principal) -> Vec<Result<Value, String>> {
     let session = rt.open_session(principal, "a", "t", None).await.unwrap();
     let reply = rt.send(session.id, "go").await.unwrap();
-    let steps = rt.store().steps(reply.interaction_id).await.unwrap();
+    let steps = rt
+        .sessions()
+        .steps(principal, reply.interaction_id)
+        .await
+        .unwrap();
     steps
         .iter()
         .filter(|s| s.kind == StepKind::Act)

@@ -131,30 +131,40 @@ async fn a_webhook_dispatched_as_a_job_gets_its_callback_and_reports_back() {
             &request.body
         )
     );
-    assert_eq!(rt.job(job).await.unwrap().state, JobState::InProgress);
+    assert_eq!(
+        rt.jobs().get(Principal::local(), job).await.unwrap().state,
+        JobState::InProgress
+    );
 
     // The receiver reports back with the token it was given.
     let token = header("x-thinklio-callback-token");
-    rt.report_job(
-        job,
-        &token,
-        JobReport::Resolved {
-            result: json!({ "pages": 12 }),
-            context: Some(json!({ "title": "quarterly report" })),
-        },
-    )
-    .await
-    .unwrap();
+    rt.jobs()
+        .report(
+            job,
+            &token,
+            JobReport::Resolved {
+                result: json!({ "pages": 12 }),
+                context: Some(json!({ "title": "quarterly report" })),
+            },
+        )
+        .await
+        .unwrap();
     rt.run_due_jobs().await.unwrap();
     let last = rt
-        .store()
-        .interactions_of_session(session.id)
+        .sessions()
+        .interactions(Principal::local(), session.id)
         .await
         .unwrap()
         .pop()
         .unwrap();
     assert_eq!(last.job_id, Some(job));
-    let text = rt.store().reply_of(last.id).await.unwrap().unwrap().text;
+    let text = rt
+        .sessions()
+        .reply(Principal::local(), last.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .text;
     assert!(text.contains(r#"{"pages":12}"#), "{text}");
 }
 
@@ -204,8 +214,9 @@ async fn a_webhook_observer_that_fails_twice_gets_the_notice_on_the_third_try() 
         (3, 1),
         "the follow-up observer's two notices and the webhook's `dispatched` taken; its `resolved` refused"
     );
-    let pending = rt
-        .store()
+    let pending = SqliteStore::open(dir.path().join("j.db"))
+        .await
+        .unwrap()
         .due_notifications(Timestamp::from_millis(i64::MAX), 10)
         .await
         .unwrap();
@@ -229,8 +240,9 @@ async fn a_webhook_observer_that_fails_twice_gets_the_notice_on_the_third_try() 
     clock.set(resolved.due_at);
     let second = rt.run_due_jobs().await.unwrap();
     assert_eq!((second.notified, second.notice_failures), (0, 1));
-    let retried = rt
-        .store()
+    let retried = SqliteStore::open(dir.path().join("j.db"))
+        .await
+        .unwrap()
         .due_notifications(Timestamp::from_millis(i64::MAX), 10)
         .await
         .unwrap()
@@ -248,7 +260,9 @@ async fn a_webhook_observer_that_fails_twice_gets_the_notice_on_the_third_try() 
     let third = rt.run_due_jobs().await.unwrap();
     assert_eq!((third.notified, third.notice_failures), (1, 0));
     assert!(
-        rt.store()
+        SqliteStore::open(dir.path().join("j.db"))
+            .await
+            .unwrap()
             .due_notifications(Timestamp::from_millis(i64::MAX), 10)
             .await
             .unwrap()

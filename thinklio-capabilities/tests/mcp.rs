@@ -91,7 +91,11 @@ async fn tools_of_the_reference_server_are_capabilities() {
         .unwrap();
     let reply = rt.send(session.id, "use the tools").await.unwrap();
     assert_eq!(reply.text, "done");
-    let steps = rt.store().steps(reply.interaction_id).await.unwrap();
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), reply.interaction_id)
+        .await
+        .unwrap();
     let got = results(&steps);
     assert_eq!(got[0], Ok(serde_json::json!("Echo: hi")));
     let sum = got[1].clone().unwrap().to_string();
@@ -130,12 +134,12 @@ async fn a_server_killed_mid_call_is_reported_and_restarted() {
         tokio::spawn(async move { rt.send(session.id, "go").await })
     };
     // Wait until the long call is under way, then kill the server.
-    let store = rt.store().clone();
     let running = async {
         loop {
-            let interactions = store.interactions_of_session(session.id).await.unwrap();
+            let me = Principal::local();
+            let interactions = rt.sessions().interactions(me, session.id).await.unwrap();
             if let Some(i) = interactions.first() {
-                let steps = store.steps(i.id).await.unwrap();
+                let steps = rt.sessions().steps(me, i.id).await.unwrap();
                 if steps
                     .iter()
                     .any(|s| s.kind == StepKind::Act && s.state == StepState::Running)
@@ -161,7 +165,11 @@ async fn a_server_killed_mid_call_is_reported_and_restarted() {
         .unwrap()
         .unwrap();
     assert_eq!(reply.text, "recovered");
-    let steps = rt.store().steps(reply.interaction_id).await.unwrap();
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), reply.interaction_id)
+        .await
+        .unwrap();
     let got = results(&steps);
     let error = got[0].clone().unwrap_err();
     assert!(error.contains("failed during the call"), "{error}");
@@ -212,7 +220,11 @@ async fn attached_tools_follow_the_servers_tool_list() {
         .await
         .expect("the new tool is picked up");
     let reply = rt.send(session.id, "use it").await.unwrap();
-    let steps = rt.store().steps(reply.interaction_id).await.unwrap();
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), reply.interaction_id)
+        .await
+        .unwrap();
     assert_eq!(results(&steps), vec![Ok(serde_json::json!("I am greet"))]);
 }
 
@@ -270,7 +282,11 @@ async fn a_server_over_streamable_http_serves_its_tools() {
         .await
         .unwrap();
     let reply = rt.send(session.id, "echo").await.unwrap();
-    let steps = rt.store().steps(reply.interaction_id).await.unwrap();
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), reply.interaction_id)
+        .await
+        .unwrap();
     assert_eq!(
         results(&steps),
         vec![Ok(serde_json::json!("Echo: over http"))]
@@ -282,7 +298,11 @@ async fn a_server_over_streamable_http_serves_its_tools() {
         .await
         .expect("the interaction does not hang")
         .unwrap();
-    let steps = rt.store().steps(reply.interaction_id).await.unwrap();
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), reply.interaction_id)
+        .await
+        .unwrap();
     let error = results(&steps)[0].clone().unwrap_err();
     assert!(error.starts_with("capability.failed"), "{error}");
 }
@@ -452,16 +472,17 @@ async fn calls_to_one_server_do_not_wait_for_each_other() {
         tokio::spawn(async move { rt.send(long.id, "long").await })
     };
     // Once the long call is in flight...
-    let store = rt.store().clone();
     let running = async {
         loop {
-            if let Some(i) = store
-                .interactions_of_session(long.id)
+            let me = Principal::local();
+            if let Some(i) = rt
+                .sessions()
+                .interactions(me, long.id)
                 .await
                 .unwrap()
                 .first()
             {
-                let steps = store.steps(i.id).await.unwrap();
+                let steps = rt.sessions().steps(me, i.id).await.unwrap();
                 if steps
                     .iter()
                     .any(|s| s.kind == StepKind::Act && s.state == StepState::Running)
@@ -477,9 +498,17 @@ async fn calls_to_one_server_do_not_wait_for_each_other() {
         .expect("the long call starts");
     // ...another call to the same server is answered while it runs.
     let reply = rt.send(quick.id, "echo").await.unwrap();
-    let steps = rt.store().steps(reply.interaction_id).await.unwrap();
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), reply.interaction_id)
+        .await
+        .unwrap();
     assert_eq!(results(&steps), vec![Ok(serde_json::json!("Echo: quick"))]);
-    let long_steps = rt.store().steps(long_interaction).await.unwrap();
+    let long_steps = rt
+        .sessions()
+        .steps(Principal::local(), long_interaction)
+        .await
+        .unwrap();
     assert!(
         long_steps
             .iter()
@@ -567,7 +596,11 @@ async fn an_http_server_gets_its_headers_and_answers_within_a_limit() {
         .await
         .unwrap();
     let reply = rt.send(session.id, "echo").await.unwrap();
-    let steps = rt.store().steps(reply.interaction_id).await.unwrap();
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), reply.interaction_id)
+        .await
+        .unwrap();
     let got = results(&steps);
     assert_eq!(got[0], Ok(serde_json::json!("Echo: short")));
     let err = got[1].clone().unwrap_err();

@@ -92,7 +92,11 @@ async fn run(capability: WebhookCapability) -> (Step, Step, tempfile::TempDir) {
         .await
         .unwrap();
     let reply = runtime.send(session.id, "file it").await.unwrap();
-    let steps = runtime.store().steps(reply.interaction_id).await.unwrap();
+    let steps = runtime
+        .sessions()
+        .steps(Principal::local(), reply.interaction_id)
+        .await
+        .unwrap();
     let act = steps
         .iter()
         .find(|s| s.kind == StepKind::Act)

@@ -181,6 +181,12 @@ pub enum AccessError {
         /// What the policy does not allow.
         reason: String,
     },
+    /// The data belongs to another account than the actor's.
+    #[error("that belongs to another account than {account}")]
+    OtherAccount {
+        /// The actor's account.
+        account: AccountId,
+    },
     /// The user's role does not allow the change.
     #[error("a {role} of account {account} cannot {action}")]
     RoleTooLow {
@@ -204,6 +210,7 @@ impl AccessError {
             AccessError::RoleTooLow { .. } => ErrorCode::DirectoryRoleTooLow,
             AccessError::HostAgent { .. } => ErrorCode::DirectoryHostAgent,
             AccessError::BeyondPolicy { .. } => ErrorCode::DirectoryBeyondPolicy,
+            AccessError::OtherAccount { .. } => ErrorCode::DirectoryOtherAccount,
         }
     }
 }

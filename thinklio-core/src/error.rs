@@ -122,6 +122,8 @@ codes! {
     DirectoryHostAgent => "directory.host_agent",
     /// The definition goes beyond the account's policy.
     DirectoryBeyondPolicy => "directory.beyond_policy",
+    /// The data belongs to another account than the actor's.
+    DirectoryOtherAccount => "directory.other_account",
     /// A delegation would call an agent already in the chain.
     DelegationCycle => "delegation.cycle",
     /// The account's policy forbids the delegation.

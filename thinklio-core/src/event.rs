@@ -6,7 +6,7 @@ use serde_json::Value;
 use crate::error::ErrorCode;
 use crate::ids::{InteractionId, JobId, SessionId, StepId};
 use crate::job::JobState;
-use crate::step::{ModelUsage, StepError, StepKind};
+use crate::step::{ModelUsage, Step, StepError, StepKind};
 use crate::time::Timestamp;
 
 /// What happened.
@@ -163,6 +163,9 @@ pub struct StepEvent {
     pub seq: u32,
     /// Its attempt.
     pub attempt: u32,
+    /// The capability an `act` step calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<ErrorCode>,
@@ -179,11 +182,12 @@ pub struct StepEvent {
 
 impl StepEvent {
     /// The payload of a step's start.
-    pub fn started(kind: StepKind, seq: u32, attempt: u32) -> Self {
+    pub fn started(kind: StepKind, seq: u32, attempt: u32, capability: Option<&str>) -> Self {
         Self {
             kind,
             seq,
             attempt,
+            capability: capability.map(str::to_owned),
             error_code: None,
             input_tokens: None,
             output_tokens: None,
@@ -192,19 +196,18 @@ impl StepEvent {
     }
 
     /// The payload of a step's end.
-    pub fn ended(
-        kind: StepKind,
-        seq: u32,
-        attempt: u32,
-        error: Option<&StepError>,
-        usage: Option<&ModelUsage>,
-    ) -> Self {
+    pub fn ended(step: &Step, error: Option<&StepError>, usage: Option<&ModelUsage>) -> Self {
         Self {
             error_code: error.map(|e| e.code),
             input_tokens: usage.map(|u| u.tokens.input_tokens),
             output_tokens: usage.map(|u| u.tokens.output_tokens),
             cost_nanos: usage.map(|u| u.cost.as_nanos()),
-            ..Self::started(kind, seq, attempt)
+            ..Self::started(
+                step.kind,
+                step.seq,
+                step.attempt,
+                step.capability.as_deref(),
+            )
         }
     }
 

@@ -63,7 +63,7 @@ pub use model::{
     ModelError, OutputSchema, Role, StreamEvent, ToolCall, ToolDefinition,
 };
 pub use outbox::{DeliveryError, NewOutboxMessage, OutboxMessage, ReplySink};
-pub use principal::{Principal, Scope};
+pub use principal::{Actor, Principal, Scope};
 pub use queue::{NewTask, RetryPolicy, Task, TaskRetry, TaskState};
 pub use runtime::{
     CANCEL_JOB, CancelledBy, Delegate, DelegationGraph, EXTRACT_TASK, Inbound, JOB_STATUS,

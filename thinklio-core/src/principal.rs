@@ -43,6 +43,42 @@ impl Principal {
     }
 }
 
+/// Who acts on a tenant's data in a call of the runtime's API: a user,
+/// with the rights the directory gives them, or the host acting for one
+/// account as a whole. No actor ever reaches another account's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Actor {
+    /// A user: their own data, the data of the team they act for, and
+    /// (with the directory enforced) what their role in the account allows.
+    User(Principal),
+    /// The host acting for an account as a whole (an admin key of an HTTP
+    /// host, an operator's command line): anything within that account.
+    Account(AccountId),
+}
+
+impl Actor {
+    /// The account the actor acts in.
+    pub fn account(&self) -> AccountId {
+        match self {
+            Actor::User(p) => p.account,
+            Actor::Account(a) => *a,
+        }
+    }
+}
+
+impl From<Principal> for Actor {
+    fn from(p: Principal) -> Self {
+        Actor::User(p)
+    }
+}
+
+impl From<&Principal> for Actor {
+    fn from(p: &Principal) -> Self {
+        Actor::User(*p)
+    }
+}
+
 /// An account, a team or a user: where an assignment makes an agent
 /// available, and whose spending a budget limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -434,6 +434,9 @@ pub trait DirectoryStore: Send + Sync {
     /// Creates a team in an account (or renames it); not found without the account.
     async fn put_team(&self, account: AccountId, team: TeamId, name: &str) -> StoreResult<()>;
 
+    /// The account a team belongs to, if the directory knows the team.
+    async fn team_account(&self, team: TeamId) -> StoreResult<Option<AccountId>>;
+
     /// Makes a user a member of an account with a role (or changes the role).
     async fn set_member(
         &self,

@@ -79,6 +79,18 @@ impl DirectoryStore for PostgresStore {
         tx.commit().await.map_err(backend)
     }
 
+    async fn team_account(&self, team: TeamId) -> StoreResult<Option<AccountId>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let row = query_opt(
+            &tx,
+            "SELECT account_id FROM teams WHERE id = $1",
+            &[&team.to_string()],
+        )
+        .await?;
+        row.map(|r| rows::parse(&r, "account_id")).transpose()
+    }
+
     async fn set_member(
         &self,
         account: AccountId,

@@ -116,7 +116,8 @@ async fn insert_started_step(
         now,
     )
     .await?;
-    let payload = StepEvent::started(new.kind, new.seq, new.attempt).to_json();
+    let payload =
+        StepEvent::started(new.kind, new.seq, new.attempt, new.capability.as_deref()).to_json();
     let event = append_event(
         tx,
         EventKind::StepStarted,
@@ -396,14 +397,7 @@ impl InteractionStore for PostgresStore {
         } else {
             EventKind::StepFailed
         };
-        let payload = StepEvent::ended(
-            step.kind,
-            step.seq,
-            step.attempt,
-            error.as_ref(),
-            usage.as_ref(),
-        )
-        .to_json();
+        let payload = StepEvent::ended(&step, error.as_ref(), usage.as_ref()).to_json();
         let mut events = vec![
             append_event(
                 &tx,

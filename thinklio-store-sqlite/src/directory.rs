@@ -83,6 +83,23 @@ impl DirectoryStore for SqliteStore {
             .await
     }
 
+    async fn team_account(&self, team: TeamId) -> StoreResult<Option<AccountId>> {
+        self.conn
+            .call(move |c| {
+                c.prepare_cached("SELECT account_id FROM teams WHERE id = ?1")
+                    .map_err(backend)?
+                    .query_row([team.to_string()], |r| r.get::<_, String>(0))
+                    .optional()
+                    .map_err(backend)?
+                    .map(|a| {
+                        a.parse()
+                            .map_err(|_| StoreError::Corrupt(format!("account id `{a}`")))
+                    })
+                    .transpose()
+            })
+            .await
+    }
+
     async fn set_member(
         &self,
         account: AccountId,

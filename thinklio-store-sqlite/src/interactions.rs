@@ -134,7 +134,8 @@ fn insert_started_step(
         StepState::Running,
         now,
     )?;
-    let payload = StepEvent::started(new.kind, new.seq, new.attempt).to_json();
+    let payload =
+        StepEvent::started(new.kind, new.seq, new.attempt, new.capability.as_deref()).to_json();
     let event = append_event(
         tx,
         EventKind::StepStarted,
@@ -397,7 +398,7 @@ impl InteractionStore for SqliteStore {
                     EventKind::StepFailed
                 };
                 let payload =
-                    StepEvent::ended(step.kind, step.seq, step.attempt, error.as_ref(), usage.as_ref())
+                    StepEvent::ended(&step, error.as_ref(), usage.as_ref())
                         .to_json();
                 let mut events = vec![append_event(
                     &tx,

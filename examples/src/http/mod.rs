@@ -346,6 +346,12 @@ impl Caller {
         self.key.account
     }
 
+    /// The key as the runtime's actor: the host acting for its account
+    /// (what a chat key may do beyond that, the routes check).
+    pub fn actor(&self) -> thinklio_core::Actor {
+        thinklio_core::Actor::Account(self.key.account)
+    }
+
     /// Refuses unless the key's scope covers `scope`.
     pub fn require(&self, scope: KeyScope) -> Result<(), ApiError> {
         if self.key.scope >= scope {

@@ -26,7 +26,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
 use serde_json::{Value, json};
 use thinklio_core::event::StepEvent;
-use thinklio_core::{EventKind, Inbound, Session, SessionUpdate, StepId, StepKind};
+use thinklio_core::{EventKind, Inbound, Session, SessionUpdate, StepKind};
 use tokio::sync::{broadcast, mpsc};
 
 use super::HttpHost;
@@ -42,8 +42,8 @@ fn sse(name: &str, data: &Value) -> SseEvent {
 enum Shown {
     /// An event to send as it is.
     Event(&'static str, Value),
-    /// A step event; an `act` step's capability is looked up first.
-    Step { data: Value, act: Option<StepId> },
+    /// A step event (an `act` step's with its capability).
+    Step { data: Value },
     /// Nothing to show.
     Skip,
     /// The runtime is gone: the stream ends.
@@ -102,25 +102,19 @@ fn shown(update: Result<SessionUpdate, broadcast::error::RecvError>) -> Shown {
     if let Some(nanos) = p.cost_nanos {
         data["cost_usd"] = json!(thinklio_core::Cost::from_nanos(nanos).as_usd());
     }
-    let act = (p.kind == StepKind::Act).then_some(step_id);
-    Shown::Step { data, act }
+    if p.kind == StepKind::Act {
+        data["capability"] = json!(p.capability);
+    }
+    Shown::Step { data }
 }
 
 /// The SSE event of an update, if it shows one; `Err` when the stream ends.
-async fn sse_of(
-    host: &HttpHost,
+fn sse_of(
     update: Result<SessionUpdate, broadcast::error::RecvError>,
 ) -> Result<Option<SseEvent>, ()> {
     Ok(match shown(update) {
         Shown::Event(name, data) => Some(sse(name, &data)),
-        Shown::Step { mut data, act } => {
-            if let Some(step_id) = act
-                && let Ok(step) = host.runtime.store().step(step_id).await
-            {
-                data["capability"] = json!(step.capability);
-            }
-            Some(sse("step", &data))
-        }
+        Shown::Step { data } => Some(sse("step", &data)),
         Shown::Skip => None,
         Shown::Closed => return Err(()),
     })
@@ -143,7 +137,7 @@ pub fn reply_stream(
         loop {
             tokio::select! {
                 biased;
-                u = updates.recv(), if open => match sse_of(&host, u).await {
+                u = updates.recv(), if open => match sse_of(u) {
                     Ok(Some(ev)) => { let _ = tx.send(ev).await; }
                     Ok(None) => {}
                     Err(()) => open = false,
@@ -153,12 +147,12 @@ pub fn reply_stream(
                     loop {
                         match updates.try_recv() {
                             Ok(u) => {
-                                if let Ok(Some(ev)) = sse_of(&host, Ok(u)).await {
+                                if let Ok(Some(ev)) = sse_of(Ok(u)) {
                                     let _ = tx.send(ev).await;
                                 }
                             }
                             Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                                if let Ok(Some(ev)) = sse_of(&host, Err(broadcast::error::RecvError::Lagged(n))).await {
+                                if let Ok(Some(ev)) = sse_of(Err(broadcast::error::RecvError::Lagged(n))) {
                                     let _ = tx.send(ev).await;
                                 }
                             }
@@ -201,7 +195,7 @@ pub fn session_stream(
     tokio::spawn(async move {
         loop {
             let next = tokio::select! {
-                u = updates.recv() => match sse_of(&host, u).await {
+                u = updates.recv() => match sse_of(u) {
                     Ok(ev) => ev,
                     Err(()) => break,
                 },

@@ -480,15 +480,18 @@ pub async fn start_bot_with(
 }
 
 /// Waits until `text`'s interaction has a `think` step running.
-pub async fn wait_until_thinking(runtime: &Runtime, text: &str) {
+pub async fn wait_until_thinking(runtime: &Runtime, account: AccountId, text: &str) {
     let mut events = runtime.subscribe();
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let e = events.recv().await.unwrap();
             if e.kind == thinklio_core::EventKind::StepStarted && e.payload["kind"] == "think" {
                 let i = runtime
-                    .store()
-                    .interaction(e.interaction_id.unwrap())
+                    .sessions()
+                    .interaction(
+                        thinklio_core::Actor::Account(account),
+                        e.interaction_id.unwrap(),
+                    )
                     .await
                     .unwrap();
                 if i.input == text {

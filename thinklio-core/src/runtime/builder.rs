@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::broadcast;
 
 use super::delegation::{self, Delegate, DelegationGraph};
-use super::jobs::{JobCallbacks, JobControl, Jobs, NoticeWebhook, ObserverCallback};
+use super::jobs::{JobCallbacks, JobControl, JobsState, NoticeWebhook, ObserverCallback};
 use super::locks::SessionLocks;
 use super::{Inner, Runtime, RuntimeConfig, RuntimeError};
 use crate::agent::AgentDefinition;
@@ -219,12 +219,12 @@ impl RuntimeBuilder {
             worker: format!("runtime-{}", uuid::Uuid::now_v7()),
             submitted: tokio::sync::Notify::new(),
             holds: std::sync::Mutex::new(HashMap::new()),
-            jobs: Jobs {
+            jobs: JobsState {
                 callbacks: self.job_callbacks,
                 webhook: self.notice_webhook,
                 observers: RwLock::new(self.observer_callbacks),
                 default_observers: self.job_observers,
-                ..Jobs::default()
+                ..JobsState::default()
             },
         });
         super::knowledge::register(&inner);

@@ -59,6 +59,7 @@ use crate::directory::AccountRole;
 use crate::ids::{AccountId, AgentId, UserId};
 use crate::interaction::Interaction;
 use crate::outbox::{DeliveryError, OutboxMessage, ReplySink};
+use crate::principal::Actor;
 use crate::principal::Principal;
 use crate::session::Session;
 use crate::store::ForgetReport;
@@ -347,10 +348,10 @@ impl PrincipalMap for AccountMembers {
             .unwrap_or_else(|e| e.into_inner())
             .contains(&id);
         if !known {
-            let store = runtime.store();
-            if store.role(self.account, id).await?.is_none() {
-                store.set_member(self.account, id, self.role).await?;
-            }
+            runtime
+                .directory()
+                .ensure_member(Actor::Account(self.account), id, self.role)
+                .await?;
             self.known
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -520,14 +521,15 @@ impl ChannelHost {
     }
 
     /// Forgets the channel user: everything they own in the store
-    /// ([`Runtime::forget_user`]) and what this host remembers of them (their
+    /// ([`Directory::forget_user`](super::Directory::forget_user)) and what this host remembers of them (their
     /// chats' sessions, their membership). Their next message starts from
     /// nothing.
     pub async fn forget(&self, channel: &str, user: &str) -> Result<ForgetReport, RuntimeError> {
         let principal = self.principal(channel, user).await?;
         let report = self
             .runtime
-            .forget_user(principal.account, principal.user)
+            .directory()
+            .forget_user(principal, principal.account, principal.user)
             .await?;
         self.current
             .lock()
@@ -545,8 +547,8 @@ impl ChannelHost {
     ) -> Result<u32, RuntimeError> {
         let sessions = self
             .runtime
-            .store()
-            .sessions_of_user(principal.user)
+            .sessions()
+            .of_user(principal, principal.user)
             .await?;
         Ok(sessions
             .iter()

@@ -1,16 +1,21 @@
 //! Governance on the runtime: budget checks, directory checks, agent
 //! management by role, usage reports and forgetting a user.
 
+use std::sync::Arc;
+
+use super::access::Need;
+use super::delegation::{Delegate, DelegationGraph};
 use super::{Inner, Runtime, RuntimeError, interaction_event};
 use crate::agent::AgentDefinition;
 use crate::bounded::InsertBounded;
 use crate::budget::BudgetLimit;
+use crate::capability::Capability;
 use crate::directory::{Access, AccessError, AccountRole};
 use crate::error::ErrorCode;
 use crate::event::EventKind;
 use crate::ids::{AccountId, AgentId, UserId};
 use crate::interaction::Interaction;
-use crate::principal::{Principal, Scope};
+use crate::principal::{Actor, Principal, Scope};
 use crate::step::StepError;
 use crate::store::{ForgetReport, StoreError};
 use crate::usage::{Cost, TokenUsage, UsageFilter, UsageGroup, UsageRow, UsageTotals};
@@ -174,121 +179,266 @@ impl Inner {
     }
 }
 
-impl Runtime {
-    /// Registers (or replaces) an agent owned by `actor`'s account, as
-    /// `actor`: editors, admins and owners may; viewers and non-members may
-    /// not. An agent stays with the account that first put it: no member of
-    /// another account can replace it, and agents the host registered in
-    /// code are read-only here. The definition must stay within the
-    /// account's policy: a trust level at most its ceiling
+/// The directory at run time: the agents (registered in code, or put by an
+/// editor of their account), delegation, and forgetting a user
+/// ([`Runtime::directory`]).
+#[derive(Clone, Copy)]
+pub struct Directory<'a> {
+    pub(super) rt: &'a Runtime,
+}
+
+impl std::fmt::Debug for Directory<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory").finish_non_exhaustive()
+    }
+}
+
+impl Directory<'_> {
+    /// Registers (or replaces) an agent of the host, in code; refused if it
+    /// would make the agents delegate in a circle.
+    pub fn register_agent(&self, agent: AgentDefinition) -> Result<(), RuntimeError> {
+        self.rt.inner.register_agent(agent)
+    }
+
+    /// Offers an agent to other agents as a capability, at run time; refused
+    /// if it would make the agents delegate in a circle.
+    pub fn register_delegate(&self, delegate: Delegate) -> Result<(), RuntimeError> {
+        self.rt.inner.register_delegate(delegate)
+    }
+
+    /// The capability behind a delegate, unregistered and unchecked: for
+    /// hosts that assemble registries themselves. A cycle that reaches the
+    /// registry this way is still refused when it is called.
+    pub fn delegate_capability(&self, delegate: &Delegate) -> Arc<dyn Capability> {
+        Arc::new(super::delegation::AgentCapability::new(
+            delegate,
+            Arc::downgrade(&self.rt.inner),
+        ))
+    }
+
+    /// The delegation graph of the registered agents and delegates.
+    pub fn graph(&self) -> DelegationGraph {
+        self.rt.inner.delegation_graph()
+    }
+
+    /// Puts (creates or replaces) an agent definition of `by`'s account, as
+    /// an editor, admin or owner of it (viewers and non-members may not;
+    /// the host acting for the account may). An agent stays with the
+    /// account that first put it: no member of another account can replace
+    /// it, and agents the host registered in code are read-only here. The
+    /// definition must stay within the account's policy: a trust level at
+    /// most its ceiling
     /// ([`AccountPolicy::max_trust_level`](crate::AccountPolicy::max_trust_level),
     /// [`AccountPolicy::DEFAULT_TRUST_CEILING`](crate::AccountPolicy::DEFAULT_TRUST_CEILING)
     /// when unset) and only capabilities the policy allows.
     pub async fn put_agent(
         &self,
-        actor: &Principal,
+        by: impl Into<Actor>,
         agent: AgentDefinition,
     ) -> Result<(), RuntimeError> {
-        let store = &self.inner.store;
-        match store.role(actor.account, actor.user).await? {
-            Some(role) if role >= AccountRole::Editor => {}
-            Some(role) => {
-                return Err(AccessError::RoleTooLow {
-                    role,
-                    account: actor.account,
-                    action: "change agents",
-                }
-                .into());
-            }
-            None => {
-                return Err(AccessError::NotAMember {
-                    user: actor.user,
-                    account: actor.account,
-                }
-                .into());
-            }
-        }
+        let by = by.into();
+        let account = by.account();
+        let inner = &self.rt.inner;
+        let store = &inner.store;
+        inner
+            .authorize(&by, account, Need::Editor("change agents"))
+            .await?;
         let id = agent.id.clone();
         match store.agent_owner(&id).await? {
-            Some(owner) if owner != actor.account => {
-                return Err(AccessError::ForeignAgent {
-                    agent: id,
-                    account: actor.account,
-                }
-                .into());
+            Some(owner) if owner != account => {
+                return Err(AccessError::ForeignAgent { agent: id, account }.into());
             }
             Some(_) => {}
-            None if self.inner.has_agent(&id) => {
+            None if inner.has_agent(&id) => {
                 return Err(AccessError::HostAgent { agent: id }.into());
             }
             None => {}
         }
-        let policy = store.account_policy(actor.account).await?;
+        let policy = store.account_policy(account).await?;
         if let Some(reason) = policy.refuses_agent(&agent) {
             return Err(AccessError::BeyondPolicy { agent: id, reason }.into());
         }
         // Ownership first: the store refuses an agent another account
         // claimed meanwhile, before anything is replaced in memory.
         store
-            .set_agent_owner(&id, actor.account)
+            .set_agent_owner(&id, account)
             .await
             .map_err(|e| match e {
                 StoreError::Conflict(_) => RuntimeError::from(AccessError::ForeignAgent {
                     agent: id.clone(),
-                    account: actor.account,
+                    account,
                 }),
                 other => other.into(),
             })?;
-        self.register_agent(agent)
+        inner.register_agent(agent)
     }
 
-    /// Sets a spending limit (replacing any earlier one for its scope).
-    pub async fn set_budget(&self, limit: BudgetLimit) -> Result<(), RuntimeError> {
-        self.inner.store.set_budget(limit).await?;
-        let all = self.inner.store.budgets().await?;
-        *self.inner.budgets.write().await = Some(all);
+    /// The role of `user` in `by`'s account, if they are a member.
+    pub async fn role(
+        &self,
+        by: impl Into<Actor>,
+        user: UserId,
+    ) -> Result<Option<AccountRole>, RuntimeError> {
+        let by = by.into();
+        let account = by.account();
+        let inner = &self.rt.inner;
+        inner.authorize(&by, account, Need::User(user)).await?;
+        Ok(inner.store.role(account, user).await?)
+    }
+
+    /// Makes `user` a member of `by`'s account with `role`, unless they are
+    /// one already (their role is then kept), as an admin or the host
+    /// acting for the account.
+    pub async fn ensure_member(
+        &self,
+        by: impl Into<Actor>,
+        user: UserId,
+        role: AccountRole,
+    ) -> Result<(), RuntimeError> {
+        let by = by.into();
+        let account = by.account();
+        let inner = &self.rt.inner;
+        inner
+            .authorize(&by, account, Need::Admin("add members"))
+            .await?;
+        if inner.store.role(account, user).await?.is_none() {
+            inner.store.set_member(account, user, role).await?;
+        }
         Ok(())
     }
 
-    /// Removes the spending limit of a scope.
-    pub async fn remove_budget(&self, scope: Scope) -> Result<bool, RuntimeError> {
-        let removed = self.inner.store.remove_budget(scope).await?;
-        let all = self.inner.store.budgets().await?;
-        *self.inner.budgets.write().await = Some(all);
-        Ok(removed)
-    }
-
-    /// Usage over `filter`, one row per user, team, account or agent.
-    pub async fn usage_report(
-        &self,
-        group: UsageGroup,
-        filter: &UsageFilter,
-    ) -> Result<Vec<UsageRow>, RuntimeError> {
-        Ok(self.inner.store.usage_report(group, filter).await?)
-    }
-
-    /// Deletes everything a user owns (see [`PrivacyStore::forget_user`](crate::PrivacyStore::forget_user)):
+    /// Deletes everything a user of `account` owns, as `by` (the user
+    /// themself, an admin, or the host acting for the account; see
+    /// [`PrivacyStore::forget_user`](crate::PrivacyStore::forget_user)):
     /// conversations, steps, jobs, tasks, facts, todos, budgets and their
     /// place in the directory. Hosts that remember channel users call
     /// [`ChannelHost::forget`](crate::channel::ChannelHost::forget) instead.
     pub async fn forget_user(
         &self,
+        by: impl Into<Actor>,
         account: AccountId,
         user: UserId,
     ) -> Result<ForgetReport, RuntimeError> {
-        let report = self.inner.store.forget_user(account, user).await?;
-        self.inner
+        let inner = &self.rt.inner;
+        inner
+            .authorize(&by.into(), account, Need::User(user))
+            .await?;
+        let report = inner.store.forget_user(account, user).await?;
+        inner
             .sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|_, s| s.principal.user != user);
         // Their budgets are gone from the store: read the rest again.
-        *self.inner.budgets.write().await = None;
+        *inner.budgets.write().await = None;
         Ok(report)
     }
+}
 
-    /// Usage (calls, tokens, cost) over `filter`, from the store.
-    pub async fn usage(&self, filter: &UsageFilter) -> Result<UsageTotals, RuntimeError> {
-        Ok(self.inner.store.usage_totals(filter).await?)
+/// Usage and budgets of an account, as one actor may read and set them
+/// ([`Runtime::usage`]): always within the actor's account; a user reads
+/// their own usage, an admin (with the directory enforced) the account's.
+#[derive(Clone, Copy)]
+pub struct Usage<'a> {
+    pub(super) rt: &'a Runtime,
+}
+
+impl std::fmt::Debug for Usage<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Usage").finish_non_exhaustive()
+    }
+}
+
+impl Usage<'_> {
+    /// `filter` narrowed to what `by` may read: `by`'s account only; a
+    /// user's own usage, or (as an admin) the account's.
+    async fn within(&self, by: Actor, filter: &UsageFilter) -> Result<UsageFilter, RuntimeError> {
+        let account = by.account();
+        if filter.account.is_some_and(|a| a != account) {
+            return Err(AccessError::OtherAccount { account }.into());
+        }
+        let need = match filter.user {
+            Some(user) => Need::User(user),
+            None => Need::Admin("read the account's usage"),
+        };
+        self.rt.inner.authorize(&by, account, need).await?;
+        let mut narrowed = filter.clone();
+        narrowed.account = Some(account);
+        Ok(narrowed)
+    }
+
+    /// Usage (calls, tokens, cost) over `filter`, within what `by` may read.
+    pub async fn totals(
+        &self,
+        by: impl Into<Actor>,
+        filter: &UsageFilter,
+    ) -> Result<UsageTotals, RuntimeError> {
+        let filter = self.within(by.into(), filter).await?;
+        Ok(self.rt.inner.store.usage_totals(&filter).await?)
+    }
+
+    /// Usage over `filter`, one row per user, team, account or agent,
+    /// within what `by` may read.
+    pub async fn report(
+        &self,
+        by: impl Into<Actor>,
+        group: UsageGroup,
+        filter: &UsageFilter,
+    ) -> Result<Vec<UsageRow>, RuntimeError> {
+        let filter = self.within(by.into(), filter).await?;
+        Ok(self.rt.inner.store.usage_report(group, &filter).await?)
+    }
+
+    /// Checks that `by` may set the budgets of `scope`: an admin of its
+    /// account (any user of it without an enforced directory), or the host
+    /// acting for it. A team or user of another account is refused.
+    async fn may_budget(&self, by: Actor, scope: Scope) -> Result<(), RuntimeError> {
+        let inner = &self.rt.inner;
+        let account = by.account();
+        let foreign = match scope {
+            Scope::Account(a) => a != account,
+            Scope::Team(t) => inner
+                .store
+                .team_account(t)
+                .await?
+                .is_some_and(|a| a != account),
+            Scope::User(u) => {
+                inner.config.enforce_directory && inner.store.role(account, u).await?.is_none()
+            }
+        };
+        if foreign {
+            return Err(AccessError::OtherAccount { account }.into());
+        }
+        inner
+            .authorize(&by, account, Need::Admin("set budgets"))
+            .await
+    }
+
+    /// Sets a spending limit (replacing any earlier one for its scope), as `by`.
+    pub async fn set_budget(
+        &self,
+        by: impl Into<Actor>,
+        limit: BudgetLimit,
+    ) -> Result<(), RuntimeError> {
+        self.may_budget(by.into(), limit.scope).await?;
+        let inner = &self.rt.inner;
+        inner.store.set_budget(limit).await?;
+        let all = inner.store.budgets().await?;
+        *inner.budgets.write().await = Some(all);
+        Ok(())
+    }
+
+    /// Removes the spending limit of a scope, as `by`.
+    pub async fn remove_budget(
+        &self,
+        by: impl Into<Actor>,
+        scope: Scope,
+    ) -> Result<bool, RuntimeError> {
+        self.may_budget(by.into(), scope).await?;
+        let inner = &self.rt.inner;
+        let removed = inner.store.remove_budget(scope).await?;
+        let all = inner.store.budgets().await?;
+        *inner.budgets.write().await = Some(all);
+        Ok(removed)
     }
 }

@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::access::Need;
 use super::{Inner, Runtime, RuntimeError, TaskError, TaskHandler};
 use crate::bounded::InsertBounded;
-use crate::directory::{AccessError, AccountRole};
 use crate::ids::{AccountId, AgentId, FactId, InteractionId, UserId};
 use crate::interaction::Interaction;
 use crate::knowledge::{
@@ -18,7 +18,7 @@ use crate::knowledge::{
     Provenance, Visibility, estimate_tokens, fit_to_budget,
 };
 use crate::model::{ChatMessage, ChatRequest, OutputSchema};
-use crate::principal::Principal;
+use crate::principal::{Actor, Principal};
 use crate::queue::{NewTask, Task};
 use crate::step::StepKind;
 use crate::step::payload::{ContextOutput, RecalledFact};
@@ -521,112 +521,101 @@ impl TaskHandler for Extractor {
     }
 }
 
-impl Runtime {
-    /// Checks that `by` may change facts of `owner` in its account: admins
-    /// and owners may change any layer; users their own facts and those of
-    /// the team they act for. Without an enforced directory, anyone of the
-    /// account may.
-    async fn may_change(
-        &self,
-        by: &Principal,
-        account: AccountId,
-        owner: &FactOwner,
-    ) -> Result<(), RuntimeError> {
-        if by.account != account {
-            return Err(AccessError::NotAMember {
-                user: by.user,
-                account,
-            }
-            .into());
-        }
-        let own = match owner {
-            FactOwner::User(u) => *u == by.user,
-            FactOwner::Team(t) => by.team == Some(*t),
-            FactOwner::Account | FactOwner::Agent(_) => false,
-        };
-        if !self.inner.config.enforce_directory {
-            return Ok(());
-        }
-        match self.inner.store.role(account, by.user).await? {
-            Some(role) if role >= AccountRole::Admin || own => Ok(()),
-            Some(role) => Err(AccessError::RoleTooLow {
-                role,
-                account,
-                action: "curate account or agent facts",
-            }
-            .into()),
-            None => Err(AccessError::NotAMember {
-                user: by.user,
-                account,
-            }
-            .into()),
-        }
+/// Knowledge: the facts of the four layers, as one actor may read and
+/// change them ([`Runtime::knowledge`]). Every call checks its actor
+/// (`runtime/access.rs`): facts of another account are never reached;
+/// account and agent facts need an admin when the directory is enforced.
+#[derive(Clone, Copy)]
+pub struct Knowledge<'a> {
+    pub(super) rt: &'a Runtime,
+}
+
+impl std::fmt::Debug for Knowledge<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Knowledge").finish_non_exhaustive()
+    }
+}
+
+/// What it takes to change facts of `owner`.
+fn need_for(owner: &FactOwner) -> Need {
+    match owner {
+        FactOwner::User(u) => Need::User(*u),
+        FactOwner::Team(t) => Need::Team(*t),
+        FactOwner::Account | FactOwner::Agent(_) => Need::Admin("curate account or agent facts"),
+    }
+}
+
+impl Knowledge<'_> {
+    fn inner(&self) -> &Arc<Inner> {
+        &self.rt.inner
     }
 
-    /// Adds a fact for `by` (embedding it if it has no embedding), reconciled
+    /// Adds a fact as `by` (embedding it if it has no embedding), reconciled
     /// with the owner's facts (see [`KnowledgeStore::record_fact`](crate::KnowledgeStore::record_fact)).
-    /// Account and agent facts need an admin when the directory is enforced.
-    pub async fn add_fact(
+    pub async fn add(
         &self,
-        by: &Principal,
+        by: impl Into<Actor>,
         mut new: NewFact,
     ) -> Result<FactWrite, RuntimeError> {
-        self.may_change(by, new.account, &new.owner).await?;
+        let by = by.into();
+        let inner = self.inner();
+        inner
+            .authorize(&by, new.account, need_for(&new.owner))
+            .await?;
         if new.embedding.is_empty() {
-            new.embedding = self
-                .inner
-                .embed(&[new.text()])
-                .await?
-                .pop()
-                .unwrap_or_default();
+            new.embedding = inner.embed(&[new.text()]).await?.pop().unwrap_or_default();
         }
         if new.actor == FactActor::System {
-            new.actor = FactActor::User(by.user);
+            new.actor = actor_of(&by);
         }
-        self.inner.resolve_cardinality(&mut new).await?;
-        Ok(self
-            .inner
-            .store
-            .record_fact(new, self.inner.clock.now())
-            .await?)
+        inner.resolve_cardinality(&mut new).await?;
+        Ok(inner.store.record_fact(new, inner.clock.now()).await?)
     }
 
     /// Locks, re-weighs or retracts a fact, as `by`.
-    pub async fn curate_fact(
+    pub async fn curate(
         &self,
-        by: &Principal,
+        by: impl Into<Actor>,
         id: FactId,
         curation: Curation,
     ) -> Result<Fact, RuntimeError> {
-        let fact = self.inner.store.fact(id).await?;
-        self.may_change(by, fact.account, &fact.owner).await?;
-        Ok(self
-            .inner
+        let by = by.into();
+        let inner = self.inner();
+        let fact = inner.store.fact(id).await?;
+        inner
+            .authorize(&by, fact.account, need_for(&fact.owner))
+            .await?;
+        Ok(inner
             .store
-            .curate_fact(
-                id,
-                curation,
-                FactActor::User(by.user),
-                self.inner.clock.now(),
-            )
+            .curate_fact(id, curation, actor_of(&by), inner.clock.now())
             .await?)
     }
 
-    /// Imports facts (an operator's bulk load; no directory check): embeds
-    /// those without an embedding in batches of `batch`, records each batch
-    /// in one transaction, and calls `progress` with the count done.
-    pub async fn import_facts(
+    /// Imports facts as `by` (an operator's bulk load: every fact must be
+    /// one `by` may write): embeds those without an embedding in batches of
+    /// `batch`, records each batch in one transaction, and calls `progress`
+    /// with the count done.
+    pub async fn import(
         &self,
+        by: impl Into<Actor>,
         facts: Vec<NewFact>,
         batch: usize,
         mut progress: impl FnMut(usize) + Send,
     ) -> Result<Vec<FactWrite>, RuntimeError> {
+        let by = by.into();
+        let inner = self.inner();
+        let mut checked = std::collections::HashSet::new();
+        for f in &facts {
+            if checked.insert((f.account, f.owner.clone())) {
+                inner.authorize(&by, f.account, need_for(&f.owner)).await?;
+            }
+        }
         let mut writes = Vec::with_capacity(facts.len());
         let mut declared = std::collections::HashMap::new();
         // Facts without a time are valid from the start of the import, all
         // at one instant: learned together, they are not turns of a
         // conversation that lift each other in search (`Fusion`).
-        let started = self.inner.clock.now();
+        let started = inner.clock.now();
         let mut facts = facts.into_iter().peekable();
         while facts.peek().is_some() {
             let mut chunk: Vec<NewFact> = facts.by_ref().take(batch.max(1)).collect();
@@ -634,7 +623,7 @@ impl Runtime {
                 .filter(|&i| chunk[i].embedding.is_empty())
                 .collect();
             let texts: Vec<String> = missing.iter().map(|&i| chunk[i].text()).collect();
-            let vectors = self.inner.embed(&texts).await?;
+            let vectors = inner.embed(&texts).await?;
             for (i, v) in missing.into_iter().zip(vectors) {
                 chunk[i].embedding = v;
             }
@@ -645,54 +634,67 @@ impl Runtime {
                         Some(d) => d,
                         None => declared
                             .entry(new.account)
-                            .or_insert(self.inner.declared_cardinality(new.account).await?),
+                            .or_insert(inner.declared_cardinality(new.account).await?),
                     };
                     new.cardinality = Some(Cardinality::resolve(&new.predicate, declared, None));
                 }
             }
-            writes.extend(
-                self.inner
-                    .store
-                    .import_facts(chunk, self.inner.clock.now())
-                    .await?,
-            );
+            writes.extend(inner.store.import_facts(chunk, inner.clock.now()).await?);
             progress(writes.len());
         }
         Ok(writes)
     }
 
     /// Searches the facts `principal`, served by `agent`, may see.
-    pub async fn search_facts(
+    pub async fn search(
         &self,
         principal: &Principal,
         agent: &AgentId,
         question: &str,
         k: usize,
     ) -> Result<Vec<FactHit>, RuntimeError> {
-        self.inner
+        self.inner()
             .search(Visibility::of(principal, agent), question, k)
             .await
     }
 
-    /// Searches what `visibility` sees (for hosts that put principals in
-    /// several teams, and for evaluation tools).
-    pub async fn search_visible(
+    /// Searches what `visibility` sees, as `by` (for hosts that put
+    /// principals in several teams, and for evaluation tools): `by` must be
+    /// allowed every layer of it.
+    pub async fn search_within(
         &self,
+        by: impl Into<Actor>,
         visibility: Visibility,
         question: &str,
         k: usize,
     ) -> Result<Vec<FactHit>, RuntimeError> {
-        self.inner.search(visibility, question, k).await
+        let by = by.into();
+        let inner = self.inner();
+        if by.account() != visibility.account {
+            return Err(crate::directory::AccessError::OtherAccount {
+                account: by.account(),
+            }
+            .into());
+        }
+        for owner in visibility.owners() {
+            let need = match &owner {
+                // Reading the shared layers takes membership, not a role.
+                FactOwner::Account | FactOwner::Agent(_) => continue,
+                other => need_for(other),
+            };
+            inner.authorize(&by, visibility.account, need).await?;
+        }
+        inner.search(visibility, question, k).await
     }
 
     /// The current facts `principal`, served by `agent`, may see.
-    pub async fn facts_of(
+    pub async fn facts(
         &self,
         principal: &Principal,
         agent: &AgentId,
     ) -> Result<Vec<Fact>, RuntimeError> {
         Ok(self
-            .inner
+            .inner()
             .store
             .facts(&Visibility::of(principal, agent), false)
             .await?)
@@ -700,36 +702,53 @@ impl Runtime {
 
     /// A user's own facts as JSON (current and past, with provenance): what
     /// a person is given when they ask for their data.
-    pub async fn export_user_facts(
+    pub async fn export_user(
         &self,
+        by: impl Into<Actor>,
         account: AccountId,
         user: UserId,
     ) -> Result<Value, RuntimeError> {
-        let facts = self
-            .inner
+        let inner = self.inner();
+        inner
+            .authorize(&by.into(), account, Need::User(user))
+            .await?;
+        let facts = inner
             .store
             .facts(&Visibility::user_only(account, user), true)
             .await?;
         Ok(json!({
             "account": account,
             "user": user,
-            "exported_at": self.inner.clock.now(),
+            "exported_at": inner.clock.now(),
             "facts": facts,
         }))
     }
 
-    /// Deletes a user's own facts (the privacy call, [`Runtime::forget_user`],
-    /// does this along with everything else the user owns).
-    pub async fn delete_user_facts(
+    /// Deletes a user's own facts (forgetting the user,
+    /// [`Directory::forget_user`](super::Directory::forget_user), does this
+    /// along with everything else the user owns).
+    pub async fn delete_user(
         &self,
+        by: impl Into<Actor>,
         account: AccountId,
         user: UserId,
     ) -> Result<u64, RuntimeError> {
-        Ok(self
-            .inner
+        let inner = self.inner();
+        inner
+            .authorize(&by.into(), account, Need::User(user))
+            .await?;
+        Ok(inner
             .store
-            .delete_facts(account, &FactOwner::User(user), self.inner.clock.now())
+            .delete_facts(account, &FactOwner::User(user), inner.clock.now())
             .await?)
+    }
+}
+
+/// The actor as a fact's history records it.
+fn actor_of(by: &Actor) -> FactActor {
+    match by {
+        Actor::User(p) => FactActor::User(p.user),
+        Actor::Account(_) => FactActor::System,
     }
 }
 

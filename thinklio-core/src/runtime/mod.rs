@@ -6,9 +6,11 @@
 //! within one process; `recover()` assumes no other process runs the same
 //! interactions (one process per SQLite file).
 
+mod access;
 mod builder;
 pub mod channel;
 mod config;
+mod conversations;
 mod delegation;
 mod governance;
 mod harness;
@@ -30,18 +32,21 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 pub use builder::RuntimeBuilder;
+pub use conversations::Sessions;
 pub use delegation::{Delegate, DelegationGraph};
+pub use governance::{Directory, Usage};
 pub use jobs::{
     CANCEL_JOB, CancelledBy, JOB_STATUS, JobCallbacks, JobError, JobNotice, JobRecovery, JobRun,
-    JobWorker, NoticeWebhook, ObserverCallback,
+    JobWorker, Jobs, NoticeWebhook, ObserverCallback,
 };
+pub use knowledge::Knowledge;
 pub use knowledge::{EXTRACT_TASK, EXTRACTION_PROMPT, KnowledgeConfig, extraction_schema};
 pub use queue::{QueueRun, QueueWorker, TaskError, TaskHandler};
 pub use sessions::InteractionWorker;
 
 use crate::agent::AgentDefinition;
 use crate::budget::BudgetLimit;
-use crate::capability::{Capability, CapabilityError, CapabilityRegistry};
+use crate::capability::{CapabilityError, CapabilityRegistry};
 use crate::directory::{AccessError, ContentRules};
 use crate::event::{Event, EventKind, NewEvent, SessionUpdate, TokenDelta};
 use crate::ids::{AgentId, InteractionId, SessionId};
@@ -266,7 +271,7 @@ pub(crate) struct Inner {
     pub(crate) query_embeddings:
         std::sync::Mutex<HashMap<crate::ids::InteractionId, Arc<Vec<f32>>>>,
     /// Job configuration and the dispatches running in this process.
-    pub(crate) jobs: jobs::Jobs,
+    pub(crate) jobs: jobs::JobsState,
     /// This runtime's name as a holder of leases (unique per runtime).
     pub(crate) worker: String,
     /// Wakes an idle interaction worker when work is submitted.
@@ -368,83 +373,35 @@ impl Runtime {
         RuntimeBuilder::default()
     }
 
-    /// The store.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
-    }
-
     /// The capability registry; capabilities can be added and removed at run time.
     pub fn capabilities(&self) -> &CapabilityRegistry {
         &self.inner.capabilities
     }
 
-    /// Registers (or replaces) an agent at run time; refused if it would
-    /// make the agents delegate in a circle.
-    pub fn register_agent(&self, agent: AgentDefinition) -> Result<(), RuntimeError> {
-        let mut agents = self.inner.agents.write().unwrap_or_else(|e| e.into_inner());
-        let mut next = agents.clone();
-        next.insert(agent.id.clone(), Arc::new(agent));
-        check_graph(
-            &next,
-            &self
-                .inner
-                .delegates
-                .read()
-                .unwrap_or_else(|e| e.into_inner()),
-        )?;
-        *agents = next;
-        Ok(())
+    /// Conversations as one actor may read them: sessions, their history,
+    /// an interaction's steps and state.
+    pub fn sessions(&self) -> Sessions<'_> {
+        Sessions { rt: self }
     }
 
-    /// Offers an agent to other agents as a capability, at run time; refused
-    /// if it would make the agents delegate in a circle.
-    pub fn register_delegate(&self, delegate: Delegate) -> Result<(), RuntimeError> {
-        let mut delegates = self
-            .inner
-            .delegates
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        let mut next = delegates.clone();
-        next.insert(delegate.name().to_owned(), delegate.agent().clone());
-        check_graph(
-            &self.inner.agents.read().unwrap_or_else(|e| e.into_inner()),
-            &next,
-        )?;
-        self.inner
-            .capabilities
-            .register_arc(self.delegate_capability(&delegate))?;
-        *delegates = next;
-        Ok(())
+    /// Knowledge: facts, their search, import and export.
+    pub fn knowledge(&self) -> Knowledge<'_> {
+        Knowledge { rt: self }
     }
 
-    /// The capability behind a delegate, unregistered and unchecked: for
-    /// hosts that assemble registries themselves. A cycle that reaches the
-    /// registry this way is still refused when it is called.
-    pub fn delegate_capability(&self, delegate: &Delegate) -> Arc<dyn Capability> {
-        Arc::new(delegation::AgentCapability::new(
-            delegate,
-            Arc::downgrade(&self.inner),
-        ))
+    /// Jobs: reading, cancelling and reports of outside work.
+    pub fn jobs(&self) -> Jobs<'_> {
+        Jobs { rt: self }
     }
 
-    /// The delegation graph of the registered agents and delegates.
-    pub fn delegation_graph(&self) -> DelegationGraph {
-        let agents = self
-            .inner
-            .agents
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), Arc::clone(v)))
-            .collect();
-        DelegationGraph::build(
-            &agents,
-            &self
-                .inner
-                .delegates
-                .read()
-                .unwrap_or_else(|e| e.into_inner()),
-        )
+    /// The directory: agents, delegation, forgetting a user.
+    pub fn directory(&self) -> Directory<'_> {
+        Directory { rt: self }
+    }
+
+    /// Usage and budgets.
+    pub fn usage(&self) -> Usage<'_> {
+        Usage { rt: self }
     }
 
     /// Events as they are appended, in process. Events missed by a slow
@@ -696,18 +653,60 @@ impl Runtime {
     pub async fn acknowledge_reply(&self, message: &OutboxMessage) -> Result<(), RuntimeError> {
         self.inner.mark_delivered(message).await
     }
-
-    /// The state of an interaction, derived from its steps.
-    pub async fn interaction_state(
-        &self,
-        id: InteractionId,
-    ) -> Result<InteractionState, RuntimeError> {
-        let steps = self.inner.store.steps(id).await?;
-        Ok(InteractionState::derive(&steps))
-    }
 }
 
 impl Inner {
+    /// Registers (or replaces) an agent; refused if it would make the
+    /// agents delegate in a circle.
+    pub(crate) fn register_agent(&self, agent: AgentDefinition) -> Result<(), RuntimeError> {
+        let mut agents = self.agents.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = agents.clone();
+        next.insert(agent.id.clone(), Arc::new(agent));
+        check_graph(
+            &next,
+            &self.delegates.read().unwrap_or_else(|e| e.into_inner()),
+        )?;
+        *agents = next;
+        Ok(())
+    }
+
+    /// Offers an agent to other agents as a capability; refused if it
+    /// would make the agents delegate in a circle.
+    pub(crate) fn register_delegate(
+        self: &Arc<Self>,
+        delegate: Delegate,
+    ) -> Result<(), RuntimeError> {
+        let mut delegates = self.delegates.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = delegates.clone();
+        next.insert(delegate.name().to_owned(), delegate.agent().clone());
+        check_graph(
+            &self.agents.read().unwrap_or_else(|e| e.into_inner()),
+            &next,
+        )?;
+        self.capabilities
+            .register_arc(Arc::new(delegation::AgentCapability::new(
+                &delegate,
+                Arc::downgrade(self),
+            )))?;
+        *delegates = next;
+        Ok(())
+    }
+
+    /// The delegation graph of the registered agents and delegates.
+    pub(crate) fn delegation_graph(&self) -> DelegationGraph {
+        let agents = self
+            .agents
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect();
+        DelegationGraph::build(
+            &agents,
+            &self.delegates.read().unwrap_or_else(|e| e.into_inner()),
+        )
+    }
+
     /// Writes the interaction of an inbound message (a repeated inbound id
     /// returns the first) and publishes its creation; whether it is new.
     pub(crate) async fn record_message(

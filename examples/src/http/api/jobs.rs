@@ -43,7 +43,9 @@ pub(super) async fn job_view(
     host: &HttpHost,
     job: thinklio_core::Job,
 ) -> Result<JobView, ApiError> {
-    let subjobs = host.runtime.subjobs(job.id).await?;
+    // The job was found in the caller's account: read as that account.
+    let account = thinklio_core::Actor::Account(job.principal.account);
+    let subjobs = host.runtime.jobs().subjobs(account, job.id).await?;
     Ok(JobView { job, subjobs })
 }
 
@@ -68,7 +70,11 @@ pub(super) async fn dispatch_job(
     message = message.id(body.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()));
     let dispatcher = host.host(caller.account(), DISPATCH_AGENT);
     let (_, reply) = dispatcher.send(&message).await?;
-    let steps = host.runtime.store().steps(reply.interaction_id).await?;
+    let steps = host
+        .runtime
+        .sessions()
+        .steps(caller.actor(), reply.interaction_id)
+        .await?;
     let act = steps.iter().rev().find(|s| s.kind == StepKind::Act);
     let job_id = act
         .and_then(|s| s.output_as::<ActOutput>().ok().flatten())
@@ -76,7 +82,7 @@ pub(super) async fn dispatch_job(
         .map(|d| d.job_id);
     match job_id {
         Some(id) => {
-            let job = host.runtime.job(id).await?;
+            let job = host.runtime.jobs().get(caller.actor(), id).await?;
             Ok((StatusCode::ACCEPTED, Json(job_view(&host, job).await?)))
         }
         None => {
@@ -98,16 +104,19 @@ pub(super) async fn own_job(
     raw: &str,
 ) -> Result<thinklio_core::Job, ApiError> {
     let id: JobId = parse_id("job", raw)?;
-    let job = host.runtime.job(id).await.map_err(|e| match e {
-        thinklio_core::RuntimeError::Store(thinklio_core::StoreError::NotFound { .. }) => {
-            ApiError::not_found("job.not_found", format!("no job {id}"))
-        }
-        other => other.into(),
-    })?;
-    if job.principal.account != caller.account() {
-        return Err(ApiError::wrong_account("job"));
-    }
-    Ok(job)
+    host.runtime
+        .jobs()
+        .get(caller.actor(), id)
+        .await
+        .map_err(|e| match e {
+            thinklio_core::RuntimeError::Store(thinklio_core::StoreError::NotFound { .. }) => {
+                ApiError::not_found("job.not_found", format!("no job {id}"))
+            }
+            thinklio_core::RuntimeError::Job(thinklio_core::JobError::Forbidden { .. }) => {
+                ApiError::wrong_account("job")
+            }
+            other => other.into(),
+        })
 }
 
 /// A job's state, progress and result, with its subjobs.
@@ -146,7 +155,8 @@ pub(super) async fn cancel_job(
         .unwrap_or_else(|| "cancelled through the HTTP API".to_owned());
     let job = host
         .runtime
-        .cancel_job(job.id, CancelledBy::System, &reason)
+        .jobs()
+        .cancel(caller.actor(), job.id, &reason)
         .await?;
     Ok(Json(job_view(&host, job).await?))
 }
@@ -176,6 +186,6 @@ pub(super) async fn report_job(
     let id: JobId = parse_id("job", &id)?;
     let report: JobReport = serde_json::from_value(report)
         .map_err(|e| ApiError::bad_request("job.bad_report", e.to_string()))?;
-    let job = host.runtime.report_job(id, token, report).await?;
+    let job = host.runtime.jobs().report(id, token, report).await?;
     Ok(Json(job_view(&host, job).await?))
 }

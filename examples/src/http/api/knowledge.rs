@@ -116,8 +116,7 @@ pub(super) async fn add_fact(
         .map(|id| parse_id::<thinklio_core::FactId>("replaces", id))
         .transpose()?;
     // The key acts for the account as a whole.
-    let by = thinklio_core::Principal::new(caller.account(), UserId::from_uuid(uuid::Uuid::nil()));
-    let written = host.runtime.add_fact(&by, fact).await?;
+    let written = host.runtime.knowledge().add(caller.actor(), fact).await?;
     Ok((
         StatusCode::CREATED,
         Json(FactWritten {
@@ -161,7 +160,8 @@ pub(super) async fn search_facts(
     let principal = channel_host.principal(CHANNEL, &q.user).await?;
     let hits = host
         .runtime
-        .search_facts(
+        .knowledge()
+        .search(
             &principal,
             &AgentId::from(host.config.agent.as_str()),
             &q.q,
@@ -191,7 +191,8 @@ pub(super) async fn export_facts(
     let user = user_id(&caller, &user)?;
     Ok(Json(
         host.runtime
-            .export_user_facts(caller.account(), user)
+            .knowledge()
+            .export_user(caller.actor(), caller.account(), user)
             .await?,
     ))
 }
@@ -216,7 +217,8 @@ pub(super) async fn delete_facts(
     let user = user_id(&caller, &user)?;
     let deleted = host
         .runtime
-        .delete_user_facts(caller.account(), user)
+        .knowledge()
+        .delete_user(caller.actor(), caller.account(), user)
         .await?;
     Ok(Json(Deleted { deleted }))
 }

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use thinklio_core::channel::{AccountMembers, ChannelMessage};
 use thinklio_core::{
-    AgentId, CancelledBy, FactOwner, InteractionId, JobId, JobReport, NewFact, Reply, Session,
-    SessionId, StepKind, TeamId, UserId,
+    AgentId, FactOwner, InteractionId, JobId, JobReport, NewFact, Reply, Session, SessionId,
+    StepKind, TeamId, UserId,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
@@ -107,13 +107,14 @@ async fn own_session(host: &HttpHost, caller: &Caller, raw: &str) -> Result<Sess
     let id: SessionId = parse_id("session", raw)?;
     let session = host
         .runtime
-        .store()
-        .session(id)
+        .sessions()
+        .get(caller.actor(), id)
         .await
         .map_err(|e| match e {
-            thinklio_core::StoreError::NotFound { .. } => {
+            thinklio_core::RuntimeError::Store(thinklio_core::StoreError::NotFound { .. }) => {
                 ApiError::not_found("session.not_found", format!("no session {id}"))
             }
+            thinklio_core::RuntimeError::Forbidden(_) => ApiError::wrong_account("session"),
             other => other.into(),
         })?;
     if session.principal.account != caller.account() {

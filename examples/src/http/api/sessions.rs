@@ -86,11 +86,11 @@ pub(super) async fn list_sessions(
     let user = user_id(&caller, &q.user)?;
     let mut sessions: Vec<SessionView> = host
         .runtime
-        .store()
-        .sessions_of_user(user)
+        .sessions()
+        .of_user(caller.actor(), user)
         .await?
         .iter()
-        .filter(|s| s.principal.account == caller.account() && s.channel == CHANNEL)
+        .filter(|s| s.channel == CHANNEL)
         .map(SessionView::from)
         .collect();
     sessions.sort_by_key(|s| s.created_at);
@@ -212,8 +212,8 @@ pub(super) async fn history(
     let session = own_session(&host, &caller, &id).await?;
     let turns = host
         .runtime
-        .store()
-        .history(session.id, i64::MAX, 500)
+        .sessions()
+        .history(caller.actor(), session.id, 500)
         .await?;
     Ok(Json(
         turns
@@ -253,16 +253,17 @@ pub(super) async fn interaction_steps(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id: InteractionId = parse_id("interaction", &id)?;
-    let store = host.runtime.store();
-    let interaction = store.interaction(id).await.map_err(|e| match e {
-        thinklio_core::StoreError::NotFound { .. } => {
-            ApiError::not_found("interaction.not_found", format!("no interaction {id}"))
-        }
-        other => other.into(),
-    })?;
-    if interaction.principal.account != caller.account() {
-        return Err(ApiError::wrong_account("interaction"));
-    }
-    let steps = store.steps(id).await?;
+    let steps = host
+        .runtime
+        .sessions()
+        .steps(caller.actor(), id)
+        .await
+        .map_err(|e| match e {
+            thinklio_core::RuntimeError::Store(thinklio_core::StoreError::NotFound { .. }) => {
+                ApiError::not_found("interaction.not_found", format!("no interaction {id}"))
+            }
+            thinklio_core::RuntimeError::Forbidden(_) => ApiError::wrong_account("interaction"),
+            other => other.into(),
+        })?;
     Ok(Json(json!(steps)))
 }

@@ -101,9 +101,8 @@ impl Capability for JobControl {
             );
         }
         let reason = arguments["reason"].as_str().unwrap_or_default();
-        let runtime = Runtime { inner };
-        match runtime
-            .cancel_job(id, CancelledBy::Agent(context.agent_id.clone()), reason)
+        match inner
+            .cancel_job(&job, CancelledBy::Agent(context.agent_id.clone()), reason)
             .await
         {
             Ok(job) => Ok(json!({ "job_id": id, "state": job.state })),

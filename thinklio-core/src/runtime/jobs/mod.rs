@@ -53,6 +53,7 @@ use sha2::Sha256;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::access::Need;
 use super::harness::Run;
 use super::{Inner, Runtime, RuntimeError};
 use crate::capability::{
@@ -65,6 +66,7 @@ use crate::job::{
     Job, JobCallback, JobChange, JobHandle, JobHandleError, JobNotification, JobReport, JobState,
     JobUpdate, NewJob, Notice, ObserverKind, Usefulness,
 };
+use crate::principal::Actor;
 use crate::store::StoreError;
 
 mod callbacks;
@@ -76,6 +78,7 @@ pub use callbacks::JobCallbacks;
 pub(crate) use control::JobControl;
 pub use control::{CANCEL_JOB, JOB_STATUS};
 pub(crate) use notices::{job_message, job_record};
+pub use run::Jobs;
 
 /// Why a job call was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -332,7 +335,7 @@ impl Drop for JobWorker {
 
 /// The runtime's job state: configuration and what runs in this process.
 #[derive(Default)]
-pub(crate) struct Jobs {
+pub(crate) struct JobsState {
     pub(crate) callbacks: Option<JobCallbacks>,
     pub(crate) webhook: Option<Arc<dyn NoticeWebhook>>,
     pub(crate) observers: std::sync::RwLock<HashMap<String, Arc<dyn ObserverCallback>>>,

@@ -434,15 +434,36 @@ impl Inner {
     }
 }
 
-impl Runtime {
-    /// The job `id`.
-    pub async fn job(&self, id: JobId) -> Result<Job, RuntimeError> {
-        Ok(self.inner.store.job(id).await?)
+/// Jobs: deferred work, as one actor may read, cancel and report on it
+/// ([`Runtime::jobs`]). A user reaches their own jobs; an admin (with the
+/// directory enforced) or the host acting for the account reaches any of
+/// the account's; no one reaches another account's.
+#[derive(Clone, Copy)]
+pub struct Jobs<'a> {
+    pub(in crate::runtime) rt: &'a Runtime,
+}
+
+impl fmt::Debug for Jobs<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Jobs").finish_non_exhaustive()
+    }
+}
+
+impl Jobs<'_> {
+    /// The job `id`, if `by` may see it.
+    pub async fn get(&self, by: impl Into<Actor>, id: JobId) -> Result<Job, RuntimeError> {
+        let inner = &self.rt.inner;
+        let job = inner.store.job(id).await?;
+        authorize_job(inner, &by.into(), &job).await?;
+        Ok(job)
     }
 
-    /// The subjobs of a job, in order of creation.
-    pub async fn subjobs(&self, id: JobId) -> Result<Vec<Job>, RuntimeError> {
-        Ok(self.inner.store.subjobs(id).await?)
+    /// The subjobs of a job, in order of creation, if `by` may see it.
+    pub async fn subjobs(&self, by: impl Into<Actor>, id: JobId) -> Result<Vec<Job>, RuntimeError> {
+        let inner = &self.rt.inner;
+        let job = inner.store.job(id).await?;
+        authorize_job(inner, &by.into(), &job).await?;
+        Ok(inner.store.subjobs(id).await?)
     }
 
     /// Registers (or replaces) the in-process observer named `name`.
@@ -451,7 +472,8 @@ impl Runtime {
         name: impl Into<String>,
         callback: impl ObserverCallback,
     ) {
-        self.inner
+        self.rt
+            .inner
             .jobs
             .observers
             .write()
@@ -459,65 +481,45 @@ impl Runtime {
             .insert(name.into(), Arc::new(callback));
     }
 
-    /// Cancels a job and its unfinished subjobs; a delegate's child
-    /// interaction stops at its next step. A user may cancel only their own
-    /// jobs; an ended job is refused with [`JobError::Ended`].
-    pub async fn cancel_job(
+    /// Cancels a job and its unfinished subjobs, as `by`; a delegate's
+    /// child interaction stops at its next step. A user may cancel only
+    /// their own jobs (an admin, with the directory enforced, any of the
+    /// account's; [`JobError::Forbidden`] otherwise); the host acting for
+    /// the account cancels as the system. An ended job is refused with
+    /// [`JobError::Ended`].
+    pub async fn cancel(
         &self,
+        by: impl Into<Actor>,
         id: JobId,
-        by: CancelledBy,
         reason: &str,
     ) -> Result<Job, RuntimeError> {
-        let job = self.inner.store.job(id).await?;
-        if let CancelledBy::User(user) = &by
-            && job.principal.user != *user
-        {
-            return Err(JobError::Forbidden { job: id }.into());
-        }
-        if job.state.is_terminal() {
-            return Err(JobError::Ended {
-                job: id,
-                state: job.state,
-            }
-            .into());
-        }
-        let why = if reason.is_empty() {
-            format!("cancelled by {by}")
-        } else {
-            format!("cancelled by {by}: {reason}")
+        let by = by.into();
+        let inner = &self.rt.inner;
+        let job = inner.store.job(id).await?;
+        authorize_job(inner, &by, &job).await?;
+        let cancelled_by = match by {
+            Actor::User(p) => CancelledBy::User(p.user),
+            Actor::Account(_) => CancelledBy::System,
         };
-        match self.inner.cancel_tree(id, JobState::Cancelled, why).await {
-            Err(RuntimeError::Store(StoreError::IllegalJobTransition { from, .. })) => {
-                Err(JobError::Ended {
-                    job: id,
-                    state: from,
-                }
-                .into())
-            }
-            other => other,
-        }
+        inner.cancel_job(&job, cancelled_by, reason).await
     }
 
     /// Takes a report from outside work on a job (the callback of a webhook
     /// dispatched as a job): `token` must be the job's
-    /// [`JobCallback::token`]. Progress moves a dispatched job to
-    /// `in_progress`; a result or a failure ends it.
-    pub async fn report_job(
+    /// [`JobCallback::token`], which stands for the actor. Progress moves a
+    /// dispatched job to `in_progress`; a result or a failure ends it.
+    pub async fn report(
         &self,
         id: JobId,
         token: &str,
         report: JobReport,
     ) -> Result<Job, RuntimeError> {
-        let callbacks = self
-            .inner
-            .jobs
-            .callbacks
-            .as_ref()
-            .ok_or(JobError::NoCallbacks)?;
+        let inner = &self.rt.inner;
+        let callbacks = inner.jobs.callbacks.as_ref().ok_or(JobError::NoCallbacks)?;
         if !callbacks.verify(id, token) {
             return Err(JobError::BadToken { job: id }.into());
         }
-        let job = self.inner.store.job(id).await?;
+        let job = inner.store.job(id).await?;
         if job.state.is_terminal() {
             return Err(JobError::Ended {
                 job: id,
@@ -542,9 +544,57 @@ impl Runtime {
             }
             JobReport::Failed { error } => JobChange::to(JobState::Failed).error(error),
         };
-        Ok(self.inner.change_job(id, change).await?.job)
+        Ok(inner.change_job(id, change).await?.job)
     }
+}
 
+/// Whether `by` may reach `job`: a refusal of a user is [`JobError::Forbidden`].
+async fn authorize_job(inner: &Inner, by: &Actor, job: &Job) -> Result<(), RuntimeError> {
+    match inner
+        .authorize(by, job.principal.account, Need::User(job.principal.user))
+        .await
+    {
+        Err(RuntimeError::Forbidden(_)) => Err(JobError::Forbidden { job: job.id }.into()),
+        other => other,
+    }
+}
+
+impl Inner {
+    /// Cancels `job` and its unfinished subjobs (the check of who may is the
+    /// caller's).
+    pub(crate) async fn cancel_job(
+        self: &Arc<Self>,
+        job: &Job,
+        by: CancelledBy,
+        reason: &str,
+    ) -> Result<Job, RuntimeError> {
+        let id = job.id;
+        if job.state.is_terminal() {
+            return Err(JobError::Ended {
+                job: id,
+                state: job.state,
+            }
+            .into());
+        }
+        let why = if reason.is_empty() {
+            format!("cancelled by {by}")
+        } else {
+            format!("cancelled by {by}: {reason}")
+        };
+        match self.cancel_tree(id, JobState::Cancelled, why).await {
+            Err(RuntimeError::Store(StoreError::IllegalJobTransition { from, .. })) => {
+                Err(JobError::Ended {
+                    job: id,
+                    state: from,
+                }
+                .into())
+            }
+            other => other,
+        }
+    }
+}
+
+impl Runtime {
     /// Runs the job work that is due now until none is: deadlines, claims
     /// and dispatches (one at a time, each to its end), notices. For tests
     /// and batch hosts; a server runs [`spawn_job_worker`](Self::spawn_job_worker).

@@ -1,0 +1,133 @@
+//! Conversations as one actor may read them ([`Runtime::sessions`]): a
+//! session, its history, an interaction, its steps and its state. A user
+//! reads their own; an admin (with the directory enforced) or the host
+//! acting for the account reads any of the account's; no one reads another
+//! account's. Hosts need no store for these reads.
+
+use super::access::Need;
+use super::{Runtime, RuntimeError};
+use crate::ids::{InteractionId, SessionId};
+use crate::interaction::{Interaction, InteractionState};
+use crate::outbox::OutboxMessage;
+use crate::principal::Actor;
+use crate::session::{Session, Turn};
+use crate::step::Step;
+
+/// Conversations, read as one actor ([`Runtime::sessions`]).
+#[derive(Clone, Copy)]
+pub struct Sessions<'a> {
+    pub(super) rt: &'a Runtime,
+}
+
+impl std::fmt::Debug for Sessions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions").finish_non_exhaustive()
+    }
+}
+
+impl Sessions<'_> {
+    async fn check(&self, by: &Actor, session: &Session) -> Result<(), RuntimeError> {
+        self.rt
+            .inner
+            .authorize(
+                by,
+                session.principal.account,
+                Need::User(session.principal.user),
+            )
+            .await
+    }
+
+    /// The session `id`, if `by` may read it.
+    pub async fn get(&self, by: impl Into<Actor>, id: SessionId) -> Result<Session, RuntimeError> {
+        let session = self.rt.inner.store.session(id).await?;
+        self.check(&by.into(), &session).await?;
+        Ok(session)
+    }
+
+    /// The sessions of a user of `by`'s account, if `by` may read them.
+    pub async fn of_user(
+        &self,
+        by: impl Into<Actor>,
+        user: crate::ids::UserId,
+    ) -> Result<Vec<Session>, RuntimeError> {
+        let by = by.into();
+        let account = by.account();
+        self.rt
+            .inner
+            .authorize(&by, account, Need::User(user))
+            .await?;
+        let mut sessions = self.rt.inner.store.sessions_of_user(user).await?;
+        sessions.retain(|s| s.principal.account == account);
+        Ok(sessions)
+    }
+
+    /// The session's last `limit` finished exchanges, oldest first.
+    pub async fn history(
+        &self,
+        by: impl Into<Actor>,
+        id: SessionId,
+        limit: u32,
+    ) -> Result<Vec<Turn>, RuntimeError> {
+        self.get(by, id).await?;
+        Ok(self.rt.inner.store.history(id, i64::MAX, limit).await?)
+    }
+
+    /// The interactions of a session, in order (delegates' and follow-ups'
+    /// included).
+    pub async fn interactions(
+        &self,
+        by: impl Into<Actor>,
+        id: SessionId,
+    ) -> Result<Vec<Interaction>, RuntimeError> {
+        self.get(by, id).await?;
+        Ok(self.rt.inner.store.interactions_of_session(id).await?)
+    }
+
+    /// The reply an interaction wrote to the outbox, once it has one.
+    pub async fn reply(
+        &self,
+        by: impl Into<Actor>,
+        id: InteractionId,
+    ) -> Result<Option<OutboxMessage>, RuntimeError> {
+        self.interaction(by, id).await?;
+        Ok(self.rt.inner.store.reply_of(id).await?)
+    }
+
+    /// The interaction `id`, if `by` may read its session.
+    pub async fn interaction(
+        &self,
+        by: impl Into<Actor>,
+        id: InteractionId,
+    ) -> Result<Interaction, RuntimeError> {
+        let interaction = self.rt.inner.store.interaction(id).await?;
+        self.rt
+            .inner
+            .authorize(
+                &by.into(),
+                interaction.principal.account,
+                Need::User(interaction.principal.user),
+            )
+            .await?;
+        Ok(interaction)
+    }
+
+    /// The steps of an interaction, in order: what it did, with inputs,
+    /// outputs, errors, tokens and cost.
+    pub async fn steps(
+        &self,
+        by: impl Into<Actor>,
+        id: InteractionId,
+    ) -> Result<Vec<Step>, RuntimeError> {
+        self.interaction(by, id).await?;
+        Ok(self.rt.inner.store.steps(id).await?)
+    }
+
+    /// The state of an interaction, derived from its steps.
+    pub async fn state(
+        &self,
+        by: impl Into<Actor>,
+        id: InteractionId,
+    ) -> Result<InteractionState, RuntimeError> {
+        Ok(InteractionState::derive(&self.steps(by, id).await?))
+    }
+}
