@@ -9,6 +9,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use thinklio_core::step::payload::DispatchCall;
 use thinklio_core::*;
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 use thinklio_store_sqlite::SqliteStore;
@@ -890,4 +891,133 @@ async fn two_runtimes_on_one_store_never_run_the_same_job() {
     assert_eq!(runs.len(), 40, "every job ran");
     let distinct: std::collections::HashSet<_> = runs.iter().collect();
     assert_eq!(distinct.len(), 40, "and none twice");
+}
+
+#[tokio::test]
+async fn a_host_dispatches_a_capability_as_a_job_without_a_model_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let model = ScriptedModel::responder(move |_| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ScriptedReply::text("a model was asked")
+    });
+    let rt = Runtime::builder()
+        .store(store(&dir).await)
+        .model(model)
+        .capability(lookup())
+        .capability(research())
+        .agent(AgentDefinition::new("assistant", "m").capabilities(["lookup"]))
+        .build()
+        .unwrap();
+    let session = rt
+        .open_session(Principal::local(), "assistant", "jobs", None)
+        .await
+        .unwrap();
+    let call = DispatchCall::new("lookup", json!({ "topic": "sqlite", "source": "papers" }));
+    let job = rt
+        .jobs()
+        .dispatch(
+            Principal::local(),
+            session.id,
+            call.clone(),
+            Some("r1".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (job.capability.as_str(), job.state, job.session_id),
+        ("lookup", JobState::Pending, session.id),
+        "an immediate capability dispatched runs as a job"
+    );
+    // The same request id is the same job, and no second interaction.
+    let again = rt
+        .jobs()
+        .dispatch(Principal::local(), session.id, call, Some("r1".into()))
+        .await
+        .unwrap();
+    assert_eq!(again.id, job.id);
+    let interactions = rt
+        .sessions()
+        .interactions(Principal::local(), session.id)
+        .await
+        .unwrap();
+    assert_eq!(interactions.len(), 1);
+    assert_eq!(interactions[0].kind, InteractionKind::Dispatch);
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), interactions[0].id)
+        .await
+        .unwrap();
+    let kinds: Vec<StepKind> = steps.iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, [StepKind::Act, StepKind::Respond]);
+    assert_eq!(steps[0].mode, StepMode::Deferred);
+    let reply = reply_of(&rt, interactions[0].id).await;
+    assert!(reply.contains(&job.id.to_string()), "{reply}");
+
+    // A capability the agent may not call is refused with the step's reason.
+    let refused = rt
+        .jobs()
+        .dispatch(
+            Principal::local(),
+            session.id,
+            DispatchCall::new("research", json!({ "topic": "x" })),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::JobNotDispatched);
+    assert!(
+        refused.to_string().contains("capability.not_found"),
+        "{refused}"
+    );
+    // Arguments that do not fit the schema too.
+    let refused = rt
+        .jobs()
+        .dispatch(
+            Principal::local(),
+            session.id,
+            DispatchCall::new("lookup", json!({ "topic": 7 })),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("capability.invalid_arguments"),
+        "{refused}"
+    );
+    // Nobody of another account dispatches in the session.
+    let other = Principal::new(AccountId::new(), UserId::new());
+    let refused = rt
+        .jobs()
+        .dispatch(
+            other,
+            session.id,
+            DispatchCall::new("lookup", json!({ "topic": "a", "source": "b" })),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::DirectoryOtherAccount);
+
+    // The job's end comes back to the session, also without a model.
+    rt.run_due_jobs().await.unwrap();
+    let done = rt.jobs().get(Principal::local(), job.id).await.unwrap();
+    assert_eq!(done.state, JobState::Resolved);
+    let interactions = rt
+        .sessions()
+        .interactions(Principal::local(), session.id)
+        .await
+        .unwrap();
+    let follow_up = interactions
+        .iter()
+        .find(|i| i.job_id == Some(job.id))
+        .expect("a follow-up");
+    assert_eq!(follow_up.kind, InteractionKind::Dispatch);
+    let reply = reply_of(&rt, follow_up.id).await;
+    assert!(
+        reply.contains(&format!("[job {} resolved]", job.id)) && reply.contains("papers on sqlite"),
+        "{reply}"
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
 }

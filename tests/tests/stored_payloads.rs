@@ -110,6 +110,7 @@ fn any_stored_step_payload_resumes_or_fails_typed() {
                     parent_interaction_id: None,
                     delegation_depth: 0,
                     job_id: None,
+                    kind: InteractionKind::Message,
                 })
                 .await
                 .unwrap();

@@ -144,6 +144,9 @@ codes! {
     JobNoCallbacks => "job.no_callbacks",
     /// The job an interaction worked for was cancelled or timed out.
     JobCancelled => "job.cancelled",
+    /// A dispatch wrote no job: the capability is not the agent's, its
+    /// arguments do not fit, or a budget is spent.
+    JobNotDispatched => "job.not_dispatched",
 }
 
 impl ErrorCode {

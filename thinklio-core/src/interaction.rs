@@ -8,6 +8,27 @@ use crate::principal::Principal;
 use crate::step::{Step, StepKind, StepState};
 use crate::time::Timestamp;
 
+/// What started an interaction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum InteractionKind {
+    /// A message, answered by the agent's model.
+    #[default]
+    Message,
+    /// A capability dispatched as a job by a host
+    /// ([`Jobs::dispatch`](crate::runtime::Jobs::dispatch)): its input is a
+    /// [`DispatchCall`](crate::step::payload::DispatchCall), run as one
+    /// deferred `act` step, with no model call; the follow-up of the job is
+    /// of this kind too, and answers with the job's report.
+    Dispatch,
+}
+
+crate::step::str_enum!(InteractionKind, "interaction kind",
+    InteractionKind::Message => "message",
+    InteractionKind::Dispatch => "dispatch",
+);
+
 /// One unit of work in a session: usually one inbound message and everything
 /// done to answer it. Its state is never stored; see [`InteractionState::derive`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +55,9 @@ pub struct Interaction {
     /// The job this interaction follows up on: its `context` step carries
     /// the job's result and context bundle.
     pub job_id: Option<JobId>,
+    /// What started it.
+    #[serde(default)]
+    pub kind: InteractionKind,
     /// When it was created.
     pub created_at: Timestamp,
 }
@@ -57,6 +81,28 @@ pub struct NewInteraction {
     pub delegation_depth: u32,
     /// The job it follows up on, if any.
     pub job_id: Option<JobId>,
+    /// What starts it.
+    pub kind: InteractionKind,
+}
+
+impl NewInteraction {
+    /// The interaction as a store writes it: with `id`, `seq`, at `now`.
+    pub fn created(self, id: InteractionId, seq: i64, now: Timestamp) -> Interaction {
+        Interaction {
+            id,
+            seq,
+            session_id: self.session_id,
+            principal: self.principal,
+            agent_id: self.agent_id,
+            input: self.input,
+            inbound_id: self.inbound_id,
+            parent_interaction_id: self.parent_interaction_id,
+            delegation_depth: self.delegation_depth,
+            job_id: self.job_id,
+            kind: self.kind,
+            created_at: now,
+        }
+    }
 }
 
 /// Where an interaction stands, derived from its steps.

@@ -49,7 +49,7 @@ pub use ids::{
     AccountId, AgentId, FactId, InteractionId, JobId, NotificationId, ObserverId, OutboxId,
     SessionId, StepId, TaskId, TeamId, UserId,
 };
-pub use interaction::{Interaction, InteractionState, NewInteraction};
+pub use interaction::{Interaction, InteractionKind, InteractionState, NewInteraction};
 pub use job::{
     Job, JobCallback, JobChange, JobHandle, JobHandleError, JobNotification, JobObserver,
     JobReport, JobState, JobStore, JobUpdate, NewJob, Notice, ObserverKind, Usefulness,

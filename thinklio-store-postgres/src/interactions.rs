@@ -145,8 +145,8 @@ impl InteractionStore for PostgresStore {
         let statement = tx
             .prepare_cached(
                 "INSERT INTO interactions (id, session_id, account_id, team_id, user_id, agent_id, input, \
-                 inbound_id, parent_interaction_id, delegation_depth, job_id, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 inbound_id, parent_interaction_id, delegation_depth, job_id, kind, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
                  ON CONFLICT (session_id, inbound_id) WHERE inbound_id IS NOT NULL DO NOTHING RETURNING seq",
             )
             .await
@@ -166,6 +166,7 @@ impl InteractionStore for PostgresStore {
                     &new.parent_interaction_id.map(|p| p.to_string()),
                     &i64::from(new.delegation_depth),
                     &new.job_id.map(|j| j.to_string()),
+                    &new.kind.as_str(),
                     &now.as_millis(),
                 ],
             )
@@ -203,22 +204,7 @@ impl InteractionStore for PostgresStore {
         )
         .await?;
         tx.commit().await.map_err(backend)?;
-        Ok((
-            Interaction {
-                id,
-                seq,
-                session_id: new.session_id,
-                principal: new.principal,
-                agent_id: new.agent_id,
-                input: new.input,
-                inbound_id: new.inbound_id,
-                parent_interaction_id: new.parent_interaction_id,
-                delegation_depth: new.delegation_depth,
-                job_id: new.job_id,
-                created_at: now,
-            },
-            Some(event),
-        ))
+        Ok((new.created(id, seq, now), Some(event)))
     }
 
     async fn interaction(&self, id: InteractionId) -> StoreResult<Interaction> {

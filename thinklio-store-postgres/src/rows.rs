@@ -141,7 +141,7 @@ pub(crate) fn session(row: &Row) -> StoreResult<Session> {
 }
 
 pub(crate) const INTERACTION_COLUMNS: &str = "seq, id, session_id, account_id, team_id, user_id, agent_id, input, \
-     inbound_id, parent_interaction_id, delegation_depth, job_id, created_at";
+     inbound_id, parent_interaction_id, delegation_depth, job_id, kind, created_at";
 
 pub(crate) fn interaction(row: &Row) -> StoreResult<Interaction> {
     Ok(Interaction {
@@ -155,6 +155,7 @@ pub(crate) fn interaction(row: &Row) -> StoreResult<Interaction> {
         parent_interaction_id: parse_opt(row, "parent_interaction_id")?,
         delegation_depth: u32_of(row, "delegation_depth")?,
         job_id: parse_opt(row, "job_id")?,
+        kind: parse(row, "kind")?,
         created_at: ts(row, "created_at")?,
     })
 }

@@ -93,7 +93,7 @@ pub(crate) fn session(row: &Row<'_>) -> rusqlite::Result<Session> {
 }
 
 pub(crate) const INTERACTION_COLUMNS: &str = "seq, id, session_id, account_id, team_id, user_id, agent_id, input, \
-     inbound_id, parent_interaction_id, delegation_depth, job_id, created_at";
+     inbound_id, parent_interaction_id, delegation_depth, job_id, kind, created_at";
 
 pub(crate) fn interaction(row: &Row<'_>) -> rusqlite::Result<Interaction> {
     Ok(Interaction {
@@ -107,6 +107,7 @@ pub(crate) fn interaction(row: &Row<'_>) -> rusqlite::Result<Interaction> {
         parent_interaction_id: parse_opt(row, "parent_interaction_id")?,
         delegation_depth: u32_of(row, "delegation_depth")?,
         job_id: parse_opt(row, "job_id")?,
+        kind: parse(row, "kind")?,
         created_at: ts(row, "created_at")?,
     })
 }

@@ -350,6 +350,10 @@ CREATE INDEX tasks_by_owner ON tasks (owner_account, owner_user) WHERE owner_use
     r#"
 ALTER TABLE facts ADD COLUMN cardinality TEXT NOT NULL DEFAULT 'many';
 "#,
+    // 12: what started an interaction: a message, or a host's dispatch.
+    r#"
+ALTER TABLE interactions ADD COLUMN kind TEXT NOT NULL DEFAULT 'message';
+"#,
 ];
 
 /// The version whose migration is followed by `knowledge::migrate_cardinality`.

@@ -127,6 +127,7 @@ impl From<RuntimeError> for ApiError {
                 StatusCode::FORBIDDEN
             }
             RuntimeError::Job(JobError::Ended { .. }) => StatusCode::CONFLICT,
+            RuntimeError::Job(JobError::NotDispatched { .. }) => StatusCode::BAD_REQUEST,
             RuntimeError::InteractionFailed { .. } | RuntimeError::Model(_) => {
                 StatusCode::BAD_GATEWAY
             }

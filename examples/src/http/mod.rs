@@ -34,26 +34,19 @@ use axum::response::{Html, IntoResponse, Response};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 use thinklio_core::channel::{AccountMembers, Channel, ChannelHost, ChannelRouter};
-use thinklio_core::{
-    AccountId, AgentDefinition, ChatModel, DeliveryError, OutboxMessage, Role, Runtime,
-    RuntimeBuilder, SessionId,
-};
-use thinklio_llm::{ScriptedModel, ScriptedReply};
+use thinklio_core::{AccountId, DeliveryError, OutboxMessage, Runtime, RuntimeBuilder, SessionId};
 use tokio::sync::broadcast;
 use utoipa::OpenApi;
 
 use self::error::ApiError;
 use self::keys::{ApiKey, ApiKeys, KeyScope, Verdict};
-use crate::offline::ByModel;
 
 /// The channel name of sessions opened through the HTTP API.
 pub const CHANNEL: &str = "http";
 
-/// The agent that runs jobs dispatched through `POST /v1/jobs`.
-pub const DISPATCH_AGENT: &str = "dispatch";
-
-/// The model id of [`DISPATCH_AGENT`]: answered by the host, not a provider.
-const DISPATCH_MODEL: &str = "thinklio-dispatch";
+/// The chat of each user's session that jobs dispatched through
+/// `POST /v1/jobs` run in (with the host's agent).
+pub const JOBS_CHAT: &str = "jobs";
 
 /// The web chat page (plain HTML and JavaScript, no build step).
 const WEB_CHAT: &str = include_str!("chat.html");
@@ -102,45 +95,17 @@ impl Channel for HttpChannel {
     }
 }
 
-/// The dispatch agent's model: a request `{"capability", "input"}` becomes
-/// that call; anything else (a tool result, a job's follow-up) is repeated.
-fn dispatch_model() -> ScriptedModel {
-    ScriptedModel::responder(|request| {
-        let Some(last) = request.messages.last() else {
-            return ScriptedReply::text("");
-        };
-        if last.role == Role::User
-            && let Ok(call) = serde_json::from_str::<api::DispatchCall>(&last.content)
-        {
-            return ScriptedReply::tool_call("dispatch", call.capability, call.input.to_string());
-        }
-        ScriptedReply::text(last.content.clone())
-    })
-    .named(DISPATCH_MODEL)
-}
-
-/// Prepares a runtime builder for the HTTP host: wraps `model` so that
-/// `POST /v1/jobs` can dispatch, adds the dispatch agent (which may call,
-/// always deferred, the capabilities in `dispatchable`), and sets `router`
-/// as the reply sink with the HTTP channel in it. Add agents, capabilities
-/// and job callbacks to the builder as usual.
+/// Prepares a runtime builder for the HTTP host: sets `router` as the
+/// reply sink with the HTTP channel in it. Add agents, capabilities and job
+/// callbacks to the builder as usual; the capabilities `POST /v1/jobs` may
+/// dispatch are [`HttpConfig::dispatchable`] (and must be the agent's).
 pub fn prepare(
     builder: RuntimeBuilder,
-    model: Arc<dyn ChatModel>,
-    dispatchable: &[&str],
     router: &ChannelRouter,
     channel: &HttpChannel,
 ) -> RuntimeBuilder {
     router.add(channel.clone());
-    let names: Vec<String> = dispatchable.iter().map(|s| (*s).to_owned()).collect();
-    builder
-        .model(ByModel::new(DISPATCH_MODEL, dispatch_model(), model))
-        .agent(
-            AgentDefinition::new(DISPATCH_AGENT, DISPATCH_MODEL)
-                .capabilities(names.clone())
-                .defer(names),
-        )
-        .reply_sink(router.clone())
+    builder.reply_sink(router.clone())
 }
 
 /// Settings of the HTTP host.
@@ -167,6 +132,9 @@ pub struct HttpConfig {
     /// go on for longer): past it, `504 request.timeout`, and the work it
     /// started carries on (a message's reply lands in the history).
     pub request_timeout: std::time::Duration,
+    /// The capabilities `POST /v1/jobs` may dispatch (each also one the
+    /// agent may call). None unless set.
+    pub dispatchable: Vec<String>,
 }
 
 impl HttpConfig {
@@ -184,7 +152,14 @@ impl HttpConfig {
             max_keys_per_account: 100,
             max_body_bytes: 1024 * 1024,
             request_timeout: std::time::Duration::from_secs(120),
+            dispatchable: Vec::new(),
         }
+    }
+
+    /// With these capabilities dispatchable through `POST /v1/jobs`.
+    pub fn dispatchable<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.dispatchable = names.into_iter().map(Into::into).collect();
+        self
     }
 
     /// With this many requests per key per minute.
@@ -399,16 +374,8 @@ impl HttpHost {
     }
 
     /// The channel host of an account.
-    pub(crate) fn host(&self, account: AccountId, agent: &str) -> Arc<ChannelHost> {
+    pub(crate) fn host(&self, account: AccountId) -> Arc<ChannelHost> {
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
-        if agent != self.config.agent {
-            // The dispatch agent's sessions: not cached, rarely used.
-            return Arc::new(ChannelHost::new(
-                self.runtime.clone(),
-                agent,
-                AccountMembers::new(account),
-            ));
-        }
         Arc::clone(hosts.entry(account).or_insert_with(|| {
             Arc::new(ChannelHost::new(
                 self.runtime.clone(),

@@ -220,7 +220,7 @@ pub async fn start(
     };
     let router = ChannelRouter::new();
     let channel = HttpChannel::new();
-    let runtime = prepare(Runtime::builder().store(store.clone()), model, &["word_count"], &router, &channel)
+    let runtime = prepare(Runtime::builder().store(store.clone()).model_arc(model), &router, &channel)
         .prices(crate::offline::prices())
         .capability(calculator())
         .capability(builtin::clock())
@@ -265,7 +265,9 @@ pub async fn start(
         runtime,
         keys,
         channel,
-        HttpConfig::new("assistant").requests_per_minute(args.requests_per_minute),
+        HttpConfig::new("assistant")
+            .requests_per_minute(args.requests_per_minute)
+            .dispatchable(["word_count"]),
     );
     let shutdown = Arc::new(tokio::sync::Notify::new());
     let serve = {

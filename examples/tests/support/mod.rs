@@ -67,6 +67,7 @@ impl Api {
     }
 
     pub async fn start_with_model(config: HttpConfig, model: Arc<dyn ChatModel>) -> Api {
+        let config = config.dispatchable(["word_count", "outside_work"]);
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("http.db");
         let store = SqliteStore::open(&db).await.unwrap();
@@ -84,16 +85,18 @@ impl Api {
         )
         .default_mode(StepMode::Deferred);
         let runtime = prepare(
-            Runtime::builder().store(store.clone()),
-            model,
-            &["word_count", "outside_work"],
+            Runtime::builder().store(store.clone()).model_arc(model),
             &router,
             &channel,
         )
         .capability(calculator())
         .capability(word_count())
         .capability(outside)
-        .agent(AgentDefinition::new("assistant", "offline").capabilities(["calculator"]))
+        .agent(AgentDefinition::new("assistant", "offline").capabilities([
+            "calculator",
+            "word_count",
+            "outside_work",
+        ]))
         .job_callbacks(JobCallbacks::new(
             format!("http://{addr}/v1/jobs/{{job}}/report"),
             b"callback-secret".to_vec(),

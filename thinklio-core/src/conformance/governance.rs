@@ -146,6 +146,7 @@ async fn spend<S: Store>(store: &S, p: Principal, agent: &str, cost: i64) -> Int
             parent_interaction_id: None,
             delegation_depth: 0,
             job_id: None,
+            kind: crate::interaction::InteractionKind::Message,
         })
         .await
         .unwrap()

@@ -451,6 +451,7 @@ pub async fn jobs_are_created_once_per_key_and_follow_ups_name_their_job<S: Stor
             parent_interaction_id: None,
             delegation_depth: 0,
             job_id: Some(first.id),
+            kind: crate::interaction::InteractionKind::Message,
         })
         .await
         .unwrap();

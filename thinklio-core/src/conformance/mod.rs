@@ -123,6 +123,7 @@ pub(super) async fn interaction<S: Store>(
             parent_interaction_id: None,
             delegation_depth: 0,
             job_id: None,
+            kind: crate::interaction::InteractionKind::Message,
         })
         .await
         .unwrap()

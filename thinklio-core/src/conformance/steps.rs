@@ -50,6 +50,7 @@ pub async fn missing_records_are_not_found<S: Store>(store: S) {
             parent_interaction_id: None,
             delegation_depth: 0,
             job_id: None,
+            kind: crate::interaction::InteractionKind::Message,
         })
         .await;
     assert!(orphan.is_err(), "an interaction needs an existing session");
@@ -57,6 +58,7 @@ pub async fn missing_records_are_not_found<S: Store>(store: S) {
 
 pub async fn inbound_ids_deduplicate_interactions<S: Store>(store: S) {
     let s = session(&store, principal(), None).await;
+    // What started an interaction is kept: a host's dispatch reads back as one.
     let new = |id: &str| NewInteraction {
         session_id: s.id,
         principal: s.principal,
@@ -66,6 +68,11 @@ pub async fn inbound_ids_deduplicate_interactions<S: Store>(store: S) {
         parent_interaction_id: None,
         delegation_depth: 0,
         job_id: None,
+        kind: if id == "m2" {
+            crate::interaction::InteractionKind::Dispatch
+        } else {
+            crate::interaction::InteractionKind::Message
+        },
     };
     let (a, created_a) = store.create_interaction(new("m1")).await.unwrap();
     let (b, created_b) = store.create_interaction(new("m1")).await.unwrap();
@@ -80,6 +87,11 @@ pub async fn inbound_ids_deduplicate_interactions<S: Store>(store: S) {
     assert_ne!(a.id, c.id);
     assert!(c.seq > a.seq, "seq grows with creation");
     assert_eq!(store.interaction(a.id).await.unwrap(), a);
+    assert_eq!(a.kind, crate::interaction::InteractionKind::Message);
+    assert_eq!(
+        store.interaction(c.id).await.unwrap().kind,
+        crate::interaction::InteractionKind::Dispatch
+    );
     let all = store.interactions_of_session(s.id).await.unwrap();
     assert_eq!(
         all.iter().map(|i| i.id).collect::<Vec<_>>(),

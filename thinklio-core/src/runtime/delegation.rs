@@ -281,6 +281,7 @@ impl Inner {
                 parent_interaction_id: Some(context.interaction_id),
                 delegation_depth: depth,
                 job_id: None,
+                kind: crate::interaction::InteractionKind::Message,
             })
             .await
             .map_err(store_failure)?;

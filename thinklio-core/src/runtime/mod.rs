@@ -50,7 +50,7 @@ use crate::capability::{CapabilityError, CapabilityRegistry};
 use crate::directory::{AccessError, ContentRules};
 use crate::event::{Event, EventKind, NewEvent, SessionUpdate, TokenDelta};
 use crate::ids::{AgentId, InteractionId, SessionId};
-use crate::interaction::{Interaction, InteractionState, NewInteraction};
+use crate::interaction::{Interaction, InteractionKind, InteractionState, NewInteraction};
 use crate::model::{ChatModel, Embedder, ModelError};
 use crate::outbox::{OutboxMessage, ReplySink};
 use crate::principal::{Principal, Scope};
@@ -470,13 +470,15 @@ impl Runtime {
         // concurrent sends of one session run in the order they were first polled.
         let _guard = self.inner.locks.lock(session).await;
         let hold = self.inner.hold_session(session).await?;
-        let result = self.send_held(session, message).await;
+        let result = self
+            .send_held(session, message, InteractionKind::Message)
+            .await;
         hold.release().await;
         result
     }
 
     /// Refuses an empty or too large message.
-    fn check_message(&self, message: &Inbound) -> Result<(), RuntimeError> {
+    pub(crate) fn check_message(&self, message: &Inbound) -> Result<(), RuntimeError> {
         if message.text.trim().is_empty() {
             return Err(RuntimeError::EmptyMessage);
         }
@@ -490,15 +492,20 @@ impl Runtime {
         Ok(())
     }
 
-    /// The body of `send`, with the session held.
-    async fn send_held(&self, session: SessionId, message: Inbound) -> Result<Reply, RuntimeError> {
+    /// The body of `send` (and of a dispatch), with the session held.
+    pub(crate) async fn send_held(
+        &self,
+        session: SessionId,
+        message: Inbound,
+        kind: InteractionKind,
+    ) -> Result<Reply, RuntimeError> {
         let session = self.inner.session(session).await?;
         let agent = self.inner.agent(&session.agent_id)?;
         let access = self
             .inner
             .access(&session.principal, &session.agent_id)
             .await?;
-        let (interaction, created) = self.inner.record_message(&session, message).await?;
+        let (interaction, created) = self.inner.record_message(&session, message, kind).await?;
         let steps = if created {
             Vec::new()
         } else {
@@ -713,6 +720,7 @@ impl Inner {
         &self,
         session: &Session,
         message: Inbound,
+        kind: InteractionKind,
     ) -> Result<(Interaction, bool), RuntimeError> {
         let (interaction, created) = self
             .store
@@ -725,6 +733,7 @@ impl Inner {
                 parent_interaction_id: None,
                 delegation_depth: 0,
                 job_id: None,
+                kind,
             })
             .await?;
         let new = created.is_some();

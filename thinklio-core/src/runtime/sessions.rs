@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::{Inbound, Inner, Runtime, RuntimeError};
 use crate::ids::SessionId;
-use crate::interaction::Interaction;
+use crate::interaction::{Interaction, InteractionKind};
 
 /// A session held for this runtime; [`SessionHold::release`] gives it back.
 pub(crate) struct SessionHold {
@@ -216,7 +216,10 @@ impl Runtime {
         self.inner
             .access(&session.principal, &session.agent_id)
             .await?;
-        let (interaction, _) = self.inner.record_message(&session, message).await?;
+        let (interaction, _) = self
+            .inner
+            .record_message(&session, message, InteractionKind::Message)
+            .await?;
         self.inner.submitted.notify_one();
         Ok(interaction)
     }

@@ -222,6 +222,38 @@ impl ActInput {
     }
 }
 
+/// A capability a host dispatches as a job
+/// ([`Jobs::dispatch`](crate::runtime::Jobs::dispatch)): the input of an
+/// interaction of kind [`Dispatch`](crate::interaction::InteractionKind::Dispatch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DispatchCall {
+    /// The capability that does the work.
+    pub capability: String,
+    /// Its arguments, as its schema asks.
+    #[serde(default)]
+    pub input: Value,
+}
+
+impl DispatchCall {
+    /// A call of `capability` with `input`.
+    pub fn new(capability: impl Into<String>, input: Value) -> Self {
+        Self {
+            capability: capability.into(),
+            input,
+        }
+    }
+
+    /// The tool call the dispatch's `act` step makes.
+    pub fn tool_call(&self) -> ToolCall {
+        ToolCall {
+            id: "dispatch".into(),
+            name: self.capability.clone(),
+            arguments: self.input.to_string(),
+        }
+    }
+}
+
 /// The output of a succeeded `act` step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActOutput {

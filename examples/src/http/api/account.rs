@@ -173,10 +173,7 @@ pub(super) async fn forget_user(
 ) -> Result<Json<Forgotten>, ApiError> {
     caller.require(KeyScope::Admin)?;
     user_id(&caller, &user)?;
-    let r = host
-        .host(caller.account(), &host.config.agent)
-        .forget(CHANNEL, &user)
-        .await?;
+    let r = host.host(caller.account()).forget(CHANNEL, &user).await?;
     Ok(Json(Forgotten {
         sessions: r.sessions,
         interactions: r.interactions,

@@ -2,17 +2,7 @@
 
 // The handlers share the imports and helpers (ids, ownership checks) of `api`.
 use super::*;
-use thinklio_core::step::payload::ActOutput;
-
-/// The call a dispatch makes (also the dispatch agent's message).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct DispatchCall {
-    /// The capability that does the work.
-    pub capability: String,
-    /// Its input, as its schema asks.
-    #[serde(default)]
-    pub input: Value,
-}
+use thinklio_core::step::payload::DispatchCall;
 
 /// Work to run in the background.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -61,41 +51,26 @@ pub(super) async fn dispatch_job(
     ApiJson(body): ApiJson<DispatchJob>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     user_id(&caller, &body.user)?;
-    let call = serde_json::to_string(&DispatchCall {
-        capability: body.capability.clone(),
-        input: body.input,
-    })
-    .map_err(|e| ApiError::bad_request("request.bad_input", e.to_string()))?;
-    let mut message = ChannelMessage::new(CHANNEL, &body.user, "jobs", call);
-    message = message.id(body.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()));
-    let dispatcher = host.host(caller.account(), DISPATCH_AGENT);
-    let (_, reply) = dispatcher.send(&message).await?;
-    let steps = host
-        .runtime
-        .sessions()
-        .steps(caller.actor(), reply.interaction_id)
-        .await?;
-    let act = steps.iter().rev().find(|s| s.kind == StepKind::Act);
-    let job_id = act
-        .and_then(|s| s.output_as::<ActOutput>().ok().flatten())
-        .and_then(|o| o.dispatched_job())
-        .map(|d| d.job_id);
-    match job_id {
-        Some(id) => {
-            let job = host.runtime.jobs().get(caller.actor(), id).await?;
-            Ok((StatusCode::ACCEPTED, Json(job_view(&host, job).await?)))
-        }
-        None => {
-            let why = act.and_then(|s| s.error.as_ref()).map_or_else(
-                || "the capability was not called".to_owned(),
-                |e| format!("{}: {}", e.code, e.message),
-            );
-            Err(ApiError::bad_request(
-                "job.not_dispatched",
-                format!("`{}` could not be dispatched: {why}", body.capability),
-            ))
-        }
+    if !host.config.dispatchable.contains(&body.capability) {
+        return Err(ApiError::bad_request(
+            "job.not_dispatched",
+            format!(
+                "`{}` is not a capability this host dispatches",
+                body.capability
+            ),
+        ));
     }
+    let session = host
+        .host(caller.account())
+        .session(CHANNEL, &body.user, JOBS_CHAT)
+        .await?;
+    let call = DispatchCall::new(body.capability, body.input);
+    let job = host
+        .runtime
+        .jobs()
+        .dispatch(caller.actor(), session.id, call, body.id)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(job_view(&host, job).await?)))
 }
 
 pub(super) async fn own_job(

@@ -156,7 +156,7 @@ pub(super) async fn search_facts(
     Extension(caller): Extension<Caller>,
     ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> Result<Json<Vec<FactFound>>, ApiError> {
-    let channel_host = host.host(caller.account(), &host.config.agent);
+    let channel_host = host.host(caller.account());
     let principal = channel_host.principal(CHANNEL, &q.user).await?;
     let hits = host
         .runtime

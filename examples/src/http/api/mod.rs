@@ -9,10 +9,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use thinklio_core::channel::{AccountMembers, ChannelMessage};
+use thinklio_core::channel::AccountMembers;
 use thinklio_core::{
     AgentId, FactOwner, InteractionId, JobId, JobReport, NewFact, Reply, Session, SessionId,
-    StepKind, TeamId, UserId,
+    TeamId, UserId,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
@@ -21,7 +21,7 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::keys::{ApiKey, KeyScope};
-use super::{CHANNEL, Caller, DISPATCH_AGENT, HttpHost, stream};
+use super::{CHANNEL, Caller, HttpHost, JOBS_CHAT, stream};
 
 mod account;
 mod jobs;
@@ -29,7 +29,7 @@ mod knowledge;
 mod sessions;
 
 pub use account::{CreateKey, Forgotten, NewKey};
-pub use jobs::{CancelJob, DispatchCall, DispatchJob, JobView};
+pub use jobs::{CancelJob, DispatchJob, JobView};
 pub use knowledge::{AddFact, Deleted, FactFound, FactWritten, LayerName, SearchQuery};
 pub use sessions::{
     CreateSession, ReplyView, SendMessage, SessionView, StreamQuery, TurnView, UserQuery,

@@ -55,7 +55,7 @@ pub(super) async fn create_session(
     let conversation = body
         .conversation
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let channel_host = host.host(caller.account(), &host.config.agent);
+    let channel_host = host.host(caller.account());
     let session = if body.new {
         channel_host
             .new_session(CHANNEL, &body.user, &conversation)

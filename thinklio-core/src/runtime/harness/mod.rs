@@ -28,7 +28,7 @@ use crate::capability::{
 };
 use crate::directory::Access;
 use crate::event::EventKind;
-use crate::interaction::Interaction;
+use crate::interaction::{Interaction, InteractionKind};
 use crate::model::{ChatRequest, ToolCall, ToolDefinition};
 use crate::outbox::NewOutboxMessage;
 use crate::session::{Session, Turn};
@@ -261,9 +261,14 @@ impl Run {
                 );
                 new.capability = Some(call.name.clone());
                 let cap = self.visible(&call.name);
-                new.mode = cap
-                    .as_ref()
-                    .map_or(StepMode::Immediate, |c| self.mode_of(c));
+                new.mode = match &cap {
+                    // A host's dispatch always runs as a job.
+                    Some(_) if self.interaction.kind == InteractionKind::Dispatch => {
+                        StepMode::Deferred
+                    }
+                    Some(c) => self.mode_of(c),
+                    None => StepMode::Immediate,
+                };
                 new.side_effect = cap.map(|c| {
                     if new.mode == StepMode::Deferred {
                         // A deferred call only writes its job, keyed by
@@ -399,7 +404,8 @@ impl Run {
                         delivered,
                         // Nothing is learned from an exchange the content
                         // rules blocked.
-                        tasks: if blocked {
+                        // Nor from a dispatch, which says nothing of the user.
+                        tasks: if blocked || self.interaction.kind == InteractionKind::Dispatch {
                             Vec::new()
                         } else {
                             self.follow_up_tasks()

@@ -5,9 +5,12 @@ use serde_json::Value;
 
 use super::Run;
 use crate::ids::StepId;
+use crate::interaction::InteractionKind;
 use crate::model::ToolCall;
+use crate::runtime::jobs::job_message;
 use crate::step::payload::{
-    ActInput, ActOutput, ObserveInput, PayloadError, RespondInput, ThinkInput, ThinkOutput,
+    ActInput, ActOutput, ContextOutput, DispatchCall, ObserveInput, PayloadError, RespondInput,
+    ThinkInput, ThinkOutput,
 };
 use crate::step::{Step, StepError, StepKind, StepState};
 
@@ -69,6 +72,24 @@ impl Run {
         let mut observed: Vec<bool> = Vec::new();
         let mut final_text: Option<String> = None;
         let mut retry: Option<&Step> = None;
+        let dispatch = self.interaction.kind == InteractionKind::Dispatch;
+        if dispatch && self.interaction.job_id.is_none() {
+            // A host's dispatch: the call is the input, made as if a model
+            // had asked for it in turn 1; there is no context to assemble.
+            match serde_json::from_str::<DispatchCall>(&self.interaction.input) {
+                Ok(call) => calls.push(call.tool_call()),
+                Err(e) => {
+                    return Next::Failed(StepError::new(
+                        ErrorCode::StepCorrupt,
+                        format!("the dispatch's call does not parse: {e}"),
+                    ));
+                }
+            }
+            context_done = true;
+            turn = 1;
+            acts.push(None);
+            observed.push(false);
+        }
         for step in &self.steps {
             match step.state {
                 StepState::Created | StepState::Running if Some(step.id) == in_flight => continue,
@@ -122,7 +143,25 @@ impl Run {
                         )
                     }));
                 }
-                StepKind::Context => context_done = true,
+                StepKind::Context => {
+                    context_done = true;
+                    if dispatch {
+                        // A dispatched job's follow-up: the reply is the
+                        // notice with the job's report, as the context step
+                        // recorded it.
+                        let job = match step.output_as::<ContextOutput>() {
+                            Ok(out) => out.and_then(|o| o.job),
+                            Err(e) => return Next::Failed(e.to_step_error()),
+                        };
+                        let report = job.map(|job| job_message(&job).content);
+                        let details = report
+                            .as_deref()
+                            .and_then(|r| r.split_once('\n'))
+                            .map_or("", |(_, rest)| rest);
+                        let text = format!("{}\n{details}", self.interaction.input);
+                        final_text = Some(text.trim_end().to_owned());
+                    }
+                }
                 StepKind::Think => {
                     turn += 1;
                     let out = match step.output_as::<ThinkOutput>() {
@@ -171,6 +210,11 @@ impl Run {
                 continue;
             }
             return match acts.get(index).copied().flatten() {
+                // A dispatch answers with what its one call did.
+                Some(act) if dispatch => Next::Work(Work::Respond {
+                    text: dispatch_reply(act),
+                    attempt: 1,
+                }),
                 Some(act) => Next::Work(Work::Observe {
                     turn,
                     index,
@@ -244,6 +288,25 @@ impl Run {
                 attempt,
             }),
         })
+    }
+}
+
+/// The reply of a dispatch: the job it wrote, or why it wrote none.
+fn dispatch_reply(act: &Step) -> String {
+    let job = act
+        .output_as::<ActOutput>()
+        .ok()
+        .flatten()
+        .and_then(|o| o.dispatched_job());
+    match (job, &act.capability) {
+        (Some(job), Some(capability)) => {
+            format!(
+                "`{capability}` runs in the background as job {}.",
+                job.job_id
+            )
+        }
+        (Some(job), None) => format!("The work runs in the background as job {}.", job.job_id),
+        (None, _) => observation(act).0,
     }
 }
 

@@ -55,18 +55,20 @@ use tokio::task::JoinHandle;
 
 use super::access::Need;
 use super::harness::Run;
-use super::{Inner, Runtime, RuntimeError};
+use super::{Inbound, Inner, Runtime, RuntimeError};
 use crate::capability::{
     Capability, CapabilityError, CapabilityKind, CapabilityManifest, Dispatch, InvocationContext,
     SideEffect, UsageMeter,
 };
-use crate::ids::{AgentId, JobId, NotificationId, ObserverId, StepId, UserId};
-use crate::interaction::{Interaction, InteractionState, NewInteraction};
+use crate::ids::{AgentId, JobId, NotificationId, ObserverId, SessionId, StepId, UserId};
+use crate::interaction::{Interaction, InteractionKind, InteractionState, NewInteraction};
 use crate::job::{
     Job, JobCallback, JobChange, JobHandle, JobHandleError, JobNotification, JobReport, JobState,
     JobUpdate, NewJob, Notice, ObserverKind, Usefulness,
 };
 use crate::principal::Actor;
+use crate::step::StepKind;
+use crate::step::payload::{ActOutput, DispatchCall, to_json};
 use crate::store::StoreError;
 
 mod callbacks;
@@ -107,6 +109,16 @@ pub enum JobError {
     /// Reports from outside need [`RuntimeBuilder::job_callbacks`](super::RuntimeBuilder::job_callbacks).
     #[error("no job callbacks are configured: set RuntimeBuilder::job_callbacks")]
     NoCallbacks,
+    /// A dispatch wrote no job; its `act` step says why.
+    #[error("`{capability}` could not be dispatched: {code}: {message}")]
+    NotDispatched {
+        /// The capability.
+        capability: String,
+        /// Why, as the `act` step recorded it.
+        code: ErrorCode,
+        /// The step's message.
+        message: String,
+    },
 }
 
 impl JobError {
@@ -117,6 +129,7 @@ impl JobError {
             JobError::BadToken { .. } => ErrorCode::JobBadToken,
             JobError::Ended { .. } => ErrorCode::JobEnded,
             JobError::NoCallbacks => ErrorCode::JobNoCallbacks,
+            JobError::NotDispatched { .. } => ErrorCode::JobNotDispatched,
         }
     }
 }

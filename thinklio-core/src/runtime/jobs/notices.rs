@@ -176,6 +176,9 @@ impl Inner {
                 let session = self.session(job.session_id).await?;
                 self.agent(&session.agent_id)?;
                 self.access(&session.principal, &session.agent_id).await?;
+                // A dispatched job's follow-up is answered as the dispatch
+                // was, without a model.
+                let kind = self.store.interaction(job.interaction_id).await?.kind;
                 let (_, created) = self
                     .store
                     .create_interaction(NewInteraction {
@@ -187,6 +190,7 @@ impl Inner {
                         parent_interaction_id: None,
                         delegation_depth: 0,
                         job_id: Some(job.id),
+                        kind,
                     })
                     .await?;
                 if let Some(event) = created {

@@ -466,6 +466,66 @@ impl Jobs<'_> {
         Ok(inner.store.subjobs(id).await?)
     }
 
+    /// Dispatches `call` as a job in `session`, as `by` (the session's user,
+    /// an admin of an enforced directory, or the host acting for the
+    /// account). It is recorded as an interaction of kind
+    /// [`Dispatch`](crate::interaction::InteractionKind::Dispatch): one
+    /// deferred `act` step, governed like a model's call (the capability must
+    /// be one the session's agent may call, within the account's policy and
+    /// budgets), then a `respond` step saying the work is under way; no model
+    /// is called. The job runs on the job worker and its end comes back to
+    /// the session as a follow-up, also without a model call.
+    ///
+    /// `id` is the caller's id of the request: dispatching again with it
+    /// returns the same job. A call that writes no job is refused with
+    /// [`JobError::NotDispatched`], its reason recorded on the step.
+    pub async fn dispatch(
+        &self,
+        by: impl Into<Actor>,
+        session: SessionId,
+        call: DispatchCall,
+        id: Option<String>,
+    ) -> Result<Job, RuntimeError> {
+        let inner = &self.rt.inner;
+        let found = inner.session(session).await?;
+        let need = Need::User(found.principal.user);
+        inner
+            .authorize(&by.into(), found.principal.account, need)
+            .await?;
+        let message = Inbound {
+            text: to_json(&call).to_string(),
+            id,
+        };
+        self.rt.check_message(&message)?;
+        let _guard = inner.locks.lock(session).await;
+        let hold = inner.hold_session(session).await?;
+        let result = self
+            .rt
+            .send_held(session, message, InteractionKind::Dispatch)
+            .await;
+        hold.release().await;
+        let steps = inner.store.steps(result?.interaction_id).await?;
+        let act = steps.iter().find(|s| s.kind == StepKind::Act);
+        let job = act
+            .and_then(|s| s.output_as::<ActOutput>().ok().flatten())
+            .and_then(|o| o.dispatched_job());
+        match job {
+            Some(job) => Ok(inner.store.job(job.job_id).await?),
+            None => {
+                let (code, message) = act.and_then(|s| s.error.as_ref()).map_or_else(
+                    || (ErrorCode::StepFailed, "the call was not made".to_owned()),
+                    |e| (e.code, e.message.clone()),
+                );
+                Err(JobError::NotDispatched {
+                    capability: call.capability,
+                    code,
+                    message,
+                }
+                .into())
+            }
+        }
+    }
+
     /// Registers (or replaces) the in-process observer named `name`.
     pub fn register_observer_callback(
         &self,
