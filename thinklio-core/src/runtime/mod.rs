@@ -232,24 +232,24 @@ pub struct RecoveryReport {
     pub jobs: JobRecovery,
 }
 
-pub(crate) struct Inner {
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) model: Arc<dyn ChatModel>,
-    pub(crate) embedder: Arc<dyn Embedder>,
-    pub(crate) capabilities: CapabilityRegistry,
-    pub(crate) agents: RwLock<HashMap<AgentId, Arc<AgentDefinition>>>,
-    pub(crate) prices: PriceTable,
-    pub(crate) sink: Option<Arc<dyn ReplySink>>,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) config: RuntimeConfig,
-    pub(crate) events: broadcast::Sender<Event>,
+pub(in crate::runtime) struct Inner {
+    pub(in crate::runtime) store: Arc<dyn Store>,
+    pub(in crate::runtime) model: Arc<dyn ChatModel>,
+    pub(in crate::runtime) embedder: Arc<dyn Embedder>,
+    pub(in crate::runtime) capabilities: CapabilityRegistry,
+    pub(in crate::runtime) agents: RwLock<HashMap<AgentId, Arc<AgentDefinition>>>,
+    pub(in crate::runtime) prices: PriceTable,
+    pub(in crate::runtime) sink: Option<Arc<dyn ReplySink>>,
+    pub(in crate::runtime) clock: Arc<dyn Clock>,
+    pub(in crate::runtime) config: RuntimeConfig,
+    pub(in crate::runtime) events: broadcast::Sender<Event>,
     /// Reply text as the model writes it; `think` streams only while
     /// someone listens.
-    pub(crate) tokens: broadcast::Sender<TokenDelta>,
+    pub(in crate::runtime) tokens: broadcast::Sender<TokenDelta>,
     /// Subscribers of one session each: its events and reply text.
-    pub(crate) streams: streams::SessionStreams,
-    pub(crate) locks: SessionLocks,
-    pub(crate) task_handlers: RwLock<HashMap<String, Arc<dyn TaskHandler>>>,
+    pub(in crate::runtime) streams: streams::SessionStreams,
+    pub(in crate::runtime) locks: SessionLocks,
+    pub(in crate::runtime) task_handlers: RwLock<HashMap<String, Arc<dyn TaskHandler>>>,
     /// Sessions never change once opened, so `send` reads them from here
     /// instead of asking the store each time.
     sessions: std::sync::Mutex<HashMap<SessionId, Session>>,
@@ -259,7 +259,7 @@ pub(crate) struct Inner {
     /// `set_budget`/`remove_budget`: with none set, a check costs nothing.
     budgets: tokio::sync::RwLock<Option<Vec<BudgetLimit>>>,
     /// The host's content rules, if any.
-    pub(crate) content: Option<Arc<dyn ContentRules>>,
+    pub(in crate::runtime) content: Option<Arc<dyn ContentRules>>,
     /// Budget warnings this process knows were given: (scope, period start, threshold).
     warned: std::sync::Mutex<std::collections::HashSet<(Scope, i64, u8)>>,
     /// Models this process has warned have no price (at most
@@ -268,17 +268,17 @@ pub(crate) struct Inner {
     /// The embedding of each recent interaction's message, so its recall
     /// and its extraction embed it once (at most
     /// [`knowledge::QUERY_EMBEDDINGS`] of them).
-    pub(crate) query_embeddings:
+    pub(in crate::runtime) query_embeddings:
         std::sync::Mutex<HashMap<crate::ids::InteractionId, Arc<Vec<f32>>>>,
     /// Job configuration and the dispatches running in this process.
-    pub(crate) jobs: jobs::JobsState,
+    pub(in crate::runtime) jobs: jobs::JobsState,
     /// This runtime's name as a holder of leases (unique per runtime).
-    pub(crate) worker: String,
+    pub(in crate::runtime) worker: String,
     /// Wakes an idle interaction worker when work is submitted.
-    pub(crate) submitted: tokio::sync::Notify,
+    pub(in crate::runtime) submitted: tokio::sync::Notify,
     /// Sessions this runtime holds in a shared store, and until when its
     /// lease surely runs (renewals move it on).
-    pub(crate) holds: std::sync::Mutex<HashMap<SessionId, crate::time::Timestamp>>,
+    pub(in crate::runtime) holds: std::sync::Mutex<HashMap<SessionId, crate::time::Timestamp>>,
 }
 
 /// Sessions kept in [`Inner::sessions`]; the cache starts over when full.
