@@ -52,7 +52,7 @@ pub struct AccountPolicy {
     /// The highest trust level any agent may have while it serves the
     /// account (a higher one is capped to it at run time), and the highest
     /// an editor may give an agent through
-    /// [`Runtime::put_agent`](crate::Runtime::put_agent). Unset, agents of
+    /// [`Directory::put_agent`](crate::runtime::Directory::put_agent). Unset, agents of
     /// the host keep their level and agents put through the runtime get at
     /// most [`AccountPolicy::DEFAULT_TRUST_CEILING`].
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -292,7 +292,7 @@ pub struct JobNotification {
 }
 
 /// What something working on a job reports back through
-/// [`Runtime::report_job`](crate::Runtime::report_job) (the callback of a
+/// [`Jobs::report`](crate::runtime::Jobs::report) (the callback of a
 /// webhook dispatched as a job, an external workflow).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]

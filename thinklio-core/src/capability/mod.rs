@@ -311,7 +311,7 @@ pub enum Dispatch {
     /// created subjobs, whose ends decide; then this is its context bundle).
     Done(Value),
     /// Something outside took the work over and reports back through
-    /// [`Runtime::report_job`](crate::Runtime::report_job): the job is
+    /// [`Jobs::report`](crate::runtime::Jobs::report): the job is
     /// `in_progress` until it does or its deadline passes.
     Accepted,
 }

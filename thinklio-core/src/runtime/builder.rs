@@ -128,7 +128,7 @@ impl RuntimeBuilder {
 
     /// Where outside work reports on jobs (a webhook dispatched as a job):
     /// the host serves the URL and routes it to
-    /// [`Runtime::report_job`](super::Runtime::report_job).
+    /// [`Jobs::report`](super::Jobs::report).
     pub fn job_callbacks(mut self, callbacks: JobCallbacks) -> Self {
         self.job_callbacks = Some(callbacks);
         self

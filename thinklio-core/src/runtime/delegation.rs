@@ -16,7 +16,7 @@
 //!
 //! Refusals are fail-closed: a cycle in the configured agent graph fails
 //! [`RuntimeBuilder::build`](super::RuntimeBuilder::build) and
-//! [`Runtime::register_agent`](super::Runtime::register_agent); at run time a
+//! [`Directory::register_agent`](super::Directory::register_agent); at run time a
 //! call whose chain already holds the delegate, or that would pass the
 //! smallest `max_delegation_depth` along the chain, is refused as an
 //! observation (`delegation.cycle`, `delegation.depth_exceeded`).

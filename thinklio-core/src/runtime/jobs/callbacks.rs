@@ -4,7 +4,7 @@
 use super::*;
 
 /// How outside work reports back: a URL template (`{job}` is replaced by
-/// the job id) that the host serves and routes to [`Runtime::report_job`],
+/// the job id) that the host serves and routes to [`Jobs::report`](super::Jobs::report),
 /// and the secret of the tokens. A token is the HMAC-SHA256 of the job id
 /// under the secret, so nothing is stored and a restarted runtime with the
 /// same secret accepts the reports of jobs dispatched before. The secret's

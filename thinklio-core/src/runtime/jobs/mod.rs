@@ -15,7 +15,7 @@
 //!   its result resolves the job; a delegate runs as a child interaction
 //!   that stops at its next step when the job is cancelled; a webhook gets
 //!   the job id and a callback ([`JobCallback`]) and reports back through
-//!   [`Runtime::report_job`]. A dispatch that creates subjobs
+//!   [`Jobs::report`]. A dispatch that creates subjobs
 //!   ([`JobHandle::subjob`]) leaves its job `in_progress` until the subjobs
 //!   end; the job's [`Usefulness`] rule then decides how it ends.
 //! - Every change writes, in its transaction, one notice per observer. The
