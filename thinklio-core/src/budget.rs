@@ -31,6 +31,11 @@ pub enum BudgetPeriod {
     Daily,
 }
 
+crate::step::str_enum!(BudgetPeriod, "budget period",
+    BudgetPeriod::Monthly => "monthly",
+    BudgetPeriod::Daily => "daily",
+);
+
 impl BudgetPeriod {
     /// The start of the period that contains `now`.
     pub fn start(&self, now: Timestamp) -> Timestamp {

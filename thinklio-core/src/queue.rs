@@ -79,6 +79,24 @@ pub struct NewTask {
 }
 
 impl NewTask {
+    /// The pending task as a store writes it, at `now`, with a new id
+    /// (and at least one attempt allowed).
+    pub fn created(self, now: Timestamp) -> Task {
+        Task {
+            id: crate::ids::TaskId::new(),
+            kind: self.kind,
+            payload: self.payload,
+            state: TaskState::Pending,
+            attempts: 0,
+            max_attempts: self.max_attempts.max(1),
+            run_at: self.run_at,
+            lease_until: None,
+            lease_token: None,
+            last_error: None,
+            created_at: now,
+        }
+    }
+
     /// A task of `kind` due at `run_at`, with 5 attempts, owned by no user.
     pub fn new(kind: impl Into<String>, payload: Value, run_at: Timestamp) -> Self {
         Self {

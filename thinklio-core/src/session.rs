@@ -39,6 +39,20 @@ pub struct NewSession {
     pub key: Option<String>,
 }
 
+impl NewSession {
+    /// The session as a store writes it, with a new id, at `now`.
+    pub fn created(self, now: Timestamp) -> Session {
+        Session {
+            id: crate::ids::SessionId::new(),
+            principal: self.principal,
+            agent_id: self.agent_id,
+            channel: self.channel,
+            key: self.key,
+            created_at: now,
+        }
+    }
+}
+
 /// One finished exchange of a session: what the user said and what the agent replied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Turn {

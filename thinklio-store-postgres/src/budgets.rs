@@ -1,19 +1,10 @@
 //! `BudgetStore` on PostgreSQL.
 
 use async_trait::async_trait;
-use thinklio_core::{
-    BudgetLimit, BudgetPeriod, BudgetStore, Cost, Scope, StoreError, StoreResult, Timestamp,
-};
+use thinklio_core::{BudgetLimit, BudgetStore, Cost, Scope, StoreError, StoreResult, Timestamp};
 
 use crate::PostgresStore;
-use crate::rows::{self, backend, execute, query};
-
-fn period_name(p: BudgetPeriod) -> &'static str {
-    match p {
-        BudgetPeriod::Daily => "daily",
-        _ => "monthly",
-    }
-}
+use crate::rows::{self, BUDGET_COLUMNS, backend, execute, query};
 
 #[async_trait]
 impl BudgetStore for PostgresStore {
@@ -31,7 +22,7 @@ impl BudgetStore for PostgresStore {
                 &limit.scope.kind(),
                 &limit.scope.id(),
                 &limit.cost.map(Cost::as_nanos),
-                &period_name(limit.period),
+                &limit.period.as_str(),
                 &warn_at,
                 &limit.tokens.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
             ],
@@ -58,31 +49,12 @@ impl BudgetStore for PostgresStore {
         let tx = client.transaction().await.map_err(backend)?;
         query(
             &tx,
-            "SELECT scope_kind, scope_id, limit_nanos, limit_tokens, period, warn_at \
-             FROM budgets ORDER BY scope_kind, scope_id",
+            &format!("SELECT {BUDGET_COLUMNS} FROM budgets ORDER BY scope_kind, scope_id"),
             &[],
         )
         .await?
         .iter()
-        .map(|r| {
-            let kind: String = rows::get(r, "scope_kind")?;
-            let id: String = rows::get(r, "scope_id")?;
-            let period: String = rows::get(r, "period")?;
-            let warn_at: String = rows::get(r, "warn_at")?;
-            Ok(BudgetLimit {
-                scope: rows::scope(&kind, &id)?,
-                cost: rows::get::<Option<i64>>(r, "limit_nanos")?.map(Cost::from_nanos),
-                tokens: rows::get::<Option<i64>>(r, "limit_tokens")?
-                    .map(|t| u64::try_from(t).unwrap_or(0)),
-                period: if period == "daily" {
-                    BudgetPeriod::Daily
-                } else {
-                    BudgetPeriod::Monthly
-                },
-                warn_at: serde_json::from_str(&warn_at)
-                    .map_err(|e| StoreError::Corrupt(format!("budget thresholds: {e}")))?,
-            })
-        })
+        .map(rows::budget)
         .collect()
     }
 

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use serde_json::{Value, json};
 use thinklio_core::event::StepEvent;
+use thinklio_core::store::StepEnding;
 use thinklio_core::{
     Event, EventKind, FinishedStep, Interaction, InteractionId, InteractionStore, NewInteraction,
     NewOutboxMessage, NewStep, OutboxId, OutboxMessage, OutboxStore, Step, StepId, StepOutcome,
@@ -319,25 +320,11 @@ impl InteractionStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
         let id_text = id.to_string();
-        let Some(mut step) = load_step(&tx, &id_text, true).await? else {
+        let Some(step) = load_step(&tx, &id_text, true).await? else {
             return Err(StoreError::not_found("step", id));
         };
-        let to = outcome.state();
-        if !step.state.can_become(to) {
-            return Err(StoreError::IllegalTransition {
-                step: id,
-                from: step.state,
-                to,
-            });
-        }
-        let (output, error, usage) = match outcome {
-            StepOutcome::Succeeded { output, usage } => (Some(output), None, usage),
-            StepOutcome::Failed { error, usage } => (None, Some(error), usage),
-        };
-        let (model, tokens, cost) = match &usage {
-            Some(u) => (Some(u.model.clone()), u.tokens, u.cost),
-            None => (None, Default::default(), Default::default()),
-        };
+        let ending = StepEnding::of(&step, outcome)?;
+        let (tokens, cost) = (ending.tokens(), ending.cost());
         let interaction = step.interaction_id.to_string();
         execute(
             &tx,
@@ -345,11 +332,11 @@ impl InteractionStore for PostgresStore {
              input_tokens = $7, output_tokens = $8, cost_nanos = $9, updated_at = $10 WHERE id = $1",
             &[
                 &id_text,
-                &to.as_str(),
-                &output.as_ref().map(Value::to_string),
-                &error.as_ref().map(|e| e.code.as_str()),
-                &error.as_ref().map(|e| e.message.as_str()),
-                &model,
+                &ending.to.as_str(),
+                &ending.output.as_ref().map(Value::to_string),
+                &ending.error.as_ref().map(|e| e.code.as_str()),
+                &ending.error.as_ref().map(|e| e.message.as_str()),
+                &ending.model(),
                 &big(tokens.input_tokens),
                 &big(tokens.output_tokens),
                 &cost.as_nanos(),
@@ -357,8 +344,8 @@ impl InteractionStore for PostgresStore {
             ],
         )
         .await?;
-        record_transition(&tx, &id_text, Some(StepState::Running), to, now).await?;
-        if let Some(u) = usage.as_ref().filter(|u| !u.rolled_up) {
+        record_transition(&tx, &id_text, Some(StepState::Running), ending.to, now).await?;
+        if let Some(u) = ending.recorded_usage() {
             execute(
                 &tx,
                 "INSERT INTO usage_records (step_id, interaction_id, account_id, team_id, user_id, agent_id, \
@@ -378,20 +365,14 @@ impl InteractionStore for PostgresStore {
             .await?;
         }
         let session = session_of(&tx, &interaction).await?;
-        let kind = if to == StepState::Succeeded {
-            EventKind::StepSucceeded
-        } else {
-            EventKind::StepFailed
-        };
-        let payload = StepEvent::ended(&step, error.as_ref(), usage.as_ref()).to_json();
         let mut events = vec![
             append_event(
                 &tx,
-                kind,
+                ending.event,
                 Some(session.clone()),
                 Some(interaction.clone()),
                 Some(id_text),
-                &payload,
+                &ending.payload,
                 now,
             )
             .await?,
@@ -471,15 +452,8 @@ impl InteractionStore for PostgresStore {
             }
         };
         tx.commit().await.map_err(backend)?;
-        step.state = to;
-        step.output = output;
-        step.error = error;
-        step.model = usage.as_ref().map(|u| u.model.clone());
-        step.usage = tokens;
-        step.cost = cost;
-        step.updated_at = now;
         Ok(FinishedStep {
-            step,
+            step: ending.apply(step, now),
             next,
             reply,
             events,

@@ -7,52 +7,14 @@ use deadpool_postgres::Transaction;
 use serde_json::Value;
 use thinklio_core::{
     EventKind, Job, JobChange, JobId, JobNotification, JobObserver, JobState, JobStore, JobUpdate,
-    NewJob, Notice, NotificationId, ObserverId, ObserverKind, StoreError, StoreResult, Timestamp,
-    Usefulness,
+    NewJob, Notice, NotificationId, ObserverId, StoreError, StoreResult, Timestamp, Usefulness,
 };
-use tokio_postgres::Row;
 
 use crate::PostgresStore;
-use crate::rows::{self, append_event, backend, execute, query, query_opt};
-
-const COLUMNS: &str = "id, parent_id, session_id, interaction_id, step_id, account_id, team_id, \
-     user_id, capability, input, state, usefulness, progress, result, context, error, deadline, \
-     partial_notified, created_at, updated_at";
-
-fn job(row: &Row) -> StoreResult<Job> {
-    Ok(Job {
-        id: rows::parse(row, "id")?,
-        parent_id: rows::parse_opt(row, "parent_id")?,
-        session_id: rows::parse(row, "session_id")?,
-        interaction_id: rows::parse(row, "interaction_id")?,
-        step_id: rows::parse_opt(row, "step_id")?,
-        principal: rows::principal(row)?,
-        capability: rows::get(row, "capability")?,
-        input: rows::json(row, "input")?,
-        state: rows::parse(row, "state")?,
-        usefulness: rows::parse(row, "usefulness")?,
-        progress: rows::json_opt(row, "progress")?,
-        result: rows::json_opt(row, "result")?,
-        context: rows::json_opt(row, "context")?,
-        error: rows::get(row, "error")?,
-        deadline: rows::ts_opt(row, "deadline")?,
-        created_at: rows::ts(row, "created_at")?,
-        updated_at: rows::ts(row, "updated_at")?,
-    })
-}
-
-fn observer(row: &Row) -> StoreResult<JobObserver> {
-    let kind: ObserverKind = serde_json::from_value(rows::json(row, "kind")?)
-        .map_err(|e| StoreError::Corrupt(format!("observer kind: {e}")))?;
-    Ok(JobObserver {
-        id: rows::parse(row, "observer_id")?,
-        job_id: rows::parse(row, "observer_job_id")?,
-        kind,
-    })
-}
-
-const NOTIFICATION_COLUMNS: &str = "n.id, n.notice, n.attempts, n.due_at, n.last_error, \
-     n.delivered_at, n.created_at, o.id AS observer_id, o.job_id AS observer_job_id, o.kind";
+use crate::rows::{
+    self, JOB_COLUMNS, NOTIFICATION_COLUMNS, append_event, backend, execute, job, notification,
+    observer, query, query_opt,
+};
 
 /// The notices due at `$1`, at most `$2`: each observer's oldest
 /// undelivered one, if it is due.
@@ -62,24 +24,11 @@ const DUE: &str = "FROM job_notifications n JOIN job_observers o ON o.id = n.obs
          AND e.delivered_at IS NULL AND e.n < n.n) \
      ORDER BY n.due_at, n.n LIMIT $2";
 
-fn notification(row: &Row) -> StoreResult<JobNotification> {
-    Ok(JobNotification {
-        id: rows::parse(row, "id")?,
-        observer: observer(row)?,
-        notice: rows::parse(row, "notice")?,
-        attempts: rows::u32_of(row, "attempts")?,
-        due_at: rows::ts(row, "due_at")?,
-        last_error: rows::get(row, "last_error")?,
-        delivered_at: rows::ts_opt(row, "delivered_at")?,
-        created_at: rows::ts(row, "created_at")?,
-    })
-}
-
 async fn load(tx: &Transaction<'_>, id: JobId, lock: bool) -> StoreResult<Job> {
     let lock = if lock { " FOR UPDATE" } else { "" };
     let row = query_opt(
         tx,
-        &format!("SELECT {COLUMNS} FROM jobs WHERE id = $1{lock}"),
+        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1{lock}"),
         &[&id.to_string()],
     )
     .await?
@@ -256,7 +205,7 @@ impl JobStore for PostgresStore {
             // Created before under this key: that job, unchanged.
             let row = query_opt(
                 &tx,
-                &format!("SELECT {COLUMNS} FROM jobs WHERE key = $1"),
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE key = $1"),
                 &[&new.key],
             )
             .await?
@@ -290,7 +239,7 @@ impl JobStore for PostgresStore {
         let tx = client.transaction().await.map_err(backend)?;
         query(
             &tx,
-            &format!("SELECT {COLUMNS} FROM jobs WHERE parent_id = $1 ORDER BY n"),
+            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE parent_id = $1 ORDER BY n"),
             &[&id.to_string()],
         )
         .await?
@@ -398,7 +347,7 @@ impl JobStore for PostgresStore {
         query(
             &tx,
             &format!(
-                "SELECT {COLUMNS} FROM jobs WHERE state IN ('pending', 'dispatched', 'in_progress') \
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('pending', 'dispatched', 'in_progress') \
                  AND deadline IS NOT NULL AND deadline <= $1 ORDER BY deadline, n"
             ),
             &[&now.as_millis()],
@@ -415,7 +364,7 @@ impl JobStore for PostgresStore {
         query(
             &tx,
             &format!(
-                "SELECT {COLUMNS} FROM jobs WHERE state IN ('pending', 'dispatched', 'in_progress') ORDER BY n"
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('pending', 'dispatched', 'in_progress') ORDER BY n"
             ),
             &[],
         )

@@ -18,7 +18,7 @@ use pgvector::Vector;
 use serde_json::json;
 use thinklio_core::knowledge::{
     Candidate, Candidates, Cardinality, Curation, Fact, FactActor, FactChange, FactChangeKind,
-    FactOwner, FactQuery, FactWrite, KnowledgeStore, Layer, Lookup, NEAR_DUPLICATE, NewFact,
+    FactOwner, FactQuery, FactWrite, KnowledgeStore, Lookup, NEAR_DUPLICATE, NewFact,
     Reconciliation, Visibility, keywords, normalise, wrongly_superseded,
 };
 use thinklio_core::{
@@ -28,11 +28,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::PostgresStore;
-use crate::rows::{self, backend, execute, query, query_opt};
-
-const COLUMNS: &str = "f.n, f.id, f.account_id, f.layer, f.owner_id, f.subject, f.predicate, \
-     f.value, f.confidence, f.provenance, f.locked, f.valid_at, f.invalid_at, f.created_at, \
-     f.expired_at, f.superseded_by, f.cardinality";
+use crate::rows::{self, FACT_COLUMNS, backend, execute, fact, query, query_opt};
 
 const CURRENT: &str = "f.invalid_at IS NULL AND f.expired_at IS NULL";
 
@@ -46,31 +42,6 @@ const INDEXED_DIMENSIONS: [usize; 3] = [384, 768, 1536];
 
 /// How many candidates an HNSW scan keeps (pgvector's `ef_search`).
 const EF_SEARCH: usize = 200;
-
-fn fact(row: &Row) -> StoreResult<Fact> {
-    let layer: Layer = rows::parse(row, "layer")?;
-    let owner_id: String = rows::get(row, "owner_id")?;
-    let owner = FactOwner::parse(layer, &owner_id)?;
-    let provenance = serde_json::from_value(rows::json(row, "provenance")?)
-        .map_err(|e| StoreError::Corrupt(format!("provenance: {e}")))?;
-    Ok(Fact {
-        id: rows::parse(row, "id")?,
-        account: rows::parse(row, "account_id")?,
-        owner,
-        subject: rows::get(row, "subject")?,
-        predicate: rows::get(row, "predicate")?,
-        value: rows::get(row, "value")?,
-        confidence: rows::get::<f64>(row, "confidence")? as f32,
-        provenance,
-        locked: rows::get(row, "locked")?,
-        cardinality: rows::parse(row, "cardinality")?,
-        valid_at: rows::ts(row, "valid_at")?,
-        invalid_at: rows::ts_opt(row, "invalid_at")?,
-        created_at: rows::ts(row, "created_at")?,
-        expired_at: rows::ts_opt(row, "expired_at")?,
-        superseded_by: rows::parse_opt(row, "superseded_by")?,
-    })
-}
 
 fn candidate(row: &Row) -> StoreResult<Candidate> {
     let embedding: Option<Vector> = rows::get(row, "embedding")?;
@@ -169,7 +140,7 @@ async fn history(
 async fn load(tx: &Transaction<'_>, id: FactId) -> StoreResult<Fact> {
     let row = query_opt(
         tx,
-        &format!("SELECT {COLUMNS} FROM facts f WHERE f.id = $1"),
+        &format!("SELECT {FACT_COLUMNS} FROM facts f WHERE f.id = $1"),
         &[&id.to_string()],
     )
     .await?
@@ -200,7 +171,7 @@ pub(crate) async fn migrate_cardinality(tx: &Transaction<'_>) -> StoreResult<usi
         policies.insert(id, policy);
     }
     let none = AccountPolicy::default();
-    let mut facts = query_facts(tx, &format!("SELECT {COLUMNS} FROM facts f"), &[]).await?;
+    let mut facts = query_facts(tx, &format!("SELECT {FACT_COLUMNS} FROM facts f"), &[]).await?;
     let mut single = Vec::new();
     for f in &mut facts {
         let policy = policies.get(&f.account.to_string()).unwrap_or(&none);
@@ -249,12 +220,7 @@ pub(crate) async fn migrate_cardinality(tx: &Transaction<'_>) -> StoreResult<usi
 }
 
 async fn record(tx: &Transaction<'_>, new: NewFact, now: Timestamp) -> StoreResult<FactWrite> {
-    if !(0.0..=1.0).contains(&new.confidence) {
-        return Err(StoreError::Conflict(format!(
-            "confidence {} is not between 0 and 1",
-            new.confidence
-        )));
-    }
+    new.check()?;
     let account = new.account.to_string();
     let owner_key = new.owner.key();
     let slot = new.slot();
@@ -282,58 +248,57 @@ async fn record(tx: &Transaction<'_>, new: NewFact, now: Timestamp) -> StoreResu
         .await?;
     }
     let cardinality = new.cardinality();
-    let existing =
-        match new.lookup() {
-            Lookup::Slot(slot) => query_facts(
-                tx,
-                &format!(
-                    "SELECT {COLUMNS} FROM facts f WHERE f.account_id = $1 AND f.owner_key = $2 \
+    let existing = match new.lookup() {
+        Lookup::Slot(slot) => query_facts(
+            tx,
+            &format!(
+                "SELECT {FACT_COLUMNS} FROM facts f WHERE f.account_id = $1 AND f.owner_key = $2 \
                      AND f.slot = $3 AND {CURRENT} ORDER BY f.n"
-                ),
-                &[&account, &owner_key, &slot],
-            )
-            .await?,
-            Lookup::Duplicates { slot, norm_text } => {
-                let mut found = query_facts(
+            ),
+            &[&account, &owner_key, &slot],
+        )
+        .await?,
+        Lookup::Duplicates { slot, norm_text } => {
+            let mut found = query_facts(
                 tx,
                 &format!(
-                    "SELECT {COLUMNS} FROM facts f WHERE f.account_id = $1 AND f.owner_key = $2 \
+                    "SELECT {FACT_COLUMNS} FROM facts f WHERE f.account_id = $1 AND f.owner_key = $2 \
                      AND f.slot IS NOT DISTINCT FROM $3 AND f.norm_text = $4 AND {CURRENT} \
                      ORDER BY f.n"
                 ),
                 &[&account, &owner_key, &slot, &norm_text],
             )
             .await?;
-                if found.is_empty() && !new.embedding.is_empty() {
-                    let dims = i32::try_from(new.embedding.len()).unwrap_or(i32::MAX);
-                    found = query_facts(
-                        tx,
-                        &format!(
-                            "SELECT {COLUMNS} FROM facts f JOIN fact_vectors v ON v.n = f.n \
+            if found.is_empty() && !new.embedding.is_empty() {
+                let dims = i32::try_from(new.embedding.len()).unwrap_or(i32::MAX);
+                found = query_facts(
+                    tx,
+                    &format!(
+                        "SELECT {FACT_COLUMNS} FROM facts f JOIN fact_vectors v ON v.n = f.n \
                          WHERE f.account_id = $1 AND f.owner_key = $2 \
                          AND f.slot IS NOT DISTINCT FROM $3 AND {CURRENT} \
                          AND vector_dims(v.embedding) = $4 AND (v.embedding <=> $5) <= $6 \
                          ORDER BY f.n LIMIT 1"
-                        ),
-                        &[
-                            &account,
-                            &owner_key,
-                            &slot,
-                            &dims,
-                            &Vector::from(new.embedding.clone()),
-                            &(1.0 - f64::from(NEAR_DUPLICATE)),
-                        ],
-                    )
-                    .await?;
-                }
-                found
+                    ),
+                    &[
+                        &account,
+                        &owner_key,
+                        &slot,
+                        &dims,
+                        &Vector::from(new.embedding.clone()),
+                        &(1.0 - f64::from(NEAR_DUPLICATE)),
+                    ],
+                )
+                .await?;
             }
-        };
+            found
+        }
+    };
     let named = match new.replaces {
         Some(id) => query_facts(
             tx,
             &format!(
-                "SELECT {COLUMNS} FROM facts f WHERE f.id = $1 AND f.account_id = $2 \
+                "SELECT {FACT_COLUMNS} FROM facts f WHERE f.id = $1 AND f.account_id = $2 \
                  AND f.owner_key = $3 AND {CURRENT}"
             ),
             &[&id.to_string(), &account, &owner_key],
@@ -491,7 +456,7 @@ fn ann_settings() -> String {
 /// vector, `$2` the limit, `$3` the account, `$4` the visible owners.
 fn ann_sql(n: usize, current: &str) -> String {
     format!(
-        "SELECT {COLUMNS}, v.embedding, (v.embedding::vector({n}) <=> $1::vector({n})) AS distance \
+        "SELECT {FACT_COLUMNS}, v.embedding, (v.embedding::vector({n}) <=> $1::vector({n})) AS distance \
          FROM fact_vectors v JOIN facts f ON f.n = v.n \
          WHERE vector_dims(v.embedding) = {n} AND f.account_id = $3 AND f.owner_key = ANY($4){current} \
          ORDER BY v.embedding::vector({n}) <=> $1::vector({n}) LIMIT $2"
@@ -637,7 +602,7 @@ impl KnowledgeStore for PostgresStore {
         query(
             &tx,
             &format!(
-                "SELECT {COLUMNS} FROM facts f WHERE f.account_id = $1 AND f.owner_key = ANY($2){current} \
+                "SELECT {FACT_COLUMNS} FROM facts f WHERE f.account_id = $1 AND f.owner_key = ANY($2){current} \
                  ORDER BY f.n"
             ),
             &[&visibility.account.to_string(), &visibility.owner_keys()],
@@ -719,7 +684,7 @@ impl KnowledgeStore for PostgresStore {
             // The nearest are found on (n, distance) alone; only they are
             // then read in full.
             let sql = format!(
-                "SELECT {COLUMNS}, v.embedding, d.distance FROM ( \
+                "SELECT {FACT_COLUMNS}, v.embedding, d.distance FROM ( \
                    SELECT f.n AS n, v.embedding <=> $1 AS distance \
                    FROM facts f JOIN fact_vectors v ON v.n = f.n \
                    WHERE f.account_id = $3 AND f.owner_key = ANY($4){current} \
@@ -738,7 +703,7 @@ impl KnowledgeStore for PostgresStore {
         let terms = selective_terms(&tx, query_, &current, visible_count).await?;
         if let Some(q) = ts_query(&terms) {
             let sql = format!(
-                "SELECT {COLUMNS}, v.embedding FROM facts f LEFT JOIN fact_vectors v ON v.n = f.n \
+                "SELECT {FACT_COLUMNS}, v.embedding FROM facts f LEFT JOIN fact_vectors v ON v.n = f.n \
                  WHERE f.tsv @@ to_tsquery('english', $1) AND f.account_id = $3 AND f.owner_key = ANY($4){current} \
                  ORDER BY ts_rank(f.tsv, to_tsquery('english', $1)) DESC, f.n LIMIT $2"
             );
@@ -752,7 +717,7 @@ impl KnowledgeStore for PostgresStore {
                 Some(e) => {
                     let dims = i32::try_from(e.len()).unwrap_or(i32::MAX);
                     let sql = format!(
-                        "SELECT {COLUMNS}, v.embedding, v.embedding <=> $1 AS distance \
+                        "SELECT {FACT_COLUMNS}, v.embedding, v.embedding <=> $1 AS distance \
                          FROM facts f JOIN fact_vectors v ON v.n = f.n \
                          WHERE f.account_id = $3 AND f.owner_key = ANY($4){current} \
                          AND f.valid_at >= $5 AND f.valid_at < $6 AND vector_dims(v.embedding) = $7 \
@@ -768,7 +733,7 @@ impl KnowledgeStore for PostgresStore {
                 }
                 None => {
                     let sql = format!(
-                        "SELECT {COLUMNS}, v.embedding FROM facts f LEFT JOIN fact_vectors v ON v.n = f.n \
+                        "SELECT {FACT_COLUMNS}, v.embedding FROM facts f LEFT JOIN fact_vectors v ON v.n = f.n \
                          WHERE f.account_id = $2 AND f.owner_key = ANY($3){current} \
                          AND f.valid_at >= $4 AND f.valid_at < $5 \
                          ORDER BY f.valid_at DESC, f.n LIMIT $1"
@@ -789,7 +754,7 @@ impl KnowledgeStore for PostgresStore {
         slots.dedup();
         if !slots.is_empty() {
             let sql = format!(
-                "SELECT {COLUMNS}, v.embedding FROM facts f LEFT JOIN fact_vectors v ON v.n = f.n \
+                "SELECT {FACT_COLUMNS}, v.embedding FROM facts f LEFT JOIN fact_vectors v ON v.n = f.n \
                  WHERE f.account_id = $1 AND f.owner_key = ANY($2) AND {CURRENT} \
                  AND f.cardinality = 'single' AND f.slot = ANY($3)"
             );

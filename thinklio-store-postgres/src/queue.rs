@@ -75,19 +75,7 @@ pub(crate) async fn insert_task(
     now: Timestamp,
 ) -> StoreResult<Task> {
     let owner = new.owner.map(|(a, u)| (a.to_string(), u.to_string()));
-    let task = Task {
-        id: TaskId::new(),
-        kind: new.kind,
-        payload: new.payload,
-        state: thinklio_core::TaskState::Pending,
-        attempts: 0,
-        max_attempts: new.max_attempts.max(1),
-        run_at: new.run_at,
-        lease_until: None,
-        lease_token: None,
-        last_error: None,
-        created_at: now,
-    };
+    let task = new.created(now);
     execute(
         tx,
         "INSERT INTO tasks (id, kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at, \

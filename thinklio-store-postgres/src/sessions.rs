@@ -14,14 +14,7 @@ impl SessionStore for PostgresStore {
         let now = self.clock.now();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
-        let session = Session {
-            id: SessionId::new(),
-            principal: new.principal,
-            agent_id: new.agent_id,
-            channel: new.channel,
-            key: new.key,
-            created_at: now,
-        };
+        let session = new.created(now);
         // With a key, a concurrent open of the same session inserts nothing
         // and reads the one that won.
         let inserted = rows::execute(

@@ -2,19 +2,10 @@
 
 use async_trait::async_trait;
 use rusqlite::params;
-use thinklio_core::{
-    BudgetLimit, BudgetPeriod, BudgetStore, Cost, Scope, StoreError, StoreResult, Timestamp,
-};
+use thinklio_core::{BudgetLimit, BudgetStore, Cost, Scope, StoreError, StoreResult, Timestamp};
 
 use crate::SqliteStore;
-use crate::rows::{self, backend};
-
-fn period_name(p: BudgetPeriod) -> &'static str {
-    match p {
-        BudgetPeriod::Daily => "daily",
-        _ => "monthly",
-    }
-}
+use crate::rows::{self, BUDGET_COLUMNS, backend};
 
 #[async_trait]
 impl BudgetStore for SqliteStore {
@@ -33,7 +24,7 @@ impl BudgetStore for SqliteStore {
                     limit.scope.kind(),
                     limit.scope.id(),
                     limit.cost.map(Cost::as_nanos),
-                    period_name(limit.period),
+                    limit.period.as_str(),
                     warn_at,
                     limit.tokens.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
                 ])
@@ -59,43 +50,14 @@ impl BudgetStore for SqliteStore {
     async fn budgets(&self) -> StoreResult<Vec<BudgetLimit>> {
         self.conn
             .call(move |c| {
-                type Row = (String, String, Option<i64>, Option<i64>, String, String);
-                let rows: Vec<Row> = c
-                    .prepare_cached(
-                        "SELECT scope_kind, scope_id, limit_nanos, limit_tokens, period, warn_at \
-                         FROM budgets ORDER BY scope_kind, scope_id",
-                    )
-                    .map_err(backend)?
-                    .query_map([], |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                        ))
-                    })
-                    .map_err(backend)?
-                    .collect::<Result<_, _>>()
-                    .map_err(backend)?;
-                rows.into_iter()
-                    .map(|(kind, id, nanos, tokens, period, warn_at)| {
-                        Ok(BudgetLimit {
-                            scope: rows::scope(&kind, &id)?,
-                            cost: nanos.map(Cost::from_nanos),
-                            tokens: tokens.map(|t| u64::try_from(t).unwrap_or(0)),
-                            period: if period == "daily" {
-                                BudgetPeriod::Daily
-                            } else {
-                                BudgetPeriod::Monthly
-                            },
-                            warn_at: serde_json::from_str(&warn_at).map_err(|e| {
-                                StoreError::Corrupt(format!("budget thresholds: {e}"))
-                            })?,
-                        })
-                    })
-                    .collect()
+                c.prepare_cached(&format!(
+                    "SELECT {BUDGET_COLUMNS} FROM budgets ORDER BY scope_kind, scope_id"
+                ))
+                .map_err(backend)?
+                .query_map([], rows::budget)
+                .map_err(backend)?
+                .collect::<Result<_, _>>()
+                .map_err(backend)
             })
             .await
     }

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 use serde_json::{Value, json};
 use thinklio_core::event::StepEvent;
+use thinklio_core::store::StepEnding;
 use thinklio_core::{
     Event, EventKind, FinishedStep, Interaction, InteractionId, InteractionStore, NewInteraction,
     NewOutboxMessage, NewStep, OutboxId, OutboxMessage, OutboxStore, Step, StepId, StepOutcome,
@@ -320,25 +321,11 @@ impl InteractionStore for SqliteStore {
             .call(move |c| {
                 let tx = c.savepoint().map_err(backend)?;
                 let id_text = id.to_string();
-                let Some(mut step) = load_step(&tx, &id_text)? else {
+                let Some(step) = load_step(&tx, &id_text)? else {
                     return Err(StoreError::not_found("step", id));
                 };
-                let to = outcome.state();
-                if !step.state.can_become(to) {
-                    return Err(StoreError::IllegalTransition {
-                        step: id,
-                        from: step.state,
-                        to,
-                    });
-                }
-                let (output, error, usage) = match outcome {
-                    StepOutcome::Succeeded { output, usage } => (Some(output), None, usage),
-                    StepOutcome::Failed { error, usage } => (None, Some(error), usage),
-                };
-                let (model, tokens, cost) = match &usage {
-                    Some(u) => (Some(u.model.clone()), u.tokens, u.cost),
-                    None => (None, Default::default(), Default::default()),
-                };
+                let ending = StepEnding::of(&step, outcome)?;
+                let (tokens, cost) = (ending.tokens(), ending.cost());
                 let interaction = step.interaction_id.to_string();
                 tx.prepare_cached(
                     "UPDATE steps SET state = ?3, output = ?4, error_code = ?5, error_message = ?6, model = ?7, \
@@ -349,19 +336,19 @@ impl InteractionStore for SqliteStore {
                 .execute(params![
                     interaction,
                     step.seq,
-                    to.as_str(),
-                    output.as_ref().map(Value::to_string),
-                    error.as_ref().map(|e| e.code.as_str()),
-                    error.as_ref().map(|e| e.message.as_str()),
-                    model,
+                    ending.to.as_str(),
+                    ending.output.as_ref().map(Value::to_string),
+                    ending.error.as_ref().map(|e| e.code.as_str()),
+                    ending.error.as_ref().map(|e| e.message.as_str()),
+                    ending.model(),
                     i64::try_from(tokens.input_tokens).unwrap_or(i64::MAX),
                     i64::try_from(tokens.output_tokens).unwrap_or(i64::MAX),
                     cost.as_nanos(),
                     now.as_millis(),
                 ])
                 .map_err(backend)?;
-                record_transition(&tx, &id_text, Some(StepState::Running), to, now)?;
-                if let Some(u) = usage.as_ref().filter(|u| !u.rolled_up) {
+                record_transition(&tx, &id_text, Some(StepState::Running), ending.to, now)?;
+                if let Some(u) = ending.recorded_usage() {
                     tx.prepare_cached(
                         "INSERT INTO usage_records (step_id, interaction_id, account_id, team_id, user_id, agent_id, \
                          model, input_tokens, output_tokens, cost_nanos, at) \
@@ -381,21 +368,13 @@ impl InteractionStore for SqliteStore {
                     .map_err(backend)?;
                 }
                 let session = session_of(&tx, &interaction)?;
-                let kind = if to == StepState::Succeeded {
-                    EventKind::StepSucceeded
-                } else {
-                    EventKind::StepFailed
-                };
-                let payload =
-                    StepEvent::ended(&step, error.as_ref(), usage.as_ref())
-                        .to_json();
                 let mut events = vec![append_event(
                     &tx,
-                    kind,
+                    ending.event,
                     Some(session.clone()),
                     Some(interaction.clone()),
                     Some(id_text),
-                    &payload,
+                    &ending.payload,
                     now,
                 )?];
                 let reply = match reply {
@@ -457,15 +436,8 @@ impl InteractionStore for SqliteStore {
                     }
                 };
                 tx.commit().map_err(backend)?;
-                step.state = to;
-                step.output = output;
-                step.error = error;
-                step.model = usage.as_ref().map(|u| u.model.clone());
-                step.usage = tokens;
-                step.cost = cost;
-                step.updated_at = now;
                 Ok(FinishedStep {
-                    step,
+                    step: ending.apply(step, now),
                     next,
                     reply,
                     events,

@@ -2,57 +2,16 @@
 //! change of a job with its event and notices in one transaction.
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
 use thinklio_core::{
     EventKind, Job, JobChange, JobId, JobNotification, JobObserver, JobState, JobStore, JobUpdate,
-    NewJob, Notice, NotificationId, ObserverId, ObserverKind, StoreError, StoreResult, Timestamp,
-    Usefulness,
+    NewJob, Notice, NotificationId, ObserverId, StoreError, StoreResult, Timestamp, Usefulness,
 };
 
 use crate::SqliteStore;
 use crate::interactions::append_event;
-use crate::rows::{self, backend};
-
-const COLUMNS: &str = "id, parent_id, session_id, interaction_id, step_id, account_id, team_id, \
-     user_id, capability, input, state, usefulness, progress, result, context, error, deadline, \
-     partial_notified, created_at, updated_at";
-
-fn job(row: &Row<'_>) -> rusqlite::Result<Job> {
-    Ok(Job {
-        id: rows::parse(row, "id")?,
-        parent_id: rows::parse_opt(row, "parent_id")?,
-        session_id: rows::parse(row, "session_id")?,
-        interaction_id: rows::parse(row, "interaction_id")?,
-        step_id: rows::parse_opt(row, "step_id")?,
-        principal: rows::principal(row)?,
-        capability: row.get("capability")?,
-        input: rows::json(row, "input")?,
-        state: rows::parse(row, "state")?,
-        usefulness: rows::parse(row, "usefulness")?,
-        progress: rows::json_opt(row, "progress")?,
-        result: rows::json_opt(row, "result")?,
-        context: rows::json_opt(row, "context")?,
-        error: row.get("error")?,
-        deadline: rows::ts_opt(row, "deadline")?,
-        created_at: rows::ts(row, "created_at")?,
-        updated_at: rows::ts(row, "updated_at")?,
-    })
-}
-
-fn observer(row: &Row<'_>) -> rusqlite::Result<JobObserver> {
-    let kind: ObserverKind = serde_json::from_value(rows::json(row, "kind")?).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })?;
-    Ok(JobObserver {
-        id: rows::parse(row, "observer_id")?,
-        job_id: rows::parse(row, "observer_job_id")?,
-        kind,
-    })
-}
-
-const NOTIFICATION_COLUMNS: &str = "n.id, n.notice, n.attempts, n.due_at, n.last_error, \
-     n.delivered_at, n.created_at, o.id AS observer_id, o.job_id AS observer_job_id, o.kind";
+use crate::rows::{JOB_COLUMNS, NOTIFICATION_COLUMNS, backend, job, notification, observer};
 
 /// The notices due at `?1`, at most `?2`: each observer's oldest
 /// undelivered one, if it is due.
@@ -62,21 +21,8 @@ const DUE: &str = "FROM job_notifications n JOIN job_observers o ON o.id = n.obs
          AND e.delivered_at IS NULL AND e.n < n.n) \
      ORDER BY n.due_at, n.n LIMIT ?2";
 
-fn notification(row: &Row<'_>) -> rusqlite::Result<JobNotification> {
-    Ok(JobNotification {
-        id: rows::parse(row, "id")?,
-        observer: observer(row)?,
-        notice: rows::parse(row, "notice")?,
-        attempts: u32::try_from(row.get::<_, i64>("attempts")?).unwrap_or(0),
-        due_at: rows::ts(row, "due_at")?,
-        last_error: row.get("last_error")?,
-        delivered_at: rows::ts_opt(row, "delivered_at")?,
-        created_at: rows::ts(row, "created_at")?,
-    })
-}
-
 fn load(c: &rusqlite::Connection, id: JobId) -> StoreResult<Job> {
-    c.prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"))
+    c.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
         .map_err(backend)?
         .query_row([id.to_string()], job)
         .optional()
@@ -275,7 +221,7 @@ impl JobStore for SqliteStore {
         self.conn
             .call(move |c| {
                 c.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM jobs WHERE parent_id = ?1 ORDER BY n"
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE parent_id = ?1 ORDER BY n"
                 ))
                 .map_err(backend)?
                 .query_map([id.to_string()], job)
@@ -396,7 +342,7 @@ impl JobStore for SqliteStore {
         self.conn
             .call(move |c| {
                 c.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM jobs WHERE state IN ('pending', 'dispatched', 'in_progress') \
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('pending', 'dispatched', 'in_progress') \
                      AND deadline IS NOT NULL AND deadline <= ?1 ORDER BY deadline, n"
                 ))
                 .map_err(backend)?
@@ -412,7 +358,7 @@ impl JobStore for SqliteStore {
         self.conn
             .call(move |c| {
                 c.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM jobs WHERE state IN ('pending', 'dispatched', 'in_progress') ORDER BY n"
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('pending', 'dispatched', 'in_progress') ORDER BY n"
                 ))
                 .map_err(backend)?
                 .query_map([], job)

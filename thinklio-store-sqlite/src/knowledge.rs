@@ -17,7 +17,7 @@ use serde_json::json;
 use thinklio_core::knowledge::FactChangeKind;
 use thinklio_core::knowledge::{
     Candidate, Candidates, Cardinality, Curation, Fact, FactActor, FactChange, FactOwner,
-    FactQuery, FactWrite, KnowledgeStore, Layer, Lookup, NEAR_DUPLICATE, NewFact, Reconciliation,
+    FactQuery, FactWrite, KnowledgeStore, Lookup, NEAR_DUPLICATE, NewFact, Reconciliation,
     Visibility, keywords, normalise, wrongly_superseded,
 };
 use thinklio_core::{
@@ -25,41 +25,9 @@ use thinklio_core::{
 };
 
 use crate::SqliteStore;
-use crate::rows::{self, backend};
-
-const COLUMNS: &str = "f.n, f.id, f.account_id, f.layer, f.owner_id, f.subject, f.predicate, \
-     f.value, f.confidence, f.provenance, f.locked, f.valid_at, f.invalid_at, f.created_at, \
-     f.expired_at, f.superseded_by, f.cardinality";
+use crate::rows::{FACT_COLUMNS, backend, fact};
 
 const CURRENT: &str = "f.invalid_at IS NULL AND f.expired_at IS NULL";
-
-fn fact(row: &Row<'_>) -> rusqlite::Result<Fact> {
-    let layer: Layer = rows::parse(row, "layer")?;
-    let owner_id: String = row.get("owner_id")?;
-    let owner = FactOwner::parse(layer, &owner_id).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })?;
-    let provenance = serde_json::from_value(rows::json(row, "provenance")?).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })?;
-    Ok(Fact {
-        id: rows::parse(row, "id")?,
-        account: rows::parse(row, "account_id")?,
-        owner,
-        subject: row.get("subject")?,
-        predicate: row.get("predicate")?,
-        value: row.get("value")?,
-        confidence: row.get::<_, f64>("confidence")? as f32,
-        provenance,
-        locked: row.get("locked")?,
-        cardinality: rows::parse(row, "cardinality")?,
-        valid_at: rows::ts(row, "valid_at")?,
-        invalid_at: rows::ts_opt(row, "invalid_at")?,
-        created_at: rows::ts(row, "created_at")?,
-        expired_at: rows::ts_opt(row, "expired_at")?,
-        superseded_by: rows::parse_opt(row, "superseded_by")?,
-    })
-}
 
 fn candidate(row: &Row<'_>) -> rusqlite::Result<Candidate> {
     let blob: Option<Vec<u8>> = row.get("embedding")?;
@@ -238,12 +206,14 @@ fn history(
 }
 
 fn load(c: &rusqlite::Connection, id: FactId) -> StoreResult<Fact> {
-    c.prepare_cached(&format!("SELECT {COLUMNS} FROM facts f WHERE f.id = ?1"))
-        .map_err(backend)?
-        .query_row([id.to_string()], fact)
-        .optional()
-        .map_err(backend)?
-        .ok_or_else(|| StoreError::not_found("fact", id))
+    c.prepare_cached(&format!(
+        "SELECT {FACT_COLUMNS} FROM facts f WHERE f.id = ?1"
+    ))
+    .map_err(backend)?
+    .query_row([id.to_string()], fact)
+    .optional()
+    .map_err(backend)?
+    .ok_or_else(|| StoreError::not_found("fact", id))
 }
 
 fn query_facts(
@@ -260,12 +230,7 @@ fn query_facts(
 }
 
 fn record(tx: &rusqlite::Connection, new: NewFact, now: Timestamp) -> StoreResult<FactWrite> {
-    if !(0.0..=1.0).contains(&new.confidence) {
-        return Err(StoreError::Conflict(format!(
-            "confidence {} is not between 0 and 1",
-            new.confidence
-        )));
-    }
+    new.check()?;
     let account = new.account.to_string();
     let owner_key = new.owner.key();
     let slot = new.slot();
@@ -277,7 +242,7 @@ fn record(tx: &rusqlite::Connection, new: NewFact, now: Timestamp) -> StoreResul
         Lookup::Slot(slot) => query_facts(
             tx,
             &format!(
-                "SELECT {COLUMNS} FROM facts f WHERE f.account_id = ?1 AND f.owner_key = ?2 \
+                "SELECT {FACT_COLUMNS} FROM facts f WHERE f.account_id = ?1 AND f.owner_key = ?2 \
                  AND f.slot = ?3 AND {CURRENT}"
             ),
             params![account, owner_key, slot],
@@ -286,7 +251,7 @@ fn record(tx: &rusqlite::Connection, new: NewFact, now: Timestamp) -> StoreResul
             let mut found = query_facts(
                 tx,
                 &format!(
-                    "SELECT {COLUMNS} FROM facts f WHERE f.account_id = ?1 AND f.owner_key = ?2 \
+                    "SELECT {FACT_COLUMNS} FROM facts f WHERE f.account_id = ?1 AND f.owner_key = ?2 \
                      AND f.slot IS ?3 AND f.norm_text = ?4 AND {CURRENT}"
                 ),
                 params![account, owner_key, slot, norm_text],
@@ -295,7 +260,7 @@ fn record(tx: &rusqlite::Connection, new: NewFact, now: Timestamp) -> StoreResul
                 found = query_facts(
                     tx,
                     &format!(
-                        "SELECT {COLUMNS} FROM facts f JOIN fact_vectors v ON v.n = f.n \
+                        "SELECT {FACT_COLUMNS} FROM facts f JOIN fact_vectors v ON v.n = f.n \
                          WHERE f.account_id = ?1 AND f.owner_key = ?2 AND f.slot IS ?3 \
                          AND {CURRENT} AND length(v.embedding) = length(?4) \
                          AND vec_distance_cosine(v.embedding, ?4) <= ?5 LIMIT 1"
@@ -316,7 +281,7 @@ fn record(tx: &rusqlite::Connection, new: NewFact, now: Timestamp) -> StoreResul
         Some(id) => query_facts(
             tx,
             &format!(
-                "SELECT {COLUMNS} FROM facts f WHERE f.id = ?1 AND f.account_id = ?2 \
+                "SELECT {FACT_COLUMNS} FROM facts f WHERE f.id = ?1 AND f.account_id = ?2 \
                  AND f.owner_key = ?3 AND {CURRENT}"
             ),
             params![id.to_string(), account, owner_key],
@@ -431,7 +396,7 @@ pub(crate) fn migrate_cardinality(tx: &rusqlite::Connection) -> StoreResult<usiz
         })
         .collect::<StoreResult<_>>()?;
     let none = AccountPolicy::default();
-    let mut facts = query_facts(tx, &format!("SELECT {COLUMNS} FROM facts f"), [])?;
+    let mut facts = query_facts(tx, &format!("SELECT {FACT_COLUMNS} FROM facts f"), [])?;
     for f in &mut facts {
         let policy = policies.get(&f.account.to_string()).unwrap_or(&none);
         f.cardinality = Cardinality::resolve(&f.predicate, &policy.cardinality, None);
@@ -609,7 +574,8 @@ impl KnowledgeStore for SqliteStore {
         } else {
             format!(" AND {CURRENT}")
         };
-        let sql = format!("SELECT {COLUMNS} FROM facts f WHERE {filter}{current} ORDER BY f.n");
+        let sql =
+            format!("SELECT {FACT_COLUMNS} FROM facts f WHERE {filter}{current} ORDER BY f.n");
         self.conn
             .call(move |c| {
                 c.prepare_cached(&sql)
@@ -674,7 +640,7 @@ impl KnowledgeStore for SqliteStore {
                     // The nearest are found on (n, distance) alone; only they
                     // are then read in full.
                     let sql = format!(
-                        "SELECT {COLUMNS}, v.embedding, d.distance FROM ( \
+                        "SELECT {FACT_COLUMNS}, v.embedding, d.distance FROM ( \
                            SELECT f.n AS n, vec_distance_cosine(v.embedding, ?1) AS distance \
                            FROM facts f JOIN fact_vectors v ON v.n = f.n \
                            WHERE {filter}{current} AND length(v.embedding) = length(?1) \
@@ -690,7 +656,7 @@ impl KnowledgeStore for SqliteStore {
                 if let Some(m) = match_query(&query.visibility, &terms) {
                     let (filter, mut params) = visible(&query.visibility, 3);
                     let sql = format!(
-                        "SELECT {COLUMNS}, v.embedding FROM facts_fts \
+                        "SELECT {FACT_COLUMNS}, v.embedding FROM facts_fts \
                          JOIN facts f ON f.n = facts_fts.rowid LEFT JOIN fact_vectors v ON v.n = f.n \
                          WHERE facts_fts MATCH ?1 AND {filter}{current} \
                          ORDER BY bm25(facts_fts) LIMIT ?2"
@@ -706,13 +672,13 @@ impl KnowledgeStore for SqliteStore {
                     let embedding = query.embedding.as_ref().filter(|e| !e.is_empty());
                     let sql = match embedding {
                         Some(_) => format!(
-                            "SELECT {COLUMNS}, v.embedding, vec_distance_cosine(v.embedding, ?1) AS distance \
+                            "SELECT {FACT_COLUMNS}, v.embedding, vec_distance_cosine(v.embedding, ?1) AS distance \
                              FROM facts f JOIN fact_vectors v ON v.n = f.n \
                              WHERE {filter}{current} AND f.valid_at >= ?3 AND f.valid_at < ?4 \
                              AND length(v.embedding) = length(?1) ORDER BY distance, f.n LIMIT ?2"
                         ),
                         None => format!(
-                            "SELECT {COLUMNS}, v.embedding FROM facts f LEFT JOIN fact_vectors v ON v.n = f.n \
+                            "SELECT {FACT_COLUMNS}, v.embedding FROM facts f LEFT JOIN fact_vectors v ON v.n = f.n \
                              WHERE {filter}{current} AND f.valid_at >= ?3 AND f.valid_at < ?4 \
                              AND ?1 IS NULL ORDER BY f.valid_at DESC, f.n LIMIT ?2"
                         ),
@@ -742,7 +708,7 @@ impl KnowledgeStore for SqliteStore {
                     let marks: Vec<String> =
                         (0..slots.len()).map(|i| format!("?{}", first + i)).collect();
                     let sql = format!(
-                        "SELECT {COLUMNS}, v.embedding FROM facts f LEFT JOIN fact_vectors v ON v.n = f.n \
+                        "SELECT {FACT_COLUMNS}, v.embedding FROM facts f LEFT JOIN fact_vectors v ON v.n = f.n \
                          WHERE {filter} AND {CURRENT} AND f.cardinality = 'single' AND f.slot IN ({})",
                         marks.join(", ")
                     );

@@ -39,14 +39,7 @@ impl SessionStore for SqliteStore {
                         return Ok(s);
                     }
                 }
-                let session = Session {
-                    id: SessionId::new(),
-                    principal: new.principal,
-                    agent_id: new.agent_id,
-                    channel: new.channel,
-                    key: new.key,
-                    created_at: now,
-                };
+                let session = new.created(now);
                 tx.prepare_cached(
                     "INSERT INTO sessions (id, account_id, team_id, user_id, agent_id, channel, channel_key, created_at) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",

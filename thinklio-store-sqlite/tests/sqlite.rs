@@ -56,3 +56,44 @@ async fn a_newer_schema_is_refused() {
         "{err:?}"
     );
 }
+
+/// A value the file holds that does not read as its type is a typed
+/// `StoreError::Corrupt` naming the column, never a panic or a default.
+#[tokio::test]
+async fn a_corrupt_value_is_a_corrupt_error_naming_its_column() {
+    use thinklio_core::{InteractionKind, InteractionStore, NewInteraction, StoreError};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let session = store
+        .open_session(NewSession {
+            principal: Principal::local(),
+            agent_id: AgentId::new("a"),
+            channel: "cli".into(),
+            key: None,
+        })
+        .await
+        .unwrap();
+    let (interaction, _) = store
+        .create_interaction(NewInteraction {
+            session_id: session.id,
+            principal: session.principal,
+            agent_id: session.agent_id.clone(),
+            input: "hello".into(),
+            inbound_id: None,
+            parent_interaction_id: None,
+            delegation_depth: 0,
+            job_id: None,
+            kind: InteractionKind::Message,
+        })
+        .await
+        .unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE interactions SET kind = 'telepathy'", [])
+        .unwrap();
+    match store.interaction(interaction.id).await {
+        Err(StoreError::Corrupt(message)) => assert!(message.contains("kind"), "{message}"),
+        other => panic!("expected a corrupt error, got {other:?}"),
+    }
+}

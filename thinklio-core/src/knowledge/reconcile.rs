@@ -173,6 +173,18 @@ pub enum Reconciliation {
 }
 
 impl NewFact {
+    /// Refuses what no store keeps: a confidence outside 0 to 1
+    /// ([`StoreError::Conflict`]).
+    pub fn check(&self) -> Result<(), StoreError> {
+        if !(0.0..=1.0).contains(&self.confidence) {
+            return Err(StoreError::Conflict(format!(
+                "confidence {} is not between 0 and 1",
+                self.confidence
+            )));
+        }
+        Ok(())
+    }
+
     /// Its cardinality: the one it was given, else the built-in rule for
     /// its predicate.
     pub fn cardinality(&self) -> Cardinality {

@@ -1,7 +1,10 @@
 //! The store: several narrow async traits, each testable alone, combined by
-//! the blanket [`Store`] trait. `thinklio-core` knows no SQL; store crates
-//! (`thinklio-store-sqlite`, `thinklio-store-postgres`) implement these traits
-//! and prove it by passing the conformance suite (feature `conformance`).
+//! the blanket [`Store`] trait. `thinklio-core` knows no database; store
+//! crates (`thinklio-store-sqlite`, `thinklio-store-postgres`) implement
+//! these traits and prove it by passing the conformance suite (feature
+//! `conformance`). What both apply lives here once: the rules of a write
+//! ([`StepEnding`] and the `created` constructors of new records) and the
+//! mapping of stored rows to records ([`rows`]).
 //!
 //! Contracts every store keeps:
 //! - A step's state only moves along [`StepState::can_become`]; any other
@@ -14,11 +17,13 @@
 use crate::error::ErrorCode;
 use std::fmt;
 
+pub mod rows;
+
 use async_trait::async_trait;
 
 use crate::budget::BudgetLimit;
 use crate::directory::{Access, AccessError, AccountPolicy, AccountRole, Assignment};
-use crate::event::{Event, NewEvent};
+use crate::event::{Event, EventKind, NewEvent, StepEvent};
 use crate::ids::{
     AccountId, AgentId, InteractionId, OutboxId, SessionId, StepId, TaskId, TeamId, UserId,
 };
@@ -27,10 +32,10 @@ use crate::outbox::{NewOutboxMessage, OutboxMessage};
 use crate::principal::{Principal, Scope};
 use crate::queue::{NewTask, Task, TaskRetry};
 use crate::session::{NewSession, Session, Turn};
-use crate::step::{NewStep, Step, StepOutcome, StepState, StepTransition};
+use crate::step::{ModelUsage, NewStep, Step, StepError, StepOutcome, StepState, StepTransition};
 use crate::time::Timestamp;
 use crate::todo::Todo;
-use crate::usage::{UsageFilter, UsageGroup, UsageRow, UsageTotals};
+use crate::usage::{Cost, TokenUsage, UsageFilter, UsageGroup, UsageRow, UsageTotals};
 
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +223,92 @@ pub trait InteractionStore: Send + Sync {
 
     /// The recorded state changes of a step, in order.
     async fn step_transitions(&self, id: StepId) -> StoreResult<Vec<StepTransition>>;
+}
+
+/// What a store writes when a running step ends, worked out once here from
+/// the step as stored and its outcome, so that both stores write the same
+/// row, usage record and event.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct StepEnding {
+    /// The state the step moves to.
+    pub to: StepState,
+    /// Its output, if it succeeded.
+    pub output: Option<serde_json::Value>,
+    /// Its error, if it failed.
+    pub error: Option<StepError>,
+    /// The model usage it reports.
+    pub usage: Option<ModelUsage>,
+    /// The kind of the event of its end.
+    pub event: EventKind,
+    /// That event's payload.
+    pub payload: serde_json::Value,
+}
+
+impl StepEnding {
+    /// The ending of `step` with `outcome`; a move [`StepState::can_become`]
+    /// refuses is [`StoreError::IllegalTransition`].
+    pub fn of(step: &Step, outcome: StepOutcome) -> StoreResult<Self> {
+        let to = outcome.state();
+        if !step.state.can_become(to) {
+            return Err(StoreError::IllegalTransition {
+                step: step.id,
+                from: step.state,
+                to,
+            });
+        }
+        let (output, error, usage) = match outcome {
+            StepOutcome::Succeeded { output, usage } => (Some(output), None, usage),
+            StepOutcome::Failed { error, usage } => (None, Some(error), usage),
+        };
+        let event = if to == StepState::Succeeded {
+            EventKind::StepSucceeded
+        } else {
+            EventKind::StepFailed
+        };
+        let payload = StepEvent::ended(step, error.as_ref(), usage.as_ref()).to_json();
+        Ok(Self {
+            to,
+            output,
+            error,
+            usage,
+            event,
+            payload,
+        })
+    }
+
+    /// The model that answered, if any.
+    pub fn model(&self) -> Option<&str> {
+        self.usage.as_ref().map(|u| u.model.as_str())
+    }
+
+    /// The tokens the step used.
+    pub fn tokens(&self) -> TokenUsage {
+        self.usage.as_ref().map(|u| u.tokens).unwrap_or_default()
+    }
+
+    /// What the step cost.
+    pub fn cost(&self) -> Cost {
+        self.usage.as_ref().map(|u| u.cost).unwrap_or_default()
+    }
+
+    /// The usage to keep as a usage record of its own: none for usage
+    /// rolled up from steps that recorded it already.
+    pub fn recorded_usage(&self) -> Option<&ModelUsage> {
+        self.usage.as_ref().filter(|u| !u.rolled_up)
+    }
+
+    /// `step` as it reads once the ending is written at `now`.
+    pub fn apply(self, mut step: Step, now: Timestamp) -> Step {
+        step.state = self.to;
+        step.model = self.model().map(str::to_owned);
+        step.usage = self.tokens();
+        step.cost = self.cost();
+        step.output = self.output;
+        step.error = self.error;
+        step.updated_at = now;
+        step
+    }
 }
 
 /// What [`InteractionStore::finish_step`] wrote.

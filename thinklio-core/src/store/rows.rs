@@ -1,0 +1,355 @@
+//! Reading domain records out of stored rows, once for every store.
+//!
+//! Both stores keep the same records under the same column names; what
+//! differs is only how a driver hands over one column's value. A store
+//! implements [`Row`] for its driver's row type (two reads: text and
+//! integer) and gets every mapping here, so a record reads back the same
+//! from SQLite and PostgreSQL, and a value that does not parse is the same
+//! [`StoreError::Corrupt`] naming its column.
+
+use std::str::FromStr;
+
+use serde_json::Value;
+
+use super::{StoreError, StoreResult};
+use crate::budget::BudgetLimit;
+use crate::ids::AgentId;
+use crate::interaction::Interaction;
+use crate::job::{Job, JobNotification, JobObserver, ObserverKind};
+use crate::knowledge::{Fact, FactOwner, Layer};
+use crate::outbox::OutboxMessage;
+use crate::principal::{Principal, Scope};
+use crate::queue::Task;
+use crate::session::Session;
+use crate::step::{Step, StepError};
+use crate::time::Timestamp;
+use crate::usage::{Cost, TokenUsage};
+use crate::{error::ErrorCode, event::Event};
+
+/// A stored value that does not read as its type.
+pub fn corrupt(column: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("column {column}: {e}"))
+}
+
+/// One row as a store's driver returns it. Implement the two reads; the
+/// rest are built on them.
+pub trait Row {
+    /// A text column; `None` for NULL.
+    fn text_opt(&self, column: &str) -> StoreResult<Option<String>>;
+
+    /// An integer column; `None` for NULL.
+    fn int_opt(&self, column: &str) -> StoreResult<Option<i64>>;
+
+    /// A floating-point column.
+    fn real(&self, column: &str) -> StoreResult<f64>;
+
+    /// A boolean column (SQLite keeps it as 0 or 1).
+    fn flag(&self, column: &str) -> StoreResult<bool>;
+
+    /// A text column that is never NULL.
+    fn text(&self, column: &str) -> StoreResult<String> {
+        self.text_opt(column)?
+            .ok_or_else(|| corrupt(column, "NULL where a value is required"))
+    }
+
+    /// An integer column that is never NULL.
+    fn int(&self, column: &str) -> StoreResult<i64> {
+        self.int_opt(column)?
+            .ok_or_else(|| corrupt(column, "NULL where a value is required"))
+    }
+
+    /// A value parsed from a text column.
+    fn parse<T: FromStr>(&self, column: &str) -> StoreResult<T>
+    where
+        T::Err: std::fmt::Display,
+        Self: Sized,
+    {
+        self.text(column)?.parse().map_err(|e| corrupt(column, e))
+    }
+
+    /// A value parsed from a text column that may be NULL.
+    fn parse_opt<T: FromStr>(&self, column: &str) -> StoreResult<Option<T>>
+    where
+        T::Err: std::fmt::Display,
+        Self: Sized,
+    {
+        self.text_opt(column)?
+            .map(|s| s.parse().map_err(|e| corrupt(column, e)))
+            .transpose()
+    }
+
+    /// JSON kept as text.
+    fn json(&self, column: &str) -> StoreResult<Value> {
+        serde_json::from_str(&self.text(column)?).map_err(|e| corrupt(column, e))
+    }
+
+    /// JSON kept as text, or NULL.
+    fn json_opt(&self, column: &str) -> StoreResult<Option<Value>> {
+        self.text_opt(column)?
+            .map(|s| serde_json::from_str(&s).map_err(|e| corrupt(column, e)))
+            .transpose()
+    }
+
+    /// A time kept as milliseconds since the epoch.
+    fn ts(&self, column: &str) -> StoreResult<Timestamp> {
+        Ok(Timestamp::from_millis(self.int(column)?))
+    }
+
+    /// A time kept as milliseconds since the epoch, or NULL.
+    fn ts_opt(&self, column: &str) -> StoreResult<Option<Timestamp>> {
+        Ok(self.int_opt(column)?.map(Timestamp::from_millis))
+    }
+
+    /// A count kept as an integer (a negative one reads as 0).
+    fn u32(&self, column: &str) -> StoreResult<u32> {
+        Ok(u32::try_from(self.int(column)?).unwrap_or(0))
+    }
+
+    /// A count kept as an integer (a negative one reads as 0).
+    fn u64(&self, column: &str) -> StoreResult<u64> {
+        Ok(u64::try_from(self.int(column)?).unwrap_or(0))
+    }
+}
+
+/// The principal of a row (`account_id`, `team_id`, `user_id`).
+pub fn principal(row: &impl Row) -> StoreResult<Principal> {
+    Ok(Principal {
+        account: row.parse("account_id")?,
+        team: row.parse_opt("team_id")?,
+        user: row.parse("user_id")?,
+    })
+}
+
+/// The columns [`session`] reads.
+pub const SESSION_COLUMNS: &str =
+    "id, account_id, team_id, user_id, agent_id, channel, channel_key, created_at";
+
+/// A session.
+pub fn session(row: &impl Row) -> StoreResult<Session> {
+    Ok(Session {
+        id: row.parse("id")?,
+        principal: principal(row)?,
+        agent_id: AgentId::new(row.text("agent_id")?),
+        channel: row.text("channel")?,
+        key: row.text_opt("channel_key")?,
+        created_at: row.ts("created_at")?,
+    })
+}
+
+/// The columns [`interaction`] reads.
+pub const INTERACTION_COLUMNS: &str = "seq, id, session_id, account_id, team_id, user_id, agent_id, input, \
+     inbound_id, parent_interaction_id, delegation_depth, job_id, kind, created_at";
+
+/// An interaction.
+pub fn interaction(row: &impl Row) -> StoreResult<Interaction> {
+    Ok(Interaction {
+        id: row.parse("id")?,
+        seq: row.int("seq")?,
+        session_id: row.parse("session_id")?,
+        principal: principal(row)?,
+        agent_id: AgentId::new(row.text("agent_id")?),
+        input: row.text("input")?,
+        inbound_id: row.text_opt("inbound_id")?,
+        parent_interaction_id: row.parse_opt("parent_interaction_id")?,
+        delegation_depth: row.u32("delegation_depth")?,
+        job_id: row.parse_opt("job_id")?,
+        kind: row.parse("kind")?,
+        created_at: row.ts("created_at")?,
+    })
+}
+
+/// The columns [`step`] reads.
+pub const STEP_COLUMNS: &str = "id, interaction_id, seq, kind, mode, state, attempt, idempotency_key, \
+     capability, side_effect, input, output, error_code, error_message, model, input_tokens, output_tokens, \
+     cost_nanos, created_at, updated_at";
+
+/// A step.
+pub fn step(row: &impl Row) -> StoreResult<Step> {
+    let error = match (
+        row.parse_opt::<ErrorCode>("error_code")?,
+        row.text_opt("error_message")?,
+    ) {
+        (Some(code), message) => Some(StepError::new(code, message.unwrap_or_default())),
+        _ => None,
+    };
+    Ok(Step {
+        id: row.parse("id")?,
+        interaction_id: row.parse("interaction_id")?,
+        seq: row.u32("seq")?,
+        kind: row.parse("kind")?,
+        mode: row.parse("mode")?,
+        state: row.parse("state")?,
+        attempt: row.u32("attempt")?,
+        idempotency_key: row.text("idempotency_key")?,
+        capability: row.text_opt("capability")?,
+        side_effect: row.parse_opt("side_effect")?,
+        input: row.json("input")?,
+        output: row.json_opt("output")?,
+        error,
+        model: row.text_opt("model")?,
+        usage: TokenUsage::new(row.u64("input_tokens")?, row.u64("output_tokens")?),
+        cost: Cost::from_nanos(row.int("cost_nanos")?),
+        created_at: row.ts("created_at")?,
+        updated_at: row.ts("updated_at")?,
+    })
+}
+
+/// The columns [`outbox`] reads.
+pub const OUTBOX_COLUMNS: &str =
+    "id, interaction_id, session_id, channel, channel_key, text, created_at, delivered_at";
+
+/// An outbox message.
+pub fn outbox(row: &impl Row) -> StoreResult<OutboxMessage> {
+    Ok(OutboxMessage {
+        id: row.parse("id")?,
+        interaction_id: row.parse("interaction_id")?,
+        session_id: row.parse("session_id")?,
+        channel: row.text("channel")?,
+        channel_key: row.text_opt("channel_key")?,
+        text: row.text("text")?,
+        created_at: row.ts("created_at")?,
+        delivered_at: row.ts_opt("delivered_at")?,
+    })
+}
+
+/// The columns [`event`] reads.
+pub const EVENT_COLUMNS: &str = "seq, kind, session_id, interaction_id, step_id, payload, at";
+
+/// An event of the log.
+pub fn event(row: &impl Row) -> StoreResult<Event> {
+    Ok(Event {
+        seq: row.int("seq")?,
+        kind: row.parse("kind")?,
+        session_id: row.parse_opt("session_id")?,
+        interaction_id: row.parse_opt("interaction_id")?,
+        step_id: row.parse_opt("step_id")?,
+        payload: row.json("payload")?,
+        at: row.ts("at")?,
+    })
+}
+
+/// The columns [`task`] reads.
+pub const TASK_COLUMNS: &str = "id, kind, payload, state, attempts, max_attempts, run_at, lease_until, \
+     lease_token, last_error, created_at";
+
+/// A queued task.
+pub fn task(row: &impl Row) -> StoreResult<Task> {
+    Ok(Task {
+        id: row.parse("id")?,
+        kind: row.text("kind")?,
+        payload: row.json("payload")?,
+        state: row.parse("state")?,
+        attempts: row.u32("attempts")?,
+        max_attempts: row.u32("max_attempts")?,
+        run_at: row.ts("run_at")?,
+        lease_until: row.ts_opt("lease_until")?,
+        lease_token: row.text_opt("lease_token")?,
+        last_error: row.text_opt("last_error")?,
+        created_at: row.ts("created_at")?,
+    })
+}
+
+/// The columns [`job`] reads.
+pub const JOB_COLUMNS: &str = "id, parent_id, session_id, interaction_id, step_id, account_id, team_id, \
+     user_id, capability, input, state, usefulness, progress, result, context, error, deadline, \
+     partial_notified, created_at, updated_at";
+
+/// A job.
+pub fn job(row: &impl Row) -> StoreResult<Job> {
+    Ok(Job {
+        id: row.parse("id")?,
+        parent_id: row.parse_opt("parent_id")?,
+        session_id: row.parse("session_id")?,
+        interaction_id: row.parse("interaction_id")?,
+        step_id: row.parse_opt("step_id")?,
+        principal: principal(row)?,
+        capability: row.text("capability")?,
+        input: row.json("input")?,
+        state: row.parse("state")?,
+        usefulness: row.parse("usefulness")?,
+        progress: row.json_opt("progress")?,
+        result: row.json_opt("result")?,
+        context: row.json_opt("context")?,
+        error: row.text_opt("error")?,
+        deadline: row.ts_opt("deadline")?,
+        created_at: row.ts("created_at")?,
+        updated_at: row.ts("updated_at")?,
+    })
+}
+
+/// A job's observer, read from `observer_id`, `observer_job_id` and `kind`.
+pub fn observer(row: &impl Row) -> StoreResult<JobObserver> {
+    let kind: ObserverKind =
+        serde_json::from_value(row.json("kind")?).map_err(|e| corrupt("kind", e))?;
+    Ok(JobObserver {
+        id: row.parse("observer_id")?,
+        job_id: row.parse("observer_job_id")?,
+        kind,
+    })
+}
+
+/// The columns [`notification`] reads, from `job_notifications n` joined
+/// with `job_observers o`.
+pub const NOTIFICATION_COLUMNS: &str = "n.id, n.notice, n.attempts, n.due_at, n.last_error, \
+     n.delivered_at, n.created_at, o.id AS observer_id, o.job_id AS observer_job_id, o.kind";
+
+/// A notice to one observer of a job.
+pub fn notification(row: &impl Row) -> StoreResult<JobNotification> {
+    Ok(JobNotification {
+        id: row.parse("id")?,
+        observer: observer(row)?,
+        notice: row.parse("notice")?,
+        attempts: row.u32("attempts")?,
+        due_at: row.ts("due_at")?,
+        last_error: row.text_opt("last_error")?,
+        delivered_at: row.ts_opt("delivered_at")?,
+        created_at: row.ts("created_at")?,
+    })
+}
+
+/// The columns [`fact`] reads, from `facts f`.
+pub const FACT_COLUMNS: &str = "f.n, f.id, f.account_id, f.layer, f.owner_id, f.subject, f.predicate, \
+     f.value, f.confidence, f.provenance, f.locked, f.valid_at, f.invalid_at, f.created_at, \
+     f.expired_at, f.superseded_by, f.cardinality";
+
+/// A fact.
+pub fn fact(row: &impl Row) -> StoreResult<Fact> {
+    let layer: Layer = row.parse("layer")?;
+    let owner = FactOwner::parse(layer, &row.text("owner_id")?)?;
+    let provenance =
+        serde_json::from_value(row.json("provenance")?).map_err(|e| corrupt("provenance", e))?;
+    Ok(Fact {
+        id: row.parse("id")?,
+        account: row.parse("account_id")?,
+        owner,
+        subject: row.text("subject")?,
+        predicate: row.text("predicate")?,
+        value: row.text("value")?,
+        // Kept as a double; a confidence is between 0 and 1.
+        confidence: row.real("confidence")? as f32,
+        provenance,
+        locked: row.flag("locked")?,
+        cardinality: row.parse("cardinality")?,
+        valid_at: row.ts("valid_at")?,
+        invalid_at: row.ts_opt("invalid_at")?,
+        created_at: row.ts("created_at")?,
+        expired_at: row.ts_opt("expired_at")?,
+        superseded_by: row.parse_opt("superseded_by")?,
+    })
+}
+
+/// The columns [`budget`] reads.
+pub const BUDGET_COLUMNS: &str = "scope_kind, scope_id, limit_nanos, limit_tokens, period, warn_at";
+
+/// A budget.
+pub fn budget(row: &impl Row) -> StoreResult<BudgetLimit> {
+    Ok(BudgetLimit {
+        scope: Scope::parse(&row.text("scope_kind")?, &row.text("scope_id")?)?,
+        cost: row.int_opt("limit_nanos")?.map(Cost::from_nanos),
+        tokens: row
+            .int_opt("limit_tokens")?
+            .map(|t| u64::try_from(t).unwrap_or(0)),
+        period: row.parse("period")?,
+        warn_at: serde_json::from_str(&row.text("warn_at")?).map_err(|e| corrupt("warn_at", e))?,
+    })
+}
