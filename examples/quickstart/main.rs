@@ -277,16 +277,16 @@ async fn call_once(runtime: &Runtime, name: &str, arguments: &str) -> Result<(),
     let Some(act) = steps.iter().find(|s| s.kind == StepKind::Act) else {
         return Err("the call was not made".into());
     };
-    match (&act.output, &act.error) {
-        (Some(output), None) => {
-            let json =
-                serde_json::to_string_pretty(&output["result"]).map_err(|e| e.to_string())?;
-            println!("{json}");
-            Ok(())
-        }
-        (_, Some(error)) => Err(format!("{name} failed [{}]: {}", error.code, error.message)),
-        (None, None) => Err("the call has no outcome".into()),
+    if let Some(error) = &act.error {
+        return Err(format!("{name} failed [{}]: {}", error.code, error.message));
     }
+    let output = act
+        .output_as::<thinklio_core::step::payload::ActOutput>()
+        .map_err(|e| e.to_string())?
+        .ok_or("the call has no outcome")?;
+    let json = serde_json::to_string_pretty(&output.result).map_err(|e| e.to_string())?;
+    println!("{json}");
+    Ok(())
 }
 
 #[tokio::main]
