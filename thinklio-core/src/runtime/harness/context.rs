@@ -116,7 +116,7 @@ impl Run {
             messages.push(memory);
         }
         if let Some(job) = &context.job {
-            messages.push(crate::runtime::jobs::job_message(job));
+            messages.push(job_message(job));
         }
         // A conversation that spans days shows each message's day, so the
         // model can tell what was said when ("last Tuesday you said…").
@@ -156,4 +156,27 @@ impl Run {
         }
         Ok(messages)
     }
+}
+
+/// The system message a follow-up's transcript gets from its `context` step.
+pub(super) fn job_message(job: &crate::step::payload::JobRecord) -> crate::model::ChatMessage {
+    let mut text = format!(
+        "Deferred work reported back. Job {} (`{}`) is {}.",
+        job.id, job.capability, job.state,
+    );
+    let subjobs = (!job.subjobs.is_empty()).then(|| serde_json::json!(job.subjobs));
+    for (value, label) in [
+        (job.result.as_ref(), "Result"),
+        (subjobs.as_ref(), "Subjobs so far"),
+        (job.context.as_ref(), "Context"),
+        (job.progress.as_ref(), "Progress"),
+    ] {
+        if let Some(v) = value.filter(|v| !v.is_null()) {
+            text.push_str(&format!("\n{label}: {v}"));
+        }
+    }
+    if let Some(e) = &job.error {
+        text.push_str(&format!("\nError: {e}"));
+    }
+    crate::model::ChatMessage::system(text)
 }

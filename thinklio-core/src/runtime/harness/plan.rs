@@ -4,10 +4,10 @@ use crate::error::ErrorCode;
 use serde_json::Value;
 
 use super::Run;
+use super::context::job_message;
 use crate::ids::StepId;
 use crate::interaction::InteractionKind;
 use crate::model::ToolCall;
-use crate::runtime::jobs::job_message;
 use crate::step::payload::{
     ActInput, ActOutput, ContextOutput, DispatchCall, ObserveInput, PayloadError, RespondInput,
     ThinkInput, ThinkOutput,

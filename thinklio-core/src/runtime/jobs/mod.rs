@@ -79,7 +79,7 @@ mod run;
 pub use callbacks::JobCallbacks;
 pub(crate) use control::JobControl;
 pub use control::{CANCEL_JOB, JOB_STATUS};
-pub(crate) use notices::{job_message, job_record};
+pub(crate) use notices::job_record;
 pub use run::Jobs;
 
 /// Why a job call was refused.

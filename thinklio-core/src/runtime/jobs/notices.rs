@@ -48,29 +48,6 @@ pub(crate) fn job_record(job: &Job, subjobs: &[Job]) -> JobRecord {
     }
 }
 
-/// The system message a follow-up's transcript gets from its `context` step.
-pub(crate) fn job_message(job: &JobRecord) -> crate::model::ChatMessage {
-    let mut text = format!(
-        "Deferred work reported back. Job {} (`{}`) is {}.",
-        job.id, job.capability, job.state,
-    );
-    let subjobs = (!job.subjobs.is_empty()).then(|| json!(job.subjobs));
-    for (value, label) in [
-        (job.result.as_ref(), "Result"),
-        (subjobs.as_ref(), "Subjobs so far"),
-        (job.context.as_ref(), "Context"),
-        (job.progress.as_ref(), "Progress"),
-    ] {
-        if let Some(v) = value.filter(|v| !v.is_null()) {
-            text.push_str(&format!("\n{label}: {v}"));
-        }
-    }
-    if let Some(e) = &job.error {
-        text.push_str(&format!("\nError: {e}"));
-    }
-    crate::model::ChatMessage::system(text)
-}
-
 impl Inner {
     /// Delivers the notices due now; returns (delivered, failed).
     pub(super) async fn deliver_notices(self: &Arc<Self>) -> Result<(usize, usize), RuntimeError> {
