@@ -41,6 +41,32 @@ pub struct AgentDefinition {
     /// their manifest's default mode is immediate.
     #[serde(default)]
     pub deferred: Vec<String>,
+    /// How much it may do without asking a person (narrowed by the
+    /// account's policy; see [`crate::approval`]).
+    #[serde(default)]
+    pub approval_mode: crate::approval::ApprovalMode,
+    /// How long a proposed call waits for a decision before it expires
+    /// (the model is told).
+    #[serde(default = "default_approval_timeout", with = "duration_secs")]
+    pub approval_timeout: std::time::Duration,
+}
+
+fn default_approval_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(24 * 3600)
+}
+
+/// A duration kept as whole seconds.
+mod duration_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_secs(u64::deserialize(d)?))
+    }
 }
 
 impl AgentDefinition {
@@ -58,7 +84,23 @@ impl AgentDefinition {
             history_turns: 20,
             max_output_tokens: None,
             deferred: Vec::new(),
+            approval_mode: crate::approval::ApprovalMode::Autopilot,
+            approval_timeout: default_approval_timeout(),
         }
+    }
+
+    /// Sets how much the agent may do without asking a person: `draft`
+    /// makes every call that is not read-only wait for a decision,
+    /// `observe` runs read-only calls only.
+    pub fn approval_mode(mut self, mode: crate::approval::ApprovalMode) -> Self {
+        self.approval_mode = mode;
+        self
+    }
+
+    /// Sets how long a proposed call waits for a decision (at least a second).
+    pub fn approval_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.approval_timeout = timeout.max(std::time::Duration::from_secs(1));
+        self
     }
 
     /// Sets the system prompt.

@@ -63,6 +63,11 @@ pub struct AccountPolicy {
     /// [`predicate_key`](crate::knowledge::predicate_key) writes them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cardinality: BTreeMap<String, Cardinality>,
+    /// The least careful approval mode any agent may run in while it serves
+    /// the account: an agent's own mode is narrowed to it (the most careful
+    /// wins). Unset, agents keep their mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_mode: Option<crate::approval::ApprovalMode>,
 }
 
 impl AccountPolicy {

@@ -50,6 +50,16 @@ codes! {
     StepDeadlineExceeded => "step.deadline_exceeded",
     /// A stored step payload could not be read.
     StepCorrupt => "step.corrupt",
+    /// A person rejected the proposed call.
+    ApprovalRejected => "approval.rejected",
+    /// Nobody decided about the proposed call in time.
+    ApprovalExpired => "approval.expired",
+    /// The agent observes only: the call was recorded as proposed, not run.
+    ApprovalObserveOnly => "approval.observe_only",
+    /// A decision's edited arguments do not fit the capability's schema.
+    ApprovalInvalidArguments => "approval.invalid_arguments",
+    /// The step decided is not a call waiting for a decision.
+    ApprovalNotWaiting => "approval.not_waiting",
     /// The thing asked for does not exist.
     StoreNotFound => "store.not_found",
     /// A step's state cannot move that way.

@@ -47,6 +47,13 @@ pub enum EventKind {
     /// model per runtime): its calls cost zero and cost budgets miss them.
     #[serde(rename = "usage.unpriced_model")]
     UsageUnpriced,
+    /// `approval.requested`: an `act` step waits for a person's decision;
+    /// the payload has the step's fields and the proposed `arguments`.
+    #[serde(rename = "approval.requested")]
+    ApprovalRequested,
+    /// `approval.decided`: a decision was taken about a waiting step.
+    #[serde(rename = "approval.decided")]
+    ApprovalDecided,
 }
 
 crate::step::str_enum!(EventKind, "event kind",
@@ -61,6 +68,8 @@ crate::step::str_enum!(EventKind, "event kind",
     EventKind::BudgetWarning => "budget.warning",
     EventKind::JobStateChanged => "job.state_changed",
     EventKind::UsageUnpriced => "usage.unpriced_model",
+    EventKind::ApprovalRequested => "approval.requested",
+    EventKind::ApprovalDecided => "approval.decided",
 );
 
 /// An entry of the event log.

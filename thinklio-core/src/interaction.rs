@@ -114,6 +114,9 @@ pub enum InteractionState {
     Pending,
     /// Some steps written; not finished.
     Running,
+    /// A call waits for a person's decision (an `act` step is `waiting`);
+    /// nothing runs until it is decided.
+    Waiting,
     /// A `respond` step succeeded.
     Completed,
     /// A `context`, `think` or `respond` step failed for good.
@@ -139,6 +142,9 @@ impl InteractionState {
         }
         if steps.iter().any(is_terminal_failure) {
             return InteractionState::Failed;
+        }
+        if steps.iter().any(|s| s.state == StepState::Waiting) {
+            return InteractionState::Waiting;
         }
         InteractionState::Running
     }

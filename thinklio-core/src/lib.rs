@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod approval;
 pub mod budget;
 pub mod capability;
 pub mod directory;

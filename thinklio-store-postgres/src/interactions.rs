@@ -18,29 +18,26 @@ use crate::rows::{
     query, query_opt,
 };
 
-async fn record_transition(
+pub(crate) async fn record_transition(
     tx: &Transaction<'_>,
     step: &str,
     from: Option<StepState>,
     to: StepState,
     at: Timestamp,
 ) -> StoreResult<()> {
-    // A step's n-th change has a fixed place: written, started, ended.
-    let n: i64 = match to {
-        StepState::Created => 0,
-        StepState::Running => 1,
-        StepState::Succeeded | StepState::Failed => 2,
-    };
+    // Each change takes the next place in the step's history (a step that
+    // waited for a decision has more than three); the step's row is locked.
     execute(
         tx,
-        "INSERT INTO step_transitions (step_id, n, from_state, to_state, at) VALUES ($1, $2, $3, $4, $5)",
-        &[&step, &n, &from.map(|s| s.as_str()), &to.as_str(), &at.as_millis()],
+        "INSERT INTO step_transitions (step_id, n, from_state, to_state, at) VALUES \
+         ($1, (SELECT COALESCE(MAX(n) + 1, 0) FROM step_transitions WHERE step_id = $1), $2, $3, $4)",
+        &[&step, &from.map(|s| s.as_str()), &to.as_str(), &at.as_millis()],
     )
     .await?;
     Ok(())
 }
 
-async fn session_of(tx: &Transaction<'_>, interaction: &str) -> StoreResult<String> {
+pub(crate) async fn session_of(tx: &Transaction<'_>, interaction: &str) -> StoreResult<String> {
     let row = query_opt(
         tx,
         "SELECT session_id FROM interactions WHERE id = $1",
@@ -51,7 +48,11 @@ async fn session_of(tx: &Transaction<'_>, interaction: &str) -> StoreResult<Stri
     rows::get(&row, "session_id")
 }
 
-async fn load_step(tx: &Transaction<'_>, id: &str, lock: bool) -> StoreResult<Option<Step>> {
+pub(crate) async fn load_step(
+    tx: &Transaction<'_>,
+    id: &str,
+    lock: bool,
+) -> StoreResult<Option<Step>> {
     let lock = if lock { " FOR UPDATE" } else { "" };
     query_opt(
         tx,

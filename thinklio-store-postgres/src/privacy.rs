@@ -27,6 +27,12 @@ impl PrivacyStore for PostgresStore {
         .await?;
         execute(
             &tx,
+            &format!("DELETE FROM approval_decisions WHERE interaction_id IN ({mine})"),
+            &params,
+        )
+        .await?;
+        execute(
+            &tx,
             &format!("DELETE FROM steps WHERE interaction_id IN ({mine})"),
             &params,
         )

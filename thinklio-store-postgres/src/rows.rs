@@ -5,10 +5,11 @@ use std::str::FromStr;
 
 use deadpool_postgres::Transaction;
 use serde_json::Value;
+use thinklio_core::approval::StoredDecision;
 use thinklio_core::store::rows;
 pub(crate) use thinklio_core::store::rows::{
-    BUDGET_COLUMNS, EVENT_COLUMNS, FACT_COLUMNS, INTERACTION_COLUMNS, JOB_COLUMNS,
-    NOTIFICATION_COLUMNS, OUTBOX_COLUMNS, SESSION_COLUMNS, STEP_COLUMNS, TASK_COLUMNS,
+    BUDGET_COLUMNS, DECISION_COLUMNS, EVENT_COLUMNS, FACT_COLUMNS, INTERACTION_COLUMNS,
+    JOB_COLUMNS, NOTIFICATION_COLUMNS, OUTBOX_COLUMNS, SESSION_COLUMNS, STEP_COLUMNS, TASK_COLUMNS,
 };
 use thinklio_core::{
     BudgetLimit, ErrorCode, Event, EventKind, Fact, Interaction, Job, JobNotification, JobObserver,
@@ -143,6 +144,7 @@ mapped!(
     observer -> JobObserver,
     fact -> Fact,
     budget -> BudgetLimit,
+    decision -> StoredDecision,
 );
 
 /// A count or token number as a BIGINT.
@@ -197,9 +199,11 @@ pub(crate) async fn signal(tx: &Transaction<'_>, channel: &str) -> StoreResult<(
     Ok(())
 }
 
-/// The condition that interaction `i` has not ended, derived from its steps
-/// exactly as `InteractionState::derive` does: no succeeded `respond` step,
-/// and no `context`, `think` or `respond` step failed for good.
+/// The condition that interaction `i` has not ended and can go on, derived
+/// from its steps exactly as `InteractionState::derive` does: no succeeded
+/// `respond` step, no `context`, `think` or `respond` step failed for good,
+/// and no step waiting for a decision nobody has taken (such an interaction
+/// holds nothing until one is taken).
 pub(crate) fn unfinished(i: &str) -> String {
     let not_terminal = ErrorCode::NOT_TERMINAL
         .iter()
@@ -210,6 +214,8 @@ pub(crate) fn unfinished(i: &str) -> String {
         "NOT EXISTS (SELECT 1 FROM steps e WHERE e.interaction_id = {i}.id AND ( \
            (e.kind = 'respond' AND e.state = 'succeeded') OR \
            (e.state = 'failed' AND e.kind IN ('context', 'think', 'respond') \
-            AND COALESCE(e.error_code, '') NOT IN ({not_terminal}))))"
+            AND COALESCE(e.error_code, '') NOT IN ({not_terminal})))) \
+         AND NOT EXISTS (SELECT 1 FROM steps w WHERE w.interaction_id = {i}.id AND w.state = 'waiting' \
+           AND NOT EXISTS (SELECT 1 FROM approval_decisions d WHERE d.step_id = w.id))"
     )
 }

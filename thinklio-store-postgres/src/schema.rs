@@ -343,6 +343,20 @@ ALTER TABLE facts ADD COLUMN cardinality TEXT NOT NULL DEFAULT 'many';
     r#"
 ALTER TABLE interactions ADD COLUMN kind TEXT NOT NULL DEFAULT 'message';
 "#,
+    // 8: decisions about calls that wait for a person (a step `waiting`).
+    r#"
+CREATE TABLE approval_decisions (
+    step_id        TEXT PRIMARY KEY,
+    interaction_id TEXT NOT NULL,
+    decision       TEXT NOT NULL,
+    account_id     TEXT NOT NULL,
+    user_id        TEXT,
+    channel        TEXT NOT NULL,
+    at             BIGINT NOT NULL
+);
+CREATE INDEX approval_decisions_by_interaction ON approval_decisions (interaction_id);
+CREATE INDEX steps_waiting ON steps (state) WHERE state = 'waiting';
+"#,
 ];
 
 /// The version whose migration is followed by `knowledge::migrate_cardinality`.

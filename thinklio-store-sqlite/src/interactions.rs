@@ -48,29 +48,26 @@ fn parse_id<T: std::str::FromStr>(s: Option<String>) -> Option<T> {
     s.and_then(|s| s.parse().ok())
 }
 
-fn record_transition(
+pub(crate) fn record_transition(
     tx: &rusqlite::Connection,
     step: &str,
     from: Option<StepState>,
     to: StepState,
     at: Timestamp,
 ) -> StoreResult<()> {
-    // A step's n-th change has a fixed place: written, started, ended.
-    let n = match to {
-        StepState::Created => 0,
-        StepState::Running => 1,
-        StepState::Succeeded | StepState::Failed => 2,
-    };
+    // Each change takes the next place in the step's history (a step that
+    // waited for a decision has more than three).
     tx.prepare_cached(
-        "INSERT INTO step_transitions (step_id, n, from_state, to_state, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO step_transitions (step_id, n, from_state, to_state, at) VALUES \
+         (?1, (SELECT COALESCE(MAX(n) + 1, 0) FROM step_transitions WHERE step_id = ?1), ?2, ?3, ?4)",
     )
     .map_err(backend)?
-    .execute(params![step, n, from.map(|s| s.as_str()), to.as_str(), at.as_millis()])
+    .execute(params![step, from.map(|s| s.as_str()), to.as_str(), at.as_millis()])
     .map_err(backend)?;
     Ok(())
 }
 
-fn session_of(tx: &rusqlite::Connection, interaction: &str) -> StoreResult<String> {
+pub(crate) fn session_of(tx: &rusqlite::Connection, interaction: &str) -> StoreResult<String> {
     tx.prepare_cached("SELECT session_id FROM interactions WHERE id = ?1")
         .map_err(backend)?
         .query_row([interaction], |r| r.get(0))
@@ -79,7 +76,7 @@ fn session_of(tx: &rusqlite::Connection, interaction: &str) -> StoreResult<Strin
         .ok_or_else(|| StoreError::not_found("interaction", interaction))
 }
 
-fn load_step(c: &rusqlite::Connection, id: &str) -> StoreResult<Option<Step>> {
+pub(crate) fn load_step(c: &rusqlite::Connection, id: &str) -> StoreResult<Option<Step>> {
     c.prepare_cached(&format!("SELECT {STEP_COLUMNS} FROM steps WHERE id = ?1"))
         .map_err(backend)?
         .query_row([id], rows::step)

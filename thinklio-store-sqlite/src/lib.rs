@@ -25,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+mod approvals;
 mod budgets;
 mod conn;
 mod directory;

@@ -25,6 +25,9 @@ impl PrivacyStore for SqliteStore {
                     "DELETE FROM step_transitions WHERE step_id IN \
                      (SELECT id FROM steps WHERE interaction_id IN ({mine}))"
                 ))?;
+                run(&format!(
+                    "DELETE FROM approval_decisions WHERE interaction_id IN ({mine})"
+                ))?;
                 run(&format!("DELETE FROM steps WHERE interaction_id IN ({mine})"))?;
                 run(&format!("DELETE FROM outbox WHERE interaction_id IN ({mine})"))?;
                 run(&format!(

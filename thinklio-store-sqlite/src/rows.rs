@@ -3,10 +3,11 @@
 use std::str::FromStr;
 
 use rusqlite::Row;
+use thinklio_core::approval::StoredDecision;
 use thinklio_core::store::rows;
 pub(crate) use thinklio_core::store::rows::{
-    BUDGET_COLUMNS, EVENT_COLUMNS, FACT_COLUMNS, INTERACTION_COLUMNS, JOB_COLUMNS,
-    NOTIFICATION_COLUMNS, OUTBOX_COLUMNS, SESSION_COLUMNS, STEP_COLUMNS, TASK_COLUMNS,
+    BUDGET_COLUMNS, DECISION_COLUMNS, EVENT_COLUMNS, FACT_COLUMNS, INTERACTION_COLUMNS,
+    JOB_COLUMNS, NOTIFICATION_COLUMNS, OUTBOX_COLUMNS, SESSION_COLUMNS, STEP_COLUMNS, TASK_COLUMNS,
 };
 use thinklio_core::{
     BudgetLimit, ErrorCode, Event, Fact, Interaction, Job, JobNotification, JobObserver,
@@ -109,6 +110,7 @@ mapped!(
     observer -> JobObserver,
     fact -> Fact,
     budget -> BudgetLimit,
+    decision -> StoredDecision,
 );
 
 /// A scope stored as its kind (`account`, `team`, `user`) and id.
@@ -116,9 +118,11 @@ pub(crate) fn scope(kind: &str, id: &str) -> Result<thinklio_core::Scope, StoreE
     thinklio_core::Scope::parse(kind, id)
 }
 
-/// The condition that interaction `i` has not ended, derived from its steps
-/// exactly as `InteractionState::derive` does: no succeeded `respond` step,
-/// and no `context`, `think` or `respond` step failed for good.
+/// The condition that interaction `i` has not ended and can go on, derived
+/// from its steps exactly as `InteractionState::derive` does: no succeeded
+/// `respond` step, no `context`, `think` or `respond` step failed for good,
+/// and no step waiting for a decision nobody has taken (such an interaction
+/// holds nothing until one is taken).
 pub(crate) fn unfinished(i: &str) -> String {
     let not_terminal = ErrorCode::NOT_TERMINAL
         .iter()
@@ -129,6 +133,8 @@ pub(crate) fn unfinished(i: &str) -> String {
         "NOT EXISTS (SELECT 1 FROM steps e WHERE e.interaction_id = {i}.id AND ( \
            (e.kind = 'respond' AND e.state = 'succeeded') OR \
            (e.state = 'failed' AND e.kind IN ('context', 'think', 'respond') \
-            AND COALESCE(e.error_code, '') NOT IN ({not_terminal}))))"
+            AND COALESCE(e.error_code, '') NOT IN ({not_terminal})))) \
+         AND NOT EXISTS (SELECT 1 FROM steps w WHERE w.interaction_id = {i}.id AND w.state = 'waiting' \
+           AND NOT EXISTS (SELECT 1 FROM approval_decisions d WHERE d.step_id = w.id))"
     )
 }

@@ -51,6 +51,7 @@ macro_rules! store_conformance_tests {
             history_lists_completed_turns_in_order,
             usage_is_recorded_and_summed,
             events_are_appended_in_order,
+            approvals_are_decided_once_and_resume_their_step,
             queue_claims_lease_and_completes,
             queue_lost_lease_is_a_conflict,
             queue_retries_then_dead_letters_and_requeues,

@@ -586,3 +586,184 @@ pub async fn events_are_appended_in_order<S: Store>(store: S) {
         vec![second]
     );
 }
+
+/// A call that waits for a person: the step waits, decisions are stored
+/// once (a repeat is the same decision, another one a conflict), a decided
+/// step runs again from `waiting`, and the lists show only what nobody has
+/// decided yet, within their session or account.
+pub async fn approvals_are_decided_once_and_resume_their_step<S: Store>(store: S) {
+    use crate::approval::{DecidedBy, Decision, NewDecision};
+    use crate::store::ApprovalFilter;
+    let p = principal();
+    let s = session(&store, p, None).await;
+    let other = session(&store, principal(), None).await;
+    let i = interaction(&store, &s, "add milk").await;
+    let mut act = new_step(&i, 0, StepKind::Act);
+    act.mode = StepMode::Interactive;
+    let (step, _) = store.begin_step(act).await.unwrap();
+    // Deciding about a step that does not wait is a conflict.
+    let early = store
+        .decide(NewDecision::new(
+            step.id,
+            Decision::Approve,
+            DecidedBy::user(&p),
+            "test",
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(early, StoreError::Conflict(_)), "{early:?}");
+    let proposal = json!({ "call": { "id": "c1", "name": "add_todo", "arguments": "{\"text\":\"milk\"}" }, "reason": "draft" });
+    let waited = store
+        .finish_step(
+            step.id,
+            StepOutcome::Waiting {
+                proposal: proposal.clone(),
+            },
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(waited.step.state, StepState::Waiting);
+    assert_eq!(waited.step.output, Some(proposal));
+    assert_eq!(waited.events[0].kind, EventKind::ApprovalRequested);
+    assert_eq!(
+        waited.events[0].payload["arguments"],
+        json!({ "text": "milk" })
+    );
+    assert_eq!(
+        store.unfinished_interactions().await.unwrap(),
+        vec![],
+        "an undecided interaction holds nothing for recovery"
+    );
+    let listed = |f| store.waiting_steps(f);
+    assert_eq!(
+        listed(ApprovalFilter::Session(s.id)).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        listed(ApprovalFilter::Account(p.account)).await.unwrap()[0].1,
+        s.id
+    );
+    assert!(
+        listed(ApprovalFilter::Session(other.id))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        listed(ApprovalFilter::Account(other.principal.account))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(listed(ApprovalFilter::All).await.unwrap().len(), 1);
+    // It cannot run before it is decided.
+    assert!(matches!(
+        store.resume_step(step.id).await,
+        Err(StoreError::IllegalTransition { .. })
+    ));
+
+    let edit = Decision::Edit {
+        arguments: json!({ "text": "oat milk" }),
+    };
+    let new = || NewDecision::new(step.id, edit.clone(), DecidedBy::user(&p), "test");
+    let (stored, event) = store.decide(new()).await.unwrap();
+    assert_eq!(stored.decision, edit);
+    assert_eq!(stored.interaction_id, i.id);
+    assert_eq!(stored.by, DecidedBy::user(&p));
+    assert_eq!(event.unwrap().kind, EventKind::ApprovalDecided);
+    let (again, none) = store.decide(new()).await.unwrap();
+    assert_eq!(
+        (again, none),
+        (stored.clone(), None),
+        "the same decision twice is one"
+    );
+    let other_way = NewDecision::new(
+        step.id,
+        Decision::Reject { reason: None },
+        DecidedBy::host(p.account),
+        "test",
+    );
+    assert!(matches!(
+        store.decide(other_way).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.decision(step.id).await.unwrap(), Some(stored));
+    assert!(
+        listed(ApprovalFilter::Session(s.id))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.unfinished_interactions().await.unwrap().len(),
+        1,
+        "a decided interaction goes on"
+    );
+
+    let (running, started) = store.resume_step(step.id).await.unwrap();
+    assert_eq!(running.state, StepState::Running);
+    assert_eq!(started.kind, EventKind::StepStarted);
+    let done = store
+        .finish_step(step.id, ok(json!({ "added": "oat milk" })), None, None)
+        .await
+        .unwrap();
+    assert_eq!(done.step.state, StepState::Succeeded);
+    let history = store.step_transitions(step.id).await.unwrap();
+    assert_eq!(
+        history.iter().map(|t| t.to).collect::<Vec<_>>(),
+        vec![
+            StepState::Created,
+            StepState::Running,
+            StepState::Waiting,
+            StepState::Running,
+            StepState::Succeeded
+        ]
+    );
+    assert!(step::is_legal_history(&history));
+
+    // A rejected proposal ends failed straight from waiting.
+    let mut act = new_step(&i, 1, StepKind::Act);
+    act.mode = StepMode::Interactive;
+    let (second, _) = store.begin_step(act).await.unwrap();
+    store
+        .finish_step(
+            second.id,
+            StepOutcome::Waiting {
+                proposal: json!({}),
+            },
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .decide(NewDecision::new(
+            second.id,
+            Decision::Reject {
+                reason: Some("no".into()),
+            },
+            DecidedBy::user(&p),
+            "test",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        store.resume_step(second.id).await.is_err(),
+        "a rejected call never runs"
+    );
+    let refused = StepOutcome::Failed {
+        error: StepError::new(ErrorCode::ApprovalRejected, "no"),
+        usage: None,
+    };
+    let failed = store
+        .finish_step(second.id, refused, None, None)
+        .await
+        .unwrap();
+    assert_eq!(failed.step.state, StepState::Failed);
+
+    // Forgetting the user forgets the decisions about their interactions.
+    store.forget_user(p.account, p.user).await.unwrap();
+    assert_eq!(store.decision(step.id).await.unwrap(), None);
+}

@@ -7,6 +7,7 @@
 //! interactions (one process per SQLite file).
 
 mod access;
+mod approvals;
 mod builder;
 pub mod channel;
 mod config;
@@ -31,6 +32,7 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+pub use approvals::{ApprovalError, Approvals};
 pub use builder::RuntimeBuilder;
 pub use conversations::Sessions;
 pub use delegation::{Delegate, DelegationGraph};
@@ -103,6 +105,9 @@ pub enum RuntimeError {
     /// A job call was refused.
     #[error(transparent)]
     Job(#[from] JobError),
+    /// A decision was refused.
+    #[error(transparent)]
+    Approval(#[from] ApprovalError),
     /// A stored step payload could not be read.
     #[error(transparent)]
     Payload(#[from] crate::step::payload::PayloadError),
@@ -130,6 +135,7 @@ impl RuntimeError {
             RuntimeError::Forbidden(e) => e.code(),
             RuntimeError::Model(e) => e.code(),
             RuntimeError::Job(e) => e.code(),
+            RuntimeError::Approval(e) => e.code(),
             RuntimeError::Payload(_) => ErrorCode::StepCorrupt,
             RuntimeError::InteractionFailed { error, .. } => error.code,
         }
@@ -156,6 +162,10 @@ pub struct Reply {
     pub usage: TokenUsage,
     /// What it cost.
     pub cost: Cost,
+    /// The `act` steps waiting for a person's decision: while any is, the
+    /// interaction has no reply yet (`text` is empty) and goes on once all
+    /// are decided ([`Approvals::decide`]).
+    pub waiting: Vec<crate::ids::StepId>,
 }
 
 impl Reply {
@@ -172,6 +182,11 @@ impl Reply {
             steps: u32::try_from(steps.len()).unwrap_or(u32::MAX),
             usage,
             cost,
+            waiting: steps
+                .iter()
+                .filter(|s| s.state == crate::step::StepState::Waiting)
+                .map(|s| s.id)
+                .collect(),
         }
     }
 }
@@ -222,6 +237,8 @@ pub struct RecoveryReport {
     pub completed: usize,
     /// Of those, how many ended failed.
     pub failed: usize,
+    /// Of those, how many wait for a person's decision.
+    pub waiting: usize,
     /// Replies delivered from the outbox.
     pub delivered: usize,
     /// Interactions that could not be resumed, with the reason (they stay
@@ -404,6 +421,11 @@ impl Runtime {
         Usage { rt: self }
     }
 
+    /// Calls waiting for a person's decision, and the decisions.
+    pub fn approvals(&self) -> Approvals<'_> {
+        Approvals { rt: self }
+    }
+
     /// Events as they are appended, in process. Events missed by a slow
     /// subscriber are in the store's log ([`EventStore::events_after`](crate::EventStore::events_after)).
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
@@ -473,6 +495,16 @@ impl Runtime {
         let result = self
             .send_held(session, message, InteractionKind::Message)
             .await;
+        hold.release().await;
+        result
+    }
+
+    /// Runs what can go on in `session` now (after a decision), in order,
+    /// holding it as `send` does.
+    pub(crate) async fn run_session(&self, session: SessionId) -> Result<usize, RuntimeError> {
+        let _guard = self.inner.locks.lock(session).await;
+        let hold = self.inner.hold_session(session).await?;
+        let result = self.inner.run_waiting(session).await;
         hold.release().await;
         result
     }
@@ -578,6 +610,7 @@ impl Runtime {
         for (id, outcome) in outcomes.into_iter().flatten() {
             match outcome {
                 Ok(InteractionState::Completed) => report.completed += 1,
+                Ok(InteractionState::Waiting) => report.waiting += 1,
                 Ok(_) | Err(RuntimeError::InteractionFailed { .. }) => report.failed += 1,
                 Err(e) => report.errors.push((id, e.to_string())),
             }
@@ -642,7 +675,13 @@ impl Runtime {
                 .with_access(access)
                 .drive()
                 .await
-                .map(|_| InteractionState::Completed)
+                .map(|reply| {
+                    if reply.waiting.is_empty() {
+                        InteractionState::Completed
+                    } else {
+                        InteractionState::Waiting
+                    }
+                })
             }
             .await;
             out.push((id, result));

@@ -54,8 +54,10 @@ pub enum StepMode {
     Deferred,
 }
 
-/// A step's state. The only transitions are `created → running` and
-/// `running → succeeded | failed`.
+/// A step's state. The only transitions are `created → running`,
+/// `running → succeeded | failed`, and for a call that needs a person's
+/// decision `running → waiting` then `waiting → running` (approved) or
+/// `waiting → failed` (rejected or expired).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepState {
@@ -63,6 +65,9 @@ pub enum StepState {
     Created,
     /// Started; its outcome is not yet known.
     Running,
+    /// An `act` step whose call waits for a person's decision; its output
+    /// is the [`Proposal`](crate::approval::Proposal).
+    Waiting,
     /// Ended well.
     Succeeded,
     /// Ended badly; `error` says why.
@@ -77,6 +82,9 @@ impl StepState {
             (StepState::Created, StepState::Running)
                 | (StepState::Running, StepState::Succeeded)
                 | (StepState::Running, StepState::Failed)
+                | (StepState::Running, StepState::Waiting)
+                | (StepState::Waiting, StepState::Running)
+                | (StepState::Waiting, StepState::Failed)
         )
     }
 
@@ -127,6 +135,7 @@ str_enum!(StepMode, "step mode",
 str_enum!(StepState, "step state",
     StepState::Created => "created",
     StepState::Running => "running",
+    StepState::Waiting => "waiting",
     StepState::Succeeded => "succeeded",
     StepState::Failed => "failed",
 );
@@ -289,6 +298,11 @@ pub enum StepOutcome {
         /// Model usage spent before it failed, if any.
         usage: Option<ModelUsage>,
     },
+    /// Its call waits for a person's decision.
+    Waiting {
+        /// The [`Proposal`](crate::approval::Proposal).
+        proposal: Value,
+    },
 }
 
 impl StepOutcome {
@@ -297,6 +311,7 @@ impl StepOutcome {
         match self {
             StepOutcome::Succeeded { .. } => StepState::Succeeded,
             StepOutcome::Failed { .. } => StepState::Failed,
+            StepOutcome::Waiting { .. } => StepState::Waiting,
         }
     }
 }
@@ -339,9 +354,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_four_transitions_are_allowed() {
+    fn only_the_legal_transitions_are_allowed() {
         use StepState::*;
-        let all = [Created, Running, Succeeded, Failed];
+        let all = [Created, Running, Waiting, Succeeded, Failed];
         let allowed: Vec<_> = all
             .iter()
             .flat_map(|a| all.iter().map(move |b| (*a, *b)))
@@ -349,7 +364,14 @@ mod tests {
             .collect();
         assert_eq!(
             allowed,
-            vec![(Created, Running), (Running, Succeeded), (Running, Failed)]
+            vec![
+                (Created, Running),
+                (Running, Waiting),
+                (Running, Succeeded),
+                (Running, Failed),
+                (Waiting, Running),
+                (Waiting, Failed)
+            ]
         );
     }
 

@@ -15,12 +15,14 @@
 //! - A committed write survives a crash of the process.
 
 use crate::error::ErrorCode;
+use serde::Deserialize;
 use std::fmt;
 
 pub mod rows;
 
 use async_trait::async_trait;
 
+use crate::approval::{NewDecision, StoredDecision};
 use crate::budget::BudgetLimit;
 use crate::directory::{Access, AccessError, AccountPolicy, AccountRole, Assignment};
 use crate::event::{Event, EventKind, NewEvent, StepEvent};
@@ -225,6 +227,41 @@ pub trait InteractionStore: Send + Sync {
     async fn step_transitions(&self, id: StepId) -> StoreResult<Vec<StepTransition>>;
 }
 
+/// Which waiting steps to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ApprovalFilter {
+    /// Those of one session.
+    Session(SessionId),
+    /// Those of one account.
+    Account(AccountId),
+    /// Every one (the runtime's expiry sweep).
+    All,
+}
+
+/// Decisions about calls that wait for a person (see [`crate::approval`]).
+#[async_trait]
+pub trait ApprovalStore: Send + Sync {
+    /// Stores a decision about a waiting `act` step, with its
+    /// `approval.decided` event, in one transaction. The same decision
+    /// again returns the stored one and no event; another one after it,
+    /// or a decision about a step that does not wait, is
+    /// [`StoreError::Conflict`] (the rule is
+    /// [`NewDecision::check`](crate::approval::NewDecision::check)).
+    async fn decide(&self, new: NewDecision) -> StoreResult<(StoredDecision, Option<Event>)>;
+
+    /// The decision about `step`, if one was taken.
+    async fn decision(&self, step: StepId) -> StoreResult<Option<StoredDecision>>;
+
+    /// Steps that wait for a decision nobody has taken yet, oldest first,
+    /// each with its session.
+    async fn waiting_steps(&self, filter: ApprovalFilter) -> StoreResult<Vec<(Step, SessionId)>>;
+
+    /// Moves a decided `waiting` step back to `running` to run its call,
+    /// recording the transition and a `step.started` event.
+    async fn resume_step(&self, id: StepId) -> StoreResult<(Step, Event)>;
+}
+
 /// What a store writes when a running step ends, worked out once here from
 /// the step as stored and its outcome, so that both stores write the same
 /// row, usage record and event.
@@ -260,13 +297,24 @@ impl StepEnding {
         let (output, error, usage) = match outcome {
             StepOutcome::Succeeded { output, usage } => (Some(output), None, usage),
             StepOutcome::Failed { error, usage } => (None, Some(error), usage),
+            StepOutcome::Waiting { proposal } => (Some(proposal), None, None),
         };
-        let event = if to == StepState::Succeeded {
-            EventKind::StepSucceeded
-        } else {
-            EventKind::StepFailed
+        let event = match to {
+            StepState::Succeeded => EventKind::StepSucceeded,
+            StepState::Waiting => EventKind::ApprovalRequested,
+            _ => EventKind::StepFailed,
         };
-        let payload = StepEvent::ended(step, error.as_ref(), usage.as_ref()).to_json();
+        let mut payload = StepEvent::ended(step, error.as_ref(), usage.as_ref()).to_json();
+        if let (StepState::Waiting, Some(proposal), Some(fields)) =
+            (to, output.as_ref(), payload.as_object_mut())
+        {
+            // What a host shows the person asked to decide.
+            let arguments = crate::approval::Proposal::deserialize(proposal)
+                .ok()
+                .and_then(|p| serde_json::from_str(&p.call.arguments).ok())
+                .unwrap_or(serde_json::Value::Null);
+            fields.insert("arguments".into(), arguments);
+        }
         Ok(Self {
             to,
             output,
@@ -575,6 +623,7 @@ pub trait Store:
     + DirectoryStore
     + crate::knowledge::KnowledgeStore
     + crate::job::JobStore
+    + ApprovalStore
     + 'static
 {
 }
@@ -591,6 +640,7 @@ impl<T> Store for T where
         + DirectoryStore
         + crate::knowledge::KnowledgeStore
         + crate::job::JobStore
+        + ApprovalStore
         + 'static
 {
 }

@@ -12,6 +12,7 @@ use std::str::FromStr;
 use serde_json::Value;
 
 use super::{StoreError, StoreResult};
+use crate::approval::{DecidedBy, StoredDecision};
 use crate::budget::BudgetLimit;
 use crate::ids::AgentId;
 use crate::interaction::Interaction;
@@ -351,5 +352,25 @@ pub fn budget(row: &impl Row) -> StoreResult<BudgetLimit> {
             .map(|t| u64::try_from(t).unwrap_or(0)),
         period: row.parse("period")?,
         warn_at: serde_json::from_str(&row.text("warn_at")?).map_err(|e| corrupt("warn_at", e))?,
+    })
+}
+
+/// The columns [`decision`] reads.
+pub const DECISION_COLUMNS: &str =
+    "step_id, interaction_id, decision, account_id, user_id, channel, at";
+
+/// A decision about a waiting step.
+pub fn decision(row: &impl Row) -> StoreResult<StoredDecision> {
+    Ok(StoredDecision {
+        step_id: row.parse("step_id")?,
+        interaction_id: row.parse("interaction_id")?,
+        decision: serde_json::from_str(&row.text("decision")?)
+            .map_err(|e| corrupt("decision", e))?,
+        by: DecidedBy {
+            account: row.parse("account_id")?,
+            user: row.parse_opt("user_id")?,
+        },
+        channel: row.text("channel")?,
+        at: row.ts("at")?,
     })
 }

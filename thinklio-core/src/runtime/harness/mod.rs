@@ -7,13 +7,17 @@
 //! crashed run stopped. Every step is written (`running`) before its work and
 //! finished after it, and nothing else changes a step's state.
 
+mod approval;
 mod context;
 mod jobs;
 mod model;
 mod plan;
 
 use self::plan::{Next, Work, observation};
+use crate::approval::StoredDecision;
 use crate::error::ErrorCode;
+use crate::ids::StepId;
+use std::collections::HashMap;
 
 use std::sync::Arc;
 
@@ -58,6 +62,8 @@ pub(crate) struct Run {
     /// The job this run works for (a delegate dispatched as a job): the run
     /// stops at its next step once the job has ended.
     job: Option<crate::ids::JobId>,
+    /// Decisions taken about this interaction's `interactive` act steps.
+    decisions: HashMap<StepId, StoredDecision>,
 }
 
 /// What a delegate's run knows of the chain that called it.
@@ -88,6 +94,7 @@ impl Run {
             delegation: None,
             access: None,
             job: None,
+            decisions: HashMap::new(),
         }
     }
 
@@ -121,10 +128,11 @@ impl Run {
     pub(crate) async fn drive(mut self) -> Result<Reply, RuntimeError> {
         // The step begun by the last commit, whose work is next.
         let mut in_flight: Option<Step> = None;
+        self.load_decisions().await?;
         loop {
             let work = match self.plan(in_flight.as_ref().map(|s| s.id)) {
                 Next::Work(work) => work,
-                Next::Done => return Ok(self.finished_reply()),
+                Next::Done | Next::Wait => return Ok(self.finished_reply()),
                 Next::Failed(error) => return Err(self.fail(error).await?),
                 Next::Interrupted(step) => {
                     self.settle_interrupted(&step).await?;
@@ -138,9 +146,17 @@ impl Run {
             if let Some(error) = self.job_ended().await? {
                 return Err(self.stop_for_job(in_flight.take(), error).await?);
             }
-            let step = match in_flight.take() {
-                Some(step) => step,
-                None => {
+            let step = match (in_flight.take(), &work) {
+                (Some(step), _) => step,
+                (None, Work::Resume { act, .. }) => {
+                    // Approved: the waiting step runs its call now.
+                    let (step, event) = self.rt.store.resume_step(act.id).await?;
+                    self.rt.publish(event);
+                    self.replace(step.clone());
+                    step
+                }
+                (None, Work::Refuse { act, .. }) => (**act).clone(),
+                (None, _) => {
                     let (step, event) = self.rt.store.begin_step(self.new_step_for(&work)).await?;
                     self.rt.publish(event);
                     self.steps.push(step.clone());
@@ -176,8 +192,8 @@ impl Run {
         let (outcome, reply) = self.work(work, step).await;
         self.replace(ended(step, &outcome));
         let following = match self.plan(None) {
-            Next::Work(work) => Some(self.new_step_for(&work)),
-            Next::Done | Next::Failed(_) | Next::Interrupted(_) => None,
+            Next::Work(work) if work.begins_step() => Some(self.new_step_for(&work)),
+            _ => None,
         };
         Ok(self
             .rt
@@ -252,6 +268,7 @@ impl Run {
                 index,
                 call,
                 attempt,
+                approved,
             } => {
                 let mut new = self.new_step(
                     StepKind::Act,
@@ -266,6 +283,10 @@ impl Run {
                     Some(_) if self.interaction.kind == InteractionKind::Dispatch => {
                         StepMode::Deferred
                     }
+                    // The call waits for a person (or, observing, is only
+                    // proposed).
+                    Some(c) if !approved && self.needs_decision(c) => StepMode::Interactive,
+                    Some(c) if self.mode_of(c) == StepMode::Interactive => StepMode::Immediate,
                     Some(c) => self.mode_of(c),
                     None => StepMode::Immediate,
                 };
@@ -297,6 +318,18 @@ impl Run {
                     act_step: act.id,
                 }),
             ),
+            // A decided step is the waiting one: it is not begun again.
+            Work::Resume { act, .. } | Work::Refuse { act, .. } => NewStep {
+                interaction_id: act.interaction_id,
+                seq: act.seq,
+                kind: act.kind,
+                mode: act.mode,
+                attempt: act.attempt,
+                idempotency_key: act.idempotency_key.clone(),
+                capability: act.capability.clone(),
+                side_effect: act.side_effect,
+                input: act.input.clone(),
+            },
             Work::Respond { text, attempt } => self.new_step(
                 StepKind::Respond,
                 *attempt,
@@ -344,7 +377,9 @@ impl Run {
                 Ok(outcome) => outcome,
                 Err(_) => overdue(),
             },
-            Work::Act { call, .. } => self.act(step, call).await,
+            Work::Act { call, .. } if step.mode == StepMode::Interactive => self.propose(call),
+            Work::Act { call, .. } | Work::Resume { call, .. } => self.act(step, call).await,
+            Work::Refuse { error, .. } => StepOutcome::Failed { error, usage: None },
             Work::Observe { call_id, act, .. } => {
                 let (content, is_error) = observation(&act);
                 StepOutcome::Succeeded {
@@ -582,7 +617,11 @@ impl Run {
                         code: ErrorCode::BudgetExceeded,
                         message: refused.message,
                     }),
-                    Ok(()) if step.mode == StepMode::Deferred => {
+                    Ok(())
+                        if step.mode == StepMode::Deferred
+                            || (step.mode == StepMode::Interactive
+                                && self.mode_of(&cap) == StepMode::Deferred) =>
+                    {
                         self.dispatch_job(step, &cap, arguments).await
                     }
                     Ok(()) => {
@@ -695,6 +734,7 @@ fn ended(step: &Step, outcome: &StepOutcome) -> Step {
     match outcome {
         StepOutcome::Succeeded { output, .. } => s.output = Some(output.clone()),
         StepOutcome::Failed { error, .. } => s.error = Some(error.clone()),
+        StepOutcome::Waiting { proposal } => s.output = Some(proposal.clone()),
     }
     s
 }

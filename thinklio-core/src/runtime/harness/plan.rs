@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use super::Run;
 use super::context::job_message;
+use crate::approval::Decision;
 use crate::ids::StepId;
 use crate::interaction::InteractionKind;
 use crate::model::ToolCall;
@@ -27,6 +28,8 @@ pub(super) enum Next {
     Interrupted(Box<Step>),
     /// The interaction has its reply.
     Done,
+    /// Calls wait for a person's decision; nothing else can run until then.
+    Wait,
     /// The interaction failed for good.
     Failed(StepError),
 }
@@ -46,6 +49,21 @@ pub(super) enum Work {
         index: usize,
         call: ToolCall,
         attempt: u32,
+        /// A person already approved this call (a later attempt of an
+        /// approved step): it runs without asking again.
+        approved: bool,
+    },
+    /// Runs a waiting `act` step's call that a person approved (maybe
+    /// with edited arguments): the step moves back to `running`.
+    Resume {
+        act: Box<Step>,
+        call: ToolCall,
+    },
+    /// Ends a waiting `act` step whose call a person rejected, or that
+    /// expired: the model is told why.
+    Refuse {
+        act: Box<Step>,
+        error: StepError,
     },
     Observe {
         turn: u32,
@@ -58,6 +76,14 @@ pub(super) enum Work {
         text: String,
         attempt: u32,
     },
+}
+
+impl Work {
+    /// Whether the work begins a new step (resuming or refusing a waiting
+    /// one does not).
+    pub(super) fn begins_step(&self) -> bool {
+        !matches!(self, Work::Resume { .. } | Work::Refuse { .. })
+    }
 }
 
 impl Run {
@@ -205,11 +231,25 @@ impl Run {
         if let Some(text) = final_text {
             return Next::Work(Work::Respond { text, attempt: 1 });
         }
+        let mut waiting = false;
         for (index, call) in calls.iter().enumerate() {
             if observed.get(index).copied().unwrap_or(true) {
                 continue;
             }
-            return match acts.get(index).copied().flatten() {
+            let act = acts.get(index).copied().flatten();
+            if let Some(act) = act.filter(|a| a.state == StepState::Waiting) {
+                // Each proposed call is decided on its own; the others are
+                // proposed meanwhile, and the interaction goes on once all
+                // are decided.
+                match self.decisions.get(&act.id) {
+                    Some(decided) => return Next::Work(decided_work(act, call, &decided.decision)),
+                    None => {
+                        waiting = true;
+                        continue;
+                    }
+                }
+            }
+            return match act {
                 // A dispatch answers with what its one call did.
                 Some(act) if dispatch => Next::Work(Work::Respond {
                     text: dispatch_reply(act),
@@ -227,8 +267,12 @@ impl Run {
                     index,
                     call: call.clone(),
                     attempt: 1,
+                    approved: false,
                 }),
             };
+        }
+        if waiting {
+            return Next::Wait;
         }
         if turn >= self.agent.max_turns {
             return Next::Work(Work::Respond {
@@ -260,11 +304,22 @@ impl Run {
             }),
             StepKind::Act => {
                 let input: ActInput = step.input_as()?;
+                // An approved call interrupted while it ran goes again as
+                // decided, without asking again.
+                let decided = self.decisions.get(&step.id).map(|d| &d.decision);
+                let call = match decided {
+                    Some(Decision::Edit { arguments }) => ToolCall {
+                        arguments: arguments.to_string(),
+                        ..input.call()
+                    },
+                    _ => input.call(),
+                };
                 Next::Work(Work::Act {
                     turn: input.turn,
                     index: input.index,
-                    call: input.call(),
+                    call,
                     attempt,
+                    approved: decided.is_some_and(Decision::runs),
                 })
             }
             StepKind::Observe => {
@@ -288,6 +343,41 @@ impl Run {
                 attempt,
             }),
         })
+    }
+}
+
+/// What a decision about a waiting `act` step makes of it.
+fn decided_work(act: &Step, call: &ToolCall, decision: &Decision) -> Work {
+    let act = Box::new(act.clone());
+    match decision {
+        Decision::Approve => Work::Resume {
+            act,
+            call: call.clone(),
+        },
+        Decision::Edit { arguments } => Work::Resume {
+            act,
+            call: ToolCall {
+                arguments: arguments.to_string(),
+                ..call.clone()
+            },
+        },
+        Decision::Expire => Work::Refuse {
+            act,
+            error: StepError::new(
+                ErrorCode::ApprovalExpired,
+                "nobody decided about this call in time, so it was not run",
+            ),
+        },
+        Decision::Reject { reason } => Work::Refuse {
+            act,
+            error: StepError::new(
+                ErrorCode::ApprovalRejected,
+                match reason.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+                    Some(reason) => format!("the user rejected this call: {reason}"),
+                    None => "the user rejected this call".to_owned(),
+                },
+            ),
+        },
     }
 }
 
@@ -342,6 +432,11 @@ pub(super) fn observation(act: &Step) -> (String, bool) {
         ErrorCode::CapabilityNotFound => " Use only the tools you were given.",
         ErrorCode::CapabilityOutcomeUnknown => {
             " It may or may not have taken effect; do not repeat it without checking."
+        }
+        ErrorCode::ApprovalRejected => " Do not propose it again unless the user asks for it.",
+        ErrorCode::ApprovalExpired => " Ask the user whether it is still wanted.",
+        ErrorCode::ApprovalObserveOnly => {
+            " Tell the user what you would do; they can do it or change your mode."
         }
         _ => "",
     };

@@ -1,0 +1,537 @@
+//! A person in the loop: calls that wait for a decision, decided one by
+//! one, durably, by the right people. Several tests are named after bugs
+//! other runtimes shipped (work redone on resume, the wrong call approved,
+//! parallel approvals hanging, a decision lost with a stored session).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests speak through panics
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::json;
+use thinklio_core::approval::{ApprovalMode, Decision};
+use thinklio_core::model::ToolCall;
+use thinklio_core::*;
+use thinklio_llm::{ScriptedModel, ScriptedReply};
+use thinklio_store_sqlite::SqliteStore;
+
+#[derive(Deserialize, JsonSchema)]
+struct Item {
+    /// What to add.
+    text: String,
+}
+
+/// What the capabilities did, in order.
+type Done = Arc<Mutex<Vec<String>>>;
+
+/// `add_todo(text)`: external (at most once); records each run.
+fn add_todo(done: &Done) -> FunctionCapability {
+    add_todo_in(done, StepMode::Immediate)
+}
+
+fn add_todo_in(done: &Done, mode: StepMode) -> FunctionCapability {
+    let done = Arc::clone(done);
+    FunctionCapability::builder("add_todo", "Adds an item to the user's todo list.")
+        .default_mode(mode)
+        .handler(move |args: Item| {
+            let done = Arc::clone(&done);
+            async move {
+                done.lock().unwrap().push(format!("add {}", args.text));
+                Ok::<_, String>(json!({ "added": args.text }))
+            }
+        })
+}
+
+/// `lookup(text)`: read-only; records each run.
+fn lookup(done: &Done) -> FunctionCapability {
+    let done = Arc::clone(done);
+    FunctionCapability::builder("lookup", "Looks something up.")
+        .side_effect(SideEffect::ReadOnly)
+        .handler(move |args: Item| {
+            let done = Arc::clone(&done);
+            async move {
+                done.lock().unwrap().push(format!("lookup {}", args.text));
+                Ok::<_, String>(json!({ "found": args.text }))
+            }
+        })
+}
+
+/// The model: `add X` proposes `add_todo(X)`; `add X and Y` proposes both in
+/// one turn; `check X then add Y` looks X up, then adds Y; a tool result is
+/// answered with every result and error it was given.
+fn model() -> ScriptedModel {
+    ScriptedModel::responder(|r| {
+        let last = r.messages.last().unwrap();
+        if last.role == Role::Tool {
+            let results: Vec<String> = r
+                .messages
+                .iter()
+                .rev()
+                .take_while(|m| m.role == Role::Tool)
+                .map(|m| m.content.clone())
+                .collect();
+            let asked = r
+                .messages
+                .iter()
+                .rev()
+                .find(|m| m.role == Role::User)
+                .unwrap();
+            if let Some((_, add)) = asked.content.split_once(" then add ")
+                && !results.iter().any(|c| c.contains("added"))
+                && !results.iter().any(|c| c.contains("Error"))
+            {
+                return ScriptedReply::tool_call(
+                    "a1",
+                    "add_todo",
+                    json!({ "text": add }).to_string(),
+                );
+            }
+            return ScriptedReply::text(format!("Done: {}", results.join(" | ")));
+        }
+        let text = last.content.clone();
+        if let Some(rest) = text.strip_prefix("check ") {
+            let what = rest.split(" then ").next().unwrap();
+            return ScriptedReply::tool_call("l1", "lookup", json!({ "text": what }).to_string());
+        }
+        if let Some(items) = text.strip_prefix("add ") {
+            let calls = items
+                .split(" and ")
+                .enumerate()
+                .map(|(i, item)| {
+                    ToolCall::new(
+                        format!("a{i}"),
+                        "add_todo",
+                        json!({ "text": item }).to_string(),
+                    )
+                })
+                .collect();
+            return ScriptedReply::ToolCalls {
+                text: String::new(),
+                calls,
+            };
+        }
+        ScriptedReply::text(format!("ok: {text}"))
+    })
+}
+
+fn agent(mode: ApprovalMode) -> AgentDefinition {
+    AgentDefinition::new("assistant", "m")
+        .capabilities(["add_todo", "lookup"])
+        .approval_mode(mode)
+}
+
+async fn runtime(path: &std::path::Path, done: &Done, mode: ApprovalMode) -> Runtime {
+    Runtime::builder()
+        .store(SqliteStore::open(path).await.unwrap())
+        .model(model())
+        .capability(add_todo(done))
+        .capability(lookup(done))
+        .agent(agent(mode))
+        .build()
+        .unwrap()
+}
+
+async fn session(rt: &Runtime) -> Session {
+    rt.open_session(Principal::local(), "assistant", "chat", None)
+        .await
+        .unwrap()
+}
+
+fn done_list(done: &Done) -> Vec<String> {
+    done.lock().unwrap().clone()
+}
+
+async fn reply_text(rt: &Runtime, interaction: InteractionId) -> Option<String> {
+    rt.sessions()
+        .reply(Principal::local(), interaction)
+        .await
+        .unwrap()
+        .map(|m| m.text)
+}
+
+#[tokio::test]
+async fn a_draft_call_waits_and_runs_once_when_approved() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = Done::default();
+    let rt = runtime(&dir.path().join("a.db"), &done, ApprovalMode::Draft).await;
+    let s = session(&rt).await;
+    let mut events = rt.subscribe();
+
+    let reply = rt.send(s.id, "add milk").await.unwrap();
+    assert_eq!(reply.waiting.len(), 1, "{reply:?}");
+    assert!(reply.text.is_empty());
+    assert!(
+        done_list(&done).is_empty(),
+        "nothing runs without a decision"
+    );
+    assert_eq!(
+        rt.sessions()
+            .state(Principal::local(), reply.interaction_id)
+            .await
+            .unwrap(),
+        InteractionState::Waiting
+    );
+    let pending = rt
+        .approvals()
+        .of_session(Principal::local(), s.id)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].step_id, reply.waiting[0]);
+    assert_eq!(pending[0].capability, "add_todo");
+    assert_eq!(pending[0].arguments, json!({ "text": "milk" }));
+    let mut requested = None;
+    while let Ok(e) = events.try_recv() {
+        if e.kind == EventKind::ApprovalRequested {
+            requested = Some(e);
+        }
+    }
+    let requested = requested.expect("an approval.requested event");
+    assert_eq!(requested.step_id, Some(reply.waiting[0]));
+    assert_eq!(requested.payload["arguments"], json!({ "text": "milk" }));
+
+    let decided = rt
+        .approvals()
+        .decide(
+            Principal::local(),
+            reply.waiting[0],
+            Decision::Approve,
+            "test",
+        )
+        .await
+        .unwrap();
+    assert_eq!(decided.by.user, Some(Principal::local().user));
+    assert_eq!(decided.channel, "test");
+    assert_eq!(done_list(&done), ["add milk"]);
+    let text = reply_text(&rt, reply.interaction_id)
+        .await
+        .expect("the reply");
+    assert!(text.contains("added"), "{text}");
+    assert!(
+        std::iter::from_fn(|| events.try_recv().ok()).any(|e| e.kind == EventKind::ApprovalDecided)
+    );
+
+    // The same decision again is the same decision; another is a conflict.
+    let again = rt
+        .approvals()
+        .decide(
+            Principal::local(),
+            reply.waiting[0],
+            Decision::Approve,
+            "test",
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, decided);
+    let conflict = rt
+        .approvals()
+        .decide(
+            Principal::local(),
+            reply.waiting[0],
+            Decision::Reject { reason: None },
+            "test",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(conflict.code(), ErrorCode::StoreConflict);
+    assert_eq!(done_list(&done), ["add milk"], "still once");
+    assert!(
+        rt.approvals()
+            .of_session(Principal::local(), s.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn approving_one_of_two_parallel_calls_runs_that_one_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = Done::default();
+    let rt = runtime(&dir.path().join("p.db"), &done, ApprovalMode::Draft).await;
+    let s = session(&rt).await;
+    let reply = rt.send(s.id, "add eggs and flour").await.unwrap();
+    assert_eq!(reply.waiting.len(), 2, "both calls are proposed at once");
+    let pending = rt
+        .approvals()
+        .of_session(Principal::local(), s.id)
+        .await
+        .unwrap();
+    let flour = pending
+        .iter()
+        .find(|p| p.arguments == json!({ "text": "flour" }))
+        .unwrap()
+        .step_id;
+    let eggs = pending
+        .iter()
+        .find(|p| p.arguments == json!({ "text": "eggs" }))
+        .unwrap()
+        .step_id;
+
+    // Approving the second names the second: nothing runs while the first waits.
+    rt.approvals()
+        .decide(Principal::local(), flour, Decision::Approve, "test")
+        .await
+        .unwrap();
+    assert!(done_list(&done).is_empty(), "{:?}", done_list(&done));
+    assert_eq!(reply_text(&rt, reply.interaction_id).await, None);
+    rt.approvals()
+        .decide(
+            Principal::local(),
+            eggs,
+            Decision::Reject {
+                reason: Some("we have eggs".into()),
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    assert_eq!(done_list(&done), ["add flour"]);
+    let text = reply_text(&rt, reply.interaction_id)
+        .await
+        .expect("the reply");
+    assert!(
+        text.contains("approval.rejected") && text.contains("we have eggs"),
+        "{text}"
+    );
+    assert!(text.contains(r#""added":"flour""#), "{text}");
+}
+
+#[tokio::test]
+async fn edited_arguments_are_checked_then_run_as_edited() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = Done::default();
+    let rt = runtime(&dir.path().join("e.db"), &done, ApprovalMode::Draft).await;
+    let s = session(&rt).await;
+    let reply = rt.send(s.id, "add milk").await.unwrap();
+    let step = reply.waiting[0];
+    let bad = rt
+        .approvals()
+        .decide(
+            Principal::local(),
+            step,
+            Decision::Edit {
+                arguments: json!({ "txet": "oat milk" }),
+            },
+            "test",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), ErrorCode::ApprovalInvalidArguments);
+    assert!(done_list(&done).is_empty());
+    rt.approvals()
+        .decide(
+            Principal::local(),
+            step,
+            Decision::Edit {
+                arguments: json!({ "text": "oat milk" }),
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    assert_eq!(done_list(&done), ["add oat milk"]);
+}
+
+#[tokio::test]
+async fn work_done_before_the_pause_is_not_done_again_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = Done::default();
+    let rt = runtime(&dir.path().join("w.db"), &done, ApprovalMode::Draft).await;
+    let s = session(&rt).await;
+    let reply = rt.send(s.id, "check stock then add tea").await.unwrap();
+    assert_eq!(
+        done_list(&done),
+        ["lookup stock"],
+        "read-only calls run in draft"
+    );
+    assert_eq!(reply.waiting.len(), 1);
+    rt.approvals()
+        .decide(
+            Principal::local(),
+            reply.waiting[0],
+            Decision::Approve,
+            "test",
+        )
+        .await
+        .unwrap();
+    assert_eq!(done_list(&done), ["lookup stock", "add tea"]);
+}
+
+#[tokio::test]
+async fn a_decision_survives_a_restart_and_a_crash_after_it_runs_the_action_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.db");
+    let done = Done::default();
+    let (session_id, interaction, step) = {
+        let rt = runtime(&path, &done, ApprovalMode::Draft).await;
+        let s = session(&rt).await;
+        let reply = rt.send(s.id, "add milk").await.unwrap();
+        (s.id, reply.interaction_id, reply.waiting[0])
+    };
+    // A new process sees the proposal and takes the decision; the process
+    // stops before the call runs (the decision is stored, nothing else).
+    {
+        let store = SqliteStore::open(&path).await.unwrap();
+        use thinklio_core::store::ApprovalStore;
+        let rt = runtime(&path, &done, ApprovalMode::Draft).await;
+        let pending = rt
+            .approvals()
+            .of_session(Principal::local(), session_id)
+            .await
+            .unwrap();
+        assert_eq!(
+            pending[0].step_id, step,
+            "the proposal survived the restart"
+        );
+        let by = thinklio_core::approval::DecidedBy::user(&Principal::local());
+        let new = thinklio_core::approval::NewDecision::new(step, Decision::Approve, by, "test");
+        store.decide(new).await.unwrap();
+        assert!(done_list(&done).is_empty());
+    }
+    // The next start runs the decided call, once, and answers.
+    let rt = runtime(&path, &done, ApprovalMode::Draft).await;
+    let report = rt.recover().await.unwrap();
+    assert_eq!(report.completed, 1, "{report:?}");
+    assert_eq!(done_list(&done), ["add milk"]);
+    assert!(
+        reply_text(&rt, interaction)
+            .await
+            .unwrap()
+            .contains("added")
+    );
+    let again = rt.recover().await.unwrap();
+    assert_eq!(again.resumed, 0);
+    assert_eq!(done_list(&done), ["add milk"], "once");
+}
+
+#[tokio::test]
+async fn a_waiting_call_holds_nothing_and_a_new_message_is_answered_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = Done::default();
+    let rt = runtime(&dir.path().join("n.db"), &done, ApprovalMode::Draft).await;
+    let s = session(&rt).await;
+    let waiting = rt.send(s.id, "add milk").await.unwrap();
+    let other = rt.send(s.id, "hello").await.unwrap();
+    assert_eq!(other.text, "ok: hello");
+    // Recovery leaves the waiting one alone: it runs nothing.
+    let report = rt.recover().await.unwrap();
+    assert_eq!(report.resumed, 0, "{report:?}");
+    assert!(done_list(&done).is_empty());
+    rt.approvals()
+        .decide(
+            Principal::local(),
+            waiting.waiting[0],
+            Decision::Approve,
+            "test",
+        )
+        .await
+        .unwrap();
+    assert_eq!(done_list(&done), ["add milk"]);
+}
+
+#[tokio::test]
+async fn observe_mode_runs_read_only_calls_and_only_proposes_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = Done::default();
+    let rt = runtime(&dir.path().join("o.db"), &done, ApprovalMode::Observe).await;
+    let s = session(&rt).await;
+    let reply = rt.send(s.id, "check stock then add tea").await.unwrap();
+    assert!(reply.waiting.is_empty());
+    assert_eq!(done_list(&done), ["lookup stock"]);
+    assert!(
+        reply.text.contains("approval.observe_only"),
+        "{}",
+        reply.text
+    );
+}
+
+#[tokio::test]
+async fn autopilot_asks_only_where_the_capability_demands_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = Done::default();
+    let store = SqliteStore::open(dir.path().join("c.db")).await.unwrap();
+    let rt = Runtime::builder()
+        .store(store)
+        .model(model())
+        .capability(add_todo_in(&done, StepMode::Interactive))
+        .capability(lookup(&done))
+        .agent(agent(ApprovalMode::Autopilot))
+        .build()
+        .unwrap();
+    let s = session(&rt).await;
+    let free = rt.send(s.id, "check stock then add tea").await.unwrap();
+    assert_eq!(done_list(&done), ["lookup stock"]);
+    assert_eq!(free.waiting.len(), 1, "add_todo asks even on autopilot");
+}
+
+#[tokio::test]
+async fn an_unanswered_call_expires_and_the_model_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = Done::default();
+    let clock = ManualClock::new(Timestamp::from_millis(1_000_000));
+    let rt = Runtime::builder()
+        .store(
+            SqliteStore::open_with(
+                dir.path().join("x.db"),
+                thinklio_store_sqlite::SqliteOptions::default().clock(clock.clone()),
+            )
+            .await
+            .unwrap(),
+        )
+        .clock(clock.clone())
+        .model(model())
+        .capability(add_todo(&done))
+        .capability(lookup(&done))
+        .agent(agent(ApprovalMode::Draft).approval_timeout(Duration::from_secs(60)))
+        .build()
+        .unwrap();
+    let s = session(&rt).await;
+    let reply = rt.send(s.id, "add milk").await.unwrap();
+    assert_eq!(rt.approvals().expire_due().await.unwrap(), 0, "not yet");
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(rt.approvals().expire_due().await.unwrap(), 1);
+    assert!(done_list(&done).is_empty());
+    let text = reply_text(&rt, reply.interaction_id)
+        .await
+        .expect("the reply");
+    assert!(text.contains("approval.expired"), "{text}");
+}
+
+#[tokio::test]
+async fn nobody_of_another_account_sees_or_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = Done::default();
+    let rt = runtime(&dir.path().join("x.db"), &done, ApprovalMode::Draft).await;
+    let s = session(&rt).await;
+    let reply = rt.send(s.id, "add milk").await.unwrap();
+    let stranger = Principal::new(AccountId::new(), UserId::new());
+    let seen = rt.approvals().of_session(stranger, s.id).await.unwrap_err();
+    assert_eq!(seen.code(), ErrorCode::DirectoryOtherAccount);
+    let decided = rt
+        .approvals()
+        .decide(stranger, reply.waiting[0], Decision::Approve, "test")
+        .await
+        .unwrap_err();
+    assert_eq!(decided.code(), ErrorCode::DirectoryOtherAccount);
+    let listed = rt
+        .approvals()
+        .of_account(Actor::Account(stranger.account), Principal::local().account)
+        .await
+        .unwrap_err();
+    assert_eq!(listed.code(), ErrorCode::DirectoryOtherAccount);
+    assert!(done_list(&done).is_empty());
+    assert_eq!(
+        rt.approvals()
+            .of_account(
+                Actor::Account(Principal::local().account),
+                Principal::local().account
+            )
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}

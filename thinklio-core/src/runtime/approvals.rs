@@ -1,0 +1,211 @@
+//! The approvals handle: calls waiting for a person, and their decisions.
+//! A decision resumes the interaction it unblocks (see [`crate::approval`]).
+
+use std::fmt;
+
+use crate::approval::{
+    DecidedBy, Decision, NewDecision, PendingApproval, Proposal, StoredDecision,
+};
+use crate::error::ErrorCode;
+use crate::ids::{AccountId, SessionId, StepId};
+use crate::principal::Actor;
+use crate::step::{Step, StepKind, StepMode};
+use crate::store::ApprovalFilter;
+
+use super::access::Need;
+use super::{Runtime, RuntimeError};
+
+/// Why a decision was refused before it was stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApprovalError {
+    /// The step is not a call that asks for a decision.
+    #[error("step {step} is not a call waiting for a decision")]
+    NotWaiting {
+        /// The step.
+        step: StepId,
+    },
+    /// The edited arguments do not fit the capability's schema.
+    #[error("the edited arguments of step {step} do not fit `{capability}`: {message}")]
+    InvalidArguments {
+        /// The step.
+        step: StepId,
+        /// The capability.
+        capability: String,
+        /// What the schema check said.
+        message: String,
+    },
+}
+
+impl ApprovalError {
+    /// A stable code for hosts.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ApprovalError::NotWaiting { .. } => ErrorCode::ApprovalNotWaiting,
+            ApprovalError::InvalidArguments { .. } => ErrorCode::ApprovalInvalidArguments,
+        }
+    }
+}
+
+/// Calls waiting for a person's decision, and the decisions
+/// ([`Runtime::approvals`]). The session's user, an admin of an enforced
+/// directory, or the host acting for the account decides; no one of
+/// another account sees or decides anything.
+#[derive(Clone, Copy)]
+pub struct Approvals<'a> {
+    pub(super) rt: &'a Runtime,
+}
+
+impl fmt::Debug for Approvals<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Approvals").finish_non_exhaustive()
+    }
+}
+
+/// What a host lists of a waiting step.
+fn pending(step: Step, session_id: SessionId) -> PendingApproval {
+    let call = step.output_as::<Proposal>().ok().flatten().map(|p| p.call);
+    PendingApproval {
+        step_id: step.id,
+        interaction_id: step.interaction_id,
+        session_id,
+        capability: step.capability.clone().unwrap_or_default(),
+        arguments: call
+            .and_then(|c| serde_json::from_str(&c.arguments).ok())
+            .unwrap_or(serde_json::Value::Null),
+        proposed_at: step.updated_at,
+    }
+}
+
+impl Approvals<'_> {
+    /// The calls of `session` waiting for a decision, oldest first.
+    pub async fn of_session(
+        &self,
+        by: impl Into<Actor>,
+        session: SessionId,
+    ) -> Result<Vec<PendingApproval>, RuntimeError> {
+        let inner = &self.rt.inner;
+        let found = inner.session(session).await?;
+        inner
+            .authorize(
+                &by.into(),
+                found.principal.account,
+                Need::User(found.principal.user),
+            )
+            .await?;
+        let waiting = inner
+            .store
+            .waiting_steps(ApprovalFilter::Session(session))
+            .await?;
+        Ok(waiting.into_iter().map(|(s, id)| pending(s, id)).collect())
+    }
+
+    /// The calls of every session of `account` waiting for a decision (an
+    /// admin's or the host's view).
+    pub async fn of_account(
+        &self,
+        by: impl Into<Actor>,
+        account: AccountId,
+    ) -> Result<Vec<PendingApproval>, RuntimeError> {
+        let inner = &self.rt.inner;
+        inner
+            .authorize(
+                &by.into(),
+                account,
+                Need::Admin("list the account's approvals"),
+            )
+            .await?;
+        let waiting = inner
+            .store
+            .waiting_steps(ApprovalFilter::Account(account))
+            .await?;
+        Ok(waiting.into_iter().map(|(s, id)| pending(s, id)).collect())
+    }
+
+    /// Decides about the waiting call of `step`, as `by`, through `channel`,
+    /// then runs its interaction on as far as it can go (to its reply, or to
+    /// the next call that waits). Edited arguments are checked against the
+    /// capability's schema first. Deciding the same way again returns the
+    /// decision taken; deciding otherwise after it is a conflict
+    /// (`store.conflict`).
+    pub async fn decide(
+        &self,
+        by: impl Into<Actor>,
+        step: StepId,
+        decision: Decision,
+        channel: &str,
+    ) -> Result<StoredDecision, RuntimeError> {
+        let by = by.into();
+        let inner = &self.rt.inner;
+        let found = inner.store.step(step).await?;
+        let interaction = inner.store.interaction(found.interaction_id).await?;
+        inner
+            .authorize(
+                &by,
+                interaction.principal.account,
+                Need::User(interaction.principal.user),
+            )
+            .await?;
+        if found.kind != StepKind::Act || found.mode != StepMode::Interactive {
+            return Err(ApprovalError::NotWaiting { step }.into());
+        }
+        let capability = found.capability.clone().unwrap_or_default();
+        if let Decision::Edit { arguments } = &decision {
+            let cap = inner
+                .capabilities
+                .get(&capability)
+                .ok_or(ApprovalError::NotWaiting { step })?;
+            if let Err(e) = cap.parse_arguments(&arguments.to_string()) {
+                return Err(ApprovalError::InvalidArguments {
+                    step,
+                    capability,
+                    message: e.to_string(),
+                }
+                .into());
+            }
+        }
+        let decided_by = match by {
+            Actor::User(p) => DecidedBy::user(&p),
+            Actor::Account(a) => DecidedBy::host(a),
+        };
+        let new = NewDecision::new(step, decision, decided_by, channel);
+        let (stored, event) = inner.store.decide(new).await?;
+        if let Some(event) = event {
+            inner.publish(event);
+            if interaction.parent_interaction_id.is_none() {
+                self.rt.run_session(interaction.session_id).await?;
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Expires every proposal that has waited longer than its agent's
+    /// `approval_timeout` (the model is told, and its interaction goes on);
+    /// returns how many. The job worker calls it on each tick.
+    pub async fn expire_due(&self) -> Result<usize, RuntimeError> {
+        let inner = &self.rt.inner;
+        let now = inner.clock.now();
+        let mut expired = 0;
+        for (step, _) in inner.store.waiting_steps(ApprovalFilter::All).await? {
+            let interaction = inner.store.interaction(step.interaction_id).await?;
+            let timeout = inner
+                .agent(&interaction.agent_id)
+                .map(|a| a.approval_timeout)
+                .unwrap_or_default();
+            if now < step.updated_at.plus(timeout) {
+                continue;
+            }
+            let account = Actor::Account(interaction.principal.account);
+            match self
+                .decide(account, step.id, Decision::Expire, "runtime")
+                .await
+            {
+                Ok(_) => expired += 1,
+                // Decided meanwhile by someone else: nothing to expire.
+                Err(RuntimeError::Store(crate::store::StoreError::Conflict(_))) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(expired)
+    }
+}
