@@ -91,6 +91,13 @@ fn model() -> ScriptedModel {
             return ScriptedReply::text(format!("Done: {}", results.join(" | ")));
         }
         let text = last.content.clone();
+        if let Some(task) = text.strip_prefix("delegate ") {
+            return ScriptedReply::tool_call(
+                "d1",
+                "ask_helper",
+                json!({ "task": task }).to_string(),
+            );
+        }
         if let Some(rest) = text.strip_prefix("check ") {
             let what = rest.split(" then ").next().unwrap();
             return ScriptedReply::tool_call("l1", "lookup", json!({ "text": what }).to_string());
@@ -492,7 +499,8 @@ async fn an_unanswered_call_expires_and_the_model_is_told() {
     let reply = rt.send(s.id, "add milk").await.unwrap();
     assert_eq!(rt.approvals().expire_due().await.unwrap(), 0, "not yet");
     clock.advance(Duration::from_secs(61));
-    assert_eq!(rt.approvals().expire_due().await.unwrap(), 1);
+    // The job worker's pass expires it.
+    assert_eq!(rt.run_due_jobs().await.unwrap().approvals_expired, 1);
     assert!(done_list(&done).is_empty());
     let text = reply_text(&rt, reply.interaction_id)
         .await
@@ -533,5 +541,48 @@ async fn nobody_of_another_account_sees_or_decides() {
             .unwrap()
             .len(),
         1
+    );
+}
+
+#[tokio::test]
+async fn a_delegate_never_runs_a_call_that_needs_a_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = Done::default();
+    let rt = Runtime::builder()
+        .store(SqliteStore::open(dir.path().join("d.db")).await.unwrap())
+        .model(model())
+        .capability(add_todo(&done))
+        .capability(lookup(&done))
+        .agent(AgentDefinition::new("boss", "m").capabilities(["ask_helper"]))
+        .agent(agent(ApprovalMode::Draft).capabilities(["add_todo"]))
+        .delegate(Delegate::new(
+            "assistant",
+            "ask_helper",
+            "Asks the assistant.",
+        ))
+        .build()
+        .unwrap();
+    let s = rt
+        .open_session(Principal::local(), "boss", "chat", None)
+        .await
+        .unwrap();
+    let reply = rt.send(s.id, "delegate add milk").await.unwrap();
+    assert!(reply.waiting.is_empty());
+    assert!(
+        reply.text.contains("approval.in_delegate"),
+        "{}",
+        reply.text
+    );
+    assert!(
+        done_list(&done).is_empty(),
+        "nothing ran without a decision"
+    );
+    assert!(
+        rt.approvals()
+            .of_session(Principal::local(), s.id)
+            .await
+            .unwrap()
+            .is_empty(),
+        "and nothing waits unseen"
     );
 }

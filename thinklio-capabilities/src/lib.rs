@@ -21,6 +21,11 @@ mod webhook;
 #[doc = include_str!("../../docs/capabilities.md")]
 pub mod guide {}
 
+/// Approvals: calls that wait for a person's decision (`docs/approvals.md`,
+/// compiled and run as doc tests).
+#[doc = include_str!("../../docs/approvals.md")]
+pub mod approvals_guide {}
+
 /// Jobs: deferred work, observers and follow-ups (`docs/jobs.md`, compiled
 /// and run as doc tests).
 #[doc = include_str!("../../docs/jobs.md")]

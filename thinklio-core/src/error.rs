@@ -60,6 +60,9 @@ codes! {
     ApprovalInvalidArguments => "approval.invalid_arguments",
     /// The step decided is not a call waiting for a decision.
     ApprovalNotWaiting => "approval.not_waiting",
+    /// A delegate's call needs a decision, and a delegate cannot wait for
+    /// one yet: it was not run.
+    ApprovalInDelegate => "approval.in_delegate",
     /// The thing asked for does not exist.
     StoreNotFound => "store.not_found",
     /// A step's state cannot move that way.

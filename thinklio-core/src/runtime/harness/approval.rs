@@ -65,6 +65,18 @@ impl Run {
                 ),
             );
         }
+        if self.delegation.is_some() {
+            // Its callers cannot pause with it yet: the call is refused, so
+            // nothing runs without a decision and nothing waits unseen.
+            return failed(
+                ErrorCode::ApprovalInDelegate,
+                format!(
+                    "`{}` needs a person's decision, and this agent runs as a delegate, which cannot \
+                     wait for one: it was not run",
+                    call.name
+                ),
+            );
+        }
         let reason = if manifest.default_mode == StepMode::Interactive {
             ProposalReason::Capability
         } else {

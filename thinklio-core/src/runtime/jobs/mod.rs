@@ -302,6 +302,9 @@ pub struct JobRun {
     pub notified: usize,
     /// Deliveries that failed and wait for a retry.
     pub notice_failures: usize,
+    /// Proposed calls that expired undecided
+    /// ([`Approvals::expire_due`](crate::runtime::Approvals::expire_due)).
+    pub approvals_expired: usize,
 }
 
 /// What [`Runtime::recover`] did with jobs.

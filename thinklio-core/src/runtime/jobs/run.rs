@@ -402,8 +402,13 @@ impl Inner {
     /// worker died), notices. With `inline`, dispatches run before it
     /// returns; otherwise they are spawned on the runtime's tokio workers.
     async fn job_pass(self: &Arc<Self>, inline: bool) -> Result<JobRun, RuntimeError> {
+        let runtime = Runtime {
+            inner: Arc::clone(self),
+        };
         let mut run = JobRun {
             timed_out: self.time_out_overdue().await?,
+            // Proposals nobody decided in time expire here too.
+            approvals_expired: runtime.approvals().expire_due().await?,
             ..JobRun::default()
         };
         let mut jobs = Vec::new();
@@ -666,6 +671,7 @@ impl Runtime {
             total.timed_out += run.timed_out;
             total.notified += run.notified;
             total.notice_failures += run.notice_failures;
+            total.approvals_expired += run.approvals_expired;
             if run.dispatched == 0 && run.timed_out == 0 && run.notified == 0 {
                 return Ok(total);
             }
@@ -673,8 +679,8 @@ impl Runtime {
     }
 
     /// Starts a background job worker: it dispatches jobs as they are
-    /// created (each on its own tokio task), times out overdue ones and
-    /// delivers notices, waking when there is work and checking every
+    /// created (each on its own tokio task), times out overdue ones,
+    /// expires proposals nobody decided in time and delivers notices, waking when there is work and checking every
     /// `poll` for deadlines and retries.
     pub fn spawn_job_worker(&self, poll: Duration) -> JobWorker {
         let (stop, mut stopped) = watch::channel(false);
