@@ -40,6 +40,8 @@ async fn every_v1_route_needs_a_key() {
         "/v1/usage",
         "/v1/keys",
         "/v1/keys/{id}",
+        "/v1/approvals",
+        "/v1/approvals/{id}",
     ];
     for path in expected {
         assert!(
@@ -695,4 +697,162 @@ async fn knowledge_and_usage() {
     assert_eq!(bob["calls"], 0);
     assert_eq!(account["calls"], ada["calls"]);
     assert_eq!(other["calls"], 0);
+}
+
+/// The model of `careful` sessions: `remember X` proposes `remember(X)`;
+/// a tool result is answered with what it said.
+fn careful_model() -> thinklio_llm::ScriptedModel {
+    use thinklio_core::Role;
+    use thinklio_llm::ScriptedReply;
+    thinklio_llm::ScriptedModel::responder(|r| {
+        let last = r.messages.last().unwrap();
+        if last.role == Role::Tool {
+            return ScriptedReply::text(format!("Noted: {}", last.content));
+        }
+        match last.content.strip_prefix("remember ") {
+            Some(what) => {
+                ScriptedReply::tool_call("r1", "remember", json!({ "text": what }).to_string())
+            }
+            None => ScriptedReply::text("ok"),
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_are_listed_and_decided_over_the_api() {
+    let api = Api::start_with_model(
+        thinklio_examples::http::HttpConfig::new("careful"),
+        std::sync::Arc::new(careful_model()),
+    )
+    .await;
+    let session = api.session("ada").await;
+    // The reply of a message whose call waits says which steps wait; the
+    // stream shows the approval.
+    let response = api
+        .http
+        .post(format!("{}/v1/sessions/{session}/messages", api.base))
+        .bearer_auth(&api.key)
+        .header("accept", "text/event-stream")
+        .json(&json!({ "text": "remember the milk" }))
+        .send()
+        .await
+        .unwrap();
+    let events = read_events(response).await;
+    let approval = events
+        .iter()
+        .find(|(n, _)| n == "approval")
+        .map(|(_, d)| d.clone())
+        .expect("an approval event on the stream");
+    assert_eq!(approval["state"], "requested");
+    assert_eq!(approval["capability"], "remember");
+    assert_eq!(approval["arguments"], json!({ "text": "the milk" }));
+    let reply = &events.last().unwrap().1;
+    assert_eq!(reply["waiting"][0], approval["step_id"], "{reply}");
+    assert!(api.remembered.lock().unwrap().is_empty());
+
+    let (status, pending) = api.get(&format!("/v1/approvals?session={session}")).await;
+    assert_eq!(status, StatusCode::OK, "{pending}");
+    let step = pending[0]["step_id"].as_str().unwrap().to_owned();
+    assert_eq!(step, approval["step_id"].as_str().unwrap());
+    let (_, all) = api.get("/v1/approvals").await;
+    assert_eq!(all.as_array().unwrap().len(), 1);
+
+    // Another account's key sees and decides nothing.
+    let (status, err) = api
+        .call(
+            "GET",
+            &format!("/v1/approvals?session={session}"),
+            Some(&api.other_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
+    let (status, err) = api
+        .call(
+            "POST",
+            &format!("/v1/approvals/{step}"),
+            Some(&api.other_key),
+            Some(json!({ "decision": "approve" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
+    let (_, theirs) = api
+        .call("GET", "/v1/approvals", Some(&api.other_key), None)
+        .await;
+    assert_eq!(theirs, json!([]));
+
+    // Edited arguments are checked; then the call runs as edited, once.
+    let (status, err) = api
+        .post(
+            &format!("/v1/approvals/{step}"),
+            json!({ "decision": "edit", "arguments": { "txt": 1 } }),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::BAD_REQUEST, "approval.invalid_arguments")
+    );
+    let (status, decided) = api
+        .post(
+            &format!("/v1/approvals/{step}"),
+            json!({ "decision": "edit", "arguments": { "text": "the oat milk" } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{decided}");
+    assert_eq!(decided["decision"]["decision"], "edit");
+    assert_eq!(decided["channel"], "http");
+    assert_eq!(*api.remembered.lock().unwrap(), ["the oat milk"]);
+    let (status, err) = api
+        .post(
+            &format!("/v1/approvals/{step}"),
+            json!({ "decision": "reject" }),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::CONFLICT, "store.conflict")
+    );
+    let (_, history) = api.get(&format!("/v1/sessions/{session}/messages")).await;
+    assert!(
+        history[0]["assistant"]
+            .as_str()
+            .unwrap()
+            .contains("the oat milk"),
+        "{history}"
+    );
+
+    // A rejection: the call never runs, and the model is told the reason.
+    let (_, reply) = api
+        .post(
+            &format!("/v1/sessions/{session}/messages"),
+            json!({ "text": "remember the eggs" }),
+        )
+        .await;
+    let step = reply["waiting"][0].as_str().unwrap().to_owned();
+    let (status, _) = api
+        .post(
+            &format!("/v1/approvals/{step}"),
+            json!({ "decision": "reject", "reason": "we have eggs" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(*api.remembered.lock().unwrap(), ["the oat milk"]);
+    let (_, history) = api.get(&format!("/v1/sessions/{session}/messages")).await;
+    assert!(
+        history[1]["assistant"]
+            .as_str()
+            .unwrap()
+            .contains("we have eggs"),
+        "{history}"
+    );
+    let (status, err) = api
+        .post(
+            "/v1/approvals/01a21bb7-91bd-7224-bb75-a25dfcaec0c4",
+            json!({ "decision": "approve" }),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::NOT_FOUND, "approval.not_found")
+    );
 }

@@ -221,11 +221,11 @@ pub struct StoredDecision {
 impl StoredDecision {
     /// The payload of its `approval.decided` event.
     pub fn event_payload(&self) -> Value {
-        serde_json::json!({
-            "step_id": self.step_id,
-            "decision": self.decision,
-            "by": self.by,
-            "channel": self.channel,
+        crate::step::payload::to_json(&crate::event::ApprovalDecided {
+            step_id: self.step_id,
+            decision: self.decision.clone(),
+            by: self.by,
+            channel: self.channel.clone(),
         })
     }
 

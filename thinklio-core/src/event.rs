@@ -226,6 +226,34 @@ impl StepEvent {
     }
 }
 
+/// The payload of `approval.requested`: the waiting step's fields and the
+/// arguments proposed (`null` when they are not JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ApprovalRequested {
+    /// The step.
+    #[serde(flatten)]
+    pub step: StepEvent,
+    /// The arguments proposed.
+    #[serde(default)]
+    pub arguments: Value,
+}
+
+/// The payload of `approval.decided`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ApprovalDecided {
+    /// The step decided.
+    pub step_id: crate::ids::StepId,
+    /// What was decided.
+    #[serde(flatten)]
+    pub decision: crate::approval::Decision,
+    /// Who decided.
+    pub by: crate::approval::DecidedBy,
+    /// Through which channel.
+    pub channel: String,
+}
+
 /// The payload of `job.state_changed`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobStateChanged {

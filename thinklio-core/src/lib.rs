@@ -67,8 +67,8 @@ pub use outbox::{DeliveryError, NewOutboxMessage, OutboxMessage, ReplySink};
 pub use principal::{Actor, Principal, Scope};
 pub use queue::{NewTask, RetryPolicy, Task, TaskRetry, TaskState};
 pub use runtime::{
-    CANCEL_JOB, CancelledBy, Delegate, DelegationGraph, EXTRACT_TASK, Inbound, JOB_STATUS,
-    JobCallbacks, JobError, JobNotice, JobRecovery, JobRun, JobWorker, KnowledgeConfig,
+    ApprovalError, CANCEL_JOB, CancelledBy, Delegate, DelegationGraph, EXTRACT_TASK, Inbound,
+    JOB_STATUS, JobCallbacks, JobError, JobNotice, JobRecovery, JobRun, JobWorker, KnowledgeConfig,
     NoticeWebhook, ObserverCallback, QueueRun, QueueWorker, RecoveryReport, Reply, Runtime,
     RuntimeBuilder, RuntimeConfig, RuntimeError, TaskError, TaskHandler, extraction_schema,
 };

@@ -10,7 +10,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use thinklio_core::{JobError, RuntimeError, StoreError};
+use thinklio_core::{ApprovalError, JobError, RuntimeError, StoreError};
 use utoipa::ToSchema;
 
 use super::keys::KeyError;
@@ -128,6 +128,10 @@ impl From<RuntimeError> for ApiError {
             }
             RuntimeError::Job(JobError::Ended { .. }) => StatusCode::CONFLICT,
             RuntimeError::Job(JobError::NotDispatched { .. }) => StatusCode::BAD_REQUEST,
+            RuntimeError::Approval(ApprovalError::InvalidArguments { .. }) => {
+                StatusCode::BAD_REQUEST
+            }
+            RuntimeError::Approval(_) => StatusCode::CONFLICT,
             RuntimeError::InteractionFailed { .. } | RuntimeError::Model(_) => {
                 StatusCode::BAD_GATEWAY
             }

@@ -7,6 +7,10 @@
 //!   "cost_usd"?}` as each step starts (`started`) and ends
 //!   (`succeeded` / `failed`);
 //! - `token` `{"step_id", "text"}`: reply text as the model writes it;
+//! - `approval` `{"step_id", "interaction_id", "state", "capability"?,
+//!   "arguments"?, "decision"?}`: a call waits for a decision (`requested`,
+//!   with its capability and arguments: decide it with `POST
+//!   /v1/approvals/{step_id}`) or was decided (`decided`);
 //! - `reply`: the final [`ReplyView`], then the stream ends;
 //! - `error` `{"code", "message"}` if the message could not be answered;
 //! - `lagged` `{"missed"}`: the stream fell behind and missed that many
@@ -25,7 +29,7 @@ use std::sync::Arc;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
 use serde_json::{Value, json};
-use thinklio_core::event::StepEvent;
+use thinklio_core::event::{ApprovalDecided, ApprovalRequested, StepEvent};
 use thinklio_core::{EventKind, Inbound, Session, SessionUpdate, StepKind};
 use tokio::sync::{broadcast, mpsc};
 
@@ -71,6 +75,27 @@ fn shown(update: Result<SessionUpdate, broadcast::error::RecvError>) -> Shown {
                 "interaction",
                 json!({ "interaction_id": event.interaction_id }),
             );
+        }
+        EventKind::ApprovalRequested | EventKind::ApprovalDecided => {
+            let mut data = json!({
+                "step_id": event.step_id,
+                "interaction_id": event.interaction_id,
+            });
+            if event.kind == EventKind::ApprovalRequested {
+                let Ok(p) = serde_json::from_value::<ApprovalRequested>(event.payload) else {
+                    return Shown::Skip;
+                };
+                data["state"] = json!("requested");
+                data["capability"] = json!(p.step.capability);
+                data["arguments"] = p.arguments;
+            } else {
+                let Ok(p) = serde_json::from_value::<ApprovalDecided>(event.payload) else {
+                    return Shown::Skip;
+                };
+                data["state"] = json!("decided");
+                data["decision"] = json!(p.decision.as_str());
+            }
+            return Shown::Event("approval", data);
         }
         EventKind::StepStarted => "started",
         EventKind::StepSucceeded => "succeeded",

@@ -44,6 +44,26 @@ pub async fn outside_service() -> (String, Calls) {
     (format!("http://{addr}/work"), calls)
 }
 
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct Note {
+    /// What to keep.
+    text: String,
+}
+
+/// `remember(text)`: keeps a note (an outside effect: at most once).
+fn remember(kept: &Arc<Mutex<Vec<String>>>) -> thinklio_core::FunctionCapability {
+    let kept = Arc::clone(kept);
+    thinklio_core::FunctionCapability::builder("remember", "Keeps a note for the user.").handler(
+        move |note: Note| {
+            let kept = Arc::clone(&kept);
+            async move {
+                kept.lock().unwrap().push(note.text.clone());
+                Ok::<_, String>(json!({ "kept": note.text }))
+            }
+        },
+    )
+}
+
 pub struct Api {
     pub base: String,
     pub db: std::path::PathBuf,
@@ -51,6 +71,8 @@ pub struct Api {
     pub key: String,
     pub other_key: String,
     pub calls: Calls,
+    /// What the `remember` capability was asked to keep, in order.
+    pub remembered: Arc<Mutex<Vec<String>>>,
     pub http: reqwest::Client,
     _dir: tempfile::TempDir,
     _worker: thinklio_core::JobWorker,
@@ -73,6 +95,7 @@ impl Api {
         let store = SqliteStore::open(&db).await.unwrap();
         let keys = ApiKeys::open(&db).unwrap();
         let (service, calls) = outside_service().await;
+        let remembered: Arc<Mutex<Vec<String>>> = Arc::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = ChannelRouter::new();
@@ -92,11 +115,18 @@ impl Api {
         .capability(calculator())
         .capability(word_count())
         .capability(outside)
+        .capability(remember(&remembered))
         .agent(AgentDefinition::new("assistant", "offline").capabilities([
             "calculator",
             "word_count",
             "outside_work",
         ]))
+        // Sessions with `careful` ask before each call that is not read-only.
+        .agent(
+            AgentDefinition::new("careful", "offline")
+                .capabilities(["remember"])
+                .approval_mode(thinklio_core::approval::ApprovalMode::Draft),
+        )
         .job_callbacks(JobCallbacks::new(
             format!("http://{addr}/v1/jobs/{{job}}/report"),
             b"callback-secret".to_vec(),
@@ -123,6 +153,7 @@ impl Api {
             other_key: secrets.pop().unwrap(),
             key: secrets.pop().unwrap(),
             calls,
+            remembered,
             http: reqwest::Client::new(),
             _dir: dir,
             _worker: worker,

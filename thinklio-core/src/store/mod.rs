@@ -304,17 +304,21 @@ impl StepEnding {
             StepState::Waiting => EventKind::ApprovalRequested,
             _ => EventKind::StepFailed,
         };
-        let mut payload = StepEvent::ended(step, error.as_ref(), usage.as_ref()).to_json();
-        if let (StepState::Waiting, Some(proposal), Some(fields)) =
-            (to, output.as_ref(), payload.as_object_mut())
-        {
-            // What a host shows the person asked to decide.
-            let arguments = crate::approval::Proposal::deserialize(proposal)
-                .ok()
-                .and_then(|p| serde_json::from_str(&p.call.arguments).ok())
-                .unwrap_or(serde_json::Value::Null);
-            fields.insert("arguments".into(), arguments);
-        }
+        let ended = StepEvent::ended(step, error.as_ref(), usage.as_ref());
+        let payload = match (to, output.as_ref()) {
+            (StepState::Waiting, Some(proposal)) => {
+                // What a host shows the person asked to decide.
+                let arguments = crate::approval::Proposal::deserialize(proposal)
+                    .ok()
+                    .and_then(|p| serde_json::from_str(&p.call.arguments).ok())
+                    .unwrap_or(serde_json::Value::Null);
+                crate::step::payload::to_json(&crate::event::ApprovalRequested {
+                    step: ended,
+                    arguments,
+                })
+            }
+            _ => ended.to_json(),
+        };
         Ok(Self {
             to,
             output,

@@ -24,11 +24,13 @@ use super::keys::{ApiKey, KeyScope};
 use super::{CHANNEL, Caller, HttpHost, JOBS_CHAT, stream};
 
 mod account;
+mod approvals;
 mod jobs;
 mod knowledge;
 mod sessions;
 
 pub use account::{CreateKey, Forgotten, NewKey};
+pub use approvals::{ApprovalsQuery, Decide};
 pub use jobs::{CancelJob, DispatchJob, JobView};
 pub use knowledge::{AddFact, Deleted, FactFound, FactWritten, LayerName, SearchQuery};
 pub use sessions::{
@@ -70,6 +72,8 @@ pub fn keyed_routes() -> OpenApiRouter<Arc<HttpHost>> {
         .routes(routes!(sessions::send_message, sessions::history))
         .routes(routes!(sessions::session_stream))
         .routes(routes!(sessions::interaction_steps))
+        .routes(routes!(approvals::list_approvals))
+        .routes(routes!(approvals::decide))
         .routes(routes!(jobs::dispatch_job))
         .routes(routes!(jobs::job_status))
         .routes(routes!(jobs::cancel_job))

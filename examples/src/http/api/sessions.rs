@@ -122,6 +122,11 @@ pub struct ReplyView {
     pub output_tokens: u64,
     /// What it cost, in US dollars.
     pub cost_usd: f64,
+    /// The calls waiting for a decision (step ids; decide them with `POST
+    /// /v1/approvals/{id}`): while any waits, `text` is empty and the reply
+    /// comes on the session's stream and in its history once all are decided.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<String>,
 }
 
 impl From<&Reply> for ReplyView {
@@ -133,6 +138,7 @@ impl From<&Reply> for ReplyView {
             input_tokens: r.usage.input_tokens,
             output_tokens: r.usage.output_tokens,
             cost_usd: r.cost.as_usd(),
+            waiting: r.waiting.iter().map(ToString::to_string).collect(),
         }
     }
 }
