@@ -133,6 +133,22 @@ async fn sigkill_during_delegation_resumes_child_and_parent() {
     kill_and_check("delegate", Backend::Sqlite).await;
 }
 
+/// Calls that wait for a decision, decided while the worker is killed again
+/// and again (also right after a proposal, before any decision): no call
+/// runs without an approval, none runs twice, a rejected one never runs,
+/// and every approved one is acted on (or, killed inside the call, reported
+/// as `outcome_unknown`, never repeated).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_approvals_pending_and_decided_runs_nothing_unapproved_or_twice() {
+    kill_and_check("approve", Backend::Sqlite).await;
+}
+
+/// Approvals under kills, on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_approvals_pending_and_decided_runs_nothing_unapproved_or_twice_on_postgres() {
+    kill_and_check("approve", Backend::Postgres).await;
+}
+
 /// Delegation under kills, on PostgreSQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_delegation_resumes_child_and_parent_on_postgres() {
@@ -152,9 +168,13 @@ async fn kill_and_check(mode: &str, backend: Backend) {
             format!("postgres:crash_{}", uuid::Uuid::now_v7().simple())
         }
     };
+    let approving = mode == "approve";
     let mut points = POINTS.to_vec();
     if delegated {
         points.insert(0, "think:helper");
+    }
+    if approving {
+        points.insert(0, "decide:before");
     }
     let (mut live_kills, mut random_kills, mut kills_in_recovery) = (0, 0, 0);
     let mut killed_at: HashMap<&str, usize> = HashMap::new();
@@ -249,6 +269,7 @@ async fn kill_and_check(mode: &str, backend: Backend) {
     let mut outbox_ids = HashSet::new();
     let (mut interrupted, mut unknown, mut external_ok) = (0, 0, 0);
     let mut delegations_resumed = 0;
+    let (mut approved_ran, mut rejected) = (0, 0);
     for session in &sessions {
         let list = store.interactions_of_session(session.id).await.unwrap();
         let roots: Vec<_> = list
@@ -344,10 +365,55 @@ async fn kill_and_check(mode: &str, backend: Backend) {
                     );
                 }
             }
-            let acts = steps
-                .iter()
-                .filter(|s| s.kind == StepKind::Act && s.side_effect == Some(SideEffect::External));
+            // (An interactive act interrupted before anyone approved it never
+            // ran its call: it is proposed again, and does not count.)
+            let acts = steps.iter().filter(|s| {
+                s.kind == StepKind::Act
+                    && s.side_effect == Some(SideEffect::External)
+                    && !(s.mode == StepMode::Interactive
+                        && s.error.as_ref().map(|e| e.code) == Some(ErrorCode::StepInterrupted))
+            });
             assert!(acts.count() <= 1, "an external call is never re-run");
+            if approving {
+                // An attempt interrupted while it was being proposed never
+                // ran; the next attempt carries the decision.
+                let decided_acts = steps.iter().filter(|s| {
+                    s.capability.as_deref() == Some("record")
+                        && s.error.as_ref().map(|e| e.code) != Some(ErrorCode::StepInterrupted)
+                });
+                for act in decided_acts {
+                    let n: usize = i.input.trim_start_matches("ext ").parse().unwrap();
+                    let decided = store.decision(act.id).await.unwrap().unwrap_or_else(|| {
+                        panic!("the call of {} ran without a decision", i.input)
+                    });
+                    let effect = effect_keys.get(&act.idempotency_key).copied().unwrap_or(0);
+                    if n % 4 == 2 {
+                        rejected += 1;
+                        assert!(matches!(
+                            decided.decision,
+                            approval::Decision::Reject { .. }
+                        ));
+                        assert_eq!(effect, 0, "a rejected call never runs");
+                        assert_eq!(
+                            act.error.as_ref().map(|e| e.code),
+                            Some(ErrorCode::ApprovalRejected)
+                        );
+                    } else {
+                        assert_eq!(decided.decision, approval::Decision::Approve);
+                        match act.state {
+                            StepState::Succeeded => {
+                                approved_ran += 1;
+                                assert_eq!(effect, 1, "an approved call ran once");
+                            }
+                            _ => assert_eq!(
+                                act.error.as_ref().map(|e| e.code),
+                                Some(ErrorCode::CapabilityOutcomeUnknown),
+                                "an approved call that did not succeed was killed inside it"
+                            ),
+                        }
+                    }
+                }
+            }
         }
     }
     // What the announced kills guarantee, whatever the machine's speed.
@@ -365,6 +431,20 @@ async fn kill_and_check(mode: &str, backend: Backend) {
         unknown > 0,
         "a kill around the side effect leaves its outcome unknown"
     );
+    if approving {
+        assert!(
+            approved_ran > 0 && rejected > 0,
+            "{approved_ran} approved ran, {rejected} rejected"
+        );
+        let applied: Vec<usize> = effects
+            .lines()
+            .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            applied.iter().all(|n| n % 4 != 2),
+            "no rejected call left an effect: {applied:?}"
+        );
+    }
     let per_message = if delegated { 2 } else { 1 };
     assert_eq!(interactions, SESSIONS * PER_SESSION * per_message);
     let delivered_ids: HashSet<_> = delivered.keys().cloned().collect();

@@ -345,7 +345,7 @@ impl InteractionStore for PostgresStore {
             ],
         )
         .await?;
-        record_transition(&tx, &id_text, Some(StepState::Running), ending.to, now).await?;
+        record_transition(&tx, &id_text, Some(step.state), ending.to, now).await?;
         if let Some(u) = ending.recorded_usage() {
             execute(
                 &tx,

@@ -344,7 +344,7 @@ impl InteractionStore for SqliteStore {
                     now.as_millis(),
                 ])
                 .map_err(backend)?;
-                record_transition(&tx, &id_text, Some(StepState::Running), ending.to, now)?;
+                record_transition(&tx, &id_text, Some(step.state), ending.to, now)?;
                 if let Some(u) = ending.recorded_usage() {
                     tx.prepare_cached(
                         "INSERT INTO usage_records (step_id, interaction_id, account_id, team_id, user_id, agent_id, \

@@ -7,7 +7,9 @@
 //! `THINKLIO_POSTGRES_URL`).
 //! In mode `direct` (the default) the agent calls the capabilities itself; in
 //! mode `delegate` it hands every message to a helper agent (a delegate) that
-//! does. It prints `recovered ...` once recovery is done, `done` when every
+//! does; in mode `approve` the agent runs in `draft`, so each external call
+//! waits for a decision, which the worker takes through the runtime: every
+//! fourth message's call is rejected, the others approved. It prints `recovered ...` once recovery is done, `done` when every
 //! message is answered, and exits 0.
 //!
 //! With a last argument `POINT:N` it stops the `N`-th time it reaches
@@ -15,6 +17,7 @@
 //! ([`thinklio_tests::KillPoint`]). Points: `think:worker` and
 //! `think:helper` (inside that agent's model call), `effect:before` and
 //! `effect:after` (inside the external capability, around its side effect),
+//! `decide:before` (a call waits and nobody has decided yet),
 //! `deliver:before` and `deliver:after` (inside the channel, around the
 //! delivery of a reply).
 
@@ -26,6 +29,7 @@ use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
+use thinklio_core::approval::{ApprovalMode, Decision};
 use thinklio_core::{
     AgentDefinition, ChatModel, ChatRequest, ChatResponse, ChatStream, Delegate, DeliveryError,
     FunctionCapability, Inbound, ModelError, OutboxMessage, Principal, ReplySink, Role, Runtime,
@@ -165,6 +169,17 @@ impl ChatModel for PausingModel {
     }
 }
 
+/// What the worker decides about message `n`'s call: every fourth is rejected.
+fn decision_for(n: usize) -> Decision {
+    if n % 4 == 2 {
+        Decision::Reject {
+            reason: Some(format!("not {n}")),
+        }
+    } else {
+        Decision::Approve
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -180,7 +195,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
         _ => {
             return Err(
-                "usage: crash-worker DB SIDE_EFFECT_LOG DELIVERY_LOG SESSIONS PER_SESSION [direct|delegate [POINT:N]]"
+                "usage: crash-worker DB SIDE_EFFECT_LOG DELIVERY_LOG SESSIONS PER_SESSION [direct|delegate|approve [POINT:N]]"
                     .into(),
             );
         }
@@ -211,6 +226,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         });
     let tools = ["record", "add"];
+    let decide_kill = kill.clone();
     let builder = Runtime::builder()
         .store_arc(thinklio_tests::open_store(db).await?)
         .model(PausingModel {
@@ -230,6 +246,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "ask_helper",
                 "Hands the task to the helper.",
             )),
+        false if mode == "approve" => builder.agent(
+            AgentDefinition::new("worker", "scripted")
+                .capabilities(tools)
+                .approval_mode(ApprovalMode::Draft),
+        ),
         false => builder.agent(AgentDefinition::new("worker", "scripted").capabilities(tools)),
     };
     let runtime = builder.build()?;
@@ -242,6 +263,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut tasks = Vec::new();
     for s in 0..sessions {
         let runtime = runtime.clone();
+        let kill = decide_kill.clone();
         tasks.push(tokio::spawn(async move {
             let session = runtime
                 .open_session(
@@ -253,10 +275,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .await?;
             for i in 0..per_session {
                 let verb = if i % 2 == 0 { "ext" } else { "calc" };
-                let text = format!("{verb} {}", s * 1000 + i);
-                runtime
+                let n = s * 1000 + i;
+                let text = format!("{verb} {n}");
+                let reply = runtime
                     .send(session.id, Inbound::with_id(text, format!("m{i}")))
                     .await?;
+                for step in reply.waiting {
+                    reached(&kill, "decide:before").await;
+                    runtime
+                        .approvals()
+                        .decide(Principal::local(), step, decision_for(n), "crash")
+                        .await?;
+                }
             }
             Ok::<_, thinklio_core::RuntimeError>(())
         }));

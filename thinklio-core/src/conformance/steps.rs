@@ -762,6 +762,12 @@ pub async fn approvals_are_decided_once_and_resume_their_step<S: Store>(store: S
         .await
         .unwrap();
     assert_eq!(failed.step.state, StepState::Failed);
+    let history = store.step_transitions(second.id).await.unwrap();
+    assert_eq!(
+        history.last().map(|t| (t.from, t.to)),
+        Some((Some(StepState::Waiting), StepState::Failed))
+    );
+    assert!(step::is_legal_history(&history), "{history:?}");
 
     // Forgetting the user forgets the decisions about their interactions.
     store.forget_user(p.account, p.user).await.unwrap();

@@ -676,7 +676,16 @@ impl Run {
     /// is told so); anything else fails as interrupted and is run again with
     /// the same idempotency key.
     async fn settle_interrupted(&mut self, step: &Step) -> Result<(), RuntimeError> {
-        let error = if step.kind == StepKind::Act && step.side_effect == Some(SideEffect::External)
+        // An interactive call nobody approved was only being proposed: it
+        // never ran, so it is proposed again.
+        let unapproved = step.mode == StepMode::Interactive
+            && !self
+                .decisions
+                .get(&step.id)
+                .is_some_and(|d| d.decision.runs());
+        let error = if step.kind == StepKind::Act
+            && step.side_effect == Some(SideEffect::External)
+            && !unapproved
         {
             let e = CapabilityError::OutcomeUnknown;
             StepError::new(e.code(), e.to_string())
