@@ -18,8 +18,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 use thinklio_capabilities::{McpHttp, McpServer, WebhookCapability, WebhookSecret, builtin};
+use thinklio_core::approval::{ApprovalMode, Decision};
 use thinklio_core::{
-    AgentDefinition, Principal, Reply, Role, Runtime, StepKind, TodoStore, TrustLevel,
+    AgentDefinition, Principal, Reply, Role, Runtime, SessionId, StepKind, TodoStore, TrustLevel,
 };
 use thinklio_examples::offline::{ByModel, calculator, model_from_env};
 use thinklio_llm::{ScriptedModel, ScriptedReply};
@@ -87,6 +88,58 @@ fn print_reply(reply: &Reply) {
     );
 }
 
+/// Asks on the console about each call the reply waits for (y approves,
+/// anything else rejects), then returns the interaction's reply.
+async fn ask_decisions(
+    runtime: &Runtime,
+    session: SessionId,
+    reply: Reply,
+) -> Result<Reply, String> {
+    if reply.waiting.is_empty() {
+        return Ok(reply);
+    }
+    let me = Principal::local();
+    for pending in runtime
+        .approvals()
+        .of_session(me, session)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        print!(
+            "Run `{}` with {}? [y/n] ",
+            pending.capability, pending.arguments
+        );
+        std::io::stdout().flush().map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .map_err(|e| e.to_string())?;
+        let decision = match answer.trim() {
+            "y" | "Y" | "yes" => Decision::Approve,
+            _ => Decision::Reject {
+                reason: Some("the user said no".into()),
+            },
+        };
+        runtime
+            .approvals()
+            .decide(me, pending.step_id, decision, "console")
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let text = runtime
+        .sessions()
+        .reply(me, reply.interaction_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|m| m.text)
+        .unwrap_or_default();
+    let mut reply = reply;
+    reply.text = text;
+    reply.waiting.clear();
+    Ok(reply)
+}
+
 async fn run(args: Args) -> Result<(), String> {
     let (model, model_id) = model_from_env()?;
     let store = SqliteStore::open(&args.db)
@@ -101,9 +154,11 @@ async fn run(args: Args) -> Result<(), String> {
         AgentDefinition::new("assistant", model_id.clone())
             .system_prompt(
                 "You are Thinklio's quickstart assistant. Use the calculator for arithmetic and the clock \
-                 for the date and time. Answer briefly.",
+                 for the date and time, and the todo list for the user's todos. Answer briefly.",
             )
             .capabilities(capabilities.iter().cloned())
+            // Calls that change something (adding a todo) wait for a y/n.
+            .approval_mode(ApprovalMode::Draft)
     };
     let console = |capabilities: &[String]| {
         AgentDefinition::new("console", CONSOLE_MODEL).capabilities(capabilities.iter().cloned())
@@ -225,6 +280,7 @@ async fn run(args: Args) -> Result<(), String> {
             .send(session.id, message)
             .await
             .map_err(|e| e.to_string())?;
+        let reply = ask_decisions(&runtime, session.id, reply).await?;
         print_reply(&reply);
         return Ok(());
     }
@@ -247,7 +303,7 @@ async fn run(args: Args) -> Result<(), String> {
             return Ok(());
         }
         match runtime.send(session.id, line.trim()).await {
-            Ok(reply) => print_reply(&reply),
+            Ok(reply) => print_reply(&ask_decisions(&runtime, session.id, reply).await?),
             Err(e) => eprintln!("error [{}]: {e}", e.code()),
         }
     }

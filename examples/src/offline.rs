@@ -131,6 +131,17 @@ fn number(x: f64) -> serde_json::Value {
 }
 
 /// The longest run of arithmetic characters holding a digit and an operator.
+/// The item of a request like "add milk to my list" (lower case), if it is one.
+fn todo_item(text: &str) -> Option<String> {
+    let rest = text.trim().strip_prefix("add ")?;
+    let (item, _) = rest
+        .split_once(" to my list")
+        .or_else(|| rest.split_once(" to my todo"))
+        .or_else(|| rest.split_once(" to the list"))?;
+    let item = item.trim().trim_matches(['"', '\'']);
+    (!item.is_empty()).then(|| item.to_owned())
+}
+
 fn find_expression(text: &str) -> Option<String> {
     let is_arith = |c: char| c.is_ascii_digit() || "+-*/^().% ".contains(c) || c == 'x' || c == '×';
     text.split(|c: char| !is_arith(c))
@@ -151,6 +162,9 @@ pub fn offline_model() -> ScriptedModel {
             return match (asked.and_then(|m| find_expression(&m.content)), last.content.as_str()) {
                 (_, result) if result.starts_with("Error") => ScriptedReply::text(format!("That failed: {result}")),
                 (Some(expression), result) => ScriptedReply::text(format!("{expression} = {result}")),
+                (None, result) if asked.is_some_and(|m| todo_item(&m.content.to_lowercase()).is_some()) => {
+                    ScriptedReply::text(format!("Added to your todo list: {result}"))
+                }
                 (None, result) => ScriptedReply::text(format!("It is {result} (UTC).")),
             };
         }
@@ -159,12 +173,16 @@ pub fn offline_model() -> ScriptedModel {
             let args = serde_json::json!({ "expression": expression }).to_string();
             return ScriptedReply::tool_call("call_calc", "calculator", args);
         }
+        if let Some(item) = todo_item(&text) {
+            let args = serde_json::json!({ "text": item }).to_string();
+            return ScriptedReply::tool_call("call_todo", "todo_add", args);
+        }
         if ["time", "date", "clock", "day"].iter().any(|w| text.contains(w)) {
             return ScriptedReply::tool_call("call_clock", "clock", "{}");
         }
         let earlier = request.messages.iter().filter(|m| m.role == Role::User).count() - 1;
         ScriptedReply::text(format!(
-            "I am the offline model: I can do arithmetic and tell the time. This session has {earlier} earlier \
+            "I am the offline model: I can do arithmetic, tell the time and add to your todo list (\"add milk to my list\"). This session has {earlier} earlier \
              message(s). Set THINKLIO_MODEL to talk to a real model."
         ))
     })
@@ -174,6 +192,17 @@ pub fn offline_model() -> ScriptedModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn todo_requests_are_found() {
+        assert_eq!(todo_item("add milk to my list").as_deref(), Some("milk"));
+        assert_eq!(
+            todo_item("add \"oat milk\" to my todo list").as_deref(),
+            Some("oat milk")
+        );
+        assert_eq!(todo_item("what is on my list"), None);
+        assert_eq!(todo_item("add  to my list"), None);
+    }
 
     #[test]
     fn arithmetic_is_found_and_evaluated() {
