@@ -1,7 +1,9 @@
 //! The web chat in a real browser: headless Chromium (Debian's `chromium`,
 //! installed by `scripts/test.sh`) opens the page the `http-server` example
 //! prints on its first start, sends a message, and sees the reply stream in
-//! and the steps listed with their cost. A screenshot is saved as
+//! and the steps listed with their cost; then a call that waits for a
+//! decision is shown with Approve and Reject, and a click approves it. A
+//! screenshot is saved as
 //! `target/screenshots/web-chat.png`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -36,6 +38,16 @@ struct Seen {
     text: String,
     /// The step list: (kind, capability, state, cost).
     steps: Vec<(String, String, String, String)>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Approved {
+    /// The proposal's box, as shown.
+    proposal: String,
+    /// The answer while the call waited.
+    waiting: String,
+    /// The answer once approved.
+    reply: String,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,6 +145,53 @@ async fn the_web_chat_streams_a_reply_and_its_steps() {
     assert!(
         think_cost.starts_with('$') && think_cost != "$0.000000",
         "{seen:?}"
+    );
+
+    // A call that changes something waits: the chat shows it with Approve
+    // and Reject; a click approves it, and the reply arrives.
+    let approved: Approved = page
+        .evaluate(
+            r#"new Promise((resolve) => {
+                const log = document.getElementById('log');
+                const seen = { proposal: '', waiting: '' };
+                const watch = new MutationObserver(() => {
+                    const box = log.querySelector('.approval:not(.decided)');
+                    const answers = log.querySelectorAll('.msg.assistant');
+                    const answer = answers[answers.length - 1];
+                    if (box && !seen.proposal && answer.classList.contains('waiting')) {
+                        seen.proposal = box.textContent;
+                        seen.waiting = answer.textContent;
+                        box.querySelector('button.approve').click();
+                    }
+                    if (seen.proposal && answer.classList.contains('done')) {
+                        watch.disconnect();
+                        resolve({ proposal: seen.proposal, waiting: seen.waiting, reply: answer.textContent });
+                    }
+                });
+                watch.observe(log, { subtree: true, childList: true, characterData: true, attributes: true });
+                document.getElementById('message').value = 'add milk to my list';
+                document.getElementById('send').click();
+            })"#,
+        )
+        .await
+        .unwrap()
+        .into_value()
+        .unwrap();
+    assert!(
+        approved.proposal.contains("todo_add") && approved.proposal.contains(r#"{"text":"milk"}"#),
+        "{approved:?}"
+    );
+    assert!(
+        approved.proposal.contains("Approve") && approved.proposal.contains("Reject"),
+        "{approved:?}"
+    );
+    assert_eq!(
+        approved.waiting, "Waiting for your decision.",
+        "{approved:?}"
+    );
+    assert!(
+        approved.reply.starts_with("Added to your todo list:") && approved.reply.contains("milk"),
+        "{approved:?}"
     );
 
     let png = page

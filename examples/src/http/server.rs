@@ -220,7 +220,16 @@ pub async fn start(
     };
     let router = ChannelRouter::new();
     let channel = HttpChannel::new();
-    let runtime = prepare(Runtime::builder().store(store.clone()).model_arc(model), &router, &channel)
+    let todos: std::sync::Arc<dyn thinklio_core::TodoStore> = std::sync::Arc::new(store.clone());
+    let mut builder = prepare(
+        Runtime::builder().store(store.clone()).model_arc(model),
+        &router,
+        &channel,
+    );
+    for todo in builtin::todo_list(todos) {
+        builder = builder.capability(todo);
+    }
+    let runtime = builder
         .prices(crate::offline::prices())
         .capability(calculator())
         .capability(builtin::clock())
@@ -228,10 +237,13 @@ pub async fn start(
         .agent(
             AgentDefinition::new("assistant", model_id)
                 .system_prompt(
-                    "You are Thinklio's web assistant. Use the calculator for arithmetic and the clock for \
-                     the date and time. Answer briefly.",
+                    "You are Thinklio's web assistant. Use the calculator for arithmetic, the clock for \
+                     the date and time, and the todo list for the user's todos. Answer briefly.",
                 )
-                .capabilities(["calculator", "clock", "word_count"]),
+                .capabilities(["calculator", "clock", "word_count", "todo_add", "todo_list"])
+                // Calls that change something (adding a todo) wait for the
+                // user's decision.
+                .approval_mode(thinklio_core::approval::ApprovalMode::Draft),
         )
         .job_callbacks(JobCallbacks::new(format!("http://{addr}/v1/jobs/{{job}}/report"), secret))
         .build()
