@@ -30,10 +30,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use teloxide_core::payloads::{GetUpdatesSetters, SetWebhookSetters};
+use teloxide_core::payloads::{
+    AnswerCallbackQuerySetters, GetUpdatesSetters, SendMessageSetters, SetWebhookSetters,
+};
 use teloxide_core::requests::Requester;
-use teloxide_core::types::{ChatAction, ChatId, Message, Update, UpdateKind};
+use teloxide_core::types::{
+    CallbackQuery, ChatAction, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update,
+    UpdateKind,
+};
 use teloxide_core::{Bot, RequestError};
+use thinklio_core::approval::Decision;
 use thinklio_core::channel::{
     AccountMembers, Attachment, Channel, ChannelHost, ChannelMessage, ChatKey,
 };
@@ -229,6 +235,10 @@ pub struct TelegramBot {
     workers: std::sync::atomic::AtomicU64,
     /// Whether a failed typing indicator was logged already.
     typing_failed: std::sync::atomic::AtomicBool,
+    /// Calls waiting for a decision that the chat was shown (with their
+    /// buttons); each leaves when it is decided, so it holds at most the
+    /// calls that wait.
+    shown: Mutex<std::collections::HashSet<thinklio_core::StepId>>,
 }
 
 impl std::fmt::Debug for TelegramBot {
@@ -302,6 +312,7 @@ impl TelegramBot {
             chats: Mutex::new(HashMap::new()),
             workers: std::sync::atomic::AtomicU64::new(0),
             typing_failed: std::sync::atomic::AtomicBool::new(false),
+            shown: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -319,8 +330,10 @@ impl TelegramBot {
     /// durable (or answered, for a command): Telegram may be told it arrived.
     /// An `Err` means it was not recorded and should come again.
     pub async fn handle(self: &Arc<Self>, update: Update) -> Result<(), BotError> {
-        let UpdateKind::Message(message) = update.kind else {
-            return Ok(());
+        let message = match update.kind {
+            UpdateKind::Message(message) => message,
+            UpdateKind::CallbackQuery(query) => return self.decide(query).await,
+            _ => return Ok(()),
         };
         let Some(user) = message.from.as_ref().map(|u| u.id.0.to_string()) else {
             return Ok(());
@@ -476,12 +489,131 @@ impl TelegramBot {
         }
     }
 
-    /// Runs what waits in the session, with "typing…" beside it.
+    /// A press of Approve or Reject under a proposed call: the decision is
+    /// recorded (as the user who pressed, through `telegram`) before
+    /// Telegram is told the update arrived, and the chat's worker runs the
+    /// conversation on. A press that cannot count (another user's, a call
+    /// decided otherwise) is answered with why.
+    async fn decide(self: &Arc<Self>, query: CallbackQuery) -> Result<(), BotError> {
+        let data = query.data.as_deref().unwrap_or_default();
+        let parsed = data
+            .split_once(':')
+            .and_then(|(what, id)| Some((what, id.parse::<thinklio_core::StepId>().ok()?)));
+        let Some((what, step)) = parsed else {
+            self.acknowledge(&query, "This button is not one of mine.")
+                .await;
+            return Ok(());
+        };
+        let decision = match what {
+            "approve" => Decision::Approve,
+            _ => Decision::Reject {
+                reason: Some("rejected in Telegram".into()),
+            },
+        };
+        let principal = self
+            .host
+            .principal(CHANNEL, &query.from.id.0.to_string())
+            .await?;
+        let chat = query
+            .message
+            .as_ref()
+            .map_or(ChatId(query.from.id.0 as i64), |m| m.chat().id);
+        match self
+            .runtime()
+            .approvals()
+            .record(principal, step, decision, CHANNEL)
+            .await
+        {
+            Ok((stored, session)) => {
+                self.shown
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&step);
+                let said = if stored.decision.runs() {
+                    "Approved."
+                } else {
+                    "Rejected."
+                };
+                self.acknowledge(&query, said).await;
+                if let Some(session) = session {
+                    self.answer(session, chat);
+                }
+                Ok(())
+            }
+            Err(e)
+                if !matches!(
+                    e,
+                    thinklio_core::RuntimeError::Store(thinklio_core::StoreError::Backend(_))
+                ) =>
+            {
+                self.acknowledge(&query, &format!("That did not count: {e}"))
+                    .await;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Answers a button press (Telegram shows the text briefly).
+    async fn acknowledge(&self, query: &CallbackQuery, text: &str) {
+        if let Err(e) = self
+            .bot
+            .answer_callback_query(query.id.clone())
+            .text(text)
+            .await
+        {
+            tracing::warn!(error = %e, "a button press could not be answered");
+        }
+    }
+
+    /// Shows each call of the session that waits for a decision and was not
+    /// shown yet, with Approve and Reject buttons.
+    async fn show_proposals(&self, session: SessionId, chat: ChatId) {
+        let host = thinklio_core::Actor::Account(self.account);
+        let pending = match self.runtime().approvals().of_session(host, session).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(session = %session, error = %e, "the calls waiting for a decision could not be read");
+                return;
+            }
+        };
+        for p in pending {
+            if !self
+                .shown
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(p.step_id)
+            {
+                continue;
+            }
+            let text = format!("Run {} with {}?", p.capability, p.arguments);
+            let buttons = InlineKeyboardMarkup::new([[
+                InlineKeyboardButton::callback("Approve", format!("approve:{}", p.step_id)),
+                InlineKeyboardButton::callback("Reject", format!("reject:{}", p.step_id)),
+            ]]);
+            if let Err(e) = self
+                .bot
+                .send_message(chat, text)
+                .reply_markup(buttons)
+                .await
+            {
+                tracing::warn!(chat = chat.0, error = %e, "a proposed call could not be shown");
+                self.shown
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&p.step_id);
+            }
+        }
+    }
+
+    /// Runs what waits in the session, with "typing…" beside it, then shows
+    /// the calls that wait for a decision.
     async fn answer_waiting(self: &Arc<Self>, session: SessionId, chat: ChatId) {
         let (done, answered) = tokio::sync::watch::channel(false);
         tokio::spawn(Arc::clone(self).show_typing(chat, answered));
         let result = self.runtime().answer_waiting(session).await;
         let _ = done.send(true);
+        self.show_proposals(session, chat).await;
         // The replies went out through the outbox; a failed interaction was
         // answered with its reason.
         if let Err(e) = result {

@@ -350,3 +350,81 @@ fn any_update_a_bot_api_server_sends_is_handled_without_panic() {
         }
     });
 }
+
+/// A call that waits for a decision is shown with Approve and Reject
+/// buttons; a press by the user approves it and the reply follows; another
+/// user's press does not count, and a rejected call never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_button_decides_a_proposed_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bot.db");
+    let (api, url) = FakeBotApi::start().await;
+    let account = AccountId::new();
+    let bot = start_bot(&db, &url, account, true).await;
+
+    api.say(ADA, "Ada", "remember the milk");
+    let sent = api.wait_for(ADA, 1).await;
+    assert_eq!(sent, [r#"Run remember with {"text":"the milk"}?"#]);
+    let keyboard = api.state.lock().unwrap().keyboards[0].1.clone();
+    let labels: Vec<&str> = keyboard["inline_keyboard"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["Approve", "Reject"]);
+
+    // Bob presses a button of Ada's chat: it does not count.
+    let pressed = api.press(BOB, "Bob", "approve:");
+    api.wait_confirmed().await;
+    wait_answered(&api, &pressed).await;
+    let said = answer_of(&api, &pressed);
+    assert!(said.starts_with("That did not count"), "{said}");
+
+    let pressed = api.press(ADA, "Ada", "approve:");
+    let sent = api.wait_for(ADA, 2).await;
+    assert!(
+        sent[1].starts_with("Noted:") && sent[1].contains("the milk"),
+        "{sent:?}"
+    );
+    assert_eq!(answer_of(&api, &pressed), "Approved.");
+
+    api.say(ADA, "Ada", "remember the eggs");
+    api.wait_for(ADA, 3).await;
+    api.press(ADA, "Ada", "reject:");
+    let sent = api.wait_for(ADA, 4).await;
+    bot.tasks.shutdown_background();
+    assert!(sent[3].contains("approval.rejected"), "{sent:?}");
+}
+
+async fn wait_answered(api: &FakeBotApi, query: &str) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let notified = api.news.notified();
+            if api
+                .state
+                .lock()
+                .unwrap()
+                .answered
+                .iter()
+                .any(|(q, _)| q == query)
+            {
+                return;
+            }
+            notified.await;
+        }
+    })
+    .await
+    .expect("the button press was answered");
+}
+
+fn answer_of(api: &FakeBotApi, query: &str) -> String {
+    api.state
+        .lock()
+        .unwrap()
+        .answered
+        .iter()
+        .find(|(q, _)| q == query)
+        .map(|(_, t)| t.clone())
+        .unwrap_or_default()
+}

@@ -66,6 +66,10 @@ pub struct Telegram {
     /// (chat, action) of every `sendChatAction`.
     pub actions: Vec<(i64, String)>,
     pub webhook: Option<(String, String)>,
+    /// The inline keyboard of each sent message that had one, by message id.
+    pub keyboards: Vec<(i64, Value)>,
+    /// (callback query id, text) of every `answerCallbackQuery`.
+    pub answered: Vec<(String, String)>,
 }
 
 #[derive(Clone, Default)]
@@ -189,13 +193,23 @@ pub async fn bot_api(
             );
             s.next_message += 1;
             s.sent.push((chat, text.clone()));
-            let message = json!({
+            let mut message = json!({
                 "message_id": s.next_message,
                 "date": now,
                 "chat": { "id": chat, "type": "private", "first_name": "User" },
                 "from": { "id": 4839574812_i64, "is_bot": true, "first_name": "Thinklio", "username": "thinklio_bot" },
                 "text": text,
             });
+            if let Some(markup) = body.get("reply_markup") {
+                // Sent as JSON text in a form, or as an object in a JSON body.
+                let markup = match markup {
+                    Value::String(text) => serde_json::from_str(text).unwrap(),
+                    other => other.clone(),
+                };
+                let id = s.next_message;
+                s.keyboards.push((id, markup.clone()));
+                message["reply_markup"] = markup;
+            }
             drop(s);
             api.news.notify_waiters();
             ok(message)
@@ -220,6 +234,16 @@ pub async fn bot_api(
                 }
                 ChatActions::Hang => std::future::pending().await,
             }
+        }
+        "answercallbackquery" => {
+            let mut s = api.state.lock().unwrap();
+            s.answered.push((
+                body["callback_query_id"].as_str().unwrap().to_owned(),
+                body["text"].as_str().unwrap_or_default().to_owned(),
+            ));
+            drop(s);
+            api.news.notify_waiters();
+            ok(json!(true))
         }
         "setwebhook" => {
             api.state.lock().unwrap().webhook = Some((
@@ -279,6 +303,46 @@ impl FakeBotApi {
     pub fn push(&self, update: Value) {
         self.state.lock().unwrap().pending.push_back(update);
         self.news.notify_waiters();
+    }
+
+    /// A user presses the button whose callback data starts with `prefix`
+    /// under the last message with a keyboard in their chat; the callback
+    /// query's id.
+    pub fn press(&self, from: i64, name: &str, prefix: &str) -> String {
+        let mut s = self.state.lock().unwrap();
+        let (message_id, keyboard) = s.keyboards.last().cloned().expect("a message with buttons");
+        let data = keyboard["inline_keyboard"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|row| row.as_array().unwrap().iter())
+            .filter_map(|b| b["callback_data"].as_str())
+            .find(|d| d.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} button in {keyboard}"))
+            .to_owned();
+        s.next_update += 1;
+        let id = format!("cbq-{}", s.next_update);
+        let update = json!({
+            "update_id": 500_000 + s.next_update,
+            "callback_query": {
+                "id": id,
+                "from": user(from, name),
+                "chat_instance": "-5577006791947779410",
+                "data": data,
+                "message": {
+                    "message_id": message_id,
+                    "date": jiff::Timestamp::now().as_second(),
+                    "chat": { "id": from, "type": "private", "first_name": name },
+                    "from": { "id": 4839574812_i64, "is_bot": true, "first_name": "Thinklio", "username": "thinklio_bot" },
+                    "text": "Run …?",
+                    "reply_markup": keyboard,
+                }
+            }
+        });
+        s.pending.push_back(update);
+        drop(s);
+        self.news.notify_waiters();
+        id
     }
 
     /// A user sends a sticker (no text, nothing the bot reads).
@@ -357,6 +421,9 @@ pub fn bot_model(open: watch::Receiver<bool>) -> BotModel {
     let scripted = ScriptedModel::responder(|request| {
         let last = request.messages.last().unwrap();
         if last.role == Role::Tool {
+            if last.content.contains("kept") || last.content.contains("approval.") {
+                return ScriptedReply::text(format!("Noted: {}", last.content));
+            }
             return ScriptedReply::text("I'll get back to you with the count.");
         }
         let text = last.content.as_str();
@@ -373,6 +440,9 @@ pub fn bot_model(open: watch::Receiver<bool>) -> BotModel {
         }
         if text == "long" {
             return ScriptedReply::text(long_text());
+        }
+        if let Some(what) = text.strip_prefix("remember ") {
+            return ScriptedReply::tool_call("r1", "remember", json!({ "text": what }).to_string());
         }
         if let Some(words) = text.strip_prefix("count ") {
             return ScriptedReply::tool_call(
@@ -407,6 +477,20 @@ impl ChatModel for BotModel {
         self.gate(request).await;
         self.scripted.chat_stream(request).await
     }
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct Note {
+    /// What to keep.
+    text: String,
+}
+
+/// `remember(text)`: asks before every call (its manifest says
+/// `interactive`), whatever the agent's mode.
+fn remember() -> thinklio_core::FunctionCapability {
+    thinklio_core::FunctionCapability::builder("remember", "Keeps a note for the user.")
+        .default_mode(thinklio_core::StepMode::Interactive)
+        .handler(|note: Note| async move { Ok::<_, String>(json!({ "kept": note.text })) })
 }
 
 pub const ADA: i64 = 1_001;
@@ -454,7 +538,11 @@ pub async fn start_bot_with(
                 .store(store)
                 .model(bot_model(rx))
                 .capability(word_count())
-                .agent(AgentDefinition::new("assistant", "bot-model").capabilities(["word_count"]))
+                .capability(remember())
+                .agent(
+                    AgentDefinition::new("assistant", "bot-model")
+                        .capabilities(["word_count", "remember"]),
+                )
                 .reply_sink(router)
                 .build()
                 .unwrap();

@@ -135,7 +135,39 @@ impl Approvals<'_> {
         decision: Decision,
         channel: &str,
     ) -> Result<StoredDecision, RuntimeError> {
-        let by = by.into();
+        let (stored, session) = self
+            .store_decision(by.into(), step, decision, channel)
+            .await?;
+        if let Some(session) = session {
+            self.rt.run_session(session).await?;
+        }
+        Ok(stored)
+    }
+
+    /// Records a decision as [`decide`](Self::decide) does, without running
+    /// its interaction on: for a host whose own worker answers the session
+    /// (with [`Runtime::answer_waiting`](crate::Runtime::answer_waiting)), or
+    /// that leaves it to `recover` and the interaction worker. Returns the
+    /// decision and, when it is new and its interaction can go on, the
+    /// session to answer.
+    pub async fn record(
+        &self,
+        by: impl Into<Actor>,
+        step: StepId,
+        decision: Decision,
+        channel: &str,
+    ) -> Result<(StoredDecision, Option<SessionId>), RuntimeError> {
+        self.store_decision(by.into(), step, decision, channel)
+            .await
+    }
+
+    async fn store_decision(
+        &self,
+        by: Actor,
+        step: StepId,
+        decision: Decision,
+        channel: &str,
+    ) -> Result<(StoredDecision, Option<SessionId>), RuntimeError> {
         let inner = &self.rt.inner;
         let found = inner.store.step(step).await?;
         let interaction = inner.store.interaction(found.interaction_id).await?;
@@ -170,13 +202,14 @@ impl Approvals<'_> {
         };
         let new = NewDecision::new(step, decision, decided_by, channel);
         let (stored, event) = inner.store.decide(new).await?;
+        let mut session = None;
         if let Some(event) = event {
             inner.publish(event);
             if interaction.parent_interaction_id.is_none() {
-                self.rt.run_session(interaction.session_id).await?;
+                session = Some(interaction.session_id);
             }
         }
-        Ok(stored)
+        Ok((stored, session))
     }
 
     /// Expires every proposal that has waited longer than its agent's
