@@ -204,6 +204,16 @@ impl StepEvent {
         }
     }
 
+    /// The payload of `step`'s start (or its start again, after a decision).
+    pub fn started_of(step: &Step) -> Self {
+        Self::started(
+            step.kind,
+            step.seq,
+            step.attempt,
+            step.capability.as_deref(),
+        )
+    }
+
     /// The payload of a step's end.
     pub fn ended(step: &Step, error: Option<&StepError>, usage: Option<&ModelUsage>) -> Self {
         Self {

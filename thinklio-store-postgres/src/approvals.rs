@@ -4,14 +4,13 @@
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use thinklio_core::approval::{NewDecision, StoredDecision, check_resume};
-use thinklio_core::event::StepEvent;
 use thinklio_core::store::{ApprovalFilter, ApprovalStore};
 use thinklio_core::{
     Event, EventKind, SessionId, Step, StepId, StepState, StoreError, StoreResult,
 };
 
 use crate::PostgresStore;
-use crate::interactions::{load_step, record_transition, session_of};
+use crate::interactions::{load_step, record_transition, session_of, started_event};
 use crate::rows::{
     self, DECISION_COLUMNS, STEP_COLUMNS, append_event, backend, decision, execute, query,
     query_opt,
@@ -92,11 +91,7 @@ impl ApprovalStore for PostgresStore {
             ApprovalFilter::Account(a) => ("i.account_id = $1", a.to_string()),
             _ => ("$1::TEXT IS NOT NULL", String::new()),
         };
-        let columns = STEP_COLUMNS
-            .split(", ")
-            .map(|c| format!("s.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let columns = thinklio_core::store::rows::columns_of(STEP_COLUMNS, "s");
         query(
             &tx,
             &format!(
@@ -132,25 +127,8 @@ impl ApprovalStore for PostgresStore {
         record_transition(&tx, &id_text, Some(step.state), StepState::Running, now).await?;
         step.state = StepState::Running;
         step.updated_at = now;
-        let interaction = step.interaction_id.to_string();
-        let session = session_of(&tx, &interaction).await?;
-        let payload = StepEvent::started(
-            step.kind,
-            step.seq,
-            step.attempt,
-            step.capability.as_deref(),
-        )
-        .to_json();
-        let event = append_event(
-            &tx,
-            EventKind::StepStarted,
-            Some(session),
-            Some(interaction),
-            Some(id_text),
-            &payload,
-            now,
-        )
-        .await?;
+        let session = session_of(&tx, &step.interaction_id.to_string()).await?;
+        let event = started_event(&tx, &step, session, now).await?;
         tx.commit().await.map_err(backend)?;
         Ok((step, event))
     }

@@ -118,20 +118,29 @@ async fn insert_started_step(
         now,
     )
     .await?;
-    let payload =
-        StepEvent::started(new.kind, new.seq, new.attempt, new.capability.as_deref()).to_json();
-    let event = append_event(
+    let step = new.started(id, now);
+    let event = started_event(tx, &step, session, now).await?;
+    Ok((step, event))
+}
+
+/// Appends the `step.started` event of `step` (begun, or running again
+/// after a decision) in `session`, in the caller's transaction.
+pub(crate) async fn started_event(
+    tx: &Transaction<'_>,
+    step: &Step,
+    session: String,
+    now: Timestamp,
+) -> StoreResult<Event> {
+    append_event(
         tx,
         EventKind::StepStarted,
         Some(session),
-        Some(interaction),
-        Some(id_text),
-        &payload,
+        Some(step.interaction_id.to_string()),
+        Some(step.id.to_string()),
+        &StepEvent::started_of(step).to_json(),
         now,
     )
-    .await?;
-    let step = new.started(id, now);
-    Ok((step, event))
+    .await
 }
 
 #[async_trait]

@@ -3,14 +3,13 @@
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 use thinklio_core::approval::{NewDecision, StoredDecision, check_resume};
-use thinklio_core::event::StepEvent;
 use thinklio_core::store::{ApprovalFilter, ApprovalStore};
 use thinklio_core::{
     Event, EventKind, SessionId, Step, StepId, StepState, StoreError, StoreResult,
 };
 
 use crate::SqliteStore;
-use crate::interactions::{append_event, load_step, record_transition, session_of};
+use crate::interactions::{append_event, load_step, record_transition, session_of, started_event};
 use crate::rows::{self, DECISION_COLUMNS, STEP_COLUMNS, backend, decision};
 
 fn load_decision(c: &rusqlite::Connection, step: &str) -> StoreResult<Option<StoredDecision>> {
@@ -84,11 +83,7 @@ impl ApprovalStore for SqliteStore {
                     ApprovalFilter::Account(a) => ("i.account_id = ?1", a.to_string()),
                     _ => ("?1 IS NOT NULL", String::new()),
                 };
-                let columns = STEP_COLUMNS
-                    .split(", ")
-                    .map(|c| format!("s.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let columns = thinklio_core::store::rows::columns_of(STEP_COLUMNS, "s");
                 c.prepare_cached(&format!(
                     "SELECT {columns}, i.session_id AS waiting_session FROM steps s \
                      JOIN interactions i ON i.id = s.interaction_id \
@@ -126,24 +121,8 @@ impl ApprovalStore for SqliteStore {
                 record_transition(&tx, &id_text, Some(step.state), StepState::Running, now)?;
                 step.state = StepState::Running;
                 step.updated_at = now;
-                let interaction = step.interaction_id.to_string();
-                let session = session_of(&tx, &interaction)?;
-                let payload = StepEvent::started(
-                    step.kind,
-                    step.seq,
-                    step.attempt,
-                    step.capability.as_deref(),
-                )
-                .to_json();
-                let event = append_event(
-                    &tx,
-                    EventKind::StepStarted,
-                    Some(session),
-                    Some(interaction),
-                    Some(id_text),
-                    &payload,
-                    now,
-                )?;
+                let session = session_of(&tx, &step.interaction_id.to_string())?;
+                let event = started_event(&tx, &step, session, now)?;
                 tx.commit().map_err(backend)?;
                 Ok((step, event))
             })

@@ -132,19 +132,28 @@ fn insert_started_step(
         StepState::Running,
         now,
     )?;
-    let payload =
-        StepEvent::started(new.kind, new.seq, new.attempt, new.capability.as_deref()).to_json();
-    let event = append_event(
+    let step = new.started(id, now);
+    let event = started_event(tx, &step, session, now)?;
+    Ok((step, event))
+}
+
+/// Appends the `step.started` event of `step` (begun, or running again
+/// after a decision) in `session`, in the caller's transaction.
+pub(crate) fn started_event(
+    tx: &rusqlite::Connection,
+    step: &Step,
+    session: String,
+    now: Timestamp,
+) -> StoreResult<Event> {
+    append_event(
         tx,
         EventKind::StepStarted,
         Some(session),
-        Some(interaction),
-        Some(id_text),
-        &payload,
+        Some(step.interaction_id.to_string()),
+        Some(step.id.to_string()),
+        &StepEvent::started_of(step).to_json(),
         now,
-    )?;
-    let step = new.started(id, now);
-    Ok((step, event))
+    )
 }
 
 #[async_trait]

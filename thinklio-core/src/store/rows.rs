@@ -112,6 +112,16 @@ pub trait Row {
     }
 }
 
+/// `columns` (a list like [`STEP_COLUMNS`]) each prefixed with `alias.`,
+/// for a query that joins tables.
+pub fn columns_of(columns: &str, alias: &str) -> String {
+    columns
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The principal of a row (`account_id`, `team_id`, `user_id`).
 pub fn principal(row: &impl Row) -> StoreResult<Principal> {
     Ok(Principal {
