@@ -19,6 +19,7 @@ mod jobs;
 mod knowledge;
 mod locks;
 mod queue;
+mod reply;
 mod sessions;
 mod streams;
 
@@ -44,6 +45,7 @@ pub use jobs::{
 pub use knowledge::Knowledge;
 pub use knowledge::{EXTRACT_TASK, EXTRACTION_PROMPT, KnowledgeConfig, extraction_schema};
 pub use queue::{QueueRun, QueueWorker, TaskError, TaskHandler};
+pub use reply::{Inbound, RecoveryReport, Reply};
 pub use sessions::InteractionWorker;
 
 use crate::agent::AgentDefinition;
@@ -57,10 +59,10 @@ use crate::model::{ChatModel, Embedder, ModelError};
 use crate::outbox::{OutboxMessage, ReplySink};
 use crate::principal::{Principal, Scope};
 use crate::session::{NewSession, Session};
-use crate::step::{Step, StepError};
+use crate::step::StepError;
 use crate::store::{Store, StoreError};
 use crate::time::Clock;
-use crate::usage::{Cost, PriceTable, TokenUsage};
+use crate::usage::PriceTable;
 
 use self::builder::check_graph;
 use self::harness::Run;
@@ -146,107 +148,6 @@ impl From<ModelError> for StepError {
     fn from(e: ModelError) -> Self {
         StepError::new(e.code(), e.to_string())
     }
-}
-
-/// The answer to one message.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct Reply {
-    /// The interaction that produced it.
-    pub interaction_id: InteractionId,
-    /// The reply text.
-    pub text: String,
-    /// Steps the interaction took.
-    pub steps: u32,
-    /// Tokens it used.
-    pub usage: TokenUsage,
-    /// What it cost.
-    pub cost: Cost,
-    /// The `act` steps waiting for a person's decision: while any is, the
-    /// interaction has no reply yet (`text` is empty) and goes on once all
-    /// are decided ([`Approvals::decide`]).
-    pub waiting: Vec<crate::ids::StepId>,
-}
-
-impl Reply {
-    fn from_steps(interaction_id: InteractionId, text: String, steps: &[Step]) -> Self {
-        let mut usage = TokenUsage::default();
-        let mut cost = Cost::ZERO;
-        for s in steps {
-            usage += s.usage;
-            cost += s.cost;
-        }
-        Self {
-            interaction_id,
-            text,
-            steps: u32::try_from(steps.len()).unwrap_or(u32::MAX),
-            usage,
-            cost,
-            waiting: steps
-                .iter()
-                .filter(|s| s.state == crate::step::StepState::Waiting)
-                .map(|s| s.id)
-                .collect(),
-        }
-    }
-}
-
-/// An inbound message.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct Inbound {
-    /// The text.
-    pub text: String,
-    /// The channel's id for the message; a message sent twice with the same id
-    /// is answered once.
-    pub id: Option<String>,
-}
-
-impl Inbound {
-    /// A message with a channel id for de-duplication.
-    pub fn with_id(text: impl Into<String>, id: impl Into<String>) -> Self {
-        Self {
-            text: text.into(),
-            id: Some(id.into()),
-        }
-    }
-}
-
-impl From<&str> for Inbound {
-    fn from(text: &str) -> Self {
-        Self {
-            text: text.to_owned(),
-            id: None,
-        }
-    }
-}
-
-impl From<String> for Inbound {
-    fn from(text: String) -> Self {
-        Self { text, id: None }
-    }
-}
-
-/// What [`Runtime::recover`] did.
-#[derive(Debug, Clone, Default, PartialEq)]
-#[non_exhaustive]
-pub struct RecoveryReport {
-    /// Unfinished interactions found.
-    pub resumed: usize,
-    /// Of those, how many completed.
-    pub completed: usize,
-    /// Of those, how many ended failed.
-    pub failed: usize,
-    /// Of those, how many wait for a person's decision.
-    pub waiting: usize,
-    /// Replies delivered from the outbox.
-    pub delivered: usize,
-    /// Interactions that could not be resumed, with the reason (they stay
-    /// unfinished and are tried again by the next `recover`).
-    pub errors: Vec<(InteractionId, String)>,
-    /// What was done with jobs a crash interrupted (dispatches run again
-    /// by the job worker).
-    pub jobs: JobRecovery,
 }
 
 pub(in crate::runtime) struct Inner {
