@@ -175,7 +175,13 @@ async fn run(args: Args) -> Result<(), String> {
     .to_vec();
     let mut builder = Runtime::builder()
         .store(store)
-        .prices(thinklio_examples::offline::prices())
+        .prices(
+            // The console's scripted model runs here and costs nothing.
+            thinklio_examples::offline::prices().with(
+                CONSOLE_MODEL,
+                thinklio_core::ModelPrice::usd_per_million(0.0, 0.0),
+            ),
+        )
         .model(ByModel::new(
             CONSOLE_MODEL,
             console_model(call.clone()),
