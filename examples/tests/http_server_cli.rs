@@ -4,35 +4,16 @@
 //! and the API; started again on the same file, it keeps its keys.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod example_bin;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
 
-/// The example's binary, built (or found up to date) by cargo as
-/// `cargo run --example http-server` would; `scripts/test.sh` builds it
-/// before the tests run, so here this is a no-op.
 fn binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "thinklio-examples",
-            "--example",
-            "http-server",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success(), "cargo build --example http-server failed");
-    let exe = std::env::current_exe().unwrap();
-    let debug = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .to_owned();
-    debug.join("examples").join("http-server")
+    example_bin::example_binary("http-server")
 }
 
 struct Server {

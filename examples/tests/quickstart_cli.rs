@@ -4,32 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests speak through panics
 
+mod example_bin;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-/// The example's binary, built (or found up to date) by cargo as `cargo
-/// run --example quickstart` would.
 fn binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "thinklio-examples",
-            "--example",
-            "quickstart",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success(), "cargo build --example quickstart failed");
-    let exe = std::env::current_exe().unwrap();
-    let debug = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .to_owned();
-    debug.join("examples").join("quickstart")
+    example_bin::example_binary("quickstart")
 }
 
 /// Runs the quickstart with `input` on stdin; its stdout.

@@ -146,6 +146,17 @@ async fn session(rt: &Runtime) -> Session {
         .unwrap()
 }
 
+/// Decides about `step` as the session's user, through the channel `test`.
+async fn decide(
+    rt: &Runtime,
+    step: StepId,
+    decision: Decision,
+) -> Result<approval::StoredDecision, RuntimeError> {
+    rt.approvals()
+        .decide(Principal::local(), step, decision, "test")
+        .await
+}
+
 fn done_list(done: &Done) -> Vec<String> {
     done.lock().unwrap().clone()
 }
@@ -199,14 +210,7 @@ async fn a_draft_call_waits_and_runs_once_when_approved() {
     assert_eq!(requested.step_id, Some(reply.waiting[0]));
     assert_eq!(requested.payload["arguments"], json!({ "text": "milk" }));
 
-    let decided = rt
-        .approvals()
-        .decide(
-            Principal::local(),
-            reply.waiting[0],
-            Decision::Approve,
-            "test",
-        )
+    let decided = decide(&rt, reply.waiting[0], Decision::Approve)
         .await
         .unwrap();
     assert_eq!(decided.by.user, Some(Principal::local().user));
@@ -221,25 +225,11 @@ async fn a_draft_call_waits_and_runs_once_when_approved() {
     );
 
     // The same decision again is the same decision; another is a conflict.
-    let again = rt
-        .approvals()
-        .decide(
-            Principal::local(),
-            reply.waiting[0],
-            Decision::Approve,
-            "test",
-        )
+    let again = decide(&rt, reply.waiting[0], Decision::Approve)
         .await
         .unwrap();
     assert_eq!(again, decided);
-    let conflict = rt
-        .approvals()
-        .decide(
-            Principal::local(),
-            reply.waiting[0],
-            Decision::Reject { reason: None },
-            "test",
-        )
+    let conflict = decide(&rt, reply.waiting[0], Decision::Reject { reason: None })
         .await
         .unwrap_err();
     assert_eq!(conflict.code(), ErrorCode::StoreConflict);
@@ -278,23 +268,18 @@ async fn approving_one_of_two_parallel_calls_runs_that_one_only() {
         .step_id;
 
     // Approving the second names the second: nothing runs while the first waits.
-    rt.approvals()
-        .decide(Principal::local(), flour, Decision::Approve, "test")
-        .await
-        .unwrap();
+    decide(&rt, flour, Decision::Approve).await.unwrap();
     assert!(done_list(&done).is_empty(), "{:?}", done_list(&done));
     assert_eq!(reply_text(&rt, reply.interaction_id).await, None);
-    rt.approvals()
-        .decide(
-            Principal::local(),
-            eggs,
-            Decision::Reject {
-                reason: Some("we have eggs".into()),
-            },
-            "test",
-        )
-        .await
-        .unwrap();
+    decide(
+        &rt,
+        eggs,
+        Decision::Reject {
+            reason: Some("we have eggs".into()),
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(done_list(&done), ["add flour"]);
     let text = reply_text(&rt, reply.interaction_id)
         .await
@@ -314,31 +299,26 @@ async fn edited_arguments_are_checked_then_run_as_edited() {
     let s = session(&rt).await;
     let reply = rt.send(s.id, "add milk").await.unwrap();
     let step = reply.waiting[0];
-    let bad = rt
-        .approvals()
-        .decide(
-            Principal::local(),
-            step,
-            Decision::Edit {
-                arguments: json!({ "txet": "oat milk" }),
-            },
-            "test",
-        )
-        .await
-        .unwrap_err();
+    let bad = decide(
+        &rt,
+        step,
+        Decision::Edit {
+            arguments: json!({ "txet": "oat milk" }),
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(bad.code(), ErrorCode::ApprovalInvalidArguments);
     assert!(done_list(&done).is_empty());
-    rt.approvals()
-        .decide(
-            Principal::local(),
-            step,
-            Decision::Edit {
-                arguments: json!({ "text": "oat milk" }),
-            },
-            "test",
-        )
-        .await
-        .unwrap();
+    decide(
+        &rt,
+        step,
+        Decision::Edit {
+            arguments: json!({ "text": "oat milk" }),
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(done_list(&done), ["add oat milk"]);
 }
 
@@ -355,13 +335,7 @@ async fn work_done_before_the_pause_is_not_done_again_on_resume() {
         "read-only calls run in draft"
     );
     assert_eq!(reply.waiting.len(), 1);
-    rt.approvals()
-        .decide(
-            Principal::local(),
-            reply.waiting[0],
-            Decision::Approve,
-            "test",
-        )
+    decide(&rt, reply.waiting[0], Decision::Approve)
         .await
         .unwrap();
     assert_eq!(done_list(&done), ["lookup stock", "add tea"]);
@@ -427,13 +401,7 @@ async fn a_waiting_call_holds_nothing_and_a_new_message_is_answered_meanwhile() 
     let report = rt.recover().await.unwrap();
     assert_eq!(report.resumed, 0, "{report:?}");
     assert!(done_list(&done).is_empty());
-    rt.approvals()
-        .decide(
-            Principal::local(),
-            waiting.waiting[0],
-            Decision::Approve,
-            "test",
-        )
+    decide(&rt, waiting.waiting[0], Decision::Approve)
         .await
         .unwrap();
     assert_eq!(done_list(&done), ["add milk"]);
