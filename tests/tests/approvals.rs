@@ -512,45 +512,159 @@ async fn nobody_of_another_account_sees_or_decides() {
     );
 }
 
-#[tokio::test]
-async fn a_delegate_never_runs_a_call_that_needs_a_decision() {
-    let dir = tempfile::tempdir().unwrap();
-    let done = Done::default();
-    let rt = Runtime::builder()
-        .store(SqliteStore::open(dir.path().join("d.db")).await.unwrap())
+/// A runtime where `boss` (in `boss_mode`) delegates to the assistant (in
+/// `helper_mode`) through `ask_helper`.
+async fn delegating_runtime(
+    path: &std::path::Path,
+    done: &Done,
+    boss_mode: ApprovalMode,
+    helper_mode: ApprovalMode,
+) -> Runtime {
+    Runtime::builder()
+        .store(SqliteStore::open(path).await.unwrap())
         .model(model())
-        .capability(add_todo(&done))
-        .capability(lookup(&done))
-        .agent(AgentDefinition::new("boss", "m").capabilities(["ask_helper"]))
-        .agent(agent(ApprovalMode::Draft).capabilities(["add_todo"]))
+        .capability(add_todo(done))
+        .capability(lookup(done))
+        .agent(
+            AgentDefinition::new("boss", "m")
+                .capabilities(["ask_helper"])
+                .approval_mode(boss_mode),
+        )
+        .agent(agent(helper_mode))
         .delegate(Delegate::new(
             "assistant",
             "ask_helper",
             "Asks the assistant.",
         ))
         .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn approving_inside_a_delegate_resumes_it_without_rerunning_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = Done::default();
+    let rt = delegating_runtime(
+        &dir.path().join("d.db"),
+        &done,
+        ApprovalMode::Autopilot,
+        ApprovalMode::Draft,
+    )
+    .await;
+    let s = rt
+        .open_session(Principal::local(), "boss", "chat", None)
+        .await
         .unwrap();
+    let mut events = rt.subscribe();
+    let reply = rt
+        .send(s.id, "delegate check stock then add tea")
+        .await
+        .unwrap();
+    // The delegate looked stock up, then paused on its call, and the boss with it.
+    assert_eq!(done_list(&done), ["lookup stock"]);
+    assert!(reply.text.is_empty(), "{reply:?}");
+    assert_eq!(reply.waiting.len(), 1, "{reply:?}");
+    let boss = reply.interaction_id;
+    assert_eq!(
+        rt.sessions().state(Principal::local(), boss).await.unwrap(),
+        InteractionState::Waiting
+    );
+    let pending = rt
+        .approvals()
+        .of_session(Principal::local(), s.id)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1, "only the delegate's call is decided");
+    assert_eq!(pending[0].step_id, reply.waiting[0]);
+    assert_eq!(pending[0].capability, "add_todo");
+    let child = pending[0].interaction_id;
+    assert_ne!(child, boss, "the call waiting is the delegate's");
+    let kinds: Vec<EventKind> = std::iter::from_fn(|| events.try_recv().ok())
+        .map(|e| e.kind)
+        .collect();
+    assert!(kinds.contains(&EventKind::ApprovalRequested), "{kinds:?}");
+    assert!(kinds.contains(&EventKind::StepWaiting), "{kinds:?}");
+    let before: Vec<Step> = rt
+        .sessions()
+        .steps(Principal::local(), child)
+        .await
+        .unwrap();
+    let boss_before: Vec<Step> = rt.sessions().steps(Principal::local(), boss).await.unwrap();
+
+    // Deciding the delegate's call resumes the delegate, then the boss.
+    decide(&rt, reply.waiting[0], Decision::Approve)
+        .await
+        .unwrap();
+    assert_eq!(
+        done_list(&done),
+        ["lookup stock", "add tea"],
+        "the lookup is not done again"
+    );
+    let text = reply_text(&rt, boss).await.expect("the boss's reply");
+    assert!(text.contains("added"), "{text}");
+    assert_eq!(
+        rt.sessions().state(Principal::local(), boss).await.unwrap(),
+        InteractionState::Completed
+    );
+    let after = rt
+        .sessions()
+        .steps(Principal::local(), child)
+        .await
+        .unwrap();
+    let boss_after = rt.sessions().steps(Principal::local(), boss).await.unwrap();
+    for (steps, before) in [(&after, &before), (&boss_after, &boss_before)] {
+        // Every step written before the pause is the same step after it;
+        // no step was written again or retried.
+        for (old, new) in before.iter().zip(steps.iter()) {
+            assert_eq!(old.id, new.id);
+        }
+        assert!(steps.len() > before.len());
+        assert!(steps.iter().all(|s| s.attempt == 1), "{steps:#?}");
+        let keys: std::collections::BTreeSet<_> =
+            steps.iter().map(|s| s.idempotency_key.as_str()).collect();
+        assert_eq!(keys.len(), steps.len(), "each step once");
+    }
+    assert!(
+        boss_after
+            .iter()
+            .all(|s| s.state != StepState::Waiting && s.state != StepState::Running)
+    );
+}
+
+#[tokio::test]
+async fn a_delegate_runs_as_carefully_as_the_agents_above_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = Done::default();
+    // The boss drafts; the helper alone would run on autopilot.
+    let rt = delegating_runtime(
+        &dir.path().join("c.db"),
+        &done,
+        ApprovalMode::Draft,
+        ApprovalMode::Autopilot,
+    )
+    .await;
     let s = rt
         .open_session(Principal::local(), "boss", "chat", None)
         .await
         .unwrap();
     let reply = rt.send(s.id, "delegate add milk").await.unwrap();
-    assert!(reply.waiting.is_empty());
-    assert!(
-        reply.text.contains("approval.in_delegate"),
-        "{}",
-        reply.text
-    );
     assert!(
         done_list(&done).is_empty(),
-        "nothing ran without a decision"
+        "the boss's draft mode holds in its delegate"
     );
-    assert!(
-        rt.approvals()
-            .of_session(Principal::local(), s.id)
-            .await
-            .unwrap()
-            .is_empty(),
-        "and nothing waits unseen"
-    );
+    assert_eq!(reply.waiting.len(), 1, "{reply:?}");
+    decide(
+        &rt,
+        reply.waiting[0],
+        Decision::Reject {
+            reason: Some("not now".into()),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(done_list(&done).is_empty());
+    let text = reply_text(&rt, reply.interaction_id)
+        .await
+        .expect("the boss's reply");
+    assert!(text.contains("approval.rejected"), "{text}");
 }

@@ -149,6 +149,20 @@ async fn sigkill_with_approvals_pending_and_decided_runs_nothing_unapproved_or_t
     kill_and_check("approve", Backend::Postgres).await;
 }
 
+/// Approvals inside a delegate: the helper's calls wait for decisions that
+/// pause the worker above it; kills land before a decision, in either
+/// agent's model call, around the effect and the delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_approvals_inside_a_delegate_runs_nothing_unapproved_or_twice() {
+    kill_and_check("approve-delegate", Backend::Sqlite).await;
+}
+
+/// Approvals inside a delegate under kills, on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_approvals_inside_a_delegate_runs_nothing_unapproved_or_twice_on_postgres() {
+    kill_and_check("approve-delegate", Backend::Postgres).await;
+}
+
 /// Delegation under kills, on PostgreSQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_delegation_resumes_child_and_parent_on_postgres() {
@@ -156,7 +170,7 @@ async fn sigkill_during_delegation_resumes_child_and_parent_on_postgres() {
 }
 
 async fn kill_and_check(mode: &str, backend: Backend) {
-    let delegated = mode == "delegate";
+    let delegated = mode.contains("delegate");
     let dir = tempfile::tempdir().unwrap();
     let db = match backend {
         Backend::Sqlite => dir.path().join("crash.db").display().to_string(),
@@ -168,7 +182,7 @@ async fn kill_and_check(mode: &str, backend: Backend) {
             format!("postgres:crash_{}", uuid::Uuid::now_v7().simple())
         }
     };
-    let approving = mode == "approve";
+    let approving = mode.starts_with("approve");
     let mut points = POINTS.to_vec();
     if delegated {
         points.insert(0, "think:helper");
@@ -269,6 +283,8 @@ async fn kill_and_check(mode: &str, backend: Backend) {
     let mut outbox_ids = HashSet::new();
     let (mut interrupted, mut unknown, mut external_ok) = (0, 0, 0);
     let mut delegations_resumed = 0;
+    // Parents whose call waited with their delegate for a decision.
+    let mut parents_paused = 0;
     let (mut approved_ran, mut rejected) = (0, 0);
     for session in &sessions {
         let list = store.interactions_of_session(session.id).await.unwrap();
@@ -302,6 +318,13 @@ async fn kill_and_check(mode: &str, backend: Backend) {
                     .filter(|s| s.kind == StepKind::Act && s.state == StepState::Succeeded)
                     .collect();
                 assert_eq!(received.len(), 1, "the parent got the answer once");
+                // (The attempt that waited may be one a kill interrupted.)
+                let mut paused = false;
+                for act in root_steps.iter().filter(|s| s.kind == StepKind::Act) {
+                    let history = store.step_transitions(act.id).await.unwrap();
+                    paused |= history.iter().any(|t| t.to == StepState::Waiting);
+                }
+                parents_paused += usize::from(paused);
                 assert_eq!(received[0].output.as_ref().unwrap()["result"], answer);
                 let reply = store.reply_of(root.id).await.unwrap().unwrap();
                 assert_eq!(reply.text, format!("done: {}", answer.as_str().unwrap()));
@@ -431,6 +454,13 @@ async fn kill_and_check(mode: &str, backend: Backend) {
         unknown > 0,
         "a kill around the side effect leaves its outcome unknown"
     );
+    if approving && delegated {
+        assert_eq!(
+            parents_paused,
+            SESSIONS * PER_SESSION / 2,
+            "every parent whose delegate made an external call waited with it"
+        );
+    }
     if approving {
         assert!(
             approved_ran > 0 && rejected > 0,
@@ -461,7 +491,7 @@ async fn kill_and_check(mode: &str, backend: Backend) {
         "a kill after a delivery delivers the reply again, and the channel drops it"
     );
     println!(
-        "{mode} on {}: {live_kills} kills over {rounds} rounds ({random_kills} at random moments, {kills_in_recovery} while recovering); {repeats} repeated deliveries dropped by the channel; {interrupted} steps re-run after interruption ({delegations_resumed} delegations resumed), \
+        "{mode} on {}: {live_kills} kills over {rounds} rounds ({random_kills} at random moments, {kills_in_recovery} while recovering); {repeats} repeated deliveries dropped by the channel; {interrupted} steps re-run after interruption ({delegations_resumed} delegations resumed, {parents_paused} parents paused with their delegate), \
          {unknown} external calls with unknown outcome, {external_ok} external calls succeeded",
         if backend == Backend::Postgres {
             "PostgreSQL"

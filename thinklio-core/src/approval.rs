@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::ids::{AccountId, InteractionId, SessionId, StepId, UserId};
 use crate::model::ToolCall;
-use crate::step::{Step, StepState};
+use crate::step::{Step, StepMode, StepState};
 use crate::store::StoreError;
 use crate::time::Timestamp;
 
@@ -188,9 +188,13 @@ impl NewDecision {
 }
 
 /// The rule every store applies before moving a `waiting` step back to
-/// `running`: it waits, and the decision taken about it runs the call.
+/// `running`: it waits, and the decision taken about it runs the call (a
+/// step waiting on a delegate has no decision of its own and may go on).
 pub fn check_resume(step: &Step, decision: Option<&StoredDecision>) -> Result<(), StoreError> {
-    if step.state.can_become(StepState::Running) && decision.is_some_and(|d| d.decision.runs()) {
+    // A waiting step that is not `interactive` waits on a delegate, not on a
+    // decision of its own: it goes on when its delegate's calls are decided.
+    let decided = step.mode != StepMode::Interactive || decision.is_some_and(|d| d.decision.runs());
+    if step.state.can_become(StepState::Running) && decided {
         return Ok(());
     }
     Err(StoreError::IllegalTransition {
@@ -242,8 +246,50 @@ impl StoredDecision {
 pub struct Proposal {
     /// The call, as the model asked for it.
     pub call: ToolCall,
-    /// Why it waits: the mode, or the capability's own demand.
+    /// Why it waits: the mode, the capability's own demand, or a delegate
+    /// waiting for decisions of its own.
     pub reason: ProposalReason,
+    /// For a call to a delegate that waits: the delegate's interaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate: Option<InteractionId>,
+    /// For a call to a delegate that waits: the steps, anywhere below this
+    /// call, that wait for a decision (decide those; this call goes on when
+    /// all are decided).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_on: Vec<StepId>,
+}
+
+impl Proposal {
+    /// A call proposed for a person's decision.
+    pub fn new(call: ToolCall, reason: ProposalReason) -> Self {
+        Self {
+            call,
+            reason,
+            delegate: None,
+            waiting_on: Vec::new(),
+        }
+    }
+
+    /// A call to a delegate whose interaction `delegate` waits on the
+    /// decisions of `waiting_on`.
+    pub fn delegated(call: ToolCall, delegate: InteractionId, waiting_on: Vec<StepId>) -> Self {
+        Self {
+            call,
+            reason: ProposalReason::Delegate,
+            delegate: Some(delegate),
+            waiting_on,
+        }
+    }
+
+    /// The steps a person decides to let this call go on: the call's own
+    /// step, or, for a delegate's call, the steps below it that wait.
+    pub fn decidable(&self, step: StepId) -> Vec<StepId> {
+        if self.delegate.is_some() {
+            self.waiting_on.clone()
+        } else {
+            vec![step]
+        }
+    }
 }
 
 /// Why a call waits for a decision.
@@ -255,6 +301,9 @@ pub enum ProposalReason {
     Draft,
     /// The capability's manifest asks for a decision always.
     Capability,
+    /// The call started a delegate, and calls in it wait for decisions:
+    /// the step is not decided itself; it goes on when they are.
+    Delegate,
 }
 
 /// A call waiting for a decision, as hosts list it.

@@ -54,6 +54,11 @@ pub enum EventKind {
     /// `approval.decided`: a decision was taken about a waiting step.
     #[serde(rename = "approval.decided")]
     ApprovalDecided,
+    /// `step.waiting`: a call to a delegate waits because calls in the
+    /// delegate wait for decisions (each announced by its own
+    /// `approval.requested`).
+    #[serde(rename = "step.waiting")]
+    StepWaiting,
 }
 
 crate::step::str_enum!(EventKind, "event kind",
@@ -70,6 +75,7 @@ crate::step::str_enum!(EventKind, "event kind",
     EventKind::UsageUnpriced => "usage.unpriced_model",
     EventKind::ApprovalRequested => "approval.requested",
     EventKind::ApprovalDecided => "approval.decided",
+    EventKind::StepWaiting => "step.waiting",
 );
 
 /// An entry of the event log.

@@ -87,7 +87,7 @@ impl ApprovalStore for SqliteStore {
                 c.prepare_cached(&format!(
                     "SELECT {columns}, i.session_id AS waiting_session FROM steps s \
                      JOIN interactions i ON i.id = s.interaction_id \
-                     WHERE s.state = 'waiting' AND {condition} \
+                     WHERE s.state = 'waiting' AND s.mode = 'interactive' AND {condition} \
                      AND NOT EXISTS (SELECT 1 FROM approval_decisions d WHERE d.step_id = s.id) \
                      ORDER BY s.updated_at, i.seq, s.seq"
                 ))

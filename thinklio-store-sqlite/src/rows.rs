@@ -10,8 +10,8 @@ pub(crate) use thinklio_core::store::rows::{
     JOB_COLUMNS, NOTIFICATION_COLUMNS, OUTBOX_COLUMNS, SESSION_COLUMNS, STEP_COLUMNS, TASK_COLUMNS,
 };
 use thinklio_core::{
-    BudgetLimit, ErrorCode, Event, Fact, Interaction, Job, JobNotification, JobObserver,
-    OutboxMessage, Session, Step, StoreError, StoreResult, Task, Timestamp,
+    BudgetLimit, Event, Fact, Interaction, Job, JobNotification, JobObserver, OutboxMessage,
+    Session, Step, StoreError, StoreResult, Task, Timestamp,
 };
 
 pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
@@ -118,23 +118,4 @@ pub(crate) fn scope(kind: &str, id: &str) -> Result<thinklio_core::Scope, StoreE
     thinklio_core::Scope::parse(kind, id)
 }
 
-/// The condition that interaction `i` has not ended and can go on, derived
-/// from its steps exactly as `InteractionState::derive` does: no succeeded
-/// `respond` step, no `context`, `think` or `respond` step failed for good,
-/// and no step waiting for a decision nobody has taken (such an interaction
-/// holds nothing until one is taken).
-pub(crate) fn unfinished(i: &str) -> String {
-    let not_terminal = ErrorCode::NOT_TERMINAL
-        .iter()
-        .map(|code| format!("'{code}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "NOT EXISTS (SELECT 1 FROM steps e WHERE e.interaction_id = {i}.id AND ( \
-           (e.kind = 'respond' AND e.state = 'succeeded') OR \
-           (e.state = 'failed' AND e.kind IN ('context', 'think', 'respond') \
-            AND COALESCE(e.error_code, '') NOT IN ({not_terminal})))) \
-         AND NOT EXISTS (SELECT 1 FROM steps w WHERE w.interaction_id = {i}.id AND w.state = 'waiting' \
-           AND NOT EXISTS (SELECT 1 FROM approval_decisions d WHERE d.step_id = w.id))"
-    )
-}
+pub(crate) use thinklio_core::store::rows::unfinished;

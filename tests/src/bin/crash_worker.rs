@@ -9,8 +9,11 @@
 //! mode `delegate` it hands every message to a helper agent (a delegate) that
 //! does; in mode `approve` the agent runs in `draft`, so each external call
 //! waits for a decision, which the worker takes through the runtime: every
-//! fourth message's call is rejected, the others approved. It prints `recovered ...` once recovery is done, `done` when every
-//! message is answered, and exits 0.
+//! fourth message's call is rejected, the others approved; mode
+//! `approve-delegate` does both: the helper runs in `draft`, so its calls
+//! pause it and the worker above it until they are decided. It prints
+//! `recovered ...` once recovery is done, `done` when every message is
+//! answered, and exits 0.
 //!
 //! With a last argument `POINT:N` it stops the `N`-th time it reaches
 //! `POINT`, prints `paused POINT` and waits to be killed
@@ -195,12 +198,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
         _ => {
             return Err(
-                "usage: crash-worker DB SIDE_EFFECT_LOG DELIVERY_LOG SESSIONS PER_SESSION [direct|delegate|approve [POINT:N]]"
+                "usage: crash-worker DB SIDE_EFFECT_LOG DELIVERY_LOG SESSIONS PER_SESSION [direct|delegate|approve|approve-delegate [POINT:N]]"
                     .into(),
             );
         }
     };
-    let delegated = mode == "delegate";
+    let delegated = mode.contains("delegate");
+    let approving = mode.starts_with("approve");
+    let helper_mode = if approving {
+        ApprovalMode::Draft
+    } else {
+        ApprovalMode::Autopilot
+    };
     let sessions: usize = sessions.parse()?;
     let per_session: usize = per_session.parse()?;
     let effects = PathBuf::from(effects);
@@ -240,13 +249,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let builder = match delegated {
         true => builder
             .agent(AgentDefinition::new("worker", "scripted").capabilities(["ask_helper"]))
-            .agent(AgentDefinition::new("helper", "scripted").capabilities(tools))
+            .agent(
+                AgentDefinition::new("helper", "scripted")
+                    .capabilities(tools)
+                    .approval_mode(helper_mode),
+            )
             .delegate(Delegate::new(
                 "helper",
                 "ask_helper",
                 "Hands the task to the helper.",
             )),
-        false if mode == "approve" => builder.agent(
+        false if approving => builder.agent(
             AgentDefinition::new("worker", "scripted")
                 .capabilities(tools)
                 .approval_mode(ApprovalMode::Draft),

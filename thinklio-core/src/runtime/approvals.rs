@@ -202,13 +202,12 @@ impl Approvals<'_> {
         };
         let new = NewDecision::new(step, decision, decided_by, channel);
         let (stored, event) = inner.store.decide(new).await?;
-        let mut session = None;
-        if let Some(event) = event {
+        // A new decision may let the session's interaction go on (a
+        // delegate's, through the interaction above it).
+        let session = event.map(|event| {
             inner.publish(event);
-            if interaction.parent_interaction_id.is_none() {
-                session = Some(interaction.session_id);
-            }
-        }
+            interaction.session_id
+        });
         Ok((stored, session))
     }
 

@@ -24,6 +24,16 @@
 //! The call is `idempotent`: its idempotency key is the child's inbound id,
 //! so re-running an interrupted call resumes the same child instead of
 //! starting another.
+//!
+//! Approvals hold along the chain: a delegate runs in the most careful
+//! approval mode of the agents above it. A call in it that waits for a
+//! person's decision pauses it and every caller above it: the child's step
+//! waits (`approval.requested`), and the calling `act` step waits with it
+//! (`step.waiting`, a [`Proposal`](crate::approval::Proposal) naming the
+//! child and the steps to decide). Once they are all decided, the caller's
+//! step runs again, which resumes the child where it stopped: no step of
+//! either runs twice. A delegate dispatched as a job cannot wait; such a
+//! call is refused there (`approval.in_delegate`).
 
 use crate::error::ErrorCode;
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,11 +42,14 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
 use super::harness::{Delegation, Run};
 use super::{Inner, RuntimeError};
 use crate::agent::AgentDefinition;
+use crate::approval::ApprovalMode;
 use crate::capability::{
     Capability, CapabilityError, CapabilityKind, CapabilityManifest, InvocationContext, SideEffect,
     TrustLevel,
@@ -175,8 +188,35 @@ impl Capability for AgentCapability {
             .runtime
             .upgrade()
             .ok_or_else(|| CapabilityError::failed("the runtime behind this delegate is gone"))?;
-        inner.delegate(context, &self.agent, arguments).await
+        // Called as a plain capability (by a job), the delegate cannot wait:
+        // a call in it that needs a decision is refused there.
+        match inner
+            .delegate(context, &self.agent, arguments, false)
+            .await?
+        {
+            Delegated::Answered(value) => Ok(value),
+            Delegated::Waiting { interaction, .. } => Err(CapabilityError::Refused {
+                code: ErrorCode::ApprovalInDelegate,
+                message: format!(
+                    "the delegate `{}` (interaction {interaction}) waits for a decision its caller cannot wait for",
+                    self.agent
+                ),
+            }),
+        }
     }
+}
+
+/// What a delegate's run came to.
+#[derive(Debug)]
+pub(crate) enum Delegated {
+    /// Its answer.
+    Answered(Value),
+    /// Calls in it wait for a person's decision: its interaction, and the
+    /// steps (in it or in delegates below it) to decide.
+    Waiting {
+        interaction: crate::ids::InteractionId,
+        steps: Vec<crate::ids::StepId>,
+    },
 }
 
 fn store_failure(e: impl std::fmt::Display) -> CapabilityError {
@@ -184,13 +224,40 @@ fn store_failure(e: impl std::fmt::Display) -> CapabilityError {
 }
 
 impl Inner {
+    /// The agent behind the delegate capability `name`, if it is one.
+    pub(crate) fn delegate_agent(&self, name: &str) -> Option<AgentId> {
+        self.delegates
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
     /// Runs `delegate` for the caller in `context`, as a child interaction.
-    async fn delegate(
+    /// With `can_wait`, a call in it that needs a person's decision pauses
+    /// it ([`Delegated::Waiting`]) and calling it again once the decision
+    /// is taken resumes it where it stopped; without, such a call is
+    /// refused in the delegate.
+    ///
+    /// Boxed: a delegate's run calls delegates of its own.
+    pub(crate) fn delegate<'a>(
+        self: Arc<Self>,
+        context: &'a InvocationContext,
+        delegate: &'a AgentId,
+        arguments: Value,
+        can_wait: bool,
+    ) -> BoxFuture<'a, Result<Delegated, CapabilityError>> {
+        self.delegate_run(context, delegate, arguments, can_wait)
+            .boxed()
+    }
+
+    async fn delegate_run(
         self: Arc<Self>,
         context: &InvocationContext,
         delegate: &AgentId,
         arguments: Value,
-    ) -> Result<Value, CapabilityError> {
+        can_wait: bool,
+    ) -> Result<Delegated, CapabilityError> {
         // The chain of agents from the root interaction down to the caller.
         let mut chain = Vec::new();
         let mut next = Some(context.interaction_id);
@@ -261,6 +328,12 @@ impl Inner {
             .map(|a| a.trust_level)
             .min()
             .unwrap_or(TrustLevel::Basic);
+        // The most careful approval mode along the chain holds below it.
+        let approval_ceiling = agents
+            .iter()
+            .map(|a| a.approval_mode)
+            .min()
+            .unwrap_or(ApprovalMode::Observe);
         let session = self
             .session(caller.session_id)
             .await
@@ -293,16 +366,24 @@ impl Inner {
             None => self.store.steps(child.id).await.map_err(store_failure)?,
         };
         let mut run = Run::new(Arc::clone(&self), session, agent, child, steps, false)
-            .delegate(Delegation { trust_ceiling })
+            .delegate(Delegation {
+                trust_ceiling,
+                approval_ceiling,
+                can_wait: can_wait && context.job.is_none(),
+            })
             .with_access(access);
         if let Some(job) = &context.job {
             // Dispatched as a job: the child stops when the job ends.
             run = run.for_job(job.id());
         }
         match run.drive().await {
+            Ok(reply) if !reply.waiting.is_empty() => Ok(Delegated::Waiting {
+                interaction: reply.interaction_id,
+                steps: reply.waiting,
+            }),
             Ok(reply) => {
                 context.meter.report(reply.usage, reply.cost);
-                Ok(Value::String(reply.text))
+                Ok(Delegated::Answered(Value::String(reply.text)))
             }
             Err(RuntimeError::InteractionFailed { interaction, error }) => {
                 Err(CapabilityError::failed(format!(

@@ -21,7 +21,8 @@ pub struct Reply {
     pub usage: TokenUsage,
     /// What it cost.
     pub cost: Cost,
-    /// The `act` steps waiting for a person's decision: while any is, the
+    /// The `act` steps waiting for a person's decision (this interaction's,
+    /// or its delegates' when a call to one waits): while any is, the
     /// interaction has no reply yet (`text` is empty) and goes on once all
     /// are decided ([`Approvals::decide`](super::Approvals::decide)).
     pub waiting: Vec<crate::ids::StepId>,
@@ -41,10 +42,15 @@ impl Reply {
             steps: u32::try_from(steps.len()).unwrap_or(u32::MAX),
             usage,
             cost,
+            // A call to a delegate that waits is decided through the calls
+            // it waits on.
             waiting: steps
                 .iter()
                 .filter(|s| s.state == crate::step::StepState::Waiting)
-                .map(|s| s.id)
+                .flat_map(|s| match s.output_as::<crate::approval::Proposal>() {
+                    Ok(Some(proposal)) => proposal.decidable(s.id),
+                    _ => vec![s.id],
+                })
                 .collect(),
         }
     }

@@ -301,12 +301,15 @@ impl StepEnding {
         };
         let event = match to {
             StepState::Succeeded => EventKind::StepSucceeded,
+            StepState::Waiting if step.mode != crate::step::StepMode::Interactive => {
+                EventKind::StepWaiting
+            }
             StepState::Waiting => EventKind::ApprovalRequested,
             _ => EventKind::StepFailed,
         };
         let ended = StepEvent::ended(step, error.as_ref(), usage.as_ref());
         let payload = match (to, output.as_ref()) {
-            (StepState::Waiting, Some(proposal)) => {
+            (StepState::Waiting, Some(proposal)) if event == EventKind::ApprovalRequested => {
                 // What a host shows the person asked to decide.
                 let arguments = crate::approval::Proposal::deserialize(proposal)
                     .ok()

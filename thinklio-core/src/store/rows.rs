@@ -112,6 +112,40 @@ pub trait Row {
     }
 }
 
+/// The SQL condition that interaction `i` (a table alias) has not ended and
+/// can go on, derived from its steps exactly as
+/// [`InteractionState::derive`](crate::interaction::InteractionState::derive)
+/// does: no succeeded `respond` step, no `context`, `think` or `respond`
+/// step failed for good, and no call anywhere in its delegation tree (the
+/// interaction and the delegates below it) waiting for a decision nobody
+/// has taken: such an interaction holds nothing until one is taken. A step
+/// waiting on a delegate (`waiting`, not `interactive`) does not hold it by
+/// itself; the decisions it waits on are below it in the tree. The same SQL
+/// runs on SQLite and PostgreSQL: the interactions held are found once per
+/// query, walking up from the undecided calls (few, and indexed by
+/// `steps_waiting`) to every interaction above them.
+pub fn unfinished(i: &str) -> String {
+    let not_terminal = ErrorCode::NOT_TERMINAL
+        .iter()
+        .map(|code| format!("'{code}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "NOT EXISTS (SELECT 1 FROM steps e WHERE e.interaction_id = {i}.id AND ( \
+           (e.kind = 'respond' AND e.state = 'succeeded') OR \
+           (e.state = 'failed' AND e.kind IN ('context', 'think', 'respond') \
+            AND COALESCE(e.error_code, '') NOT IN ({not_terminal})))) \
+         AND {i}.id NOT IN (WITH RECURSIVE held(id, parent) AS ( \
+             SELECT wi.id, wi.parent_interaction_id FROM steps w \
+             JOIN interactions wi ON wi.id = w.interaction_id \
+             WHERE w.state = 'waiting' AND w.mode = 'interactive' \
+             AND NOT EXISTS (SELECT 1 FROM approval_decisions d WHERE d.step_id = w.id) \
+           UNION ALL \
+             SELECT p.id, p.parent_interaction_id FROM interactions p JOIN held h ON p.id = h.parent) \
+           SELECT id FROM held)"
+    )
+}
+
 /// `columns` (a list like [`STEP_COLUMNS`]) each prefixed with `alias.`,
 /// for a query that joins tables.
 pub fn columns_of(columns: &str, alias: &str) -> String {

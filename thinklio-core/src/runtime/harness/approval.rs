@@ -2,36 +2,46 @@
 //! proposal a waiting `act` step holds, and the decisions a run reads.
 
 use crate::approval::{ApprovalMode, Proposal, ProposalReason};
-use crate::capability::{RegisteredCapability, SideEffect};
+use crate::capability::{CapabilityKind, RegisteredCapability, SideEffect};
 use crate::error::ErrorCode;
+use crate::ids::StepId;
 use crate::model::ToolCall;
 use crate::runtime::RuntimeError;
 use crate::step::payload::to_json;
-use crate::step::{StepError, StepMode, StepOutcome};
+use crate::step::{StepError, StepMode, StepOutcome, StepState};
 
 use super::Run;
 
 impl Run {
     /// The mode this run's calls follow: the agent's, narrowed by the
-    /// account's policy (the most careful wins).
+    /// account's policy and, in a delegate, by every agent above it (the
+    /// most careful wins).
     pub(super) fn approval_mode(&self) -> ApprovalMode {
-        let agent = self.agent.approval_mode;
-        match self.access.as_ref().and_then(|a| a.policy.approval_mode) {
-            Some(ceiling) => agent.min(ceiling),
-            None => agent,
-        }
+        let policy = self.access.as_ref().and_then(|a| a.policy.approval_mode);
+        let chain = self.delegation.map(|d| d.approval_ceiling);
+        [policy, chain]
+            .into_iter()
+            .flatten()
+            .fold(self.agent.approval_mode, ApprovalMode::min)
+    }
+
+    /// Whether this run can wait for a person's decision: a delegate only
+    /// when its callers can wait with it, and never a run for a job.
+    pub(super) fn can_wait(&self) -> bool {
+        self.job.is_none() && self.delegation.is_none_or(|d| d.can_wait)
     }
 
     /// Whether a call of `cap` waits for a decision (or, observing, is only
     /// proposed): always when its manifest says `interactive`; otherwise
-    /// never for a read-only capability, and for any other unless the run
-    /// is on autopilot.
+    /// never for a read-only capability or a delegate (whose own calls are
+    /// decided in it), and for any other unless the run is on autopilot.
     pub(super) fn needs_decision(&self, cap: &RegisteredCapability) -> bool {
         let manifest = cap.manifest();
         if manifest.default_mode == StepMode::Interactive {
             return true;
         }
         manifest.side_effect != SideEffect::ReadOnly
+            && manifest.kind != CapabilityKind::Agent
             && self.approval_mode() != ApprovalMode::Autopilot
     }
 
@@ -65,14 +75,15 @@ impl Run {
                 ),
             );
         }
-        if self.delegation.is_some() {
-            // Its callers cannot pause with it yet: the call is refused, so
-            // nothing runs without a decision and nothing waits unseen.
+        if !self.can_wait() {
+            // A delegate run for a job: its callers cannot pause with it, so
+            // the call is refused: nothing runs without a decision and
+            // nothing waits unseen.
             return failed(
                 ErrorCode::ApprovalInDelegate,
                 format!(
-                    "`{}` needs a person's decision, and this agent runs as a delegate, which cannot \
-                     wait for one: it was not run",
+                    "`{}` needs a person's decision, and this agent runs as a delegate of a job, \
+                     which cannot wait for one: it was not run",
                     call.name
                 ),
             );
@@ -83,19 +94,25 @@ impl Run {
             ProposalReason::Draft
         };
         StepOutcome::Waiting {
-            proposal: to_json(&Proposal { call, reason }),
+            proposal: to_json(&Proposal::new(call, reason)),
         }
     }
 
     /// Reads the decisions taken about this interaction's interactive
-    /// `act` steps that the run does not know yet.
+    /// `act` steps, and about the steps its waiting delegates wait on, that
+    /// the run does not know yet.
     pub(super) async fn load_decisions(&mut self) -> Result<(), RuntimeError> {
-        let asked: Vec<_> = self
-            .steps
-            .iter()
-            .filter(|s| s.mode == StepMode::Interactive && !self.decisions.contains_key(&s.id))
-            .map(|s| s.id)
-            .collect();
+        let mut asked: Vec<StepId> = Vec::new();
+        for step in &self.steps {
+            if step.mode == StepMode::Interactive {
+                asked.push(step.id);
+            } else if step.state == StepState::Waiting
+                && let Ok(Some(proposal)) = step.output_as::<Proposal>()
+            {
+                asked.extend(proposal.waiting_on);
+            }
+        }
+        asked.retain(|id| !self.decisions.contains_key(id));
         for id in asked {
             if let Some(decision) = self.rt.store.decision(id).await? {
                 self.decisions.insert(id, decision);

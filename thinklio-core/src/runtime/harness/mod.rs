@@ -14,7 +14,7 @@ mod model;
 mod plan;
 
 use self::plan::{Next, Work, observation};
-use crate::approval::StoredDecision;
+use crate::approval::{Proposal, StoredDecision};
 use crate::error::ErrorCode;
 use crate::ids::StepId;
 use std::collections::HashMap;
@@ -25,6 +25,7 @@ use futures::FutureExt;
 use serde_json::{Value, json};
 use tracing::{Instrument, field::Empty};
 
+use super::delegation::Delegated;
 use super::{Inner, Reply, RuntimeError, interaction_event};
 use crate::agent::AgentDefinition;
 use crate::capability::{
@@ -71,6 +72,10 @@ pub(crate) struct Run {
 pub(crate) struct Delegation {
     /// The lowest trust level along the chain.
     pub(crate) trust_ceiling: TrustLevel,
+    /// The most careful approval mode along the chain.
+    pub(crate) approval_ceiling: crate::approval::ApprovalMode,
+    /// Whether its callers can wait with it for a person's decision.
+    pub(crate) can_wait: bool,
 }
 
 impl Run {
@@ -637,11 +642,35 @@ impl Run {
                             job: None,
                         };
                         let timeout = cap.manifest().timeout;
+                        let delegate = self.rt.delegate_agent(&call.name);
+                        let invoked = async {
+                            match &delegate {
+                                // A delegate is run here rather than through
+                                // its capability, so that it can wait.
+                                Some(agent) => {
+                                    Arc::clone(&self.rt)
+                                        .delegate(&context, agent, arguments, self.can_wait())
+                                        .await
+                                }
+                                None => cap
+                                    .invoke(&context, arguments)
+                                    .await
+                                    .map(Delegated::Answered),
+                            }
+                        };
                         // A panic in a host's capability becomes a failed step the
                         // model is told about, not a crash of the interaction.
-                        let call = std::panic::AssertUnwindSafe(cap.invoke(&context, arguments));
-                        match tokio::time::timeout(timeout, call.catch_unwind()).await {
-                            Ok(Ok(result)) => result,
+                        let invoked = std::panic::AssertUnwindSafe(invoked);
+                        match tokio::time::timeout(timeout, invoked.catch_unwind()).await {
+                            Ok(Ok(Ok(Delegated::Waiting { interaction, steps }))) => {
+                                // The delegate waits for decisions: so does this call.
+                                let proposal = Proposal::delegated(call, interaction, steps);
+                                return StepOutcome::Waiting {
+                                    proposal: to_json(&proposal),
+                                };
+                            }
+                            Ok(Ok(Ok(Delegated::Answered(value)))) => Ok(value),
+                            Ok(Ok(Err(e))) => Err(e),
                             Ok(Err(panic)) => {
                                 Err(CapabilityError::Panicked(panic_message(panic.as_ref())))
                             }

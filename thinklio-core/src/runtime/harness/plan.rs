@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::Run;
 use super::context::job_message;
-use crate::approval::Decision;
+use crate::approval::{Decision, Proposal};
 use crate::ids::StepId;
 use crate::interaction::InteractionKind;
 use crate::model::ToolCall;
@@ -13,7 +13,7 @@ use crate::step::payload::{
     ActInput, ActOutput, ContextOutput, DispatchCall, ObserveInput, PayloadError, RespondInput,
     ThinkInput, ThinkOutput,
 };
-use crate::step::{Step, StepError, StepKind, StepState};
+use crate::step::{Step, StepError, StepKind, StepMode, StepState};
 
 /// The text of the reply when the model still wants tools after `max_turns`.
 const MAX_TURNS_REPLY: &str =
@@ -238,6 +238,22 @@ impl Run {
             }
             let act = acts.get(index).copied().flatten();
             if let Some(act) = act.filter(|a| a.state == StepState::Waiting) {
+                if act.mode != StepMode::Interactive {
+                    // A call to a delegate that waits: it runs again (and the
+                    // delegate goes on) once every call it waits on is decided.
+                    let proposal = act.output_as::<Proposal>().ok().flatten();
+                    let decided = proposal.is_some_and(|p| {
+                        p.waiting_on.iter().all(|s| self.decisions.contains_key(s))
+                    });
+                    if decided {
+                        return Next::Work(Work::Resume {
+                            act: Box::new(act.clone()),
+                            call: call.clone(),
+                        });
+                    }
+                    waiting = true;
+                    continue;
+                }
                 // Each proposed call is decided on its own; the others are
                 // proposed meanwhile, and the interaction goes on once all
                 // are decided.
