@@ -100,6 +100,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         agent_id: "assistant".into(),
         scope: Scope::Account(acme),
         capabilities: None,
+        approval_mode: None,
     })
     .await?;
     let only_calculator: BTreeSet<String> = ["calculator".to_string()].into();
@@ -107,6 +108,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         agent_id: "assistant".into(),
         scope: Scope::Team(interns),
         capabilities: Some(only_calculator),
+        approval_mode: None,
     })
     .await?;
 

@@ -719,6 +719,58 @@ fn careful_model() -> thinklio_llm::ScriptedModel {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_chooses_its_approval_mode_over_the_api() {
+    let api = Api::start_with_model(
+        thinklio_examples::http::HttpConfig::new("careful"),
+        std::sync::Arc::new(careful_model()),
+    )
+    .await;
+    let session = api.session("ada").await;
+    let path = format!("/v1/sessions/{session}/approval_mode");
+    let put = |key: &str, body: Value| {
+        let (api, path, key) = (&api, path.clone(), key.to_owned());
+        async move { api.call("PUT", &path, Some(&key), Some(body)).await }
+    };
+    let (status, view) = put(&api.key, json!({ "mode": "observe" })).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["approval_mode"], "observe");
+    let (_, reply) = api
+        .post(
+            &format!("/v1/sessions/{session}/messages"),
+            json!({ "text": "remember the milk" }),
+        )
+        .await;
+    assert!(reply.get("waiting").is_none(), "nothing waits: {reply}");
+    assert!(
+        reply["text"]
+            .as_str()
+            .unwrap()
+            .contains("approval.observe_only"),
+        "{reply}"
+    );
+    assert!(
+        api.remembered.lock().unwrap().is_empty(),
+        "observed, not run"
+    );
+
+    let (status, err) = put(&api.key, json!({ "mode": "reckless" })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    let (status, err) = put(&api.other_key, json!({ "mode": null })).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
+    let (status, view) = put(&api.key, json!({ "mode": null })).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["approval_mode"], Value::Null);
+    // Back to the agent's draft: the call waits.
+    let (_, reply) = api
+        .post(
+            &format!("/v1/sessions/{session}/messages"),
+            json!({ "text": "remember the eggs" }),
+        )
+        .await;
+    assert_eq!(reply["waiting"].as_array().unwrap().len(), 1, "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approvals_are_listed_and_decided_over_the_api() {
     let api = Api::start_with_model(
         thinklio_examples::http::HttpConfig::new("careful"),

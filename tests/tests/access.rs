@@ -218,6 +218,7 @@ async fn with_the_directory_enforced_an_admin_reaches_the_accounts_data_and_a_vi
             agent_id: "a".into(),
             scope: Scope::Account(account),
             capabilities: None,
+            approval_mode: None,
         })
         .await
         .unwrap();

@@ -668,3 +668,300 @@ async fn a_delegate_runs_as_carefully_as_the_agents_above_it() {
         .expect("the boss's reply");
     assert!(text.contains("approval.rejected"), "{text}");
 }
+
+#[tokio::test]
+async fn a_session_can_choose_a_more_careful_mode_never_a_less_careful_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = Done::default();
+    let rt = runtime(&dir.path().join("s.db"), &done, ApprovalMode::Autopilot).await;
+    let s = session(&rt).await;
+    let approvals = rt.approvals();
+    let set = |mode| approvals.set_session_mode(Principal::local(), s.id, mode);
+
+    let drafted = set(Some(ApprovalMode::Draft)).await.unwrap();
+    assert_eq!(drafted.approval_mode, Some(ApprovalMode::Draft));
+    let reply = rt.send(s.id, "add milk").await.unwrap();
+    assert_eq!(reply.waiting.len(), 1, "the session drafts");
+    assert!(done_list(&done).is_empty());
+    decide(&rt, reply.waiting[0], Decision::Reject { reason: None })
+        .await
+        .unwrap();
+
+    set(None).await.unwrap();
+    rt.send(s.id, "add tea").await.unwrap();
+    assert_eq!(
+        done_list(&done),
+        ["add tea"],
+        "back to the agent's autopilot"
+    );
+
+    set(Some(ApprovalMode::Observe)).await.unwrap();
+    let reply = rt.send(s.id, "add cake").await.unwrap();
+    assert!(reply.waiting.is_empty());
+    assert!(
+        reply.text.contains("approval.observe_only"),
+        "{}",
+        reply.text
+    );
+    assert_eq!(done_list(&done), ["add tea"]);
+
+    // Nobody of another account chooses for the session.
+    let eve = Principal::new(AccountId::new(), UserId::new());
+    let refused = rt
+        .approvals()
+        .set_session_mode(eve, s.id, None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::DirectoryOtherAccount);
+
+    // A drafting agent's session cannot choose autopilot.
+    let dir2 = tempfile::tempdir().unwrap();
+    let rt = runtime(&dir2.path().join("s2.db"), &done, ApprovalMode::Draft).await;
+    let s = session(&rt).await;
+    rt.approvals()
+        .set_session_mode(Principal::local(), s.id, Some(ApprovalMode::Autopilot))
+        .await
+        .unwrap();
+    let reply = rt.send(s.id, "add jam").await.unwrap();
+    assert_eq!(reply.waiting.len(), 1, "the agent's draft mode holds");
+    assert_eq!(done_list(&done), ["add tea"]);
+}
+
+#[tokio::test]
+async fn an_assignment_narrows_the_mode_and_the_account_names_who_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = Done::default();
+    let store = SqliteStore::open(dir.path().join("r.db")).await.unwrap();
+    let mut config = RuntimeConfig::default();
+    config.enforce_directory = true;
+    let rt = Runtime::builder()
+        .store(store.clone())
+        .model(model())
+        .capability(add_todo(&done))
+        .capability(lookup(&done))
+        // On autopilot by itself.
+        .agent(agent(ApprovalMode::Autopilot))
+        .config(config)
+        .build()
+        .unwrap();
+    let account = AccountId::new();
+    store
+        .put_account(account, "X", AccountPolicy::default())
+        .await
+        .unwrap();
+    let (ada, ed, admin) = (
+        Principal::new(account, UserId::new()),
+        Principal::new(account, UserId::new()),
+        Principal::new(account, UserId::new()),
+    );
+    for (p, role) in [
+        (ada, AccountRole::Viewer),
+        (ed, AccountRole::Editor),
+        (admin, AccountRole::Admin),
+    ] {
+        store.set_member(account, p.user, role).await.unwrap();
+    }
+    store
+        .set_agent_owner(&"assistant".into(), account)
+        .await
+        .unwrap();
+    store
+        .assign(Assignment {
+            agent_id: "assistant".into(),
+            scope: Scope::Account(account),
+            capabilities: None,
+            approval_mode: Some(ApprovalMode::Draft),
+        })
+        .await
+        .unwrap();
+    let s = rt
+        .open_session(ada, "assistant", "chat", None)
+        .await
+        .unwrap();
+    let reply = rt.send(s.id, "add milk and tea").await.unwrap();
+    assert_eq!(reply.waiting.len(), 2, "the assignment drafts: {reply:?}");
+    assert!(done_list(&done).is_empty());
+
+    // An editor may not decide about Ada's calls, nor list them, by default.
+    let by_editor = rt
+        .approvals()
+        .decide(ed, reply.waiting[0], Decision::Approve, "test")
+        .await
+        .unwrap_err();
+    assert_eq!(by_editor.code(), ErrorCode::DirectoryRoleTooLow);
+    assert_eq!(
+        rt.approvals()
+            .of_account(ed, account)
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::DirectoryRoleTooLow
+    );
+    // An admin may.
+    rt.approvals()
+        .decide(admin, reply.waiting[0], Decision::Approve, "test")
+        .await
+        .unwrap();
+    assert_eq!(done_list(&done), Vec::<String>::new(), "one of two decided");
+
+    // The account names editors as deciders.
+    store
+        .put_account(
+            account,
+            "X",
+            AccountPolicy {
+                approval_role: Some(AccountRole::Editor),
+                ..AccountPolicy::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rt.approvals().of_account(ed, account).await.unwrap().len(),
+        1
+    );
+    let decided = rt
+        .approvals()
+        .decide(ed, reply.waiting[1], Decision::Approve, "test")
+        .await
+        .unwrap();
+    assert_eq!(decided.by.user, Some(ed.user));
+    assert_eq!(done_list(&done), ["add milk", "add tea"]);
+
+    // Nobody of another account, whatever their role there.
+    let eve = Principal::new(AccountId::new(), UserId::new());
+    assert_eq!(
+        rt.approvals()
+            .of_session(eve, s.id)
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::DirectoryOtherAccount
+    );
+}
+
+/// `add_todo` that records which worker ran it.
+fn add_todo_on(done: &Done, worker: &'static str) -> FunctionCapability {
+    let done = Arc::clone(done);
+    FunctionCapability::builder("add_todo", "Adds an item to the user's todo list.").handler(
+        move |args: Item| {
+            let done = Arc::clone(&done);
+            async move {
+                done.lock()
+                    .unwrap()
+                    .push(format!("{worker} add {}", args.text));
+                Ok::<_, String>(json!({ "added": args.text }))
+            }
+        },
+    )
+}
+
+/// Waits (without a time limit of its own meaning: 60 s is "never") until
+/// `check` holds.
+async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < Duration::from_secs(60), "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_decision_through_one_worker_resumes_on_the_worker_that_claims_the_session() {
+    assert!(
+        std::env::var_os("THINKLIO_POSTGRES_URL").is_some(),
+        "THINKLIO_POSTGRES_URL is not set: run scripts/postgres.sh start (scripts/test.sh does)"
+    );
+    let schema = format!("approve_{}", uuid::Uuid::now_v7().simple());
+    let store = thinklio_tests::open_store(&format!("postgres:{schema}"))
+        .await
+        .unwrap();
+    let done = Done::default();
+    let worker = |name: &'static str| {
+        let mut config = RuntimeConfig::default();
+        config.shared_store = true;
+        Runtime::builder()
+            .store_arc(store.clone())
+            .model(model())
+            .capability(add_todo_on(&done, name))
+            .capability(lookup(&done))
+            .agent(agent(ApprovalMode::Draft))
+            .config(config)
+            .build()
+            .unwrap()
+    };
+    // A runs the conversations; B only takes messages and decisions (an API
+    // process).
+    let (a, b) = (worker("A"), worker("B"));
+    let a_worker = a.spawn_interaction_worker(Duration::from_millis(25), 4);
+    let s = session(&b).await;
+    let state = |rt: &Runtime, i: InteractionId| {
+        let rt = rt.clone();
+        async move { rt.sessions().state(Principal::local(), i).await.unwrap() }
+    };
+
+    // Submitted through B, run by A to its proposal.
+    let first = b.submit(s.id, "add milk").await.unwrap();
+    until("A proposes the call", || async {
+        state(&b, first.id).await == InteractionState::Waiting
+    })
+    .await;
+    let pending = b
+        .approvals()
+        .of_session(Principal::local(), s.id)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1);
+    // Recorded through B, which does not run it: A's worker claims the
+    // session and runs the call.
+    let (_, to_run) = b
+        .approvals()
+        .record(
+            Principal::local(),
+            pending[0].step_id,
+            Decision::Approve,
+            "b",
+        )
+        .await
+        .unwrap();
+    assert_eq!(to_run, Some(s.id));
+    until("A runs the approved call", || async {
+        state(&b, first.id).await == InteractionState::Completed
+    })
+    .await;
+    assert_eq!(done_list(&done), ["A add milk"]);
+
+    // Proposed on A again, then decided through B, which runs it on itself
+    // once A has let go of the session: the call runs once, on one worker.
+    let second = b.submit(s.id, "add tea").await.unwrap();
+    until("A proposes the second call", || async {
+        state(&b, second.id).await == InteractionState::Waiting
+    })
+    .await;
+    let pending = b
+        .approvals()
+        .of_session(Principal::local(), s.id)
+        .await
+        .unwrap();
+    b.approvals()
+        .decide(
+            Principal::local(),
+            pending[0].step_id,
+            Decision::Approve,
+            "b",
+        )
+        .await
+        .unwrap();
+    until("the second call is done", || async {
+        state(&a, second.id).await == InteractionState::Completed
+    })
+    .await;
+    let done_now = done_list(&done);
+    assert_eq!(done_now.len(), 2, "{done_now:?}");
+    assert!(done_now[1].ends_with("add tea"), "{done_now:?}");
+    a_worker.stop().await;
+}

@@ -103,6 +103,7 @@ async fn assignments_narrow_and_never_add() {
             agent_id: "helper".into(),
             scope: Scope::Account(w.x),
             capabilities: None,
+            approval_mode: None,
         })
         .await
         .unwrap();
@@ -116,6 +117,7 @@ async fn assignments_narrow_and_never_add() {
             agent_id: "helper".into(),
             scope: Scope::Team(w.team),
             capabilities: Some(set(&["add", "shell"])),
+            approval_mode: None,
         })
         .await
         .unwrap();
@@ -152,6 +154,7 @@ async fn an_account_deny_list_hides_a_capability_from_every_agent() {
                 agent_id: name.into(),
                 scope: Scope::Account(w.x),
                 capabilities: None,
+                approval_mode: None,
             })
             .await
             .unwrap();
@@ -197,6 +200,7 @@ async fn an_editor_of_another_account_cannot_replace_an_agent() {
             agent_id: "helper".into(),
             scope: Scope::Account(ours.x),
             capabilities: None,
+            approval_mode: None,
         })
         .await
         .unwrap();
@@ -347,7 +351,7 @@ proptest! {
                     1 => Scope::Team(teams[target % 3]),
                     _ => Scope::User(users[target % users.len()].user),
                 };
-                store.assign(Assignment { agent_id: agent_id.clone(), scope, capabilities: None }).await.unwrap();
+                store.assign(Assignment { agent_id: agent_id.clone(), scope, capabilities: None, approval_mode: None }).await.unwrap();
             }
             // Agent writes: only the owner's members change an agent, and
             // only within the policy (default ceiling `standard`).

@@ -68,6 +68,11 @@ pub struct AccountPolicy {
     /// wins). Unset, agents keep their mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_mode: Option<crate::approval::ApprovalMode>,
+    /// The least role that may decide about calls proposed in other
+    /// users' sessions (the session's own user always may). Unset, an
+    /// admin (or the owner). Applies with the directory enforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_role: Option<AccountRole>,
 }
 
 impl AccountPolicy {
@@ -112,6 +117,11 @@ pub struct Assignment {
     pub scope: Scope,
     /// When set, the agent may use only these of its capabilities here.
     pub capabilities: Option<BTreeSet<String>>,
+    /// When set, the least careful approval mode the agent may run in here
+    /// (the most careful of the agent's, the assignments' and the
+    /// account's wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_mode: Option<crate::approval::ApprovalMode>,
 }
 
 /// What the directory says about a principal and an agent, for one check.
@@ -124,6 +134,16 @@ pub struct Access {
 }
 
 impl Access {
+    /// The most careful approval mode the policy and the assignments set,
+    /// if any sets one.
+    pub fn approval_ceiling(&self) -> Option<crate::approval::ApprovalMode> {
+        self.assignments
+            .iter()
+            .filter_map(|a| a.approval_mode)
+            .chain(self.policy.approval_mode)
+            .min()
+    }
+
     /// Whether `capability` survives every applicable narrowing and the policy.
     pub fn allows(&self, capability: &str) -> bool {
         self.policy.allows(capability)

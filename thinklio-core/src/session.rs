@@ -23,6 +23,11 @@ pub struct Session {
     pub key: Option<String>,
     /// When it was opened.
     pub created_at: Timestamp,
+    /// The approval mode chosen for this session, if any: it narrows the
+    /// agent's (the most careful wins), never widens it. Set with
+    /// [`Approvals::set_session_mode`](crate::runtime::Approvals::set_session_mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_mode: Option<crate::approval::ApprovalMode>,
 }
 
 /// What is needed to open a session.
@@ -49,6 +54,7 @@ impl NewSession {
             channel: self.channel,
             key: self.key,
             created_at: now,
+            approval_mode: None,
         }
     }
 }

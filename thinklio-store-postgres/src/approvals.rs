@@ -73,6 +73,9 @@ impl ApprovalStore for PostgresStore {
             now,
         )
         .await?;
+        // The interaction may go on: idle interaction workers of every
+        // process are woken to claim it.
+        crate::rows::signal(&tx, &self.channel).await?;
         tx.commit().await.map_err(backend)?;
         Ok((stored, Some(event)))
     }

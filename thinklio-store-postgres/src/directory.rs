@@ -202,13 +202,15 @@ impl DirectoryStore for PostgresStore {
         let tx = client.transaction().await.map_err(backend)?;
         execute(
             &tx,
-            "INSERT INTO assignments (agent_id, scope_kind, scope_id, capabilities) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (agent_id, scope_kind, scope_id) DO UPDATE SET capabilities = $4",
+            "INSERT INTO assignments (agent_id, scope_kind, scope_id, capabilities, approval_mode) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (agent_id, scope_kind, scope_id) DO UPDATE SET capabilities = $4, approval_mode = $5",
             &[
                 &assignment.agent_id.as_str(),
                 &assignment.scope.kind(),
                 &assignment.scope.id(),
                 &capabilities,
+                &assignment.approval_mode.map(|m| m.as_str()),
             ],
         )
         .await?;
@@ -273,7 +275,7 @@ impl DirectoryStore for PostgresStore {
         let mut assignments = Vec::new();
         for r in query(
             &tx,
-            "SELECT scope_kind, scope_id, capabilities FROM assignments WHERE agent_id = $1",
+            "SELECT scope_kind, scope_id, capabilities, approval_mode FROM assignments WHERE agent_id = $1",
             &[&agent.as_str()],
         )
         .await?
@@ -293,6 +295,9 @@ impl DirectoryStore for PostgresStore {
                 agent_id: agent.clone(),
                 scope,
                 capabilities,
+                approval_mode: rows::get::<Option<String>>(&r, "approval_mode")?
+                    .map(|m| m.parse())
+                    .transpose()?,
             });
         }
         if assignments.is_empty() {

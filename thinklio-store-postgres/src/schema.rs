@@ -357,6 +357,11 @@ CREATE TABLE approval_decisions (
 CREATE INDEX approval_decisions_by_interaction ON approval_decisions (interaction_id);
 CREATE INDEX steps_waiting ON steps (state) WHERE state = 'waiting';
 "#,
+    // 9: approval modes chosen for a session and set by an assignment.
+    r#"
+ALTER TABLE sessions ADD COLUMN approval_mode TEXT;
+ALTER TABLE assignments ADD COLUMN approval_mode TEXT;
+"#,
 ];
 
 /// The version whose migration is followed by `knowledge::migrate_cardinality`.

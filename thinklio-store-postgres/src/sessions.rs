@@ -1,6 +1,7 @@
 //! `SessionStore` on PostgreSQL.
 
 use async_trait::async_trait;
+use thinklio_core::approval::ApprovalMode;
 use thinklio_core::{
     NewSession, Session, SessionId, SessionStore, StoreError, StoreResult, Timestamp, Turn, UserId,
 };
@@ -68,6 +69,26 @@ impl SessionStore for PostgresStore {
         )
         .await?
         .ok_or_else(|| StoreError::not_found("session", id))?;
+        rows::session(&row)
+    }
+
+    async fn set_session_approval_mode(
+        &self,
+        id: SessionId,
+        mode: Option<ApprovalMode>,
+    ) -> StoreResult<Session> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let row = query_opt(
+            &tx,
+            &format!(
+                "UPDATE sessions SET approval_mode = $2 WHERE id = $1 RETURNING {SESSION_COLUMNS}"
+            ),
+            &[&id.to_string(), &mode.map(|m| m.as_str())],
+        )
+        .await?
+        .ok_or_else(|| StoreError::not_found("session", id))?;
+        tx.commit().await.map_err(backend)?;
         rows::session(&row)
     }
 

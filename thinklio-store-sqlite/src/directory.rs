@@ -218,11 +218,18 @@ impl DirectoryStore for SqliteStore {
             .call(move |c| {
                 let (kind, id) = (assignment.scope.kind(), assignment.scope.id());
                 c.prepare_cached(
-                    "INSERT INTO assignments (agent_id, scope_kind, scope_id, capabilities) VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT (agent_id, scope_kind, scope_id) DO UPDATE SET capabilities = ?4",
+                    "INSERT INTO assignments (agent_id, scope_kind, scope_id, capabilities, approval_mode) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (agent_id, scope_kind, scope_id) DO UPDATE SET capabilities = ?4, approval_mode = ?5",
                 )
                 .map_err(backend)?
-                .execute(params![assignment.agent_id.as_str(), kind, id, capabilities])
+                .execute(params![
+                    assignment.agent_id.as_str(),
+                    kind,
+                    id,
+                    capabilities,
+                    assignment.approval_mode.map(|m| m.as_str())
+                ])
                 .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict(e.to_string()) } else { backend(e) })?;
                 Ok(())
             })
@@ -284,15 +291,18 @@ impl DirectoryStore for SqliteStore {
                         account: principal.account,
                     }));
                 }
-                let rows: Vec<(String, String, Option<String>)> = c
-                    .prepare_cached("SELECT scope_kind, scope_id, capabilities FROM assignments WHERE agent_id = ?1")
+                type AssignmentRow = (String, String, Option<String>, Option<String>);
+                let rows: Vec<AssignmentRow> = c
+                    .prepare_cached(
+                        "SELECT scope_kind, scope_id, capabilities, approval_mode FROM assignments WHERE agent_id = ?1",
+                    )
                     .map_err(backend)?
-                    .query_map([agent.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .query_map([agent.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                     .map_err(backend)?
                     .collect::<Result<_, _>>()
                     .map_err(backend)?;
                 let mut assignments = Vec::new();
-                for (kind, id, capabilities) in rows {
+                for (kind, id, capabilities, mode) in rows {
                     let scope = rows::scope(&kind, &id)?;
                     if !scope.covers(&principal) {
                         continue;
@@ -303,6 +313,7 @@ impl DirectoryStore for SqliteStore {
                         agent_id: agent.clone(),
                         scope,
                         capabilities,
+                        approval_mode: mode.map(|m| m.parse()).transpose()?,
                     });
                 }
                 if assignments.is_empty() {

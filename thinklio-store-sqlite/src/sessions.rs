@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
+use thinklio_core::approval::ApprovalMode;
 use thinklio_core::{
     NewSession, Session, SessionId, SessionStore, StoreError, StoreResult, Timestamp, Turn, UserId,
 };
@@ -70,6 +71,25 @@ impl SessionStore for SqliteStore {
                 ))
                 .map_err(backend)?
                 .query_row([id.to_string()], rows::session)
+                .optional()
+                .map_err(backend)?
+                .ok_or_else(|| StoreError::not_found("session", id))
+            })
+            .await
+    }
+
+    async fn set_session_approval_mode(
+        &self,
+        id: SessionId,
+        mode: Option<ApprovalMode>,
+    ) -> StoreResult<Session> {
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(&format!(
+                    "UPDATE sessions SET approval_mode = ?2 WHERE id = ?1 RETURNING {SESSION_COLUMNS}"
+                ))
+                .map_err(backend)?
+                .query_row(params![id.to_string(), mode.map(|m| m.as_str())], rows::session)
                 .optional()
                 .map_err(backend)?
                 .ok_or_else(|| StoreError::not_found("session", id))

@@ -317,6 +317,7 @@ pub async fn forgetting_a_user_removes_what_they_own<S: Store + TodoStore>(store
             agent_id: agent.clone(),
             scope: Scope::User(gone.user),
             capabilities: None,
+            approval_mode: None,
         })
         .await
         .unwrap();
@@ -496,6 +497,8 @@ pub async fn the_directory_checks_membership_ownership_and_assignments<S: Store>
     ));
     let ceiling = AccountPolicy {
         max_trust_level: Some(TrustLevel::Elevated),
+        approval_mode: Some(crate::approval::ApprovalMode::Observe),
+        approval_role: Some(AccountRole::Editor),
         ..policy.clone()
     };
     store.put_account(x, "X", ceiling.clone()).await.unwrap();
@@ -516,6 +519,7 @@ pub async fn the_directory_checks_membership_ownership_and_assignments<S: Store>
             agent_id: helper.clone(),
             scope: Scope::Account(x),
             capabilities: None,
+            approval_mode: None,
         })
         .await
         .unwrap();
@@ -524,6 +528,7 @@ pub async fn the_directory_checks_membership_ownership_and_assignments<S: Store>
             agent_id: helper.clone(),
             scope: Scope::Team(team),
             capabilities: Some(narrowed.clone()),
+            approval_mode: Some(crate::approval::ApprovalMode::Draft),
         })
         .await
         .unwrap();
@@ -535,6 +540,7 @@ pub async fn the_directory_checks_membership_ownership_and_assignments<S: Store>
         "only the account assignment applies without the team"
     );
     assert!(plain.allows("clock") && !plain.allows("shell"));
+    assert_eq!(plain.approval_ceiling(), None);
     let in_team = store
         .access(&alice_p.with_team(team), &helper)
         .await
@@ -544,6 +550,11 @@ pub async fn the_directory_checks_membership_ownership_and_assignments<S: Store>
     assert!(
         in_team.allows("add") && !in_team.allows("clock"),
         "the team assignment narrows"
+    );
+    assert_eq!(
+        in_team.approval_ceiling(),
+        Some(crate::approval::ApprovalMode::Draft),
+        "and sets its approval mode"
     );
     assert!(matches!(
         store

@@ -52,6 +52,7 @@ macro_rules! store_conformance_tests {
             usage_is_recorded_and_summed,
             events_are_appended_in_order,
             approvals_are_decided_once_and_resume_their_step,
+            a_delegate_waiting_holds_its_callers_until_decided,
             queue_claims_lease_and_completes,
             queue_lost_lease_is_a_conflict,
             queue_retries_then_dead_letters_and_requeues,

@@ -773,3 +773,140 @@ pub async fn approvals_are_decided_once_and_resume_their_step<S: Store>(store: S
     store.forget_user(p.account, p.user).await.unwrap();
     assert_eq!(store.decision(step.id).await.unwrap(), None);
 }
+
+/// A call deep in a delegation tree that waits holds every interaction
+/// above it until it is decided; the callers' waits are not listed as
+/// approvals and resume without a decision of their own. A session's
+/// chosen approval mode is stored and cleared.
+pub async fn a_delegate_waiting_holds_its_callers_until_decided<S: Store>(store: S) {
+    use crate::approval::{ApprovalMode, DecidedBy, Decision, NewDecision};
+    use crate::store::ApprovalFilter;
+    let p = principal();
+    let s = session(&store, p, None).await;
+    let root = interaction(&store, &s, "delegate").await;
+    let child_of = |parent: &Interaction| crate::interaction::NewInteraction {
+        session_id: s.id,
+        principal: p,
+        agent_id: AgentId::new("helper"),
+        input: "task".into(),
+        inbound_id: Some(format!("{}:act", parent.id)),
+        parent_interaction_id: Some(parent.id),
+        delegation_depth: parent.delegation_depth + 1,
+        job_id: None,
+        kind: crate::interaction::InteractionKind::Message,
+    };
+    let (child, _) = store.create_interaction(child_of(&root)).await.unwrap();
+    let (grandchild, _) = store.create_interaction(child_of(&child)).await.unwrap();
+    let later = interaction(&store, &s, "meanwhile").await;
+    let wait = |i: &Interaction, mode: StepMode| {
+        let mut act = new_step(i, 0, StepKind::Act);
+        act.mode = mode;
+        act
+    };
+    let (proposed, _) = store
+        .begin_step(wait(&grandchild, StepMode::Interactive))
+        .await
+        .unwrap();
+    let requested = store
+        .finish_step(
+            proposed.id,
+            StepOutcome::Waiting {
+                proposal: json!({ "call": { "id": "c1", "name": "add_todo", "arguments": "{}" }, "reason": "draft" }),
+            },
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(requested.events[0].kind, EventKind::ApprovalRequested);
+    let mut callers = Vec::new();
+    for i in [&child, &root] {
+        let (step, _) = store
+            .begin_step(wait(i, StepMode::Immediate))
+            .await
+            .unwrap();
+        let waited = store
+            .finish_step(
+                step.id,
+                StepOutcome::Waiting {
+                    proposal: json!({ "call": { "id": "d1", "name": "ask_helper", "arguments": "{}" }, "reason": "delegate", "waiting_on": [proposed.id] }),
+                },
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(waited.step.state, StepState::Waiting);
+        assert_eq!(
+            waited.events[0].kind,
+            EventKind::StepWaiting,
+            "a caller's wait is not an approval request"
+        );
+        callers.push(step.id);
+    }
+    let unfinished: Vec<_> = store
+        .unfinished_interactions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(
+        unfinished,
+        vec![later.id],
+        "the undecided call holds its whole chain; a later message is not held"
+    );
+    let listed = store
+        .waiting_steps(ApprovalFilter::Session(s.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|(step, _)| step.id).collect::<Vec<_>>(),
+        vec![proposed.id],
+        "only the call itself is decided"
+    );
+    store
+        .decide(NewDecision::new(
+            proposed.id,
+            Decision::Approve,
+            DecidedBy::user(&p),
+            "test",
+        ))
+        .await
+        .unwrap();
+    let unfinished: std::collections::BTreeSet<_> = store
+        .unfinished_interactions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(
+        unfinished,
+        [root.id, child.id, grandchild.id, later.id].into(),
+        "decided, the chain goes on"
+    );
+    // A caller's wait resumes with no decision of its own.
+    let (resumed, _) = store.resume_step(callers[1]).await.unwrap();
+    assert_eq!(resumed.state, StepState::Running);
+
+    // The session's approval mode.
+    assert_eq!(s.approval_mode, None);
+    let set = store
+        .set_session_approval_mode(s.id, Some(ApprovalMode::Observe))
+        .await
+        .unwrap();
+    assert_eq!(set.approval_mode, Some(ApprovalMode::Observe));
+    assert_eq!(
+        store.session(s.id).await.unwrap().approval_mode,
+        Some(ApprovalMode::Observe)
+    );
+    let cleared = store.set_session_approval_mode(s.id, None).await.unwrap();
+    assert_eq!(cleared, s, "cleared, it is the session as opened");
+    assert!(matches!(
+        store
+            .set_session_approval_mode(SessionId::new(), Some(ApprovalMode::Draft))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+}

@@ -31,6 +31,11 @@ pub(crate) enum Need {
     Admin(&'static str),
     /// The account's agents: an editor, always.
     Editor(&'static str),
+    /// Seeing and deciding about calls proposed in a session of this user
+    /// (or, `None`, in any session of the account): the user themself, or
+    /// (with an enforced directory) a member with the account's
+    /// `approval_role` (an admin unless the policy names another role).
+    Decide(Option<UserId>),
 }
 
 impl Inner {
@@ -55,7 +60,21 @@ impl Inner {
         let (least, action, open) = match need {
             Need::User(u) if u == p.user => return Ok(()),
             Need::Team(t) if p.team == Some(t) => return Ok(()),
+            Need::Decide(Some(u)) if u == p.user => return Ok(()),
             Need::User(_) => (AccountRole::Admin, "touch another user's data", false),
+            Need::Decide(_) if self.config.enforce_directory => {
+                let policy = self.store.account_policy(account).await?;
+                (
+                    policy.approval_role.unwrap_or(AccountRole::Admin),
+                    "decide about another user's calls",
+                    false,
+                )
+            }
+            Need::Decide(_) => (
+                AccountRole::Admin,
+                "decide about another user's calls",
+                false,
+            ),
             Need::Team(_) => (AccountRole::Admin, "touch another team's data", false),
             Need::Admin(action) => (AccountRole::Admin, action, true),
             Need::Editor(action) => (AccountRole::Editor, action, false),

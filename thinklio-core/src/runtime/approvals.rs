@@ -4,11 +4,12 @@
 use std::fmt;
 
 use crate::approval::{
-    DecidedBy, Decision, NewDecision, PendingApproval, Proposal, StoredDecision,
+    ApprovalMode, DecidedBy, Decision, NewDecision, PendingApproval, Proposal, StoredDecision,
 };
 use crate::error::ErrorCode;
 use crate::ids::{AccountId, SessionId, StepId};
 use crate::principal::Actor;
+use crate::session::Session;
 use crate::step::{Step, StepKind, StepMode};
 use crate::store::ApprovalFilter;
 
@@ -48,9 +49,10 @@ impl ApprovalError {
 }
 
 /// Calls waiting for a person's decision, and the decisions
-/// ([`Runtime::approvals`]). The session's user, an admin of an enforced
-/// directory, or the host acting for the account decides; no one of
-/// another account sees or decides anything.
+/// ([`Runtime::approvals`]). The session's user, a member of an enforced
+/// directory with the account's `approval_role` (an admin unless the
+/// policy names another), or the host acting for the account decides; no
+/// one of another account sees or decides anything.
 #[derive(Clone, Copy)]
 pub struct Approvals<'a> {
     pub(super) rt: &'a Runtime,
@@ -90,7 +92,7 @@ impl Approvals<'_> {
             .authorize(
                 &by.into(),
                 found.principal.account,
-                Need::User(found.principal.user),
+                Need::Decide(Some(found.principal.user)),
             )
             .await?;
         let waiting = inner
@@ -100,8 +102,8 @@ impl Approvals<'_> {
         Ok(waiting.into_iter().map(|(s, id)| pending(s, id)).collect())
     }
 
-    /// The calls of every session of `account` waiting for a decision (an
-    /// admin's or the host's view).
+    /// The calls of every session of `account` waiting for a decision (the
+    /// view of the host and of members with the account's `approval_role`).
     pub async fn of_account(
         &self,
         by: impl Into<Actor>,
@@ -109,11 +111,7 @@ impl Approvals<'_> {
     ) -> Result<Vec<PendingApproval>, RuntimeError> {
         let inner = &self.rt.inner;
         inner
-            .authorize(
-                &by.into(),
-                account,
-                Need::Admin("list the account's approvals"),
-            )
+            .authorize(&by.into(), account, Need::Decide(None))
             .await?;
         let waiting = inner
             .store
@@ -175,7 +173,7 @@ impl Approvals<'_> {
             .authorize(
                 &by,
                 interaction.principal.account,
-                Need::User(interaction.principal.user),
+                Need::Decide(Some(interaction.principal.user)),
             )
             .await?;
         if found.kind != StepKind::Act || found.mode != StepMode::Interactive {
@@ -209,6 +207,30 @@ impl Approvals<'_> {
             interaction.session_id
         });
         Ok((stored, session))
+    }
+
+    /// Chooses the approval mode of `session` (or, with `None`, goes back to
+    /// the agent's). The choice narrows, never widens: a session runs in
+    /// the most careful of its own mode, the agent's, its assignments' and
+    /// the account's. The session's user (or an admin) chooses.
+    pub async fn set_session_mode(
+        &self,
+        by: impl Into<Actor>,
+        session: SessionId,
+        mode: Option<ApprovalMode>,
+    ) -> Result<Session, RuntimeError> {
+        let inner = &self.rt.inner;
+        let found = inner.session(session).await?;
+        inner
+            .authorize(
+                &by.into(),
+                found.principal.account,
+                Need::User(found.principal.user),
+            )
+            .await?;
+        let updated = inner.store.set_session_approval_mode(session, mode).await?;
+        inner.remember(&updated);
+        Ok(updated)
     }
 
     /// Expires every proposal that has waited longer than its agent's

@@ -121,6 +121,14 @@ pub trait SessionStore: Send + Sync {
     /// The session `id`.
     async fn session(&self, id: SessionId) -> StoreResult<Session>;
 
+    /// Sets (or, with `None`, clears) the approval mode chosen for a
+    /// session; returns the session as stored.
+    async fn set_session_approval_mode(
+        &self,
+        id: SessionId,
+        mode: Option<crate::approval::ApprovalMode>,
+    ) -> StoreResult<Session>;
+
     /// Sessions of a user, newest first.
     async fn sessions_of_user(&self, user: UserId) -> StoreResult<Vec<Session>>;
 

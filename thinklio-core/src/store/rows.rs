@@ -167,7 +167,7 @@ pub fn principal(row: &impl Row) -> StoreResult<Principal> {
 
 /// The columns [`session`] reads.
 pub const SESSION_COLUMNS: &str =
-    "id, account_id, team_id, user_id, agent_id, channel, channel_key, created_at";
+    "id, account_id, team_id, user_id, agent_id, channel, channel_key, created_at, approval_mode";
 
 /// A session.
 pub fn session(row: &impl Row) -> StoreResult<Session> {
@@ -178,6 +178,7 @@ pub fn session(row: &impl Row) -> StoreResult<Session> {
         channel: row.text("channel")?,
         key: row.text_opt("channel_key")?,
         created_at: row.ts("created_at")?,
+        approval_mode: row.parse_opt("approval_mode")?,
     })
 }
 

@@ -3,7 +3,37 @@
 // The handlers share the imports and helpers (ids, ownership checks) of `api`.
 use super::*;
 use thinklio_core::StepId;
-use thinklio_core::approval::Decision;
+use thinklio_core::approval::{ApprovalMode, Decision};
+
+/// The approval mode chosen for a session.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SessionMode {
+    /// `observe`, `draft` or `autopilot`; `null` goes back to the agent's.
+    /// The most careful of this, the agent's, its assignments' and the
+    /// account's holds: a session cannot choose less care than its agent.
+    #[schema(value_type = Option<String>)]
+    pub mode: Option<ApprovalMode>,
+}
+
+/// Chooses the approval mode of a session (its user's key or an admin key).
+#[utoipa::path(put, path = "/v1/sessions/{id}/approval_mode", tag = "approvals",
+    params(("id" = String, Path, description = "The session")), request_body = SessionMode,
+    responses((status = 200, body = SessionView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn set_session_mode(
+    State(host): Host,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<SessionMode>,
+) -> Result<Json<SessionView>, ApiError> {
+    let session = own_session(&host, &caller, &id).await?;
+    let updated = host
+        .runtime
+        .approvals()
+        .set_session_mode(caller.actor(), session.id, body.mode)
+        .await?;
+    Ok(Json(SessionView::from(&updated)))
+}
 
 /// Which waiting calls to list.
 #[derive(Debug, Deserialize, IntoParams)]

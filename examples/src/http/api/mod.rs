@@ -30,7 +30,7 @@ mod knowledge;
 mod sessions;
 
 pub use account::{CreateKey, Forgotten, NewKey};
-pub use approvals::{ApprovalsQuery, Decide};
+pub use approvals::{ApprovalsQuery, Decide, SessionMode};
 pub use jobs::{CancelJob, DispatchJob, JobView};
 pub use knowledge::{AddFact, Deleted, FactFound, FactWritten, LayerName, SearchQuery};
 pub use sessions::{
@@ -74,6 +74,7 @@ pub fn keyed_routes() -> OpenApiRouter<Arc<HttpHost>> {
         .routes(routes!(sessions::interaction_steps))
         .routes(routes!(approvals::list_approvals))
         .routes(routes!(approvals::decide))
+        .routes(routes!(approvals::set_session_mode))
         .routes(routes!(jobs::dispatch_job))
         .routes(routes!(jobs::job_status))
         .routes(routes!(jobs::cancel_job))

@@ -16,6 +16,9 @@ pub struct SessionView {
     pub key: Option<String>,
     /// When it was opened (ms since the Unix epoch).
     pub created_at: i64,
+    /// The approval mode chosen for the session (`observe`, `draft`,
+    /// `autopilot`), if one was: it narrows the agent's, never widens it.
+    pub approval_mode: Option<String>,
 }
 
 impl From<&Session> for SessionView {
@@ -26,6 +29,7 @@ impl From<&Session> for SessionView {
             agent: s.agent_id.to_string(),
             key: s.key.clone(),
             created_at: s.created_at.as_millis(),
+            approval_mode: s.approval_mode.map(|m| m.as_str().to_owned()),
         }
     }
 }

@@ -14,12 +14,12 @@ use super::Run;
 
 impl Run {
     /// The mode this run's calls follow: the agent's, narrowed by the
-    /// account's policy and, in a delegate, by every agent above it (the
-    /// most careful wins).
+    /// account's policy, the agent's assignments, the session's choice
+    /// and, in a delegate, every agent above it (the most careful wins).
     pub(super) fn approval_mode(&self) -> ApprovalMode {
-        let policy = self.access.as_ref().and_then(|a| a.policy.approval_mode);
+        let directory = self.access.as_ref().and_then(|a| a.approval_ceiling());
         let chain = self.delegation.map(|d| d.approval_ceiling);
-        [policy, chain]
+        [directory, chain, self.session.approval_mode]
             .into_iter()
             .flatten()
             .fold(self.agent.approval_mode, ApprovalMode::min)

@@ -133,6 +133,11 @@ impl Run {
     pub(crate) async fn drive(mut self) -> Result<Reply, RuntimeError> {
         // The step begun by the last commit, whose work is next.
         let mut in_flight: Option<Step> = None;
+        if self.rt.config.shared_store {
+            // Another process may have changed the session's approval mode:
+            // a run on a shared store reads it fresh, never from a cache.
+            self.session = self.rt.store.session(self.session.id).await?;
+        }
         self.load_decisions().await?;
         loop {
             let work = match self.plan(in_flight.as_ref().map(|s| s.id)) {
