@@ -42,13 +42,20 @@ pub struct AgentDefinition {
     #[serde(default)]
     pub deferred: Vec<String>,
     /// How much it may do without asking a person (narrowed by the
-    /// account's policy; see [`crate::approval`]).
-    #[serde(default)]
+    /// account's policy; see [`crate::approval`]). [`AgentDefinition::new`]
+    /// starts on autopilot; a definition read as data (JSON, as an API
+    /// takes it) that leaves the mode out drafts: what nobody chose never
+    /// acts unasked.
+    #[serde(default = "drafts")]
     pub approval_mode: crate::approval::ApprovalMode,
     /// How long a proposed call waits for a decision before it expires
     /// (the model is told).
     #[serde(default = "default_approval_timeout", with = "duration_secs")]
     pub approval_timeout: std::time::Duration,
+}
+
+fn drafts() -> crate::approval::ApprovalMode {
+    crate::approval::ApprovalMode::Draft
 }
 
 fn default_approval_timeout() -> std::time::Duration {
@@ -160,5 +167,26 @@ impl AgentDefinition {
     pub fn max_output_tokens(mut self, tokens: u32) -> Self {
         self.max_output_tokens = Some(tokens);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::approval::ApprovalMode;
+
+    #[test]
+    fn an_agent_read_as_data_without_a_mode_drafts() {
+        let mut json = serde_json::to_value(AgentDefinition::new("a", "m")).unwrap();
+        assert_eq!(
+            json["approval_mode"], "autopilot",
+            "built in code: autopilot"
+        );
+        json.as_object_mut().unwrap().remove("approval_mode");
+        let read: AgentDefinition = serde_json::from_value(json).unwrap();
+        assert_eq!(read.approval_mode, ApprovalMode::Draft);
+        let round: AgentDefinition =
+            serde_json::from_value(serde_json::to_value(&read).unwrap()).unwrap();
+        assert_eq!(round, read, "a chosen mode is kept");
     }
 }

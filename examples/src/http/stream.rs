@@ -100,6 +100,8 @@ fn shown(update: Result<SessionUpdate, broadcast::error::RecvError>) -> Shown {
         EventKind::StepStarted => "started",
         EventKind::StepSucceeded => "succeeded",
         EventKind::StepFailed => "failed",
+        // A call to a delegate waits with the delegate's proposals.
+        EventKind::StepWaiting => "waiting",
         _ => return Shown::Skip,
     };
     let Some(step_id) = event.step_id else {
