@@ -671,3 +671,48 @@ async fn a_step_without_progress_is_failed_by_the_watchdog_and_the_user_is_told(
         "nothing is left for a restart"
     );
 }
+
+#[tokio::test]
+async fn an_agents_model_parameters_reach_every_model_call_and_bad_ones_are_refused() {
+    let f = fixture(
+        ScriptedModel::new([ScriptedReply::text("ok")]),
+        agent()
+            .temperature(0.3)
+            .top_p(0.8)
+            .stop(["\nUser:"])
+            .max_output_tokens(64),
+    )
+    .await;
+    let s = session(&f.runtime).await;
+    f.runtime.send(s.id, "hello").await.unwrap();
+    let sent = &f.model.requests()[0];
+    assert_eq!(
+        (sent.temperature, sent.top_p, sent.max_tokens),
+        (Some(0.3), Some(0.8), Some(64))
+    );
+    assert_eq!(sent.stop, ["\nUser:"]);
+
+    for bad in [
+        agent().temperature(2.5),
+        agent().temperature(-0.1),
+        agent().top_p(0.0),
+        agent().top_p(1.5),
+        agent().stop(["a", "b", "c", "d", "e"]),
+        agent().stop([""]),
+        agent().max_output_tokens(0),
+    ] {
+        let refused = Runtime::builder()
+            .store(f.store.clone())
+            .model(ScriptedModel::new([]))
+            .agent(bad.clone())
+            .build()
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::RuntimeConfig, "{bad:?}");
+        let at_run_time = f.runtime.directory().register_agent(bad).unwrap_err();
+        assert!(
+            at_run_time.to_string().contains("assistant"),
+            "{at_run_time}"
+        );
+    }
+}

@@ -37,6 +37,16 @@ pub struct AgentDefinition {
     pub history_turns: u32,
     /// The most output tokens one model call may produce, if limited.
     pub max_output_tokens: Option<u32>,
+    /// The sampling temperature of its model calls (0 to 2), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling for its model calls (above 0, at most 1), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Sequences that end its answers where they appear (at most
+    /// [`AgentDefinition::MAX_STOP_SEQUENCES`], none empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
     /// Capabilities this agent runs as jobs (`deferred` mode) even when
     /// their manifest's default mode is immediate.
     #[serde(default)]
@@ -90,10 +100,76 @@ impl AgentDefinition {
             max_delegation_depth: 3,
             history_turns: 20,
             max_output_tokens: None,
+            temperature: None,
+            top_p: None,
+            stop: Vec::new(),
             deferred: Vec::new(),
             approval_mode: crate::approval::ApprovalMode::Autopilot,
             approval_timeout: default_approval_timeout(),
         }
+    }
+
+    /// The most stop sequences an agent may set (the smallest limit among
+    /// the providers: OpenAI takes four).
+    pub const MAX_STOP_SEQUENCES: usize = 4;
+
+    /// Sets the sampling temperature of its model calls (0 to 2).
+    pub fn temperature(mut self, temperature: f32) -> Self {
+        self.temperature = Some(temperature);
+        self
+    }
+
+    /// Sets nucleus sampling for its model calls (above 0, at most 1).
+    pub fn top_p(mut self, top_p: f32) -> Self {
+        self.top_p = Some(top_p);
+        self
+    }
+
+    /// Sets the sequences that end its answers.
+    pub fn stop<I, S>(mut self, stop: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.stop = stop.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Checks the definition's model parameters: a value a provider would
+    /// refuse is refused here, when the agent is registered, rather than on
+    /// its first message.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(t) = self.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            return Err(format!(
+                "agent `{}`: temperature {t} is not between 0 and 2",
+                self.id
+            ));
+        }
+        if let Some(p) = self.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return Err(format!(
+                "agent `{}`: top_p {p} is not above 0 and at most 1",
+                self.id
+            ));
+        }
+        if self.stop.len() > Self::MAX_STOP_SEQUENCES {
+            return Err(format!(
+                "agent `{}`: {} stop sequences; at most {} are allowed",
+                self.id,
+                self.stop.len(),
+                Self::MAX_STOP_SEQUENCES
+            ));
+        }
+        if self.stop.iter().any(String::is_empty) {
+            return Err(format!("agent `{}`: a stop sequence is empty", self.id));
+        }
+        if self.max_output_tokens == Some(0) {
+            return Err(format!("agent `{}`: max_output_tokens is 0", self.id));
+        }
+        Ok(())
     }
 
     /// Sets how much the agent may do without asking a person: `draft`

@@ -138,6 +138,13 @@ pub struct ChatRequest {
     /// Sampling temperature.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
+    /// Nucleus sampling: only the most likely tokens whose probabilities
+    /// add up to this are sampled from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Sequences that end the answer where they appear (not included).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
     /// When set, the answer's text is JSON matching this schema (providers
     /// constrain the output their own way: OpenAI-compatible APIs with
     /// `response_format`, Anthropic with a forced tool call).
@@ -163,6 +170,8 @@ impl ChatRequest {
             tools: Vec::new(),
             max_tokens: None,
             temperature: None,
+            top_p: None,
+            stop: Vec::new(),
             output_schema: None,
         }
     }

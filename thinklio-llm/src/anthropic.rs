@@ -80,6 +80,12 @@ impl Anthropic {
         if let Some(t) = request.temperature {
             body["temperature"] = json!(t);
         }
+        if let Some(p) = request.top_p {
+            body["top_p"] = json!(p);
+        }
+        if !request.stop.is_empty() {
+            body["stop_sequences"] = json!(request.stop);
+        }
         if let Some(out) = &request.output_schema {
             // Anthropic constrains output through a tool the model must call;
             // `chat` turns that call back into the answer's text.

@@ -94,6 +94,12 @@ impl OpenAiCompatible {
         if let Some(t) = request.temperature {
             body["temperature"] = json!(t);
         }
+        if let Some(p) = request.top_p {
+            body["top_p"] = json!(p);
+        }
+        if !request.stop.is_empty() {
+            body["stop"] = json!(request.stop);
+        }
         if let Some(out) = &request.output_schema {
             body["response_format"] = json!({
                 "type": "json_schema",

@@ -219,3 +219,28 @@ async fn an_error_event_in_the_stream_is_a_typed_error() {
     assert!(err.is_retryable());
     assert!(err.to_string().contains("Overloaded"));
 }
+
+#[tokio::test]
+async fn sends_sampling_parameters_as_the_api_names_them() {
+    let server = server_answering(TOOL_USE_MESSAGE, "application/json").await;
+    let mut r = request();
+    r.temperature = Some(0.2);
+    r.top_p = Some(0.9);
+    r.stop = vec!["\nHuman:".into()];
+    provider(&server).chat(&r).await.unwrap();
+    let body = sent_body(&server).await;
+    assert_eq!(
+        body["temperature"].as_f64().map(|t| (t * 100.0).round()),
+        Some(20.0)
+    );
+    assert_eq!(
+        body["top_p"].as_f64().map(|p| (p * 100.0).round()),
+        Some(90.0)
+    );
+    assert_eq!(
+        body["stop_sequences"],
+        json!(["\nHuman:"]),
+        "Anthropic's name for stop"
+    );
+    assert!(body.get("stop").is_none());
+}

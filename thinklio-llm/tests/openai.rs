@@ -220,3 +220,24 @@ async fn a_garbled_body_is_a_typed_error_not_a_panic() {
     let err = provider(&server).chat(&request()).await.unwrap_err();
     assert_eq!(err.code(), "model.malformed_response", "{err}");
 }
+
+#[tokio::test]
+async fn sends_sampling_parameters_as_the_api_names_them() {
+    let server = server_answering(TOOL_CALL_COMPLETION, "application/json").await;
+    let mut r = request();
+    r.temperature = Some(0.2);
+    r.top_p = Some(0.9);
+    r.stop = vec!["\nUser:".into(), "END".into()];
+    provider(&server).chat(&r).await.unwrap();
+    let body = sent_body(&server).await;
+    assert_eq!(
+        body["temperature"].as_f64().map(|t| (t * 100.0).round()),
+        Some(20.0)
+    );
+    assert_eq!(
+        body["top_p"].as_f64().map(|p| (p * 100.0).round()),
+        Some(90.0)
+    );
+    assert_eq!(body["stop"], json!(["\nUser:", "END"]));
+    assert_eq!(body["max_tokens"], 256);
+}

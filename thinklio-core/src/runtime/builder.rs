@@ -178,6 +178,9 @@ impl RuntimeBuilder {
         for c in self.capabilities {
             capabilities.register_arc(c)?;
         }
+        for agent in &self.agents {
+            agent.check().map_err(RuntimeError::Config)?;
+        }
         let agents: HashMap<AgentId, Arc<AgentDefinition>> = self
             .agents
             .into_iter()

@@ -606,6 +606,7 @@ impl Inner {
     /// Registers (or replaces) an agent; refused if it would make the
     /// agents delegate in a circle.
     pub(crate) fn register_agent(&self, agent: AgentDefinition) -> Result<(), RuntimeError> {
+        agent.check().map_err(RuntimeError::Config)?;
         let mut agents = self.agents.write().unwrap_or_else(|e| e.into_inner());
         let mut next = agents.clone();
         next.insert(agent.id.clone(), Arc::new(agent));

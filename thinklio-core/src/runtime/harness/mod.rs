@@ -566,7 +566,9 @@ impl Run {
             messages,
             tools: self.tools(),
             max_tokens: self.agent.max_output_tokens,
-            temperature: None,
+            temperature: self.agent.temperature,
+            top_p: self.agent.top_p,
+            stop: self.agent.stop.clone(),
             output_schema: None,
         };
         match self.call_model(&request, step).await {
