@@ -719,6 +719,40 @@ fn careful_model() -> thinklio_llm::ScriptedModel {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_structured_answer_comes_back_as_json_beside_its_text() {
+    let model = thinklio_llm::ScriptedModel::new([
+        thinklio_llm::ScriptedReply::text("positive"),
+        thinklio_llm::ScriptedReply::text(r#"{"label":"positive"}"#),
+    ]);
+    let api = Api::start_with_model(
+        thinklio_examples::http::HttpConfig::new("judge"),
+        std::sync::Arc::new(model),
+    )
+    .await;
+    let session = api.session("ada").await;
+    let (status, reply) = api
+        .post(
+            &format!("/v1/sessions/{session}/messages"),
+            json!({ "text": "I love this" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["answer"], json!({ "label": "positive" }), "{reply}");
+    assert_eq!(reply["text"], r#"{"label":"positive"}"#);
+    assert_eq!(
+        reply["steps"], 4,
+        "context, an invalid answer, the valid one, respond"
+    );
+    let (_, doc) = api.call("GET", "/openapi.json", None, None).await;
+    assert!(
+        doc["components"]["schemas"]["ReplyView"]["properties"]
+            .get("answer")
+            .is_some(),
+        "the OpenAPI document describes `answer`"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_chooses_its_approval_mode_over_the_api() {
     let api = Api::start_with_model(
         thinklio_examples::http::HttpConfig::new("careful"),

@@ -26,6 +26,11 @@ pub mod guide {}
 #[doc = include_str!("../../docs/approvals.md")]
 pub mod approvals_guide {}
 
+/// What an agent sees, its model parameters and structured answers
+/// (`docs/context.md`, compiled and run as doc tests).
+#[doc = include_str!("../../docs/context.md")]
+pub mod context_guide {}
+
 /// Jobs: deferred work, observers and follow-ups (`docs/jobs.md`, compiled
 /// and run as doc tests).
 #[doc = include_str!("../../docs/jobs.md")]

@@ -47,6 +47,17 @@ pub struct AgentDefinition {
     /// [`AgentDefinition::MAX_STOP_SEQUENCES`], none empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stop: Vec<String>,
+    /// The JSON Schema its final answer must match, if it declares one
+    /// ([`AgentDefinition::answers_as`]): the answer is JSON, checked; an
+    /// answer that does not match is sent back to the model with what is
+    /// wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_schema: Option<crate::model::OutputSchema>,
+    /// How many answers the model may give for one message before an
+    /// answer that still does not match its schema fails the interaction
+    /// (`answer.invalid`).
+    #[serde(default = "default_answer_attempts")]
+    pub answer_attempts: u32,
     /// Capabilities this agent runs as jobs (`deferred` mode) even when
     /// their manifest's default mode is immediate.
     #[serde(default)]
@@ -62,6 +73,10 @@ pub struct AgentDefinition {
     /// (the model is told).
     #[serde(default = "default_approval_timeout", with = "duration_secs")]
     pub approval_timeout: std::time::Duration,
+}
+
+fn default_answer_attempts() -> u32 {
+    3
 }
 
 fn drafts() -> crate::approval::ApprovalMode {
@@ -103,6 +118,8 @@ impl AgentDefinition {
             temperature: None,
             top_p: None,
             stop: Vec::new(),
+            answer_schema: None,
+            answer_attempts: default_answer_attempts(),
             deferred: Vec::new(),
             approval_mode: crate::approval::ApprovalMode::Autopilot,
             approval_timeout: default_approval_timeout(),
@@ -132,6 +149,26 @@ impl AgentDefinition {
         S: Into<String>,
     {
         self.stop = stop.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Makes the agent answer with JSON matching the schema of `T`
+    /// ([`OutputSchema::of`](crate::model::OutputSchema::of)); read the
+    /// value with [`Runtime::send_structured`](crate::Runtime::send_structured).
+    pub fn answers_as<T: schemars::JsonSchema>(self) -> Self {
+        self.answer_schema(crate::model::OutputSchema::of::<T>())
+    }
+
+    /// Makes the agent answer with JSON matching `schema`.
+    pub fn answer_schema(mut self, schema: crate::model::OutputSchema) -> Self {
+        self.answer_schema = Some(schema);
+        self
+    }
+
+    /// Sets how many answers the model may give for one message before one
+    /// that does not match the schema fails the interaction (at least 1).
+    pub fn answer_attempts(mut self, attempts: u32) -> Self {
+        self.answer_attempts = attempts;
         self
     }
 
@@ -168,6 +205,17 @@ impl AgentDefinition {
         }
         if self.max_output_tokens == Some(0) {
             return Err(format!("agent `{}`: max_output_tokens is 0", self.id));
+        }
+        if self.answer_attempts == 0 {
+            return Err(format!("agent `{}`: answer_attempts is 0", self.id));
+        }
+        if let Some(schema) = &self.answer_schema
+            && let Err(e) = jsonschema::validator_for(&schema.schema)
+        {
+            return Err(format!(
+                "agent `{}`: its answer schema `{}` does not compile: {e}",
+                self.id, schema.name
+            ));
         }
         Ok(())
     }

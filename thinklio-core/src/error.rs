@@ -60,9 +60,15 @@ codes! {
     ApprovalInvalidArguments => "approval.invalid_arguments",
     /// The step decided is not a call waiting for a decision.
     ApprovalNotWaiting => "approval.not_waiting",
-    /// A delegate's call needs a decision, and a delegate cannot wait for
-    /// one yet: it was not run.
+    /// A call in a delegate dispatched as a job needs a decision, and such
+    /// a delegate cannot wait for one: it was not run.
     ApprovalInDelegate => "approval.in_delegate",
+    /// The agent's answer does not match the JSON Schema it declares
+    /// (after every re-ask it is allowed).
+    AnswerInvalid => "answer.invalid",
+    /// A typed answer was asked for, and the interaction waits for a
+    /// person's decision instead.
+    AnswerWaiting => "answer.waiting",
     /// The thing asked for does not exist.
     StoreNotFound => "store.not_found",
     /// A step's state cannot move that way.

@@ -67,10 +67,11 @@ pub use outbox::{DeliveryError, NewOutboxMessage, OutboxMessage, ReplySink};
 pub use principal::{Actor, Principal, Scope};
 pub use queue::{NewTask, RetryPolicy, Task, TaskRetry, TaskState};
 pub use runtime::{
-    ApprovalError, CANCEL_JOB, CancelledBy, Delegate, DelegationGraph, EXTRACT_TASK, Inbound,
-    JOB_STATUS, JobCallbacks, JobError, JobNotice, JobRecovery, JobRun, JobWorker, KnowledgeConfig,
-    NoticeWebhook, ObserverCallback, QueueRun, QueueWorker, RecoveryReport, Reply, Runtime,
-    RuntimeBuilder, RuntimeConfig, RuntimeError, TaskError, TaskHandler, extraction_schema,
+    AnswerError, ApprovalError, CANCEL_JOB, CancelledBy, Delegate, DelegationGraph, EXTRACT_TASK,
+    Inbound, JOB_STATUS, JobCallbacks, JobError, JobNotice, JobRecovery, JobRun, JobWorker,
+    KnowledgeConfig, NoticeWebhook, ObserverCallback, QueueRun, QueueWorker, RecoveryReport, Reply,
+    Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, Structured, TaskError, TaskHandler,
+    extraction_schema,
 };
 pub use session::{NewSession, Session, Turn};
 pub use step::{

@@ -161,6 +161,96 @@ pub struct OutputSchema {
     pub schema: Value,
 }
 
+impl OutputSchema {
+    /// The schema of `T` in the strict form providers constrain output
+    /// with: every object closed (`additionalProperties: false`) with all
+    /// its properties required (an `Option` field is answered `null`), no
+    /// `$schema` marker and no non-string `format`s. Named after `T`.
+    ///
+    /// ```
+    /// #[derive(serde::Deserialize, schemars::JsonSchema)]
+    /// struct Verdict { label: String, score: Option<f64> }
+    /// let schema = thinklio_core::OutputSchema::of::<Verdict>();
+    /// assert_eq!(schema.name, "Verdict");
+    /// assert_eq!(schema.schema["required"], serde_json::json!(["label", "score"]));
+    /// assert!(schema.check(r#"{"label":"ok","score":null}"#).is_ok());
+    /// assert!(schema.check(r#"{"label":"ok"}"#).is_err());
+    /// ```
+    pub fn of<T: schemars::JsonSchema>() -> Self {
+        let mut schema = schemars::schema_for!(T).to_value();
+        if let Some(obj) = schema.as_object_mut() {
+            obj.remove("$schema");
+        }
+        strict(&mut schema);
+        let name: String = schema
+            .get("title")
+            .and_then(Value::as_str)
+            .unwrap_or("answer")
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .take(64)
+            .collect();
+        Self {
+            name: if name.is_empty() {
+                "answer".into()
+            } else {
+                name
+            },
+            schema,
+        }
+    }
+
+    /// Reads `text` as JSON and checks it against the schema; on failure,
+    /// what is wrong, in words a model can act on.
+    pub fn check(&self, text: &str) -> Result<Value, String> {
+        let value: Value = serde_json::from_str(text.trim())
+            .map_err(|e| format!("the answer is not JSON ({e})"))?;
+        let validator = jsonschema::validator_for(&self.schema)
+            .map_err(|e| format!("the schema `{}` does not compile: {e}", self.name))?;
+        let problems: Vec<String> = validator
+            .iter_errors(&value)
+            .take(5)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                if at.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("at {at}: {e}")
+                }
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(value)
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+/// Puts a schema in the strict form ([`OutputSchema::of`]). Written here
+/// rather than taken from a crate: it is a dozen lines over `serde_json`,
+/// and what "strict" means is the providers' rule, not a standard's.
+fn strict(schema: &mut Value) {
+    match schema {
+        Value::Object(obj) => {
+            if let Some(Value::Object(props)) = obj.get("properties") {
+                let keys: Vec<Value> = props.keys().cloned().map(Value::String).collect();
+                obj.insert("required".into(), Value::Array(keys));
+                obj.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            let is_string = obj.get("type").and_then(Value::as_str) == Some("string");
+            if !is_string {
+                obj.remove("format");
+            }
+            for value in obj.values_mut() {
+                strict(value);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(strict),
+        _ => {}
+    }
+}
+
 impl ChatRequest {
     /// A request for `model` with `messages` and no tools.
     pub fn new(model: impl Into<String>, messages: Vec<ChatMessage>) -> Self {

@@ -95,10 +95,17 @@ impl Anthropic {
                 "input_schema": out.schema,
             });
             match body["tools"].as_array_mut() {
-                Some(tools) => tools.push(tool),
-                None => body["tools"] = json!([tool]),
+                // With tools of its own, the model must call one of them
+                // or the output tool (its answer): `any`, not one tool.
+                Some(tools) => {
+                    tools.push(tool);
+                    body["tool_choice"] = json!({ "type": "any" });
+                }
+                None => {
+                    body["tools"] = json!([tool]);
+                    body["tool_choice"] = json!({ "type": "tool", "name": out.name });
+                }
             }
-            body["tool_choice"] = json!({ "type": "tool", "name": out.name });
         }
         if stream {
             body["stream"] = json!(true);
@@ -257,6 +264,7 @@ impl ChatModel for Anthropic {
         let response = self.post(self.body(request, true)).await?;
         let assembler = Assembler {
             model: request.model.clone(),
+            output_tool: request.output_schema.as_ref().map(|o| o.name.clone()),
             ..Assembler::default()
         };
         Ok(http::assemble(http::sse(response), assembler).boxed())
@@ -267,6 +275,9 @@ impl ChatModel for Anthropic {
 #[derive(Default)]
 struct Assembler {
     model: String,
+    /// The output tool of a schema-constrained answer: its call is the
+    /// answer's text, not a tool call.
+    output_tool: Option<String>,
     text: String,
     /// Tool calls by content-block index.
     calls: BTreeMap<usize, ToolCall>,
@@ -367,22 +378,30 @@ impl http::StreamAssembler for Assembler {
     }
 
     fn finish(self) -> ChatResponse {
-        let calls: Vec<ToolCall> = self
-            .calls
-            .into_values()
-            .map(|mut c| {
-                // A tool with no arguments streams no JSON at all.
-                if c.arguments.is_empty() {
-                    c.arguments = "{}".into();
-                }
-                c
-            })
-            .collect();
+        let mut text = self.text;
+        let mut calls = Vec::new();
+        for mut call in self.calls.into_values() {
+            // A tool with no arguments streams no JSON at all.
+            if call.arguments.is_empty() {
+                call.arguments = "{}".into();
+            }
+            if self.output_tool.as_deref() == Some(call.name.as_str()) {
+                // The output tool: its input is the answer.
+                text = call.arguments;
+            } else {
+                calls.push(call);
+            }
+        }
+        let finish = if self.output_tool.is_some() && calls.is_empty() {
+            FinishReason::Stop
+        } else {
+            finish_reason(self.stop_reason.as_deref())
+        };
         ChatResponse {
             model: self.model,
-            message: ChatMessage::assistant_with_tools(self.text, calls),
+            message: ChatMessage::assistant_with_tools(text, calls),
             usage: TokenUsage::new(self.usage.input_tokens, self.usage.output_tokens),
-            finish_reason: finish_reason(self.stop_reason.as_deref()),
+            finish_reason: finish,
         }
     }
 }

@@ -89,3 +89,37 @@ async fn anthropic_forces_the_output_tool_and_returns_its_input_as_text() {
         json!(["facts"])
     );
 }
+
+#[tokio::test]
+async fn anthropic_streams_the_output_tool_as_the_answers_text() {
+    let stream = concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5-20250929\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":30,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_01\",\"name\":\"record_facts\",\"input\":{}}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"facts\\\": \"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"[]}\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":9}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    );
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(stream, "text/event-stream"))
+        .mount(&server)
+        .await;
+    let model = Anthropic::new(server.uri(), ApiKey::new("sk-ant-test"));
+    let mut events = model
+        .chat_stream(&request("claude-sonnet-4-5"))
+        .await
+        .unwrap();
+    let mut answer = None;
+    while let Some(event) = futures::StreamExt::next(&mut events).await {
+        if let thinklio_core::StreamEvent::Done(response) = event.unwrap() {
+            answer = Some(response);
+        }
+    }
+    let answer = answer.expect("the whole answer");
+    assert_eq!(answer.message.content, "{\"facts\": []}");
+    assert!(answer.message.tool_calls.is_empty(), "not a call to run");
+    assert_eq!(answer.finish_reason, FinishReason::Stop);
+}

@@ -64,6 +64,14 @@ fn remember(kept: &Arc<Mutex<Vec<String>>>) -> thinklio_core::FunctionCapability
     )
 }
 
+/// What the `judge` agent answers with.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[allow(dead_code)] // read as JSON by the tests
+pub struct Sentiment {
+    /// `positive`, `negative` or `neutral`.
+    pub label: String,
+}
+
 pub struct Api {
     pub base: String,
     pub db: std::path::PathBuf,
@@ -121,6 +129,8 @@ impl Api {
             "word_count",
             "outside_work",
         ]))
+        // Sessions with `judge` answer with JSON of a declared schema.
+        .agent(AgentDefinition::new("judge", "offline").answers_as::<Sentiment>())
         // Sessions with `careful` ask before each call that is not read-only.
         .agent(
             AgentDefinition::new("careful", "offline")

@@ -45,7 +45,7 @@ pub use jobs::{
 pub use knowledge::Knowledge;
 pub use knowledge::{EXTRACT_TASK, EXTRACTION_PROMPT, KnowledgeConfig, extraction_schema};
 pub use queue::{QueueRun, QueueWorker, TaskError, TaskHandler};
-pub use reply::{Inbound, RecoveryReport, Reply};
+pub use reply::{AnswerError, Inbound, RecoveryReport, Reply, Structured};
 pub use sessions::InteractionWorker;
 
 use crate::agent::AgentDefinition;
@@ -110,6 +110,9 @@ pub enum RuntimeError {
     /// A decision was refused.
     #[error(transparent)]
     Approval(#[from] ApprovalError),
+    /// A typed answer could not be read.
+    #[error(transparent)]
+    Answer(#[from] AnswerError),
     /// A stored step payload could not be read.
     #[error(transparent)]
     Payload(#[from] crate::step::payload::PayloadError),
@@ -138,6 +141,7 @@ impl RuntimeError {
             RuntimeError::Model(e) => e.code(),
             RuntimeError::Job(e) => e.code(),
             RuntimeError::Approval(e) => e.code(),
+            RuntimeError::Answer(e) => e.code(),
             RuntimeError::Payload(_) => ErrorCode::StepCorrupt,
             RuntimeError::InteractionFailed { error, .. } => error.code,
         }
@@ -398,6 +402,27 @@ impl Runtime {
             .await;
         hold.release().await;
         result
+    }
+
+    /// Answers one message as [`send`](Self::send) does, and reads the
+    /// answer as a `T`: for an agent that declares its answer's schema
+    /// ([`AgentDefinition::answers_as`]), whose answers are checked
+    /// against it and asked again when they do not match.
+    ///
+    /// An answer that is still not a `T` is
+    /// [`AnswerError::Invalid`]; an interaction that waits for a person's
+    /// decision instead of answering is [`AnswerError::Waiting`] (decide,
+    /// then read the reply with `sessions().reply`).
+    pub async fn send_structured<T: serde::de::DeserializeOwned>(
+        &self,
+        session: SessionId,
+        message: impl Into<Inbound>,
+    ) -> Result<Structured<T>, RuntimeError> {
+        let reply = self.send(session, message).await?;
+        Ok(Structured {
+            value: reply.structured()?,
+            reply,
+        })
     }
 
     /// Runs what can go on in `session` now (after a decision), in order,

@@ -26,6 +26,10 @@ pub struct Reply {
     /// interaction has no reply yet (`text` is empty) and goes on once all
     /// are decided ([`Approvals::decide`](super::Approvals::decide)).
     pub waiting: Vec<crate::ids::StepId>,
+    /// For an agent that declares its answer's schema
+    /// ([`AgentDefinition::answers_as`](crate::AgentDefinition::answers_as)):
+    /// the answer, read from `text` as JSON.
+    pub answer: Option<serde_json::Value>,
 }
 
 impl Reply {
@@ -52,6 +56,65 @@ impl Reply {
                     _ => vec![s.id],
                 })
                 .collect(),
+            answer: None,
+        }
+    }
+}
+
+impl Reply {
+    /// The reply's text read as a `T` (an agent's structured answer).
+    pub fn structured<T: serde::de::DeserializeOwned>(&self) -> Result<T, AnswerError> {
+        if !self.waiting.is_empty() {
+            return Err(AnswerError::Waiting {
+                interaction: self.interaction_id,
+                steps: self.waiting.clone(),
+            });
+        }
+        serde_json::from_str(self.text.trim()).map_err(|e| AnswerError::Invalid {
+            interaction: self.interaction_id,
+            message: e.to_string(),
+        })
+    }
+}
+
+/// A typed answer ([`Runtime::send_structured`](super::Runtime::send_structured)).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Structured<T> {
+    /// The answer, read as a `T`.
+    pub value: T,
+    /// The reply it was read from (its text is the answer's JSON).
+    pub reply: Reply,
+}
+
+/// Why a typed answer could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnswerError {
+    /// The answer is not a value of the type asked for.
+    #[error("the answer of interaction {interaction} is not the value asked for: {message}")]
+    Invalid {
+        /// The interaction.
+        interaction: InteractionId,
+        /// What is wrong.
+        message: String,
+    },
+    /// The interaction waits for a person's decision about these steps.
+    #[error("interaction {interaction} waits for decisions before it answers")]
+    Waiting {
+        /// The interaction.
+        interaction: InteractionId,
+        /// The steps to decide.
+        steps: Vec<crate::ids::StepId>,
+    },
+}
+
+impl AnswerError {
+    /// A stable code for hosts.
+    pub fn code(&self) -> crate::error::ErrorCode {
+        match self {
+            AnswerError::Invalid { .. } => crate::error::ErrorCode::AnswerInvalid,
+            AnswerError::Waiting { .. } => crate::error::ErrorCode::AnswerWaiting,
         }
     }
 }

@@ -187,6 +187,10 @@ pub struct ThinkOutput {
     /// The tools it called.
     #[serde(default)]
     pub tool_calls: Vec<ToolCall>,
+    /// For an agent that declares its answer's schema: why this answer
+    /// does not match it (the model is asked again, told this).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid_answer: Option<String>,
 }
 
 /// The input of an `act` step: one tool call of a `think` step.

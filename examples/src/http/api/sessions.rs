@@ -131,6 +131,11 @@ pub struct ReplyView {
     /// comes on the session's stream and in its history once all are decided.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub waiting: Vec<String>,
+    /// For an agent that declares its answer's JSON Schema: the answer, as
+    /// JSON (the same as `text`, parsed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub answer: Option<Value>,
 }
 
 impl From<&Reply> for ReplyView {
@@ -143,6 +148,7 @@ impl From<&Reply> for ReplyView {
             output_tokens: r.usage.output_tokens,
             cost_usd: r.cost.as_usd(),
             waiting: r.waiting.iter().map(ToString::to_string).collect(),
+            answer: r.answer.clone(),
         }
     }
 }

@@ -145,6 +145,12 @@ impl Run {
                 StepKind::Think => {
                     let out = step.output_as::<ThinkOutput>()?.unwrap_or_default();
                     messages.push(ChatMessage::assistant_with_tools(out.text, out.tool_calls));
+                    if let Some(problem) = out.invalid_answer {
+                        messages.push(ChatMessage::user(format!(
+                            "That answer does not match the required JSON Schema: {problem}. \
+                             Answer again with only JSON that matches it."
+                        )));
+                    }
                 }
                 StepKind::Observe => {
                     if let Some(out) = step.output_as::<ObserveOutput>()? {

@@ -569,7 +569,7 @@ impl Run {
             temperature: self.agent.temperature,
             top_p: self.agent.top_p,
             stop: self.agent.stop.clone(),
-            output_schema: None,
+            output_schema: self.agent.answer_schema.clone(),
         };
         match self.call_model(&request, step).await {
             Ok(response) => {
@@ -591,10 +591,19 @@ impl Run {
                     "gen_ai.response.finish_reasons",
                     format!("{:?}", response.finish_reason).as_str(),
                 );
+                // An answer (no tool calls) is checked against the schema the
+                // agent declares; what is wrong is kept for the re-ask.
+                let invalid_answer = match &self.agent.answer_schema {
+                    Some(schema) if response.message.tool_calls.is_empty() => {
+                        schema.check(&response.message.content).err()
+                    }
+                    _ => None,
+                };
                 StepOutcome::Succeeded {
                     output: to_json(&ThinkOutput {
                         text: response.message.content,
                         tool_calls: response.message.tool_calls,
+                        invalid_answer,
                     }),
                     usage: Some(ModelUsage {
                         model: response.model,
@@ -768,7 +777,11 @@ impl Run {
                 .map(|input| input.text)
                 .unwrap_or_default()
         });
-        Reply::from_steps(self.interaction.id, text, &self.steps)
+        let mut reply = Reply::from_steps(self.interaction.id, text, &self.steps);
+        if self.agent.answer_schema.is_some() && reply.waiting.is_empty() {
+            reply.answer = serde_json::from_str(reply.text.trim()).ok();
+        }
+        reply
     }
 }
 

@@ -98,6 +98,8 @@ impl Run {
         let mut observed: Vec<bool> = Vec::new();
         let mut final_text: Option<String> = None;
         let mut retry: Option<&Step> = None;
+        // Answers that did not match the agent's schema.
+        let mut invalid_answers = 0u32;
         let dispatch = self.interaction.kind == InteractionKind::Dispatch;
         if dispatch && self.interaction.job_id.is_none() {
             // A host's dispatch: the call is the input, made as if a model
@@ -194,7 +196,22 @@ impl Run {
                         Ok(out) => out.unwrap_or_default(),
                         Err(e) => return Next::Failed(e.to_step_error()),
                     };
-                    if out.tool_calls.is_empty() {
+                    if let Some(problem) = out.invalid_answer {
+                        // Asked again, unless it has had all its attempts.
+                        invalid_answers += 1;
+                        if invalid_answers >= self.agent.answer_attempts {
+                            return Next::Failed(StepError::new(
+                                ErrorCode::AnswerInvalid,
+                                format!(
+                                    "the answer did not match its schema after {invalid_answers} attempts: {problem}"
+                                ),
+                            ));
+                        }
+                        final_text = None;
+                        calls.clear();
+                        acts.clear();
+                        observed.clear();
+                    } else if out.tool_calls.is_empty() {
                         final_text = Some(out.text);
                     } else {
                         final_text = None;
