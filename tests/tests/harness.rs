@@ -716,3 +716,128 @@ async fn an_agents_model_parameters_reach_every_model_call_and_bad_ones_are_refu
         );
     }
 }
+
+#[tokio::test]
+async fn calls_beyond_the_agents_limit_per_turn_are_not_run_and_the_model_is_told() {
+    let calls: Vec<ToolCall> = (0..4)
+        .map(|i| ToolCall::new(format!("c{i}"), "add", format!(r#"{{"a": {i}, "b": 1}}"#)))
+        .collect();
+    let f = fixture(
+        ScriptedModel::new([
+            ScriptedReply::ToolCalls {
+                text: String::new(),
+                calls,
+            },
+            ScriptedReply::text("done"),
+        ]),
+        agent().max_tool_calls_per_turn(2),
+    )
+    .await;
+    let s = session(&f.runtime).await;
+    let reply = f.runtime.send(s.id, "add four things").await.unwrap();
+    let steps = f.store.steps(reply.interaction_id).await.unwrap();
+    let acts: Vec<(StepState, Option<ErrorCode>)> = steps
+        .iter()
+        .filter(|s| s.kind == StepKind::Act)
+        .map(|s| (s.state, s.error.as_ref().map(|e| e.code)))
+        .collect();
+    assert_eq!(
+        acts,
+        [
+            (StepState::Succeeded, None),
+            (StepState::Succeeded, None),
+            (StepState::Failed, Some(ErrorCode::CapabilityTooManyCalls)),
+            (StepState::Failed, Some(ErrorCode::CapabilityTooManyCalls)),
+        ]
+    );
+    // Every call gets its result (providers require one per call id).
+    let second = &f.model.requests()[1];
+    let results: Vec<&str> = second
+        .messages
+        .iter()
+        .filter(|m| m.role == Role::Tool)
+        .map(|m| m.content.as_str())
+        .collect();
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[0], "1");
+    assert!(
+        results[3].contains("capability.too_many_calls"),
+        "{}",
+        results[3]
+    );
+}
+
+/// No arguments.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct NoArgs {}
+
+#[tokio::test]
+async fn a_long_tool_result_is_cut_for_the_model_and_kept_whole_in_its_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Arc::new(ScriptedModel::new([
+        ScriptedReply::tool_call("c1", "dump", "{}"),
+        ScriptedReply::text("read it"),
+    ]));
+    // Two-byte characters, so the cut falls inside one unless it is careful.
+    let long = "é".repeat(50_000);
+    let dumped = long.clone();
+    let rt = Runtime::builder()
+        .store(SqliteStore::open(dir.path().join("t.db")).await.unwrap())
+        .model_arc(model.clone())
+        .capability(
+            FunctionCapability::builder("dump", "Dumps a large document.")
+                .side_effect(SideEffect::ReadOnly)
+                .handler(move |_: NoArgs| {
+                    let dumped = dumped.clone();
+                    async move { Ok::<_, String>(dumped) }
+                }),
+        )
+        .agent(
+            AgentDefinition::new("assistant", "m")
+                .capabilities(["dump"])
+                .max_tool_result_bytes(1025),
+        )
+        .build()
+        .unwrap();
+    let s = rt
+        .open_session(Principal::local(), "assistant", "t", None)
+        .await
+        .unwrap();
+    let reply = rt.send(s.id, "dump it").await.unwrap();
+    let shown = model.requests()[1]
+        .messages
+        .iter()
+        .find(|m| m.role == Role::Tool)
+        .unwrap()
+        .content
+        .clone();
+    assert!(
+        shown.starts_with(&"é".repeat(512)),
+        "the beginning is shown"
+    );
+    assert!(!shown.contains(&"é".repeat(513)), "and no more than fits");
+    assert!(
+        shown.contains("The result was cut: it has 100000 bytes"),
+        "{shown}"
+    );
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), reply.interaction_id)
+        .await
+        .unwrap();
+    let act = steps.iter().find(|s| s.kind == StepKind::Act).unwrap();
+    let whole: step::payload::ActOutput = act.output_as().unwrap().unwrap();
+    assert_eq!(whole.result, serde_json::Value::String(long), "kept whole");
+    let observe: step::payload::ObserveOutput = steps
+        .iter()
+        .find(|s| s.kind == StepKind::Observe)
+        .unwrap()
+        .output_as()
+        .unwrap()
+        .unwrap();
+    assert_eq!(observe.truncated_from, Some(100_000));
+    assert_eq!(
+        observe.content, shown,
+        "the model is shown what the step holds"
+    );
+}

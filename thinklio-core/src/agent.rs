@@ -58,6 +58,15 @@ pub struct AgentDefinition {
     /// (`answer.invalid`).
     #[serde(default = "default_answer_attempts")]
     pub answer_attempts: u32,
+    /// The most tool calls one model turn may make: calls beyond it are not
+    /// run, and the model is told (`capability.too_many_calls`).
+    #[serde(default = "default_max_tool_calls")]
+    pub max_tool_calls_per_turn: u32,
+    /// The longest tool result the model is shown, in bytes: a longer one
+    /// is cut (at a character boundary) with a note saying so; the `act`
+    /// step keeps it whole.
+    #[serde(default = "default_max_tool_result")]
+    pub max_tool_result_bytes: u32,
     /// Capabilities this agent runs as jobs (`deferred` mode) even when
     /// their manifest's default mode is immediate.
     #[serde(default)]
@@ -77,6 +86,14 @@ pub struct AgentDefinition {
 
 fn default_answer_attempts() -> u32 {
     3
+}
+
+fn default_max_tool_calls() -> u32 {
+    8
+}
+
+fn default_max_tool_result() -> u32 {
+    16 * 1024
 }
 
 fn drafts() -> crate::approval::ApprovalMode {
@@ -120,6 +137,8 @@ impl AgentDefinition {
             stop: Vec::new(),
             answer_schema: None,
             answer_attempts: default_answer_attempts(),
+            max_tool_calls_per_turn: default_max_tool_calls(),
+            max_tool_result_bytes: default_max_tool_result(),
             deferred: Vec::new(),
             approval_mode: crate::approval::ApprovalMode::Autopilot,
             approval_timeout: default_approval_timeout(),
@@ -165,6 +184,19 @@ impl AgentDefinition {
         self
     }
 
+    /// Sets the most tool calls one model turn may make (at least 1).
+    pub fn max_tool_calls_per_turn(mut self, calls: u32) -> Self {
+        self.max_tool_calls_per_turn = calls;
+        self
+    }
+
+    /// Sets the longest tool result the model is shown, in bytes (at
+    /// least 256).
+    pub fn max_tool_result_bytes(mut self, bytes: u32) -> Self {
+        self.max_tool_result_bytes = bytes;
+        self
+    }
+
     /// Sets how many answers the model may give for one message before one
     /// that does not match the schema fails the interaction (at least 1).
     pub fn answer_attempts(mut self, attempts: u32) -> Self {
@@ -205,6 +237,15 @@ impl AgentDefinition {
         }
         if self.max_output_tokens == Some(0) {
             return Err(format!("agent `{}`: max_output_tokens is 0", self.id));
+        }
+        if self.max_tool_calls_per_turn == 0 {
+            return Err(format!("agent `{}`: max_tool_calls_per_turn is 0", self.id));
+        }
+        if self.max_tool_result_bytes < 256 {
+            return Err(format!(
+                "agent `{}`: max_tool_result_bytes {} is below 256",
+                self.id, self.max_tool_result_bytes
+            ));
         }
         if self.answer_attempts == 0 {
             return Err(format!("agent `{}`: answer_attempts is 0", self.id));

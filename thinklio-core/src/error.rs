@@ -63,6 +63,9 @@ codes! {
     /// A call in a delegate dispatched as a job needs a decision, and such
     /// a delegate cannot wait for one: it was not run.
     ApprovalInDelegate => "approval.in_delegate",
+    /// The model asked for more tool calls in one turn than its agent may
+    /// make: this one was not run.
+    CapabilityTooManyCalls => "capability.too_many_calls",
     /// The agent's answer does not match the JSON Schema it declares
     /// (after every re-ask it is allowed).
     AnswerInvalid => "answer.invalid",

@@ -307,6 +307,11 @@ pub struct ObserveOutput {
     /// Whether it is an error.
     #[serde(default)]
     pub is_error: bool,
+    /// When the result was longer than the agent's
+    /// `max_tool_result_bytes`: its whole length in bytes (`content` holds
+    /// its beginning and a note; the `act` step keeps all of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated_from: Option<usize>,
 }
 
 /// The input of a `respond` step.

@@ -295,7 +295,14 @@ impl Run {
                     }
                     // The call waits for a person (or, observing, is only
                     // proposed).
-                    Some(c) if !approved && self.needs_decision(c) => StepMode::Interactive,
+                    // (A call beyond the turn's limit is never proposed.)
+                    Some(c)
+                        if !approved
+                            && !self.beyond_call_limit(*index)
+                            && self.needs_decision(c) =>
+                    {
+                        StepMode::Interactive
+                    }
                     Some(c) if self.mode_of(c) == StepMode::Interactive => StepMode::Immediate,
                     Some(c) => self.mode_of(c),
                     None => StepMode::Immediate,
@@ -387,16 +394,30 @@ impl Run {
                 Ok(outcome) => outcome,
                 Err(_) => overdue(),
             },
+            // Beyond the agent's calls per turn: not run, not proposed.
+            Work::Act { index, .. } if self.beyond_call_limit(index) => StepOutcome::Failed {
+                error: StepError::new(
+                    ErrorCode::CapabilityTooManyCalls,
+                    format!(
+                        "not run: this agent makes at most {} tool calls per turn",
+                        self.agent.max_tool_calls_per_turn
+                    ),
+                ),
+                usage: None,
+            },
             Work::Act { call, .. } if step.mode == StepMode::Interactive => self.propose(call),
             Work::Act { call, .. } | Work::Resume { call, .. } => self.act(step, call).await,
             Work::Refuse { error, .. } => StepOutcome::Failed { error, usage: None },
             Work::Observe { call_id, act, .. } => {
                 let (content, is_error) = observation(&act);
+                let limit = usize::try_from(self.agent.max_tool_result_bytes).unwrap_or(usize::MAX);
+                let (content, truncated_from) = truncated(content, limit, &act);
                 StepOutcome::Succeeded {
                     output: to_json(&ObserveOutput {
                         call_id,
                         content,
                         is_error,
+                        truncated_from,
                     }),
                     usage: None,
                 }
@@ -500,6 +521,12 @@ impl Run {
             }
         }
         span
+    }
+
+    /// Whether the call at `index` of a turn is beyond the agent's calls
+    /// per turn.
+    fn beyond_call_limit(&self, index: usize) -> bool {
+        index >= usize::try_from(self.agent.max_tool_calls_per_turn).unwrap_or(usize::MAX)
     }
 
     /// Background tasks committed with this interaction's reply.
@@ -795,6 +822,27 @@ fn ended(step: &Step, outcome: &StepOutcome) -> Step {
         StepOutcome::Waiting { proposal } => s.output = Some(proposal.clone()),
     }
     s
+}
+
+/// What the model is shown of a tool result of `content.len()` bytes: all
+/// of it up to `limit`; past it, its beginning (cut at a character
+/// boundary) and a note saying how much there was and where it is kept.
+fn truncated(content: String, limit: usize, act: &Step) -> (String, Option<usize>) {
+    if content.len() <= limit {
+        return (content, None);
+    }
+    let whole = content.len();
+    let mut cut = limit;
+    while !content.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let shown = format!(
+        "{}\n[The result was cut: it has {whole} bytes and only the first {cut} are shown. \
+         The whole result is kept in step {}.]",
+        &content[..cut],
+        act.id
+    );
+    (shown, Some(whole))
 }
 
 /// The message of a caught panic, when it has one.

@@ -463,6 +463,9 @@ pub(super) fn observation(act: &Step) -> (String, bool) {
             " Fix the arguments to match the tool's schema and call it again."
         }
         ErrorCode::CapabilityNotFound => " Use only the tools you were given.",
+        ErrorCode::CapabilityTooManyCalls => {
+            " Make the calls that matter most first; call again if it is still needed."
+        }
         ErrorCode::CapabilityOutcomeUnknown => {
             " It may or may not have taken effect; do not repeat it without checking."
         }
