@@ -37,6 +37,11 @@ pub struct AgentDefinition {
     pub history_turns: u32,
     /// The most output tokens one model call may produce, if limited.
     pub max_output_tokens: Option<u32>,
+    /// The most tokens one model request may take, if less than its model's
+    /// window allows ([`context_budget`](crate::context::context_budget)):
+    /// the `context` step leaves out older history turns that do not fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_budget: Option<u32>,
     /// The sampling temperature of its model calls (0 to 2), if set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
@@ -132,6 +137,7 @@ impl AgentDefinition {
             max_delegation_depth: 3,
             history_turns: 20,
             max_output_tokens: None,
+            context_budget: None,
             temperature: None,
             top_p: None,
             stop: Vec::new(),
@@ -181,6 +187,13 @@ impl AgentDefinition {
     /// Makes the agent answer with JSON matching `schema`.
     pub fn answer_schema(mut self, schema: crate::model::OutputSchema) -> Self {
         self.answer_schema = Some(schema);
+        self
+    }
+
+    /// Sets the most tokens one model request may take (at least 512; never
+    /// more than the model's window less the output it leaves room for).
+    pub fn context_budget(mut self, tokens: u32) -> Self {
+        self.context_budget = Some(tokens);
         self
     }
 
@@ -237,6 +250,12 @@ impl AgentDefinition {
         }
         if self.max_output_tokens == Some(0) {
             return Err(format!("agent `{}`: max_output_tokens is 0", self.id));
+        }
+        if self.context_budget.is_some_and(|b| b < 512) {
+            return Err(format!(
+                "agent `{}`: a context budget below 512 tokens leaves no room for a conversation",
+                self.id
+            ));
         }
         if self.max_tool_calls_per_turn == 0 {
             return Err(format!("agent `{}`: max_tool_calls_per_turn is 0", self.id));

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod approval;
 pub mod budget;
 pub mod capability;
+pub mod context;
 pub mod directory;
 pub mod error;
 pub mod event;

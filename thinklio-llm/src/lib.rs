@@ -32,6 +32,8 @@ mod openai;
 pub mod prices;
 mod scripted;
 mod secret;
+#[cfg(feature = "tiktoken")]
+mod tiktoken;
 
 pub use anthropic::Anthropic;
 pub use embeddings::OpenAiEmbeddings;
@@ -42,3 +44,5 @@ pub use minilm::MiniLm;
 pub use openai::OpenAiCompatible;
 pub use scripted::{ScriptedModel, ScriptedReply};
 pub use secret::ApiKey;
+#[cfg(feature = "tiktoken")]
+pub use tiktoken::Tiktoken;

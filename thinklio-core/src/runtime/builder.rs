@@ -39,12 +39,29 @@ pub struct RuntimeBuilder {
     notice_webhook: Option<Arc<dyn NoticeWebhook>>,
     observer_callbacks: HashMap<String, Arc<dyn ObserverCallback>>,
     job_observers: Vec<ObserverKind>,
+    token_counter: Option<Arc<dyn crate::context::TokenCounter>>,
+    windows: crate::context::ContextWindows,
 }
 
 impl RuntimeBuilder {
     /// The store (required).
     pub fn store(mut self, store: impl Store) -> Self {
         self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// How tokens are counted for context budgets (the estimate
+    /// [`EstimatedTokens`](crate::context::EstimatedTokens) unless set;
+    /// `thinklio_llm::Tiktoken` counts OpenAI's families exactly).
+    pub fn token_counter(mut self, counter: impl crate::context::TokenCounter) -> Self {
+        self.token_counter = Some(Arc::new(counter));
+        self
+    }
+
+    /// Sets the context window of a model (its exact id), where the known
+    /// families' windows do not apply.
+    pub fn context_window(mut self, model: impl Into<String>, tokens: u32) -> Self {
+        self.windows.set(model, tokens);
         self
     }
 
@@ -216,6 +233,10 @@ impl RuntimeBuilder {
             delegates: RwLock::new(delegates),
             budgets: tokio::sync::RwLock::new(None),
             content: self.content,
+            token_counter: self
+                .token_counter
+                .unwrap_or_else(|| Arc::new(crate::context::EstimatedTokens)),
+            windows: self.windows,
             warned: std::sync::Mutex::new(Default::default()),
             unpriced: std::sync::Mutex::new(Default::default()),
             query_embeddings: std::sync::Mutex::new(HashMap::new()),

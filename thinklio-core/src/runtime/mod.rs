@@ -182,6 +182,10 @@ pub(in crate::runtime) struct Inner {
     budgets: tokio::sync::RwLock<Option<Vec<BudgetLimit>>>,
     /// The host's content rules, if any.
     pub(in crate::runtime) content: Option<Arc<dyn ContentRules>>,
+    /// How tokens are counted for context budgets.
+    pub(in crate::runtime) token_counter: Arc<dyn crate::context::TokenCounter>,
+    /// The models' context windows.
+    pub(in crate::runtime) windows: crate::context::ContextWindows,
     /// Budget warnings this process knows were given: (scope, period start, threshold).
     warned: std::sync::Mutex<std::collections::HashSet<(Scope, i64, u8)>>,
     /// Models this process has warned have no price (at most

@@ -65,6 +65,10 @@ impl Step {
     }
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// A payload as stored JSON. Payload types hold text, numbers, ids and JSON
 /// values only, whose serialization cannot fail.
 pub fn to_json<T: Serialize>(payload: &T) -> Value {
@@ -91,9 +95,23 @@ pub struct ContextOutput {
     /// The most turns read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_limit: Option<u32>,
-    /// The turns read.
+    /// The turns read (and shown: those that fit the budget).
     #[serde(default)]
     pub history_turns: usize,
+    /// Older turns read that did not fit the budget, left out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub history_left_out: usize,
+    /// The tokens the agent's requests may take
+    /// ([`context_budget`](crate::context::context_budget)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_budget: Option<u32>,
+    /// The tokens the context took, as counted: system prompt, memory, a
+    /// job's report, the history shown, the message and the tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_tokens: Option<usize>,
+    /// How they were counted (`estimate`, or a tokenizer's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_counted_with: Option<String>,
     /// For a delegate: its depth in the delegation chain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegation_depth: Option<u32>,

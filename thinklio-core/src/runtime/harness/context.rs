@@ -70,10 +70,13 @@ impl Run {
             .history(self.session.id, self.interaction.seq, limit)
             .await
         {
-            Ok(history) => {
+            Ok(mut history) => {
+                let read = history.len();
+                self.fit_history(&mut output, &mut history);
                 output.history_before_seq = Some(self.interaction.seq);
                 output.history_limit = Some(limit);
                 output.history_turns = history.len();
+                output.history_left_out = read - history.len();
                 self.history = Some(history);
                 StepOutcome::Succeeded {
                     output: to_json(&output),
@@ -87,10 +90,66 @@ impl Run {
         }
     }
 
+    /// Keeps the newest turns of `history` that fit the agent's context
+    /// budget beside what every request of this interaction holds (system
+    /// prompt, memory, a job's report, the message, the tools), leaving a
+    /// quarter of the budget to the interaction's own steps; records the
+    /// budget and the tokens counted on `output`.
+    fn fit_history(&self, output: &mut ContextOutput, history: &mut Vec<crate::session::Turn>) {
+        let counter = &*self.rt.token_counter;
+        let model = self.agent.model.as_str();
+        let count = |m: &ChatMessage| crate::context::message_tokens(counter, model, m);
+        let budget = crate::context::context_budget(&self.agent, &self.rt.windows);
+        let mut fixed = count(&ChatMessage::system(self.agent.system_prompt.clone()))
+            + count(&ChatMessage::user(self.interaction.input.clone()));
+        if let Some(memory) = crate::runtime::knowledge::memory_message(output) {
+            fixed += count(&memory);
+        }
+        if let Some(job) = &output.job {
+            fixed += count(&job_message(job));
+        }
+        let tools = serde_json::to_string(&self.tools()).unwrap_or_default();
+        fixed += counter.count(model, &tools);
+        let budget_tokens = usize::try_from(budget).unwrap_or(usize::MAX);
+        let available = budget_tokens.saturating_sub(fixed + budget_tokens / 4);
+        let mut used = 0;
+        let mut kept = 0;
+        for turn in history.iter().rev() {
+            // The date a long conversation's messages carry counts too.
+            let cost = count(&ChatMessage::user(turn.user.clone()))
+                + count(&ChatMessage::assistant(turn.assistant.clone()))
+                + 2 * DATE_TOKENS;
+            if used + cost > available {
+                break;
+            }
+            used += cost;
+            kept += 1;
+        }
+        history.drain(..history.len() - kept);
+        output.context_budget = Some(budget);
+        output.context_tokens = Some(fixed + used);
+        output.tokens_counted_with = Some(counter.method(model).to_owned());
+    }
+
     /// The conversation so far, rebuilt from the session history and the steps.
     pub(super) async fn transcript(&mut self) -> Result<Vec<ChatMessage>, RuntimeError> {
+        // The facts the context step recalled, read back from the step so a
+        // resumed run sees exactly what the first run saw.
+        let context_step = self
+            .steps
+            .iter()
+            .find(|s| s.kind == StepKind::Context && s.state == StepState::Succeeded);
+        let context = match context_step {
+            Some(step) => step.output_as::<ContextOutput>()?.unwrap_or_default(),
+            None => ContextOutput::default(),
+        };
         if self.history.is_none() {
-            let limit = self.agent.history_turns;
+            // A resumed run: the turns the context step showed, which fit
+            // its budget then.
+            let limit = match context.history_limit {
+                Some(_) => u32::try_from(context.history_turns).unwrap_or(u32::MAX),
+                None => self.agent.history_turns,
+            };
             self.history = Some(
                 self.rt
                     .store
@@ -102,16 +161,6 @@ impl Run {
         if !self.agent.system_prompt.is_empty() {
             messages.push(ChatMessage::system(self.agent.system_prompt.clone()));
         }
-        // The facts the context step recalled, read back from the step so a
-        // resumed run sees exactly what the first run saw.
-        let context = match self
-            .steps
-            .iter()
-            .find(|s| s.kind == StepKind::Context && s.state == StepState::Succeeded)
-        {
-            Some(step) => step.output_as::<ContextOutput>()?.unwrap_or_default(),
-            None => ContextOutput::default(),
-        };
         if let Some(memory) = crate::runtime::knowledge::memory_message(&context) {
             messages.push(memory);
         }
@@ -163,6 +212,9 @@ impl Run {
         Ok(messages)
     }
 }
+
+/// Tokens the `[YYYY-MM-DD] ` prefix of a dated message takes, at most.
+const DATE_TOKENS: usize = 6;
 
 /// The system message a follow-up's transcript gets from its `context` step.
 pub(super) fn job_message(job: &crate::step::payload::JobRecord) -> crate::model::ChatMessage {
