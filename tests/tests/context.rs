@@ -181,3 +181,89 @@ async fn a_run_resumed_after_a_restart_shows_the_same_turns() {
     let context = context_of(&rt, reply.interaction_id).await;
     assert!(context.history_left_out > 0, "{context:?}");
 }
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct Page {
+    /// Which page.
+    n: u32,
+}
+
+#[tokio::test]
+async fn a_long_tool_loop_elides_its_oldest_results_for_the_model_and_keeps_them_in_the_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    // Reads pages 1 to 8, one per turn, then answers.
+    let model = Arc::new(ScriptedModel::responder(|r| {
+        let read = r.messages.iter().filter(|m| m.role == Role::Tool).count();
+        if read < 8 {
+            let n = read + 1;
+            return ScriptedReply::tool_call(
+                format!("p{n}"),
+                "read_page",
+                json!({ "n": n }).to_string(),
+            );
+        }
+        ScriptedReply::text("I have read the whole book.")
+    }));
+    let rt = Runtime::builder()
+        .store(SqliteStore::open(dir.path().join("l.db")).await.unwrap())
+        .model_arc(model.clone())
+        .capability(
+            FunctionCapability::builder("read_page", "Reads one page of the book.")
+                .side_effect(SideEffect::ReadOnly)
+                .handler(|p: Page| async move {
+                    Ok::<_, String>(format!("Page {}: {}", p.n, "lorem ipsum ".repeat(100)))
+                }),
+        )
+        .agent(
+            AgentDefinition::new("reader", "m")
+                .capabilities(["read_page"])
+                .max_turns(12)
+                .context_budget(1_500),
+        )
+        .build()
+        .unwrap();
+    let s = rt
+        .open_session(Principal::local(), "reader", "chat", None)
+        .await
+        .unwrap();
+    let reply = rt.send(s.id, "read the book").await.unwrap();
+    assert_eq!(reply.text, "I have read the whole book.");
+    let requests = model.requests();
+    assert_eq!(requests.len(), 9);
+    for request in &requests {
+        assert!(
+            request_tokens(request) <= 1_500,
+            "a request of {} tokens",
+            request_tokens(request)
+        );
+    }
+    let last: Vec<&str> = requests[8]
+        .messages
+        .iter()
+        .filter(|m| m.role == Role::Tool)
+        .map(|m| m.content.as_str())
+        .collect();
+    assert!(
+        last[0].starts_with("[An earlier tool result, elided"),
+        "{}",
+        last[0]
+    );
+    assert!(last[7].starts_with("Page 8: lorem"), "the newest is whole");
+    // The steps keep every page whole.
+    let steps = rt
+        .sessions()
+        .steps(Principal::local(), reply.interaction_id)
+        .await
+        .unwrap();
+    let observed: Vec<step::payload::ObserveOutput> = steps
+        .iter()
+        .filter(|s| s.kind == StepKind::Observe)
+        .map(|s| s.output_as().unwrap().unwrap())
+        .collect();
+    assert_eq!(observed.len(), 8);
+    assert!(
+        observed
+            .iter()
+            .all(|o| o.content.contains("lorem ipsum lorem"))
+    );
+}

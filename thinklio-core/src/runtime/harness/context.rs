@@ -8,7 +8,7 @@ use crate::error::ErrorCode;
 use super::Run;
 use crate::model::ChatMessage;
 use crate::runtime::RuntimeError;
-use crate::step::payload::{ContextOutput, ObserveOutput, ThinkOutput, to_json};
+use crate::step::payload::{ContextOutput, ObserveInput, ObserveOutput, ThinkOutput, to_json};
 use crate::step::{StepError, StepKind, StepOutcome, StepState};
 use crate::time::Timestamp;
 
@@ -186,6 +186,8 @@ impl Run {
             self.interaction.created_at,
             &self.interaction.input,
         )));
+        // Tool results of this interaction: (message index, turn, act step).
+        let mut results: Vec<(usize, u32, crate::ids::StepId)> = Vec::new();
         for step in &self.steps {
             if step.state != StepState::Succeeded {
                 continue;
@@ -203,13 +205,58 @@ impl Run {
                 }
                 StepKind::Observe => {
                     if let Some(out) = step.output_as::<ObserveOutput>()? {
+                        let input: ObserveInput = step.input_as()?;
+                        results.push((messages.len(), input.turn, input.act_step));
                         messages.push(ChatMessage::tool_result(out.call_id, out.content));
                     }
                 }
                 _ => {}
             }
         }
+        self.compact(&mut messages, &results);
         Ok(messages)
+    }
+
+    /// Fits a long tool loop into the agent's context budget: while the
+    /// request is over it, the oldest tool results (never those of the
+    /// latest turn) are elided for the model, each replaced by a note of
+    /// its size and the step that keeps it whole. The steps are untouched,
+    /// and the same steps always elide the same results, so a resumed run
+    /// sends what the first run sent.
+    fn compact(&self, messages: &mut [ChatMessage], results: &[(usize, u32, crate::ids::StepId)]) {
+        let counter = &*self.rt.token_counter;
+        let model = self.agent.model.as_str();
+        let count = |m: &ChatMessage| crate::context::message_tokens(counter, model, m);
+        let budget = usize::try_from(crate::context::context_budget(
+            &self.agent,
+            &self.rt.windows,
+        ))
+        .unwrap_or(usize::MAX);
+        let tools = serde_json::to_string(&self.tools()).unwrap_or_default();
+        let mut total = messages.iter().map(count).sum::<usize>() + counter.count(model, &tools);
+        let latest = results.iter().map(|(_, turn, _)| *turn).max().unwrap_or(0);
+        for (index, turn, act) in results {
+            if total <= budget || *turn == latest {
+                break;
+            }
+            let Some(message) = messages.get_mut(*index) else {
+                continue;
+            };
+            let before = count(message);
+            let note = format!(
+                "[An earlier tool result, elided to fit the context: it had {} bytes and is kept \
+                 whole in step {act}.]",
+                message.content.len()
+            );
+            let after =
+                before - counter.count(model, &message.content) + counter.count(model, &note);
+            if after >= before {
+                // Shorter than its note: eliding it would not help.
+                continue;
+            }
+            message.content = note;
+            total = total.saturating_sub(before - after);
+        }
     }
 }
 
