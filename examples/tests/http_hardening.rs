@@ -541,3 +541,44 @@ fn any_job_callback_is_answered_without_a_500() {
         prop_assert!(!status.is_server_error(), "{status} for {id:?} {body}");
     });
 }
+
+#[test]
+fn any_decision_or_mode_body_is_answered_without_a_500() {
+    use proptest::prelude::*;
+    use thinklio_core::fuzz;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = rt.block_on(Api::start_with(
+        HttpConfig::new("careful").failed_auth_per_minute(1_000_000),
+    ));
+    let session = rt.block_on(api.session("ada"));
+    let decision = json!({ "decision": "edit", "arguments": { "text": "milk" }, "reason": "ok" });
+    let ids = prop_oneof![
+        Just(thinklio_core::StepId::new().to_string()),
+        "[0-9a-f-]{0,40}",
+        fuzz::text(),
+    ];
+    let bodies = prop_oneof![
+        fuzz::json(),
+        fuzz::mutated(decision),
+        fuzz::mutated(json!({ "mode": "draft" })),
+    ];
+    proptest!(fuzz::config(), |(id in ids, body in bodies)| {
+        let (decided, mode) = rt.block_on(async {
+            let mut url = reqwest::Url::parse(&api.base).unwrap();
+            url.path_segments_mut().unwrap().pop_if_empty().extend(["v1", "approvals", id.as_str()]);
+            let decided = api.http.post(url).bearer_auth(&api.key).json(&body).send().await.unwrap().status();
+            let mode = api
+                .http
+                .put(format!("{}/v1/sessions/{session}/approval_mode", api.base))
+                .bearer_auth(&api.key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            (decided, mode)
+        });
+        prop_assert!(!decided.is_server_error(), "{decided} for {id:?} {body}");
+        prop_assert!(!mode.is_server_error(), "{mode} for {body}");
+    });
+}

@@ -512,8 +512,88 @@ mod tests {
         assert_eq!(asked("soon"), None);
     }
 
+    #[derive(serde::Deserialize, schemars::JsonSchema)]
+    #[allow(dead_code)] // only its schema is used
+    struct Order {
+        id: u32,
+        lines: Vec<Line>,
+        status: Status,
+        note: Option<String>,
+    }
+
+    #[derive(serde::Deserialize, schemars::JsonSchema)]
+    #[allow(dead_code)] // only its schema is used
+    struct Line {
+        sku: String,
+        quantity: Option<u16>,
+    }
+
+    #[derive(serde::Deserialize, schemars::JsonSchema)]
+    #[serde(rename_all = "snake_case")]
+    #[allow(dead_code)] // only its schema is used
+    enum Status {
+        Open,
+        Shipped,
+    }
+
+    /// Every object of the schema, wherever it is.
+    fn objects(v: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+        match v {
+            serde_json::Value::Object(o) => {
+                if o.contains_key("properties") {
+                    out.push(v.clone());
+                }
+                o.values().for_each(|v| objects(v, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| objects(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn a_strict_schema_closes_every_object_and_requires_every_property() {
+        let schema = OutputSchema::of::<Order>();
+        assert_eq!(schema.name, "Order");
+        let mut found = Vec::new();
+        objects(&schema.schema, &mut found);
+        assert_eq!(found.len(), 2, "the order and its line");
+        for o in &found {
+            assert_eq!(o["additionalProperties"], false);
+            let props: Vec<&String> = o["properties"].as_object().unwrap().keys().collect();
+            let required: Vec<&str> = o["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap())
+                .collect();
+            assert_eq!(props.len(), required.len());
+        }
+        assert!(
+            !schema.schema.to_string().contains("uint"),
+            "no integer formats"
+        );
+        let ok = r#"{"id":1,"lines":[{"sku":"A","quantity":null}],"status":"open","note":null}"#;
+        assert!(schema.check(ok).is_ok());
+        let extra = r#"{"id":1,"lines":[],"status":"open","note":null,"more":1}"#;
+        assert!(schema.check(extra).unwrap_err().contains("more"));
+        assert!(schema.check("[1,2").unwrap_err().contains("not JSON"));
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Whatever a model answers, checking it is an answer or a reason.
+        #[test]
+        fn any_answer_is_checked_without_panic(
+            text in "\\PC{0,80}",
+            jsonish in "[\\[\\]{}\":,0-9a-z \\-.eE]{0,80}",
+        ) {
+            let schema = OutputSchema::of::<Order>();
+            let _ = schema.check(&text);
+            let _ = schema.check(&jsonish);
+            let wrapped = format!(r#"{{"id":1,"lines":[{jsonish}],"status":"open","note":null}}"#);
+            let _ = schema.check(&wrapped);
+        }
 
         #[test]
         fn any_retry_after_header_is_read_without_panic(value in ".{0,40}", ms in ".{0,12}") {

@@ -411,7 +411,7 @@ impl Run {
             Work::Observe { call_id, act, .. } => {
                 let (content, is_error) = observation(&act);
                 let limit = usize::try_from(self.agent.max_tool_result_bytes).unwrap_or(usize::MAX);
-                let (content, truncated_from) = truncated(content, limit, &act);
+                let (content, truncated_from) = truncated(content, limit, act.id);
                 StepOutcome::Succeeded {
                     output: to_json(&ObserveOutput {
                         call_id,
@@ -827,7 +827,7 @@ fn ended(step: &Step, outcome: &StepOutcome) -> Step {
 /// What the model is shown of a tool result of `content.len()` bytes: all
 /// of it up to `limit`; past it, its beginning (cut at a character
 /// boundary) and a note saying how much there was and where it is kept.
-fn truncated(content: String, limit: usize, act: &Step) -> (String, Option<usize>) {
+fn truncated(content: String, limit: usize, act: StepId) -> (String, Option<usize>) {
     if content.len() <= limit {
         return (content, None);
     }
@@ -838,9 +838,8 @@ fn truncated(content: String, limit: usize, act: &Step) -> (String, Option<usize
     }
     let shown = format!(
         "{}\n[The result was cut: it has {whole} bytes and only the first {cut} are shown. \
-         The whole result is kept in step {}.]",
+         The whole result is kept in step {act}.]",
         &content[..cut],
-        act.id
     );
     (shown, Some(whole))
 }
@@ -852,4 +851,32 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "no message".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any tool result, cut at any limit, is valid text holding its own
+        /// beginning, no longer than the limit and its note.
+        #[test]
+        fn any_result_is_cut_at_a_character_boundary(content in "\\PC{0,300}", limit in 0usize..400) {
+            let act = StepId::new();
+            let (shown, from) = truncated(content.clone(), limit, act);
+            if content.len() <= limit {
+                proptest::prop_assert_eq!(shown, content);
+                proptest::prop_assert_eq!(from, None);
+            } else {
+                proptest::prop_assert_eq!(from, Some(content.len()));
+                let (head, note) = shown.split_once("\n[The result was cut").unwrap();
+                proptest::prop_assert!(content.starts_with(head));
+                proptest::prop_assert!(head.len() <= limit);
+                let act_text = act.to_string();
+                proptest::prop_assert!(note.contains(act_text.as_str()));
+            }
+        }
+    }
 }
