@@ -39,7 +39,7 @@ use teloxide_core::types::{
     UpdateKind,
 };
 use teloxide_core::{Bot, RequestError};
-use thinklio_core::approval::Decision;
+use thinklio_core::approval::{ApprovalMode, Decision};
 use thinklio_core::channel::{
     AccountMembers, Attachment, Channel, ChannelHost, ChannelMessage, ChatKey,
 };
@@ -363,7 +363,7 @@ impl TelegramBot {
             .map(|c| c.split('@').next().unwrap_or(c));
         match command {
             Some("/start") => {
-                self.say(chat, "Hello! I am a Thinklio agent. Ask me anything.\n/new starts a new conversation, /usage shows what you spent this month, /forget deletes everything I hold about you.")
+                self.say(chat, "Hello! I am a Thinklio agent. Ask me anything.\n/new starts a new conversation, /mode observe|draft|autopilot sets how much I may do without asking in this one, /usage shows what you spent this month, /forget deletes everything I hold about you.")
                     .await;
                 return Ok(());
             }
@@ -372,6 +372,13 @@ impl TelegramBot {
                     .new_session(CHANNEL, &user, &chat.0.to_string())
                     .await?;
                 self.say(chat, "Started a new conversation.").await;
+                return Ok(());
+            }
+            Some("/mode") => {
+                let text = self
+                    .set_mode(&user, chat, text.split_whitespace().nth(1))
+                    .await?;
+                self.say(chat, &text).await;
                 return Ok(());
             }
             Some("/usage") => {
@@ -424,6 +431,52 @@ impl TelegramBot {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// `/mode [observe|draft|autopilot|agent]`: chooses the approval mode of
+    /// the chat's conversation (it can only be more careful than the
+    /// agent's; `agent` goes back to the agent's), or says the current one.
+    async fn set_mode(
+        &self,
+        user: &str,
+        chat: ChatId,
+        asked: Option<&str>,
+    ) -> Result<String, BotError> {
+        let session = self
+            .host
+            .session(CHANNEL, user, &chat.0.to_string())
+            .await?;
+        let principal = self.host.principal(CHANNEL, user).await?;
+        let mode = match asked {
+            None => {
+                // The session as stored (the chat's slot keeps only its id).
+                let session = self.runtime().sessions().get(principal, session.id).await?;
+                return Ok(match session.approval_mode {
+                    Some(mode) => format!("This conversation runs in {mode} mode."),
+                    None => "This conversation runs in the agent's own mode.".to_owned(),
+                });
+            }
+            Some("agent") => None,
+            Some(word) => match word.parse::<ApprovalMode>() {
+                Ok(mode) => Some(mode),
+                Err(_) => {
+                    return Ok(
+                        "Say /mode observe, /mode draft, /mode autopilot or /mode agent."
+                            .to_owned(),
+                    );
+                }
+            },
+        };
+        self.runtime()
+            .approvals()
+            .set_session_mode(principal, session.id, mode)
+            .await?;
+        Ok(match mode {
+            Some(mode) => format!(
+                "This conversation now runs in {mode} mode (never less careful than the agent's own)."
+            ),
+            None => "This conversation now runs in the agent's own mode.".to_owned(),
+        })
     }
 
     /// Sends a short answer of the bot's own (a command's, a refusal). One

@@ -397,6 +397,41 @@ async fn an_inline_button_decides_a_proposed_call() {
     assert!(sent[3].contains("approval.rejected"), "{sent:?}");
 }
 
+/// `/mode`: a chat makes its conversation more careful (observe: the call
+/// is only proposed, no button), says its mode, refuses a word it does not
+/// know, and goes back to the agent's (draft: the button again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_chooses_its_approval_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bot.db");
+    let (api, url) = FakeBotApi::start().await;
+    let bot = start_bot(&db, &url, AccountId::new(), true).await;
+
+    api.say(ADA, "Ada", "/mode observe");
+    let sent = api.wait_for(ADA, 1).await;
+    assert!(sent[0].contains("now runs in observe mode"), "{sent:?}");
+    api.say(ADA, "Ada", "remember the milk");
+    let sent = api.wait_for(ADA, 2).await;
+    assert!(sent[1].contains("approval.observe_only"), "{sent:?}");
+    assert!(
+        api.state.lock().unwrap().keyboards.is_empty(),
+        "nothing to decide"
+    );
+    api.say(ADA, "Ada", "/mode");
+    let sent = api.wait_for(ADA, 3).await;
+    assert_eq!(sent[2], "This conversation runs in observe mode.");
+    api.say(ADA, "Ada", "/mode reckless");
+    let sent = api.wait_for(ADA, 4).await;
+    assert!(sent[3].starts_with("Say /mode observe"), "{sent:?}");
+    api.say(ADA, "Ada", "/mode agent");
+    api.wait_for(ADA, 5).await;
+    api.say(ADA, "Ada", "remember the eggs");
+    let sent = api.wait_for(ADA, 6).await;
+    bot.tasks.shutdown_background();
+    assert_eq!(sent[5], r#"Run remember with {"text":"the eggs"}?"#);
+    assert_eq!(api.state.lock().unwrap().keyboards.len(), 1);
+}
+
 async fn wait_answered(api: &FakeBotApi, query: &str) {
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {
