@@ -23,10 +23,15 @@
 //! second in batches and one query's latency (`benches/peers/setup-embed.sh`
 //! makes the reference's environment; `--no-reference` measures Thinklio alone).
 //!
+//! `context`: one 500-turn session three ways (full history, the last 20
+//! turns, a context budget with summaries), and the tokens each think sends
+//! (`--write` also draws `docs/bench/context.svg`).
+//!
 //! `stores`: the harness scenario and retrieval at 100k facts on SQLite and
 //! on PostgreSQL (with 1, 2 and 4 workers), side by side; needs
 //! `THINKLIO_POSTGRES_URL` (`scripts/postgres.sh start` prints it).
 
+mod context;
 mod docs;
 mod embed;
 mod harness;
@@ -45,6 +50,7 @@ fn usage() -> ExitCode {
          thinklio-benches stores [--interactions N] [--facts N] [--queries N] [--offline] [--quick] [--write]\n       \
          thinklio-benches embed [--sentences N] [--queries N] [--no-reference] [--write]\n       \
          thinklio-benches memory [--offline] [--write]\n       \
+         thinklio-benches context [--turns N] [--write]\n       \
          thinklio-benches all [--quick] [--write]   (Thinklio, LangGraph and the OpenAI Agents SDK side by side)"
     );
     ExitCode::from(2)
@@ -58,6 +64,7 @@ fn main() -> ExitCode {
         Some("stores") => stores_main(&args[1..]),
         Some("embed") => embed_main(&args[1..]),
         Some("memory") => memory_main(&args[1..]),
+        Some("context") => context_main(&args[1..]),
         Some("all") => all_main(&args[1..]),
         Some("scenario") => suite::scenario_main(&args[1..]),
         _ => return usage(),
@@ -192,6 +199,48 @@ fn embed_main(args: &[String]) -> Result<bool, BoxError> {
             machine = harness::machine(),
         );
         let path = docs::write_section("embeddings", &section)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(true)
+}
+
+fn context_main(args: &[String]) -> Result<bool, BoxError> {
+    let mut turns = 500;
+    let mut write = false;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--turns" => match rest.next().and_then(|v| v.parse().ok()) {
+                Some(n) if n > 0 => turns = n,
+                _ => return Ok(false),
+            },
+            "--write" => write = true,
+            _ => return Ok(false),
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let figures = rt.block_on(context::run(turns))?;
+    let table = context::report(&figures);
+    println!("{table}");
+    if write {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bench");
+        std::fs::write(dir.join("context.svg"), context::chart(&figures))?;
+        let section = format!(
+            "## Long conversations\n\n\
+             One session of {turns} turns through the harness on a SQLite file, three ways, with a \
+             scripted model answering at realistic, varying lengths (a user says 5 to 120 words, the \
+             assistant answers with 20 to 400; the same conversation each time): every earlier turn \
+             shown; the last 20 turns, whatever their size; and the last 20 turns that fit a {budget}-token \
+             context budget after a chain of summaries of the older ones (`summarize_after` 8, written \
+             by the queue's summariser as the session goes on). Tokens each `think` sends, counted as \
+             the harness counts them (`cargo run --release -p thinklio-benches -- context --write`). \
+             Machine: {machine}.\n\n{table}\n![tokens per think by turn](bench/context.svg)\n",
+            budget = context::BUDGET,
+            machine = harness::machine(),
+        );
+        let path = docs::write_section("context", &section)?;
         println!("wrote {}", path.display());
     }
     Ok(true)

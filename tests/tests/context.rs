@@ -267,3 +267,190 @@ async fn a_long_tool_loop_elides_its_oldest_results_for_the_model_and_keeps_them
             .all(|o| o.content.contains("lorem ipsum lorem"))
     );
 }
+
+/// The scripted summariser: keeps every `remember: X` it reads (in the
+/// previous summary or in the turns) as `Facts: X1; X2`.
+fn summarise(input: &str) -> String {
+    let mut facts: Vec<String> = Vec::new();
+    for line in input.lines() {
+        if let Some(rest) = line.strip_prefix("Facts: ") {
+            facts.extend(rest.split("; ").map(str::to_owned));
+        }
+        if let Some((_, fact)) = line.split_once("User: remember: ") {
+            facts.push(fact.to_owned());
+        }
+    }
+    format!("Facts: {}", facts.join("; "))
+}
+
+/// Answers each message briefly; writes summaries with [`summarise`].
+fn chatter() -> ScriptedModel {
+    ScriptedModel::responder(|r| {
+        if r.messages[0].content == SUMMARY_PROMPT {
+            return ScriptedReply::text(summarise(&r.messages[1].content));
+        }
+        let last = &r.messages.last().unwrap().content;
+        ScriptedReply::text(format!("Noted: {}", &last[..last.len().min(40)]))
+    })
+}
+
+fn summarised_agent() -> AgentDefinition {
+    AgentDefinition::new("assistant", "gpt-4o-mini")
+        .history_turns(6)
+        .summarize_after(4)
+        .context_budget(4_000)
+}
+
+#[tokio::test]
+async fn turn_3_reaches_the_model_at_turn_400_through_the_summary_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("long.db")).await.unwrap();
+    let model = Arc::new(chatter());
+    let rt = Runtime::builder()
+        .store(store.clone())
+        .model_arc(model.clone())
+        .agent(summarised_agent())
+        .build()
+        .unwrap();
+    let s = rt
+        .open_session(Principal::local(), "assistant", "chat", None)
+        .await
+        .unwrap();
+    let mut last = None;
+    for turn in 1..=400 {
+        let text = match turn {
+            3 => "remember: the gate code is 7341".to_owned(),
+            _ => format!("Turn {turn}: {}", "chatter ".repeat(turn % 7 + 3)),
+        };
+        last = Some(rt.send(s.id, text).await.unwrap());
+        rt.run_due_tasks().await.unwrap();
+    }
+    let requests = model.requests();
+    let thinks: Vec<&ChatRequest> = requests
+        .iter()
+        .filter(|r| r.messages[0].content != SUMMARY_PROMPT)
+        .collect();
+    let summaries: Vec<&ChatRequest> = requests
+        .iter()
+        .filter(|r| r.messages[0].content == SUMMARY_PROMPT)
+        .collect();
+    assert_eq!(thinks.len(), 400);
+    // The summariser read the code in a turn once, then in each previous summary.
+    assert!(
+        summaries[0].messages[1]
+            .content
+            .contains("User: remember: the gate code is 7341")
+    );
+    assert!(summaries.len() > 50, "{} summaries", summaries.len());
+    for later in &summaries[1..] {
+        assert!(
+            later.messages[1]
+                .content
+                .contains("Previous summary:\nFacts: the gate code is 7341"),
+            "the chain carries it: {}",
+            later.messages[1].content
+        );
+    }
+    // Turn 400's request holds it, through the latest summary.
+    let last_request = thinks.last().unwrap();
+    let summary = last_request
+        .messages
+        .iter()
+        .find(|m| m.role == Role::System && m.content.starts_with("Summary of this conversation"))
+        .expect("the summary is shown");
+    assert!(summary.content.contains("the gate code is 7341"));
+    assert!(
+        !last_request
+            .messages
+            .iter()
+            .any(|m| m.content.contains("remember:")),
+        "turn 3 itself is long gone"
+    );
+    // Tokens per think stay under the budget and flat once summaries start.
+    let tokens: Vec<usize> = thinks.iter().map(|r| request_tokens(r)).collect();
+    assert!(tokens.iter().all(|t| *t <= 4_000));
+    let late = &tokens[50..];
+    let (lo, hi) = (late.iter().min().unwrap(), late.iter().max().unwrap());
+    assert!(hi - lo < 150, "flat once summaries start: {lo}..{hi}");
+    // The context step records the summary it used; the chain is stored.
+    let context = context_of(&rt, last.unwrap().interaction_id).await;
+    let used = store.summary(context.summary.unwrap()).await.unwrap();
+    assert!(used.previous.is_some());
+    assert_eq!(used.model, "gpt-4o-mini");
+    assert!(used.tokens.input_tokens > 0);
+}
+
+#[tokio::test]
+async fn a_summary_task_run_again_after_a_crash_writes_no_second_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("again.db"))
+        .await
+        .unwrap();
+    let model = Arc::new(chatter());
+    let rt = Runtime::builder()
+        .store(store.clone())
+        .model_arc(model.clone())
+        .agent(summarised_agent())
+        .build()
+        .unwrap();
+    let s = rt
+        .open_session(Principal::local(), "assistant", "chat", None)
+        .await
+        .unwrap();
+    for turn in 1..=11 {
+        rt.send(s.id, format!("Turn {turn}")).await.unwrap();
+    }
+    // A worker claims the summary task and dies; the task comes again (as
+    // its lease runs out), twice over.
+    let claimed = store
+        .claim(
+            SystemClock.now(),
+            std::time::Duration::from_secs(60),
+            &[SUMMARIZE_TASK.to_owned()],
+        )
+        .await
+        .unwrap()
+        .expect("the reply asked for a summary");
+    for _ in 0..2 {
+        store
+            .enqueue(NewTask::new(
+                SUMMARIZE_TASK,
+                claimed.payload.clone(),
+                SystemClock.now(),
+            ))
+            .await
+            .unwrap();
+    }
+    let run = rt.run_due_tasks().await.unwrap();
+    assert_eq!(run.completed, 2);
+    let written = model
+        .requests()
+        .iter()
+        .filter(|r| r.messages[0].content == SUMMARY_PROMPT)
+        .count();
+    assert_eq!(
+        written, 1,
+        "the second run found the summary and asked no model"
+    );
+    let latest = store.latest_summary(s.id, i64::MAX).await.unwrap().unwrap();
+    assert_eq!(latest.previous, None);
+    assert_eq!(
+        store
+            .latest_summary(s.id, latest.through_seq)
+            .await
+            .unwrap(),
+        None,
+        "one summary"
+    );
+    // Forgetting the user deletes it.
+    let forgotten = rt
+        .directory()
+        .forget_user(
+            Principal::local(),
+            Principal::local().account,
+            Principal::local().user,
+        )
+        .await
+        .unwrap();
+    assert_eq!(forgotten.summaries, 1);
+}

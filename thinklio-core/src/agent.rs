@@ -42,6 +42,10 @@ pub struct AgentDefinition {
     /// the `context` step leaves out older history turns that do not fit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_budget: Option<u32>,
+    /// How many older turns may go unshown (past `history_turns` or the
+    /// budget) before a summary folds them in (0: never summarise).
+    #[serde(default = "default_summarize_after")]
+    pub summarize_after: u32,
     /// The sampling temperature of its model calls (0 to 2), if set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
@@ -87,6 +91,10 @@ pub struct AgentDefinition {
     /// (the model is told).
     #[serde(default = "default_approval_timeout", with = "duration_secs")]
     pub approval_timeout: std::time::Duration,
+}
+
+fn default_summarize_after() -> u32 {
+    8
 }
 
 fn default_answer_attempts() -> u32 {
@@ -138,6 +146,7 @@ impl AgentDefinition {
             history_turns: 20,
             max_output_tokens: None,
             context_budget: None,
+            summarize_after: default_summarize_after(),
             temperature: None,
             top_p: None,
             stop: Vec::new(),
@@ -194,6 +203,13 @@ impl AgentDefinition {
     /// more than the model's window less the output it leaves room for).
     pub fn context_budget(mut self, tokens: u32) -> Self {
         self.context_budget = Some(tokens);
+        self
+    }
+
+    /// Sets how many older turns may go unshown before a summary folds them
+    /// in (0: never summarise).
+    pub fn summarize_after(mut self, turns: u32) -> Self {
+        self.summarize_after = turns;
         self
     }
 

@@ -120,6 +120,10 @@ uuid_id!(
     /// A notice to a job's observer.
     NotificationId
 );
+uuid_id!(
+    /// A summary of a session's older turns.
+    SummaryId
+);
 
 impl UserId {
     /// The user that usage records of a forgotten user are attributed to,

@@ -49,7 +49,7 @@ pub use error::ErrorCode;
 pub use event::{Event, EventKind, NewEvent, SessionUpdate, TokenDelta};
 pub use ids::{
     AccountId, AgentId, FactId, InteractionId, JobId, NotificationId, ObserverId, OutboxId,
-    SessionId, StepId, TaskId, TeamId, UserId,
+    SessionId, StepId, SummaryId, TaskId, TeamId, UserId,
 };
 pub use interaction::{Interaction, InteractionKind, InteractionState, NewInteraction};
 pub use job::{
@@ -71,18 +71,18 @@ pub use runtime::{
     AnswerError, ApprovalError, CANCEL_JOB, CancelledBy, Delegate, DelegationGraph, EXTRACT_TASK,
     Inbound, JOB_STATUS, JobCallbacks, JobError, JobNotice, JobRecovery, JobRun, JobWorker,
     KnowledgeConfig, NoticeWebhook, ObserverCallback, QueueRun, QueueWorker, RecoveryReport, Reply,
-    Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, Structured, TaskError, TaskHandler,
-    extraction_schema,
+    Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, SUMMARIZE_TASK, SUMMARY_PROMPT,
+    Structured, TaskError, TaskHandler, extraction_schema,
 };
-pub use session::{NewSession, Session, Turn};
+pub use session::{NewSession, NewSummary, Session, Summary, Turn};
 pub use step::{
     ModelUsage, NewStep, Step, StepError, StepKind, StepMode, StepOutcome, StepState,
     StepTransition,
 };
 pub use store::{
     BudgetStore, DirectoryStore, EventStore, FinishedStep, ForgetReport, InteractionStore,
-    OutboxStore, PrivacyStore, QueueStore, SessionStore, Store, StoreError, StoreResult, TodoStore,
-    UsageStore,
+    OutboxStore, PrivacyStore, QueueStore, SessionStore, Store, StoreError, StoreResult,
+    SummaryStore, TodoStore, UsageStore,
 };
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use todo::Todo;

@@ -44,6 +44,7 @@ mod queue;
 mod rows;
 mod schema;
 mod sessions;
+mod summaries;
 mod tls;
 mod todos;
 

@@ -79,6 +79,12 @@ impl PrivacyStore for PostgresStore {
             &params,
         )
         .await?;
+        let summaries = execute(
+            &tx,
+            "DELETE FROM summaries WHERE account_id = $1 AND user_id = $2",
+            &params,
+        )
+        .await?;
         let facts =
             crate::knowledge::delete_owned(&tx, account, &FactOwner::User(user), now).await?;
         let jobs_of = "SELECT id FROM jobs WHERE account_id = $1 AND user_id = $2";
@@ -134,6 +140,7 @@ impl PrivacyStore for PostgresStore {
             jobs,
             tasks,
             memberships,
+            summaries,
         })
     }
 }

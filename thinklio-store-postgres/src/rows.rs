@@ -9,11 +9,12 @@ use thinklio_core::approval::StoredDecision;
 use thinklio_core::store::rows;
 pub(crate) use thinklio_core::store::rows::{
     BUDGET_COLUMNS, DECISION_COLUMNS, EVENT_COLUMNS, FACT_COLUMNS, INTERACTION_COLUMNS,
-    JOB_COLUMNS, NOTIFICATION_COLUMNS, OUTBOX_COLUMNS, SESSION_COLUMNS, STEP_COLUMNS, TASK_COLUMNS,
+    JOB_COLUMNS, NOTIFICATION_COLUMNS, OUTBOX_COLUMNS, SESSION_COLUMNS, STEP_COLUMNS,
+    SUMMARY_COLUMNS, TASK_COLUMNS,
 };
 use thinklio_core::{
     BudgetLimit, Event, EventKind, Fact, Interaction, Job, JobNotification, JobObserver,
-    OutboxMessage, Session, Step, StoreError, StoreResult, Task, Timestamp,
+    OutboxMessage, Session, Step, StoreError, StoreResult, Summary, Task, Timestamp,
 };
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
@@ -145,6 +146,7 @@ mapped!(
     fact -> Fact,
     budget -> BudgetLimit,
     decision -> StoredDecision,
+    summary -> Summary,
 );
 
 /// A count or token number as a BIGINT.

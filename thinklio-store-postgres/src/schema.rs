@@ -362,6 +362,27 @@ CREATE INDEX steps_waiting ON steps (state) WHERE state = 'waiting';
 ALTER TABLE sessions ADD COLUMN approval_mode TEXT;
 ALTER TABLE assignments ADD COLUMN approval_mode TEXT;
 "#,
+    // 10: summaries of sessions' older turns, one per session and turn covered.
+    r#"
+CREATE TABLE summaries (
+    id             TEXT PRIMARY KEY,
+    session_id     TEXT NOT NULL,
+    account_id     TEXT NOT NULL,
+    team_id        TEXT,
+    user_id        TEXT NOT NULL,
+    through_seq    BIGINT NOT NULL,
+    previous_id    TEXT,
+    text           TEXT NOT NULL,
+    model          TEXT NOT NULL,
+    input_tokens   BIGINT NOT NULL,
+    output_tokens  BIGINT NOT NULL,
+    cost_nanos     BIGINT NOT NULL,
+    interaction_id TEXT NOT NULL,
+    created_at     BIGINT NOT NULL,
+    UNIQUE (session_id, through_seq)
+);
+CREATE INDEX summaries_by_user ON summaries (account_id, user_id);
+"#,
 ];
 
 /// The version whose migration is followed by `knowledge::migrate_cardinality`.

@@ -192,7 +192,7 @@ impl SessionStore for PostgresStore {
         let tx = client.transaction().await.map_err(backend)?;
         let mut turns = query(
             &tx,
-            "SELECT i.id, i.input, i.created_at, o.text FROM interactions i JOIN outbox o ON o.interaction_id = i.id \
+            "SELECT i.id, i.seq, i.input, i.created_at, o.text FROM interactions i JOIN outbox o ON o.interaction_id = i.id \
              WHERE i.session_id = $1 AND i.seq < $2 AND i.parent_interaction_id IS NULL \
              ORDER BY i.seq DESC LIMIT $3",
             &[&session.to_string(), &before_seq, &i64::from(limit)],
@@ -202,6 +202,7 @@ impl SessionStore for PostgresStore {
         .map(|r| {
             Ok(Turn {
                 interaction_id: rows::parse(r, "id")?,
+                seq: rows::get(r, "seq")?,
                 user: rows::get(r, "input")?,
                 assistant: rows::get(r, "text")?,
                 at: Timestamp::from_millis(rows::get(r, "created_at")?),

@@ -38,6 +38,7 @@ mod queue;
 mod rows;
 mod schema;
 mod sessions;
+mod summaries;
 mod todos;
 
 use std::path::{Path, PathBuf};

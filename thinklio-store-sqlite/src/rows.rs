@@ -7,11 +7,12 @@ use thinklio_core::approval::StoredDecision;
 use thinklio_core::store::rows;
 pub(crate) use thinklio_core::store::rows::{
     BUDGET_COLUMNS, DECISION_COLUMNS, EVENT_COLUMNS, FACT_COLUMNS, INTERACTION_COLUMNS,
-    JOB_COLUMNS, NOTIFICATION_COLUMNS, OUTBOX_COLUMNS, SESSION_COLUMNS, STEP_COLUMNS, TASK_COLUMNS,
+    JOB_COLUMNS, NOTIFICATION_COLUMNS, OUTBOX_COLUMNS, SESSION_COLUMNS, STEP_COLUMNS,
+    SUMMARY_COLUMNS, TASK_COLUMNS,
 };
 use thinklio_core::{
     BudgetLimit, Event, Fact, Interaction, Job, JobNotification, JobObserver, OutboxMessage,
-    Session, Step, StoreError, StoreResult, Task, Timestamp,
+    Session, Step, StoreError, StoreResult, Summary, Task, Timestamp,
 };
 
 pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
@@ -111,6 +112,7 @@ mapped!(
     fact -> Fact,
     budget -> BudgetLimit,
     decision -> StoredDecision,
+    summary -> Summary,
 );
 
 /// A scope stored as its kind (`account`, `team`, `user`) and id.

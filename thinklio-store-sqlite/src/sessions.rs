@@ -215,7 +215,7 @@ impl SessionStore for SqliteStore {
             .call(move |c| {
                 let mut turns = c
                     .prepare_cached(
-                        "SELECT i.id, i.input, i.created_at, o.text FROM interactions i JOIN outbox o ON o.interaction_id = i.id \
+                        "SELECT i.id, i.seq, i.input, i.created_at, o.text FROM interactions i JOIN outbox o ON o.interaction_id = i.id \
                          WHERE i.session_id = ?1 AND i.seq < ?2 AND i.parent_interaction_id IS NULL \
                          ORDER BY i.seq DESC LIMIT ?3",
                     )
@@ -223,6 +223,7 @@ impl SessionStore for SqliteStore {
                     .query_map(params![session.to_string(), before_seq, i64::from(limit)], |r| {
                         Ok(Turn {
                             interaction_id: rows::parse(r, "id")?,
+                            seq: r.get("seq")?,
                             user: r.get("input")?,
                             assistant: r.get("text")?,
                             at: Timestamp::from_millis(r.get("created_at")?),

@@ -53,6 +53,7 @@ macro_rules! store_conformance_tests {
             events_are_appended_in_order,
             approvals_are_decided_once_and_resume_their_step,
             a_delegate_waiting_holds_its_callers_until_decided,
+            summaries_are_kept_once_per_turn_and_chain,
             queue_claims_lease_and_completes,
             queue_lost_lease_is_a_conflict,
             queue_retries_then_dead_letters_and_requeues,

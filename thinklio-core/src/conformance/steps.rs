@@ -910,3 +910,55 @@ pub async fn a_delegate_waiting_holds_its_callers_until_decided<S: Store>(store:
         Err(StoreError::NotFound { .. })
     ));
 }
+
+/// Summaries of a session's older turns: one per turn covered (a second
+/// write keeps the first), the newest before a point found, chained through
+/// `previous`, deleted with their user.
+pub async fn summaries_are_kept_once_per_turn_and_chain<S: Store>(store: S) {
+    use crate::session::NewSummary;
+    let p = principal();
+    let s = session(&store, p, None).await;
+    let other = session(&store, p, Some("other")).await;
+    let i = interaction(&store, &s, "hello").await;
+    let mut first = NewSummary::new(&s, 10, "Ada likes tea.", "gpt-4o-mini", i.id);
+    first.tokens = crate::usage::TokenUsage::new(120, 14);
+    first.cost = crate::usage::Cost::from_nanos(3_000);
+    let stored = store.put_summary(first.clone()).await.unwrap();
+    assert_eq!(
+        (
+            stored.through_seq,
+            stored.text.as_str(),
+            stored.tokens.input_tokens
+        ),
+        (10, "Ada likes tea.", 120)
+    );
+    assert_eq!(stored.cost, crate::usage::Cost::from_nanos(3_000));
+    let mut again = first.clone();
+    again.text = "something else".into();
+    assert_eq!(
+        store.put_summary(again).await.unwrap(),
+        stored,
+        "one summary per turn covered: the first stays"
+    );
+    let mut second = NewSummary::new(&s, 20, "Ada likes tea and lives in Lyon.", "m", i.id);
+    second.previous = Some(stored.id);
+    let chained = store.put_summary(second).await.unwrap();
+    assert_eq!(chained.previous, Some(stored.id));
+    assert_eq!(store.summary(stored.id).await.unwrap(), stored);
+    assert!(matches!(
+        store.summary(crate::ids::SummaryId::new()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let latest = |before| store.latest_summary(s.id, before);
+    assert_eq!(latest(10).await.unwrap(), None, "covers only turns before");
+    assert_eq!(latest(11).await.unwrap(), Some(stored.clone()));
+    assert_eq!(latest(21).await.unwrap().map(|x| x.id), Some(chained.id));
+    assert_eq!(store.latest_summary(other.id, 100).await.unwrap(), None);
+
+    let report = store.forget_user(p.account, p.user).await.unwrap();
+    assert_eq!(report.summaries, 2);
+    assert!(matches!(
+        store.summary(stored.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}

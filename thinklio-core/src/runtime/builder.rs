@@ -252,6 +252,7 @@ impl RuntimeBuilder {
             },
         });
         super::knowledge::register(&inner);
+        super::summaries::register(&inner);
         for control in JobControl::both(&inner) {
             inner.capabilities.register(control)?;
         }

@@ -22,6 +22,7 @@ mod queue;
 mod reply;
 mod sessions;
 mod streams;
+mod summaries;
 
 pub use config::RuntimeConfig;
 
@@ -47,6 +48,7 @@ pub use knowledge::{EXTRACT_TASK, EXTRACTION_PROMPT, KnowledgeConfig, extraction
 pub use queue::{QueueRun, QueueWorker, TaskError, TaskHandler};
 pub use reply::{AnswerError, Inbound, RecoveryReport, Reply, Structured};
 pub use sessions::InteractionWorker;
+pub use summaries::{SUMMARIZE_TASK, SUMMARY_PROMPT};
 
 use crate::agent::AgentDefinition;
 use crate::budget::BudgetLimit;

@@ -112,6 +112,13 @@ pub struct ContextOutput {
     /// How they were counted (`estimate`, or a tokenizer's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_counted_with: Option<String>,
+    /// The summary of the older turns shown before the history, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<crate::ids::SummaryId>,
+    /// When older turns went unshown past the agent's threshold: the last
+    /// of them (a summary through it is asked for with the reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summarize_through: Option<i64>,
     /// For a delegate: its depth in the delegation chain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegation_depth: Option<u32>,

@@ -499,6 +499,31 @@ pub struct ForgetReport {
     /// Memberships deleted: of the account, of its teams, and the user's
     /// own assignments of the account's agents.
     pub memberships: u64,
+    /// Summaries of their sessions deleted.
+    pub summaries: u64,
+}
+
+/// Summaries of sessions' older turns.
+#[async_trait]
+pub trait SummaryStore: Send + Sync {
+    /// Stores a summary; one through the same turn of the same session is
+    /// stored once (a second write returns the first: a summariser retried
+    /// after a crash writes no duplicate).
+    async fn put_summary(
+        &self,
+        new: crate::session::NewSummary,
+    ) -> StoreResult<crate::session::Summary>;
+
+    /// A summary by id.
+    async fn summary(&self, id: crate::ids::SummaryId) -> StoreResult<crate::session::Summary>;
+
+    /// The newest summary of `session` covering only turns before
+    /// `before_seq`, if any.
+    async fn latest_summary(
+        &self,
+        session: SessionId,
+        before_seq: i64,
+    ) -> StoreResult<Option<crate::session::Summary>>;
 }
 
 /// Deleting what a user owns.
@@ -639,6 +664,7 @@ pub trait Store:
     + crate::knowledge::KnowledgeStore
     + crate::job::JobStore
     + ApprovalStore
+    + SummaryStore
     + 'static
 {
 }
@@ -656,6 +682,7 @@ impl<T> Store for T where
         + crate::knowledge::KnowledgeStore
         + crate::job::JobStore
         + ApprovalStore
+        + SummaryStore
         + 'static
 {
 }

@@ -419,3 +419,24 @@ pub fn decision(row: &impl Row) -> StoreResult<StoredDecision> {
         at: row.ts("at")?,
     })
 }
+
+/// The columns [`summary`] reads.
+pub const SUMMARY_COLUMNS: &str = "id, session_id, account_id, team_id, user_id, through_seq, \
+     previous_id, text, model, input_tokens, output_tokens, cost_nanos, interaction_id, created_at";
+
+/// A summary of a session's older turns.
+pub fn summary(row: &impl Row) -> StoreResult<crate::session::Summary> {
+    Ok(crate::session::Summary {
+        id: row.parse("id")?,
+        session_id: row.parse("session_id")?,
+        principal: principal(row)?,
+        through_seq: row.int("through_seq")?,
+        previous: row.parse_opt("previous_id")?,
+        text: row.text("text")?,
+        model: row.text("model")?,
+        tokens: TokenUsage::new(row.u64("input_tokens")?, row.u64("output_tokens")?),
+        cost: Cost::from_nanos(row.int("cost_nanos")?),
+        interaction_id: row.parse("interaction_id")?,
+        created_at: row.ts("created_at")?,
+    })
+}

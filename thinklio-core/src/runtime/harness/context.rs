@@ -63,26 +63,11 @@ impl Run {
                 usage: None,
             };
         }
-        let limit = self.agent.history_turns;
-        match self
-            .rt
-            .store
-            .history(self.session.id, self.interaction.seq, limit)
-            .await
-        {
-            Ok(mut history) => {
-                let read = history.len();
-                self.fit_history(&mut output, &mut history);
-                output.history_before_seq = Some(self.interaction.seq);
-                output.history_limit = Some(limit);
-                output.history_turns = history.len();
-                output.history_left_out = read - history.len();
-                self.history = Some(history);
-                StepOutcome::Succeeded {
-                    output: to_json(&output),
-                    usage: None,
-                }
-            }
+        match self.read_history(&mut output).await {
+            Ok(()) => StepOutcome::Succeeded {
+                output: to_json(&output),
+                usage: None,
+            },
             Err(e) => StepOutcome::Failed {
                 error: StepError::new(e.code(), e.to_string()),
                 usage: None,
@@ -90,12 +75,47 @@ impl Run {
         }
     }
 
+    /// The history the model is shown: the newest turns (at most
+    /// `history_turns`) after the session's latest summary that fit the
+    /// budget, with that summary before them. Older turns that go unshown
+    /// past the agent's `summarize_after` ask for a summary through them.
+    async fn read_history(&mut self, output: &mut ContextOutput) -> Result<(), RuntimeError> {
+        let limit = self.agent.history_turns;
+        let seq = self.interaction.seq;
+        let summary = self.rt.store.latest_summary(self.session.id, seq).await?;
+        let after = summary.as_ref().map_or(i64::MIN, |s| s.through_seq);
+        // Read past the limit by the threshold, to know what goes unshown.
+        let fetch = limit.saturating_add(self.agent.summarize_after);
+        let mut read = self.rt.store.history(self.session.id, seq, fetch).await?;
+        read.retain(|t| t.seq > after);
+        let mut shown = read.split_off(read.len().saturating_sub(limit as usize));
+        let before_fit = shown.len();
+        let dropped_newest = self.fit_history(output, &mut shown, summary.as_ref());
+        // `read` keeps the turns before those shown (the newest last).
+        let unshown = read.len() + (before_fit - shown.len());
+        let newest_unshown = dropped_newest.or_else(|| read.last().map(|t| t.seq));
+        let threshold = usize::try_from(self.agent.summarize_after).unwrap_or(usize::MAX);
+        output.summarize_through = newest_unshown.filter(|_| threshold > 0 && unshown >= threshold);
+        output.history_left_out = unshown;
+        output.summary = summary.map(|s| s.id);
+        output.history_before_seq = Some(seq);
+        output.history_limit = Some(limit);
+        output.history_turns = shown.len();
+        self.history = Some(shown);
+        Ok(())
+    }
+
     /// Keeps the newest turns of `history` that fit the agent's context
     /// budget beside what every request of this interaction holds (system
     /// prompt, memory, a job's report, the message, the tools), leaving a
     /// quarter of the budget to the interaction's own steps; records the
     /// budget and the tokens counted on `output`.
-    fn fit_history(&self, output: &mut ContextOutput, history: &mut Vec<crate::session::Turn>) {
+    fn fit_history(
+        &self,
+        output: &mut ContextOutput,
+        history: &mut Vec<crate::session::Turn>,
+        summary: Option<&crate::session::Summary>,
+    ) -> Option<i64> {
         let counter = &*self.rt.token_counter;
         let model = self.agent.model.as_str();
         let count = |m: &ChatMessage| crate::context::message_tokens(counter, model, m);
@@ -107,6 +127,9 @@ impl Run {
         }
         if let Some(job) = &output.job {
             fixed += count(&job_message(job));
+        }
+        if let Some(summary) = summary {
+            fixed += count(&summary_message(summary));
         }
         let tools = serde_json::to_string(&self.tools()).unwrap_or_default();
         fixed += counter.count(model, &tools);
@@ -125,10 +148,13 @@ impl Run {
             used += cost;
             kept += 1;
         }
-        history.drain(..history.len() - kept);
+        let dropped = history.len() - kept;
+        let newest_dropped = dropped.checked_sub(1).map(|i| history[i].seq);
+        history.drain(..dropped);
         output.context_budget = Some(budget);
         output.context_tokens = Some(fixed + used);
         output.tokens_counted_with = Some(counter.method(model).to_owned());
+        newest_dropped
     }
 
     /// The conversation so far, rebuilt from the session history and the steps.
@@ -166,6 +192,11 @@ impl Run {
         }
         if let Some(job) = &context.job {
             messages.push(job_message(job));
+        }
+        if let Some(id) = context.summary {
+            // The summary the context step chose, read by id: a resumed run
+            // shows the same one even if a newer one was written since.
+            messages.push(summary_message(&self.rt.store.summary(id).await?));
         }
         // A conversation that spans days shows each message's day, so the
         // model can tell what was said when ("last Tuesday you said…").
@@ -258,6 +289,14 @@ impl Run {
             total = total.saturating_sub(before - after);
         }
     }
+}
+
+/// The system message that shows a summary of the older turns.
+fn summary_message(summary: &crate::session::Summary) -> ChatMessage {
+    ChatMessage::system(format!(
+        "Summary of this conversation before the messages below:\n{}",
+        summary.text
+    ))
 }
 
 /// Tokens the `[YYYY-MM-DD] ` prefix of a dated message takes, at most.

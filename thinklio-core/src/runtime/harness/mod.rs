@@ -38,8 +38,8 @@ use crate::model::{ChatRequest, ToolCall, ToolDefinition};
 use crate::outbox::NewOutboxMessage;
 use crate::session::{Session, Turn};
 use crate::step::payload::{
-    ActInput, ActOutput, Blocked, ContextInput, ObserveInput, ObserveOutput, RespondInput,
-    RespondOutput, ThinkInput, ThinkOutput, to_json,
+    ActInput, ActOutput, Blocked, ContextInput, ContextOutput, ObserveInput, ObserveOutput,
+    RespondInput, RespondOutput, ThinkInput, ThinkOutput, to_json,
 };
 use crate::step::{
     ModelUsage, NewStep, Step, StepError, StepKind, StepMode, StepOutcome, StepState,
@@ -531,7 +531,18 @@ impl Run {
 
     /// Background tasks committed with this interaction's reply.
     fn follow_up_tasks(&self) -> Vec<crate::queue::NewTask> {
-        self.rt.extraction_tasks(&self.interaction)
+        let mut tasks = self.rt.extraction_tasks(&self.interaction);
+        // Older turns went unshown past the threshold: a summary folds them.
+        let through = self
+            .steps
+            .iter()
+            .find(|s| s.kind == StepKind::Context && s.state == StepState::Succeeded)
+            .and_then(|s| s.output_as::<ContextOutput>().ok().flatten())
+            .and_then(|c| c.summarize_through);
+        if let Some(through) = through {
+            tasks.push(self.rt.summary_task(&self.interaction, through));
+        }
+        tasks
     }
 
     /// The capability `name` if this agent may see and call it.
