@@ -719,6 +719,49 @@ fn careful_model() -> thinklio_llm::ScriptedModel {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_interaction_is_cancelled_over_the_api() {
+    let api = Api::start_with_model(
+        thinklio_examples::http::HttpConfig::new("careful"),
+        std::sync::Arc::new(careful_model()),
+    )
+    .await;
+    let session = api.session("ada").await;
+    let (_, reply) = api
+        .post(
+            &format!("/v1/sessions/{session}/messages"),
+            json!({ "text": "remember the milk" }),
+        )
+        .await;
+    let interaction = reply["interaction_id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/interactions/{interaction}/cancel");
+    let (status, err) = api.call("POST", &path, Some(&api.other_key), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
+    let (status, body) = api.post(&path, json!({})).await;
+    assert_eq!(
+        (status, &body),
+        (StatusCode::OK, &json!({ "cancelled": true }))
+    );
+    let (_, body) = api.post(&path, json!({})).await;
+    assert_eq!(body, json!({ "cancelled": false }), "it had ended");
+    let (_, steps) = api
+        .get(&format!("/v1/interactions/{interaction}/steps"))
+        .await;
+    let last = steps.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["error"]["code"], "interaction.cancelled", "{last}");
+    assert!(
+        api.remembered.lock().unwrap().is_empty(),
+        "the call never ran"
+    );
+    let (status, _) = api
+        .post(
+            "/v1/interactions/01a21bb7-91bd-7224-bb75-a25dfcaec0c4/cancel",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_structured_answer_comes_back_as_json_beside_its_text() {
     let model = thinklio_llm::ScriptedModel::new([
         thinklio_llm::ScriptedReply::text("positive"),

@@ -46,6 +46,15 @@ pub struct AgentDefinition {
     /// budget) before a summary folds them in (0: never summarise).
     #[serde(default = "default_summarize_after")]
     pub summarize_after: u32,
+    /// How long one run of an interaction may take before it is stopped
+    /// (`interaction.deadline_exceeded`), if limited; counted from when the
+    /// run starts or resumes, so a wait for a decision does not count.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration_secs"
+    )]
+    pub interaction_deadline: Option<std::time::Duration>,
     /// The sampling temperature of its model calls (0 to 2), if set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
@@ -117,6 +126,26 @@ fn default_approval_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(24 * 3600)
 }
 
+/// An optional duration kept as seconds (fractions allowed).
+mod opt_duration_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let secs = Option::<f64>::deserialize(d)?;
+        Ok(secs.and_then(|s| Duration::try_from_secs_f64(s).ok()))
+    }
+}
+
 /// A duration kept as whole seconds.
 mod duration_secs {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -147,6 +176,7 @@ impl AgentDefinition {
             max_output_tokens: None,
             context_budget: None,
             summarize_after: default_summarize_after(),
+            interaction_deadline: None,
             temperature: None,
             top_p: None,
             stop: Vec::new(),
@@ -210,6 +240,13 @@ impl AgentDefinition {
     /// in (0: never summarise).
     pub fn summarize_after(mut self, turns: u32) -> Self {
         self.summarize_after = turns;
+        self
+    }
+
+    /// Sets how long one run of an interaction may take (from when it
+    /// starts or resumes) before it is stopped.
+    pub fn interaction_deadline(mut self, deadline: std::time::Duration) -> Self {
+        self.interaction_deadline = Some(deadline);
         self
     }
 

@@ -63,6 +63,11 @@ codes! {
     /// A call in a delegate dispatched as a job needs a decision, and such
     /// a delegate cannot wait for one: it was not run.
     ApprovalInDelegate => "approval.in_delegate",
+    /// The interaction was cancelled in flight (by its user, an admin or
+    /// the host); its running step was settled as after a crash.
+    InteractionCancelled => "interaction.cancelled",
+    /// The interaction ran past its agent's `interaction_deadline`.
+    InteractionDeadlineExceeded => "interaction.deadline_exceeded",
     /// The model asked for more tool calls in one turn than its agent may
     /// make: this one was not run.
     CapabilityTooManyCalls => "capability.too_many_calls",

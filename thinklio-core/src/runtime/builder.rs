@@ -237,6 +237,7 @@ impl RuntimeBuilder {
                 .token_counter
                 .unwrap_or_else(|| Arc::new(crate::context::EstimatedTokens)),
             windows: self.windows,
+            running: Default::default(),
             warned: std::sync::Mutex::new(Default::default()),
             unpriced: std::sync::Mutex::new(Default::default()),
             query_embeddings: std::sync::Mutex::new(HashMap::new()),

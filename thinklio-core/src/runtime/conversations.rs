@@ -122,6 +122,62 @@ impl Sessions<'_> {
         Ok(self.rt.inner.store.steps(id).await?)
     }
 
+    /// Cancels an interaction in flight (or one waiting for a decision, or
+    /// submitted and not yet run), as its user, an admin or the host: the
+    /// step it is running is settled as a crash would settle it (an
+    /// `external` call's outcome is unknown and it is never run again),
+    /// steps waiting for a decision fail, delegates it started are closed,
+    /// and it ends failed with `interaction.cancelled`. A delegate's
+    /// interaction cancels the interaction that called it. Returns whether
+    /// there was anything to cancel (`false` for one that had ended).
+    ///
+    /// A run of this runtime stops at once; on a shared store, an
+    /// interaction another process is running is reached once that
+    /// process lets go of the session.
+    pub async fn cancel(
+        &self,
+        by: impl Into<Actor>,
+        id: InteractionId,
+    ) -> Result<bool, RuntimeError> {
+        let inner = &self.rt.inner;
+        let mut interaction = inner.store.interaction(id).await?;
+        inner
+            .authorize(
+                &by.into(),
+                interaction.principal.account,
+                Need::User(interaction.principal.user),
+            )
+            .await?;
+        while let Some(parent) = interaction.parent_interaction_id {
+            interaction = inner.store.interaction(parent).await?;
+        }
+        if inner.cancel_running(interaction.id) {
+            return Ok(true);
+        }
+        let session = interaction.session_id;
+        let _guard = inner.locks.lock(session).await;
+        let hold = inner.hold_session(session).await?;
+        let result = async {
+            let steps = inner.store.steps(interaction.id).await?;
+            if InteractionState::derive(&steps).is_finished() {
+                return Ok(false);
+            }
+            let run = super::harness::Run::new(
+                std::sync::Arc::clone(inner),
+                inner.session(session).await?,
+                inner.agent(&interaction.agent_id)?,
+                interaction,
+                steps,
+                false,
+            );
+            run.cancel().await?;
+            Ok(true)
+        }
+        .await;
+        hold.release().await;
+        result
+    }
+
     /// The state of an interaction, derived from its steps.
     pub async fn state(
         &self,

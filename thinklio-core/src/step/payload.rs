@@ -98,7 +98,8 @@ pub struct ContextOutput {
     /// The turns read (and shown: those that fit the budget).
     #[serde(default)]
     pub history_turns: usize,
-    /// Older turns read that did not fit the budget, left out.
+    /// Older turns read and not shown: past `history_turns` (read ahead by
+    /// `summarize_after`, to know when to summarise) or past the budget.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub history_left_out: usize,
     /// The tokens the agent's requests may take

@@ -72,6 +72,7 @@ pub fn keyed_routes() -> OpenApiRouter<Arc<HttpHost>> {
         .routes(routes!(sessions::send_message, sessions::history))
         .routes(routes!(sessions::session_stream))
         .routes(routes!(sessions::interaction_steps))
+        .routes(routes!(sessions::cancel_interaction))
         .routes(routes!(approvals::list_approvals))
         .routes(routes!(approvals::decide))
         .routes(routes!(approvals::set_session_mode))

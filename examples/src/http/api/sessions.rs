@@ -283,3 +283,32 @@ pub(super) async fn interaction_steps(
         })?;
     Ok(Json(json!(steps)))
 }
+
+/// Cancels an interaction in flight, or one waiting for a decision: its
+/// running step is settled as after a crash (an external call's outcome is
+/// unknown, never repeated) and it ends failed with `interaction.cancelled`.
+/// Answers whether there was anything to cancel.
+#[utoipa::path(post, path = "/v1/interactions/{id}/cancel", tag = "sessions",
+    params(("id" = String, Path, description = "The interaction")),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn cancel_interaction(
+    State(host): Host,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id: InteractionId = parse_id("interaction", &id)?;
+    let cancelled = host
+        .runtime
+        .sessions()
+        .cancel(caller.actor(), id)
+        .await
+        .map_err(|e| match e {
+            thinklio_core::RuntimeError::Store(thinklio_core::StoreError::NotFound { .. }) => {
+                ApiError::not_found("interaction.not_found", format!("no interaction {id}"))
+            }
+            thinklio_core::RuntimeError::Forbidden(_) => ApiError::wrong_account("interaction"),
+            other => other.into(),
+        })?;
+    Ok(Json(json!({ "cancelled": cancelled })))
+}

@@ -8,8 +8,8 @@ use serde_json::Value;
 use super::Run;
 use crate::capability::{CapabilityError, RegisteredCapability};
 use crate::runtime::RuntimeError;
-use crate::step::payload::{DispatchedJob, RespondInput, to_json};
-use crate::step::{Step, StepError, StepKind, StepMode};
+use crate::step::payload::{DispatchedJob, to_json};
+use crate::step::{Step, StepError, StepMode};
 
 impl Run {
     /// Why this run must stop, when the job it works for has ended.
@@ -28,35 +28,6 @@ impl Run {
                 ),
             )
         }))
-    }
-
-    /// Ends the interaction because its job ended: the step begun last (if
-    /// any) fails, and a failed `respond` step closes the interaction, so
-    /// nothing is left running and recovery has nothing to resume.
-    pub(super) async fn stop_for_job(
-        &mut self,
-        in_flight: Option<Step>,
-        error: StepError,
-    ) -> Result<RuntimeError, RuntimeError> {
-        if let Some(step) = in_flight {
-            self.fail_step(step.id, error.clone()).await?;
-        }
-        if !crate::interaction::InteractionState::derive(&self.steps).is_finished() {
-            let new = self.new_step(
-                StepKind::Respond,
-                1,
-                self.key("respond:job_ended"),
-                to_json(&RespondInput {
-                    text: String::new(),
-                    job_ended: true,
-                }),
-            );
-            let (step, event) = self.rt.store.begin_step(new).await?;
-            self.rt.publish(event);
-            self.steps.push(step.clone());
-            self.fail_step(step.id, error.clone()).await?;
-        }
-        self.fail(error).await
     }
 
     /// How this agent calls a capability: deferred when its manifest says

@@ -12,6 +12,7 @@ mod context;
 mod jobs;
 mod model;
 mod plan;
+mod stop;
 
 use self::plan::{Next, Work, observation};
 use crate::approval::{Proposal, StoredDecision};
@@ -133,6 +134,20 @@ impl Run {
     pub(crate) async fn drive(mut self) -> Result<Reply, RuntimeError> {
         // The step begun by the last commit, whose work is next.
         let mut in_flight: Option<Step> = None;
+        // A root run can be cancelled, and stops at its agent's deadline.
+        let (_running, mut stop) = match self.delegation {
+            None => {
+                let (guard, cancelled) = self.rt.running(self.interaction.id);
+                (
+                    Some(guard),
+                    stop::StopSignal::new(cancelled, self.agent.interaction_deadline),
+                )
+            }
+            Some(_) => {
+                let (_, never) = tokio::sync::watch::channel(false);
+                (None, stop::StopSignal::new(never, None))
+            }
+        };
         if self.rt.config.shared_store {
             // Another process may have changed the session's approval mode:
             // a run on a shared store reads it fresh, never from a cache.
@@ -154,7 +169,7 @@ impl Run {
                 self.rt.confirm_hold(self.session.id).await?;
             }
             if let Some(error) = self.job_ended().await? {
-                return Err(self.stop_for_job(in_flight.take(), error).await?);
+                return Err(self.stop_run(error, false, "respond:job_ended").await?);
             }
             let step = match (in_flight.take(), &work) {
                 (Some(step), _) => step,
@@ -174,7 +189,16 @@ impl Run {
                 }
             };
             let span = self.span(&step);
-            let finished = self.run_step(work, &step).instrument(span.clone()).await?;
+            let finished = tokio::select! {
+                biased;
+                error = stop.stopped() => {
+                    // The work is dropped where it stands, as a crash
+                    // would stop it, and settled the same way.
+                    drop(span);
+                    return Err(self.stop_run(error, true, "respond:stopped").await?);
+                }
+                finished = self.run_step(work, &step).instrument(span.clone()) => finished?,
+            };
             span.record("thinklio.step.state", finished.step.state.as_str());
             if let Some(e) = &finished.step.error {
                 span.record("error.type", e.code.as_str());

@@ -1,0 +1,173 @@
+//! Stopping an interaction for good: cancelled by a person or the host, or
+//! past the agent's deadline. The step interrupted is settled as a crash
+//! would settle it (an `external` call's outcome is unknown, never run
+//! again); steps waiting for a decision fail; a failed `respond` step closes
+//! the interaction, and delegates it started are closed the same way.
+
+use std::time::Duration;
+
+use super::{Delegation, Run};
+use crate::capability::{CapabilityError, SideEffect, TrustLevel};
+use crate::error::ErrorCode;
+use crate::interaction::InteractionState;
+use crate::runtime::RuntimeError;
+use crate::step::payload::{RespondInput, to_json};
+use crate::step::{StepError, StepKind, StepState};
+
+/// What a run waits on besides its work: a cancel, or its deadline.
+pub(crate) struct StopSignal {
+    cancelled: tokio::sync::watch::Receiver<bool>,
+    deadline: Option<Duration>,
+}
+
+impl StopSignal {
+    pub(crate) fn new(
+        cancelled: tokio::sync::watch::Receiver<bool>,
+        deadline: Option<Duration>,
+    ) -> Self {
+        Self {
+            cancelled,
+            deadline,
+        }
+    }
+
+    /// Resolves when the run must stop, with why.
+    pub(crate) async fn stopped(&mut self) -> StepError {
+        let cancelled = async {
+            // A closed sender never cancels.
+            let cancelled = self.cancelled.wait_for(|c| *c).await.is_ok();
+            if !cancelled {
+                std::future::pending::<()>().await;
+            }
+        };
+        let deadline = self.deadline;
+        let late = async move {
+            match deadline {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = cancelled => StepError::new(
+                ErrorCode::InteractionCancelled,
+                "the interaction was cancelled",
+            ),
+            () = late => StepError::new(
+                ErrorCode::InteractionDeadlineExceeded,
+                format!(
+                    "the interaction ran past its deadline of {:?}",
+                    deadline.unwrap_or_default()
+                ),
+            ),
+        }
+    }
+}
+
+impl Run {
+    /// Ends the interaction with `error`: every step left `running` or
+    /// `waiting` fails (with `interrupted`, a running `external` call as
+    /// `capability.outcome_unknown`, as after a crash; otherwise with
+    /// `error`), delegates it started are closed the same way, and a failed
+    /// `respond` step closes it, so nothing is left for recovery to resume.
+    pub(super) async fn stop_run(
+        &mut self,
+        error: StepError,
+        interrupted: bool,
+        key: &str,
+    ) -> Result<RuntimeError, RuntimeError> {
+        self.steps = self.rt.store.steps(self.interaction.id).await?;
+        let open: Vec<_> = self
+            .steps
+            .iter()
+            .filter(|s| matches!(s.state, StepState::Running | StepState::Waiting))
+            .cloned()
+            .collect();
+        for step in open {
+            let e = if interrupted
+                && step.state == StepState::Running
+                && step.kind == StepKind::Act
+                && step.side_effect == Some(SideEffect::External)
+            {
+                let unknown = CapabilityError::OutcomeUnknown;
+                StepError::new(unknown.code(), unknown.to_string())
+            } else {
+                error.clone()
+            };
+            self.fail_step(step.id, e).await?;
+        }
+        self.stop_delegates(&error).await?;
+        if !InteractionState::derive(&self.steps).is_finished() {
+            let new = self.new_step(
+                StepKind::Respond,
+                1,
+                self.key(key),
+                to_json(&RespondInput {
+                    text: String::new(),
+                    job_ended: key == "respond:job_ended",
+                }),
+            );
+            let (step, event) = self.rt.store.begin_step(new).await?;
+            self.rt.publish(event);
+            self.steps.push(step.clone());
+            self.fail_step(step.id, error.clone()).await?;
+        }
+        self.fail(error).await
+    }
+
+    /// Closes the unfinished delegates this interaction started (their runs
+    /// were dropped with the step that called them).
+    async fn stop_delegates(&self, error: &StepError) -> Result<(), RuntimeError> {
+        let children: Vec<_> = self
+            .rt
+            .store
+            .interactions_of_session(self.session.id)
+            .await?
+            .into_iter()
+            .filter(|i| i.parent_interaction_id == Some(self.interaction.id))
+            .collect();
+        for child in children {
+            let steps = self.rt.store.steps(child.id).await?;
+            if InteractionState::derive(&steps).is_finished() {
+                continue;
+            }
+            let Ok(agent) = self.rt.agent(&child.agent_id) else {
+                continue;
+            };
+            let run = Run::new(
+                std::sync::Arc::clone(&self.rt),
+                self.session.clone(),
+                agent,
+                child,
+                steps,
+                false,
+            )
+            .delegate(Delegation {
+                trust_ceiling: TrustLevel::Basic,
+                approval_ceiling: crate::approval::ApprovalMode::Observe,
+                can_wait: false,
+            });
+            // Boxed: a delegate may have delegates of its own.
+            match Box::pin(run.stop_child(error.clone())).await {
+                Ok(()) | Err(RuntimeError::InteractionFailed { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancels an interaction that no run of this process is driving (it
+    /// waits for a decision, was submitted, or was left by a crash).
+    pub(crate) async fn cancel(mut self) -> Result<(), RuntimeError> {
+        let error = StepError::new(
+            ErrorCode::InteractionCancelled,
+            "the interaction was cancelled",
+        );
+        self.stop_run(error, true, "respond:stopped").await?;
+        Ok(())
+    }
+
+    async fn stop_child(mut self, error: StepError) -> Result<(), RuntimeError> {
+        self.stop_run(error, true, "respond:stopped").await?;
+        Ok(())
+    }
+}
