@@ -20,12 +20,14 @@ use serde_json::json;
 
 use crate::*;
 
+mod approvals;
 mod governance;
 mod jobs;
 mod knowledge;
 mod queue;
 mod steps;
 
+pub use approvals::*;
 pub use governance::*;
 pub use jobs::*;
 pub use knowledge::*;

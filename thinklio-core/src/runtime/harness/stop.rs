@@ -6,13 +6,71 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use super::{Delegation, Run};
 use crate::capability::{CapabilityError, SideEffect, TrustLevel};
 use crate::error::ErrorCode;
+use crate::ids::InteractionId;
 use crate::interaction::InteractionState;
+use crate::runtime::Inner;
 use crate::runtime::RuntimeError;
 use crate::step::payload::{RespondInput, to_json};
 use crate::step::{StepError, StepKind, StepState};
+
+/// Keeps an interaction listed as running here until dropped.
+pub(crate) struct RunningGuard {
+    inner: Arc<Inner>,
+    id: InteractionId,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+impl Inner {
+    /// Lists `id` as running here until the guard is dropped; the receiver
+    /// turns `true` when it is cancelled.
+    pub(crate) fn running(
+        self: &Arc<Self>,
+        id: InteractionId,
+    ) -> (RunningGuard, tokio::sync::watch::Receiver<bool>) {
+        let (cancel, cancelled) = tokio::sync::watch::channel(false);
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, cancel);
+        (
+            RunningGuard {
+                inner: Arc::clone(self),
+                id,
+            },
+            cancelled,
+        )
+    }
+
+    /// Cancels `id` if it runs here; whether it did.
+    pub(crate) fn cancel_running(&self, id: InteractionId) -> bool {
+        match self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
+            Some(cancel) => {
+                cancel.send_replace(true);
+                true
+            }
+            None => false,
+        }
+    }
+}
 
 /// What a run waits on besides its work: a cancel, or its deadline.
 pub(crate) struct StopSignal {
