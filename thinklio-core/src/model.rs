@@ -207,22 +207,11 @@ impl OutputSchema {
             .map_err(|e| format!("the answer is not JSON ({e})"))?;
         let validator = jsonschema::validator_for(&self.schema)
             .map_err(|e| format!("the schema `{}` does not compile: {e}", self.name))?;
-        let problems: Vec<String> = validator
-            .iter_errors(&value)
-            .take(5)
-            .map(|e| {
-                let at = e.instance_path().to_string();
-                if at.is_empty() {
-                    e.to_string()
-                } else {
-                    format!("at {at}: {e}")
-                }
-            })
-            .collect();
+        let problems = crate::capability::describe(&validator, &value);
         if problems.is_empty() {
             Ok(value)
         } else {
-            Err(problems.join("; "))
+            Err(problems)
         }
     }
 }

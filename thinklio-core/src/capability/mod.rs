@@ -9,6 +9,7 @@
 
 mod function;
 mod registry;
+pub(crate) use registry::describe;
 
 use crate::error::ErrorCode;
 use std::fmt;

@@ -134,7 +134,9 @@ impl RegisteredCapability {
     }
 }
 
-fn describe(validator: &jsonschema::Validator, value: &Value) -> String {
+/// What `value` breaks of `validator`'s schema (the first five problems,
+/// each with where), in words a model can act on; empty when it fits.
+pub(crate) fn describe(validator: &jsonschema::Validator, value: &Value) -> String {
     validator
         .iter_errors(value)
         .take(5)

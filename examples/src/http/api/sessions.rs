@@ -274,13 +274,7 @@ pub(super) async fn interaction_steps(
         .sessions()
         .steps(caller.actor(), id)
         .await
-        .map_err(|e| match e {
-            thinklio_core::RuntimeError::Store(thinklio_core::StoreError::NotFound { .. }) => {
-                ApiError::not_found("interaction.not_found", format!("no interaction {id}"))
-            }
-            thinklio_core::RuntimeError::Forbidden(_) => ApiError::wrong_account("interaction"),
-            other => other.into(),
-        })?;
+        .map_err(|e| interaction_error(id, e))?;
     Ok(Json(json!(steps)))
 }
 
@@ -303,12 +297,18 @@ pub(super) async fn cancel_interaction(
         .sessions()
         .cancel(caller.actor(), id)
         .await
-        .map_err(|e| match e {
-            thinklio_core::RuntimeError::Store(thinklio_core::StoreError::NotFound { .. }) => {
-                ApiError::not_found("interaction.not_found", format!("no interaction {id}"))
-            }
-            thinklio_core::RuntimeError::Forbidden(_) => ApiError::wrong_account("interaction"),
-            other => other.into(),
-        })?;
+        .map_err(|e| interaction_error(id, e))?;
     Ok(Json(json!({ "cancelled": cancelled })))
+}
+
+/// An interaction route's error: 404 for an unknown interaction, 403 for
+/// another account's.
+fn interaction_error(id: InteractionId, e: thinklio_core::RuntimeError) -> ApiError {
+    match e {
+        thinklio_core::RuntimeError::Store(thinklio_core::StoreError::NotFound { .. }) => {
+            ApiError::not_found("interaction.not_found", format!("no interaction {id}"))
+        }
+        thinklio_core::RuntimeError::Forbidden(_) => ApiError::wrong_account("interaction"),
+        other => other.into(),
+    }
 }
