@@ -9,6 +9,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A clean build of every test program with full debug info and incremental
+# caches took 13 GB, more than some CI machines had free. A one-off build
+# gains nothing from incremental caches (4 GB of it), and line tables keep
+# file:line in every backtrace at a fraction of full debug info's size. The
+# tests that build an example or a worker themselves inherit these settings,
+# so their builds reuse this one.
+export CARGO_INCREMENTAL=0
+export CARGO_PROFILE_DEV_DEBUG=line-tables-only
+echo "disk before the build: $(df -h --output=avail . | tail -1 | tr -d ' ') free"
+
 # The MCP tests run the reference MCP server, pinned in
 # thinklio-capabilities/tests/mcp-server/package-lock.json: install it (and
 # Node.js, if this machine lacks it) once.
@@ -67,3 +77,4 @@ fi
 # tests just made: its figures mean nothing; `cargo run --release -p
 # thinklio-benches -- all --write` measures.
 target/debug/thinklio-benches all --quick
+echo "disk after the run: $(du -sh target | cut -f1) in target, $(df -h --output=avail . | tail -1 | tr -d ' ') free"
