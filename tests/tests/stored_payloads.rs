@@ -106,6 +106,7 @@ fn any_stored_step_payload_resumes_or_fails_typed() {
                     principal: Principal::local(),
                     agent_id: "a".into(),
                     input: "what is 2+3?".into(),
+                    images: Vec::new(),
                     inbound_id: None,
                     parent_interaction_id: None,
                     delegation_depth: 0,

@@ -47,14 +47,16 @@ impl TokenCounter for EstimatedTokens {
 pub const MESSAGE_OVERHEAD: usize = 4;
 
 /// The tokens `message` takes: its text, its tool calls' names and
-/// arguments, and [`MESSAGE_OVERHEAD`].
+/// arguments, its images ([`image_tokens`](crate::image::image_tokens)),
+/// and [`MESSAGE_OVERHEAD`].
 pub fn message_tokens(counter: &dyn TokenCounter, model: &str, message: &ChatMessage) -> usize {
     let calls: usize = message
         .tool_calls
         .iter()
         .map(|c| counter.count(model, &c.name) + counter.count(model, &c.arguments))
         .sum();
-    counter.count(model, &message.content) + calls + MESSAGE_OVERHEAD
+    let images: usize = message.images.iter().map(|i| i.tokens()).sum();
+    counter.count(model, &message.content) + calls + images + MESSAGE_OVERHEAD
 }
 
 /// The context window of a model, when nothing else is known of it.

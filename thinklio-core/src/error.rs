@@ -99,6 +99,8 @@ codes! {
     RuntimeEmptyMessage => "runtime.empty_message",
     /// A message over the size limit.
     RuntimeMessageTooLarge => "runtime.message_too_large",
+    /// An image of a message was refused (format, size, URL, count).
+    RuntimeImageInvalid => "runtime.image_invalid",
     /// The model called a tool it was not given.
     CapabilityNotFound => "capability.not_found",
     /// A tool call's arguments are not JSON.

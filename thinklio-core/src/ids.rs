@@ -124,6 +124,10 @@ uuid_id!(
     /// A summary of a session's older turns.
     SummaryId
 );
+uuid_id!(
+    /// An image a message carried, stored once.
+    ImageId
+);
 
 impl UserId {
     /// The user that usage records of a forgotten user are attributed to,

@@ -45,6 +45,10 @@ pub struct Interaction {
     pub agent_id: AgentId,
     /// The inbound message.
     pub input: String,
+    /// The images the message carried, stored once each
+    /// ([`ImageStore`](crate::store::ImageStore)).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<crate::ids::ImageId>,
     /// The channel's id for the inbound message, if given; sending the same id
     /// twice in a session yields the same interaction.
     pub inbound_id: Option<String>,
@@ -73,6 +77,8 @@ pub struct NewInteraction {
     pub agent_id: AgentId,
     /// The inbound message.
     pub input: String,
+    /// The images it carried, stored before.
+    pub images: Vec<crate::ids::ImageId>,
     /// The channel's id for the message, for de-duplication.
     pub inbound_id: Option<String>,
     /// The delegating interaction, if any.
@@ -95,6 +101,7 @@ impl NewInteraction {
             principal: self.principal,
             agent_id: self.agent_id,
             input: self.input,
+            images: self.images,
             inbound_id: self.inbound_id,
             parent_interaction_id: self.parent_interaction_id,
             delegation_depth: self.delegation_depth,

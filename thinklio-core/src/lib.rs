@@ -10,6 +10,7 @@ pub mod directory;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod image;
 pub mod interaction;
 pub mod job;
 pub mod knowledge;
@@ -48,9 +49,10 @@ pub use directory::{Access, AccessError, AccountPolicy, AccountRole, Assignment,
 pub use error::ErrorCode;
 pub use event::{Event, EventKind, NewEvent, SessionUpdate, TokenDelta};
 pub use ids::{
-    AccountId, AgentId, FactId, InteractionId, JobId, NotificationId, ObserverId, OutboxId,
-    SessionId, StepId, SummaryId, TaskId, TeamId, UserId,
+    AccountId, AgentId, FactId, ImageId, InteractionId, JobId, NotificationId, ObserverId,
+    OutboxId, SessionId, StepId, SummaryId, TaskId, TeamId, UserId,
 };
+pub use image::{ChatImage, Image, ImageError, ImageFormat, ImageInput, ImageSource, NewImage};
 pub use interaction::{Interaction, InteractionKind, InteractionState, NewInteraction};
 pub use job::{
     Job, JobCallback, JobChange, JobHandle, JobHandleError, JobNotification, JobObserver,
@@ -80,9 +82,9 @@ pub use step::{
     StepTransition,
 };
 pub use store::{
-    BudgetStore, DirectoryStore, EventStore, FinishedStep, ForgetReport, InteractionStore,
-    OutboxStore, PrivacyStore, QueueStore, SessionStore, Store, StoreError, StoreResult,
-    SummaryStore, TodoStore, UsageStore,
+    BudgetStore, DirectoryStore, EventStore, FinishedStep, ForgetReport, ImageStore,
+    InteractionStore, OutboxStore, PrivacyStore, QueueStore, SessionStore, Store, StoreError,
+    StoreResult, SummaryStore, TodoStore, UsageStore,
 };
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use todo::Todo;

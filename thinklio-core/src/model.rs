@@ -40,6 +40,9 @@ pub struct ChatMessage {
     /// The call answered, for tool messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// Images, for user messages (providers show them before the text).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<crate::image::ChatImage>,
 }
 
 impl ChatMessage {
@@ -49,6 +52,7 @@ impl ChatMessage {
             content: content.into(),
             tool_calls: Vec::new(),
             tool_call_id: None,
+            images: Vec::new(),
         }
     }
 
@@ -60,6 +64,17 @@ impl ChatMessage {
     /// A user message.
     pub fn user(content: impl Into<String>) -> Self {
         Self::text(Role::User, content)
+    }
+
+    /// A user message with images.
+    pub fn user_with_images(
+        content: impl Into<String>,
+        images: Vec<crate::image::ChatImage>,
+    ) -> Self {
+        Self {
+            images,
+            ..Self::text(Role::User, content)
+        }
     }
 
     /// An assistant message.

@@ -69,6 +69,9 @@ pub struct Turn {
     pub seq: i64,
     /// The inbound message.
     pub user: String,
+    /// The images it carried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<crate::ids::ImageId>,
     /// The reply.
     pub assistant: String,
     /// When the user said it (the interaction's creation).

@@ -8,8 +8,8 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use thinklio_core::{
-    ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, ModelError, Role,
-    StreamEvent, TokenUsage, ToolCall,
+    ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, ImageSource,
+    ModelError, Role, StreamEvent, TokenUsage, ToolCall,
 };
 
 use crate::http::{self, Endpoint, HttpRetry};
@@ -136,7 +136,27 @@ fn messages_json(messages: &[ChatMessage]) -> Vec<Value> {
     for m in messages {
         let (role, blocks) = match m.role {
             Role::System => continue,
-            Role::User => ("user", vec![json!({ "type": "text", "text": m.content })]),
+            Role::User => {
+                // Images first, as Anthropic advises, then the text (an
+                // empty text block is refused, so none when there is none).
+                let mut blocks = Vec::with_capacity(m.images.len() + 1);
+                for image in &m.images {
+                    let source = match (&image.source, image.source.base64()) {
+                        (_, Some(data)) => json!({
+                            "type": "base64",
+                            "media_type": image.media_type().unwrap_or_else(|| "image/png".to_owned()),
+                            "data": data,
+                        }),
+                        (ImageSource::Url(url), None) => json!({ "type": "url", "url": url }),
+                        (_, None) => continue,
+                    };
+                    blocks.push(json!({ "type": "image", "source": source }));
+                }
+                if !m.content.is_empty() || blocks.is_empty() {
+                    blocks.push(json!({ "type": "text", "text": m.content }));
+                }
+                ("user", blocks)
+            }
             Role::Tool => (
                 "user",
                 vec![json!({

@@ -9,8 +9,8 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use thinklio_core::{
-    ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, ModelError, Role,
-    StreamEvent, TokenUsage, ToolCall,
+    ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, ImageSource,
+    ModelError, Role, StreamEvent, TokenUsage, ToolCall,
 };
 
 use crate::http::{self, Endpoint, HttpRetry};
@@ -131,7 +131,27 @@ impl OpenAiCompatible {
 fn message_json(m: &ChatMessage) -> Value {
     match m.role {
         Role::System => json!({ "role": "system", "content": m.content }),
-        Role::User => json!({ "role": "user", "content": m.content }),
+        Role::User if m.images.is_empty() => json!({ "role": "user", "content": m.content }),
+        Role::User => {
+            // With images, the content is a list of parts: the text, then
+            // each image as a URL (bytes as a `data:` URL).
+            let mut parts = Vec::with_capacity(m.images.len() + 1);
+            if !m.content.is_empty() {
+                parts.push(json!({ "type": "text", "text": m.content }));
+            }
+            for image in &m.images {
+                let url = match (&image.source, image.source.base64()) {
+                    (_, Some(data)) => format!(
+                        "data:{};base64,{data}",
+                        image.media_type().unwrap_or_else(|| "image/png".to_owned())
+                    ),
+                    (ImageSource::Url(url), None) => url.clone(),
+                    (_, None) => continue,
+                };
+                parts.push(json!({ "type": "image_url", "image_url": { "url": url } }));
+            }
+            json!({ "role": "user", "content": parts })
+        }
         Role::Tool => {
             json!({ "role": "tool", "tool_call_id": m.tool_call_id, "content": m.content })
         }

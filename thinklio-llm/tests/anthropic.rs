@@ -244,3 +244,53 @@ async fn sends_sampling_parameters_as_the_api_names_them() {
     );
     assert!(body.get("stop").is_none());
 }
+
+/// A 4 × 3 PNG, and its base64 as the request must carry it.
+const PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAQAAAADCAIAAAA7ljmRAAAAEElEQVR4nGM4kWIERww4OQBHKhBpqqu7qgAAAABJRU5ErkJggg==";
+
+fn png() -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(PNG_BASE64)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sends_images_as_the_messages_api_documents_them() {
+    use thinklio_core::{ChatImage, ImageFormat};
+    let server = server_answering(TOOL_USE_MESSAGE, "application/json").await;
+    let r = ChatRequest::new(
+        "claude-sonnet-4-5",
+        vec![
+            ChatMessage::user_with_images(
+                "What is in these pictures?",
+                vec![
+                    ChatImage::bytes(ImageFormat::Png, png()),
+                    ChatImage::url("https://upload.example.org/ant.jpg"),
+                ],
+            ),
+            ChatMessage::assistant("An orange square and an ant."),
+            // A photo sent without a caption: no empty text block, which
+            // the API refuses.
+            ChatMessage::user_with_images("", vec![ChatImage::bytes(ImageFormat::Png, png())]),
+        ],
+    );
+    provider(&server).chat(&r).await.unwrap();
+    let body = sent_body(&server).await;
+    // The shapes of the Messages API's vision guide: images as `image`
+    // blocks (base64 with their media type, or a URL), before the text.
+    assert_eq!(
+        body["messages"][0],
+        json!({ "role": "user", "content": [
+            { "type": "image", "source": { "type": "base64", "media_type": "image/png", "data": PNG_BASE64 } },
+            { "type": "image", "source": { "type": "url", "url": "https://upload.example.org/ant.jpg" } },
+            { "type": "text", "text": "What is in these pictures?" },
+        ] })
+    );
+    assert_eq!(
+        body["messages"][2],
+        json!({ "role": "user", "content": [
+            { "type": "image", "source": { "type": "base64", "media_type": "image/png", "data": PNG_BASE64 } },
+        ] })
+    );
+}

@@ -241,3 +241,50 @@ async fn sends_sampling_parameters_as_the_api_names_them() {
     assert_eq!(body["stop"], json!(["\nUser:", "END"]));
     assert_eq!(body["max_tokens"], 256);
 }
+
+/// A 4 × 3 PNG, and its base64 as the request must carry it.
+const PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAQAAAADCAIAAAA7ljmRAAAAEElEQVR4nGM4kWIERww4OQBHKhBpqqu7qgAAAABJRU5ErkJggg==";
+
+fn png() -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(PNG_BASE64)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sends_images_as_chat_completions_documents_them() {
+    use thinklio_core::{ChatImage, ImageFormat};
+    let server = server_answering(TOOL_CALL_COMPLETION, "application/json").await;
+    let r = ChatRequest::new(
+        "gpt-4o-mini",
+        vec![
+            ChatMessage::user("Hello"),
+            ChatMessage::assistant("Hi."),
+            ChatMessage::user_with_images(
+                "What is in these pictures?",
+                vec![
+                    ChatImage::bytes(ImageFormat::Png, png()),
+                    ChatImage::url("https://upload.example.org/ant.jpg"),
+                ],
+            ),
+        ],
+    );
+    provider(&server).chat(&r).await.unwrap();
+    let body = sent_body(&server).await;
+    // A message without images keeps its content a string.
+    assert_eq!(
+        body["messages"][0],
+        json!({ "role": "user", "content": "Hello" })
+    );
+    // With images, content parts as the vision guide shows them: the
+    // text, then `image_url` parts; bytes as a base64 `data:` URL.
+    assert_eq!(
+        body["messages"][2],
+        json!({ "role": "user", "content": [
+            { "type": "text", "text": "What is in these pictures?" },
+            { "type": "image_url", "image_url": { "url": format!("data:image/png;base64,{PNG_BASE64}") } },
+            { "type": "image_url", "image_url": { "url": "https://upload.example.org/ant.jpg" } },
+        ] })
+    );
+}

@@ -35,6 +35,7 @@ mod approvals;
 mod budgets;
 mod directory;
 mod events;
+mod images;
 mod interactions;
 mod jobs;
 mod knowledge;

@@ -85,6 +85,12 @@ impl PrivacyStore for PostgresStore {
             &params,
         )
         .await?;
+        let images = execute(
+            &tx,
+            "DELETE FROM images WHERE account_id = $1 AND user_id = $2",
+            &params,
+        )
+        .await?;
         let facts =
             crate::knowledge::delete_owned(&tx, account, &FactOwner::User(user), now).await?;
         let jobs_of = "SELECT id FROM jobs WHERE account_id = $1 AND user_id = $2";
@@ -141,6 +147,7 @@ impl PrivacyStore for PostgresStore {
             tasks,
             memberships,
             summaries,
+            images,
         })
     }
 }

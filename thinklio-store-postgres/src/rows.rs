@@ -8,13 +8,13 @@ use serde_json::Value;
 use thinklio_core::approval::StoredDecision;
 use thinklio_core::store::rows;
 pub(crate) use thinklio_core::store::rows::{
-    BUDGET_COLUMNS, DECISION_COLUMNS, EVENT_COLUMNS, FACT_COLUMNS, INTERACTION_COLUMNS,
-    JOB_COLUMNS, NOTIFICATION_COLUMNS, OUTBOX_COLUMNS, SESSION_COLUMNS, STEP_COLUMNS,
-    SUMMARY_COLUMNS, TASK_COLUMNS,
+    BUDGET_COLUMNS, DECISION_COLUMNS, EVENT_COLUMNS, FACT_COLUMNS, HISTORY_QUERY, IMAGE_COLUMNS,
+    INTERACTION_COLUMNS, JOB_COLUMNS, NOTIFICATION_COLUMNS, OUTBOX_COLUMNS, SESSION_COLUMNS,
+    STEP_COLUMNS, SUMMARY_COLUMNS, TASK_COLUMNS, image_ids_text,
 };
 use thinklio_core::{
-    BudgetLimit, Event, EventKind, Fact, Interaction, Job, JobNotification, JobObserver,
-    OutboxMessage, Session, Step, StoreError, StoreResult, Summary, Task, Timestamp,
+    BudgetLimit, Event, EventKind, Fact, Image, Interaction, Job, JobNotification, JobObserver,
+    OutboxMessage, Session, Step, StoreError, StoreResult, Summary, Task, Timestamp, Turn,
 };
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
@@ -89,6 +89,10 @@ impl rows::Row for Pg<'_> {
         get(self.0, column)
     }
 
+    fn blob_opt(&self, column: &str) -> StoreResult<Option<Vec<u8>>> {
+        get(self.0, column)
+    }
+
     fn real(&self, column: &str) -> StoreResult<f64> {
         get(self.0, column)
     }
@@ -147,6 +151,8 @@ mapped!(
     budget -> BudgetLimit,
     decision -> StoredDecision,
     summary -> Summary,
+    turn -> Turn,
+    image -> Image,
 );
 
 /// A count or token number as a BIGINT.

@@ -383,6 +383,25 @@ CREATE TABLE summaries (
 );
 CREATE INDEX summaries_by_user ON summaries (account_id, user_id);
 "#,
+    // 11: images messages carried, stored once per user and content; the
+    // interaction lists the ids of its message's images.
+    r#"
+CREATE TABLE images (
+    id          TEXT PRIMARY KEY,
+    account_id  TEXT NOT NULL,
+    team_id     TEXT,
+    user_id     TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    format      TEXT,
+    width       BIGINT,
+    height      BIGINT,
+    data        BYTEA,
+    url         TEXT,
+    created_at  BIGINT NOT NULL,
+    UNIQUE (account_id, user_id, sha256)
+);
+ALTER TABLE interactions ADD COLUMN images TEXT;
+"#,
 ];
 
 /// The version whose migration is followed by `knowledge::migrate_cardinality`.

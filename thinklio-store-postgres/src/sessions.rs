@@ -192,22 +192,12 @@ impl SessionStore for PostgresStore {
         let tx = client.transaction().await.map_err(backend)?;
         let mut turns = query(
             &tx,
-            "SELECT i.id, i.seq, i.input, i.created_at, o.text FROM interactions i JOIN outbox o ON o.interaction_id = i.id \
-             WHERE i.session_id = $1 AND i.seq < $2 AND i.parent_interaction_id IS NULL \
-             ORDER BY i.seq DESC LIMIT $3",
+            rows::HISTORY_QUERY,
             &[&session.to_string(), &before_seq, &i64::from(limit)],
         )
         .await?
         .iter()
-        .map(|r| {
-            Ok(Turn {
-                interaction_id: rows::parse(r, "id")?,
-                seq: rows::get(r, "seq")?,
-                user: rows::get(r, "input")?,
-                assistant: rows::get(r, "text")?,
-                at: Timestamp::from_millis(rows::get(r, "created_at")?),
-            })
-        })
+        .map(rows::turn)
         .collect::<StoreResult<Vec<_>>>()?;
         turns.reverse();
         Ok(turns)

@@ -30,6 +30,7 @@ mod budgets;
 mod conn;
 mod directory;
 mod events;
+mod images;
 mod interactions;
 mod jobs;
 mod knowledge;

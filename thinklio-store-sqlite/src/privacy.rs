@@ -42,6 +42,7 @@ impl PrivacyStore for SqliteStore {
                 let sessions = run("DELETE FROM sessions WHERE account_id = ?1 AND user_id = ?2")?;
                 let todos = run("DELETE FROM todos WHERE account_id = ?1 AND user_id = ?2")?;
                 let summaries = run("DELETE FROM summaries WHERE account_id = ?1 AND user_id = ?2")?;
+                let images = run("DELETE FROM images WHERE account_id = ?1 AND user_id = ?2")?;
                 let jobs_of = "SELECT id FROM jobs WHERE account_id = ?1 AND user_id = ?2";
                 run(&format!("DELETE FROM job_notifications WHERE job_id IN ({jobs_of})"))?;
                 run(&format!("DELETE FROM job_observers WHERE job_id IN ({jobs_of})"))?;
@@ -70,6 +71,7 @@ impl PrivacyStore for SqliteStore {
                     tasks,
                     memberships,
                     summaries,
+                    images,
                 })
             })
             .await

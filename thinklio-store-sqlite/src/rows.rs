@@ -6,13 +6,13 @@ use rusqlite::Row;
 use thinklio_core::approval::StoredDecision;
 use thinklio_core::store::rows;
 pub(crate) use thinklio_core::store::rows::{
-    BUDGET_COLUMNS, DECISION_COLUMNS, EVENT_COLUMNS, FACT_COLUMNS, INTERACTION_COLUMNS,
-    JOB_COLUMNS, NOTIFICATION_COLUMNS, OUTBOX_COLUMNS, SESSION_COLUMNS, STEP_COLUMNS,
-    SUMMARY_COLUMNS, TASK_COLUMNS,
+    BUDGET_COLUMNS, DECISION_COLUMNS, EVENT_COLUMNS, FACT_COLUMNS, HISTORY_QUERY, IMAGE_COLUMNS,
+    INTERACTION_COLUMNS, JOB_COLUMNS, NOTIFICATION_COLUMNS, OUTBOX_COLUMNS, SESSION_COLUMNS,
+    STEP_COLUMNS, SUMMARY_COLUMNS, TASK_COLUMNS, image_ids_text,
 };
 use thinklio_core::{
-    BudgetLimit, Event, Fact, Interaction, Job, JobNotification, JobObserver, OutboxMessage,
-    Session, Step, StoreError, StoreResult, Summary, Task, Timestamp,
+    BudgetLimit, Event, Fact, Image, Interaction, Job, JobNotification, JobObserver, OutboxMessage,
+    Session, Step, StoreError, StoreResult, Summary, Task, Timestamp, Turn,
 };
 
 pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
@@ -53,6 +53,10 @@ impl rows::Row for Sql<'_, '_> {
     }
 
     fn int_opt(&self, column: &str) -> StoreResult<Option<i64>> {
+        self.0.get(column).map_err(|e| rows::corrupt(column, e))
+    }
+
+    fn blob_opt(&self, column: &str) -> StoreResult<Option<Vec<u8>>> {
         self.0.get(column).map_err(|e| rows::corrupt(column, e))
     }
 
@@ -113,6 +117,8 @@ mapped!(
     budget -> BudgetLimit,
     decision -> StoredDecision,
     summary -> Summary,
+    turn -> Turn,
+    image -> Image,
 );
 
 /// A scope stored as its kind (`account`, `team`, `user`) and id.

@@ -214,21 +214,12 @@ impl SessionStore for SqliteStore {
         self.conn
             .call(move |c| {
                 let mut turns = c
-                    .prepare_cached(
-                        "SELECT i.id, i.seq, i.input, i.created_at, o.text FROM interactions i JOIN outbox o ON o.interaction_id = i.id \
-                         WHERE i.session_id = ?1 AND i.seq < ?2 AND i.parent_interaction_id IS NULL \
-                         ORDER BY i.seq DESC LIMIT ?3",
-                    )
+                    .prepare_cached(rows::HISTORY_QUERY)
                     .map_err(backend)?
-                    .query_map(params![session.to_string(), before_seq, i64::from(limit)], |r| {
-                        Ok(Turn {
-                            interaction_id: rows::parse(r, "id")?,
-                            seq: r.get("seq")?,
-                            user: r.get("input")?,
-                            assistant: r.get("text")?,
-                            at: Timestamp::from_millis(r.get("created_at")?),
-                        })
-                    })
+                    .query_map(
+                        params![session.to_string(), before_seq, i64::from(limit)],
+                        rows::turn,
+                    )
                     .map_err(backend)?
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(backend)?;

@@ -29,7 +29,7 @@ async fn data_survives_reopen_and_migrations_run_once() {
         .unwrap();
     drop(store);
     let reopened = SqliteStore::open(&path).await.unwrap();
-    assert_eq!(reopened.schema_version().await.unwrap(), 15);
+    assert_eq!(reopened.schema_version().await.unwrap(), 16);
     assert_eq!(reopened.session(session.id).await.unwrap(), session);
 }
 
@@ -80,6 +80,7 @@ async fn a_corrupt_value_is_a_corrupt_error_naming_its_column() {
             principal: session.principal,
             agent_id: session.agent_id.clone(),
             input: "hello".into(),
+            images: Vec::new(),
             inbound_id: None,
             parent_interaction_id: None,
             delegation_depth: 0,

@@ -208,6 +208,7 @@ pub async fn a_delegate_waiting_holds_its_callers_until_decided<S: Store>(store:
         principal: p,
         agent_id: AgentId::new("helper"),
         input: "task".into(),
+        images: Vec::new(),
         inbound_id: Some(format!("{}:act", parent.id)),
         parent_interaction_id: Some(parent.id),
         delegation_depth: parent.delegation_depth + 1,

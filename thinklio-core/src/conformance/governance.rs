@@ -142,6 +142,7 @@ async fn spend<S: Store>(store: &S, p: Principal, agent: &str, cost: i64) -> Int
             principal: p,
             agent_id: AgentId::new(agent),
             input: "q".into(),
+            images: Vec::new(),
             inbound_id: None,
             parent_interaction_id: None,
             delegation_depth: 0,

@@ -46,6 +46,7 @@ pub async fn missing_records_are_not_found<S: Store>(store: S) {
             principal: p,
             agent_id: AgentId::new("agent"),
             input: "hi".into(),
+            images: Vec::new(),
             inbound_id: None,
             parent_interaction_id: None,
             delegation_depth: 0,
@@ -64,6 +65,7 @@ pub async fn inbound_ids_deduplicate_interactions<S: Store>(store: S) {
         principal: s.principal,
         agent_id: s.agent_id.clone(),
         input: "hello".into(),
+        images: Vec::new(),
         inbound_id: Some(id.into()),
         parent_interaction_id: None,
         delegation_depth: 0,
@@ -636,4 +638,85 @@ pub async fn summaries_are_kept_once_per_turn_and_chain<S: Store>(store: S) {
         store.summary(stored.id).await,
         Err(StoreError::NotFound { .. })
     ));
+}
+
+/// A 2 × 3 PNG, for image checks.
+pub const PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0x0d, 0x49, 0x48, 0x44, 0x52, 0, 0, 0,
+    2, 0, 0, 0, 3, 8, 2, 0, 0, 0, 0x12, 0x16, 0xf1, 0x4d,
+];
+
+pub async fn images_are_stored_once_per_user_and_listed_by_turns<S: Store>(store: S) {
+    use crate::image::{ImageFormat, ImageInput, ImageSource, NewImage};
+    let p = principal();
+    let other = Principal::new(p.account, UserId::new());
+    let new = |who, input| NewImage::checked(who, input, 1024).unwrap();
+    let first = store
+        .put_image(new(p, ImageInput::bytes(PNG)))
+        .await
+        .unwrap();
+    assert_eq!(first.format, Some(ImageFormat::Png));
+    assert_eq!(first.size, Some((2, 3)));
+    assert_eq!(first.source, ImageSource::Bytes(PNG.into()));
+    let again = store
+        .put_image(new(p, ImageInput::bytes_of_type(PNG, "image/png")))
+        .await
+        .unwrap();
+    assert_eq!(
+        again, first,
+        "the same image of the same user is stored once"
+    );
+    let theirs = store
+        .put_image(new(other, ImageInput::bytes(PNG)))
+        .await
+        .unwrap();
+    assert_ne!(theirs.id, first.id, "another user's copy is their own row");
+    let url = store
+        .put_image(new(p, ImageInput::url("https://example.com/cat.webp")))
+        .await
+        .unwrap();
+    assert_eq!(
+        url.source,
+        ImageSource::Url("https://example.com/cat.webp".into())
+    );
+    assert_eq!(url.format, Some(ImageFormat::Webp));
+    assert_eq!(url.size, None);
+    assert_eq!(store.image(url.id).await.unwrap(), url);
+    assert_eq!(store.image(first.id).await.unwrap(), first);
+    assert!(matches!(
+        store.image(crate::ids::ImageId::new()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // An interaction lists its images, and so does its turn in the history.
+    let s = session(&store, p, None).await;
+    let (i, _) = store
+        .create_interaction(NewInteraction {
+            session_id: s.id,
+            principal: p,
+            agent_id: s.agent_id.clone(),
+            input: String::new(),
+            images: vec![first.id, url.id],
+            inbound_id: Some("photo".into()),
+            parent_interaction_id: None,
+            delegation_depth: 0,
+            job_id: None,
+            kind: crate::interaction::InteractionKind::Message,
+        })
+        .await
+        .unwrap();
+    assert_eq!(i.images, vec![first.id, url.id]);
+    assert_eq!(store.interaction(i.id).await.unwrap(), i);
+    complete(&store, &i).await;
+    let now = interaction(&store, &s, "next").await;
+    assert!(now.images.is_empty());
+    let turns = store.history(s.id, now.seq, 10).await.unwrap();
+    assert_eq!(turns[0].images, vec![first.id, url.id]);
+    assert_eq!(turns[0].user, "");
+
+    // Forgetting the user deletes their images and no one else's.
+    let report = store.forget_user(p.account, p.user).await.unwrap();
+    assert_eq!(report.images, 2);
+    assert!(store.image(first.id).await.is_err());
+    assert_eq!(store.image(theirs.id).await.unwrap(), theirs);
 }

@@ -145,6 +145,9 @@ pub struct ChannelMessage {
     pub text: String,
     /// Files and other parts, described to the agent.
     pub attachments: Vec<Attachment>,
+    /// Images the model is shown (a photo the channel downloaded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<crate::image::ImageInput>,
 }
 
 impl ChannelMessage {
@@ -162,6 +165,7 @@ impl ChannelMessage {
             id: None,
             text: text.into(),
             attachments: Vec::new(),
+            images: Vec::new(),
         }
     }
 
@@ -177,6 +181,12 @@ impl ChannelMessage {
         self
     }
 
+    /// With an image the model is shown.
+    pub fn image(mut self, image: crate::image::ImageInput) -> Self {
+        self.images.push(image);
+        self
+    }
+
     /// The inbound message the runtime records: the text followed by one
     /// line per attachment, and an id unique across channels and chats.
     pub fn inbound(&self) -> Inbound {
@@ -187,10 +197,12 @@ impl ChannelMessage {
             }
             text.push_str(&attachment.describe());
         }
-        match &self.id {
+        let mut inbound = match &self.id {
             Some(id) => Inbound::with_id(text, format!("{}:{}:{id}", self.channel, self.chat)),
             None => Inbound::from(text),
-        }
+        };
+        inbound.images = self.images.clone();
+        inbound
     }
 }
 

@@ -9,6 +9,12 @@ use crate::queue::RetryPolicy;
 pub struct RuntimeConfig {
     /// The largest inbound message accepted, in bytes.
     pub max_message_bytes: usize,
+    /// The largest image a message may carry, in bytes
+    /// ([`DEFAULT_MAX_IMAGE_BYTES`](crate::image::DEFAULT_MAX_IMAGE_BYTES):
+    /// 5 MiB, what every supported provider accepts).
+    pub max_image_bytes: usize,
+    /// The most images one message may carry.
+    pub max_images_per_message: usize,
     /// How many sessions `recover()` resumes at once.
     pub recovery_concurrency: usize,
     /// Backoff of the background queue.
@@ -43,6 +49,8 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             max_message_bytes: 64 * 1024,
+            max_image_bytes: crate::image::DEFAULT_MAX_IMAGE_BYTES,
+            max_images_per_message: crate::image::DEFAULT_MAX_IMAGES,
             recovery_concurrency: 64,
             retry_policy: RetryPolicy::default(),
             task_lease: std::time::Duration::from_secs(60),

@@ -349,6 +349,7 @@ impl Inner {
                 principal: context.principal,
                 agent_id: delegate.clone(),
                 input: task,
+                images: Vec::new(),
                 // The call's idempotency key: re-running the call resumes this child.
                 inbound_id: Some(context.idempotency_key.clone()),
                 parent_interaction_id: Some(context.interaction_id),

@@ -89,6 +89,9 @@ pub enum RuntimeError {
     /// The message is empty.
     #[error("the message is empty")]
     EmptyMessage,
+    /// An image of the message was refused.
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
     /// The message is longer than the runtime accepts.
     #[error("the message has {size} bytes; at most {limit} are accepted")]
     MessageTooLarge {
@@ -137,6 +140,7 @@ impl RuntimeError {
             RuntimeError::UnknownAgent(_) => ErrorCode::RuntimeUnknownAgent,
             RuntimeError::Capability(e) => e.code(),
             RuntimeError::EmptyMessage => ErrorCode::RuntimeEmptyMessage,
+            RuntimeError::Image(e) => e.code(),
             RuntimeError::MessageTooLarge { .. } => ErrorCode::RuntimeMessageTooLarge,
             RuntimeError::DelegationCycle(_) => ErrorCode::DelegationCycle,
             RuntimeError::Forbidden(e) => e.code(),
@@ -445,17 +449,30 @@ impl Runtime {
         result
     }
 
-    /// Refuses an empty or too large message.
+    /// Refuses an empty or too large message, and images that are not
+    /// PNG, JPEG, GIF or WebP, too large, too many, or at URLs a provider
+    /// cannot fetch.
     pub(crate) fn check_message(&self, message: &Inbound) -> Result<(), RuntimeError> {
-        if message.text.trim().is_empty() {
+        if message.text.trim().is_empty() && message.images.is_empty() {
             return Err(RuntimeError::EmptyMessage);
         }
-        let limit = self.inner.config.max_message_bytes;
+        let config = &self.inner.config;
+        let limit = config.max_message_bytes;
         if message.text.len() > limit {
             return Err(RuntimeError::MessageTooLarge {
                 size: message.text.len(),
                 limit,
             });
+        }
+        if message.images.len() > config.max_images_per_message {
+            return Err(crate::image::ImageError::TooMany {
+                count: message.images.len(),
+                limit: config.max_images_per_message,
+            }
+            .into());
+        }
+        for image in &message.images {
+            crate::image::check(image, config.max_image_bytes)?;
         }
         Ok(())
     }
@@ -698,6 +715,17 @@ impl Inner {
         message: Inbound,
         kind: InteractionKind,
     ) -> Result<(Interaction, bool), RuntimeError> {
+        // Images are stored first, once each: a message sent again (or
+        // after a crash here) finds them stored and refers to the same rows.
+        let mut images = Vec::with_capacity(message.images.len());
+        for image in message.images {
+            let new = crate::image::NewImage::checked(
+                session.principal,
+                image,
+                self.config.max_image_bytes,
+            )?;
+            images.push(self.store.put_image(new).await?.id);
+        }
         let (interaction, created) = self
             .store
             .create_interaction(NewInteraction {
@@ -705,6 +733,7 @@ impl Inner {
                 principal: session.principal,
                 agent_id: session.agent_id.clone(),
                 input: message.text,
+                images,
                 inbound_id: message.id,
                 parent_interaction_id: None,
                 delegation_depth: 0,

@@ -119,15 +119,18 @@ impl AnswerError {
     }
 }
 
-/// An inbound message.
+/// An inbound message: text, and images the model is shown with it.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Inbound {
-    /// The text.
+    /// The text (may be empty when the message carries images).
     pub text: String,
     /// The channel's id for the message; a message sent twice with the same id
     /// is answered once.
     pub id: Option<String>,
+    /// Its images, checked when it is sent
+    /// ([`image::check`](crate::image::check)) and stored once.
+    pub images: Vec<crate::image::ImageInput>,
 }
 
 impl Inbound {
@@ -136,22 +139,40 @@ impl Inbound {
         Self {
             text: text.into(),
             id: Some(id.into()),
+            images: Vec::new(),
         }
+    }
+
+    /// With an image.
+    ///
+    /// ```
+    /// use thinklio_core::{ImageInput, Inbound};
+    /// # let read_the_upload = || b"\x89PNG\r\n\x1a\n".to_vec();
+    /// let png: Vec<u8> = read_the_upload();
+    /// let message = Inbound::from("What is in this picture?")
+    ///     .image(ImageInput::bytes_of_type(png, "image/png"))
+    ///     .image(ImageInput::url("https://example.com/cat.jpg"));
+    /// assert_eq!(message.images.len(), 2);
+    /// ```
+    pub fn image(mut self, image: crate::image::ImageInput) -> Self {
+        self.images.push(image);
+        self
     }
 }
 
 impl From<&str> for Inbound {
     fn from(text: &str) -> Self {
-        Self {
-            text: text.to_owned(),
-            id: None,
-        }
+        Self::from(text.to_owned())
     }
 }
 
 impl From<String> for Inbound {
     fn from(text: String) -> Self {
-        Self { text, id: None }
+        Self {
+            text,
+            id: None,
+            images: Vec::new(),
+        }
     }
 }
 

@@ -113,6 +113,9 @@ pub struct ContextOutput {
     /// How they were counted (`estimate`, or a tokenizer's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_counted_with: Option<String>,
+    /// How many images the message carried (shown with it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub images: usize,
     /// The summary of the older turns shown before the history, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<crate::ids::SummaryId>,

@@ -501,6 +501,20 @@ pub struct ForgetReport {
     pub memberships: u64,
     /// Summaries of their sessions deleted.
     pub summaries: u64,
+    /// Images their messages carried, deleted.
+    pub images: u64,
+}
+
+/// Images messages carried, stored once.
+#[async_trait]
+pub trait ImageStore: Send + Sync {
+    /// Stores an image; the same content from the same user of the same
+    /// account ([`NewImage::sha256`](crate::image::NewImage::sha256)) is
+    /// stored once: a second write returns the first.
+    async fn put_image(&self, new: crate::image::NewImage) -> StoreResult<crate::image::Image>;
+
+    /// An image by id.
+    async fn image(&self, id: crate::ids::ImageId) -> StoreResult<crate::image::Image>;
 }
 
 /// Summaries of sessions' older turns.
@@ -533,7 +547,7 @@ pub trait PrivacyStore: Send + Sync {
     /// sessions, interactions, steps (with their payloads), replies, events,
     /// jobs (input, result, subjobs, observers, notices), queue tasks owned
     /// by them ([`NewTask::owner`](crate::NewTask::owner)), todos, user
-    /// budgets, user-layer facts (each leaving a content-free `delete` entry
+    /// budgets, summaries, images, user-layer facts (each leaving a content-free `delete` entry
     /// in its history), and their place in the directory (membership of the
     /// account and its teams, user-scope assignments of its agents). Usage
     /// records stay for the account's totals, attributed to
@@ -665,6 +679,7 @@ pub trait Store:
     + crate::job::JobStore
     + ApprovalStore
     + SummaryStore
+    + ImageStore
     + 'static
 {
 }
@@ -683,6 +698,7 @@ impl<T> Store for T where
         + crate::job::JobStore
         + ApprovalStore
         + SummaryStore
+        + ImageStore
         + 'static
 {
 }

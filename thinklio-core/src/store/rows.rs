@@ -41,6 +41,9 @@ pub trait Row {
     /// An integer column; `None` for NULL.
     fn int_opt(&self, column: &str) -> StoreResult<Option<i64>>;
 
+    /// A binary column; `None` for NULL.
+    fn blob_opt(&self, column: &str) -> StoreResult<Option<Vec<u8>>>;
+
     /// A floating-point column.
     fn real(&self, column: &str) -> StoreResult<f64>;
 
@@ -183,7 +186,7 @@ pub fn session(row: &impl Row) -> StoreResult<Session> {
 }
 
 /// The columns [`interaction`] reads.
-pub const INTERACTION_COLUMNS: &str = "seq, id, session_id, account_id, team_id, user_id, agent_id, input, \
+pub const INTERACTION_COLUMNS: &str = "seq, id, session_id, account_id, team_id, user_id, agent_id, input, images, \
      inbound_id, parent_interaction_id, delegation_depth, job_id, kind, created_at";
 
 /// An interaction.
@@ -195,6 +198,7 @@ pub fn interaction(row: &impl Row) -> StoreResult<Interaction> {
         principal: principal(row)?,
         agent_id: AgentId::new(row.text("agent_id")?),
         input: row.text("input")?,
+        images: image_ids(row, "images")?,
         inbound_id: row.text_opt("inbound_id")?,
         parent_interaction_id: row.parse_opt("parent_interaction_id")?,
         delegation_depth: row.u32("delegation_depth")?,
@@ -437,6 +441,74 @@ pub fn summary(row: &impl Row) -> StoreResult<crate::session::Summary> {
         tokens: TokenUsage::new(row.u64("input_tokens")?, row.u64("output_tokens")?),
         cost: Cost::from_nanos(row.int("cost_nanos")?),
         interaction_id: row.parse("interaction_id")?,
+        created_at: row.ts("created_at")?,
+    })
+}
+
+/// A list of image ids as a store keeps it: a JSON array, NULL for none.
+pub fn image_ids_text(ids: &[crate::ids::ImageId]) -> Option<String> {
+    (!ids.is_empty()).then(|| serde_json::to_string(ids).unwrap_or_default())
+}
+
+/// A list of image ids kept by [`image_ids_text`].
+pub fn image_ids(row: &impl Row, column: &str) -> StoreResult<Vec<crate::ids::ImageId>> {
+    match row.text_opt(column)? {
+        None => Ok(Vec::new()),
+        Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(column, e)),
+    }
+}
+
+/// The query of [`SessionStore::history`](super::SessionStore::history)
+/// (`$1` session, `$2` before seq, `$3` limit; SQLite reads them as `?N`),
+/// newest first: the columns [`turn`] reads.
+pub const HISTORY_QUERY: &str = "SELECT i.id, i.seq, i.input, i.images, i.created_at, o.text \
+     FROM interactions i JOIN outbox o ON o.interaction_id = i.id \
+     WHERE i.session_id = $1 AND i.seq < $2 AND i.parent_interaction_id IS NULL \
+     ORDER BY i.seq DESC LIMIT $3";
+
+/// A completed turn of a session.
+pub fn turn(row: &impl Row) -> StoreResult<crate::session::Turn> {
+    Ok(crate::session::Turn {
+        interaction_id: row.parse("id")?,
+        seq: row.int("seq")?,
+        user: row.text("input")?,
+        images: image_ids(row, "images")?,
+        assistant: row.text("text")?,
+        at: row.ts("created_at")?,
+    })
+}
+
+/// The columns [`image`] reads.
+pub const IMAGE_COLUMNS: &str =
+    "id, account_id, team_id, user_id, sha256, format, width, height, data, url, created_at";
+
+/// A stored image.
+pub fn image(row: &impl Row) -> StoreResult<crate::image::Image> {
+    use crate::image::{Image, ImageSource};
+    let source = match (row.blob_opt("data")?, row.text_opt("url")?) {
+        (Some(data), None) => ImageSource::Bytes(data.into()),
+        (None, Some(url)) => ImageSource::Url(url),
+        _ => {
+            return Err(corrupt(
+                "data",
+                "an image needs exactly one of data and url",
+            ));
+        }
+    };
+    let size = match (row.int_opt("width")?, row.int_opt("height")?) {
+        (Some(w), Some(h)) => Some((
+            u32::try_from(w).map_err(|e| corrupt("width", e))?,
+            u32::try_from(h).map_err(|e| corrupt("height", e))?,
+        )),
+        _ => None,
+    };
+    Ok(Image {
+        id: row.parse("id")?,
+        principal: principal(row)?,
+        format: row.parse_opt("format")?,
+        size,
+        source,
+        sha256: row.text("sha256")?,
         created_at: row.ts("created_at")?,
     })
 }

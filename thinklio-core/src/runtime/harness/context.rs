@@ -90,7 +90,9 @@ impl Run {
         read.retain(|t| t.seq > after);
         let mut shown = read.split_off(read.len().saturating_sub(limit as usize));
         let before_fit = shown.len();
-        let dropped_newest = self.fit_history(output, &mut shown, summary.as_ref());
+        let images = self.message_images().await?;
+        output.images = images.len();
+        let dropped_newest = self.fit_history(output, &mut shown, summary.as_ref(), &images);
         // `read` keeps the turns before those shown (the newest last).
         let unshown = read.len() + (before_fit - shown.len());
         let newest_unshown = dropped_newest.or_else(|| read.last().map(|t| t.seq));
@@ -115,13 +117,17 @@ impl Run {
         output: &mut ContextOutput,
         history: &mut Vec<crate::session::Turn>,
         summary: Option<&crate::session::Summary>,
+        images: &[crate::image::ChatImage],
     ) -> Option<i64> {
         let counter = &*self.rt.token_counter;
         let model = self.agent.model.as_str();
         let count = |m: &ChatMessage| crate::context::message_tokens(counter, model, m);
         let budget = crate::context::context_budget(&self.agent, &self.rt.windows);
         let mut fixed = count(&ChatMessage::system(self.agent.system_prompt.clone()))
-            + count(&ChatMessage::user(self.interaction.input.clone()));
+            + count(&ChatMessage::user_with_images(
+                self.interaction.input.clone(),
+                images.to_vec(),
+            ));
         if let Some(memory) = crate::runtime::knowledge::memory_message(output) {
             fixed += count(&memory);
         }
@@ -139,7 +145,7 @@ impl Run {
         let mut kept = 0;
         for turn in history.iter().rev() {
             // The date a long conversation's messages carry counts too.
-            let cost = count(&ChatMessage::user(turn.user.clone()))
+            let cost = count(&ChatMessage::user(turn_text(turn)))
                 + count(&ChatMessage::assistant(turn.assistant.clone()))
                 + 2 * DATE_TOKENS;
             if used + cost > available {
@@ -155,6 +161,28 @@ impl Run {
         output.context_tokens = Some(fixed + used);
         output.tokens_counted_with = Some(counter.method(model).to_owned());
         newest_dropped
+    }
+
+    /// The images of the interaction's message, read from the store (once
+    /// per run): the rows the message stored, so a resumed run shows the
+    /// same images.
+    async fn message_images(&mut self) -> Result<Vec<crate::image::ChatImage>, RuntimeError> {
+        if let Some(images) = &self.images {
+            return Ok(images.clone());
+        }
+        let mut images = Vec::with_capacity(self.interaction.images.len());
+        for id in &self.interaction.images {
+            let image = self.rt.store.image(*id).await?;
+            let owner = self.interaction.principal;
+            if image.principal.account != owner.account || image.principal.user != owner.user {
+                // Ids come from the interaction the runtime wrote; one of
+                // another user's images is never shown.
+                return Err(crate::store::StoreError::not_found("image", id).into());
+            }
+            images.push(image.chat_image());
+        }
+        self.images = Some(images.clone());
+        Ok(images)
     }
 
     /// The conversation so far, rebuilt from the session history and the steps.
@@ -210,13 +238,14 @@ impl Run {
             }
         };
         for turn in self.history.iter().flatten() {
-            messages.push(ChatMessage::user(said(turn.at, &turn.user)));
+            messages.push(ChatMessage::user(said(turn.at, &turn_text(turn))));
             messages.push(ChatMessage::assistant(turn.assistant.clone()));
         }
-        messages.push(ChatMessage::user(said(
-            self.interaction.created_at,
-            &self.interaction.input,
-        )));
+        let images = self.message_images().await?;
+        messages.push(ChatMessage::user_with_images(
+            said(self.interaction.created_at, &self.interaction.input),
+            images,
+        ));
         // Tool results of this interaction: (message index, turn, act step).
         let mut results: Vec<(usize, u32, crate::ids::StepId)> = Vec::new();
         for step in &self.steps {
@@ -323,4 +352,27 @@ pub(super) fn job_message(job: &crate::step::payload::JobRecord) -> crate::model
         text.push_str(&format!("\nError: {e}"));
     }
     crate::model::ChatMessage::system(text)
+}
+
+/// An earlier turn's message as the model is shown it: its images are not
+/// sent again (each costs up to [`UNKNOWN_IMAGE_TOKENS`] tokens a request);
+/// a note says they were there, and the reply to them says what was seen.
+///
+/// [`UNKNOWN_IMAGE_TOKENS`]: crate::image::UNKNOWN_IMAGE_TOKENS
+fn turn_text(turn: &crate::session::Turn) -> String {
+    match turn.images.len() {
+        0 => turn.user.clone(),
+        n => {
+            let note = if n == 1 {
+                "[1 image was attached here; it is not shown again]".to_owned()
+            } else {
+                format!("[{n} images were attached here; they are not shown again]")
+            };
+            if turn.user.is_empty() {
+                note
+            } else {
+                format!("{}\n{note}", turn.user)
+            }
+        }
+    }
 }

@@ -54,6 +54,8 @@ pub(crate) struct Run {
     interaction: Interaction,
     steps: Vec<Step>,
     history: Option<Vec<Turn>>,
+    /// The message's images, read from the store once per run.
+    images: Option<Vec<crate::image::ChatImage>>,
     reply_text: Option<String>,
     caller_is_channel: bool,
     /// Set when this run is a delegate's, working for another interaction.
@@ -94,6 +96,7 @@ impl Run {
             interaction,
             steps,
             history: None,
+            images: None,
             reply_text: None,
             caller_is_channel,
             delegation: None,

@@ -163,6 +163,7 @@ impl Inner {
                         principal: session.principal,
                         agent_id: session.agent_id.clone(),
                         input: follow_up_text(job, notice.notice),
+                        images: Vec::new(),
                         inbound_id: Some(format!("job-notice:{}", notice.notification_id)),
                         parent_interaction_id: None,
                         delegation_depth: 0,

@@ -500,6 +500,7 @@ impl Jobs<'_> {
         let message = Inbound {
             text: to_json(&call).to_string(),
             id,
+            images: Vec::new(),
         };
         self.rt.check_message(&message)?;
         let _guard = inner.locks.lock(session).await;
