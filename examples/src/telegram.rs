@@ -187,6 +187,10 @@ pub struct BotOptions {
     pub chat_idle: Duration,
     /// How long one typing indicator may take before it is given up (5 s).
     pub typing_timeout: Duration,
+    /// The largest photo downloaded and shown to the model, in bytes (the
+    /// runtime's default image limit, 5 MiB): of a photo's sizes, the
+    /// largest within it is taken.
+    pub max_image_bytes: usize,
 }
 
 impl Default for BotOptions {
@@ -195,6 +199,7 @@ impl Default for BotOptions {
             allowed_users: None,
             chat_idle: Duration::from_secs(60),
             typing_timeout: Duration::from_secs(5),
+            max_image_bytes: thinklio_core::image::DEFAULT_MAX_IMAGE_BYTES,
         }
     }
 }
@@ -203,6 +208,12 @@ impl BotOptions {
     /// Gives a typing indicator up after `timeout`.
     pub fn typing_timeout(mut self, timeout: Duration) -> Self {
         self.typing_timeout = timeout;
+        self
+    }
+
+    /// Downloads photos of at most `bytes`.
+    pub fn max_image_bytes(mut self, bytes: usize) -> Self {
+        self.max_image_bytes = bytes;
         self
     }
 
@@ -249,18 +260,10 @@ impl std::fmt::Debug for TelegramBot {
     }
 }
 
-/// The text of a message and what is attached to it.
+/// The text of a message and what is attached to it (a photo is fetched
+/// apart, by [`TelegramBot::photo`]).
 fn read_message(message: &Message) -> Option<(String, Vec<Attachment>)> {
     let mut attachments = Vec::new();
-    if let Some(sizes) = message.photo()
-        && let Some(largest) = sizes.iter().max_by_key(|p| p.width * p.height)
-    {
-        attachments.push(
-            Attachment::new("photo", largest.file.id.to_string())
-                .size(u64::from(largest.file.size))
-                .mime_type("image/jpeg"),
-        );
-    }
     if let Some(doc) = message.document() {
         let mut a =
             Attachment::new("document", doc.file.id.to_string()).size(u64::from(doc.file.size));
@@ -277,7 +280,18 @@ fn read_message(message: &Message) -> Option<(String, Vec<Attachment>)> {
         .or_else(|| message.caption())
         .unwrap_or_default()
         .to_owned();
-    (!text.is_empty() || !attachments.is_empty()).then_some((text, attachments))
+    (!text.is_empty() || !attachments.is_empty() || message.photo().is_some())
+        .then_some((text, attachments))
+}
+
+/// A message's photo, as [`TelegramBot::photo`] read it.
+enum Photo {
+    /// The message has none.
+    None,
+    /// Downloaded: shown to the model.
+    Image(thinklio_core::ImageInput),
+    /// Not readable: described to the model.
+    Unread(Attachment),
 }
 
 /// Whether the runtime refused a message for what it is (too long, not
@@ -286,7 +300,11 @@ fn refused(e: &thinklio_core::RuntimeError) -> bool {
     use thinklio_core::RuntimeError as E;
     matches!(
         e,
-        E::EmptyMessage | E::MessageTooLarge { .. } | E::Forbidden(_) | E::UnknownAgent(_)
+        E::EmptyMessage
+            | E::MessageTooLarge { .. }
+            | E::Image(_)
+            | E::Forbidden(_)
+            | E::UnknownAgent(_)
     )
 }
 
@@ -417,6 +435,12 @@ impl TelegramBot {
         for a in attachments {
             inbound = inbound.attachment(a);
         }
+        inbound = match self.photo(&message).await {
+            Photo::None => inbound,
+            Photo::Image(image) => inbound.image(image),
+            // Told to the model, so it can say it did not see it.
+            Photo::Unread(attachment) => inbound.attachment(attachment),
+        };
         match self.host.submit(&inbound).await {
             Ok((session, _)) => {
                 self.answer(session.id, chat);
@@ -431,6 +455,61 @@ impl TelegramBot {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The photo of a message, downloaded: of its sizes, the largest
+    /// within [`BotOptions::max_image_bytes`]. A photo that cannot be
+    /// downloaded (or has no size small enough) is described instead, so
+    /// one bad file never holds up the updates behind it.
+    async fn photo(&self, message: &Message) -> Photo {
+        use futures::StreamExt as _;
+        use teloxide_core::net::Download as _;
+        let Some(sizes) = message.photo() else {
+            return Photo::None;
+        };
+        let limit = self.options.max_image_bytes;
+        let Some(largest) = sizes.iter().max_by_key(|p| p.width * p.height) else {
+            return Photo::None;
+        };
+        let unread = |why: &str| {
+            tracing::warn!(
+                reason = why,
+                "a photo could not be read; it is described instead"
+            );
+            Photo::Unread(
+                Attachment::new(
+                    "photo (not shown: it could not be read)",
+                    largest.file.id.to_string(),
+                )
+                .size(u64::from(largest.file.size))
+                .mime_type("image/jpeg"),
+            )
+        };
+        let Some(best) = sizes
+            .iter()
+            .filter(|p| usize::try_from(p.file.size).is_ok_and(|s| s <= limit))
+            .max_by_key(|p| p.width * p.height)
+        else {
+            return unread("every size is over the image limit");
+        };
+        let file = match self.bot.get_file(best.file.id.clone()).await {
+            Ok(file) => file,
+            Err(_) => return unread("getFile failed"),
+        };
+        // Read in chunks up to the limit: a file larger than it said it
+        // was is not read to its end.
+        let mut stream = self.bot.download_file_stream(&file.path);
+        let mut data = Vec::with_capacity(usize::try_from(best.file.size).unwrap_or(0));
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else {
+                return unread("the download failed");
+            };
+            if data.len() + chunk.len() > limit {
+                return unread("the file is over the image limit");
+            }
+            data.extend_from_slice(&chunk);
+        }
+        Photo::Image(thinklio_core::ImageInput::bytes(data))
     }
 
     /// `/mode [observe|draft|autopilot|agent]`: chooses the approval mode of

@@ -985,3 +985,163 @@ async fn approvals_are_listed_and_decided_over_the_api() {
         (StatusCode::NOT_FOUND, "approval.not_found")
     );
 }
+
+/// A 4 × 3 PNG.
+const PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAQAAAADCAIAAAA7ljmRAAAAEElEQVR4nGM4kWIERww4OQBHKhBpqqu7qgAAAABJRU5ErkJggg==";
+
+/// Describes the images of the message it answers.
+fn seeing_model() -> thinklio_llm::ScriptedModel {
+    thinklio_llm::ScriptedModel::responder(|r| {
+        let last = r.messages.last().unwrap();
+        let seen: Vec<String> = last
+            .images
+            .iter()
+            .map(|i| match &i.source {
+                thinklio_core::ImageSource::Bytes(b) => {
+                    format!("{} of {} bytes", i.media_type().unwrap(), b.len())
+                }
+                thinklio_core::ImageSource::Url(u) => u.clone(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        thinklio_llm::ScriptedReply::text(format!("{:?} [{}]", last.content, seen.join(", ")))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_sent_as_base64_json_or_as_a_form() {
+    let api = Api::start_with_model(
+        thinklio_examples::http::HttpConfig::new("assistant"),
+        std::sync::Arc::new(seeing_model()),
+    )
+    .await;
+    let session = api.session("ada").await;
+    let path = format!("/v1/sessions/{session}/messages");
+
+    // JSON: base64 bytes (with a media type) and a URL.
+    let (status, reply) = api
+        .post(
+            &path,
+            json!({ "text": "what is this?", "images": [
+                { "data": PNG_BASE64, "media_type": "image/png" },
+                { "url": "https://example.com/ant.jpg" },
+            ] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(
+        reply["text"],
+        r#""what is this?" [image/png of 73 bytes, https://example.com/ant.jpg]"#
+    );
+
+    // A form: `text`, `id` and an `image` file part, as a browser sends it.
+    let png = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(PNG_BASE64)
+            .unwrap()
+    };
+    let boundary = "----thinklio7MA4YWxkTrZu0gW";
+    let form = |media_type: &str, image: &[u8]| {
+        let mut body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nand this?\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"id\"\r\n\r\nm-1\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"dot.png\"\r\n\
+             Content-Type: {media_type}\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(image);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        body
+    };
+    let send_form = |body: Vec<u8>| {
+        api.http
+            .post(format!("{}{path}", api.base))
+            .bearer_auth(&api.key)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+    };
+    let response = send_form(form("image/png", &png)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let reply: Value = response.json().await.unwrap();
+    assert_eq!(reply["text"], r#""and this?" [image/png of 73 bytes]"#);
+    // The same form again (its `id`) is the same reply, not a second ask.
+    let again: Value = send_form(form("image/png", &png))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["interaction_id"], reply["interaction_id"]);
+
+    // The history lists each turn's images by id; the same bytes are one image.
+    let (_, history) = api.get(&path).await;
+    let ids: Vec<&Value> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["images"])
+        .collect();
+    assert_eq!(ids[0].as_array().unwrap().len(), 2);
+    assert_eq!(ids[1][0], ids[0][0]);
+
+    // Refused: typed errors, nothing recorded.
+    let refusals = [
+        (
+            json!({ "text": "x", "images": [{ "data": "%%%" }] }),
+            StatusCode::BAD_REQUEST,
+            "request.bad_image",
+        ),
+        (
+            json!({ "text": "x", "images": [{ "data": PNG_BASE64, "url": "https://a.example/b.png" }] }),
+            StatusCode::BAD_REQUEST,
+            "request.bad_image",
+        ),
+        (
+            json!({ "text": "x", "images": [{ "data": "aGVsbG8=" }] }),
+            StatusCode::BAD_REQUEST,
+            "runtime.image_invalid",
+        ),
+        (
+            json!({ "text": "x", "images": [{ "data": PNG_BASE64, "media_type": "image/gif" }] }),
+            StatusCode::BAD_REQUEST,
+            "runtime.image_invalid",
+        ),
+        (
+            json!({ "text": "x", "images": [{ "url": "ftp://example.com/a.png" }] }),
+            StatusCode::BAD_REQUEST,
+            "runtime.image_invalid",
+        ),
+        (
+            json!({ "text": "x", "images": [{ "data": PNG_BASE64, "colour": "red" }] }),
+            StatusCode::BAD_REQUEST,
+            "request.bad_json",
+        ),
+    ];
+    for (body, status, expected) in refusals {
+        let (got, error) = api.post(&path, body.clone()).await;
+        assert_eq!((got, code(&error)), (status, expected), "{body} → {error}");
+    }
+    let response = send_form(form("image/png", b"not a png")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let response = send_form(b"--nonsense".to_vec()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(code(&body), "request.bad_form", "{body}");
+    let (_, history) = api.get(&path).await;
+    assert_eq!(
+        history.as_array().unwrap().len(),
+        2,
+        "nothing refused was recorded"
+    );
+
+    // The OpenAPI document describes both bodies.
+    let (_, doc) = api.call("GET", "/openapi.json", None, None).await;
+    let content = &doc["paths"]["/v1/sessions/{id}/messages"]["post"]["requestBody"]["content"];
+    assert!(content.get("application/json").is_some(), "{content}");
+    assert!(content.get("multipart/form-data").is_some(), "{content}");
+}

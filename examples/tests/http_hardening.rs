@@ -582,3 +582,67 @@ fn any_decision_or_mode_body_is_answered_without_a_500() {
         prop_assert!(!mode.is_server_error(), "{mode} for {body}");
     });
 }
+
+#[test]
+fn any_message_body_with_images_is_answered_without_a_500() {
+    use proptest::prelude::*;
+    use thinklio_core::fuzz;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = rt.block_on(Api::start_with(
+        HttpConfig::new("assistant").failed_auth_per_minute(1_000_000),
+    ));
+    let session = rt.block_on(api.session("ada"));
+    const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAQAAAADCAIAAAA7ljmRAAAAEElEQVR4nGM4kWIERww4OQBHKhBpqqu7qgAAAABJRU5ErkJggg==";
+    let message = json!({ "text": "look", "images": [
+        { "data": PNG, "media_type": "image/png" },
+        { "url": "https://example.com/a.png" },
+    ] });
+    let bodies = prop_oneof![fuzz::json(), fuzz::mutated(message)];
+    // Forms: fields in any order and shape, with bytes of any kind.
+    let forms = (
+        proptest::collection::vec(
+            (
+                prop_oneof![Just("text"), Just("id"), Just("image"), Just("other")],
+                proptest::collection::vec(any::<u8>(), 0..64),
+                prop_oneof![
+                    Just("image/png"),
+                    Just("application/octet-stream"),
+                    Just("text/plain")
+                ],
+            ),
+            0..4,
+        ),
+        any::<bool>(),
+    );
+    proptest!(fuzz::config(), |(body in bodies, (parts, close) in forms)| {
+        let (json_status, form_status) = rt.block_on(async {
+            let url = format!("{}/v1/sessions/{session}/messages", api.base);
+            let json_status = api.http.post(&url).bearer_auth(&api.key).json(&body).send().await.unwrap().status();
+            let boundary = "fuzzboundary";
+            let mut form = Vec::new();
+            for (name, bytes, media_type) in &parts {
+                form.extend_from_slice(format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"f\"\r\nContent-Type: {media_type}\r\n\r\n"
+                ).as_bytes());
+                form.extend_from_slice(bytes);
+                form.extend_from_slice(b"\r\n");
+            }
+            if close {
+                form.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+            }
+            let form_status = api
+                .http
+                .post(&url)
+                .bearer_auth(&api.key)
+                .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+                .body(form)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            (json_status, form_status)
+        });
+        prop_assert!(!json_status.is_server_error(), "{json_status} for {body}");
+        prop_assert!(!form_status.is_server_error(), "{form_status} for {parts:?}");
+    });
+}

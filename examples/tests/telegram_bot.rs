@@ -432,6 +432,62 @@ async fn a_chat_chooses_its_approval_mode() {
     assert_eq!(api.state.lock().unwrap().keyboards.len(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_reaches_the_model_in_its_largest_size_that_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, url) = FakeBotApi::start().await;
+    let bot = start_bot(&dir.path().join("bot.db"), &url, AccountId::new(), true).await;
+
+    // A photo with a caption: the largest size is fetched (getFile, then
+    // the file) and shown to the model with the caption.
+    let photo = api.photo(ADA, "Ada", Some("what is this?"));
+    api.push(photo);
+    let sent = api.wait_for(ADA, 1).await;
+    assert_eq!(
+        sent[0],
+        format!(
+            "I see 320x180 image/jpeg of {} bytes; you said: what is this?",
+            LARGE_PHOTO.len()
+        )
+    );
+    // Without a caption, the photo alone is the message.
+    let photo = api.photo(BOB, "Bob", None);
+    api.push(photo);
+    let sent = api.wait_for(BOB, 1).await;
+    assert!(sent[0].starts_with("I see 320x180 image/jpeg"), "{sent:?}");
+    assert!(sent[0].ends_with("you said: "), "{sent:?}");
+    bot.tasks.shutdown_background();
+
+    // With a limit under the large size, the small one is fetched; under
+    // both, the photo is described and the model is told it was not read.
+    for (limit, says) in [
+        (LARGE_PHOTO.len() - 1, "I see 90x51 image/jpeg".to_owned()),
+        (
+            SMALL_PHOTO.len() - 1,
+            "echo: [attached photo (not shown: it could not be read)".to_owned(),
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, url) = FakeBotApi::start().await;
+        let options = thinklio_examples::telegram::BotOptions::default().max_image_bytes(limit);
+        let bot = start_bot_with(
+            &dir.path().join("bot.db"),
+            &url,
+            AccountId::new(),
+            true,
+            options,
+        )
+        .await;
+        let photo = api.photo(ADA, "Ada", None);
+        api.push(photo);
+        let sent = api.wait_for(ADA, 1).await;
+        bot.tasks.shutdown_background();
+        assert!(sent[0].starts_with(&says), "{limit}: {sent:?}");
+        let downloads = api.state.lock().unwrap().downloads.len();
+        assert_eq!(downloads, usize::from(limit >= SMALL_PHOTO.len()));
+    }
+}
+
 async fn wait_answered(api: &FakeBotApi, query: &str) {
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {

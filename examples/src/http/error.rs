@@ -118,6 +118,10 @@ impl From<RuntimeError> for ApiError {
     fn from(e: RuntimeError) -> Self {
         let status = match &e {
             RuntimeError::EmptyMessage => StatusCode::BAD_REQUEST,
+            RuntimeError::Image(thinklio_core::ImageError::TooLarge { .. }) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            RuntimeError::Image(_) => StatusCode::BAD_REQUEST,
             RuntimeError::MessageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RuntimeError::UnknownAgent(_) => StatusCode::NOT_FOUND,
             RuntimeError::Forbidden(_) => StatusCode::FORBIDDEN,

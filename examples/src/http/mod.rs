@@ -128,6 +128,10 @@ pub struct HttpConfig {
     pub max_keys_per_account: usize,
     /// The largest request body read, in bytes.
     pub max_body_bytes: usize,
+    /// The largest body of `POST /v1/sessions/{id}/messages`, which may
+    /// carry images, in bytes (each image is also held to the runtime's
+    /// `max_image_bytes`).
+    pub max_message_body_bytes: usize,
     /// How long a request may take to be answered (an answered stream may
     /// go on for longer): past it, `504 request.timeout`, and the work it
     /// started carries on (a message's reply lands in the history).
@@ -140,8 +144,8 @@ pub struct HttpConfig {
 impl HttpConfig {
     /// Sessions with `agent`; 600 requests per key and 1,800 per account
     /// per minute; 20 failed key checks and 600 callbacks per client address
-    /// per minute; 100 live keys per account; bodies up to 1 MiB; answers
-    /// within 120 s.
+    /// per minute; 100 live keys per account; bodies up to 1 MiB (messages,
+    /// which may carry images, up to 16 MiB); answers within 120 s.
     pub fn new(agent: impl Into<String>) -> Self {
         Self {
             agent: agent.into(),
@@ -151,6 +155,7 @@ impl HttpConfig {
             callbacks_per_minute: 600,
             max_keys_per_account: 100,
             max_body_bytes: 1024 * 1024,
+            max_message_body_bytes: 16 * 1024 * 1024,
             request_timeout: std::time::Duration::from_secs(120),
             dispatchable: Vec::new(),
         }
@@ -390,7 +395,7 @@ impl HttpHost {
     /// [`HttpConfig::request_timeout`], and a panic in a handler is a JSON
     /// `500`, never a dropped connection.
     pub fn router(self: &Arc<Self>) -> axum::Router {
-        let (keyed, keyed_doc) = api::keyed_routes()
+        let (keyed, keyed_doc) = api::keyed_routes(self.config.max_message_body_bytes)
             .route_layer(axum::middleware::from_fn_with_state(
                 Arc::clone(self),
                 authenticate,

@@ -70,6 +70,10 @@ pub struct Telegram {
     pub keyboards: Vec<(i64, Value)>,
     /// (callback query id, text) of every `answerCallbackQuery`.
     pub answered: Vec<(String, String)>,
+    /// Files the bot may fetch: file id → (file path, bytes).
+    pub files: std::collections::HashMap<String, (String, Vec<u8>)>,
+    /// The file paths downloaded, in order.
+    pub downloads: Vec<String>,
 }
 
 #[derive(Clone, Default)]
@@ -245,6 +249,24 @@ pub async fn bot_api(
             api.news.notify_waiters();
             ok(json!(true))
         }
+        "getfile" => {
+            let id = body["file_id"].as_str().unwrap_or_default().to_owned();
+            let s = api.state.lock().unwrap();
+            let Some((path, bytes)) = s.files.get(&id) else {
+                return (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    Json(
+                        json!({ "ok": false, "error_code": 400, "description": "Bad Request: invalid file_id" }),
+                    ),
+                );
+            };
+            ok(json!({
+                "file_id": id,
+                "file_unique_id": format!("AQAD{}", id.len()),
+                "file_size": bytes.len(),
+                "file_path": path,
+            }))
+        }
         "setwebhook" => {
             api.state.lock().unwrap().webhook = Some((
                 body["url"].as_str().unwrap().to_owned(),
@@ -264,11 +286,61 @@ pub async fn bot_api(
     (axum::http::StatusCode::OK, answer)
 }
 
+/// `GET /file/bot<token>/<file_path>`: a file's bytes, as the Bot API
+/// serves what `getFile` named.
+pub async fn file_download(
+    State(api): State<FakeBotApi>,
+    UrlPath((bot, path)): UrlPath<(String, String)>,
+) -> (axum::http::StatusCode, Vec<u8>) {
+    if bot != format!("bot{TOKEN}") {
+        return (axum::http::StatusCode::UNAUTHORIZED, Vec::new());
+    }
+    let mut s = api.state.lock().unwrap();
+    s.downloads.push(path.clone());
+    match s.files.values().find(|(p, _)| *p == path) {
+        Some((_, bytes)) => (axum::http::StatusCode::OK, bytes.clone()),
+        None => (axum::http::StatusCode::NOT_FOUND, Vec::new()),
+    }
+}
+
+/// A photo as Telegram keeps it, one file per size.
+pub const SMALL_PHOTO: &[u8] = include_bytes!("../fixtures/photo-90x51.jpg");
+/// The same photo, larger.
+pub const LARGE_PHOTO: &[u8] = include_bytes!("../fixtures/photo-320x180.jpg");
+
 impl FakeBotApi {
+    /// A user sends a photo (in two sizes, as Telegram sends them, with
+    /// `caption` if any); its files become fetchable. Returns the update.
+    pub fn photo(&self, from: i64, name: &str, caption: Option<&str>) -> Value {
+        let mut update = self.update(from, name, "");
+        let message = update["message"].as_object_mut().unwrap();
+        message.remove("text");
+        if let Some(caption) = caption {
+            message.insert("caption".into(), json!(caption));
+        }
+        let n = update["update_id"].as_i64().unwrap();
+        let mut sizes = Vec::new();
+        let mut s = self.state.lock().unwrap();
+        for (bytes, w, h) in [(SMALL_PHOTO, 90, 51), (LARGE_PHOTO, 320, 180)] {
+            let id = format!("AgACAgIAAxkBAAI{n}x{w}");
+            s.files.insert(
+                id.clone(),
+                (format!("photos/file_{n}_{w}.jpg"), bytes.to_vec()),
+            );
+            sizes.push(json!({
+                "file_id": id, "file_unique_id": format!("AQAD{n}{w}"),
+                "file_size": bytes.len(), "width": w, "height": h,
+            }));
+        }
+        update["message"]["photo"] = Value::Array(sizes);
+        update
+    }
+
     pub async fn start() -> (FakeBotApi, String) {
         let api = FakeBotApi::default();
         let app = axum::Router::new()
             .route("/{bot}/{method}", axum::routing::post(bot_api).get(bot_api))
+            .route("/file/{bot}/{*path}", axum::routing::get(file_download))
             .with_state(api.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -440,6 +512,19 @@ pub fn bot_model(open: watch::Receiver<bool>) -> BotModel {
         }
         if text == "long" {
             return ScriptedReply::text(long_text());
+        }
+        if !last.images.is_empty() {
+            let seen: Vec<String> = last
+                .images
+                .iter()
+                .map(|i| match (&i.source, i.size) {
+                    (thinklio_core::ImageSource::Bytes(b), Some((w, h))) => {
+                        format!("{w}x{h} {} of {} bytes", i.media_type().unwrap(), b.len())
+                    }
+                    other => format!("{other:?}"),
+                })
+                .collect();
+            return ScriptedReply::text(format!("I see {}; you said: {text}", seen.join(", ")));
         }
         if let Some(what) = text.strip_prefix("remember ") {
             return ScriptedReply::tool_call("r1", "remember", json!({ "text": what }).to_string());

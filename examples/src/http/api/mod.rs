@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use thinklio_core::channel::AccountMembers;
 use thinklio_core::{
-    AgentId, FactOwner, InteractionId, JobId, JobReport, NewFact, Reply, Session, SessionId,
-    TeamId, UserId,
+    AgentId, FactOwner, ImageInput, Inbound, InteractionId, JobId, JobReport, NewFact, Reply,
+    Session, SessionId, TeamId, UserId,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
@@ -34,7 +34,8 @@ pub use approvals::{ApprovalsQuery, Decide, SessionMode};
 pub use jobs::{CancelJob, DispatchJob, JobView};
 pub use knowledge::{AddFact, Deleted, FactFound, FactWritten, LayerName, SearchQuery};
 pub use sessions::{
-    CreateSession, ReplyView, SendMessage, SessionView, StreamQuery, TurnView, UserQuery,
+    CreateSession, ImageBody, ReplyView, SendMessage, SendMessageForm, SessionView, StreamQuery,
+    TurnView, UserQuery,
 };
 
 type Host = State<Arc<HttpHost>>;
@@ -65,11 +66,13 @@ impl Modify for ApiKeyAuth {
     }
 }
 
-/// The routes that need an API key.
-pub fn keyed_routes() -> OpenApiRouter<Arc<HttpHost>> {
+/// The routes that need an API key; a message's body (which may carry
+/// images) may have up to `message_body_bytes`.
+pub fn keyed_routes(message_body_bytes: usize) -> OpenApiRouter<Arc<HttpHost>> {
     OpenApiRouter::new()
-        .routes(routes!(sessions::create_session, sessions::list_sessions))
         .routes(routes!(sessions::send_message, sessions::history))
+        .layer(axum::extract::DefaultBodyLimit::max(message_body_bytes))
+        .routes(routes!(sessions::create_session, sessions::list_sessions))
         .routes(routes!(sessions::session_stream))
         .routes(routes!(sessions::interaction_steps))
         .routes(routes!(sessions::cancel_interaction))

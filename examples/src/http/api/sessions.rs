@@ -102,13 +102,146 @@ pub(super) async fn list_sessions(
 }
 
 /// A message to the session's agent.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct SendMessage {
-    /// The text.
+    /// The text (may be empty when the message carries images).
+    #[serde(default)]
     pub text: String,
     /// Your id of the message: sending it again returns the same reply
     /// instead of asking twice.
     pub id: Option<String>,
+    /// Images the agent's model is shown with the text (PNG, JPEG, GIF or
+    /// WebP; at most 8 of up to 5 MiB each unless the runtime says
+    /// otherwise).
+    #[serde(default)]
+    pub images: Vec<ImageBody>,
+}
+
+/// One image of a message: its bytes as `data` (base64, with an optional
+/// `media_type` checked against them), or a `url` the model's provider
+/// fetches.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageBody {
+    /// The bytes, base64 (standard alphabet).
+    pub data: Option<String>,
+    /// The media type of `data` (`image/png`).
+    pub media_type: Option<String>,
+    /// An `https` (or `http`) URL of the image.
+    pub url: Option<String>,
+}
+
+impl ImageBody {
+    fn input(self, index: usize) -> Result<ImageInput, ApiError> {
+        use base64::Engine as _;
+        let bad = |why: &str| {
+            ApiError::bad_request("request.bad_image", format!("images[{index}]: {why}"))
+        };
+        match (self.data, self.url) {
+            (Some(data), None) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(data.trim())
+                    .map_err(|_| bad("`data` is not base64"))?;
+                Ok(match self.media_type {
+                    Some(media_type) => ImageInput::bytes_of_type(bytes, media_type),
+                    None => ImageInput::bytes(bytes),
+                })
+            }
+            (None, Some(url)) if self.media_type.is_none() => Ok(ImageInput::url(url)),
+            (None, Some(_)) => Err(bad("`media_type` goes with `data`, not `url`")),
+            _ => Err(bad("give either `data` or `url`")),
+        }
+    }
+}
+
+/// The same message as a form (`multipart/form-data`): a `text` field, an
+/// optional `id` field, and one `image` file part per image (its
+/// `Content-Type` is checked against its bytes).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // Describes the form for the OpenAPI document.
+pub struct SendMessageForm {
+    /// The text.
+    text: Option<String>,
+    /// Your id of the message.
+    id: Option<String>,
+    /// The images, one file part each.
+    #[schema(value_type = Vec<String>, format = Binary)]
+    image: Vec<Vec<u8>>,
+}
+
+/// The body of `POST /v1/sessions/{id}/messages`, as JSON or as a form.
+pub(super) struct MessageBody(Inbound);
+
+impl MessageBody {
+    fn from_json(body: SendMessage) -> Result<(Inbound, Option<String>), ApiError> {
+        let mut inbound = Inbound::from(body.text);
+        for (index, image) in body.images.into_iter().enumerate() {
+            inbound = inbound.image(image.input(index)?);
+        }
+        Ok((inbound, body.id))
+    }
+
+    async fn from_form(
+        mut form: axum::extract::Multipart,
+    ) -> Result<(Inbound, Option<String>), ApiError> {
+        let mut inbound = Inbound::from(String::new());
+        let mut id = None;
+        let failed = |e: axum::extract::multipart::MultipartError| {
+            ApiError::new(e.status(), "request.bad_form", e.body_text())
+        };
+        while let Some(field) = form.next_field().await.map_err(failed)? {
+            match field.name().unwrap_or_default() {
+                "text" => inbound.text = field.text().await.map_err(failed)?,
+                "id" => id = Some(field.text().await.map_err(failed)?),
+                "image" => {
+                    let media_type = field.content_type().map(str::to_owned);
+                    let bytes = field.bytes().await.map_err(failed)?.to_vec();
+                    inbound = inbound.image(match media_type {
+                        // Clients send files they cannot name as octet-stream:
+                        // their bytes say what they are.
+                        Some(m) if m != "application/octet-stream" => {
+                            ImageInput::bytes_of_type(bytes, m)
+                        }
+                        _ => ImageInput::bytes(bytes),
+                    });
+                }
+                other => {
+                    return Err(ApiError::bad_request(
+                        "request.bad_form",
+                        format!(
+                            "unknown form field `{}` (text, id and image are read)",
+                            other.chars().take(64).collect::<String>()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok((inbound, id))
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for MessageBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let is_form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("multipart/form-data"));
+        let (inbound, id) = if is_form {
+            let form = axum::extract::Multipart::from_request(req, state)
+                .await
+                .map_err(|r| ApiError::new(r.status(), "request.bad_form", r.body_text()))?;
+            Self::from_form(form).await?
+        } else {
+            let ApiJson(body) = ApiJson::<SendMessage>::from_request(req, state).await?;
+            Self::from_json(body)?
+        };
+        let mut inbound = inbound;
+        inbound.id = id;
+        Ok(Self(inbound))
+    }
 }
 
 /// The agent's answer.
@@ -165,10 +298,14 @@ pub struct StreamQuery {
 /// (`interaction`, `step`, `token`, `reply`, `error`) when asked.
 #[utoipa::path(post, path = "/v1/sessions/{id}/messages", tag = "sessions",
     params(("id" = String, Path, description = "The session"), StreamQuery),
-    request_body = SendMessage,
+    request_body(content(
+        (SendMessage = "application/json"),
+        (SendMessageForm = "multipart/form-data"))),
     responses(
         (status = 200, body = ReplyView, description = "The reply, or an event stream (text/event-stream)"),
+        (status = 400, body = ErrorBody, description = "An empty message, or an image that is not PNG, JPEG, GIF or WebP"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody, description = "A body or an image larger than accepted"),
         (status = 429, body = ErrorBody)))]
 pub(super) async fn send_message(
     State(host): Host,
@@ -176,15 +313,11 @@ pub(super) async fn send_message(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<StreamQuery>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<SendMessage>,
+    MessageBody(mut inbound): MessageBody,
 ) -> Result<Response, ApiError> {
     let session = own_session(&host, &caller, &id).await?;
-    let mut inbound = thinklio_core::Inbound::from(body.text);
-    if let Some(message_id) = body.id {
-        inbound = thinklio_core::Inbound::with_id(
-            inbound.text,
-            format!("{CHANNEL}:{}:{message_id}", session.id),
-        );
+    if let Some(message_id) = inbound.id.take() {
+        inbound.id = Some(format!("{CHANNEL}:{}:{message_id}", session.id));
     }
     let wants_stream = q.stream
         || headers
@@ -210,6 +343,9 @@ pub struct TurnView {
     pub interaction_id: String,
     /// What was said (for a job's follow-up, the notice).
     pub user: String,
+    /// The images it carried (their ids).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
     /// The reply.
     pub assistant: String,
     /// When it was said, in milliseconds since the Unix epoch.
@@ -237,6 +373,7 @@ pub(super) async fn history(
             .map(|t| TurnView {
                 interaction_id: t.interaction_id.to_string(),
                 user: t.user,
+                images: t.images.iter().map(ToString::to_string).collect(),
                 assistant: t.assistant,
                 at: t.at.as_millis(),
             })
