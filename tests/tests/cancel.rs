@@ -249,3 +249,79 @@ async fn an_interaction_past_its_deadline_is_stopped_and_the_session_goes_on() {
     let reply = f.rt.send(s.id, "hello again").await.unwrap();
     assert_eq!(reply.text, "ok: hello again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_cancelling_through_one_process_stops_the_run_of_another_at_once() {
+    assert!(
+        std::env::var_os("THINKLIO_POSTGRES_URL").is_some(),
+        "THINKLIO_POSTGRES_URL is not set: run scripts/postgres.sh start (scripts/test.sh does)"
+    );
+    let schema = format!("cancel_{}", uuid::Uuid::now_v7().simple());
+    let store = thinklio_tests::open_store(&format!("postgres:{schema}"))
+        .await
+        .unwrap();
+    let (tx, mut started) = mpsc::unbounded_channel();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let worker = || {
+        let mut config = RuntimeConfig::default();
+        config.shared_store = true;
+        Runtime::builder()
+            .store_arc(store.clone())
+            .model(model())
+            .capability(hanging_mail(tx.clone(), Arc::clone(&calls)))
+            .agent(agent())
+            .config(config)
+            .build()
+            .unwrap()
+    };
+    // A runs the conversations; B only takes messages and cancellations
+    // (an API process).
+    let (a, b) = (worker(), worker());
+    let _a_worker = a.spawn_interaction_worker(Duration::from_millis(25), 4);
+    let s = session(&b).await;
+    let submitted = b.submit(s.id, "mail the report").await.unwrap();
+    // A's call announces it started (and never ends on its own).
+    let interaction = started.recv().await.unwrap();
+    assert_eq!(interaction, submitted.id);
+
+    // Cancelled through B: A stops its run at once, settling the call as a
+    // crash would, and B's call returns once A has let go.
+    assert!(
+        b.sessions()
+            .cancel(Principal::local(), interaction)
+            .await
+            .unwrap()
+    );
+    let steps = store.steps(interaction).await.unwrap();
+    assert_eq!(
+        codes(&steps),
+        [
+            (StepKind::Context, StepState::Succeeded, None),
+            (StepKind::Think, StepState::Succeeded, None),
+            (
+                StepKind::Act,
+                StepState::Failed,
+                Some(ErrorCode::CapabilityOutcomeUnknown)
+            ),
+            (
+                StepKind::Respond,
+                StepState::Failed,
+                Some(ErrorCode::InteractionCancelled)
+            ),
+        ]
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // The session goes on, on A.
+    let next = b.submit(s.id, "hello again").await.unwrap();
+    let start = std::time::Instant::now();
+    while b
+        .sessions()
+        .state(Principal::local(), next.id)
+        .await
+        .unwrap()
+        != InteractionState::Completed
+    {
+        assert!(start.elapsed() < Duration::from_secs(60), "never answered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

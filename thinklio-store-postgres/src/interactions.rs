@@ -491,6 +491,25 @@ impl InteractionStore for PostgresStore {
         })
         .collect()
     }
+
+    async fn announce_cancel(&self, interaction: InteractionId) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "SELECT pg_notify($1, $2)",
+                &[
+                    &&*self.channel,
+                    &format!("{}{interaction}", crate::listen::CANCEL),
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn cancel_announcements(&self) -> Option<tokio::sync::broadcast::Receiver<InteractionId>> {
+        Some(self.cancels.subscribe())
+    }
 }
 
 #[async_trait]

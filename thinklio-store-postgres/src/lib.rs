@@ -138,6 +138,8 @@ pub struct PostgresStore {
     channel: Arc<str>,
     /// Woken when another process announces work.
     work: Arc<tokio::sync::Notify>,
+    /// Cancellations announced on the channel, by any process.
+    cancels: tokio::sync::broadcast::Sender<thinklio_core::InteractionId>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -219,17 +221,20 @@ impl PostgresStore {
             None => "thinklio_work".into(),
         };
         let work = Arc::new(tokio::sync::Notify::new());
+        let (cancels, _) = tokio::sync::broadcast::channel(64);
         listen::spawn(
             listen_config,
             tls,
             Arc::clone(&channel),
             Arc::downgrade(&work),
+            cancels.clone(),
         );
         Ok(Self {
             pool,
             clock: options.clock,
             channel,
             work,
+            cancels,
         })
     }
 

@@ -242,6 +242,7 @@ impl RuntimeBuilder {
             unpriced: std::sync::Mutex::new(Default::default()),
             query_embeddings: std::sync::Mutex::new(HashMap::new()),
             worker: format!("runtime-{}", uuid::Uuid::now_v7()),
+            hears_cancels: std::sync::OnceLock::new(),
             submitted: tokio::sync::Notify::new(),
             holds: std::sync::Mutex::new(HashMap::new()),
             jobs: JobsState {

@@ -131,9 +131,13 @@ impl Sessions<'_> {
     /// interaction cancels the interaction that called it. Returns whether
     /// there was anything to cancel (`false` for one that had ended).
     ///
-    /// A run of this runtime stops at once; on a shared store, an
-    /// interaction another process is running is reached once that
-    /// process lets go of the session.
+    /// A run of this runtime stops at once. On a shared store, the
+    /// cancellation is announced to every process
+    /// ([`InteractionStore::announce_cancel`](crate::InteractionStore::announce_cancel)):
+    /// the one running the interaction stops it at once, and this call
+    /// returns once it has let go of the session. The announcement is
+    /// repeated each second until then (a listener that was reconnecting
+    /// hears the next one).
     pub async fn cancel(
         &self,
         by: impl Into<Actor>,
@@ -154,13 +158,41 @@ impl Sessions<'_> {
         if inner.cancel_running(interaction.id) {
             return Ok(true);
         }
+        let announced = inner.config.shared_store;
+        if announced {
+            inner.store.announce_cancel(interaction.id).await?;
+        }
         let session = interaction.session_id;
         let _guard = inner.locks.lock(session).await;
-        let hold = inner.hold_session(session).await?;
+        // Announcements are best-effort (a listener reconnecting misses
+        // them): repeated each second until the process running the
+        // interaction lets go of the session.
+        let repeat = announced.then(|| {
+            let (inner, id) = (std::sync::Arc::clone(inner), interaction.id);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    if let Err(e) = inner.store.announce_cancel(id).await {
+                        tracing::warn!(error = %e, interaction = %id, "cannot announce a cancellation");
+                    }
+                }
+            })
+        });
+        let hold = inner.hold_session(session).await;
+        if let Some(repeat) = repeat {
+            repeat.abort();
+        }
+        let hold = hold?;
         let result = async {
             let steps = inner.store.steps(interaction.id).await?;
             if InteractionState::derive(&steps).is_finished() {
-                return Ok(false);
+                // Stopped by the process that ran it, on the announcement.
+                let cancelled = steps.iter().any(|s| {
+                    s.error
+                        .as_ref()
+                        .is_some_and(|e| e.code == crate::error::ErrorCode::InteractionCancelled)
+                });
+                return Ok(announced && cancelled);
             }
             let run = super::harness::Run::new(
                 std::sync::Arc::clone(inner),

@@ -215,6 +215,9 @@ pub(in crate::runtime) struct Inner {
     /// Sessions this runtime holds in a shared store, and until when its
     /// lease surely runs (renewals move it on).
     pub(in crate::runtime) holds: std::sync::Mutex<HashMap<SessionId, crate::time::Timestamp>>,
+    /// Whether this runtime listens for cancellations other processes
+    /// announce through a shared store (started with its first run).
+    pub(in crate::runtime) hears_cancels: std::sync::OnceLock<()>,
 }
 
 /// Sessions kept in [`Inner::sessions`]; the cache starts over when full.

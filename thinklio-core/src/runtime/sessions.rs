@@ -57,6 +57,7 @@ impl Inner {
         if !self.config.shared_store {
             return Ok(SessionHold { held: None });
         }
+        self.hear_cancels();
         let lease = self.config.task_lease;
         let mut wait = Duration::from_millis(5);
         while !self
@@ -251,6 +252,9 @@ impl Runtime {
     ) -> InteractionWorker {
         let (stop, mut stopped) = watch::channel(false);
         let inner = Arc::clone(&self.inner);
+        if inner.config.shared_store {
+            inner.hear_cancels();
+        }
         let slots = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
         let handle = tokio::spawn(async move {
             let mut running = tokio::task::JoinSet::new();

@@ -233,6 +233,23 @@ pub trait InteractionStore: Send + Sync {
 
     /// The recorded state changes of a step, in order.
     async fn step_transitions(&self, id: StepId) -> StoreResult<Vec<StepTransition>>;
+
+    /// Tells every process sharing the store that `interaction` is to be
+    /// cancelled: one that runs it stops it at once
+    /// ([`cancel_announcements`](Self::cancel_announcements)). A store
+    /// that is not shared between processes has no one to tell.
+    async fn announce_cancel(&self, interaction: InteractionId) -> StoreResult<()> {
+        let _ = interaction;
+        Ok(())
+    }
+
+    /// Cancellations announced through the store by any process (this
+    /// one's too); `None` for a store that is not shared between
+    /// processes. Announcements are best-effort: one missed while a
+    /// connection is down is not repeated.
+    fn cancel_announcements(&self) -> Option<tokio::sync::broadcast::Receiver<InteractionId>> {
+        None
+    }
 }
 
 /// Which waiting steps to list.

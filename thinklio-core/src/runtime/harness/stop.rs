@@ -55,6 +55,37 @@ impl Inner {
         )
     }
 
+    /// On a shared store, stops the runs of this runtime that another
+    /// process cancels (through [`InteractionStore::announce_cancel`]),
+    /// from now until the runtime is dropped. Started once.
+    ///
+    /// [`InteractionStore::announce_cancel`]: crate::store::InteractionStore::announce_cancel
+    pub(crate) fn hear_cancels(self: &Arc<Self>) {
+        self.hears_cancels.get_or_init(|| {
+            let Some(mut heard) = self.store.cancel_announcements() else {
+                return;
+            };
+            let inner = Arc::downgrade(self);
+            tokio::spawn(async move {
+                loop {
+                    let id = match heard.recv().await {
+                        Ok(id) => id,
+                        // Missed announcements are the store's to say
+                        // (best-effort); go on with the next.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    };
+                    match inner.upgrade() {
+                        Some(inner) => {
+                            inner.cancel_running(id);
+                        }
+                        None => return,
+                    }
+                }
+            });
+        });
+    }
+
     /// Cancels `id` if it runs here; whether it did.
     pub(crate) fn cancel_running(&self, id: InteractionId) -> bool {
         match self
