@@ -232,8 +232,8 @@ fn context_main(args: &[String]) -> Result<bool, BoxError> {
              One session of {turns} turns through the harness on a SQLite file, three ways, with a \
              scripted model answering at realistic, varying lengths (a user says 5 to 120 words, the \
              assistant answers with 20 to 400; the same conversation each time): every earlier turn \
-             shown; the last 20 turns, whatever their size; and the last 20 turns that fit a {budget}-token \
-             context budget after a chain of summaries of the older ones (`summarize_after` 8, written \
+             shown; the last 20 turns, whatever their size; and the last 20 turns that fit a context budget of {budget} tokens \
+             after a chain of summaries of the older ones (`summarize_after` 8, written \
              by the queue's summariser as the session goes on). Tokens each `think` sends, counted as \
              the harness counts them (`cargo run --release -p thinklio-benches -- context --write`). \
              Machine: {machine}.\n\n{table}\n![tokens per think by turn](bench/context.svg)\n",
