@@ -95,6 +95,23 @@ async fn session(rt: &Runtime) -> Session {
         .unwrap()
 }
 
+/// The steps of an interaction cancelled while its external call ran: the
+/// call's outcome unknown, as after a crash, and the interaction closed.
+const CANCELLED_IN_FLIGHT: [(StepKind, StepState, Option<ErrorCode>); 4] = [
+    (StepKind::Context, StepState::Succeeded, None),
+    (StepKind::Think, StepState::Succeeded, None),
+    (
+        StepKind::Act,
+        StepState::Failed,
+        Some(ErrorCode::CapabilityOutcomeUnknown),
+    ),
+    (
+        StepKind::Respond,
+        StepState::Failed,
+        Some(ErrorCode::InteractionCancelled),
+    ),
+];
+
 fn codes(steps: &[Step]) -> Vec<(StepKind, StepState, Option<ErrorCode>)> {
     steps
         .iter()
@@ -129,23 +146,7 @@ async fn cancelling_an_interaction_in_flight_settles_its_running_call_as_a_crash
     assert_eq!(failed.code(), ErrorCode::InteractionCancelled, "{failed}");
 
     let steps = f.store.steps(interaction).await.unwrap();
-    assert_eq!(
-        codes(&steps),
-        [
-            (StepKind::Context, StepState::Succeeded, None),
-            (StepKind::Think, StepState::Succeeded, None),
-            (
-                StepKind::Act,
-                StepState::Failed,
-                Some(ErrorCode::CapabilityOutcomeUnknown)
-            ),
-            (
-                StepKind::Respond,
-                StepState::Failed,
-                Some(ErrorCode::InteractionCancelled)
-            ),
-        ]
-    );
+    assert_eq!(codes(&steps), CANCELLED_IN_FLIGHT);
     assert_eq!(
         f.rt.sessions()
             .state(Principal::local(), interaction)
@@ -293,23 +294,7 @@ async fn on_postgres_cancelling_through_one_process_stops_the_run_of_another_at_
             .unwrap()
     );
     let steps = store.steps(interaction).await.unwrap();
-    assert_eq!(
-        codes(&steps),
-        [
-            (StepKind::Context, StepState::Succeeded, None),
-            (StepKind::Think, StepState::Succeeded, None),
-            (
-                StepKind::Act,
-                StepState::Failed,
-                Some(ErrorCode::CapabilityOutcomeUnknown)
-            ),
-            (
-                StepKind::Respond,
-                StepState::Failed,
-                Some(ErrorCode::InteractionCancelled)
-            ),
-        ]
-    );
+    assert_eq!(codes(&steps), CANCELLED_IN_FLIGHT);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     // The session goes on, on A.
     let next = b.submit(s.id, "hello again").await.unwrap();
