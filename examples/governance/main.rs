@@ -140,7 +140,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await
     {
-        Ok(()) => println!("gus takes over Acme's assistant: allowed — this must not happen"),
+        Ok(_) => println!("gus takes over Acme's assistant: allowed — this must not happen"),
         Err(e) => println!(
             "gus takes over Acme's assistant: refused [{}] {e}",
             e.code()
@@ -154,7 +154,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await
     {
-        Ok(()) => println!("ian defines an agent: allowed — this must not happen"),
+        Ok(_) => println!("ian defines an agent: allowed — this must not happen"),
         Err(e) => println!("ian defines an agent: refused [{}] {e}", e.code()),
     }
 

@@ -341,8 +341,13 @@ proptest! {
             }
             let agents: Vec<AgentId> = (0..d.agents.len()).map(|j| AgentId::new(format!("agent{j}"))).collect();
             for (j, &owner) in d.agents.iter().enumerate() {
-                store.set_agent_owner(&agents[j], accounts[owner]).await.unwrap();
-                runtime.directory().register_agent(AgentDefinition::new(agents[j].clone(), "m")).unwrap();
+                // Stored agents of their accounts (agents registered in
+                // code are read-only to every user).
+                runtime
+                    .directory()
+                    .put_agent(Actor::Account(accounts[owner]), AgentDefinition::new(agents[j].clone(), "m"))
+                    .await
+                    .unwrap();
             }
             for &(agent, kind, target) in &d.assignments {
                 let Some(agent_id) = agents.get(agent % agents.len()) else { continue };

@@ -107,6 +107,7 @@ fn any_stored_step_payload_resumes_or_fails_typed() {
                     agent_id: "a".into(),
                     input: "what is 2+3?".into(),
                     images: Vec::new(),
+                    agent_version: None,
                     inbound_id: None,
                     parent_interaction_id: None,
                     delegation_depth: 0,

@@ -95,6 +95,10 @@ codes! {
     RuntimeConfig => "runtime.config",
     /// No agent has that id.
     RuntimeUnknownAgent => "runtime.unknown_agent",
+    /// The agent is paused.
+    AgentPaused => "agent.paused",
+    /// The agent is archived.
+    AgentArchived => "agent.archived",
     /// An empty message.
     RuntimeEmptyMessage => "runtime.empty_message",
     /// A message over the size limit.

@@ -49,6 +49,10 @@ pub struct Interaction {
     /// ([`ImageStore`](crate::store::ImageStore)).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<crate::ids::ImageId>,
+    /// The version of its agent it runs with, for a stored agent
+    /// ([`crate::catalog`]); `None` for an agent registered in code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<u32>,
     /// The channel's id for the inbound message, if given; sending the same id
     /// twice in a session yields the same interaction.
     pub inbound_id: Option<String>,
@@ -79,6 +83,8 @@ pub struct NewInteraction {
     pub input: String,
     /// The images it carried, stored before.
     pub images: Vec<crate::ids::ImageId>,
+    /// The version of a stored agent it runs with.
+    pub agent_version: Option<u32>,
     /// The channel's id for the message, for de-duplication.
     pub inbound_id: Option<String>,
     /// The delegating interaction, if any.
@@ -102,6 +108,7 @@ impl NewInteraction {
             agent_id: self.agent_id,
             input: self.input,
             images: self.images,
+            agent_version: self.agent_version,
             inbound_id: self.inbound_id,
             parent_interaction_id: self.parent_interaction_id,
             delegation_depth: self.delegation_depth,

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod approval;
 pub mod budget;
 pub mod capability;
+pub mod catalog;
 pub mod context;
 pub mod directory;
 pub mod error;
@@ -45,6 +46,7 @@ pub use capability::{
     Capability, CapabilityError, CapabilityKind, CapabilityManifest, CapabilityRegistry, Dispatch,
     FunctionCapability, InvocationContext, SideEffect, TrustLevel,
 };
+pub use catalog::{AgentState, AgentVersion, NewAgentVersion, StoredAgent};
 pub use directory::{Access, AccessError, AccountPolicy, AccountRole, Assignment, ContentRules};
 pub use error::ErrorCode;
 pub use event::{Event, EventKind, NewEvent, SessionUpdate, TokenDelta};
@@ -82,7 +84,7 @@ pub use step::{
     StepTransition,
 };
 pub use store::{
-    BudgetStore, DirectoryStore, EventStore, FinishedStep, ForgetReport, ImageStore,
+    AgentStore, BudgetStore, DirectoryStore, EventStore, FinishedStep, ForgetReport, ImageStore,
     InteractionStore, OutboxStore, PrivacyStore, QueueStore, SessionStore, Store, StoreError,
     StoreResult, SummaryStore, TodoStore, UsageStore,
 };

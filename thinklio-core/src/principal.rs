@@ -65,6 +65,14 @@ impl Actor {
             Actor::Account(a) => *a,
         }
     }
+
+    /// The user acting, if a user acts (`None` for the host).
+    pub fn user(&self) -> Option<crate::ids::UserId> {
+        match self {
+            Actor::User(p) => Some(p.user),
+            Actor::Account(_) => None,
+        }
+    }
 }
 
 impl From<Principal> for Actor {

@@ -17,7 +17,7 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// A write refused by a foreign key names the account that does not exist.
-fn missing_account(e: StoreError, account: AccountId) -> StoreError {
+pub(crate) fn missing_account(e: StoreError, account: AccountId) -> StoreError {
     match &e {
         StoreError::Backend(inner)
             if inner

@@ -156,8 +156,8 @@ impl InteractionStore for PostgresStore {
         let statement = tx
             .prepare_cached(
                 "INSERT INTO interactions (id, session_id, account_id, team_id, user_id, agent_id, input, \
-                 inbound_id, parent_interaction_id, delegation_depth, job_id, kind, created_at, images) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                 inbound_id, parent_interaction_id, delegation_depth, job_id, kind, created_at, images, agent_version) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
                  ON CONFLICT (session_id, inbound_id) WHERE inbound_id IS NOT NULL DO NOTHING RETURNING seq",
             )
             .await
@@ -180,6 +180,7 @@ impl InteractionStore for PostgresStore {
                     &new.kind.as_str(),
                     &now.as_millis(),
                     &rows::image_ids_text(&new.images),
+                    &new.agent_version.map(i64::from),
                 ],
             )
             .await

@@ -31,6 +31,7 @@
 #[doc = include_str!("../../docs/postgres.md")]
 pub mod guide {}
 
+mod agents;
 mod approvals;
 mod budgets;
 mod directory;

@@ -8,9 +8,10 @@ use serde_json::Value;
 use thinklio_core::approval::StoredDecision;
 use thinklio_core::store::rows;
 pub(crate) use thinklio_core::store::rows::{
-    BUDGET_COLUMNS, DECISION_COLUMNS, EVENT_COLUMNS, FACT_COLUMNS, HISTORY_QUERY, IMAGE_COLUMNS,
-    INTERACTION_COLUMNS, JOB_COLUMNS, NOTIFICATION_COLUMNS, OUTBOX_COLUMNS, SESSION_COLUMNS,
-    STEP_COLUMNS, SUMMARY_COLUMNS, TASK_COLUMNS, image_ids_text,
+    AGENT_COLUMNS, AGENT_VERSION_COLUMNS, BUDGET_COLUMNS, DECISION_COLUMNS, EVENT_COLUMNS,
+    FACT_COLUMNS, HISTORY_QUERY, IMAGE_COLUMNS, INTERACTION_COLUMNS, JOB_COLUMNS,
+    NOTIFICATION_COLUMNS, OUTBOX_COLUMNS, SESSION_COLUMNS, STEP_COLUMNS, SUMMARY_COLUMNS,
+    TASK_COLUMNS, image_ids_text,
 };
 use thinklio_core::{
     BudgetLimit, Event, EventKind, Fact, Image, Interaction, Job, JobNotification, JobObserver,
@@ -153,6 +154,8 @@ mapped!(
     summary -> Summary,
     turn -> Turn,
     image -> Image,
+    stored_agent -> thinklio_core::StoredAgent,
+    agent_version -> thinklio_core::AgentVersion,
 );
 
 /// A count or token number as a BIGINT.

@@ -402,6 +402,29 @@ CREATE TABLE images (
 );
 ALTER TABLE interactions ADD COLUMN images TEXT;
 "#,
+    // 12: agents kept as data, every change a version; an interaction
+    // records the version of its agent it runs with.
+    r#"
+CREATE TABLE agents (
+    id          TEXT PRIMARY KEY,
+    account_id  TEXT NOT NULL,
+    version     BIGINT NOT NULL,
+    state       TEXT NOT NULL,
+    definition  TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    updated_at  BIGINT NOT NULL
+);
+CREATE INDEX agents_by_account ON agents (account_id);
+CREATE TABLE agent_versions (
+    agent_id    TEXT NOT NULL,
+    version     BIGINT NOT NULL,
+    definition  TEXT NOT NULL,
+    by_user     TEXT,
+    at          BIGINT NOT NULL,
+    PRIMARY KEY (agent_id, version)
+);
+ALTER TABLE interactions ADD COLUMN agent_version BIGINT;
+"#,
 ];
 
 /// The version whose migration is followed by `knowledge::migrate_cardinality`.

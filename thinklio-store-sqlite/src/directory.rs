@@ -17,7 +17,7 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// A write refused by a foreign key names the account that does not exist.
-fn missing_account(e: rusqlite::Error, account: AccountId) -> StoreError {
+pub(crate) fn missing_account(e: rusqlite::Error, account: AccountId) -> StoreError {
     match &e {
         rusqlite::Error::SqliteFailure(f, _)
             if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>

@@ -182,8 +182,8 @@ impl InteractionStore for SqliteStore {
                 let id = InteractionId::new();
                 tx.prepare_cached(
                     "INSERT INTO interactions (id, session_id, account_id, team_id, user_id, agent_id, input, \
-                     inbound_id, parent_interaction_id, delegation_depth, job_id, kind, created_at, images) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                     inbound_id, parent_interaction_id, delegation_depth, job_id, kind, created_at, images, agent_version) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 )
                 .map_err(backend)?
                 .execute(params![
@@ -201,6 +201,7 @@ impl InteractionStore for SqliteStore {
                     new.kind.as_str(),
                     now.as_millis(),
                     rows::image_ids_text(&new.images),
+                    new.agent_version,
                 ])
                 .map_err(|e| {
                     if matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) {

@@ -25,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+mod agents;
 mod approvals;
 mod budgets;
 mod conn;

@@ -6,9 +6,10 @@ use rusqlite::Row;
 use thinklio_core::approval::StoredDecision;
 use thinklio_core::store::rows;
 pub(crate) use thinklio_core::store::rows::{
-    BUDGET_COLUMNS, DECISION_COLUMNS, EVENT_COLUMNS, FACT_COLUMNS, HISTORY_QUERY, IMAGE_COLUMNS,
-    INTERACTION_COLUMNS, JOB_COLUMNS, NOTIFICATION_COLUMNS, OUTBOX_COLUMNS, SESSION_COLUMNS,
-    STEP_COLUMNS, SUMMARY_COLUMNS, TASK_COLUMNS, image_ids_text,
+    AGENT_COLUMNS, AGENT_VERSION_COLUMNS, BUDGET_COLUMNS, DECISION_COLUMNS, EVENT_COLUMNS,
+    FACT_COLUMNS, HISTORY_QUERY, IMAGE_COLUMNS, INTERACTION_COLUMNS, JOB_COLUMNS,
+    NOTIFICATION_COLUMNS, OUTBOX_COLUMNS, SESSION_COLUMNS, STEP_COLUMNS, SUMMARY_COLUMNS,
+    TASK_COLUMNS, image_ids_text,
 };
 use thinklio_core::{
     BudgetLimit, Event, Fact, Image, Interaction, Job, JobNotification, JobObserver, OutboxMessage,
@@ -119,6 +120,8 @@ mapped!(
     summary -> Summary,
     turn -> Turn,
     image -> Image,
+    stored_agent -> thinklio_core::StoredAgent,
+    agent_version -> thinklio_core::AgentVersion,
 );
 
 /// A scope stored as its kind (`account`, `team`, `user`) and id.

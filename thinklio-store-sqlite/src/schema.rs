@@ -413,6 +413,29 @@ CREATE TABLE images (
 );
 ALTER TABLE interactions ADD COLUMN images TEXT;
 "#,
+    // 17: agents kept as data, every change a version; an interaction
+    // records the version of its agent it runs with.
+    r#"
+CREATE TABLE agents (
+    id          TEXT PRIMARY KEY,
+    account_id  TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    definition  TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE INDEX agents_by_account ON agents (account_id);
+CREATE TABLE agent_versions (
+    agent_id    TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    definition  TEXT NOT NULL,
+    by_user     TEXT,
+    at          INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, version)
+);
+ALTER TABLE interactions ADD COLUMN agent_version INTEGER;
+"#,
 ];
 
 /// The version whose migration is followed by `knowledge::migrate_cardinality`.

@@ -29,7 +29,7 @@ async fn data_survives_reopen_and_migrations_run_once() {
         .unwrap();
     drop(store);
     let reopened = SqliteStore::open(&path).await.unwrap();
-    assert_eq!(reopened.schema_version().await.unwrap(), 16);
+    assert_eq!(reopened.schema_version().await.unwrap(), 17);
     assert_eq!(reopened.session(session.id).await.unwrap(), session);
 }
 
@@ -81,6 +81,7 @@ async fn a_corrupt_value_is_a_corrupt_error_naming_its_column() {
             agent_id: session.agent_id.clone(),
             input: "hello".into(),
             images: Vec::new(),
+            agent_version: None,
             inbound_id: None,
             parent_interaction_id: None,
             delegation_depth: 0,

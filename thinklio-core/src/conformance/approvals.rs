@@ -209,6 +209,7 @@ pub async fn a_delegate_waiting_holds_its_callers_until_decided<S: Store>(store:
         agent_id: AgentId::new("helper"),
         input: "task".into(),
         images: Vec::new(),
+        agent_version: None,
         inbound_id: Some(format!("{}:act", parent.id)),
         parent_interaction_id: Some(parent.id),
         delegation_depth: parent.delegation_depth + 1,

@@ -143,6 +143,7 @@ async fn spend<S: Store>(store: &S, p: Principal, agent: &str, cost: i64) -> Int
             agent_id: AgentId::new(agent),
             input: "q".into(),
             images: Vec::new(),
+            agent_version: None,
             inbound_id: None,
             parent_interaction_id: None,
             delegation_depth: 0,
@@ -581,4 +582,154 @@ pub async fn the_directory_checks_membership_ownership_and_assignments<S: Store>
             .unwrap(),
         Err(AccessError::NotAMember { .. })
     ));
+}
+
+pub async fn stored_agents_are_versioned_owned_and_have_a_lifecycle<S: Store>(store: S) {
+    use crate::catalog::{AgentState, NewAgentVersion};
+    let (acme, globex) = (AccountId::new(), AccountId::new());
+    store
+        .put_account(acme, "Acme", AccountPolicy::default())
+        .await
+        .unwrap();
+    store
+        .put_account(globex, "Globex", AccountPolicy::default())
+        .await
+        .unwrap();
+    let editor = UserId::new();
+    let first = AgentDefinition::new("helper", "gpt-4o-mini").system_prompt("One.");
+    let v1 = store
+        .put_agent(NewAgentVersion::new(acme, first.clone(), Some(editor)).expecting(0))
+        .await
+        .unwrap();
+    assert_eq!(
+        (v1.version, v1.state, v1.account),
+        (1, AgentState::Active, acme)
+    );
+    assert_eq!(v1.definition, first, "the definition reads back whole");
+    assert_eq!(store.agent_owner(&first.id).await.unwrap(), Some(acme));
+
+    // Every change is a new version; the stale writer is refused.
+    let second = first.clone().system_prompt("Two.");
+    let v2 = store
+        .put_agent(NewAgentVersion::new(acme, second.clone(), None).expecting(1))
+        .await
+        .unwrap();
+    assert_eq!(v2.version, 2);
+    assert_eq!(v2.created_at, v1.created_at);
+    assert!(matches!(
+        store
+            .put_agent(NewAgentVersion::new(acme, first.clone(), None).expecting(1))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store
+            .put_agent(NewAgentVersion::new(acme, first.clone(), None).expecting(0))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let versions = store.agent_versions(&first.id).await.unwrap();
+    assert_eq!(
+        versions
+            .iter()
+            .map(|v| (v.version, v.definition.system_prompt.as_str(), v.by))
+            .collect::<Vec<_>>(),
+        [(1, "One.", Some(editor)), (2, "Two.", None)]
+    );
+    assert_eq!(
+        store.agent_version(&first.id, 1).await.unwrap(),
+        versions[0]
+    );
+    assert!(matches!(
+        store.agent_version(&first.id, 3).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // Another account can neither replace it nor see it among its own.
+    assert!(matches!(
+        store
+            .put_agent(NewAgentVersion::new(globex, second.clone(), None))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .stored_agent(&first.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        2
+    );
+    assert!(store.stored_agents(globex).await.unwrap().is_empty());
+    assert_eq!(store.stored_agents(acme).await.unwrap(), std::slice::from_ref(&v2));
+    // An agent the directory gave an account before is that account's.
+    store
+        .set_agent_owner(&AgentId::new("legacy"), globex)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .put_agent(NewAgentVersion::new(
+                acme,
+                AgentDefinition::new("legacy", "m"),
+                None
+            ))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    // An unknown account owns nothing.
+    assert!(matches!(
+        store
+            .put_agent(NewAgentVersion::new(
+                AccountId::new(),
+                AgentDefinition::new("orphan", "m"),
+                None
+            ))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(
+        store.stored_agent(&AgentId::new("orphan")).await.unwrap(),
+        None
+    );
+
+    // Paused, resumed, archived; archived for good.
+    let paused = store
+        .set_agent_state(&first.id, AgentState::Paused)
+        .await
+        .unwrap();
+    assert_eq!((paused.state, paused.version), (AgentState::Paused, 2));
+    // A change while paused keeps it paused.
+    let changed = store
+        .put_agent(NewAgentVersion::new(acme, first.clone(), None))
+        .await
+        .unwrap();
+    assert_eq!((changed.state, changed.version), (AgentState::Paused, 3));
+    store
+        .set_agent_state(&first.id, AgentState::Active)
+        .await
+        .unwrap();
+    let archived = store
+        .set_agent_state(&first.id, AgentState::Archived)
+        .await
+        .unwrap();
+    assert_eq!(archived.state, AgentState::Archived);
+    assert!(matches!(
+        store.set_agent_state(&first.id, AgentState::Active).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store
+            .put_agent(NewAgentVersion::new(acme, first.clone(), None))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store
+            .set_agent_state(&AgentId::new("nobody"), AgentState::Paused)
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.agent_versions(&first.id).await.unwrap().len(), 3);
 }

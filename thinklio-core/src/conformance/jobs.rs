@@ -448,6 +448,7 @@ pub async fn jobs_are_created_once_per_key_and_follow_ups_name_their_job<S: Stor
             agent_id: s.agent_id.clone(),
             input: "job resolved".into(),
             images: Vec::new(),
+            agent_version: None,
             inbound_id: Some("notice:1".into()),
             parent_interaction_id: None,
             delegation_depth: 0,

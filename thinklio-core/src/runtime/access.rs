@@ -31,6 +31,9 @@ pub(crate) enum Need {
     Admin(&'static str),
     /// The account's agents: an editor, always.
     Editor(&'static str),
+    /// Reading the account's settings and agents: any member (any user of
+    /// the account when the directory is not enforced).
+    Member(&'static str),
     /// Seeing and deciding about calls proposed in a session of this user
     /// (or, `None`, in any session of the account): the user themself, or
     /// (with an enforced directory) a member with the account's
@@ -78,6 +81,7 @@ impl Inner {
             Need::Team(_) => (AccountRole::Admin, "touch another team's data", false),
             Need::Admin(action) => (AccountRole::Admin, action, true),
             Need::Editor(action) => (AccountRole::Editor, action, false),
+            Need::Member(action) => (AccountRole::Viewer, action, true),
         };
         if !self.config.enforce_directory {
             if open {

@@ -243,6 +243,7 @@ impl RuntimeBuilder {
             query_embeddings: std::sync::Mutex::new(HashMap::new()),
             worker: format!("runtime-{}", uuid::Uuid::now_v7()),
             hears_cancels: std::sync::OnceLock::new(),
+            stored: std::sync::Mutex::new(HashMap::new()),
             submitted: tokio::sync::Notify::new(),
             holds: std::sync::Mutex::new(HashMap::new()),
             jobs: JobsState {

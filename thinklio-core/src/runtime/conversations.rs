@@ -197,7 +197,7 @@ impl Sessions<'_> {
             let run = super::harness::Run::new(
                 std::sync::Arc::clone(inner),
                 inner.session(session).await?,
-                inner.agent(&interaction.agent_id)?,
+                inner.agent_of(&interaction).await?,
                 interaction,
                 steps,
                 false,

@@ -350,6 +350,7 @@ impl Inner {
                 agent_id: delegate.clone(),
                 input: task,
                 images: Vec::new(),
+                agent_version: None,
                 // The call's idempotency key: re-running the call resumes this child.
                 inbound_id: Some(context.idempotency_key.clone()),
                 parent_interaction_id: Some(context.interaction_id),

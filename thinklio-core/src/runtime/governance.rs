@@ -10,6 +10,7 @@ use crate::agent::AgentDefinition;
 use crate::bounded::InsertBounded;
 use crate::budget::BudgetLimit;
 use crate::capability::Capability;
+use crate::catalog::{AgentState, AgentVersion, NewAgentVersion, StoredAgent};
 use crate::directory::{Access, AccessError, AccountRole};
 use crate::error::ErrorCode;
 use crate::event::EventKind;
@@ -221,13 +222,14 @@ impl Directory<'_> {
         self.rt.inner.delegation_graph()
     }
 
-    /// Puts (creates or replaces) an agent definition of `by`'s account, as
-    /// an editor, admin or owner of it (viewers and non-members may not;
-    /// the host acting for the account may). An agent stays with the
-    /// account that first put it: no member of another account can replace
-    /// it, and agents the host registered in code are read-only here. The
-    /// definition must stay within the account's policy: a trust level at
-    /// most its ceiling
+    /// Puts (creates or changes) an agent of `by`'s account, as an editor,
+    /// admin or owner of it (viewers and non-members may not; the host
+    /// acting for the account may): stored as its next version
+    /// ([`crate::catalog`]), served by every runtime on the store from its
+    /// next message. An agent stays with the account that first put it: no
+    /// member of another account can replace it, and agents the host
+    /// registered in code are read-only here. The definition must stay
+    /// within the account's policy: a trust level at most its ceiling
     /// ([`AccountPolicy::max_trust_level`](crate::AccountPolicy::max_trust_level),
     /// [`AccountPolicy::DEFAULT_TRUST_CEILING`](crate::AccountPolicy::DEFAULT_TRUST_CEILING)
     /// when unset) and only capabilities the policy allows.
@@ -235,7 +237,28 @@ impl Directory<'_> {
         &self,
         by: impl Into<Actor>,
         agent: AgentDefinition,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<StoredAgent, RuntimeError> {
+        self.put_agent_version(by, agent, None).await
+    }
+
+    /// [`put_agent`](Self::put_agent), only if the agent's current version
+    /// is `version` (0: it must be new), so that an editor never overwrites
+    /// a change they did not see (`store.conflict` otherwise).
+    pub async fn update_agent(
+        &self,
+        by: impl Into<Actor>,
+        agent: AgentDefinition,
+        version: u32,
+    ) -> Result<StoredAgent, RuntimeError> {
+        self.put_agent_version(by, agent, Some(version)).await
+    }
+
+    async fn put_agent_version(
+        &self,
+        by: impl Into<Actor>,
+        agent: AgentDefinition,
+        expected: Option<u32>,
+    ) -> Result<StoredAgent, RuntimeError> {
         let by = by.into();
         let account = by.account();
         let inner = &self.rt.inner;
@@ -244,33 +267,96 @@ impl Directory<'_> {
             .authorize(&by, account, Need::Editor("change agents"))
             .await?;
         let id = agent.id.clone();
-        match store.agent_owner(&id).await? {
-            Some(owner) if owner != account => {
-                return Err(AccessError::ForeignAgent { agent: id, account }.into());
-            }
-            Some(_) => {}
-            None if inner.has_agent(&id) => {
-                return Err(AccessError::HostAgent { agent: id }.into());
-            }
-            None => {}
+        if inner.stored_version(&id).is_none() && inner.has_agent(&id) {
+            return Err(AccessError::HostAgent { agent: id }.into());
+        }
+        if let Some(owner) = store.agent_owner(&id).await?
+            && owner != account
+        {
+            return Err(AccessError::ForeignAgent { agent: id, account }.into());
         }
         let policy = store.account_policy(account).await?;
         if let Some(reason) = policy.refuses_agent(&agent) {
             return Err(AccessError::BeyondPolicy { agent: id, reason }.into());
         }
-        // Ownership first: the store refuses an agent another account
-        // claimed meanwhile, before anything is replaced in memory.
-        store
-            .set_agent_owner(&id, account)
-            .await
-            .map_err(|e| match e {
-                StoreError::Conflict(_) => RuntimeError::from(AccessError::ForeignAgent {
+        inner.check_agent(&agent)?;
+        let mut new = NewAgentVersion::new(account, agent, by.user());
+        if let Some(version) = expected {
+            new = new.expecting(version);
+        }
+        // The store checks ownership again in its transaction: an agent
+        // another account claimed meanwhile is refused there.
+        let stored = store.put_agent(new).await.map_err(|e| match e {
+            StoreError::Conflict(m) if m.contains("another account") => {
+                RuntimeError::from(AccessError::ForeignAgent {
                     agent: id.clone(),
                     account,
-                }),
-                other => other.into(),
-            })?;
-        inner.register_agent(agent)
+                })
+            }
+            other => other.into(),
+        })?;
+        inner.learn(stored.clone())?;
+        Ok(stored)
+    }
+
+    /// A stored agent of `by`'s account, as any member of it.
+    pub async fn agent(
+        &self,
+        by: impl Into<Actor>,
+        id: &AgentId,
+    ) -> Result<StoredAgent, RuntimeError> {
+        let by = by.into();
+        let inner = &self.rt.inner;
+        inner
+            .authorize(&by, by.account(), Need::Member("read agents"))
+            .await?;
+        match inner.store.stored_agent(id).await? {
+            Some(agent) if agent.account == by.account() => Ok(agent),
+            // Another account's agent is as unknown as none.
+            _ => Err(RuntimeError::UnknownAgent(id.clone())),
+        }
+    }
+
+    /// The stored agents of `by`'s account, by id, as any member of it.
+    pub async fn agents(&self, by: impl Into<Actor>) -> Result<Vec<StoredAgent>, RuntimeError> {
+        let by = by.into();
+        let inner = &self.rt.inner;
+        inner
+            .authorize(&by, by.account(), Need::Member("read agents"))
+            .await?;
+        Ok(inner.store.stored_agents(by.account()).await?)
+    }
+
+    /// Every version of a stored agent of `by`'s account, oldest first.
+    pub async fn agent_versions(
+        &self,
+        by: impl Into<Actor>,
+        id: &AgentId,
+    ) -> Result<Vec<AgentVersion>, RuntimeError> {
+        let by = by.into();
+        self.agent(by, id).await?;
+        Ok(self.rt.inner.store.agent_versions(id).await?)
+    }
+
+    /// Pauses (new messages are refused with `agent.paused`), resumes
+    /// (`AgentState::Active`) or archives (no new work, for good) a stored
+    /// agent of `by`'s account, as an editor of it. Work already started
+    /// goes on with the version it started with.
+    pub async fn set_agent_state(
+        &self,
+        by: impl Into<Actor>,
+        id: &AgentId,
+        state: AgentState,
+    ) -> Result<StoredAgent, RuntimeError> {
+        let by = by.into();
+        let inner = &self.rt.inner;
+        inner
+            .authorize(&by, by.account(), Need::Editor("change agents"))
+            .await?;
+        self.agent(by, id).await?;
+        let stored = inner.store.set_agent_state(id, state).await?;
+        inner.learn(stored.clone())?;
+        Ok(stored)
     }
 
     /// The role of `user` in `by`'s account, if they are a member.

@@ -9,6 +9,7 @@
 mod access;
 mod approvals;
 mod builder;
+mod catalog;
 pub mod channel;
 mod config;
 mod conversations;
@@ -83,6 +84,12 @@ pub enum RuntimeError {
     /// The session's agent is not registered with this runtime.
     #[error("agent `{0}` is not registered")]
     UnknownAgent(AgentId),
+    /// The agent is paused: it takes no new messages until resumed.
+    #[error("agent `{0}` is paused: it takes no new messages until it is resumed")]
+    AgentPaused(AgentId),
+    /// The agent is archived: it takes no new work.
+    #[error("agent `{0}` is archived: it takes no new work")]
+    AgentArchived(AgentId),
     /// A capability could not be registered.
     #[error(transparent)]
     Capability(#[from] CapabilityError),
@@ -138,6 +145,8 @@ impl RuntimeError {
             RuntimeError::Store(e) => e.code(),
             RuntimeError::Config(_) => ErrorCode::RuntimeConfig,
             RuntimeError::UnknownAgent(_) => ErrorCode::RuntimeUnknownAgent,
+            RuntimeError::AgentPaused(_) => ErrorCode::AgentPaused,
+            RuntimeError::AgentArchived(_) => ErrorCode::AgentArchived,
             RuntimeError::Capability(e) => e.code(),
             RuntimeError::EmptyMessage => ErrorCode::RuntimeEmptyMessage,
             RuntimeError::Image(e) => e.code(),
@@ -218,6 +227,11 @@ pub(in crate::runtime) struct Inner {
     /// Whether this runtime listens for cancellations other processes
     /// announce through a shared store (started with its first run).
     pub(in crate::runtime) hears_cancels: std::sync::OnceLock<()>,
+    /// Agents served from the store, with the version and state served
+    /// (their definitions are in `agents`); an agent in `agents` and not
+    /// here was registered in code.
+    pub(in crate::runtime) stored:
+        std::sync::Mutex<HashMap<AgentId, (u32, crate::catalog::AgentState)>>,
 }
 
 /// Sessions kept in [`Inner::sessions`]; the cache starts over when full.
@@ -382,7 +396,7 @@ impl Runtime {
         key: Option<&str>,
     ) -> Result<Session, RuntimeError> {
         let agent = agent.into();
-        self.inner.agent(&agent)?;
+        self.inner.serve_agent(&agent).await?;
         self.inner.access(&principal, &agent).await?;
         let session = self
             .inner
@@ -488,12 +502,12 @@ impl Runtime {
         kind: InteractionKind,
     ) -> Result<Reply, RuntimeError> {
         let session = self.inner.session(session).await?;
-        let agent = self.inner.agent(&session.agent_id)?;
         let access = self
             .inner
             .access(&session.principal, &session.agent_id)
             .await?;
         let (interaction, created) = self.inner.record_message(&session, message, kind).await?;
+        let agent = self.inner.agent_of(&interaction).await?;
         let steps = if created {
             Vec::new()
         } else {
@@ -614,7 +628,7 @@ impl Runtime {
         for interaction in interactions {
             let id = interaction.id;
             let result = async {
-                let agent = self.inner.agent(&interaction.agent_id)?;
+                let agent = self.inner.agent_of(&interaction).await?;
                 let access = self
                     .inner
                     .access(&interaction.principal, &interaction.agent_id)
@@ -661,16 +675,28 @@ impl Inner {
     /// Registers (or replaces) an agent; refused if it would make the
     /// agents delegate in a circle.
     pub(crate) fn register_agent(&self, agent: AgentDefinition) -> Result<(), RuntimeError> {
+        self.check_agent(&agent)?;
+        self.agents
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(agent.id.clone(), Arc::new(agent));
+        Ok(())
+    }
+
+    /// Whether `agent` could be registered: its own limits, and no circle
+    /// of delegation with it.
+    pub(crate) fn check_agent(&self, agent: &AgentDefinition) -> Result<(), RuntimeError> {
         agent.check().map_err(RuntimeError::Config)?;
-        let mut agents = self.agents.write().unwrap_or_else(|e| e.into_inner());
-        let mut next = agents.clone();
-        next.insert(agent.id.clone(), Arc::new(agent));
+        let mut next = self
+            .agents
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        next.insert(agent.id.clone(), Arc::new(agent.clone()));
         check_graph(
             &next,
             &self.delegates.read().unwrap_or_else(|e| e.into_inner()),
-        )?;
-        *agents = next;
-        Ok(())
+        )
     }
 
     /// Offers an agent to other agents as a capability; refused if it
@@ -713,11 +739,14 @@ impl Inner {
     /// Writes the interaction of an inbound message (a repeated inbound id
     /// returns the first) and publishes its creation; whether it is new.
     pub(crate) async fn record_message(
-        &self,
+        self: &Arc<Self>,
         session: &Session,
         message: Inbound,
         kind: InteractionKind,
     ) -> Result<(Interaction, bool), RuntimeError> {
+        // The agent as served now (refused while paused or archived); a
+        // repeated message finds the interaction it made, with its version.
+        let (_, agent_version) = self.serve_agent(&session.agent_id).await?;
         // Images are stored first, once each: a message sent again (or
         // after a crash here) finds them stored and refers to the same rows.
         let mut images = Vec::with_capacity(message.images.len());
@@ -737,6 +766,7 @@ impl Inner {
                 agent_id: session.agent_id.clone(),
                 input: message.text,
                 images,
+                agent_version,
                 inbound_id: message.id,
                 parent_interaction_id: None,
                 delegation_depth: 0,

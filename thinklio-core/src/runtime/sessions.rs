@@ -213,7 +213,6 @@ impl Runtime {
         let message = message.into();
         self.check_message(&message)?;
         let session = self.inner.session(session).await?;
-        self.inner.agent(&session.agent_id)?;
         self.inner
             .access(&session.principal, &session.agent_id)
             .await?;

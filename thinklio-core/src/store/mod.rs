@@ -522,6 +522,48 @@ pub struct ForgetReport {
     pub images: u64,
 }
 
+/// Agents kept as data ([`crate::catalog`]).
+#[async_trait]
+pub trait AgentStore: Send + Sync {
+    /// Stores `new` as its agent's next version (1 for a new agent), in one
+    /// transaction with the agent's ownership (an agent stays with the
+    /// account that first stored it). Refused as
+    /// [`StoreError::Conflict`] by the rule of
+    /// [`NewAgentVersion::next_version`](crate::catalog::NewAgentVersion::next_version):
+    /// another account's agent, an unexpected version, an archived agent.
+    async fn put_agent(
+        &self,
+        new: crate::catalog::NewAgentVersion,
+    ) -> StoreResult<crate::catalog::StoredAgent>;
+
+    /// The agent `id` as stored, if it is.
+    async fn stored_agent(&self, id: &AgentId) -> StoreResult<Option<crate::catalog::StoredAgent>>;
+
+    /// Every version of an agent, oldest first.
+    async fn agent_versions(&self, id: &AgentId) -> StoreResult<Vec<crate::catalog::AgentVersion>>;
+
+    /// One version of an agent.
+    async fn agent_version(
+        &self,
+        id: &AgentId,
+        version: u32,
+    ) -> StoreResult<crate::catalog::AgentVersion>;
+
+    /// Moves an agent to `state` (an archived agent stays archived:
+    /// [`StoreError::Conflict`]); returns it as stored.
+    async fn set_agent_state(
+        &self,
+        id: &AgentId,
+        state: crate::catalog::AgentState,
+    ) -> StoreResult<crate::catalog::StoredAgent>;
+
+    /// The agents an account stores, by id.
+    async fn stored_agents(
+        &self,
+        account: AccountId,
+    ) -> StoreResult<Vec<crate::catalog::StoredAgent>>;
+}
+
 /// Images messages carried, stored once.
 #[async_trait]
 pub trait ImageStore: Send + Sync {
@@ -697,6 +739,7 @@ pub trait Store:
     + ApprovalStore
     + SummaryStore
     + ImageStore
+    + AgentStore
     + 'static
 {
 }
@@ -716,6 +759,7 @@ impl<T> Store for T where
         + ApprovalStore
         + SummaryStore
         + ImageStore
+        + AgentStore
         + 'static
 {
 }

@@ -186,7 +186,7 @@ pub fn session(row: &impl Row) -> StoreResult<Session> {
 }
 
 /// The columns [`interaction`] reads.
-pub const INTERACTION_COLUMNS: &str = "seq, id, session_id, account_id, team_id, user_id, agent_id, input, images, \
+pub const INTERACTION_COLUMNS: &str = "seq, id, session_id, account_id, team_id, user_id, agent_id, agent_version, input, images, \
      inbound_id, parent_interaction_id, delegation_depth, job_id, kind, created_at";
 
 /// An interaction.
@@ -199,6 +199,10 @@ pub fn interaction(row: &impl Row) -> StoreResult<Interaction> {
         agent_id: AgentId::new(row.text("agent_id")?),
         input: row.text("input")?,
         images: image_ids(row, "images")?,
+        agent_version: row
+            .int_opt("agent_version")?
+            .map(|v| u32::try_from(v).map_err(|e| corrupt("agent_version", e)))
+            .transpose()?,
         inbound_id: row.text_opt("inbound_id")?,
         parent_interaction_id: row.parse_opt("parent_interaction_id")?,
         delegation_depth: row.u32("delegation_depth")?,
@@ -510,5 +514,39 @@ pub fn image(row: &impl Row) -> StoreResult<crate::image::Image> {
         source,
         sha256: row.text("sha256")?,
         created_at: row.ts("created_at")?,
+    })
+}
+
+fn definition(row: &impl Row) -> StoreResult<crate::agent::AgentDefinition> {
+    serde_json::from_str(&row.text("definition")?).map_err(|e| corrupt("definition", e))
+}
+
+/// The columns [`stored_agent`] reads.
+pub const AGENT_COLUMNS: &str =
+    "id, account_id, version, state, definition, created_at, updated_at";
+
+/// A stored agent.
+pub fn stored_agent(row: &impl Row) -> StoreResult<crate::catalog::StoredAgent> {
+    Ok(crate::catalog::StoredAgent {
+        definition: definition(row)?,
+        account: row.parse("account_id")?,
+        version: row.u32("version")?,
+        state: row.parse("state")?,
+        created_at: row.ts("created_at")?,
+        updated_at: row.ts("updated_at")?,
+    })
+}
+
+/// The columns [`agent_version`] reads.
+pub const AGENT_VERSION_COLUMNS: &str = "agent_id, version, definition, by_user, at";
+
+/// One version of a stored agent.
+pub fn agent_version(row: &impl Row) -> StoreResult<crate::catalog::AgentVersion> {
+    Ok(crate::catalog::AgentVersion {
+        agent_id: AgentId::new(row.text("agent_id")?),
+        version: row.u32("version")?,
+        definition: definition(row)?,
+        by: row.parse_opt("by_user")?,
+        at: row.ts("at")?,
     })
 }

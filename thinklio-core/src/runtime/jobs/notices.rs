@@ -164,6 +164,7 @@ impl Inner {
                         agent_id: session.agent_id.clone(),
                         input: follow_up_text(job, notice.notice),
                         images: Vec::new(),
+                        agent_version: None,
                         inbound_id: Some(format!("job-notice:{}", notice.notification_id)),
                         parent_interaction_id: None,
                         delegation_depth: 0,

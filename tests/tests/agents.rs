@@ -1,0 +1,315 @@
+//! Agents as data: an agent put through the directory is stored with a
+//! version per change, survives a restart, runs each interaction with the
+//! version it started with, refuses new messages while paused or archived,
+//! and, on PostgreSQL, is served by every worker as soon as it changes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests speak through panics
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use thinklio_core::approval::{ApprovalMode, Decision};
+use thinklio_core::*;
+use thinklio_llm::{ScriptedModel, ScriptedReply};
+use thinklio_store_sqlite::SqliteStore;
+
+/// Answers with the system prompt it was given; `note X` calls `note`.
+fn prompt_echo() -> ScriptedModel {
+    ScriptedModel::responder(|r| {
+        let last = r.messages.last().unwrap();
+        let prompt = r
+            .messages
+            .iter()
+            .find(|m| m.role == Role::System)
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        if last.role == Role::User
+            && let Some(what) = last.content.strip_prefix("note ")
+        {
+            return ScriptedReply::tool_call("n1", "note", json!({ "text": what }).to_string());
+        }
+        ScriptedReply::text(format!("[{prompt}]"))
+    })
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct Note {
+    /// What to note.
+    text: String,
+}
+
+fn note() -> FunctionCapability {
+    FunctionCapability::builder("note", "Notes something down.")
+        .handler(|n: Note| async move { Ok::<_, String>(json!({ "noted": n.text })) })
+}
+
+fn runtime_on(store: Arc<dyn Store>, shared: bool) -> Runtime {
+    let mut config = RuntimeConfig::default();
+    config.shared_store = shared;
+    Runtime::builder()
+        .store_arc(store)
+        .model(prompt_echo())
+        .capability(note())
+        .agent(AgentDefinition::new("coded", "m").system_prompt("in code"))
+        .config(config)
+        .build()
+        .unwrap()
+}
+
+fn helper(prompt: &str) -> AgentDefinition {
+    AgentDefinition::new("helper", "m")
+        .system_prompt(prompt)
+        .capabilities(["note"])
+        .approval_mode(ApprovalMode::Draft)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_agent_keeps_its_versions_and_its_lifecycle_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agents.db");
+    let acme = AccountId::new();
+    let (ada, vic) = (
+        Principal::new(acme, UserId::new()),
+        Principal::new(acme, UserId::new()),
+    );
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    store
+        .put_account(acme, "Acme", AccountPolicy::default())
+        .await
+        .unwrap();
+    store
+        .set_member(acme, ada.user, AccountRole::Editor)
+        .await
+        .unwrap();
+    store
+        .set_member(acme, vic.user, AccountRole::Viewer)
+        .await
+        .unwrap();
+    let rt = runtime_on(Arc::clone(&store), false);
+    let directory = rt.directory();
+
+    let v1 = directory.put_agent(ada, helper("first")).await.unwrap();
+    assert_eq!(v1.version, 1);
+    // Viewers read, never write; code agents are read-only.
+    assert_eq!(
+        directory
+            .put_agent(vic, helper("mine"))
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::DirectoryRoleTooLow
+    );
+    assert_eq!(
+        directory.agent(vic, &AgentId::new("helper")).await.unwrap(),
+        v1
+    );
+    assert_eq!(
+        directory
+            .put_agent(ada, AgentDefinition::new("coded", "m"))
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::DirectoryHostAgent
+    );
+
+    let s = rt.open_session(ada, "helper", "chat", None).await.unwrap();
+    let reply = rt.send(s.id, "hello").await.unwrap();
+    assert_eq!(reply.text, "[first]");
+    let first = rt
+        .sessions()
+        .interaction(ada, reply.interaction_id)
+        .await
+        .unwrap();
+    assert_eq!(first.agent_version, Some(1));
+
+    // A call proposed under version 1 waits; version 2 is put meanwhile.
+    let waiting = rt.send(s.id, "note milk").await.unwrap();
+    assert_eq!(waiting.waiting.len(), 1);
+    let stale = directory
+        .update_agent(ada, helper("stale"), 0)
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), ErrorCode::StoreConflict, "{stale}");
+    let v2 = directory
+        .update_agent(ada, helper("second"), 1)
+        .await
+        .unwrap();
+    assert_eq!(v2.version, 2);
+    drop(rt);
+
+    // A new process: the agent is served from the store.
+    let rt = runtime_on(Arc::clone(&store), false);
+    rt.approvals()
+        .decide(ada, waiting.waiting[0], Decision::Approve, "test")
+        .await
+        .unwrap();
+    let resumed = rt
+        .sessions()
+        .reply(ada, waiting.interaction_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        resumed.map(|r| r.text),
+        Some("[first]".to_owned()),
+        "the interaction goes on with the version it started with"
+    );
+    assert_eq!(rt.send(s.id, "hello").await.unwrap().text, "[second]");
+
+    // Paused: new messages and sessions are refused, and come back on resume.
+    let directory = rt.directory();
+    let helper_id = AgentId::new("helper");
+    directory
+        .set_agent_state(ada, &helper_id, AgentState::Paused)
+        .await
+        .unwrap();
+    assert_eq!(
+        rt.send(s.id, "anyone?").await.unwrap_err().code(),
+        ErrorCode::AgentPaused
+    );
+    assert_eq!(
+        rt.open_session(ada, "helper", "chat", Some("k"))
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::AgentPaused
+    );
+    assert_eq!(
+        directory
+            .set_agent_state(vic, &helper_id, AgentState::Active)
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::DirectoryRoleTooLow
+    );
+    directory
+        .set_agent_state(ada, &helper_id, AgentState::Active)
+        .await
+        .unwrap();
+    assert_eq!(rt.send(s.id, "back").await.unwrap().text, "[second]");
+    // Archived: no new work, for good; its history stays.
+    directory
+        .set_agent_state(ada, &helper_id, AgentState::Archived)
+        .await
+        .unwrap();
+    assert_eq!(
+        rt.send(s.id, "hello?").await.unwrap_err().code(),
+        ErrorCode::AgentArchived
+    );
+    assert_eq!(
+        directory
+            .set_agent_state(ada, &helper_id, AgentState::Active)
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::StoreConflict
+    );
+    assert_eq!(rt.sessions().history(ada, s.id, 10).await.unwrap().len(), 4);
+    let versions = directory.agent_versions(ada, &helper_id).await.unwrap();
+    assert_eq!(
+        versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(versions[0].by, Some(ada.user));
+
+    // Another account sees none of it.
+    let eve = Principal::new(AccountId::new(), UserId::new());
+    assert!(directory.agent(eve, &helper_id).await.is_err());
+    assert!(directory.agents(eve).await.unwrap().is_empty());
+    assert_eq!(directory.agents(ada).await.unwrap().len(), 1);
+}
+
+/// Polls `check` every 10 ms (it reads the store); fails after a minute.
+async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < Duration::from_secs(60), "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_an_agent_changed_through_one_worker_is_served_by_every_worker() {
+    assert!(
+        std::env::var_os("THINKLIO_POSTGRES_URL").is_some(),
+        "THINKLIO_POSTGRES_URL is not set: run scripts/postgres.sh start (scripts/test.sh does)"
+    );
+    let schema = format!("agents_{}", uuid::Uuid::now_v7().simple());
+    let store = thinklio_tests::open_store(&format!("postgres:{schema}"))
+        .await
+        .unwrap();
+    let acme = AccountId::new();
+    store
+        .put_account(acme, "Acme", AccountPolicy::default())
+        .await
+        .unwrap();
+    let ada = Principal::new(acme, UserId::new());
+    let (a, b) = (
+        runtime_on(Arc::clone(&store), true),
+        runtime_on(Arc::clone(&store), true),
+    );
+    let autopilot = |prompt: &str| helper(prompt).approval_mode(ApprovalMode::Autopilot);
+
+    // Created through A, answered through B.
+    a.directory()
+        .put_agent(Actor::Account(acme), autopilot("made on A"))
+        .await
+        .unwrap();
+    let s = b.open_session(ada, "helper", "chat", None).await.unwrap();
+    assert_eq!(b.send(s.id, "hi").await.unwrap().text, "[made on A]");
+
+    // Changed through B: A's next interaction runs the new version.
+    b.directory()
+        .put_agent(Actor::Account(acme), autopilot("changed on B"))
+        .await
+        .unwrap();
+    let reply = a.send(s.id, "hi again").await.unwrap();
+    assert_eq!(reply.text, "[changed on B]");
+    let interaction = a
+        .sessions()
+        .interaction(ada, reply.interaction_id)
+        .await
+        .unwrap();
+    assert_eq!(interaction.agent_version, Some(2));
+
+    // A worker of A runs what B submits, with the version B saw.
+    let worker = a.spawn_interaction_worker(Duration::from_millis(25), 2);
+    let submitted = b.submit(s.id, "by the worker").await.unwrap();
+    until("A's worker answers", || async {
+        b.sessions().state(ada, submitted.id).await.unwrap() == InteractionState::Completed
+    })
+    .await;
+    assert_eq!(
+        b.sessions()
+            .reply(ada, submitted.id)
+            .await
+            .unwrap()
+            .map(|r| r.text),
+        Some("[changed on B]".to_owned())
+    );
+    worker.stop().await;
+
+    // Archived through A: no new messages anywhere.
+    a.directory()
+        .set_agent_state(
+            Actor::Account(acme),
+            &AgentId::new("helper"),
+            AgentState::Archived,
+        )
+        .await
+        .unwrap();
+    for rt in [&a, &b] {
+        assert_eq!(
+            rt.send(s.id, "still there?").await.unwrap_err().code(),
+            ErrorCode::AgentArchived
+        );
+        assert_eq!(
+            rt.submit(s.id, "queued?").await.unwrap_err().code(),
+            ErrorCode::AgentArchived
+        );
+    }
+}
