@@ -42,6 +42,12 @@ async fn every_v1_route_needs_a_key() {
         "/v1/keys/{id}",
         "/v1/approvals",
         "/v1/approvals/{id}",
+        "/v1/agents",
+        "/v1/agents/{id}",
+        "/v1/agents/{id}/pause",
+        "/v1/agents/{id}/resume",
+        "/v1/agents/{id}/archive",
+        "/v1/agents/{id}/versions",
     ];
     for path in expected {
         assert!(
@@ -1144,4 +1150,208 @@ async fn images_are_sent_as_base64_json_or_as_a_form() {
     let content = &doc["paths"]["/v1/sessions/{id}/messages"]["post"]["requestBody"]["content"];
     assert!(content.get("application/json").is_some(), "{content}");
     assert!(content.get("multipart/form-data").is_some(), "{content}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_are_created_changed_paused_and_archived_over_the_api() {
+    let api = Api::start(1000).await;
+    let (status, created) = api
+        .post(
+            "/v1/agents",
+            json!({ "id": "helper", "model": "offline", "system_prompt": "You help.",
+                    "capabilities": ["calculator"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(
+        (created["version"].clone(), created["state"].clone()),
+        (json!(1), json!("active"))
+    );
+    assert_eq!(
+        created["definition"]["approval_mode"], "draft",
+        "an agent made over HTTP asks before it acts unless told otherwise"
+    );
+    // The same id again is a conflict; a bad definition is the request's fault.
+    let (status, error) = api
+        .post("/v1/agents", json!({ "id": "helper", "model": "offline" }))
+        .await;
+    assert_eq!(
+        (status, code(&error)),
+        (StatusCode::CONFLICT, "store.conflict")
+    );
+    let (status, error) = api
+        .post(
+            "/v1/agents",
+            json!({ "id": "hot", "model": "offline", "temperature": 7.0 }),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&error)),
+        (StatusCode::BAD_REQUEST, "request.bad_agent"),
+        "{error}"
+    );
+    let (status, error) = api.post("/v1/agents", json!({ "model": "offline" })).await;
+    assert_eq!(
+        (status, code(&error)),
+        (StatusCode::BAD_REQUEST, "request.bad_agent"),
+        "{error}"
+    );
+    // Above the account's trust ceiling (standard unless set).
+    let (status, error) = api
+        .post(
+            "/v1/agents",
+            json!({ "id": "root", "model": "offline", "trust_level": "privileged" }),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&error)),
+        (StatusCode::FORBIDDEN, "directory.beyond_policy"),
+        "{error}"
+    );
+    // An agent registered in code is read-only.
+    let (status, error) = api
+        .post(
+            "/v1/agents",
+            json!({ "id": "assistant", "model": "offline" }),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&error)),
+        (StatusCode::FORBIDDEN, "directory.host_agent"),
+        "{error}"
+    );
+
+    // A chat picks it and talks to it.
+    let (status, session) = api
+        .post("/v1/sessions", json!({ "user": "ada", "agent": "helper" }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    assert_eq!(session["agent"], "helper");
+    let messages = format!("/v1/sessions/{}/messages", session["id"].as_str().unwrap());
+    let (status, reply) = api.post(&messages, json!({ "text": "hello" })).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+
+    // Changed against the version read; a stale change is refused.
+    let (status, changed) = api
+        .call(
+            "PUT",
+            "/v1/agents/helper",
+            Some(&api.key),
+            Some(json!({ "version": 1, "definition": { "model": "offline", "system_prompt": "You help more." } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["version"], 2);
+    let (status, error) = api
+        .call(
+            "PUT",
+            "/v1/agents/helper",
+            Some(&api.key),
+            Some(json!({ "version": 1, "definition": { "model": "offline" } })),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&error)),
+        (StatusCode::CONFLICT, "store.conflict")
+    );
+    let (_, versions) = api.get("/v1/agents/helper/versions").await;
+    assert_eq!(versions.as_array().unwrap().len(), 2);
+    assert_eq!(versions[1]["definition"]["system_prompt"], "You help more.");
+    let (_, listed) = api.get("/v1/agents").await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let (_, read) = api.get("/v1/agents/helper").await;
+    assert_eq!(read["version"], 2);
+
+    // Another account's key: refused, and sees none of it.
+    for (method, path, body) in [
+        ("GET", "/v1/agents/helper", None),
+        ("GET", "/v1/agents/helper/versions", None),
+        (
+            "PUT",
+            "/v1/agents/helper",
+            Some(json!({ "version": 2, "definition": { "model": "offline" } })),
+        ),
+        ("POST", "/v1/agents/helper/pause", None),
+        ("POST", "/v1/agents/helper/archive", None),
+        (
+            "POST",
+            "/v1/agents",
+            Some(json!({ "id": "helper", "model": "offline" })),
+        ),
+    ] {
+        let (status, error) = api.call(method, path, Some(&api.other_key), body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {error}");
+        assert_eq!(code(&error), "directory.foreign_agent", "{method} {path}");
+    }
+    let (_, theirs) = api
+        .call("GET", "/v1/agents", Some(&api.other_key), None)
+        .await;
+    assert_eq!(theirs, json!([]));
+    let (status, _) = api
+        .call(
+            "POST",
+            "/v1/sessions",
+            Some(&api.other_key),
+            Some(json!({ "user": "eve", "agent": "helper" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // A chat key reads and never writes.
+    let (_, chat) = api.post("/v1/keys", json!({ "label": "page" })).await;
+    let chat = chat["secret"].as_str().unwrap().to_owned();
+    let (status, _) = api
+        .call("GET", "/v1/agents/helper", Some(&chat), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for (method, path, body) in [
+        (
+            "POST",
+            "/v1/agents",
+            Some(json!({ "id": "mine", "model": "offline" })),
+        ),
+        (
+            "PUT",
+            "/v1/agents/helper",
+            Some(json!({ "version": 2, "definition": { "model": "offline" } })),
+        ),
+        ("POST", "/v1/agents/helper/pause", None),
+    ] {
+        let (status, error) = api.call(method, path, Some(&chat), body).await;
+        assert_eq!(
+            (status, code(&error)),
+            (StatusCode::FORBIDDEN, "auth.scope"),
+            "{method} {path}"
+        );
+    }
+
+    // Paused: messages are refused until resumed; archived: for good.
+    let (status, paused) = api.post("/v1/agents/helper/pause", json!({})).await;
+    assert_eq!(
+        (status, paused["state"].clone()),
+        (StatusCode::OK, json!("paused"))
+    );
+    let (status, error) = api.post(&messages, json!({ "text": "anyone?" })).await;
+    assert_eq!(
+        (status, code(&error)),
+        (StatusCode::CONFLICT, "agent.paused")
+    );
+    let (_, resumed) = api.post("/v1/agents/helper/resume", json!({})).await;
+    assert_eq!(resumed["state"], "active");
+    let (status, _) = api.post(&messages, json!({ "text": "back" })).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, archived) = api.post("/v1/agents/helper/archive", json!({})).await;
+    assert_eq!(archived["state"], "archived");
+    let (status, error) = api.post(&messages, json!({ "text": "hello?" })).await;
+    assert_eq!(
+        (status, code(&error)),
+        (StatusCode::CONFLICT, "agent.archived")
+    );
+    let (status, error) = api.post("/v1/agents/helper/resume", json!({})).await;
+    assert_eq!(
+        (status, code(&error)),
+        (StatusCode::CONFLICT, "store.conflict")
+    );
+    let (status, _) = api.get("/v1/agents/nobody").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -214,8 +214,19 @@ async fn a_stored_agent_keeps_its_versions_and_its_lifecycle_across_a_restart() 
 
     // Another account sees none of it.
     let eve = Principal::new(AccountId::new(), UserId::new());
-    assert!(directory.agent(eve, &helper_id).await.is_err());
+    assert_eq!(
+        directory.agent(eve, &helper_id).await.unwrap_err().code(),
+        ErrorCode::DirectoryForeignAgent
+    );
     assert!(directory.agents(eve).await.unwrap().is_empty());
+    // Nor talks to it, enforced directory or not.
+    assert_eq!(
+        rt.open_session(eve, "helper", "chat", None)
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::DirectoryForeignAgent
+    );
     assert_eq!(directory.agents(ada).await.unwrap().len(), 1);
 }
 

@@ -24,18 +24,25 @@ pub struct AgentDefinition {
     /// The model id passed to the chat model (`gpt-4o-mini`, `claude-sonnet-4-5`, ...).
     pub model: String,
     /// The system prompt.
+    #[serde(default)]
     pub system_prompt: String,
     /// Names of the capabilities this agent may call.
+    #[serde(default)]
     pub capabilities: Vec<String>,
     /// The agent's trust level; capabilities that require more are invisible to it.
+    #[serde(default = "standard")]
     pub trust_level: TrustLevel,
     /// How many `think` steps one interaction may take before it must answer.
+    #[serde(default = "default_max_turns")]
     pub max_turns: u32,
     /// How deep a chain of delegations that starts at this agent may go.
+    #[serde(default = "default_max_delegation_depth")]
     pub max_delegation_depth: u32,
     /// How many earlier turns of the session the `context` step includes.
+    #[serde(default = "default_history_turns")]
     pub history_turns: u32,
     /// The most output tokens one model call may produce, if limited.
+    #[serde(default)]
     pub max_output_tokens: Option<u32>,
     /// The most tokens one model request may take, if less than its model's
     /// window allows ([`context_budget`](crate::context::context_budget)):
@@ -100,6 +107,25 @@ pub struct AgentDefinition {
     /// (the model is told).
     #[serde(default = "default_approval_timeout", with = "duration_secs")]
     pub approval_timeout: std::time::Duration,
+}
+
+// A definition read from JSON takes `new`'s values for what it leaves
+// out, but for its approval mode (`drafts`: asking is the safe default of
+// an agent made as data).
+fn standard() -> TrustLevel {
+    TrustLevel::Standard
+}
+
+fn default_max_turns() -> u32 {
+    8
+}
+
+fn default_max_delegation_depth() -> u32 {
+    3
+}
+
+fn default_history_turns() -> u32 {
+    20
 }
 
 fn default_summarize_after() -> u32 {
@@ -169,10 +195,10 @@ impl AgentDefinition {
             model: model.into(),
             system_prompt: String::new(),
             capabilities: Vec::new(),
-            trust_level: TrustLevel::Standard,
-            max_turns: 8,
-            max_delegation_depth: 3,
-            history_turns: 20,
+            trust_level: standard(),
+            max_turns: default_max_turns(),
+            max_delegation_depth: default_max_delegation_depth(),
+            history_turns: default_history_turns(),
             max_output_tokens: None,
             context_budget: None,
             summarize_after: default_summarize_after(),
@@ -274,6 +300,12 @@ impl AgentDefinition {
     /// refuse is refused here, when the agent is registered, rather than on
     /// its first message.
     pub fn check(&self) -> Result<(), String> {
+        if self.id.as_str().trim().is_empty() || self.id.as_str().len() > 128 {
+            return Err("an agent's id is 1 to 128 characters".to_owned());
+        }
+        if self.model.trim().is_empty() {
+            return Err(format!("agent `{}`: the model is empty", self.id));
+        }
         if let Some(t) = self.temperature
             && !(0.0..=2.0).contains(&t)
         {

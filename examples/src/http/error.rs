@@ -124,6 +124,7 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Image(_) => StatusCode::BAD_REQUEST,
             RuntimeError::MessageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RuntimeError::UnknownAgent(_) => StatusCode::NOT_FOUND,
+            RuntimeError::AgentPaused(_) | RuntimeError::AgentArchived(_) => StatusCode::CONFLICT,
             RuntimeError::Forbidden(_) => StatusCode::FORBIDDEN,
             RuntimeError::Store(StoreError::NotFound { .. }) => StatusCode::NOT_FOUND,
             RuntimeError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,

@@ -662,7 +662,10 @@ pub async fn stored_agents_are_versioned_owned_and_have_a_lifecycle<S: Store>(st
         2
     );
     assert!(store.stored_agents(globex).await.unwrap().is_empty());
-    assert_eq!(store.stored_agents(acme).await.unwrap(), std::slice::from_ref(&v2));
+    assert_eq!(
+        store.stored_agents(acme).await.unwrap(),
+        std::slice::from_ref(&v2)
+    );
     // An agent the directory gave an account before is that account's.
     store
         .set_agent_owner(&AgentId::new("legacy"), globex)

@@ -8,18 +8,30 @@ use std::sync::Arc;
 use super::{Inner, RuntimeError};
 use crate::agent::AgentDefinition;
 use crate::catalog::{AgentState, StoredAgent};
-use crate::ids::AgentId;
+use crate::directory::AccessError;
+use crate::ids::{AccountId, AgentId};
 use crate::interaction::Interaction;
 
+/// What a runtime serves of a stored agent: the version and state it
+/// knows, and the account it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Served {
+    pub(crate) version: u32,
+    pub(crate) state: AgentState,
+    pub(crate) owner: AccountId,
+}
+
 impl Inner {
-    /// The definition a new message to `id` runs with, and its stored
-    /// version (`None` for an agent registered in code). A stored agent is
-    /// read from the store on a shared store (one row: another process may
-    /// have changed it), from memory otherwise; paused and archived agents
-    /// refuse.
+    /// The definition a new message of `account` to `id` runs with, and
+    /// its stored version (`None` for an agent registered in code). A
+    /// stored agent is read from the store on a shared store (one row:
+    /// another process may have changed it), from memory otherwise; paused
+    /// and archived agents refuse, and a stored agent serves its own
+    /// account only, whether the directory is enforced or not.
     pub(crate) async fn serve_agent(
         self: &Arc<Self>,
         id: &AgentId,
+        account: AccountId,
     ) -> Result<(Arc<AgentDefinition>, Option<u32>), RuntimeError> {
         let known = self.stored_version(id);
         if known.is_none()
@@ -27,7 +39,11 @@ impl Inner {
         {
             return Ok((agent, None));
         }
-        let (version, state) = match known {
+        let Served {
+            version,
+            state,
+            owner,
+        } = match known {
             Some(known) if !self.config.shared_store => known,
             _ => {
                 let Some(stored) = self.store.stored_agent(id).await? else {
@@ -37,6 +53,13 @@ impl Inner {
                 self.learn(stored)?
             }
         };
+        if owner != account {
+            return Err(AccessError::ForeignAgent {
+                agent: id.clone(),
+                account,
+            }
+            .into());
+        }
         match state {
             AgentState::Paused => Err(RuntimeError::AgentPaused(id.clone())),
             AgentState::Archived => Err(RuntimeError::AgentArchived(id.clone())),
@@ -55,12 +78,12 @@ impl Inner {
         let Some(version) = interaction.agent_version else {
             return self.agent(id);
         };
-        if self.stored_version(id).map(|(v, _)| v) == Some(version) {
+        if self.stored_version(id).map(|s| s.version) == Some(version) {
             return self.agent(id);
         }
         // Not the version this runtime serves: read it (a newer one is
         // learnt, for the messages after).
-        if self.stored_version(id).is_none_or(|(v, _)| v < version)
+        if self.stored_version(id).is_none_or(|s| s.version < version)
             && let Some(stored) = self.store.stored_agent(id).await?
             && stored.version == version
         {
@@ -73,26 +96,30 @@ impl Inner {
     }
 
     /// Serves `stored` from now on (when newer than what is served);
-    /// returns its version and state.
-    pub(crate) fn learn(&self, stored: StoredAgent) -> Result<(u32, AgentState), RuntimeError> {
+    /// returns what is served.
+    pub(crate) fn learn(&self, stored: StoredAgent) -> Result<Served, RuntimeError> {
         let id = stored.definition.id.clone();
-        let fresh = (stored.version, stored.state);
+        let fresh = Served {
+            version: stored.version,
+            state: stored.state,
+            owner: stored.account,
+        };
         let known = self.stored_version(&id);
-        if known.is_none_or(|(v, _)| v < stored.version) {
+        if known.is_none_or(|s| s.version < stored.version) {
             self.register_agent(stored.definition)?;
         }
-        let mut versions = self.stored.lock().unwrap_or_else(|e| e.into_inner());
-        match versions.get(&id) {
-            Some(&(v, _)) if v > fresh.0 => Ok(versions[&id]),
+        let mut served = self.stored.lock().unwrap_or_else(|e| e.into_inner());
+        match served.get(&id) {
+            Some(s) if s.version > fresh.version => Ok(*s),
             _ => {
-                versions.insert(id, fresh);
+                served.insert(id, fresh);
                 Ok(fresh)
             }
         }
     }
 
-    /// The version and state of a stored agent this runtime serves.
-    pub(crate) fn stored_version(&self, id: &AgentId) -> Option<(u32, AgentState)> {
+    /// What this runtime serves of a stored agent.
+    pub(crate) fn stored_version(&self, id: &AgentId) -> Option<Served> {
         self.stored
             .lock()
             .unwrap_or_else(|e| e.into_inner())

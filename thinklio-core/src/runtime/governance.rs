@@ -312,8 +312,12 @@ impl Directory<'_> {
             .await?;
         match inner.store.stored_agent(id).await? {
             Some(agent) if agent.account == by.account() => Ok(agent),
-            // Another account's agent is as unknown as none.
-            _ => Err(RuntimeError::UnknownAgent(id.clone())),
+            Some(_) => Err(AccessError::ForeignAgent {
+                agent: id.clone(),
+                account: by.account(),
+            }
+            .into()),
+            None => Err(RuntimeError::UnknownAgent(id.clone())),
         }
     }
 

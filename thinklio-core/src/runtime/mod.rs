@@ -230,8 +230,7 @@ pub(in crate::runtime) struct Inner {
     /// Agents served from the store, with the version and state served
     /// (their definitions are in `agents`); an agent in `agents` and not
     /// here was registered in code.
-    pub(in crate::runtime) stored:
-        std::sync::Mutex<HashMap<AgentId, (u32, crate::catalog::AgentState)>>,
+    pub(in crate::runtime) stored: std::sync::Mutex<HashMap<AgentId, catalog::Served>>,
 }
 
 /// Sessions kept in [`Inner::sessions`]; the cache starts over when full.
@@ -396,7 +395,7 @@ impl Runtime {
         key: Option<&str>,
     ) -> Result<Session, RuntimeError> {
         let agent = agent.into();
-        self.inner.serve_agent(&agent).await?;
+        self.inner.serve_agent(&agent, principal.account).await?;
         self.inner.access(&principal, &agent).await?;
         let session = self
             .inner
@@ -746,7 +745,9 @@ impl Inner {
     ) -> Result<(Interaction, bool), RuntimeError> {
         // The agent as served now (refused while paused or archived); a
         // repeated message finds the interaction it made, with its version.
-        let (_, agent_version) = self.serve_agent(&session.agent_id).await?;
+        let (_, agent_version) = self
+            .serve_agent(&session.agent_id, session.principal.account)
+            .await?;
         // Images are stored first, once each: a message sent again (or
         // after a crash here) finds them stored and refers to the same rows.
         let mut images = Vec::with_capacity(message.images.len());

@@ -24,12 +24,14 @@ use super::keys::{ApiKey, KeyScope};
 use super::{CHANNEL, Caller, HttpHost, JOBS_CHAT, stream};
 
 mod account;
+mod agents;
 mod approvals;
 mod jobs;
 mod knowledge;
 mod sessions;
 
 pub use account::{CreateKey, Forgotten, NewKey};
+pub use agents::{AgentVersionView, AgentView, UpdateAgent};
 pub use approvals::{ApprovalsQuery, Decide, SessionMode};
 pub use jobs::{CancelJob, DispatchJob, JobView};
 pub use knowledge::{AddFact, Deleted, FactFound, FactWritten, LayerName, SearchQuery};
@@ -89,6 +91,12 @@ pub fn keyed_routes(message_body_bytes: usize) -> OpenApiRouter<Arc<HttpHost>> {
         .routes(routes!(account::list_keys, account::create_key))
         .routes(routes!(account::revoke_key))
         .routes(routes!(account::forget_user))
+        .routes(routes!(agents::list_agents, agents::create_agent))
+        .routes(routes!(agents::read_agent, agents::update_agent))
+        .routes(routes!(agents::pause_agent))
+        .routes(routes!(agents::resume_agent))
+        .routes(routes!(agents::archive_agent))
+        .routes(routes!(agents::agent_versions))
 }
 
 /// The job callback: authorised by the job's own token, not an API key.

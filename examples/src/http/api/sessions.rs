@@ -45,11 +45,17 @@ pub struct CreateSession {
     /// Start the conversation's next session (the agent forgets the chat so far).
     #[serde(default)]
     pub new: bool,
+    /// The agent to talk to: one registered with the server or stored by
+    /// the account (`/v1/agents`); the server's own agent when left out.
+    pub agent: Option<String>,
 }
 
 /// Opens (or finds) a session of the account's agent for a user.
 #[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = CreateSession,
-    responses((status = 201, body = SessionView), (status = 401, body = ErrorBody)))]
+    responses((status = 201, body = SessionView), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "Another account's agent"),
+        (status = 404, body = ErrorBody, description = "No such agent"),
+        (status = 409, body = ErrorBody, description = "The agent is paused or archived")))]
 pub(super) async fn create_session(
     State(host): Host,
     Extension(caller): Extension<Caller>,
@@ -59,7 +65,18 @@ pub(super) async fn create_session(
     let conversation = body
         .conversation
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let channel_host = host.host(caller.account());
+    let channel_host = match body.agent {
+        // Not kept: a host per name asked for would let a client grow
+        // the server's memory without bound.
+        Some(agent) if agent != host.config.agent => {
+            Arc::new(thinklio_core::channel::ChannelHost::new(
+                host.runtime.clone(),
+                agent,
+                AccountMembers::new(caller.account()),
+            ))
+        }
+        _ => host.host(caller.account()),
+    };
     let session = if body.new {
         channel_host
             .new_session(CHANNEL, &body.user, &conversation)
