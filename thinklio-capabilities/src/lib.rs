@@ -31,6 +31,11 @@ pub mod approvals_guide {}
 #[doc = include_str!("../../docs/context.md")]
 pub mod context_guide {}
 
+/// Agents as data: stored definitions, versions and their lifecycle
+/// (`docs/agents.md`, compiled and run as doc tests).
+#[doc = include_str!("../../docs/agents.md")]
+pub mod agents_guide {}
+
 /// Jobs: deferred work, observers and follow-ups (`docs/jobs.md`, compiled
 /// and run as doc tests).
 #[doc = include_str!("../../docs/jobs.md")]
