@@ -646,3 +646,35 @@ fn any_message_body_with_images_is_answered_without_a_500() {
         prop_assert!(!form_status.is_server_error(), "{form_status} for {parts:?}");
     });
 }
+
+#[test]
+fn any_agent_definition_is_answered_without_a_500() {
+    use proptest::prelude::*;
+    use thinklio_core::fuzz;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = rt.block_on(Api::start_with(
+        HttpConfig::new("assistant").failed_auth_per_minute(1_000_000),
+    ));
+    let definition = json!({
+        "id": "helper", "model": "offline", "system_prompt": "Help.",
+        "capabilities": ["calculator"], "trust_level": "standard", "max_turns": 4,
+        "temperature": 0.5, "stop": ["END"], "approval_mode": "autopilot",
+        "interaction_deadline": 30, "approval_timeout": 60,
+    });
+    let bodies = prop_oneof![fuzz::json(), fuzz::mutated(definition.clone())];
+    let updates = prop_oneof![
+        fuzz::json(),
+        fuzz::mutated(json!({ "version": 1, "definition": definition })),
+    ];
+    proptest!(fuzz::config(), |(body in bodies, update in updates)| {
+        let (created, changed) = rt.block_on(async {
+            let created = api.http.post(format!("{}/v1/agents", api.base))
+                .bearer_auth(&api.key).json(&body).send().await.unwrap().status();
+            let changed = api.http.put(format!("{}/v1/agents/helper", api.base))
+                .bearer_auth(&api.key).json(&update).send().await.unwrap().status();
+            (created, changed)
+        });
+        prop_assert!(!created.is_server_error(), "{created} for {body}");
+        prop_assert!(!changed.is_server_error(), "{changed} for {update}");
+    });
+}
