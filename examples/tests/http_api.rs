@@ -48,6 +48,7 @@ async fn every_v1_route_needs_a_key() {
         "/v1/agents/{id}/resume",
         "/v1/agents/{id}/archive",
         "/v1/agents/{id}/versions",
+        "/v1/agents/{id}/graph",
     ];
     for path in expected {
         assert!(
@@ -1261,11 +1262,41 @@ async fn agents_are_created_changed_paused_and_archived_over_the_api() {
     assert_eq!(listed.as_array().unwrap().len(), 1);
     let (_, read) = api.get("/v1/agents/helper").await;
     assert_eq!(read["version"], 2);
+    let (status, graph) = api.get("/v1/agents/helper/graph").await;
+    assert_eq!(status, StatusCode::OK, "{graph}");
+    assert_eq!(
+        graph["agents"],
+        json!([{ "id": "helper", "max_delegation_depth": 3 }])
+    );
+    assert_eq!(graph["cycles"], json!([]));
+    let response = api
+        .http
+        .get(format!(
+            "{}/v1/agents/helper/graph?format=mermaid",
+            api.base
+        ))
+        .bearer_auth(&api.key)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/vnd.mermaid")
+    );
+    assert!(response.text().await.unwrap().starts_with("flowchart LR"));
+    let (status, error) = api.get("/v1/agents/helper/graph?format=png").await;
+    assert_eq!(
+        (status, code(&error)),
+        (StatusCode::BAD_REQUEST, "request.bad_query")
+    );
 
     // Another account's key: refused, and sees none of it.
     for (method, path, body) in [
         ("GET", "/v1/agents/helper", None),
         ("GET", "/v1/agents/helper/versions", None),
+        ("GET", "/v1/agents/helper/graph", None),
         (
             "PUT",
             "/v1/agents/helper",

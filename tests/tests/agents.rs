@@ -324,3 +324,103 @@ async fn on_postgres_an_agent_changed_through_one_worker_is_served_by_every_work
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_graph_of_a_stored_agent_shows_whom_it_may_call_and_nothing_of_other_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("graph.db"))
+        .await
+        .unwrap();
+    let (acme, globex) = (AccountId::new(), AccountId::new());
+    for (a, name) in [(acme, "Acme"), (globex, "Globex")] {
+        store
+            .put_account(a, name, AccountPolicy::default())
+            .await
+            .unwrap();
+    }
+    let rt = Runtime::builder()
+        .store(store)
+        .model(prompt_echo())
+        .agent(AgentDefinition::new("researcher", "m"))
+        .delegate(Delegate::new(
+            "researcher",
+            "ask_researcher",
+            "Asks the researcher.",
+        ))
+        .build()
+        .unwrap();
+    let directory = rt.directory();
+    directory
+        .put_agent(
+            Actor::Account(acme),
+            AgentDefinition::new("helper", "m").capabilities(["ask_researcher"]),
+        )
+        .await
+        .unwrap();
+    directory
+        .put_agent(
+            Actor::Account(globex),
+            AgentDefinition::new("rival", "m").capabilities(["ask_researcher"]),
+        )
+        .await
+        .unwrap();
+    let graph = directory
+        .agent_graph(Actor::Account(acme), &AgentId::new("helper"))
+        .await
+        .unwrap();
+    assert_eq!(
+        graph.agents.keys().map(AgentId::as_str).collect::<Vec<_>>(),
+        ["helper", "researcher"]
+    );
+    assert_eq!(
+        graph.edges,
+        [(
+            AgentId::new("helper"),
+            "ask_researcher".to_owned(),
+            AgentId::new("researcher")
+        )]
+    );
+    assert!(
+        graph
+            .to_mermaid()
+            .contains("helper -->|ask_researcher| researcher")
+    );
+    // Names are data now: quotes and pipes cannot end a label.
+    let odd = "a\"b|c]";
+    directory
+        .put_agent(Actor::Account(acme), AgentDefinition::new(odd, "m"))
+        .await
+        .unwrap();
+    let graph = directory
+        .agent_graph(Actor::Account(acme), &AgentId::new(odd))
+        .await
+        .unwrap();
+    assert!(
+        graph.to_dot().contains(r#""a\"b|c]" [label="a\"b|c]\nmax"#),
+        "{}",
+        graph.to_dot()
+    );
+    assert!(
+        graph
+            .to_mermaid()
+            .contains("[\"a#quot;b#124;c#93; (max depth 3)\"]"),
+        "{}",
+        graph.to_mermaid()
+    );
+    // The code agent's graph, seen by Acme, leaves Globex's agent out (it
+    // does not call it; it is not reachable), and Globex's agent is not
+    // Acme's to see.
+    let code = directory
+        .agent_graph(Actor::Account(acme), &AgentId::new("researcher"))
+        .await
+        .unwrap();
+    assert_eq!(code.agents.len(), 1);
+    assert_eq!(
+        directory
+            .agent_graph(Actor::Account(acme), &AgentId::new("rival"))
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::DirectoryForeignAgent
+    );
+}

@@ -425,6 +425,26 @@ impl DelegationGraph {
         graph
     }
 
+    /// The part of the graph reachable from `start` by delegation (`start`
+    /// alone when it delegates to no one; empty when it is not in it).
+    pub fn reachable_from(&self, start: &AgentId) -> DelegationGraph {
+        let mut graph = DelegationGraph::default();
+        let mut todo = vec![start.clone()];
+        while let Some(at) = todo.pop() {
+            let Some(depth) = self.agents.get(&at) else {
+                continue;
+            };
+            if graph.agents.insert(at.clone(), *depth).is_some() {
+                continue;
+            }
+            for edge in self.edges.iter().filter(|(from, _, _)| *from == at) {
+                graph.edges.push(edge.clone());
+                todo.push(edge.2.clone());
+            }
+        }
+        graph
+    }
+
     /// The cycles of the graph, each as the agents along it, first agent repeated at the end.
     pub fn cycles(&self) -> Vec<Vec<AgentId>> {
         let mut cycles = Vec::new();
@@ -475,12 +495,12 @@ impl DelegationGraph {
                 out,
                 "    {}[\"{} (max depth {depth})\"]",
                 node(agent),
-                agent
+                label(agent.as_str())
             );
         }
         let mut red = Vec::new();
         for (i, (from, name, to)) in self.edges.iter().enumerate() {
-            let _ = writeln!(out, "    {} -->|{name}| {}", node(from), node(to));
+            let _ = writeln!(out, "    {} -->|{}| {}", node(from), label(name), node(to));
             if self.in_cycle(from, to) {
                 red.push(i.to_string());
             }
@@ -499,6 +519,7 @@ impl DelegationGraph {
     pub fn to_dot(&self) -> String {
         let mut out = String::from("digraph delegation {\n    rankdir=LR;\n");
         for (agent, depth) in &self.agents {
+            let agent = quoted(agent.as_str());
             let _ = writeln!(
                 out,
                 "    \"{agent}\" [label=\"{agent}\\nmax depth {depth}\"];"
@@ -510,11 +531,38 @@ impl DelegationGraph {
             } else {
                 ""
             };
-            let _ = writeln!(out, "    \"{from}\" -> \"{to}\" [label=\"{name}\"{style}];");
+            let (f, n, t) = (quoted(from.as_str()), quoted(name), quoted(to.as_str()));
+            let _ = writeln!(out, "    \"{f}\" -> \"{t}\" [label=\"{n}\"{style}];");
         }
         out.push_str("}\n");
         out
     }
+}
+
+/// Text inside a DOT string: quotes and backslashes escaped, line breaks
+/// dropped (agent and capability names come from users now).
+fn quoted(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .flat_map(|c| match c {
+            '"' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect()
+}
+
+/// Text inside a Mermaid label or edge text: what would end it replaced by
+/// its entity.
+fn label(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .map(|c| match c {
+            '"' => "#quot;".to_owned(),
+            '|' => "#124;".to_owned(),
+            '[' | ']' | '<' | '>' | '{' | '}' => format!("#{};", u32::from(c)),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// A Mermaid node id for an agent: its name with anything unusual replaced.

@@ -331,6 +331,46 @@ impl Directory<'_> {
         Ok(inner.store.stored_agents(by.account()).await?)
     }
 
+    /// The delegation graph from an agent `by` may see (a stored agent of
+    /// its account, or one registered in code): the agents it may call,
+    /// through which capability, and theirs in turn; agents of other
+    /// accounts are left out.
+    pub async fn agent_graph(
+        &self,
+        by: impl Into<Actor>,
+        id: &AgentId,
+    ) -> Result<DelegationGraph, RuntimeError> {
+        let by = by.into();
+        let inner = &self.rt.inner;
+        if inner.stored_version(id).is_some() || !inner.has_agent(id) {
+            // A stored agent: the account's, and served here as stored now.
+            let stored = self.agent(by, id).await?;
+            inner.learn(stored)?;
+        } else {
+            inner
+                .authorize(&by, by.account(), Need::Member("read agents"))
+                .await?;
+        }
+        let mut graph = inner.delegation_graph().reachable_from(id);
+        let foreign: Vec<AgentId> = graph
+            .agents
+            .keys()
+            .filter(|a| {
+                inner
+                    .stored_version(a)
+                    .is_some_and(|s| s.owner != by.account())
+            })
+            .cloned()
+            .collect();
+        for agent in &foreign {
+            graph.agents.remove(agent);
+        }
+        graph
+            .edges
+            .retain(|(from, _, to)| !foreign.contains(from) && !foreign.contains(to));
+        Ok(graph)
+    }
+
     /// Every version of a stored agent of `by`'s account, oldest first.
     pub async fn agent_versions(
         &self,

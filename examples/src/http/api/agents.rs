@@ -261,3 +261,50 @@ pub(super) async fn agent_versions(
         .await?;
     Ok(Json(versions.iter().map(AgentVersionView::from).collect()))
 }
+
+/// How to draw a delegation graph.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct GraphQuery {
+    /// `json` (the default), `mermaid` or `dot`.
+    pub format: Option<String>,
+}
+
+/// The delegation graph from an agent: the agents it may call, through
+/// which capability, and theirs in turn (each with its depth limit; edges
+/// on a cycle are drawn red in Mermaid and DOT).
+#[utoipa::path(get, path = "/v1/agents/{id}/graph", tag = "agents",
+    params(("id" = String, Path, description = "The agent"), GraphQuery),
+    responses((status = 200, description = "JSON `{agents: [{id, max_delegation_depth}], edges: [{from, capability, to}], cycles}`, or Mermaid or DOT text"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(super) async fn agent_graph(
+    State(host): Host,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<GraphQuery>,
+) -> Result<Response, ApiError> {
+    let format = q.format.unwrap_or_else(|| "json".to_owned());
+    if !matches!(format.as_str(), "json" | "mermaid" | "dot") {
+        return Err(ApiError::bad_request(
+            "request.bad_query",
+            "`format` is json, mermaid or dot",
+        ));
+    }
+    let graph = host
+        .runtime
+        .directory()
+        .agent_graph(caller.actor(), &AgentId::new(id))
+        .await?;
+    let text =
+        |body: String, kind: &'static str| ([(header::CONTENT_TYPE, kind)], body).into_response();
+    Ok(match format.as_str() {
+        "mermaid" => text(graph.to_mermaid(), "text/vnd.mermaid; charset=utf-8"),
+        "dot" => text(graph.to_dot(), "text/vnd.graphviz; charset=utf-8"),
+        _ => Json(json!({
+            "agents": graph.agents.iter().map(|(a, d)| json!({ "id": a, "max_delegation_depth": d })).collect::<Vec<_>>(),
+            "edges": graph.edges.iter().map(|(f, c, t)| json!({ "from": f, "capability": c, "to": t })).collect::<Vec<_>>(),
+            "cycles": graph.cycles(),
+        }))
+        .into_response(),
+    })
+}

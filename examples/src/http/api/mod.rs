@@ -31,7 +31,7 @@ mod knowledge;
 mod sessions;
 
 pub use account::{CreateKey, Forgotten, NewKey};
-pub use agents::{AgentVersionView, AgentView, UpdateAgent};
+pub use agents::{AgentVersionView, AgentView, GraphQuery, UpdateAgent};
 pub use approvals::{ApprovalsQuery, Decide, SessionMode};
 pub use jobs::{CancelJob, DispatchJob, JobView};
 pub use knowledge::{AddFact, Deleted, FactFound, FactWritten, LayerName, SearchQuery};
@@ -97,6 +97,7 @@ pub fn keyed_routes(message_body_bytes: usize) -> OpenApiRouter<Arc<HttpHost>> {
         .routes(routes!(agents::resume_agent))
         .routes(routes!(agents::archive_agent))
         .routes(routes!(agents::agent_versions))
+        .routes(routes!(agents::agent_graph))
 }
 
 /// The job callback: authorised by the job's own token, not an API key.
