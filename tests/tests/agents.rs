@@ -140,6 +140,9 @@ async fn a_stored_agent_keeps_its_versions_and_its_lifecycle_across_a_restart() 
 
     // A new process: the agent is served from the store.
     let rt = runtime_on(Arc::clone(&store), false);
+    // Its proposal keeps the agent's own timeout, though this process has
+    // not served the agent yet.
+    assert_eq!(rt.approvals().expire_due().await.unwrap(), 0);
     rt.approvals()
         .decide(ada, waiting.waiting[0], Decision::Approve, "test")
         .await

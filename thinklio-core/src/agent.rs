@@ -148,7 +148,7 @@ fn drafts() -> crate::approval::ApprovalMode {
     crate::approval::ApprovalMode::Draft
 }
 
-fn default_approval_timeout() -> std::time::Duration {
+pub(crate) fn default_approval_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(24 * 3600)
 }
 

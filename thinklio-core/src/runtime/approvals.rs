@@ -242,10 +242,12 @@ impl Approvals<'_> {
         let mut expired = 0;
         for (step, _) in inner.store.waiting_steps(ApprovalFilter::All).await? {
             let interaction = inner.store.interaction(step.interaction_id).await?;
-            let timeout = inner
-                .agent(&interaction.agent_id)
-                .map(|a| a.approval_timeout)
-                .unwrap_or_default();
+            // An agent that cannot be read (no longer registered) lets its
+            // proposals wait the default time, never none.
+            let timeout = inner.agent_of(&interaction).await.map_or_else(
+                |_| crate::agent::default_approval_timeout(),
+                |a| a.approval_timeout,
+            );
             if now < step.updated_at.plus(timeout) {
                 continue;
             }

@@ -67,6 +67,25 @@ impl Inner {
         }
     }
 
+    /// The current definition of agent `id`, registered in code or stored
+    /// (read from the store when this runtime does not serve it yet),
+    /// whatever its state: for work it started.
+    pub(crate) async fn agent_named(
+        self: &Arc<Self>,
+        id: &AgentId,
+    ) -> Result<Arc<AgentDefinition>, RuntimeError> {
+        if let Ok(agent) = self.agent(id) {
+            return Ok(agent);
+        }
+        match self.store.stored_agent(id).await? {
+            Some(stored) => {
+                self.learn(stored)?;
+                self.agent(id)
+            }
+            None => Err(RuntimeError::UnknownAgent(id.clone())),
+        }
+    }
+
     /// The definition `interaction` runs with: for a stored agent, the
     /// version it recorded, whatever the agent's state is now (work it
     /// started goes on).
@@ -76,7 +95,7 @@ impl Inner {
     ) -> Result<Arc<AgentDefinition>, RuntimeError> {
         let id = &interaction.agent_id;
         let Some(version) = interaction.agent_version else {
-            return self.agent(id);
+            return self.agent_named(id).await;
         };
         if self.stored_version(id).map(|s| s.version) == Some(version) {
             return self.agent(id);

@@ -67,7 +67,7 @@ impl Inner {
             .owned_by(interaction.principal.account, interaction.principal.user)
     }
 
-    async fn summarize(&self, task: SummarizeTask) -> Result<(), TaskError> {
+    async fn summarize(self: &Arc<Self>, task: SummarizeTask) -> Result<(), TaskError> {
         let retry = |e: StoreError| TaskError::retryable(e.to_string());
         let session = match self.store.session(task.session_id).await {
             Ok(s) => s,
@@ -105,9 +105,11 @@ impl Inner {
             Err(StoreError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(retry(e)),
         };
-        let agent = self
-            .agent(&session.agent_id)
-            .map_err(|e| TaskError::permanent(e.to_string()))?;
+        let agent = match self.agent_of(&interaction).await {
+            Ok(agent) => agent,
+            Err(crate::RuntimeError::Store(e)) => return Err(retry(e)),
+            Err(e) => return Err(TaskError::permanent(e.to_string())),
+        };
         let request = ChatRequest::new(
             agent.model.clone(),
             vec![

@@ -219,7 +219,7 @@ impl Run {
             if InteractionState::derive(&steps).is_finished() {
                 continue;
             }
-            let Ok(agent) = self.rt.agent(&child.agent_id) else {
+            let Ok(agent) = self.rt.agent_of(&child).await else {
                 continue;
             };
             let run = Run::new(

@@ -151,7 +151,9 @@ impl Inner {
         let outcome = async {
             {
                 let session = self.session(job.session_id).await?;
-                self.agent(&session.agent_id)?;
+                // A follow-up is work the agent started: it goes on even
+                // while the agent is paused.
+                self.agent_named(&session.agent_id).await?;
                 self.access(&session.principal, &session.agent_id).await?;
                 // A dispatched job's follow-up is answered as the dispatch
                 // was, without a model.

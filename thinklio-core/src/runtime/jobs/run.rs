@@ -383,7 +383,7 @@ impl Inner {
         job: JobId,
     ) -> Result<bool, RuntimeError> {
         let session = self.session(child.session_id).await?;
-        let agent = self.agent(&child.agent_id)?;
+        let agent = self.agent_of(&child).await?;
         let steps = self.store.steps(child.id).await?;
         let id = child.id;
         match Run::new(Arc::clone(self), session, agent, child, steps, false)
