@@ -146,3 +146,24 @@ fn announce(line: &str) {
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }
+
+/// Waits until `check` holds, checking every 10 ms (each check reads the
+/// store, which says what happened: no guess of how long it takes); a
+/// minute without it is "never", and fails the test naming `what`.
+///
+/// # Panics
+/// When `check` has not held within a minute.
+pub async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "never: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -13,6 +13,7 @@ use thinklio_core::approval::{ApprovalMode, Decision};
 use thinklio_core::*;
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 use thinklio_store_sqlite::SqliteStore;
+use thinklio_tests::until;
 
 /// Answers with the system prompt it was given; `note X` calls `note`.
 fn prompt_echo() -> ScriptedModel {
@@ -231,19 +232,6 @@ async fn a_stored_agent_keeps_its_versions_and_its_lifecycle_across_a_restart() 
         ErrorCode::DirectoryForeignAgent
     );
     assert_eq!(directory.agents(ada).await.unwrap().len(), 1);
-}
-
-/// Polls `check` every 10 ms (it reads the store); fails after a minute.
-async fn until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = std::time::Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < Duration::from_secs(60), "never: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

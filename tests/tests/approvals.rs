@@ -16,6 +16,7 @@ use thinklio_core::model::ToolCall;
 use thinklio_core::*;
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 use thinklio_store_sqlite::SqliteStore;
+use thinklio_tests::until;
 
 #[derive(Deserialize, JsonSchema)]
 struct Item {
@@ -854,20 +855,6 @@ fn add_todo_on(done: &Done, worker: &'static str) -> FunctionCapability {
             }
         },
     )
-}
-
-/// Waits (without a time limit of its own meaning: 60 s is "never") until
-/// `check` holds.
-async fn until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = std::time::Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < Duration::from_secs(60), "never: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
