@@ -1385,4 +1385,55 @@ async fn agents_are_created_changed_paused_and_archived_over_the_api() {
     );
     let (status, _) = api.get("/v1/agents/nobody").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Delegations are part of a definition; one that closes a circle is a
+    // conflict that names it.
+    let (status, _) = api
+        .post("/v1/agents", json!({ "id": "x", "model": "offline" }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, y) = api
+        .post(
+            "/v1/agents",
+            json!({ "id": "y", "model": "offline",
+                    "delegates": [{ "agent": "x", "name": "ask_x", "capabilities": [], "max_depth": 1 }] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{y}");
+    assert_eq!(y["definition"]["capabilities"], json!(["ask_x"]));
+    let (_, graph) = api.get("/v1/agents/y/graph").await;
+    assert_eq!(
+        graph["edges"],
+        json!([{ "from": "y", "capability": "ask_x", "to": "x" }])
+    );
+    let (status, error) = api
+        .call(
+            "PUT",
+            "/v1/agents/x",
+            Some(&api.key),
+            Some(json!({ "version": 1, "definition": { "model": "offline",
+                "delegates": [{ "agent": "y", "name": "ask_y" }] } })),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&error)),
+        (StatusCode::CONFLICT, "delegation.cycle"),
+        "{error}"
+    );
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("x → y → x") || message.contains("y → x → y"),
+        "{message}"
+    );
+    let (status, error) = api
+        .post(
+            "/v1/agents",
+            json!({ "id": "z", "model": "offline", "delegates": [{ "agent": "nobody", "name": "ask_nobody" }] }),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&error)),
+        (StatusCode::NOT_FOUND, "runtime.unknown_agent"),
+        "{error}"
+    );
 }

@@ -415,3 +415,172 @@ async fn the_graph_of_a_stored_agent_shows_whom_it_may_call_and_nothing_of_other
         ErrorCode::DirectoryForeignAgent
     );
 }
+
+/// `lead` asks its researcher; the researcher says which tools it was
+/// offered, or, asked to go deeper, asks its clerk.
+fn team_model() -> ScriptedModel {
+    ScriptedModel::responder(|r| {
+        let prompt = r
+            .messages
+            .iter()
+            .find(|m| m.role == Role::System)
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        let last = r.messages.last().unwrap();
+        match (prompt.as_str(), last.role) {
+            ("lead", Role::User) => ScriptedReply::tool_call(
+                "d1",
+                "ask_researcher",
+                json!({ "task": last.content }).to_string(),
+            ),
+            ("researcher", Role::User) if last.content.contains("deeper") => {
+                ScriptedReply::tool_call(
+                    "d2",
+                    "ask_clerk",
+                    json!({ "task": "file it" }).to_string(),
+                )
+            }
+            ("researcher", Role::User) => {
+                let mut names: Vec<&str> = r.tools.iter().map(|t| t.name.as_str()).collect();
+                names.sort_unstable();
+                ScriptedReply::text(format!("offered: {}", names.join(", ")))
+            }
+            (_, Role::Tool) => ScriptedReply::text(format!("got: {}", last.content)),
+            _ => ScriptedReply::text("filed"),
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegations_kept_as_data_narrow_their_delegate_and_refuse_a_circle() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("team.db")).await.unwrap();
+    let (acme, globex) = (AccountId::new(), AccountId::new());
+    for (a, name) in [(acme, "Acme"), (globex, "Globex")] {
+        store
+            .put_account(a, name, AccountPolicy::default())
+            .await
+            .unwrap();
+    }
+    let shout = FunctionCapability::builder("shout", "Shouts.")
+        .handler(|n: Note| async move { Ok::<_, String>(json!(n.text.to_uppercase())) });
+    let rt = Runtime::builder()
+        .store(store)
+        .model(team_model())
+        .capability(note())
+        .capability(shout)
+        .build()
+        .unwrap();
+    let directory = rt.directory();
+    let host = Actor::Account(acme);
+    directory
+        .put_agent(
+            host,
+            AgentDefinition::new("clerk", "m").system_prompt("clerk"),
+        )
+        .await
+        .unwrap();
+    directory
+        .put_agent(
+            host,
+            AgentDefinition::new("researcher", "m")
+                .system_prompt("researcher")
+                .capabilities(["note", "shout"])
+                .delegate_to(DelegateTo::new("clerk", "ask_clerk", "Asks the clerk.")),
+        )
+        .await
+        .unwrap();
+    // The lead may call the researcher, who may then use `note` and
+    // `ask_clerk` only (not `shout`), and delegate no further.
+    let lead = directory
+        .put_agent(
+            host,
+            AgentDefinition::new("lead", "m")
+                .system_prompt("lead")
+                .delegate_to(
+                    DelegateTo::new("researcher", "ask_researcher", "Asks the researcher.")
+                        .only(["note", "ask_clerk"])
+                        .max_depth(0),
+                ),
+        )
+        .await
+        .unwrap();
+    assert!(
+        lead.definition
+            .capabilities
+            .contains(&"ask_researcher".to_owned())
+    );
+    let ada = Principal::new(acme, UserId::new());
+    let s = rt.open_session(ada, "lead", "chat", None).await.unwrap();
+    let reply = rt.send(s.id, "what can you use?").await.unwrap();
+    assert_eq!(reply.text, "got: offered: ask_clerk, note");
+    // The delegation is in the steps: the lead's act called the researcher.
+    let steps = rt
+        .sessions()
+        .steps(ada, reply.interaction_id)
+        .await
+        .unwrap();
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.kind == StepKind::Act && s.capability.as_deref() == Some("ask_researcher"))
+    );
+    // Through this delegation the researcher cannot go deeper.
+    let reply = rt.send(s.id, "go deeper").await.unwrap();
+    assert!(
+        reply.text.contains("delegation.depth_exceeded")
+            || reply.text.contains("beyond this chain's limit"),
+        "{}",
+        reply.text
+    );
+    // Called directly, the researcher has all it has and may delegate.
+    let direct = rt
+        .open_session(ada, "researcher", "chat", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        rt.send(direct.id, "what can you use?").await.unwrap().text,
+        "offered: ask_clerk, note, shout"
+    );
+    assert_eq!(
+        rt.send(direct.id, "go deeper").await.unwrap().text,
+        "got: filed"
+    );
+
+    // A change that would close a circle is refused, naming it.
+    let circle = directory
+        .put_agent(
+            host,
+            AgentDefinition::new("clerk", "m")
+                .system_prompt("clerk")
+                .delegate_to(DelegateTo::new("lead", "ask_lead", "Asks the lead.")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(circle.code(), ErrorCode::DelegationCycle);
+    for agent in ["lead", "researcher", "clerk"] {
+        assert!(circle.to_string().contains(agent), "{circle}");
+    }
+    assert_eq!(
+        directory
+            .agent(host, &AgentId::new("clerk"))
+            .await
+            .unwrap()
+            .version,
+        1,
+        "nothing was stored"
+    );
+    // Another account's agent is no one's delegate but its own account's.
+    let foreign = directory
+        .put_agent(
+            Actor::Account(globex),
+            AgentDefinition::new("spy", "m").delegate_to(DelegateTo::new(
+                "researcher",
+                "ask_them",
+                "",
+            )),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), ErrorCode::DirectoryForeignAgent);
+}

@@ -107,6 +107,64 @@ pub struct AgentDefinition {
     /// (the model is told).
     #[serde(default = "default_approval_timeout", with = "duration_secs")]
     pub approval_timeout: std::time::Duration,
+    /// Agents it may delegate to, each offered to it as a capability and
+    /// narrowed for this caller ([`DelegateTo`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delegates: Vec<DelegateTo>,
+}
+
+/// An agent another agent may delegate to, kept with the caller's
+/// definition: offered to the caller as the capability `name`, and, when
+/// the caller delegates through it, narrowed: the delegate may use only
+/// `capabilities` of its own (when set), and the chain may go at most
+/// `max_depth` further below it (when set).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DelegateTo {
+    /// The delegate.
+    pub agent: AgentId,
+    /// The capability's name, as the caller's model sees it (letters,
+    /// digits, `_` and `-`, at most 64).
+    pub name: String,
+    /// What it does, for the caller's model.
+    #[serde(default)]
+    pub description: String,
+    /// The delegate's capabilities it may use when called through this,
+    /// when narrowed; its own list otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<String>>,
+    /// How many levels of delegation may follow below the delegate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_depth: Option<u32>,
+}
+
+impl DelegateTo {
+    /// Delegation to `agent`, offered as the capability `name`.
+    pub fn new(
+        agent: impl Into<AgentId>,
+        name: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
+        Self {
+            agent: agent.into(),
+            name: name.into(),
+            description: description.into(),
+            capabilities: None,
+            max_depth: None,
+        }
+    }
+
+    /// The delegate may use only these of its capabilities, called so.
+    pub fn only<S: Into<String>>(mut self, capabilities: impl IntoIterator<Item = S>) -> Self {
+        self.capabilities = Some(capabilities.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// At most `depth` levels of delegation below the delegate.
+    pub fn max_depth(mut self, depth: u32) -> Self {
+        self.max_depth = Some(depth);
+        self
+    }
 }
 
 // A definition read from JSON takes `new`'s values for what it leaves
@@ -213,6 +271,25 @@ impl AgentDefinition {
             deferred: Vec::new(),
             approval_mode: crate::approval::ApprovalMode::Autopilot,
             approval_timeout: default_approval_timeout(),
+            delegates: Vec::new(),
+        }
+    }
+
+    /// May delegate to another agent, offered as a capability of its own
+    /// (added to [`capabilities`](Self::capabilities)).
+    pub fn delegate_to(mut self, delegate: DelegateTo) -> Self {
+        self.delegates.push(delegate);
+        self.offer_delegates();
+        self
+    }
+
+    /// Adds each delegation's name to the capabilities, where missing (a
+    /// definition read from JSON may list a delegation only there).
+    pub(crate) fn offer_delegates(&mut self) {
+        for d in &self.delegates {
+            if !self.capabilities.contains(&d.name) {
+                self.capabilities.push(d.name.clone());
+            }
         }
     }
 
@@ -305,6 +382,26 @@ impl AgentDefinition {
         }
         if self.model.trim().is_empty() {
             return Err(format!("agent `{}`: the model is empty", self.id));
+        }
+        for d in &self.delegates {
+            let named = !d.name.is_empty()
+                && d.name.len() <= 64
+                && d.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !named {
+                return Err(format!(
+                    "agent `{}`: the delegation name `{}` is not 1 to 64 letters, digits, `_` or `-`",
+                    self.id,
+                    d.name.chars().take(64).collect::<String>()
+                ));
+            }
+            if self.delegates.iter().filter(|o| o.name == d.name).count() > 1 {
+                return Err(format!(
+                    "agent `{}`: two delegations are named `{}`",
+                    self.id, d.name
+                ));
+            }
         }
         if let Some(t) = self.temperature
             && !(0.0..=2.0).contains(&t)

@@ -40,7 +40,7 @@ pub mod conformance;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
 
-pub use agent::AgentDefinition;
+pub use agent::{AgentDefinition, DelegateTo};
 pub use budget::{BudgetLimit, BudgetPeriod};
 pub use capability::{
     Capability, CapabilityError, CapabilityKind, CapabilityManifest, CapabilityRegistry, Dispatch,

@@ -184,7 +184,7 @@ impl RuntimeBuilder {
     }
 
     /// Builds the runtime.
-    pub fn build(self) -> Result<Runtime, RuntimeError> {
+    pub fn build(mut self) -> Result<Runtime, RuntimeError> {
         let store = self
             .store
             .ok_or_else(|| RuntimeError::Config("a store is required: call .store(...)".into()))?;
@@ -197,6 +197,27 @@ impl RuntimeBuilder {
         }
         for agent in &self.agents {
             agent.check().map_err(RuntimeError::Config)?;
+        }
+        // Delegations kept with the agents' definitions are delegates too.
+        for agent in &self.agents {
+            for to in &agent.delegates {
+                match self.delegates.iter().find(|d| d.name() == to.name) {
+                    Some(d) if d.agent() != &to.agent => {
+                        return Err(RuntimeError::Config(format!(
+                            "agent `{}`: the capability name `{}` delegates to `{}` already",
+                            agent.id,
+                            to.name,
+                            d.agent()
+                        )));
+                    }
+                    Some(_) => {}
+                    None => self.delegates.push(Delegate::new(
+                        to.agent.clone(),
+                        to.name.clone(),
+                        to.description.clone(),
+                    )),
+                }
+            }
         }
         let agents: HashMap<AgentId, Arc<AgentDefinition>> = self
             .agents

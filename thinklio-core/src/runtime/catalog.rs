@@ -116,7 +116,7 @@ impl Inner {
 
     /// Serves `stored` from now on (when newer than what is served);
     /// returns what is served.
-    pub(crate) fn learn(&self, stored: StoredAgent) -> Result<Served, RuntimeError> {
+    pub(crate) fn learn(self: &Arc<Self>, stored: StoredAgent) -> Result<Served, RuntimeError> {
         let id = stored.definition.id.clone();
         let fresh = Served {
             version: stored.version,

@@ -306,12 +306,32 @@ impl Inner {
             .as_ref()
             .and_then(|a| a.policy.max_delegation_depth)
             .unwrap_or(u32::MAX);
-        let limit = agents
+        let mut limit = agents
             .iter()
             .map(|a| a.max_delegation_depth)
             .min()
             .unwrap_or(0)
             .min(policy_limit);
+        // A delegation kept with its caller narrows the chain below the
+        // agent it reaches (`DelegateTo::max_depth`), and what that agent
+        // may use (`DelegateTo::capabilities`).
+        let spec = |from: &AgentId, to: &AgentId| {
+            agents
+                .iter()
+                .find(|a| &a.id == from)
+                .and_then(|a| a.delegates.iter().find(|d| &d.agent == to))
+                .cloned()
+        };
+        for (level, pair) in chain.windows(2).enumerate() {
+            if let Some(below) = spec(&pair[0], &pair[1]).and_then(|d| d.max_depth) {
+                let reached = u32::try_from(level + 1).unwrap_or(u32::MAX);
+                limit = limit.min(reached.saturating_add(below));
+            }
+        }
+        let allowed = chain
+            .last()
+            .and_then(|caller| spec(caller, delegate))
+            .and_then(|d| d.capabilities);
         if depth > limit {
             return Err(CapabilityError::Refused {
                 code: ErrorCode::DelegationDepthExceeded,
@@ -372,6 +392,7 @@ impl Inner {
                 trust_ceiling,
                 approval_ceiling,
                 can_wait: can_wait && context.job.is_none(),
+                allowed,
             })
             .with_access(access);
         if let Some(job) = &context.job {

@@ -256,9 +256,10 @@ impl Directory<'_> {
     async fn put_agent_version(
         &self,
         by: impl Into<Actor>,
-        agent: AgentDefinition,
+        mut agent: AgentDefinition,
         expected: Option<u32>,
     ) -> Result<StoredAgent, RuntimeError> {
+        agent.offer_delegates();
         let by = by.into();
         let account = by.account();
         let inner = &self.rt.inner;
@@ -278,6 +279,35 @@ impl Directory<'_> {
         let policy = store.account_policy(account).await?;
         if let Some(reason) = policy.refuses_agent(&agent) {
             return Err(AccessError::BeyondPolicy { agent: id, reason }.into());
+        }
+        // It delegates only to agents its account may use: its own stored
+        // agents and those registered in code.
+        for to in &agent.delegates {
+            match store.agent_owner(&to.agent).await? {
+                Some(owner) if owner != account => {
+                    return Err(AccessError::ForeignAgent {
+                        agent: to.agent.clone(),
+                        account,
+                    }
+                    .into());
+                }
+                Some(_) => {}
+                None if inner.has_agent(&to.agent) => {}
+                None => return Err(RuntimeError::UnknownAgent(to.agent.clone())),
+            }
+        }
+        // Every stored agent it reaches is served here as stored now, so
+        // that a circle through agents another process wrote is seen.
+        let mut reach: Vec<AgentId> = agent.delegates.iter().map(|d| d.agent.clone()).collect();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(next) = reach.pop() {
+            if next == id || !seen.insert(next.clone()) {
+                continue;
+            }
+            if let Some(stored) = store.stored_agent(&next).await? {
+                reach.extend(stored.definition.delegates.iter().map(|d| d.agent.clone()));
+                inner.learn(stored)?;
+            }
         }
         inner.check_agent(&agent)?;
         let mut new = NewAgentVersion::new(account, agent, by.user());

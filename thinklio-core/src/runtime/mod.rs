@@ -673,8 +673,27 @@ impl Runtime {
 impl Inner {
     /// Registers (or replaces) an agent; refused if it would make the
     /// agents delegate in a circle.
-    pub(crate) fn register_agent(&self, agent: AgentDefinition) -> Result<(), RuntimeError> {
+    pub(crate) fn register_agent(
+        self: &Arc<Self>,
+        mut agent: AgentDefinition,
+    ) -> Result<(), RuntimeError> {
+        agent.offer_delegates();
         self.check_agent(&agent)?;
+        // Its delegations become capabilities (once per name).
+        for to in &agent.delegates {
+            let known = self
+                .delegates
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&to.name);
+            if !known {
+                self.register_delegate(Delegate::new(
+                    to.agent.clone(),
+                    to.name.clone(),
+                    to.description.clone(),
+                ))?;
+            }
+        }
         self.agents
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -692,10 +711,32 @@ impl Inner {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         next.insert(agent.id.clone(), Arc::new(agent.clone()));
-        check_graph(
-            &next,
-            &self.delegates.read().unwrap_or_else(|e| e.into_inner()),
-        )
+        let mut delegates = self
+            .delegates
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for to in &agent.delegates {
+            match delegates.get(&to.name) {
+                Some(other) if *other != to.agent => {
+                    return Err(RuntimeError::Config(format!(
+                        "agent `{}`: the capability name `{}` delegates to another agent already; choose another name",
+                        agent.id, to.name
+                    )));
+                }
+                Some(_) => {}
+                None if self.capabilities.get(&to.name).is_some() => {
+                    return Err(RuntimeError::Config(format!(
+                        "agent `{}`: `{}` is the name of a capability already; choose another name for the delegation",
+                        agent.id, to.name
+                    )));
+                }
+                None => {
+                    delegates.insert(to.name.clone(), to.agent.clone());
+                }
+            }
+        }
+        check_graph(&next, &delegates)
     }
 
     /// Offers an agent to other agents as a capability; refused if it

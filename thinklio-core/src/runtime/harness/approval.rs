@@ -18,7 +18,7 @@ impl Run {
     /// and, in a delegate, every agent above it (the most careful wins).
     pub(super) fn approval_mode(&self) -> ApprovalMode {
         let directory = self.access.as_ref().and_then(|a| a.approval_ceiling());
-        let chain = self.delegation.map(|d| d.approval_ceiling);
+        let chain = self.delegation.as_ref().map(|d| d.approval_ceiling);
         [directory, chain, self.session.approval_mode]
             .into_iter()
             .flatten()
@@ -28,7 +28,7 @@ impl Run {
     /// Whether this run can wait for a person's decision: a delegate only
     /// when its callers can wait with it, and never a run for a job.
     pub(super) fn can_wait(&self) -> bool {
-        self.job.is_none() && self.delegation.is_none_or(|d| d.can_wait)
+        self.job.is_none() && self.delegation.as_ref().is_none_or(|d| d.can_wait)
     }
 
     /// Whether a call of `cap` waits for a decision (or, observing, is only

@@ -70,7 +70,7 @@ pub(crate) struct Run {
 }
 
 /// What a delegate's run knows of the chain that called it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Delegation {
     /// The lowest trust level along the chain.
     pub(crate) trust_ceiling: TrustLevel,
@@ -78,6 +78,9 @@ pub(crate) struct Delegation {
     pub(crate) approval_ceiling: crate::approval::ApprovalMode,
     /// Whether its callers can wait with it for a person's decision.
     pub(crate) can_wait: bool,
+    /// The capabilities of its own it may use, when its caller's
+    /// delegation narrows them ([`DelegateTo::capabilities`](crate::DelegateTo)).
+    pub(crate) allowed: Option<Vec<String>>,
 }
 
 impl Run {
@@ -568,6 +571,11 @@ impl Run {
     /// The capability `name` if this agent may see and call it.
     fn visible(&self, name: &str) -> Option<Arc<RegisteredCapability>> {
         if !self.agent.capabilities.iter().any(|c| c == name) {
+            return None;
+        }
+        if let Some(allowed) = self.delegation.as_ref().and_then(|d| d.allowed.as_ref())
+            && !allowed.iter().any(|c| c == name)
+        {
             return None;
         }
         if self.access.as_ref().is_some_and(|a| !a.allows(name)) {

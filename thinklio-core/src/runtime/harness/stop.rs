@@ -234,6 +234,7 @@ impl Run {
                 trust_ceiling: TrustLevel::Basic,
                 approval_ceiling: crate::approval::ApprovalMode::Observe,
                 can_wait: false,
+                allowed: Some(Vec::new()),
             });
             // Boxed: a delegate may have delegates of its own.
             match Box::pin(run.stop_child(error.clone())).await {
