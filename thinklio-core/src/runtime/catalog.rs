@@ -1,10 +1,13 @@
-//! Serving stored agents ([`crate::catalog`]): which definition a new
-//! message runs with (the agent's current version, refused while paused or
-//! archived), and which one a started interaction resumes with (the
-//! version it recorded).
+//! Registering agents and serving stored ones ([`crate::catalog`]): the
+//! checks every agent passes (its limits, its delegations, no circle),
+//! which definition a new message runs with (the agent's current version,
+//! refused while paused or archived), and which one a started interaction
+//! resumes with (the version it recorded).
 
 use std::sync::Arc;
 
+use super::builder::check_graph;
+use super::delegation::{self, Delegate, DelegationGraph};
 use super::{Inner, RuntimeError};
 use crate::agent::AgentDefinition;
 use crate::catalog::{AgentState, StoredAgent};
@@ -159,5 +162,113 @@ impl Inner {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(id);
         }
+    }
+}
+
+/// Registering agents and delegates: what every path that adds one checks.
+impl Inner {
+    /// Registers (or replaces) an agent; refused if it would make the
+    /// agents delegate in a circle.
+    pub(crate) fn register_agent(
+        self: &Arc<Self>,
+        mut agent: AgentDefinition,
+    ) -> Result<(), RuntimeError> {
+        agent.offer_delegates();
+        self.check_agent(&agent)?;
+        // Its delegations become capabilities (once per name).
+        for to in &agent.delegates {
+            let known = self
+                .delegates
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&to.name);
+            if !known {
+                self.register_delegate(Delegate::new(
+                    to.agent.clone(),
+                    to.name.clone(),
+                    to.description.clone(),
+                ))?;
+            }
+        }
+        self.agents
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(agent.id.clone(), Arc::new(agent));
+        Ok(())
+    }
+
+    /// Whether `agent` could be registered: its own limits, and no circle
+    /// of delegation with it.
+    pub(crate) fn check_agent(&self, agent: &AgentDefinition) -> Result<(), RuntimeError> {
+        agent.check().map_err(RuntimeError::Config)?;
+        let mut next = self
+            .agents
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        next.insert(agent.id.clone(), Arc::new(agent.clone()));
+        let mut delegates = self
+            .delegates
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for to in &agent.delegates {
+            match delegates.get(&to.name) {
+                Some(other) if *other != to.agent => {
+                    return Err(RuntimeError::Config(format!(
+                        "agent `{}`: the capability name `{}` delegates to another agent already; choose another name",
+                        agent.id, to.name
+                    )));
+                }
+                Some(_) => {}
+                None if self.capabilities.get(&to.name).is_some() => {
+                    return Err(RuntimeError::Config(format!(
+                        "agent `{}`: `{}` is the name of a capability already; choose another name for the delegation",
+                        agent.id, to.name
+                    )));
+                }
+                None => {
+                    delegates.insert(to.name.clone(), to.agent.clone());
+                }
+            }
+        }
+        check_graph(&next, &delegates)
+    }
+
+    /// Offers an agent to other agents as a capability; refused if it
+    /// would make the agents delegate in a circle.
+    pub(crate) fn register_delegate(
+        self: &Arc<Self>,
+        delegate: Delegate,
+    ) -> Result<(), RuntimeError> {
+        let mut delegates = self.delegates.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = delegates.clone();
+        next.insert(delegate.name().to_owned(), delegate.agent().clone());
+        check_graph(
+            &self.agents.read().unwrap_or_else(|e| e.into_inner()),
+            &next,
+        )?;
+        self.capabilities
+            .register_arc(Arc::new(delegation::AgentCapability::new(
+                &delegate,
+                Arc::downgrade(self),
+            )))?;
+        *delegates = next;
+        Ok(())
+    }
+
+    /// The delegation graph of the registered agents and delegates.
+    pub(crate) fn delegation_graph(&self) -> DelegationGraph {
+        let agents = self
+            .agents
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect();
+        DelegationGraph::build(
+            &agents,
+            &self.delegates.read().unwrap_or_else(|e| e.into_inner()),
+        )
     }
 }
