@@ -315,16 +315,19 @@ impl Directory<'_> {
             new = new.expecting(version);
         }
         // The store checks ownership again in its transaction: an agent
-        // another account claimed meanwhile is refused there.
-        let stored = store.put_agent(new).await.map_err(|e| match e {
-            StoreError::Conflict(m) if m.contains("another account") => {
-                RuntimeError::from(AccessError::ForeignAgent {
-                    agent: id.clone(),
-                    account,
-                })
+        // another account claimed meanwhile is refused there, and said so.
+        let stored = match store.put_agent(new).await {
+            Ok(stored) => stored,
+            Err(StoreError::Conflict(m)) => {
+                return Err(match store.agent_owner(&id).await? {
+                    Some(owner) if owner != account => {
+                        AccessError::ForeignAgent { agent: id, account }.into()
+                    }
+                    _ => StoreError::Conflict(m).into(),
+                });
             }
-            other => other.into(),
-        })?;
+            Err(e) => return Err(e.into()),
+        };
         inner.learn(stored.clone())?;
         Ok(stored)
     }
