@@ -185,6 +185,14 @@ pub enum AccessError {
         /// The principal's account.
         account: AccountId,
     },
+    /// The template belongs to another account.
+    #[error("template `{template}` does not belong to account {account}")]
+    ForeignTemplate {
+        /// The template.
+        template: crate::ids::TemplateId,
+        /// The actor's account.
+        account: AccountId,
+    },
     /// No assignment makes the agent available to the principal.
     #[error("agent `{agent}` is not assigned to this user, their team or their account")]
     NotAssigned {
@@ -231,6 +239,7 @@ impl AccessError {
             AccessError::NotAMember { .. } => ErrorCode::DirectoryNotAMember,
             AccessError::NotInTeam { .. } => ErrorCode::DirectoryNotInTeam,
             AccessError::ForeignAgent { .. } => ErrorCode::DirectoryForeignAgent,
+            AccessError::ForeignTemplate { .. } => ErrorCode::DirectoryForeignTemplate,
             AccessError::NotAssigned { .. } => ErrorCode::DirectoryNotAssigned,
             AccessError::RoleTooLow { .. } => ErrorCode::DirectoryRoleTooLow,
             AccessError::HostAgent { .. } => ErrorCode::DirectoryHostAgent,

@@ -95,6 +95,8 @@ codes! {
     RuntimeConfig => "runtime.config",
     /// No agent has that id.
     RuntimeUnknownAgent => "runtime.unknown_agent",
+    /// No template has that id.
+    TemplateUnknown => "template.unknown",
     /// The agent is paused.
     AgentPaused => "agent.paused",
     /// The agent is archived.
@@ -147,6 +149,8 @@ codes! {
     DirectoryNotInTeam => "directory.not_in_team",
     /// The agent belongs to another account.
     DirectoryForeignAgent => "directory.foreign_agent",
+    /// The template belongs to another account.
+    DirectoryForeignTemplate => "directory.foreign_template",
     /// The agent is not assigned where the principal acts.
     DirectoryNotAssigned => "directory.not_assigned",
     /// The user's role is too low for the change.

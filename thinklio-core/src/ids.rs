@@ -135,46 +135,62 @@ impl UserId {
     pub const ANONYMOUS: UserId = UserId::from_uuid(Uuid::nil());
 }
 
-/// An agent's id: a stable name chosen by the host, such as `"assistant"`.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct AgentId(String);
+macro_rules! name_id {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
 
-impl AgentId {
-    /// Makes an agent id from a name. Any non-empty string is accepted.
-    pub fn new(name: impl Into<String>) -> Self {
-        Self(name.into())
-    }
+        impl $name {
+            /// Makes the id from a name. Any string is accepted here; what
+            /// stores it checks its length.
+            pub fn new(name: impl Into<String>) -> Self {
+                Self(name.into())
+            }
 
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+            /// The name.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                Self::new(s)
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                Self(s)
+            }
+        }
+    };
 }
 
-impl fmt::Display for AgentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+name_id!(
+    /// An agent's id: a stable name chosen by the host, such as `"assistant"`.
+    AgentId
+);
 
-impl fmt::Debug for AgentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AgentId({})", self.0)
-    }
-}
-
-impl From<&str> for AgentId {
-    fn from(s: &str) -> Self {
-        Self::new(s)
-    }
-}
-
-impl From<String> for AgentId {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
+name_id!(
+    /// An agent template's id: a name chosen by its account, such as
+    /// `"support-desk"` ([`crate::catalog::AgentTemplate`]).
+    TemplateId
+);
 
 #[cfg(test)]
 mod tests {

@@ -46,13 +46,16 @@ pub use capability::{
     Capability, CapabilityError, CapabilityKind, CapabilityManifest, CapabilityRegistry, Dispatch,
     FunctionCapability, InvocationContext, SideEffect, TrustLevel,
 };
-pub use catalog::{AgentState, AgentVersion, NewAgentVersion, StoredAgent};
+pub use catalog::{
+    AgentOrigin, AgentOverrides, AgentState, AgentTemplate, AgentVersion, CloneOptions, Cloned,
+    NewAgentVersion, NewTemplate, StoredAgent, SyncReport, TemplateSpec,
+};
 pub use directory::{Access, AccessError, AccountPolicy, AccountRole, Assignment, ContentRules};
 pub use error::ErrorCode;
 pub use event::{Event, EventKind, NewEvent, SessionUpdate, TokenDelta};
 pub use ids::{
     AccountId, AgentId, FactId, ImageId, InteractionId, JobId, NotificationId, ObserverId,
-    OutboxId, SessionId, StepId, SummaryId, TaskId, TeamId, UserId,
+    OutboxId, SessionId, StepId, SummaryId, TaskId, TeamId, TemplateId, UserId,
 };
 pub use image::{ChatImage, Image, ImageError, ImageFormat, ImageInput, ImageSource, NewImage};
 pub use interaction::{Interaction, InteractionKind, InteractionState, NewInteraction};
@@ -76,7 +79,7 @@ pub use runtime::{
     Inbound, JOB_STATUS, JobCallbacks, JobError, JobNotice, JobRecovery, JobRun, JobWorker,
     KnowledgeConfig, NoticeWebhook, ObserverCallback, QueueRun, QueueWorker, RecoveryReport, Reply,
     Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, SUMMARIZE_TASK, SUMMARY_PROMPT,
-    Structured, TaskError, TaskHandler, extraction_schema,
+    Structured, TaskError, TaskHandler, Instantiation, Templates, extraction_schema,
 };
 pub use session::{NewSession, NewSummary, Session, Summary, Turn};
 pub use step::{
@@ -84,7 +87,7 @@ pub use step::{
     StepTransition,
 };
 pub use store::{
-    AgentStore, BudgetStore, DirectoryStore, EventStore, FinishedStep, ForgetReport, ImageStore,
+    AgentStore, TemplateStore, BudgetStore, DirectoryStore, EventStore, FinishedStep, ForgetReport, ImageStore,
     InteractionStore, OutboxStore, PrivacyStore, QueueStore, SessionStore, Store, StoreError,
     StoreResult, SummaryStore, TodoStore, UsageStore,
 };

@@ -2,9 +2,10 @@
 
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
+use thinklio_core::store::rows::TEMPLATE_COLUMNS;
 use thinklio_core::{
-    AccountId, AgentId, AgentState, AgentStore, AgentVersion, NewAgentVersion, StoreError,
-    StoreResult, StoredAgent,
+    AccountId, AgentId, AgentState, AgentStore, AgentTemplate, AgentVersion, NewAgentVersion,
+    NewTemplate, StoreError, StoreResult, StoredAgent, TemplateId, TemplateStore,
 };
 
 use crate::PostgresStore;
@@ -61,10 +62,11 @@ impl AgentStore for PostgresStore {
         let created = current.as_ref().map_or(now, |a| a.created_at);
         execute(
             &tx,
-            "INSERT INTO agents (id, account_id, version, state, definition, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+            "INSERT INTO agents (id, account_id, version, state, definition, created_at, updated_at, origin, template_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (id) DO UPDATE SET version = excluded.version, \
-             definition = excluded.definition, updated_at = excluded.updated_at",
+             definition = excluded.definition, updated_at = excluded.updated_at, \
+             template_version = excluded.template_version",
             &[
                 &id,
                 &account,
@@ -73,6 +75,8 @@ impl AgentStore for PostgresStore {
                 &definition,
                 &created.as_millis(),
                 &now.as_millis(),
+                &new.origin_json(),
+                &new.template_version.map(i64::from),
             ],
         )
         .await?;
@@ -169,5 +173,97 @@ impl AgentStore for PostgresStore {
         .iter()
         .map(rows::stored_agent)
         .collect()
+    }
+}
+
+/// The template `id` as stored, read in `tx`.
+async fn read_template(tx: &Transaction<'_>, id: &str) -> StoreResult<Option<AgentTemplate>> {
+    query_opt(
+        tx,
+        &format!("SELECT {TEMPLATE_COLUMNS} FROM agent_templates WHERE id = $1 AND version > 0"),
+        &[&id],
+    )
+    .await?
+    .map(|r| rows::template(&r))
+    .transpose()
+}
+
+#[async_trait]
+impl TemplateStore for PostgresStore {
+    async fn put_template(&self, new: NewTemplate) -> StoreResult<AgentTemplate> {
+        let now = self.clock.now();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let id = new.id.as_str().to_owned();
+        // Two first writes of one template: the second waits on the row
+        // the first inserts, then sees it.
+        execute(
+            &tx,
+            "INSERT INTO agent_templates (id, account_id, version, spec, created_at, updated_at) \
+             VALUES ($1, $2, 0, '', $3, $3) ON CONFLICT (id) DO NOTHING",
+            &[&id, &new.account.to_string(), &now.as_millis()],
+        )
+        .await?;
+        let row = query_opt(
+            &tx,
+            "SELECT account_id, version FROM agent_templates WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await?
+        .ok_or_else(|| StoreError::Conflict("the template could not be stored".into()))?;
+        let owner: AccountId = rows::get::<String>(&row, "account_id")?
+            .parse()
+            .map_err(|e| rows::corrupt("account_id", e))?;
+        let version: i64 = rows::get(&row, "version")?;
+        // A row this write just inserted reads as version 0 of its account.
+        let current = (version > 0 || owner != new.account)
+            .then(|| (owner, u32::try_from(version).unwrap_or(0)));
+        let version = new.next_version(current)?;
+        execute(
+            &tx,
+            "UPDATE agent_templates SET version = $2, spec = $3, updated_at = $4 WHERE id = $1",
+            &[&id, &i64::from(version), &new.spec_json(), &now.as_millis()],
+        )
+        .await?;
+        let stored = read_template(&tx, &id)
+            .await?
+            .ok_or_else(|| StoreError::Conflict("the template could not be stored".into()))?;
+        tx.commit().await.map_err(backend)?;
+        Ok(stored)
+    }
+
+    async fn template(&self, id: &TemplateId) -> StoreResult<Option<AgentTemplate>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        read_template(&tx, id.as_str()).await
+    }
+
+    async fn templates(&self, account: AccountId) -> StoreResult<Vec<AgentTemplate>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        query(
+            &tx,
+            &format!(
+                "SELECT {TEMPLATE_COLUMNS} FROM agent_templates WHERE account_id = $1 AND version > 0 ORDER BY id"
+            ),
+            &[&account.to_string()],
+        )
+        .await?
+        .iter()
+        .map(rows::template)
+        .collect()
+    }
+
+    async fn delete_template(&self, id: &TemplateId) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let n = execute(
+            &tx,
+            "DELETE FROM agent_templates WHERE id = $1",
+            &[&id.as_str()],
+        )
+        .await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(n > 0)
     }
 }

@@ -66,7 +66,7 @@ pub(crate) async fn execute(
     tx.execute(&statement, params).await.map_err(backend)
 }
 
-fn corrupt(column: &str, e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(column: &str, e: impl std::fmt::Display) -> StoreError {
     rows::corrupt(column, e)
 }
 
@@ -156,6 +156,7 @@ mapped!(
     image -> Image,
     stored_agent -> thinklio_core::StoredAgent,
     agent_version -> thinklio_core::AgentVersion,
+    template -> thinklio_core::AgentTemplate,
 );
 
 /// A count or token number as a BIGINT.

@@ -425,6 +425,23 @@ CREATE TABLE agent_versions (
 );
 ALTER TABLE interactions ADD COLUMN agent_version BIGINT;
 "#,
+    // 13: where a stored agent came from (a template or a parent), the
+    // template version its current version follows, agent templates, and
+    // the sessions an agent serves.
+    r#"
+ALTER TABLE agents ADD COLUMN origin TEXT;
+ALTER TABLE agents ADD COLUMN template_version BIGINT;
+CREATE TABLE agent_templates (
+    id          TEXT PRIMARY KEY,
+    account_id  TEXT NOT NULL,
+    version     BIGINT NOT NULL,
+    spec        TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    updated_at  BIGINT NOT NULL
+);
+CREATE INDEX agent_templates_by_account ON agent_templates (account_id);
+CREATE INDEX sessions_by_agent ON sessions (agent_id, created_at);
+"#,
 ];
 
 /// The version whose migration is followed by `knowledge::migrate_cardinality`.

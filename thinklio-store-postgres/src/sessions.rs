@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use thinklio_core::approval::ApprovalMode;
 use thinklio_core::{
-    NewSession, Session, SessionId, SessionStore, StoreError, StoreResult, Timestamp, Turn, UserId,
+    AgentId, NewSession, Session, SessionId, SessionStore, StoreError, StoreResult, Timestamp, Turn, UserId,
 };
 
 use crate::PostgresStore;
@@ -101,6 +101,22 @@ impl SessionStore for PostgresStore {
                 "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, id DESC"
             ),
             &[&user.to_string()],
+        )
+        .await?
+        .iter()
+        .map(rows::session)
+        .collect()
+    }
+
+    async fn sessions_of_agent(&self, agent: &AgentId, limit: u32) -> StoreResult<Vec<Session>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        query(
+            &tx,
+            &format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE agent_id = $1 ORDER BY created_at, id LIMIT $2"
+            ),
+            &[&agent.as_str(), &i64::from(limit)],
         )
         .await?
         .iter()

@@ -2,9 +2,10 @@
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
+use thinklio_core::store::rows::TEMPLATE_COLUMNS;
 use thinklio_core::{
-    AccountId, AgentId, AgentState, AgentStore, AgentVersion, NewAgentVersion, StoreError,
-    StoreResult, StoredAgent,
+    AccountId, AgentId, AgentState, AgentStore, AgentTemplate, AgentVersion, NewAgentVersion,
+    NewTemplate, StoreError, StoreResult, StoredAgent, TemplateId, TemplateStore,
 };
 
 use crate::SqliteStore;
@@ -49,10 +50,11 @@ impl AgentStore for SqliteStore {
                 let definition = new.definition_json();
                 let created = current.as_ref().map_or(now, |a| a.created_at);
                 tx.prepare_cached(
-                    "INSERT INTO agents (id, account_id, version, state, definition, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                    "INSERT INTO agents (id, account_id, version, state, definition, created_at, updated_at, origin, template_version) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
                      ON CONFLICT (id) DO UPDATE SET version = excluded.version, \
-                     definition = excluded.definition, updated_at = excluded.updated_at",
+                     definition = excluded.definition, updated_at = excluded.updated_at, \
+                     template_version = excluded.template_version",
                 )
                 .map_err(backend)?
                 .execute(params![
@@ -63,6 +65,8 @@ impl AgentStore for SqliteStore {
                     definition,
                     created.as_millis(),
                     now.as_millis(),
+                    new.origin_json(),
+                    new.template_version,
                 ])
                 .map_err(backend)?;
                 tx.prepare_cached(
@@ -164,6 +168,88 @@ impl AgentStore for SqliteStore {
                 .map_err(backend)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(backend)
+            })
+            .await
+    }
+}
+
+/// The template `id` as stored.
+fn read_template(c: &rusqlite::Connection, id: &str) -> StoreResult<Option<AgentTemplate>> {
+    c.prepare_cached(&format!(
+        "SELECT {TEMPLATE_COLUMNS} FROM agent_templates WHERE id = ?1"
+    ))
+    .map_err(backend)?
+    .query_row([id], rows::template)
+    .optional()
+    .map_err(backend)
+}
+
+#[async_trait]
+impl TemplateStore for SqliteStore {
+    async fn put_template(&self, new: NewTemplate) -> StoreResult<AgentTemplate> {
+        let now = self.clock.now();
+        self.conn
+            .call(move |c| {
+                let tx = c.savepoint().map_err(backend)?;
+                let id = new.id.as_str().to_owned();
+                let current = read_template(&tx, &id)?;
+                let version =
+                    new.next_version(current.as_ref().map(|t| (t.account, t.version)))?;
+                let created = current.as_ref().map_or(now, |t| t.created_at);
+                tx.prepare_cached(
+                    "INSERT INTO agent_templates (id, account_id, version, spec, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                     ON CONFLICT (id) DO UPDATE SET version = excluded.version, \
+                     spec = excluded.spec, updated_at = excluded.updated_at",
+                )
+                .map_err(backend)?
+                .execute(params![
+                    id,
+                    new.account.to_string(),
+                    version,
+                    new.spec_json(),
+                    created.as_millis(),
+                    now.as_millis(),
+                ])
+                .map_err(backend)?;
+                let stored = read_template(&tx, &id)?.ok_or_else(|| {
+                    StoreError::Conflict("the template could not be stored".into())
+                })?;
+                tx.commit().map_err(backend)?;
+                Ok(stored)
+            })
+            .await
+    }
+
+    async fn template(&self, id: &TemplateId) -> StoreResult<Option<AgentTemplate>> {
+        let id = id.as_str().to_owned();
+        self.conn.call(move |c| read_template(c, &id)).await
+    }
+
+    async fn templates(&self, account: AccountId) -> StoreResult<Vec<AgentTemplate>> {
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {TEMPLATE_COLUMNS} FROM agent_templates WHERE account_id = ?1 ORDER BY id"
+                ))
+                .map_err(backend)?
+                .query_map([account.to_string()], rows::template)
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)
+            })
+            .await
+    }
+
+    async fn delete_template(&self, id: &TemplateId) -> StoreResult<bool> {
+        let id = id.as_str().to_owned();
+        self.conn
+            .call(move |c| {
+                c.prepare_cached("DELETE FROM agent_templates WHERE id = ?1")
+                    .map_err(backend)?
+                    .execute([id])
+                    .map(|n| n > 0)
+                    .map_err(backend)
             })
             .await
     }

@@ -122,6 +122,7 @@ mapped!(
     image -> Image,
     stored_agent -> thinklio_core::StoredAgent,
     agent_version -> thinklio_core::AgentVersion,
+    template -> thinklio_core::AgentTemplate,
 );
 
 /// A scope stored as its kind (`account`, `team`, `user`) and id.

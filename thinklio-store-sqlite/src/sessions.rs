@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 use thinklio_core::approval::ApprovalMode;
 use thinklio_core::{
-    NewSession, Session, SessionId, SessionStore, StoreError, StoreResult, Timestamp, Turn, UserId,
+    AgentId, NewSession, Session, SessionId, SessionStore, StoreError, StoreResult, Timestamp, Turn, UserId,
 };
 
 use crate::SqliteStore;
@@ -105,6 +105,22 @@ impl SessionStore for SqliteStore {
                 ))
                 .map_err(backend)?
                 .query_map([user.to_string()], rows::session)
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)
+            })
+            .await
+    }
+
+    async fn sessions_of_agent(&self, agent: &AgentId, limit: u32) -> StoreResult<Vec<Session>> {
+        let agent = agent.as_str().to_owned();
+        self.conn
+            .call(move |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE agent_id = ?1 ORDER BY created_at, id LIMIT ?2"
+                ))
+                .map_err(backend)?
+                .query_map(params![agent, limit], rows::session)
                 .map_err(backend)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(backend)

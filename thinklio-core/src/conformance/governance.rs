@@ -736,3 +736,151 @@ pub async fn stored_agents_are_versioned_owned_and_have_a_lifecycle<S: Store>(st
     ));
     assert_eq!(store.agent_versions(&first.id).await.unwrap().len(), 3);
 }
+
+pub async fn templates_are_versioned_and_owned_and_agents_keep_their_origin<S: Store>(store: S) {
+    use crate::catalog::{AgentOrigin, AgentOverrides, NewAgentVersion, NewTemplate, TemplateSpec};
+    use crate::ids::TemplateId;
+    let (acme, globex) = (AccountId::new(), AccountId::new());
+    for (a, name) in [(acme, "Acme"), (globex, "Globex")] {
+        store
+            .put_account(a, name, AccountPolicy::default())
+            .await
+            .unwrap();
+    }
+    let id = TemplateId::new("desk");
+    let spec = TemplateSpec::new(AgentDefinition::new("desk", "gpt-4o-mini").system_prompt("Help."))
+        .description("A help desk.")
+        .knows("Opening hours are 9 to 5.");
+    let v1 = store
+        .put_template(NewTemplate::new(id.clone(), acme, spec.clone()).expecting(0))
+        .await
+        .unwrap();
+    assert_eq!((v1.version, v1.account), (1, acme));
+    assert_eq!(v1.spec, spec, "the template reads back whole");
+    let changed = TemplateSpec::new(spec.definition.clone().system_prompt("Help more."));
+    let v2 = store
+        .put_template(NewTemplate::new(id.clone(), acme, changed.clone()).expecting(1))
+        .await
+        .unwrap();
+    assert_eq!((v2.version, v2.created_at), (2, v1.created_at));
+    // A stale writer, a second creation and another account are refused.
+    for stale in [1, 0] {
+        assert!(matches!(
+            store
+                .put_template(NewTemplate::new(id.clone(), acme, spec.clone()).expecting(stale))
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+    assert!(matches!(
+        store
+            .put_template(NewTemplate::new(id.clone(), globex, spec.clone()))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.template(&id).await.unwrap().unwrap(), v2);
+    assert_eq!(store.templates(acme).await.unwrap(), [v2.clone()]);
+    assert!(store.templates(globex).await.unwrap().is_empty());
+
+    // An agent made from it keeps its origin for good, and the template
+    // version it follows until an edit.
+    let origin = AgentOrigin::Template {
+        template: id.clone(),
+        overrides: AgentOverrides::none().model("claude-sonnet-4-5"),
+    };
+    let made = store
+        .put_agent(
+            NewAgentVersion::new(acme, AgentDefinition::new("desk-1", "claude-sonnet-4-5"), None)
+                .expecting(0)
+                .from_origin(origin.clone())
+                .from_template_version(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(made.origin.as_ref(), Some(&origin));
+    assert_eq!(made.template_version, Some(2));
+    assert!(!made.diverged_from(&id));
+    let synced = store
+        .put_agent(
+            NewAgentVersion::new(acme, made.definition.clone(), None)
+                .from_origin(AgentOrigin::Clone {
+                    parent: AgentId::new("ignored"),
+                    parent_version: 1,
+                })
+                .from_template_version(3),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (synced.origin.as_ref(), synced.template_version),
+        (Some(&origin), Some(3)),
+        "the origin is written once; the template version with each version"
+    );
+    let edited = store
+        .put_agent(NewAgentVersion::new(acme, made.definition.clone(), None))
+        .await
+        .unwrap();
+    assert_eq!(edited.template_version, None);
+    assert!(edited.diverged_from(&id));
+    assert_eq!(store.stored_agents(acme).await.unwrap(), [edited.clone()]);
+    // A clone's parent is kept.
+    let clone = store
+        .put_agent(
+            NewAgentVersion::new(acme, AgentDefinition::new("desk-2", "m"), None).from_origin(
+                AgentOrigin::Clone {
+                    parent: AgentId::new("desk-1"),
+                    parent_version: 4,
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        &clone.origin,
+        Some(AgentOrigin::Clone { parent, parent_version: 4 }) if parent.as_str() == "desk-1"
+    ));
+    assert_eq!(clone.template(), None);
+
+    // Deleting a template leaves its agents as they are.
+    assert!(store.delete_template(&id).await.unwrap());
+    assert!(!store.delete_template(&id).await.unwrap());
+    assert_eq!(store.template(&id).await.unwrap(), None);
+    assert_eq!(
+        store
+            .stored_agent(&AgentId::new("desk-1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .template(),
+        Some(&id)
+    );
+
+    // The sessions an agent serves, oldest first, whoever they belong to.
+    let (alice, bob) = (Principal::new(acme, UserId::new()), Principal::new(globex, UserId::new()));
+    let mut opened = Vec::new();
+    for (p, agent) in [(alice, "desk-1"), (bob, "desk-1"), (alice, "other")] {
+        opened.push(
+            store
+                .open_session(NewSession {
+                    principal: p,
+                    agent_id: AgentId::new(agent),
+                    channel: "test".into(),
+                    key: None,
+                })
+                .await
+                .unwrap(),
+        );
+    }
+    let of_agent = store
+        .sessions_of_agent(&AgentId::new("desk-1"), 10)
+        .await
+        .unwrap();
+    assert_eq!(of_agent, opened[..2]);
+    assert_eq!(
+        store
+            .sessions_of_agent(&AgentId::new("desk-1"), 1)
+            .await
+            .unwrap(),
+        opened[..1]
+    );
+}

@@ -68,6 +68,7 @@ macro_rules! store_conformance_tests {
             forgetting_a_user_removes_what_they_own,
             the_directory_checks_membership_ownership_and_assignments,
             stored_agents_are_versioned_owned_and_have_a_lifecycle,
+            templates_are_versioned_and_owned_and_agents_keep_their_origin,
             facts_are_reconciled_and_never_overwritten,
             many_valued_facts_accumulate,
             a_single_valued_fact_supersedes_only_its_slot,

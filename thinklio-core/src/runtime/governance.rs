@@ -180,6 +180,17 @@ impl Inner {
     }
 }
 
+/// How a new version of a stored agent is written.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AgentWrite {
+    /// Only over this version (0: a new agent).
+    pub(crate) expected: Option<u32>,
+    /// Where a new agent comes from.
+    pub(crate) origin: Option<crate::catalog::AgentOrigin>,
+    /// The template version it follows (`None`: an edit).
+    pub(crate) template_version: Option<u32>,
+}
+
 /// The directory at run time: the agents (registered in code, or put by an
 /// editor of their account), delegation, and forgetting a user
 /// ([`Runtime::directory`]).
@@ -238,7 +249,8 @@ impl Directory<'_> {
         by: impl Into<Actor>,
         agent: AgentDefinition,
     ) -> Result<StoredAgent, RuntimeError> {
-        self.put_agent_version(by, agent, None).await
+        self.write_agent(by.into(), agent, AgentWrite::default())
+            .await
     }
 
     /// [`put_agent`](Self::put_agent), only if the agent's current version
@@ -250,17 +262,24 @@ impl Directory<'_> {
         agent: AgentDefinition,
         version: u32,
     ) -> Result<StoredAgent, RuntimeError> {
-        self.put_agent_version(by, agent, Some(version)).await
+        let write = AgentWrite {
+            expected: Some(version),
+            ..AgentWrite::default()
+        };
+        self.write_agent(by.into(), agent, write).await
     }
 
-    async fn put_agent_version(
+    /// Stores `agent` as the next version of a stored agent of `by`'s
+    /// account, after every check: `by` an editor, not the host's agent nor
+    /// another account's, within the policy, delegating only to agents the
+    /// account may use, closing no circle.
+    pub(crate) async fn write_agent(
         &self,
-        by: impl Into<Actor>,
+        by: Actor,
         mut agent: AgentDefinition,
-        expected: Option<u32>,
+        write: AgentWrite,
     ) -> Result<StoredAgent, RuntimeError> {
         agent.offer_delegates();
-        let by = by.into();
         let account = by.account();
         let inner = &self.rt.inner;
         let store = &inner.store;
@@ -311,9 +330,9 @@ impl Directory<'_> {
         }
         inner.check_agent(&agent)?;
         let mut new = NewAgentVersion::new(account, agent, by.user());
-        if let Some(version) = expected {
-            new = new.expecting(version);
-        }
+        new.expected_version = write.expected;
+        new.origin = write.origin;
+        new.template_version = write.template_version;
         // The store checks ownership again in its transaction: an agent
         // another account claimed meanwhile is refused there, and said so.
         let stored = match store.put_agent(new).await {

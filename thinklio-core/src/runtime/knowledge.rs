@@ -545,6 +545,55 @@ fn need_for(owner: &FactOwner) -> Need {
     }
 }
 
+impl Inner {
+    /// Records `facts` (checked by the caller): embeds those without an
+    /// embedding in batches of `batch`, records each batch in one
+    /// transaction, and calls `progress` with the count done.
+    pub(crate) async fn import_facts(
+        &self,
+        facts: Vec<NewFact>,
+        batch: usize,
+        mut progress: impl FnMut(usize) + Send,
+    ) -> Result<Vec<FactWrite>, RuntimeError> {
+        let inner = self;
+        let mut writes = Vec::with_capacity(facts.len());
+        let mut declared = std::collections::HashMap::new();
+        // Facts without a time are valid from the start of the import, all
+        // at one instant: learned together, they are not turns of a
+        // conversation that lift each other in search (`Fusion`).
+        let started = inner.clock.now();
+        let mut facts = facts.into_iter().peekable();
+        while facts.peek().is_some() {
+            let mut chunk: Vec<NewFact> = facts.by_ref().take(batch.max(1)).collect();
+            let missing: Vec<usize> = (0..chunk.len())
+                .filter(|&i| chunk[i].embedding.is_empty())
+                .collect();
+            let texts: Vec<String> = missing.iter().map(|&i| chunk[i].text()).collect();
+            let vectors = inner.embed(&texts).await?;
+            for (i, v) in missing.into_iter().zip(vectors) {
+                chunk[i].embedding = v;
+            }
+            for new in &mut chunk {
+                new.valid_at.get_or_insert(started);
+                if new.cardinality.is_none() {
+                    let declared = match declared.get(&new.account) {
+                        Some(d) => d,
+                        None => declared
+                            .entry(new.account)
+                            .or_insert(inner.declared_cardinality(new.account).await?),
+                    };
+                    new.cardinality = Some(Cardinality::resolve(&new.predicate, declared, None));
+                }
+            }
+            writes.extend(inner.store.import_facts(chunk, inner.clock.now()).await?);
+            progress(writes.len());
+        }
+        Ok(writes)
+    }
+
+
+}
+
 impl Knowledge<'_> {
     fn inner(&self) -> &Arc<Inner> {
         &self.rt.inner
@@ -600,7 +649,7 @@ impl Knowledge<'_> {
         by: impl Into<Actor>,
         facts: Vec<NewFact>,
         batch: usize,
-        mut progress: impl FnMut(usize) + Send,
+        progress: impl FnMut(usize) + Send,
     ) -> Result<Vec<FactWrite>, RuntimeError> {
         let by = by.into();
         let inner = self.inner();
@@ -610,39 +659,7 @@ impl Knowledge<'_> {
                 inner.authorize(&by, f.account, need_for(&f.owner)).await?;
             }
         }
-        let mut writes = Vec::with_capacity(facts.len());
-        let mut declared = std::collections::HashMap::new();
-        // Facts without a time are valid from the start of the import, all
-        // at one instant: learned together, they are not turns of a
-        // conversation that lift each other in search (`Fusion`).
-        let started = inner.clock.now();
-        let mut facts = facts.into_iter().peekable();
-        while facts.peek().is_some() {
-            let mut chunk: Vec<NewFact> = facts.by_ref().take(batch.max(1)).collect();
-            let missing: Vec<usize> = (0..chunk.len())
-                .filter(|&i| chunk[i].embedding.is_empty())
-                .collect();
-            let texts: Vec<String> = missing.iter().map(|&i| chunk[i].text()).collect();
-            let vectors = inner.embed(&texts).await?;
-            for (i, v) in missing.into_iter().zip(vectors) {
-                chunk[i].embedding = v;
-            }
-            for new in &mut chunk {
-                new.valid_at.get_or_insert(started);
-                if new.cardinality.is_none() {
-                    let declared = match declared.get(&new.account) {
-                        Some(d) => d,
-                        None => declared
-                            .entry(new.account)
-                            .or_insert(inner.declared_cardinality(new.account).await?),
-                    };
-                    new.cardinality = Some(Cardinality::resolve(&new.predicate, declared, None));
-                }
-            }
-            writes.extend(inner.store.import_facts(chunk, inner.clock.now()).await?);
-            progress(writes.len());
-        }
-        Ok(writes)
+        self.inner().import_facts(facts, batch, progress).await
     }
 
     /// Searches the facts `principal`, served by `agent`, may see.

@@ -24,6 +24,7 @@ mod reply;
 mod sessions;
 mod streams;
 mod summaries;
+mod templates;
 
 pub use config::RuntimeConfig;
 
@@ -50,6 +51,7 @@ pub use queue::{QueueRun, QueueWorker, TaskError, TaskHandler};
 pub use reply::{AnswerError, Inbound, RecoveryReport, Reply, Structured};
 pub use sessions::InteractionWorker;
 pub use summaries::{SUMMARIZE_TASK, SUMMARY_PROMPT};
+pub use templates::{Instantiation, Templates};
 
 use crate::agent::AgentDefinition;
 use crate::budget::BudgetLimit;
@@ -83,6 +85,9 @@ pub enum RuntimeError {
     /// The session's agent is not registered with this runtime.
     #[error("agent `{0}` is not registered")]
     UnknownAgent(AgentId),
+    /// No template of the account has that id.
+    #[error("template `{0}` does not exist")]
+    UnknownTemplate(crate::ids::TemplateId),
     /// The agent is paused: it takes no new messages until resumed.
     #[error("agent `{0}` is paused: it takes no new messages until it is resumed")]
     AgentPaused(AgentId),
@@ -144,6 +149,7 @@ impl RuntimeError {
             RuntimeError::Store(e) => e.code(),
             RuntimeError::Config(_) => ErrorCode::RuntimeConfig,
             RuntimeError::UnknownAgent(_) => ErrorCode::RuntimeUnknownAgent,
+            RuntimeError::UnknownTemplate(_) => ErrorCode::TemplateUnknown,
             RuntimeError::AgentPaused(_) => ErrorCode::AgentPaused,
             RuntimeError::AgentArchived(_) => ErrorCode::AgentArchived,
             RuntimeError::Capability(e) => e.code(),
@@ -348,6 +354,12 @@ impl Runtime {
     /// The directory: agents, delegation, forgetting a user.
     pub fn directory(&self) -> Directory<'_> {
         Directory { rt: self }
+    }
+
+    /// Agent templates: what agents made from them start as, and keeping
+    /// those agents in step.
+    pub fn templates(&self) -> Templates<'_> {
+        Templates { rt: self }
     }
 
     /// Usage and budgets.

@@ -132,6 +132,9 @@ pub trait SessionStore: Send + Sync {
     /// Sessions of a user, newest first.
     async fn sessions_of_user(&self, user: UserId) -> StoreResult<Vec<Session>>;
 
+    /// Sessions an agent serves, oldest first, at most `limit`.
+    async fn sessions_of_agent(&self, agent: &AgentId, limit: u32) -> StoreResult<Vec<Session>>;
+
     /// Takes the lease of a session that has work waiting (an unfinished
     /// interaction that is not a delegate's) and that no worker holds (no
     /// lease, or one that ran out), oldest work first: `worker` holds it
@@ -564,6 +567,33 @@ pub trait AgentStore: Send + Sync {
     ) -> StoreResult<Vec<crate::catalog::StoredAgent>>;
 }
 
+/// Agent templates of accounts ([`crate::catalog::AgentTemplate`]).
+#[async_trait]
+pub trait TemplateStore: Send + Sync {
+    /// Stores `new` as its template's next version (1 for a new one), by
+    /// the rule of [`NewTemplate::next_version`](crate::catalog::NewTemplate::next_version).
+    async fn put_template(
+        &self,
+        new: crate::catalog::NewTemplate,
+    ) -> StoreResult<crate::catalog::AgentTemplate>;
+
+    /// The template `id`, if it is stored.
+    async fn template(
+        &self,
+        id: &crate::ids::TemplateId,
+    ) -> StoreResult<Option<crate::catalog::AgentTemplate>>;
+
+    /// The templates of an account, by id.
+    async fn templates(
+        &self,
+        account: AccountId,
+    ) -> StoreResult<Vec<crate::catalog::AgentTemplate>>;
+
+    /// Deletes a template; whether there was one. Agents made from it stay
+    /// as they are (and remember its id).
+    async fn delete_template(&self, id: &crate::ids::TemplateId) -> StoreResult<bool>;
+}
+
 /// Images messages carried, stored once.
 #[async_trait]
 pub trait ImageStore: Send + Sync {
@@ -740,6 +770,7 @@ pub trait Store:
     + SummaryStore
     + ImageStore
     + AgentStore
+    + TemplateStore
     + 'static
 {
 }
@@ -760,6 +791,7 @@ impl<T> Store for T where
         + SummaryStore
         + ImageStore
         + AgentStore
+        + TemplateStore
         + 'static
 {
 }

@@ -522,8 +522,7 @@ fn definition(row: &impl Row) -> StoreResult<crate::agent::AgentDefinition> {
 }
 
 /// The columns [`stored_agent`] reads.
-pub const AGENT_COLUMNS: &str =
-    "id, account_id, version, state, definition, created_at, updated_at";
+pub const AGENT_COLUMNS: &str = "id, account_id, version, state, definition, created_at, updated_at, origin, template_version";
 
 /// A stored agent.
 pub fn stored_agent(row: &impl Row) -> StoreResult<crate::catalog::StoredAgent> {
@@ -532,6 +531,29 @@ pub fn stored_agent(row: &impl Row) -> StoreResult<crate::catalog::StoredAgent> 
         account: row.parse("account_id")?,
         version: row.u32("version")?,
         state: row.parse("state")?,
+        created_at: row.ts("created_at")?,
+        updated_at: row.ts("updated_at")?,
+        origin: row
+            .text_opt("origin")?
+            .map(|o| serde_json::from_str(&o).map_err(|e| corrupt("origin", e)))
+            .transpose()?,
+        template_version: row
+            .int_opt("template_version")?
+            .map(|v| u32::try_from(v).map_err(|e| corrupt("template_version", e)))
+            .transpose()?,
+    })
+}
+
+/// The columns [`template`] reads.
+pub const TEMPLATE_COLUMNS: &str = "id, account_id, version, spec, created_at, updated_at";
+
+/// An agent template.
+pub fn template(row: &impl Row) -> StoreResult<crate::catalog::AgentTemplate> {
+    Ok(crate::catalog::AgentTemplate {
+        id: crate::ids::TemplateId::new(row.text("id")?),
+        account: row.parse("account_id")?,
+        version: row.u32("version")?,
+        spec: serde_json::from_str(&row.text("spec")?).map_err(|e| corrupt("spec", e))?,
         created_at: row.ts("created_at")?,
         updated_at: row.ts("updated_at")?,
     })
