@@ -584,3 +584,363 @@ async fn delegations_kept_as_data_narrow_their_delegate_and_refuse_a_circle() {
         .unwrap_err();
     assert_eq!(foreign.code(), ErrorCode::DirectoryForeignAgent);
 }
+
+/// An account with an editor, a viewer and a team, on SQLite.
+async fn account_on(store: &Arc<dyn Store>) -> (AccountId, Principal, Principal, TeamId) {
+    let acme = AccountId::new();
+    let (ada, vic) = (
+        Principal::new(acme, UserId::new()),
+        Principal::new(acme, UserId::new()),
+    );
+    store
+        .put_account(acme, "Acme", AccountPolicy::default())
+        .await
+        .unwrap();
+    store
+        .set_member(acme, ada.user, AccountRole::Editor)
+        .await
+        .unwrap();
+    store
+        .set_member(acme, vic.user, AccountRole::Viewer)
+        .await
+        .unwrap();
+    let team = TeamId::new();
+    store.put_team(acme, team, "Support").await.unwrap();
+    (acme, ada, vic, team)
+}
+
+/// An editor of another account.
+async fn editor_elsewhere(store: &Arc<dyn Store>) -> Principal {
+    let globex = AccountId::new();
+    let eve = Principal::new(globex, UserId::new());
+    store
+        .put_account(globex, "Globex", AccountPolicy::default())
+        .await
+        .unwrap();
+    store
+        .set_member(globex, eve.user, AccountRole::Editor)
+        .await
+        .unwrap();
+    eve
+}
+
+fn desk(prompt: &str) -> TemplateSpec {
+    TemplateSpec::new(
+        AgentDefinition::new("desk", "m")
+            .system_prompt(prompt)
+            .capabilities(["note"])
+            .approval_mode(ApprovalMode::Autopilot),
+    )
+    .description("Answers the help desk.")
+    .knows("The help desk opens at 9.")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_made_from_a_template_follow_it_until_edited() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("t.db")).await.unwrap());
+    let (acme, ada, vic, team) = account_on(&store).await;
+    let rt = runtime_on(Arc::clone(&store), false);
+    let templates = rt.templates();
+    let id = TemplateId::new("desk");
+
+    // Editors write templates; viewers read them; other accounts see none.
+    let (v1, report) = templates.put(ada, "desk", desk("v1")).await.unwrap();
+    assert_eq!((v1.version, report.updated.len()), (1, 0));
+    assert_eq!(
+        templates
+            .put(vic, "desk", desk("mine"))
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::DirectoryRoleTooLow
+    );
+    assert_eq!(templates.get(vic, &id).await.unwrap(), v1);
+    let eve = editor_elsewhere(&store).await;
+    assert_eq!(
+        templates.get(eve, &id).await.unwrap_err().code(),
+        ErrorCode::DirectoryForeignTemplate
+    );
+    assert_eq!(
+        templates
+            .put(eve, "desk", desk("taken"))
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::DirectoryForeignTemplate
+    );
+    // Beyond the account's trust ceiling: refused.
+    let mut high = desk("v1");
+    high.definition.trust_level = TrustLevel::Privileged;
+    assert_eq!(
+        templates.put(ada, "high", high).await.unwrap_err().code(),
+        ErrorCode::DirectoryBeyondPolicy
+    );
+
+    // Two agents from it: one as it is, at the team; one with overrides.
+    let plain = templates
+        .instantiate(
+            ada,
+            &id,
+            Instantiation::new("desk-team").at(Scope::Team(team)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(plain.template(), Some(&id));
+    assert_eq!(plain.definition.system_prompt, "v1");
+    let custom = templates
+        .instantiate(
+            ada,
+            &id,
+            Instantiation::new("desk-fr")
+                .with(AgentOverrides::none().system_prompt("Réponds en français.")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(custom.definition.system_prompt, "Réponds en français.");
+    // The same id twice, a scope of another account, a viewer: refused.
+    assert_eq!(
+        templates
+            .instantiate(ada, &id, Instantiation::new("desk-team"))
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::StoreConflict
+    );
+    assert_eq!(
+        templates
+            .instantiate(ada, &id, Instantiation::new("x").at(Scope::User(eve.user)))
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::DirectoryOtherAccount
+    );
+    assert_eq!(
+        templates
+            .instantiate(vic, &id, Instantiation::new("y"))
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::DirectoryRoleTooLow
+    );
+    // Assigned at the team; seeded with the template's knowledge.
+    let member = Principal::new(acme, UserId::new()).with_team(team);
+    store
+        .set_member(acme, member.user, AccountRole::Viewer)
+        .await
+        .unwrap();
+    store.add_to_team(team, member.user).await.unwrap();
+    let access = store
+        .access(&member, &AgentId::new("desk-team"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(access.assignments.len(), 1);
+    let facts = rt
+        .knowledge()
+        .facts(&member, &AgentId::new("desk-team"))
+        .await
+        .unwrap();
+    assert_eq!(
+        facts.iter().map(|f| f.value.as_str()).collect::<Vec<_>>(),
+        ["The help desk opens at 9."]
+    );
+    let s = rt
+        .open_session(ada, "desk-team", "chat", None)
+        .await
+        .unwrap();
+    assert_eq!(rt.send(s.id, "hi").await.unwrap().text, "[v1]");
+
+    // Someone edits the French one: it diverges.
+    let mut edited = custom.definition.clone();
+    edited.temperature = Some(0.2);
+    rt.directory().update_agent(ada, edited, 1).await.unwrap();
+    // The template changes: the plain one follows, keeping nothing of
+    // its own; the French one is left alone and reported.
+    let (v2, report) = templates
+        .update(ada, "desk", desk("v2").knows("Closed on Sundays."), 1)
+        .await
+        .unwrap();
+    assert_eq!(v2.version, 2);
+    assert_eq!(report.updated, [AgentId::new("desk-team")]);
+    assert_eq!(report.diverged, [AgentId::new("desk-fr")]);
+    assert!(report.refused.is_empty());
+    assert_eq!(rt.send(s.id, "hi").await.unwrap().text, "[v2]");
+    let now = rt
+        .directory()
+        .agent(ada, &AgentId::new("desk-team"))
+        .await
+        .unwrap();
+    assert_eq!((now.version, now.template_version), (2, Some(2)));
+    let facts = rt
+        .knowledge()
+        .facts(&member, &AgentId::new("desk-team"))
+        .await
+        .unwrap();
+    assert_eq!(facts.len(), 2, "the new seed fact is added once: {facts:?}");
+    // Syncing again changes nothing and says the same.
+    let again = templates.sync(ada, &id).await.unwrap();
+    assert_eq!(
+        (again.updated, again.diverged),
+        (report.updated, report.diverged)
+    );
+    assert_eq!(
+        rt.directory()
+            .agent_versions(ada, &AgentId::new("desk-team"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    // A stale template write is refused; deleting keeps the agents.
+    assert_eq!(
+        templates
+            .update(ada, "desk", desk("v3"), 1)
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::StoreConflict
+    );
+    templates.delete(ada, &id).await.unwrap();
+    assert_eq!(
+        templates.get(ada, &id).await.unwrap_err().code(),
+        ErrorCode::TemplateUnknown
+    );
+    assert_eq!(rt.send(s.id, "still?").await.unwrap().text, "[v2]");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_records_its_parent_and_carries_its_knowledge_and_conversations() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("c.db")).await.unwrap());
+    let (acme, ada, vic, _) = account_on(&store).await;
+    let model = Arc::new(prompt_echo());
+    let rt = Runtime::builder()
+        .store_arc(Arc::clone(&store))
+        .model_arc(Arc::clone(&model) as Arc<dyn ChatModel>)
+        .capability(note())
+        .agent(AgentDefinition::new("coded", "m").system_prompt("in code"))
+        .build()
+        .unwrap();
+    let directory = rt.directory();
+    let parent = directory
+        .put_agent(ada, helper("parent").approval_mode(ApprovalMode::Autopilot))
+        .await
+        .unwrap();
+    rt.knowledge()
+        .add(
+            Actor::Account(acme),
+            NewFact::new(
+                acme,
+                FactOwner::Agent(parent.id().clone()),
+                "",
+                "",
+                "Invoices go out on the 1st.",
+            ),
+        )
+        .await
+        .unwrap();
+    // Ada talked to the parent; the conversation was summarised.
+    let s = rt
+        .open_session(ada, "helper", "telegram", Some("chat-1"))
+        .await
+        .unwrap();
+    rt.send(s.id, "hello").await.unwrap();
+    let turn = rt.sessions().history(ada, s.id, 1).await.unwrap().remove(0);
+    store
+        .put_summary(NewSummary::new(
+            &s,
+            turn.seq,
+            "Ada runs the Lyon office.",
+            "m",
+            turn.interaction_id,
+        ))
+        .await
+        .unwrap();
+    // Another account talked to an agent in code; its clone takes nothing of it.
+    let eve = editor_elsewhere(&store).await;
+    let theirs = rt.open_session(eve, "coded", "chat", None).await.unwrap();
+    rt.send(theirs.id, "secret").await.unwrap();
+    let turn = rt
+        .sessions()
+        .history(eve, theirs.id, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .put_summary(NewSummary::new(
+            &theirs,
+            turn.seq,
+            "Eve's secret plans.",
+            "m",
+            turn.interaction_id,
+        ))
+        .await
+        .unwrap();
+
+    // Viewers may not clone.
+    assert_eq!(
+        directory
+            .clone_agent(vic, parent.id(), "twin", CloneOptions::everything())
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::DirectoryRoleTooLow
+    );
+    // The definition only.
+    let bare = directory
+        .clone_agent(ada, parent.id(), "bare", CloneOptions::definition_only())
+        .await
+        .unwrap();
+    assert_eq!((bare.facts, bare.summaries), (0, 0));
+    assert_eq!(bare.agent.definition.system_prompt, "parent");
+    assert!(matches!(
+        &bare.agent.origin,
+        Some(AgentOrigin::Clone { parent: p, parent_version: 1 }) if p.as_str() == "helper"
+    ));
+    // Everything: the facts, and Ada's conversation, in her chat.
+    let twin = directory
+        .clone_agent(ada, parent.id(), "twin", CloneOptions::everything())
+        .await
+        .unwrap();
+    assert_eq!((twin.facts, twin.summaries), (1, 1));
+    let facts = rt
+        .knowledge()
+        .facts(&ada, &AgentId::new("twin"))
+        .await
+        .unwrap();
+    assert!(
+        facts
+            .iter()
+            .any(|f| f.value == "Invoices go out on the 1st.")
+    );
+    let carried = rt
+        .open_session(ada, "twin", "telegram", Some("chat-1"))
+        .await
+        .unwrap();
+    assert_ne!(carried.id, s.id);
+    rt.send(carried.id, "where do I work?").await.unwrap();
+    let last = model.requests().pop().unwrap();
+    let shown: String = last.messages.iter().map(|m| m.content.as_str()).collect();
+    assert!(shown.contains("Ada runs the Lyon office."), "{shown}");
+    // A clone of the agent in code, for Acme: nothing of Eve's.
+    let from_code = directory
+        .clone_agent(
+            ada,
+            &AgentId::new("coded"),
+            "coded-2",
+            CloneOptions::everything(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(from_code.summaries, 0);
+    // Another account cannot clone Acme's agent.
+    assert_eq!(
+        directory
+            .clone_agent(eve, parent.id(), "mine", CloneOptions::everything())
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::DirectoryForeignAgent
+    );
+}

@@ -76,10 +76,10 @@ pub use principal::{Actor, Principal, Scope};
 pub use queue::{NewTask, RetryPolicy, Task, TaskRetry, TaskState};
 pub use runtime::{
     AnswerError, ApprovalError, CANCEL_JOB, CancelledBy, Delegate, DelegationGraph, EXTRACT_TASK,
-    Inbound, JOB_STATUS, JobCallbacks, JobError, JobNotice, JobRecovery, JobRun, JobWorker,
-    KnowledgeConfig, NoticeWebhook, ObserverCallback, QueueRun, QueueWorker, RecoveryReport, Reply,
-    Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, SUMMARIZE_TASK, SUMMARY_PROMPT,
-    Structured, TaskError, TaskHandler, Instantiation, Templates, extraction_schema,
+    Inbound, Instantiation, JOB_STATUS, JobCallbacks, JobError, JobNotice, JobRecovery, JobRun,
+    JobWorker, KnowledgeConfig, NoticeWebhook, ObserverCallback, QueueRun, QueueWorker,
+    RecoveryReport, Reply, Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, SUMMARIZE_TASK,
+    SUMMARY_PROMPT, Structured, TaskError, TaskHandler, Templates, extraction_schema,
 };
 pub use session::{NewSession, NewSummary, Session, Summary, Turn};
 pub use step::{
@@ -87,9 +87,9 @@ pub use step::{
     StepTransition,
 };
 pub use store::{
-    AgentStore, TemplateStore, BudgetStore, DirectoryStore, EventStore, FinishedStep, ForgetReport, ImageStore,
+    AgentStore, BudgetStore, DirectoryStore, EventStore, FinishedStep, ForgetReport, ImageStore,
     InteractionStore, OutboxStore, PrivacyStore, QueueStore, SessionStore, Store, StoreError,
-    StoreResult, SummaryStore, TodoStore, UsageStore,
+    StoreResult, SummaryStore, TemplateStore, TodoStore, UsageStore,
 };
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use todo::Todo;

@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use thinklio_core::approval::ApprovalMode;
 use thinklio_core::{
-    AgentId, NewSession, Session, SessionId, SessionStore, StoreError, StoreResult, Timestamp, Turn, UserId,
+    AgentId, NewSession, Session, SessionId, SessionStore, StoreError, StoreResult, Timestamp,
+    Turn, UserId,
 };
 
 use crate::PostgresStore;

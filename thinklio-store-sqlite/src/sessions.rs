@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 use thinklio_core::approval::ApprovalMode;
 use thinklio_core::{
-    AgentId, NewSession, Session, SessionId, SessionStore, StoreError, StoreResult, Timestamp, Turn, UserId,
+    AgentId, NewSession, Session, SessionId, SessionStore, StoreError, StoreResult, Timestamp,
+    Turn, UserId,
 };
 
 use crate::SqliteStore;

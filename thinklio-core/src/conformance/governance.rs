@@ -748,9 +748,10 @@ pub async fn templates_are_versioned_and_owned_and_agents_keep_their_origin<S: S
             .unwrap();
     }
     let id = TemplateId::new("desk");
-    let spec = TemplateSpec::new(AgentDefinition::new("desk", "gpt-4o-mini").system_prompt("Help."))
-        .description("A help desk.")
-        .knows("Opening hours are 9 to 5.");
+    let spec =
+        TemplateSpec::new(AgentDefinition::new("desk", "gpt-4o-mini").system_prompt("Help."))
+            .description("A help desk.")
+            .knows("Opening hours are 9 to 5.");
     let v1 = store
         .put_template(NewTemplate::new(id.clone(), acme, spec.clone()).expecting(0))
         .await
@@ -790,10 +791,14 @@ pub async fn templates_are_versioned_and_owned_and_agents_keep_their_origin<S: S
     };
     let made = store
         .put_agent(
-            NewAgentVersion::new(acme, AgentDefinition::new("desk-1", "claude-sonnet-4-5"), None)
-                .expecting(0)
-                .from_origin(origin.clone())
-                .from_template_version(2),
+            NewAgentVersion::new(
+                acme,
+                AgentDefinition::new("desk-1", "claude-sonnet-4-5"),
+                None,
+            )
+            .expecting(0)
+            .from_origin(origin.clone())
+            .from_template_version(2),
         )
         .await
         .unwrap();
@@ -856,7 +861,10 @@ pub async fn templates_are_versioned_and_owned_and_agents_keep_their_origin<S: S
     );
 
     // The sessions an agent serves, oldest first, whoever they belong to.
-    let (alice, bob) = (Principal::new(acme, UserId::new()), Principal::new(globex, UserId::new()));
+    let (alice, bob) = (
+        Principal::new(acme, UserId::new()),
+        Principal::new(globex, UserId::new()),
+    );
     let mut opened = Vec::new();
     for (p, agent) in [(alice, "desk-1"), (bob, "desk-1"), (alice, "other")] {
         opened.push(

@@ -590,8 +590,6 @@ impl Inner {
         }
         Ok(writes)
     }
-
-
 }
 
 impl Knowledge<'_> {

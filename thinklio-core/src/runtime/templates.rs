@@ -125,9 +125,11 @@ impl Templates<'_> {
             Ok(t) => t,
             Err(StoreError::Conflict(m)) => {
                 return Err(match inner.store.template(&id).await? {
-                    Some(t) if t.account != account => {
-                        AccessError::ForeignTemplate { template: id, account }.into()
+                    Some(t) if t.account != account => AccessError::ForeignTemplate {
+                        template: id,
+                        account,
                     }
+                    .into(),
                     _ => StoreError::Conflict(m).into(),
                 });
             }
@@ -214,7 +216,11 @@ impl Templates<'_> {
             }),
             template_version: Some(template.version),
         };
-        let agent = self.rt.directory().write_agent(by, definition, write).await?;
+        let agent = self
+            .rt
+            .directory()
+            .write_agent(by, definition, write)
+            .await?;
         seed(self.rt, account, agent.id(), &template.spec.knowledge).await?;
         if let Some(scope) = how.scope {
             inner
@@ -298,7 +304,11 @@ impl Templates<'_> {
                     Ok(_) => {}
                     // Refused for this agent only (its account's policy, a
                     // circle, an edit that just landed): said, not fatal.
-                    Err(e @ (RuntimeError::Forbidden(_) | RuntimeError::Config(_) | RuntimeError::DelegationCycle(_))) => {
+                    Err(
+                        e @ (RuntimeError::Forbidden(_)
+                        | RuntimeError::Config(_)
+                        | RuntimeError::DelegationCycle(_)),
+                    ) => {
                         report.refused.push((id, e.to_string()));
                         continue;
                     }
@@ -344,7 +354,15 @@ async fn seed(
     }
     let facts = knowledge
         .iter()
-        .map(|text| NewFact::new(account, FactOwner::Agent(agent.clone()), "", "", text.clone()))
+        .map(|text| {
+            NewFact::new(
+                account,
+                FactOwner::Agent(agent.clone()),
+                "",
+                "",
+                text.clone(),
+            )
+        })
         .collect();
     rt.inner.import_facts(facts, SEED_BATCH, |_| {}).await?;
     Ok(())

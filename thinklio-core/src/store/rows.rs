@@ -522,7 +522,8 @@ fn definition(row: &impl Row) -> StoreResult<crate::agent::AgentDefinition> {
 }
 
 /// The columns [`stored_agent`] reads.
-pub const AGENT_COLUMNS: &str = "id, account_id, version, state, definition, created_at, updated_at, origin, template_version";
+pub const AGENT_COLUMNS: &str =
+    "id, account_id, version, state, definition, created_at, updated_at, origin, template_version";
 
 /// A stored agent.
 pub fn stored_agent(row: &impl Row) -> StoreResult<crate::catalog::StoredAgent> {
