@@ -49,6 +49,11 @@ async fn every_v1_route_needs_a_key() {
         "/v1/agents/{id}/archive",
         "/v1/agents/{id}/versions",
         "/v1/agents/{id}/graph",
+        "/v1/agents/{id}/clone",
+        "/v1/templates",
+        "/v1/templates/{id}",
+        "/v1/templates/{id}/instantiate",
+        "/v1/templates/{id}/sync",
     ];
     for path in expected {
         assert!(
@@ -1436,4 +1441,232 @@ async fn agents_are_created_changed_paused_and_archived_over_the_api() {
         (StatusCode::NOT_FOUND, "runtime.unknown_agent"),
         "{error}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_make_agents_that_follow_them_and_clones_record_their_parent_over_the_api() {
+    let api = Api::start(1000).await;
+    let template = json!({
+        "id": "desk",
+        "description": "Answers the help desk.",
+        "definition": { "model": "offline", "system_prompt": "You help.", "approval_mode": "autopilot" },
+        "knowledge": ["The desk opens at 9."],
+    });
+    let (status, created) = api.post("/v1/templates", template.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["template"]["version"], 1);
+    assert_eq!(created["template"]["definition"]["id"], "desk");
+    assert_eq!(created["sync"]["updated"], json!([]));
+    let (status, error) = api.post("/v1/templates", template.clone()).await;
+    assert_eq!(
+        (status, code(&error)),
+        (StatusCode::CONFLICT, "store.conflict")
+    );
+    // Bad templates and overrides are the request's fault; a trust level
+    // above the account's ceiling is refused.
+    let (status, error) = api
+        .post(
+            "/v1/templates",
+            json!({ "id": "", "definition": { "model": "offline" } }),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&error)),
+        (StatusCode::BAD_REQUEST, "request.bad_template"),
+        "{error}"
+    );
+    let (status, error) = api
+        .post(
+            "/v1/templates",
+            json!({ "id": "root", "definition": { "model": "offline", "trust_level": "privileged" } }),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&error)),
+        (StatusCode::FORBIDDEN, "directory.beyond_policy"),
+        "{error}"
+    );
+    let (status, error) = api
+        .post(
+            "/v1/templates/desk/instantiate",
+            json!({ "agent": "x", "overrides": { "modle": "typo" } }),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&error)),
+        (StatusCode::BAD_REQUEST, "request.bad_overrides"),
+        "{error}"
+    );
+
+    // Two agents: one as the template has it, for every user; one changed.
+    let (status, plain) = api
+        .post(
+            "/v1/templates/desk/instantiate",
+            json!({ "agent": "desk-1", "scope": { "kind": "account" } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{plain}");
+    assert_eq!(plain["origin"]["kind"], "template");
+    assert_eq!(plain["origin"]["template"], "desk");
+    assert_eq!(plain["template_version"], 1);
+    let (status, custom) = api
+        .post(
+            "/v1/templates/desk/instantiate",
+            json!({ "agent": "desk-2", "scope": { "kind": "user", "id": "ada" },
+                    "overrides": { "system_prompt": "You help in French." } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{custom}");
+    assert_eq!(custom["definition"]["system_prompt"], "You help in French.");
+    let (_, session) = api
+        .post("/v1/sessions", json!({ "user": "ada", "agent": "desk-1" }))
+        .await;
+    let messages = format!("/v1/sessions/{}/messages", session["id"].as_str().unwrap());
+    let (status, reply) = api.post(&messages, json!({ "text": "hello" })).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+
+    // desk-2 is edited; the template changes: desk-1 follows, desk-2 is
+    // reported as diverged.
+    let (status, _) = api
+        .call(
+            "PUT",
+            "/v1/agents/desk-2",
+            Some(&api.key),
+            Some(json!({ "version": 1, "definition": { "model": "offline", "system_prompt": "Mine now." } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, changed) = api
+        .call(
+            "PUT",
+            "/v1/templates/desk",
+            Some(&api.key),
+            Some(json!({ "version": 1, "definition": { "model": "offline", "system_prompt": "You help well." } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["sync"]["version"], 2);
+    assert_eq!(changed["sync"]["updated"], json!(["desk-1"]));
+    assert_eq!(changed["sync"]["diverged"], json!(["desk-2"]));
+    let (_, desk1) = api.get("/v1/agents/desk-1").await;
+    assert_eq!(desk1["definition"]["system_prompt"], "You help well.");
+    assert_eq!(desk1["template_version"], 2);
+    let (status, again) = api.post("/v1/templates/desk/sync", json!({})).await;
+    assert_eq!(
+        (status, again["updated"].clone()),
+        (StatusCode::OK, json!(["desk-1"]))
+    );
+    let (_, listed) = api.get("/v1/templates").await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let (_, read) = api.get("/v1/templates/desk").await;
+    assert_eq!(
+        (read["version"].clone(), read["knowledge"].clone()),
+        (json!(2), json!([]))
+    );
+
+    // A clone records its parent.
+    let (status, cloned) = api
+        .post(
+            "/v1/agents/desk-1/clone",
+            json!({ "id": "desk-3", "knowledge": true }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{cloned}");
+    assert_eq!(
+        cloned["agent"]["origin"],
+        json!({ "kind": "clone", "parent": "desk-1", "parent_version": 2 })
+    );
+    assert_eq!(cloned["facts"], 1, "the seed fact came along");
+    let (status, error) = api
+        .post("/v1/agents/desk-1/clone", json!({ "id": "desk-3" }))
+        .await;
+    assert_eq!(
+        (status, code(&error)),
+        (StatusCode::CONFLICT, "store.conflict")
+    );
+
+    // Another account's key: refused, and sees none of it.
+    for (method, path, body) in [
+        ("GET", "/v1/templates/desk", None),
+        (
+            "PUT",
+            "/v1/templates/desk",
+            Some(json!({ "version": 2, "definition": { "model": "offline" } })),
+        ),
+        ("DELETE", "/v1/templates/desk", None),
+        (
+            "POST",
+            "/v1/templates/desk/instantiate",
+            Some(json!({ "agent": "stolen" })),
+        ),
+        ("POST", "/v1/templates/desk/sync", None),
+        ("POST", "/v1/templates", Some(template.clone())),
+    ] {
+        let (status, error) = api.call(method, path, Some(&api.other_key), body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {error}");
+        assert_eq!(
+            code(&error),
+            "directory.foreign_template",
+            "{method} {path}"
+        );
+    }
+    let (status, error) = api
+        .call(
+            "POST",
+            "/v1/agents/desk-1/clone",
+            Some(&api.other_key),
+            Some(json!({ "id": "theirs" })),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&error)),
+        (StatusCode::FORBIDDEN, "directory.foreign_agent")
+    );
+    let (_, theirs) = api
+        .call("GET", "/v1/templates", Some(&api.other_key), None)
+        .await;
+    assert_eq!(theirs, json!([]));
+    // A chat key reads and never writes.
+    let (_, chat) = api.post("/v1/keys", json!({ "label": "page" })).await;
+    let chat = chat["secret"].as_str().unwrap().to_owned();
+    let (status, _) = api
+        .call("GET", "/v1/templates/desk", Some(&chat), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for (method, path, body) in [
+        (
+            "POST",
+            "/v1/templates",
+            Some(json!({ "id": "mine", "definition": { "model": "offline" } })),
+        ),
+        (
+            "POST",
+            "/v1/templates/desk/instantiate",
+            Some(json!({ "agent": "mine" })),
+        ),
+        ("POST", "/v1/templates/desk/sync", None),
+        ("DELETE", "/v1/templates/desk", None),
+        (
+            "POST",
+            "/v1/agents/desk-1/clone",
+            Some(json!({ "id": "mine" })),
+        ),
+    ] {
+        let (status, error) = api.call(method, path, Some(&chat), body).await;
+        assert_eq!(
+            (status, code(&error)),
+            (StatusCode::FORBIDDEN, "auth.scope"),
+            "{method} {path}"
+        );
+    }
+
+    // Deleted: gone, its agents stay.
+    let (status, _) = api
+        .call("DELETE", "/v1/templates/desk", Some(&api.key), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = api.get("/v1/templates/desk").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = api.post(&messages, json!({ "text": "still here?" })).await;
+    assert_eq!(status, StatusCode::OK);
 }

@@ -698,7 +698,9 @@ async fn agents_made_from_a_template_follow_it_until_edited() {
         .await
         .unwrap();
     assert_eq!(custom.definition.system_prompt, "Réponds en français.");
-    // The same id twice, a scope of another account, a viewer: refused.
+    // The same id twice, a team of another account, a viewer: refused.
+    let theirs = TeamId::new();
+    store.put_team(eve.account, theirs, "Theirs").await.unwrap();
     assert_eq!(
         templates
             .instantiate(ada, &id, Instantiation::new("desk-team"))
@@ -709,7 +711,7 @@ async fn agents_made_from_a_template_follow_it_until_edited() {
     );
     assert_eq!(
         templates
-            .instantiate(ada, &id, Instantiation::new("x").at(Scope::User(eve.user)))
+            .instantiate(ada, &id, Instantiation::new("x").at(Scope::Team(theirs)))
             .await
             .unwrap_err()
             .code(),

@@ -123,7 +123,9 @@ impl From<RuntimeError> for ApiError {
             }
             RuntimeError::Image(_) => StatusCode::BAD_REQUEST,
             RuntimeError::MessageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            RuntimeError::UnknownAgent(_) => StatusCode::NOT_FOUND,
+            RuntimeError::UnknownAgent(_) | RuntimeError::UnknownTemplate(_) => {
+                StatusCode::NOT_FOUND
+            }
             RuntimeError::AgentPaused(_) | RuntimeError::AgentArchived(_) => StatusCode::CONFLICT,
             RuntimeError::Forbidden(_) => StatusCode::FORBIDDEN,
             RuntimeError::Store(StoreError::NotFound { .. }) => StatusCode::NOT_FOUND,

@@ -15,7 +15,7 @@
 use super::{Inner, RuntimeError};
 use crate::directory::{AccessError, AccountRole};
 use crate::ids::{AccountId, TeamId, UserId};
-use crate::principal::Actor;
+use crate::principal::{Actor, Scope};
 
 /// What a call needs of its actor, within the data's account.
 #[derive(Debug, Clone, Copy)]
@@ -111,5 +111,32 @@ impl Inner {
             }
             .into()),
         }
+    }
+
+    /// Checks that `scope` is not another account's: the account itself,
+    /// a team the store does not give to another account, or a user (who,
+    /// with an enforced directory, must be a member; without one users have
+    /// no recorded account, and what is scoped to them is served within
+    /// `account` anyway).
+    pub(crate) async fn within_account(
+        &self,
+        account: AccountId,
+        scope: Scope,
+    ) -> Result<(), RuntimeError> {
+        let foreign = match scope {
+            Scope::Account(a) => a != account,
+            Scope::Team(t) => self
+                .store
+                .team_account(t)
+                .await?
+                .is_some_and(|a| a != account),
+            Scope::User(u) => {
+                self.config.enforce_directory && self.store.role(account, u).await?.is_none()
+            }
+        };
+        if foreign {
+            return Err(AccessError::OtherAccount { account }.into());
+        }
+        Ok(())
     }
 }

@@ -577,20 +577,7 @@ impl Usage<'_> {
     async fn may_budget(&self, by: Actor, scope: Scope) -> Result<(), RuntimeError> {
         let inner = &self.rt.inner;
         let account = by.account();
-        let foreign = match scope {
-            Scope::Account(a) => a != account,
-            Scope::Team(t) => inner
-                .store
-                .team_account(t)
-                .await?
-                .is_some_and(|a| a != account),
-            Scope::User(u) => {
-                inner.config.enforce_directory && inner.store.role(account, u).await?.is_none()
-            }
-        };
-        if foreign {
-            return Err(AccessError::OtherAccount { account }.into());
-        }
+        inner.within_account(account, scope).await?;
         inner
             .authorize(&by, account, Need::Admin("set budgets"))
             .await

@@ -201,9 +201,9 @@ impl Templates<'_> {
         inner
             .authorize(&by, account, Need::Editor("change agents"))
             .await?;
-        let template = self.get(by.clone(), id).await?;
+        let template = self.get(by, id).await?;
         if let Some(scope) = &how.scope {
-            self.check_scope(account, scope).await?;
+            inner.within_account(account, *scope).await?;
         }
         let definition = how
             .overrides
@@ -254,7 +254,7 @@ impl Templates<'_> {
             .inner
             .authorize(&by, by.account(), Need::Editor("change agents"))
             .await?;
-        let template = self.get(by.clone(), id).await?;
+        let template = self.get(by, id).await?;
         self.sync_template(&by, &template).await
     }
 
@@ -298,7 +298,7 @@ impl Templates<'_> {
                 match self
                     .rt
                     .directory()
-                    .write_agent(by.clone(), definition, write)
+                    .write_agent(*by, definition, write)
                     .await
                 {
                     Ok(_) => {}
@@ -323,21 +323,6 @@ impl Templates<'_> {
             report.updated.push(id);
         }
         Ok(report)
-    }
-
-    /// Whether `scope` lies within `account`.
-    async fn check_scope(&self, account: AccountId, scope: &Scope) -> Result<(), RuntimeError> {
-        let store = &self.rt.inner.store;
-        let within = match scope {
-            Scope::Account(a) => *a == account,
-            Scope::Team(t) => store.team_account(*t).await? == Some(account),
-            Scope::User(u) => store.role(account, *u).await?.is_some(),
-        };
-        if within {
-            Ok(())
-        } else {
-            Err(AccessError::OtherAccount { account }.into())
-        }
     }
 }
 
@@ -391,7 +376,7 @@ impl Directory<'_> {
             .await?;
         let (mut definition, parent_version) = match inner.store.stored_agent(parent).await? {
             Some(_) => {
-                let stored = self.agent(by.clone(), parent).await?;
+                let stored = self.agent(by, parent).await?;
                 (stored.definition, stored.version)
             }
             None => ((*inner.agent_named(parent).await?).clone(), 0),
@@ -480,7 +465,7 @@ async fn carry_sessions(
         };
         let opened = store
             .open_session(NewSession {
-                principal: session.principal.clone(),
+                principal: session.principal,
                 agent_id: to.clone(),
                 channel: session.channel.clone(),
                 key: session.key.clone(),

@@ -23,6 +23,14 @@ pub struct AgentView {
     pub created_at: i64,
     /// When it last changed.
     pub updated_at: i64,
+    /// Where it came from: `{"kind": "template", "template", "overrides"}`
+    /// or `{"kind": "clone", "parent", "parent_version"}`; none when made
+    /// directly.
+    #[schema(value_type = Option<Object>)]
+    pub origin: Option<Value>,
+    /// The template version its current version follows; none once edited
+    /// (it no longer follows its template) or without a template.
+    pub template_version: Option<u32>,
 }
 
 impl From<&StoredAgent> for AgentView {
@@ -34,6 +42,8 @@ impl From<&StoredAgent> for AgentView {
             definition: serde_json::to_value(&a.definition).unwrap_or_default(),
             created_at: a.created_at.as_millis(),
             updated_at: a.updated_at.as_millis(),
+            origin: a.origin.as_ref().and_then(|o| serde_json::to_value(o).ok()),
+            template_version: a.template_version,
         }
     }
 }
@@ -77,7 +87,7 @@ pub struct UpdateAgent {
 
 /// A definition read from a request: `400 request.bad_agent` when it is not
 /// one (its `id`, when given, must be `id`).
-fn definition(mut raw: Value, id: Option<&str>) -> Result<AgentDefinition, ApiError> {
+pub(super) fn definition(mut raw: Value, id: Option<&str>) -> Result<AgentDefinition, ApiError> {
     if let (Some(id), Some(object)) = (id, raw.as_object_mut()) {
         match object.get("id") {
             None => {
@@ -99,7 +109,7 @@ fn definition(mut raw: Value, id: Option<&str>) -> Result<AgentDefinition, ApiEr
 
 /// Errors of agent writes: a definition out of bounds is the request's
 /// fault (`400`), a delegation cycle a conflict (`409`, naming it).
-fn write_error(e: RuntimeError) -> ApiError {
+pub(super) fn write_error(e: RuntimeError) -> ApiError {
     match e {
         RuntimeError::Config(m) => ApiError::bad_request("request.bad_agent", m),
         RuntimeError::DelegationCycle(cycle) => ApiError::new(

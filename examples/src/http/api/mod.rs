@@ -29,6 +29,7 @@ mod approvals;
 mod jobs;
 mod knowledge;
 mod sessions;
+mod templates;
 
 pub use account::{CreateKey, Forgotten, NewKey};
 pub use agents::{AgentVersionView, AgentView, GraphQuery, UpdateAgent};
@@ -38,6 +39,10 @@ pub use knowledge::{AddFact, Deleted, FactFound, FactWritten, LayerName, SearchQ
 pub use sessions::{
     CreateSession, ImageBody, ReplyView, SendMessage, SendMessageForm, SessionView, StreamQuery,
     TurnView, UserQuery,
+};
+pub use templates::{
+    CloneAgent, ClonedView, CreateTemplate, Instantiate, Refused, ScopeBody, SyncView,
+    TemplateView, TemplateWritten, UpdateTemplate,
 };
 
 type Host = State<Arc<HttpHost>>;
@@ -98,6 +103,18 @@ pub fn keyed_routes(message_body_bytes: usize) -> OpenApiRouter<Arc<HttpHost>> {
         .routes(routes!(agents::archive_agent))
         .routes(routes!(agents::agent_versions))
         .routes(routes!(agents::agent_graph))
+        .routes(routes!(templates::clone_agent))
+        .routes(routes!(
+            templates::list_templates,
+            templates::create_template
+        ))
+        .routes(routes!(
+            templates::read_template,
+            templates::update_template,
+            templates::delete_template
+        ))
+        .routes(routes!(templates::instantiate_template))
+        .routes(routes!(templates::sync_template))
 }
 
 /// The job callback: authorised by the job's own token, not an API key.
