@@ -44,7 +44,7 @@ use thinklio_core::channel::{
     AccountMembers, Attachment, Channel, ChannelHost, ChannelMessage, ChatKey,
 };
 use thinklio_core::{
-    AccountId, Clock, DeliveryError, OutboxMessage, Runtime, SessionId, SystemClock,
+    AccountId, AgentState, Clock, DeliveryError, OutboxMessage, Runtime, SessionId, SystemClock,
 };
 use tokio::sync::mpsc;
 
@@ -295,7 +295,8 @@ enum Photo {
 }
 
 /// Whether the runtime refused a message for what it is (too long, not
-/// allowed), so that trying again cannot help.
+/// allowed, for an agent that is unknown, paused or archived), so that
+/// taking the update again cannot help: it is answered, not retried.
 fn refused(e: &thinklio_core::RuntimeError) -> bool {
     use thinklio_core::RuntimeError as E;
     matches!(
@@ -305,6 +306,8 @@ fn refused(e: &thinklio_core::RuntimeError) -> bool {
             | E::Image(_)
             | E::Forbidden(_)
             | E::UnknownAgent(_)
+            | E::AgentPaused(_)
+            | E::AgentArchived(_)
     )
 }
 
@@ -381,7 +384,7 @@ impl TelegramBot {
             .map(|c| c.split('@').next().unwrap_or(c));
         match command {
             Some("/start") => {
-                self.say(chat, "Hello! I am a Thinklio agent. Ask me anything.\n/new starts a new conversation, /mode observe|draft|autopilot sets how much I may do without asking in this one, /usage shows what you spent this month, /forget deletes everything I hold about you.")
+                self.say(chat, "Hello! I am a Thinklio agent. Ask me anything.\n/new starts a new conversation, /agent NAME talks to another agent of this bot's account, /mode observe|draft|autopilot sets how much I may do without asking in this one, /usage shows what you spent this month, /forget deletes everything I hold about you.")
                     .await;
                 return Ok(());
             }
@@ -390,6 +393,13 @@ impl TelegramBot {
                     .new_session(CHANNEL, &user, &chat.0.to_string())
                     .await?;
                 self.say(chat, "Started a new conversation.").await;
+                return Ok(());
+            }
+            Some("/agent") => {
+                let text = self
+                    .choose_agent(&user, chat, text.split_whitespace().nth(1))
+                    .await?;
+                self.say(chat, &text).await;
                 return Ok(());
             }
             Some("/mode") => {
@@ -510,6 +520,48 @@ impl TelegramBot {
             data.extend_from_slice(&chunk);
         }
         Photo::Image(thinklio_core::ImageInput::bytes(data))
+    }
+
+    /// `/agent [NAME]`: starts a conversation with agent NAME in this chat
+    /// (kept until the chat chooses again, restarts included), or says which
+    /// agent the chat talks to and which it may choose. An agent the user
+    /// may not use is refused and the chat stays as it was.
+    async fn choose_agent(
+        &self,
+        user: &str,
+        chat: ChatId,
+        name: Option<&str>,
+    ) -> Result<String, BotError> {
+        let key = chat.0.to_string();
+        let Some(name) = name else {
+            let session = self.host.session(CHANNEL, user, &key).await?;
+            let principal = self.host.principal(CHANNEL, user).await?;
+            let mut names = vec![self.host.agent().to_string()];
+            // Listing needs a member's read; a user who may not list still
+            // learns the agent they talk to.
+            if let Ok(agents) = self.runtime().directory().agents(principal).await {
+                names.extend(
+                    agents
+                        .iter()
+                        .filter(|a| a.state == AgentState::Active)
+                        .map(|a| a.id().to_string()),
+                );
+            }
+            names.dedup();
+            return Ok(format!(
+                "This chat talks to {}. Say /agent NAME to choose another: {}.",
+                session.agent_id,
+                names.join(", ")
+            ));
+        };
+        match self.host.use_agent(CHANNEL, user, &key, name).await {
+            Ok(session) => Ok(format!(
+                "Now talking to {} in a new conversation.",
+                session.agent_id
+            )),
+            Err(e) if refused(&e) => Ok(format!("I cannot switch to {name}: {e}")),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// `/mode [observe|draft|autopilot|agent]`: chooses the approval mode of

@@ -16,8 +16,8 @@ use bot_api::*;
 use serde_json::json;
 use thinklio_core::channel::{AccountMembers, ChannelRouter};
 use thinklio_core::{
-    AccountId, AccountPolicy, Actor, AgentDefinition, DirectoryStore, FactOwner, JobStore, NewFact,
-    Principal, Runtime, SessionStore,
+    AccountId, AccountPolicy, Actor, AgentDefinition, AgentId, AgentState, DirectoryStore,
+    FactOwner, JobStore, NewFact, Principal, Runtime, SessionStore,
 };
 use thinklio_examples::telegram::{MESSAGE_LIMIT, TelegramBot, TelegramChannel, client};
 use thinklio_store_sqlite::SqliteStore;
@@ -430,6 +430,101 @@ async fn a_chat_chooses_its_approval_mode() {
     bot.tasks.shutdown_background();
     assert_eq!(sent[5], r#"Run remember with {"text":"the eggs"}?"#);
     assert_eq!(api.state.lock().unwrap().keyboards.len(), 1);
+}
+
+/// `/agent NAME`: a chat talks to another agent of the bot's account,
+/// keeps it across a restart, and goes back; an agent it may not use
+/// (unknown, another account's, paused) is refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_picks_its_agent_and_keeps_it_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bot.db");
+    let (api, url) = FakeBotApi::start().await;
+    let account = AccountId::new();
+    let bot = start_bot(&db, &url, account, true).await;
+    let directory = bot.runtime.directory();
+    let host = Actor::Account(account);
+    directory
+        .put_agent(
+            host,
+            AgentDefinition::new("poet", "bot-model").system_prompt("You rhyme."),
+        )
+        .await
+        .unwrap();
+    directory
+        .put_agent(host, AgentDefinition::new("resting", "bot-model"))
+        .await
+        .unwrap();
+    directory
+        .set_agent_state(host, &AgentId::new("resting"), AgentState::Paused)
+        .await
+        .unwrap();
+    let elsewhere = AccountId::new();
+    SqliteStore::open(&db)
+        .await
+        .unwrap()
+        .put_account(elsewhere, "elsewhere", AccountPolicy::default())
+        .await
+        .unwrap();
+    directory
+        .put_agent(
+            Actor::Account(elsewhere),
+            AgentDefinition::new("theirs", "bot-model"),
+        )
+        .await
+        .unwrap();
+
+    api.say(ADA, "Ada", "/agent");
+    let sent = api.wait_for(ADA, 1).await;
+    assert_eq!(
+        sent[0],
+        "This chat talks to assistant. Say /agent NAME to choose another: assistant, poet."
+    );
+    api.say(ADA, "Ada", "/agent poet");
+    let sent = api.wait_for(ADA, 2).await;
+    assert_eq!(sent[1], "Now talking to poet in a new conversation.");
+    api.say(ADA, "Ada", "hello");
+    let sent = api.wait_for(ADA, 3).await;
+    assert_eq!(sent[2], "in rhyme: hello");
+    // Bob's chat still talks to the bot's own agent.
+    api.say(BOB, "Bob", "hello");
+    assert_eq!(api.wait_for(BOB, 1).await, ["echo: hello"]);
+
+    for (name, why) in [
+        ("nobody", "is not registered"),
+        ("theirs", "does not belong to account"),
+        ("resting", "is paused"),
+    ] {
+        let n = api.sent_to(ADA).len();
+        api.say(ADA, "Ada", &format!("/agent {name}"));
+        let sent = api.wait_for(ADA, n + 1).await;
+        assert!(
+            sent[n].starts_with(&format!("I cannot switch to {name}:")),
+            "{sent:?}"
+        );
+        assert!(sent[n].contains(why), "{}", sent[n]);
+    }
+
+    // A restart keeps the choice (every update confirmed first, so that
+    // none is taken again).
+    api.wait_confirmed().await;
+    bot.tasks.shutdown_background();
+    let bot = start_bot(&db, &url, account, true).await;
+    let n = api.sent_to(ADA).len();
+    api.say(ADA, "Ada", "still there?");
+    let sent = api.wait_for(ADA, n + 1).await;
+    assert_eq!(sent[n], "in rhyme: still there?");
+    api.say(ADA, "Ada", "/agent assistant");
+    api.say(ADA, "Ada", "back");
+    let sent = api.wait_for(ADA, n + 3).await;
+    bot.tasks.shutdown_background();
+    assert_eq!(
+        sent[n + 1..],
+        [
+            "Now talking to assistant in a new conversation.",
+            "echo: back"
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -513,6 +513,14 @@ pub fn bot_model(open: watch::Receiver<bool>) -> BotModel {
         if text == "long" {
             return ScriptedReply::text(long_text());
         }
+        // The agent a chat may choose with `/agent poet`.
+        if request
+            .messages
+            .iter()
+            .any(|m| m.role == Role::System && m.content.contains("You rhyme."))
+        {
+            return ScriptedReply::text(format!("in rhyme: {text}"));
+        }
         if !last.images.is_empty() {
             let seen: Vec<String> = last
                 .images

@@ -380,29 +380,51 @@ impl PrincipalMap for AccountMembers {
     }
 }
 
-/// A session's channel key: the chat, and which of the chat's sessions it
-/// is (`/new` starts the next). Written `CHAT` for the first, `CHAT#N` after.
+/// A session's channel key: the chat, which of the chat's sessions it is
+/// (`/new` starts the next) and, when the chat chose another agent than the
+/// host's own ([`ChannelHost::use_agent`]), the host's agent, so that the
+/// chat's sessions of one host are told from those of another host on the
+/// same channel. Written `CHAT` for the first, `CHAT#N` after, `CHAT#N@HOST`
+/// for a chosen agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatKey {
     /// The channel's chat id.
     pub chat: String,
     /// 0 for the chat's first session, then 1, 2, ...
     pub generation: u32,
+    /// The agent of the host that opened the session, when the chat chose
+    /// another one; `None` when the session is with the host's own agent.
+    pub host: Option<AgentId>,
 }
 
 impl ChatKey {
-    /// Reads a session key; `None` when it is not one.
+    /// Reads a session key. The generation is the digits after the first
+    /// `#` that only digits (and an `@HOST`) follow; a key without one is
+    /// the chat's first session, the whole key its chat (so every key names
+    /// a chat: `None` is kept for keys a later format may refuse).
     pub fn parse(key: &str) -> Option<Self> {
-        match key.rsplit_once('#') {
-            Some((chat, n)) => Some(Self {
-                chat: chat.to_owned(),
-                generation: n.parse().ok()?,
-            }),
-            None => Some(Self {
-                chat: key.to_owned(),
-                generation: 0,
-            }),
+        for (at, _) in key.match_indices('#') {
+            let (chat, rest) = (&key[..at], &key[at + 1..]);
+            let (n, host) = match rest.split_once('@') {
+                Some((n, host)) if !host.is_empty() => (n, Some(AgentId::new(host))),
+                Some(_) => continue,
+                None => (rest, None),
+            };
+            if n.bytes().all(|b| b.is_ascii_digit())
+                && let Ok(generation) = n.parse()
+            {
+                return Some(Self {
+                    chat: chat.to_owned(),
+                    generation,
+                    host,
+                });
+            }
         }
+        Some(Self {
+            chat: key.to_owned(),
+            generation: 0,
+            host: None,
+        })
     }
 
     /// The chat a reply goes to.
@@ -413,9 +435,10 @@ impl ChatKey {
 
 impl std::fmt::Display for ChatKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.generation {
-            0 => f.write_str(&self.chat),
-            n => write!(f, "{}#{n}", self.chat),
+        match (self.generation, &self.host) {
+            (0, None) => f.write_str(&self.chat),
+            (n, None) => write!(f, "{}#{n}", self.chat),
+            (n, Some(host)) => write!(f, "{}#{n}@{host}", self.chat),
         }
     }
 }
@@ -485,12 +508,21 @@ impl ChannelHost {
             return Ok(s.clone());
         }
         let principal = self.principal(channel, user).await?;
-        let generation = self.latest_generation(&principal, channel, chat).await?;
-        self.open(principal, slot, generation).await
+        match self.latest(&principal, channel, chat).await? {
+            Some(session) => {
+                self.current
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert_bounded((slot, session.clone()), REMEMBERED);
+                Ok(session)
+            }
+            None => self.open(principal, slot, 0, self.agent.clone()).await,
+        }
     }
 
-    /// Starts the chat's next session (the agent no longer sees the earlier
-    /// conversation; what it learned as knowledge stays).
+    /// Starts the chat's next session, with the same agent (the agent no
+    /// longer sees the earlier conversation; what it learned as knowledge
+    /// stays).
     pub async fn new_session(
         &self,
         channel: &str,
@@ -498,6 +530,34 @@ impl ChannelHost {
         chat: &str,
     ) -> Result<Session, RuntimeError> {
         let current = self.session(channel, user, chat).await?;
+        let agent = current.agent_id.clone();
+        self.next(current, channel, user, chat, agent).await
+    }
+
+    /// Starts the chat's next session with `agent` instead of the one it
+    /// talks to: an agent of the user's account (or one registered in code)
+    /// that the user may use, refused otherwise as
+    /// [`Runtime::open_session`] refuses it. The chat keeps the choice, across
+    /// restarts, until it chooses again.
+    pub async fn use_agent(
+        &self,
+        channel: &str,
+        user: &str,
+        chat: &str,
+        agent: impl Into<AgentId>,
+    ) -> Result<Session, RuntimeError> {
+        let current = self.session(channel, user, chat).await?;
+        self.next(current, channel, user, chat, agent.into()).await
+    }
+
+    async fn next(
+        &self,
+        current: Session,
+        channel: &str,
+        user: &str,
+        chat: &str,
+        agent: AgentId,
+    ) -> Result<Session, RuntimeError> {
         let generation = current
             .key
             .as_deref()
@@ -505,7 +565,7 @@ impl ChannelHost {
             .map_or(0, |k| k.generation)
             + 1;
         let slot = (channel.to_owned(), user.to_owned(), chat.to_owned());
-        self.open(current.principal, slot, generation).await
+        self.open(current.principal, slot, generation, agent).await
     }
 
     /// Records the message durably in the chat's current session for an
@@ -551,26 +611,32 @@ impl ChannelHost {
         Ok(report)
     }
 
-    async fn latest_generation(
+    /// The chat's latest session of this host: with its agent, or with an
+    /// agent the chat chose through it.
+    async fn latest(
         &self,
         principal: &Principal,
         channel: &str,
         chat: &str,
-    ) -> Result<u32, RuntimeError> {
+    ) -> Result<Option<Session>, RuntimeError> {
         let sessions = self
             .runtime
             .sessions()
             .of_user(principal, principal.user)
             .await?;
         Ok(sessions
-            .iter()
-            .filter(|s| s.channel == channel && s.agent_id == self.agent)
-            .filter(|s| s.principal.account == principal.account)
-            .filter_map(|s| s.key.as_deref().and_then(ChatKey::parse))
-            .filter(|k| k.chat == chat)
-            .map(|k| k.generation)
-            .max()
-            .unwrap_or(0))
+            .into_iter()
+            .filter(|s| s.channel == channel && s.principal.account == principal.account)
+            .filter_map(|s| {
+                let key = s.key.as_deref().and_then(ChatKey::parse)?;
+                let ours = match &key.host {
+                    None => s.agent_id == self.agent,
+                    Some(host) => *host == self.agent,
+                };
+                (ours && key.chat == chat).then_some((key.generation, s))
+            })
+            .max_by_key(|(generation, s)| (*generation, s.created_at))
+            .map(|(_, s)| s))
     }
 
     async fn open(
@@ -578,15 +644,17 @@ impl ChannelHost {
         principal: Principal,
         slot: (String, String, String),
         generation: u32,
+        agent: AgentId,
     ) -> Result<Session, RuntimeError> {
         let key = ChatKey {
             chat: slot.2.clone(),
             generation,
+            host: (agent != self.agent).then(|| self.agent.clone()),
         }
         .to_string();
         let session = self
             .runtime
-            .open_session(principal, self.agent.clone(), &slot.0, Some(&key))
+            .open_session(principal, agent, &slot.0, Some(&key))
             .await?;
         self.current
             .lock()
@@ -602,18 +670,49 @@ mod tests {
 
     #[test]
     fn chat_keys_read_back() {
-        for (key, chat, generation) in [("42", "42", 0), ("42#3", "42", 3), ("-100#1", "-100", 1)] {
+        for (key, chat, generation, host) in [
+            ("42", "42", 0, None),
+            ("42#3", "42", 3, None),
+            ("-100#1", "-100", 1, None),
+            ("42#2@assistant", "42", 2, Some("assistant")),
+            ("42#2@a#b@c", "42", 2, Some("a#b@c")),
+        ] {
             let parsed = ChatKey::parse(key);
             assert_eq!(
                 parsed,
                 Some(ChatKey {
                     chat: chat.to_owned(),
-                    generation
+                    generation,
+                    host: host.map(AgentId::new),
                 })
             );
             assert_eq!(parsed.map(|k| k.to_string()).as_deref(), Some(key));
         }
-        assert_eq!(ChatKey::parse("42#x"), None);
+        // Not a generation: part of the chat id.
+        assert_eq!(ChatKey::parse("42#x").unwrap().chat, "42#x");
+        assert_eq!(ChatKey::parse("42#3@").unwrap().chat, "42#3@");
+        assert_eq!(
+            ChatKey::parse("42#99999999999").unwrap().chat,
+            "42#99999999999"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn chat_keys_written_read_back(
+            chat in "-?[0-9]{1,15}",
+            generation in 0u32..,
+            host in proptest::option::of(".{1,20}"),
+        ) {
+            let key = ChatKey { chat, generation, host: host.map(AgentId::new) };
+            proptest::prop_assert_eq!(ChatKey::parse(&key.to_string()), Some(key));
+        }
+
+        #[test]
+        fn any_key_names_a_chat(key in ".{0,40}") {
+            let parsed = ChatKey::parse(&key).expect("every key names a chat");
+            proptest::prop_assert!(key.starts_with(&parsed.chat));
+        }
     }
 
     #[test]
