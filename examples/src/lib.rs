@@ -42,17 +42,40 @@ pub async fn usage_this_month(
     account: thinklio_core::AccountId,
     user: Option<thinklio_core::UserId>,
 ) -> Result<(thinklio_core::Timestamp, thinklio_core::UsageTotals), thinklio_core::RuntimeError> {
-    use thinklio_core::Clock;
-    let now = thinklio_core::SystemClock.now();
-    let since = thinklio_core::BudgetPeriod::Monthly.start(now);
-    let mut filter = thinklio_core::UsageFilter::all()
-        .account(account)
-        .between(since, now.plus(std::time::Duration::from_secs(1)));
+    let (since, mut filter) = this_month(account);
     if let Some(user) = user {
         filter = filter.user(user);
     }
     let host = thinklio_core::Actor::Account(account);
     Ok((since, runtime.usage().totals(host, &filter).await?))
+}
+
+/// The account's usage this calendar month (UTC), one row per agent.
+pub async fn usage_by_agent_this_month(
+    runtime: &thinklio_core::Runtime,
+    account: thinklio_core::AccountId,
+) -> Result<(thinklio_core::Timestamp, Vec<thinklio_core::UsageRow>), thinklio_core::RuntimeError> {
+    let (since, filter) = this_month(account);
+    let host = thinklio_core::Actor::Account(account);
+    let rows = runtime
+        .usage()
+        .report(host, thinklio_core::UsageGroup::Agent, &filter)
+        .await?;
+    Ok((since, rows))
+}
+
+/// The start of this calendar month (UTC), and a filter of the account's
+/// usage since then.
+fn this_month(
+    account: thinklio_core::AccountId,
+) -> (thinklio_core::Timestamp, thinklio_core::UsageFilter) {
+    use thinklio_core::Clock;
+    let now = thinklio_core::SystemClock.now();
+    let since = thinklio_core::BudgetPeriod::Monthly.start(now);
+    let filter = thinklio_core::UsageFilter::all()
+        .account(account)
+        .between(since, now.plus(std::time::Duration::from_secs(1)));
+    (since, filter)
 }
 
 /// Removes a SQLite database file and its WAL companions (the examples keep

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use thinklio_core::{
     ChatModel, ChatRequest, ChatResponse, ChatStream, FunctionCapability, ModelError, Role,
-    SideEffect, TrustLevel,
+    SideEffect, ToolDefinition, TrustLevel,
 };
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 
@@ -150,8 +150,37 @@ fn find_expression(text: &str) -> Option<String> {
         .max_by_key(String::len)
 }
 
-/// An offline stand-in for a model: it calls the calculator for arithmetic
-/// and the clock for the time, and says plainly what it is otherwise.
+/// The delegate a message asks for, and what for: an offered tool that
+/// takes a `task` (as an agent's delegates do) named in the message, as
+/// `ask_researcher` or `ask researcher`; the task is what follows the name.
+fn delegate_asked<'a>(tools: &'a [ToolDefinition], text: &str) -> Option<(&'a str, String)> {
+    tools
+        .iter()
+        .filter(|t| t.parameters["properties"].get("task").is_some())
+        .find_map(|t| {
+            let spoken = t.name.replace('_', " ");
+            [t.name.as_str(), spoken.as_str()].iter().find_map(|name| {
+                let needle = name.to_lowercase();
+                let at = text.find(&needle)?;
+                let task = text[at + needle.len()..]
+                    .trim_start_matches([' ', ':', ','])
+                    .trim();
+                Some((
+                    t.name.as_str(),
+                    if task.is_empty() {
+                        text.to_owned()
+                    } else {
+                        task.to_owned()
+                    },
+                ))
+            })
+        })
+}
+
+/// An offline stand-in for a model: it calls the calculator for arithmetic,
+/// the clock for the time, the todo list for "add … to my list" and a
+/// delegate named in the message ("ask researcher what is 2+2"), and says
+/// plainly what it is otherwise.
 pub fn offline_model() -> ScriptedModel {
     ScriptedModel::responder(|request| {
         let Some(last) = request.messages.last() else {
@@ -159,6 +188,11 @@ pub fn offline_model() -> ScriptedModel {
         };
         if last.role == Role::Tool {
             let asked = request.messages.iter().rev().find(|m| m.role == Role::User);
+            if let Some((name, _)) =
+                asked.and_then(|m| delegate_asked(&request.tools, &m.content.to_lowercase()))
+            {
+                return ScriptedReply::text(format!("{name} says: {}", last.content));
+            }
             return match (asked.and_then(|m| find_expression(&m.content)), last.content.as_str()) {
                 (_, result) if result.starts_with("Error") => ScriptedReply::text(format!("That failed: {result}")),
                 (Some(expression), result) => ScriptedReply::text(format!("{expression} = {result}")),
@@ -169,6 +203,10 @@ pub fn offline_model() -> ScriptedModel {
             };
         }
         let text = last.content.to_lowercase();
+        if let Some((name, task)) = delegate_asked(&request.tools, &text) {
+            let args = serde_json::json!({ "task": task }).to_string();
+            return ScriptedReply::tool_call("call_delegate", name, args);
+        }
         if let Some(expression) = find_expression(&text) {
             let args = serde_json::json!({ "expression": expression }).to_string();
             return ScriptedReply::tool_call("call_calc", "calculator", args);
@@ -202,6 +240,31 @@ mod tests {
         );
         assert_eq!(todo_item("what is on my list"), None);
         assert_eq!(todo_item("add  to my list"), None);
+    }
+
+    #[test]
+    fn a_delegate_named_in_a_message_is_asked() {
+        let tools = [
+            ToolDefinition {
+                name: "calculator".to_owned(),
+                description: String::new(),
+                parameters: serde_json::json!({ "properties": { "expression": {} } }),
+            },
+            ToolDefinition {
+                name: "ask_researcher".to_owned(),
+                description: String::new(),
+                parameters: serde_json::json!({ "properties": { "task": {} } }),
+            },
+        ];
+        assert_eq!(
+            delegate_asked(&tools, "please ask researcher: what is 2+2?"),
+            Some(("ask_researcher", "what is 2+2?".to_owned()))
+        );
+        assert_eq!(
+            delegate_asked(&tools, "ask_researcher"),
+            Some(("ask_researcher", "ask_researcher".to_owned()))
+        );
+        assert_eq!(delegate_asked(&tools, "what is the calculator for"), None);
     }
 
     #[test]

@@ -38,6 +38,7 @@ async fn every_v1_route_needs_a_key() {
         "/v1/users/{user}/facts",
         "/v1/users/{user}",
         "/v1/usage",
+        "/v1/usage/agents",
         "/v1/keys",
         "/v1/keys/{id}",
         "/v1/approvals",
@@ -709,6 +710,17 @@ async fn knowledge_and_usage() {
     assert_eq!(bob["calls"], 0);
     assert_eq!(account["calls"], ada["calls"]);
     assert_eq!(other["calls"], 0);
+    // By agent: the assistant made them; another account sees none of it.
+    let (status, by_agent) = api.get("/v1/usage/agents").await;
+    assert_eq!(status, StatusCode::OK, "{by_agent}");
+    assert_eq!(by_agent.as_array().unwrap().len(), 1, "{by_agent}");
+    assert_eq!(by_agent[0]["agent"], "assistant");
+    assert_eq!(by_agent[0]["calls"], account["calls"]);
+    assert_eq!(by_agent[0]["cost_usd"], account["cost_usd"]);
+    let (_, other) = api
+        .call("GET", "/v1/usage/agents", Some(&api.other_key), None)
+        .await;
+    assert_eq!(other, json!([]));
 }
 
 /// The model of `careful` sessions: `remember X` proposes `remember(X)`;

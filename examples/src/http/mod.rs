@@ -50,6 +50,8 @@ pub const JOBS_CHAT: &str = "jobs";
 
 /// The web chat page (plain HTML and JavaScript, no build step).
 const WEB_CHAT: &str = include_str!("chat.html");
+/// The Agent Studio: one page over the agents and templates routes.
+const STUDIO: &str = include_str!("studio.html");
 
 /// Where the HTTP host's replies arrive: every reply of an `http` session is
 /// handed to the streams listening on its session, then counts as
@@ -428,6 +430,7 @@ impl HttpHost {
                 }),
             )
             .route("/", axum::routing::get(|| async { Html(WEB_CHAT) }))
+            .route("/studio", axum::routing::get(|| async { Html(STUDIO) }))
             .fallback(unknown_route)
             .with_state(Arc::clone(self));
         self.guard(app)

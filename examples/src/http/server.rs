@@ -99,6 +99,8 @@ pub struct FirstKeys {
     pub web_chat: String,
     /// An `admin` key, for the account's keys, usage and users.
     pub admin: String,
+    /// The Agent Studio's address with the admin key in its fragment.
+    pub studio: String,
 }
 
 impl std::fmt::Debug for FirstKeys {
@@ -270,6 +272,7 @@ pub async fn start(
         Some(FirstKeys {
             account,
             web_chat: format!("http://{addr}/#key={chat}"),
+            studio: format!("http://{addr}/studio#key={admin}"),
             admin,
         })
     };
@@ -341,9 +344,9 @@ pub async fn run(args: ServerArgs) -> Result<(), String> {
     );
     match &server.first_keys {
         Some(first) => eprintln!(
-            "admin key: {}\nweb chat: {}\n(the new account {}: an admin key for its keys, usage and users, and a chat \
-             key in the link; both are shown this once)",
-            first.admin, first.web_chat, first.account
+            "admin key: {}\nweb chat: {}\nagent studio: {}\n(the new account {}: an admin key for its keys, usage, users \
+             and agents, and a chat key in the web chat's link; both are shown this once)",
+            first.admin, first.web_chat, first.studio, first.account
         ),
         None => eprintln!(
             "web chat: http://{}/ (paste a chat key; create one with `cargo run --example http-server -- --db {} \

@@ -45,6 +45,47 @@ pub(super) async fn usage(
     }))
 }
 
+/// One agent's spend this calendar month (UTC).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentUsageView {
+    /// The agent.
+    pub agent: String,
+    /// Start of the period (ms since the Unix epoch).
+    pub since: i64,
+    /// Model and capability calls.
+    pub calls: u64,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Cost in US dollars.
+    pub cost_usd: f64,
+}
+
+/// The account's usage this month, one row per agent that was used (admin
+/// keys); a delegate's calls count as the delegate's.
+#[utoipa::path(get, path = "/v1/usage/agents", tag = "usage",
+    responses((status = 200, body = [AgentUsageView]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(super) async fn usage_by_agent(
+    State(host): Host,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Vec<AgentUsageView>>, ApiError> {
+    caller.require(KeyScope::Admin)?;
+    let (since, rows) = crate::usage_by_agent_this_month(&host.runtime, caller.account()).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|row| AgentUsageView {
+                agent: row.key,
+                since: since.as_millis(),
+                calls: row.totals.calls,
+                input_tokens: row.totals.tokens.input_tokens,
+                output_tokens: row.totals.tokens.output_tokens,
+                cost_usd: row.totals.cost.as_usd(),
+            })
+            .collect(),
+    ))
+}
+
 /// The account's API keys, never their secrets (admin keys).
 #[utoipa::path(get, path = "/v1/keys", tag = "keys",
     responses((status = 200, body = [ApiKey]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]

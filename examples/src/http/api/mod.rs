@@ -93,6 +93,7 @@ pub fn keyed_routes(message_body_bytes: usize) -> OpenApiRouter<Arc<HttpHost>> {
         .routes(routes!(knowledge::search_facts))
         .routes(routes!(knowledge::export_facts, knowledge::delete_facts))
         .routes(routes!(account::usage))
+        .routes(routes!(account::usage_by_agent))
         .routes(routes!(account::list_keys, account::create_key))
         .routes(routes!(account::revoke_key))
         .routes(routes!(account::forget_user))
