@@ -11,6 +11,7 @@ pub mod memory;
 #[doc = include_str!("../../docs/security.md")]
 pub mod security {}
 pub mod offline;
+pub mod ops;
 pub mod telegram;
 
 /// The exit code of an example's run, its error printed.

@@ -55,6 +55,10 @@ struct Args {
     /// left out.
     #[arg(long, env = "TELEGRAM_ALLOWED_USERS", value_delimiter = ',')]
     allowed_users: Vec<String>,
+    /// Where to serve `/metrics` (Prometheus text format), `/healthz` and
+    /// `/readyz` for the operator; not served when left out.
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -96,8 +100,38 @@ async fn run(args: Args) -> Result<(), String> {
     if report.resumed > 0 {
         eprintln!("resumed {} interrupted interaction(s)", report.resumed);
     }
-    let _jobs = runtime.spawn_job_worker(Duration::from_secs(1));
-    let _queue = runtime.spawn_queue_worker(Duration::from_secs(1));
+    let workers = std::sync::Arc::new((
+        runtime.spawn_job_worker(Duration::from_secs(1)),
+        runtime.spawn_queue_worker(Duration::from_secs(1)),
+    ));
+    if let Some(at) = args.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(at)
+            .await
+            .map_err(|e| format!("cannot listen on {at}: {e}"))?;
+        let running: thinklio_examples::ops::Workers = {
+            let workers = std::sync::Arc::clone(&workers);
+            std::sync::Arc::new(move || {
+                vec![
+                    ("jobs", workers.0.is_running()),
+                    ("queue", workers.1.is_running()),
+                ]
+            })
+        };
+        let ops = thinklio_examples::ops::Ops::new(runtime.clone(), running)
+            .with_metrics(thinklio_examples::ops::prometheus()?);
+        eprintln!(
+            "metrics on http://{}/metrics (and /healthz, /readyz)",
+            listener.local_addr().map_err(|e| e.to_string())?
+        );
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            if let Err(e) = thinklio_examples::ops::serve(ops, listener, stopped).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     let mut options = BotOptions::default();
     if !args.allowed_users.is_empty() {
         options = options.allow_only(args.allowed_users.iter().map(|u| u.trim().to_owned()));

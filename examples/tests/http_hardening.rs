@@ -197,6 +197,7 @@ async fn a_restart_with_every_key_revoked_makes_no_key() {
         db: dir.path().join("keys.db"),
         addr: "127.0.0.1:0".parse().unwrap(),
         requests_per_minute: 600,
+        metrics_addr: None,
         command: None,
     };
     let server = start(&args, None).await.unwrap();
@@ -399,6 +400,7 @@ async fn a_stop_lets_the_requests_in_flight_finish() {
         db: dir.path().join("stop.db"),
         addr: "127.0.0.1:0".parse().unwrap(),
         requests_per_minute: 600,
+        metrics_addr: None,
         command: None,
     };
     let gate = Arc::new(Gate::default());

@@ -96,6 +96,7 @@ async fn the_web_chat_streams_a_reply_and_its_steps() {
         db: dir.path().join("web.db"),
         addr: "127.0.0.1:0".parse().unwrap(),
         requests_per_minute: 600,
+        metrics_addr: None,
         command: None,
     };
     let server = start(&args, None).await.unwrap();
@@ -261,6 +262,7 @@ async fn the_studio_makes_agents_from_a_template_links_them_and_draws_their_grap
         db: dir.path().join("studio.db"),
         addr: "127.0.0.1:0".parse().unwrap(),
         requests_per_minute: 600,
+        metrics_addr: None,
         command: None,
     };
     let server = start(&args, None).await.unwrap();

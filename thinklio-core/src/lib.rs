@@ -24,6 +24,7 @@ pub use runtime::channel;
 pub mod session;
 pub mod step;
 pub mod store;
+pub mod telemetry;
 pub mod time;
 pub mod todo;
 pub mod usage;
@@ -87,9 +88,9 @@ pub use step::{
     StepTransition,
 };
 pub use store::{
-    AgentStore, BudgetStore, DirectoryStore, EventStore, FinishedStep, ForgetReport, ImageStore,
-    InteractionStore, OutboxStore, PrivacyStore, QueueStore, SessionStore, Store, StoreError,
-    StoreResult, SummaryStore, TemplateStore, TodoStore, UsageStore,
+    AgentStore, Backlog, BudgetStore, DirectoryStore, EventStore, FinishedStep, ForgetReport,
+    ImageStore, InteractionStore, OpsStore, OutboxStore, PrivacyStore, QueueStore, SessionStore,
+    Store, StoreError, StoreResult, SummaryStore, TemplateStore, TodoStore, UsageStore,
 };
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use todo::Todo;

@@ -1,6 +1,7 @@
-//! `EventStore` and `UsageStore` on PostgreSQL.
+//! `EventStore`, `UsageStore` and `OpsStore` on PostgreSQL.
 
 use async_trait::async_trait;
+use thinklio_core::store::{Backlog, OpsStore};
 use thinklio_core::{
     Cost, Event, EventStore, NewEvent, StoreResult, TokenUsage, UsageFilter, UsageGroup,
     UsageRecord, UsageRow, UsageStore, UsageTotals,
@@ -177,5 +178,25 @@ impl UsageStore for PostgresStore {
             })
         })
         .collect()
+    }
+}
+
+#[async_trait]
+impl OpsStore for PostgresStore {
+    async fn backlog(&self) -> StoreResult<Backlog> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let rows = query(&tx, thinklio_core::store::rows::BACKLOG, &[]).await?;
+        let counts = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<_, String>(0).map_err(backend)?,
+                    r.try_get::<_, String>(1).map_err(backend)?,
+                    r.try_get::<_, i64>(2).map_err(backend)?,
+                ))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(thinklio_core::store::rows::backlog(counts))
     }
 }

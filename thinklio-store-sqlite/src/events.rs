@@ -1,7 +1,8 @@
-//! `EventStore` and `UsageStore` on SQLite.
+//! `EventStore`, `UsageStore` and `OpsStore` on SQLite.
 
 use async_trait::async_trait;
 use rusqlite::params;
+use thinklio_core::store::{Backlog, OpsStore};
 use thinklio_core::{
     Cost, Event, EventStore, NewEvent, StoreResult, TokenUsage, UsageFilter, UsageGroup,
     UsageRecord, UsageRow, UsageStore, UsageTotals,
@@ -168,5 +169,22 @@ impl UsageStore for SqliteStore {
                 .map_err(backend)
             })
             .await
+    }
+}
+
+#[async_trait]
+impl OpsStore for SqliteStore {
+    async fn backlog(&self) -> StoreResult<Backlog> {
+        self.conn
+            .call(|c| {
+                c.prepare_cached(thinklio_core::store::rows::BACKLOG)
+                    .map_err(backend)?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .map_err(backend)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(backend)
+            })
+            .await
+            .map(thinklio_core::store::rows::backlog)
     }
 }

@@ -457,8 +457,20 @@ impl HttpHost {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let app = self
-            .router()
+        self.serve_with(listener, axum::Router::new(), shutdown)
+            .await
+    }
+
+    /// [`serve`](Self::serve), with the routes of `extra` beside the API
+    /// (the server's `/healthz` and `/readyz`).
+    pub async fn serve_with(
+        self: &Arc<Self>,
+        listener: tokio::net::TcpListener,
+        extra: axum::Router,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = extra
+            .merge(self.router())
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)

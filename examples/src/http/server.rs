@@ -33,6 +33,11 @@ pub struct ServerArgs {
     /// Requests each API key may make per minute.
     #[arg(long, default_value_t = 600)]
     pub requests_per_minute: u32,
+    /// Where to serve `/metrics` (Prometheus text format), `/healthz` and
+    /// `/readyz` for the operator; no metrics when left out. Metrics count
+    /// every account's work, so they are never on `--addr`.
+    #[arg(long)]
+    pub metrics_addr: Option<SocketAddr>,
     /// What to do instead of serving.
     #[command(subcommand)]
     pub command: Option<KeyCommand>,
@@ -119,9 +124,11 @@ pub struct Server {
     pub host: Arc<HttpHost>,
     /// The keys made when this start found a file that never had a key.
     pub first_keys: Option<FirstKeys>,
+    /// Where `/metrics` is served, when asked for.
+    pub metrics_addr: Option<SocketAddr>,
     serve: tokio::task::JoinHandle<std::io::Result<()>>,
     shutdown: Arc<tokio::sync::Notify>,
-    _workers: (thinklio_core::JobWorker, thinklio_core::QueueWorker),
+    _workers: Arc<(thinklio_core::JobWorker, thinklio_core::QueueWorker)>,
 }
 
 impl std::fmt::Debug for Server {
@@ -254,10 +261,40 @@ pub async fn start(
     if report.resumed > 0 {
         tracing::info!(resumed = report.resumed, "resumed interrupted interactions");
     }
-    let workers = (
+    let workers = Arc::new((
         runtime.spawn_job_worker(Duration::from_millis(500)),
         runtime.spawn_queue_worker(Duration::from_millis(500)),
-    );
+    ));
+    let running: crate::ops::Workers = {
+        let workers = Arc::downgrade(&workers);
+        Arc::new(move || {
+            let w = workers.upgrade();
+            vec![
+                ("jobs", w.as_ref().is_some_and(|w| w.0.is_running())),
+                ("queue", w.as_ref().is_some_and(|w| w.1.is_running())),
+            ]
+        })
+    };
+    let ops = crate::ops::Ops::new(runtime.clone(), running);
+    let shutdown = Arc::new(tokio::sync::Notify::new());
+    let metrics_addr = match args.metrics_addr {
+        None => None,
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| format!("cannot listen on {at}: {e}"))?;
+            let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            let ops = ops.clone().with_metrics(crate::ops::prometheus()?);
+            let shutdown = Arc::clone(&shutdown);
+            tokio::spawn(async move {
+                let stopped = async move { shutdown.notified().await };
+                if let Err(e) = crate::ops::serve(ops, listener, stopped).await {
+                    tracing::error!(error = %e, "the metrics listener stopped");
+                }
+            });
+            Some(bound)
+        }
+    };
     // Keys are made unasked only on a new file (no key ever, no account): a
     // file whose keys were all revoked, or whose accounts another host
     // made, gets none (`create-key` makes one).
@@ -284,18 +321,22 @@ pub async fn start(
             .requests_per_minute(args.requests_per_minute)
             .dispatchable(["word_count"]),
     );
-    let shutdown = Arc::new(tokio::sync::Notify::new());
     let serve = {
         let (host, shutdown) = (Arc::clone(&host), Arc::clone(&shutdown));
         tokio::spawn(async move {
-            host.serve(listener, async move { shutdown.notified().await })
-                .await
+            host.serve_with(
+                listener,
+                ops.router(),
+                async move { shutdown.notified().await },
+            )
+            .await
         })
     };
     Ok(Server {
         addr,
         host,
         first_keys,
+        metrics_addr,
         serve,
         shutdown,
         _workers: workers,
@@ -342,6 +383,9 @@ pub async fn run(args: ServerArgs) -> Result<(), String> {
         "Thinklio listens on http://{} (API under /v1/, OpenAPI at /openapi.json)",
         server.addr
     );
+    if let Some(at) = server.metrics_addr {
+        eprintln!("metrics on http://{at}/metrics (and /healthz, /readyz)");
+    }
     match &server.first_keys {
         Some(first) => eprintln!(
             "admin key: {}\nweb chat: {}\nagent studio: {}\n(the new account {}: an admin key for its keys, usage, users \

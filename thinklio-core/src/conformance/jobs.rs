@@ -675,3 +675,100 @@ pub async fn leases_hand_dead_workers_jobs_and_sessions_to_others<S: Store + Clo
         "ended jobs stay ended"
     );
 }
+
+/// What operations watch, counted in one read: tasks and jobs by state,
+/// replies and notices not yet delivered, calls waiting for a decision;
+/// each count falls when the work is done.
+pub async fn the_backlog_counts_work_waiting_and_stuck<S: Store>(store: S) {
+    use crate::store::Backlog;
+    assert_eq!(store.backlog().await.unwrap(), Backlog::default());
+
+    // Tasks: one pending (due later), one dead.
+    store
+        .enqueue(NewTask::new("k", json!(null), t(100)))
+        .await
+        .unwrap();
+    let doomed = store
+        .enqueue(NewTask::new("k", json!(null), t(0)).max_attempts(1))
+        .await
+        .unwrap();
+    let claimed = store
+        .claim(t(0), LEASE, &[])
+        .await
+        .unwrap()
+        .expect("the due task");
+    assert_eq!(claimed.id, doomed.id);
+    store
+        .fail_task(
+            doomed.id,
+            claimed.lease_token.as_deref().unwrap(),
+            "no",
+            TaskRetry::DeadLetter,
+        )
+        .await
+        .unwrap();
+    // A job with two observers, dispatched: two notices to deliver.
+    let observers = ["a", "b"]
+        .map(|name| ObserverKind::Callback { name: name.into() })
+        .to_vec();
+    let job = new_job(&store, None, observers).await;
+    store
+        .update_job(job.id, JobChange::to(JobState::Dispatched), t(2))
+        .await
+        .unwrap();
+    let notices = store.claim_notifications(t(10), LEASE, 10).await.unwrap();
+    // A reply in the outbox; a call waiting for a decision.
+    let s = session(&store, principal(), None).await;
+    let i = interaction(&store, &s, "hi").await;
+    run_step(&store, &i, 0, StepKind::Respond, ok(json!({}))).await;
+    let i = interaction(&store, &s, "add milk").await;
+    let mut act = new_step(&i, 0, StepKind::Act);
+    act.mode = StepMode::Interactive;
+    let (step, _) = store.begin_step(act).await.unwrap();
+    store
+        .finish_step(
+            step.id,
+            StepOutcome::Waiting {
+                proposal: json!({ "call": { "id": "c1", "name": "add_todo", "arguments": "{}" }, "reason": "draft" }),
+            },
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+
+    let backlog = store.backlog().await.unwrap();
+    assert_eq!(
+        backlog.tasks,
+        [("dead".to_owned(), 1), ("pending".to_owned(), 1)].into(),
+        "{backlog:?}"
+    );
+    assert_eq!(
+        backlog.jobs,
+        [("dispatched".to_owned(), 1)].into(),
+        "{backlog:?}"
+    );
+    assert_eq!(
+        (
+            backlog.undelivered_notices,
+            backlog.undelivered_replies,
+            backlog.waiting_approvals
+        ),
+        (notices.len() as u64, 1, 1),
+        "{backlog:?}"
+    );
+    assert_eq!(notices.len(), 2);
+
+    // Delivered, the counts fall.
+    for n in &notices {
+        store.notification_delivered(n.id, t(20)).await.unwrap();
+    }
+    for m in store.undelivered().await.unwrap() {
+        store.mark_delivered(m.id, t(20)).await.unwrap();
+    }
+    let after = store.backlog().await.unwrap();
+    assert_eq!(
+        (after.undelivered_notices, after.undelivered_replies),
+        (0, 0)
+    );
+}

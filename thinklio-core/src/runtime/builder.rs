@@ -185,6 +185,7 @@ impl RuntimeBuilder {
 
     /// Builds the runtime.
     pub fn build(mut self) -> Result<Runtime, RuntimeError> {
+        crate::telemetry::describe();
         let store = self
             .store
             .ok_or_else(|| RuntimeError::Config("a store is required: call .store(...)".into()))?;

@@ -243,6 +243,7 @@ const SESSION_CACHE: usize = 4096;
 
 impl Inner {
     pub(crate) fn publish(&self, event: Event) {
+        crate::telemetry::event(&event);
         if let Some(session) = event.session_id {
             self.streams
                 .send(session, || SessionUpdate::Event(event.clone()));
@@ -354,6 +355,17 @@ impl Runtime {
     /// The directory: agents, delegation, forgetting a user.
     pub fn directory(&self) -> Directory<'_> {
         Directory { rt: self }
+    }
+
+    /// Reads the store's [`Backlog`](crate::store::Backlog) (queued tasks
+    /// and jobs by state, undelivered replies and notices, calls waiting for
+    /// a decision) and sets the sampled gauges of
+    /// [`telemetry`](crate::telemetry) from it; a host exporting metrics
+    /// calls it before each export. One read of the store.
+    pub async fn sample_backlog(&self) -> Result<crate::store::Backlog, RuntimeError> {
+        let backlog = self.inner.store.backlog().await?;
+        crate::telemetry::backlog(&backlog);
+        Ok(backlog)
     }
 
     /// Agent templates: what agents made from them start as, and keeping

@@ -185,6 +185,12 @@ pub struct InteractionWorker {
 }
 
 impl InteractionWorker {
+    /// Whether its loop still runs (it stops when stopped or if it
+    /// panicked): what a readiness check asks.
+    pub fn is_running(&self) -> bool {
+        self.handle.as_ref().is_some_and(|h| !h.is_finished())
+    }
+
     /// Stops the worker and waits for the sessions it is running.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);

@@ -97,6 +97,9 @@ impl StepState {
 macro_rules! str_enum {
     ($ty:ty, $err:literal, $($variant:path => $s:literal),+ $(,)?) => {
         impl $ty {
+            /// Every stable name, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($s),+];
+
             /// The stable name used in stores, events and spans.
             pub fn as_str(self) -> &'static str {
                 match self { $($variant => $s),+ }

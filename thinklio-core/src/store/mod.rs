@@ -753,6 +753,31 @@ pub trait DirectoryStore: Send + Sync {
     ) -> StoreResult<Result<Access, AccessError>>;
 }
 
+/// What an operator watches of a store: work waiting and work stuck, read
+/// at once (each count is exact when read; the metrics of
+/// [`Runtime::sample_backlog`](crate::Runtime::sample_backlog) come from it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Backlog {
+    /// Queued tasks by state (`pending`, `running`, `dead`, …).
+    pub tasks: std::collections::BTreeMap<String, u64>,
+    /// Jobs by state.
+    pub jobs: std::collections::BTreeMap<String, u64>,
+    /// Replies in the outbox not yet delivered.
+    pub undelivered_replies: u64,
+    /// Job notices not yet delivered.
+    pub undelivered_notices: u64,
+    /// Calls waiting for a person's decision.
+    pub waiting_approvals: u64,
+}
+
+/// What operations read of a store.
+#[async_trait]
+pub trait OpsStore: Send + Sync {
+    /// The store's [`Backlog`], in one read ([`rows::BACKLOG`]).
+    async fn backlog(&self) -> StoreResult<Backlog>;
+}
+
 /// Everything the runtime needs from a store.
 pub trait Store:
     SessionStore
@@ -771,6 +796,7 @@ pub trait Store:
     + ImageStore
     + AgentStore
     + TemplateStore
+    + OpsStore
     + 'static
 {
 }
@@ -792,6 +818,7 @@ impl<T> Store for T where
         + ImageStore
         + AgentStore
         + TemplateStore
+        + OpsStore
         + 'static
 {
 }

@@ -573,3 +573,38 @@ pub fn agent_version(row: &impl Row) -> StoreResult<crate::catalog::AgentVersion
         at: row.ts("at")?,
     })
 }
+
+/// One read of what an operator watches of a store
+/// ([`OpsStore::backlog`](super::OpsStore::backlog)): rows of (what, key,
+/// count) — tasks and jobs by state, undelivered replies and job notices,
+/// calls waiting for a decision. The same SQL on SQLite and PostgreSQL; the
+/// undelivered and waiting counts read partial indexes, tasks their
+/// `(state, run_at)` index, jobs a scan of the jobs table.
+pub const BACKLOG: &str = "\
+    SELECT 'task' AS what, state AS key, COUNT(*) AS n FROM tasks GROUP BY state \
+    UNION ALL SELECT 'job', state, COUNT(*) FROM jobs GROUP BY state \
+    UNION ALL SELECT 'outbox', '', COUNT(*) FROM outbox WHERE delivered_at IS NULL \
+    UNION ALL SELECT 'notice', '', COUNT(*) FROM job_notifications WHERE delivered_at IS NULL \
+    UNION ALL SELECT 'approval', '', COUNT(*) FROM steps \
+        WHERE state = 'waiting' AND mode = 'interactive'";
+
+/// The [`Backlog`](super::Backlog) the rows of [`BACKLOG`] count.
+pub fn backlog(rows: impl IntoIterator<Item = (String, String, i64)>) -> super::Backlog {
+    let mut backlog = super::Backlog::default();
+    for (what, key, n) in rows {
+        let n = u64::try_from(n).unwrap_or(0);
+        match what.as_str() {
+            "task" => {
+                backlog.tasks.insert(key, n);
+            }
+            "job" => {
+                backlog.jobs.insert(key, n);
+            }
+            "outbox" => backlog.undelivered_replies = n,
+            "notice" => backlog.undelivered_notices = n,
+            "approval" => backlog.waiting_approvals = n,
+            _ => {}
+        }
+    }
+    backlog
+}

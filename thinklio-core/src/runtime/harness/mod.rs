@@ -137,6 +137,7 @@ impl Run {
     /// after it (one transaction per step); only the first step of a run and
     /// a re-run after a crash are begun on their own.
     pub(crate) async fn drive(mut self) -> Result<Reply, RuntimeError> {
+        let _counted = crate::telemetry::InFlight::start();
         // The step begun by the last commit, whose work is next.
         let mut in_flight: Option<Step> = None;
         // A root run can be cancelled, and stops at its agent's deadline.
@@ -194,6 +195,7 @@ impl Run {
                 }
             };
             let span = self.span(&step);
+            let began = std::time::Instant::now();
             let finished = tokio::select! {
                 biased;
                 error = stop.stopped() => {
@@ -204,6 +206,7 @@ impl Run {
                 }
                 finished = self.run_step(work, &step).instrument(span.clone()) => finished?,
             };
+            crate::telemetry::step_ended(&finished.step, Some(began.elapsed()));
             span.record("thinklio.step.state", finished.step.state.as_str());
             if let Some(e) = &finished.step.error {
                 span.record("error.type", e.code.as_str());
@@ -728,6 +731,7 @@ impl Run {
     ) -> Result<(), RuntimeError> {
         let outcome = StepOutcome::Failed { error, usage: None };
         let finished = self.rt.store.finish_step(id, outcome, None, None).await?;
+        crate::telemetry::step_ended(&finished.step, None);
         for event in finished.events {
             self.rt.publish(event);
         }

@@ -333,6 +333,12 @@ pub struct JobWorker {
 }
 
 impl JobWorker {
+    /// Whether its loop still runs (it stops when stopped or if it
+    /// panicked): what a readiness check asks.
+    pub fn is_running(&self) -> bool {
+        self.handle.as_ref().is_some_and(|h| !h.is_finished())
+    }
+
     /// Stops the worker and waits for its loop to end (dispatches it
     /// started run on until they finish).
     pub async fn stop(mut self) {
