@@ -37,6 +37,19 @@ if ! command -v chromium >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 fi
 
+# The shipped alert rules are checked and unit-tested with Prometheus's own
+# promtool, taken from Debian's package (unpacked, not installed: no server
+# is started) into target/tools once.
+promtool=target/tools/prometheus/usr/bin/promtool
+if [ ! -x "$promtool" ]; then
+    mkdir -p target/tools
+    (cd target/tools \
+        && { apt-get download -qq prometheus 2>/dev/null \
+             || { apt-get update -qq && apt-get download -qq prometheus 2>/dev/null; }; } \
+        && dpkg-deb -x prometheus_*.deb prometheus && rm -f prometheus_*.deb)
+fi
+(cd docs/ops && "../../$promtool" check rules alerts.yml && "../../$promtool" test rules alerts.test.yml)
+
 # The PostgreSQL store's tests run against a real server: PostgreSQL 15 with
 # pgvector, installed when missing, in a fresh throw-away cluster on port
 # 54329 that is stopped when this script ends. If it cannot start, the

@@ -12,6 +12,11 @@ pub mod memory;
 pub mod security {}
 pub mod offline;
 pub mod ops;
+
+/// Running Thinklio in production: metrics, health, alerts, the runbook
+/// (`docs/operations.md`, compiled and run as doc tests).
+#[doc = include_str!("../../docs/operations.md")]
+pub mod operations_guide {}
 pub mod telegram;
 
 /// The exit code of an example's run, its error printed.

@@ -7,7 +7,7 @@
 //! size is bounded, its dimensions are read for the token estimate. It is
 //! then stored once, per user and content ([`NewImage`], kept by
 //! [`ImageStore`](crate::store::ImageStore)): the interaction refers to it
-//! by [`ImageId`](crate::ids::ImageId), and the steps that show it to the
+//! by [`ImageId`], and the steps that show it to the
 //! model read it back, so a resumed run sends the same image and no step
 //! payload holds a copy.
 

@@ -11,7 +11,7 @@
 //!
 //! | metric | type | labels |
 //! | --- | --- | --- |
-//! | `thinklio_steps_total` | counter | `kind`, `state` |
+//! | `thinklio_steps_total` | counter | `kind`, `state`, `code` (the error code of a failed step) |
 //! | `thinklio_step_duration_seconds` | histogram | `kind` |
 //! | `thinklio_model_calls_total` | counter | `model`, `state` |
 //! | `thinklio_model_tokens_total` | counter | `model`, `direction` (`input`, `output`) |
@@ -46,7 +46,8 @@ use crate::event::{ApprovalDecided, Event, EventKind, JobStateChanged};
 use crate::step::{Step, StepKind};
 use crate::store::Backlog;
 
-/// Steps ended, by kind and state (`succeeded`, `failed`, `waiting`).
+/// Steps ended, by kind, state (`succeeded`, `failed`, `waiting`) and the
+/// error code of a failed one.
 pub const STEPS: &str = "thinklio_steps_total";
 /// How long a step's work took, by kind (measured in the process that ran it).
 pub const STEP_DURATION: &str = "thinklio_step_duration_seconds";
@@ -87,11 +88,35 @@ pub const NOTICES_UNDELIVERED: &str = "thinklio_notices_undelivered";
 /// Calls waiting for a decision, as last sampled.
 pub const APPROVALS_WAITING: &str = "thinklio_approvals_waiting";
 
+/// Every metric's name.
+pub const ALL: &[&str] = &[
+    STEPS,
+    STEP_DURATION,
+    MODEL_CALLS,
+    MODEL_TOKENS,
+    MODEL_COST,
+    CAPABILITY_CALLS,
+    CAPABILITY_DURATION,
+    INTERACTIONS_IN_FLIGHT,
+    INTERACTIONS,
+    BUDGET_WARNINGS,
+    UNPRICED,
+    APPROVALS_REQUESTED,
+    APPROVALS_DECIDED,
+    TASKS_DEAD_LETTERED,
+    JOB_TRANSITIONS,
+    TASKS,
+    JOBS,
+    REPLIES_UNDELIVERED,
+    NOTICES_UNDELIVERED,
+    APPROVALS_WAITING,
+];
+
 /// Describes every metric to the installed recorder (units and help
 /// texts); the runtime's builder calls it, and a host that installs its
 /// recorder later may call it again.
 pub fn describe() {
-    describe_counter!(STEPS, "Steps ended, by kind and state.");
+    describe_counter!(STEPS, "Steps ended, by kind, state and error code.");
     describe_histogram!(
         STEP_DURATION,
         Unit::Seconds,
@@ -144,7 +169,8 @@ pub fn describe() {
 pub(crate) fn step_ended(step: &Step, took: Option<Duration>) {
     let kind = step.kind.as_str();
     let state = step.state.as_str();
-    counter!(STEPS, "kind" => kind, "state" => state).increment(1);
+    let code = step.error.as_ref().map_or("", |e| e.code.as_str());
+    counter!(STEPS, "kind" => kind, "state" => state, "code" => code).increment(1);
     if let Some(took) = took {
         histogram!(STEP_DURATION, "kind" => kind).record(took.as_secs_f64());
     }
@@ -161,7 +187,6 @@ pub(crate) fn step_ended(step: &Step, took: Option<Duration>) {
         }
         StepKind::Act => {
             let capability = step.capability.clone().unwrap_or_default();
-            let code = step.error.as_ref().map_or("", |e| e.code.as_str());
             counter!(CAPABILITY_CALLS, "capability" => capability.clone(), "state" => state, "code" => code)
                 .increment(1);
             if let Some(took) = took {
@@ -223,8 +248,8 @@ impl Drop for InFlight {
 /// the backlog is set to zero, so a gauge never keeps a stale count.
 pub(crate) fn backlog(backlog: &Backlog) {
     for (name, counts, states) in [
-        (TASKS, &backlog.tasks, &crate::queue::TaskState::NAMES[..]),
-        (JOBS, &backlog.jobs, &crate::job::JobState::NAMES[..]),
+        (TASKS, &backlog.tasks, crate::queue::TaskState::NAMES),
+        (JOBS, &backlog.jobs, crate::job::JobState::NAMES),
     ] {
         for state in states {
             let n = counts.get(*state).copied().unwrap_or(0);
@@ -234,4 +259,85 @@ pub(crate) fn backlog(backlog: &Backlog) {
     gauge!(REPLIES_UNDELIVERED).set(backlog.undelivered_replies as f64);
     gauge!(NOTICES_UNDELIVERED).set(backlog.undelivered_notices as f64);
     gauge!(APPROVALS_WAITING).set(backlog.waiting_approvals as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The metric names an expression reads (a histogram's `_bucket`,
+    /// `_sum` and `_count` series count as the histogram).
+    fn names_in(text: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("thinklio_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|b| ALL.contains(b)))
+                .unwrap_or(name);
+            names.push(base.to_owned());
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    #[test]
+    fn the_shipped_dashboard_and_alerts_read_only_metrics_that_exist() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/ops/grafana-dashboard.json")).unwrap();
+        let mut read = Vec::new();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            let targets = panel["targets"].as_array().unwrap();
+            assert!(
+                !targets.is_empty(),
+                "panel {} reads nothing",
+                panel["title"]
+            );
+            for t in targets {
+                read.extend(names_in(t["expr"].as_str().unwrap()));
+            }
+        }
+        let rules = include_str!("../../docs/ops/alerts.yml")
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        read.extend(names_in(&rules));
+        for name in &read {
+            assert!(
+                ALL.contains(&name.as_str()),
+                "`{name}` is no metric of Thinklio"
+            );
+        }
+        // Every metric is on the dashboard.
+        for name in ALL {
+            assert!(read.iter().any(|r| r == name), "`{name}` is on no panel");
+        }
+    }
+
+    #[test]
+    fn every_name_is_prometheus_shaped_and_counters_end_in_total() {
+        for name in ALL {
+            assert!(
+                name.starts_with("thinklio_")
+                    && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{name}"
+            );
+        }
+        for counter in [
+            STEPS,
+            MODEL_CALLS,
+            MODEL_TOKENS,
+            MODEL_COST,
+            CAPABILITY_CALLS,
+            INTERACTIONS,
+        ] {
+            assert!(counter.ends_with("_total"), "{counter}");
+        }
+    }
 }
