@@ -170,3 +170,21 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
 }
+
+/// Resolves on Ctrl-C or, on Unix, SIGTERM (what a service manager or a
+/// container runtime sends to stop a process).
+pub async fn stop_signal() -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map_err(|e| e.to_string()),
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.map_err(|e| e.to_string())
+    }
+}

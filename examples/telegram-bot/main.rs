@@ -124,9 +124,9 @@ async fn run(args: Args) -> Result<(), String> {
             listener.local_addr().map_err(|e| e.to_string())?
         );
         tokio::spawn(async move {
-            let stopped = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
+            // It serves until the process ends: /readyz says 503 while the
+            // runtime shuts down.
+            let stopped = std::future::pending::<()>();
             if let Err(e) = thinklio_examples::ops::serve(ops, listener, stopped).await {
                 tracing::error!(error = %e, "the metrics listener stopped");
             }
@@ -136,14 +136,17 @@ async fn run(args: Args) -> Result<(), String> {
     if !args.allowed_users.is_empty() {
         options = options.allow_only(args.allowed_users.iter().map(|u| u.trim().to_owned()));
     }
-    let telegram = TelegramBot::with_options(runtime, bot, "assistant", account, options);
+    let telegram = TelegramBot::with_options(runtime.clone(), bot, "assistant", account, options);
     let _redelivery =
         telegram.spawn_redelivery(channel, Duration::from_secs(60), Duration::from_secs(30));
     match args.webhook_url {
         None => {
             eprintln!("Telegram bot running (long polling); account {account}. Ctrl-C stops it.");
             let polling = telegram.spawn_polling();
-            tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+            thinklio_examples::ops::stop_signal().await?;
+            // No more updates are taken; what was taken is recorded and
+            // answered by the next start (an update not yet confirmed comes
+            // again).
             polling.abort();
         }
         Some(url) => {
@@ -163,12 +166,23 @@ async fn run(args: Args) -> Result<(), String> {
             );
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
+                    let _ = thinklio_examples::ops::stop_signal().await;
                 })
                 .await
                 .map_err(|e| e.to_string())?;
         }
     }
+    eprintln!("stopping: letting the running steps finish");
+    let report = runtime
+        .shutdown(Duration::from_secs(30))
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "stopped: {} run(s) ended between steps, {} cut off",
+        report.stopped,
+        report.cut_off.len()
+    );
+    drop(workers);
     Ok(())
 }
 

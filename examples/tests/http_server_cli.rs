@@ -186,4 +186,14 @@ async fn the_example_serves_the_page_the_document_and_the_api() {
         refused["error"]["code"], "auth.scope",
         "the web chat's key is a chat key"
     );
+
+    // SIGTERM, as a service manager stops it: it shuts down and exits well.
+    let mut server = server;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = server.child.wait().unwrap();
+    assert!(exited.success(), "stopped by SIGTERM: {exited}");
 }

@@ -2,7 +2,9 @@
 //! processes share 300 interactions (100 of which dispatch a job) submitted
 //! to 30 sessions; one is SIGKILLed mid-run. At the end every interaction and
 //! job has finished, nothing ran twice, and each session's messages ran one
-//! at a time, in order.
+//! at a time, in order. And a graceful stop: a worker with 100 interactions
+//! in flight gets SIGTERM; each run ends at its step, the sessions go to the
+//! other worker at once (not after their leases), and nothing runs twice.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests speak through panics
 
@@ -18,9 +20,15 @@ const SESSIONS: usize = 30;
 const PER_SESSION: usize = 10;
 
 fn spawn(schema: &str, log: &std::path::Path) -> Child {
+    spawn_with(schema, log, &[])
+}
+
+/// A `pg-worker` with extra arguments (its mode), once it says `ready`.
+fn spawn_with(schema: &str, log: &std::path::Path, mode: &[&str]) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pg-worker"))
         .arg(schema)
         .arg(log)
+        .args(mode)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -218,5 +226,150 @@ async fn three_worker_processes_share_the_work_and_survive_a_kill() {
          jobs ended {job_states:?}; {follow_ups} follow-ups",
         all.len(),
         elapsed.as_secs_f64()
+    );
+}
+
+/// Reads `child`'s stdout lines until one starts with `prefix`; returns it.
+fn read_until(lines: &mut impl Iterator<Item = std::io::Result<String>>, prefix: &str) -> String {
+    for line in lines {
+        let line = line.unwrap();
+        if line.starts_with(prefix) {
+            return line;
+        }
+    }
+    panic!("the worker exited before saying `{prefix}`");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_a_workers_interactions_to_the_other_at_once() {
+    const N: usize = 100;
+    assert!(
+        std::env::var_os("THINKLIO_POSTGRES_URL").is_some(),
+        "THINKLIO_POSTGRES_URL is not set: run scripts/postgres.sh start (scripts/test.sh does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("work.log");
+    let schema = format!("term_{}", uuid::Uuid::now_v7().simple());
+    let store = thinklio_tests::open_store(&format!("postgres:{schema}"))
+        .await
+        .unwrap();
+    let mut config = RuntimeConfig::default();
+    config.shared_store = true;
+    let driver = Runtime::builder()
+        .store_arc(store.clone())
+        .model(ScriptedModel::new([]))
+        .agent(AgentDefinition::new("worker", "scripted"))
+        .config(config)
+        .build()
+        .unwrap();
+    let mut all = Vec::new();
+    for s in 0..N {
+        let session = driver
+            .open_session(Principal::local(), "worker", "term", Some(&format!("s{s}")))
+            .await
+            .unwrap();
+        let interaction = driver
+            .submit(session.id, Inbound::with_id(format!("msg {s}"), "m"))
+            .await
+            .unwrap();
+        all.push(interaction.id);
+    }
+
+    // Worker A takes every session; each run waits in its first model call
+    // (A says how many wait) until A is told to stop.
+    let mut a = Command::new(env!("CARGO_BIN_EXE_pg-worker"))
+        .args([&schema, log.to_str().unwrap(), "graceful"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut said = BufReader::new(a.stdout.take().unwrap()).lines();
+    read_until(&mut said, "ready");
+    read_until(&mut said, &format!("thinking {N}"));
+    // Worker B starts (as wide as A); it finds nothing to claim while A
+    // holds the sessions.
+    let mut b = spawn_with(&schema, &log, &["wide"]);
+
+    let status = Command::new("kill")
+        .args(["-TERM", &a.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stopped = read_until(&mut said, "stopped ");
+    assert!(a.wait().unwrap().success(), "A exits cleanly");
+    let exited = Instant::now();
+    let counts: Vec<usize> = stopped
+        .split_whitespace()
+        .skip(1)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(
+        (counts[0], counts[1]),
+        (N, 0),
+        "every run stopped at its step, none cut off: {stopped}"
+    );
+
+    // B continues and finishes every interaction (watched sparingly, so the
+    // watching does not slow B down on a small machine).
+    while completed(&*store, &all).await < N {
+        assert!(
+            exited.elapsed() < Duration::from_secs(120),
+            "B did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // When B began each one's next step (its call), from the store's clock,
+    // against when A exited: at once, not after A's 30 s leases.
+    let exit_ms = SystemClock.now().as_millis() - exited.elapsed().as_millis() as i64;
+    let mut continued_at = Vec::new();
+    for id in &all {
+        let steps = store.steps(*id).await.unwrap();
+        let act = steps.iter().find(|s| s.kind == StepKind::Act).unwrap();
+        continued_at.push(act.created_at.as_millis() - exit_ms);
+    }
+    continued_at.sort();
+    let last = continued_at[N - 1];
+    assert!(
+        last < 30_000,
+        "B continued the last interaction {last} ms after A exited: it waited for a lease"
+    );
+    b.kill().unwrap();
+    b.wait().unwrap();
+
+    // Nothing lost, nothing twice: each interaction's steps all succeeded
+    // (none settled as interrupted), A's first call and B's rest, and each
+    // call ran once.
+    for id in &all {
+        let kinds: Vec<(StepKind, StepState)> = store
+            .steps(*id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| (s.kind, s.state))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                StepKind::Context,
+                StepKind::Think,
+                StepKind::Act,
+                StepKind::Observe,
+                StepKind::Think,
+                StepKind::Respond
+            ]
+            .map(|k| (k, StepState::Succeeded)),
+            "interaction {id}"
+        );
+    }
+    let work = std::fs::read_to_string(&log).unwrap();
+    let records: HashSet<&str> = work.lines().collect();
+    assert_eq!(work.lines().count(), N, "{work}");
+    assert_eq!(records.len(), N, "a call ran twice");
+    println!(
+        "SIGTERM with {N} interactions in flight: all stopped between steps; the other worker \
+         began the next step of the first {} ms and of the last {last} ms after the first \
+         exited (median {} ms)",
+        continued_at[0],
+        continued_at[N / 2]
     );
 }

@@ -101,6 +101,8 @@ codes! {
     AgentPaused => "agent.paused",
     /// The agent is archived.
     AgentArchived => "agent.archived",
+    /// The runtime is shutting down and takes no new work.
+    RuntimeShuttingDown => "runtime.shutting_down",
     /// An empty message.
     RuntimeEmptyMessage => "runtime.empty_message",
     /// A message over the size limit.

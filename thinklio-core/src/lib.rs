@@ -80,7 +80,8 @@ pub use runtime::{
     Inbound, Instantiation, JOB_STATUS, JobCallbacks, JobError, JobNotice, JobRecovery, JobRun,
     JobWorker, KnowledgeConfig, NoticeWebhook, ObserverCallback, QueueRun, QueueWorker,
     RecoveryReport, Reply, Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, SUMMARIZE_TASK,
-    SUMMARY_PROMPT, Structured, TaskError, TaskHandler, Templates, extraction_schema,
+    SUMMARY_PROMPT, ShutdownReport, Structured, TaskError, TaskHandler, Templates,
+    extraction_schema,
 };
 pub use session::{NewSession, NewSummary, Session, Summary, Turn};
 pub use step::{

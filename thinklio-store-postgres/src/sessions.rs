@@ -190,12 +190,17 @@ impl SessionStore for PostgresStore {
     async fn release_session(&self, session: SessionId, worker: &str) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
-        rows::execute(
+        let released = rows::execute(
             &tx,
             "UPDATE sessions SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2",
             &[&session.to_string(), &worker],
         )
         .await?;
+        if released > 0 {
+            // A session given back may still have work (its holder shut
+            // down between steps): idle workers look at once.
+            rows::signal(&tx, &self.channel).await?;
+        }
         tx.commit().await.map_err(backend)
     }
 

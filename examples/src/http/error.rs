@@ -127,6 +127,7 @@ impl From<RuntimeError> for ApiError {
                 StatusCode::NOT_FOUND
             }
             RuntimeError::AgentPaused(_) | RuntimeError::AgentArchived(_) => StatusCode::CONFLICT,
+            RuntimeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             RuntimeError::Forbidden(_) => StatusCode::FORBIDDEN,
             RuntimeError::Store(StoreError::NotFound { .. }) => StatusCode::NOT_FOUND,
             RuntimeError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,

@@ -127,7 +127,7 @@ pub struct Server {
     /// Where `/metrics` is served, when asked for.
     pub metrics_addr: Option<SocketAddr>,
     serve: tokio::task::JoinHandle<std::io::Result<()>>,
-    shutdown: Arc<tokio::sync::Notify>,
+    shutdown: tokio::sync::watch::Sender<bool>,
     _workers: Arc<(thinklio_core::JobWorker, thinklio_core::QueueWorker)>,
 }
 
@@ -155,14 +155,31 @@ impl Server {
     /// Stops taking connections; the requests in flight finish (see
     /// [`Server::wait`]).
     pub fn stop(&self) {
-        self.shutdown.notify_one();
+        self.shutdown.send_replace(true);
     }
 
-    /// Stops taking connections and waits up to `deadline` for the requests
-    /// in flight; those still running then are cut off.
+    /// Stops gracefully within `deadline`: takes no new connections, shuts
+    /// the runtime down ([`Runtime::shutdown`]: the running steps finish,
+    /// each run stops at that step, for a restart or another worker to
+    /// continue; a request waiting on one is answered `503
+    /// runtime.shutting_down`), and waits for the requests in flight; those
+    /// still running at the deadline are cut off.
     pub async fn shutdown(mut self, deadline: Duration) -> Result<(), String> {
         self.stop();
-        match tokio::time::timeout(deadline, &mut self.serve).await {
+        let runtime = self.host.runtime.clone();
+        let (stopped, served) = tokio::join!(
+            runtime.shutdown(deadline),
+            tokio::time::timeout(deadline, &mut self.serve)
+        );
+        match stopped {
+            Ok(report) if !report.cut_off.is_empty() => tracing::warn!(
+                cut_off = report.cut_off.len(),
+                "runs still inside a step at the deadline were left for recovery"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "the runtime did not shut down cleanly"),
+        }
+        match served {
             Ok(Ok(r)) => r.map_err(|e| e.to_string()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => {
@@ -276,7 +293,7 @@ pub async fn start(
         })
     };
     let ops = crate::ops::Ops::new(runtime.clone(), running);
-    let shutdown = Arc::new(tokio::sync::Notify::new());
+    let (shutdown, _) = tokio::sync::watch::channel(false);
     let metrics_addr = match args.metrics_addr {
         None => None,
         Some(at) => {
@@ -285,9 +302,11 @@ pub async fn start(
                 .map_err(|e| format!("cannot listen on {at}: {e}"))?;
             let bound = listener.local_addr().map_err(|e| e.to_string())?;
             let ops = ops.clone().with_metrics(crate::ops::prometheus()?);
-            let shutdown = Arc::clone(&shutdown);
+            let mut stopping = shutdown.subscribe();
             tokio::spawn(async move {
-                let stopped = async move { shutdown.notified().await };
+                let stopped = async move {
+                    let _ = stopping.wait_for(|s| *s).await;
+                };
                 if let Err(e) = crate::ops::serve(ops, listener, stopped).await {
                     tracing::error!(error = %e, "the metrics listener stopped");
                 }
@@ -322,13 +341,11 @@ pub async fn start(
             .dispatchable(["word_count"]),
     );
     let serve = {
-        let (host, shutdown) = (Arc::clone(&host), Arc::clone(&shutdown));
+        let (host, mut stopping) = (Arc::clone(&host), shutdown.subscribe());
         tokio::spawn(async move {
-            host.serve_with(
-                listener,
-                ops.router(),
-                async move { shutdown.notified().await },
-            )
+            host.serve_with(listener, ops.router(), async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            })
             .await
         })
     };
@@ -400,9 +417,9 @@ pub async fn run(args: ServerArgs) -> Result<(), String> {
         ),
     }
     tokio::select! {
-        r = tokio::signal::ctrl_c() => r.map_err(|e| e.to_string())?,
+        r = crate::ops::stop_signal() => r?,
         r = server.wait_ref() => return r,
     }
-    eprintln!("stopping: letting the requests in flight finish");
+    eprintln!("stopping: letting the running steps and the requests in flight finish");
     server.shutdown(Duration::from_secs(30)).await
 }

@@ -1,20 +1,34 @@
 //! One of several worker processes sharing a PostgreSQL store: it runs the
 //! interaction worker and the job worker until it is killed.
 //!
-//! Usage: `pg-worker SCHEMA WORK_LOG` with `THINKLIO_POSTGRES_URL` set.
-//! Every `record` call and every job run appends a line to WORK_LOG (with
-//! the call's idempotency key or the job's id), so the test can tell that
-//! nothing ran twice. Prints `ready` once its workers run.
+//! Usage: `pg-worker SCHEMA WORK_LOG [graceful]` with `THINKLIO_POSTGRES_URL`
+//! set. Every `record` call and every job run appends a line to WORK_LOG
+//! (with the call's idempotency key or the job's id), so the test can tell
+//! that nothing ran twice. Prints `ready` once its workers run.
+//!
+//! `wide`: it runs up to 100 sessions at once (8 otherwise).
+//!
+//! `graceful`: wide, and each first model call
+//! waits (announced on stdout as `thinking N`, N the calls waiting) until
+//! the process gets SIGTERM; then it shuts the runtime down
+//! (`Runtime::shutdown`: the waiting calls finish, each run stops at that
+//! step, the sessions are given back), prints `stopped STOPPED CUT_OFF
+//! RELEASED` and exits.
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 use thinklio_core::{
-    AgentDefinition, FunctionCapability, InvocationContext, Role, Runtime, RuntimeConfig,
-    SideEffect, StepMode,
+    AgentDefinition, ChatModel, ChatRequest, ChatResponse, ChatStream, FunctionCapability,
+    InvocationContext, ModelError, Role, Runtime, RuntimeConfig, SideEffect, StepMode,
 };
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 
@@ -33,8 +47,51 @@ fn append(path: &PathBuf, line: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// A model whose first call of each interaction waits for the gate to open
+/// (graceful mode), announcing how many wait.
+struct Gated {
+    model: ScriptedModel,
+    open: watch::Receiver<bool>,
+    waiting: AtomicUsize,
+}
+
+impl Gated {
+    async fn gate(&self, request: &ChatRequest) {
+        let first = request
+            .messages
+            .last()
+            .is_some_and(|m| m.role == Role::User);
+        if first && !*self.open.borrow() {
+            let n = self.waiting.fetch_add(1, Ordering::SeqCst) + 1;
+            {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "thinking {n}");
+                let _ = out.flush();
+            }
+            let mut open = self.open.clone();
+            let _ = open.wait_for(|o| *o).await;
+        }
+    }
+}
+
+#[async_trait]
+impl ChatModel for Gated {
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
+        self.gate(request).await;
+        self.model.chat(request).await
+    }
+
+    async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, ModelError> {
+        self.gate(request).await;
+        self.model.chat_stream(request).await
+    }
+}
+
 /// The agent and capabilities of a worker.
-fn runtime_builder(log: PathBuf) -> thinklio_core::RuntimeBuilder {
+fn runtime_builder(
+    log: PathBuf,
+    gate: Option<watch::Receiver<bool>>,
+) -> thinklio_core::RuntimeBuilder {
     let record_log = log.clone();
     let record = FunctionCapability::builder("record", "Records an entry.")
         .side_effect(SideEffect::External)
@@ -89,9 +146,21 @@ fn runtime_builder(log: PathBuf) -> thinklio_core::RuntimeBuilder {
     let mut config = RuntimeConfig::default();
     config.shared_store = true;
     config.task_lease = Duration::from_secs(2);
+    let model: Arc<dyn ChatModel> = match gate {
+        None => Arc::new(model),
+        Some(open) => {
+            // Long leases: a handover that waited for one would show.
+            config.task_lease = Duration::from_secs(30);
+            Arc::new(Gated {
+                model,
+                open,
+                waiting: AtomicUsize::new(0),
+            })
+        }
+    };
     Runtime::builder()
         .config(config)
-        .model(model)
+        .model_arc(model)
         .capability(record)
         .capability(brew)
         .agent(AgentDefinition::new("worker", "scripted").capabilities(["record", "brew"]))
@@ -100,18 +169,41 @@ fn runtime_builder(log: PathBuf) -> thinklio_core::RuntimeBuilder {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, schema, log] = args.as_slice() else {
-        return Err("usage: pg-worker SCHEMA WORK_LOG".into());
+    let (schema, log, graceful) = match args.as_slice() {
+        [_, schema, log] => (schema, log, false),
+        [_, schema, log, mode] if mode == "graceful" => (schema, log, true),
+        [_, schema, log, mode] if mode == "wide" => (schema, log, false),
+        _ => return Err("usage: pg-worker SCHEMA WORK_LOG [graceful|wide]".into()),
     };
+    let wide = graceful || args.len() == 4;
+    let (open, gate) = watch::channel(false);
     let store = thinklio_tests::open_store(&format!("postgres:{schema}")).await?;
-    let runtime = runtime_builder(PathBuf::from(log))
+    let runtime = runtime_builder(PathBuf::from(log), graceful.then_some(gate))
         .store_arc(store)
         .build()?;
     runtime.recover().await?;
-    let _interactions = runtime.spawn_interaction_worker(Duration::from_secs(1), 8);
+    let concurrency = if wide { 100 } else { 8 };
+    let _interactions = runtime.spawn_interaction_worker(Duration::from_secs(1), concurrency);
     let _jobs = runtime.spawn_job_worker(Duration::from_secs(1));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     println!("ready");
     std::io::stdout().flush()?;
-    std::future::pending::<()>().await;
+    if !graceful {
+        std::future::pending::<()>().await;
+    }
+    term.recv().await;
+    // The shutdown is polled first, so the runtime takes no next step before
+    // the waiting calls are let go.
+    let (report, ()) = tokio::join!(runtime.shutdown(Duration::from_secs(20)), async {
+        open.send_replace(true);
+    });
+    let report = report?;
+    println!(
+        "stopped {} {} {}",
+        report.stopped,
+        report.cut_off.len(),
+        report.released.len()
+    );
+    std::io::stdout().flush()?;
     Ok(())
 }

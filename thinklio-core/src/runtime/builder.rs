@@ -265,6 +265,7 @@ impl RuntimeBuilder {
             query_embeddings: std::sync::Mutex::new(HashMap::new()),
             worker: format!("runtime-{}", uuid::Uuid::now_v7()),
             hears_cancels: std::sync::OnceLock::new(),
+            closing: tokio::sync::watch::channel(false).0,
             stored: std::sync::Mutex::new(HashMap::new()),
             submitted: tokio::sync::Notify::new(),
             holds: std::sync::Mutex::new(HashMap::new()),

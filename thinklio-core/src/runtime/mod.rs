@@ -22,6 +22,7 @@ mod locks;
 mod queue;
 mod reply;
 mod sessions;
+mod shutdown;
 mod streams;
 mod summaries;
 mod templates;
@@ -50,6 +51,7 @@ pub use knowledge::{EXTRACT_TASK, EXTRACTION_PROMPT, KnowledgeConfig, extraction
 pub use queue::{QueueRun, QueueWorker, TaskError, TaskHandler};
 pub use reply::{AnswerError, Inbound, RecoveryReport, Reply, Structured};
 pub use sessions::InteractionWorker;
+pub use shutdown::ShutdownReport;
 pub use summaries::{SUMMARIZE_TASK, SUMMARY_PROMPT};
 pub use templates::{Instantiation, Templates};
 
@@ -94,6 +96,13 @@ pub enum RuntimeError {
     /// The agent is archived: it takes no new work.
     #[error("agent `{0}` is archived: it takes no new work")]
     AgentArchived(AgentId),
+    /// The runtime is shutting down ([`Runtime::shutdown`]): it takes no new
+    /// work; another process of a shared store, or this one restarted,
+    /// takes it.
+    #[error(
+        "this runtime is shutting down and takes no new work; try another worker or again shortly"
+    )]
+    ShuttingDown,
     /// A capability could not be registered.
     #[error(transparent)]
     Capability(#[from] CapabilityError),
@@ -152,6 +161,7 @@ impl RuntimeError {
             RuntimeError::UnknownTemplate(_) => ErrorCode::TemplateUnknown,
             RuntimeError::AgentPaused(_) => ErrorCode::AgentPaused,
             RuntimeError::AgentArchived(_) => ErrorCode::AgentArchived,
+            RuntimeError::ShuttingDown => ErrorCode::RuntimeShuttingDown,
             RuntimeError::Capability(e) => e.code(),
             RuntimeError::EmptyMessage => ErrorCode::RuntimeEmptyMessage,
             RuntimeError::Image(e) => e.code(),
@@ -232,6 +242,9 @@ pub(in crate::runtime) struct Inner {
     /// Whether this runtime listens for cancellations other processes
     /// announce through a shared store (started with its first run).
     pub(in crate::runtime) hears_cancels: std::sync::OnceLock<()>,
+    /// Turns `true` when [`Runtime::shutdown`] begins: no new work, runs
+    /// end at their next step boundary.
+    pub(in crate::runtime) closing: tokio::sync::watch::Sender<bool>,
     /// Agents served from the store, with the version and state served
     /// (their definitions are in `agents`); an agent in `agents` and not
     /// here was registered in code.
@@ -492,6 +505,9 @@ impl Runtime {
     /// PNG, JPEG, GIF or WebP, too large, too many, or at URLs a provider
     /// cannot fetch.
     pub(crate) fn check_message(&self, message: &Inbound) -> Result<(), RuntimeError> {
+        if self.inner.closing() {
+            return Err(RuntimeError::ShuttingDown);
+        }
         if message.text.trim().is_empty() && message.images.is_empty() {
             return Err(RuntimeError::EmptyMessage);
         }

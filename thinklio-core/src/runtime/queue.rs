@@ -191,7 +191,7 @@ impl Runtime {
         let runtime = self.clone();
         let handle = tokio::spawn(async move {
             loop {
-                if *stopped.borrow() {
+                if *stopped.borrow() || runtime.inner.closing() {
                     return;
                 }
                 let idle = match runtime.run_one_task().await {
@@ -205,6 +205,7 @@ impl Runtime {
                 if idle {
                     tokio::select! {
                         _ = stopped.changed() => {}
+                        _ = runtime.inner.closed() => {}
                         _ = runtime.inner.store.wait_for_work(poll) => {}
                     }
                 }

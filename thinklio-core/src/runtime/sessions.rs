@@ -166,7 +166,8 @@ impl Inner {
         };
         for (id, outcome) in runtime.resume_session(session, waiting).await {
             match outcome {
-                Ok(_) | Err(RuntimeError::InteractionFailed { .. }) => {}
+                Ok(_)
+                | Err(RuntimeError::InteractionFailed { .. } | RuntimeError::ShuttingDown) => {}
                 Err(e) => {
                     tracing::error!(interaction = %id, error = %e, "interaction could not run")
                 }
@@ -264,13 +265,14 @@ impl Runtime {
         let handle = tokio::spawn(async move {
             let mut running = tokio::task::JoinSet::new();
             loop {
-                if *stopped.borrow() {
+                if *stopped.borrow() || inner.closing() {
                     break;
                 }
                 while running.try_join_next().is_some() {}
                 let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                     tokio::select! {
                         _ = stopped.changed() => {}
+                        _ = inner.closed() => {}
                         _ = running.join_next() => {}
                     }
                     continue;
@@ -303,6 +305,7 @@ impl Runtime {
                         drop(slot);
                         tokio::select! {
                             _ = stopped.changed() => {}
+                            _ = inner.closed() => {}
                             _ = inner.submitted.notified() => {}
                             _ = inner.store.wait_for_work(poll) => {}
                         }

@@ -161,6 +161,12 @@ impl Run {
         }
         self.load_decisions().await?;
         loop {
+            // Shutting down: a root run stops between steps (nothing begun
+            // is left half done) for the next holder of its session. A
+            // delegate's run is part of its caller's step and goes on.
+            if in_flight.is_none() && self.delegation.is_none() && self.rt.closing() {
+                return Err(RuntimeError::ShuttingDown);
+            }
             let work = match self.plan(in_flight.as_ref().map(|s| s.id)) {
                 Next::Work(work) => work,
                 Next::Done | Next::Wait => return Ok(self.finished_reply()),
@@ -233,8 +239,11 @@ impl Run {
     async fn run_step(&mut self, work: Work, step: &Step) -> Result<FinishedStep, RuntimeError> {
         let (outcome, reply) = self.work(work, step).await;
         self.replace(ended(step, &outcome));
+        // The next step is begun with this one's end, unless the runtime is
+        // shutting down: then the run stops here and the next holder plans it.
+        let stopping = self.delegation.is_none() && self.rt.closing();
         let following = match self.plan(None) {
-            Next::Work(work) if work.begins_step() => Some(self.new_step_for(&work)),
+            Next::Work(work) if work.begins_step() && !stopping => Some(self.new_step_for(&work)),
             _ => None,
         };
         Ok(self

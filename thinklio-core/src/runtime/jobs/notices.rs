@@ -50,7 +50,9 @@ pub(crate) fn job_record(job: &Job, subjobs: &[Job]) -> JobRecord {
 
 impl Inner {
     /// Delivers the notices due now; returns (delivered, failed).
-    pub(super) async fn deliver_notices(self: &Arc<Self>) -> Result<(usize, usize), RuntimeError> {
+    pub(in crate::runtime) async fn deliver_notices(
+        self: &Arc<Self>,
+    ) -> Result<(usize, usize), RuntimeError> {
         let _one = self.jobs.delivering.lock().await;
         let mut delivered = 0;
         let mut failed = 0;

@@ -688,7 +688,7 @@ impl Runtime {
         let inner = Arc::clone(&self.inner);
         let handle = tokio::spawn(async move {
             loop {
-                if *stopped.borrow() {
+                if *stopped.borrow() || inner.closing() {
                     return;
                 }
                 let busy = match inner.job_pass(false).await {
@@ -701,6 +701,7 @@ impl Runtime {
                 if !busy {
                     tokio::select! {
                         _ = stopped.changed() => {}
+                        _ = inner.closed() => {}
                         _ = inner.jobs.wake.notified() => {}
                         _ = inner.store.wait_for_work(poll) => {}
                     }
