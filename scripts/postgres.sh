@@ -155,5 +155,6 @@ case "${1:-}" in
     ca) shift; ca "$@" ;;
     stop) shift; stop "$@" ;;
     reset) shift; reset "$@" ;;
-    *) die "usage: scripts/postgres.sh install | start [PORT DIR] | ca [PORT DIR] | stop [PORT DIR] | reset [PORT DIR]" ;;
+    bin) echo "$PG_BIN" ;;
+    *) die "usage: scripts/postgres.sh install | start [PORT DIR] | ca [PORT DIR] | stop [PORT DIR] | reset [PORT DIR] | bin" ;;
 esac

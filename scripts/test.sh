@@ -60,7 +60,10 @@ THINKLIO_POSTGRES_URL=$(scripts/postgres.sh start 54329)
 # The cluster speaks TLS with a certificate of a throw-away CA: the TLS
 # tests connect with `sslmode=require` and `verify-full` against it.
 THINKLIO_POSTGRES_CA=$(scripts/postgres.sh ca 54329)
-export THINKLIO_POSTGRES_URL THINKLIO_POSTGRES_CA
+# The backup tests dump and restore with the server's own pg_dump and
+# pg_restore.
+THINKLIO_PG_BIN=$(scripts/postgres.sh bin)
+export THINKLIO_POSTGRES_URL THINKLIO_POSTGRES_CA THINKLIO_PG_BIN
 trap 'scripts/postgres.sh stop 54329' EXIT
 
 # The local-embeddings tests and the memory example use all-MiniLM-L6-v2,

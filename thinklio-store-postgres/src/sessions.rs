@@ -225,3 +225,38 @@ impl SessionStore for PostgresStore {
         Ok(turns)
     }
 }
+
+impl PostgresStore {
+    /// Forgets every lease in the database: sessions held, jobs dispatched
+    /// and tasks claimed become free to take at once. For a database just
+    /// restored from a dump taken while it served (`pg_dump` copies the
+    /// leases of the workers of the time, which serve no more), before any
+    /// worker starts on it; never while workers run on it. Returns how many
+    /// leases it forgot.
+    pub async fn forget_leases(&self) -> StoreResult<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let mut forgot = rows::execute(
+            &tx,
+            "UPDATE sessions SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL",
+            &[],
+        )
+        .await?;
+        // Expired rather than none: their claims take what has run out.
+        forgot += rows::execute(
+            &tx,
+            "UPDATE jobs SET lease_until = 0 WHERE lease_owner IS NOT NULL",
+            &[],
+        )
+        .await?;
+        forgot += rows::execute(
+            &tx,
+            "UPDATE tasks SET lease_until = 0 WHERE state = 'leased'",
+            &[],
+        )
+        .await?;
+        rows::signal(&tx, &self.channel).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(forgot)
+    }
+}

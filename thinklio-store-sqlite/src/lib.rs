@@ -25,8 +25,11 @@
 
 #![warn(missing_docs)]
 
+pub use backup::{BackupError, BackupReport};
+
 mod agents;
 mod approvals;
+mod backup;
 mod budgets;
 mod conn;
 mod directory;
