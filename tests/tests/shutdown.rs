@@ -1,8 +1,10 @@
-//! A graceful stop in one process on SQLite (`Runtime::shutdown`): a run
-//! inside a step finishes that step and stops there, its caller told
-//! `runtime.shutting_down`; new messages are refused; the workers stop; the
-//! next start resumes the interaction from its next step, running nothing
-//! again. (Across processes on PostgreSQL: `multiprocess.rs`.)
+//! A graceful stop (`Runtime::shutdown`) on a SQLite store shared as
+//! several workers share one: a run inside a step finishes that step and
+//! stops there, its caller told `runtime.shutting_down`; new messages are
+//! refused; the workers stop; the next holder resumes the interaction from
+//! its next step, running nothing again. (Across processes on PostgreSQL:
+//! `multiprocess.rs`; in one process without sharing, the run goes on to
+//! its reply: `http_hardening.rs`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests speak through panics
 
@@ -88,8 +90,11 @@ fn runtime(
         Some((begun, open)) => Arc::new(Gated { model, begun, open }),
         None => Arc::new(model),
     };
+    let mut config = RuntimeConfig::default();
+    config.shared_store = true;
     Runtime::builder()
         .store(store)
+        .config(config)
         .model_arc(model)
         .capability(note)
         .agent(AgentDefinition::new("scribe", "scripted").capabilities(["note"]))
@@ -156,11 +161,24 @@ async fn a_shutdown_ends_the_run_at_its_step_and_the_next_start_goes_on_from_the
     .expect("the workers stop with the runtime");
     drop(rt);
 
-    // The next start goes on from the call: the note is taken once, the
-    // model is not asked again for what it already answered.
+    // The next worker claims the session at once (its lease was given
+    // back, not left to run out) and goes on from the call: the note is
+    // taken once, the model is not asked again for what it answered.
     let rt = runtime(SqliteStore::open(&path).await.unwrap(), &notes, None);
-    let report = rt.recover().await.unwrap();
-    assert_eq!(report.resumed, 1);
+    rt.recover().await.unwrap();
+    let mut events = rt.subscribe();
+    let _worker = rt.spawn_interaction_worker(Duration::from_secs(60), 2);
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .expect("the next worker continues the interaction")
+            .unwrap();
+        if event.kind == EventKind::InteractionCompleted
+            && event.interaction_id == Some(interaction.id)
+        {
+            break;
+        }
+    }
     let steps = rt.sessions().steps(user, interaction.id).await.unwrap();
     let kinds: Vec<StepKind> = steps.iter().map(|s| s.kind).collect();
     assert_eq!(

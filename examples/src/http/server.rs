@@ -159,11 +159,10 @@ impl Server {
     }
 
     /// Stops gracefully within `deadline`: takes no new connections, shuts
-    /// the runtime down ([`Runtime::shutdown`]: the running steps finish,
-    /// each run stops at that step, for a restart or another worker to
-    /// continue; a request waiting on one is answered `503
-    /// runtime.shutting_down`), and waits for the requests in flight; those
-    /// still running at the deadline are cut off.
+    /// the runtime down ([`Runtime::shutdown`]: no new messages; the runs
+    /// going on, which this one process would otherwise leave to its next
+    /// start, finish), and waits for the requests in flight; those still
+    /// running at the deadline are cut off.
     pub async fn shutdown(mut self, deadline: Duration) -> Result<(), String> {
         self.stop();
         let runtime = self.host.runtime.clone();

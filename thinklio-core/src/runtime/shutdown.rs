@@ -1,8 +1,8 @@
 //! Stopping a runtime without losing or repeating work
 //! ([`Runtime::shutdown`]): it takes no new work, lets the steps running
-//! finish (until a deadline), ends each run at that step boundary, gives
-//! back the sessions it holds in a shared store so another worker continues
-//! them at once, and delivers the job notices due.
+//! finish (until a deadline); on a shared store it ends each run at that
+//! step and gives its session back so another worker continues it at once;
+//! it delivers the job notices due.
 
 use std::time::{Duration, Instant};
 
@@ -13,8 +13,8 @@ use crate::ids::{InteractionId, SessionId};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
-    /// Runs that ended at a step boundary before the deadline (their
-    /// interactions stay unfinished in the store, for the next holder).
+    /// Runs that ended before the deadline: with their reply, or (on a
+    /// shared store) between two steps, unfinished for the next holder.
     pub stopped: usize,
     /// Runs still inside a step at the deadline: they are left as a crash
     /// leaves them (the next holder settles the step), and their sessions
@@ -66,12 +66,13 @@ impl Runtime {
     /// 1. It takes no new work: `send` and `submit` are refused with
     ///    [`RuntimeError::ShuttingDown`], and its interaction, job and queue
     ///    workers stop claiming (their loops end).
-    /// 2. Each run finishes the step it is in and stops there, its outcome
-    ///    committed and no next step begun; its session's lease is given
-    ///    back, so on a shared store another worker claims the session at
-    ///    once and continues from the next step (in one process, `recover`
-    ///    does at the next start). A run waiting on a `send` returns
-    ///    `ShuttingDown` to its caller.
+    /// 2. On a shared store ([`RuntimeConfig::shared_store`](super::RuntimeConfig::shared_store)),
+    ///    each run finishes the step it is in and stops there, its outcome
+    ///    committed and no next step begun, and its session's lease is given
+    ///    back: another worker claims the session at once and continues from
+    ///    the next step. A caller of `send` whose run stopped so gets
+    ///    `ShuttingDown`. In one process, where nobody else would continue
+    ///    them, the runs go on to their replies.
     /// 3. At the deadline, runs still inside a step are left as a crash
     ///    would leave them and every lease still held is given back.
     /// 4. The job notices due are delivered.

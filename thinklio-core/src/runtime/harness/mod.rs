@@ -161,10 +161,7 @@ impl Run {
         }
         self.load_decisions().await?;
         loop {
-            // Shutting down: a root run stops between steps (nothing begun
-            // is left half done) for the next holder of its session. A
-            // delegate's run is part of its caller's step and goes on.
-            if in_flight.is_none() && self.delegation.is_none() && self.rt.closing() {
+            if in_flight.is_none() && self.hands_over() {
                 return Err(RuntimeError::ShuttingDown);
             }
             let work = match self.plan(in_flight.as_ref().map(|s| s.id)) {
@@ -239,9 +236,9 @@ impl Run {
     async fn run_step(&mut self, work: Work, step: &Step) -> Result<FinishedStep, RuntimeError> {
         let (outcome, reply) = self.work(work, step).await;
         self.replace(ended(step, &outcome));
-        // The next step is begun with this one's end, unless the runtime is
-        // shutting down: then the run stops here and the next holder plans it.
-        let stopping = self.delegation.is_none() && self.rt.closing();
+        // The next step is begun with this one's end, unless the run hands
+        // its session over: then it stops here and the next holder plans it.
+        let stopping = self.hands_over();
         let following = match self.plan(None) {
             Next::Work(work) if work.begins_step() && !stopping => Some(self.new_step_for(&work)),
             _ => None,
@@ -251,6 +248,16 @@ impl Run {
             .store
             .finish_step(step.id, outcome, reply, following)
             .await?)
+    }
+
+    /// Whether this run stops between steps because the runtime shuts
+    /// down: a root run on a shared store, whose session another worker
+    /// continues at once from the next step (nothing begun is left half
+    /// done). In one process nobody else would continue it, so the run goes
+    /// on to its reply (within the shutdown's deadline); a delegate's run is
+    /// part of its caller's step and goes on too.
+    fn hands_over(&self) -> bool {
+        self.delegation.is_none() && self.rt.config.shared_store && self.rt.closing()
     }
 
     /// Records the end of an interaction that failed for good.
