@@ -167,3 +167,79 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// The steps of an interaction that made one capability call and answered.
+pub const ONE_CALL: [thinklio_core::StepKind; 6] = {
+    use thinklio_core::StepKind::*;
+    [Context, Think, Act, Observe, Think, Respond]
+};
+
+/// Checks that `steps` are [`ONE_CALL`]'s, each succeeded (none settled as
+/// interrupted, none run twice).
+pub fn assert_one_call(steps: &[thinklio_core::Step], what: &str) {
+    let kinds: Vec<(thinklio_core::StepKind, thinklio_core::StepState)> =
+        steps.iter().map(|s| (s.kind, s.state)).collect();
+    let expected = ONE_CALL.map(|k| (k, thinklio_core::StepState::Succeeded));
+    assert_eq!(kinds, expected, "{what}");
+}
+
+/// A model whose first call of each interaction (the last message the
+/// user's) waits until `open` turns true; `on_wait` hears each wait with how
+/// many have waited so far, so a test drives its next move from it.
+pub struct Gated {
+    model: Arc<dyn thinklio_core::ChatModel>,
+    open: tokio::sync::watch::Receiver<bool>,
+    waiting: std::sync::atomic::AtomicUsize,
+    on_wait: Box<dyn Fn(usize) + Send + Sync>,
+}
+
+impl Gated {
+    /// `model`'s answers, each first call held until `open` turns true.
+    pub fn new(
+        model: impl thinklio_core::ChatModel + 'static,
+        open: tokio::sync::watch::Receiver<bool>,
+        on_wait: impl Fn(usize) + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            model: Arc::new(model),
+            open,
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            on_wait: Box::new(on_wait),
+        }
+    }
+
+    async fn gate(&self, request: &thinklio_core::ChatRequest) {
+        let first = request
+            .messages
+            .last()
+            .is_some_and(|m| m.role == thinklio_core::Role::User);
+        if first && !*self.open.borrow() {
+            let n = self
+                .waiting
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1;
+            (self.on_wait)(n);
+            let mut open = self.open.clone();
+            let _ = open.wait_for(|o| *o).await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl thinklio_core::ChatModel for Gated {
+    async fn chat(
+        &self,
+        request: &thinklio_core::ChatRequest,
+    ) -> Result<thinklio_core::ChatResponse, thinklio_core::ModelError> {
+        self.gate(request).await;
+        self.model.chat(request).await
+    }
+
+    async fn chat_stream(
+        &self,
+        request: &thinklio_core::ChatRequest,
+    ) -> Result<thinklio_core::ChatStream, thinklio_core::ModelError> {
+        self.gate(request).await;
+        self.model.chat_stream(request).await
+    }
+}

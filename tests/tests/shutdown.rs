@@ -11,48 +11,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use thinklio_core::*;
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 use thinklio_store_sqlite::SqliteStore;
 use tokio::sync::{Notify, watch};
-
-/// The model: its first call waits for the gate (announcing it has
-/// begun); then it asks for `note`, and answers with what `note` said.
-struct Gated {
-    model: ScriptedModel,
-    begun: Arc<Notify>,
-    open: watch::Receiver<bool>,
-}
-
-impl Gated {
-    async fn gate(&self, request: &ChatRequest) {
-        if request
-            .messages
-            .last()
-            .is_some_and(|m| m.role == Role::User)
-        {
-            self.begun.notify_one();
-            let mut open = self.open.clone();
-            let _ = open.wait_for(|o| *o).await;
-        }
-    }
-}
-
-#[async_trait]
-impl ChatModel for Gated {
-    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
-        self.gate(request).await;
-        self.model.chat(request).await
-    }
-
-    async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, ModelError> {
-        self.gate(request).await;
-        self.model.chat_stream(request).await
-    }
-}
 
 #[derive(Deserialize, JsonSchema)]
 struct Note {
@@ -86,8 +50,11 @@ fn runtime(
                 Ok::<_, String>(n.text)
             }
         });
+    // The first model call waits for the gate, announcing it has begun.
     let model: Arc<dyn ChatModel> = match gate {
-        Some((begun, open)) => Arc::new(Gated { model, begun, open }),
+        Some((begun, open)) => Arc::new(thinklio_tests::Gated::new(model, open, move |_| {
+            begun.notify_one()
+        })),
         None => Arc::new(model),
     };
     let mut config = RuntimeConfig::default();
@@ -180,19 +147,7 @@ async fn a_shutdown_ends_the_run_at_its_step_and_the_next_start_goes_on_from_the
         }
     }
     let steps = rt.sessions().steps(user, interaction.id).await.unwrap();
-    let kinds: Vec<StepKind> = steps.iter().map(|s| s.kind).collect();
-    assert_eq!(
-        kinds,
-        [
-            StepKind::Context,
-            StepKind::Think,
-            StepKind::Act,
-            StepKind::Observe,
-            StepKind::Think,
-            StepKind::Respond
-        ]
-    );
-    assert!(steps.iter().all(|s| s.state == StepState::Succeeded));
+    thinklio_tests::assert_one_call(&steps, "the interaction stopped by the shutdown");
     assert_eq!(*notes.lock().unwrap(), ["milk"]);
     let history = rt.sessions().history(user, session.id, 10).await.unwrap();
     assert_eq!(history.len(), 1);

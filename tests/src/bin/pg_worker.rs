@@ -18,17 +18,15 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use tokio::sync::watch;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 use thinklio_core::{
-    AgentDefinition, ChatModel, ChatRequest, ChatResponse, ChatStream, FunctionCapability,
-    InvocationContext, ModelError, Role, Runtime, RuntimeConfig, SideEffect, StepMode,
+    AgentDefinition, ChatModel, FunctionCapability, InvocationContext, Role, Runtime,
+    RuntimeConfig, SideEffect, StepMode,
 };
 use thinklio_llm::{ScriptedModel, ScriptedReply};
 
@@ -45,46 +43,6 @@ fn append(path: &PathBuf, line: &str) -> Result<(), String> {
         .open(path)
         .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()))
         .map_err(|e| e.to_string())
-}
-
-/// A model whose first call of each interaction waits for the gate to open
-/// (graceful mode), announcing how many wait.
-struct Gated {
-    model: ScriptedModel,
-    open: watch::Receiver<bool>,
-    waiting: AtomicUsize,
-}
-
-impl Gated {
-    async fn gate(&self, request: &ChatRequest) {
-        let first = request
-            .messages
-            .last()
-            .is_some_and(|m| m.role == Role::User);
-        if first && !*self.open.borrow() {
-            let n = self.waiting.fetch_add(1, Ordering::SeqCst) + 1;
-            {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "thinking {n}");
-                let _ = out.flush();
-            }
-            let mut open = self.open.clone();
-            let _ = open.wait_for(|o| *o).await;
-        }
-    }
-}
-
-#[async_trait]
-impl ChatModel for Gated {
-    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
-        self.gate(request).await;
-        self.model.chat(request).await
-    }
-
-    async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, ModelError> {
-        self.gate(request).await;
-        self.model.chat_stream(request).await
-    }
 }
 
 /// The agent and capabilities of a worker.
@@ -151,11 +109,11 @@ fn runtime_builder(
         Some(open) => {
             // Long leases: a handover that waited for one would show.
             config.task_lease = Duration::from_secs(30);
-            Arc::new(Gated {
-                model,
-                open,
-                waiting: AtomicUsize::new(0),
-            })
+            Arc::new(thinklio_tests::Gated::new(model, open, |n| {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "thinking {n}");
+                let _ = out.flush();
+            }))
         }
     };
     Runtime::builder()
