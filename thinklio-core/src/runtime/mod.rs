@@ -19,10 +19,10 @@ mod harness;
 mod jobs;
 mod knowledge;
 mod locks;
+mod ops;
 mod queue;
 mod reply;
 mod sessions;
-mod shutdown;
 mod streams;
 mod summaries;
 mod templates;
@@ -48,10 +48,10 @@ pub use jobs::{
 };
 pub use knowledge::Knowledge;
 pub use knowledge::{EXTRACT_TASK, EXTRACTION_PROMPT, KnowledgeConfig, extraction_schema};
+pub use ops::ShutdownReport;
 pub use queue::{QueueRun, QueueWorker, TaskError, TaskHandler};
 pub use reply::{AnswerError, Inbound, RecoveryReport, Reply, Structured};
 pub use sessions::InteractionWorker;
-pub use shutdown::ShutdownReport;
 pub use summaries::{SUMMARIZE_TASK, SUMMARY_PROMPT};
 pub use templates::{Instantiation, Templates};
 
@@ -368,17 +368,6 @@ impl Runtime {
     /// The directory: agents, delegation, forgetting a user.
     pub fn directory(&self) -> Directory<'_> {
         Directory { rt: self }
-    }
-
-    /// Reads the store's [`Backlog`](crate::store::Backlog) (queued tasks
-    /// and jobs by state, undelivered replies and notices, calls waiting for
-    /// a decision) and sets the sampled gauges of
-    /// [`telemetry`](crate::telemetry) from it; a host exporting metrics
-    /// calls it before each export. One read of the store.
-    pub async fn sample_backlog(&self) -> Result<crate::store::Backlog, RuntimeError> {
-        let backlog = self.inner.store.backlog().await?;
-        crate::telemetry::backlog(&backlog);
-        Ok(backlog)
     }
 
     /// Agent templates: what agents made from them start as, and keeping

@@ -18,7 +18,10 @@ use crate::error::ErrorCode;
 use serde::Deserialize;
 use std::fmt;
 
+mod ops;
 pub mod rows;
+
+pub use ops::{Backlog, OpsStore};
 
 use async_trait::async_trait;
 
@@ -751,31 +754,6 @@ pub trait DirectoryStore: Send + Sync {
         principal: &Principal,
         agent: &AgentId,
     ) -> StoreResult<Result<Access, AccessError>>;
-}
-
-/// What an operator watches of a store: work waiting and work stuck, read
-/// at once (each count is exact when read; the metrics of
-/// [`Runtime::sample_backlog`](crate::Runtime::sample_backlog) come from it).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Backlog {
-    /// Queued tasks by state (`pending`, `running`, `dead`, …).
-    pub tasks: std::collections::BTreeMap<String, u64>,
-    /// Jobs by state.
-    pub jobs: std::collections::BTreeMap<String, u64>,
-    /// Replies in the outbox not yet delivered.
-    pub undelivered_replies: u64,
-    /// Job notices not yet delivered.
-    pub undelivered_notices: u64,
-    /// Calls waiting for a person's decision.
-    pub waiting_approvals: u64,
-}
-
-/// What operations read of a store.
-#[async_trait]
-pub trait OpsStore: Send + Sync {
-    /// The store's [`Backlog`], in one read ([`rows::BACKLOG`]).
-    async fn backlog(&self) -> StoreResult<Backlog>;
 }
 
 /// Everything the runtime needs from a store.

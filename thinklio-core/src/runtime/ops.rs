@@ -1,8 +1,9 @@
-//! Stopping a runtime without losing or repeating work
-//! ([`Runtime::shutdown`]): it takes no new work, lets the steps running
-//! finish (until a deadline); on a shared store it ends each run at that
-//! step and gives its session back so another worker continues it at once;
-//! it delivers the job notices due.
+//! What operating a runtime calls on it: the store's backlog for the
+//! metrics ([`Runtime::sample_backlog`]), and stopping without losing or
+//! repeating work ([`Runtime::shutdown`]): it takes no new work, lets the
+//! steps running finish (until a deadline); on a shared store it ends each
+//! run at that step and gives its session back so another worker continues
+//! it at once; it delivers the job notices due.
 
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,17 @@ impl Inner {
 }
 
 impl Runtime {
+    /// Reads the store's [`Backlog`](crate::store::Backlog) (queued tasks
+    /// and jobs by state, undelivered replies and notices, calls waiting for
+    /// a decision) and sets the sampled gauges of
+    /// [`telemetry`](crate::telemetry) from it; a host exporting metrics
+    /// calls it before each export. One read of the store.
+    pub async fn sample_backlog(&self) -> Result<crate::store::Backlog, RuntimeError> {
+        let backlog = self.inner.store.backlog().await?;
+        crate::telemetry::backlog(&backlog);
+        Ok(backlog)
+    }
+
     /// Stops this runtime gracefully, within `deadline`:
     ///
     /// 1. It takes no new work: `send` and `submit` are refused with
