@@ -188,3 +188,14 @@ pub async fn stop_signal() -> Result<(), String> {
         tokio::signal::ctrl_c().await.map_err(|e| e.to_string())
     }
 }
+
+/// The retention worker a host's `--retain-days` asks for: finished work
+/// older than `days` pruned at start and hourly, usage rolled up after
+/// the default 90 days (or `days`, if longer); none when left out.
+pub fn retention(runtime: &Runtime, days: Option<u32>) -> Option<thinklio_core::RetentionWorker> {
+    let days = days?;
+    let keep = std::time::Duration::from_secs(u64::from(days) * 86_400);
+    let policy = thinklio_core::RetentionPolicy::keep_finished(keep);
+    let usage = policy.keep_usage_detail.max(keep);
+    Some(runtime.spawn_retention_worker(policy.usage_detail(usage)))
+}

@@ -198,6 +198,7 @@ async fn a_restart_with_every_key_revoked_makes_no_key() {
         addr: "127.0.0.1:0".parse().unwrap(),
         requests_per_minute: 600,
         metrics_addr: None,
+        retain_days: None,
         command: None,
     };
     let server = start(&args, None).await.unwrap();
@@ -401,6 +402,7 @@ async fn a_stop_lets_the_requests_in_flight_finish() {
         addr: "127.0.0.1:0".parse().unwrap(),
         requests_per_minute: 600,
         metrics_addr: None,
+        retain_days: None,
         command: None,
     };
     let gate = Arc::new(Gate::default());

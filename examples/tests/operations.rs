@@ -53,6 +53,7 @@ async fn a_scrape_after_a_conversation_shows_its_steps_tokens_and_cost() {
         addr: "127.0.0.1:0".parse().unwrap(),
         requests_per_minute: 600,
         metrics_addr: Some("127.0.0.1:0".parse().unwrap()),
+        retain_days: Some(30),
         command: None,
     };
     let server = start(&args, None).await.unwrap();
@@ -210,7 +211,7 @@ async fn a_scrape_after_a_conversation_shows_its_steps_tokens_and_cost() {
         let ready: Value = ready.json().await.unwrap();
         assert_eq!(
             ready,
-            json!({ "ready": true, "store": "ok", "workers": { "jobs": "running", "queue": "running" } })
+            json!({ "ready": true, "store": "ok", "workers": { "jobs": "running", "queue": "running", "retention": "running" } })
         );
     }
     server.stop();

@@ -97,6 +97,7 @@ async fn the_web_chat_streams_a_reply_and_its_steps() {
         addr: "127.0.0.1:0".parse().unwrap(),
         requests_per_minute: 600,
         metrics_addr: None,
+        retain_days: None,
         command: None,
     };
     let server = start(&args, None).await.unwrap();
@@ -263,6 +264,7 @@ async fn the_studio_makes_agents_from_a_template_links_them_and_draws_their_grap
         addr: "127.0.0.1:0".parse().unwrap(),
         requests_per_minute: 600,
         metrics_addr: None,
+        retain_days: None,
         command: None,
     };
     let server = start(&args, None).await.unwrap();

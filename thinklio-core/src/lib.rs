@@ -79,9 +79,9 @@ pub use runtime::{
     AnswerError, ApprovalError, CANCEL_JOB, CancelledBy, Delegate, DelegationGraph, EXTRACT_TASK,
     Inbound, Instantiation, JOB_STATUS, JobCallbacks, JobError, JobNotice, JobRecovery, JobRun,
     JobWorker, KnowledgeConfig, NoticeWebhook, ObserverCallback, QueueRun, QueueWorker,
-    RecoveryReport, Reply, Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, SUMMARIZE_TASK,
-    SUMMARY_PROMPT, ShutdownReport, Structured, TaskError, TaskHandler, Templates,
-    extraction_schema,
+    RecoveryReport, Reply, RetentionPolicy, RetentionWorker, Runtime, RuntimeBuilder,
+    RuntimeConfig, RuntimeError, SUMMARIZE_TASK, SUMMARY_PROMPT, ShutdownReport, Structured,
+    TaskError, TaskHandler, Templates, extraction_schema,
 };
 pub use session::{NewSession, NewSummary, Session, Summary, Turn};
 pub use step::{
@@ -90,8 +90,9 @@ pub use step::{
 };
 pub use store::{
     AgentStore, Backlog, BudgetStore, DirectoryStore, EventStore, FinishedStep, ForgetReport,
-    ImageStore, InteractionStore, OpsStore, OutboxStore, PrivacyStore, QueueStore, SessionStore,
-    Store, StoreError, StoreResult, SummaryStore, TemplateStore, TodoStore, UsageStore,
+    ImageStore, InteractionStore, OpsStore, OutboxStore, PrivacyStore, PruneReport, Pruning,
+    QueueStore, SessionStore, Store, StoreError, StoreResult, SummaryStore, TemplateStore,
+    TodoStore, UsageStore,
 };
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use todo::Todo;

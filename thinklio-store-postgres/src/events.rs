@@ -1,7 +1,7 @@
-//! `EventStore`, `UsageStore` and `OpsStore` on PostgreSQL.
+//! `EventStore` and `UsageStore` on PostgreSQL.
 
 use async_trait::async_trait;
-use thinklio_core::store::{Backlog, OpsStore};
+use thinklio_core::store::retention::USAGE_SUMS as SUMS;
 use thinklio_core::{
     Cost, Event, EventStore, NewEvent, StoreResult, TokenUsage, UsageFilter, UsageGroup,
     UsageRecord, UsageRow, UsageStore, UsageTotals,
@@ -98,9 +98,6 @@ fn totals(r: &Row, first: usize) -> StoreResult<UsageTotals> {
     })
 }
 
-const SUMS: &str = "COUNT(*)::BIGINT, COALESCE(SUM(input_tokens), 0)::BIGINT, \
-                    COALESCE(SUM(output_tokens), 0)::BIGINT, COALESCE(SUM(cost_nanos), 0)::BIGINT";
-
 #[async_trait]
 impl UsageStore for PostgresStore {
     async fn record_usage(&self, r: UsageRecord) -> StoreResult<()> {
@@ -178,25 +175,5 @@ impl UsageStore for PostgresStore {
             })
         })
         .collect()
-    }
-}
-
-#[async_trait]
-impl OpsStore for PostgresStore {
-    async fn backlog(&self) -> StoreResult<Backlog> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        let rows = query(&tx, thinklio_core::store::rows::BACKLOG, &[]).await?;
-        let counts = rows
-            .iter()
-            .map(|r| {
-                Ok((
-                    r.try_get::<_, String>(0).map_err(backend)?,
-                    r.try_get::<_, String>(1).map_err(backend)?,
-                    r.try_get::<_, i64>(2).map_err(backend)?,
-                ))
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(thinklio_core::store::rows::backlog(counts))
     }
 }

@@ -41,6 +41,7 @@ mod interactions;
 mod jobs;
 mod knowledge;
 mod listen;
+mod ops;
 mod privacy;
 mod queue;
 mod rows;

@@ -1,8 +1,8 @@
-//! `EventStore`, `UsageStore` and `OpsStore` on SQLite.
+//! `EventStore` and `UsageStore` on SQLite.
 
 use async_trait::async_trait;
 use rusqlite::params;
-use thinklio_core::store::{Backlog, OpsStore};
+use thinklio_core::store::retention::USAGE_SUMS as SUMS;
 use thinklio_core::{
     Cost, Event, EventStore, NewEvent, StoreResult, TokenUsage, UsageFilter, UsageGroup,
     UsageRecord, UsageRow, UsageStore, UsageTotals,
@@ -94,9 +94,6 @@ fn totals(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<UsageTotals> 
     })
 }
 
-const SUMS: &str = "COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), \
-                    COALESCE(SUM(cost_nanos), 0)";
-
 #[async_trait]
 impl UsageStore for SqliteStore {
     async fn record_usage(&self, r: UsageRecord) -> StoreResult<()> {
@@ -169,22 +166,5 @@ impl UsageStore for SqliteStore {
                 .map_err(backend)
             })
             .await
-    }
-}
-
-#[async_trait]
-impl OpsStore for SqliteStore {
-    async fn backlog(&self) -> StoreResult<Backlog> {
-        self.conn
-            .call(|c| {
-                c.prepare_cached(thinklio_core::store::rows::BACKLOG)
-                    .map_err(backend)?
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                    .map_err(backend)?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(backend)
-            })
-            .await
-            .map(thinklio_core::store::rows::backlog)
     }
 }

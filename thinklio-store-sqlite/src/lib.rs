@@ -38,6 +38,7 @@ mod images;
 mod interactions;
 mod jobs;
 mod knowledge;
+mod ops;
 mod privacy;
 mod queue;
 mod rows;

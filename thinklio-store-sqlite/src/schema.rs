@@ -453,6 +453,18 @@ CREATE TABLE agent_templates (
 CREATE INDEX agent_templates_by_account ON agent_templates (account_id);
 CREATE INDEX sessions_by_agent ON sessions (agent_id, created_at);
 "#,
+    // 19: retention. A pruned interaction keeps its row (and the step that
+    // ended it) and says when it was pruned; unpruned ones are walked in
+    // order and delegation trees downwards; a usage row may roll up many
+    // calls.
+    r#"
+ALTER TABLE interactions ADD COLUMN pruned_at INTEGER;
+CREATE INDEX interactions_unpruned ON interactions (seq) WHERE pruned_at IS NULL;
+CREATE INDEX interactions_by_parent ON interactions (parent_interaction_id)
+    WHERE parent_interaction_id IS NOT NULL;
+CREATE INDEX interactions_pruning ON interactions (id) WHERE pruned_at = -1;
+ALTER TABLE usage_records ADD COLUMN calls INTEGER NOT NULL DEFAULT 1;
+"#,
 ];
 
 /// The version whose migration is followed by `knowledge::migrate_cardinality`.

@@ -38,6 +38,11 @@ pub struct ServerArgs {
     /// every account's work, so they are never on `--addr`.
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
+    /// Prune finished work older than this many days, hourly: steps,
+    /// events and summarised replies go, usage is rolled up by the hour
+    /// (reports stay the same). Everything is kept when left out.
+    #[arg(long, value_name = "DAYS")]
+    pub retain_days: Option<u32>,
     /// What to do instead of serving.
     #[command(subcommand)]
     pub command: Option<KeyCommand>,
@@ -128,7 +133,11 @@ pub struct Server {
     pub metrics_addr: Option<SocketAddr>,
     serve: tokio::task::JoinHandle<std::io::Result<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
-    _workers: Arc<(thinklio_core::JobWorker, thinklio_core::QueueWorker)>,
+    _workers: Arc<(
+        thinklio_core::JobWorker,
+        thinklio_core::QueueWorker,
+        Option<thinklio_core::RetentionWorker>,
+    )>,
 }
 
 impl std::fmt::Debug for Server {
@@ -280,15 +289,20 @@ pub async fn start(
     let workers = Arc::new((
         runtime.spawn_job_worker(Duration::from_millis(500)),
         runtime.spawn_queue_worker(Duration::from_millis(500)),
+        crate::ops::retention(&runtime, args.retain_days),
     ));
     let running: crate::ops::Workers = {
         let workers = Arc::downgrade(&workers);
         Arc::new(move || {
             let w = workers.upgrade();
-            vec![
+            let mut running = vec![
                 ("jobs", w.as_ref().is_some_and(|w| w.0.is_running())),
                 ("queue", w.as_ref().is_some_and(|w| w.1.is_running())),
-            ]
+            ];
+            if let Some(retention) = w.as_ref().and_then(|w| w.2.as_ref()) {
+                running.push(("retention", retention.is_running()));
+            }
+            running
         })
     };
     let ops = crate::ops::Ops::new(runtime.clone(), running);

@@ -25,6 +25,7 @@ mod governance;
 mod jobs;
 mod knowledge;
 mod queue;
+mod retention;
 mod steps;
 
 pub use approvals::*;
@@ -32,6 +33,7 @@ pub use governance::*;
 pub use jobs::*;
 pub use knowledge::*;
 pub use queue::*;
+pub use retention::*;
 pub use steps::*;
 
 /// Generates one `#[tokio::test]` per conformance check. The argument is an
@@ -84,6 +86,7 @@ macro_rules! store_conformance_tests {
             notices_are_claimed_by_one_deliverer_at_a_time,
             leases_hand_dead_workers_jobs_and_sessions_to_others,
             the_backlog_counts_work_waiting_and_stuck,
+            retention_prunes_finished_work_and_keeps_reports,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {
@@ -123,22 +126,26 @@ pub(super) async fn interaction<S: Store>(
     input: &str,
 ) -> Interaction {
     store
-        .create_interaction(NewInteraction {
-            session_id: session.id,
-            principal: session.principal,
-            agent_id: session.agent_id.clone(),
-            input: input.into(),
-            images: Vec::new(),
-            agent_version: None,
-            inbound_id: None,
-            parent_interaction_id: None,
-            delegation_depth: 0,
-            job_id: None,
-            kind: crate::interaction::InteractionKind::Message,
-        })
+        .create_interaction(new_interaction(session, input))
         .await
         .unwrap()
         .0
+}
+
+pub(super) fn new_interaction(session: &Session, input: &str) -> NewInteraction {
+    NewInteraction {
+        session_id: session.id,
+        principal: session.principal,
+        agent_id: session.agent_id.clone(),
+        input: input.into(),
+        images: Vec::new(),
+        agent_version: None,
+        inbound_id: None,
+        parent_interaction_id: None,
+        delegation_depth: 0,
+        job_id: None,
+        kind: crate::interaction::InteractionKind::Message,
+    }
 }
 
 pub(super) fn new_step(interaction: &Interaction, seq: u32, kind: StepKind) -> NewStep {

@@ -22,10 +22,12 @@ mod locks;
 mod ops;
 mod queue;
 mod reply;
+mod retention;
 mod sessions;
 mod streams;
 mod summaries;
 mod templates;
+mod worker;
 
 pub use config::RuntimeConfig;
 
@@ -51,6 +53,7 @@ pub use knowledge::{EXTRACT_TASK, EXTRACTION_PROMPT, KnowledgeConfig, extraction
 pub use ops::ShutdownReport;
 pub use queue::{QueueRun, QueueWorker, TaskError, TaskHandler};
 pub use reply::{AnswerError, Inbound, RecoveryReport, Reply, Structured};
+pub use retention::{RetentionPolicy, RetentionWorker};
 pub use sessions::InteractionWorker;
 pub use summaries::{SUMMARIZE_TASK, SUMMARY_PROMPT};
 pub use templates::{Instantiation, Templates};

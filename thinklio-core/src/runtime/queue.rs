@@ -5,8 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::{Runtime, RuntimeError};
 use crate::queue::{NewTask, Task, TaskRetry};
@@ -58,35 +56,12 @@ pub struct QueueRun {
     pub dead_lettered: usize,
 }
 
-/// A background queue worker; stops when [`QueueWorker::stop`] is called or
-/// the worker is dropped.
-#[derive(Debug)]
-pub struct QueueWorker {
-    stop: watch::Sender<bool>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl QueueWorker {
-    /// Whether its loop still runs (it stops when stopped or if it
-    /// panicked): what a readiness check asks.
-    pub fn is_running(&self) -> bool {
-        self.handle.as_ref().is_some_and(|h| !h.is_finished())
-    }
-
-    /// Stops the worker and waits for its current task to end.
-    pub async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.await;
-        }
-    }
-}
-
-impl Drop for QueueWorker {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
+super::worker::worker_handle!(
+    /// A background queue worker; stops when [`QueueWorker::stop`] is called
+    /// or the worker is dropped.
+    QueueWorker,
+    "Stops the worker and waits for its current task to end."
+);
 
 impl Runtime {
     /// Registers the handler of tasks of `kind`.
@@ -187,9 +162,8 @@ impl Runtime {
     /// Starts a background worker that runs due tasks, checking for new ones
     /// every `poll` when idle.
     pub fn spawn_queue_worker(&self, poll: Duration) -> QueueWorker {
-        let (stop, mut stopped) = watch::channel(false);
         let runtime = self.clone();
-        let handle = tokio::spawn(async move {
+        QueueWorker::spawn(|mut stopped| async move {
             loop {
                 if *stopped.borrow() || runtime.inner.closing() {
                     return;
@@ -210,11 +184,7 @@ impl Runtime {
                     }
                 }
             }
-        });
-        QueueWorker {
-            stop,
-            handle: Some(handle),
-        }
+        })
     }
 }
 

@@ -13,7 +13,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{Inbound, Inner, Runtime, RuntimeError};
@@ -177,35 +176,12 @@ impl Inner {
     }
 }
 
-/// A background interaction worker; stops when [`InteractionWorker::stop`]
-/// is called or it is dropped.
-#[derive(Debug)]
-pub struct InteractionWorker {
-    stop: watch::Sender<bool>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl InteractionWorker {
-    /// Whether its loop still runs (it stops when stopped or if it
-    /// panicked): what a readiness check asks.
-    pub fn is_running(&self) -> bool {
-        self.handle.as_ref().is_some_and(|h| !h.is_finished())
-    }
-
-    /// Stops the worker and waits for the sessions it is running.
-    pub async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.await;
-        }
-    }
-}
-
-impl Drop for InteractionWorker {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
+super::worker::worker_handle!(
+    /// A background interaction worker; stops when
+    /// [`InteractionWorker::stop`] is called or it is dropped.
+    InteractionWorker,
+    "Stops the worker and waits for the sessions it is running."
+);
 
 impl Runtime {
     /// Records a message for any worker to answer: the interaction is
@@ -256,13 +232,12 @@ impl Runtime {
         poll: Duration,
         concurrency: usize,
     ) -> InteractionWorker {
-        let (stop, mut stopped) = watch::channel(false);
         let inner = Arc::clone(&self.inner);
         if inner.config.shared_store {
             inner.hear_cancels();
         }
         let slots = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
-        let handle = tokio::spawn(async move {
+        InteractionWorker::spawn(|mut stopped| async move {
             let mut running = tokio::task::JoinSet::new();
             loop {
                 if *stopped.borrow() || inner.closing() {
@@ -321,10 +296,6 @@ impl Runtime {
                 }
             }
             while running.join_next().await.is_some() {}
-        });
-        InteractionWorker {
-            stop,
-            handle: Some(handle),
-        }
+        })
     }
 }

@@ -19,9 +19,11 @@ use serde::Deserialize;
 use std::fmt;
 
 mod ops;
+pub mod retention;
 pub mod rows;
 
 pub use ops::{Backlog, OpsStore};
+pub use retention::{PruneReport, Pruning};
 
 use async_trait::async_trait;
 

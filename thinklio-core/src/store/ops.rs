@@ -1,8 +1,9 @@
-//! What operations read of a store: its backlog, in one read.
+//! What operations ask of a store: its backlog, in one read, and pruning.
 
 use async_trait::async_trait;
 
 use super::StoreResult;
+use super::retention::{PruneReport, Pruning};
 
 /// What an operator watches of a store: work waiting and work stuck, read
 /// at once (each count is exact when read; the metrics of
@@ -27,4 +28,9 @@ pub struct Backlog {
 pub trait OpsStore: Send + Sync {
     /// The store's [`Backlog`], in one read ([`BACKLOG`](super::rows::BACKLOG)).
     async fn backlog(&self) -> StoreResult<Backlog>;
+
+    /// Prunes finished work as [`retention`](super::retention) describes,
+    /// batch after batch until nothing is left to prune; never unfinished
+    /// work, never what a usage report reads.
+    async fn prune(&self, pruning: Pruning) -> StoreResult<PruneReport>;
 }

@@ -128,16 +128,8 @@ pub trait Row {
 /// query, walking up from the undecided calls (few, and indexed by
 /// `steps_waiting`) to every interaction above them.
 pub fn unfinished(i: &str) -> String {
-    let not_terminal = ErrorCode::NOT_TERMINAL
-        .iter()
-        .map(|code| format!("'{code}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
     format!(
-        "NOT EXISTS (SELECT 1 FROM steps e WHERE e.interaction_id = {i}.id AND ( \
-           (e.kind = 'respond' AND e.state = 'succeeded') OR \
-           (e.state = 'failed' AND e.kind IN ('context', 'think', 'respond') \
-            AND COALESCE(e.error_code, '') NOT IN ({not_terminal})))) \
+        "NOT EXISTS (SELECT 1 FROM steps e WHERE e.interaction_id = {i}.id AND {}) \
          AND {i}.id NOT IN (WITH RECURSIVE held(id, parent) AS ( \
              SELECT wi.id, wi.parent_interaction_id FROM steps w \
              JOIN interactions wi ON wi.id = w.interaction_id \
@@ -145,7 +137,24 @@ pub fn unfinished(i: &str) -> String {
              AND NOT EXISTS (SELECT 1 FROM approval_decisions d WHERE d.step_id = w.id) \
            UNION ALL \
              SELECT p.id, p.parent_interaction_id FROM interactions p JOIN held h ON p.id = h.parent) \
-           SELECT id FROM held)"
+           SELECT id FROM held)",
+        ending_step("e")
+    )
+}
+
+/// The SQL condition that step `e` (a table alias) ended its interaction:
+/// a succeeded `respond` step, or a `context`, `think` or `respond` step
+/// failed for good ([`is_terminal_failure`](crate::interaction::is_terminal_failure)).
+pub fn ending_step(e: &str) -> String {
+    let not_terminal = ErrorCode::NOT_TERMINAL
+        .iter()
+        .map(|code| format!("'{code}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "(({e}.kind = 'respond' AND {e}.state = 'succeeded') OR \
+          ({e}.state = 'failed' AND {e}.kind IN ('context', 'think', 'respond') \
+           AND COALESCE({e}.error_code, '') NOT IN ({not_terminal})))"
     )
 }
 

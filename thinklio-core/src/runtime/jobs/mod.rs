@@ -324,36 +324,12 @@ pub struct JobRecovery {
     pub children_closed: usize,
 }
 
-/// A background job worker; stops when [`JobWorker::stop`] is called or it
-/// is dropped.
-#[derive(Debug)]
-pub struct JobWorker {
-    stop: watch::Sender<bool>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl JobWorker {
-    /// Whether its loop still runs (it stops when stopped or if it
-    /// panicked): what a readiness check asks.
-    pub fn is_running(&self) -> bool {
-        self.handle.as_ref().is_some_and(|h| !h.is_finished())
-    }
-
-    /// Stops the worker and waits for its loop to end (dispatches it
-    /// started run on until they finish).
-    pub async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.await;
-        }
-    }
-}
-
-impl Drop for JobWorker {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
+super::worker::worker_handle!(
+    /// A background job worker; stops when [`JobWorker::stop`] is called or
+    /// it is dropped.
+    JobWorker,
+    "Stops the worker and waits for its loop to end (dispatches it started run on until they finish)."
+);
 
 /// The runtime's job state: configuration and what runs in this process.
 #[derive(Default)]

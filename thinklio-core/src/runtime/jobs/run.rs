@@ -684,9 +684,8 @@ impl Runtime {
     /// expires proposals nobody decided in time and delivers notices, waking when there is work and checking every
     /// `poll` for deadlines and retries.
     pub fn spawn_job_worker(&self, poll: Duration) -> JobWorker {
-        let (stop, mut stopped) = watch::channel(false);
         let inner = Arc::clone(&self.inner);
-        let handle = tokio::spawn(async move {
+        JobWorker::spawn(|mut stopped| async move {
             loop {
                 if *stopped.borrow() || inner.closing() {
                     return;
@@ -707,10 +706,6 @@ impl Runtime {
                     }
                 }
             }
-        });
-        JobWorker {
-            stop,
-            handle: Some(handle),
-        }
+        })
     }
 }
