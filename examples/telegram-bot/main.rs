@@ -59,6 +59,13 @@ struct Args {
     /// `/readyz` for the operator; not served when left out.
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
+    /// Prune finished work older than this many days, hourly (usage is
+    /// rolled up by the hour, reports stay the same); everything is kept
+    /// when left out.
+    #[arg(long, value_name = "DAYS")]
+    retain_days: Option<u32>,
+    #[command(flatten)]
+    traces: thinklio_examples::TraceArgs,
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -103,6 +110,7 @@ async fn run(args: Args) -> Result<(), String> {
     let workers = std::sync::Arc::new((
         runtime.spawn_job_worker(Duration::from_secs(1)),
         runtime.spawn_queue_worker(Duration::from_secs(1)),
+        thinklio_examples::ops::retention(&runtime, args.retain_days),
     ));
     if let Some(at) = args.metrics_addr {
         let listener = tokio::net::TcpListener::bind(at)
@@ -111,10 +119,14 @@ async fn run(args: Args) -> Result<(), String> {
         let running: thinklio_examples::ops::Workers = {
             let workers = std::sync::Arc::clone(&workers);
             std::sync::Arc::new(move || {
-                vec![
+                let mut running = vec![
                     ("jobs", workers.0.is_running()),
                     ("queue", workers.1.is_running()),
-                ]
+                ];
+                if let Some(retention) = &workers.2 {
+                    running.push(("retention", retention.is_running()));
+                }
+                running
             })
         };
         let ops = thinklio_examples::ops::Ops::new(runtime.clone(), running)
@@ -188,6 +200,12 @@ async fn run(args: Args) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    thinklio_examples::init_logging();
-    thinklio_examples::exit_with(run(Args::parse()).await)
+    let args = Args::parse();
+    let traces = match thinklio_examples::init_tracing(&args.traces, "thinklio-telegram") {
+        Ok(traces) => traces,
+        Err(e) => return thinklio_examples::exit_with(Err(e)),
+    };
+    let result = run(args).await;
+    traces.finish().await;
+    thinklio_examples::exit_with(result)
 }
