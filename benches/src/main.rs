@@ -27,6 +27,12 @@
 //! turns, a context budget with summaries), and the tokens each think sends
 //! (`--write` also draws `docs/bench/context.svg`).
 //!
+//! `retention`: 100,000 finished interactions pruned on SQLite and
+//! PostgreSQL: sizes before and after, and every usage report compared.
+//!
+//! `load`: the HTTP example in its own process under ten times an expected
+//! load for five minutes: p50/p99 latency, errors and resident memory.
+//!
 //! `stores`: the harness scenario and retrieval at 100k facts on SQLite and
 //! on PostgreSQL (with 1, 2 and 4 workers), side by side; needs
 //! `THINKLIO_POSTGRES_URL` (`scripts/postgres.sh start` prints it).
@@ -35,7 +41,9 @@ mod context;
 mod docs;
 mod embed;
 mod harness;
+mod load;
 mod memory;
+mod retention;
 mod retrieval;
 mod stores;
 mod suite;
@@ -51,6 +59,8 @@ fn usage() -> ExitCode {
          thinklio-benches embed [--sentences N] [--queries N] [--no-reference] [--write]\n       \
          thinklio-benches memory [--offline] [--write]\n       \
          thinklio-benches context [--turns N] [--write]\n       \
+         thinklio-benches retention [--interactions N] [--no-postgres] [--write]\n       \
+         thinklio-benches load [--factor X] [--seconds N] [--clients N] [--sessions N] [--accounts N] [--write]\n       \
          thinklio-benches all [--quick] [--write]   (Thinklio, LangGraph and the OpenAI Agents SDK side by side)"
     );
     ExitCode::from(2)
@@ -65,6 +75,8 @@ fn main() -> ExitCode {
         Some("embed") => embed_main(&args[1..]),
         Some("memory") => memory_main(&args[1..]),
         Some("context") => context_main(&args[1..]),
+        Some("retention") => retention_main(&args[1..]),
+        Some("load") => load_main(&args[1..]),
         Some("all") => all_main(&args[1..]),
         Some("scenario") => suite::scenario_main(&args[1..]),
         _ => return usage(),
@@ -201,6 +213,62 @@ fn embed_main(args: &[String]) -> Result<bool, BoxError> {
         let path = docs::write_section("embeddings", &section)?;
         println!("wrote {}", path.display());
     }
+    Ok(true)
+}
+
+fn load_main(args: &[String]) -> Result<bool, BoxError> {
+    let mut options = load::Options::default();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let mut number = || {
+            rest.next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|n| *n > 0.0)
+        };
+        match arg.as_str() {
+            "--factor" => match number() {
+                Some(x) => options.factor = x,
+                None => return Ok(false),
+            },
+            "--seconds" => match number() {
+                Some(n) => options.duration = std::time::Duration::from_secs_f64(n),
+                None => return Ok(false),
+            },
+            "--clients" => match number() {
+                Some(n) => options.clients = n as usize,
+                None => return Ok(false),
+            },
+            "--sessions" => match number() {
+                Some(n) => options.sessions = n as usize,
+                None => return Ok(false),
+            },
+            "--accounts" => match number() {
+                Some(n) => options.accounts = n as usize,
+                None => return Ok(false),
+            },
+            "--write" => options.write = true,
+            _ => return Ok(false),
+        }
+    }
+    load::main(&options)?;
+    Ok(true)
+}
+
+fn retention_main(args: &[String]) -> Result<bool, BoxError> {
+    let mut options = retention::Options::default();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--interactions" => match rest.next().and_then(|v| v.parse().ok()) {
+                Some(n) if n > 0 => options.interactions = n,
+                _ => return Ok(false),
+            },
+            "--no-postgres" => options.postgres = false,
+            "--write" => options.write = true,
+            _ => return Ok(false),
+        }
+    }
+    retention::main(&options)?;
     Ok(true)
 }
 

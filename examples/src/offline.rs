@@ -225,11 +225,29 @@ pub fn offline_model() -> ScriptedModel {
         ))
     })
     .named("offline")
+    // A host serves it for as long as it runs: kept requests would grow
+    // its memory with every message (the load test saw 490 MiB in 5 min).
+    .without_recording()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_offline_model_keeps_no_request_it_answered() {
+        use thinklio_core::ChatModel as _;
+        let model = offline_model();
+        let request = thinklio_core::ChatRequest::new(
+            "offline",
+            vec![thinklio_core::ChatMessage::user("what is 2 + 3?")],
+        );
+        for _ in 0..3 {
+            model.chat(&request).await.unwrap();
+        }
+        assert_eq!(model.calls(), 3);
+        assert!(model.requests().is_empty());
+    }
 
     #[test]
     fn todo_requests_are_found() {
