@@ -125,33 +125,37 @@ impl SessionStore for PostgresStore {
         .collect()
     }
 
-    async fn claim_session(
+    async fn claim_sessions(
         &self,
         worker: &str,
         now: Timestamp,
         lease: std::time::Duration,
-    ) -> StoreResult<Option<SessionId>> {
+        max: usize,
+    ) -> StoreResult<Vec<SessionId>> {
         let until = now.plus(lease);
+        let max = i64::try_from(max.max(1)).unwrap_or(i64::MAX);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
-        // The oldest waiting work whose session no live worker holds; a
+        // The oldest waiting work whose sessions no live worker holds; a
         // session another claim is taking right now is skipped.
-        let row = query_opt(
+        let rows = rows::query(
             &tx,
             &format!(
-                "UPDATE sessions SET lease_owner = $2, lease_until = $3 WHERE id = ( \
-                   SELECT s.id FROM interactions i JOIN sessions s ON s.id = i.session_id \
-                   WHERE i.parent_interaction_id IS NULL \
-                   AND (s.lease_until IS NULL OR s.lease_until <= $1) AND {} \
-                   ORDER BY i.seq LIMIT 1 FOR UPDATE OF s SKIP LOCKED) \
+                "UPDATE sessions SET lease_owner = $2, lease_until = $3 WHERE id IN ( \
+                   SELECT s.id FROM sessions s JOIN ( \
+                     SELECT i.session_id, MIN(i.seq) AS first FROM interactions i \
+                     WHERE i.parent_interaction_id IS NULL AND {} GROUP BY i.session_id) w \
+                   ON w.session_id = s.id \
+                   WHERE s.lease_until IS NULL OR s.lease_until <= $1 \
+                   ORDER BY w.first LIMIT $4 FOR UPDATE OF s SKIP LOCKED) \
                  RETURNING id",
                 rows::unfinished("i")
             ),
-            &[&now.as_millis(), &worker, &until.as_millis()],
+            &[&now.as_millis(), &worker, &until.as_millis(), &max],
         )
         .await?;
         tx.commit().await.map_err(backend)?;
-        row.map(|r| rows::parse(&r, "id")).transpose()
+        rows.iter().map(|r| rows::parse(r, "id")).collect()
     }
 
     async fn lease_session(

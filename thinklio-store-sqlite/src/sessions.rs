@@ -129,40 +129,45 @@ impl SessionStore for SqliteStore {
             .await
     }
 
-    async fn claim_session(
+    async fn claim_sessions(
         &self,
         worker: &str,
         now: Timestamp,
         lease: std::time::Duration,
-    ) -> StoreResult<Option<SessionId>> {
+        max: usize,
+    ) -> StoreResult<Vec<SessionId>> {
         let worker = worker.to_owned();
         let until = now.plus(lease);
+        let max = i64::try_from(max.max(1)).unwrap_or(i64::MAX);
         let waiting = rows::unfinished("i");
         self.conn
             .call(move |c| {
                 let tx = c.savepoint().map_err(backend)?;
-                let id: Option<String> = tx
+                let ids: Vec<String> = tx
                     .prepare_cached(&format!(
                         "SELECT i.session_id FROM interactions i JOIN sessions s ON s.id = i.session_id \
                          WHERE i.parent_interaction_id IS NULL \
                          AND (s.lease_until IS NULL OR s.lease_until <= ?1) \
-                         AND {waiting} ORDER BY i.seq LIMIT 1"
+                         AND {waiting} GROUP BY i.session_id ORDER BY MIN(i.seq) LIMIT ?2"
                     ))
                     .map_err(backend)?
-                    .query_row([now.as_millis()], |r| r.get(0))
-                    .optional()
-                    .map_err(backend)?;
-                let Some(id) = id else {
-                    return Ok(None);
-                };
-                tx.prepare_cached("UPDATE sessions SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1")
+                    .query_map(params![now.as_millis(), max], |r| r.get(0))
                     .map_err(backend)?
-                    .execute(params![id, worker, until.as_millis()])
+                    .collect::<Result<_, _>>()
                     .map_err(backend)?;
+                let mut claimed = Vec::with_capacity(ids.len());
+                for id in ids {
+                    tx.prepare_cached("UPDATE sessions SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1")
+                        .map_err(backend)?
+                        .execute(params![id, worker, until.as_millis()])
+                        .map_err(backend)?;
+                    claimed.push(
+                        id.parse()
+                            .map_err(|_| StoreError::Corrupt(format!("bad session id `{id}`")))?,
+                    );
+                }
                 tx.commit().map_err(backend)?;
-                id.parse()
-                    .map(Some)
-                    .map_err(|_| StoreError::Corrupt(format!("bad session id `{id}`")))
+                Ok(claimed)
             })
             .await
     }

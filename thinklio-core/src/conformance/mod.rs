@@ -85,6 +85,7 @@ macro_rules! store_conformance_tests {
             jobs_are_created_once_per_key_and_follow_ups_name_their_job,
             notices_are_claimed_by_one_deliverer_at_a_time,
             leases_hand_dead_workers_jobs_and_sessions_to_others,
+            sessions_are_claimed_many_at_once_and_each_by_one_worker,
             the_backlog_counts_work_waiting_and_stuck,
             retention_prunes_finished_work_and_keeps_reports,
         );

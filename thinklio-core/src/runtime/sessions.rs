@@ -176,6 +176,9 @@ impl Inner {
     }
 }
 
+/// Sessions an interaction worker claims in one round trip at most.
+const CLAIM_AT_ONCE: usize = 32;
+
 super::worker::worker_handle!(
     /// A background interaction worker; stops when
     /// [`InteractionWorker::stop`] is called or it is dropped.
@@ -244,40 +247,53 @@ impl Runtime {
                     break;
                 }
                 while running.try_join_next().is_some() {}
-                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                // As many sessions as there are free slots, in one claim:
+                // taking over a stopped worker's sessions starts them all.
+                let free = slots.available_permits().min(CLAIM_AT_ONCE);
+                if free == 0 {
                     tokio::select! {
                         _ = stopped.changed() => {}
                         _ = inner.closed() => {}
                         _ = running.join_next() => {}
                     }
                     continue;
-                };
+                }
                 let claimed = inner
                     .store
-                    .claim_session(&inner.worker, inner.clock.now(), inner.config.task_lease)
+                    .claim_sessions(
+                        &inner.worker,
+                        inner.clock.now(),
+                        inner.config.task_lease,
+                        free,
+                    )
                     .await;
                 match claimed {
-                    Ok(Some(session)) => {
-                        let inner = Arc::clone(&inner);
-                        running.spawn(async move {
-                            let _slot = slot;
-                            let _local = inner.locks.lock(session).await;
-                            inner.note_hold(session);
-                            let hold = SessionHold {
-                                held: Some((
-                                    Arc::clone(&inner),
-                                    session,
-                                    inner.renew_session(session),
-                                )),
+                    Ok(sessions) if !sessions.is_empty() => {
+                        for session in sessions {
+                            // Free: only this loop takes slots.
+                            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                                break;
                             };
-                            if let Err(e) = inner.run_waiting(session).await {
-                                tracing::error!(%session, error = %e, "session could not run");
-                            }
-                            hold.release().await;
-                        });
+                            let inner = Arc::clone(&inner);
+                            running.spawn(async move {
+                                let _slot = slot;
+                                let _local = inner.locks.lock(session).await;
+                                inner.note_hold(session);
+                                let hold = SessionHold {
+                                    held: Some((
+                                        Arc::clone(&inner),
+                                        session,
+                                        inner.renew_session(session),
+                                    )),
+                                };
+                                if let Err(e) = inner.run_waiting(session).await {
+                                    tracing::error!(%session, error = %e, "session could not run");
+                                }
+                                hold.release().await;
+                            });
+                        }
                     }
-                    Ok(None) => {
-                        drop(slot);
+                    Ok(_) => {
                         tokio::select! {
                             _ = stopped.changed() => {}
                             _ = inner.closed() => {}
@@ -286,7 +302,6 @@ impl Runtime {
                         }
                     }
                     Err(e) => {
-                        drop(slot);
                         tracing::error!(error = %e, "interaction worker could not reach the store");
                         tokio::select! {
                             _ = stopped.changed() => {}

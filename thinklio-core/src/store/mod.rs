@@ -151,7 +151,25 @@ pub trait SessionStore: Send + Sync {
         worker: &str,
         now: Timestamp,
         lease: std::time::Duration,
-    ) -> StoreResult<Option<SessionId>>;
+    ) -> StoreResult<Option<SessionId>> {
+        Ok(self
+            .claim_sessions(worker, now, lease, 1)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Takes the leases of up to `max` sessions as
+    /// [`claim_session`](Self::claim_session) takes one, oldest work first,
+    /// in one round trip: a worker with many free slots (one taking over
+    /// the sessions of a worker that stopped) starts them all at once.
+    async fn claim_sessions(
+        &self,
+        worker: &str,
+        now: Timestamp,
+        lease: std::time::Duration,
+        max: usize,
+    ) -> StoreResult<Vec<SessionId>>;
 
     /// Takes or renews the lease of `session` for `worker` until
     /// `now + lease`; `false` (and nothing changed) while another worker's
