@@ -21,9 +21,11 @@ use std::fmt;
 mod ops;
 pub mod retention;
 pub mod rows;
+mod sessions;
 
 pub use ops::{Backlog, OpsStore};
 pub use retention::{PruneReport, Pruning};
+pub use sessions::SessionStore;
 
 use async_trait::async_trait;
 
@@ -38,7 +40,7 @@ use crate::interaction::{Interaction, NewInteraction};
 use crate::outbox::{NewOutboxMessage, OutboxMessage};
 use crate::principal::{Principal, Scope};
 use crate::queue::{NewTask, Task, TaskRetry};
-use crate::session::{NewSession, Session, Turn};
+
 use crate::step::{ModelUsage, NewStep, Step, StepError, StepOutcome, StepState, StepTransition};
 use crate::time::Timestamp;
 use crate::todo::Todo;
@@ -115,85 +117,6 @@ impl StoreError {
 
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;
-
-/// Sessions and their history.
-#[async_trait]
-pub trait SessionStore: Send + Sync {
-    /// Opens a session, or returns the existing one with the same principal,
-    /// agent, channel and key when `key` is given.
-    async fn open_session(&self, new: NewSession) -> StoreResult<Session>;
-
-    /// The session `id`.
-    async fn session(&self, id: SessionId) -> StoreResult<Session>;
-
-    /// Sets (or, with `None`, clears) the approval mode chosen for a
-    /// session; returns the session as stored.
-    async fn set_session_approval_mode(
-        &self,
-        id: SessionId,
-        mode: Option<crate::approval::ApprovalMode>,
-    ) -> StoreResult<Session>;
-
-    /// Sessions of a user, newest first.
-    async fn sessions_of_user(&self, user: UserId) -> StoreResult<Vec<Session>>;
-
-    /// Sessions an agent serves, oldest first, at most `limit`.
-    async fn sessions_of_agent(&self, agent: &AgentId, limit: u32) -> StoreResult<Vec<Session>>;
-
-    /// Takes the lease of a session that has work waiting (an unfinished
-    /// interaction that is not a delegate's) and that no worker holds (no
-    /// lease, or one that ran out), oldest work first: `worker` holds it
-    /// until `now + lease` unless it renews it. Two workers never hold one
-    /// session, so a session's messages run one after another, in order,
-    /// across processes.
-    async fn claim_session(
-        &self,
-        worker: &str,
-        now: Timestamp,
-        lease: std::time::Duration,
-    ) -> StoreResult<Option<SessionId>> {
-        Ok(self
-            .claim_sessions(worker, now, lease, 1)
-            .await?
-            .into_iter()
-            .next())
-    }
-
-    /// Takes the leases of up to `max` sessions as
-    /// [`claim_session`](Self::claim_session) takes one, oldest work first,
-    /// in one round trip: a worker with many free slots (one taking over
-    /// the sessions of a worker that stopped) starts them all at once.
-    async fn claim_sessions(
-        &self,
-        worker: &str,
-        now: Timestamp,
-        lease: std::time::Duration,
-        max: usize,
-    ) -> StoreResult<Vec<SessionId>>;
-
-    /// Takes or renews the lease of `session` for `worker` until
-    /// `now + lease`; `false` (and nothing changed) while another worker's
-    /// lease runs.
-    async fn lease_session(
-        &self,
-        session: SessionId,
-        worker: &str,
-        now: Timestamp,
-        lease: std::time::Duration,
-    ) -> StoreResult<bool>;
-
-    /// Gives back `worker`'s lease of `session` (nothing if it holds none).
-    async fn release_session(&self, session: SessionId, worker: &str) -> StoreResult<()>;
-
-    /// The last `limit` completed turns of a session among interactions with
-    /// `seq < before_seq`, oldest first.
-    async fn history(
-        &self,
-        session: SessionId,
-        before_seq: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<Turn>>;
-}
 
 /// Interactions and their steps.
 #[async_trait]
