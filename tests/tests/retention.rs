@@ -149,3 +149,81 @@ async fn a_policy_prunes_old_finished_turns_and_keeps_reports_and_recovery() {
     })
     .await;
 }
+
+/// Pruning as hard as it can while conversations run on the same store:
+/// every turn still ends with its reply, each call runs once, nothing
+/// finished is left unpruned at the end and nothing unfinished is touched.
+async fn pruning_beside_running_conversations(spec: &str) {
+    let store = thinklio_tests::open_store(spec).await.unwrap();
+    let runtime = Runtime::builder()
+        .store_arc(store.clone())
+        .model(model())
+        .capability(thinklio_tests::add())
+        .agent(AgentDefinition::new("assistant", "gpt-4o-mini").capabilities(["add"]))
+        .build()
+        .unwrap();
+    let keep_nothing = RetentionPolicy::keep_finished(Duration::ZERO)
+        .usage_detail(Duration::ZERO)
+        .batch(3);
+    let (done, mut finished) = tokio::sync::watch::channel(false);
+    let pruner = tokio::spawn({
+        let runtime = runtime.clone();
+        async move {
+            let mut rounds = 0;
+            while !*finished.borrow_and_update() {
+                runtime.prune(&keep_nothing).await.unwrap();
+                rounds += 1;
+                tokio::task::yield_now().await;
+            }
+            rounds
+        }
+    });
+    let mut conversations = Vec::new();
+    for c in 0..8 {
+        let runtime = runtime.clone();
+        conversations.push(tokio::spawn(async move {
+            let session = runtime
+                .open_session(Principal::local(), "assistant", "t", Some(&format!("c{c}")))
+                .await
+                .unwrap();
+            let mut turns = Vec::new();
+            for _ in 0..5 {
+                let reply = runtime.send(session.id, "2+3?").await.unwrap();
+                assert_eq!(reply.text, "5");
+                turns.push(reply.interaction_id);
+            }
+            turns
+        }));
+    }
+    let mut turns = Vec::new();
+    for c in conversations {
+        turns.extend(c.await.unwrap());
+    }
+    done.send_replace(true);
+    let rounds = pruner.await.unwrap();
+    assert!(rounds > 0);
+    runtime.prune(&keep_nothing).await.unwrap();
+    assert!(store.unfinished_interactions().await.unwrap().is_empty());
+    for id in turns {
+        let steps = store.steps(id).await.unwrap();
+        assert_eq!(steps.len(), 1, "only the ending step stays: {steps:?}");
+        assert_eq!(
+            thinklio_core::interaction::InteractionState::derive(&steps),
+            thinklio_core::interaction::InteractionState::Completed
+        );
+    }
+    let totals = store.usage_totals(&UsageFilter::all()).await.unwrap();
+    assert_eq!(totals.calls, 8 * 5 * 2, "two model calls a turn, rolled up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_beside_running_conversations_loses_nothing_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    pruning_beside_running_conversations(dir.path().join("p.db").to_str().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_beside_running_conversations_loses_nothing_on_postgres() {
+    let schema = format!("prune_{}", uuid::Uuid::now_v7().simple());
+    pruning_beside_running_conversations(&format!("postgres:{schema}")).await;
+}
