@@ -94,12 +94,16 @@ start() {
     if ! "${as[@]}" "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
         "${as[@]}" "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 start -o \
             "-h 127.0.0.1 -p $port -k $dir -c fsync=on -c max_connections=200 -c shared_buffers=256MB \
+             -c shared_preload_libraries=pg_stat_statements \
              -c ssl=on -c ssl_cert_file=$dir/tls/server.crt -c ssl_key_file=$dir/tls/server.key" \
             >/dev/null || die "the cluster did not start; see $dir/log"
     fi
     "$PG_BIN/psql" -h 127.0.0.1 -p "$port" -U thinklio -d postgres -qAt \
         -c "SELECT 1 FROM pg_database WHERE datname = 'thinklio'" | grep -q 1 ||
         "$PG_BIN/createdb" -h 127.0.0.1 -p "$port" -U thinklio thinklio
+    # The benchmarks count the statements a store sends per interaction.
+    "$PG_BIN/psql" -h 127.0.0.1 -p "$port" -U thinklio -d thinklio -qAt \
+        -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
     echo "postgres://thinklio@127.0.0.1:$port/thinklio"
 }
 

@@ -36,6 +36,8 @@ impl Default for Options {
 pub struct Measure {
     pub steps: u64,
     pub elapsed: Duration,
+    /// Round trips and commits of the store over the run, when counted.
+    pub store: Option<thinklio_core::store::StoreCounts>,
 }
 
 impl Measure {
@@ -45,6 +47,20 @@ impl Measure {
 
     pub fn micros_per_step(&self) -> f64 {
         self.elapsed.as_secs_f64() * 1e6 / self.steps as f64
+    }
+
+    /// Round trips and commits per interaction, as table cells.
+    pub fn per_interaction(&self) -> (String, String) {
+        match self.store {
+            Some(c) if self.steps > 0 => {
+                let interactions = self.steps as f64 / STEPS_PER_INTERACTION as f64;
+                (
+                    format!("{:.1}", c.round_trips as f64 / interactions),
+                    format!("{:.1}", c.commits as f64 / interactions),
+                )
+            }
+            _ => ("n/a".into(), "n/a".into()),
+        }
     }
 }
 
@@ -70,8 +86,9 @@ pub(crate) fn model() -> ScriptedModel {
     .without_recording()
 }
 
-async fn runtime(path: &Path) -> Result<Runtime, BoxError> {
-    Ok(builder().store(SqliteStore::open(path).await?).build()?)
+async fn runtime(path: &Path) -> Result<(Runtime, SqliteStore), BoxError> {
+    let store = SqliteStore::open(path).await?;
+    Ok((builder().store(store.clone()).build()?, store))
 }
 
 /// The benchmark's runtime, without its store.
@@ -88,7 +105,7 @@ pub(crate) fn builder() -> thinklio_core::RuntimeBuilder {
 /// Runs `interactions` interactions spread over `sessions` sessions, the
 /// sessions concurrently and each session's messages in order.
 pub async fn thinklio(path: &Path, interactions: u64, sessions: u64) -> Result<Measure, BoxError> {
-    let rt = runtime(path).await?;
+    let (rt, store) = runtime(path).await?;
     let mut ids = Vec::new();
     for s in 0..sessions {
         ids.push(
@@ -98,6 +115,7 @@ pub async fn thinklio(path: &Path, interactions: u64, sessions: u64) -> Result<M
         );
     }
     let per_session = interactions / sessions;
+    let counted = store.counts();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for id in ids {
@@ -116,6 +134,7 @@ pub async fn thinklio(path: &Path, interactions: u64, sessions: u64) -> Result<M
         steps += t.await??;
     }
     let elapsed = started.elapsed();
+    let counts = store.counts().since(counted);
     // Sanity: every step is durable and succeeded.
     let sample = SqliteStore::open(path)
         .await?
@@ -124,7 +143,11 @@ pub async fn thinklio(path: &Path, interactions: u64, sessions: u64) -> Result<M
     if !sample.is_empty() {
         return Err(format!("{} interactions left unfinished", sample.len()).into());
     }
-    Ok(Measure { steps, elapsed })
+    Ok(Measure {
+        steps,
+        elapsed,
+        store: Some(counts),
+    })
 }
 
 /// The baseline: for each step, one committed INSERT of a step-sized row and
@@ -164,6 +187,7 @@ pub fn raw_baseline(path: &Path, steps: u64) -> Result<Measure, BoxError> {
     Ok(Measure {
         steps,
         elapsed: started.elapsed(),
+        store: None,
     })
 }
 

@@ -87,6 +87,9 @@ async fn postgres_harness(
         ids.push(session.id);
     }
     let per_session = interactions / sessions.max(1);
+    let counter = postgres(&schema).await?;
+    // Without pg_stat_statements in the cluster, the counts are left out.
+    let counted = counter.server_counts().await.ok();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (n, id) in ids.into_iter().enumerate() {
@@ -103,9 +106,17 @@ async fn postgres_harness(
     for t in tasks {
         steps += t.await??;
     }
+    let elapsed = started.elapsed();
+    // The server publishes other sessions' counts within about a second.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let counts = match (counter.server_counts().await.ok(), counted) {
+        (Some(now), Some(before)) => Some(now.since(before)),
+        _ => None,
+    };
     Ok(Measure {
         steps,
-        elapsed: started.elapsed(),
+        elapsed,
+        store: counts,
     })
 }
 
@@ -238,21 +249,23 @@ pub fn report(r: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| harness: {} interactions × 6 steps, {} sessions | durable steps/s | µs/step | steps/s vs SQLite |",
+        "| harness: {} interactions × 6 steps, {} sessions | durable steps/s | µs/step | steps/s vs SQLite | round trips / interaction | commits / interaction |",
         r.options.interactions, r.options.sessions
     );
-    let _ = writeln!(out, "| --- | ---: | ---: | ---: |");
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |");
     let base = r.sqlite_harness.steps_per_second();
+    let (trips, commits) = r.sqlite_harness.per_interaction();
     let _ = writeln!(
         out,
-        "| SQLite file, 1 runtime | {:.0} | {:.1} | 1.00× |",
+        "| SQLite file, 1 runtime | {:.0} | {:.1} | 1.00× | {trips} | {commits} |",
         base,
         r.sqlite_harness.micros_per_step()
     );
     for (w, m) in &r.postgres_harness {
+        let (trips, commits) = m.per_interaction();
         let _ = writeln!(
             out,
-            "| PostgreSQL, {w} worker{} | {:.0} | {:.1} | {:.2}× |",
+            "| PostgreSQL, {w} worker{} | {:.0} | {:.1} | {:.2}× | {trips} | {commits} |",
             if *w == 1 { "" } else { "s" },
             m.steps_per_second(),
             m.micros_per_step(),
@@ -368,6 +381,20 @@ mod tests {
                 .all(|(_, m)| m.steps == 8 * crate::harness::STEPS_PER_INTERACTION)
         );
         assert!(r.postgres_search.iter().all(|(_, s)| s.per_second > 0.0));
+        // Round trips and commits are counted on both stores: at least a
+        // round trip per step (commits may be shared: SQLite groups the
+        // writes of concurrent sessions into one).
+        let sqlite = r.sqlite_harness.store.unwrap();
+        assert!(sqlite.round_trips >= 48 && sqlite.commits > 0, "{sqlite:?}");
+        for (w, m) in &r.postgres_harness {
+            let pg = m
+                .store
+                .expect("scripts/postgres.sh loads pg_stat_statements");
+            assert!(
+                pg.round_trips >= 48 && pg.commits > 0,
+                "{w} workers: {pg:?}"
+            );
+        }
         assert!(report(&r).contains("PostgreSQL, 4 workers"));
     }
 }

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use thinklio_core::StoreResult;
 use thinklio_core::store::retention::{self, PruneReport, Pruning};
-use thinklio_core::store::{Backlog, OpsStore};
+use thinklio_core::store::{Backlog, OpsStore, StoreCounts};
 
 use crate::PostgresStore;
 use crate::rows::{backend, execute, query};
@@ -146,5 +146,36 @@ impl PostgresStore {
                 .map_err(backend)?;
         }
         Ok(())
+    }
+}
+
+impl PostgresStore {
+    /// What the server counted for this store's database: statements run
+    /// (each a round trip; from `pg_stat_statements`, which the cluster
+    /// must preload, as `scripts/postgres.sh` does) and transactions
+    /// committed (`pg_stat_database`). Every client of the database is
+    /// counted, and the server publishes other sessions' figures within
+    /// about a second.
+    pub async fn server_counts(&self) -> StoreResult<StoreCounts> {
+        let client = self.client().await?;
+        client
+            .batch_execute("SELECT pg_stat_clear_snapshot()")
+            .await
+            .map_err(backend)?;
+        let row = client
+            .query_one(
+                "SELECT \
+                   (SELECT CAST(COALESCE(SUM(calls), 0) AS BIGINT) FROM pg_stat_statements \
+                    WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())), \
+                   (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database())",
+                &[],
+            )
+            .await
+            .map_err(backend)?;
+        let count = |i: usize| -> StoreResult<u64> {
+            let n: Option<i64> = row.try_get(i).map_err(backend)?;
+            Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
+        };
+        Ok(StoreCounts::new(count(0)?, count(1)?))
     }
 }

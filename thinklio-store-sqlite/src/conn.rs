@@ -40,6 +40,14 @@ const MAX_BATCH: usize = 64;
 #[derive(Clone)]
 pub(crate) struct Connection {
     jobs: mpsc::Sender<Job>,
+    counts: std::sync::Arc<Counts>,
+}
+
+/// Jobs sent to the connection's thread and transactions committed.
+#[derive(Debug, Default)]
+struct Counts {
+    round_trips: std::sync::atomic::AtomicU64,
+    commits: std::sync::atomic::AtomicU64,
 }
 
 static REGISTER_VEC: Once = Once::new();
@@ -138,11 +146,22 @@ impl Connection {
     pub(crate) async fn open(path: PathBuf, synchronous: Synchronous) -> Result<Self, OpenError> {
         let (jobs, receiver) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = oneshot::channel();
+        let counts = std::sync::Arc::new(Counts::default());
+        let committed = std::sync::Arc::clone(&counts);
         std::thread::Builder::new()
             .name("thinklio-sqlite".into())
             .spawn(move || {
                 let mut conn = match setup(&path, synchronous) {
-                    Ok(c) => {
+                    Ok(mut c) => {
+                        let counted = c.commit_hook(Some(move || {
+                            committed
+                                .commits
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            false // let the commit go on
+                        }));
+                        if let Err(e) = counted {
+                            tracing::warn!(error = %e, "commits of this store are not counted");
+                        }
                         let _ = ready_tx.send(Ok(()));
                         c
                     }
@@ -165,12 +184,21 @@ impl Connection {
             })
             .map_err(OpenError::Thread)?;
         match ready_rx.await {
-            Ok(Ok(())) => Ok(Self { jobs }),
+            Ok(Ok(())) => Ok(Self { jobs, counts }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(OpenError::Thread(std::io::Error::other(
                 "the store thread stopped while opening the database",
             ))),
         }
+    }
+
+    /// Round trips to the connection's thread and commits so far.
+    pub(crate) fn counts(&self) -> thinklio_core::store::StoreCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        thinklio_core::store::StoreCounts::new(
+            self.counts.round_trips.load(Relaxed),
+            self.counts.commits.load(Relaxed),
+        )
     }
 
     /// Runs `f` on the connection thread.
@@ -180,6 +208,9 @@ impl Connection {
         F: FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
+        self.counts
+            .round_trips
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.jobs
             .send(Box::new(move |conn| {
                 let result = f(conn);

@@ -198,6 +198,12 @@ impl SqliteStore {
             .await
     }
 
+    /// Round trips to the store's thread and transactions committed since
+    /// it opened (its clones share them).
+    pub fn counts(&self) -> thinklio_core::store::StoreCounts {
+        self.conn.counts()
+    }
+
     /// The schema version of the file.
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
         self.conn

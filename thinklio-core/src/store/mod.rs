@@ -23,7 +23,7 @@ pub mod retention;
 pub mod rows;
 mod sessions;
 
-pub use ops::{Backlog, OpsStore};
+pub use ops::{Backlog, OpsStore, StoreCounts};
 pub use retention::{PruneReport, Pruning};
 pub use sessions::SessionStore;
 

@@ -23,6 +23,37 @@ pub struct Backlog {
     pub waiting_approvals: u64,
 }
 
+/// Round trips to a store and transactions it committed, counted since it
+/// opened: what the benchmarks divide by the interactions they ran, so a
+/// change to the store's path can be judged by it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreCounts {
+    /// Calls that went to the database and back (SQLite: jobs run on the
+    /// connection's thread; PostgreSQL: statements the server ran).
+    pub round_trips: u64,
+    /// Transactions committed.
+    pub commits: u64,
+}
+
+impl StoreCounts {
+    /// Counts of a store.
+    pub fn new(round_trips: u64, commits: u64) -> Self {
+        Self {
+            round_trips,
+            commits,
+        }
+    }
+
+    /// What was counted between `earlier` and `self`.
+    pub fn since(self, earlier: StoreCounts) -> StoreCounts {
+        StoreCounts::new(
+            self.round_trips.saturating_sub(earlier.round_trips),
+            self.commits.saturating_sub(earlier.commits),
+        )
+    }
+}
+
 /// What operations read of a store.
 #[async_trait]
 pub trait OpsStore: Send + Sync {
