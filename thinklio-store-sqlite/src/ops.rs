@@ -45,14 +45,7 @@ impl OpsStore for SqliteStore {
                 .conn
                 .call(move |c| {
                     let tx = c.savepoint().map_err(backend)?;
-                    let through: Option<i64> = tx
-                        .prepare_cached(&batch_end)
-                        .map_err(backend)?
-                        .query_row(
-                            named_params! {"$1": finished, "$2": batch, "$3": after},
-                            |r| r.get(0),
-                        )
-                        .map_err(backend)?;
+                    let through = next_batch(&tx, &batch_end, finished, batch, after)?;
                     let Some(through) = through else {
                         return Ok(None);
                     };
@@ -83,14 +76,7 @@ impl OpsStore for SqliteStore {
                 .conn
                 .call(move |c| {
                     let tx = c.savepoint().map_err(backend)?;
-                    let through: Option<i64> = tx
-                        .prepare_cached(retention::EVENTS_END)
-                        .map_err(backend)?
-                        .query_row(
-                            named_params! {"$1": finished, "$2": batch, "$3": after},
-                            |r| r.get(0),
-                        )
-                        .map_err(backend)?;
+                    let through = next_batch(&tx, retention::EVENTS_END, finished, batch, after)?;
                     let Some(through) = through else {
                         return Ok(None);
                     };
@@ -131,13 +117,7 @@ impl OpsStore for SqliteStore {
                 .conn
                 .call(move |c| {
                     let tx = c.savepoint().map_err(backend)?;
-                    let bound: Option<i64> = tx
-                        .query_row(
-                            retention::USAGE_BOUND,
-                            named_params! {"$1": usage, "$2": batch, "$3": after},
-                            |r| r.get(0),
-                        )
-                        .map_err(backend)?;
+                    let bound = next_batch(&tx, retention::USAGE_BOUND, usage, batch, after)?;
                     let Some(bound) = bound else {
                         return Ok(None);
                     };
@@ -161,4 +141,23 @@ impl OpsStore for SqliteStore {
         }
         Ok(report)
     }
+}
+
+/// Where the next batch ends, as one of the retention's `*_END` or
+/// `USAGE_BOUND` queries says (`$1` before, `$2` batch size, `$3` where the
+/// last batch ended); `None` when nothing is left.
+fn next_batch(
+    c: &rusqlite::Connection,
+    sql: &str,
+    before: i64,
+    batch: i64,
+    after: i64,
+) -> StoreResult<Option<i64>> {
+    c.prepare_cached(sql)
+        .map_err(backend)?
+        .query_row(
+            named_params! {"$1": before, "$2": batch, "$3": after},
+            |r| r.get(0),
+        )
+        .map_err(backend)
 }

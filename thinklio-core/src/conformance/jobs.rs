@@ -520,50 +520,6 @@ pub async fn notices_are_claimed_by_one_deliverer_at_a_time<S: Store + Clone>(st
     assert!(again.iter().all(|n| n.id != claimed[0] && n.attempts == 0));
 }
 
-pub async fn sessions_are_claimed_many_at_once_and_each_by_one_worker<S: Store>(store: S) {
-    let p = principal();
-    let mut sessions = Vec::new();
-    for n in 0..5 {
-        let s = session(&store, p, Some(&format!("s{n}"))).await;
-        // Two turns waiting in each: a session is claimed once all the same.
-        interaction(&store, &s, "first").await;
-        interaction(&store, &s, "second").await;
-        sessions.push(s.id);
-    }
-    let first = store.claim_sessions("a", t(10), LEASE, 3).await.unwrap();
-    assert_eq!(first.len(), 3, "{first:?}");
-    let mut sorted = first.clone();
-    sorted.sort();
-    sorted.dedup();
-    assert_eq!(sorted.len(), 3, "each session once: {first:?}");
-    for id in &first {
-        assert!(sessions[..3].contains(id), "oldest work first: {first:?}");
-    }
-    let rest = store.claim_sessions("b", t(10), LEASE, 10).await.unwrap();
-    let mut all: Vec<_> = first.iter().chain(&rest).copied().collect();
-    all.sort();
-    let mut expected = sessions.clone();
-    expected.sort();
-    assert_eq!(all, expected, "the other two, none held by a");
-    assert!(
-        store
-            .claim_sessions("c", t(10), LEASE, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    // Once the leases run out, another worker takes them all again.
-    let later = t(10 + LEASE.as_millis() as i64);
-    assert_eq!(
-        store
-            .claim_sessions("c", later, LEASE, 10)
-            .await
-            .unwrap()
-            .len(),
-        5
-    );
-}
-
 pub async fn leases_hand_dead_workers_jobs_and_sessions_to_others<S: Store + Clone>(store: S) {
     // Sessions: waiting work is claimed by one worker; its lease keeps
     // others out until released or run out.

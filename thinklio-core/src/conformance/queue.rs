@@ -277,3 +277,48 @@ pub async fn queue_concurrent_claims_never_overlap<S: Store>(store: S) {
     assert_eq!(seen.len(), 60, "every task claimed exactly once");
     assert_eq!(seen.into_iter().collect::<HashSet<_>>(), ids);
 }
+
+pub async fn sessions_are_claimed_many_at_once_and_each_by_one_worker<S: Store>(store: S) {
+    const LEASE: Duration = Duration::from_millis(1000);
+    let p = principal();
+    let mut sessions = Vec::new();
+    for n in 0..5 {
+        let s = session(&store, p, Some(&format!("s{n}"))).await;
+        // Two turns waiting in each: a session is claimed once all the same.
+        interaction(&store, &s, "first").await;
+        interaction(&store, &s, "second").await;
+        sessions.push(s.id);
+    }
+    let first = store.claim_sessions("a", t(10), LEASE, 3).await.unwrap();
+    assert_eq!(first.len(), 3, "{first:?}");
+    let mut sorted = first.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 3, "each session once: {first:?}");
+    for id in &first {
+        assert!(sessions[..3].contains(id), "oldest work first: {first:?}");
+    }
+    let rest = store.claim_sessions("b", t(10), LEASE, 10).await.unwrap();
+    let mut all: Vec<_> = first.iter().chain(&rest).copied().collect();
+    all.sort();
+    let mut expected = sessions.clone();
+    expected.sort();
+    assert_eq!(all, expected, "the other two, none held by a");
+    assert!(
+        store
+            .claim_sessions("c", t(10), LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Once the leases run out, another worker takes them all again.
+    let later = t(10 + LEASE.as_millis() as i64);
+    assert_eq!(
+        store
+            .claim_sessions("c", later, LEASE, 10)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+}
