@@ -22,7 +22,7 @@ pub struct RetentionPolicy {
     /// Usage records older than this are rolled up by the hour (90 days
     /// unless set; reports by day and month read the same sums).
     pub keep_usage_detail: Duration,
-    /// How often the worker prunes (hourly unless set).
+    /// How often the worker prunes (hourly unless set; a second at least).
     pub every: Duration,
     /// Rows per transaction (1,000 unless set).
     pub batch: u32,
@@ -66,6 +66,10 @@ impl RetentionPolicy {
         self
     }
 }
+
+/// The shortest pause of the retention worker: a policy asking for less
+/// (a zero, say) would have it prune in a loop that never rests.
+const MIN_EVERY: Duration = Duration::from_secs(1);
 
 fn before(now: crate::time::Timestamp, keep: Duration) -> crate::time::Timestamp {
     let ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
@@ -123,7 +127,7 @@ impl Runtime {
                 tokio::select! {
                     _ = stopped.changed() => {}
                     _ = runtime.inner.closed() => {}
-                    _ = tokio::time::sleep(policy.every) => {}
+                    _ = tokio::time::sleep(policy.every.max(MIN_EVERY)) => {}
                 }
             }
         })
