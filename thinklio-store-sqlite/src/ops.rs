@@ -32,23 +32,14 @@ impl OpsStore for SqliteStore {
         let finished = pruning.finished_before.as_millis();
         let usage = pruning.usage_before.as_millis();
         let batch = i64::from(pruning.batch);
-        let (batch_end, mark, steps) = (
-            retention::batch_end(),
-            retention::mark(),
-            retention::steps(),
-        );
-        let mut after = 0_i64;
-        loop {
-            let (batch_end, mark, steps) = (batch_end.clone(), mark.clone(), steps.clone());
-            let now = self.clock.now().as_millis();
-            let done = self
-                .conn
-                .call(move |c| {
-                    let tx = c.savepoint().map_err(backend)?;
-                    let through = next_batch(&tx, &batch_end, finished, batch, after)?;
-                    let Some(through) = through else {
-                        return Ok(None);
-                    };
+        let (mark, steps) = (retention::mark(), retention::steps());
+        let clock = std::sync::Arc::clone(&self.clock);
+        let turns = self
+            .batches(
+                retention::batch_end(),
+                finished,
+                batch,
+                move |tx, after, through| {
                     let marked = tx
                         .prepare_cached(&mark)
                         .map_err(backend)?
@@ -56,45 +47,32 @@ impl OpsStore for SqliteStore {
                         .map_err(backend)?;
                     let transitions = tx.execute(retention::TRANSITIONS, []).map_err(backend)?;
                     let steps = tx.execute(&steps, []).map_err(backend)?;
+                    let now = clock.now().as_millis();
                     tx.execute(retention::UNMARK, named_params! {"$1": now})
                         .map_err(backend)?;
-                    tx.commit().map_err(backend)?;
-                    Ok(Some((through, marked, transitions, steps)))
-                })
-                .await?;
-            let Some((through, marked, transitions, steps)) = done else {
-                break;
-            };
-            after = through;
+                    Ok((marked, transitions, steps))
+                },
+            )
+            .await?;
+        for (marked, transitions, steps) in turns {
             report.interactions += marked as u64;
             report.transitions += transitions as u64;
             report.steps += steps as u64;
         }
-        let mut after = 0_i64;
-        loop {
-            let done = self
-                .conn
-                .call(move |c| {
-                    let tx = c.savepoint().map_err(backend)?;
-                    let through = next_batch(&tx, retention::EVENTS_END, finished, batch, after)?;
-                    let Some(through) = through else {
-                        return Ok(None);
-                    };
-                    let n = tx
-                        .prepare_cached(retention::EVENTS)
+        let events = self
+            .batches(
+                retention::EVENTS_END.to_owned(),
+                finished,
+                batch,
+                move |tx, after, through| {
+                    tx.prepare_cached(retention::EVENTS)
                         .map_err(backend)?
                         .execute(named_params! {"$1": finished, "$2": after, "$3": through})
-                        .map_err(backend)?;
-                    tx.commit().map_err(backend)?;
-                    Ok(Some((through, n)))
-                })
-                .await?;
-            let Some((through, n)) = done else {
-                break;
-            };
-            after = through;
-            report.events += n as u64;
-        }
+                        .map_err(backend)
+                },
+            )
+            .await?;
+        report.events += events.iter().sum::<usize>() as u64;
         let (replies, tasks) = self
             .conn
             .call(move |c| {
@@ -111,16 +89,12 @@ impl OpsStore for SqliteStore {
             .await?;
         report.replies += replies as u64;
         report.tasks += tasks as u64;
-        let mut after = 0_i64;
-        loop {
-            let done = self
-                .conn
-                .call(move |c| {
-                    let tx = c.savepoint().map_err(backend)?;
-                    let bound = next_batch(&tx, retention::USAGE_BOUND, usage, batch, after)?;
-                    let Some(bound) = bound else {
-                        return Ok(None);
-                    };
+        let rolled = self
+            .batches(
+                retention::USAGE_BOUND.to_owned(),
+                usage,
+                batch,
+                move |tx, after, bound| {
                     let params = named_params! {"$1": usage, "$2": bound, "$3": after};
                     let rollups = tx
                         .execute(retention::USAGE_ROLLUP, params)
@@ -128,18 +102,57 @@ impl OpsStore for SqliteStore {
                     let rolled = tx
                         .execute(retention::USAGE_ROLLED, params)
                         .map_err(backend)?;
-                    tx.commit().map_err(backend)?;
-                    Ok(Some((bound, rolled, rollups)))
-                })
-                .await?;
-            let Some((bound, rolled, rollups)) = done else {
-                break;
-            };
-            after = bound;
+                    Ok((rolled, rollups))
+                },
+            )
+            .await?;
+        for (rolled, rollups) in rolled {
             report.usage_rolled_up += rolled as u64;
             report.usage_rollups += rollups as u64;
         }
         Ok(report)
+    }
+}
+
+impl SqliteStore {
+    /// Walks the batches a cursor query marks out (`end`: one of the
+    /// retention's `*_END` or `USAGE_BOUND` queries, `$1` before, `$2`
+    /// batch size, `$3` where the last batch ended), running `work` on each
+    /// (with where the last ended and where this one ends) in a transaction
+    /// of its own, until none is left.
+    async fn batches<T, W>(
+        &self,
+        end: String,
+        before: i64,
+        batch: i64,
+        work: W,
+    ) -> StoreResult<Vec<T>>
+    where
+        T: Send + 'static,
+        W: Fn(&rusqlite::Connection, i64, i64) -> StoreResult<T> + Clone + Send + 'static,
+    {
+        let mut done = Vec::new();
+        let mut after = 0_i64;
+        loop {
+            let (end, work) = (end.clone(), work.clone());
+            let next = self
+                .conn
+                .call(move |c| {
+                    let tx = c.savepoint().map_err(backend)?;
+                    let Some(through) = next_batch(&tx, &end, before, batch, after)? else {
+                        return Ok(None);
+                    };
+                    let result = work(&tx, after, through)?;
+                    tx.commit().map_err(backend)?;
+                    Ok(Some((through, result)))
+                })
+                .await?;
+            let Some((through, result)) = next else {
+                return Ok(done);
+            };
+            after = through;
+            done.push(result);
+        }
     }
 }
 
