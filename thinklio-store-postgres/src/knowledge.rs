@@ -2,7 +2,7 @@
 //! `ts_rank`) for keywords and pgvector embeddings compared exactly.
 //!
 //! Vector search is exact over the visible facts, unless a principal sees
-//! more than `ANN_ABOVE` of them and the embedding's size has an HNSW
+//! more than `APPROXIMATE_ABOVE` of them (and the query is not `exact`) and the embedding's size has an HNSW
 //! index: then the index is scanned iteratively (pgvector 0.8), filtering
 //! by visibility as it goes.
 //!
@@ -16,10 +16,11 @@ use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use pgvector::Vector;
 use serde_json::json;
+use thinklio_core::knowledge::APPROXIMATE_ABOVE;
 use thinklio_core::knowledge::{
     Candidate, Candidates, Cardinality, Curation, Fact, FactActor, FactChange, FactChangeKind,
     FactOwner, FactQuery, FactWrite, KnowledgeStore, Lookup, NEAR_DUPLICATE, NewFact,
-    Reconciliation, Visibility, keywords, normalise, wrongly_superseded,
+    Reconciliation, VectorIndex, Visibility, keywords, normalise, wrongly_superseded,
 };
 use thinklio_core::{
     AccountId, AccountPolicy, Clock, FactId, StoreError, StoreResult, SystemClock, Timestamp,
@@ -31,11 +32,6 @@ use crate::PostgresStore;
 use crate::rows::{self, FACT_COLUMNS, backend, execute, fact, query, query_opt};
 
 const CURRENT: &str = "f.invalid_at IS NULL AND f.expired_at IS NULL";
-
-/// Above this many visible facts, vector search uses the HNSW index of the
-/// embedding's size (when there is one); below, it is exact, which is both
-/// faster and complete for the few hundred facts one principal usually sees.
-const ANN_ABOVE: i64 = 2_000;
 
 /// The embedding sizes with an HNSW index (migration 3).
 const INDEXED_DIMENSIONS: [usize; 3] = [384, 768, 1536];
@@ -485,7 +481,7 @@ impl PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
         let visible = visible_facts(&tx, &account, &owners, &current).await?;
-        if visible <= ANN_ABOVE {
+        if visible <= APPROXIMATE_ABOVE || search.exact {
             return Ok(None);
         }
         tx.batch_execute(&ann_settings()).await.map_err(backend)?;
@@ -635,6 +631,45 @@ impl KnowledgeStore for PostgresStore {
         .collect()
     }
 
+    async fn index_vectors(&self) -> StoreResult<Vec<VectorIndex>> {
+        let client = self.client().await?;
+        let mut built = Vec::new();
+        for dims in INDEXED_DIMENSIONS {
+            let name = format!("fact_vectors_hnsw_{dims}");
+            let vectors: i64 = client
+                .query_one(
+                    "SELECT count(*)::BIGINT FROM fact_vectors WHERE vector_dims(embedding) = $1",
+                    &[&i32::try_from(dims).unwrap_or(i32::MAX)],
+                )
+                .await
+                .map_err(backend)?
+                .get(0);
+            if vectors == 0 {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            // Built aside and swapped in: searches and writes go on meanwhile.
+            client
+                .batch_execute(&format!("REINDEX INDEX CONCURRENTLY {name}"))
+                .await
+                .map_err(backend)?;
+            let took = started.elapsed();
+            let bytes: i64 = client
+                .query_one("SELECT pg_relation_size(to_regclass($1))::BIGINT", &[&name])
+                .await
+                .map_err(backend)?
+                .get(0);
+            built.push(VectorIndex::new(
+                dims,
+                u64::try_from(vectors).unwrap_or(0),
+                None,
+                u64::try_from(bytes).unwrap_or(0),
+                took,
+            ));
+        }
+        Ok(built)
+    }
+
     async fn fact_candidates(&self, query_: &FactQuery) -> StoreResult<Candidates> {
         let limit = i64::try_from(query_.candidates.max(query_.k)).unwrap_or(i64::MAX);
         let current = if query_.include_history {
@@ -652,7 +687,8 @@ impl KnowledgeStore for PostgresStore {
             return Ok(out);
         }
         if let Some(e) = query_.embedding.as_ref().filter(|e| !e.is_empty())
-            && visible_count > ANN_ABOVE
+            && !query_.exact
+            && visible_count > APPROXIMATE_ABOVE
             && INDEXED_DIMENSIONS.contains(&e.len())
         {
             // Many visible facts: the HNSW index of this size, scanned
@@ -679,6 +715,7 @@ impl KnowledgeStore for PostgresStore {
                     .total_cmp(&a.similarity.unwrap_or(f32::MIN))
             });
             out.vector = found;
+            out.approximate = true;
         } else if let Some(e) = query_.embedding.as_ref().filter(|e| !e.is_empty()) {
             let dims = i32::try_from(e.len()).unwrap_or(i32::MAX);
             // The nearest are found on (n, distance) alone; only they are

@@ -5,20 +5,24 @@
 //! clause (`account_id = ? AND owner_key IN (...)`, on an index), so what a
 //! principal may not see is never read, counted or timed.
 //!
-//! Vector search is exact: the distance of every visible current fact is
-//! computed in SQL and the nearest are kept. Because the filter narrows the
-//! scan to the principal's own owners first, the cost grows with what one
-//! principal sees, not with the whole store (see `docs/benchmarks.md`).
+//! Vector search is exact while a principal sees up to
+//! [`APPROXIMATE_ABOVE`] facts: the distance of every visible current fact
+//! is computed in SQL and the nearest are kept, and because the filter
+//! narrows the scan to the principal's own owners first, the cost grows
+//! with what one principal sees, not with the whole store. Above that, it
+//! reads the inverted lists nearest the query (`vectors.rs`), built the
+//! first time a search could use them (see `docs/benchmarks.md`).
 
 use async_trait::async_trait;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{OptionalExtension, Row, params, params_from_iter};
 use serde_json::json;
+use thinklio_core::knowledge::APPROXIMATE_ABOVE;
 use thinklio_core::knowledge::FactChangeKind;
 use thinklio_core::knowledge::{
     Candidate, Candidates, Cardinality, Curation, Fact, FactActor, FactChange, FactOwner,
     FactQuery, FactWrite, KnowledgeStore, Lookup, NEAR_DUPLICATE, NewFact, Reconciliation,
-    Visibility, keywords, normalise, wrongly_superseded,
+    VectorIndex, Visibility, keywords, normalise, wrongly_superseded,
 };
 use thinklio_core::{
     AccountId, AccountPolicy, Clock, FactId, StoreError, StoreResult, SystemClock, Timestamp,
@@ -128,6 +132,68 @@ fn match_query(visibility: &Visibility, terms: &[String]) -> Option<String> {
 }
 
 /// How many facts `visibility` sees (current ones only, unless `current` is empty).
+/// The vector list of a search: from the lists of the embedding's size
+/// when the principal sees enough facts for them to pay ([`thinklio_core::knowledge::IvfLists::probes`]),
+/// else exact over every visible fact; the nearest are found on
+/// (n, distance) alone and only they are then read in full. Also says
+/// whether the lists served, and whether lists should be built (none, or
+/// stale, where they would serve).
+fn nearest(
+    c: &rusqlite::Connection,
+    query: &FactQuery,
+    e: &[f32],
+    current: &str,
+    visible_count: i64,
+    limit: i64,
+) -> StoreResult<(Vec<Candidate>, bool, bool)> {
+    let (filter, mut params) = visible(&query.visibility, 3);
+    let mut all = vec![SqlValue::Blob(to_blob(e)), SqlValue::Integer(limit)];
+    all.append(&mut params);
+    let exact = format!(
+        "SELECT {FACT_COLUMNS}, v.embedding, d.distance FROM ( \
+           SELECT f.n AS n, vec_distance_cosine(v.embedding, ?1) AS distance \
+           FROM facts f JOIN fact_vectors v ON v.n = f.n \
+           WHERE {filter}{current} AND length(v.embedding) = length(?1) \
+           ORDER BY distance LIMIT ?2 \
+         ) d JOIN facts f ON f.n = d.n JOIN fact_vectors v ON v.n = d.n \
+         ORDER BY d.distance"
+    );
+    if query.exact || visible_count <= APPROXIMATE_ABOVE {
+        return Ok((candidates(c, &exact, all)?, false, false));
+    }
+    let Some(lists) = crate::vectors::lists(c, e.len())? else {
+        return Ok((candidates(c, &exact, all)?, false, true));
+    };
+    let stale = lists.stale(crate::vectors::max_n(c)?);
+    let Some(probes) = lists.index.probes(visible_count, lists.vectors) else {
+        return Ok((candidates(c, &exact, all)?, false, stale));
+    };
+    let keys: Vec<String> = lists
+        .index
+        .nearest_n(e, probes)
+        .into_iter()
+        .map(|i| lists.key(i).to_string())
+        .collect();
+    // The lists drive the scan (CROSS JOIN keeps them outermost): only
+    // their vectors are compared, each then checked against the filter.
+    let approximate = format!(
+        "SELECT {FACT_COLUMNS}, v.embedding, d.distance FROM ( \
+           SELECT f.n AS n, vec_distance_cosine(v.embedding, ?1) AS distance \
+           FROM fact_vectors v CROSS JOIN facts f ON f.n = v.n \
+           WHERE v.list IN ({}) AND {filter}{current} AND length(v.embedding) = length(?1) \
+           ORDER BY distance LIMIT ?2 \
+         ) d JOIN facts f ON f.n = d.n JOIN fact_vectors v ON v.n = d.n \
+         ORDER BY d.distance",
+        keys.join(", ")
+    );
+    let found = candidates(c, &approximate, all.clone())?;
+    // Too few of what it sees lie in those lists: compare them all.
+    if (found.len() as i64) < limit.min(visible_count) {
+        return Ok((candidates(c, &exact, all)?, false, stale));
+    }
+    Ok((found, true, stale))
+}
+
 fn count_visible(
     c: &rusqlite::Connection,
     visibility: &Visibility,
@@ -326,9 +392,10 @@ fn record(tx: &rusqlite::Connection, new: NewFact, now: Timestamp) -> StoreResul
     .map_err(backend)?;
     let n = tx.last_insert_rowid();
     if !new.embedding.is_empty() {
-        tx.prepare_cached("INSERT INTO fact_vectors (n, embedding) VALUES (?1, ?2)")
+        let list = crate::vectors::list_of(tx, &new.embedding)?;
+        tx.prepare_cached("INSERT INTO fact_vectors (n, embedding, list) VALUES (?1, ?2, ?3)")
             .map_err(backend)?
-            .execute(params![n, to_blob(&new.embedding)])
+            .execute(params![n, to_blob(&new.embedding), list])
             .map_err(backend)?;
     }
     tx.prepare_cached("INSERT INTO facts_fts (rowid, text, scope) VALUES (?1, ?2, ?3)")
@@ -620,7 +687,8 @@ impl KnowledgeStore for SqliteStore {
 
     async fn fact_candidates(&self, query: &FactQuery) -> StoreResult<Candidates> {
         let query = query.clone();
-        self.conn
+        let (out, build) = self
+            .conn
             .call(move |c| {
                 let limit = i64::try_from(query.candidates.max(query.k)).unwrap_or(i64::MAX);
                 let current = if query.include_history {
@@ -629,28 +697,19 @@ impl KnowledgeStore for SqliteStore {
                     format!(" AND {CURRENT}")
                 };
                 let mut out = Candidates::default();
+                let mut build = None;
                 let visible_count = count_visible(c, &query.visibility, &current)?;
                 if visible_count == 0 {
                     // Nothing to find (a new user, an empty store): the
                     // common case of a harness step costs one index probe.
-                    return Ok(out);
+                    return Ok((out, build));
                 }
                 if let Some(e) = query.embedding.as_ref().filter(|e| !e.is_empty()) {
-                    let (filter, mut params) = visible(&query.visibility, 3);
-                    // The nearest are found on (n, distance) alone; only they
-                    // are then read in full.
-                    let sql = format!(
-                        "SELECT {FACT_COLUMNS}, v.embedding, d.distance FROM ( \
-                           SELECT f.n AS n, vec_distance_cosine(v.embedding, ?1) AS distance \
-                           FROM facts f JOIN fact_vectors v ON v.n = f.n \
-                           WHERE {filter}{current} AND length(v.embedding) = length(?1) \
-                           ORDER BY distance LIMIT ?2 \
-                         ) d JOIN facts f ON f.n = d.n JOIN fact_vectors v ON v.n = d.n \
-                         ORDER BY d.distance"
-                    );
-                    let mut all = vec![SqlValue::Blob(to_blob(e)), SqlValue::Integer(limit)];
-                    all.append(&mut params);
-                    out.vector = candidates(c, &sql, all)?;
+                    let (vector, approximate, wanted) =
+                        nearest(c, &query, e, &current, visible_count, limit)?;
+                    out.vector = vector;
+                    out.approximate = approximate;
+                    build = wanted.then_some(e.len());
                 }
                 let terms = selective_terms(c, &query, &current, visible_count)?;
                 if let Some(m) = match_query(&query.visibility, &terms) {
@@ -715,9 +774,17 @@ impl KnowledgeStore for SqliteStore {
                     params.extend(slots.into_iter().map(SqlValue::Text));
                     out.rivals = candidates(c, &sql, params)?;
                 }
-                Ok(out)
+                Ok((out, build))
             })
-            .await
+            .await?;
+        if let Some(dims) = build {
+            self.build_lists_later(dims);
+        }
+        Ok(out)
+    }
+
+    async fn index_vectors(&self) -> StoreResult<Vec<VectorIndex>> {
+        self.build_lists(None).await
     }
 
     async fn delete_facts(

@@ -46,9 +46,11 @@ mod schema;
 mod sessions;
 mod summaries;
 mod todos;
+mod vectors;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use thinklio_core::{Clock, StoreError, SystemClock};
 
@@ -141,6 +143,8 @@ pub struct SqliteStore {
     conn: Connection,
     clock: Arc<dyn Clock>,
     path: Arc<PathBuf>,
+    /// Whether vector lists are being built in the background.
+    indexing: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -168,6 +172,7 @@ impl SqliteStore {
             conn,
             clock: options.clock,
             path: Arc::new(path),
+            indexing: Arc::new(AtomicBool::new(false)),
         })
     }
 

@@ -465,6 +465,21 @@ CREATE INDEX interactions_by_parent ON interactions (parent_interaction_id)
 CREATE INDEX interactions_pruning ON interactions (id) WHERE pruned_at = -1;
 ALTER TABLE usage_records ADD COLUMN calls INTEGER NOT NULL DEFAULT 1;
 "#,
+    // 20: the approximate vector index: each embedding size's inverted
+    // lists (centroids in one blob), and the list each vector is filed
+    // under (the key carries the lists' generation).
+    r#"
+CREATE TABLE vector_lists (
+    dims       INTEGER PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    lists      INTEGER NOT NULL,
+    vectors    INTEGER NOT NULL,
+    last_n     INTEGER NOT NULL,
+    centroids  BLOB NOT NULL
+);
+ALTER TABLE fact_vectors ADD COLUMN list INTEGER;
+CREATE INDEX fact_vectors_by_list ON fact_vectors (list);
+"#,
 ];
 
 /// The version whose migration is followed by `knowledge::migrate_cardinality`.

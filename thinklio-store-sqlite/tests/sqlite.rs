@@ -29,7 +29,7 @@ async fn data_survives_reopen_and_migrations_run_once() {
         .unwrap();
     drop(store);
     let reopened = SqliteStore::open(&path).await.unwrap();
-    assert_eq!(reopened.schema_version().await.unwrap(), 19);
+    assert_eq!(reopened.schema_version().await.unwrap(), 20);
     assert_eq!(reopened.session(session.id).await.unwrap(), session);
 }
 

@@ -27,6 +27,7 @@ mod knowledge;
 mod queue;
 mod retention;
 mod steps;
+mod vectors;
 
 pub use approvals::*;
 pub use governance::*;
@@ -35,6 +36,7 @@ pub use knowledge::*;
 pub use queue::*;
 pub use retention::*;
 pub use steps::*;
+pub use vectors::*;
 
 /// Generates one `#[tokio::test]` per conformance check. The argument is an
 /// async block returning `(store, guard)`; the guard (a temp dir, a server
@@ -76,6 +78,7 @@ macro_rules! store_conformance_tests {
             a_single_valued_fact_supersedes_only_its_slot,
             an_update_supersedes_only_the_named_fact,
             every_fact_query_applies_visibility,
+            a_large_layer_is_searched_through_the_vector_index,
             fact_search_ranks_and_resolves_conflicts_by_precedence,
             a_question_naming_a_period_finds_what_was_said_then,
             deleting_facts_keeps_only_content_free_history,

@@ -23,11 +23,13 @@
 //! on conflicting facts, then a diversity pass (MMR).
 
 mod embed;
+mod lists;
 mod rank;
 mod reconcile;
 mod when;
 
 pub use embed::{OfflineEmbedder, STOPWORDS, cosine, keywords};
+pub use lists::{APPROXIMATE_ABOVE, IvfLists, LISTS_FROM};
 pub use rank::{Fusion, estimate_tokens, fit_to_budget, precedence, rank};
 pub use reconcile::{
     Cardinality, Lookup, MANY_VALUED, NEAR_DUPLICATE, Reconciliation, SINGLE_VALUED, predicate_key,
@@ -594,6 +596,11 @@ pub struct FactQuery {
     pub during: Option<Period>,
     /// How the lists are fused and neighbours lift each other.
     pub fusion: Fusion,
+    /// Compares the query with every visible vector instead of searching
+    /// the store's approximate index: slower over a large layer, but it
+    /// finds the true nearest (the approximate index is used only when a
+    /// principal sees more than [`APPROXIMATE_ABOVE`] facts).
+    pub exact: bool,
 }
 
 impl FactQuery {
@@ -614,6 +621,7 @@ impl FactQuery {
             mmr_lambda: 1.0,
             during: None,
             fusion: Fusion::default(),
+            exact: false,
         }
     }
 
@@ -623,6 +631,44 @@ impl FactQuery {
     pub fn asked_at(mut self, now: crate::time::Timestamp) -> Self {
         self.during = Period::parse(&self.text, now);
         self
+    }
+}
+
+/// One embedding size's approximate vector index, as
+/// [`KnowledgeStore::index_vectors`] built it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct VectorIndex {
+    /// The embedding size it covers.
+    pub dims: usize,
+    /// The vectors of that size it holds.
+    pub vectors: u64,
+    /// Its lists (SQLite's inverted lists); `None` for a graph index
+    /// (PostgreSQL's HNSW).
+    pub lists: Option<usize>,
+    /// Its size on disk in bytes (SQLite: the centroids and the index of
+    /// each vector's list; PostgreSQL: the HNSW index).
+    pub bytes: u64,
+    /// How long building it took.
+    pub took: std::time::Duration,
+}
+
+impl VectorIndex {
+    /// A report of an index.
+    pub fn new(
+        dims: usize,
+        vectors: u64,
+        lists: Option<usize>,
+        bytes: u64,
+        took: std::time::Duration,
+    ) -> Self {
+        Self {
+            dims,
+            vectors,
+            lists,
+            bytes,
+            took,
+        }
     }
 }
 
@@ -640,8 +686,12 @@ pub struct Candidate {
 /// What a store's search found, before ranking.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Candidates {
-    /// Nearest by embedding, nearest first (exact or approximate; the store says which).
+    /// Nearest by embedding, nearest first (exact, or approximate when
+    /// [`Candidates::approximate`] says so).
     pub vector: Vec<Candidate>,
+    /// Whether [`Candidates::vector`] came from the store's approximate
+    /// vector index rather than from comparing every visible vector.
+    pub approximate: bool,
     /// Best by keyword (BM25), best first.
     pub keyword: Vec<Candidate>,
     /// With [`FactQuery::during`]: facts valid from within the period,
@@ -720,6 +770,16 @@ pub trait KnowledgeStore: Send + Sync {
     /// `query.candidates` long) and the rivals of their slots, all filtered
     /// to `query.visibility` inside the store's queries.
     async fn fact_candidates(&self, query: &FactQuery) -> crate::StoreResult<Candidates>;
+
+    /// Builds the approximate vector index afresh over the vectors stored
+    /// now and reports it, one entry per embedding size it covers. SQLite
+    /// trains its lists ([`IvfLists`]) for every size with at least
+    /// [`LISTS_FROM`] vectors (it also builds them by itself the first time
+    /// a search could use them, and files new vectors under them as they
+    /// come); PostgreSQL rebuilds its HNSW indexes (`REINDEX`), which it
+    /// otherwise keeps current as rows come. Searches stay correct while
+    /// it runs.
+    async fn index_vectors(&self) -> crate::StoreResult<Vec<VectorIndex>>;
 
     /// Searches the visible facts: [`fact_candidates`](Self::fact_candidates), then [`rank`].
     async fn search_facts(&self, query: &FactQuery) -> crate::StoreResult<Vec<FactHit>> {

@@ -1,0 +1,346 @@
+//! SQLite's approximate vector index: inverted lists ([`IvfLists`], the
+//! rule in core). `vector_lists` keeps one row per embedding size (its
+//! centroids in one blob and a generation); `fact_vectors.list` files each
+//! vector under a list, indexed, so a search reads the vectors of a few
+//! lists instead of every visible one.
+//!
+//! A list's key carries the generation of the lists it belongs to, so
+//! vectors filed under lists of a former build never match the lists of
+//! the current one. A rebuild trains and files every vector away from the
+//! connection (k-means on tokio's blocking pool), then writes the new
+//! lists and every vector's list in one transaction: a search sees the old
+//! index or the new one, never half of each.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use rusqlite::{OptionalExtension, params};
+use thinklio_core::knowledge::{IvfLists, LISTS_FROM, VectorIndex};
+use thinklio_core::{StoreError, StoreResult};
+
+use crate::SqliteStore;
+use crate::rows::backend;
+
+/// Vectors read from the connection at a time while a build files them.
+const CHUNK: i64 = 20_000;
+
+thread_local! {
+    /// The lists of each embedding size with the generation they were read
+    /// at. Thread-local because the connection's thread is the only one
+    /// that touches the connection: each store has its own cache.
+    static LISTS: RefCell<HashMap<usize, Lists>> = RefCell::new(HashMap::new());
+}
+
+/// One size's lists as the connection's thread last read them.
+#[derive(Clone)]
+pub(crate) struct Lists {
+    generation: i64,
+    /// The vectors of this size when the lists were built.
+    pub(crate) vectors: i64,
+    /// The highest fact number filed when they were built.
+    last_n: i64,
+    pub(crate) index: Arc<IvfLists>,
+}
+
+impl Lists {
+    /// The key `fact_vectors.list` holds for list `i`.
+    pub(crate) fn key(&self, i: usize) -> i64 {
+        key(self.generation, self.index.dims(), i)
+    }
+
+    /// Whether the store has grown past twice what the lists were built
+    /// from (fact numbers only grow), so they should be built again.
+    pub(crate) fn stale(&self, max_n: i64) -> bool {
+        max_n - self.last_n > self.vectors.max(1)
+    }
+}
+
+fn key(generation: i64, dims: usize, i: usize) -> i64 {
+    (generation << 32) | ((dims as i64 & 0xffff) << 16) | (i as i64 & 0xffff)
+}
+
+fn to_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn from_blob(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// The current lists of `dims`-sized vectors, if any were built: one
+/// indexed read of their generation, and of the centroids only when the
+/// generation moved.
+pub(crate) fn lists(c: &rusqlite::Connection, dims: usize) -> StoreResult<Option<Lists>> {
+    let row: Option<(i64, i64, i64)> = c
+        .prepare_cached("SELECT generation, vectors, last_n FROM vector_lists WHERE dims = ?1")
+        .map_err(backend)?
+        .query_row([dims as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()
+        .map_err(backend)?;
+    let Some((generation, vectors, last_n)) = row else {
+        LISTS.with_borrow_mut(|m| m.remove(&dims));
+        return Ok(None);
+    };
+    if let Some(hit) =
+        LISTS.with_borrow(|m| m.get(&dims).filter(|l| l.generation == generation).cloned())
+    {
+        return Ok(Some(hit));
+    }
+    let blob: Vec<u8> = c
+        .query_row(
+            "SELECT centroids FROM vector_lists WHERE dims = ?1",
+            [dims as i64],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
+    let index = IvfLists::from_centroids(dims, from_blob(&blob))
+        .ok_or_else(|| StoreError::Corrupt(format!("vector lists of size {dims} are malformed")))?;
+    let lists = Lists {
+        generation,
+        vectors,
+        last_n,
+        index: Arc::new(index),
+    };
+    LISTS.with_borrow_mut(|m| m.insert(dims, lists.clone()));
+    Ok(Some(lists))
+}
+
+/// The list a new vector is filed under (`None` while its size has no lists).
+pub(crate) fn list_of(c: &rusqlite::Connection, embedding: &[f32]) -> StoreResult<Option<i64>> {
+    Ok(lists(c, embedding.len())?.map(|l| l.key(l.index.nearest(embedding))))
+}
+
+/// The highest fact number holding a vector.
+pub(crate) fn max_n(c: &rusqlite::Connection) -> StoreResult<i64> {
+    c.query_row("SELECT coalesce(max(n), 0) FROM fact_vectors", [], |r| {
+        r.get(0)
+    })
+    .map_err(backend)
+}
+
+impl SqliteStore {
+    /// Starts building lists for `dims`-sized vectors in the background,
+    /// unless a build is already running: a search found none, or found
+    /// them stale, where they would have served it.
+    pub(crate) fn build_lists_later(&self, dims: usize) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.indexing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = self.clone();
+        handle.spawn(async move {
+            match store.build_lists(Some(dims)).await {
+                Ok(built) => {
+                    for b in built {
+                        tracing::info!(dims = b.dims, vectors = b.vectors, lists = ?b.lists, took_ms = b.took.as_millis() as u64, "built vector lists");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, dims, "building vector lists failed"),
+            }
+            store.indexing.store(false, Ordering::Release);
+        });
+    }
+
+    /// Builds the lists of every embedding size with at least
+    /// [`LISTS_FROM`] vectors (of `only` when given).
+    pub(crate) async fn build_lists(&self, only: Option<usize>) -> StoreResult<Vec<VectorIndex>> {
+        let sizes: Vec<(usize, i64, i64)> = self
+            .conn
+            .call(move |c| {
+                let mut stmt = c
+                    .prepare(
+                        "SELECT length(embedding) / 4, count(*), max(n) FROM fact_vectors \
+                         GROUP BY 1 HAVING count(*) >= ?1",
+                    )
+                    .map_err(backend)?;
+                let rows = stmt
+                    .query_map([LISTS_FROM as i64], |r| {
+                        Ok((r.get::<_, i64>(0)? as usize, r.get(1)?, r.get(2)?))
+                    })
+                    .map_err(backend)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(backend)?;
+                Ok(rows)
+            })
+            .await?;
+        let mut built = Vec::new();
+        for (dims, count, last_n) in sizes {
+            if only.is_some_and(|d| d != dims) {
+                continue;
+            }
+            built.push(self.build_size(dims, count, last_n).await?);
+        }
+        Ok(built)
+    }
+
+    async fn build_size(&self, dims: usize, count: i64, last_n: i64) -> StoreResult<VectorIndex> {
+        let started = Instant::now();
+        let width = (dims * 4) as i64;
+        let lists_n = IvfLists::lists_for(count as usize);
+        // A sample spread over the whole table: every step-th vector.
+        let wanted = (lists_n * 64) as i64;
+        let step = (count / wanted).max(1);
+        let sample: Vec<Vec<f32>> = self
+            .conn
+            .call(move |c| {
+                let mut stmt = c
+                    .prepare(
+                        "SELECT embedding FROM fact_vectors WHERE length(embedding) = ?1 \
+                         AND n <= ?2 AND n % ?3 = 0",
+                    )
+                    .map_err(backend)?;
+                let rows = stmt
+                    .query_map(params![width, last_n, step], |r| r.get::<_, Vec<u8>>(0))
+                    .map_err(backend)?
+                    .map(|b| b.map(|b| from_blob(&b)))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(backend)?;
+                Ok(rows)
+            })
+            .await?;
+        let index = blocking(move || {
+            let refs: Vec<&[f32]> = sample.iter().map(Vec::as_slice).collect();
+            let lists =
+                NonZeroUsize::new(lists_n.min(refs.len()).max(1)).unwrap_or(NonZeroUsize::MIN);
+            IvfLists::train(&refs, dims, lists, 0x7468_696e_6b6c_696f)
+        })
+        .await?
+        .ok_or_else(|| {
+            StoreError::Conflict(format!("too few vectors of size {dims} to build lists"))
+        })?;
+        let index = Arc::new(index);
+        let lists_n = index.len();
+        // File every vector, a chunk at a time; only (n, list) is kept.
+        let mut filed: Vec<(i64, usize)> = Vec::with_capacity(count as usize);
+        let mut after = 0i64;
+        loop {
+            let chunk: Vec<(i64, Vec<u8>)> = self
+                .conn
+                .call(move |c| {
+                    let mut stmt = c
+                        .prepare_cached(
+                            "SELECT n, embedding FROM fact_vectors WHERE n > ?1 AND n <= ?2 \
+                             AND length(embedding) = ?3 ORDER BY n LIMIT ?4",
+                        )
+                        .map_err(backend)?;
+                    let rows = stmt
+                        .query_map(params![after, last_n, width, CHUNK], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })
+                        .map_err(backend)?
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(backend)?;
+                    Ok(rows)
+                })
+                .await?;
+            let Some(&(last, _)) = chunk.last() else {
+                break;
+            };
+            after = last;
+            let index = index.clone();
+            filed.extend(
+                blocking(move || {
+                    let vectors: Vec<Vec<f32>> = chunk.iter().map(|(_, b)| from_blob(b)).collect();
+                    let refs: Vec<&[f32]> = vectors.iter().map(Vec::as_slice).collect();
+                    let lists = index.nearest_all(&refs);
+                    chunk.iter().map(|(n, _)| *n).zip(lists).collect::<Vec<_>>()
+                })
+                .await?,
+            );
+        }
+        // One transaction: the new lists, every vector's list, and those
+        // that came while the build ran, filed here.
+        let (vectors, bytes) = self
+            .conn
+            .call(move |c| {
+                let tx = c.savepoint().map_err(backend)?;
+                let generation: i64 = tx
+                    .query_row(
+                        "SELECT coalesce(max(generation), 0) + 1 FROM vector_lists",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .map_err(backend)?;
+                {
+                    let mut update = tx
+                        .prepare_cached("UPDATE fact_vectors SET list = ?2 WHERE n = ?1")
+                        .map_err(backend)?;
+                    for (n, i) in &filed {
+                        update.execute(params![n, key(generation, dims, *i)]).map_err(backend)?;
+                    }
+                    let late: Vec<(i64, Vec<u8>)> = tx
+                        .prepare("SELECT n, embedding FROM fact_vectors WHERE n > ?1 AND length(embedding) = ?2")
+                        .map_err(backend)?
+                        .query_map(params![last_n, width], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .map_err(backend)?
+                        .collect::<Result<_, _>>()
+                        .map_err(backend)?;
+                    for (n, blob) in late {
+                        let i = index.nearest(&from_blob(&blob));
+                        update.execute(params![n, key(generation, dims, i)]).map_err(backend)?;
+                    }
+                }
+                let vectors: i64 = tx
+                    .query_row(
+                        "SELECT count(*) FROM fact_vectors WHERE length(embedding) = ?1",
+                        [width],
+                        |r| r.get(0),
+                    )
+                    .map_err(backend)?;
+                tx.execute(
+                    "INSERT INTO vector_lists (dims, generation, lists, vectors, last_n, centroids) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (dims) DO UPDATE SET \
+                     generation = excluded.generation, lists = excluded.lists, \
+                     vectors = excluded.vectors, last_n = excluded.last_n, centroids = excluded.centroids",
+                    params![
+                        dims as i64,
+                        generation,
+                        index.len() as i64,
+                        vectors,
+                        max_n(&tx)?,
+                        to_blob(index.centroids())
+                    ],
+                )
+                .map_err(backend)?;
+                tx.commit().map_err(backend)?;
+                Ok((vectors, index_bytes(c)?))
+            })
+            .await?;
+        Ok(VectorIndex::new(
+            dims,
+            u64::try_from(vectors).unwrap_or(0),
+            Some(lists_n),
+            bytes,
+            started.elapsed(),
+        ))
+    }
+}
+
+/// The bytes the index takes: its table of centroids and the index of
+/// each vector's list (the `list` column itself is 8 bytes a vector more).
+fn index_bytes(c: &rusqlite::Connection) -> StoreResult<u64> {
+    // `dbstat` is compiled into the bundled SQLite.
+    c.query_row(
+        "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name IN ('vector_lists', 'fact_vectors_by_list')",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|b| u64::try_from(b).unwrap_or(0))
+    .map_err(backend)
+}
+
+/// Runs arithmetic on tokio's blocking pool, away from the connection's
+/// thread and the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> StoreResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))
+}
