@@ -84,7 +84,8 @@ cargo test --workspace --doc "${FEATURES[@]}"
 # harnesses, so build both programs themselves first. (Apart, and the first
 # exactly as the test asks for it, so that the test's build finds it done:
 # built together, the two packages would unify features differently.)
-cargo build -p thinklio-examples --example http-server --example quickstart --example telegram-bot
+cargo build -p thinklio-examples --example http-server --example telegram-bot
+cargo build -p thinklio-quickstart --example quickstart
 cargo build -p thinklio-benches --bin thinklio-benches
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --all-targets "${FEATURES[@]}" --no-fail-fast

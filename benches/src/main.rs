@@ -33,6 +33,10 @@
 //! `load`: the HTTP example in its own process under ten times an expected
 //! load for five minutes: p50/p99 latency, errors and resident memory.
 //!
+//! `layer`: one principal that sees 100,000 facts, searched through each
+//! store's approximate vector index beside its exact search: recall@10,
+//! the index's build time and size, and the question's embedding time.
+//!
 //! `stores`: the harness scenario and retrieval at 100k facts on SQLite and
 //! on PostgreSQL (with 1, 2 and 4 workers), side by side; needs
 //! `THINKLIO_POSTGRES_URL` (`scripts/postgres.sh start` prints it).
@@ -41,6 +45,7 @@ mod context;
 mod docs;
 mod embed;
 mod harness;
+mod layer;
 mod load;
 mod memory;
 mod retention;
@@ -60,6 +65,7 @@ fn usage() -> ExitCode {
          thinklio-benches memory [--offline] [--write]\n       \
          thinklio-benches context [--turns N] [--write]\n       \
          thinklio-benches retention [--interactions N] [--no-postgres] [--write]\n       \
+         thinklio-benches layer [--facts N] [--queries N] [--offline] [--no-postgres] [--write]\n       \
          thinklio-benches load [--factor X] [--seconds N] [--clients N] [--sessions N] [--accounts N] [--write]\n       \
          thinklio-benches all [--quick] [--write]   (Thinklio, LangGraph and the OpenAI Agents SDK side by side)"
     );
@@ -77,6 +83,7 @@ fn main() -> ExitCode {
         Some("context") => context_main(&args[1..]),
         Some("retention") => retention_main(&args[1..]),
         Some("load") => load_main(&args[1..]),
+        Some("layer") => layer_main(&args[1..]),
         Some("all") => all_main(&args[1..]),
         Some("scenario") => suite::scenario_main(&args[1..]),
         _ => return usage(),
@@ -371,6 +378,47 @@ fn memory_main(args: &[String]) -> Result<bool, BoxError> {
             machine = harness::machine(),
         );
         let path = docs::write_section("memory", &section)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(true)
+}
+
+fn layer_main(args: &[String]) -> Result<bool, BoxError> {
+    let mut options = layer::Options {
+        facts: 100_000,
+        queries: 200,
+        embedding: retrieval::Embedding::MiniLm(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/models/all-minilm-l6-v2"),
+        ),
+        postgres: true,
+        write: false,
+    };
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let mut number = || rest.next().and_then(|v| v.parse::<usize>().ok());
+        match arg.as_str() {
+            "--facts" => match number() {
+                Some(n) => options.facts = n,
+                None => return Ok(false),
+            },
+            "--queries" => match number() {
+                Some(n) => options.queries = n,
+                None => return Ok(false),
+            },
+            "--offline" => options.embedding = retrieval::Embedding::Offline,
+            "--no-postgres" => options.postgres = false,
+            "--write" => options.write = true,
+            _ => return Ok(false),
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let figures = rt.block_on(layer::run(&options))?;
+    let table = layer::report(&figures);
+    println!("{table}");
+    if options.write {
+        let path = docs::write_section("layer", &table)?;
         println!("wrote {}", path.display());
     }
     Ok(true)

@@ -49,20 +49,51 @@ pub struct Results {
     pub options: Options,
 }
 
+/// The PostgreSQL server of the run: `THINKLIO_POSTGRES_URL`, or the
+/// throw-away cluster [`ensure_postgres`] started.
+static STARTED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn url() -> Result<String, BoxError> {
+    if let Some(url) = STARTED.get() {
+        return Ok(url.clone());
+    }
     std::env::var("THINKLIO_POSTGRES_URL").map_err(|_| {
         "THINKLIO_POSTGRES_URL is not set: run `export THINKLIO_POSTGRES_URL=$(scripts/postgres.sh start)`"
             .into()
     })
 }
 
-async fn postgres(schema: &str) -> Result<PostgresStore, BoxError> {
+/// Makes sure a PostgreSQL server is there for the suite: the one
+/// `THINKLIO_POSTGRES_URL` names, or the throw-away cluster of
+/// `scripts/postgres.sh` (installed beforehand with `scripts/postgres.sh
+/// install`), started now.
+pub fn ensure_postgres() -> Result<(), BoxError> {
+    if url().is_ok() {
+        return Ok(());
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/postgres.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg("start")
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    let url = String::from_utf8(out.stdout)?.trim().to_owned();
+    if !out.status.success() || url.is_empty() {
+        return Err(
+            "scripts/postgres.sh start failed (run `scripts/postgres.sh install` first)".into(),
+        );
+    }
+    let _ = STARTED.set(url);
+    Ok(())
+}
+
+pub(crate) async fn postgres(schema: &str) -> Result<PostgresStore, BoxError> {
     Ok(PostgresStore::connect_with(&url()?, PostgresOptions::default().schema(schema)).await?)
 }
 
 /// The harness scenario on PostgreSQL with `workers` runtimes sharing the
 /// store, the sessions dealt out among them.
-async fn postgres_harness(
+pub(crate) async fn postgres_harness(
     workers: usize,
     interactions: u64,
     sessions: u64,

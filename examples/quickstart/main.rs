@@ -22,8 +22,8 @@ use thinklio_core::approval::{ApprovalMode, Decision};
 use thinklio_core::{
     AgentDefinition, Principal, Reply, Role, Runtime, SessionId, StepKind, TodoStore, TrustLevel,
 };
-use thinklio_examples::offline::{ByModel, calculator, model_from_env};
 use thinklio_llm::{ScriptedModel, ScriptedReply};
+use thinklio_quickstart::offline::{ByModel, calculator, model_from_env};
 use thinklio_store_sqlite::SqliteStore;
 
 /// Thinklio quickstart: chat with an agent that has a calculator and a clock.
@@ -177,7 +177,7 @@ async fn run(args: Args) -> Result<(), String> {
         .store(store)
         .prices(
             // The console's scripted model runs here and costs nothing.
-            thinklio_examples::offline::prices().with(
+            thinklio_quickstart::offline::prices().with(
                 CONSOLE_MODEL,
                 thinklio_core::ModelPrice::usd_per_million(0.0, 0.0),
             ),
@@ -353,6 +353,6 @@ async fn call_once(runtime: &Runtime, name: &str, arguments: &str) -> Result<(),
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    thinklio_examples::init_logging();
-    thinklio_examples::exit_with(run(Args::parse()).await)
+    thinklio_quickstart::init_logging();
+    thinklio_quickstart::exit_with(run(Args::parse()).await)
 }

@@ -10,7 +10,6 @@ pub mod memory;
 /// (`docs/security.md`, compiled and run as doc tests).
 #[doc = include_str!("../../docs/security.md")]
 pub mod security {}
-pub mod offline;
 pub mod ops;
 
 /// Running Thinklio in production: metrics, health, alerts, the runbook
@@ -21,16 +20,7 @@ pub mod telegram;
 #[cfg(feature = "otlp")]
 pub mod traces;
 
-/// The exit code of an example's run, its error printed.
-pub fn exit_with(result: Result<(), String>) -> std::process::ExitCode {
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
+pub use thinklio_quickstart::{exit_with, init_logging, offline};
 
 /// Where a host's spans go: `--otlp-endpoint` (with feature `otlp`; the
 /// flag does not exist without it).
@@ -75,16 +65,6 @@ pub fn init_tracing(args: &TraceArgs, service: &str) -> Result<TraceGuard, Strin
     let _ = (args, service);
     init_logging();
     Ok(TraceGuard::default())
-}
-
-/// Logs to standard error, filtered by `RUST_LOG` (warnings by default).
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 /// Usage of an account (or of one of its users) this calendar month, UTC:

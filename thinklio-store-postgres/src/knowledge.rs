@@ -265,7 +265,10 @@ async fn record(tx: &Transaction<'_>, new: NewFact, now: Timestamp) -> StoreResu
                 &[&account, &owner_key, &slot, &norm_text],
             )
             .await?;
-            if found.is_empty() && !new.embedding.is_empty() {
+            if found.is_empty() && large_owner(tx, &account, &owner_key, &new.embedding).await? {
+                found =
+                    near_duplicate_indexed(tx, &account, &owner_key, &slot, &new.embedding).await?;
+            } else if found.is_empty() && !new.embedding.is_empty() {
                 let dims = i32::try_from(new.embedding.len()).unwrap_or(i32::MAX);
                 found = query_facts(
                     tx,
@@ -435,6 +438,68 @@ async fn visible_facts(
     .await?
     .ok_or_else(|| StoreError::Corrupt("no count".into()))?;
     rows::get(&count, "n")
+}
+
+/// Whether a write's near-duplicate check should go through the HNSW index:
+/// its embedding's size has one and its owner holds more than
+/// [`APPROXIMATE_ABOVE`] facts (counted no further), so that importing a
+/// large layer is not quadratic.
+async fn large_owner(
+    tx: &Transaction<'_>,
+    account: &str,
+    owner_key: &str,
+    embedding: &[f32],
+) -> StoreResult<bool> {
+    if !INDEXED_DIMENSIONS.contains(&embedding.len()) {
+        return Ok(false);
+    }
+    let owned: i64 = tx
+        .query_one(
+            "SELECT count(*)::BIGINT FROM (SELECT 1 FROM facts WHERE account_id = $1 \
+             AND owner_key = $2 LIMIT $3) o",
+            &[&account, &owner_key, &(APPROXIMATE_ABOVE + 1)],
+        )
+        .await
+        .map_err(backend)?
+        .get(0);
+    Ok(owned > APPROXIMATE_ABOVE)
+}
+
+/// The owner's nearest current fact of the slot through the HNSW index,
+/// kept when it is a near duplicate of `embedding`.
+async fn near_duplicate_indexed(
+    tx: &Transaction<'_>,
+    account: &str,
+    owner_key: &str,
+    slot: &Option<String>,
+    embedding: &[f32],
+) -> StoreResult<Vec<Fact>> {
+    let n = embedding.len();
+    tx.batch_execute(&ann_settings()).await.map_err(backend)?;
+    let found = query_facts(
+        tx,
+        &format!(
+            "SELECT {FACT_COLUMNS} FROM ( \
+               SELECT f.n AS n, (v.embedding::vector({n}) <=> $4::vector({n})) AS distance \
+               FROM fact_vectors v JOIN facts f ON f.n = v.n \
+               WHERE vector_dims(v.embedding) = {n} AND f.account_id = $1 AND f.owner_key = $2 \
+               AND f.slot IS NOT DISTINCT FROM $3 AND {CURRENT} \
+               ORDER BY v.embedding::vector({n}) <=> $4::vector({n}) LIMIT 1 \
+             ) d JOIN facts f ON f.n = d.n WHERE d.distance <= $5"
+        ),
+        &[
+            &account,
+            &owner_key,
+            slot,
+            &Vector::from(embedding.to_vec()),
+            &(1.0 - f64::from(NEAR_DUPLICATE)),
+        ],
+    )
+    .await?;
+    tx.batch_execute("SET LOCAL enable_sort = on")
+        .await
+        .map_err(backend)?;
+    Ok(found)
 }
 
 /// The settings the index scan runs under: iterative, so the visibility

@@ -454,6 +454,12 @@ CREATE INDEX interactions_by_parent ON interactions (parent_interaction_id)
 CREATE INDEX interactions_pruning ON interactions (id) WHERE pruned_at = -1;
 ALTER TABLE usage_records ADD COLUMN calls BIGINT NOT NULL DEFAULT 1;
 "#,
+    // 15: a write's duplicate check finds an owner's current fact of the
+    // same text through an index, not by reading every fact of the owner.
+    r#"
+CREATE INDEX facts_by_text ON facts (account_id, owner_key, norm_text)
+    WHERE invalid_at IS NULL AND expired_at IS NULL;
+"#,
 ];
 
 /// The version whose migration is followed by `knowledge::migrate_cardinality`.

@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{OptionalExtension, Row, params, params_from_iter};
 use serde_json::json;
-use thinklio_core::knowledge::APPROXIMATE_ABOVE;
 use thinklio_core::knowledge::FactChangeKind;
+use thinklio_core::knowledge::{APPROXIMATE_ABOVE, LISTS_FROM};
 use thinklio_core::knowledge::{
     Candidate, Candidates, Cardinality, Curation, Fact, FactActor, FactChange, FactOwner,
     FactQuery, FactWrite, KnowledgeStore, Lookup, NEAR_DUPLICATE, NewFact, Reconciliation,
@@ -295,6 +295,78 @@ fn query_facts(
         .map_err(backend)
 }
 
+/// How many lists nearest a new fact's embedding are searched for a near
+/// duplicate of it: one that close lies in the nearest list or the next.
+const NEAR_DUPLICATE_PROBES: usize = 2;
+
+/// A current fact of the owner (and slot) whose embedding is a near
+/// duplicate of `embedding`. An owner with more than
+/// [`APPROXIMATE_ABOVE`] facts is searched through the lists nearest the
+/// embedding, so importing a large layer is not quadratic; one with more
+/// than [`LISTS_FROM`] whose embedding's size has no lists yet asks for
+/// them to be built.
+fn near_duplicate(
+    tx: &rusqlite::Connection,
+    account: &str,
+    owner_key: &str,
+    slot: Option<&str>,
+    embedding: &[f32],
+) -> StoreResult<Vec<Fact>> {
+    // Counted up to where lists could be built: past that, the owner alone
+    // holds enough vectors for them.
+    let owned: i64 = tx
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM facts WHERE account_id = ?1 AND owner_key = ?2 LIMIT ?3)",
+        )
+        .map_err(backend)?
+        .query_row(params![account, owner_key, LISTS_FROM as i64 + 1], |r| r.get(0))
+        .map_err(backend)?;
+    let lists = if owned > APPROXIMATE_ABOVE {
+        crate::vectors::lists(tx, embedding.len())?
+    } else {
+        None
+    };
+    // None yet, or built when the store was less than half its size: their
+    // lists have grown long, so they are built again.
+    let stale = match &lists {
+        Some(l) => l.stale(crate::vectors::max_n(tx)?),
+        None => owned > LISTS_FROM as i64,
+    };
+    if stale {
+        crate::vectors::want(embedding.len());
+    }
+    let within = match lists {
+        Some(l) => {
+            let keys: Vec<String> = l
+                .index
+                .nearest_n(embedding, NEAR_DUPLICATE_PROBES)
+                .into_iter()
+                .map(|i| l.key(i).to_string())
+                .collect();
+            format!(
+                "fact_vectors v CROSS JOIN facts f ON f.n = v.n WHERE v.list IN ({}) AND",
+                keys.join(", ")
+            )
+        }
+        None => "facts f JOIN fact_vectors v ON v.n = f.n WHERE".to_owned(),
+    };
+    query_facts(
+        tx,
+        &format!(
+            "SELECT {FACT_COLUMNS} FROM {within} f.account_id = ?1 AND f.owner_key = ?2 \
+             AND f.slot IS ?3 AND {CURRENT} AND length(v.embedding) = length(?4) \
+             AND vec_distance_cosine(v.embedding, ?4) <= ?5 LIMIT 1"
+        ),
+        params![
+            account,
+            owner_key,
+            slot,
+            to_blob(embedding),
+            1.0 - f64::from(NEAR_DUPLICATE)
+        ],
+    )
+}
+
 fn record(tx: &rusqlite::Connection, new: NewFact, now: Timestamp) -> StoreResult<FactWrite> {
     new.check()?;
     let account = new.account.to_string();
@@ -323,22 +395,7 @@ fn record(tx: &rusqlite::Connection, new: NewFact, now: Timestamp) -> StoreResul
                 params![account, owner_key, slot, norm_text],
             )?;
             if found.is_empty() && !new.embedding.is_empty() {
-                found = query_facts(
-                    tx,
-                    &format!(
-                        "SELECT {FACT_COLUMNS} FROM facts f JOIN fact_vectors v ON v.n = f.n \
-                         WHERE f.account_id = ?1 AND f.owner_key = ?2 AND f.slot IS ?3 \
-                         AND {CURRENT} AND length(v.embedding) = length(?4) \
-                         AND vec_distance_cosine(v.embedding, ?4) <= ?5 LIMIT 1"
-                    ),
-                    params![
-                        account,
-                        owner_key,
-                        slot,
-                        to_blob(&new.embedding),
-                        1.0 - f64::from(NEAR_DUPLICATE)
-                    ],
-                )?;
+                found = near_duplicate(tx, &account, &owner_key, slot.as_deref(), &new.embedding)?;
             }
             found
         }
@@ -544,14 +601,19 @@ pub(crate) fn delete_owned(
 #[async_trait]
 impl KnowledgeStore for SqliteStore {
     async fn record_fact(&self, new: NewFact, now: Timestamp) -> StoreResult<FactWrite> {
-        self.conn
+        let (write, wanted) = self
+            .conn
             .call(move |c| {
                 let tx = c.savepoint().map_err(backend)?;
                 let write = record(&tx, new, now)?;
                 tx.commit().map_err(backend)?;
-                Ok(write)
+                Ok((write, crate::vectors::wanted()))
             })
-            .await
+            .await?;
+        if let Some(dims) = wanted {
+            self.build_lists_later(dims);
+        }
+        Ok(write)
     }
 
     async fn import_facts(
@@ -559,7 +621,8 @@ impl KnowledgeStore for SqliteStore {
         facts: Vec<NewFact>,
         now: Timestamp,
     ) -> StoreResult<Vec<FactWrite>> {
-        self.conn
+        let (writes, wanted) = self
+            .conn
             .call(move |c| {
                 let tx = c.savepoint().map_err(backend)?;
                 let writes = facts
@@ -567,9 +630,13 @@ impl KnowledgeStore for SqliteStore {
                     .map(|f| record(&tx, f, now))
                     .collect::<StoreResult<Vec<_>>>()?;
                 tx.commit().map_err(backend)?;
-                Ok(writes)
+                Ok((writes, crate::vectors::wanted()))
             })
-            .await
+            .await?;
+        if let Some(dims) = wanted {
+            self.build_lists_later(dims);
+        }
+        Ok(writes)
     }
 
     async fn fact(&self, id: FactId) -> StoreResult<Fact> {

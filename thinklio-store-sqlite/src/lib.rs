@@ -50,7 +50,6 @@ mod vectors;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use thinklio_core::{Clock, StoreError, SystemClock};
 
@@ -144,7 +143,7 @@ pub struct SqliteStore {
     clock: Arc<dyn Clock>,
     path: Arc<PathBuf>,
     /// Whether vector lists are being built in the background.
-    indexing: Arc<AtomicBool>,
+    indexing: Arc<std::sync::Mutex<vectors::Indexing>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -172,7 +171,7 @@ impl SqliteStore {
             conn,
             clock: options.clock,
             path: Arc::new(path),
-            indexing: Arc::new(AtomicBool::new(false)),
+            indexing: Arc::default(),
         })
     }
 

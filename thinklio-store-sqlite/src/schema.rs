@@ -467,7 +467,8 @@ ALTER TABLE usage_records ADD COLUMN calls INTEGER NOT NULL DEFAULT 1;
 "#,
     // 20: the approximate vector index: each embedding size's inverted
     // lists (centroids in one blob), and the list each vector is filed
-    // under (the key carries the lists' generation).
+    // under (the key carries the lists' generation); a write's duplicate
+    // check finds an owner's current fact of the same text by index.
     r#"
 CREATE TABLE vector_lists (
     dims       INTEGER PRIMARY KEY,
@@ -479,6 +480,8 @@ CREATE TABLE vector_lists (
 );
 ALTER TABLE fact_vectors ADD COLUMN list INTEGER;
 CREATE INDEX fact_vectors_by_list ON fact_vectors (list);
+CREATE INDEX facts_by_text ON facts (account_id, owner_key, norm_text)
+    WHERE invalid_at IS NULL AND expired_at IS NULL;
 "#,
 ];
 

@@ -15,8 +15,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rusqlite::{OptionalExtension, params};
 use thinklio_core::knowledge::{IvfLists, LISTS_FROM, VectorIndex};
@@ -24,6 +23,18 @@ use thinklio_core::{StoreError, StoreResult};
 
 use crate::SqliteStore;
 use crate::rows::backend;
+
+/// How long the store waits before building lists again after a build
+/// that found too few vectors or failed.
+const QUIET: Duration = Duration::from_secs(60);
+
+/// Whether lists are being built in the background, and until when none
+/// should be started.
+#[derive(Debug, Default)]
+pub(crate) struct Indexing {
+    running: bool,
+    quiet_until: Option<Instant>,
+}
 
 /// Vectors read from the connection at a time while a build files them.
 const CHUNK: i64 = 20_000;
@@ -33,6 +44,19 @@ thread_local! {
     /// at. Thread-local because the connection's thread is the only one
     /// that touches the connection: each store has its own cache.
     static LISTS: RefCell<HashMap<usize, Lists>> = RefCell::new(HashMap::new());
+    /// An embedding size a write found without lists where they would
+    /// have served, for the store to build them once the write returns.
+    static WANTED: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Asks for lists of `dims`-sized vectors (see [`wanted`]).
+pub(crate) fn want(dims: usize) {
+    WANTED.set(Some(dims));
+}
+
+/// The size a write on this thread asked lists for, if any, cleared.
+pub(crate) fn wanted() -> Option<usize> {
+    WANTED.take()
 }
 
 /// One size's lists as the connection's thread last read them.
@@ -132,20 +156,35 @@ impl SqliteStore {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if self.indexing.swap(true, Ordering::AcqRel) {
-            return;
+        {
+            let Ok(mut state) = self.indexing.lock() else {
+                return;
+            };
+            if state.running || state.quiet_until.is_some_and(|t| Instant::now() < t) {
+                return;
+            }
+            state.running = true;
         }
         let store = self.clone();
         handle.spawn(async move {
-            match store.build_lists(Some(dims)).await {
+            let built = match store.build_lists(Some(dims)).await {
                 Ok(built) => {
-                    for b in built {
+                    for b in &built {
                         tracing::info!(dims = b.dims, vectors = b.vectors, lists = ?b.lists, took_ms = b.took.as_millis() as u64, "built vector lists");
                     }
+                    !built.is_empty()
                 }
-                Err(e) => tracing::warn!(error = %e, dims, "building vector lists failed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, dims, "building vector lists failed");
+                    false
+                }
+            };
+            if let Ok(mut state) = store.indexing.lock() {
+                state.running = false;
+                // Too few vectors yet, or a failure: not again for a while,
+                // or every write and search would start a build.
+                state.quiet_until = (!built).then(|| Instant::now() + QUIET);
             }
-            store.indexing.store(false, Ordering::Release);
         });
     }
 

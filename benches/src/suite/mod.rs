@@ -18,9 +18,11 @@ use thinklio_store_sqlite::Synchronous;
 
 use crate::BoxError;
 
+mod goals;
 mod report;
 mod thinklio;
 
+pub use goals::{StoreWork, goals, store_work, work_report};
 pub use report::{charts, report};
 pub use thinklio::thinklio;
 
@@ -275,6 +277,10 @@ pub struct Results {
     pub rows: Vec<(String, String, Outcome)>,
     /// (e), Thinklio's alone.
     pub retrieval: Option<crate::retrieval::Figures>,
+    /// Retrieval over a large layer, SQLite and PostgreSQL.
+    pub layer: Option<crate::layer::Figures>,
+    /// Round trips and commits per interaction, SQLite and PostgreSQL.
+    pub work: Option<StoreWork>,
     pub machine: String,
     pub plan: String,
 }
@@ -372,6 +378,20 @@ pub fn run(plan: &Plan) -> Result<Results, BoxError> {
         .enable_all()
         .build()?;
     results.retrieval = rt.block_on(crate::retrieval::run(&options))?.pop();
+    // Thinklio's own: the store's work per interaction and a large layer,
+    // on SQLite and PostgreSQL.
+    crate::stores::ensure_postgres()?;
+    bar.set_message("thinklio: store work per interaction");
+    results.work = Some(rt.block_on(store_work(plan))?);
+    bar.set_message("thinklio: retrieval over a large layer");
+    let layer = crate::layer::Options {
+        facts: if plan.quick { 5_000 } else { 100_000 },
+        queries: if plan.quick { 20 } else { 200 },
+        embedding: options.embedding.clone(),
+        postgres: true,
+        write: false,
+    };
+    results.layer = Some(rt.block_on(crate::layer::run(&layer))?);
     bar.finish_and_clear();
     // A cold start is the median of its runs.
     for (system, mut runs) in coldstarts {
@@ -392,7 +412,20 @@ pub fn main(plan: &Plan) -> Result<(), BoxError> {
     let results = run(plan)?;
     let table = report(&results);
     println!("{table}");
+    let goals = goals(&results);
+    println!("{goals}");
+    let work = results.work.as_ref().map(work_report).unwrap_or_default();
+    println!("{work}");
+    let layer = results
+        .layer
+        .as_ref()
+        .map(crate::layer::report)
+        .unwrap_or_default();
+    println!("{layer}");
     if plan.write {
+        crate::docs::write_section("goals", &goals)?;
+        crate::docs::write_section("work", &work)?;
+        crate::docs::write_section("layer", &layer)?;
         let path = crate::docs::write_section("peers", &table)?;
         let dir = root().join("docs/bench");
         std::fs::create_dir_all(&dir)?;

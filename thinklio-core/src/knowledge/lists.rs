@@ -22,9 +22,8 @@ use std::num::NonZeroUsize;
 pub const APPROXIMATE_ABOVE: i64 = 2_000;
 
 /// How many vectors of one size a store holds before it builds lists for
-/// them: with fewer, a search that would use them reads nearly as many
-/// vectors through them as it compares without.
-pub const LISTS_FROM: usize = 2 * APPROXIMATE_ABOVE as usize;
+/// them: as many as a principal must see before a search uses them.
+pub const LISTS_FROM: usize = APPROXIMATE_ABOVE as usize;
 
 /// The share of lists a search reads when the principal sees every
 /// vector: 1 in 10. With all-MiniLM-L6-v2 embeddings of 100,000 facts

@@ -702,6 +702,15 @@ impl Knowledge<'_> {
         inner.search(visibility, question, k).await
     }
 
+    /// Builds the store's approximate vector index afresh over the vectors
+    /// of every account ([`KnowledgeStore::index_vectors`](crate::knowledge::KnowledgeStore::index_vectors)):
+    /// the host's call, as an operator's after a large import or many
+    /// deletions. The store also builds it by itself the first time a
+    /// search or a write could use it; searches stay exact until then.
+    pub async fn index_vectors(&self) -> Result<Vec<crate::knowledge::VectorIndex>, RuntimeError> {
+        Ok(self.inner().store.index_vectors().await?)
+    }
+
     /// The current facts `principal`, served by `agent`, may see.
     pub async fn facts(
         &self,
