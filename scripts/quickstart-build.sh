@@ -17,6 +17,6 @@ built=$(date +%s.%N)
 reply=$(CARGO_TARGET_DIR=$target cargo run -q --example quickstart -- \
     --db "$target/q.db" --message "what is 17*23?" 2>/dev/null </dev/null || true)
 crates=$(grep -c '^ *Compiling ' "$target/build.log" || true)
-heavy=$(grep -oE '^ *Compiling (candle-core|candle-transformers|tokenizers|chromiumoxide|teloxide-core|axum|utoipa|opentelemetry) ' "$target/build.log" | awk '{print $2}' | sort -u | tr '\n' ' ')
+heavy=$( (grep -oE '^ *Compiling (candle-core|candle-transformers|tokenizers|chromiumoxide|teloxide-core|axum|utoipa|opentelemetry) ' "$target/build.log" || true) | awk '{print $2}' | sort -u | tr '\n' ' ')
 printf 'checkout: %s\nbuild: %.1f minutes, %s crates compiled\nheavy parts compiled: %s\nfirst reply: %s\n' \
     "$checkout" "$(echo "($built - $start) / 60" | bc -l)" "$crates" "${heavy:-none}" "$reply"

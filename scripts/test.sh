@@ -72,7 +72,7 @@ scripts/fetch-minilm.sh
 
 # Formatting and lints hold for every target, or nothing lands. The OTLP
 # trace export is a feature of the hosts; its test runs with it on.
-FEATURES=(--features thinklio-examples/otlp)
+FEATURES=(--features thinklio-examples/otlp,thinklio-examples/minilm)
 cargo fmt --all --check
 cargo clippy --workspace --all-targets "${FEATURES[@]}" -- -D warnings
 

@@ -15,7 +15,8 @@
 //! `--queries` answers one `{"user", "teams", "question", "k"}` per line with
 //! one JSON array per line, in order, loading the embedder once.
 //! `--embedder offline|minilm:DIR|openai:MODEL` picks the embedder for both
-//! (OpenAI reads `OPENAI_API_KEY` and `OPENAI_BASE_URL`). All facts live in
+//! (OpenAI reads `OPENAI_API_KEY` and `OPENAI_BASE_URL`; `minilm` needs
+//! `--features thinklio-examples/minilm`). All facts live in
 //! one account; the agent layer is owned by agent names.
 
 #[tokio::main]

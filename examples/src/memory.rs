@@ -144,7 +144,14 @@ fn ten() -> usize {
 fn embedder(spec: &str) -> Result<Arc<dyn Embedder>, CliError> {
     match spec.split_once(':') {
         None if spec == "offline" => Ok(Arc::new(OfflineEmbedder::default())),
+        #[cfg(feature = "minilm")]
         Some(("minilm", dir)) => Ok(Arc::new(thinklio_llm::MiniLm::load(dir)?)),
+        #[cfg(not(feature = "minilm"))]
+        Some(("minilm", _)) => Err(CliError::Usage(
+            "this build runs no local model: build the example with \
+             `--features thinklio-examples/minilm` for `minilm:DIR`"
+                .into(),
+        )),
         Some(("openai", model)) => {
             let base = std::env::var("OPENAI_BASE_URL")
                 .unwrap_or_else(|_| "https://api.openai.com/v1".into());

@@ -22,6 +22,7 @@ use thinklio_core::knowledge::{IvfLists, LISTS_FROM, VectorIndex};
 use thinklio_core::{StoreError, StoreResult};
 
 use crate::SqliteStore;
+use crate::knowledge::{from_blob, to_blob};
 use crate::rows::backend;
 
 /// How long the store waits before building lists again after a build
@@ -85,16 +86,6 @@ impl Lists {
 
 fn key(generation: i64, dims: usize, i: usize) -> i64 {
     (generation << 32) | ((dims as i64 & 0xffff) << 16) | (i as i64 & 0xffff)
-}
-
-fn to_blob(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn from_blob(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 /// The current lists of `dims`-sized vectors, if any were built: one

@@ -4,33 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests speak through panics
 
+#[path = "../../tests/example_bin/mod.rs"]
+mod example_bin;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-/// The quickstart's binary, built (or found up to date) as `cargo run
-/// --example quickstart` builds it; `scripts/test.sh` builds it before the
-/// tests start, so here this is a no-op.
+/// The quickstart's binary, built as `cargo run --example quickstart`
+/// builds it (`scripts/test.sh` builds it before the tests start).
 fn binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "thinklio-quickstart",
-            "--example",
-            "quickstart",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success(), "cargo build --example quickstart failed");
-    let exe = std::env::current_exe().unwrap();
-    let debug = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .to_owned();
-    debug.join("examples").join("quickstart")
+    example_bin::package_example("thinklio-quickstart", "quickstart")
 }
 
 /// Runs the quickstart with `input` on stdin; its stdout.
