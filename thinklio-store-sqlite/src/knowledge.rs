@@ -131,7 +131,6 @@ fn match_query(visibility: &Visibility, terms: &[String]) -> Option<String> {
     })
 }
 
-/// How many facts `visibility` sees (current ones only, unless `current` is empty).
 /// The vector list of a search: from the lists of the embedding's size
 /// when the principal sees enough facts for them to pay ([`thinklio_core::knowledge::IvfLists::probes`]),
 /// else exact over every visible fact; the nearest are found on
@@ -168,25 +167,24 @@ fn nearest(
     let Some(probes) = lists.index.probes(visible_count, lists.vectors) else {
         return Ok((candidates(c, &exact, all)?, false, stale));
     };
-    let keys: Vec<String> = lists
-        .index
-        .nearest_n(e, probes)
-        .into_iter()
-        .map(|i| lists.key(i).to_string())
-        .collect();
+    let keys = list_keys(&lists, e, probes);
     // The lists drive the scan (CROSS JOIN keeps them outermost): only
     // their vectors are compared, each then checked against the filter.
+    // Their keys are one JSON parameter, so the statement stays cached.
     let approximate = format!(
         "SELECT {FACT_COLUMNS}, v.embedding, d.distance FROM ( \
            SELECT f.n AS n, vec_distance_cosine(v.embedding, ?1) AS distance \
            FROM fact_vectors v CROSS JOIN facts f ON f.n = v.n \
-           WHERE v.list IN ({}) AND {filter}{current} AND length(v.embedding) = length(?1) \
+           WHERE v.list IN (SELECT value FROM json_each(?{})) AND {filter}{current} \
+           AND length(v.embedding) = length(?1) \
            ORDER BY distance LIMIT ?2 \
          ) d JOIN facts f ON f.n = d.n JOIN fact_vectors v ON v.n = d.n \
          ORDER BY d.distance",
-        keys.join(", ")
+        all.len() + 1
     );
-    let found = candidates(c, &approximate, all.clone())?;
+    let mut with_keys = all.clone();
+    with_keys.push(SqlValue::Text(keys));
+    let found = candidates(c, &approximate, with_keys)?;
     // Too few of what it sees lie in those lists: compare them all.
     if (found.len() as i64) < limit.min(visible_count) {
         return Ok((candidates(c, &exact, all)?, false, stale));
@@ -194,6 +192,7 @@ fn nearest(
     Ok((found, true, stale))
 }
 
+/// How many facts `visibility` sees (current ones only, unless `current` is empty).
 fn count_visible(
     c: &rusqlite::Connection,
     visibility: &Visibility,
@@ -335,21 +334,18 @@ fn near_duplicate(
     if stale {
         crate::vectors::want(embedding.len());
     }
-    let within = match lists {
-        Some(l) => {
-            let keys: Vec<String> = l
-                .index
-                .nearest_n(embedding, NEAR_DUPLICATE_PROBES)
-                .into_iter()
-                .map(|i| l.key(i).to_string())
-                .collect();
-            format!(
-                "fact_vectors v CROSS JOIN facts f ON f.n = v.n WHERE v.list IN ({}) AND",
-                keys.join(", ")
-            )
-        }
-        None => "facts f JOIN fact_vectors v ON v.n = f.n WHERE".to_owned(),
+    let (within, keys) = match lists {
+        Some(l) => (
+            "fact_vectors v CROSS JOIN facts f ON f.n = v.n \
+             WHERE v.list IN (SELECT value FROM json_each(?6)) AND",
+            list_keys(&l, embedding, NEAR_DUPLICATE_PROBES),
+        ),
+        None => (
+            "facts f JOIN fact_vectors v ON v.n = f.n WHERE ?6 IS NULL AND",
+            String::new(),
+        ),
     };
+    let keys = (!keys.is_empty()).then_some(keys);
     query_facts(
         tx,
         &format!(
@@ -362,9 +358,21 @@ fn near_duplicate(
             owner_key,
             slot,
             to_blob(embedding),
-            1.0 - f64::from(NEAR_DUPLICATE)
+            1.0 - f64::from(NEAR_DUPLICATE),
+            keys
         ],
     )
+}
+
+/// The keys of the `probes` lists nearest `embedding`, as a JSON array.
+fn list_keys(lists: &crate::vectors::Lists, embedding: &[f32], probes: usize) -> String {
+    let keys: Vec<String> = lists
+        .index
+        .nearest_n(embedding, probes)
+        .into_iter()
+        .map(|i| lists.key(i).to_string())
+        .collect();
+    format!("[{}]", keys.join(","))
 }
 
 fn record(tx: &rusqlite::Connection, new: NewFact, now: Timestamp) -> StoreResult<FactWrite> {
