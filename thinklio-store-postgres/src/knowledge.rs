@@ -31,10 +31,10 @@ use tokio_postgres::types::ToSql;
 use crate::PostgresStore;
 use crate::rows::{self, FACT_COLUMNS, backend, execute, fact, query, query_opt};
 
-const CURRENT: &str = "f.invalid_at IS NULL AND f.expired_at IS NULL";
+pub(crate) const CURRENT: &str = "f.invalid_at IS NULL AND f.expired_at IS NULL";
 
 /// The embedding sizes with an HNSW index (migration 3).
-const INDEXED_DIMENSIONS: [usize; 3] = [384, 768, 1536];
+pub(crate) const INDEXED_DIMENSIONS: [usize; 3] = [384, 768, 1536];
 
 /// How many candidates an HNSW scan keeps (pgvector's `ef_search`).
 const EF_SEARCH: usize = 200;
@@ -144,7 +144,7 @@ async fn load(tx: &Transaction<'_>, id: FactId) -> StoreResult<Fact> {
     fact(&row)
 }
 
-async fn query_facts(
+pub(crate) async fn query_facts(
     tx: &Transaction<'_>,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -265,9 +265,17 @@ async fn record(tx: &Transaction<'_>, new: NewFact, now: Timestamp) -> StoreResu
                 &[&account, &owner_key, &slot, &norm_text],
             )
             .await?;
-            if found.is_empty() && large_owner(tx, &account, &owner_key, &new.embedding).await? {
-                found =
-                    near_duplicate_indexed(tx, &account, &owner_key, &slot, &new.embedding).await?;
+            if found.is_empty()
+                && crate::vectors::large_owner(tx, &account, &owner_key, &new.embedding).await?
+            {
+                found = crate::vectors::near_duplicate_indexed(
+                    tx,
+                    &account,
+                    &owner_key,
+                    &slot,
+                    &new.embedding,
+                )
+                .await?;
             } else if found.is_empty() && !new.embedding.is_empty() {
                 let dims = i32::try_from(new.embedding.len()).unwrap_or(i32::MAX);
                 found = query_facts(
@@ -440,73 +448,11 @@ async fn visible_facts(
     rows::get(&count, "n")
 }
 
-/// Whether a write's near-duplicate check should go through the HNSW index:
-/// its embedding's size has one and its owner holds more than
-/// [`APPROXIMATE_ABOVE`] facts (counted no further), so that importing a
-/// large layer is not quadratic.
-async fn large_owner(
-    tx: &Transaction<'_>,
-    account: &str,
-    owner_key: &str,
-    embedding: &[f32],
-) -> StoreResult<bool> {
-    if !INDEXED_DIMENSIONS.contains(&embedding.len()) {
-        return Ok(false);
-    }
-    let owned: i64 = tx
-        .query_one(
-            "SELECT count(*)::BIGINT FROM (SELECT 1 FROM facts WHERE account_id = $1 \
-             AND owner_key = $2 LIMIT $3) o",
-            &[&account, &owner_key, &(APPROXIMATE_ABOVE + 1)],
-        )
-        .await
-        .map_err(backend)?
-        .get(0);
-    Ok(owned > APPROXIMATE_ABOVE)
-}
-
-/// The owner's nearest current fact of the slot through the HNSW index,
-/// kept when it is a near duplicate of `embedding`.
-async fn near_duplicate_indexed(
-    tx: &Transaction<'_>,
-    account: &str,
-    owner_key: &str,
-    slot: &Option<String>,
-    embedding: &[f32],
-) -> StoreResult<Vec<Fact>> {
-    let n = embedding.len();
-    tx.batch_execute(&ann_settings()).await.map_err(backend)?;
-    let found = query_facts(
-        tx,
-        &format!(
-            "SELECT {FACT_COLUMNS} FROM ( \
-               SELECT f.n AS n, (v.embedding::vector({n}) <=> $4::vector({n})) AS distance \
-               FROM fact_vectors v JOIN facts f ON f.n = v.n \
-               WHERE vector_dims(v.embedding) = {n} AND f.account_id = $1 AND f.owner_key = $2 \
-               AND f.slot IS NOT DISTINCT FROM $3 AND {CURRENT} \
-               ORDER BY v.embedding::vector({n}) <=> $4::vector({n}) LIMIT 1 \
-             ) d JOIN facts f ON f.n = d.n WHERE d.distance <= $5"
-        ),
-        &[
-            &account,
-            &owner_key,
-            slot,
-            &Vector::from(embedding.to_vec()),
-            &(1.0 - f64::from(NEAR_DUPLICATE)),
-        ],
-    )
-    .await?;
-    tx.batch_execute("SET LOCAL enable_sort = on")
-        .await
-        .map_err(backend)?;
-    Ok(found)
-}
-
 /// The settings the index scan runs under: iterative, so the visibility
 /// filter still yields enough rows, and without sorting, or the planner
 /// (which cannot tell how many rows the filter keeps) reads them all and
 /// sorts by distance instead of walking the index.
-fn ann_settings() -> String {
+pub(crate) fn ann_settings() -> String {
     format!(
         "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {EF_SEARCH}; \
          SET LOCAL enable_sort = off"
@@ -697,42 +643,7 @@ impl KnowledgeStore for PostgresStore {
     }
 
     async fn index_vectors(&self) -> StoreResult<Vec<VectorIndex>> {
-        let client = self.client().await?;
-        let mut built = Vec::new();
-        for dims in INDEXED_DIMENSIONS {
-            let name = format!("fact_vectors_hnsw_{dims}");
-            let vectors: i64 = client
-                .query_one(
-                    "SELECT count(*)::BIGINT FROM fact_vectors WHERE vector_dims(embedding) = $1",
-                    &[&i32::try_from(dims).unwrap_or(i32::MAX)],
-                )
-                .await
-                .map_err(backend)?
-                .get(0);
-            if vectors == 0 {
-                continue;
-            }
-            let started = std::time::Instant::now();
-            // Built aside and swapped in: searches and writes go on meanwhile.
-            client
-                .batch_execute(&format!("REINDEX INDEX CONCURRENTLY {name}"))
-                .await
-                .map_err(backend)?;
-            let took = started.elapsed();
-            let bytes: i64 = client
-                .query_one("SELECT pg_relation_size(to_regclass($1))::BIGINT", &[&name])
-                .await
-                .map_err(backend)?
-                .get(0);
-            built.push(VectorIndex::new(
-                dims,
-                u64::try_from(vectors).unwrap_or(0),
-                None,
-                u64::try_from(bytes).unwrap_or(0),
-                took,
-            ));
-        }
-        Ok(built)
+        self.rebuild_vector_indexes().await
     }
 
     async fn fact_candidates(&self, query_: &FactQuery) -> StoreResult<Candidates> {

@@ -50,6 +50,7 @@ mod sessions;
 mod summaries;
 mod tls;
 mod todos;
+mod vectors;
 
 use std::sync::Arc;
 

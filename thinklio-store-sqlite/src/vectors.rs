@@ -17,13 +17,17 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{OptionalExtension, params};
-use thinklio_core::knowledge::{IvfLists, LISTS_FROM, VectorIndex};
+use thinklio_core::knowledge::{
+    APPROXIMATE_ABOVE, Candidate, Fact, FactQuery, IvfLists, LISTS_FROM, NEAR_DUPLICATE,
+    VectorIndex,
+};
 use thinklio_core::{StoreError, StoreResult};
 
 use crate::SqliteStore;
-use crate::knowledge::{from_blob, to_blob};
-use crate::rows::backend;
+use crate::knowledge::{CURRENT, candidates, from_blob, query_facts, to_blob, visible};
+use crate::rows::{FACT_COLUMNS, backend};
 
 /// How long the store waits before building lists again after a build
 /// that found too few vectors or failed.
@@ -129,6 +133,148 @@ pub(crate) fn lists(c: &rusqlite::Connection, dims: usize) -> StoreResult<Option
 /// The list a new vector is filed under (`None` while its size has no lists).
 pub(crate) fn list_of(c: &rusqlite::Connection, embedding: &[f32]) -> StoreResult<Option<i64>> {
     Ok(lists(c, embedding.len())?.map(|l| l.key(l.index.nearest(embedding))))
+}
+
+/// The vector list of a search: from the lists of the embedding's size
+/// when the principal sees enough facts for them to pay ([`thinklio_core::knowledge::IvfLists::probes`]),
+/// else exact over every visible fact; the nearest are found on
+/// (n, distance) alone and only they are then read in full. Also says
+/// whether the lists served, and whether lists should be built (none, or
+/// stale, where they would serve).
+pub(crate) fn nearest(
+    c: &rusqlite::Connection,
+    query: &FactQuery,
+    e: &[f32],
+    current: &str,
+    visible_count: i64,
+    limit: i64,
+) -> StoreResult<(Vec<Candidate>, bool, bool)> {
+    let (filter, mut params) = visible(&query.visibility, 3);
+    let mut all = vec![SqlValue::Blob(to_blob(e)), SqlValue::Integer(limit)];
+    all.append(&mut params);
+    let exact = format!(
+        "SELECT {FACT_COLUMNS}, v.embedding, d.distance FROM ( \
+           SELECT f.n AS n, vec_distance_cosine(v.embedding, ?1) AS distance \
+           FROM facts f JOIN fact_vectors v ON v.n = f.n \
+           WHERE {filter}{current} AND length(v.embedding) = length(?1) \
+           ORDER BY distance LIMIT ?2 \
+         ) d JOIN facts f ON f.n = d.n JOIN fact_vectors v ON v.n = d.n \
+         ORDER BY d.distance"
+    );
+    if query.exact || visible_count <= APPROXIMATE_ABOVE {
+        return Ok((candidates(c, &exact, all)?, false, false));
+    }
+    let Some(lists) = lists(c, e.len())? else {
+        return Ok((candidates(c, &exact, all)?, false, true));
+    };
+    let stale = lists.stale(max_n(c)?);
+    let Some(probes) = lists.index.probes(visible_count, lists.vectors) else {
+        return Ok((candidates(c, &exact, all)?, false, stale));
+    };
+    let keys = list_keys(&lists, e, probes);
+    // The lists drive the scan (CROSS JOIN keeps them outermost): only
+    // their vectors are compared, each then checked against the filter.
+    // Their keys are one JSON parameter, so the statement stays cached.
+    let approximate = format!(
+        "SELECT {FACT_COLUMNS}, v.embedding, d.distance FROM ( \
+           SELECT f.n AS n, vec_distance_cosine(v.embedding, ?1) AS distance \
+           FROM fact_vectors v CROSS JOIN facts f ON f.n = v.n \
+           WHERE v.list IN (SELECT value FROM json_each(?{})) AND {filter}{current} \
+           AND length(v.embedding) = length(?1) \
+           ORDER BY distance LIMIT ?2 \
+         ) d JOIN facts f ON f.n = d.n JOIN fact_vectors v ON v.n = d.n \
+         ORDER BY d.distance",
+        all.len() + 1
+    );
+    let mut with_keys = all.clone();
+    with_keys.push(SqlValue::Text(keys));
+    let found = candidates(c, &approximate, with_keys)?;
+    // Too few of what it sees lie in those lists: compare them all.
+    if (found.len() as i64) < limit.min(visible_count) {
+        return Ok((candidates(c, &exact, all)?, false, stale));
+    }
+    Ok((found, true, stale))
+}
+
+/// How many lists nearest a new fact's embedding are searched for a near
+/// duplicate of it: one that close lies in the nearest list or the next.
+const NEAR_DUPLICATE_PROBES: usize = 2;
+
+/// A current fact of the owner (and slot) whose embedding is a near
+/// duplicate of `embedding`. An owner with more than
+/// [`APPROXIMATE_ABOVE`] facts is searched through the lists nearest the
+/// embedding, so importing a large layer is not quadratic; one with more
+/// than [`LISTS_FROM`] whose embedding's size has no lists yet asks for
+/// them to be built.
+pub(crate) fn near_duplicate(
+    tx: &rusqlite::Connection,
+    account: &str,
+    owner_key: &str,
+    slot: Option<&str>,
+    embedding: &[f32],
+) -> StoreResult<Vec<Fact>> {
+    // Counted up to where lists could be built: past that, the owner alone
+    // holds enough vectors for them.
+    let owned: i64 = tx
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM facts WHERE account_id = ?1 AND owner_key = ?2 LIMIT ?3)",
+        )
+        .map_err(backend)?
+        .query_row(params![account, owner_key, LISTS_FROM as i64 + 1], |r| r.get(0))
+        .map_err(backend)?;
+    let lists = if owned > APPROXIMATE_ABOVE {
+        lists(tx, embedding.len())?
+    } else {
+        None
+    };
+    // None yet, or built when the store was less than half its size: their
+    // lists have grown long, so they are built again.
+    let stale = match &lists {
+        Some(l) => l.stale(max_n(tx)?),
+        None => owned > LISTS_FROM as i64,
+    };
+    if stale {
+        want(embedding.len());
+    }
+    let (within, keys) = match lists {
+        Some(l) => (
+            "fact_vectors v CROSS JOIN facts f ON f.n = v.n \
+             WHERE v.list IN (SELECT value FROM json_each(?6)) AND",
+            list_keys(&l, embedding, NEAR_DUPLICATE_PROBES),
+        ),
+        None => (
+            "facts f JOIN fact_vectors v ON v.n = f.n WHERE ?6 IS NULL AND",
+            String::new(),
+        ),
+    };
+    let keys = (!keys.is_empty()).then_some(keys);
+    query_facts(
+        tx,
+        &format!(
+            "SELECT {FACT_COLUMNS} FROM {within} f.account_id = ?1 AND f.owner_key = ?2 \
+             AND f.slot IS ?3 AND {CURRENT} AND length(v.embedding) = length(?4) \
+             AND vec_distance_cosine(v.embedding, ?4) <= ?5 LIMIT 1"
+        ),
+        params![
+            account,
+            owner_key,
+            slot,
+            to_blob(embedding),
+            1.0 - f64::from(NEAR_DUPLICATE),
+            keys
+        ],
+    )
+}
+
+/// The keys of the `probes` lists nearest `embedding`, as a JSON array.
+fn list_keys(lists: &Lists, embedding: &[f32], probes: usize) -> String {
+    let keys: Vec<String> = lists
+        .index
+        .nearest_n(embedding, probes)
+        .into_iter()
+        .map(|i| lists.key(i).to_string())
+        .collect();
+    format!("[{}]", keys.join(","))
 }
 
 /// The highest fact number holding a vector.
