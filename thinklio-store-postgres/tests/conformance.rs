@@ -79,6 +79,6 @@ async fn a_migrated_store_keeps_every_fact() {
             .unwrap();
     }
     let store = PostgresStore::connect_with(&url, options).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 15);
+    assert_eq!(store.schema_version().await.unwrap(), 16);
     conformance::a_migrated_store_keeps_every_fact(store, &legacy).await;
 }
