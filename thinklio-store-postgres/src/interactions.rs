@@ -10,7 +10,9 @@ use thinklio_core::{
     NewOutboxMessage, NewStep, OutboxId, OutboxMessage, OutboxStore, Step, StepId, StepOutcome,
     StepState, StepTransition, StoreError, StoreResult, Timestamp,
 };
+use tokio_postgres::Statement;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 
 use crate::PostgresStore;
 use crate::rows::{
@@ -25,15 +27,37 @@ pub(crate) async fn record_transition(
     to: StepState,
     at: Timestamp,
 ) -> StoreResult<()> {
-    // Each change takes the next place in the step's history (a step that
-    // waited for a decision has more than three); the step's row is locked.
-    execute(
-        tx,
-        "INSERT INTO step_transitions (step_id, n, from_state, to_state, at) VALUES \
-         ($1, (SELECT COALESCE(MAX(n) + 1, 0) FROM step_transitions WHERE step_id = $1), $2, $3, $4)",
-        &[&step, &from.map(|s| s.as_str()), &to.as_str(), &at.as_millis()],
+    let statement = tx.prepare_cached(TRANSITION).await.map_err(backend)?;
+    transition_prepared(tx, &statement, step, from, to, at).await
+}
+
+/// The statement of a step's transition. Each change takes the next place
+/// in the step's history (a step that waited for a decision has more than
+/// three); the step's row is locked.
+const TRANSITION: &str = "INSERT INTO step_transitions (step_id, n, from_state, to_state, at) VALUES \
+     ($1, (SELECT COALESCE(MAX(n) + 1, 0) FROM step_transitions WHERE step_id = $1), $2, $3, $4)";
+
+/// Records a transition with the prepared [`TRANSITION`]; sent when first
+/// polled, as [`append_prepared`](crate::rows::append_prepared) is.
+async fn transition_prepared(
+    tx: &Transaction<'_>,
+    statement: &Statement,
+    step: &str,
+    from: Option<StepState>,
+    to: StepState,
+    at: Timestamp,
+) -> StoreResult<()> {
+    tx.execute(
+        statement,
+        &[
+            &step,
+            &from.map(|s| s.as_str()),
+            &to.as_str(),
+            &at.as_millis(),
+        ],
     )
-    .await?;
+    .await
+    .map_err(backend)?;
     Ok(())
 }
 
@@ -64,18 +88,52 @@ pub(crate) async fn load_step(
     .transpose()
 }
 
+/// The step `id`, locked for this transaction, and its interaction's session.
+async fn lock_step(tx: &Transaction<'_>, id: &str) -> StoreResult<Option<(Step, String)>> {
+    let Some(row) = query_opt(
+        tx,
+        &format!(
+            "SELECT {STEP_COLUMNS}, (SELECT i.session_id FROM interactions i \
+             WHERE i.id = steps.interaction_id) AS step_session \
+             FROM steps WHERE id = $1 FOR UPDATE"
+        ),
+        &[&id],
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let session: Option<String> = rows::get(&row, "step_session")?;
+    let session =
+        session.ok_or_else(|| StoreError::Corrupt(format!("step {id} has no interaction")))?;
+    Ok(Some((rows::step(&row)?, session)))
+}
+
 /// Writes a step as `created` and moves it to `running`, recording both
-/// transitions and a `step.started` event, in the caller's transaction.
+/// transitions and a `step.started` event, in the caller's transaction;
+/// `session` is its interaction's, when the caller has read it already.
+///
+/// The four writes go to the server together and are answered together
+/// (tokio-postgres pipelines requests made at once on one connection): one
+/// round trip instead of four. They run in order; a step already at its
+/// place writes no row, and then the whole transaction is given up.
 async fn insert_started_step(
     tx: &Transaction<'_>,
     new: NewStep,
     now: Timestamp,
+    session: Option<String>,
 ) -> StoreResult<(Step, Event)> {
     let id = StepId::new();
     let id_text = id.to_string();
     let interaction = new.interaction_id.to_string();
-    let session = session_of(tx, &interaction).await?;
-    let statement = tx
+    let session = match session {
+        Some(session) => session,
+        None => session_of(tx, &interaction).await?,
+    };
+    let step = new.started(id, now);
+    // Prepared first (cached per connection, so usually no round trip):
+    // a statement still being prepared would send its request late.
+    let insert = tx
         .prepare_cached(
             "INSERT INTO steps (id, interaction_id, seq, kind, mode, state, attempt, idempotency_key, \
              capability, side_effect, input, created_at, updated_at) \
@@ -84,43 +142,47 @@ async fn insert_started_step(
         )
         .await
         .map_err(backend)?;
-    let inserted = tx
-        .execute(
-            &statement,
-            &[
-                &id_text,
-                &interaction,
-                &i64::from(new.seq),
-                &new.kind.as_str(),
-                &new.mode.as_str(),
-                &i64::from(new.attempt),
-                &new.idempotency_key,
-                &new.capability,
-                &new.side_effect.map(|s| s.as_str()),
-                &new.input.to_string(),
-                &now.as_millis(),
-            ],
-        )
-        .await
-        .map_err(backend)?;
-    if inserted == 0 {
+    let transition = tx.prepare_cached(TRANSITION).await.map_err(backend)?;
+    let event = rows::event_statement(tx).await?;
+    let (seq, attempt) = (i64::from(step.seq), i64::from(step.attempt));
+    let (kind, mode) = (step.kind.as_str(), step.mode.as_str());
+    let side_effect = step.side_effect.map(|s| s.as_str());
+    let (input, at) = (step.input.to_string(), now.as_millis());
+    let row: [&(dyn ToSql + Sync); 11] = [
+        &id_text,
+        &interaction,
+        &seq,
+        &kind,
+        &mode,
+        &attempt,
+        &step.idempotency_key,
+        &step.capability,
+        &side_effect,
+        &input,
+        &at,
+    ];
+    let (inserted, created, running, started) = tokio::join!(
+        tx.execute(&insert, &row),
+        transition_prepared(tx, &transition, &id_text, None, StepState::Created, now),
+        transition_prepared(
+            tx,
+            &transition,
+            &id_text,
+            Some(StepState::Created),
+            StepState::Running,
+            now,
+        ),
+        started_prepared(tx, &event, &step, session, now),
+    );
+    if inserted.map_err(backend)? == 0 {
         return Err(StoreError::Conflict(format!(
             "interaction {interaction} already has a step at {}",
-            new.seq
+            step.seq
         )));
     }
-    record_transition(tx, &id_text, None, StepState::Created, now).await?;
-    record_transition(
-        tx,
-        &id_text,
-        Some(StepState::Created),
-        StepState::Running,
-        now,
-    )
-    .await?;
-    let step = new.started(id, now);
-    let event = started_event(tx, &step, session, now).await?;
-    Ok((step, event))
+    created?;
+    running?;
+    Ok((step, started?))
 }
 
 /// Appends the `step.started` event of `step` (begun, or running again
@@ -131,12 +193,27 @@ pub(crate) async fn started_event(
     session: String,
     now: Timestamp,
 ) -> StoreResult<Event> {
-    append_event(
+    let statement = rows::event_statement(tx).await?;
+    started_prepared(tx, &statement, step, session, now).await
+}
+
+/// [`started_event`] with the event's statement prepared.
+async fn started_prepared(
+    tx: &Transaction<'_>,
+    statement: &Statement,
+    step: &Step,
+    session: String,
+    now: Timestamp,
+) -> StoreResult<Event> {
+    rows::append_prepared(
         tx,
+        statement,
         EventKind::StepStarted,
-        Some(session),
-        Some(step.interaction_id.to_string()),
-        Some(step.id.to_string()),
+        [
+            Some(session),
+            Some(step.interaction_id.to_string()),
+            Some(step.id.to_string()),
+        ],
         &StepEvent::started_of(step).to_json(),
         now,
     )
@@ -316,7 +393,7 @@ impl InteractionStore for PostgresStore {
         let now = self.clock.now();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
-        let begun = insert_started_step(&tx, new, now).await?;
+        let begun = insert_started_step(&tx, new, now, None).await?;
         tx.commit().await.map_err(backend)?;
         Ok(begun)
     }
@@ -332,63 +409,89 @@ impl InteractionStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
         let id_text = id.to_string();
-        let Some(step) = load_step(&tx, &id_text, true).await? else {
+        let Some((step, session)) = lock_step(&tx, &id_text).await? else {
             return Err(StoreError::not_found("step", id));
         };
         let ending = StepEnding::of(&step, outcome)?;
         let (tokens, cost) = (ending.tokens(), ending.cost());
         let interaction = step.interaction_id.to_string();
-        execute(
-            &tx,
-            "UPDATE steps SET state = $2, output = $3, error_code = $4, error_message = $5, model = $6, \
-             input_tokens = $7, output_tokens = $8, cost_nanos = $9, updated_at = $10 WHERE id = $1",
-            &[
-                &id_text,
-                &ending.to.as_str(),
-                &ending.output.as_ref().map(Value::to_string),
-                &ending.error.as_ref().map(|e| e.code.as_str()),
-                &ending.error.as_ref().map(|e| e.message.as_str()),
-                &ending.model(),
-                &big(tokens.input_tokens),
-                &big(tokens.output_tokens),
-                &cost.as_nanos(),
-                &now.as_millis(),
-            ],
-        )
-        .await?;
-        record_transition(&tx, &id_text, Some(step.state), ending.to, now).await?;
-        if let Some(u) = ending.recorded_usage() {
-            execute(
-                &tx,
+        let update = tx
+            .prepare_cached(
+                "UPDATE steps SET state = $2, output = $3, error_code = $4, error_message = $5, model = $6, \
+                 input_tokens = $7, output_tokens = $8, cost_nanos = $9, updated_at = $10 WHERE id = $1",
+            )
+            .await
+            .map_err(backend)?;
+        let record_usage = tx
+            .prepare_cached(
                 "INSERT INTO usage_records (step_id, interaction_id, account_id, team_id, user_id, agent_id, \
                  model, input_tokens, output_tokens, cost_nanos, at) \
                  SELECT $1, id, account_id, team_id, user_id, agent_id, $3, $4, $5, $6, $7 \
                  FROM interactions WHERE id = $2",
-                &[
+            )
+            .await
+            .map_err(backend)?;
+        let transition = tx.prepare_cached(TRANSITION).await.map_err(backend)?;
+        let event = rows::event_statement(&tx).await?;
+        let usage = ending.recorded_usage();
+        let output = ending.output.as_ref().map(Value::to_string);
+        // The step's end, its transition, its usage and its event go to the
+        // server together: one round trip (see `insert_started_step`).
+        let to = ending.to.as_str();
+        let code = ending.error.as_ref().map(|e| e.code.as_str());
+        let message = ending.error.as_ref().map(|e| e.message.as_str());
+        let model = ending.model();
+        let (input_tokens, output_tokens) = (big(tokens.input_tokens), big(tokens.output_tokens));
+        let (cost_nanos, at) = (cost.as_nanos(), now.as_millis());
+        let ended_row: [&(dyn ToSql + Sync); 10] = [
+            &id_text,
+            &to,
+            &output,
+            &code,
+            &message,
+            &model,
+            &input_tokens,
+            &output_tokens,
+            &cost_nanos,
+            &at,
+        ];
+        let (updated, transitioned, used, ended) = tokio::join!(
+            tx.execute(&update, &ended_row),
+            transition_prepared(&tx, &transition, &id_text, Some(step.state), ending.to, now),
+            async {
+                let Some(u) = &usage else {
+                    return Ok(());
+                };
+                let (input, output) = (big(u.tokens.input_tokens), big(u.tokens.output_tokens));
+                let nanos = u.cost.as_nanos();
+                let usage_row: [&(dyn ToSql + Sync); 7] = [
                     &id_text,
                     &interaction,
                     &u.model,
-                    &big(u.tokens.input_tokens),
-                    &big(u.tokens.output_tokens),
-                    &u.cost.as_nanos(),
-                    &now.as_millis(),
-                ],
-            )
-            .await?;
-        }
-        let session = session_of(&tx, &interaction).await?;
-        let mut events = vec![
-            append_event(
+                    &input,
+                    &output,
+                    &nanos,
+                    &at,
+                ];
+                tx.execute(&record_usage, &usage_row).await.map(|_| ())
+            },
+            rows::append_prepared(
                 &tx,
+                &event,
                 ending.event,
-                Some(session.clone()),
-                Some(interaction.clone()),
-                Some(id_text),
+                [
+                    Some(session.clone()),
+                    Some(interaction.clone()),
+                    Some(id_text.clone()),
+                ],
                 &ending.payload,
                 now,
-            )
-            .await?,
-        ];
+            ),
+        );
+        updated.map_err(backend)?;
+        transitioned?;
+        used.map_err(backend)?;
+        let mut events = vec![ended?];
         let reply = match reply {
             None => None,
             Some(reply) => {
@@ -443,7 +546,7 @@ impl InteractionStore for PostgresStore {
                         append_event(
                             &tx,
                             EventKind::ReplyDelivered,
-                            Some(session),
+                            Some(session.clone()),
                             Some(interaction),
                             None,
                             &json!({ "outbox_id": message.id }),
@@ -458,7 +561,8 @@ impl InteractionStore for PostgresStore {
         let next = match next {
             None => None,
             Some(new) => {
-                let (begun, event) = insert_started_step(&tx, new, now).await?;
+                let (begun, event) =
+                    insert_started_step(&tx, new, now, Some(session.clone())).await?;
                 events.push(event);
                 Some(begun)
             }

@@ -17,9 +17,9 @@ use thinklio_core::{
     BudgetLimit, Event, EventKind, Fact, Image, Interaction, Job, JobNotification, JobObserver,
     OutboxMessage, Session, Step, StoreError, StoreResult, Summary, Task, Timestamp, Turn,
 };
-use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
 
 /// The parameters of one query.
 pub(crate) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -169,6 +169,10 @@ pub(crate) fn scope(kind: &str, id: &str) -> Result<thinklio_core::Scope, StoreE
     thinklio_core::Scope::parse(kind, id)
 }
 
+/// The statement that appends an event and returns its place.
+const APPEND_EVENT: &str = "INSERT INTO events (kind, session_id, interaction_id, step_id, payload, at) \
+     VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq";
+
 /// Appends an event in the caller's transaction and returns it.
 pub(crate) async fn append_event(
     tx: &Transaction<'_>,
@@ -179,21 +183,51 @@ pub(crate) async fn append_event(
     payload: &Value,
     at: Timestamp,
 ) -> StoreResult<Event> {
-    let row = query_opt(
+    let statement = event_statement(tx).await?;
+    append_prepared(
         tx,
-        "INSERT INTO events (kind, session_id, interaction_id, step_id, payload, at) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
-        &[
-            &kind.as_str(),
-            &session_id,
-            &interaction_id,
-            &step_id,
-            &payload.to_string(),
-            &at.as_millis(),
-        ],
+        &statement,
+        kind,
+        [session_id, interaction_id, step_id],
+        payload,
+        at,
     )
-    .await?
-    .ok_or_else(|| StoreError::Corrupt("no event sequence returned".into()))?;
+    .await
+}
+
+/// The prepared statement [`append_prepared`] runs (cached per connection).
+pub(crate) async fn event_statement(tx: &Transaction<'_>) -> StoreResult<Statement> {
+    tx.prepare_cached(APPEND_EVENT).await.map_err(backend)
+}
+
+/// Appends an event with the statement of [`event_statement`]; `ids` are
+/// its session, interaction and step. Its request goes out when it is first
+/// polled, so joined with other requests on prepared statements it reaches
+/// the server with them, in the order they were joined (one round trip).
+pub(crate) async fn append_prepared(
+    tx: &Transaction<'_>,
+    statement: &Statement,
+    kind: EventKind,
+    ids: [Option<String>; 3],
+    payload: &Value,
+    at: Timestamp,
+) -> StoreResult<Event> {
+    let [session_id, interaction_id, step_id] = ids;
+    let row = tx
+        .query_opt(
+            statement,
+            &[
+                &kind.as_str(),
+                &session_id,
+                &interaction_id,
+                &step_id,
+                &payload.to_string(),
+                &at.as_millis(),
+            ],
+        )
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::Corrupt("no event sequence returned".into()))?;
     Ok(Event {
         seq: get(&row, "seq")?,
         kind,
