@@ -12,6 +12,12 @@ use crate::step::payload::{ContextOutput, ObserveInput, ObserveOutput, ThinkOutp
 use crate::step::{StepError, StepKind, StepOutcome, StepState};
 use crate::time::Timestamp;
 
+/// What the context step reads of the session's history.
+struct HistoryRead {
+    summary: Option<crate::session::Summary>,
+    turns: Vec<crate::session::Turn>,
+}
+
 impl Run {
     pub(super) async fn context(&mut self) -> StepOutcome {
         if let Some(rules) = &self.rt.content
@@ -24,11 +30,22 @@ impl Run {
                 usage: None,
             };
         }
-        // Facts the principal may see, served by this agent: a delegate
-        // recalls with its own agent layer, never its caller's.
+        // Facts the principal may see, served by this agent (a delegate
+        // recalls with its own agent layer, never its caller's), read
+        // together with the history: the store gets the reads at once
+        // (SQLite runs them in one go on its thread; PostgreSQL on pooled
+        // connections side by side) instead of one after the other.
+        let history = async {
+            match self.delegation {
+                // A delegate works from its task alone.
+                Some(_) => Ok(None),
+                None => self.read_history().await.map(Some),
+            }
+        };
+        let (recalled, history) = tokio::join!(self.rt.recall(&self.interaction), history);
         let mut output = ContextOutput {
             system_prompt_bytes: self.agent.system_prompt.len(),
-            ..self.rt.recall(&self.interaction).await
+            ..recalled
         };
         if let Some(id) = self.interaction.job_id {
             // A follow-up: the job's result and context bundle, as they
@@ -55,15 +72,23 @@ impl Run {
                 }
             }
         }
-        if self.delegation.is_some() {
-            // A delegate works from its task alone.
-            output.delegation_depth = Some(self.interaction.delegation_depth);
-            return StepOutcome::Succeeded {
-                output: to_json(&output),
-                usage: None,
-            };
-        }
-        match self.read_history(&mut output).await {
+        let history = match history {
+            Ok(Some(read)) => read,
+            Ok(None) => {
+                output.delegation_depth = Some(self.interaction.delegation_depth);
+                return StepOutcome::Succeeded {
+                    output: to_json(&output),
+                    usage: None,
+                };
+            }
+            Err(e) => {
+                return StepOutcome::Failed {
+                    error: StepError::new(e.code(), e.to_string()),
+                    usage: None,
+                };
+            }
+        };
+        match self.show_history(&mut output, history).await {
             Ok(()) => StepOutcome::Succeeded {
                 output: to_json(&output),
                 usage: None,
@@ -75,18 +100,42 @@ impl Run {
         }
     }
 
+    /// The session's latest summary before this interaction and the turns
+    /// before it, newest last: `history_turns` of them and the agent's
+    /// `summarize_after` more, to know what goes unshown. Both reads go to
+    /// the store at once.
+    async fn read_history(&self) -> Result<HistoryRead, RuntimeError> {
+        let seq = self.interaction.seq;
+        let fetch = self
+            .agent
+            .history_turns
+            .saturating_add(self.agent.summarize_after);
+        let (summary, turns) = tokio::join!(
+            self.rt.store.latest_summary(self.session.id, seq),
+            self.rt.store.history(self.session.id, seq, fetch)
+        );
+        Ok(HistoryRead {
+            summary: summary?,
+            turns: turns?,
+        })
+    }
+
     /// The history the model is shown: the newest turns (at most
     /// `history_turns`) after the session's latest summary that fit the
     /// budget, with that summary before them. Older turns that go unshown
     /// past the agent's `summarize_after` ask for a summary through them.
-    async fn read_history(&mut self, output: &mut ContextOutput) -> Result<(), RuntimeError> {
+    async fn show_history(
+        &mut self,
+        output: &mut ContextOutput,
+        history: HistoryRead,
+    ) -> Result<(), RuntimeError> {
         let limit = self.agent.history_turns;
         let seq = self.interaction.seq;
-        let summary = self.rt.store.latest_summary(self.session.id, seq).await?;
+        let HistoryRead {
+            summary,
+            turns: mut read,
+        } = history;
         let after = summary.as_ref().map_or(i64::MIN, |s| s.through_seq);
-        // Read past the limit by the threshold, to know what goes unshown.
-        let fetch = limit.saturating_add(self.agent.summarize_after);
-        let mut read = self.rt.store.history(self.session.id, seq, fetch).await?;
         read.retain(|t| t.seq > after);
         let mut shown = read.split_off(read.len().saturating_sub(limit as usize));
         let before_fit = shown.len();
