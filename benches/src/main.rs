@@ -66,6 +66,7 @@ fn usage() -> ExitCode {
          thinklio-benches context [--turns N] [--write]\n       \
          thinklio-benches retention [--interactions N] [--no-postgres] [--write]\n       \
          thinklio-benches layer [--facts N] [--queries N] [--offline] [--no-postgres] [--write]\n       \
+         thinklio-benches work [--quick]   (the store's round trips and commits per interaction)\n       \
          thinklio-benches load [--factor X] [--seconds N] [--clients N] [--sessions N] [--accounts N] [--write]\n       \
          thinklio-benches all [--quick] [--write]   (Thinklio, LangGraph and the OpenAI Agents SDK side by side)"
     );
@@ -84,6 +85,7 @@ fn main() -> ExitCode {
         Some("retention") => retention_main(&args[1..]),
         Some("load") => load_main(&args[1..]),
         Some("layer") => layer_main(&args[1..]),
+        Some("work") => work_main(&args[1..]),
         Some("all") => all_main(&args[1..]),
         Some("scenario") => suite::scenario_main(&args[1..]),
         _ => return usage(),
@@ -380,6 +382,23 @@ fn memory_main(args: &[String]) -> Result<bool, BoxError> {
         let path = docs::write_section("memory", &section)?;
         println!("wrote {}", path.display());
     }
+    Ok(true)
+}
+
+/// `work [--quick]`: the store-work section of `all` on its own, to judge a
+/// change to the stores by their round trips and commits.
+fn work_main(args: &[String]) -> Result<bool, BoxError> {
+    let plan = match args {
+        [] => suite::Plan::full(),
+        [quick] if quick == "--quick" => suite::Plan::quick(),
+        _ => return Ok(false),
+    };
+    stores::ensure_postgres()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let work = rt.block_on(suite::store_work(&plan))?;
+    println!("{}", suite::work_report(&work));
     Ok(true)
 }
 
