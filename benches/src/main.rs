@@ -73,6 +73,14 @@ fn usage() -> ExitCode {
     ExitCode::from(2)
 }
 
+/// Runs a benchmark's future on a multi-threaded runtime of its own.
+fn block_on<F: std::future::Future<Output = Result<T, BoxError>>, T>(f: F) -> Result<T, BoxError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
@@ -181,10 +189,7 @@ fn embed_main(args: &[String]) -> Result<bool, BoxError> {
         ));
     }
     let texts = embed::sentences(options.sentences);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let ours = rt.block_on(embed::thinklio(&options.model, &texts, options.queries))?;
+    let ours = block_on(embed::thinklio(&options.model, &texts, options.queries))?;
     let theirs = match &options.reference {
         Some(python) => Some(embed::reference(python, &texts, options.queries)?),
         None => None,
@@ -295,10 +300,7 @@ fn context_main(args: &[String]) -> Result<bool, BoxError> {
             _ => return Ok(false),
         }
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let figures = rt.block_on(context::run(turns))?;
+    let figures = block_on(context::run(turns))?;
     let table = context::report(&figures);
     println!("{table}");
     if write {
@@ -337,10 +339,7 @@ fn memory_main(args: &[String]) -> Result<bool, BoxError> {
             _ => return Ok(false),
         }
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let figures = rt.block_on(memory::run(&options))?;
+    let figures = block_on(memory::run(&options))?;
     let table = memory::report(&figures);
     println!("{table}");
     if options.write {
@@ -394,10 +393,7 @@ fn work_main(args: &[String]) -> Result<bool, BoxError> {
         _ => return Ok(false),
     };
     stores::ensure_postgres()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let work = rt.block_on(suite::store_work(&plan))?;
+    let work = block_on(suite::store_work(&plan))?;
     println!("{}", suite::work_report(&work));
     Ok(true)
 }
@@ -430,10 +426,7 @@ fn layer_main(args: &[String]) -> Result<bool, BoxError> {
             _ => return Ok(false),
         }
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let figures = rt.block_on(layer::run(&options))?;
+    let figures = block_on(layer::run(&options))?;
     let table = layer::report(&figures);
     println!("{table}");
     if options.write {
@@ -529,10 +522,7 @@ fn retrieval_main(args: &[String]) -> Result<bool, BoxError> {
             _ => return Ok(false),
         }
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let figures = rt.block_on(retrieval::run(&options))?;
+    let figures = block_on(retrieval::run(&options))?;
     let table = retrieval::report(&figures);
     println!("{table}");
     if options.write {
