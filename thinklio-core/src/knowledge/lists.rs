@@ -1,8 +1,9 @@
 //! The approximate vector index of a store that has none of its own
 //! (SQLite): inverted lists. Vectors are clustered around centroids, about
-//! one per hundred vectors (spherical k-means); each vector is filed under its nearest centroid,
-//! and a search compares the query with the vectors of the few lists whose
-//! centroids are nearest to it, instead of with every visible vector.
+//! one per hundred vectors (spherical k-means); each vector is filed under
+//! its nearest centroid, and a search compares the query with the vectors
+//! of the few lists whose centroids are nearest to it, instead of with
+//! every visible vector.
 //!
 //! The clustering and the choice of lists live here so every store that
 //! keeps lists applies one rule; the store keeps the centroids and each
@@ -56,9 +57,9 @@ impl IvfLists {
     /// Small lists, not the textbook `√n`: a search reads a fixed share of
     /// the vectors either way, and finer lists put more of the true nearest
     /// into the lists it reads. With all-MiniLM-L6-v2 embeddings of 100,000
-    /// facts and a tenth of the lists read, recall@10 was 0.86 with `√n`
-    /// (316) lists and 0.975 with 1,000, for the same vectors compared
-    /// (`docs/benchmarks.md`, "Retrieval over a large layer"). Training
+    /// facts (the suite's `layer` scenario) and a tenth of the lists read,
+    /// recall@10 was 0.86 with `√n` (316) lists and 0.975 with 1,000, for
+    /// the same vectors compared. Training
     /// costs more (about 20 s on two cores for 1,000 lists, off the store's
     /// thread), and picking the lists a query reads compares it with every
     /// centroid (1,000 dot products, well under a millisecond).
