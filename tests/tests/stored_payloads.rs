@@ -133,7 +133,7 @@ fn any_stored_step_payload_resumes_or_fails_typed() {
                     .unwrap();
                 if let Some(output) = output {
                     let outcome = StepOutcome::Succeeded { output, usage: None };
-                    store.finish_step(step.id, outcome, None, None).await.unwrap();
+                    store.finish_step(&step, outcome, None, None).await.unwrap();
                 }
             }
             // Answered, or failed with a typed error: both are fine. A

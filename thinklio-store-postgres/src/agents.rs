@@ -1,7 +1,7 @@
 //! `AgentStore` on PostgreSQL: agents kept as data, every change a version.
 
 use async_trait::async_trait;
-use deadpool_postgres::Transaction;
+use deadpool_postgres::GenericClient;
 use thinklio_core::store::rows::TEMPLATE_COLUMNS;
 use thinklio_core::{
     AccountId, AgentId, AgentState, AgentStore, AgentTemplate, AgentVersion, NewAgentVersion,
@@ -12,7 +12,7 @@ use crate::PostgresStore;
 use crate::rows::{self, AGENT_COLUMNS, AGENT_VERSION_COLUMNS, backend, execute, query, query_opt};
 
 /// The agent `id` as stored, read (and, with `lock`, locked) in `tx`.
-async fn read(tx: &Transaction<'_>, id: &str, lock: bool) -> StoreResult<Option<StoredAgent>> {
+async fn read(tx: &impl GenericClient, id: &str, lock: bool) -> StoreResult<Option<StoredAgent>> {
     let lock = if lock { " FOR UPDATE" } else { "" };
     query_opt(
         tx,
@@ -100,16 +100,14 @@ impl AgentStore for PostgresStore {
     }
 
     async fn stored_agent(&self, id: &AgentId) -> StoreResult<Option<StoredAgent>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        read(&tx, id.as_str(), false).await
+        let client = self.client().await?;
+        read(&client, id.as_str(), false).await
     }
 
     async fn agent_versions(&self, id: &AgentId) -> StoreResult<Vec<AgentVersion>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         query(
-            &tx,
+            &client,
             &format!(
                 "SELECT {AGENT_VERSION_COLUMNS} FROM agent_versions WHERE agent_id = $1 ORDER BY version"
             ),
@@ -122,10 +120,9 @@ impl AgentStore for PostgresStore {
     }
 
     async fn agent_version(&self, id: &AgentId, version: u32) -> StoreResult<AgentVersion> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         let row = query_opt(
-            &tx,
+            &client,
             &format!(
                 "SELECT {AGENT_VERSION_COLUMNS} FROM agent_versions WHERE agent_id = $1 AND version = $2"
             ),
@@ -162,10 +159,9 @@ impl AgentStore for PostgresStore {
     }
 
     async fn stored_agents(&self, account: AccountId) -> StoreResult<Vec<StoredAgent>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         query(
-            &tx,
+            &client,
             &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE account_id = $1 ORDER BY id"),
             &[&account.to_string()],
         )
@@ -177,7 +173,7 @@ impl AgentStore for PostgresStore {
 }
 
 /// The template `id` as stored, read in `tx`.
-async fn read_template(tx: &Transaction<'_>, id: &str) -> StoreResult<Option<AgentTemplate>> {
+async fn read_template(tx: &impl GenericClient, id: &str) -> StoreResult<Option<AgentTemplate>> {
     query_opt(
         tx,
         &format!("SELECT {TEMPLATE_COLUMNS} FROM agent_templates WHERE id = $1 AND version > 0"),
@@ -233,16 +229,14 @@ impl TemplateStore for PostgresStore {
     }
 
     async fn template(&self, id: &TemplateId) -> StoreResult<Option<AgentTemplate>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        read_template(&tx, id.as_str()).await
+        let client = self.client().await?;
+        read_template(&client, id.as_str()).await
     }
 
     async fn templates(&self, account: AccountId) -> StoreResult<Vec<AgentTemplate>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         query(
-            &tx,
+            &client,
             &format!(
                 "SELECT {TEMPLATE_COLUMNS} FROM agent_templates WHERE account_id = $1 AND version > 0 ORDER BY id"
             ),

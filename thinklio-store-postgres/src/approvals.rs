@@ -2,7 +2,7 @@
 //! person.
 
 use async_trait::async_trait;
-use deadpool_postgres::Transaction;
+use deadpool_postgres::GenericClient;
 use thinklio_core::approval::{NewDecision, StoredDecision, check_resume};
 use thinklio_core::store::{ApprovalFilter, ApprovalStore};
 use thinklio_core::{
@@ -16,7 +16,7 @@ use crate::rows::{
     query_opt,
 };
 
-async fn load_decision(tx: &Transaction<'_>, step: &str) -> StoreResult<Option<StoredDecision>> {
+async fn load_decision(tx: &impl GenericClient, step: &str) -> StoreResult<Option<StoredDecision>> {
     query_opt(
         tx,
         &format!("SELECT {DECISION_COLUMNS} FROM approval_decisions WHERE step_id = $1"),
@@ -81,14 +81,12 @@ impl ApprovalStore for PostgresStore {
     }
 
     async fn decision(&self, step: StepId) -> StoreResult<Option<StoredDecision>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        load_decision(&tx, &step.to_string()).await
+        let client = self.client().await?;
+        load_decision(&client, &step.to_string()).await
     }
 
     async fn waiting_steps(&self, filter: ApprovalFilter) -> StoreResult<Vec<(Step, SessionId)>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         let (condition, param) = match filter {
             ApprovalFilter::Session(s) => ("i.session_id = $1", s.to_string()),
             ApprovalFilter::Account(a) => ("i.account_id = $1", a.to_string()),
@@ -96,7 +94,7 @@ impl ApprovalStore for PostgresStore {
         };
         let columns = thinklio_core::store::rows::columns_of(STEP_COLUMNS, "s");
         query(
-            &tx,
+            &client,
             &format!(
                 "SELECT {columns}, i.session_id AS waiting_session FROM steps s \
                  JOIN interactions i ON i.id = s.interaction_id \

@@ -45,10 +45,9 @@ impl BudgetStore for PostgresStore {
     }
 
     async fn budgets(&self) -> StoreResult<Vec<BudgetLimit>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         query(
-            &tx,
+            &client,
             &format!("SELECT {BUDGET_COLUMNS} FROM budgets ORDER BY scope_kind, scope_id"),
             &[],
         )

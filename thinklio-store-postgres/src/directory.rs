@@ -80,10 +80,9 @@ impl DirectoryStore for PostgresStore {
     }
 
     async fn team_account(&self, team: TeamId) -> StoreResult<Option<AccountId>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         let row = query_opt(
-            &tx,
+            &client,
             "SELECT account_id FROM teams WHERE id = $1",
             &[&team.to_string()],
         )
@@ -111,10 +110,9 @@ impl DirectoryStore for PostgresStore {
     }
 
     async fn role(&self, account: AccountId, user: UserId) -> StoreResult<Option<AccountRole>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         let row = query_opt(
-            &tx,
+            &client,
             "SELECT role FROM members WHERE account_id = $1 AND user_id = $2",
             &[&account.to_string(), &user.to_string()],
         )
@@ -225,10 +223,9 @@ impl DirectoryStore for PostgresStore {
         let principal = *principal;
         let agent = agent.clone();
         let (account, user) = (principal.account.to_string(), principal.user.to_string());
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         let policy = query_opt(
-            &tx,
+            &client,
             "SELECT a.policy FROM accounts a JOIN members m ON m.account_id = a.id \
              WHERE a.id = $1 AND m.user_id = $2",
             &[&account, &user],
@@ -244,7 +241,7 @@ impl DirectoryStore for PostgresStore {
             serde_json::from_str(&rows::get::<String>(&policy, "policy")?).map_err(corrupt)?;
         if let Some(team) = principal.team {
             let in_team = query_opt(
-                &tx,
+                &client,
                 "SELECT 1 AS one FROM teams t JOIN team_members tm ON tm.team_id = t.id \
                  WHERE t.id = $1 AND t.account_id = $2 AND tm.user_id = $3",
                 &[&team.to_string(), &account, &user],
@@ -259,7 +256,7 @@ impl DirectoryStore for PostgresStore {
             }
         }
         let owner = query_opt(
-            &tx,
+            &client,
             "SELECT account_id FROM agent_owners WHERE agent_id = $1",
             &[&agent.as_str()],
         )
@@ -274,7 +271,7 @@ impl DirectoryStore for PostgresStore {
         }
         let mut assignments = Vec::new();
         for r in query(
-            &tx,
+            &client,
             "SELECT scope_kind, scope_id, capabilities, approval_mode FROM assignments WHERE agent_id = $1",
             &[&agent.as_str()],
         )

@@ -33,10 +33,9 @@ impl EventStore for PostgresStore {
     }
 
     async fn events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<Event>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         query(
-            &tx,
+            &client,
             &format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"),
             &[&after, &i64::from(limit)],
         )
@@ -129,10 +128,9 @@ impl UsageStore for PostgresStore {
     async fn usage_totals(&self, filter: &UsageFilter) -> StoreResult<UsageTotals> {
         let (filter_sql, values) = filter_sql(filter);
         let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v as _).collect();
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         let rows = query(
-            &tx,
+            &client,
             &format!("SELECT {SUMS} FROM usage_records {filter_sql}"),
             &params,
         )
@@ -156,10 +154,9 @@ impl UsageStore for PostgresStore {
         };
         let (filter_sql, values) = filter_sql(filter);
         let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v as _).collect();
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         query(
-            &tx,
+            &client,
             &format!(
                 "SELECT {column} AS key, {SUMS} FROM usage_records {filter_sql} GROUP BY 1 \
                  ORDER BY SUM(cost_nanos) DESC, 1"

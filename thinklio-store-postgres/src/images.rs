@@ -63,10 +63,9 @@ impl ImageStore for PostgresStore {
     }
 
     async fn image(&self, id: ImageId) -> StoreResult<Image> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         let row = query_opt(
-            &tx,
+            &client,
             &format!("SELECT {IMAGE_COLUMNS} FROM images WHERE id = $1"),
             &[&id.to_string()],
         )

@@ -3,7 +3,7 @@
 //! and of notices skip rows another worker holds (`FOR UPDATE SKIP LOCKED`).
 
 use async_trait::async_trait;
-use deadpool_postgres::Transaction;
+use deadpool_postgres::GenericClient;
 use serde_json::Value;
 use thinklio_core::{
     EventKind, Job, JobChange, JobId, JobNotification, JobObserver, JobState, JobStore, JobUpdate,
@@ -24,7 +24,7 @@ const DUE: &str = "FROM job_notifications n JOIN job_observers o ON o.id = n.obs
          AND e.delivered_at IS NULL AND e.n < n.n) \
      ORDER BY n.due_at, n.n LIMIT $2";
 
-async fn load(tx: &Transaction<'_>, id: JobId, lock: bool) -> StoreResult<Job> {
+async fn load(tx: &impl GenericClient, id: JobId, lock: bool) -> StoreResult<Job> {
     let lock = if lock { " FOR UPDATE" } else { "" };
     let row = query_opt(
         tx,
@@ -36,7 +36,7 @@ async fn load(tx: &Transaction<'_>, id: JobId, lock: bool) -> StoreResult<Job> {
     job(&row)
 }
 
-async fn load_notification(tx: &Transaction<'_>, id: &str) -> StoreResult<JobNotification> {
+async fn load_notification(tx: &impl GenericClient, id: &str) -> StoreResult<JobNotification> {
     let row = query_opt(
         tx,
         &format!(
@@ -52,7 +52,7 @@ async fn load_notification(tx: &Transaction<'_>, id: &str) -> StoreResult<JobNot
 
 /// Writes one notice for each observer of `job`.
 async fn notify(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     channel: &str,
     job: JobId,
     notice: Notice,
@@ -96,7 +96,7 @@ fn json_text(v: &Option<Value>) -> Option<String> {
 /// Applies a change to a job, in the caller's transaction, with the job's
 /// row locked.
 async fn apply(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     channel: &str,
     id: JobId,
     change: JobChange,
@@ -229,16 +229,14 @@ impl JobStore for PostgresStore {
     }
 
     async fn job(&self, id: JobId) -> StoreResult<Job> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        load(&tx, id, false).await
+        let client = self.client().await?;
+        load(&client, id, false).await
     }
 
     async fn subjobs(&self, id: JobId) -> StoreResult<Vec<Job>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         query(
-            &tx,
+            &client,
             &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE parent_id = $1 ORDER BY n"),
             &[&id.to_string()],
         )
@@ -249,10 +247,9 @@ impl JobStore for PostgresStore {
     }
 
     async fn job_observers(&self, id: JobId) -> StoreResult<Vec<JobObserver>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         query(
-            &tx,
+            &client,
             "SELECT id AS observer_id, job_id AS observer_job_id, kind FROM job_observers \
              WHERE job_id = $1 ORDER BY n",
             &[&id.to_string()],
@@ -342,10 +339,9 @@ impl JobStore for PostgresStore {
     }
 
     async fn overdue_jobs(&self, now: Timestamp) -> StoreResult<Vec<Job>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         query(
-            &tx,
+            &client,
             &format!(
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('pending', 'dispatched', 'in_progress') \
                  AND deadline IS NOT NULL AND deadline <= $1 ORDER BY deadline, n"
@@ -359,10 +355,9 @@ impl JobStore for PostgresStore {
     }
 
     async fn unfinished_jobs(&self) -> StoreResult<Vec<Job>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         query(
-            &tx,
+            &client,
             &format!(
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('pending', 'dispatched', 'in_progress') ORDER BY n"
             ),
@@ -379,10 +374,9 @@ impl JobStore for PostgresStore {
         now: Timestamp,
         limit: u32,
     ) -> StoreResult<Vec<JobNotification>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         query(
-            &tx,
+            &client,
             &format!("SELECT {NOTIFICATION_COLUMNS} {DUE}"),
             &[&now.as_millis(), &i64::from(limit)],
         )

@@ -13,7 +13,7 @@
 //! same slot at once take turns.
 
 use async_trait::async_trait;
-use deadpool_postgres::Transaction;
+use deadpool_postgres::GenericClient;
 use pgvector::Vector;
 use serde_json::json;
 use thinklio_core::knowledge::APPROXIMATE_ABOVE;
@@ -53,7 +53,7 @@ fn candidate(row: &Row) -> StoreResult<Candidate> {
 }
 
 async fn candidates(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> StoreResult<Vec<Candidate>> {
@@ -83,7 +83,7 @@ fn ts_query(terms: &[String]) -> Option<String> {
 /// The keywords of the question that tell the visible facts apart (as on
 /// SQLite: a term in more than a quarter of the visible facts is dropped).
 async fn selective_terms(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     query_: &FactQuery,
     current: &str,
     visible_count: i64,
@@ -114,7 +114,7 @@ async fn selective_terms(
 }
 
 async fn history(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     id: FactId,
     kind: &str,
     actor: &FactActor,
@@ -136,7 +136,7 @@ async fn history(
     Ok(())
 }
 
-async fn load(tx: &Transaction<'_>, id: FactId) -> StoreResult<Fact> {
+async fn load(tx: &impl GenericClient, id: FactId) -> StoreResult<Fact> {
     let row = query_opt(
         tx,
         &format!("SELECT {FACT_COLUMNS} FROM facts f WHERE f.id = $1"),
@@ -148,7 +148,7 @@ async fn load(tx: &Transaction<'_>, id: FactId) -> StoreResult<Fact> {
 }
 
 pub(crate) async fn query_facts(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> StoreResult<Vec<Fact>> {
@@ -160,7 +160,7 @@ pub(crate) async fn query_facts(
 /// [`Cardinality::resolve`]) and makes current again the many-valued facts
 /// the older store had superseded ([`wrongly_superseded`]), each with a
 /// `restore` history entry. Nothing is deleted. Returns how many were restored.
-pub(crate) async fn migrate_cardinality(tx: &Transaction<'_>) -> StoreResult<usize> {
+pub(crate) async fn migrate_cardinality(tx: &impl GenericClient) -> StoreResult<usize> {
     let mut policies = std::collections::HashMap::new();
     for row in query(tx, "SELECT id, policy FROM accounts", &[]).await? {
         let id: String = rows::get(&row, "id")?;
@@ -218,7 +218,7 @@ pub(crate) async fn migrate_cardinality(tx: &Transaction<'_>) -> StoreResult<usi
     Ok(restored.len())
 }
 
-async fn record(tx: &Transaction<'_>, new: NewFact, now: Timestamp) -> StoreResult<FactWrite> {
+async fn record(tx: &impl GenericClient, new: NewFact, now: Timestamp) -> StoreResult<FactWrite> {
     new.check()?;
     let account = new.account.to_string();
     let owner_key = new.owner.key();
@@ -413,7 +413,7 @@ async fn record(tx: &Transaction<'_>, new: NewFact, now: Timestamp) -> StoreResu
 /// Deletes the facts of one owner with their vectors, leaving a `delete`
 /// entry each. Shared with the privacy call.
 pub(crate) async fn delete_owned(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     account: AccountId,
     owner: &FactOwner,
     now: Timestamp,
@@ -434,7 +434,7 @@ pub(crate) async fn delete_owned(
 /// How many facts of `account`'s `owners` a search sees (`current` limits
 /// it to current facts): what chooses between exact and indexed search.
 async fn visible_facts(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &impl GenericClient,
     account: &str,
     owners: &[String],
     current: &str,
@@ -540,9 +540,8 @@ impl KnowledgeStore for PostgresStore {
     }
 
     async fn fact(&self, id: FactId) -> StoreResult<Fact> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        load(&tx, id).await
+        let client = self.client().await?;
+        load(&client, id).await
     }
 
     async fn curate_fact(
@@ -607,10 +606,9 @@ impl KnowledgeStore for PostgresStore {
         } else {
             format!(" AND {CURRENT}")
         };
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         query(
-            &tx,
+            &client,
             &format!(
                 "SELECT {FACT_COLUMNS} FROM facts f WHERE f.account_id = $1 AND f.owner_key = ANY($2){current} \
                  ORDER BY f.n"
@@ -624,10 +622,9 @@ impl KnowledgeStore for PostgresStore {
     }
 
     async fn fact_history(&self, id: FactId) -> StoreResult<Vec<FactChange>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         query(
-            &tx,
+            &client,
             "SELECT kind, actor, at, detail FROM fact_history WHERE fact_id = $1 ORDER BY seq",
             &[&id.to_string()],
         )
@@ -660,11 +657,13 @@ impl KnowledgeStore for PostgresStore {
         let owners = query_.visibility.owner_keys();
         let mut out = Candidates::default();
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        let visible_count = visible_facts(&tx, &account, &owners, &current).await?;
+        // Counted before the transaction, which only the index's settings
+        // need: nothing visible costs one statement.
+        let visible_count = visible_facts(&client, &account, &owners, &current).await?;
         if visible_count == 0 {
             return Ok(out);
         }
+        let tx = client.transaction().await.map_err(backend)?;
         if let Some(e) = query_.embedding.as_ref().filter(|e| !e.is_empty())
             && !query_.exact
             && visible_count > APPROXIMATE_ABOVE

@@ -15,9 +15,8 @@ const PRUNE_LOCK: i64 = 0x7072_756e_6500;
 #[async_trait]
 impl OpsStore for PostgresStore {
     async fn backlog(&self) -> StoreResult<Backlog> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        let rows = query(&tx, thinklio_core::store::rows::BACKLOG, &[]).await?;
+        let client = self.client().await?;
+        let rows = query(&client, thinklio_core::store::rows::BACKLOG, &[]).await?;
         let counts = rows
             .iter()
             .map(|r| {
@@ -94,7 +93,7 @@ impl OpsStore for PostgresStore {
 
 /// The one value (a `MAX`, NULL when nothing matched) a query reads.
 async fn max(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &impl deadpool_postgres::GenericClient,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> StoreResult<Option<i64>> {
@@ -109,10 +108,9 @@ impl PostgresStore {
     /// the tables of the schema the store works in (its `search_path`'s
     /// first), as an operator sizes what retention prunes.
     pub async fn table_bytes(&self) -> StoreResult<u64> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         let bytes = max(
-            &tx,
+            &client,
             "SELECT CAST(SUM(pg_total_relation_size(c.oid)) AS BIGINT) FROM pg_class c \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = current_schema() AND c.relkind = 'r'",

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::Transaction;
+use deadpool_postgres::GenericClient;
 use serde_json::json;
 use thinklio_core::{
     EventKind, NewTask, QueueStore, StoreError, StoreResult, Task, TaskId, TaskRetry, Timestamp,
@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::PostgresStore;
 use crate::rows::{self, TASK_COLUMNS, append_event, backend, execute, query, query_opt};
 
-async fn load_task(tx: &Transaction<'_>, id: &str, lock: bool) -> StoreResult<Option<Task>> {
+async fn load_task(tx: &impl GenericClient, id: &str, lock: bool) -> StoreResult<Option<Task>> {
     let lock = if lock { " FOR UPDATE" } else { "" };
     query_opt(
         tx,
@@ -27,7 +27,7 @@ async fn load_task(tx: &Transaction<'_>, id: &str, lock: bool) -> StoreResult<Op
     .transpose()
 }
 
-async fn require_lease(tx: &Transaction<'_>, id: TaskId, token: &str) -> StoreResult<Task> {
+async fn require_lease(tx: &impl GenericClient, id: TaskId, token: &str) -> StoreResult<Task> {
     let task = load_task(tx, &id.to_string(), true)
         .await?
         .ok_or_else(|| StoreError::not_found("task", id))?;
@@ -41,7 +41,7 @@ async fn require_lease(tx: &Transaction<'_>, id: TaskId, token: &str) -> StoreRe
 }
 
 async fn dead_letter(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     task: &Task,
     error: &str,
     now: Timestamp,
@@ -69,7 +69,7 @@ async fn dead_letter(
 /// Writes a new pending task; shared with `finish_step`, which enqueues a
 /// reply's tasks in the reply's commit.
 pub(crate) async fn insert_task(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     channel: &str,
     new: NewTask,
     now: Timestamp,
@@ -209,18 +209,16 @@ impl QueueStore for PostgresStore {
     }
 
     async fn task(&self, id: TaskId) -> StoreResult<Task> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        load_task(&tx, &id.to_string(), false)
+        let client = self.client().await?;
+        load_task(&client, &id.to_string(), false)
             .await?
             .ok_or_else(|| StoreError::not_found("task", id))
     }
 
     async fn dead_letters(&self) -> StoreResult<Vec<Task>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         query(
-            &tx,
+            &client,
             &format!(
                 "SELECT {TASK_COLUMNS} FROM tasks WHERE state = 'dead' ORDER BY created_at, id"
             ),

@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::GenericClient;
 use serde_json::Value;
 use thinklio_core::approval::StoredDecision;
 use thinklio_core::store::rows;
@@ -36,9 +36,11 @@ pub(crate) fn is(e: &tokio_postgres::Error, state: &SqlState) -> bool {
     e.code() == Some(state)
 }
 
-/// Rows of a statement, prepared once per connection.
+/// Rows of a statement, prepared once per connection; `tx` is a
+/// transaction, or a connection outside one (one statement, its own
+/// transaction).
 pub(crate) async fn query(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     sql: &str,
     params: Params<'_>,
 ) -> StoreResult<Vec<Row>> {
@@ -48,7 +50,7 @@ pub(crate) async fn query(
 
 /// The row of a statement, if any.
 pub(crate) async fn query_opt(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     sql: &str,
     params: Params<'_>,
 ) -> StoreResult<Option<Row>> {
@@ -58,7 +60,7 @@ pub(crate) async fn query_opt(
 
 /// Runs a statement; the rows it changed.
 pub(crate) async fn execute(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     sql: &str,
     params: Params<'_>,
 ) -> StoreResult<u64> {
@@ -175,7 +177,7 @@ const APPEND_EVENT: &str = "INSERT INTO events (kind, session_id, interaction_id
 
 /// Appends an event in the caller's transaction and returns it.
 pub(crate) async fn append_event(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     kind: EventKind,
     session_id: Option<String>,
     interaction_id: Option<String>,
@@ -196,7 +198,7 @@ pub(crate) async fn append_event(
 }
 
 /// The prepared statement [`append_prepared`] runs (cached per connection).
-pub(crate) async fn event_statement(tx: &Transaction<'_>) -> StoreResult<Statement> {
+pub(crate) async fn event_statement(tx: &impl GenericClient) -> StoreResult<Statement> {
     tx.prepare_cached(APPEND_EVENT).await.map_err(backend)
 }
 
@@ -205,14 +207,14 @@ pub(crate) async fn event_statement(tx: &Transaction<'_>) -> StoreResult<Stateme
 /// polled, so joined with other requests on prepared statements it reaches
 /// the server with them, in the order they were joined (one round trip).
 pub(crate) async fn append_prepared(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     statement: &Statement,
     kind: EventKind,
     ids: [Option<String>; 3],
     payload: &Value,
     at: Timestamp,
 ) -> StoreResult<Event> {
-    let [session_id, interaction_id, step_id] = ids;
+    let [session_id, interaction_id, step_id] = &ids;
     let row = tx
         .query_opt(
             statement,
@@ -228,19 +230,32 @@ pub(crate) async fn append_prepared(
         .await
         .map_err(backend)?
         .ok_or_else(|| StoreError::Corrupt("no event sequence returned".into()))?;
-    Ok(Event {
-        seq: get(&row, "seq")?,
+    Ok(logged(get(&row, "seq")?, kind, ids, payload.clone(), at))
+}
+
+/// The event appended at `seq`; `ids` are its session, interaction and
+/// step.
+pub(crate) fn logged(
+    seq: i64,
+    kind: EventKind,
+    ids: [Option<String>; 3],
+    payload: Value,
+    at: Timestamp,
+) -> Event {
+    let [session_id, interaction_id, step_id] = ids;
+    Event {
+        seq,
         kind,
         session_id: session_id.and_then(|s| s.parse().ok()),
         interaction_id: interaction_id.and_then(|s| s.parse().ok()),
         step_id: step_id.and_then(|s| s.parse().ok()),
-        payload: payload.clone(),
+        payload,
         at,
-    })
+    }
 }
 
 /// Announces new work to other processes' idle workers, at commit.
-pub(crate) async fn signal(tx: &Transaction<'_>, channel: &str) -> StoreResult<()> {
+pub(crate) async fn signal(tx: &impl GenericClient, channel: &str) -> StoreResult<()> {
     execute(tx, "SELECT pg_notify($1, '')", &[&channel]).await?;
     Ok(())
 }

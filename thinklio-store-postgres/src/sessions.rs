@@ -61,10 +61,9 @@ impl SessionStore for PostgresStore {
     }
 
     async fn session(&self, id: SessionId) -> StoreResult<Session> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         let row = query_opt(
-            &tx,
+            &client,
             &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"),
             &[&id.to_string()],
         )
@@ -94,10 +93,9 @@ impl SessionStore for PostgresStore {
     }
 
     async fn sessions_of_user(&self, user: UserId) -> StoreResult<Vec<Session>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         query(
-            &tx,
+            &client,
             &format!(
                 "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, id DESC"
             ),
@@ -110,10 +108,9 @@ impl SessionStore for PostgresStore {
     }
 
     async fn sessions_of_agent(&self, agent: &AgentId, limit: u32) -> StoreResult<Vec<Session>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         query(
-            &tx,
+            &client,
             &format!(
                 "SELECT {SESSION_COLUMNS} FROM sessions WHERE agent_id = $1 ORDER BY created_at, id LIMIT $2"
             ),
@@ -166,46 +163,49 @@ impl SessionStore for PostgresStore {
         lease: std::time::Duration,
     ) -> StoreResult<bool> {
         let until = now.plus(lease);
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        let row = query_opt(
-            &tx,
-            "SELECT lease_owner, lease_until FROM sessions WHERE id = $1 FOR UPDATE",
+        let client = self.client().await?;
+        // Taken in one statement: the row's lock makes a second taker wait
+        // and see the first one's lease.
+        let taken = rows::execute(
+            &client,
+            "UPDATE sessions SET lease_owner = $2, lease_until = $3 WHERE id = $1 \
+             AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until IS NULL OR lease_until <= $4)",
+            &[
+                &session.to_string(),
+                &worker,
+                &until.as_millis(),
+                &now.as_millis(),
+            ],
+        )
+        .await?;
+        if taken > 0 {
+            return Ok(true);
+        }
+        // Not found, or held by another worker.
+        query_opt(
+            &client,
+            "SELECT 1 AS held FROM sessions WHERE id = $1",
             &[&session.to_string()],
         )
         .await?
         .ok_or_else(|| StoreError::not_found("session", session))?;
-        let owner: Option<String> = rows::get(&row, "lease_owner")?;
-        let held_until: Option<i64> = rows::get(&row, "lease_until")?;
-        let free = owner.as_deref().is_none_or(|o| o == worker)
-            || held_until.is_none_or(|u| u <= now.as_millis());
-        if free {
-            rows::execute(
-                &tx,
-                "UPDATE sessions SET lease_owner = $2, lease_until = $3 WHERE id = $1",
-                &[&session.to_string(), &worker, &until.as_millis()],
-            )
-            .await?;
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(free)
+        Ok(false)
     }
 
     async fn release_session(&self, session: SessionId, worker: &str) -> StoreResult<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        let released = rows::execute(
-            &tx,
-            "UPDATE sessions SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2",
-            &[&session.to_string(), &worker],
+        let client = self.client().await?;
+        // A session given back may still have work (its holder shut down
+        // between steps): idle workers are told at once, in the same
+        // statement.
+        query(
+            &client,
+            "WITH released AS (UPDATE sessions SET lease_owner = NULL, lease_until = NULL \
+             WHERE id = $1 AND lease_owner = $2 RETURNING id) \
+             SELECT pg_notify($3, '') FROM released",
+            &[&session.to_string(), &worker, &&*self.channel],
         )
         .await?;
-        if released > 0 {
-            // A session given back may still have work (its holder shut
-            // down between steps): idle workers look at once.
-            rows::signal(&tx, &self.channel).await?;
-        }
-        tx.commit().await.map_err(backend)
+        Ok(())
     }
 
     async fn history(
@@ -214,10 +214,9 @@ impl SessionStore for PostgresStore {
         before_seq: i64,
         limit: u32,
     ) -> StoreResult<Vec<Turn>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         let mut turns = query(
-            &tx,
+            &client,
             rows::HISTORY_QUERY,
             &[&session.to_string(), &before_seq, &i64::from(limit)],
         )

@@ -55,10 +55,9 @@ impl SummaryStore for PostgresStore {
     }
 
     async fn summary(&self, id: SummaryId) -> StoreResult<Summary> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         let row = query_opt(
-            &tx,
+            &client,
             &format!("SELECT {SUMMARY_COLUMNS} FROM summaries WHERE id = $1"),
             &[&id.to_string()],
         )
@@ -72,10 +71,9 @@ impl SummaryStore for PostgresStore {
         session: SessionId,
         before_seq: i64,
     ) -> StoreResult<Option<Summary>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         query_opt(
-            &tx,
+            &client,
             &format!(
                 "SELECT {SUMMARY_COLUMNS} FROM summaries WHERE session_id = $1 AND through_seq < $2 \
                  ORDER BY through_seq DESC LIMIT 1"

@@ -1,7 +1,7 @@
 //! `TodoStore` on PostgreSQL.
 
 use async_trait::async_trait;
-use deadpool_postgres::Transaction;
+use deadpool_postgres::GenericClient;
 use thinklio_core::{AccountId, StoreError, StoreResult, Timestamp, Todo, TodoStore, UserId};
 use tokio_postgres::Row;
 
@@ -22,7 +22,7 @@ fn todo(row: &Row) -> StoreResult<Todo> {
 }
 
 async fn load(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     account: &str,
     user: &str,
     number: i64,
@@ -105,10 +105,9 @@ impl TodoStore for PostgresStore {
         } else {
             "AND done_at IS NULL"
         };
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let client = self.client().await?;
         query(
-            &tx,
+            &client,
             &format!(
                 "SELECT {COLUMNS} FROM todos WHERE account_id = $1 AND user_id = $2 {filter} ORDER BY number"
             ),

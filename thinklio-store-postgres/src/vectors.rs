@@ -2,7 +2,7 @@
 //! indexed embedding size, migration 3), rebuilt on request, and the
 //! near-duplicate check of a large owner's writes through them.
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::GenericClient;
 use pgvector::Vector;
 use thinklio_core::StoreResult;
 use thinklio_core::knowledge::{APPROXIMATE_ABOVE, Fact, NEAR_DUPLICATE, VectorIndex};
@@ -59,7 +59,7 @@ impl PostgresStore {
 /// [`APPROXIMATE_ABOVE`] facts (counted no further), so that importing a
 /// large layer is not quadratic.
 pub(crate) async fn large_owner(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     account: &str,
     owner_key: &str,
     embedding: &[f32],
@@ -82,7 +82,7 @@ pub(crate) async fn large_owner(
 /// The owner's nearest current fact of the slot through the HNSW index,
 /// kept when it is a near duplicate of `embedding`.
 pub(crate) async fn near_duplicate_indexed(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     account: &str,
     owner_key: &str,
     slot: &Option<String>,

@@ -319,12 +319,15 @@ impl InteractionStore for SqliteStore {
 
     async fn finish_step(
         &self,
-        id: StepId,
+        step: &Step,
         outcome: StepOutcome,
         reply: Option<NewOutboxMessage>,
         next: Option<NewStep>,
     ) -> StoreResult<FinishedStep> {
         let now = self.clock.now();
+        // The step is read again on the connection's thread, inside the
+        // transaction: a read there costs no round trip.
+        let id = step.id;
         self.conn
             .call(move |c| {
                 let tx = c.savepoint().map_err(backend)?;

@@ -34,7 +34,7 @@ pub async fn approvals_are_decided_once_and_resume_their_step<S: Store>(store: S
     let proposal = json!({ "call": { "id": "c1", "name": "add_todo", "arguments": "{\"text\":\"milk\"}" }, "reason": "draft" });
     let waited = store
         .finish_step(
-            step.id,
+            &step,
             StepOutcome::Waiting {
                 proposal: proposal.clone(),
             },
@@ -125,7 +125,7 @@ pub async fn approvals_are_decided_once_and_resume_their_step<S: Store>(store: S
     assert_eq!(running.state, StepState::Running);
     assert_eq!(started.kind, EventKind::StepStarted);
     let done = store
-        .finish_step(step.id, ok(json!({ "added": "oat milk" })), None, None)
+        .finish_step(&step, ok(json!({ "added": "oat milk" })), None, None)
         .await
         .unwrap();
     assert_eq!(done.step.state, StepState::Succeeded);
@@ -148,7 +148,7 @@ pub async fn approvals_are_decided_once_and_resume_their_step<S: Store>(store: S
     let (second, _) = store.begin_step(act).await.unwrap();
     store
         .finish_step(
-            second.id,
+            &second,
             StepOutcome::Waiting {
                 proposal: json!({}),
             },
@@ -177,7 +177,7 @@ pub async fn approvals_are_decided_once_and_resume_their_step<S: Store>(store: S
         usage: None,
     };
     let failed = store
-        .finish_step(second.id, refused, None, None)
+        .finish_step(&second, refused, None, None)
         .await
         .unwrap();
     assert_eq!(failed.step.state, StepState::Failed);
@@ -230,7 +230,7 @@ pub async fn a_delegate_waiting_holds_its_callers_until_decided<S: Store>(store:
         .unwrap();
     let requested = store
         .finish_step(
-            proposed.id,
+            &proposed,
             StepOutcome::Waiting {
                 proposal: json!({ "call": { "id": "c1", "name": "add_todo", "arguments": "{}" }, "reason": "draft" }),
             },
@@ -248,7 +248,7 @@ pub async fn a_delegate_waiting_holds_its_callers_until_decided<S: Store>(store:
             .unwrap();
         let waited = store
             .finish_step(
-                step.id,
+                &step,
                 StepOutcome::Waiting {
                     proposal: json!({ "call": { "id": "d1", "name": "ask_helper", "arguments": "{}" }, "reason": "delegate", "waiting_on": [proposed.id] }),
                 },

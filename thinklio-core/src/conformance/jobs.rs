@@ -577,7 +577,7 @@ pub async fn leases_hand_dead_workers_jobs_and_sessions_to_others<S: Store + Clo
         .0;
     store
         .finish_step(
-            step.id,
+            &step,
             StepOutcome::Succeeded {
                 output: json!({}),
                 usage: None,
@@ -727,7 +727,7 @@ pub async fn the_backlog_counts_work_waiting_and_stuck<S: Store>(store: S) {
     let (step, _) = store.begin_step(act).await.unwrap();
     store
         .finish_step(
-            step.id,
+            &step,
             StepOutcome::Waiting {
                 proposal: json!({ "call": { "id": "c1", "name": "add_todo", "arguments": "{}" }, "reason": "draft" }),
             },

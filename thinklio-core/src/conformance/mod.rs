@@ -184,7 +184,7 @@ pub(super) async fn run_step<S: Store>(
     let reply = (kind == StepKind::Respond && outcome.state() == StepState::Succeeded)
         .then(|| NewOutboxMessage::new(format!("reply to {}", i.input)));
     store
-        .finish_step(step.id, outcome, reply, None)
+        .finish_step(&step, outcome, reply, None)
         .await
         .unwrap()
         .step

@@ -115,7 +115,7 @@ pub async fn step_lifecycle_records_legal_history<S: Store>(store: S) {
     assert_eq!(started.step_id, Some(step.id));
     assert_eq!(started.session_id, Some(s.id));
     let finished = store
-        .finish_step(step.id, ok(json!({ "x": 1 })), None, None)
+        .finish_step(&step, ok(json!({ "x": 1 })), None, None)
         .await
         .unwrap();
     let done = finished.step;
@@ -145,7 +145,7 @@ pub async fn step_lifecycle_records_legal_history<S: Store>(store: S) {
         .unwrap();
     let finished = store
         .finish_step(
-            failing.id,
+            &failing,
             StepOutcome::Failed {
                 error: StepError::new(ErrorCode::ModelHttp, "boom"),
                 usage: None,
@@ -175,7 +175,7 @@ pub async fn finishing_a_step_can_begin_the_next_atomically<S: Store>(store: S) 
         .unwrap();
     let finished = store
         .finish_step(
-            first.id,
+            &first,
             ok(json!({})),
             None,
             Some(new_step(&i, 1, StepKind::Think)),
@@ -199,7 +199,7 @@ pub async fn finishing_a_step_can_begin_the_next_atomically<S: Store>(store: S) 
     // If the next step cannot be written, the outcome is not written either.
     let clash = store
         .finish_step(
-            next.id,
+            &next,
             ok(json!({})),
             None,
             Some(new_step(&i, 0, StepKind::Act)),
@@ -216,7 +216,7 @@ pub async fn illegal_transitions_are_rejected<S: Store>(store: S) {
     let i = interaction(&store, &s, "q").await;
     let done = run_step(&store, &i, 0, StepKind::Context, ok(json!({}))).await;
     let again = store
-        .finish_step(done.id, ok(json!({ "other": true })), None, None)
+        .finish_step(&done, ok(json!({ "other": true })), None, None)
         .await;
     assert!(
         matches!(
@@ -231,7 +231,7 @@ pub async fn illegal_transitions_are_rejected<S: Store>(store: S) {
     );
     let fail = store
         .finish_step(
-            done.id,
+            &done,
             StepOutcome::Failed {
                 error: StepError::new(ErrorCode::StepFailed, "y"),
                 usage: None,
@@ -249,10 +249,47 @@ pub async fn illegal_transitions_are_rejected<S: Store>(store: S) {
     );
     assert_eq!(stored.output, Some(json!({})));
     assert_eq!(store.step_transitions(done.id).await.unwrap().len(), 3);
+    // A copy still `running` of a step that has ended: the store checks
+    // the move against the state it holds, not the copy's.
+    let (running, _) = store
+        .begin_step(new_step(&i, 1, StepKind::Think))
+        .await
+        .unwrap();
+    store
+        .finish_step(&running, ok(json!({ "first": true })), None, None)
+        .await
+        .unwrap();
+    let stale = store
+        .finish_step(
+            &running,
+            ok(json!({ "second": true })),
+            None,
+            Some(new_step(&i, 2, StepKind::Respond)),
+        )
+        .await;
+    assert!(
+        matches!(
+            stale,
+            Err(StoreError::IllegalTransition {
+                from: StepState::Succeeded,
+                to: StepState::Succeeded,
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+    let kept = store.step(running.id).await.unwrap();
+    assert_eq!(kept.output, Some(json!({ "first": true })));
+    assert_eq!(store.step_transitions(running.id).await.unwrap().len(), 3);
+    assert_eq!(
+        store.steps(i.id).await.unwrap().len(),
+        2,
+        "a rejected ending begins no next step"
+    );
+    let mut ghost = running.clone();
+    ghost.id = StepId::new();
     assert!(matches!(
-        store
-            .finish_step(StepId::new(), ok(json!({})), None, None)
-            .await,
+        store.finish_step(&ghost, ok(json!({})), None, None).await,
         Err(StoreError::NotFound { .. })
     ));
 }
@@ -280,7 +317,7 @@ pub async fn respond_writes_reply_to_outbox_atomically<S: Store>(store: S) {
         .unwrap();
     let finished = store
         .finish_step(
-            respond.id,
+            &respond,
             ok(json!({})),
             Some(NewOutboxMessage::new("reply to q")),
             None,
@@ -318,7 +355,7 @@ pub async fn respond_writes_reply_to_outbox_atomically<S: Store>(store: S) {
         .unwrap();
     let dup = store
         .finish_step(
-            again.id,
+            &again,
             ok(json!({})),
             Some(NewOutboxMessage::new("twice")),
             None,
@@ -342,7 +379,7 @@ pub async fn respond_writes_reply_to_outbox_atomically<S: Store>(store: S) {
         tasks: vec![NewTask::new("knowledge.extract", json!({ "n": 1 }), t(0))],
     };
     let finished = store
-        .finish_step(respond.id, ok(json!({})), Some(direct), None)
+        .finish_step(&respond, ok(json!({})), Some(direct), None)
         .await
         .unwrap();
     assert!(finished.reply.unwrap().delivered_at.is_some());
@@ -363,6 +400,17 @@ pub async fn respond_writes_reply_to_outbox_atomically<S: Store>(store: S) {
             EventKind::InteractionCompleted,
             EventKind::ReplyDelivered
         ]
+    );
+    let logged: Vec<Event> = store
+        .events_after(finished.events[0].seq - 1, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.interaction_id == Some(j.id))
+        .collect();
+    assert_eq!(
+        logged, finished.events,
+        "the events returned are the events logged, in their order"
     );
     assert!(store.undelivered().await.unwrap().is_empty());
 }

@@ -172,9 +172,15 @@ pub trait InteractionStore: Send + Sync {
     /// durability contract (the outcome is committed before the next step's
     /// work, whose row exists before that work) at one commit per step.
     /// Nothing is written if any part fails.
+    ///
+    /// `step` is the step as the caller last saw it. The store ends the step
+    /// it holds under `step.id` and checks the move against the state it
+    /// holds, so a copy that is out of date changes nothing but the speed: a
+    /// store may write the whole ending at once when the state it holds is
+    /// still the copy's (PostgreSQL does, in one statement).
     async fn finish_step(
         &self,
-        id: StepId,
+        step: &Step,
         outcome: StepOutcome,
         reply: Option<NewOutboxMessage>,
         next: Option<NewStep>,
@@ -261,13 +267,7 @@ impl StepEnding {
     /// refuses is [`StoreError::IllegalTransition`].
     pub fn of(step: &Step, outcome: StepOutcome) -> StoreResult<Self> {
         let to = outcome.state();
-        if !step.state.can_become(to) {
-            return Err(StoreError::IllegalTransition {
-                step: step.id,
-                from: step.state,
-                to,
-            });
-        }
+        Self::legal(step, to)?;
         let (output, error, usage) = match outcome {
             StepOutcome::Succeeded { output, usage } => (Some(output), None, usage),
             StepOutcome::Failed { error, usage } => (None, Some(error), usage),
@@ -304,6 +304,27 @@ impl StepEnding {
             event,
             payload,
         })
+    }
+
+    /// The ending, worked out from a copy of a step, for the step as the
+    /// store holds it: the same ending (it depends on nothing that changes
+    /// once a step is written but its state), if the move from the state
+    /// held is one [`StepState::can_become`] allows.
+    pub fn recheck(self, stored: &Step) -> StoreResult<Self> {
+        Self::legal(stored, self.to)?;
+        Ok(self)
+    }
+
+    fn legal(step: &Step, to: StepState) -> StoreResult<()> {
+        if step.state.can_become(to) {
+            Ok(())
+        } else {
+            Err(StoreError::IllegalTransition {
+                step: step.id,
+                from: step.state,
+                to,
+            })
+        }
     }
 
     /// The model that answered, if any.

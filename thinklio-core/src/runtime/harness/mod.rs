@@ -246,7 +246,7 @@ impl Run {
         Ok(self
             .rt
             .store
-            .finish_step(step.id, outcome, reply, following)
+            .finish_step(step, outcome, reply, following)
             .await?)
     }
 
@@ -735,18 +735,14 @@ impl Run {
             code = error.code.as_str(),
             "settling a step interrupted by a crash"
         );
-        self.fail_step(step.id, error).await
+        self.fail_step(step, error).await
     }
 
     /// Ends a `running` step failed, outside the step loop (a step a crash
     /// interrupted, a step of a run whose job ended).
-    async fn fail_step(
-        &mut self,
-        id: crate::ids::StepId,
-        error: StepError,
-    ) -> Result<(), RuntimeError> {
+    async fn fail_step(&mut self, step: &Step, error: StepError) -> Result<(), RuntimeError> {
         let outcome = StepOutcome::Failed { error, usage: None };
-        let finished = self.rt.store.finish_step(id, outcome, None, None).await?;
+        let finished = self.rt.store.finish_step(step, outcome, None, None).await?;
         crate::telemetry::step_ended(&finished.step, None);
         for event in finished.events {
             self.rt.publish(event);

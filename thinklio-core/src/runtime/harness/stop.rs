@@ -182,7 +182,7 @@ impl Run {
             } else {
                 error.clone()
             };
-            self.fail_step(step.id, e).await?;
+            self.fail_step(&step, e).await?;
         }
         self.stop_delegates(&error).await?;
         if !InteractionState::derive(&self.steps).is_finished() {
@@ -198,7 +198,7 @@ impl Run {
             let (step, event) = self.rt.store.begin_step(new).await?;
             self.rt.publish(event);
             self.steps.push(step.clone());
-            self.fail_step(step.id, error.clone()).await?;
+            self.fail_step(&step, error.clone()).await?;
         }
         self.fail(error).await
     }
