@@ -136,7 +136,14 @@ impl Run {
     /// work, and commits its outcome together with the start of the step
     /// after it (one transaction per step); only the first step of a run and
     /// a re-run after a crash are begun on their own.
-    pub(crate) async fn drive(mut self) -> Result<Reply, RuntimeError> {
+    pub(crate) fn drive(self) -> impl Future<Output = Result<Reply, RuntimeError>> + Send {
+        // The run lives in a box the loop's future holds: an async fn that
+        // takes a value keeps it twice (its argument and its local), and
+        // the run is the largest part of an interaction in flight.
+        Box::new(self).run_loop()
+    }
+
+    async fn run_loop(mut self: Box<Self>) -> Result<Reply, RuntimeError> {
         let _counted = crate::telemetry::InFlight::start();
         // The step begun by the last commit, whose work is next.
         let mut in_flight: Option<Step> = None;
@@ -434,10 +441,14 @@ impl Run {
             }
         };
         let outcome = match work {
-            Work::Context { .. } => match tokio::time::timeout(deadline, self.context()).await {
-                Ok(outcome) => outcome,
-                Err(_) => overdue(),
-            },
+            // The context step's future is the largest of the steps' and
+            // runs once: boxed, it does not size every other step's wait.
+            Work::Context { .. } => {
+                match tokio::time::timeout(deadline, Box::pin(self.context())).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => overdue(),
+                }
+            }
             Work::Think { .. } => match tokio::time::timeout(deadline, self.think(step)).await {
                 Ok(outcome) => outcome,
                 Err(_) => overdue(),
