@@ -12,7 +12,6 @@ use thinklio_core::{
     NewOutboxMessage, NewStep, NewTask, OutboxId, OutboxMessage, OutboxStore, Step, StepId,
     StepOutcome, StepState, StepTransition, StoreError, StoreResult, Timestamp,
 };
-use tokio_postgres::Statement;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
@@ -22,6 +21,9 @@ use crate::rows::{
     query, query_opt,
 };
 
+/// Records a change of a step's state, in the caller's transaction, which
+/// holds the step's row locked: each change takes the next place in the
+/// step's history (a step that waited for a decision has more than three).
 pub(crate) async fn record_transition(
     tx: &impl GenericClient,
     step: &str,
@@ -29,28 +31,10 @@ pub(crate) async fn record_transition(
     to: StepState,
     at: Timestamp,
 ) -> StoreResult<()> {
-    let statement = tx.prepare_cached(TRANSITION).await.map_err(backend)?;
-    transition_prepared(tx, &statement, step, from, to, at).await
-}
-
-/// The statement of a step's transition. Each change takes the next place
-/// in the step's history (a step that waited for a decision has more than
-/// three); the step's row is locked.
-const TRANSITION: &str = "INSERT INTO step_transitions (step_id, n, from_state, to_state, at) VALUES \
-     ($1, (SELECT COALESCE(MAX(n) + 1, 0) FROM step_transitions WHERE step_id = $1), $2, $3, $4)";
-
-/// Records a transition with the prepared [`TRANSITION`]; sent when first
-/// polled, as [`append_prepared`](crate::rows::append_prepared) is.
-async fn transition_prepared(
-    tx: &impl GenericClient,
-    statement: &Statement,
-    step: &str,
-    from: Option<StepState>,
-    to: StepState,
-    at: Timestamp,
-) -> StoreResult<()> {
-    tx.execute(
-        statement,
+    execute(
+        tx,
+        "INSERT INTO step_transitions (step_id, n, from_state, to_state, at) VALUES \
+         ($1, (SELECT COALESCE(MAX(n) + 1, 0) FROM step_transitions WHERE step_id = $1), $2, $3, $4)",
         &[
             &step,
             &from.map(|s| s.as_str()),
@@ -58,8 +42,7 @@ async fn transition_prepared(
             &at.as_millis(),
         ],
     )
-    .await
-    .map_err(backend)?;
+    .await?;
     Ok(())
 }
 
@@ -90,27 +73,6 @@ pub(crate) async fn load_step(
     .transpose()
 }
 
-/// The step `id`, locked for this transaction, and its interaction's session.
-async fn lock_step(tx: &impl GenericClient, id: &str) -> StoreResult<Option<(Step, String)>> {
-    let Some(row) = query_opt(
-        tx,
-        &format!(
-            "SELECT {STEP_COLUMNS}, (SELECT i.session_id FROM interactions i \
-             WHERE i.id = steps.interaction_id) AS step_session \
-             FROM steps WHERE id = $1 FOR UPDATE"
-        ),
-        &[&id],
-    )
-    .await?
-    else {
-        return Ok(None);
-    };
-    let session: Option<String> = rows::get(&row, "step_session")?;
-    let session =
-        session.ok_or_else(|| StoreError::Corrupt(format!("step {id} has no interaction")))?;
-    Ok(Some((rows::step(&row)?, session)))
-}
-
 /// Appends the `step.started` event of `step` (begun, or running again
 /// after a decision) in `session`, in the caller's transaction.
 pub(crate) async fn started_event(
@@ -119,27 +81,12 @@ pub(crate) async fn started_event(
     session: String,
     now: Timestamp,
 ) -> StoreResult<Event> {
-    let statement = rows::event_statement(tx).await?;
-    started_prepared(tx, &statement, step, session, now).await
-}
-
-/// [`started_event`] with the event's statement prepared.
-async fn started_prepared(
-    tx: &impl GenericClient,
-    statement: &Statement,
-    step: &Step,
-    session: String,
-    now: Timestamp,
-) -> StoreResult<Event> {
-    rows::append_prepared(
+    append_event(
         tx,
-        statement,
         EventKind::StepStarted,
-        [
-            Some(session),
-            Some(step.interaction_id.to_string()),
-            Some(step.id.to_string()),
-        ],
+        Some(session),
+        Some(step.interaction_id.to_string()),
+        Some(step.id.to_string()),
         &StepEvent::started_of(step).to_json(),
         now,
     )
@@ -428,147 +375,9 @@ enum Pending {
 }
 
 impl PostgresStore {
-    /// [`FINISH_STEP`]: the ending of `held`, with `reply` and the start
-    /// of `next`, in one statement, if the step is still in the state
-    /// `held` has; if it is not, nothing is written and the parts come back.
-    async fn finish_whole(
-        &self,
-        held: &Step,
-        ending: StepEnding,
-        reply: Option<NewOutboxMessage>,
-        next: Option<Begun>,
-        now: Timestamp,
-    ) -> StoreResult<Result<FinishedStep, Unwritten>> {
-        let client = self.client().await?;
-        let statement = client.prepare_cached(&FINISH_STEP).await.map_err(backend)?;
-        let (tokens, cost) = (ending.tokens(), ending.cost());
-        let at = now.as_millis();
-        let started_kind = next.as_ref().map(|_| EventKind::StepStarted.as_str());
-        let (id, from, to) = (held.id.to_string(), held.state.as_str(), ending.to.as_str());
-        let output = ending.output.as_ref().map(Value::to_string);
-        let code = ending.error.as_ref().map(|e| e.code.as_str());
-        let message = ending.error.as_ref().map(|e| e.message.as_str());
-        let model = ending.model();
-        let (input_tokens, output_tokens) = (big(tokens.input_tokens), big(tokens.output_tokens));
-        let cost_nanos = cost.as_nanos();
-        let usage = ending.recorded_usage();
-        let usage_model = usage.map(|u| u.model.as_str());
-        let usage_input = usage.map(|u| big(u.tokens.input_tokens));
-        let usage_output = usage.map(|u| big(u.tokens.output_tokens));
-        let usage_nanos = usage.map(|u| u.cost.as_nanos());
-        let (kind, payload) = (ending.event.as_str(), ending.payload.to_string());
-        let reply_id = reply.as_ref().map(|_| OutboxId::new());
-        let reply_id_text = reply_id.map(|r| r.to_string());
-        let reply_text = reply.as_ref().map(|r| r.text.as_str());
-        let delivered = reply.as_ref().is_some_and(|r| r.delivered);
-        let delivered_at = delivered.then_some(at);
-        let completed_kind = reply
-            .as_ref()
-            .map(|_| EventKind::InteractionCompleted.as_str());
-        let delivered_kind = delivered.then_some(EventKind::ReplyDelivered.as_str());
-        let reply_payload = reply_id.map(|r| json!({ "outbox_id": r }));
-        let reply_payload_text = reply_payload.as_ref().map(Value::to_string);
-        let tasks = Tasks::of(reply.as_ref().map_or(&[][..], |r| &r.tasks), now);
-        let mut params = next.as_ref().map_or(NO_STEP.to_vec(), |n| n.row().to_vec());
-        let no_payload = None::<&str>;
-        let started_payload: &(dyn ToSql + Sync) = match &next {
-            Some(n) => &n.payload_text,
-            None => &no_payload,
-        };
-        params.extend([
-            &at as &(dyn ToSql + Sync),
-            &started_kind,
-            started_payload,
-            &id,
-            &from,
-            &to,
-            &output,
-            &code,
-            &message,
-            &model,
-            &input_tokens,
-            &output_tokens,
-            &cost_nanos,
-            &usage_model,
-            &usage_input,
-            &usage_output,
-            &usage_nanos,
-            &kind,
-            &payload,
-            &reply_id_text,
-            &reply_text,
-            &delivered_at,
-            &completed_kind,
-            &reply_payload_text,
-            &delivered_kind,
-        ]);
-        let channel = &*self.channel;
-        params.extend(tasks.columns());
-        params.push(&channel);
-        let row = client
-            .query_one(&statement, &params)
-            .await
-            .map_err(|e| refused(e, &held.interaction_id, next.as_ref()))?;
-        let Some(session) = rows::get::<Option<String>>(&row, "session")? else {
-            return Ok(Err(Unwritten {
-                ending,
-                reply,
-                next,
-            }));
-        };
-        let seq = |column: &str| -> StoreResult<i64> {
-            rows::get::<Option<i64>>(&row, column)?
-                .ok_or_else(|| StoreError::Corrupt("no event sequence returned".into()))
-        };
-        let interaction = held.interaction_id.to_string();
-        let ids = |step: Option<String>| [Some(session.clone()), Some(interaction.clone()), step];
-        let mut events = vec![rows::logged(
-            seq("ended")?,
-            ending.event,
-            ids(Some(id)),
-            ending.payload.clone(),
-            now,
-        )];
-        let reply = match reply_payload {
-            None => None,
-            Some(payload) => {
-                events.push(rows::logged(
-                    seq("completed")?,
-                    EventKind::InteractionCompleted,
-                    ids(None),
-                    payload.clone(),
-                    now,
-                ));
-                if delivered {
-                    events.push(rows::logged(
-                        seq("delivered")?,
-                        EventKind::ReplyDelivered,
-                        ids(None),
-                        payload,
-                        now,
-                    ));
-                }
-                Some(rows::outbox(&row)?)
-            }
-        };
-        let next = match next {
-            None => None,
-            Some(n) => {
-                let (step, event) = n.started(seq("started")?, session.clone(), now);
-                events.push(event);
-                Some(step)
-            }
-        };
-        Ok(Ok(FinishedStep {
-            step: ending.apply(held.clone(), now),
-            next,
-            reply,
-            events,
-        }))
-    }
-
     /// Ends step `id` in a transaction that locks it first: `pending`
-    /// checked against its state as stored, with `reply` and `next`.
+    /// checked against its state as stored, then written as
+    /// [`write_ending`] writes it.
     async fn finish_locked(
         &self,
         id: StepId,
@@ -579,175 +388,158 @@ impl PostgresStore {
     ) -> StoreResult<FinishedStep> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
-        let id_text = id.to_string();
-        let Some((step, session)) = lock_step(&tx, &id_text).await? else {
+        let Some(step) = load_step(&tx, &id.to_string(), true).await? else {
             return Err(StoreError::not_found("step", id));
         };
         let ending = match pending {
             Pending::Outcome(outcome) => StepEnding::of(&step, outcome)?,
             Pending::Ending(ending) => ending.recheck(&step)?,
         };
-        let (tokens, cost) = (ending.tokens(), ending.cost());
-        let interaction = step.interaction_id.to_string();
-        let update = tx
-            .prepare_cached(
-                "UPDATE steps SET state = $2, output = $3, error_code = $4, error_message = $5, model = $6, \
-                 input_tokens = $7, output_tokens = $8, cost_nanos = $9, updated_at = $10 WHERE id = $1",
-            )
-            .await
-            .map_err(backend)?;
-        let record_usage = tx
-            .prepare_cached(
-                "INSERT INTO usage_records (step_id, interaction_id, account_id, team_id, user_id, agent_id, \
-                 model, input_tokens, output_tokens, cost_nanos, at) \
-                 SELECT $1, id, account_id, team_id, user_id, agent_id, $3, $4, $5, $6, $7 \
-                 FROM interactions WHERE id = $2",
-            )
-            .await
-            .map_err(backend)?;
-        let transition = tx.prepare_cached(TRANSITION).await.map_err(backend)?;
-        let event = rows::event_statement(&tx).await?;
-        let usage = ending.recorded_usage();
-        let output = ending.output.as_ref().map(Value::to_string);
-        // The step's end, its transition, its usage and its event go to the
-        // server together: one round trip (see `insert_started_step`).
-        let to = ending.to.as_str();
-        let code = ending.error.as_ref().map(|e| e.code.as_str());
-        let message = ending.error.as_ref().map(|e| e.message.as_str());
-        let model = ending.model();
-        let (input_tokens, output_tokens) = (big(tokens.input_tokens), big(tokens.output_tokens));
-        let (cost_nanos, at) = (cost.as_nanos(), now.as_millis());
-        let ended_row: [&(dyn ToSql + Sync); 10] = [
-            &id_text,
-            &to,
-            &output,
-            &code,
-            &message,
-            &model,
-            &input_tokens,
-            &output_tokens,
-            &cost_nanos,
-            &at,
-        ];
-        let (updated, transitioned, used, ended) = tokio::join!(
-            tx.execute(&update, &ended_row),
-            transition_prepared(&tx, &transition, &id_text, Some(step.state), ending.to, now),
-            async {
-                let Some(u) = &usage else {
-                    return Ok(());
-                };
-                let (input, output) = (big(u.tokens.input_tokens), big(u.tokens.output_tokens));
-                let nanos = u.cost.as_nanos();
-                let usage_row: [&(dyn ToSql + Sync); 7] = [
-                    &id_text,
-                    &interaction,
-                    &u.model,
-                    &input,
-                    &output,
-                    &nanos,
-                    &at,
-                ];
-                tx.execute(&record_usage, &usage_row).await.map(|_| ())
-            },
-            rows::append_prepared(
-                &tx,
-                &event,
-                ending.event,
-                [
-                    Some(session.clone()),
-                    Some(interaction.clone()),
-                    Some(id_text.clone()),
-                ],
-                &ending.payload,
-                now,
-            ),
-        );
-        updated.map_err(backend)?;
-        transitioned?;
-        used.map_err(backend)?;
-        let mut events = vec![ended?];
-        let reply = match reply {
-            None => None,
-            Some(reply) => {
-                let delivered_at = reply.delivered.then_some(now.as_millis());
-                for task in reply.tasks {
-                    crate::queue::insert_task(&tx, &self.channel, task, now).await?;
-                }
-                let statement = tx
-                    .prepare_cached(
-                        "INSERT INTO outbox (id, interaction_id, session_id, channel, channel_key, text, created_at, \
-                         delivered_at) \
-                         SELECT $1, i.id, i.session_id, s.channel, s.channel_key, $3, $4, $5 \
-                         FROM interactions i JOIN sessions s ON s.id = i.session_id WHERE i.id = $2 \
-                         ON CONFLICT (interaction_id) DO NOTHING \
-                         RETURNING id, interaction_id, session_id, channel, channel_key, text, created_at, delivered_at",
-                    )
-                    .await
-                    .map_err(backend)?;
-                let row = tx
-                    .query_opt(
-                        &statement,
-                        &[
-                            &OutboxId::new().to_string(),
-                            &interaction,
-                            &reply.text,
-                            &now.as_millis(),
-                            &delivered_at,
-                        ],
-                    )
-                    .await
-                    .map_err(backend)?
-                    .ok_or_else(|| {
-                        StoreError::Conflict(format!(
-                            "interaction {interaction} already has a reply"
-                        ))
-                    })?;
-                let message = rows::outbox(&row)?;
-                events.push(
-                    append_event(
-                        &tx,
-                        EventKind::InteractionCompleted,
-                        Some(session.clone()),
-                        Some(interaction.clone()),
-                        None,
-                        &json!({ "outbox_id": message.id }),
-                        now,
-                    )
-                    .await?,
-                );
-                if reply.delivered {
-                    events.push(
-                        append_event(
-                            &tx,
-                            EventKind::ReplyDelivered,
-                            Some(session.clone()),
-                            Some(interaction),
-                            None,
-                            &json!({ "outbox_id": message.id }),
-                            now,
-                        )
-                        .await?,
-                    );
-                }
-                Some(message)
-            }
-        };
-        let next = match next {
-            None => None,
-            Some(new) => {
-                let (begun, event) = begin(&tx, new, now).await?;
-                events.push(event);
-                Some(begun)
-            }
-        };
+        let finished = write_ending(&tx, &self.channel, &step, ending, reply, next, now)
+            .await?
+            .map_err(|_| StoreError::Corrupt(format!("step {id} changed while it was locked")))?;
         tx.commit().await.map_err(backend)?;
-        Ok(FinishedStep {
-            step: ending.apply(step, now),
-            next,
-            reply,
-            events,
-        })
+        Ok(finished)
     }
+}
+
+/// [`FINISH_STEP`] on `client` (a transaction, or a connection outside one,
+/// where the statement is a transaction of its own): the ending of `held`,
+/// with `reply` and the start of `next`, if the step is still in the state
+/// `held` has; if it is not, nothing is written and the parts come back.
+async fn write_ending(
+    client: &impl GenericClient,
+    channel: &str,
+    held: &Step,
+    ending: StepEnding,
+    reply: Option<NewOutboxMessage>,
+    next: Option<Begun>,
+    now: Timestamp,
+) -> StoreResult<Result<FinishedStep, Unwritten>> {
+    let statement = client.prepare_cached(&FINISH_STEP).await.map_err(backend)?;
+    let (tokens, cost) = (ending.tokens(), ending.cost());
+    let at = now.as_millis();
+    let started_kind = next.as_ref().map(|_| EventKind::StepStarted.as_str());
+    let (id, from, to) = (held.id.to_string(), held.state.as_str(), ending.to.as_str());
+    let output = ending.output.as_ref().map(Value::to_string);
+    let code = ending.error.as_ref().map(|e| e.code.as_str());
+    let message = ending.error.as_ref().map(|e| e.message.as_str());
+    let model = ending.model();
+    let (input_tokens, output_tokens) = (big(tokens.input_tokens), big(tokens.output_tokens));
+    let cost_nanos = cost.as_nanos();
+    let usage = ending.recorded_usage();
+    let usage_model = usage.map(|u| u.model.as_str());
+    let usage_input = usage.map(|u| big(u.tokens.input_tokens));
+    let usage_output = usage.map(|u| big(u.tokens.output_tokens));
+    let usage_nanos = usage.map(|u| u.cost.as_nanos());
+    let (kind, payload) = (ending.event.as_str(), ending.payload.to_string());
+    let reply_id = reply.as_ref().map(|_| OutboxId::new());
+    let reply_id_text = reply_id.map(|r| r.to_string());
+    let reply_text = reply.as_ref().map(|r| r.text.as_str());
+    let delivered = reply.as_ref().is_some_and(|r| r.delivered);
+    let delivered_at = delivered.then_some(at);
+    let completed_kind = reply
+        .as_ref()
+        .map(|_| EventKind::InteractionCompleted.as_str());
+    let delivered_kind = delivered.then_some(EventKind::ReplyDelivered.as_str());
+    let reply_payload = reply_id.map(|r| json!({ "outbox_id": r }));
+    let reply_payload_text = reply_payload.as_ref().map(Value::to_string);
+    let tasks = Tasks::of(reply.as_ref().map_or(&[][..], |r| &r.tasks), now);
+    let mut params = next.as_ref().map_or(NO_STEP.to_vec(), |n| n.row().to_vec());
+    let no_payload = None::<&str>;
+    let started_payload: &(dyn ToSql + Sync) = match &next {
+        Some(n) => &n.payload_text,
+        None => &no_payload,
+    };
+    params.extend([
+        &at as &(dyn ToSql + Sync),
+        &started_kind,
+        started_payload,
+        &id,
+        &from,
+        &to,
+        &output,
+        &code,
+        &message,
+        &model,
+        &input_tokens,
+        &output_tokens,
+        &cost_nanos,
+        &usage_model,
+        &usage_input,
+        &usage_output,
+        &usage_nanos,
+        &kind,
+        &payload,
+        &reply_id_text,
+        &reply_text,
+        &delivered_at,
+        &completed_kind,
+        &reply_payload_text,
+        &delivered_kind,
+    ]);
+    params.extend(tasks.columns());
+    params.push(&channel);
+    let row = client
+        .query_one(&statement, &params)
+        .await
+        .map_err(|e| refused(e, &held.interaction_id, next.as_ref()))?;
+    let Some(session) = rows::get::<Option<String>>(&row, "session")? else {
+        return Ok(Err(Unwritten {
+            ending,
+            reply,
+            next,
+        }));
+    };
+    let seq = |column: &str| -> StoreResult<i64> {
+        rows::get::<Option<i64>>(&row, column)?
+            .ok_or_else(|| StoreError::Corrupt("no event sequence returned".into()))
+    };
+    let interaction = held.interaction_id.to_string();
+    let ids = |step: Option<String>| [Some(session.clone()), Some(interaction.clone()), step];
+    let mut events = vec![rows::logged(
+        seq("ended")?,
+        ending.event,
+        ids(Some(id)),
+        ending.payload.clone(),
+        now,
+    )];
+    let reply = match reply_payload {
+        None => None,
+        Some(payload) => {
+            events.push(rows::logged(
+                seq("completed")?,
+                EventKind::InteractionCompleted,
+                ids(None),
+                payload.clone(),
+                now,
+            ));
+            if delivered {
+                events.push(rows::logged(
+                    seq("delivered")?,
+                    EventKind::ReplyDelivered,
+                    ids(None),
+                    payload,
+                    now,
+                ));
+            }
+            Some(rows::outbox(&row)?)
+        }
+    };
+    let next = match next {
+        None => None,
+        Some(n) => {
+            let (step, event) = n.started(seq("started")?, session.clone(), now);
+            events.push(event);
+            Some(step)
+        }
+    };
+    Ok(Ok(FinishedStep {
+        step: ending.apply(held.clone(), now),
+        next,
+        reply,
+        events,
+    }))
 }
 
 #[async_trait]
@@ -946,7 +738,10 @@ impl InteractionStore for PostgresStore {
                 .await;
         }
         let ending = StepEnding::of(held, outcome)?;
-        match self.finish_whole(held, ending, reply, next, now).await? {
+        let client = self.client().await?;
+        let written = write_ending(&client, &self.channel, held, ending, reply, next, now).await?;
+        drop(client);
+        match written {
             Ok(finished) => Ok(finished),
             Err(parts) => {
                 let pending = Pending::Ending(parts.ending);

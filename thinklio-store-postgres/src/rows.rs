@@ -17,9 +17,9 @@ use thinklio_core::{
     BudgetLimit, Event, EventKind, Fact, Image, Interaction, Job, JobNotification, JobObserver,
     OutboxMessage, Session, Step, StoreError, StoreResult, Summary, Task, Timestamp, Turn,
 };
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Row, Statement};
 
 /// The parameters of one query.
 pub(crate) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -185,51 +185,21 @@ pub(crate) async fn append_event(
     payload: &Value,
     at: Timestamp,
 ) -> StoreResult<Event> {
-    let statement = event_statement(tx).await?;
-    append_prepared(
+    let row = query_opt(
         tx,
-        &statement,
-        kind,
-        [session_id, interaction_id, step_id],
-        payload,
-        at,
+        APPEND_EVENT,
+        &[
+            &kind.as_str(),
+            &session_id,
+            &interaction_id,
+            &step_id,
+            &payload.to_string(),
+            &at.as_millis(),
+        ],
     )
-    .await
-}
-
-/// The prepared statement [`append_prepared`] runs (cached per connection).
-pub(crate) async fn event_statement(tx: &impl GenericClient) -> StoreResult<Statement> {
-    tx.prepare_cached(APPEND_EVENT).await.map_err(backend)
-}
-
-/// Appends an event with the statement of [`event_statement`]; `ids` are
-/// its session, interaction and step. Its request goes out when it is first
-/// polled, so joined with other requests on prepared statements it reaches
-/// the server with them, in the order they were joined (one round trip).
-pub(crate) async fn append_prepared(
-    tx: &impl GenericClient,
-    statement: &Statement,
-    kind: EventKind,
-    ids: [Option<String>; 3],
-    payload: &Value,
-    at: Timestamp,
-) -> StoreResult<Event> {
-    let [session_id, interaction_id, step_id] = &ids;
-    let row = tx
-        .query_opt(
-            statement,
-            &[
-                &kind.as_str(),
-                &session_id,
-                &interaction_id,
-                &step_id,
-                &payload.to_string(),
-                &at.as_millis(),
-            ],
-        )
-        .await
-        .map_err(backend)?
-        .ok_or_else(|| StoreError::Corrupt("no event sequence returned".into()))?;
+    .await?
+    .ok_or_else(|| StoreError::Corrupt("no event sequence returned".into()))?;
+    let ids = [session_id, interaction_id, step_id];
     Ok(logged(get(&row, "seq")?, kind, ids, payload.clone(), at))
 }
 

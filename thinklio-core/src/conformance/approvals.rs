@@ -124,8 +124,10 @@ pub async fn approvals_are_decided_once_and_resume_their_step<S: Store>(store: S
     let (running, started) = store.resume_step(step.id).await.unwrap();
     assert_eq!(running.state, StepState::Running);
     assert_eq!(started.kind, EventKind::StepStarted);
+    // Ended from the copy that still reads `waiting`: the store moves the
+    // step from the state it holds.
     let done = store
-        .finish_step(&step, ok(json!({ "added": "oat milk" })), None, None)
+        .finish_step(&waited.step, ok(json!({ "added": "oat milk" })), None, None)
         .await
         .unwrap();
     assert_eq!(done.step.state, StepState::Succeeded);
