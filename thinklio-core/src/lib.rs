@@ -85,13 +85,13 @@ pub use runtime::{
 };
 pub use session::{NewSession, NewSummary, Session, Summary, Turn};
 pub use step::{
-    ModelUsage, NewStep, Step, StepError, StepKind, StepMode, StepOutcome, StepState,
+    FirstStep, ModelUsage, NewStep, Step, StepError, StepKind, StepMode, StepOutcome, StepState,
     StepTransition,
 };
 pub use store::{
-    AgentStore, Backlog, BudgetStore, DirectoryStore, EventStore, FinishedStep, ForgetReport,
-    ImageStore, InteractionStore, OpsStore, OutboxStore, PrivacyStore, PruneReport, Pruning,
-    QueueStore, SessionStore, Store, StoreError, StoreResult, SummaryStore, TemplateStore,
+    AgentStore, Backlog, BudgetStore, CreatedInteraction, DirectoryStore, EventStore, FinishedStep,
+    ForgetReport, ImageStore, InteractionStore, OpsStore, OutboxStore, PrivacyStore, PruneReport,
+    Pruning, QueueStore, SessionStore, Store, StoreError, StoreResult, SummaryStore, TemplateStore,
     TodoStore, UsageStore,
 };
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

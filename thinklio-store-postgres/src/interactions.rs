@@ -8,9 +8,10 @@ use serde_json::{Value, json};
 use thinklio_core::event::StepEvent;
 use thinklio_core::store::StepEnding;
 use thinklio_core::{
-    Event, EventKind, FinishedStep, Interaction, InteractionId, InteractionStore, NewInteraction,
-    NewOutboxMessage, NewStep, NewTask, OutboxId, OutboxMessage, OutboxStore, Step, StepId,
-    StepOutcome, StepState, StepTransition, StoreError, StoreResult, Timestamp,
+    CreatedInteraction, Event, EventKind, FinishedStep, FirstStep, Interaction, InteractionId,
+    InteractionStore, NewInteraction, NewOutboxMessage, NewStep, NewTask, OutboxId, OutboxMessage,
+    OutboxStore, Step, StepId, StepOutcome, StepState, StepTransition, StoreError, StoreResult,
+    Timestamp,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -93,21 +94,75 @@ pub(crate) async fn started_event(
     .await
 }
 
-/// The part of [`BEGIN_STEP`] and [`FINISH_STEP`] that writes a step begun
-/// (`$1`..`$10` its row, `$11` the time) with its two transitions, when
-/// `owner` (the interaction) has a row; `$1` NULL writes none.
-fn begun_ctes() -> String {
+/// The part of [`BEGIN_STEP`], [`FINISH_STEP`] and [`CREATE_BEGUN`] that
+/// writes a step begun (`$p`..`$p+9` its row, `$p+10` the time, where `p`
+/// is `first`) with its two transitions, when `owner` (the interaction) has
+/// a row; `$p` NULL writes none.
+fn begun_ctes(first: usize) -> String {
     let (created, running) = (StepState::Created.as_str(), StepState::Running.as_str());
+    let [
+        id,
+        interaction,
+        seq,
+        kind,
+        mode,
+        attempt,
+        key,
+        capability,
+        side_effect,
+        input,
+        at,
+    ]: [usize; 11] = std::array::from_fn(|i| first + i);
     format!(
         "begun AS (INSERT INTO steps (id, interaction_id, seq, kind, mode, state, attempt, idempotency_key, \
          capability, side_effect, input, created_at, updated_at) \
-         SELECT $1::TEXT, $2::TEXT, $3::BIGINT, $4::TEXT, $5::TEXT, '{running}', $6::BIGINT, $7::TEXT, $8::TEXT, \
-         $9::TEXT, $10::TEXT, $11::BIGINT, $11::BIGINT FROM owner WHERE $1::TEXT IS NOT NULL RETURNING id), \
+         SELECT ${id}::TEXT, ${interaction}::TEXT, ${seq}::BIGINT, ${kind}::TEXT, ${mode}::TEXT, '{running}', \
+         ${attempt}::BIGINT, ${key}::TEXT, ${capability}::TEXT, ${side_effect}::TEXT, ${input}::TEXT, \
+         ${at}::BIGINT, ${at}::BIGINT FROM owner WHERE ${id}::TEXT IS NOT NULL RETURNING id), \
          began AS (INSERT INTO step_transitions (step_id, n, from_state, to_state, at) \
-         SELECT begun.id, t.n, t.from_state, t.to_state, $11::BIGINT FROM begun, \
+         SELECT begun.id, t.n, t.from_state, t.to_state, ${at}::BIGINT FROM begun, \
          (VALUES (0::BIGINT, NULL::TEXT, '{created}'), (1::BIGINT, '{created}', '{running}')) AS t (n, from_state, to_state))"
     )
 }
+
+/// The interaction's row (`$1`..`$15`), unless the session has its inbound
+/// id already.
+const MAKE_INTERACTION: &str = "made AS (INSERT INTO interactions (id, session_id, account_id, team_id, user_id, \
+     agent_id, input, inbound_id, parent_interaction_id, delegation_depth, job_id, kind, created_at, images, \
+     agent_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+     ON CONFLICT (session_id, inbound_id) WHERE inbound_id IS NOT NULL DO NOTHING RETURNING id, session_id, seq)";
+
+/// Creates an interaction in one statement, a transaction of its own: its
+/// row, its `interaction.created` event (`$16` kind, `$17` payload) and the
+/// announcement of new work on channel `$18`. Its place comes back NULL
+/// when the session has the message's inbound id already.
+static CREATE_INTERACTION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH {MAKE_INTERACTION}, \
+         logged AS (INSERT INTO events (kind, session_id, interaction_id, step_id, payload, at) \
+         SELECT $16::TEXT, session_id, id, NULL, $17::TEXT, $13::BIGINT FROM made RETURNING seq), \
+         signalled AS (SELECT pg_notify($18::TEXT, '') FROM made) \
+         SELECT (SELECT seq FROM made) AS seq, (SELECT seq FROM logged) AS event, \
+         (SELECT count(*) FROM signalled) AS signalled"
+    )
+});
+
+/// [`CREATE_INTERACTION`] with the interaction's first step begun
+/// (`$19`..`$29` as [`begun_ctes`] reads them) and its `step.started` event
+/// (`$30` kind, `$31` payload), logged after the interaction's.
+static CREATE_BEGUN: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH {MAKE_INTERACTION}, owner AS (SELECT id, session_id FROM made), {}, \
+         logged AS (INSERT INTO events (kind, session_id, interaction_id, step_id, payload, at) \
+         SELECT e.kind, owner.session_id, owner.id, e.step, e.payload, $13::BIGINT FROM owner, \
+         (VALUES (0, $16::TEXT, NULL::TEXT, $17::TEXT), (1, $30::TEXT, $19::TEXT, $31::TEXT)) \
+         AS e (ord, kind, step, payload) ORDER BY e.ord RETURNING seq, kind), \
+         signalled AS (SELECT pg_notify($18::TEXT, '') FROM made) \
+         SELECT (SELECT seq FROM made) AS seq, (SELECT seq FROM logged WHERE kind = $16::TEXT) AS event, \
+         (SELECT seq FROM logged WHERE kind = $30::TEXT) AS started, (SELECT count(*) FROM signalled) AS signalled",
+        begun_ctes(19)
+    )
+});
 
 /// Begins a step in one statement: its row, both transitions and its
 /// `step.started` event (`$12` its kind, `$13` its payload). Returns the
@@ -119,7 +174,7 @@ static BEGIN_STEP: LazyLock<String> = LazyLock::new(|| {
          SELECT $12::TEXT, owner.session_id, owner.id, begun.id, $13::TEXT, $11::BIGINT FROM owner, begun \
          RETURNING seq) \
          SELECT (SELECT session_id FROM owner) AS session, (SELECT seq FROM logged) AS started",
-        begun_ctes()
+        begun_ctes(1)
     )
 });
 
@@ -174,7 +229,7 @@ static FINISH_STEP: LazyLock<String> = LazyLock::new(|| {
          (SELECT seq FROM logged WHERE kind = $35::TEXT) AS delivered, \
          (SELECT seq FROM logged WHERE kind = $12::TEXT) AS started, \
          (SELECT count(*) FROM signalled) AS signalled) AS w LEFT JOIN replied r ON TRUE",
-        begun_ctes()
+        begun_ctes(1)
     )
 });
 
@@ -542,66 +597,73 @@ async fn write_ending(
     }))
 }
 
-#[async_trait]
-impl InteractionStore for PostgresStore {
-    async fn create_interaction(
+impl PostgresStore {
+    /// [`CREATE_INTERACTION`], or [`CREATE_BEGUN`] with `first`.
+    async fn create(
         &self,
         new: NewInteraction,
-    ) -> StoreResult<(Interaction, Option<Event>)> {
+        first: Option<FirstStep>,
+    ) -> StoreResult<CreatedInteraction> {
         let now = self.clock.now();
         let client = self.client().await?;
         let id = InteractionId::new();
-        // The interaction, its event and the announcement of new work: one
-        // statement, a transaction of its own.
-        let statement = client
-            .prepare_cached(
-                "WITH made AS (INSERT INTO interactions (id, session_id, account_id, team_id, user_id, agent_id, \
-                 input, inbound_id, parent_interaction_id, delegation_depth, job_id, kind, created_at, images, \
-                 agent_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-                 ON CONFLICT (session_id, inbound_id) WHERE inbound_id IS NOT NULL DO NOTHING RETURNING seq), \
-                 logged AS (INSERT INTO events (kind, session_id, interaction_id, step_id, payload, at) \
-                 SELECT $16::TEXT, $2::TEXT, $1::TEXT, NULL, $17::TEXT, $13::BIGINT FROM made RETURNING seq), \
-                 signalled AS (SELECT pg_notify($18::TEXT, '') FROM made) \
-                 SELECT (SELECT seq FROM made) AS seq, (SELECT seq FROM logged) AS event, \
-                 (SELECT count(*) FROM signalled) AS signalled",
-            )
-            .await
-            .map_err(backend)?;
+        let begun = first.map(|f| Begun::new(f.of(id), now));
+        let sql: &str = if begun.is_some() {
+            &CREATE_BEGUN
+        } else {
+            &CREATE_INTERACTION
+        };
+        let statement = client.prepare_cached(sql).await.map_err(backend)?;
         let kind = EventKind::InteractionCreated;
         let payload = json!({ "parent_interaction_id": new.parent_interaction_id, "delegation_depth": new.delegation_depth });
+        let payload_text = payload.to_string();
         let (id_text, session) = (id.to_string(), new.session_id.to_string());
-        let row = client
-            .query_one(
-                &statement,
-                &[
-                    &id_text,
-                    &session,
-                    &new.principal.account.to_string(),
-                    &new.principal.team.map(|t| t.to_string()),
-                    &new.principal.user.to_string(),
-                    &new.agent_id.as_str(),
-                    &new.input,
-                    &new.inbound_id,
-                    &new.parent_interaction_id.map(|p| p.to_string()),
-                    &i64::from(new.delegation_depth),
-                    &new.job_id.map(|j| j.to_string()),
-                    &new.kind.as_str(),
-                    &now.as_millis(),
-                    &rows::image_ids_text(&new.images),
-                    &new.agent_version.map(i64::from),
-                    &kind.as_str(),
-                    &payload.to_string(),
-                    &&*self.channel,
-                ],
-            )
-            .await
-            .map_err(|e| {
-                if rows::is(&e, &SqlState::FOREIGN_KEY_VIOLATION) {
-                    StoreError::not_found("session", new.session_id)
-                } else {
-                    backend(e)
-                }
-            })?;
+        let (account, user) = (
+            new.principal.account.to_string(),
+            new.principal.user.to_string(),
+        );
+        let team = new.principal.team.map(|t| t.to_string());
+        let parent = new.parent_interaction_id.map(|p| p.to_string());
+        let depth = i64::from(new.delegation_depth);
+        let job = new.job_id.map(|j| j.to_string());
+        let images = rows::image_ids_text(&new.images);
+        let version = new.agent_version.map(i64::from);
+        let at = now.as_millis();
+        let channel = &*self.channel;
+        let started_kind = EventKind::StepStarted.as_str();
+        let (agent, interaction_kind, kind_text) =
+            (new.agent_id.as_str(), new.kind.as_str(), kind.as_str());
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+            &id_text,
+            &session,
+            &account,
+            &team,
+            &user,
+            &agent,
+            &new.input,
+            &new.inbound_id,
+            &parent,
+            &depth,
+            &job,
+            &interaction_kind,
+            &at,
+            &images,
+            &version,
+            &kind_text,
+            &payload_text,
+            &channel,
+        ];
+        if let Some(b) = &begun {
+            params.extend(b.row());
+            params.extend([&at as &(dyn ToSql + Sync), &started_kind, &b.payload_text]);
+        }
+        let row = client.query_one(&statement, &params).await.map_err(|e| {
+            if rows::is(&e, &SqlState::FOREIGN_KEY_VIOLATION) {
+                StoreError::not_found("session", new.session_id)
+            } else {
+                backend(e)
+            }
+        })?;
         let Some(seq) = rows::get::<Option<i64>>(&row, "seq")? else {
             // The same inbound id in this session: the interaction that has it.
             let row = query_opt(
@@ -613,19 +675,51 @@ impl InteractionStore for PostgresStore {
             )
             .await?
             .ok_or_else(|| StoreError::Conflict("the interaction could not be created".into()))?;
-            return Ok((rows::interaction(&row)?, None));
+            return Ok(CreatedInteraction {
+                interaction: rows::interaction(&row)?,
+                created: None,
+                first: None,
+            });
         };
-        let event_seq: Option<i64> = rows::get(&row, "event")?;
-        let event_seq =
-            event_seq.ok_or_else(|| StoreError::Corrupt("no event sequence returned".into()))?;
-        let event = rows::logged(
-            event_seq,
+        let logged = |column: &str| -> StoreResult<i64> {
+            rows::get::<Option<i64>>(&row, column)?
+                .ok_or_else(|| StoreError::Corrupt("no event sequence returned".into()))
+        };
+        let created = rows::logged(
+            logged("event")?,
             kind,
-            [Some(session), Some(id_text), None],
+            [Some(session.clone()), Some(id_text), None],
             payload,
             now,
         );
-        Ok((new.created(id, seq, now), Some(event)))
+        let first = match begun {
+            Some(b) => Some(b.started(logged("started")?, session, now)),
+            None => None,
+        };
+        Ok(CreatedInteraction {
+            interaction: new.created(id, seq, now),
+            created: Some(created),
+            first,
+        })
+    }
+}
+
+#[async_trait]
+impl InteractionStore for PostgresStore {
+    async fn create_interaction(
+        &self,
+        new: NewInteraction,
+    ) -> StoreResult<(Interaction, Option<Event>)> {
+        let c = self.create(new, None).await?;
+        Ok((c.interaction, c.created))
+    }
+
+    async fn create_interaction_begun(
+        &self,
+        new: NewInteraction,
+        first: FirstStep,
+    ) -> StoreResult<CreatedInteraction> {
+        self.create(new, Some(first)).await
     }
 
     async fn interaction(&self, id: InteractionId) -> StoreResult<Interaction> {

@@ -6,9 +6,10 @@ use serde_json::{Value, json};
 use thinklio_core::event::StepEvent;
 use thinklio_core::store::StepEnding;
 use thinklio_core::{
-    Event, EventKind, FinishedStep, Interaction, InteractionId, InteractionStore, NewInteraction,
-    NewOutboxMessage, NewStep, OutboxId, OutboxMessage, OutboxStore, Step, StepId, StepOutcome,
-    StepState, StepTransition, StoreError, StoreResult, Timestamp,
+    CreatedInteraction, Event, EventKind, FinishedStep, FirstStep, Interaction, InteractionId,
+    InteractionStore, NewInteraction, NewOutboxMessage, NewStep, OutboxId, OutboxMessage,
+    OutboxStore, Step, StepId, StepOutcome, StepState, StepTransition, StoreError, StoreResult,
+    Timestamp,
 };
 
 use crate::SqliteStore;
@@ -156,6 +157,71 @@ pub(crate) fn started_event(
     )
 }
 
+/// Writes an interaction and its `interaction.created` event in the
+/// caller's transaction; one with the message's inbound id already in the
+/// session is returned as it is, with no event.
+fn insert_interaction(
+    tx: &rusqlite::Connection,
+    new: NewInteraction,
+    now: Timestamp,
+) -> StoreResult<(Interaction, Option<Event>)> {
+    if let Some(inbound) = &new.inbound_id {
+        let existing = tx
+            .prepare_cached(&format!(
+                "SELECT {INTERACTION_COLUMNS} FROM interactions WHERE session_id = ?1 AND inbound_id = ?2"
+            ))
+            .map_err(backend)?
+            .query_row(params![new.session_id.to_string(), inbound], rows::interaction)
+            .optional()
+            .map_err(backend)?;
+        if let Some(i) = existing {
+            return Ok((i, None));
+        }
+    }
+    let id = InteractionId::new();
+    tx.prepare_cached(
+        "INSERT INTO interactions (id, session_id, account_id, team_id, user_id, agent_id, input, \
+         inbound_id, parent_interaction_id, delegation_depth, job_id, kind, created_at, images, agent_version) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )
+    .map_err(backend)?
+    .execute(params![
+        id.to_string(),
+        new.session_id.to_string(),
+        new.principal.account.to_string(),
+        new.principal.team.map(|t| t.to_string()),
+        new.principal.user.to_string(),
+        new.agent_id.as_str(),
+        new.input,
+        new.inbound_id,
+        new.parent_interaction_id.map(|p| p.to_string()),
+        i64::from(new.delegation_depth),
+        new.job_id.map(|j| j.to_string()),
+        new.kind.as_str(),
+        now.as_millis(),
+        rows::image_ids_text(&new.images),
+        new.agent_version,
+    ])
+    .map_err(|e| {
+        if matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) {
+            StoreError::not_found("session", new.session_id)
+        } else {
+            backend(e)
+        }
+    })?;
+    let seq = tx.last_insert_rowid();
+    let event = append_event(
+        tx,
+        EventKind::InteractionCreated,
+        Some(new.session_id.to_string()),
+        Some(id.to_string()),
+        None,
+        &json!({ "parent_interaction_id": new.parent_interaction_id, "delegation_depth": new.delegation_depth }),
+        now,
+    )?;
+    Ok((new.created(id, seq, now), Some(event)))
+}
+
 #[async_trait]
 impl InteractionStore for SqliteStore {
     async fn create_interaction(
@@ -166,65 +232,33 @@ impl InteractionStore for SqliteStore {
         self.conn
             .call(move |c| {
                 let tx = c.savepoint().map_err(backend)?;
-                if let Some(inbound) = &new.inbound_id {
-                    let existing = tx
-                        .prepare_cached(&format!(
-                            "SELECT {INTERACTION_COLUMNS} FROM interactions WHERE session_id = ?1 AND inbound_id = ?2"
-                        ))
-                        .map_err(backend)?
-                        .query_row(params![new.session_id.to_string(), inbound], rows::interaction)
-                        .optional()
-                        .map_err(backend)?;
-                    if let Some(i) = existing {
-                        return Ok((i, None));
-                    }
-                }
-                let id = InteractionId::new();
-                tx.prepare_cached(
-                    "INSERT INTO interactions (id, session_id, account_id, team_id, user_id, agent_id, input, \
-                     inbound_id, parent_interaction_id, delegation_depth, job_id, kind, created_at, images, agent_version) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                )
-                .map_err(backend)?
-                .execute(params![
-                    id.to_string(),
-                    new.session_id.to_string(),
-                    new.principal.account.to_string(),
-                    new.principal.team.map(|t| t.to_string()),
-                    new.principal.user.to_string(),
-                    new.agent_id.as_str(),
-                    new.input,
-                    new.inbound_id,
-                    new.parent_interaction_id.map(|p| p.to_string()),
-                    i64::from(new.delegation_depth),
-                    new.job_id.map(|j| j.to_string()),
-                    new.kind.as_str(),
-                    now.as_millis(),
-                    rows::image_ids_text(&new.images),
-                    new.agent_version,
-                ])
-                .map_err(|e| {
-                    if matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) {
-                        StoreError::not_found("session", new.session_id)
-                    } else {
-                        backend(e)
-                    }
-                })?;
-                let seq = tx.last_insert_rowid();
-                let event = append_event(
-                    &tx,
-                    EventKind::InteractionCreated,
-                    Some(new.session_id.to_string()),
-                    Some(id.to_string()),
-                    None,
-                    &json!({ "parent_interaction_id": new.parent_interaction_id, "delegation_depth": new.delegation_depth }),
-                    now,
-                )?;
+                let created = insert_interaction(&tx, new, now)?;
                 tx.commit().map_err(backend)?;
-                Ok((
-                    new.created(id, seq, now),
-                    Some(event),
-                ))
+                Ok(created)
+            })
+            .await
+    }
+
+    async fn create_interaction_begun(
+        &self,
+        new: NewInteraction,
+        first: FirstStep,
+    ) -> StoreResult<CreatedInteraction> {
+        let now = self.clock.now();
+        self.conn
+            .call(move |c| {
+                let tx = c.savepoint().map_err(backend)?;
+                let (interaction, created) = insert_interaction(&tx, new, now)?;
+                let first = match created {
+                    Some(_) => Some(insert_started_step(&tx, first.of(interaction.id), now)?),
+                    None => None,
+                };
+                tx.commit().map_err(backend)?;
+                Ok(CreatedInteraction {
+                    interaction,
+                    created,
+                    first,
+                })
             })
             .await
     }

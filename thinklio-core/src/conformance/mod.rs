@@ -50,6 +50,7 @@ macro_rules! store_conformance_tests {
             inbound_ids_deduplicate_interactions,
             step_lifecycle_records_legal_history,
             finishing_a_step_can_begin_the_next_atomically,
+            a_first_step_is_begun_with_its_interaction,
             illegal_transitions_are_rejected,
             step_seq_is_unique_per_interaction,
             respond_writes_reply_to_outbox_atomically,

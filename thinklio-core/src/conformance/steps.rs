@@ -211,6 +211,58 @@ pub async fn finishing_a_step_can_begin_the_next_atomically<S: Store>(store: S) 
     assert_eq!(store.steps(i.id).await.unwrap().len(), 2);
 }
 
+pub async fn a_first_step_is_begun_with_its_interaction<S: Store>(store: S) {
+    let s = session(&store, principal(), None).await;
+    let first = || crate::step::FirstStep {
+        kind: StepKind::Context,
+        name: "context".into(),
+        input: json!({ "message_bytes": 1 }),
+    };
+    let mut new = new_interaction(&s, "q");
+    new.inbound_id = Some("m1".into());
+    let made = store
+        .create_interaction_begun(new.clone(), first())
+        .await
+        .unwrap();
+    let i = made.interaction;
+    let (step, started) = made.first.expect("a new interaction's first step");
+    let created = made.created.expect("its created event");
+    assert_eq!(created.kind, EventKind::InteractionCreated);
+    assert_eq!(started.kind, EventKind::StepStarted);
+    assert_eq!(started.step_id, Some(step.id));
+    assert!(
+        created.seq < started.seq,
+        "the interaction's event comes first"
+    );
+    assert_eq!(
+        (step.seq, step.state, step.attempt, step.kind),
+        (0, StepState::Running, 1, StepKind::Context)
+    );
+    assert_eq!(step.idempotency_key, crate::step::step_key(i.id, "context"));
+    assert_eq!(store.steps(i.id).await.unwrap(), vec![step.clone()]);
+    assert_eq!(store.step_transitions(step.id).await.unwrap().len(), 2);
+    let logged: Vec<Event> = store
+        .events_after(created.seq - 1, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.interaction_id == Some(i.id))
+        .collect();
+    assert_eq!(logged, vec![created, started]);
+    // The same message again: the interaction it made, no second step.
+    let again = store.create_interaction_begun(new, first()).await.unwrap();
+    assert_eq!(again.interaction.id, i.id);
+    assert_eq!((again.created, again.first), (None, None));
+    assert_eq!(store.steps(i.id).await.unwrap().len(), 1);
+    // An unknown session: nothing written.
+    let mut lost = new_interaction(&s, "q");
+    lost.session_id = crate::ids::SessionId::new();
+    assert!(matches!(
+        store.create_interaction_begun(lost, first()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
 pub async fn illegal_transitions_are_rejected<S: Store>(store: S) {
     let s = session(&store, principal(), None).await;
     let i = interaction(&store, &s, "q").await;

@@ -536,7 +536,10 @@ impl Runtime {
             .inner
             .access(&session.principal, &session.agent_id)
             .await?;
-        let (interaction, created) = self.inner.record_message(&session, message, kind).await?;
+        let (interaction, created, begun) = self
+            .inner
+            .record_message(&session, message, kind, true)
+            .await?;
         let agent = self.inner.agent_of(&interaction).await?;
         let steps = if created {
             Vec::new()
@@ -551,7 +554,7 @@ impl Runtime {
             steps,
             true,
         );
-        run.with_access(access).drive().await
+        run.with_access(access).with_begun(begun).drive().await
     }
 
     /// Resumes every unfinished interaction from its last committed step, then
@@ -709,7 +712,8 @@ impl Inner {
         session: &Session,
         message: Inbound,
         kind: InteractionKind,
-    ) -> Result<(Interaction, bool), RuntimeError> {
+        begin: bool,
+    ) -> Result<(Interaction, bool, Option<crate::step::Step>), RuntimeError> {
         // The agent as served now (refused while paused or archived); a
         // repeated message finds the interaction it made, with its version.
         let (_, agent_version) = self
@@ -726,27 +730,45 @@ impl Inner {
             )?;
             images.push(self.store.put_image(new).await?.id);
         }
-        let (interaction, created) = self
-            .store
-            .create_interaction(NewInteraction {
-                session_id: session.id,
-                principal: session.principal,
-                agent_id: session.agent_id.clone(),
-                input: message.text,
-                images,
-                agent_version,
-                inbound_id: message.id,
-                parent_interaction_id: None,
-                delegation_depth: 0,
-                job_id: None,
-                kind,
-            })
-            .await?;
+        let first = if begin {
+            harness::first_step(kind, &message.text)
+        } else {
+            None
+        };
+        let new = NewInteraction {
+            session_id: session.id,
+            principal: session.principal,
+            agent_id: session.agent_id.clone(),
+            input: message.text,
+            images,
+            agent_version,
+            inbound_id: message.id,
+            parent_interaction_id: None,
+            delegation_depth: 0,
+            job_id: None,
+            kind,
+        };
+        // The first step is begun in the same commit: one commit fewer for
+        // every message, and still its row exists before its work.
+        let (interaction, created, first) = match first {
+            Some(first) => {
+                let c = self.store.create_interaction_begun(new, first).await?;
+                (c.interaction, c.created, c.first)
+            }
+            None => {
+                let (interaction, created) = self.store.create_interaction(new).await?;
+                (interaction, created, None)
+            }
+        };
         let new = created.is_some();
         if let Some(event) = created {
             self.publish(event);
         }
-        Ok((interaction, new))
+        let begun = first.map(|(step, event)| {
+            self.publish(event);
+            step
+        });
+        Ok((interaction, new, begun))
     }
 
     /// Delivers through the sink and marks delivered; returns whether it delivered.

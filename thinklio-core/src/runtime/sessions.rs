@@ -202,9 +202,11 @@ impl Runtime {
         self.inner
             .access(&session.principal, &session.agent_id)
             .await?;
-        let (interaction, _) = self
+        // Recorded without its first step: the worker that answers it
+        // begins that (a step begun here would read as one a crash stopped).
+        let (interaction, _, _) = self
             .inner
-            .record_message(&session, message, InteractionKind::Message)
+            .record_message(&session, message, InteractionKind::Message, false)
             .await?;
         self.inner.submitted.notify_one();
         Ok(interaction)

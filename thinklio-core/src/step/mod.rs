@@ -215,6 +215,43 @@ pub struct Step {
     pub updated_at: Timestamp,
 }
 
+/// The idempotency key of the step of `interaction` named `suffix`
+/// (`context`, `think:1`, `act:1:0`): the same for every attempt of it.
+pub fn step_key(interaction: InteractionId, suffix: &str) -> String {
+    format!("{interaction}:{suffix}")
+}
+
+/// The first step of an interaction, begun in the commit that creates it
+/// ([`InteractionStore::create_interaction_begun`](crate::InteractionStore::create_interaction_begun)):
+/// a [`NewStep`] but for its interaction, which has no id yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FirstStep {
+    /// What it does.
+    pub kind: StepKind,
+    /// The name its idempotency key gives it after the interaction's id
+    /// ([`step_key`]).
+    pub name: String,
+    /// What it is given.
+    pub input: Value,
+}
+
+impl FirstStep {
+    /// The step of `interaction`: at place 0, run at once, first attempt.
+    pub fn of(self, interaction: InteractionId) -> NewStep {
+        NewStep {
+            interaction_id: interaction,
+            seq: 0,
+            kind: self.kind,
+            mode: StepMode::Immediate,
+            attempt: 1,
+            idempotency_key: step_key(interaction, &self.name),
+            capability: None,
+            side_effect: None,
+            input: self.input,
+        }
+    }
+}
+
 /// A step about to be written and started.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewStep {

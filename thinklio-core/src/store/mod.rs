@@ -41,7 +41,9 @@ use crate::outbox::{NewOutboxMessage, OutboxMessage};
 use crate::principal::{Principal, Scope};
 use crate::queue::{NewTask, Task, TaskRetry};
 
-use crate::step::{ModelUsage, NewStep, Step, StepError, StepOutcome, StepState, StepTransition};
+use crate::step::{
+    FirstStep, ModelUsage, NewStep, Step, StepError, StepOutcome, StepState, StepTransition,
+};
 use crate::time::Timestamp;
 use crate::todo::Todo;
 use crate::usage::{Cost, TokenUsage, UsageFilter, UsageGroup, UsageRow, UsageTotals};
@@ -118,6 +120,18 @@ impl StoreError {
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// What [`InteractionStore::create_interaction_begun`] wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreatedInteraction {
+    /// The interaction: new, or the one that has the message's inbound id.
+    pub interaction: Interaction,
+    /// Its `interaction.created` event, when it is new.
+    pub created: Option<Event>,
+    /// Its first step, running, and that step's `step.started` event, when
+    /// the interaction is new.
+    pub first: Option<(Step, Event)>,
+}
+
 /// Interactions and their steps.
 #[async_trait]
 pub trait InteractionStore: Send + Sync {
@@ -149,6 +163,28 @@ pub trait InteractionStore: Send + Sync {
             .into_iter()
             .filter(|i| i.session_id == session && i.parent_interaction_id.is_none())
             .collect())
+    }
+
+    /// [`create_interaction`](Self::create_interaction) and, when the
+    /// interaction is new, its first step begun as
+    /// [`begin_step`](Self::begin_step) begins `first.of(id)`: in one
+    /// transaction (one commit where there were two), the events in that
+    /// order. A store that does not override it does one after the other.
+    async fn create_interaction_begun(
+        &self,
+        new: NewInteraction,
+        first: FirstStep,
+    ) -> StoreResult<CreatedInteraction> {
+        let (interaction, created) = self.create_interaction(new).await?;
+        let first = match created {
+            Some(_) => Some(self.begin_step(first.of(interaction.id)).await?),
+            None => None,
+        };
+        Ok(CreatedInteraction {
+            interaction,
+            created,
+            first,
+        })
     }
 
     /// Steps of an interaction, in order.

@@ -67,6 +67,28 @@ pub(crate) struct Run {
     job: Option<crate::ids::JobId>,
     /// Decisions taken about this interaction's `interactive` act steps.
     decisions: HashMap<StepId, StoredDecision>,
+    /// The first step, begun with the interaction: its work is next.
+    begun: Option<Step>,
+}
+
+/// The name of the context step's key.
+const CONTEXT: &str = "context";
+
+fn context_input(message: &str) -> Value {
+    to_json(&ContextInput {
+        message_bytes: message.len(),
+    })
+}
+
+/// The first step of a new interaction of `kind` with the message `input`,
+/// to begin in the commit that creates it: the context step every message's
+/// plan begins with. A host's dispatch begins with its call: none.
+pub(crate) fn first_step(kind: InteractionKind, input: &str) -> Option<crate::step::FirstStep> {
+    (kind == InteractionKind::Message).then(|| crate::step::FirstStep {
+        kind: StepKind::Context,
+        name: CONTEXT.to_owned(),
+        input: context_input(input),
+    })
 }
 
 /// What a delegate's run knows of the chain that called it.
@@ -106,7 +128,18 @@ impl Run {
             access: None,
             job: None,
             decisions: HashMap::new(),
+            begun: None,
         }
+    }
+
+    /// The run of an interaction whose first step was begun with it
+    /// ([`first_step`]): that step's work comes first.
+    pub(crate) fn with_begun(mut self, step: Option<Step>) -> Self {
+        if let Some(step) = &step {
+            self.steps.push(step.clone());
+        }
+        self.begun = step;
+        self
     }
 
     /// A run that works for a job and stops when the job ends.
@@ -146,7 +179,7 @@ impl Run {
     async fn run_loop(mut self: Box<Self>) -> Result<Reply, RuntimeError> {
         let _counted = crate::telemetry::InFlight::start();
         // The step begun by the last commit, whose work is next.
-        let mut in_flight: Option<Step> = None;
+        let mut in_flight: Option<Step> = self.begun.take();
         // A root run can be cancelled, and stops at its agent's deadline.
         let (_running, mut stop) = match self.delegation {
             None => {
@@ -291,7 +324,7 @@ impl Run {
     }
 
     fn key(&self, suffix: &str) -> String {
-        format!("{}:{suffix}", self.interaction.id)
+        crate::step::step_key(self.interaction.id, suffix)
     }
 
     fn new_step(&self, kind: StepKind, attempt: u32, key: String, input: Value) -> NewStep {
@@ -314,10 +347,8 @@ impl Run {
             Work::Context { attempt } => self.new_step(
                 StepKind::Context,
                 *attempt,
-                self.key("context"),
-                to_json(&ContextInput {
-                    message_bytes: self.interaction.input.len(),
-                }),
+                self.key(CONTEXT),
+                context_input(&self.interaction.input),
             ),
             Work::Think { turn, attempt } => self.new_step(
                 StepKind::Think,
