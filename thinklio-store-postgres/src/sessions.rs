@@ -162,14 +162,30 @@ impl SessionStore for PostgresStore {
         now: Timestamp,
         lease: std::time::Duration,
     ) -> StoreResult<bool> {
+        Ok(self
+            .lease_session_read(session, worker, now, lease)
+            .await?
+            .is_some())
+    }
+
+    async fn lease_session_read(
+        &self,
+        session: SessionId,
+        worker: &str,
+        now: Timestamp,
+        lease: std::time::Duration,
+    ) -> StoreResult<Option<Session>> {
         let until = now.plus(lease);
         let client = self.client().await?;
-        // Taken in one statement: the row's lock makes a second taker wait
-        // and see the first one's lease.
-        let taken = rows::execute(
+        // Taken in one statement, which reads the session too: the row's
+        // lock makes a second taker wait and see the first one's lease.
+        let taken = query_opt(
             &client,
-            "UPDATE sessions SET lease_owner = $2, lease_until = $3 WHERE id = $1 \
-             AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until IS NULL OR lease_until <= $4)",
+            &format!(
+                "UPDATE sessions SET lease_owner = $2, lease_until = $3 WHERE id = $1 \
+                 AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until IS NULL OR lease_until <= $4) \
+                 RETURNING {SESSION_COLUMNS}"
+            ),
             &[
                 &session.to_string(),
                 &worker,
@@ -178,8 +194,8 @@ impl SessionStore for PostgresStore {
             ],
         )
         .await?;
-        if taken > 0 {
-            return Ok(true);
+        if let Some(row) = taken {
+            return rows::session(&row).map(Some);
         }
         // Not found, or held by another worker.
         query_opt(
@@ -189,7 +205,7 @@ impl SessionStore for PostgresStore {
         )
         .await?
         .ok_or_else(|| StoreError::not_found("session", session))?;
-        Ok(false)
+        Ok(None)
     }
 
     async fn release_session(&self, session: SessionId, worker: &str) -> StoreResult<()> {

@@ -555,6 +555,35 @@ pub async fn leases_hand_dead_workers_jobs_and_sessions_to_others<S: Store + Clo
         store.lease_session(s1.id, "a", t(20), LEASE).await.unwrap(),
         "its holder renews"
     );
+    // Taken with the session as stored (its approval mode set since).
+    store
+        .set_session_approval_mode(s1.id, Some(crate::approval::ApprovalMode::Draft))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .lease_session_read(s1.id, "c", t(20), LEASE)
+            .await
+            .unwrap(),
+        None,
+        "held by another"
+    );
+    let read = store
+        .lease_session_read(s1.id, "a", t(20), LEASE)
+        .await
+        .unwrap()
+        .expect("its holder renews");
+    assert_eq!(read, store.session(s1.id).await.unwrap());
+    assert_eq!(
+        read.approval_mode,
+        Some(crate::approval::ApprovalMode::Draft)
+    );
+    assert!(matches!(
+        store
+            .lease_session_read(crate::ids::SessionId::new(), "a", t(20), LEASE)
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
     store.release_session(s2.id, "b").await.unwrap();
     assert_eq!(
         store.claim_session("c", t(30), LEASE).await.unwrap(),

@@ -454,9 +454,10 @@ impl Runtime {
         // The session lock is taken first, before any other await, so that
         // concurrent sends of one session run in the order they were first polled.
         let _guard = self.inner.locks.lock(session).await;
-        let hold = self.inner.hold_session(session).await?;
+        let mut hold = self.inner.hold_session(session).await?;
+        let fresh = hold.fresh();
         let result = self
-            .send_held(session, message, InteractionKind::Message)
+            .send_held(session, message, InteractionKind::Message, fresh)
             .await;
         hold.release().await;
         result
@@ -524,14 +525,20 @@ impl Runtime {
         Ok(())
     }
 
-    /// The body of `send` (and of a dispatch), with the session held.
+    /// The body of `send` (and of a dispatch), with the session held;
+    /// `fresh` is the session as read with its lease, if it was.
     pub(crate) async fn send_held(
         &self,
         session: SessionId,
         message: Inbound,
         kind: InteractionKind,
+        fresh: Option<Session>,
     ) -> Result<Reply, RuntimeError> {
-        let session = self.inner.session(session).await?;
+        let read_fresh = fresh.is_some();
+        let session = match fresh {
+            Some(session) => session,
+            None => self.inner.session(session).await?,
+        };
         let access = self
             .inner
             .access(&session.principal, &session.agent_id)
@@ -554,7 +561,11 @@ impl Runtime {
             steps,
             true,
         );
-        run.with_access(access).with_begun(begun).drive().await
+        run.with_access(access)
+            .with_begun(begun)
+            .with_fresh_session(read_fresh)
+            .drive()
+            .await
     }
 
     /// Resumes every unfinished interaction from its last committed step, then

@@ -22,9 +22,17 @@ use crate::interaction::{Interaction, InteractionKind};
 /// A session held for this runtime; [`SessionHold::release`] gives it back.
 pub(crate) struct SessionHold {
     held: Option<(Arc<Inner>, SessionId, JoinHandle<()>)>,
+    /// The session as stored when its lease was taken.
+    fresh: Option<crate::session::Session>,
 }
 
 impl SessionHold {
+    /// The session as the store held it when the lease was taken (shared
+    /// stores only): fresh, so a run need not read it again.
+    pub(crate) fn fresh(&mut self) -> Option<crate::session::Session> {
+        self.fresh.take()
+    }
+
     /// Gives the session's lease back.
     pub(crate) async fn release(mut self) {
         if let Some((inner, session, heartbeat)) = self.held.take() {
@@ -54,22 +62,29 @@ impl Inner {
         session: SessionId,
     ) -> Result<SessionHold, RuntimeError> {
         if !self.config.shared_store {
-            return Ok(SessionHold { held: None });
+            return Ok(SessionHold {
+                held: None,
+                fresh: None,
+            });
         }
         self.hear_cancels();
         let lease = self.config.task_lease;
         let mut wait = Duration::from_millis(5);
-        while !self
-            .store
-            .lease_session(session, &self.worker, self.clock.now(), lease)
-            .await?
-        {
+        let fresh = loop {
+            let taken = self
+                .store
+                .lease_session_read(session, &self.worker, self.clock.now(), lease)
+                .await?;
+            if let Some(fresh) = taken {
+                break fresh;
+            }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_millis(200));
-        }
+        };
         self.note_hold(session);
         Ok(SessionHold {
             held: Some((Arc::clone(self), session, self.renew_session(session))),
+            fresh: Some(fresh),
         })
     }
 
@@ -287,6 +302,7 @@ impl Runtime {
                                         session,
                                         inner.renew_session(session),
                                     )),
+                                    fresh: None,
                                 };
                                 if let Err(e) = inner.run_waiting(session).await {
                                     tracing::error!(%session, error = %e, "session could not run");

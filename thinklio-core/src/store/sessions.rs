@@ -74,6 +74,25 @@ pub trait SessionStore: Send + Sync {
         lease: std::time::Duration,
     ) -> StoreResult<bool>;
 
+    /// [`lease_session`](Self::lease_session), and the session as stored
+    /// when the lease is taken: a runtime on a shared store reads a
+    /// session's settings (its approval mode) fresh at the start of a run,
+    /// and a store may read them with the lease (PostgreSQL does, in one
+    /// statement). `None` while another worker's lease runs.
+    async fn lease_session_read(
+        &self,
+        session: SessionId,
+        worker: &str,
+        now: Timestamp,
+        lease: std::time::Duration,
+    ) -> StoreResult<Option<Session>> {
+        if self.lease_session(session, worker, now, lease).await? {
+            Ok(Some(self.session(session).await?))
+        } else {
+            Ok(None)
+        }
+    }
+
     /// Gives back `worker`'s lease of `session` (nothing if it holds none).
     async fn release_session(&self, session: SessionId, worker: &str) -> StoreResult<()>;
 

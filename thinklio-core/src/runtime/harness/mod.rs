@@ -69,6 +69,8 @@ pub(crate) struct Run {
     decisions: HashMap<StepId, StoredDecision>,
     /// The first step, begun with the interaction: its work is next.
     begun: Option<Step>,
+    /// Whether `session` was read from the store as this run began.
+    session_fresh: bool,
 }
 
 /// The name of the context step's key.
@@ -129,7 +131,15 @@ impl Run {
             job: None,
             decisions: HashMap::new(),
             begun: None,
+            session_fresh: false,
         }
+    }
+
+    /// The run of a session read from the store as the run began (with its
+    /// lease): it is not read again.
+    pub(crate) fn with_fresh_session(mut self, fresh: bool) -> Self {
+        self.session_fresh = fresh;
+        self
     }
 
     /// The run of an interaction whose first step was begun with it
@@ -194,7 +204,7 @@ impl Run {
                 (None, stop::StopSignal::new(never, None))
             }
         };
-        if self.rt.config.shared_store {
+        if self.rt.config.shared_store && !self.session_fresh {
             // Another process may have changed the session's approval mode:
             // a run on a shared store reads it fresh, never from a cache.
             self.session = self.rt.store.session(self.session.id).await?;

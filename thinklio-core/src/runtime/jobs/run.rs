@@ -504,10 +504,11 @@ impl Jobs<'_> {
         };
         self.rt.check_message(&message)?;
         let _guard = inner.locks.lock(session).await;
-        let hold = inner.hold_session(session).await?;
+        let mut hold = inner.hold_session(session).await?;
+        let fresh = hold.fresh();
         let result = self
             .rt
-            .send_held(session, message, InteractionKind::Dispatch)
+            .send_held(session, message, InteractionKind::Dispatch, fresh)
             .await;
         hold.release().await;
         let steps = inner.store.steps(result?.interaction_id).await?;
