@@ -152,8 +152,9 @@ impl PostgresStore {
     /// (each a round trip; from `pg_stat_statements`, which the cluster
     /// must preload, as `scripts/postgres.sh` does) and transactions
     /// committed (`pg_stat_database`). Every client of the database is
-    /// counted, and the server publishes other sessions' figures within
-    /// about a second.
+    /// counted but this count's own statements (those that read the
+    /// server's statistics), and the server publishes other sessions'
+    /// figures within about a second.
     pub async fn server_counts(&self) -> StoreResult<StoreCounts> {
         let client = self.client().await?;
         client
@@ -164,7 +165,8 @@ impl PostgresStore {
             .query_one(
                 "SELECT \
                    (SELECT CAST(COALESCE(SUM(calls), 0) AS BIGINT) FROM pg_stat_statements \
-                    WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())), \
+                    WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                    AND query NOT LIKE '%pg_stat_statements%' AND query NOT LIKE '%pg_stat_clear_snapshot%'), \
                    (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database())",
                 &[],
             )
