@@ -233,8 +233,8 @@ static FINISH_STEP: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// A step to begin, as the values of [`BEGIN_STEP`]'s and
-/// [`FINISH_STEP`]'s first thirteen parameters.
+/// A step to begin, as the statements that begin one take it: its row (the
+/// parameters [`begun_ctes`] reads) and its `step.started` event's payload.
 struct Begun {
     step: Step,
     id: String,
