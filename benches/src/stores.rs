@@ -117,9 +117,11 @@ pub(crate) async fn postgres_harness(
             .await?;
         ids.push(session.id);
     }
-    // Each worker answers one message first, as the SQLite runs do: what
-    // a runtime reads once (budgets, account policies) is not counted as
-    // the interactions' work.
+    // The counting store connects first (its LISTEN connection is its own
+    // statement), and each worker answers one message, as the SQLite runs
+    // do: what a runtime reads once (budgets, account policies) is not
+    // counted as the interactions' work.
+    let counter = postgres(&schema).await?;
     for (n, rt) in runtimes.iter().enumerate() {
         let warm = rt
             .open_session(
@@ -132,7 +134,6 @@ pub(crate) async fn postgres_harness(
         rt.send(warm.id, "what is 2 + 3?").await?;
     }
     let per_session = interactions / sessions.max(1);
-    let counter = postgres(&schema).await?;
     // Without pg_stat_statements in the cluster, the counts are left out.
     let counted = counter.server_counts().await.ok();
     let started = Instant::now();

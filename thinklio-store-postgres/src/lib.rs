@@ -47,6 +47,7 @@ mod queue;
 mod rows;
 mod schema;
 mod sessions;
+mod steps;
 mod summaries;
 mod tls;
 mod todos;
