@@ -149,9 +149,9 @@ pub(crate) fn nearest(
     visible_count: i64,
     limit: i64,
 ) -> StoreResult<(Vec<Candidate>, bool, bool)> {
-    let (filter, mut params) = visible(&query.visibility, 3);
+    let (filter, params) = visible(&query.visibility, 3);
     let mut all = vec![SqlValue::Blob(to_blob(e)), SqlValue::Integer(limit)];
-    all.append(&mut params);
+    all.extend(params.iter().cloned());
     let exact = format!(
         "SELECT {FACT_COLUMNS}, v.embedding, d.distance FROM ( \
            SELECT f.n AS n, vec_distance_cosine(v.embedding, ?1) AS distance \
@@ -171,29 +171,113 @@ pub(crate) fn nearest(
     let Some(probes) = lists.index.probes(visible_count, lists.vectors) else {
         return Ok((candidates(c, &exact, all)?, false, stale));
     };
-    let keys = list_keys(&lists, e, probes);
-    // The lists drive the scan (CROSS JOIN keeps them outermost): only
-    // their vectors are compared, each then checked against the filter.
-    // Their keys are one JSON parameter, so the statement stays cached.
-    let approximate = format!(
-        "SELECT {FACT_COLUMNS}, v.embedding, d.distance FROM ( \
-           SELECT f.n AS n, vec_distance_cosine(v.embedding, ?1) AS distance \
-           FROM fact_vectors v CROSS JOIN facts f ON f.n = v.n \
-           WHERE v.list IN (SELECT value FROM json_each(?{})) AND {filter}{current} \
-           AND length(v.embedding) = length(?1) \
-           ORDER BY distance LIMIT ?2 \
-         ) d JOIN facts f ON f.n = d.n JOIN fact_vectors v ON v.n = d.n \
-         ORDER BY d.distance",
-        all.len() + 1
-    );
-    let mut with_keys = all.clone();
-    with_keys.push(SqlValue::Text(keys));
-    let found = candidates(c, &approximate, with_keys)?;
+    let found = walk_lists(
+        c,
+        &filter,
+        current,
+        params,
+        e,
+        &list_keys(&lists, e, probes),
+        limit,
+        (visible_count, lists.vectors),
+    )?;
     // Too few of what it sees lie in those lists: compare them all.
     if (found.len() as i64) < limit.min(visible_count) {
         return Ok((candidates(c, &exact, all)?, false, stale));
     }
     Ok((found, true, stale))
+}
+
+/// The `limit` nearest visible vectors among those filed under the lists
+/// of `keys`, read in full, nearest first.
+///
+/// The lists' vectors are ranked by distance alone (one scan of the list
+/// index, no fact read), then walked nearest first, a batch at a time,
+/// through the visibility filter until `limit` pass: a principal that
+/// sees most facts reads about `limit` of them, not every vector's fact.
+/// The first batch is sized by the share it sees (`seen`: visible and
+/// total vectors), each next one twice the last.
+#[allow(clippy::too_many_arguments)]
+fn walk_lists(
+    c: &rusqlite::Connection,
+    filter: &str,
+    current: &str,
+    mut params: Vec<SqlValue>,
+    e: &[f32],
+    keys: &str,
+    limit: i64,
+    seen: (i64, i64),
+) -> StoreResult<Vec<Candidate>> {
+    let ranked: Vec<i64> = c
+        .prepare_cached(
+            "SELECT n FROM fact_vectors WHERE list IN (SELECT value FROM json_each(?2)) \
+             AND length(embedding) = length(?1) ORDER BY vec_distance_cosine(embedding, ?1)",
+        )
+        .map_err(backend)?
+        .query_map(params![to_blob(e), keys], |r| r.get(0))
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+    // The filter's parameters start at ?3 (see `nearest`); the batch is
+    // one JSON parameter after them, so the statement stays cached.
+    let batch_param = params.len() + 3;
+    let passes = format!(
+        "SELECT f.n FROM facts f WHERE f.n IN (SELECT value FROM json_each(?{batch_param})) \
+         AND {filter}{current}"
+    );
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let share = seen.1.max(1) as f64 / seen.0.max(1) as f64;
+    let mut size = ((limit as f64 * share * 2.0).ceil() as usize).max(limit);
+    let mut kept: Vec<i64> = Vec::with_capacity(limit);
+    let mut rest = ranked.as_slice();
+    let mut with_batch = vec![SqlValue::Null, SqlValue::Null];
+    with_batch.append(&mut params);
+    while kept.len() < limit && !rest.is_empty() {
+        let (batch, after) = rest.split_at(size.min(rest.len()));
+        rest = after;
+        size = size.saturating_mul(2);
+        with_batch.push(SqlValue::Text(json_array(batch)));
+        let passed: std::collections::HashSet<i64> = c
+            .prepare_cached(&passes)
+            .map_err(backend)?
+            .query_map(rusqlite::params_from_iter(&with_batch), |r| r.get(0))
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+        with_batch.pop();
+        kept.extend(
+            batch
+                .iter()
+                .filter(|n| passed.contains(n))
+                .take(limit - kept.len()),
+        );
+    }
+    candidates(
+        c,
+        &format!(
+            "SELECT {FACT_COLUMNS}, v.embedding, vec_distance_cosine(v.embedding, ?1) AS distance \
+             FROM facts f JOIN fact_vectors v ON v.n = f.n \
+             WHERE f.n IN (SELECT value FROM json_each(?2)) ORDER BY distance"
+        ),
+        vec![
+            SqlValue::Blob(to_blob(e)),
+            SqlValue::Text(json_array(&kept)),
+        ],
+    )
+}
+
+/// Integers as a JSON array, a parameter for `json_each`.
+fn json_array(ns: &[i64]) -> String {
+    let mut out = String::with_capacity(ns.len() * 8 + 2);
+    out.push('[');
+    for (i, n) in ns.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&n.to_string());
+    }
+    out.push(']');
+    out
 }
 
 /// How many lists nearest a new fact's embedding are searched for a near

@@ -62,13 +62,34 @@ pub async fn a_large_layer_is_searched_through_the_vector_index<S: Store>(store:
         .map(|i| account_fact(other, i, vectors[n + i].clone()))
         .collect();
     store.import_facts(theirs, t(1)).await.unwrap();
+    // Mine, but retracted; and a team's this principal is not in: each
+    // right where a query looks.
+    let retracted = store
+        .record_fact(
+            account_fact(me.account, n + 35, vectors[n + 35].clone()),
+            t(1),
+        )
+        .await
+        .unwrap();
+    store
+        .curate_fact(
+            retracted.fact().id,
+            Curation::retract(t(1)),
+            FactActor::System,
+            t(1),
+        )
+        .await
+        .unwrap();
+    let mut elsewhere = account_fact(me.account, n + 36, vectors[n + 36].clone());
+    elsewhere.owner = FactOwner::Team(TeamId::new());
+    let elsewhere = store.record_fact(elsewhere, t(1)).await.unwrap();
 
     let built = store.index_vectors().await.unwrap();
     let index = built
         .iter()
         .find(|b| b.dims == DIMS)
         .unwrap_or_else(|| panic!("no index of {DIMS} dimensions: {built:?}"));
-    assert_eq!(index.vectors, n as u64 + 20);
+    assert_eq!(index.vectors, n as u64 + 22);
     assert!(index.bytes > 0, "{index:?}");
 
     // A fact recorded after the build is found through the index.
@@ -122,6 +143,34 @@ pub async fn a_large_layer_is_searched_through_the_vector_index<S: Store>(store:
             );
         }
     }
+    for (q, hidden) in [(n + 35, retracted.fact().id), (n + 36, elsewhere.fact().id)] {
+        let search = FactQuery::new(visibility.clone(), "", Some(vectors[q].clone()), 10);
+        let hits = store.fact_candidates(&search).await.unwrap();
+        assert!(
+            hits.approximate,
+            "query {q}: not searched through the index"
+        );
+        assert_eq!(
+            hits.vector.len(),
+            search.candidates.max(search.k),
+            "query {q}: as many as asked for"
+        );
+        assert!(
+            hits.vector.iter().all(|c| c.fact.id != hidden),
+            "query {q}: a fact this principal may not see came through the index"
+        );
+    }
+    let history = FactQuery {
+        include_history: true,
+        ..FactQuery::new(visibility.clone(), "", Some(vectors[n + 35].clone()), 10)
+    };
+    let hits = store.fact_candidates(&history).await.unwrap();
+    assert!(hits.approximate);
+    assert_eq!(
+        hits.vector.first().map(|c| c.fact.id),
+        Some(retracted.fact().id),
+        "with history, the retracted fact is its own nearest"
+    );
     let recall = found as f64 / 210.0;
     assert!(
         recall >= 0.9,
