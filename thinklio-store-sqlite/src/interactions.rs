@@ -49,6 +49,12 @@ fn parse_id<T: std::str::FromStr>(s: Option<String>) -> Option<T> {
     s.and_then(|s| s.parse().ok())
 }
 
+/// Records a step's change of state; each change takes the next place in
+/// the step's history (a step that waited for a decision has more than
+/// three).
+pub(crate) const TRANSITION: &str = "INSERT INTO step_transitions (step_id, n, from_state, to_state, at) VALUES \
+     (?1, (SELECT COALESCE(MAX(n) + 1, 0) FROM step_transitions WHERE step_id = ?1), ?2, ?3, ?4)";
+
 pub(crate) fn record_transition(
     tx: &rusqlite::Connection,
     step: &str,
@@ -56,15 +62,15 @@ pub(crate) fn record_transition(
     to: StepState,
     at: Timestamp,
 ) -> StoreResult<()> {
-    // Each change takes the next place in the step's history (a step that
-    // waited for a decision has more than three).
-    tx.prepare_cached(
-        "INSERT INTO step_transitions (step_id, n, from_state, to_state, at) VALUES \
-         (?1, (SELECT COALESCE(MAX(n) + 1, 0) FROM step_transitions WHERE step_id = ?1), ?2, ?3, ?4)",
-    )
-    .map_err(backend)?
-    .execute(params![step, from.map(|s| s.as_str()), to.as_str(), at.as_millis()])
-    .map_err(backend)?;
+    tx.prepare_cached(TRANSITION)
+        .map_err(backend)?
+        .execute(params![
+            step,
+            from.map(|s| s.as_str()),
+            to.as_str(),
+            at.as_millis()
+        ])
+        .map_err(backend)?;
     Ok(())
 }
 
