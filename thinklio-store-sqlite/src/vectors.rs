@@ -21,7 +21,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{OptionalExtension, params};
 use thinklio_core::knowledge::{
     APPROXIMATE_ABOVE, Candidate, Fact, FactQuery, IvfLists, LISTS_FROM, NEAR_DUPLICATE,
-    VectorIndex,
+    VectorIndex, Visibility,
 };
 use thinklio_core::{StoreError, StoreResult};
 
@@ -149,9 +149,9 @@ pub(crate) fn nearest(
     visible_count: i64,
     limit: i64,
 ) -> StoreResult<(Vec<Candidate>, bool, bool)> {
-    let (filter, params) = visible(&query.visibility, 3);
+    let (filter, mut params) = visible(&query.visibility, 3);
     let mut all = vec![SqlValue::Blob(to_blob(e)), SqlValue::Integer(limit)];
-    all.extend(params.iter().cloned());
+    all.append(&mut params);
     let exact = format!(
         "SELECT {FACT_COLUMNS}, v.embedding, d.distance FROM ( \
            SELECT f.n AS n, vec_distance_cosine(v.embedding, ?1) AS distance \
@@ -173,9 +173,8 @@ pub(crate) fn nearest(
     };
     let found = walk_lists(
         c,
-        &filter,
+        &query.visibility,
         current,
-        params,
         e,
         &list_keys(&lists, e, probes),
         limit,
@@ -197,12 +196,10 @@ pub(crate) fn nearest(
 /// sees most facts reads about `limit` of them, not every vector's fact.
 /// The first batch is sized by the share it sees (`seen`: visible and
 /// total vectors), each next one twice the last.
-#[allow(clippy::too_many_arguments)]
 fn walk_lists(
     c: &rusqlite::Connection,
-    filter: &str,
+    visibility: &Visibility,
     current: &str,
-    mut params: Vec<SqlValue>,
     e: &[f32],
     keys: &str,
     limit: i64,
@@ -218,11 +215,10 @@ fn walk_lists(
         .map_err(backend)?
         .collect::<Result<_, _>>()
         .map_err(backend)?;
-    // The filter's parameters start at ?3 (see `nearest`); the batch is
-    // one JSON parameter after them, so the statement stays cached.
-    let batch_param = params.len() + 3;
+    // The batch is one JSON parameter (?1), so the statement stays cached.
+    let (filter, params) = visible(visibility, 2);
     let passes = format!(
-        "SELECT f.n FROM facts f WHERE f.n IN (SELECT value FROM json_each(?{batch_param})) \
+        "SELECT f.n FROM facts f WHERE f.n IN (SELECT value FROM json_each(?1)) \
          AND {filter}{current}"
     );
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
@@ -230,13 +226,13 @@ fn walk_lists(
     let mut size = ((limit as f64 * share * 2.0).ceil() as usize).max(limit);
     let mut kept: Vec<i64> = Vec::with_capacity(limit);
     let mut rest = ranked.as_slice();
-    let mut with_batch = vec![SqlValue::Null, SqlValue::Null];
-    with_batch.append(&mut params);
+    let mut with_batch = vec![SqlValue::Null];
+    with_batch.extend(params);
     while kept.len() < limit && !rest.is_empty() {
         let (batch, after) = rest.split_at(size.min(rest.len()));
         rest = after;
         size = size.saturating_mul(2);
-        with_batch.push(SqlValue::Text(json_array(batch)));
+        with_batch[0] = SqlValue::Text(json_array(batch));
         let passed: std::collections::HashSet<i64> = c
             .prepare_cached(&passes)
             .map_err(backend)?
@@ -244,7 +240,6 @@ fn walk_lists(
             .map_err(backend)?
             .collect::<Result<_, _>>()
             .map_err(backend)?;
-        with_batch.pop();
         kept.extend(
             batch
                 .iter()
