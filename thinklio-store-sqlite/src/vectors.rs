@@ -263,16 +263,8 @@ fn walk_lists(
 
 /// Integers as a JSON array, a parameter for `json_each`.
 fn json_array(ns: &[i64]) -> String {
-    let mut out = String::with_capacity(ns.len() * 8 + 2);
-    out.push('[');
-    for (i, n) in ns.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&n.to_string());
-    }
-    out.push(']');
-    out
+    // A slice of integers always serializes.
+    serde_json::to_string(ns).unwrap_or_else(|_| "[]".into())
 }
 
 /// How many lists nearest a new fact's embedding are searched for a near
@@ -347,13 +339,13 @@ pub(crate) fn near_duplicate(
 
 /// The keys of the `probes` lists nearest `embedding`, as a JSON array.
 fn list_keys(lists: &Lists, embedding: &[f32], probes: usize) -> String {
-    let keys: Vec<String> = lists
+    let keys: Vec<i64> = lists
         .index
         .nearest_n(embedding, probes)
         .into_iter()
-        .map(|i| lists.key(i).to_string())
+        .map(|i| lists.key(i))
         .collect();
-    format!("[{}]", keys.join(","))
+    json_array(&keys)
 }
 
 /// The highest fact number holding a vector.
